@@ -1,0 +1,1 @@
+"""Text cleaning: Unicode repair, whitespace and control characters, PII redaction."""

@@ -1,0 +1,54 @@
+"""The cleaning stage over a batch: repair, tidy, redact, and drop what cleaning emptied."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from refinery.batch import BatchResult, split_batch
+from refinery.clean.normalize import fix_unicode, normalize_form, normalize_whitespace, strip_invisible
+from refinery.clean.pii import PII_KINDS, redact
+
+PII_COLUMNS = [f"pii_{kind}" for kind in PII_KINDS]
+CLEAN_FIELDS = [pa.field(col, pa.int32()) for col in PII_COLUMNS] + [pa.field("text_changed", pa.bool_())]
+
+
+class CleanParams(BaseModel):
+    """What the cleaning stage changes. Each step can be switched off."""
+
+    fix_unicode: bool = Field(True, description="Repair mojibake and straighten quotes with ftfy.")
+    unicode_form: str = Field("NFC", description="Unicode normal form: NFC, NFKC or none.")
+    strip_invisible: bool = Field(True, description="Drop control and zero-width characters.")
+    normalize_whitespace: bool = Field(True, description="Collapse spaces and blank-line runs.")
+    redact: list[str] = Field(list(PII_KINDS), description=f"PII kinds to redact, of {list(PII_KINDS)}.")
+    placeholder: str = Field("<{kind}>", description="Replacement; {kind} becomes EMAIL, PHONE, IP…")
+
+
+def clean_text(text: str, params: CleanParams) -> tuple[str, dict[str, int]]:
+    out = text
+    if params.fix_unicode:
+        out = fix_unicode(out)
+    if params.unicode_form != "none":
+        out = normalize_form(out, params.unicode_form)
+    if params.strip_invisible:
+        out = strip_invisible(out)
+    if params.normalize_whitespace:
+        out = normalize_whitespace(out)
+    return redact(out, set(params.redact), params.placeholder)
+
+
+def clean_batch(frame: pd.DataFrame, params: CleanParams) -> BatchResult:
+    unknown = set(params.redact) - set(PII_KINDS)
+    if unknown:
+        raise ValueError(f"unknown PII kinds {sorted(unknown)}; choose from {list(PII_KINDS)}")
+    texts, counts, changed, reasons = [], {c: [] for c in PII_COLUMNS}, [], []
+    for original in frame["text"].tolist():
+        text, found = clean_text(original, params)
+        texts.append(text)
+        changed.append(text != original)
+        for kind, n in found.items():
+            counts[f"pii_{kind}"].append(n)
+        reasons.append(None if text else ("empty_after_cleaning", "no text left after cleaning"))
+    out = frame.assign(text=texts, text_changed=changed, **counts)
+    return split_batch(out, reasons)

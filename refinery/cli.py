@@ -1,0 +1,209 @@
+"""The ``refinery`` command: set up a home, build the sample, run the pipeline, query with SQL.
+
+Commands that drive Dagster (run, demo, partitions) import it lazily through ``launch``;
+the rest (sql, status, sample, index) work on the files alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from refinery.paths import Layout
+
+
+def _layout(args: argparse.Namespace) -> Layout:
+    return Layout.at(args.home)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    import launch
+
+    layout = _layout(args)
+    for folder in (layout.inbox_kind("text"), layout.storage, layout.index, layout.reports):
+        folder.mkdir(parents=True, exist_ok=True)
+    dagster_home = launch.prepare_environment(layout)
+    print(f"REFINERY_HOME={layout.home}\nDAGSTER_HOME={dagster_home}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from refinery.sample.text_sample import build_text_sample
+
+    target = _layout(args).inbox_kind("text")
+    existing = [p.name for p in target.iterdir()] if target.is_dir() else []
+    if existing and not args.force:
+        print(f"{target} already holds sources {sorted(existing)}; use --force to rewrite the sample")
+        return 0
+    written = build_text_sample(target, seed=args.seed)
+    print(f"sample written to {target}: " + ", ".join(f"{k} ({v} files)" for k, v in written.items()))
+    return 0
+
+
+def cmd_partitions(args: argparse.Namespace) -> int:
+    import launch
+
+    layout = _layout(args)
+    launch.prepare_environment(layout)
+    added = launch.sync_partitions(layout, args.kind)
+    print(f"added partitions: {added}" if added else "no new sources")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import launch
+
+    layout = _layout(args)
+    launch.prepare_environment(layout)
+    outcome = launch.run_text_pipeline(layout, args.source or None, report=not args.no_report)
+    for name, ok in outcome.items():
+        print(f"  {'ok    ' if ok else 'FAILED'} {name}")
+    return 0 if all(outcome.values()) else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from refinery.report import build_report
+    from refinery.storage import Storage
+
+    report = build_report(Storage(_layout(args).storage))
+    print(report.markdown())
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from refinery.sql import connect
+
+    con = connect(_layout(args).storage)
+    try:
+        frame = con.execute(args.query).df()
+    except Exception as err:  # duckdb raises many types; show the message, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(json.dumps(frame.to_dict("records"), default=str, indent=1))
+    else:
+        import pandas as pd
+
+        with pd.option_context(
+            "display.max_rows",
+            args.max_rows,
+            "display.max_columns",
+            50,
+            "display.width",
+            200,
+            "display.max_colwidth",
+            80,
+        ):
+            print(frame.to_string(index=False, max_rows=args.max_rows))
+    return 0
+
+
+def cmd_index_reset(args: argparse.Namespace) -> int:
+    from refinery.dedup.backends import reset_indexes
+
+    removed = reset_indexes(args.backend, _layout(args), args.redis_url, args.namespace, args.which)
+    print(
+        f"removed {len(removed)} index entries/files"
+        + (f": {removed[:5]}…" if len(removed) > 5 else f": {removed}")
+    )
+    print("re-materialize the dedup stages of every partition to rebuild the index")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Everything on the bundled sample, then where to look."""
+    import launch
+    from refinery.report import build_report
+    from refinery.sample.text_sample import SOURCES, build_text_sample
+    from refinery.sql import connect
+    from refinery.storage import Storage
+
+    layout = _layout(args)
+    dagster_home = launch.prepare_environment(layout)
+    inbox = layout.inbox_kind("text")
+    if not inbox.is_dir() or not any(inbox.iterdir()):
+        build_text_sample(inbox, seed=args.seed)
+        print(f"bundled sample written to {inbox}")
+    # Canonical sources first: dedup keeps the first copy it sees (news before forum reposts).
+    present = {p.name for p in inbox.iterdir() if p.is_dir()}
+    order = [s for s in SOURCES if s in present] + sorted(present - set(SOURCES))
+    outcome = launch.run_text_pipeline(layout, order)
+    report = build_report(Storage(layout.storage))
+    print("\n" + report.markdown())
+    con = connect(layout.storage)
+    top = con.execute(
+        "SELECT reason, count(*) AS rows FROM rejected_heuristic_filtered GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
+    ).fetchall()
+    print("Top heuristic removal reasons (via DuckDB):")
+    for reason, n in top:
+        print(f"  {n:6d}  {reason}")
+    failed = [k for k, ok in outcome.items() if not ok]
+    home = layout.home
+    print(f"""
+Where to look
+  data        {home}/storage/<asset>/<source>.parquet
+  rejected    {home}/storage/rejected/<asset>/<source>.parquet   (column 'reason')
+  report      {home}/reports/corpus_report.md
+  SQL         .venv/bin/refinery sql "SELECT source, count(*) FROM pretrain_corpus GROUP BY 1"
+  DuckDB      {home}/reports/catalog.duckdb
+  Dagster UI  DAGSTER_HOME={dagster_home} .venv/bin/dagster dev   (then http://127.0.0.1:3000)
+""")
+    if failed:
+        print(f"FAILED: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refinery", description=__doc__.splitlines()[0])
+    parser.add_argument("--home", default=None, help="REFINERY_HOME (default: $REFINERY_HOME or ./.refinery)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("init", help="create the home folders and the Dagster instance config").set_defaults(
+        func=cmd_init
+    )
+    p = sub.add_parser("sample", help="write the bundled sample into the inbox")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_sample)
+    p = sub.add_parser("demo", help="sample + whole pipeline + where to look")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("partitions", help="add partitions for new inbox sources (what the sensor does)")
+    p.add_argument("--kind", default="text")
+    p.set_defaults(func=cmd_partitions)
+    p = sub.add_parser("run", help="materialize the text pipeline for inbox sources, then the report")
+    p.add_argument(
+        "--source",
+        action="append",
+        help="only this source (repeatable; run in the order given, since dedup keeps first copies)",
+    )
+    p.add_argument("--no-report", action="store_true")
+    p.set_defaults(func=cmd_run)
+    sub.add_parser("status", help="documents per stage and removal reasons").set_defaults(func=cmd_status)
+    p = sub.add_parser("sql", help="run SQL over every stage (views: <asset>, rejected_<asset>)")
+    p.add_argument("query")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--max-rows", type=int, default=50)
+    p.set_defaults(func=cmd_sql)
+    p = sub.add_parser("index", help="manage the dedup indexes")
+    isub = p.add_subparsers(dest="index_command", required=True)
+    r = isub.add_parser("reset", help="delete a dedup index")
+    r.add_argument("which", choices=["exact", "fuzzy", "all"])
+    r.add_argument("--backend", default="local", choices=["local", "redis"])
+    r.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    r.add_argument("--namespace", default="refinery")
+    r.set_defaults(func=cmd_index_reset)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

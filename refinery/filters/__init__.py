@@ -1,0 +1,1 @@
+"""Heuristic quality filters: Gopher quality, Gopher repetition, C4, and a language gate."""

@@ -1,0 +1,82 @@
+"""The heuristic rule chain, language-agnostic rules first, then the English ones.
+
+Order: Gopher quality (shape: length, word length, symbols, bullets, ellipses, alphabetic
+words) → Gopher repetition → language gate → Gopher stop words → C4. Rules that hold in any
+language decide first, so spam is rejected for what it is; the gate then makes the English
+assumption explicit before the rules that depend on it.
+
+The first failed rule names the rejection. Scores of every family that ran are kept as columns
+(so kept documents carry all of them, and SQL can slice any threshold afterwards); families
+after the failing one did not run, and their columns are null for that row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pyarrow as pa
+
+from refinery.batch import BatchResult, split_batch
+from refinery.filters.c4 import c4_rules
+from refinery.filters.gopher_quality import gopher_quality, gopher_stop_words
+from refinery.filters.gopher_repetition import gopher_repetition
+from refinery.filters.language import language_gate
+from refinery.filters.params import HeuristicParams
+from refinery.text.words import tokens, words
+
+INT_SCORES = ["word_count", "stop_word_count", "c4_lines_removed", "c4_sentences"]
+FLOAT_SCORES = [
+    "english_word_fraction",
+    "mean_word_length",
+    "hash_ratio",
+    "ellipsis_ratio",
+    "bullet_lines_ratio",
+    "ellipsis_lines_ratio",
+    "alpha_words_ratio",
+    "dup_para_frac",
+    "dup_para_char_frac",
+    "dup_line_frac",
+    "dup_line_char_frac",
+    *[f"top_{n}gram_char_frac" for n in (2, 3, 4)],
+    *[f"dup_{n}gram_char_frac" for n in range(5, 11)],
+]
+SCORE_FIELDS = [pa.field(c, pa.int32()) for c in INT_SCORES] + [
+    pa.field(c, pa.float32()) for c in FLOAT_SCORES
+]
+
+
+def evaluate(text: str, p: HeuristicParams) -> tuple[tuple[str, str] | None, dict, str]:
+    """Run the chain on one document: (first failure or None, scores, text to keep)."""
+    scores: dict = {}
+    toks = tokens(text)
+    wrds = words(text)
+    if p.gopher_quality and (v := gopher_quality(text, toks, wrds, p, scores)):
+        return v, scores, text
+    if p.gopher_repetition and (v := gopher_repetition(text, toks, p, scores)):
+        return v, scores, text
+    if p.language_gate and (v := language_gate(wrds, p, scores)):
+        return v, scores, text
+    if p.gopher_quality and (v := gopher_stop_words(wrds, p, scores)):
+        return v, scores, text
+    if p.c4:
+        v, new_text = c4_rules(text, p, scores)
+        if v:
+            return v, scores, text
+        text = new_text
+    return None, scores, text
+
+
+def filter_batch(frame: pd.DataFrame, p: HeuristicParams) -> BatchResult:
+    reasons, texts = [], []
+    columns: dict[str, list] = {c: [] for c in INT_SCORES + FLOAT_SCORES}
+    for text in frame["text"].tolist():
+        verdict, scores, kept_text = evaluate(text, p)
+        reasons.append(verdict)
+        texts.append(kept_text)
+        for name, values in columns.items():
+            values.append(scores.get(name, math.nan))
+    out = frame.assign(text=texts, **columns)
+    for name in INT_SCORES:
+        out[name] = out[name].astype("Int32")
+    return split_batch(out, reasons)

@@ -1,0 +1,75 @@
+"""Gopher quality rules (Rae et al. 2021, appendix A), on pre-split tokens.
+
+The stop-word rule is separate because it is the one that assumes English: the chain runs it
+after the language gate, so a French page is rejected as not English rather than for lacking
+English stop words.
+"""
+
+from __future__ import annotations
+
+import re
+
+from refinery.filters.params import HeuristicParams
+
+_ANY_ALPHA = re.compile(r"[^\W\d_]")
+
+Verdict = tuple[str, str] | None
+
+
+def gopher_quality(text: str, toks: list[str], wrds: list[str], p: HeuristicParams, out: dict) -> Verdict:
+    """Fill ``out`` with the scores; return the first failed rule as (code, detail)."""
+    n_tokens = len(toks) or 1
+    n_words = len(wrds)
+    out["word_count"] = n_words
+    if p.min_doc_words is not None and n_words < p.min_doc_words:
+        return "gopher_quality.short_doc", f"{n_words} words < {p.min_doc_words}"
+    if p.max_doc_words is not None and n_words > p.max_doc_words:
+        return "gopher_quality.long_doc", f"{n_words} words > {p.max_doc_words}"
+
+    mean_len = sum(map(len, wrds)) / n_words if n_words else 0.0
+    out["mean_word_length"] = mean_len
+    if p.min_avg_word_length is not None and mean_len < p.min_avg_word_length:
+        return "gopher_quality.mean_word_length_low", f"{mean_len:.2f} < {p.min_avg_word_length}"
+    if p.max_avg_word_length is not None and mean_len > p.max_avg_word_length:
+        return "gopher_quality.mean_word_length_high", f"{mean_len:.2f} > {p.max_avg_word_length}"
+
+    hash_ratio = text.count("#") / n_tokens
+    ellipsis_ratio = (text.count("...") + text.count("…")) / n_tokens
+    out["hash_ratio"], out["ellipsis_ratio"] = hash_ratio, ellipsis_ratio
+    if p.max_hash_word_ratio is not None and hash_ratio > p.max_hash_word_ratio:
+        return "gopher_quality.too_many_hashes", f"{hash_ratio:.3f} '#' per token > {p.max_hash_word_ratio}"
+    if p.max_ellipsis_word_ratio is not None and ellipsis_ratio > p.max_ellipsis_word_ratio:
+        return (
+            "gopher_quality.too_many_ellipsis",
+            f"{ellipsis_ratio:.3f} per token > {p.max_ellipsis_word_ratio}",
+        )
+
+    lines = text.splitlines() or [text]
+    prefixes = tuple(p.bullet_prefixes)
+    bullet = sum(1 for line in lines if line.lstrip().startswith(prefixes)) / len(lines)
+    ellipsis_lines = sum(1 for line in lines if line.rstrip().endswith(("...", "…"))) / len(lines)
+    out["bullet_lines_ratio"], out["ellipsis_lines_ratio"] = bullet, ellipsis_lines
+    if p.max_bullet_lines_ratio is not None and bullet > p.max_bullet_lines_ratio:
+        return "gopher_quality.too_many_bullets", f"{bullet:.2f} of lines > {p.max_bullet_lines_ratio}"
+    if p.max_ellipsis_lines_ratio is not None and ellipsis_lines > p.max_ellipsis_lines_ratio:
+        return (
+            "gopher_quality.too_many_end_ellipsis",
+            f"{ellipsis_lines:.2f} of lines > {p.max_ellipsis_lines_ratio}",
+        )
+
+    pure_alpha = sum(map(str.isalpha, wrds))
+    mixed = sum(1 for w in wrds if not w.isalpha() and _ANY_ALPHA.search(w))
+    alpha_ratio = (pure_alpha + mixed) / n_tokens
+    out["alpha_words_ratio"] = alpha_ratio
+    if p.min_alpha_words_ratio is not None and alpha_ratio < p.min_alpha_words_ratio:
+        return "gopher_quality.low_alpha_words", f"{alpha_ratio:.2f} < {p.min_alpha_words_ratio}"
+    return None
+
+
+def gopher_stop_words(wrds: list[str], p: HeuristicParams, out: dict) -> Verdict:
+    """Gopher's stop-word rule: the one quality rule that assumes English."""
+    stop_words = len(set(map(str.lower, set(wrds))).intersection(p.stop_words))
+    out["stop_word_count"] = stop_words
+    if p.min_stop_words is not None and stop_words < p.min_stop_words:
+        return "gopher_quality.few_stop_words", f"{stop_words} distinct stop words < {p.min_stop_words}"
+    return None

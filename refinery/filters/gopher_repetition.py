@@ -1,0 +1,148 @@
+"""Gopher repetition rules (Rae et al. 2021, table A1), with n-grams as integer hashes.
+
+Tokens become integer ids once per document; every n-gram is then a wrapped 64-bit linear
+combination of its ids, computed for all positions at once with numpy. Most documents have no
+repeated 5-gram at all, which one ``np.unique`` proves, so the sequential scan that the
+"duplicate n-gram" rule needs runs only on documents that actually repeat themselves.
+
+Semantics follow the reference implementations: paragraph and line duplicates count every
+repeat after the first; the top n-gram fraction is (characters of the most frequent n-gram,
+spaces included) × its count / characters of the document; the duplicate n-gram fraction scans
+left to right, and on each repeated n-gram counts its characters and jumps past it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+
+from refinery.filters.params import HeuristicParams
+
+_PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
+_LINE_SPLIT = re.compile(r"\n+")
+# Fixed odd multipliers: n-gram hash = sum(id[i+k] * MULT[k]) mod 2**64.
+MULT = np.random.default_rng(20240607).integers(1, 2**63, size=16, dtype=np.uint64) * np.uint64(
+    2
+) + np.uint64(1)
+
+Verdict = tuple[str, str] | None
+
+
+def duplicate_elements(items: list[str]) -> tuple[int, int]:
+    """(number of repeats after the first occurrence, characters in those repeats)."""
+    seen: set[str] = set()
+    dups = chars = 0
+    for item in items:
+        if item in seen:
+            dups += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return dups, chars
+
+
+def ngram_hashes(ids: np.ndarray, max_n: int) -> list[np.ndarray]:
+    """hashes[n] for n = 1..max_n (index 0 unused); wraps modulo 2**64 by design."""
+    out: list[np.ndarray] = [np.empty(0, dtype=np.uint64)]
+    with np.errstate(over="ignore"):
+        cur = ids * MULT[0]
+        out.append(cur)
+        for n in range(2, max_n + 1):
+            if len(ids) < n:
+                out.append(np.empty(0, dtype=np.uint64))
+                continue
+            cur = cur[:-1] + ids[n - 1 :] * MULT[n - 1]
+            out.append(cur)
+    return out
+
+
+def top_ngram_chars(h: np.ndarray, cum: np.ndarray, n: int) -> int:
+    """Characters covered by the most frequent n-gram (first seen wins ties) × its count."""
+    _, first, counts = np.unique(h, return_index=True, return_counts=True)
+    best = counts.max()
+    i = int(first[counts == best].min())
+    return int(cum[i + n] - cum[i] + (n - 1)) * int(best)
+
+
+def duplicate_ngram_chars(h: np.ndarray, cum: np.ndarray, n: int) -> int:
+    """Characters of repeated n-grams, scanning left to right and skipping past each repeat."""
+    uniq, first = np.unique(h, return_index=True)
+    if len(uniq) == len(h):
+        return 0
+    repeat = np.ones(len(h), dtype=bool)
+    repeat[first] = False
+    start = int(np.argmax(repeat))  # nothing before the first repeat can count
+    hl = h.tolist()
+    seen = set(hl[:start])
+    i, m, chars = start, len(hl), 0
+    while i < m:
+        x = hl[i]
+        if x in seen:
+            chars += int(cum[i + n] - cum[i])
+            i += n
+        else:
+            seen.add(x)
+            i += 1
+    return chars
+
+
+def gopher_repetition(text: str, toks: list[str], p: HeuristicParams, out: dict) -> Verdict:
+    text_len = len(text) or 1
+
+    paragraphs = _PARAGRAPH_SPLIT.split(text.strip())
+    dups, chars = duplicate_elements(paragraphs)
+    out["dup_para_frac"] = dups / len(paragraphs)
+    out["dup_para_char_frac"] = chars / text_len
+    if p.max_dup_para_frac is not None and out["dup_para_frac"] > p.max_dup_para_frac:
+        return "gopher_repetition.dup_para_frac", f"{out['dup_para_frac']:.2f} > {p.max_dup_para_frac}"
+    if p.max_dup_para_char_frac is not None and out["dup_para_char_frac"] > p.max_dup_para_char_frac:
+        return (
+            "gopher_repetition.dup_para_char_frac",
+            f"{out['dup_para_char_frac']:.2f} > {p.max_dup_para_char_frac}",
+        )
+
+    lines = _LINE_SPLIT.split(text)
+    dups, chars = duplicate_elements(lines)
+    out["dup_line_frac"] = dups / len(lines)
+    out["dup_line_char_frac"] = chars / text_len
+    if p.max_dup_line_frac is not None and out["dup_line_frac"] > p.max_dup_line_frac:
+        return "gopher_repetition.dup_line_frac", f"{out['dup_line_frac']:.2f} > {p.max_dup_line_frac}"
+    if p.max_dup_line_char_frac is not None and out["dup_line_char_frac"] > p.max_dup_line_char_frac:
+        return (
+            "gopher_repetition.dup_line_char_frac",
+            f"{out['dup_line_char_frac']:.2f} > {p.max_dup_line_char_frac}",
+        )
+
+    top, dup = p.top_ngram_limits(), p.dup_ngram_limits()
+    max_n = max([n for n, _ in top + dup], default=0)
+    if not toks or not max_n:
+        return None
+    vocab: dict[str, int] = {}
+    ids = np.fromiter(map(vocab.setdefault, toks, itertools.count()), dtype=np.uint64, count=len(toks))
+    cum = np.zeros(len(toks) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, toks), dtype=np.int64, count=len(toks)), out=cum[1:])
+    hashes = ngram_hashes(ids, max_n)
+
+    for n, limit in top:
+        if len(hashes[n]) == 0:
+            continue
+        frac = top_ngram_chars(hashes[n], cum, n) / text_len
+        out[f"top_{n}gram_char_frac"] = frac
+        if frac > limit:
+            return f"gopher_repetition.top_{n}gram", f"{frac:.3f} > {limit}"
+
+    no_repeats_from = None  # if no n-gram repeats, no longer one can either
+    for n, limit in dup:
+        if len(hashes[n]) == 0 or (no_repeats_from is not None and n > no_repeats_from):
+            out[f"dup_{n}gram_char_frac"] = 0.0
+            continue
+        chars = duplicate_ngram_chars(hashes[n], cum, n)
+        if chars == 0:
+            no_repeats_from = n
+        frac = chars / text_len
+        out[f"dup_{n}gram_char_frac"] = frac
+        if frac > limit:
+            return f"gopher_repetition.dup_{n}gram", f"{frac:.3f} > {limit}"
+    return None

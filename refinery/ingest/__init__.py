@@ -1,0 +1,1 @@
+"""Reading raw inputs from the inbox into the document schema."""

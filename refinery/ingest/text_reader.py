@@ -1,0 +1,304 @@
+"""Parse one source folder of the text inbox into documents and quarantine rows.
+
+Bad input never fails the run and never vanishes: every malformed line, undecodable byte run,
+missing or empty ``text``, oversized document, corrupt archive or unsupported file becomes a
+quarantine row that names the file, the line and the reason, and keeps the raw bytes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import json
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from refinery.ids import IdAssigner
+
+TEXT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".txt")
+GZIP_MAGIC = b"\x1f\x8b"
+KNOWN_FIELDS = {"text", "id", "url", "meta"}
+MAX_RAW_FILE_BYTES = 16 * 1024 * 1024  # file-level quarantine keeps the bytes up to this size
+
+
+class IngestParams(BaseModel):
+    """How the inbox is read. Defaults suit web-scale text."""
+
+    max_document_chars: int = Field(1_000_000, description="Longer documents are quarantined as oversized.")
+    batch_rows: int = Field(5_000, description="Documents per batch handed to the writer.")
+
+
+@dataclass
+class IngestBatch:
+    documents: list[dict] = field(default_factory=list)
+    quarantine: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class IngestStats:
+    files: Counter = field(default_factory=Counter)  # file -> records seen
+    blank_lines: int = 0
+    documents: int = 0
+    quarantined: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    input_bytes: int = 0
+
+
+def source_files(folder: Path) -> list[Path]:
+    """Every non-hidden file under the source folder, in a stable order."""
+    if not folder.is_dir():
+        return []
+    files = [
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _suffix(path: Path) -> str | None:
+    name = path.name.lower()
+    return next((s for s in TEXT_SUFFIXES if name.endswith(s)), None)
+
+
+class SourceReader:
+    """Reads one source folder; iterate :meth:`batches`, then read :attr:`stats`."""
+
+    def __init__(self, folder: Path, source: str, params: IngestParams | None = None):
+        self.folder = folder
+        self.source = source
+        self.params = params or IngestParams()
+        self.stats = IngestStats()
+        self._ids = IdAssigner()
+        self._batch = IngestBatch()
+
+    # -- public -------------------------------------------------------------------------------
+    def batches(self) -> Iterator[IngestBatch]:
+        for path in source_files(self.folder):
+            rel = path.relative_to(self.folder).as_posix()
+            self.stats.files[rel] += 0  # listed even when it yields nothing
+            self.stats.input_bytes += path.stat().st_size
+            kind = _suffix(path)
+            if kind is None:
+                self._quarantine_file(
+                    path, rel, "unsupported_file_type", f"expected one of {', '.join(TEXT_SUFFIXES)}"
+                )
+            elif kind == ".parquet":
+                self._read_parquet(path, rel)
+            elif kind == ".txt":
+                self._read_text_file(path, rel)
+            else:
+                self._read_jsonl(path, rel)
+            yield from self._drain(final=False)
+        yield from self._drain(final=True)
+
+    # -- emitting -----------------------------------------------------------------------------
+    def _drain(self, final: bool) -> Iterator[IngestBatch]:
+        size = len(self._batch.documents) + len(self._batch.quarantine)
+        if size and (final or size >= self.params.batch_rows):
+            batch, self._batch = self._batch, IngestBatch()
+            yield batch
+
+    def _quarantine(
+        self,
+        rel: str,
+        line: int | None,
+        reason: str,
+        detail: str,
+        raw: bytes | None,
+        doc_id: str | None = None,
+        text: str | None = None,
+    ) -> None:
+        self.stats.files[rel] += 1
+        self.stats.quarantined += 1
+        self.stats.reasons[reason] += 1
+        self._batch.quarantine.append(
+            {
+                "source": self.source,
+                "file": rel,
+                "line": line,
+                "id": doc_id,
+                "text": text,
+                "raw": raw,
+                "reason": reason,
+                "reason_detail": detail,
+            }
+        )
+
+    def _quarantine_file(self, path: Path, rel: str, reason: str, detail: str) -> None:
+        size = path.stat().st_size
+        raw = path.read_bytes() if size <= MAX_RAW_FILE_BYTES else None
+        if raw is None:
+            detail += f" (file of {size} bytes left in the inbox, not copied)"
+        self._quarantine(rel, None, reason, detail, raw)
+
+    def _admit(self, record: object, rel: str, line: int, raw: bytes | None) -> None:
+        """Validate one parsed record and append it as a document or a quarantine row."""
+        if not isinstance(record, dict):
+            self._quarantine(
+                rel, line, "not_an_object", f"expected a JSON object, got {type(record).__name__}", raw
+            )
+            return
+        text = record.get("text")
+        if "text" not in record:
+            self._quarantine(rel, line, "missing_text", "record has no 'text' field", raw)
+            return
+        if not isinstance(text, str):
+            self._quarantine(rel, line, "text_not_string", f"'text' is {type(text).__name__}", raw)
+            return
+        if not text.strip():
+            self._quarantine(rel, line, "empty_text", "'text' is empty or whitespace only", raw)
+            return
+        if len(text) > self.params.max_document_chars:
+            self._quarantine(
+                rel,
+                line,
+                "oversized",
+                f"{len(text)} characters > max_document_chars {self.params.max_document_chars}",
+                raw,
+                text=text,
+            )
+            return
+        if record.get("id") is not None:
+            doc_id, error = self._ids.explicit(record["id"])
+            if error:
+                self._quarantine(rel, line, error.split(":")[0], error, raw, text=text)
+                return
+        else:
+            doc_id = self._ids.derived(text)
+        url = record.get("url")
+        self.stats.files[rel] += 1
+        self.stats.documents += 1
+        self._batch.documents.append(
+            {
+                "id": doc_id,
+                "text": text,
+                "source": self.source,
+                "url": None if url is None else str(url),
+                "meta": _meta_json(record),
+                "file": rel,
+                "line": line,
+            }
+        )
+
+    # -- formats ------------------------------------------------------------------------------
+    def _read_jsonl(self, path: Path, rel: str) -> None:
+        with path.open("rb") as probe:
+            head = probe.read(4)
+        if head[:2] == GZIP_MAGIC:
+            self._read_jsonl_stream(gzip.open(path, "rb"), rel)  # noqa: SIM115 - closed by the reader
+        elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            self._read_utf16_jsonl(path, rel)
+        else:
+            self._read_jsonl_stream(path.open("rb"), rel)
+
+    def _read_jsonl_stream(self, stream, rel: str) -> None:
+        line_no = 0
+        try:
+            with stream:
+                for line_no, raw in enumerate(stream, start=1):
+                    self._parse_jsonl_line(raw, rel, line_no)
+        except (EOFError, OSError, zlib.error) as err:
+            # A truncated or corrupt archive: keep what was read, record where it broke.
+            self._quarantine(
+                rel, line_no + 1, "corrupt_archive", f"stopped reading after line {line_no}: {err}", None
+            )
+
+    def _parse_jsonl_line(self, raw: bytes, rel: str, line_no: int) -> None:
+        body = raw.rstrip(b"\r\n")
+        if body.startswith(codecs.BOM_UTF8):
+            body = body[len(codecs.BOM_UTF8) :]
+        if not body.strip():
+            self.stats.blank_lines += 1
+            return
+        if len(body) > 4 * self.params.max_document_chars + 1024:
+            self._quarantine(rel, line_no, "oversized", f"line of {len(body)} bytes", body)
+            return
+        try:
+            decoded = body.decode("utf-8")
+        except UnicodeDecodeError as err:
+            self._quarantine(
+                rel,
+                line_no,
+                "undecodable_bytes",
+                f"not UTF-8 at byte {err.start}: {body[err.start : err.start + 8]!r}",
+                body,
+            )
+            return
+        try:
+            record = json.loads(decoded)
+        except json.JSONDecodeError as err:
+            self._quarantine(rel, line_no, "malformed_json", f"{err.msg} at column {err.colno}", body)
+            return
+        self._admit(record, rel, line_no, body)
+
+    def _read_utf16_jsonl(self, path: Path, rel: str) -> None:
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError as err:
+            self._quarantine(rel, None, "undecodable_bytes", f"UTF-16 file invalid at byte {err.start}", data)
+            return
+        for line_no, line in enumerate(text.splitlines(), start=1):
+            self._parse_jsonl_line(line.encode("utf-8", "surrogatepass"), rel, line_no)
+
+    def _read_text_file(self, path: Path, rel: str) -> None:
+        data = path.read_bytes()
+        text, error = _decode_text_file(data)
+        if error:
+            self._quarantine(rel, 1, "undecodable_bytes", error, data)
+            return
+        self._admit({"text": text}, rel, 1, data if len(data) <= MAX_RAW_FILE_BYTES else None)
+
+    def _read_parquet(self, path: Path, rel: str) -> None:
+        try:
+            parquet = pq.ParquetFile(path)
+        except Exception as err:  # pyarrow raises several types for corrupt files
+            self._quarantine_file(path, rel, "unreadable_parquet", str(err))
+            return
+        if "text" not in parquet.schema_arrow.names:
+            self._quarantine_file(
+                path,
+                rel,
+                "missing_text",
+                f"parquet has no 'text' column (columns: {parquet.schema_arrow.names})",
+            )
+            return
+        row = 0
+        try:
+            for batch in parquet.iter_batches(batch_size=self.params.batch_rows):
+                for record in batch.to_pylist():
+                    row += 1
+                    self._admit(record, rel, row, None)
+        except Exception as err:
+            self._quarantine(rel, row + 1, "unreadable_parquet", f"stopped after row {row}: {err}", None)
+
+
+def _decode_text_file(data: bytes) -> tuple[str, str | None]:
+    """Decode a whole text file: UTF-8 (with or without BOM) or BOM-marked UTF-16."""
+    try:
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return data.decode("utf-16"), None
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as err:
+        return "", f"not valid {err.encoding} at byte {err.start}: {data[err.start : err.start + 8]!r}"
+
+
+def _meta_json(record: dict) -> str | None:
+    """The record's ``meta`` plus any fields we do not model, so nothing of the input is dropped."""
+    extra = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
+    meta = record.get("meta")
+    if extra:
+        if meta is None:
+            meta = extra
+        elif isinstance(meta, dict):
+            meta = {**meta, **{k: v for k, v in extra.items() if k not in meta}}
+        else:
+            meta = {"meta": meta, **extra}
+    return None if meta is None else json.dumps(meta, ensure_ascii=False, sort_keys=True, default=str)

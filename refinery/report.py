@@ -1,0 +1,134 @@
+"""The corpus report: every partition's journey through the text stages, in one place.
+
+Built from the small per-partition stats files each stage writes, so it costs nothing to
+refresh however large the corpus is.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from refinery import markdown
+from refinery.batch import LENGTH_EDGES, Histogram
+from refinery.storage import Storage
+
+TEXT_STAGES = [
+    "raw_documents",
+    "clean_documents",
+    "heuristic_filtered",
+    "exact_deduplicated",
+    "fuzzy_deduplicated",
+    "pretrain_corpus",
+]
+
+
+@dataclass
+class CorpusReport:
+    stages: pd.DataFrame  # source, stage, order, rows_in, rows_out, rows_rejected, tokens_out, chars_out
+    reasons: pd.DataFrame  # source, stage, reason, rows
+    lengths: Histogram  # final corpus, whitespace tokens per document
+
+    @property
+    def sources(self) -> list[str]:
+        return sorted(self.stages["source"].unique()) if len(self.stages) else []
+
+    def totals(self) -> pd.DataFrame:
+        if not len(self.stages):
+            return self.stages
+        cols = ["rows_in", "rows_out", "rows_rejected", "tokens_out", "chars_out"]
+        out = self.stages.groupby(["order", "stage"], as_index=False)[cols].sum()
+        return out.sort_values("order").drop(columns="order")
+
+    def markdown(self) -> str:
+        totals = self.totals()
+        parts = [
+            f"# Corpus report\n\n{len(self.sources)} sources: {', '.join(self.sources) or 'none'}\n",
+            "## Documents and tokens per stage (all sources)\n",
+            markdown.table(
+                ["stage", "rows in", "rows out", "rejected", "tokens out"],
+                totals[["stage", "rows_in", "rows_out", "rows_rejected", "tokens_out"]].itertuples(
+                    index=False
+                ),
+            )
+            if len(totals)
+            else "_no stage has run yet_",
+        ]
+        if len(self.stages):
+            final = self.stages[self.stages["stage"] == TEXT_STAGES[-1]]
+            first = self.stages[self.stages["stage"] == TEXT_STAGES[0]]
+            per_source = first[["source", "rows_out"]].merge(
+                final[["source", "rows_out", "tokens_out"]],
+                on="source",
+                how="left",
+                suffixes=("_raw", "_final"),
+            )
+            per_source["kept"] = (per_source["rows_out_final"] / per_source["rows_out_raw"]).map(
+                lambda v: "" if pd.isna(v) else f"{v:.1%}"
+            )
+            parts += [
+                "\n## Per source (raw → final)\n",
+                markdown.table(
+                    ["source", "raw docs", "final docs", "final tokens", "kept"],
+                    per_source.itertuples(index=False),
+                ),
+            ]
+        if len(self.reasons):
+            top = (
+                self.reasons.groupby(["stage", "reason"], as_index=False)["rows"]
+                .sum()
+                .sort_values(["rows", "stage"], ascending=[False, True])
+            )
+            parts += [
+                "\n## Removal reasons (all sources)\n",
+                markdown.table(["stage", "reason", "rows"], top.itertuples(index=False)),
+            ]
+        parts += [
+            "\n## Final corpus: document length (whitespace tokens)\n",
+            markdown.bars(self.lengths.rows()),
+        ]
+        return "\n".join(parts) + "\n"
+
+
+def build_report(storage: Storage, stages: list[str] = TEXT_STAGES) -> CorpusReport:
+    rows, reason_rows = [], []
+    lengths = Histogram(LENGTH_EDGES)
+    for order, stage in enumerate(stages):
+        for source, stats in storage.read_stats(stage).items():
+            rows.append(
+                {
+                    "source": source,
+                    "stage": stage,
+                    "order": order,
+                    **{
+                        k: stats.get(k, 0)
+                        for k in ("rows_in", "rows_out", "rows_rejected", "tokens_out", "chars_out")
+                    },
+                }
+            )
+            reason_rows += [
+                {"source": source, "stage": stage, "reason": r, "rows": n}
+                for r, n in Counter(stats.get("reasons", {})).items()
+            ]
+            if stage == stages[-1] and "length_tokens" in stats:
+                lengths.counts += np.asarray(stats["length_tokens"]["counts"], dtype=np.int64)
+    stage_frame = pd.DataFrame(
+        rows,
+        columns=[
+            "source",
+            "stage",
+            "order",
+            "rows_in",
+            "rows_out",
+            "rows_rejected",
+            "tokens_out",
+            "chars_out",
+        ],
+    )
+    reason_frame = pd.DataFrame(reason_rows, columns=["source", "stage", "reason", "rows"])
+    return CorpusReport(
+        stage_frame.sort_values(["source", "order"]).reset_index(drop=True), reason_frame, lengths
+    )

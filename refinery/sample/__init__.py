@@ -1,0 +1,1 @@
+"""Generated sample data: realistic prose and the junk a crawl contains."""

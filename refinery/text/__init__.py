@@ -1,0 +1,1 @@
+"""Shared text primitives: tokenization and language word lists."""
