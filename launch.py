@@ -1,0 +1,91 @@
+"""Driving the Dagster pipeline from the command line, on the persistent instance.
+
+``refinery run`` and ``refinery demo`` use this: it registers the inbox sources as partitions
+(what the sensor does), then executes the real jobs from ``definitions`` partition by partition,
+in sorted order, so every run, materialization and check shows in the Dagster UI afterwards.
+Kept out of the ``refinery`` library, which stays free of Dagster.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from refinery.paths import Layout
+
+INSTANCE_YAML = """\
+# Written by `refinery init`. The dedup indexes (pool dedup_index) and GPUs (pool gpu) take one
+# step at a time; a crashed run gives its slot back after five minutes.
+concurrency:
+  pools:
+    granularity: op
+    default_limit: 1
+run_monitoring:
+  enabled: true
+  free_slots_after_run_end_seconds: 300
+telemetry:
+  enabled: false
+"""
+
+
+def prepare_environment(layout: Layout) -> str:
+    """Point REFINERY_HOME at the layout and DAGSTER_HOME at its instance (created if missing)."""
+    os.environ["REFINERY_HOME"] = str(layout.home)
+    dagster_home = os.environ.get("DAGSTER_HOME") or str(layout.dagster_home)
+    os.makedirs(dagster_home, exist_ok=True)
+    config = os.path.join(dagster_home, "dagster.yaml")
+    if not os.path.exists(config):
+        with open(config, "w") as fh:
+            fh.write(INSTANCE_YAML)
+    os.environ["DAGSTER_HOME"] = dagster_home
+    return dagster_home
+
+
+def sync_partitions(layout: Layout, kind: str = "text") -> list[str]:
+    """Add a partition for every valid inbox source not yet known to the instance."""
+    from dagster import DagsterInstance
+
+    from assets import PARTITIONS_BY_KIND
+    from refinery.inbox import scan
+
+    partitions = PARTITIONS_BY_KIND[kind]
+    with DagsterInstance.get() as instance:
+        known = set(instance.get_dynamic_partitions(partitions.name))
+        new = sorted(set(scan(layout, kind, settle_seconds=0).ready) - known)
+        if new:
+            instance.add_dynamic_partitions(partitions.name, new)
+    return new
+
+
+def run_text_pipeline(
+    layout: Layout, sources: Sequence[str] | None = None, report: bool = True
+) -> dict[str, bool]:
+    """Materialize the text pipeline for each source, in the order given (default: sorted).
+
+    Dedup is first come, first served, so the order decides which copy of a duplicate is kept:
+    list canonical sources first.
+    """
+    from dagster import DagsterInstance
+
+    from definitions import defs
+    from refinery.inbox import scan
+
+    sync_partitions(layout)
+    chosen = list(sources) if sources else sorted(scan(layout, "text", settle_seconds=0).ready)
+    outcome: dict[str, bool] = {}
+    with DagsterInstance.get() as instance:
+        job = defs.get_job_def("text_pipeline")
+        for source in chosen:
+            result = job.execute_in_process(
+                partition_key=source,
+                instance=instance,
+                raise_on_error=False,
+                tags={"refinery/launched_by": "refinery run"},
+            )
+            outcome[source] = result.success
+        if report:
+            result = defs.get_job_def("corpus_report_job").execute_in_process(
+                instance=instance, raise_on_error=False
+            )
+            outcome["corpus_report"] = result.success
+    return outcome

@@ -1,0 +1,59 @@
+"""The inbox sensor: new source folders become partitions, changed ones get a run."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from assets import text_source
+from refinery.inbox import scan
+from resources import RefineryHome
+from sensors.jobs import text_pipeline_job
+
+SETTLE_SECONDS = 5.0
+
+
+def evaluate_inbox(
+    context: dg.SensorEvaluationContext,
+    refinery: RefineryHome,
+    kind: str,
+    partitions: dg.DynamicPartitionsDefinition,
+) -> dg.SensorResult | dg.SkipReason:
+    """Shared by every inbox kind: diff fingerprints against the cursor, add partitions, request runs."""
+    cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    inbox = scan(refinery.layout(), kind, SETTLE_SECONDS)
+    for name in inbox.invalid:
+        context.log.warning(
+            f"ignoring inbox/{kind}/{name}: not a valid source name "
+            "(letters, digits, '.', '_', '-'; starting with a letter or digit)"
+        )
+    known = set(context.instance.get_dynamic_partitions(partitions.name))
+    new_sources = sorted(set(inbox.ready) - known)
+    changed = sorted(name for name, state in inbox.ready.items() if cursor.get(name) != state.fingerprint)
+    next_cursor = {**cursor, **{name: state.fingerprint for name, state in inbox.ready.items()}}
+    if not new_sources and not changed:
+        waiting = f" ({len(inbox.settling)} still being written: {inbox.settling})" if inbox.settling else ""
+        return dg.SkipReason(f"no new or changed sources in inbox/{kind}{waiting}")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                partition_key=name,
+                run_key=f"{kind}:{name}:{inbox.ready[name].fingerprint}",
+                tags={"refinery/source": name, "refinery/fingerprint": inbox.ready[name].fingerprint},
+            )
+            for name in changed
+        ],
+        dynamic_partitions_requests=[partitions.build_add_request(new_sources)] if new_sources else [],
+        cursor=json.dumps(next_cursor, sort_keys=True),
+    )
+
+
+@dg.sensor(
+    job=text_pipeline_job,
+    minimum_interval_seconds=30,
+    description="Watches $REFINERY_HOME/inbox/text/: adds a text_source partition for each new folder and "
+    "runs the text pipeline for every source whose files changed.",
+)
+def text_inbox_sensor(context: dg.SensorEvaluationContext, refinery: RefineryHome):
+    return evaluate_inbox(context, refinery, "text", text_source)
