@@ -87,5 +87,5 @@ def reset_indexes(
             keys = list(client.scan_iter(match=f"{namespace}:{kind}:*"))
             if keys:
                 client.delete(*keys)
-            removed += [k.decode() for k in keys]
+            removed += [k.decode("utf-8", "backslashreplace") for k in keys]
     return removed

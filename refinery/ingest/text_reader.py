@@ -90,11 +90,11 @@ class SourceReader:
                     path, rel, "unsupported_file_type", f"expected one of {', '.join(TEXT_SUFFIXES)}"
                 )
             elif kind == ".parquet":
-                self._read_parquet(path, rel)
+                yield from self._read_parquet(path, rel)
             elif kind == ".txt":
                 self._read_text_file(path, rel)
             else:
-                self._read_jsonl(path, rel)
+                yield from self._read_jsonl(path, rel)
             yield from self._drain(final=False)
         yield from self._drain(final=True)
 
@@ -188,22 +188,23 @@ class SourceReader:
         )
 
     # -- formats ------------------------------------------------------------------------------
-    def _read_jsonl(self, path: Path, rel: str) -> None:
+    def _read_jsonl(self, path: Path, rel: str) -> Iterator[IngestBatch]:
         with path.open("rb") as probe:
             head = probe.read(4)
         if head[:2] == GZIP_MAGIC:
-            self._read_jsonl_stream(gzip.open(path, "rb"), rel)  # noqa: SIM115 - closed by the reader
+            yield from self._read_jsonl_stream(gzip.open(path, "rb"), rel)  # noqa: SIM115 - closed by the reader
         elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            self._read_utf16_jsonl(path, rel)
+            yield from self._read_utf16_jsonl(path, rel)
         else:
-            self._read_jsonl_stream(path.open("rb"), rel)
+            yield from self._read_jsonl_stream(path.open("rb"), rel)
 
-    def _read_jsonl_stream(self, stream, rel: str) -> None:
+    def _read_jsonl_stream(self, stream, rel: str) -> Iterator[IngestBatch]:
         line_no = 0
         try:
             with stream:
                 for line_no, raw in enumerate(stream, start=1):
                     self._parse_jsonl_line(raw, rel, line_no)
+                    yield from self._drain(final=False)
         except (EOFError, OSError, zlib.error) as err:
             # A truncated or corrupt archive: keep what was read, record where it broke.
             self._quarantine(
@@ -238,7 +239,7 @@ class SourceReader:
             return
         self._admit(record, rel, line_no, body)
 
-    def _read_utf16_jsonl(self, path: Path, rel: str) -> None:
+    def _read_utf16_jsonl(self, path: Path, rel: str) -> Iterator[IngestBatch]:
         data = path.read_bytes()
         try:
             text = data.decode("utf-16")
@@ -247,6 +248,7 @@ class SourceReader:
             return
         for line_no, line in enumerate(text.splitlines(), start=1):
             self._parse_jsonl_line(line.encode("utf-8", "surrogatepass"), rel, line_no)
+            yield from self._drain(final=False)
 
     def _read_text_file(self, path: Path, rel: str) -> None:
         data = path.read_bytes()
@@ -256,7 +258,7 @@ class SourceReader:
             return
         self._admit({"text": text}, rel, 1, data if len(data) <= MAX_RAW_FILE_BYTES else None)
 
-    def _read_parquet(self, path: Path, rel: str) -> None:
+    def _read_parquet(self, path: Path, rel: str) -> Iterator[IngestBatch]:
         try:
             parquet = pq.ParquetFile(path)
         except Exception as err:  # pyarrow raises several types for corrupt files
@@ -276,6 +278,7 @@ class SourceReader:
                 for record in batch.to_pylist():
                     row += 1
                     self._admit(record, rel, row, None)
+                yield from self._drain(final=False)
         except Exception as err:
             self._quarantine(rel, row + 1, "unreadable_parquet", f"stopped after row {row}: {err}", None)
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Creates .venv at the repository root and installs Refinery into it (editable), with the
+# extras named in $1 (e.g. "dev"). Idempotent: a stamp keyed on pyproject.toml and the extras
+# skips pip entirely when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="${1:-}"
+python="${PYTHON:-python3}"
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "setup: Refinery needs Python 3.11 or newer (found: $("$python" --version 2>&1)); set PYTHON=..." >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$python" -m venv .venv
+fi
+
+stamp=".venv/.refinery-installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras:-base}"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing Refinery${extras:+ [$extras]} into .venv (first time: a few minutes)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
+  rm -f .venv/.refinery-installed-*
+  touch "$stamp"
+fi
