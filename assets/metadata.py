@@ -24,10 +24,10 @@ CHECKS = ("unique_ids", "non_empty_text", "rows_accounted")
 PREVIEW_COLUMNS = 3
 
 
-def check_specs(asset: str) -> list[dg.AssetCheckSpec]:
+def check_specs(asset: str, text_column: str = "text") -> list[dg.AssetCheckSpec]:
     descriptions = {
         "unique_ids": "Every id appears once in the output.",
-        "non_empty_text": "No output row has empty or whitespace-only text.",
+        "non_empty_text": f"No output row has an empty or whitespace-only '{text_column}'.",
         "rows_accounted": "Input rows = output rows + rejected rows (read back from the files).",
     }
     return [
@@ -46,14 +46,15 @@ def provenance(asset: str, partition: str, params: BaseModel | None) -> dict:
     }
 
 
-def invariant_checks(storage: Storage, run: StageRun, rows_in: int) -> list[dg.AssetCheckResult]:
+def invariant_checks(run: StageRun, rows_in: int, text_column: str = "text") -> list[dg.AssetCheckResult]:
     path = run.path
     ids = pq.read_table(path, columns=["id"]).column("id")
     distinct = pc.count_distinct(ids).as_py() if len(ids) else 0
     empty = 0
-    for batch in pq.ParquetFile(path).iter_batches(columns=["text"], batch_size=20_000):
-        trimmed = pc.utf8_trim_whitespace(batch.column(0))
-        empty += int(pc.sum(pc.equal(pc.utf8_length(trimmed), 0)).as_py() or 0)
+    for batch in pq.ParquetFile(path).iter_batches(columns=[text_column], batch_size=20_000):
+        column = batch.column(0)
+        trimmed = pc.utf8_trim_whitespace(column)
+        empty += int(pc.sum(pc.equal(pc.utf8_length(trimmed), 0)).as_py() or 0) + column.null_count
     out = pq.ParquetFile(path).metadata.num_rows
     rejected = pq.ParquetFile(run.rejected_path).metadata.num_rows
     return [
@@ -132,8 +133,12 @@ def materialize_stage(
     score_columns: Sequence[str] = (),
     extra: dict | None = None,
     summary_extra: Callable[[], dict] | None = None,
+    text_column: str = "text",
 ) -> dg.MaterializeResult:
-    """Write the stats file, log the headline, and return metadata plus check results."""
+    """Write the stats file, log the headline, and return metadata plus check results.
+
+    ``text_column`` must match the one given to ``check_specs`` and ``run_stage``.
+    """
     summary = run.stats.summary()
     if summary_extra:
         summary.update(summary_extra())
@@ -144,5 +149,5 @@ def materialize_stage(
     )
     return dg.MaterializeResult(
         metadata=stage_metadata(run, params, score_columns, extra),
-        check_results=invariant_checks(storage, run, rows_in),
+        check_results=invariant_checks(run, rows_in, text_column),
     )

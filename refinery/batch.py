@@ -84,12 +84,14 @@ class StageStats:
     sample_kept: list[dict] = field(default_factory=list)
     sample_rejected: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    text_column: str | None = "text"  # what chars/tokens are counted on; None for rows without text
 
     def observe(self, frame_in: pd.DataFrame, result: BatchResult, sample_size: int = 5) -> None:
         self.rows_in += len(frame_in)
         self.rows_out += len(result.kept)
         self.rows_rejected += len(result.rejected)
-        self.chars_in += int(frame_in["text"].str.len().sum()) if len(frame_in) else 0
+        if self.text_column and len(frame_in):
+            self.chars_in += int(frame_in[self.text_column].fillna("").str.len().sum())
         self.observe_output(result.kept)
         if len(result.rejected):
             self.reasons.update(result.rejected["reason"].tolist())
@@ -101,9 +103,9 @@ class StageStats:
 
     def observe_output(self, kept: pd.DataFrame) -> None:
         """Size of what a stage keeps: characters, whitespace tokens, and their histogram."""
-        if not len(kept):
+        if not len(kept) or not self.text_column:
             return
-        text = pa.array(kept["text"], type=pa.large_string())
+        text = pa.array(kept[self.text_column].fillna(""), type=pa.large_string())
         tokens = pc.list_value_length(pc.utf8_split_whitespace(text)).to_numpy(zero_copy_only=False)
         self.chars_out += int(pc.sum(pc.utf8_length(text)).as_py())
         self.tokens_out += int(tokens.sum())

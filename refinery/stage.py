@@ -47,13 +47,18 @@ def run_stage(
     histograms: dict[str, Histogram] | None = None,
     names_duplicates: bool = False,
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    text_column: str | None = "text",
 ) -> StageRun:
-    """Apply ``process`` to every batch of ``upstream``'s partition and write ``asset``'s."""
+    """Apply ``process`` to every batch of ``upstream``'s partition and write ``asset``'s.
+
+    ``text_column`` names the column whose size is reported (``caption`` for image-text pairs,
+    ``prompt`` for SFT records); ``None`` for rows without text.
+    """
     started = time.perf_counter()
     in_schema = storage.schema(upstream, partition)
     schema = extend(in_schema, new_fields)
     rejected_schema = with_reasons(schema, DUPLICATE_FIELDS if names_duplicates else None)
-    stats = StageStats(histograms=histograms or {})
+    stats = StageStats(histograms=histograms or {}, text_column=text_column)
     with storage.writer(asset, partition, schema, rejected_schema, provenance) as writer:
         for batch in storage.iter_batches(upstream, partition, batch_rows=batch_rows):
             result = process(batch)

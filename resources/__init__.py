@@ -1,6 +1,8 @@
 """Dagster resources: where data lives, and the shared dedup indexes."""
 
+from resources.compute import ComputeResource
 from resources.dedup_index import DedupIndexResource
+from resources.embedder import EmbedderResource
 from resources.home import RefineryHome
 
-__all__ = ["DedupIndexResource", "RefineryHome"]
+__all__ = ["ComputeResource", "DedupIndexResource", "EmbedderResource", "RefineryHome"]

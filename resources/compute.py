@@ -1,0 +1,19 @@
+"""Where model inference runs: device (auto/cpu/cuda), batch size, precision."""
+
+import dagster as dg
+from pydantic import Field
+
+from refinery.models.device import resolve_device, use_fp16
+
+
+class ComputeResource(dg.ConfigurableResource):
+    device: str = Field("auto", description="'auto' (GPU if torch sees one), 'cpu' or 'cuda'.")
+    batch_size: int = Field(64, description="Items per forward pass.")
+    fp16: bool = Field(True, description="Half precision on GPU (ignored on CPU).")
+    dataloader_workers: int = Field(2, description="Worker processes for decoding inputs (images, video).")
+
+    def torch_device(self) -> str:
+        return resolve_device(self.device)
+
+    def half(self) -> bool:
+        return use_fp16(self.torch_device(), self.fp16)
