@@ -74,7 +74,7 @@ def run_text_pipeline(
     chosen = list(sources) if sources else sorted(scan(layout, "text", settle_seconds=0).ready)
     outcome: dict[str, bool] = {}
     with DagsterInstance.get() as instance:
-        job = defs.get_job_def("text_pipeline")
+        job = defs.resolve_job_def("text_pipeline")
         for source in chosen:
             result = job.execute_in_process(
                 partition_key=source,
@@ -84,7 +84,7 @@ def run_text_pipeline(
             )
             outcome[source] = result.success
         if report:
-            result = defs.get_job_def("corpus_report_job").execute_in_process(
+            result = defs.resolve_job_def("corpus_report_job").execute_in_process(
                 instance=instance, raise_on_error=False
             )
             outcome["corpus_report"] = result.success

@@ -2,12 +2,11 @@
 
 import dagster as dg
 
-from assets import TEXT_PIPELINE, corpus_report, text_source
+from assets import TEXT_PIPELINE, corpus_report
 
 text_pipeline_job = dg.define_asset_job(
     "text_pipeline",
     selection=dg.AssetSelection.assets(*TEXT_PIPELINE),
-    partitions_def=text_source,
     description="One text source from inbox to pretrain_corpus.",
 )
 

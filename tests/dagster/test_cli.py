@@ -1,0 +1,136 @@
+"""The command-line paths a user runs: `dagster dev` on the workspace, `dagster asset materialize
+-m definitions`, and `refinery` (partitions, sql)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import launch
+from refinery.storage import Storage
+from tests.conftest import write_source
+from tests.dagster.conftest import ALPHA, jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CHAIN = (
+    "raw_documents,clean_documents,heuristic_filtered,exact_deduplicated,fuzzy_deduplicated,pretrain_corpus"
+)
+
+
+@pytest.fixture
+def cli_env(home):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env["REFINERY_HOME"] = str(home.home)
+    env["DAGSTER_HOME"] = str(home.dagster_home)
+    saved = {k: os.environ.get(k) for k in ("REFINERY_HOME", "DAGSTER_HOME")}
+    os.environ["DAGSTER_HOME"] = str(home.dagster_home)
+    launch.prepare_environment(home)  # writes dagster.yaml with the pool limits
+    for key, value in saved.items():  # leave this process's environment as it was
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    return env
+
+
+def run(args, env, timeout=240):
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_dagster_asset_materialize_from_the_repository_root(home, cli_env):
+    write_source(
+        home, "news", {"a.jsonl": jsonl([{"id": f"n{i}", "text": t} for i, t in enumerate(ALPHA[:4])])}
+    )
+    added = run([str(BIN / "refinery"), "partitions"], cli_env)
+    assert added.returncode == 0 and "news" in added.stdout, added.stderr
+    done = run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "definitions",
+            "--partition",
+            "news",
+            "--select",
+            CHAIN,
+        ],
+        cli_env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RUN_SUCCESS" in done.stderr + done.stdout
+    assert Storage(home.storage).row_count("pretrain_corpus", "news") == 4
+
+    sql = run(
+        [str(BIN / "refinery"), "sql", "SELECT id FROM pretrain_corpus ORDER BY id", "--format", "json"],
+        cli_env,
+    )
+    assert sql.returncode == 0 and [r["id"] for r in json.loads(sql.stdout)] == ["n0", "n1", "n2", "n3"]
+    bad = run([str(BIN / "refinery"), "sql", "SELECT * FROM no_such_table"], cli_env)
+    assert bad.returncode == 2 and "no_such_table" in bad.stderr
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_dagster_dev_loads_the_workspace_without_warnings(home, cli_env, tmp_path):
+    port = _port()
+    log = tmp_path / "dev.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "dagster"), "dev", "-p", str(port), "-h", "127.0.0.1"],
+            cwd=ROOT,
+            env=cli_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        query = (
+            "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus locationOrLoadError "
+            "{ __typename ... on PythonError { message } ... on RepositoryLocation { repositories "
+            "{ assetNodes { assetKey { path } } } } } } } } }"
+        )
+        deadline = time.monotonic() + 120
+        entry = None
+        while time.monotonic() < deadline:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/graphql",
+                    json.dumps({"query": query}).encode(),
+                    {"Content-Type": "application/json"},
+                )
+                body = json.load(urllib.request.urlopen(request, timeout=5))
+                entry = body["data"]["workspaceOrError"]["locationEntries"][0]
+                if entry["loadStatus"] == "LOADED":
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert entry is not None and entry["loadStatus"] == "LOADED", log.read_text()[-2000:]
+        location = entry["locationOrLoadError"]
+        assert location["__typename"] == "RepositoryLocation", location
+        keys = {n["assetKey"]["path"][0] for n in location["repositories"][0]["assetNodes"]}
+        assert {"raw_documents", "pretrain_corpus", "corpus_report"} <= keys
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+    warnings = [
+        line
+        for line in log.read_text().splitlines()
+        if ("WARNING" in line or "Warning" in line)
+        and "SupersessionWarning" not in line
+        and "superseded" not in line
+        and "return callback" not in line
+    ]
+    assert warnings == [], warnings

@@ -1,0 +1,58 @@
+"""The whole graph as one snapshot: an accidental change to assets, deps, checks, pools, partitions,
+jobs, sensors or schedules shows in review. Regenerate with REFINERY_UPDATE_SNAPSHOT=1."""
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+from definitions import defs
+
+SNAPSHOT = Path(__file__).with_name("graph_snapshot.json")
+
+
+def graph() -> dict:
+    asset_graph = defs.resolve_asset_graph()
+    assets = {}
+    for key in sorted(asset_graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = asset_graph.get(key)
+        assets[key.to_user_string()] = {
+            "deps": sorted(p.to_user_string() for p in node.parent_keys),
+            "partitions": getattr(node.partitions_def, "name", None),
+            "group": node.group_name,
+            "pool": sorted(node.pools or []),
+            "checks": sorted(c.name for c in node.check_keys),
+            "kinds": sorted(node.kinds),
+        }
+    return {
+        "assets": assets,
+        "jobs": sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")),
+        "sensors": sorted(s.name for s in defs.sensors or []),
+        "schedules": {s.name: s.cron_schedule for s in defs.schedules or []},
+        "resources": sorted(defs.resources or {}),
+    }
+
+
+def test_graph_matches_snapshot():
+    current = graph()
+    if os.environ.get("REFINERY_UPDATE_SNAPSHOT"):
+        SNAPSHOT.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
+    assert current == json.loads(SNAPSHOT.read_text())
+
+
+def test_text_chain_order_and_invariant_checks():
+    assets = graph()["assets"]
+    chain = [
+        "raw_documents",
+        "clean_documents",
+        "heuristic_filtered",
+        "exact_deduplicated",
+        "fuzzy_deduplicated",
+    ]
+    for upstream, stage in itertools.pairwise(chain):
+        assert assets[stage]["deps"] == [upstream]
+    for stage in chain:
+        assert assets[stage]["partitions"] == "text_source"
+        assert assets[stage]["checks"] == ["non_empty_text", "rows_accounted", "unique_ids"]
+    assert assets["exact_deduplicated"]["pool"] == assets["fuzzy_deduplicated"]["pool"] == ["dedup_index"]
+    assert assets["corpus_report"]["partitions"] is None

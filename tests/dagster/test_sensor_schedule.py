@@ -1,0 +1,118 @@
+"""The inbox sensor and the daily report schedule, evaluated against a temporary instance."""
+
+import json
+import os
+import time
+
+import dagster as dg
+
+from definitions import defs
+from resources import RefineryHome
+from sensors import corpus_report_schedule
+from sensors.inbox import text_inbox_sensor
+from tests.conftest import write_source
+from tests.dagster.conftest import materialize_source, resources_for
+
+
+def settle(folder, age: float = 60) -> None:
+    """Backdate every file so the sensor's quiet period has passed."""
+    past = time.time() - age
+    for path in folder.rglob("*"):
+        os.utime(path, (past, past))
+
+
+def tick(instance, home, cursor=None):
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"refinery": RefineryHome(home=str(home.home))}
+    )
+    return text_inbox_sensor(context)
+
+
+def apply_partitions(instance, result) -> None:
+    """What the daemon does with the sensor's dynamic partition requests."""
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+
+
+def test_new_sources_become_partitions_with_runs(home, instance):
+    for name in ("news", "forum"):
+        settle(write_source(home, name, {"a.jsonl": '{"text": "hello"}\n'}))
+    first = tick(instance, home)
+    assert [(r.partitions_def_name, sorted(r.partition_keys)) for r in first.dynamic_partitions_requests] == [
+        ("text_source", ["forum", "news"])
+    ]
+    assert sorted(r.partition_key for r in first.run_requests) == ["forum", "news"]
+    assert all(r.job_name in (None, "text_pipeline") for r in first.run_requests)
+    assert len({r.run_key for r in first.run_requests}) == 2
+    apply_partitions(instance, first)
+
+    second = tick(instance, home, first.cursor)
+    assert isinstance(second, dg.SkipReason) and "no new or changed" in second.skip_message
+
+
+def test_changed_and_added_files_request_a_run_for_that_source_only(home, instance):
+    news = write_source(home, "news", {"a.jsonl": '{"text": "hello"}\n'})
+    settle(news)
+    settle(write_source(home, "forum", {"a.jsonl": '{"text": "hi"}\n'}))
+    first = tick(instance, home)
+    apply_partitions(instance, first)
+
+    (news / "b.jsonl").write_text('{"text": "another"}\n')
+    settle(news)
+    changed = tick(instance, home, first.cursor)
+    assert [r.partition_key for r in changed.run_requests] == ["news"]
+    assert changed.dynamic_partitions_requests == []
+    assert changed.run_requests[0].run_key != first.run_requests[1].run_key
+
+    (news / "a.jsonl").write_text('{"text": "hello, edited"}\n')
+    settle(news, age=30)
+    edited = tick(instance, home, changed.cursor)
+    assert [r.partition_key for r in edited.run_requests] == ["news"]
+
+
+def test_files_still_being_written_wait_for_a_later_tick(home, instance):
+    write_source(home, "fresh", {"a.jsonl": '{"text": "just copied"}\n'})  # mtime: now
+    result = tick(instance, home)
+    assert isinstance(result, dg.SkipReason) and "still being written" in result.skip_message
+
+
+def test_invalid_source_names_are_ignored(home, instance):
+    settle(write_source(home, "good", {"a.jsonl": '{"text": "x"}\n'}))
+    bad = home.inbox_kind("text") / "has space"
+    bad.mkdir()
+    (bad / "a.jsonl").write_text('{"text": "x"}\n')
+    settle(bad)
+    result = tick(instance, home)
+    assert [r.partition_key for r in result.run_requests] == ["good"]
+    assert json.loads(result.cursor) == {"good": json.loads(result.cursor)["good"]}
+
+
+def test_sensor_run_request_executes_the_real_job(home, instance):
+    settle(
+        write_source(home, "news", {"a.jsonl": '{"text": "' + "A plain sentence with words. " * 30 + '"}\n'})
+    )
+    result = tick(instance, home)
+    apply_partitions(instance, result)
+    job = defs.resolve_job_def(text_inbox_sensor.job_name)
+    run = job.execute_in_process(
+        partition_key=result.run_requests[0].partition_key, instance=instance, resources=resources_for(home)
+    )
+    assert run.success
+
+
+def test_daily_schedule_refreshes_the_report(home, instance):
+    assert corpus_report_schedule.cron_schedule == "0 6 * * *"
+    write_source(
+        home, "news", {"a.jsonl": '{"text": "' + "The history of the mill and the river. " * 20 + '"}\n'}
+    )
+    assert materialize_source(instance, home, "news").success
+    context = dg.build_schedule_context(instance=instance)
+    requests = corpus_report_schedule.evaluate_tick(context).run_requests
+    assert len(requests) == 1
+    job = defs.resolve_job_def(corpus_report_schedule.job_name)
+    assert [k.to_user_string() for k in job.asset_layer.executable_asset_keys] == ["corpus_report"]
+    run = job.execute_in_process(
+        instance=instance, run_config=requests[0].run_config, resources=resources_for(home)
+    )
+    assert run.success
+    assert (home.reports / "corpus_report.md").read_text().count("news") >= 1
