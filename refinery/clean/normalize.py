@@ -24,6 +24,15 @@ _FTFY_CONFIG = ftfy.TextFixerConfig(normalization="NFC")
 
 
 def fix_unicode(text: str) -> str:
+    """ftfy's repair, skipped where it cannot change anything.
+
+    Mojibake, curly quotes, ligatures and width variants are all non-ASCII; in ASCII text ftfy only
+    unescapes HTML entities (``&``), strips terminal escapes (``\x1b``) and normalizes ``\r``
+    line breaks. Skipping the rest makes cleaning several times faster on English web text with
+    identical output.
+    """
+    if text.isascii() and "&" not in text and "\x1b" not in text and "\r" not in text:
+        return text
     return ftfy.fix_text(text, _FTFY_CONFIG)
 
 

@@ -29,7 +29,7 @@ POLY_INV = pow(POLY_BASE, -1, 1 << 64)
 SHINGLE_MULT = np.random.default_rng(0x5EED).integers(1, 2**63, size=32, dtype=np.uint64) * np.uint64(
     2
 ) + np.uint64(1)
-_CHUNK_BYTES = 1 << 21  # bytes of text hashed per numpy pass
+_CHUNK_BYTES = 1 << 17  # bytes of text hashed per numpy pass
 _CHUNK_SHINGLES = 8192  # shingles permuted per numpy pass (fits in cache)
 
 

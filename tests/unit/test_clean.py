@@ -1,9 +1,12 @@
 """Cleaning: Unicode repair, invisible characters, whitespace, and PII redaction with validators."""
 
+import random
+
+import ftfy
 import pandas as pd
 import pytest
 
-from refinery.clean.normalize import normalize_whitespace, strip_invisible
+from refinery.clean.normalize import _FTFY_CONFIG, fix_unicode, normalize_whitespace, strip_invisible
 from refinery.clean.pii import luhn_valid, redact
 from refinery.clean.stage import CleanParams, clean_batch, clean_text
 
@@ -13,6 +16,17 @@ ALL = {"email", "phone", "ip", "credit_card"}
 def test_mojibake_and_quotes_repaired():
     text, _ = clean_text("The cafÃ© serves â€œspecialâ€\x9d coffee.", CleanParams())
     assert text == 'The café serves "special" coffee.'
+
+
+def test_ascii_fast_path_matches_ftfy():
+    from refinery.sample import prose
+
+    rng = random.Random(8)
+    texts = [prose.article(rng) for _ in range(50)] + [prose.boilerplate_page(rng), prose.code_snippet(rng)]
+    texts += ["Tom &amp; Jerry", "caf&eacute;", "ansi \x1b[31mred\x1b[0m text", "CRLF\r\nline\rold mac",
+              "tabs\tand\x0cfeeds", 'straight "quotes" and \'single\'', "plain"]
+    for text in texts:
+        assert fix_unicode(text) == ftfy.fix_text(text, _FTFY_CONFIG), text[:40]
 
 
 def test_invisible_characters_removed_but_joiners_kept():
