@@ -3,12 +3,15 @@
 import dagster as dg
 
 from assets import ALL_ASSETS
-from resources import DedupIndexResource, RefineryHome
+from resources import ComputeResource, DedupIndexResource, EmbedderResource, RefineryHome
 from sensors import ALL_JOBS, ALL_SCHEDULES, ALL_SENSORS
+
+COMPUTE = ComputeResource()  # one device setting shared by every model resource
 
 RESOURCES = {
     "refinery": RefineryHome(home=dg.EnvVar("REFINERY_HOME").get_value("") or ""),
     "dedup_index": DedupIndexResource(),
+    "embedder": EmbedderResource(compute=COMPUTE),
 }
 
 defs = dg.Definitions(

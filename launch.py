@@ -57,10 +57,10 @@ def sync_partitions(layout: Layout, kind: str = "text") -> list[str]:
     return new
 
 
-def run_text_pipeline(
-    layout: Layout, sources: Sequence[str] | None = None, report: bool = True
+def run_partitioned_job(
+    layout: Layout, kind: str, job_name: str, sources: Sequence[str] | None = None
 ) -> dict[str, bool]:
-    """Materialize the text pipeline for each source, in the order given (default: sorted).
+    """Run a partitioned job for each inbox source of ``kind``, in the order given (default: sorted).
 
     Dedup is first come, first served, so the order decides which copy of a duplicate is kept:
     list canonical sources first.
@@ -70,11 +70,11 @@ def run_text_pipeline(
     from definitions import defs
     from refinery.inbox import scan
 
-    sync_partitions(layout)
-    chosen = list(sources) if sources else sorted(scan(layout, "text", settle_seconds=0).ready)
+    sync_partitions(layout, kind)
+    chosen = list(sources) if sources else sorted(scan(layout, kind, settle_seconds=0).ready)
     outcome: dict[str, bool] = {}
     with DagsterInstance.get() as instance:
-        job = defs.resolve_job_def("text_pipeline")
+        job = defs.resolve_job_def(job_name)
         for source in chosen:
             result = job.execute_in_process(
                 partition_key=source,
@@ -82,10 +82,26 @@ def run_text_pipeline(
                 raise_on_error=False,
                 tags={"refinery/launched_by": "refinery run"},
             )
-            outcome[source] = result.success
-        if report:
-            result = defs.resolve_job_def("corpus_report_job").execute_in_process(
-                instance=instance, raise_on_error=False
-            )
-            outcome["corpus_report"] = result.success
+            outcome[f"{job_name}[{source}]"] = result.success
+    return outcome
+
+
+def run_job(job_name: str) -> dict[str, bool]:
+    """Run an unpartitioned job (reports, mixing, schedules) on the persistent instance."""
+    from dagster import DagsterInstance
+
+    from definitions import defs
+
+    with DagsterInstance.get() as instance:
+        result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False)
+    return {job_name: result.success}
+
+
+def run_text_pipeline(
+    layout: Layout, sources: Sequence[str] | None = None, report: bool = True
+) -> dict[str, bool]:
+    """The text pipeline for each source, then (optionally) the corpus report."""
+    outcome = run_partitioned_job(layout, "text", "text_pipeline", sources)
+    if report:
+        outcome.update(run_job("corpus_report_job"))
     return outcome

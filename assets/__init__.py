@@ -1,6 +1,9 @@
 """Thin Dagster assets over the refinery library, one module per stage family."""
 
-from assets.partitions import PARTITIONS_BY_KIND, text_source
+from assets.mixing import domain_weights, pretrain_mixture
+from assets.partitions import PARTITIONS_BY_KIND, sft_source, text_source
+from assets.schedule import dataset_splits, training_schedule
+from assets.sft import raw_sft, sft_checked, sft_selected
 from assets.text_clean import clean_documents
 from assets.text_corpus import corpus_report, pretrain_corpus
 from assets.text_dedup import exact_deduplicated, fuzzy_deduplicated
@@ -15,6 +18,17 @@ TEXT_PIPELINE = [
     fuzzy_deduplicated,
     pretrain_corpus,
 ]
-ALL_ASSETS = [*TEXT_PIPELINE, corpus_report]
+SFT_PIPELINE = [raw_sft, sft_checked, sft_selected]
+TRAINING_DATA = [domain_weights, dataset_splits, pretrain_mixture, training_schedule]
+ALL_ASSETS = [*TEXT_PIPELINE, corpus_report, *SFT_PIPELINE, *TRAINING_DATA]
 
-__all__ = ["ALL_ASSETS", "PARTITIONS_BY_KIND", "TEXT_PIPELINE", "corpus_report", "text_source"]
+__all__ = [
+    "ALL_ASSETS",
+    "PARTITIONS_BY_KIND",
+    "SFT_PIPELINE",
+    "TEXT_PIPELINE",
+    "TRAINING_DATA",
+    "corpus_report",
+    "sft_source",
+    "text_source",
+]

@@ -72,17 +72,18 @@ def invariant_checks(run: StageRun, rows_in: int, text_column: str = "text") -> 
     ]
 
 
-def _sample_table(rows: list[dict], columns: Sequence[str]) -> str:
+def _sample_table(rows: list[dict], columns: Sequence[str], text_column: str = "text") -> str:
+    """A few rows: id, chosen columns, and the text (or the raw bytes of quarantined input)."""
     if not rows:
         return "_none_"
     present = [c for c in columns if c in rows[0]]
     return markdown.table(
-        ["id", *present, "text"],
+        ["id", *present, text_column],
         [
             (
                 r.get("id"),
                 *[r.get(c) for c in present],
-                markdown.preview(r.get("text") if isinstance(r.get("text"), str) else r.get("raw")),
+                markdown.preview(r.get(text_column) if isinstance(r.get(text_column), str) else r.get("raw")),
             )
             for r in rows
         ],
@@ -111,9 +112,11 @@ def stage_metadata(
         "output": dg.MetadataValue.path(str(run.path)),
         "rejected": dg.MetadataValue.path(str(run.rejected_path)),
         "sample_kept": dg.MetadataValue.md(
-            _sample_table(s.sample_kept, list(score_columns)[:PREVIEW_COLUMNS])
+            _sample_table(s.sample_kept, list(score_columns)[:PREVIEW_COLUMNS], s.text_column or "text")
         ),
-        "sample_rejected": dg.MetadataValue.md(_sample_table(s.sample_rejected, ["reason", "reason_detail"])),
+        "sample_rejected": dg.MetadataValue.md(
+            _sample_table(s.sample_rejected, ["reason", "reason_detail"], s.text_column or "text")
+        ),
         "length_tokens": dg.MetadataValue.md(markdown.bars(s.length_tokens.rows())),
     }
     if params is not None:

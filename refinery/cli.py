@@ -12,6 +12,9 @@ import sys
 
 from refinery.paths import Layout
 
+# The job that takes one inbox source of each kind from raw input to its final asset.
+KIND_JOBS = {"text": "text_pipeline", "sft": "sft_pipeline"}
+
 
 def _layout(args: argparse.Namespace) -> Layout:
     return Layout.at(args.home)
@@ -21,7 +24,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     import launch
 
     layout = _layout(args)
-    for folder in (layout.inbox_kind("text"), layout.storage, layout.index, layout.reports):
+    for folder in (*(layout.inbox_kind(k) for k in KIND_JOBS), layout.storage, layout.index, layout.reports):
         folder.mkdir(parents=True, exist_ok=True)
     dagster_home = launch.prepare_environment(layout)
     print(f"REFINERY_HOME={layout.home}\nDAGSTER_HOME={dagster_home}")
@@ -56,7 +59,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     layout = _layout(args)
     launch.prepare_environment(layout)
-    outcome = launch.run_text_pipeline(layout, args.source or None, report=not args.no_report)
+    if args.kind == "text":
+        outcome = launch.run_text_pipeline(layout, args.source or None, report=not args.no_report)
+    else:
+        outcome = launch.run_partitioned_job(layout, args.kind, KIND_JOBS[args.kind], args.source or None)
     for name, ok in outcome.items():
         print(f"  {'ok    ' if ok else 'FAILED'} {name}")
     return 0 if all(outcome.values()) else 1
@@ -113,24 +119,45 @@ def cmd_index_reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample_builders() -> list[tuple[str, object]]:
+    """(inbox kind, builder(folder, seed)) for every bundled sample, in the order the demo runs them."""
+    from refinery.sample.sft_sample import build_sft_sample
+    from refinery.sample.target_sample import build_target_sample
+    from refinery.sample.text_sample import build_text_sample
+
+    return [
+        ("text", build_text_sample),
+        ("target", lambda folder, seed: build_target_sample(folder, seed=seed)),
+        ("sft", build_sft_sample),
+    ]
+
+
+def _write_missing_samples(layout: Layout, seed: int) -> None:
+    for kind, build in _sample_builders():
+        folder = layout.inbox_kind(kind)
+        if not folder.is_dir() or not any(folder.iterdir()):
+            build(folder, seed=seed)
+            print(f"bundled {kind} sample written to {folder}")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Everything on the bundled sample, then where to look."""
+    """Everything on the bundled samples, then where to look."""
     import launch
     from refinery.report import build_report
-    from refinery.sample.text_sample import SOURCES, build_text_sample
+    from refinery.sample.text_sample import SOURCES
     from refinery.sql import connect
     from refinery.storage import Storage
 
     layout = _layout(args)
     dagster_home = launch.prepare_environment(layout)
-    inbox = layout.inbox_kind("text")
-    if not inbox.is_dir() or not any(inbox.iterdir()):
-        build_text_sample(inbox, seed=args.seed)
-        print(f"bundled sample written to {inbox}")
+    _write_missing_samples(layout, args.seed)
     # Canonical sources first: dedup keeps the first copy it sees (news before forum reposts).
-    present = {p.name for p in inbox.iterdir() if p.is_dir()}
+    present = {p.name for p in layout.inbox_kind("text").iterdir() if p.is_dir()}
     order = [s for s in SOURCES if s in present] + sorted(present - set(SOURCES))
     outcome = launch.run_text_pipeline(layout, order)
+    outcome.update(launch.run_partitioned_job(layout, "sft", "sft_pipeline"))
+    outcome.update(launch.run_job("training_data"))
+
     report = build_report(Storage(layout.storage))
     print("\n" + report.markdown())
     con = connect(layout.storage)
@@ -140,6 +167,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("Top heuristic removal reasons (via DuckDB):")
     for reason, n in top:
         print(f"  {n:6d}  {reason}")
+    print("\nRuns:")
+    for name, ok in outcome.items():
+        print(f"  {'ok    ' if ok else 'FAILED'} {name}")
     failed = [k for k, ok in outcome.items() if not ok]
     home = layout.home
     print(f"""
@@ -147,6 +177,8 @@ Where to look
   data        {home}/storage/<asset>/<source>.parquet
   rejected    {home}/storage/rejected/<asset>/<source>.parquet   (column 'reason')
   report      {home}/reports/corpus_report.md
+  SFT         {home}/storage/sft_selected/<source>.parquet
+  training    {home}/storage/training_schedule/training_schedule.parquet (+ shards/ for the loader)
   SQL         .venv/bin/refinery sql "SELECT source, count(*) FROM pretrain_corpus GROUP BY 1"
   DuckDB      {home}/reports/catalog.duckdb
   Dagster UI  DAGSTER_HOME={dagster_home} .venv/bin/dagster dev   (then http://127.0.0.1:3000)
@@ -175,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("partitions", help="add partitions for new inbox sources (what the sensor does)")
     p.add_argument("--kind", default="text")
     p.set_defaults(func=cmd_partitions)
-    p = sub.add_parser("run", help="materialize the text pipeline for inbox sources, then the report")
+    p = sub.add_parser("run", help="materialize a pipeline for inbox sources (text: then the report)")
+    p.add_argument("--kind", default="text", choices=sorted(KIND_JOBS))
     p.add_argument(
         "--source",
         action="append",

@@ -6,10 +6,10 @@ import json
 
 import dagster as dg
 
-from assets import text_source
+from assets import sft_source, text_source
 from refinery.inbox import scan
 from resources import RefineryHome
-from sensors.jobs import text_pipeline_job
+from sensors.jobs import sft_pipeline_job, text_pipeline_job
 
 SETTLE_SECONDS = 5.0
 
@@ -57,3 +57,13 @@ def evaluate_inbox(
 )
 def text_inbox_sensor(context: dg.SensorEvaluationContext, refinery: RefineryHome):
     return evaluate_inbox(context, refinery, "text", text_source)
+
+
+@dg.sensor(
+    job=sft_pipeline_job,
+    minimum_interval_seconds=30,
+    description="Watches $REFINERY_HOME/inbox/sft/: adds an sft_source partition for each new folder and "
+    "runs the SFT pipeline for every source whose files changed.",
+)
+def sft_inbox_sensor(context: dg.SensorEvaluationContext, refinery: RefineryHome):
+    return evaluate_inbox(context, refinery, "sft", sft_source)

@@ -1,8 +1,8 @@
-"""Jobs the sensor and schedule launch."""
+"""Jobs the sensors and schedule launch."""
 
 import dagster as dg
 
-from assets import TEXT_PIPELINE, corpus_report
+from assets import SFT_PIPELINE, TEXT_PIPELINE, TRAINING_DATA, corpus_report
 
 text_pipeline_job = dg.define_asset_job(
     "text_pipeline",
@@ -14,4 +14,16 @@ corpus_report_job = dg.define_asset_job(
     "corpus_report_job",
     selection=dg.AssetSelection.assets(corpus_report),
     description="Refresh the cross-source corpus report and the DuckDB catalog.",
+)
+
+sft_pipeline_job = dg.define_asset_job(
+    "sft_pipeline",
+    selection=dg.AssetSelection.assets(*SFT_PIPELINE),
+    description="One SFT source from inbox/sft to sft_selected.",
+)
+
+training_data_job = dg.define_asset_job(
+    "training_data",
+    selection=dg.AssetSelection.assets(*TRAINING_DATA),
+    description="Domain weights, splits, mixture and training schedule over every text source.",
 )

@@ -32,7 +32,8 @@ def redis_connection(url: str) -> dict:
     return conn
 
 
-def _redis_client(url: str) -> redis.Redis:
+def redis_client(url: str) -> redis.Redis:
+    """A connected client, or a ConnectionError that names the URL."""
     client = redis.Redis(**redis_connection(url), socket_connect_timeout=5)
     try:
         client.ping()
@@ -49,7 +50,7 @@ def _check_backend(backend: str) -> None:
 def open_exact_index(backend: str, layout: Layout, redis_url: str, namespace: str) -> ExactIndex:
     _check_backend(backend)
     if backend == "redis":
-        return RedisExactIndex(_redis_client(redis_url), namespace)
+        return RedisExactIndex(redis_client(redis_url), namespace)
     return SqliteExactIndex(layout.index / "exact.sqlite")
 
 
@@ -58,7 +59,7 @@ def open_fuzzy_index(
 ) -> FuzzyIndex:
     _check_backend(backend)
     if backend == "redis":
-        return RedisFuzzyIndex(_redis_client(redis_url), redis_connection(redis_url), namespace, params)
+        return RedisFuzzyIndex(redis_client(redis_url), redis_connection(redis_url), namespace, params)
     return LocalFuzzyIndex(layout.index / "fuzzy_lsh.pickle", params)
 
 
@@ -81,7 +82,7 @@ def reset_indexes(
                         path.unlink()
                         removed.append(str(path))
         return removed
-    client = _redis_client(redis_url)
+    client = redis_client(redis_url)
     for kind in ("exact", "fuzzy"):
         if which in (kind, "all"):
             keys = list(client.scan_iter(match=f"{namespace}:{kind}:*"))

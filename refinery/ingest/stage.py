@@ -1,10 +1,12 @@
-"""The ingest stage: one inbox source folder to ``raw_documents`` plus its quarantine."""
+"""The ingest stage: one inbox source folder to its raw asset plus its quarantine."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pandas as pd
+import pyarrow as pa
 
 from refinery.batch import StageStats
 from refinery.ingest.text_reader import IngestParams, SourceReader
@@ -14,39 +16,52 @@ from refinery.stage import StageRun
 from refinery.storage import Storage
 
 
-def ingest_source(
-    layout: Layout, storage: Storage, asset: str, source: str, params: IngestParams, provenance: dict
+def ingest_with_reader(
+    reader: SourceReader,
+    storage: Storage,
+    asset: str,
+    schema: pa.Schema,
+    quarantine_schema: pa.Schema,
+    provenance: dict,
+    text_column: str = "text",
+    on_batch: Callable[[pd.DataFrame], None] | None = None,
 ) -> StageRun:
+    """Stream a reader's batches into the asset's output and quarantine files, with statistics.
+
+    Shared by every inbox kind; ``on_batch`` sees each batch of admitted rows (for kind-specific
+    counts such as SFT formats).
+    """
     started = time.perf_counter()
-    folder = layout.inbox_source("text", source)
-    reader = SourceReader(folder, source, params)
-    stats = StageStats()
-    with storage.writer(asset, source, DOCUMENT_SCHEMA, QUARANTINE_SCHEMA, provenance) as writer:
+    stats = StageStats(text_column=text_column)
+    with storage.writer(asset, reader.source, schema, quarantine_schema, provenance) as writer:
         for batch in reader.batches():
-            docs = pd.DataFrame(batch.documents, columns=DOCUMENT_SCHEMA.names)
-            quarantine = pd.DataFrame(batch.quarantine, columns=QUARANTINE_SCHEMA.names)
-            writer.write(docs, quarantine)
-            stats.rows_out += len(docs)
+            rows = pd.DataFrame(batch.documents, columns=schema.names)
+            quarantine = pd.DataFrame(batch.quarantine, columns=quarantine_schema.names)
+            writer.write(rows, quarantine)
+            stats.rows_out += len(rows)
             stats.rows_rejected += len(quarantine)
-            stats.observe_output(docs)
-            for sample, frame in ((stats.sample_kept, docs), (stats.sample_rejected, quarantine)):
+            stats.observe_output(rows)
+            if on_batch is not None:
+                on_batch(rows)
+            for sample, frame in ((stats.sample_kept, rows), (stats.sample_rejected, quarantine)):
                 if len(sample) < 5 and len(frame):
                     sample.extend(frame.head(5 - len(sample)).to_dict("records"))
     stats.rows_in = stats.rows_out + stats.rows_rejected
     stats.chars_in = stats.chars_out
     stats.reasons.update(reader.stats.reasons)
     stats.extra = {
-        "folder_exists": folder.is_dir(),
+        "folder_exists": reader.folder.is_dir(),
         "files": dict(reader.stats.files),
         "blank_lines": reader.stats.blank_lines,
         "input_bytes": reader.stats.input_bytes,
     }
     return StageRun(
-        asset,
-        source,
-        writer.path,
-        writer.rejected_path,
-        time.perf_counter() - started,
-        stats,
-        DOCUMENT_SCHEMA,
+        asset, reader.source, writer.path, writer.rejected_path, time.perf_counter() - started, stats, schema
     )
+
+
+def ingest_source(
+    layout: Layout, storage: Storage, asset: str, source: str, params: IngestParams, provenance: dict
+) -> StageRun:
+    reader = SourceReader(layout.inbox_source("text", source), source, params)
+    return ingest_with_reader(reader, storage, asset, DOCUMENT_SCHEMA, QUARANTINE_SCHEMA, provenance)

@@ -62,13 +62,19 @@ def source_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def _suffix(path: Path) -> str | None:
+def matching_suffix(path: Path, suffixes: tuple[str, ...]) -> str | None:
     name = path.name.lower()
-    return next((s for s in TEXT_SUFFIXES if name.endswith(s)), None)
+    return next((s for s in suffixes if name.endswith(s)), None)
 
 
 class SourceReader:
-    """Reads one source folder; iterate :meth:`batches`, then read :attr:`stats`."""
+    """Reads one source folder; iterate :meth:`batches`, then read :attr:`stats`.
+
+    Subclasses for other record kinds (SFT) set ``SUFFIXES``, extend :meth:`_read_file` and
+    override :meth:`_admit`/:meth:`_quarantine`; byte-level handling stays here, shared.
+    """
+
+    SUFFIXES: tuple[str, ...] = TEXT_SUFFIXES
 
     def __init__(self, folder: Path, source: str, params: IngestParams | None = None):
         self.folder = folder
@@ -84,19 +90,23 @@ class SourceReader:
             rel = path.relative_to(self.folder).as_posix()
             self.stats.files[rel] += 0  # listed even when it yields nothing
             self.stats.input_bytes += path.stat().st_size
-            kind = _suffix(path)
+            kind = matching_suffix(path, self.SUFFIXES)
             if kind is None:
                 self._quarantine_file(
-                    path, rel, "unsupported_file_type", f"expected one of {', '.join(TEXT_SUFFIXES)}"
+                    path, rel, "unsupported_file_type", f"expected one of {', '.join(self.SUFFIXES)}"
                 )
-            elif kind == ".parquet":
-                yield from self._read_parquet(path, rel)
-            elif kind == ".txt":
-                self._read_text_file(path, rel)
             else:
-                yield from self._read_jsonl(path, rel)
+                yield from self._read_file(path, rel, kind)
             yield from self._drain(final=False)
         yield from self._drain(final=True)
+
+    def _read_file(self, path: Path, rel: str, kind: str) -> Iterator[IngestBatch]:
+        if kind == ".parquet":
+            yield from self._read_parquet(path, rel)
+        elif kind == ".txt":
+            self._read_text_file(path, rel)
+        else:
+            yield from self._read_jsonl(path, rel)
 
     # -- emitting -----------------------------------------------------------------------------
     def _drain(self, final: bool) -> Iterator[IngestBatch]:
@@ -181,7 +191,7 @@ class SourceReader:
                 "text": text,
                 "source": self.source,
                 "url": None if url is None else str(url),
-                "meta": _meta_json(record),
+                "meta": meta_json(record, KNOWN_FIELDS),
                 "file": rel,
                 "line": line,
             }
@@ -293,9 +303,9 @@ def _decode_text_file(data: bytes) -> tuple[str, str | None]:
         return "", f"not valid {err.encoding} at byte {err.start}: {data[err.start : err.start + 8]!r}"
 
 
-def _meta_json(record: dict) -> str | None:
-    """The record's ``meta`` plus any fields we do not model, so nothing of the input is dropped."""
-    extra = {k: v for k, v in record.items() if k not in KNOWN_FIELDS}
+def meta_json(record: dict, modelled: set[str] | frozenset[str]) -> str | None:
+    """The record's ``meta`` plus every field not ``modelled`` in a column, so nothing is dropped."""
+    extra = {k: v for k, v in record.items() if k not in modelled}
     meta = record.get("meta")
     if extra:
         if meta is None:

@@ -1,0 +1,120 @@
+"""The whole corpus as the cross-source stages see it: every partition, with a domain per row.
+
+The mixing and scheduling stages are not partitioned: they decide across sources. They read
+every partition of ``pretrain_corpus`` from storage in batches (never one table in memory),
+and name each document ``<source>/<id>`` and its row in the source's file, so a later stage
+can find it again without a join on text. Their own outputs are single Parquet files, written
+under a temporary name and renamed into place, like every partition file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from refinery.storage import PROVENANCE_KEY, Storage
+
+CORPUS_ASSET = "pretrain_corpus"
+
+
+def whitespace_tokens(texts: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray:
+    """Whitespace tokens per text: the project's token measure (as in every stage's stats)."""
+    arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts, type=pa.large_string())
+    return pc.list_value_length(pc.utf8_split_whitespace(arr)).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+@dataclass
+class CorpusBatch:
+    source: str
+    frame: pd.DataFrame  # id, text (if asked), domain, row, tokens, and any extra columns asked for
+    first_row: int
+
+
+def corpus_sources(storage: Storage, asset: str = CORPUS_ASSET) -> list[str]:
+    return storage.partitions(asset)
+
+
+def iter_corpus(
+    storage: Storage,
+    columns: list[str] | None = None,
+    domain_column: str | None = None,
+    with_text: bool = True,
+    batch_rows: int = 5_000,
+    asset: str = CORPUS_ASSET,
+    sources: list[str] | None = None,
+) -> Iterator[CorpusBatch]:
+    """Every document of every source, in batches, with ``domain``, ``row`` and ``tokens``.
+
+    ``domain`` is ``domain_column``'s value where the corpus has that column and it is set,
+    else the source. ``columns`` that a source lacks come back as nulls.
+    """
+    for source in sources if sources is not None else corpus_sources(storage, asset):
+        path = storage.require(asset, source)
+        parquet = pq.ParquetFile(path)
+        names = set(parquet.schema_arrow.names)
+        wanted = ["id", "text"] + [c for c in (columns or []) if c in names and c not in ("id", "text")]
+        if domain_column and domain_column in names and domain_column not in wanted:
+            wanted.append(domain_column)
+        row = 0
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
+            tokens = whitespace_tokens(batch.column("text"))
+            frame = batch.to_pandas()
+            domain = pd.Series(source, index=frame.index, dtype=object)
+            if domain_column and domain_column in frame.columns:
+                given = frame[domain_column].astype(object)
+                domain = given.where(given.notna() & (given.astype(str).str.len() > 0), source).astype(str)
+            frame = frame.assign(domain=domain, row=np.arange(row, row + len(frame)), tokens=tokens)
+            for col in columns or []:
+                if col not in frame.columns:
+                    frame[col] = None
+            if not with_text:
+                frame = frame.drop(columns=["text"])
+            yield CorpusBatch(source, frame, row)
+            row += len(frame)
+
+
+def has_column(storage: Storage, column: str, asset: str = CORPUS_ASSET) -> dict[str, bool]:
+    """Whether each source's corpus file has ``column`` (e.g. ``perplexity`` from the KenLM stage)."""
+    return {s: column in pq.read_schema(storage.path(asset, s)).names for s in corpus_sources(storage, asset)}
+
+
+def output_path(storage: Storage, asset: str, name: str | None = None) -> Path:
+    """Where a non-partitioned asset keeps its table: ``storage/<asset>/<name or asset>.parquet``
+    (so ``refinery sql`` shows it as a view named after the asset)."""
+    return storage.root / asset / f"{name or asset}.parquet"
+
+
+def write_table(table: pa.Table, path: Path, provenance: dict) -> Path:
+    """Write atomically (temporary file, then rename), stamped with what made it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = {PROVENANCE_KEY: json.dumps(provenance, sort_keys=True, default=str).encode()}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **stamp})
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(table, temp, compression="zstd")
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return path
+
+
+def read_provenance(path: Path) -> dict:
+    raw = (pq.read_schema(path).metadata or {}).get(PROVENANCE_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def require_output(storage: Storage, asset: str, name: str | None = None) -> Path:
+    path = output_path(storage, asset, name)
+    if not path.exists():
+        raise FileNotFoundError(f"no output of '{asset}' at {path}: materialize {asset} first")
+    return path

@@ -1,0 +1,186 @@
+"""Reading one source folder of the SFT inbox into normalised records and quarantine rows.
+
+Built on the text inbox's :class:`~refinery.ingest.text_reader.SourceReader`, so byte-level
+failures (malformed JSON, undecodable bytes, truncated archives, unreadable Parquet, UTF-16
+files, oversized lines) are quarantined exactly as for text, with file, line and raw bytes.
+What differs is the record: instead of a ``text`` field, each object is recognised as one of
+the SFT dialects by :func:`refinery.sft.normalize.normalize` or quarantined with its reason.
+Files may also be a JSON array (``alpaca_data.json`` ships that way) or one JSON object.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from refinery.ingest.text_reader import (
+    MAX_RAW_FILE_BYTES,
+    IngestBatch,
+    IngestParams,
+    SourceReader,
+)
+from refinery.sft.normalize import Malformed, meta_json, normalize
+
+SFT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
+
+
+class SftIngestParams(IngestParams):
+    """How the SFT inbox is read."""
+
+    max_document_chars: int = Field(
+        200_000, description="Records whose texts (all turns and responses) exceed this are quarantined."
+    )
+
+
+class SftReader(SourceReader):
+    """Iterate :meth:`batches` (``documents`` hold SFT rows), then read :attr:`stats`."""
+
+    SUFFIXES = SFT_SUFFIXES
+
+    def __init__(self, folder: Path, source: str, params: SftIngestParams | None = None):
+        super().__init__(folder, source, params or SftIngestParams())
+
+    def _read_file(self, path: Path, rel: str, kind: str) -> Iterator[IngestBatch]:
+        if kind == ".json":
+            yield from self._read_json(path, rel)
+        else:
+            yield from super()._read_file(path, rel, kind)
+
+    # -- quarantine rows carry the prompt and the recognised kind instead of text ---------------
+    def _quarantine(
+        self,
+        rel: str,
+        line: int | None,
+        reason: str,
+        detail: str,
+        raw: bytes | None,
+        doc_id: str | None = None,
+        text: str | None = None,
+        kind: str | None = None,
+    ) -> None:
+        self.stats.files[rel] += 1
+        self.stats.quarantined += 1
+        self.stats.reasons[reason] += 1
+        self._batch.quarantine.append(
+            {
+                "source": self.source,
+                "file": rel,
+                "line": line,
+                "id": doc_id,
+                "kind": kind,
+                "prompt": text,
+                "raw": raw,
+                "reason": reason,
+                "reason_detail": detail,
+            }
+        )
+
+    def _admit(self, record: object, rel: str, line: int, raw: bytes | None) -> None:
+        if raw is None:  # Parquet rows and JSON-array items: keep the record as JSON
+            raw = json.dumps(record, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
+        if not isinstance(record, dict):
+            self._quarantine(
+                rel, line, "not_an_object", f"expected a JSON object, got {type(record).__name__}", raw
+            )
+            return
+        try:
+            rec = normalize(record)
+        except Malformed as err:
+            self._quarantine(rel, line, err.reason, err.detail, raw, kind=err.kind)
+            return
+        size = sum(len(t) for t in rec.texts())
+        if size > self.params.max_document_chars:
+            self._quarantine(
+                rel,
+                line,
+                "oversized",
+                f"{size} characters > max_document_chars {self.params.max_document_chars}",
+                raw,
+                text=rec.prompt[:1000],
+                kind=rec.kind,
+            )
+            return
+        if record.get("id") is not None:
+            doc_id, error = self._ids.explicit(record["id"])
+            if error:
+                self._quarantine(rel, line, error.split(":")[0], error, raw, text=rec.prompt, kind=rec.kind)
+                return
+        else:
+            canonical = json.dumps(
+                [rec.kind, rec.messages, rec.responses], ensure_ascii=False, sort_keys=True
+            )
+            doc_id = self._ids.derived(canonical)
+        self.stats.files[rel] += 1
+        self.stats.documents += 1
+        self._batch.documents.append(
+            {
+                "id": doc_id,
+                "source": self.source,
+                "kind": rec.kind,
+                "format": rec.format,
+                "system": rec.system,
+                "prompt": rec.prompt,
+                "response": rec.response,
+                "rejected_response": rec.rejected_response,
+                "messages": json.dumps(rec.messages, ensure_ascii=False),
+                "responses": None if rec.responses is None else json.dumps(rec.responses, ensure_ascii=False),
+                "turns": rec.turns,
+                "quality": rec.quality,
+                "meta": meta_json(record, rec.consumed),
+                "file": rel,
+                "line": line,
+            }
+        )
+
+    # -- formats beyond the text inbox's ---------------------------------------------------------
+    def _read_json(self, path: Path, rel: str) -> Iterator[IngestBatch]:
+        """A JSON array of records or one object; a file of JSON lines named .json also works."""
+        data = path.read_bytes()
+        raw_file = data if len(data) <= MAX_RAW_FILE_BYTES else None
+        try:
+            text = (
+                data.decode("utf-16")
+                if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+                else (data.decode("utf-8-sig"))
+            )
+        except UnicodeDecodeError as err:
+            self._quarantine(
+                rel, None, "undecodable_bytes", f"not valid {err.encoding} at byte {err.start}", raw_file
+            )
+            return
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as err:
+            if text.lstrip().startswith("{") and err.msg == "Extra data":  # JSON lines in a .json file
+                yield from self._read_jsonl_stream(path.open("rb"), rel)
+                return
+            self._quarantine(
+                rel, None, "malformed_json", f"{err.msg} at line {err.lineno} column {err.colno}", raw_file
+            )
+            return
+        records = parsed if isinstance(parsed, list) else [parsed]
+        for number, record in enumerate(records, start=1):
+            self._admit(record, rel, number, None)
+            yield from self._drain(final=False)
+
+    def _read_parquet(self, path: Path, rel: str) -> Iterator[IngestBatch]:
+        try:
+            parquet = pq.ParquetFile(path)
+        except Exception as err:  # pyarrow raises several types for corrupt files
+            self._quarantine_file(path, rel, "unreadable_parquet", str(err))
+            return
+        row = 0
+        try:
+            for batch in parquet.iter_batches(batch_size=self.params.batch_rows):
+                for record in batch.to_pylist():
+                    row += 1
+                    # A column this row does not use is null, not a field of the record.
+                    self._admit({k: v for k, v in record.items() if v is not None}, rel, row, None)
+                yield from self._drain(final=False)
+        except Exception as err:
+            self._quarantine(rel, row + 1, "unreadable_parquet", f"stopped after row {row}: {err}", None)
