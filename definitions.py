@@ -3,7 +3,14 @@
 import dagster as dg
 
 from assets import ALL_ASSETS
-from resources import ComputeResource, DedupIndexResource, EmbedderResource, RefineryHome
+from resources import (
+    ComputeResource,
+    DedupIndexResource,
+    EmbedderResource,
+    KenLMResource,
+    QualityClassifierResource,
+    RefineryHome,
+)
 from sensors import ALL_JOBS, ALL_SCHEDULES, ALL_SENSORS
 
 COMPUTE = ComputeResource()  # one device setting shared by every model resource
@@ -11,7 +18,10 @@ COMPUTE = ComputeResource()  # one device setting shared by every model resource
 RESOURCES = {
     "refinery": RefineryHome(home=dg.EnvVar("REFINERY_HOME").get_value("") or ""),
     "dedup_index": DedupIndexResource(),
+    "compute": COMPUTE,
     "embedder": EmbedderResource(compute=COMPUTE),
+    "kenlm": KenLMResource(),
+    "quality_model": QualityClassifierResource(),
 }
 
 defs = dg.Definitions(

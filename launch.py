@@ -98,10 +98,23 @@ def run_job(job_name: str) -> dict[str, bool]:
 
 
 def run_text_pipeline(
-    layout: Layout, sources: Sequence[str] | None = None, report: bool = True
+    layout: Layout,
+    sources: Sequence[str] | None = None,
+    report: bool = True,
+    train_models: bool | None = None,
 ) -> dict[str, bool]:
-    """The text pipeline for each source, then (optionally) the corpus report."""
-    outcome = run_partitioned_job(layout, "text", "text_pipeline", sources)
+    """Rule-based stages per source, the models once, the model-based stages per source, the report.
+
+    The models learn from clean_documents of every source, so they train between the two halves.
+    ``train_models``: None trains them only when missing; True retrains (after adding sources).
+    """
+    from refinery.quality.artifacts import missing_models
+
+    outcome = run_partitioned_job(layout, "text", "text_prefilter", sources)
+    if train_models or (train_models is None and missing_models(layout.home)):
+        outcome.update(run_job("text_models"))
+    if all(outcome.values()):
+        outcome.update(run_partitioned_job(layout, "text", "text_quality", sources))
     if report:
         outcome.update(run_job("corpus_report_job"))
     return outcome

@@ -4,25 +4,25 @@ import dagster as dg
 
 from assets.metadata import check_specs, materialize_stage, provenance
 from assets.partitions import text_source
-from assets.text_dedup import fuzzy_deduplicated
+from assets.text_embeddings import semantic_deduplicated
 from refinery.batch import split_batch
 from refinery.report import build_report
 from refinery.sql import views, write_catalog
 from refinery.stage import run_stage
 from resources import RefineryHome
 
-UPSTREAM = "fuzzy_deduplicated"
+UPSTREAM = "semantic_deduplicated"
 
 
 @dg.asset(
     name="pretrain_corpus",
     partitions_def=text_source,
-    deps=[fuzzy_deduplicated],
+    deps=[semantic_deduplicated],
     group_name="text",
     kinds={"python", "parquet"},
     check_specs=check_specs("pretrain_corpus"),
     description="The training-ready corpus of one source: every document that passed every stage, with "
-    "all score columns. Model-based stages plug in between fuzzy_deduplicated and this asset.",
+    "all score columns (rule scores, perplexity and bucket, quality score, near-duplicate similarities).",
 )
 def pretrain_corpus(context: dg.AssetExecutionContext, refinery: RefineryHome):
     storage = refinery.storage()

@@ -14,6 +14,9 @@ from refinery.paths import Layout
 
 # The job that takes one inbox source of each kind from raw input to its final asset.
 KIND_JOBS = {"text": "text_pipeline", "sft": "sft_pipeline"}
+# Inbox folders `refinery init` creates: the partitioned kinds, plus the reference corpus (KenLM,
+# quality classifier) and the mixing target set.
+INBOX_KINDS = (*KIND_JOBS, "reference", "target")
 
 
 def _layout(args: argparse.Namespace) -> Layout:
@@ -24,7 +27,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     import launch
 
     layout = _layout(args)
-    for folder in (*(layout.inbox_kind(k) for k in KIND_JOBS), layout.storage, layout.index, layout.reports):
+    for folder in (
+        *(layout.inbox_kind(k) for k in INBOX_KINDS),
+        layout.storage,
+        layout.index,
+        layout.reports,
+    ):
         folder.mkdir(parents=True, exist_ok=True)
     dagster_home = launch.prepare_environment(layout)
     print(f"REFINERY_HOME={layout.home}\nDAGSTER_HOME={dagster_home}")
@@ -60,7 +68,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     layout = _layout(args)
     launch.prepare_environment(layout)
     if args.kind == "text":
-        outcome = launch.run_text_pipeline(layout, args.source or None, report=not args.no_report)
+        outcome = launch.run_text_pipeline(
+            layout, args.source or None, report=not args.no_report, train_models=args.train_models or None
+        )
     else:
         outcome = launch.run_partitioned_job(layout, args.kind, KIND_JOBS[args.kind], args.source or None)
     for name, ok in outcome.items():
@@ -121,12 +131,14 @@ def cmd_index_reset(args: argparse.Namespace) -> int:
 
 def _sample_builders() -> list[tuple[str, object]]:
     """(inbox kind, builder(folder, seed)) for every bundled sample, in the order the demo runs them."""
+    from refinery.sample.reference_sample import build_reference_sample
     from refinery.sample.sft_sample import build_sft_sample
     from refinery.sample.target_sample import build_target_sample
     from refinery.sample.text_sample import build_text_sample
 
     return [
         ("text", build_text_sample),
+        ("reference", build_reference_sample),
         ("target", lambda folder, seed: build_target_sample(folder, seed=seed)),
         ("sft", build_sft_sample),
     ]
@@ -215,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this source (repeatable; run in the order given, since dedup keeps first copies)",
     )
     p.add_argument("--no-report", action="store_true")
+    p.add_argument(
+        "--train-models",
+        action="store_true",
+        help="retrain reference_lm and quality_classifier (text; default: only when missing)",
+    )
     p.set_defaults(func=cmd_run)
     sub.add_parser("status", help="documents per stage and removal reasons").set_defaults(func=cmd_status)
     p = sub.add_parser("sql", help="run SQL over every stage (views: <asset>, rejected_<asset>)")

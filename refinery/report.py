@@ -22,6 +22,9 @@ TEXT_STAGES = [
     "heuristic_filtered",
     "exact_deduplicated",
     "fuzzy_deduplicated",
+    "perplexity_scored",
+    "quality_scored",
+    "semantic_deduplicated",
     "pretrain_corpus",
 ]
 

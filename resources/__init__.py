@@ -4,5 +4,14 @@ from resources.compute import ComputeResource
 from resources.dedup_index import DedupIndexResource
 from resources.embedder import EmbedderResource
 from resources.home import RefineryHome
+from resources.kenlm import KenLMResource
+from resources.quality import QualityClassifierResource
 
-__all__ = ["ComputeResource", "DedupIndexResource", "EmbedderResource", "RefineryHome"]
+__all__ = [
+    "ComputeResource",
+    "DedupIndexResource",
+    "EmbedderResource",
+    "KenLMResource",
+    "QualityClassifierResource",
+    "RefineryHome",
+]

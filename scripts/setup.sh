@@ -24,3 +24,6 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.refinery-installed-*
   touch "$stamp"
 fi
+
+# KenLM's trainer (lmplz, build_binary) for the reference language model; skips itself when built.
+scripts/build_kenlm.sh

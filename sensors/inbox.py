@@ -8,8 +8,9 @@ import dagster as dg
 
 from assets import sft_source, text_source
 from refinery.inbox import scan
+from refinery.quality.artifacts import missing_models
 from resources import RefineryHome
-from sensors.jobs import sft_pipeline_job, text_pipeline_job
+from sensors.jobs import sft_pipeline_job, text_pipeline_job, text_prefilter_job
 
 SETTLE_SECONDS = 5.0
 
@@ -19,8 +20,12 @@ def evaluate_inbox(
     refinery: RefineryHome,
     kind: str,
     partitions: dg.DynamicPartitionsDefinition,
+    job_name: str | None = None,
 ) -> dg.SensorResult | dg.SkipReason:
-    """Shared by every inbox kind: diff fingerprints against the cursor, add partitions, request runs."""
+    """Shared by every inbox kind: diff fingerprints against the cursor, add partitions, request runs.
+
+    ``job_name`` picks one of the sensor's jobs for the runs (default: its only job).
+    """
     cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     inbox = scan(refinery.layout(), kind, SETTLE_SECONDS)
     for name in inbox.invalid:
@@ -39,6 +44,7 @@ def evaluate_inbox(
         run_requests=[
             dg.RunRequest(
                 partition_key=name,
+                job_name=job_name,
                 run_key=f"{kind}:{name}:{inbox.ready[name].fingerprint}",
                 tags={"refinery/source": name, "refinery/fingerprint": inbox.ready[name].fingerprint},
             )
@@ -50,13 +56,18 @@ def evaluate_inbox(
 
 
 @dg.sensor(
-    job=text_pipeline_job,
+    jobs=[text_pipeline_job, text_prefilter_job],
     minimum_interval_seconds=30,
     description="Watches $REFINERY_HOME/inbox/text/: adds a text_source partition for each new folder and "
-    "runs the text pipeline for every source whose files changed.",
+    "runs the text pipeline for every source whose files changed. Until reference_lm and "
+    "quality_classifier exist it runs text_prefilter (the rule-based stages) instead.",
 )
 def text_inbox_sensor(context: dg.SensorEvaluationContext, refinery: RefineryHome):
-    return evaluate_inbox(context, refinery, "text", text_source)
+    missing = missing_models(refinery.layout().home)
+    if missing:
+        context.log.info(f"models {missing} not materialized yet: running the rule-based stages only")
+    job = text_prefilter_job if missing else text_pipeline_job
+    return evaluate_inbox(context, refinery, "text", text_source, job.name)
 
 
 @dg.sensor(

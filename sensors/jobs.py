@@ -2,12 +2,38 @@
 
 import dagster as dg
 
-from assets import SFT_PIPELINE, TEXT_PIPELINE, TRAINING_DATA, corpus_report
+from assets import (
+    SFT_PIPELINE,
+    TEXT_MODELS,
+    TEXT_PIPELINE,
+    TEXT_PREFILTER,
+    TEXT_QUALITY,
+    TRAINING_DATA,
+    corpus_report,
+)
 
 text_pipeline_job = dg.define_asset_job(
     "text_pipeline",
     selection=dg.AssetSelection.assets(*TEXT_PIPELINE),
-    description="One text source from inbox to pretrain_corpus.",
+    description="One text source from inbox to pretrain_corpus (needs reference_lm and quality_classifier).",
+)
+
+text_prefilter_job = dg.define_asset_job(
+    "text_prefilter",
+    selection=dg.AssetSelection.assets(*TEXT_PREFILTER),
+    description="One text source through the rule-based stages, up to fuzzy_deduplicated.",
+)
+
+text_models_job = dg.define_asset_job(
+    "text_models",
+    selection=dg.AssetSelection.assets(*TEXT_MODELS),
+    description="Train reference_lm and quality_classifier (after clean_documents exists for the sources).",
+)
+
+text_quality_job = dg.define_asset_job(
+    "text_quality",
+    selection=dg.AssetSelection.assets(*TEXT_QUALITY),
+    description="One text source through the model-based stages to pretrain_corpus.",
 )
 
 corpus_report_job = dg.define_asset_job(

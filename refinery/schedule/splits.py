@@ -235,7 +235,9 @@ def assign_splits(storage: Storage, params: SplitParams, domain_column: str | No
         if root not in group_key or key < group_key[root]:
             group_key[root] = key
     groups = np.array([group_key[r] for r in roots[:n]], dtype=object)
-    split_by_group = {g: split_of(g, params.salt, params.fractions) for g in set(groups.tolist())}
+    # Every group gets a split, also groups made only of documents that left the corpus after
+    # dedup (their kept copy was later removed by a quality stage): edges still reach them.
+    split_by_group = {g: split_of(g, params.salt, params.fractions) for g in set(group_key.values())}
     docs = docs.drop(columns=["content_hash"]).assign(split=[split_by_group[g] for g in groups], group=groups)
     docs["group_size"] = docs.groupby("group")["id"].transform("size").astype(np.int64)
 

@@ -8,9 +8,17 @@ import random
 import dagster as dg
 import pytest
 
-from assets import TEXT_PIPELINE, corpus_report
+from assets import TEXT_MODELS, TEXT_PREFILTER, TEXT_QUALITY, corpus_report
 from refinery.sample import prose
-from resources import DedupIndexResource, RefineryHome
+from refinery.sample.reference_sample import build_reference_sample
+from resources import (
+    ComputeResource,
+    DedupIndexResource,
+    EmbedderResource,
+    KenLMResource,
+    QualityClassifierResource,
+    RefineryHome,
+)
 from tests.conftest import write_source
 
 rng = random.Random(99)
@@ -46,16 +54,45 @@ def build_inbox(layout) -> dict:
     return {"alpha": len(alpha) + len(BAD_LINES), "beta": len(beta), "empty": 0}
 
 
-def resources_for(layout, dedup: DedupIndexResource | None = None) -> dict:
-    return {"refinery": RefineryHome(home=str(layout.home)), "dedup_index": dedup or DedupIndexResource()}
+def resources_for(layout, dedup: DedupIndexResource | None = None, **overrides) -> dict:
+    """Every resource of the real definitions, pointed at ``layout`` (models on the CPU)."""
+    compute = ComputeResource(device="cpu", batch_size=16)
+    base = {
+        "refinery": RefineryHome(home=str(layout.home)),
+        "dedup_index": dedup or DedupIndexResource(),
+        "kenlm": KenLMResource(),
+        "quality_model": QualityClassifierResource(),
+        "compute": compute,
+        "embedder": EmbedderResource(compute=compute),
+    }
+    return {**base, **overrides}
 
 
 def materialize_source(instance, layout, source, dedup=None) -> dg.ExecuteInProcessResult:
     if source not in instance.get_dynamic_partitions("text_source"):
         instance.add_dynamic_partitions("text_source", [source])
     return dg.materialize(
-        TEXT_PIPELINE, partition_key=source, instance=instance, resources=resources_for(layout, dedup)
+        TEXT_PREFILTER, partition_key=source, instance=instance, resources=resources_for(layout, dedup)
     )
+
+
+def materialize_text_chain(instance, layout, sources, quality_run_config: dict | None = None) -> None:
+    """The whole text chain as `refinery run` does it: rule-based stages per source, the models
+    (on the bundled reference sample unless one is in the inbox), the model-based stages per source."""
+    reference = layout.inbox_kind("reference")
+    if not reference.is_dir() or not any(reference.iterdir()):
+        build_reference_sample(reference)
+    for source in sources:
+        assert materialize_source(instance, layout, source).success
+    assert dg.materialize(TEXT_MODELS, instance=instance, resources=resources_for(layout)).success
+    for source in sources:
+        assert dg.materialize(
+            TEXT_QUALITY,
+            partition_key=source,
+            instance=instance,
+            resources=resources_for(layout),
+            run_config=quality_run_config,
+        ).success
 
 
 def materialize_report(instance, layout) -> dg.ExecuteInProcessResult:

@@ -19,9 +19,7 @@ from tests.dagster.conftest import ALPHA, jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-CHAIN = (
-    "raw_documents,clean_documents,heuristic_filtered,exact_deduplicated,fuzzy_deduplicated,pretrain_corpus"
-)
+CHAIN = "raw_documents,clean_documents,heuristic_filtered,exact_deduplicated,fuzzy_deduplicated"
 
 
 @pytest.fixture
@@ -66,10 +64,10 @@ def test_dagster_asset_materialize_from_the_repository_root(home, cli_env):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RUN_SUCCESS" in done.stderr + done.stdout
-    assert Storage(home.storage).row_count("pretrain_corpus", "news") == 4
+    assert Storage(home.storage).row_count("fuzzy_deduplicated", "news") == 4
 
     sql = run(
-        [str(BIN / "refinery"), "sql", "SELECT id FROM pretrain_corpus ORDER BY id", "--format", "json"],
+        [str(BIN / "refinery"), "sql", "SELECT id FROM fuzzy_deduplicated ORDER BY id", "--format", "json"],
         cli_env,
     )
     assert sql.returncode == 0 and [r["id"] for r in json.loads(sql.stdout)] == ["n0", "n1", "n2", "n3"]

@@ -8,11 +8,10 @@ import random
 import dagster as dg
 import numpy as np
 import pandas as pd
-import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from assets import TEXT_PIPELINE
 from assets.mixing import domain_weights, pretrain_mixture
 from assets.schedule import dataset_splits, training_schedule
 from refinery.dedup.minhash import MinHasher, jaccard
@@ -22,8 +21,8 @@ from refinery.sample.target_sample import build_target_sample
 from refinery.schedule.loader import ScheduleReader
 from refinery.schedule.order import available_limit
 from refinery.storage import Storage
-from resources import DedupIndexResource, RefineryHome
 from tests.conftest import write_source
+from tests.dagster.conftest import materialize_text_chain, resources_for
 
 MIXING = [domain_weights, dataset_splits, pretrain_mixture, training_schedule]
 TOPICS = {
@@ -67,7 +66,7 @@ def build_corpus_inbox(layout: Layout) -> dict:
 
 
 def resources(layout) -> dict:
-    return {"refinery": RefineryHome(home=str(layout.home)), "dedup_index": DedupIndexResource()}
+    return resources_for(layout)
 
 
 def run(instance, layout, selection, config=None) -> dg.ExecuteInProcessResult:
@@ -90,10 +89,11 @@ def corpus(tmp_path_factory):
     known = build_corpus_inbox(layout)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("text_source", list(TOPICS))
-        for source in TOPICS:  # science first: the kitchen copies of it are the duplicates
-            assert dg.materialize(
-                TEXT_PIPELINE, partition_key=source, instance=instance, resources=resources(layout)
-            ).success
+        # science first: the kitchen copies of it are the duplicates. Semantic dedup is switched off
+        # (epsilon ~ 0): the near copy that splits must keep together has to reach the corpus.
+        materialize_text_chain(
+            instance, layout, list(TOPICS), {"ops": {"semantic_deduplicated": {"config": {"epsilon": 1e-6}}}}
+        )
         config = {
             "domain_weights": {"config": DOREMI},
             "pretrain_mixture": {"config": {"token_budget": 12_000}},
@@ -230,11 +230,9 @@ def test_schedule_shards_stream_in_manifest_order(corpus):
 def test_curriculum_uses_perplexity_when_the_corpus_has_it(corpus):
     layout, instance, _, _ = corpus
     storage = Storage(layout.storage)
-    for source in TOPICS:  # what the KenLM stage adds: a perplexity column on the corpus
-        path = storage.path("pretrain_corpus", source)
-        table = pq.read_table(path)
-        ppl = pa.array(np.linspace(900, 100, table.num_rows) + len(source), type=pa.float64())
-        pq.write_table(table.append_column("perplexity", ppl), path)
+    for source in TOPICS:  # the KenLM stage's real scores, carried through to the corpus
+        column = pq.read_table(storage.path("pretrain_corpus", source), columns=["perplexity"]).column(0)
+        assert column.null_count == 0 and pc.min(column).as_py() > 1
     config = {
         "pretrain_mixture": {"config": {"token_budget": 8_000}},
         "training_schedule": {

@@ -42,7 +42,7 @@ def test_new_sources_become_partitions_with_runs(home, instance):
         ("text_source", ["forum", "news"])
     ]
     assert sorted(r.partition_key for r in first.run_requests) == ["forum", "news"]
-    assert all(r.job_name in (None, "text_pipeline") for r in first.run_requests)
+    assert {r.job_name for r in first.run_requests} == {"text_prefilter"}  # no models trained yet
     assert len({r.run_key for r in first.run_requests}) == 2
     apply_partitions(instance, first)
 
@@ -93,11 +93,23 @@ def test_sensor_run_request_executes_the_real_job(home, instance):
     )
     result = tick(instance, home)
     apply_partitions(instance, result)
-    job = defs.resolve_job_def(text_inbox_sensor.job_name)
+    job = defs.resolve_job_def(result.run_requests[0].job_name)
     run = job.execute_in_process(
         partition_key=result.run_requests[0].partition_key, instance=instance, resources=resources_for(home)
     )
     assert run.success
+
+
+def test_sensor_runs_the_full_pipeline_once_models_exist(home, instance):
+    from refinery.quality.artifacts import TEXT_MODEL_ASSETS, models_dir, publish
+
+    settle(write_source(home, "news", {"a.jsonl": '{"text": "hello"}\n'}))
+    for asset in TEXT_MODEL_ASSETS:  # what materializing reference_lm / quality_classifier leaves behind
+        produced = home.home / f"{asset}.bin"
+        produced.write_bytes(asset.encode())
+        publish(models_dir(home.home, asset), asset, produced, ".bin", {"kind": asset})
+    result = tick(instance, home)
+    assert [(r.partition_key, r.job_name) for r in result.run_requests] == [("news", "text_pipeline")]
 
 
 def test_daily_schedule_refreshes_the_report(home, instance):

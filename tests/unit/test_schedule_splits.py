@@ -91,3 +91,16 @@ def test_union_find_and_near_pairs():
     pairs = near_duplicate_pairs(sigs, 0.5, 64)
     assert [(i, j) for i, j, _ in pairs] == [(3, 20)]
     assert near_duplicate_pairs(np.zeros((1, 64), np.uint32), 0.5, 64) == []
+
+
+def test_dedup_group_whose_kept_copy_left_the_corpus(corpus):
+    """A later stage removed the kept copy: the group has no corpus document but still gets a split."""
+    write(
+        corpus,
+        "fuzzy_deduplicated",
+        "b",
+        [{"id": "copy", "duplicate_of": "a/removed-by-quality"}],
+        rejected=True,
+    )
+    result = assign_splits(corpus, SplitParams())
+    assert result.crossing_edges == 0 and len(result.assignment) == 201

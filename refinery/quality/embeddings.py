@@ -1,0 +1,197 @@
+"""Document embeddings at rest: ``storage/document_embeddings/<source>.parquet``.
+
+One row per document of the upstream partition, in its order: ``id``, ``text_hash`` (so a reader
+can tell the embedding still belongs to the text it sits beside) and ``embedding``, a fixed-size
+list of float32, L2-normalised (a dot product is a cosine). Semantic dedup reads them here, and so
+can later stages (SFT selection, mixing) instead of recomputing. The Parquet schema metadata
+records the model, its dimension and the normalisation, so vectors of different models are never
+compared.
+
+A sentence model reads at most its ``max_seq_length`` word pieces (256 for all-MiniLM-L6-v2, about
+200 words). By default a document is embedded as SemDeDup does, from its beginning (``max_chunks:
+1``): two documents that share their first ~200 words look alike whatever follows, and a long
+document whose sentences were reordered may not. ``max_chunks > 1`` cuts the document into chunks of
+``chunk_words`` words and takes the word-weighted mean of the chunk embeddings, renormalised: it
+covers long documents, but averaging also pulls distinct documents on one topic together (on the
+bundled sample, distinct same-topic articles rise from at most 0.85 to 0.91-0.93 cosine with 2-8
+chunks), so lower epsilon with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from refinery.models.embedder import Embedder
+from refinery.storage import PROVENANCE_KEY, Storage
+
+EMBEDDINGS_ASSET = "document_embeddings"
+
+
+class EmbeddingParams(BaseModel):
+    """How documents longer than the model's window are embedded (see the module docstring)."""
+
+    chunk_words: int = Field(
+        180, ge=16, description="Words per chunk; 180 fits the 256 word pieces of all-MiniLM-L6-v2."
+    )
+    max_chunks: int = Field(
+        1, ge=1, description="1: the document as the model reads it (its beginning); more: mean of chunks."
+    )
+
+
+def chunk_document(text: str, chunk_words: int, max_chunks: int) -> list[str]:
+    """Consecutive chunks of whitespace-separated words (the whole text when one chunk is asked for)."""
+    if max_chunks == 1:
+        return [text]  # the model truncates to its own window, in word pieces
+    words = text.split()
+    if len(words) <= chunk_words:
+        return [text]
+    return [
+        " ".join(words[i : i + chunk_words])
+        for i in range(0, min(len(words), chunk_words * max_chunks), chunk_words)
+    ]
+
+
+def embed_documents(embedder: Embedder, texts: list[str], params: EmbeddingParams) -> np.ndarray:
+    """One unit vector per document: the word-weighted mean of its chunk embeddings, renormalised."""
+    if not texts:
+        return np.zeros((0, embedder.dim), dtype=np.float32)
+    chunks: list[str] = []
+    owner: list[int] = []
+    weight: list[float] = []
+    for i, text in enumerate(texts):
+        for chunk in chunk_document(text, params.chunk_words, params.max_chunks):
+            chunks.append(chunk)
+            owner.append(i)
+            weight.append(max(1, len(chunk.split())))
+    vectors = embedder.encode(chunks).astype(np.float64)
+    pooled = np.zeros((len(texts), vectors.shape[1]))
+    np.add.at(pooled, np.asarray(owner), vectors * np.asarray(weight)[:, None])
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    return (pooled / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def text_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def embeddings_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("text_hash", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
+        ]
+    )
+
+
+@dataclass
+class EmbeddingRun:
+    path: Path
+    rows: int
+    dim: int
+    seconds: float
+    chars: int
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+def write_embeddings(
+    storage: Storage,
+    upstream: str,
+    partition: str,
+    embedder: Embedder,
+    provenance: dict,
+    params: EmbeddingParams | None = None,
+    batch_rows: int = 2_000,
+) -> EmbeddingRun:
+    """Embed every document of ``upstream``'s partition and write the file atomically."""
+    started = time.perf_counter()
+    params = params or EmbeddingParams()
+    target = storage.path(EMBEDDINGS_ASSET, partition)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    stamp = {
+        **provenance,
+        "model": embedder.name,
+        "dim": embedder.dim,
+        "normalized": True,
+        "chunking": params.model_dump(),
+    }
+    schema = embeddings_schema(embedder.dim).with_metadata(
+        {PROVENANCE_KEY: json.dumps(stamp, sort_keys=True, default=str).encode()}
+    )
+    rows = chars = 0
+    writer = pq.ParquetWriter(temp, schema, compression="zstd")
+    try:
+        for batch in storage.iter_batches(upstream, partition, batch_rows=batch_rows, columns=["id", "text"]):
+            texts = batch["text"].tolist()
+            vectors = embed_documents(embedder, texts, params)
+            if vectors.shape != (len(texts), embedder.dim) or not np.isfinite(vectors).all():
+                raise ValueError(
+                    f"the embedder returned {vectors.shape} (finite: {bool(np.isfinite(vectors).all())}) for "
+                    f"{len(texts)} texts of dimension {embedder.dim}"
+                )
+            flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1), type=pa.float32())
+            table = pa.Table.from_arrays(
+                [
+                    pa.array(batch["id"].tolist(), type=pa.string()),
+                    pa.array([text_hash(t) for t in texts], type=pa.string()),
+                    pa.FixedSizeListArray.from_arrays(flat, embedder.dim),
+                ],
+                schema=schema,
+            )
+            writer.write_table(table)
+            rows += len(texts)
+            chars += sum(len(t) for t in texts)
+        writer.close()
+        os.replace(temp, target)
+    except BaseException:
+        writer.close()
+        temp.unlink(missing_ok=True)
+        raise
+    return EmbeddingRun(target, rows, embedder.dim, time.perf_counter() - started, chars)
+
+
+@dataclass
+class Embeddings:
+    ids: list[str]
+    text_hashes: list[str]
+    vectors: np.ndarray  # (n, dim) float32, unit rows
+    model: str
+    dim: int
+
+
+def read_embeddings(storage: Storage, partition: str) -> Embeddings:
+    """The stored embeddings of a partition (raises with the command to run if there are none)."""
+    path = storage.path(EMBEDDINGS_ASSET, partition)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no document embeddings for partition '{partition}' at {path}: materialize document_embeddings "
+            "for it first"
+        )
+    table = pq.read_table(path)
+    meta = json.loads((table.schema.metadata or {}).get(PROVENANCE_KEY, b"{}"))
+    dim = table.schema.field("embedding").type.list_size
+    column = table.column("embedding").combine_chunks()
+    # A writable copy: torch refuses to wrap read-only (zero-copy Arrow) buffers without a warning.
+    vectors = np.array(column.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
+    return Embeddings(
+        table.column("id").to_pylist(),
+        table.column("text_hash").to_pylist(),
+        vectors,
+        meta.get("model", "unknown"),
+        dim,
+    )
