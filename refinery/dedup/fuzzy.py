@@ -35,18 +35,18 @@ class FuzzyDeduper:
     def __init__(self, index: FuzzyIndex, source: str, threshold: float):
         self.index, self.source, self.threshold = index, source, threshold
         self.hasher = index.hasher
-        self.lsh = index.lsh
 
     def process(self, frame: pd.DataFrame) -> BatchResult:
         sigs = self.hasher.signatures(frame["text"].tolist())
         keys = [doc_key(self.source, d).encode() for d in frame["id"].tolist()]
-        candidates = self.index.query(sigs)
+        band_keys = self.index.band_keys(sigs)
+        candidates = self.index.query(band_keys)
         known = self.index.signatures(sorted(set().union(*candidates))) if len(candidates) else {}
-        batch_tables: list[dict[bytes, list[int]]] = [{} for _ in self.lsh.hashranges]
+        batch_tables: list[dict[bytes, list[int]]] = [{} for _ in band_keys]
 
         reasons, duplicate_of, similarity, best_seen, kept = [], [], [], [], []
         for i, sig in enumerate(sigs):
-            bands = [self.lsh._H(sig[s:e]) for s, e in self.lsh.hashranges]
+            bands = [per_band[i] for per_band in band_keys]
             pool = {k: known[k] for k in candidates[i] if k in known}
             for table, band in zip(batch_tables, bands, strict=True):
                 for j in table.get(band, ()):

@@ -63,14 +63,17 @@ class FuzzyIndex(ABC):
         self.hasher = MinHasher(params["num_perm"], params["ngram"], params["seed"])
 
     # -- band-batched queries, shared by both backends ------------------------------------------
-    def query(self, signatures: np.ndarray) -> list[set[bytes]]:
-        """Candidate keys for each signature (one storage round trip per band)."""
-        found: list[set[bytes]] = [set() for _ in range(len(signatures))]
-        if not len(signatures):
+    def band_keys(self, signatures: np.ndarray) -> list[list[bytes]]:
+        """Per band, each signature's bucket key, exactly as datasketch stores it."""
+        return [[self.lsh._H(sig[start:end]) for sig in signatures] for start, end in self.lsh.hashranges]
+
+    def query(self, bands: list[list[bytes]]) -> list[set[bytes]]:
+        """Candidate keys for each document, given :meth:`band_keys` (one round trip per band)."""
+        found: list[set[bytes]] = [set() for _ in range(len(bands[0]) if bands else 0)]
+        if not found:
             return found
-        for (start, end), table in zip(self.lsh.hashranges, self.lsh.hashtables, strict=True):
-            bands = [self.lsh._H(sig[start:end]) for sig in signatures]
-            for bucket, hits in zip(found, table.getmany(*bands), strict=True):
+        for keys, table in zip(bands, self.lsh.hashtables, strict=True):
+            for bucket, hits in zip(found, table.getmany(*keys), strict=True):
                 bucket.update(hits)
         return found
 

@@ -42,7 +42,11 @@ def c4_rules(text: str, p: HeuristicParams, out: dict) -> tuple[Verdict, str]:
         if not line:
             continue
         line_words = line.split()
-        if p.c4_max_word_length is not None and any(len(w) > p.c4_max_word_length for w in line_words):
+        if (
+            p.c4_max_word_length is not None
+            and len(line) > p.c4_max_word_length  # no word can be longer than its line
+            and max(map(len, line_words)) > p.c4_max_word_length
+        ):
             removed += 1
             continue
         if p.c4_remove_citations:

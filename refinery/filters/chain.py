@@ -23,7 +23,7 @@ from refinery.filters.gopher_quality import gopher_quality, gopher_stop_words
 from refinery.filters.gopher_repetition import gopher_repetition
 from refinery.filters.language import language_gate
 from refinery.filters.params import HeuristicParams
-from refinery.text.words import tokens, words
+from refinery.text.words import tokens, word_tokens
 
 INT_SCORES = ["word_count", "stop_word_count", "c4_lines_removed", "c4_sentences"]
 FLOAT_SCORES = [
@@ -50,7 +50,7 @@ def evaluate(text: str, p: HeuristicParams) -> tuple[tuple[str, str] | None, dic
     """Run the chain on one document: (first failure or None, scores, text to keep)."""
     scores: dict = {}
     toks = tokens(text)
-    wrds = words(text)
+    wrds = word_tokens(toks)
     if p.gopher_quality and (v := gopher_quality(text, toks, wrds, p, scores)):
         return v, scores, text
     if p.gopher_repetition and (v := gopher_repetition(text, toks, p, scores)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import string
 from pathlib import Path
 
@@ -20,6 +21,24 @@ TEMPLATES: list[str] = _VOCABULARY["templates"]
 COUNTS: list[str] = _VOCABULARY["counts"]
 NAV_WORDS: list[str] = _VOCABULARY["nav_words"]
 FOREIGN: dict[str, list[str]] = _VOCABULARY["foreign"]
+SYNONYMS: dict[str, list[str]] = _VOCABULARY["synonyms"]
+OPENERS: list[str] = _VOCABULARY["openers"]
+_TEMPLATE_WORD = re.compile(r"\{[^}]*\}|[A-Za-z]+")
+
+
+def _vary(template: str, rng: random.Random) -> str:
+    """Swap the template's own words for synonyms at random and sometimes add an opener, so a long
+    article that reuses a template does not repeat its wording word for word (writers vary it too)."""
+
+    def swap(m: re.Match) -> str:
+        word = m.group(0)
+        options = SYNONYMS.get(word)
+        return rng.choice(options) if options and rng.random() < 0.6 else word
+
+    varied = _TEMPLATE_WORD.sub(swap, template)
+    if rng.random() < 0.2 and varied[0] != "{":
+        varied = rng.choice(OPENERS) + varied[0].lower() + varied[1:]
+    return varied
 
 
 def _fill(template: str, vocab: dict[str, list[str]], rng: random.Random) -> str:
@@ -53,7 +72,7 @@ class _TemplateDeck:
         if not self.cards:
             self.cards = list(TEMPLATES)
             self.rng.shuffle(self.cards)
-        return self.cards.pop()
+        return _vary(self.cards.pop(), self.rng)
 
 
 def paragraph(

@@ -28,6 +28,14 @@ def words(text: str) -> list[str]:
     return WORD_RE.findall(text)
 
 
+def word_tokens(toks: list[str]) -> list[str]:
+    r"""The words among already-split tokens (cheaper than a second regex pass over the text).
+
+    Symbol tokens are single non-word characters; ``\w`` is ``str.isalnum()`` plus ``_``.
+    """
+    return [t for t in toks if t[0].isalnum() or t[0] == "_"]
+
+
 def simplify(text: str) -> str:
     """Case-, punctuation-, digit- and accent-insensitive form used for dedup.
 

@@ -23,8 +23,15 @@ def test_ascii_fast_path_matches_ftfy():
 
     rng = random.Random(8)
     texts = [prose.article(rng) for _ in range(50)] + [prose.boilerplate_page(rng), prose.code_snippet(rng)]
-    texts += ["Tom &amp; Jerry", "caf&eacute;", "ansi \x1b[31mred\x1b[0m text", "CRLF\r\nline\rold mac",
-              "tabs\tand\x0cfeeds", 'straight "quotes" and \'single\'', "plain"]
+    texts += [
+        "Tom &amp; Jerry",
+        "caf&eacute;",
+        "ansi \x1b[31mred\x1b[0m text",
+        "CRLF\r\nline\rold mac",
+        "tabs\tand\x0cfeeds",
+        "straight \"quotes\" and 'single'",
+        "plain",
+    ]
     for text in texts:
         assert fix_unicode(text) == ftfy.fix_text(text, _FTFY_CONFIG), text[:40]
 

@@ -186,3 +186,13 @@ def test_filter_batch_splits_and_types():
     assert "words < 50" in result.rejected["reason_detail"].iloc[0]
     assert str(result.kept["word_count"].dtype) == "Int32"
     assert pd.isna(result.rejected["dup_5gram_char_frac"].iloc[0])  # families after the failure did not run
+
+
+def test_word_tokens_equal_the_word_regex():
+    from refinery.text.words import word_tokens, words
+
+    rng = random.Random(3)
+    texts = [prose.article(rng) for _ in range(20)] + [prose.boilerplate_page(rng), prose.code_snippet(rng)]
+    texts += ["snake_case _x ½ Straße 日本語 don't well-known 3.14 — “quoted” #tag ...", "", "!!!"]
+    for text in texts:
+        assert word_tokens(tokens(text)) == words(text)
