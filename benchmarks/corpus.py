@@ -232,8 +232,21 @@ class Corpus:
         return "\n".join(lines)
 
 
+def generator_fingerprint() -> str:
+    """A hash of the prose generator's code and vocabulary: any change to them changes the corpus."""
+    import hashlib
+
+    import refinery.sample.prose as prose
+
+    digest = hashlib.sha256()
+    folder = Path(prose.__file__).parent
+    for name in ("prose.py", "prose_vocabulary.json"):
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()[:8]
+
+
 def corpus_dir(docs: int, seed: int, root: Path = DEFAULT_ROOT) -> Path:
-    return root / f"text-s{seed}-n{docs}-v{VERSION}"
+    return root / f"text-s{seed}-n{docs}-v{VERSION}-g{generator_fingerprint()}"
 
 
 def ensure_corpus(
