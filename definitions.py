@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets import ALL_ASSETS
 from resources import (
+    ClipResource,
     ComputeResource,
     DedupIndexResource,
     EmbedderResource,
@@ -22,6 +23,7 @@ RESOURCES = {
     "embedder": EmbedderResource(compute=COMPUTE),
     "kenlm": KenLMResource(),
     "quality_model": QualityClassifierResource(),
+    "clip": ClipResource(compute=COMPUTE),
 }
 
 defs = dg.Definitions(

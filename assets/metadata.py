@@ -9,6 +9,7 @@ no text is empty, and every input row is either kept or rejected with a reason.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
@@ -33,6 +34,29 @@ def check_specs(asset: str, text_column: str = "text") -> list[dg.AssetCheckSpec
     return [
         dg.AssetCheckSpec(name, asset=asset, blocking=True, description=descriptions[name]) for name in CHECKS
     ]
+
+
+STAGE_KINDS = frozenset({"python", "parquet"})
+
+
+def stage_family(
+    partitions_def: dg.PartitionsDefinition, group_name: str, text_column: str = "text"
+) -> Callable:
+    """The decorator for one family of partitioned stages (one inbox kind): every stage of it shares
+    the partitions, the group and the column the invariant checks read, so only what differs is
+    written at each asset."""
+
+    def stage(name: str, *, kinds: set[str] | None = None, **asset_args) -> Callable:
+        return dg.asset(
+            name=name,
+            partitions_def=partitions_def,
+            group_name=group_name,
+            kinds={*STAGE_KINDS, *(kinds or ())},
+            check_specs=check_specs(name, text_column=text_column),
+            **asset_args,
+        )
+
+    return stage
 
 
 def provenance(asset: str, partition: str, params: BaseModel | None) -> dict:
@@ -88,6 +112,30 @@ def _sample_table(rows: list[dict], columns: Sequence[str], text_column: str = "
             for r in rows
         ],
     )
+
+
+def counts_table(counts: dict, unit: str = "rows") -> dg.MetadataValue:
+    """A value → count table, most frequent first."""
+    rows = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+    return dg.MetadataValue.md(markdown.table(["value", unit], rows) if rows else "_none_")
+
+
+def inbox_metadata(
+    context: dg.AssetExecutionContext, run: StageRun, folder: Path, unit: str = "rows"
+) -> dict:
+    """What every raw (ingest) asset shows about its inbox folder; an empty partition is logged as
+    a warning rather than failing, since a source folder may be created before its files arrive."""
+    extra = run.stats.extra
+    if not extra["folder_exists"]:
+        context.log.warning(f"inbox folder {folder} does not exist: empty partition")
+    elif run.stats.rows_in == 0:
+        context.log.warning(f"source {run.partition!r} holds no {unit}: empty partition")
+    files = sorted(extra["files"].items())
+    return {
+        "inbox": dg.MetadataValue.path(str(folder)),
+        "files": dg.MetadataValue.md(markdown.table(["file", unit], files) if files else "_no files_"),
+        "input_bytes": extra["input_bytes"],
+    }
 
 
 def column_schema(schema: pa.Schema) -> dg.TableSchema:

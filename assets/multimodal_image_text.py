@@ -10,9 +10,8 @@ import dagster as dg
 import numpy as np
 
 from assets.gpu import gpu_asset_kwargs
-from assets.metadata import check_specs, materialize_stage, provenance
+from assets.metadata import counts_table, inbox_metadata, materialize_stage, provenance, stage_family
 from assets.partitions import image_text_source
-from refinery import markdown
 from refinery.batch import Histogram
 from refinery.ingest.stage import ingest_with_reader
 from refinery.multimodal.clip_score import (
@@ -24,12 +23,13 @@ from refinery.multimodal.clip_score import (
     FilterProcess,
     ScoreAttacher,
     plan_filter,
+    resolve_threshold,
     score_file,
 )
 from refinery.multimodal.image_text_check import CHECK_FIELDS, ImageTextCheckParams, check_batch
 from refinery.multimodal.image_text_reader import ImageTextIngestParams, ImageTextReader
 from refinery.multimodal.preview import contact_sheet, markdown_image
-from refinery.multimodal.schema import CAPTION_COLUMN, IMAGE_TEXT_QUARANTINE_SCHEMA, IMAGE_TEXT_SCHEMA
+from refinery.multimodal.schema import CAPTION_COLUMN
 from refinery.stage import run_stage
 from resources import RefineryHome
 from resources.clip import ClipResource
@@ -37,6 +37,9 @@ from resources.clip import ClipResource
 INBOX_KIND = "image_text"
 GROUP = "image_text"
 RAW, CHECKED, SCORED, FILTERED = "raw_image_text", "image_text_checked", "clip_scored", "clip_filtered"
+
+
+stage = stage_family(image_text_source, GROUP, text_column=CAPTION_COLUMN)
 
 
 class ImageTextIngestConfig(dg.Config, ImageTextIngestParams):
@@ -55,17 +58,8 @@ class ClipFilterConfig(dg.Config, ClipFilterParams):
     pass
 
 
-def _counts(counts: dict) -> dg.MetadataValue:
-    rows = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
-    return dg.MetadataValue.md(markdown.table(["value", "rows"], rows) if rows else "_none_")
-
-
-@dg.asset(
-    name=RAW,
-    partitions_def=image_text_source,
-    group_name=GROUP,
-    kinds={"python", "parquet"},
-    check_specs=check_specs(RAW, text_column=CAPTION_COLUMN),
+@stage(
+    RAW,
     description="Image–caption pairs from $REFINERY_HOME/inbox/image_text/<source>/: captions tables "
     "(JSONL/CSV/TSV/Parquet with image path, caption, optional id and url) and WebDataset .tar shards "
     "(key.jpg + key.txt/key.json). Images are decoded once and stored as their original bytes in the rows. "
@@ -78,19 +72,8 @@ def raw_image_text(context: dg.AssetExecutionContext, config: ImageTextIngestCon
     params = ImageTextIngestParams(**config.model_dump())
     folder = layout.inbox_source(INBOX_KIND, source)
     reader = ImageTextReader(folder, source, params)
-    run = ingest_with_reader(
-        reader,
-        storage,
-        RAW,
-        IMAGE_TEXT_SCHEMA,
-        IMAGE_TEXT_QUARANTINE_SCHEMA,
-        provenance(RAW, source, params),
-        text_column=CAPTION_COLUMN,
-    )
+    run = ingest_with_reader(reader, storage, RAW, provenance(RAW, source, params))
     run.stats.extra["image_formats"] = dict(reader.formats)
-    if not folder.is_dir():
-        context.log.warning(f"inbox folder {folder} does not exist: empty partition")
-    files = sorted(run.stats.extra["files"].items())
     return materialize_stage(
         context,
         storage,
@@ -99,22 +82,16 @@ def raw_image_text(context: dg.AssetExecutionContext, config: ImageTextIngestCon
         params=params,
         score_columns=["image_file", "width", "height"],
         extra={
-            "inbox": dg.MetadataValue.path(str(folder)),
-            "files": dg.MetadataValue.md(markdown.table(["file", "rows"], files) if files else "_no files_"),
-            "image_formats": _counts(reader.formats),
-            "input_bytes": run.stats.extra["input_bytes"],
+            **inbox_metadata(context, run, folder),
+            "image_formats": counts_table(reader.formats),
         },
         text_column=CAPTION_COLUMN,
     )
 
 
-@dg.asset(
-    name=CHECKED,
-    partitions_def=image_text_source,
+@stage(
+    CHECKED,
     deps=[raw_image_text],
-    group_name=GROUP,
-    kinds={"python", "parquet"},
-    check_specs=check_specs(CHECKED, text_column=CAPTION_COLUMN),
     description="Single-modality rules before any model: the image decodes to RGB, its shortest side, aspect "
     "ratio and blankness; the caption is cleaned like text (ftfy, NFC, invisible characters, PII) and "
     "checked for placeholders, file names, URLs, word count, Gopher's shape rules with caption thresholds, "
@@ -169,13 +146,10 @@ def _sheet(title_rows: list[tuple[str, list]], alt: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(markdown_image(contact_sheet(title_rows), alt))
 
 
-@dg.asset(
-    name=SCORED,
-    partitions_def=image_text_source,
+@stage(
+    SCORED,
+    kinds={"pytorch"},
     deps=[image_text_checked],
-    group_name=GROUP,
-    kinds={"python", "parquet", "pytorch"},
-    check_specs=check_specs(SCORED, text_column=CAPTION_COLUMN),
     description="CLIP score per pair (the clip resource): clip_cosine, the cosine similarity of the "
     "L2-normalised image and caption embeddings, and clip_score = 2.5·max(cos, 0) (CLIPScore). Images are "
     "decoded in DataLoader workers straight from the upstream file; both towers run batched on the compute "
@@ -194,6 +168,7 @@ def clip_scored(
     attach = ScoreAttacher(scores, params.contact_sheet_pairs)
     stamp = provenance(SCORED, source, params)
     stamp["clip_model"] = model.name
+    stamp["clip_threshold"] = model.threshold
     run = run_stage(
         storage,
         CHECKED,
@@ -235,15 +210,12 @@ def clip_scored(
     )
 
 
-@dg.asset(
-    name=FILTERED,
-    partitions_def=image_text_source,
+@stage(
+    FILTERED,
     deps=[clip_scored],
-    group_name=GROUP,
-    kinds={"python", "parquet"},
-    check_specs=check_specs(FILTERED, text_column=CAPTION_COLUMN),
-    description="Pairs kept by CLIP score: cosine ≥ threshold (0.28 by default, LAION-5B's for ViT-B-32; a "
-    "different model has a different scale) or the top_fraction of the partition (DataComp's CLIP-score "
+    description="Pairs kept by CLIP score: cosine ≥ threshold (by default the scoring model's calibrated cut "
+    "where it has one, as the bundled tiny CLIP does, else 0.28, LAION-5B's for ViT-B-32: models differ in "
+    "scale) or the top_fraction of the partition (DataComp's CLIP-score "
     "filter; clip_rank gives the order, ties broken by id). Metadata: the score histogram of what is kept "
     "and a contact sheet of the weakest pairs kept and the best pairs removed.",
 )
@@ -251,7 +223,9 @@ def clip_filtered(context: dg.AssetExecutionContext, config: ClipFilterConfig, r
     source = context.partition_key
     storage = refinery.storage()
     params = ClipFilterParams(**config.model_dump())
-    plan = plan_filter(storage.require(SCORED, source), params)
+    scored = storage.provenance(SCORED, source)
+    threshold = resolve_threshold(params, scored.get("clip_threshold"))
+    plan = plan_filter(storage.require(SCORED, source), params, threshold)
     process = FilterProcess(plan, params.contact_sheet_pairs)
     run = run_stage(
         storage,
@@ -265,7 +239,6 @@ def clip_filtered(context: dg.AssetExecutionContext, config: ClipFilterConfig, r
         batch_rows=params.batch_rows,
         text_column=CAPTION_COLUMN,
     )
-    scored = storage.provenance(SCORED, source)
     return materialize_stage(
         context,
         storage,

@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 
 from assets.gpu import gpu_asset_kwargs
-from assets.metadata import check_specs, materialize_stage, provenance
+from assets.metadata import inbox_metadata, materialize_stage, provenance, stage_family
 from assets.partitions import video_source
 from refinery import markdown
 from refinery.ingest.stage import ingest_with_reader
@@ -23,7 +23,7 @@ from refinery.multimodal.keyframes import (
     keyframe_pass,
 )
 from refinery.multimodal.preview import frame_strip, markdown_image
-from refinery.multimodal.schema import KEYFRAME_FIELDS, QUESTION_COLUMN, VIDEO_QUARANTINE_SCHEMA, VIDEO_SCHEMA
+from refinery.multimodal.schema import KEYFRAME_FIELDS, QUESTION_COLUMN
 from refinery.multimodal.video_reader import VideoIngestParams, VideoReaderSource
 from refinery.stage import run_stage
 from resources import RefineryHome
@@ -33,6 +33,9 @@ INBOX_KIND = "video"
 GROUP = "video"
 RAW, QUERY, UNIFORM = "raw_videos", "video_keyframes", "uniform_keyframes"
 INDEX_COLUMNS = ["id", "question", "video_file", "video_id", "video_bytes", "frames", "fps"]
+
+
+stage = stage_family(video_source, GROUP, text_column=QUESTION_COLUMN)
 
 
 class VideoIngestConfig(dg.Config, VideoIngestParams):
@@ -47,12 +50,8 @@ class UniformConfig(dg.Config, UniformParams):
     pass
 
 
-@dg.asset(
-    name=RAW,
-    partitions_def=video_source,
-    group_name=GROUP,
-    kinds={"python", "parquet"},
-    check_specs=check_specs(RAW, text_column=QUESTION_COLUMN),
+@stage(
+    RAW,
     description="Questions about videos from $REFINERY_HOME/inbox/video/<source>/: videos (mp4, avi, "
     "mkv, webm) and questions tables (JSONL/CSV/TSV/Parquet: video, question, optional answer and id), one "
     "row per question. Each video is opened with decord and its first and last frames decoded; rows refer "
@@ -65,23 +64,12 @@ def raw_videos(context: dg.AssetExecutionContext, config: VideoIngestConfig, ref
     params = VideoIngestParams(**config.model_dump())
     folder = layout.inbox_source(INBOX_KIND, source)
     reader = VideoReaderSource(folder, source, params)
-    run = ingest_with_reader(
-        reader,
-        storage,
-        RAW,
-        VIDEO_SCHEMA,
-        VIDEO_QUARANTINE_SCHEMA,
-        provenance(RAW, source, params),
-        text_column=QUESTION_COLUMN,
-    )
-    if not folder.is_dir():
-        context.log.warning(f"inbox folder {folder} does not exist: empty partition")
+    run = ingest_with_reader(reader, storage, RAW, provenance(RAW, source, params))
     videos = [
         (rel, p.frames, round(p.fps, 3), round(p.duration, 2), f"{p.width}×{p.height}", p.size)
         for rel, p in sorted(reader.probes.items())
     ]
     broken = [(rel, reason, detail[:120]) for rel, (reason, detail) in sorted(reader.broken.items())]
-    files = sorted(run.stats.extra["files"].items())
     run.stats.extra["videos"] = len(videos)
     run.stats.extra["broken_videos"] = len(broken)
     return materialize_stage(
@@ -92,8 +80,7 @@ def raw_videos(context: dg.AssetExecutionContext, config: VideoIngestConfig, ref
         params=params,
         score_columns=["video_file", "duration"],
         extra={
-            "inbox": dg.MetadataValue.path(str(folder)),
-            "files": dg.MetadataValue.md(markdown.table(["file", "rows"], files) if files else "_no files_"),
+            **inbox_metadata(context, run, folder),
             "videos": dg.MetadataValue.md(
                 markdown.table(["video", "frames", "fps", "seconds", "size", "bytes"], videos)
                 if videos
@@ -114,7 +101,7 @@ def _strip(plan: KeyframePass, store: FrameStore, rows, samples: int) -> dg.Meta
         if found is None:
             continue
         frames = [
-            (store.open(path), f"{t:.1f}s {s:.2f}")
+            (store.open(path), f"{t:.1f}s · {s:.2f}")
             for path, t, s in zip(found.frame_paths, found.timestamps, found.scores, strict=True)
         ]
         shown.append((f"{video_file}: {question}", frames))
@@ -165,7 +152,7 @@ def _materialize_keyframes(
     model = clip.load()
     workers = clip.dataloader_workers()
     rows = storage.read(RAW, source, columns=INDEX_COLUMNS)
-    store = FrameStore(storage.root, asset, source, params.jpeg_quality, params.frame_max_side)
+    store = FrameStore(storage.root, asset, source)
     try:
         plan = keyframe_pass(
             rows, layout.inbox_source(INBOX_KIND, source), model, store, method, params, workers
@@ -223,13 +210,10 @@ def _materialize_keyframes(
     )
 
 
-@dg.asset(
-    name=QUERY,
-    partitions_def=video_source,
+@stage(
+    QUERY,
+    kinds={"pytorch"},
     deps=[raw_videos],
-    group_name=GROUP,
-    kinds={"python", "parquet", "pytorch"},
-    check_specs=check_specs(QUERY, text_column=QUESTION_COLUMN),
     description="For each question, the k frames most similar to it under CLIP, spread in time: "
     "candidates every 1/sample_fps seconds decoded with decord's get_batch (never the whole video), embedded "
     "with the clip resource together with the question, then greedy temporal NMS (no two picks closer than "
@@ -244,13 +228,10 @@ def video_keyframes(
     return _materialize_keyframes(context, refinery, clip, QUERY, "query", params)
 
 
-@dg.asset(
-    name=UNIFORM,
-    partitions_def=video_source,
+@stage(
+    UNIFORM,
+    kinds={"pytorch"},
     deps=[raw_videos],
-    group_name=GROUP,
-    kinds={"python", "parquet", "pytorch"},
-    check_specs=check_specs(UNIFORM, text_column=QUESTION_COLUMN),
     description="The baseline for video_keyframes: the same k frames per question at the centres of k equal "
     "slices of the video (only those k decoded), scored against the question with the clip resource for "
     "comparison. Same layout: JPEGs under storage/uniform_keyframes/<source>/ and one row per question.",

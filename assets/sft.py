@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow as pa
 
 from assets.gpu import gpu_asset_kwargs
-from assets.metadata import check_specs, materialize_stage, provenance
+from assets.metadata import counts_table, inbox_metadata, materialize_stage, provenance, stage_family
 from assets.partitions import sft_source
 from refinery import markdown
 from refinery.batch import Histogram, split_batch
@@ -24,6 +24,9 @@ DEDUP_POOL = "dedup_index"
 SELECT_FIELDS = [pa.field("cluster", pa.int32()), pa.field("cluster_distance", pa.float32())]
 
 
+stage = stage_family(sft_source, "sft", text_column=TEXT_COLUMN)
+
+
 class SftIngestConfig(dg.Config, SftIngestParams):
     pass
 
@@ -36,17 +39,8 @@ class SftSelectConfig(dg.Config, SelectionParams):
     pass
 
 
-def _counts_table(counts: dict) -> dg.MetadataValue:
-    rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return dg.MetadataValue.md(markdown.table(["value", "records"], rows) if rows else "_none_")
-
-
-@dg.asset(
-    name="raw_sft",
-    partitions_def=sft_source,
-    group_name="sft",
-    kinds={"python", "parquet"},
-    check_specs=check_specs("raw_sft", text_column=TEXT_COLUMN),
+@stage(
+    "raw_sft",
     description="SFT records parsed from $REFINERY_HOME/inbox/sft/<source>/ (JSONL, JSONL.gz, JSON arrays, "
     "Parquet) and normalised to one schema with a `kind` (instruction, conversation, preference, ranked): "
     "Alpaca, Dolly, ShareGPT, OpenAI messages, prompt/chosen/rejected, message-list and HH preference pairs, "
@@ -59,10 +53,6 @@ def raw_sft(context: dg.AssetExecutionContext, config: SftIngestConfig, refinery
     params = SftIngestParams(**config.model_dump())
     run = ingest_sft_source(layout, storage, "raw_sft", source, params, provenance("raw_sft", source, params))
     extra = run.stats.extra
-    if not extra["folder_exists"]:
-        context.log.warning(
-            f"inbox folder {layout.inbox_source(INBOX_KIND, source)} does not exist: empty partition"
-        )
     return materialize_stage(
         context,
         storage,
@@ -71,27 +61,18 @@ def raw_sft(context: dg.AssetExecutionContext, config: SftIngestConfig, refinery
         params=params,
         score_columns=["kind", "format"],
         extra={
-            "inbox": dg.MetadataValue.path(str(layout.inbox_source(INBOX_KIND, source))),
-            "kinds": _counts_table(extra["kinds"]),
-            "formats": _counts_table(extra["formats"]),
-            "files": dg.MetadataValue.md(
-                markdown.table(["file", "records"], sorted(extra["files"].items()))
-                if extra["files"]
-                else "_no files_"
-            ),
+            **inbox_metadata(context, run, layout.inbox_source(INBOX_KIND, source), "records"),
+            "kinds": counts_table(extra["kinds"], "records"),
+            "formats": counts_table(extra["formats"], "records"),
         },
         text_column=TEXT_COLUMN,
     )
 
 
-@dg.asset(
-    name="sft_checked",
-    partitions_def=sft_source,
+@stage(
+    "sft_checked",
     deps=[raw_sft],
-    group_name="sft",
-    kinds={"python", "parquet"},
     pool=DEDUP_POOL,
-    check_specs=check_specs("sft_checked", text_column=TEXT_COLUMN),
     description="SFT rules (empty, truncated, prompt-echoing and refusing responses; prompt/response/turn "
     "limits; identical preference pairs, tied rankings; a language gate), then exact and MinHash-LSH "
     "dedup of the prompt against every SFT partition materialized before (demonstrations and preference "
@@ -174,13 +155,10 @@ def _cluster_table(frame: pd.DataFrame, selection, limit: int = 20) -> str:
     return markdown.table(["cluster", "before", "after", "typical prompt"], rows) + note
 
 
-@dg.asset(
-    name="sft_selected",
-    partitions_def=sft_source,
+@stage(
+    "sft_selected",
+    kinds={"pytorch"},
     deps=[sft_checked],
-    group_name="sft",
-    kinds={"python", "parquet", "pytorch"},
-    check_specs=check_specs("sft_selected", text_column=TEXT_COLUMN),
     description="A diverse subset to a budget (count or fraction): prompt embeddings "
     "(sentence-transformers), "
     "k-means, then per-cluster sampling (proportional or uniform; random, by quality score, or nearest the "

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.metadata import check_specs, materialize_stage, provenance
+from assets.metadata import materialize_stage, provenance, stage_family
 from assets.partitions import text_source
 from assets.text_ingest import raw_documents
 from refinery import markdown
@@ -13,17 +13,16 @@ from resources import RefineryHome
 ASSET = "clean_documents"
 
 
+stage = stage_family(text_source, "text")
+
+
 class CleanConfig(dg.Config, CleanParams):
     pass
 
 
-@dg.asset(
-    name=ASSET,
-    partitions_def=text_source,
+@stage(
+    ASSET,
     deps=[raw_documents],
-    group_name="text",
-    kinds={"python", "parquet"},
-    check_specs=check_specs(ASSET),
     description="Text repaired with ftfy, normalized (NFC), stripped of control and zero-width characters, "
     "whitespace tidied, and e-mails, phone numbers, IP addresses and Luhn-valid card numbers redacted. "
     "Counts per PII kind are columns (pii_email, pii_phone, pii_ip, pii_credit_card).",

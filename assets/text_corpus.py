@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.metadata import check_specs, materialize_stage, provenance
+from assets.metadata import materialize_stage, provenance, stage_family
 from assets.partitions import text_source
 from assets.text_embeddings import semantic_deduplicated
 from refinery.batch import split_batch
@@ -14,13 +14,12 @@ from resources import RefineryHome
 UPSTREAM = "semantic_deduplicated"
 
 
-@dg.asset(
-    name="pretrain_corpus",
-    partitions_def=text_source,
+stage = stage_family(text_source, "text")
+
+
+@stage(
+    "pretrain_corpus",
     deps=[semantic_deduplicated],
-    group_name="text",
-    kinds={"python", "parquet"},
-    check_specs=check_specs("pretrain_corpus"),
     description="The training-ready corpus of one source: every document that passed every stage, with "
     "all score columns (rule scores, perplexity and bucket, quality score, near-duplicate similarities).",
 )

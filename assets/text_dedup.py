@@ -7,7 +7,7 @@ first come, first served is well defined.
 
 import dagster as dg
 
-from assets.metadata import check_specs, materialize_stage, provenance
+from assets.metadata import materialize_stage, provenance, stage_family
 from assets.partitions import text_source
 from assets.text_filter import heuristic_filtered
 from refinery import markdown
@@ -18,6 +18,9 @@ from refinery.stage import run_stage
 from resources import DedupIndexResource, RefineryHome
 
 DEDUP_POOL = "dedup_index"
+
+
+stage = stage_family(text_source, "text")
 
 
 class ExactDedupConfig(dg.Config, ExactDedupParams):
@@ -40,14 +43,11 @@ def _stale_note(withdrawn: list[str]) -> dict:
     }
 
 
-@dg.asset(
-    name="exact_deduplicated",
-    partitions_def=text_source,
+@stage(
+    "exact_deduplicated",
+    kinds={"sqlite"},
     deps=[heuristic_filtered],
-    group_name="text",
-    kinds={"python", "parquet", "sqlite"},
     pool=DEDUP_POOL,
-    check_specs=check_specs("exact_deduplicated"),
     description="Exact duplicates after normalization, against a persistent index of every partition "
     "materialized before (first come, first served; within a partition, the first in reading order wins). "
     "Rejected rows name the kept document in duplicate_of.",
@@ -94,14 +94,10 @@ def exact_deduplicated(
     )
 
 
-@dg.asset(
-    name="fuzzy_deduplicated",
-    partitions_def=text_source,
+@stage(
+    "fuzzy_deduplicated",
     deps=[exact_deduplicated],
-    group_name="text",
-    kinds={"python", "parquet"},
     pool=DEDUP_POOL,
-    check_specs=check_specs("fuzzy_deduplicated"),
     description="Near-duplicates by MinHash-LSH (datasketch; word 5-gram shingles, 128 permutations, "
     "Jaccard 0.8 by default), within the partition and against every partition materialized before. "
     "Candidates are verified by estimated Jaccard; rejected rows name the kept neighbour and similarity.",

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets.gpu import gpu_asset_kwargs
-from assets.metadata import check_specs, materialize_stage, provenance
+from assets.metadata import materialize_stage, provenance, stage_family
 from assets.partitions import text_source
 from assets.text_quality import QUALITY_ASSET, quality_scored
 from refinery import markdown
@@ -32,6 +32,9 @@ from refinery.stage import run_stage
 from resources import ComputeResource, EmbedderResource, RefineryHome
 
 EMBEDDING_CHECKS = ("one_embedding_per_document", "unit_norm")
+
+
+stage = stage_family(text_source, "text")
 
 
 class EmbeddingConfig(dg.Config, EmbeddingParams):
@@ -117,13 +120,10 @@ def document_embeddings(
     )
 
 
-@dg.asset(
-    name=SEMANTIC_ASSET,
-    partitions_def=text_source,
+@stage(
+    SEMANTIC_ASSET,
+    kinds={"pytorch"},
     deps=[quality_scored, document_embeddings],
-    group_name="text",
-    kinds={"python", "parquet", "pytorch"},
-    check_specs=check_specs(SEMANTIC_ASSET),
     description="Semantic duplicates (SemDeDup): spherical k-means (torch) over the stored embeddings, then "
     "within each cluster a document is removed when its cosine similarity to a kept one reaches 1 - ε "
     "(ε = 0.07 by default). First come, first served, like exact and fuzzy dedup: documents kept by other "

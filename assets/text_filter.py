@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.metadata import check_specs, materialize_stage, provenance
+from assets.metadata import materialize_stage, provenance, stage_family
 from assets.partitions import text_source
 from assets.text_clean import clean_documents
 from refinery.batch import Histogram
@@ -22,17 +22,16 @@ SCORE_HISTOGRAMS = {
 }
 
 
+stage = stage_family(text_source, "text")
+
+
 class HeuristicConfig(dg.Config, HeuristicParams):
     pass
 
 
-@dg.asset(
-    name=ASSET,
-    partitions_def=text_source,
+@stage(
+    ASSET,
     deps=[clean_documents],
-    group_name="text",
-    kinds={"python", "parquet"},
-    check_specs=check_specs(ASSET),
     description="Rule-based quality filtering with the published thresholds: a language gate (the rules "
     "assume English and say so), Gopher quality, Gopher repetition (table A1) and C4. The reason names the "
     "first rule that failed; every score is a column. Each rule has its own threshold (None disables it) "

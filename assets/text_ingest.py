@@ -2,9 +2,8 @@
 
 import dagster as dg
 
-from assets.metadata import check_specs, materialize_stage, provenance
+from assets.metadata import inbox_metadata, materialize_stage, provenance, stage_family
 from assets.partitions import text_source
-from refinery import markdown
 from refinery.ingest.stage import ingest_source
 from refinery.ingest.text_reader import IngestParams
 from resources import RefineryHome
@@ -12,16 +11,15 @@ from resources import RefineryHome
 ASSET = "raw_documents"
 
 
+stage = stage_family(text_source, "text")
+
+
 class IngestConfig(dg.Config, IngestParams):
     pass
 
 
-@dg.asset(
-    name=ASSET,
-    partitions_def=text_source,
-    group_name="text",
-    kinds={"python", "parquet"},
-    check_specs=check_specs(ASSET),
+@stage(
+    ASSET,
     description="Documents parsed from $REFINERY_HOME/inbox/text/<source>/ (JSONL, JSONL.gz, Parquet, "
     "text files). Malformed lines, bad encodings, missing/empty text and oversized documents are "
     "quarantined in storage/rejected/raw_documents with file, line, reason and the raw bytes.",
@@ -31,14 +29,6 @@ def raw_documents(context: dg.AssetExecutionContext, config: IngestConfig, refin
     layout, storage = refinery.layout(), refinery.storage()
     params = IngestParams(**config.model_dump())
     run = ingest_source(layout, storage, ASSET, source, params, provenance(ASSET, source, params))
-    extra = run.stats.extra
-    if not extra["folder_exists"]:
-        context.log.warning(
-            f"inbox folder {layout.inbox_source('text', source)} does not exist: empty partition"
-        )
-    elif run.stats.rows_in == 0:
-        context.log.warning(f"source {source!r} holds no documents: empty partition")
-    files = sorted(extra["files"].items())
     return materialize_stage(
         context,
         storage,
@@ -46,11 +36,7 @@ def raw_documents(context: dg.AssetExecutionContext, config: IngestConfig, refin
         rows_in=run.stats.rows_in,
         params=params,
         extra={
-            "inbox": dg.MetadataValue.path(str(layout.inbox_source("text", source))),
-            "files": dg.MetadataValue.md(
-                markdown.table(["file", "records"], files) if files else "_no files_"
-            ),
-            "input_bytes": extra["input_bytes"],
-            "blank_lines_skipped": extra["blank_lines"],
+            **inbox_metadata(context, run, layout.inbox_source("text", source), "records"),
+            "blank_lines_skipped": run.stats.extra["blank_lines"],
         },
     )

@@ -11,7 +11,7 @@ import math
 
 import dagster as dg
 
-from assets.metadata import check_specs, materialize_stage, provenance
+from assets.metadata import materialize_stage, provenance, stage_family
 from assets.partitions import text_source
 from assets.text_clean import clean_documents
 from assets.text_dedup import fuzzy_deduplicated
@@ -47,6 +47,9 @@ reference_corpus = dg.AssetSpec(
     "accepts): what reference_lm trains on and the positive class of quality_classifier. Not materialized "
     "by Refinery; the sample ships one ('curated').",
 )
+
+
+stage = stage_family(text_source, "text")
 
 
 class ReferenceLMConfig(dg.Config, ReferenceLMParams):
@@ -139,13 +142,10 @@ def reference_lm(
     )
 
 
-@dg.asset(
-    name=PERPLEXITY_ASSET,
-    partitions_def=text_source,
+@stage(
+    PERPLEXITY_ASSET,
+    kinds={"kenlm"},
     deps=[fuzzy_deduplicated, reference_lm],
-    group_name="text",
-    kinds={"python", "parquet", "kenlm"},
-    check_specs=check_specs(PERPLEXITY_ASSET),
     description="Perplexity of every document under the reference n-gram model (CCNet: normalized lines, "
     "each scored with sentence markers; per paragraph too for long documents), and its bucket: head / middle "
     "/ tail at the p33/p66 perplexities of held-out reference text. Every bucket is kept by default (CCNet); "
@@ -268,13 +268,9 @@ def quality_classifier(
     )
 
 
-@dg.asset(
-    name=QUALITY_ASSET,
-    partitions_def=text_source,
+@stage(
+    QUALITY_ASSET,
     deps=[perplexity_scored, quality_classifier],
-    group_name="text",
-    kinds={"python", "parquet"},
-    check_specs=check_specs(QUALITY_ASSET),
     description="quality_score = P(reference-like) from the quality classifier, for every document. Kept "
     "by default when the score reaches the p10 of the reference documents' out-of-fold scores (what scores "
     "at least like the bottom tenth of the reference); or a fixed threshold; or GPT-3's rule (mode "

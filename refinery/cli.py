@@ -13,7 +13,12 @@ import sys
 from refinery.paths import Layout
 
 # The job that takes one inbox source of each kind from raw input to its final asset.
-KIND_JOBS = {"text": "text_pipeline", "sft": "sft_pipeline"}
+KIND_JOBS = {
+    "text": "text_pipeline",
+    "sft": "sft_pipeline",
+    "image_text": "image_text_pipeline",
+    "video": "video_pipeline",
+}
 # Inbox folders `refinery init` creates: the partitioned kinds, plus the reference corpus (KenLM,
 # quality classifier) and the mixing target set.
 INBOX_KINDS = (*KIND_JOBS, "reference", "target")
@@ -131,6 +136,7 @@ def cmd_index_reset(args: argparse.Namespace) -> int:
 
 def _sample_builders() -> list[tuple[str, object]]:
     """(inbox kind, builder(folder, seed)) for every bundled sample, in the order the demo runs them."""
+    from refinery.sample.multimodal_sample import build_image_text_sample, build_video_sample
     from refinery.sample.reference_sample import build_reference_sample
     from refinery.sample.sft_sample import build_sft_sample
     from refinery.sample.target_sample import build_target_sample
@@ -141,6 +147,8 @@ def _sample_builders() -> list[tuple[str, object]]:
         ("reference", build_reference_sample),
         ("target", lambda folder, seed: build_target_sample(folder, seed=seed)),
         ("sft", build_sft_sample),
+        ("image_text", build_image_text_sample),
+        ("video", build_video_sample),
     ]
 
 
@@ -169,6 +177,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     outcome = launch.run_text_pipeline(layout, order)
     outcome.update(launch.run_partitioned_job(layout, "sft", "sft_pipeline"))
     outcome.update(launch.run_job("training_data"))
+    outcome.update(launch.run_partitioned_job(layout, "image_text", "image_text_pipeline"))
+    outcome.update(launch.run_partitioned_job(layout, "video", "video_pipeline"))
 
     report = build_report(Storage(layout.storage))
     print("\n" + report.markdown())
@@ -191,6 +201,8 @@ Where to look
   report      {home}/reports/corpus_report.md
   SFT         {home}/storage/sft_selected/<source>.parquet
   training    {home}/storage/training_schedule/training_schedule.parquet (+ shards/ for the loader)
+  images      {home}/storage/clip_filtered/<source>.parquet   (contact sheets in the Dagster UI)
+  keyframes   {home}/storage/video_keyframes/<source>/<video>/*.jpg + <source>.parquet
   SQL         .venv/bin/refinery sql "SELECT source, count(*) FROM pretrain_corpus GROUP BY 1"
   DuckDB      {home}/reports/catalog.duckdb
   Dagster UI  DAGSTER_HOME={dagster_home} .venv/bin/dagster dev   (then http://127.0.0.1:3000)

@@ -27,3 +27,7 @@ fi
 
 # KenLM's trainer (lmplz, build_binary) for the reference language model; skips itself when built.
 scripts/build_kenlm.sh
+
+# The project's tiny CLIP for the image–text and video stages (no CLIP weights can be downloaded):
+# trained once on generated scenes and cached under .tools/models/tiny-clip/<config hash>/.
+.venv/bin/python -m refinery.multimodal.tiny_clip_train

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from assets import sft_source, text_source
+from assets import image_text_source, sft_source, text_source, video_source
 from refinery.inbox import scan
 from refinery.quality.artifacts import missing_models
 from resources import RefineryHome
-from sensors.jobs import sft_pipeline_job, text_pipeline_job, text_prefilter_job
+from sensors.jobs import (
+    image_text_pipeline_job,
+    sft_pipeline_job,
+    text_pipeline_job,
+    text_prefilter_job,
+    video_pipeline_job,
+)
 
 SETTLE_SECONDS = 5.0
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 
 def evaluate_inbox(
@@ -70,11 +80,26 @@ def text_inbox_sensor(context: dg.SensorEvaluationContext, refinery: RefineryHom
     return evaluate_inbox(context, refinery, "text", text_source, job.name)
 
 
-@dg.sensor(
-    job=sft_pipeline_job,
-    minimum_interval_seconds=30,
-    description="Watches $REFINERY_HOME/inbox/sft/: adds an sft_source partition for each new folder and "
-    "runs the SFT pipeline for every source whose files changed.",
+def _pipeline_sensor(
+    kind: str, partitions: dg.DynamicPartitionsDefinition, job: UnresolvedAssetJobDefinition, what: str
+) -> dg.SensorDefinition:
+    """The sensor of an inbox kind whose sources always go through one job."""
+
+    @dg.sensor(
+        name=f"{kind}_inbox_sensor",
+        job=job,
+        minimum_interval_seconds=30,
+        description=f"Watches $REFINERY_HOME/inbox/{kind}/: adds one {partitions.name} partition per new "
+        f"folder and runs {what} for every source whose files changed.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, refinery: RefineryHome):
+        return evaluate_inbox(context, refinery, kind, partitions)
+
+    return _sensor
+
+
+sft_inbox_sensor = _pipeline_sensor("sft", sft_source, sft_pipeline_job, "the SFT pipeline")
+image_text_inbox_sensor = _pipeline_sensor(
+    "image_text", image_text_source, image_text_pipeline_job, "the image–text pipeline"
 )
-def sft_inbox_sensor(context: dg.SensorEvaluationContext, refinery: RefineryHome):
-    return evaluate_inbox(context, refinery, "sft", sft_source)
+video_inbox_sensor = _pipeline_sensor("video", video_source, video_pipeline_job, "the keyframe pipeline")

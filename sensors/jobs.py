@@ -1,55 +1,73 @@
 """Jobs the sensors and schedule launch."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
 from assets import (
+    IMAGE_TEXT_PIPELINE,
     SFT_PIPELINE,
     TEXT_MODELS,
     TEXT_PIPELINE,
     TEXT_PREFILTER,
     TEXT_QUALITY,
     TRAINING_DATA,
+    VIDEO_PIPELINE,
     corpus_report,
 )
 
-text_pipeline_job = dg.define_asset_job(
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+
+def _asset_job(name: str, assets: list, description: str) -> UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(name, selection=dg.AssetSelection.assets(*assets), description=description)
+
+
+text_pipeline_job = _asset_job(
     "text_pipeline",
-    selection=dg.AssetSelection.assets(*TEXT_PIPELINE),
-    description="One text source from inbox to pretrain_corpus (needs reference_lm and quality_classifier).",
+    TEXT_PIPELINE,
+    "One text source from inbox to pretrain_corpus (needs reference_lm and quality_classifier).",
 )
 
-text_prefilter_job = dg.define_asset_job(
+text_prefilter_job = _asset_job(
     "text_prefilter",
-    selection=dg.AssetSelection.assets(*TEXT_PREFILTER),
-    description="One text source through the rule-based stages, up to fuzzy_deduplicated.",
+    TEXT_PREFILTER,
+    "One text source through the rule-based stages, up to fuzzy_deduplicated.",
 )
 
-text_models_job = dg.define_asset_job(
+text_models_job = _asset_job(
     "text_models",
-    selection=dg.AssetSelection.assets(*TEXT_MODELS),
-    description="Train reference_lm and quality_classifier (after clean_documents exists for the sources).",
+    TEXT_MODELS,
+    "Train reference_lm and quality_classifier (after clean_documents exists for the sources).",
 )
 
-text_quality_job = dg.define_asset_job(
-    "text_quality",
-    selection=dg.AssetSelection.assets(*TEXT_QUALITY),
-    description="One text source through the model-based stages to pretrain_corpus.",
+text_quality_job = _asset_job(
+    "text_quality", TEXT_QUALITY, "One text source through the model-based stages to pretrain_corpus."
 )
 
-corpus_report_job = dg.define_asset_job(
-    "corpus_report_job",
-    selection=dg.AssetSelection.assets(corpus_report),
-    description="Refresh the cross-source corpus report and the DuckDB catalog.",
+corpus_report_job = _asset_job(
+    "corpus_report_job", [corpus_report], "Refresh the cross-source corpus report and the DuckDB catalog."
 )
 
-sft_pipeline_job = dg.define_asset_job(
-    "sft_pipeline",
-    selection=dg.AssetSelection.assets(*SFT_PIPELINE),
-    description="One SFT source from inbox/sft to sft_selected.",
-)
+sft_pipeline_job = _asset_job("sft_pipeline", SFT_PIPELINE, "One SFT source from inbox/sft to sft_selected.")
 
-training_data_job = dg.define_asset_job(
+training_data_job = _asset_job(
     "training_data",
-    selection=dg.AssetSelection.assets(*TRAINING_DATA),
-    description="Domain weights, splits, mixture and training schedule over every text source.",
+    TRAINING_DATA,
+    "Domain weights, splits, mixture and training schedule over every text source.",
+)
+
+image_text_pipeline_job = _asset_job(
+    "image_text_pipeline",
+    IMAGE_TEXT_PIPELINE,
+    "One image–text source from inbox/image_text to clip_filtered.",
+)
+
+video_pipeline_job = _asset_job(
+    "video_pipeline",
+    VIDEO_PIPELINE,
+    "One video source from inbox/video to video_keyframes and uniform_keyframes.",
 )

@@ -6,31 +6,27 @@ import time
 from collections.abc import Callable
 
 import pandas as pd
-import pyarrow as pa
 
 from refinery.batch import StageStats
-from refinery.ingest.text_reader import IngestParams, SourceReader
+from refinery.ingest.text_reader import IngestParams, RowCollector, SourceReader
 from refinery.paths import Layout
-from refinery.schema import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
 from refinery.stage import StageRun
 from refinery.storage import Storage
 
 
 def ingest_with_reader(
-    reader: SourceReader,
+    reader: RowCollector,
     storage: Storage,
     asset: str,
-    schema: pa.Schema,
-    quarantine_schema: pa.Schema,
     provenance: dict,
-    text_column: str = "text",
     on_batch: Callable[[pd.DataFrame], None] | None = None,
 ) -> StageRun:
     """Stream a reader's batches into the asset's output and quarantine files, with statistics.
 
-    Shared by every inbox kind; ``on_batch`` sees each batch of admitted rows (for kind-specific
-    counts such as SFT formats).
+    Shared by every inbox kind: the reader names its schemas and text column. ``on_batch`` sees
+    each batch of admitted rows (for kind-specific counts such as SFT formats).
     """
+    schema, quarantine_schema, text_column = reader.SCHEMA, reader.QUARANTINE_SCHEMA, reader.TEXT_COLUMN
     started = time.perf_counter()
     stats = StageStats(text_column=text_column)
     with storage.writer(asset, reader.source, schema, quarantine_schema, provenance) as writer:
@@ -64,4 +60,4 @@ def ingest_source(
     layout: Layout, storage: Storage, asset: str, source: str, params: IngestParams, provenance: dict
 ) -> StageRun:
     reader = SourceReader(layout.inbox_source("text", source), source, params)
-    return ingest_with_reader(reader, storage, asset, DOCUMENT_SCHEMA, QUARANTINE_SCHEMA, provenance)
+    return ingest_with_reader(reader, storage, asset, provenance)

@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from refinery.ids import IdAssigner
+from refinery.schema import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
 
 TEXT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".txt")
 GZIP_MAGIC = b"\x1f\x8b"
@@ -67,7 +69,55 @@ def matching_suffix(path: Path, suffixes: tuple[str, ...]) -> str | None:
     return next((s for s in suffixes if name.endswith(s)), None)
 
 
-class SourceReader:
+class RowCollector:
+    """What every inbox reader (text, SFT, image–text, video) shares: it collects documents and
+    quarantine rows into batches of ``params.batch_rows`` and counts them per file and reason, so
+    that :func:`refinery.ingest.stage.ingest_with_reader` can write any of them. A subclass names
+    the schemas of its rows and quarantine rows, and the column its invariant checks read."""
+
+    SCHEMA: pa.Schema = DOCUMENT_SCHEMA
+    QUARANTINE_SCHEMA: pa.Schema = QUARANTINE_SCHEMA
+    TEXT_COLUMN: str = "text"
+
+    def __init__(self, folder: Path, source: str, params: BaseModel):
+        self.folder = folder
+        self.source = source
+        self.params = params
+        self.stats = IngestStats()
+        self._ids = IdAssigner()
+        self._batch = IngestBatch()
+
+    def _drain(self, final: bool) -> Iterator[IngestBatch]:
+        size = len(self._batch.documents) + len(self._batch.quarantine)
+        if size and (final or size >= self.params.batch_rows):
+            batch, self._batch = self._batch, IngestBatch()
+            yield batch
+
+    def batches(self) -> Iterator[IngestBatch]:
+        raise NotImplementedError
+
+    def _quarantine_row(
+        self, rel: str, line: int | None, reason: str, detail: str, raw: bytes | None, **fields: object
+    ) -> None:
+        """One quarantine row: where it came from, the kind's own columns (``fields``), the raw
+        bytes and why."""
+        self.stats.files[rel] += 1
+        self.stats.quarantined += 1
+        self.stats.reasons[reason] += 1
+        self._batch.quarantine.append(
+            {
+                "source": self.source,
+                "file": rel,
+                "line": line,
+                **fields,
+                "raw": raw,
+                "reason": reason,
+                "reason_detail": detail,
+            }
+        )
+
+
+class SourceReader(RowCollector):
     """Reads one source folder; iterate :meth:`batches`, then read :attr:`stats`.
 
     Subclasses for other record kinds (SFT) set ``SUFFIXES``, extend :meth:`_read_file` and
@@ -77,12 +127,7 @@ class SourceReader:
     SUFFIXES: tuple[str, ...] = TEXT_SUFFIXES
 
     def __init__(self, folder: Path, source: str, params: IngestParams | None = None):
-        self.folder = folder
-        self.source = source
-        self.params = params or IngestParams()
-        self.stats = IngestStats()
-        self._ids = IdAssigner()
-        self._batch = IngestBatch()
+        super().__init__(folder, source, params or IngestParams())
 
     # -- public -------------------------------------------------------------------------------
     def batches(self) -> Iterator[IngestBatch]:
@@ -108,13 +153,6 @@ class SourceReader:
         else:
             yield from self._read_jsonl(path, rel)
 
-    # -- emitting -----------------------------------------------------------------------------
-    def _drain(self, final: bool) -> Iterator[IngestBatch]:
-        size = len(self._batch.documents) + len(self._batch.quarantine)
-        if size and (final or size >= self.params.batch_rows):
-            batch, self._batch = self._batch, IngestBatch()
-            yield batch
-
     def _quarantine(
         self,
         rel: str,
@@ -125,21 +163,7 @@ class SourceReader:
         doc_id: str | None = None,
         text: str | None = None,
     ) -> None:
-        self.stats.files[rel] += 1
-        self.stats.quarantined += 1
-        self.stats.reasons[reason] += 1
-        self._batch.quarantine.append(
-            {
-                "source": self.source,
-                "file": rel,
-                "line": line,
-                "id": doc_id,
-                "text": text,
-                "raw": raw,
-                "reason": reason,
-                "reason_detail": detail,
-            }
-        )
+        self._quarantine_row(rel, line, reason, detail, raw, id=doc_id, text=text)
 
     def _quarantine_file(self, path: Path, rel: str, reason: str, detail: str) -> None:
         size = path.stat().st_size

@@ -25,6 +25,8 @@ from refinery.ingest.text_reader import (
     SourceReader,
 )
 from refinery.sft.normalize import Malformed, meta_json, normalize
+from refinery.sft.schema import SFT_QUARANTINE_SCHEMA, SFT_SCHEMA
+from refinery.sft.schema import TEXT_COLUMN as PROMPT_COLUMN
 
 SFT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 
@@ -41,6 +43,9 @@ class SftReader(SourceReader):
     """Iterate :meth:`batches` (``documents`` hold SFT rows), then read :attr:`stats`."""
 
     SUFFIXES = SFT_SUFFIXES
+    SCHEMA = SFT_SCHEMA
+    QUARANTINE_SCHEMA = SFT_QUARANTINE_SCHEMA
+    TEXT_COLUMN = PROMPT_COLUMN
 
     def __init__(self, folder: Path, source: str, params: SftIngestParams | None = None):
         super().__init__(folder, source, params or SftIngestParams())
@@ -63,22 +68,7 @@ class SftReader(SourceReader):
         text: str | None = None,
         kind: str | None = None,
     ) -> None:
-        self.stats.files[rel] += 1
-        self.stats.quarantined += 1
-        self.stats.reasons[reason] += 1
-        self._batch.quarantine.append(
-            {
-                "source": self.source,
-                "file": rel,
-                "line": line,
-                "id": doc_id,
-                "kind": kind,
-                "prompt": text,
-                "raw": raw,
-                "reason": reason,
-                "reason_detail": detail,
-            }
-        )
+        self._quarantine_row(rel, line, reason, detail, raw, id=doc_id, kind=kind, prompt=text)
 
     def _admit(self, record: object, rel: str, line: int, raw: bytes | None) -> None:
         if raw is None:  # Parquet rows and JSON-array items: keep the record as JSON

@@ -9,7 +9,6 @@ import pandas as pd
 from refinery.ingest.stage import ingest_with_reader
 from refinery.paths import Layout
 from refinery.sft.reader import SftIngestParams, SftReader
-from refinery.sft.schema import SFT_QUARANTINE_SCHEMA, SFT_SCHEMA, TEXT_COLUMN
 from refinery.stage import StageRun
 from refinery.storage import Storage
 
@@ -27,15 +26,6 @@ def ingest_sft_source(
         kinds.update(rows["kind"].tolist())
         formats.update(rows["format"].tolist())
 
-    run = ingest_with_reader(
-        reader,
-        storage,
-        asset,
-        SFT_SCHEMA,
-        SFT_QUARANTINE_SCHEMA,
-        provenance,
-        text_column=TEXT_COLUMN,
-        on_batch=count,
-    )
+    run = ingest_with_reader(reader, storage, asset, provenance, on_batch=count)
     run.stats.extra.update({"kinds": dict(kinds), "formats": dict(formats)})
     return run

@@ -1,0 +1,284 @@
+"""CLIP scores of image–text pairs, and keeping pairs by threshold or top fraction.
+
+Scoring makes one pass over the upstream partition file before the stage writes anything:
+DataLoader workers read the image bytes straight from the Parquet file (each caches the row
+group it is in), decode and preprocess them, while the main process tokenizes the captions of
+the same rows and runs both towers batch by batch. Workers start once per partition, not per
+batch; only the score per row (two floats) stays in memory, so a partition of any size scores
+in bounded memory. The stage then streams the file again and attaches the scores.
+
+The score is the cosine similarity of the L2-normalised image and caption embeddings
+(``clip_cosine``), plus the CLIPScore variant of Hessel et al. 2021, ``2.5 · max(cos, 0)``
+(``clip_score``). ``clip_filtered`` keeps pairs with cosine ≥ ``threshold`` (0.28 by default,
+LAION-5B's for ViT-B-32) or the ``top_fraction`` best of the partition (DataComp's CLIP-score
+filtering). Thresholds depend on the model: a different CLIP has a different scale.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field, model_validator
+
+from refinery.batch import BatchResult, split_batch
+from refinery.multimodal.clip_model import ClipModel
+from refinery.multimodal.images import decode_rgb
+from refinery.multimodal.preview import Extremes
+
+SCORE_FIELDS = [pa.field("clip_cosine", pa.float32()), pa.field("clip_score", pa.float32())]
+RANK_FIELDS = [pa.field("clip_rank", pa.int64())]  # 1 = best of the partition
+COSINE_EDGES = [-0.2, -0.1, 0.0, 0.1, 0.2, 0.25, 0.28, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+CLIPSCORE_WEIGHT = 2.5
+
+
+class ClipScoreParams(BaseModel):
+    batch_rows: int = Field(512, description="Rows per batch written (each holds its images).")
+    contact_sheet_pairs: int = Field(6, description="Highest and lowest pairs shown in the contact sheet.")
+
+
+class ClipFilterParams(BaseModel):
+    mode: Literal["threshold", "top_fraction"] = Field(
+        "threshold", description="Keep by absolute cosine threshold, or the best fraction of the partition."
+    )
+    threshold: float | None = Field(
+        None,
+        description="Minimum cosine. Empty: the scoring model's calibrated cut where it has one (the bundled "
+        "tiny CLIP's), else 0.28 (LAION-5B's, for ViT-B-32).",
+    )
+    top_fraction: float = Field(
+        0.3, gt=0, le=1, description="Share of the partition kept in top_fraction mode."
+    )
+    batch_rows: int = Field(512, description="Rows per batch written (each holds its images).")
+    contact_sheet_pairs: int = Field(6, description="Pairs shown on each side of the cut.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ClipFilterParams:
+        if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold {self.threshold} is a cosine: it must lie in [-1, 1]")
+        return self
+
+
+# -- the scoring pass ---------------------------------------------------------------------------
+class ParquetImages:
+    """Map-style dataset over the ``image`` column of a Parquet file: (pixels, ok, error).
+
+    Each worker keeps the row group it last read, and the DataLoader hands consecutive batches
+    to the workers in turn, so every row group is read by a few workers at most. Picklable (for
+    ``spawn`` workers): it holds a path, row-group offsets and the preprocessing transform.
+    """
+
+    def __init__(self, path: Path, preprocess, image_size: int):
+        self.path = str(path)
+        self.preprocess = preprocess
+        self.image_size = image_size
+        metadata = pq.ParquetFile(path).metadata
+        self.offsets = [0]
+        for i in range(metadata.num_row_groups):
+            self.offsets.append(self.offsets[-1] + metadata.row_group(i).num_rows)
+        self._group: int | None = None
+        self._images: list | None = None
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, index: int):
+        import torch
+
+        group = bisect.bisect_right(self.offsets, index) - 1
+        if group != self._group:
+            table = pq.ParquetFile(self.path).read_row_group(group, columns=["image"])
+            self._images, self._group = table.column("image").to_pylist(), group
+        data = self._images[index - self.offsets[group]]
+        try:
+            return self.preprocess(decode_rgb(data)), True, ""
+        except Exception as err:  # reported per row by the stage, never fails the batch
+            return torch.zeros(3, self.image_size, self.image_size), False, f"{type(err).__name__}: {err}"
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_group": None, "_images": None}
+
+
+@dataclass
+class ScorePass:
+    cosine: np.ndarray  # float32 per row of the file, NaN where the image failed
+    errors: dict[int, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    encode_seconds: float = 0.0
+    workers: int = 0
+
+    @property
+    def pairs_per_second(self) -> float:
+        return len(self.cosine) / self.seconds if self.seconds > 0 else 0.0
+
+
+def dataloader(dataset, batch_size: int, workers: int, device: str):
+    """Workers fork on CPU; with CUDA they spawn (a forked child cannot use CUDA)."""
+    from torch.utils.data import DataLoader
+
+    kwargs: dict = {}
+    if workers > 0:
+        kwargs["multiprocessing_context"] = "spawn" if device.startswith("cuda") else "fork"
+        kwargs["prefetch_factor"] = 4
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.startswith("cuda"),
+        **kwargs,
+    )
+
+
+def score_file(path: Path, clip: ClipModel, workers: int, text_column: str = "caption") -> ScorePass:
+    """Cosine similarity of every row's image and text, in file order."""
+    started = time.perf_counter()
+    dataset = ParquetImages(path, clip.preprocess, clip.image_size)
+    cosine = np.full(len(dataset), np.nan, dtype=np.float32)
+    result = ScorePass(cosine, workers=workers)
+    if not len(dataset):
+        return result
+    workers = min(workers, math.ceil(len(dataset) / clip.batch_size))
+    loader = dataloader(dataset, clip.batch_size, workers, clip.device)
+    texts = _Column(path, text_column, clip.batch_size)
+    start = 0
+    for pixels, ok, errors in loader:
+        captions = texts.take(len(ok))
+        encode_started = time.perf_counter()
+        image_emb = clip.encode_pixels(pixels)
+        text_emb = clip.encode_tokens(clip.tokenize(captions))
+        result.encode_seconds += time.perf_counter() - encode_started
+        scores = (image_emb * text_emb).sum(axis=1)
+        flags = ok.numpy()
+        scores[~flags] = np.nan
+        cosine[start : start + len(scores)] = scores
+        for i in np.flatnonzero(~flags):
+            result.errors[start + int(i)] = errors[i]
+        start += len(scores)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+class _Column:
+    """A column of a Parquet file handed out ``n`` values at a time, across row groups."""
+
+    def __init__(self, path: Path, column: str, batch_rows: int):
+        self._batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column])
+        self._buffer: list = []
+
+    def take(self, n: int) -> list:
+        while len(self._buffer) < n:
+            self._buffer.extend(next(self._batches).column(0).to_pylist())
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
+
+
+def clip_score(cosine: np.ndarray) -> np.ndarray:
+    """CLIPScore (Hessel et al. 2021): 2.5 · max(cos, 0)."""
+    return (CLIPSCORE_WEIGHT * np.maximum(cosine, 0)).astype(np.float32)
+
+
+class ScoreAttacher:
+    """``run_stage``'s process: attaches a score pass to the rows in file order."""
+
+    def __init__(self, scores: ScorePass, sheet_pairs: int = 6):
+        self.scores = scores
+        self.offset = 0
+        self.extremes = Extremes(sheet_pairs)
+
+    def __call__(self, frame: pd.DataFrame) -> BatchResult:
+        n = len(frame)
+        cosine = self.scores.cosine[self.offset : self.offset + n]
+        if len(cosine) != n:
+            raise RuntimeError("the upstream file changed while it was being scored")
+        reasons = [
+            ("image.decode_failed", self.scores.errors.get(self.offset + i, "not scored"))
+            if math.isnan(c)
+            else None
+            for i, c in enumerate(cosine.tolist())
+        ]
+        self.offset += n
+        out = frame.assign(clip_cosine=cosine, clip_score=clip_score(cosine))
+        for row_id, caption, image, c in zip(
+            out["id"], out["caption"], out["image"], cosine.tolist(), strict=True
+        ):
+            self.extremes.add(c, row_id, caption, image)
+        return split_batch(out, reasons)
+
+
+# -- filtering ----------------------------------------------------------------------------------
+@dataclass
+class FilterPlan:
+    """What clip_filtered keeps: the cosine cut and, in top-fraction mode, the ranks."""
+
+    mode: str
+    cutoff: float  # the lowest cosine kept (threshold mode: the threshold)
+    keep_count: int | None  # top-fraction mode: exactly this many rows
+    ranks: dict[str, int]  # id -> rank (1 = best), top-fraction mode only
+    rows: int
+
+
+LAION_THRESHOLD = 0.28  # LAION-5B's cut for ViT-B-32 cosines
+
+
+def resolve_threshold(p: ClipFilterParams, calibrated: float | None) -> float:
+    """The configured threshold, else the scoring model's calibrated one, else LAION's."""
+    if p.threshold is not None:
+        return p.threshold
+    return calibrated if calibrated is not None else LAION_THRESHOLD
+
+
+def plan_filter(path: Path, p: ClipFilterParams, threshold: float = LAION_THRESHOLD) -> FilterPlan:
+    """Threshold mode needs nothing; top-fraction mode ranks the partition by (cosine, id)."""
+    table = pq.read_table(path, columns=["id", "clip_cosine"])
+    rows = table.num_rows
+    if p.mode == "threshold":
+        return FilterPlan("threshold", threshold, None, {}, rows)
+    ids = table.column("id").to_pylist()
+    cos = table.column("clip_cosine").to_numpy(zero_copy_only=False)
+    order = sorted(range(rows), key=lambda i: (-cos[i], ids[i]))  # ties: by id, so reruns agree
+    keep = min(rows, round(p.top_fraction * rows))
+    ranks = {ids[i]: rank for rank, i in enumerate(order, start=1)}
+    cutoff = float(cos[order[keep - 1]]) if keep else float("inf")
+    return FilterPlan("top_fraction", cutoff, keep, ranks, rows)
+
+
+class FilterProcess:
+    """``run_stage``'s process for clip_filtered, remembering the pairs on both sides of the cut."""
+
+    def __init__(self, plan: FilterPlan, sheet_pairs: int = 6):
+        self.plan = plan
+        self.kept = Extremes(sheet_pairs)  # its lowest: the weakest pairs kept
+        self.removed = Extremes(sheet_pairs)  # its highest: the best pairs removed
+
+    def __call__(self, frame: pd.DataFrame) -> BatchResult:
+        plan = self.plan
+        reasons, ranks = [], []
+        for row_id, cos in zip(frame["id"].tolist(), frame["clip_cosine"].tolist(), strict=True):
+            if plan.mode == "threshold":
+                rank = None
+                keep = cos >= plan.cutoff
+                reason = None if keep else ("clip.below_threshold", f"cosine {cos:.4f} < {plan.cutoff}")
+            else:
+                rank = plan.ranks[row_id]
+                keep = rank <= plan.keep_count
+                detail = (
+                    f"rank {rank} of {plan.rows}; top {plan.keep_count} kept (cosine ≥ {plan.cutoff:.4f})"
+                )
+                reason = None if keep else ("clip.not_in_top_fraction", detail)
+            reasons.append(reason)
+            ranks.append(rank)
+        out = frame.assign(clip_rank=pd.array(ranks, dtype="Int64"))
+        for row_id, caption, image, cos, reason in zip(
+            out["id"], out["caption"], out["image"], out["clip_cosine"].tolist(), reasons, strict=True
+        ):
+            (self.kept if reason is None else self.removed).add(cos, row_id, caption, image)
+        return split_batch(out, reasons)
