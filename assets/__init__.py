@@ -1,37 +1,54 @@
-"""Thin Dagster assets over the refinery library, one module per stage family."""
+"""Thin Dagster assets over the refinery library: stage specs wired by the factory, plus the models,
+the cross-source tables and the report."""
 
 from assets.mixing import domain_weights, pretrain_mixture
-from assets.multimodal_image_text import clip_filtered, clip_scored, image_text_checked, raw_image_text
-from assets.multimodal_video import raw_videos, uniform_keyframes, video_keyframes
+from assets.multimodal import (
+    clip_filtered,
+    clip_scored,
+    image_text_checked,
+    raw_image_text,
+    raw_videos,
+    uniform_keyframes,
+    video_keyframes,
+)
 from assets.partitions import PARTITIONS_BY_KIND, image_text_source, sft_source, text_source, video_source
 from assets.schedule import dataset_splits, training_schedule
 from assets.sft import raw_sft, sft_checked, sft_selected
-from assets.text_clean import clean_documents
-from assets.text_corpus import corpus_report, pretrain_corpus
-from assets.text_dedup import exact_deduplicated, fuzzy_deduplicated
-from assets.text_embeddings import document_embeddings, semantic_deduplicated
-from assets.text_filter import heuristic_filtered
-from assets.text_ingest import raw_documents
-from assets.text_quality import (
+from assets.text_embeddings import document_embeddings
+from assets.text_models import quality_classifier, reference_corpus, reference_lm
+from assets.text_report import corpus_report
+from assets.text_stages import (
+    clean_documents,
+    exact_deduplicated,
+    fuzzy_deduplicated,
+    heuristic_filtered,
     perplexity_scored,
-    quality_classifier,
-    quality_scored,
-    reference_corpus,
-    reference_lm,
-)
-
-# Rule-based stages: need nothing but the inbox.
-TEXT_PREFILTER = [raw_documents, clean_documents, heuristic_filtered, exact_deduplicated, fuzzy_deduplicated]
-# Models trained on the reference corpus and on clean_documents of every source.
-TEXT_MODELS = [reference_lm, quality_classifier]
-# Model-based stages, then the final corpus.
-TEXT_QUALITY = [
-    perplexity_scored,
-    quality_scored,
-    document_embeddings,
-    semantic_deduplicated,
     pretrain_corpus,
-]
+    quality_scored,
+    raw_documents,
+    semantic_deduplicated,
+)
+from refinery import names
+
+TEXT_STAGE_ASSETS = {
+    a.key.to_user_string(): a
+    for a in (
+        raw_documents,
+        clean_documents,
+        heuristic_filtered,
+        exact_deduplicated,
+        fuzzy_deduplicated,
+        perplexity_scored,
+        quality_scored,
+        document_embeddings,
+        semantic_deduplicated,
+        pretrain_corpus,
+    )
+}
+# The job lists follow the stage order of refinery.names, so it is written once.
+TEXT_PREFILTER = [TEXT_STAGE_ASSETS[n] for n in names.TEXT_PREFILTER_STAGES]
+TEXT_MODELS = [reference_lm, quality_classifier]
+TEXT_QUALITY = [TEXT_STAGE_ASSETS[n] for n in names.TEXT_QUALITY_STAGES]
 TEXT_PIPELINE = [*TEXT_PREFILTER, *TEXT_QUALITY]
 SFT_PIPELINE = [raw_sft, sft_checked, sft_selected]
 TRAINING_DATA = [domain_weights, dataset_splits, pretrain_mixture, training_schedule]

@@ -89,7 +89,7 @@ def bench_scoring(args, model: str) -> dict:
     import numpy as np
     import torch
 
-    from assets.multimodal_image_text import clip_scored, image_text_checked, raw_image_text
+    from assets.multimodal import clip_scored, image_text_checked, raw_image_text
     from refinery.multimodal.images import decode_rgb
     from refinery.paths import Layout
     from refinery.storage import Storage

@@ -4,13 +4,13 @@ Builds everything in a temporary home, in the same run: the bundled reference co
 KenLM model trained by lmplz on it (``scripts/build_kenlm.sh`` must have run), ``--docs`` web-like
 documents (seeded prose and junk from refinery.sample.prose), and the quality classifier. Then:
 
-- perplexity: ``PerplexityScorer.process`` over DataFrame batches (what ``perplexity_scored`` runs:
+- perplexity: ``PerplexityScorer`` over DataFrame batches (what ``perplexity_scored`` runs:
   normalization, scoring, buckets, paragraph detail, reasons) against a bare loop over the same
   texts, tokenization included: ``normalize_line`` per line, ``kenlm.Model.score`` and the CCNet
   formula, nothing else. The ratio bare/ours is our overhead (target: ours ≥ 1/1.2 of the bare
   loop's documents/s, i.e. overhead ≤ 1.2x). Best of ``--repeat`` runs each;
 - perplexity_scored end to end through ``run_stage`` (Parquet read and write included), for scale;
-- classifier: training time, and ``QualityScorer.process`` documents/s (feature hashing included);
+- classifier: training time, and ``QualityScorer`` documents/s (feature hashing included);
 - embeddings: all-MiniLM-L6-v2 documents/s on CPU (``--embed-docs`` documents), and on CUDA
   when torch sees a GPU;
 - peak RSS of the process after each phase.
@@ -86,10 +86,10 @@ def bench_perplexity(layout, texts: list[str], repeat: int, batch_rows: int) -> 
     def ours() -> None:
         scorer = PerplexityScorer(model, PerplexityParams(), cutoffs)
         for frame in frames:
-            scorer.process(frame)
+            scorer(frame)
 
     # Same numbers from both, or the comparison means nothing.
-    check = PerplexityScorer(model, PerplexityParams(), cutoffs).process(frames[0])
+    check = PerplexityScorer(model, PerplexityParams(), cutoffs)(frames[0])
     reference = bare()[: len(frames[0])]
     ours_values = pd.concat([check.kept, check.rejected]).set_index("id").loc[frames[0]["id"], "perplexity"]
     assert all(
@@ -107,7 +107,7 @@ def bench_stage(layout, texts: list[str]) -> dict:
     from refinery.quality.perplexity import PERPLEXITY_FIELDS, PerplexityParams, PerplexityScorer
     from refinery.quality.reference import scoring_lm
     from refinery.schema import DOCUMENT_SCHEMA
-    from refinery.stage import run_stage
+    from refinery.stages.runner import run_stage
     from refinery.storage import Storage
 
     storage = Storage(layout.storage)
@@ -131,7 +131,7 @@ def bench_stage(layout, texts: list[str]) -> dict:
     lm = scoring_lm(layout, "", 5)
     scorer = PerplexityScorer(lm.lm.model, PerplexityParams(), lm.cutoffs([33.0, 66.0])[0])
     run = run_stage(
-        storage, "fuzzy_deduplicated", "perplexity_scored", "bench", scorer.process, PERPLEXITY_FIELDS, {}
+        storage, "fuzzy_deduplicated", "perplexity_scored", "bench", scorer, PERPLEXITY_FIELDS, {}
     )
     return {"stage_docs_per_s": run.stats.rows_in / run.seconds, "stage_mb_per_s": run.mb_per_s}
 
@@ -167,7 +167,7 @@ def bench_classifier(layout, texts: list[str], repeat: int, batch_rows: int) -> 
     def score() -> None:
         scorer = QualityScorer(classifier, QualityParams(), "bench", cutoff)
         for frame in frames:
-            scorer.process(frame)
+            scorer(frame)
 
     seconds = best_of(repeat, score)
     return {

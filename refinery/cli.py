@@ -1,7 +1,8 @@
-"""The ``refinery`` command: set up a home, build the sample, run the pipeline, query with SQL.
+"""The file-only commands of ``refinery``: the sample, status, SQL and the dedup indexes.
 
-Commands that drive Dagster (run, demo, partitions) import it lazily through ``launch``;
-the rest (sql, status, sample, index) work on the files alone.
+They work on the files under the home alone and never import Dagster. The commands that drive
+Dagster (init, run, demo, partitions) live above the library, in the top-level ``cli.py``, which
+adds these to its parser.
 """
 
 from __future__ import annotations
@@ -12,42 +13,15 @@ import sys
 
 from refinery.paths import Layout
 
-# The job that takes one inbox source of each kind from raw input to its final asset.
-KIND_JOBS = {
-    "text": "text_pipeline",
-    "sft": "sft_pipeline",
-    "image_text": "image_text_pipeline",
-    "video": "video_pipeline",
-}
-# Inbox folders `refinery init` creates: the partitioned kinds, plus the reference corpus (KenLM,
-# quality classifier) and the mixing target set.
-INBOX_KINDS = (*KIND_JOBS, "reference", "target")
 
-
-def _layout(args: argparse.Namespace) -> Layout:
+def layout_of(args: argparse.Namespace) -> Layout:
     return Layout.at(args.home)
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    import launch
-
-    layout = _layout(args)
-    for folder in (
-        *(layout.inbox_kind(k) for k in INBOX_KINDS),
-        layout.storage,
-        layout.index,
-        layout.reports,
-    ):
-        folder.mkdir(parents=True, exist_ok=True)
-    dagster_home = launch.prepare_environment(layout)
-    print(f"REFINERY_HOME={layout.home}\nDAGSTER_HOME={dagster_home}")
-    return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from refinery.sample.text_sample import build_text_sample
 
-    target = _layout(args).inbox_kind("text")
+    target = layout_of(args).inbox_kind("text")
     existing = [p.name for p in target.iterdir()] if target.is_dir() else []
     if existing and not args.force:
         print(f"{target} already holds sources {sorted(existing)}; use --force to rewrite the sample")
@@ -57,37 +31,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_partitions(args: argparse.Namespace) -> int:
-    import launch
-
-    layout = _layout(args)
-    launch.prepare_environment(layout)
-    added = launch.sync_partitions(layout, args.kind)
-    print(f"added partitions: {added}" if added else "no new sources")
-    return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    import launch
-
-    layout = _layout(args)
-    launch.prepare_environment(layout)
-    if args.kind == "text":
-        outcome = launch.run_text_pipeline(
-            layout, args.source or None, report=not args.no_report, train_models=args.train_models or None
-        )
-    else:
-        outcome = launch.run_partitioned_job(layout, args.kind, KIND_JOBS[args.kind], args.source or None)
-    for name, ok in outcome.items():
-        print(f"  {'ok    ' if ok else 'FAILED'} {name}")
-    return 0 if all(outcome.values()) else 1
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     from refinery.report import build_report
     from refinery.storage import Storage
 
-    report = build_report(Storage(_layout(args).storage))
+    report = build_report(Storage(layout_of(args).storage))
     print(report.markdown())
     return 0
 
@@ -95,7 +43,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     from refinery.sql import connect
 
-    con = connect(_layout(args).storage)
+    con = connect(layout_of(args).storage)
     try:
         frame = con.execute(args.query).df()
     except Exception as err:  # duckdb raises many types; show the message, not a traceback
@@ -125,7 +73,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 def cmd_index_reset(args: argparse.Namespace) -> int:
     from refinery.dedup.backends import reset_indexes
 
-    removed = reset_indexes(args.backend, _layout(args), args.redis_url, args.namespace, args.which)
+    removed = reset_indexes(args.backend, layout_of(args), args.redis_url, args.namespace, args.which)
     print(
         f"removed {len(removed)} index entries/files"
         + (f": {removed[:5]}…" if len(removed) > 5 else f": {removed}")
@@ -134,117 +82,12 @@ def cmd_index_reset(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample_builders() -> list[tuple[str, object]]:
-    """(inbox kind, builder(folder, seed)) for every bundled sample, in the order the demo runs them."""
-    from refinery.sample.multimodal_sample import build_image_text_sample, build_video_sample
-    from refinery.sample.reference_sample import build_reference_sample
-    from refinery.sample.sft_sample import build_sft_sample
-    from refinery.sample.target_sample import build_target_sample
-    from refinery.sample.text_sample import build_text_sample
-
-    return [
-        ("text", build_text_sample),
-        ("reference", build_reference_sample),
-        ("target", lambda folder, seed: build_target_sample(folder, seed=seed)),
-        ("sft", build_sft_sample),
-        ("image_text", build_image_text_sample),
-        ("video", build_video_sample),
-    ]
-
-
-def _write_missing_samples(layout: Layout, seed: int) -> None:
-    for kind, build in _sample_builders():
-        folder = layout.inbox_kind(kind)
-        if not folder.is_dir() or not any(folder.iterdir()):
-            build(folder, seed=seed)
-            print(f"bundled {kind} sample written to {folder}")
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Everything on the bundled samples, then where to look."""
-    import launch
-    from refinery.report import build_report
-    from refinery.sample.text_sample import SOURCES
-    from refinery.sql import connect
-    from refinery.storage import Storage
-
-    layout = _layout(args)
-    dagster_home = launch.prepare_environment(layout)
-    _write_missing_samples(layout, args.seed)
-    # Canonical sources first: dedup keeps the first copy it sees (news before forum reposts).
-    present = {p.name for p in layout.inbox_kind("text").iterdir() if p.is_dir()}
-    order = [s for s in SOURCES if s in present] + sorted(present - set(SOURCES))
-    outcome = launch.run_text_pipeline(layout, order)
-    outcome.update(launch.run_partitioned_job(layout, "sft", "sft_pipeline"))
-    outcome.update(launch.run_job("training_data"))
-    outcome.update(launch.run_partitioned_job(layout, "image_text", "image_text_pipeline"))
-    outcome.update(launch.run_partitioned_job(layout, "video", "video_pipeline"))
-
-    report = build_report(Storage(layout.storage))
-    print("\n" + report.markdown())
-    con = connect(layout.storage)
-    top = con.execute(
-        "SELECT reason, count(*) AS rows FROM rejected_heuristic_filtered GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
-    ).fetchall()
-    print("Top heuristic removal reasons (via DuckDB):")
-    for reason, n in top:
-        print(f"  {n:6d}  {reason}")
-    print("\nRuns:")
-    for name, ok in outcome.items():
-        print(f"  {'ok    ' if ok else 'FAILED'} {name}")
-    failed = [k for k, ok in outcome.items() if not ok]
-    home = layout.home
-    print(f"""
-Where to look
-  data        {home}/storage/<asset>/<source>.parquet
-  rejected    {home}/storage/rejected/<asset>/<source>.parquet   (column 'reason')
-  report      {home}/reports/corpus_report.md
-  SFT         {home}/storage/sft_selected/<source>.parquet
-  training    {home}/storage/training_schedule/training_schedule.parquet (+ shards/ for the loader)
-  images      {home}/storage/clip_filtered/<source>.parquet   (contact sheets in the Dagster UI)
-  keyframes   {home}/storage/video_keyframes/<source>/<video>/*.jpg + <source>.parquet
-  SQL         .venv/bin/refinery sql "SELECT source, count(*) FROM pretrain_corpus GROUP BY 1"
-  DuckDB      {home}/reports/catalog.duckdb
-  Dagster UI  DAGSTER_HOME={dagster_home} .venv/bin/dagster dev   (then http://127.0.0.1:3000)
-""")
-    if failed:
-        print(f"FAILED: {failed}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="refinery", description=__doc__.splitlines()[0])
-    parser.add_argument("--home", default=None, help="REFINERY_HOME (default: $REFINERY_HOME or ./.refinery)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    sub.add_parser("init", help="create the home folders and the Dagster instance config").set_defaults(
-        func=cmd_init
-    )
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the file-only commands on a ``refinery`` parser's subcommands."""
     p = sub.add_parser("sample", help="write the bundled sample into the inbox")
     p.add_argument("--force", action="store_true")
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=cmd_sample)
-    p = sub.add_parser("demo", help="sample + whole pipeline + where to look")
-    p.add_argument("--seed", type=int, default=7)
-    p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("partitions", help="add partitions for new inbox sources (what the sensor does)")
-    p.add_argument("--kind", default="text")
-    p.set_defaults(func=cmd_partitions)
-    p = sub.add_parser("run", help="materialize a pipeline for inbox sources (text: then the report)")
-    p.add_argument("--kind", default="text", choices=sorted(KIND_JOBS))
-    p.add_argument(
-        "--source",
-        action="append",
-        help="only this source (repeatable; run in the order given, since dedup keeps first copies)",
-    )
-    p.add_argument("--no-report", action="store_true")
-    p.add_argument(
-        "--train-models",
-        action="store_true",
-        help="retrain reference_lm and quality_classifier (text; default: only when missing)",
-    )
-    p.set_defaults(func=cmd_run)
     sub.add_parser("status", help="documents per stage and removal reasons").set_defaults(func=cmd_status)
     p = sub.add_parser("sql", help="run SQL over every stage (views: <asset>, rejected_<asset>)")
     p.add_argument("query")
@@ -259,13 +102,3 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     r.add_argument("--namespace", default="refinery")
     r.set_defaults(func=cmd_index_reset)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

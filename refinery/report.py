@@ -8,25 +8,18 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from refinery import markdown
-from refinery.batch import LENGTH_EDGES, Histogram
+from refinery.metadata import FilePath, Json, Markdown
+from refinery.names import CORPUS_REPORT, TEXT_FILTER_STAGES
+from refinery.stats import LENGTH_EDGES, Histogram
 from refinery.storage import Storage
 
-TEXT_STAGES = [
-    "raw_documents",
-    "clean_documents",
-    "heuristic_filtered",
-    "exact_deduplicated",
-    "fuzzy_deduplicated",
-    "perplexity_scored",
-    "quality_scored",
-    "semantic_deduplicated",
-    "pretrain_corpus",
-]
+TEXT_STAGES = list(TEXT_FILTER_STAGES)
 
 
 @dataclass
@@ -135,3 +128,31 @@ def build_report(storage: Storage, stages: list[str] = TEXT_STAGES) -> CorpusRep
     return CorpusReport(
         stage_frame.sort_values(["source", "order"]).reset_index(drop=True), reason_frame, lengths
     )
+
+
+def publish_report(storage: Storage, reports: Path) -> dict:
+    """Build the report, write its tables and Markdown, refresh the DuckDB catalog; returns what
+    the corpus_report asset shows."""
+    from refinery.sql import views, write_catalog
+
+    report = build_report(storage)
+    folder = storage.root / CORPUS_REPORT
+    folder.mkdir(parents=True, exist_ok=True)
+    report.stages.to_parquet(folder / "stages.parquet", index=False)
+    report.reasons.to_parquet(folder / "reasons.parquet", index=False)
+    text = report.markdown()
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / "corpus_report.md").write_text(text)
+    catalog = reports / "catalog.duckdb"
+    write_catalog(storage.root, catalog)
+    totals = report.totals()
+    final = totals[totals["stage"] == TEXT_STAGES[-1]]
+    return {
+        "sources": len(report.sources),
+        "final_documents": int(final["rows_out"].sum()) if len(final) else 0,
+        "final_tokens": int(final["tokens_out"].sum()) if len(final) else 0,
+        "report": Markdown(text),
+        "report_file": FilePath.of(reports / "corpus_report.md"),
+        "duckdb_catalog": FilePath.of(catalog),
+        "sql_views": Json(views(storage.root)),
+    }

@@ -72,9 +72,7 @@ class Storage:
         return pq.read_schema(self.require(asset, partition))
 
     def provenance(self, asset: str, partition: str) -> dict:
-        metadata = self.schema(asset, partition).metadata or {}
-        raw = metadata.get(PROVENANCE_KEY)
-        return json.loads(raw) if raw else {}
+        return read_provenance(self.require(asset, partition))
 
     def iter_batches(
         self,
@@ -92,6 +90,32 @@ class Storage:
         if not path.exists():
             return pd.DataFrame(columns=columns or [])
         return pq.read_table(path, columns=columns).to_pandas()
+
+    # -- unpartitioned assets: one table each, at <root>/<asset>/<name or asset>.parquet ---------
+    def table_path(self, asset: str, name: str | None = None) -> Path:
+        """Where an unpartitioned asset keeps a table (so ``refinery sql`` shows it as a view
+        named after the asset)."""
+        return self.path(asset, name or asset)
+
+    def require_table(self, asset: str, name: str | None = None) -> Path:
+        path = self.table_path(asset, name)
+        if not path.exists():
+            raise FileNotFoundError(f"no output of '{asset}' at {path}: materialize {asset} first")
+        return path
+
+    def write_table(self, asset: str, table: pa.Table, provenance: dict, name: str | None = None) -> Path:
+        """Write one table atomically (temporary file, then rename), stamped with what made it."""
+        target = _AtomicParquet(self.table_path(asset, name), _stamped(table.schema, provenance))
+        try:
+            target.write(table.replace_schema_metadata(target.schema.metadata))
+        except BaseException:
+            target.abort()
+            raise
+        target.commit()
+        return target.target
+
+    def table_provenance(self, asset: str, name: str | None = None) -> dict:
+        return read_provenance(self.require_table(asset, name))
 
     def stats_path(self, asset: str, partition: str) -> Path:
         return self.root / STATS_DIR / asset / f"{check_source_name(partition)}.json"
@@ -127,6 +151,18 @@ class Storage:
             rejected_schema,
             provenance or {},
         )
+
+
+def read_provenance(path: Path) -> dict:
+    """What made a Parquet file (its ``refinery`` schema metadata), or ``{}``."""
+    raw = (pq.read_schema(path).metadata or {}).get(PROVENANCE_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def _stamped(schema: pa.Schema, provenance: dict) -> pa.Schema:
+    """The schema carrying the provenance stamp: what made the file, and nothing run-specific."""
+    stamp = {PROVENANCE_KEY: json.dumps(provenance, sort_keys=True, default=str).encode()}
+    return schema.with_metadata({**(schema.metadata or {}), **stamp})
 
 
 class _AtomicParquet:
@@ -165,9 +201,8 @@ class PartitionWriter:
         rejected_schema: pa.Schema,
         provenance: dict,
     ):
-        stamp = {PROVENANCE_KEY: json.dumps(provenance, sort_keys=True, default=str).encode()}
-        self.schema = schema.with_metadata(stamp)
-        self.rejected_schema = rejected_schema.with_metadata(stamp)
+        self.schema = _stamped(schema.remove_metadata(), provenance)
+        self.rejected_schema = _stamped(rejected_schema.remove_metadata(), provenance)
         self._out = _AtomicParquet(path, self.schema)
         self._rejected = _AtomicParquet(rejected_path, self.rejected_schema)
 

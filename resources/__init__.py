@@ -1,14 +1,17 @@
-"""Dagster resources: where data lives, and the shared dedup indexes."""
+"""Dagster resources: where data lives, the shared dedup indexes, the models, and one function
+that builds them all for an environment."""
 
 from resources.clip import ClipResource
 from resources.compute import ComputeResource
 from resources.dedup_index import DedupIndexResource
 from resources.embedder import EmbedderResource
+from resources.environments import ENVIRONMENTS, build_resources
 from resources.home import RefineryHome
 from resources.kenlm import KenLMResource
 from resources.quality import QualityClassifierResource
 
 __all__ = [
+    "ENVIRONMENTS",
     "ClipResource",
     "ComputeResource",
     "DedupIndexResource",
@@ -16,4 +19,5 @@ __all__ = [
     "KenLMResource",
     "QualityClassifierResource",
     "RefineryHome",
+    "build_resources",
 ]

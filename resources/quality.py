@@ -5,11 +5,10 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from refinery.names import QUALITY_CLASSIFIER
 from refinery.paths import Layout
 from refinery.quality.artifacts import current, models_dir, sidecar
 from refinery.quality.classifier import QualityClassifier, load_classifier
-
-CLASSIFIER_ASSET = "quality_classifier"
 
 
 class QualityClassifierResource(dg.ConfigurableResource):
@@ -26,10 +25,10 @@ class QualityClassifierResource(dg.ConfigurableResource):
         if self.model_path:
             path = Path(self.model_path).expanduser()
             return load_classifier(path), sidecar(path.resolve()) or {}
-        artifact = current(models_dir(layout.home, CLASSIFIER_ASSET))
+        artifact = current(models_dir(layout.home, QUALITY_CLASSIFIER))
         if artifact is None:
             raise FileNotFoundError(
-                f"no quality classifier under {models_dir(layout.home, CLASSIFIER_ASSET)}: materialize the "
+                f"no quality classifier under {models_dir(layout.home, QUALITY_CLASSIFIER)}: materialize the "
                 "quality_classifier asset first, or set the quality_classifier resource's model_path"
             )
         return load_classifier(artifact.path), artifact.info

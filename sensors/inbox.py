@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from assets import image_text_source, sft_source, text_source, video_source
-from refinery.inbox import scan
-from refinery.quality.artifacts import missing_models
-from resources import RefineryHome
-from sensors.jobs import (
+from assets.jobs import (
     image_text_pipeline_job,
     sft_pipeline_job,
     text_pipeline_job,
     text_prefilter_job,
     video_pipeline_job,
 )
+from refinery.inbox import scan
+from refinery.quality.artifacts import missing_models
+from resources import RefineryHome
 
 SETTLE_SECONDS = 5.0
 

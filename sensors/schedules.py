@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from sensors.jobs import corpus_report_job
+from assets.jobs import corpus_report_job
 
 corpus_report_schedule = dg.ScheduleDefinition(
     name="corpus_report_schedule",

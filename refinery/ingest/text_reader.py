@@ -72,12 +72,13 @@ def matching_suffix(path: Path, suffixes: tuple[str, ...]) -> str | None:
 class RowCollector:
     """What every inbox reader (text, SFT, image–text, video) shares: it collects documents and
     quarantine rows into batches of ``params.batch_rows`` and counts them per file and reason, so
-    that :func:`refinery.ingest.stage.ingest_with_reader` can write any of them. A subclass names
+    that :func:`refinery.ingest.runner.ingest_with_reader` can write any of them. A subclass names
     the schemas of its rows and quarantine rows, and the column its invariant checks read."""
 
     SCHEMA: pa.Schema = DOCUMENT_SCHEMA
     QUARANTINE_SCHEMA: pa.Schema = QUARANTINE_SCHEMA
     TEXT_COLUMN: str = "text"
+    RECORD_UNIT: str = "rows"  # what one input row is called in the UI ("records", "rows")
 
     def __init__(self, folder: Path, source: str, params: BaseModel):
         self.folder = folder
@@ -96,11 +97,36 @@ class RowCollector:
     def batches(self) -> Iterator[IngestBatch]:
         raise NotImplementedError
 
+    def report(self) -> dict:
+        """What the kind shows beyond the shared inbox figures (called after :meth:`batches`)."""
+        return {}
+
+    def summary(self) -> dict:
+        """Counts of the kind saved in the partition's stats file (called after :meth:`batches`)."""
+        return {}
+
+    def _quarantine(
+        self,
+        rel: str,
+        line: int | None,
+        reason: str,
+        detail: str,
+        raw: bytes | None,
+        doc_id: str | None = None,
+        text: str | None = None,
+        **fields: object,
+    ) -> None:
+        """One quarantine row: where it came from, its id and text (in the reader's text column:
+        ``text``, ``prompt``, ``caption`` or ``question``) where known, the kind's own columns
+        (``fields``), the raw bytes (up to MAX_RAW_FILE_BYTES) and why."""
+        if raw is not None and len(raw) > MAX_RAW_FILE_BYTES:
+            detail += f" ({len(raw)} bytes not copied)"
+            raw = None
+        self._quarantine_row(rel, line, reason, detail, raw, id=doc_id, **{self.TEXT_COLUMN: text}, **fields)
+
     def _quarantine_row(
         self, rel: str, line: int | None, reason: str, detail: str, raw: bytes | None, **fields: object
     ) -> None:
-        """One quarantine row: where it came from, the kind's own columns (``fields``), the raw
-        bytes and why."""
         self.stats.files[rel] += 1
         self.stats.quarantined += 1
         self.stats.reasons[reason] += 1
@@ -121,13 +147,17 @@ class SourceReader(RowCollector):
     """Reads one source folder; iterate :meth:`batches`, then read :attr:`stats`.
 
     Subclasses for other record kinds (SFT) set ``SUFFIXES``, extend :meth:`_read_file` and
-    override :meth:`_admit`/:meth:`_quarantine`; byte-level handling stays here, shared.
+    override :meth:`_admit`; byte-level handling stays here, shared.
     """
 
     SUFFIXES: tuple[str, ...] = TEXT_SUFFIXES
+    RECORD_UNIT = "records"
 
     def __init__(self, folder: Path, source: str, params: IngestParams | None = None):
         super().__init__(folder, source, params or IngestParams())
+
+    def report(self) -> dict:
+        return {"blank_lines_skipped": self.stats.blank_lines}
 
     # -- public -------------------------------------------------------------------------------
     def batches(self) -> Iterator[IngestBatch]:
@@ -152,18 +182,6 @@ class SourceReader(RowCollector):
             self._read_text_file(path, rel)
         else:
             yield from self._read_jsonl(path, rel)
-
-    def _quarantine(
-        self,
-        rel: str,
-        line: int | None,
-        reason: str,
-        detail: str,
-        raw: bytes | None,
-        doc_id: str | None = None,
-        text: str | None = None,
-    ) -> None:
-        self._quarantine_row(rel, line, reason, detail, raw, id=doc_id, text=text)
 
     def _quarantine_file(self, path: Path, rel: str, reason: str, detail: str) -> None:
         size = path.stat().st_size

@@ -4,33 +4,22 @@ The mixing and scheduling stages are not partitioned: they decide across sources
 every partition of ``pretrain_corpus`` from storage in batches (never one table in memory),
 and name each document ``<source>/<id>`` and its row in the source's file, so a later stage
 can find it again without a join on text. Their own outputs are single Parquet files, written
-under a temporary name and renamed into place, like every partition file.
+under a temporary name and renamed into place, like every partition file
+(:meth:`refinery.storage.Storage.write_table`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from refinery.storage import PROVENANCE_KEY, Storage
-
-CORPUS_ASSET = "pretrain_corpus"
-
-
-def whitespace_tokens(texts: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray:
-    """Whitespace tokens per text: the project's token measure (as in every stage's stats)."""
-    arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts, type=pa.large_string())
-    return pc.list_value_length(pc.utf8_split_whitespace(arr)).to_numpy(zero_copy_only=False).astype(np.int64)
+from refinery.names import PRETRAIN_CORPUS
+from refinery.stats import whitespace_tokens
+from refinery.storage import Storage
 
 
 @dataclass
@@ -40,7 +29,7 @@ class CorpusBatch:
     first_row: int
 
 
-def corpus_sources(storage: Storage, asset: str = CORPUS_ASSET) -> list[str]:
+def corpus_sources(storage: Storage, asset: str = PRETRAIN_CORPUS) -> list[str]:
     return storage.partitions(asset)
 
 
@@ -50,7 +39,7 @@ def iter_corpus(
     domain_column: str | None = None,
     with_text: bool = True,
     batch_rows: int = 5_000,
-    asset: str = CORPUS_ASSET,
+    asset: str = PRETRAIN_CORPUS,
     sources: list[str] | None = None,
 ) -> Iterator[CorpusBatch]:
     """Every document of every source, in batches, with ``domain``, ``row`` and ``tokens``.
@@ -83,38 +72,6 @@ def iter_corpus(
             row += len(frame)
 
 
-def has_column(storage: Storage, column: str, asset: str = CORPUS_ASSET) -> dict[str, bool]:
+def has_column(storage: Storage, column: str, asset: str = PRETRAIN_CORPUS) -> dict[str, bool]:
     """Whether each source's corpus file has ``column`` (e.g. ``perplexity`` from the KenLM stage)."""
     return {s: column in pq.read_schema(storage.path(asset, s)).names for s in corpus_sources(storage, asset)}
-
-
-def output_path(storage: Storage, asset: str, name: str | None = None) -> Path:
-    """Where a non-partitioned asset keeps its table: ``storage/<asset>/<name or asset>.parquet``
-    (so ``refinery sql`` shows it as a view named after the asset)."""
-    return storage.root / asset / f"{name or asset}.parquet"
-
-
-def write_table(table: pa.Table, path: Path, provenance: dict) -> Path:
-    """Write atomically (temporary file, then rename), stamped with what made it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stamp = {PROVENANCE_KEY: json.dumps(provenance, sort_keys=True, default=str).encode()}
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **stamp})
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pq.write_table(table, temp, compression="zstd")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
-
-
-def read_provenance(path: Path) -> dict:
-    raw = (pq.read_schema(path).metadata or {}).get(PROVENANCE_KEY)
-    return json.loads(raw) if raw else {}
-
-
-def require_output(storage: Storage, asset: str, name: str | None = None) -> Path:
-    path = output_path(storage, asset, name)
-    if not path.exists():
-        raise FileNotFoundError(f"no output of '{asset}' at {path}: materialize {asset} first")
-    return path

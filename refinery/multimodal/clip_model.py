@@ -260,6 +260,19 @@ class ClipModel:
     def dim(self) -> int:
         return int(getattr(self.model.visual, "output_dim", 0)) or -1
 
+    def describe(self, workers: int) -> dict:
+        """What a CLIP stage shows about the model that scored it."""
+        from refinery.metadata import FilePath
+
+        return {
+            "model": self.name,
+            "weights": FilePath(self.weights),
+            "device": self.device,
+            "fp16": self.half,
+            "batch_size": self.batch_size,
+            "dataloader_workers": workers,
+        }
+
     def encode_pixels(self, pixels) -> np.ndarray:
         """Preprocessed image tensors (N×3×H×W) -> unit vectors."""
         import torch

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field, model_validator
 from refinery.batch import BatchResult, split_batch
 from refinery.multimodal.clip_model import ClipModel
 from refinery.multimodal.images import decode_rgb
-from refinery.multimodal.preview import Extremes
+from refinery.multimodal.preview import Extremes, sheet_markdown
 
 SCORE_FIELDS = [pa.field("clip_cosine", pa.float32()), pa.field("clip_score", pa.float32())]
 RANK_FIELDS = [pa.field("clip_rank", pa.int64())]  # 1 = best of the partition
@@ -189,10 +189,34 @@ def clip_score(cosine: np.ndarray) -> np.ndarray:
 class ScoreAttacher:
     """``run_stage``'s process: attaches a score pass to the rows in file order."""
 
-    def __init__(self, scores: ScorePass, sheet_pairs: int = 6):
+    def __init__(self, scores: ScorePass, sheet_pairs: int = 6, model_info: dict | None = None):
         self.scores = scores
         self.offset = 0
         self.extremes = Extremes(sheet_pairs)
+        self.model_info = model_info or {}
+
+    @classmethod
+    def score(cls, path: Path, clip: ClipModel, workers: int, params: ClipScoreParams) -> ScoreAttacher:
+        """Score every pair of the upstream file first (batched, images decoded in workers)."""
+        scores = score_file(path, clip, workers)
+        return cls(scores, params.contact_sheet_pairs, clip.describe(workers))
+
+    def report(self) -> dict:
+        s = self.scores
+        finite = s.cosine[np.isfinite(s.cosine)]
+        return {
+            **self.model_info,
+            "pairs_per_second": round(s.pairs_per_second, 1),
+            "model_seconds": round(s.encode_seconds, 3),
+            "mean_cosine": round(float(finite.mean()), 4) if len(finite) else 0.0,
+            "contact_sheet": sheet_markdown(
+                [
+                    ("highest CLIP cosine", self.extremes.highest()),
+                    ("lowest CLIP cosine", self.extremes.lowest()),
+                ],
+                "highest and lowest scored pairs",
+            ),
+        }
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
         n = len(frame)
@@ -254,10 +278,31 @@ def plan_filter(path: Path, p: ClipFilterParams, threshold: float = LAION_THRESH
 class FilterProcess:
     """``run_stage``'s process for clip_filtered, remembering the pairs on both sides of the cut."""
 
-    def __init__(self, plan: FilterPlan, sheet_pairs: int = 6):
+    def __init__(self, plan: FilterPlan, sheet_pairs: int = 6, scored_by: str = "unknown"):
         self.plan = plan
         self.kept = Extremes(sheet_pairs)  # its lowest: the weakest pairs kept
         self.removed = Extremes(sheet_pairs)  # its highest: the best pairs removed
+        self.scored_by = scored_by
+
+    @classmethod
+    def for_partition(cls, path: Path, scored: dict, params: ClipFilterParams) -> FilterProcess:
+        """The plan for one scored file; ``scored`` is its provenance (the scoring model and its
+        calibrated threshold, where it has one)."""
+        threshold = resolve_threshold(params, scored.get("clip_threshold"))
+        plan = plan_filter(path, params, threshold)
+        return cls(plan, params.contact_sheet_pairs, scored.get("clip_model", "unknown"))
+
+    def report(self) -> dict:
+        plan = self.plan
+        return {
+            "mode": plan.mode,
+            "cosine_cutoff": round(plan.cutoff, 4) if np.isfinite(plan.cutoff) else "nothing kept",
+            "clip_model": self.scored_by,
+            "contact_sheet": sheet_markdown(
+                [("weakest pairs kept", self.kept.lowest()), ("best pairs removed", self.removed.highest())],
+                "pairs on both sides of the cut",
+            ),
+        }
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
         plan = self.plan

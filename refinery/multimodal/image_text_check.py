@@ -26,8 +26,8 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from refinery.batch import BatchResult, split_batch
+from refinery.clean.cleaning import CleanParams, clean_text
 from refinery.clean.pii import PII_KINDS
-from refinery.clean.stage import CleanParams, clean_text
 from refinery.filters.gopher_quality import gopher_quality
 from refinery.filters.language import english_word_fraction
 from refinery.filters.params import HeuristicParams

@@ -36,6 +36,7 @@ from refinery.ingest.text_reader import (
 from refinery.multimodal.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, image_hash, inspect_image
 from refinery.multimodal.records import RECORD_SUFFIXES, BadRecord, first_field, inside, iter_records
 from refinery.multimodal.schema import CAPTION_COLUMN, IMAGE_TEXT_QUARANTINE_SCHEMA, IMAGE_TEXT_SCHEMA
+from refinery.stages.report import counts_table
 
 IMAGE_FIELDS = ("image", "image_path", "file_name", "path")
 CAPTION_FIELDS = ("caption", "text")
@@ -100,23 +101,11 @@ class ImageTextReader(RowCollector):
         yield from self._drain(final=True)
 
     # -- emitting -----------------------------------------------------------------------------
-    def _quarantine(
-        self,
-        rel: str,
-        line: int | None,
-        reason: str,
-        detail: str,
-        raw: bytes | None,
-        row_id: str | None = None,
-        caption: str | None = None,
-        image_file: str | None = None,
-    ) -> None:
-        if raw is not None and len(raw) > MAX_RAW_FILE_BYTES:
-            detail += f" ({len(raw)} bytes not copied)"
-            raw = None
-        self._quarantine_row(
-            rel, line, reason, detail, raw, id=row_id, caption=caption, image_file=image_file
-        )
+    def report(self) -> dict:
+        return {"image_formats": counts_table(self.formats)}
+
+    def summary(self) -> dict:
+        return {"image_formats": dict(self.formats)}
 
     def _quarantine_file(self, path: Path, rel: str, reason: str, detail: str) -> None:
         size = path.stat().st_size
@@ -156,20 +145,20 @@ class ImageTextReader(RowCollector):
         """Check the image bytes and the id, then add the pair (or quarantine it)."""
         if len(data) > self.params.max_image_bytes:
             detail = f"{len(data)} bytes > max_image_bytes {self.params.max_image_bytes}"
-            self._quarantine(
-                rel, line, "oversized_image", detail, None, caption=caption, image_file=image_file
-            )
+            self._quarantine(rel, line, "oversized_image", detail, None, text=caption, image_file=image_file)
             return
         info, problem = inspect_image(data, self.params.max_image_pixels)
         shown_id = None if explicit_id is None else str(explicit_id)
         if problem:
-            self._quarantine(rel, line, problem[0], problem[1], data, shown_id, caption, image_file)
+            self._quarantine(
+                rel, line, problem[0], problem[1], data, doc_id=shown_id, text=caption, image_file=image_file
+            )
             return
         if explicit_id is not None:
             row_id, error = self._ids.explicit(explicit_id)
             if error:
                 self._quarantine(
-                    rel, line, error.split(":")[0], error, raw, caption=caption, image_file=image_file
+                    rel, line, error.split(":")[0], error, raw, text=caption, image_file=image_file
                 )
                 return
         else:
@@ -215,7 +204,7 @@ class ImageTextReader(RowCollector):
                     if image_key is None
                     else f"'{image_key}' is {type(image_value).__name__}, expected a path"
                 )
-                self._quarantine(rel, line, "missing_image", detail, raw, row_id=rid, caption=image_text)
+                self._quarantine(rel, line, "missing_image", detail, raw, doc_id=rid, text=image_text)
                 yield from self._drain(final=False)
                 continue
             resolved, why = inside(self.folder, base, image_value)
@@ -230,8 +219,8 @@ class ImageTextReader(RowCollector):
                     "image_outside_source",
                     why,
                     raw,
-                    row_id=rid,
-                    caption=image_text,
+                    doc_id=rid,
+                    text=image_text,
                     image_file=image_value,
                 )
             elif problem:
@@ -241,7 +230,7 @@ class ImageTextReader(RowCollector):
                     else raw
                 )
                 self._quarantine(
-                    rel, line, problem[0], problem[1], data, caption=image_text, image_file=image_file
+                    rel, line, problem[0], problem[1], data, text=image_text, image_file=image_file
                 )
             elif not resolved.is_file():
                 self._quarantine(
@@ -250,7 +239,7 @@ class ImageTextReader(RowCollector):
                     "image_not_found",
                     f"{image_file} does not exist",
                     raw,
-                    caption=caption,
+                    text=caption,
                     image_file=image_file,
                 )
             else:
@@ -296,7 +285,7 @@ class ImageTextReader(RowCollector):
                 "corrupt_archive",
                 f"stopped reading after {samples} samples: {err}",
                 None,
-                row_id=group_key,
+                doc_id=group_key,
             )
             return
         if group_key is not None:
@@ -320,13 +309,13 @@ class ImageTextReader(RowCollector):
                     "malformed_json",
                     f"{key}.json: {err}",
                     raw_json,
-                    row_id=key,
+                    doc_id=key,
                     image_file=image_file,
                 )
                 return
             if not isinstance(parsed, dict):
                 self._quarantine(
-                    rel, number, "not_an_object", f"{key}.json is not an object", raw_json, row_id=key
+                    rel, number, "not_an_object", f"{key}.json is not an object", raw_json, doc_id=key
                 )
                 return
             record = parsed
@@ -343,7 +332,7 @@ class ImageTextReader(RowCollector):
                     "undecodable_bytes",
                     f"{key}.{caption_ext} not UTF-8 at byte {err.start}",
                     members[caption_ext],
-                    row_id=key,
+                    doc_id=key,
                     image_file=image_file,
                 )
                 return
@@ -357,14 +346,14 @@ class ImageTextReader(RowCollector):
                 "missing_image",
                 f"sample {key} has no image (members: {sorted(members)})",
                 raw_json or members.get(caption_ext or ""),
-                row_id=key,
-                caption=caption if isinstance(caption, str) else None,
+                doc_id=key,
+                text=caption if isinstance(caption, str) else None,
             )
             return
         problem = self._caption_problem(caption, has_caption)
         if problem:
             self._quarantine(
-                rel, number, problem[0], problem[1], members[image_ext], row_id=key, image_file=image_file
+                rel, number, problem[0], problem[1], members[image_ext], doc_id=key, image_file=image_file
             )
             return
         others = sorted(e for e in members if e not in (image_ext, caption_ext, "json"))

@@ -254,6 +254,16 @@ class FrameStore:
     def abort(self) -> None:
         shutil.rmtree(self.temp, ignore_errors=True)
 
+    def __enter__(self) -> FrameStore:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """The frames replace the old folder only if the stage succeeded."""
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
 
 # -- the pass over a partition ------------------------------------------------------------------
 @dataclass
@@ -403,10 +413,32 @@ def keyframe_pass(
 
 
 class KeyframeAttach:
-    """``run_stage``'s process: each question gets its frames, or the reason it got none."""
+    """``run_stage``'s process: each question gets its frames, or the reason it got none. Its
+    report reads the frames back from ``store`` for a strip of samples."""
 
-    def __init__(self, plan: KeyframePass):
-        self.plan = plan
+    def __init__(
+        self,
+        plan: KeyframePass,
+        store: FrameStore | None = None,
+        rows: pd.DataFrame | None = None,
+        strip_samples: int = 0,
+        model_info: dict | None = None,
+    ):
+        self.plan, self.store, self.rows = plan, store, rows
+        self.strip_samples, self.model_info = strip_samples, model_info or {}
+
+    def report(self) -> dict:
+        from refinery.multimodal.keyframe_report import keyframe_report
+
+        return keyframe_report(self)
+
+    def summary(self) -> dict:
+        videos = self.plan.videos.values()
+        return {
+            "frames_in_videos": sum(v.frames for v in videos),
+            "frames_decoded": sum(v.decoded for v in videos),
+            "frames_written": self.store.written if self.store else 0,
+        }
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
         plan = self.plan

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw, ImageFont
 
+from refinery.metadata import Markdown
 from refinery.multimodal.images import decode_rgb
 
 MAX_PREVIEW_BYTES = 150_000
@@ -135,3 +136,10 @@ def frame_strip(samples: list[tuple[str, list[tuple[Image.Image, str]]]], height
             x += small.width + 4
         y += row_h
     return png_bytes(strip)
+
+
+def sheet_markdown(title_rows: list[tuple[str, list]], alt: str) -> Markdown:
+    """A contact sheet of titled rows of pairs as Markdown, or a note when there are none."""
+    if not any(entries for _, entries in title_rows):
+        return Markdown("_no pairs_")
+    return Markdown(markdown_image(contact_sheet(title_rows), alt))

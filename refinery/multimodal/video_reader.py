@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from refinery import markdown
 from refinery.ingest.text_reader import (
     MAX_RAW_FILE_BYTES,
     IngestBatch,
@@ -28,6 +29,7 @@ from refinery.ingest.text_reader import (
     meta_json,
     source_files,
 )
+from refinery.metadata import Markdown
 from refinery.multimodal.records import RECORD_SUFFIXES, BadRecord, first_field, inside, iter_records
 from refinery.multimodal.schema import QUESTION_COLUMN, VIDEO_QUARANTINE_SCHEMA, VIDEO_SCHEMA
 
@@ -136,20 +138,25 @@ class VideoReaderSource(RowCollector):
             yield from self._drain(final=False)
         yield from self._drain(final=True)
 
-    def _quarantine(
-        self,
-        rel: str,
-        line: int | None,
-        reason: str,
-        detail: str,
-        raw: bytes | None,
-        row_id: str | None = None,
-        question: str | None = None,
-        video_file: str | None = None,
-    ) -> None:
-        self._quarantine_row(
-            rel, line, reason, detail, raw, id=row_id, question=question, video_file=video_file
-        )
+    def report(self) -> dict:
+        videos = [
+            (rel, p.frames, round(p.fps, 3), round(p.duration, 2), f"{p.width}×{p.height}", p.size)
+            for rel, p in sorted(self.probes.items())
+        ]
+        broken = [(rel, reason, detail[:120]) for rel, (reason, detail) in sorted(self.broken.items())]
+        return {
+            "videos": Markdown(
+                markdown.table(["video", "frames", "fps", "seconds", "size", "bytes"], videos)
+                if videos
+                else "_none_"
+            ),
+            "undecodable_videos": Markdown(
+                markdown.table(["video", "reason", "detail"], broken) if broken else "_none_"
+            ),
+        }
+
+    def summary(self) -> dict:
+        return {"videos": len(self.probes), "broken_videos": len(self.broken)}
 
     def _probe(self, path: Path, rel: str) -> tuple[VideoProbe | None, tuple[str, str] | None]:
         if rel not in self.probes and rel not in self.broken:
@@ -174,14 +181,12 @@ class VideoReaderSource(RowCollector):
         text = question if isinstance(question, str) else None
         if video_key is None or not isinstance(video_value, str):
             self._quarantine(
-                rel, line, "missing_video", f"no video field ({', '.join(VIDEO_FIELDS)})", raw, question=text
+                rel, line, "missing_video", f"no video field ({', '.join(VIDEO_FIELDS)})", raw, text=text
             )
             return
         resolved, why = inside(self.folder, base, video_value)
         if why:
-            self._quarantine(
-                rel, line, "video_outside_source", why, raw, question=text, video_file=video_value
-            )
+            self._quarantine(rel, line, "video_outside_source", why, raw, text=text, video_file=video_value)
             return
         self._asked.add(resolved)
         video_rel = resolved.relative_to(self.folder.resolve()).as_posix()
@@ -203,15 +208,13 @@ class VideoReaderSource(RowCollector):
         else:
             problem = self._probe(resolved, video_rel)[1]
         if problem:
-            self._quarantine(rel, line, problem[0], problem[1], raw, question=text, video_file=video_rel)
+            self._quarantine(rel, line, problem[0], problem[1], raw, text=text, video_file=video_rel)
             return
         probe = self.probes[video_rel]
         if record.get("id") is not None:
             row_id, error = self._ids.explicit(record["id"])
             if error:
-                self._quarantine(
-                    rel, line, error.split(":")[0], error, raw, question=text, video_file=video_rel
-                )
+                self._quarantine(rel, line, error.split(":")[0], error, raw, text=text, video_file=video_rel)
                 return
         else:
             row_id = self._ids.derived(f"{video_rel}\n{question}")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from refinery.names import TEXT_MODELS
+
 MODELS_DIR = "models"
 CURRENT = "current.json"
 
@@ -110,7 +112,7 @@ def sidecar(path: Path) -> dict | None:
 
 
 # The models the text quality stages score with; each is published by the asset of the same name.
-TEXT_MODEL_ASSETS = ("reference_lm", "quality_classifier")
+TEXT_MODEL_ASSETS = TEXT_MODELS
 
 
 def missing_models(home: Path) -> list[str]:

@@ -40,6 +40,8 @@ import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from refinery.batch import BatchResult, split_batch
+from refinery.metadata import CheckOutcome, FilePath, Json, Markdown
+from refinery.names import CLEAN_DOCUMENTS, QUALITY_CLASSIFIER
 from refinery.paths import Layout
 from refinery.quality.normalize import NORMALIZATION_VERSION, normalized_tokens
 from refinery.storage import Storage
@@ -90,7 +92,7 @@ class ClassifierTrainParams(BaseModel):
 
     reference_source: str = Field("curated", description="Positives: inbox/reference/<this>/.")
     negatives_asset: str = Field(
-        "clean_documents", description="Negatives: this asset's documents, from every text_source partition."
+        CLEAN_DOCUMENTS, description="Negatives: this asset's documents, from every text_source partition."
     )
     max_documents_per_class: int = Field(
         50_000, ge=10, description="Stable hash-chosen subsample per class beyond this size."
@@ -452,10 +454,53 @@ def pareto_noise(keys: Sequence[str], alpha: float, seed: int) -> np.ndarray:
 class QualityScorer:
     """Scores batches and keeps by the configured rule; ``cutoff`` is used in threshold mode."""
 
-    def __init__(self, classifier: QualityClassifier, params: QualityParams, source: str, cutoff: float):
+    def __init__(
+        self,
+        classifier: QualityClassifier,
+        params: QualityParams,
+        source: str,
+        cutoff: float,
+        cutoff_origin: str = "",
+        info: dict | None = None,
+    ):
         self.classifier, self.params, self.source, self.cutoff = classifier, params, source, cutoff
+        self.cutoff_origin = cutoff_origin
+        self.info = info or {}
 
-    def process(self, frame: pd.DataFrame) -> BatchResult:
+    @classmethod
+    def for_model(
+        cls, classifier: QualityClassifier, info: dict, params: QualityParams, source: str
+    ) -> QualityScorer:
+        """The scorer for a loaded classifier and its recorded description: threshold mode cuts
+        at the reference score percentile the description records (or a fixed threshold)."""
+        if params.mode == "threshold":
+            cutoff, origin = params.cutoff(info.get("reference_score_percentiles"))
+        else:
+            cutoff, origin = math.nan, f"pareto noise (α={params.pareto_alpha:g}, seed {params.seed})"
+        return cls(classifier, params, source, cutoff, origin, info)
+
+    def provenance(self) -> dict:
+        return {
+            "model": self.classifier.describe(),
+            "cutoff": None if math.isnan(self.cutoff) else self.cutoff,
+        }
+
+    def report(self) -> dict:
+        p = self.params
+        rule = (
+            f"keep if quality_score ≥ {self.cutoff:.4f} ({self.cutoff_origin})"
+            if p.mode == "threshold"
+            else self.cutoff_origin
+        )
+        return {
+            "model": Json(self.classifier.describe()),
+            "model_path": FilePath.of(self.classifier.path),
+            "model_sha256": self.classifier.sha256,
+            "keep_rule": Markdown(f"mode **{p.mode}**: {rule}"),
+            "classifier_heldout_auc": self.info.get("heldout_auc", math.nan),
+        }
+
+    def __call__(self, frame: pd.DataFrame) -> BatchResult:
         feats = [self.classifier.features(t) for t in frame["text"].tolist()]
         keys = [f"{self.source}/{i}" for i in frame["id"].tolist()]
         scores = self.classifier.score_features(feats, keys)
@@ -478,8 +523,6 @@ class QualityScorer:
 
 # -- the quality_classifier asset's work ----------------------------------------------------------
 
-CLASSIFIER_ASSET = "quality_classifier"
-
 
 @dataclass
 class ClassifierResult:
@@ -490,6 +533,42 @@ class ClassifierResult:
     negatives_by_partition: dict[str, int]
     reference_quarantined: int
     seconds: float
+    params: ClassifierTrainParams | None = None
+
+    def report(self) -> dict:
+        """What quality_classifier shows: the model file, held-out quality, what it learned from."""
+        from refinery.quality.reference import percentile_markdown
+
+        m, artifact = self.metrics, self.artifact
+        return {
+            "model_path": FilePath.of(artifact.path),
+            "model_sha256": artifact.sha256,
+            "heldout_accuracy": m["heldout_accuracy"],
+            "heldout_auc": m["heldout_auc"],
+            "heldout_mean_score": Json(m["heldout_mean_score"]),
+            "heldout_documents": Json(m["heldout_documents"]),
+            "evaluation": m["evaluation"],
+            "negatives_by_partition": Json(self.negatives_by_partition),
+            "reference_quarantined": self.reference_quarantined,
+            "reference_score_percentiles": Markdown(
+                percentile_markdown(m["reference_score_percentiles"], "{:.3f}")
+            ),
+            "epoch_loss": Json(m["epoch_loss"]),
+            "normalization": NORMALIZATION_VERSION,
+            "parameters": Json(self.params.model_dump() if self.params else {}),
+            "seconds": round(self.seconds, 3),
+        }
+
+    def checks(self) -> list[CheckOutcome]:
+        auc = self.metrics["heldout_auc"]
+        minimum = self.params.min_heldout_auc if self.params else 0.0
+        return [
+            CheckOutcome(
+                "heldout_auc",
+                bool(math.isfinite(auc) and auc >= minimum),
+                {"heldout_auc": auc, "min_heldout_auc": minimum},
+            )
+        ]
 
 
 def collect_training_documents(
@@ -539,7 +618,7 @@ def train_quality_classifier(
     started = time.perf_counter()
     positives, negatives, by_partition, quarantined = collect_training_documents(layout, storage, params)
     trained = train_classifier(positives, negatives, params)
-    out_dir = models_dir(layout.home, CLASSIFIER_ASSET)
+    out_dir = models_dir(layout.home, QUALITY_CLASSIFIER)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".train-", dir=out_dir) as temp:
         produced = Path(temp) / "model.safetensors"
@@ -553,7 +632,7 @@ def train_quality_classifier(
             "params": params.model_dump(),
             **trained.metrics,
         }
-        artifact = publish(out_dir, f"{CLASSIFIER_ASSET}-d{params.dim}", produced, ".safetensors", info)
+        artifact = publish(out_dir, f"{QUALITY_CLASSIFIER}-d{params.dim}", produced, ".safetensors", info)
     return ClassifierResult(
         artifact,
         trained.metrics,
@@ -562,4 +641,5 @@ def train_quality_classifier(
         by_partition,
         quarantined,
         time.perf_counter() - started,
+        params,
     )

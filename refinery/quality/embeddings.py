@@ -29,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from refinery.metadata import CheckOutcome, FilePath, Json
 from refinery.models.embedder import Embedder
+from refinery.names import DOCUMENT_EMBEDDINGS
 from refinery.storage import PROVENANCE_KEY, Storage
-
-EMBEDDINGS_ASSET = "document_embeddings"
 
 
 class EmbeddingParams(BaseModel):
@@ -117,10 +118,11 @@ def write_embeddings(
     params: EmbeddingParams | None = None,
     batch_rows: int = 2_000,
 ) -> EmbeddingRun:
-    """Embed every document of ``upstream``'s partition and write the file atomically."""
+    """Embed every document of ``upstream``'s partition and write the file atomically, with the
+    partition's stats file (rows, dimension, model) beside it."""
     started = time.perf_counter()
     params = params or EmbeddingParams()
-    target = storage.path(EMBEDDINGS_ASSET, partition)
+    target = storage.path(DOCUMENT_EMBEDDINGS, partition)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     stamp = {
@@ -162,6 +164,9 @@ def write_embeddings(
         writer.close()
         temp.unlink(missing_ok=True)
         raise
+    storage.write_stats(
+        DOCUMENT_EMBEDDINGS, partition, {"rows_out": rows, "dim": embedder.dim, "model": embedder.name}
+    )
     return EmbeddingRun(target, rows, embedder.dim, time.perf_counter() - started, chars)
 
 
@@ -176,7 +181,7 @@ class Embeddings:
 
 def read_embeddings(storage: Storage, partition: str) -> Embeddings:
     """The stored embeddings of a partition (raises with the command to run if there are none)."""
-    path = storage.path(EMBEDDINGS_ASSET, partition)
+    path = storage.path(DOCUMENT_EMBEDDINGS, partition)
     if not path.exists():
         raise FileNotFoundError(
             f"no document embeddings for partition '{partition}' at {path}: materialize document_embeddings "
@@ -195,3 +200,41 @@ def read_embeddings(storage: Storage, partition: str) -> Embeddings:
         meta.get("model", "unknown"),
         dim,
     )
+
+
+EMBEDDING_CHECKS = {
+    "one_embedding_per_document": "Exactly one embedding per upstream document, ids unique and in its order.",
+    "unit_norm": "Every embedding is finite with L2 norm 1 (so a dot product is a cosine).",
+}
+
+
+def embedding_checks(storage: Storage, upstream: str, partition: str) -> list[CheckOutcome]:
+    """Read back what was written: one row per upstream document in order, unit-norm vectors."""
+    ids = pq.read_table(storage.path(DOCUMENT_EMBEDDINGS, partition), columns=["id"]).column("id")
+    upstream_ids = pq.read_table(storage.require(upstream, partition), columns=["id"]).column("id")
+    vectors = read_embeddings(storage, partition).vectors
+    norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(0)
+    bad_norm = int((~np.isfinite(norms) | (np.abs(norms - 1.0) > 1e-3)).sum())
+    same_ids = ids.equals(upstream_ids) and pc.count_distinct(ids).as_py() == len(ids) if len(ids) else True
+    return [
+        CheckOutcome(
+            "one_embedding_per_document",
+            bool(same_ids),
+            {"embeddings": len(ids), "documents": len(upstream_ids)},
+        ),
+        CheckOutcome("unit_norm", bad_norm == 0, {"bad_rows": bad_norm}),
+    ]
+
+
+def embedding_report(run: EmbeddingRun, embedder: Embedder, params: EmbeddingParams) -> dict:
+    return {
+        "output": FilePath.of(run.path),
+        "model": embedder.name,
+        "dimension": run.dim,
+        "device": embedder.device,
+        "batch_size": embedder.batch_size,
+        "seconds": round(run.seconds, 3),
+        "documents_per_second": round(run.docs_per_second, 1),
+        "chars_per_second": round(run.chars / run.seconds, 1) if run.seconds > 0 else 0.0,
+        "parameters": Json(params.model_dump()),
+    }

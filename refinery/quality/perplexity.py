@@ -14,14 +14,17 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from refinery import markdown
 from refinery.batch import BatchResult, Reason, split_batch
-from refinery.quality.normalize import normalized_lines
+from refinery.metadata import FilePath, Json, Markdown
+from refinery.quality.normalize import NORMALIZATION_VERSION, normalized_lines
 
 BUCKETS = ("head", "middle", "tail")
 PERPLEXITY_FIELDS = [
@@ -123,14 +126,37 @@ def bucket_of(perplexity: float, cutoffs: tuple[float, float]) -> str:
 class PerplexityScorer:
     """Scores batches and decides per document; counts buckets across batches for the metadata."""
 
-    def __init__(self, model: object, params: PerplexityParams, cutoffs: tuple[float, float]):
+    def __init__(
+        self,
+        model: object,
+        params: PerplexityParams,
+        cutoffs: tuple[float, float],
+        cutoffs_origin: str = "",
+        model_info: dict | None = None,
+    ):
         if not cutoffs[0] < cutoffs[1]:
             raise ValueError(f"bucket cutoffs must increase, got {cutoffs}")
         self.model = model
         self.params = params
         self.cutoffs = cutoffs
+        self.cutoffs_origin = cutoffs_origin
+        self.model_info = model_info or {}
         self.drop = frozenset(params.drop_buckets)
         self.buckets: Counter = Counter()
+
+    @classmethod
+    def for_model(cls, scoring: Any, params: PerplexityParams) -> PerplexityScorer:
+        """A scorer for a :class:`refinery.quality.reference.ScoringLM` (model and cutoffs)."""
+        cutoffs, origin = scoring.cutoffs(params.bucket_percentiles)
+        return cls(scoring.lm.model, params, cutoffs, origin, scoring.provenance())
+
+    def provenance(self) -> dict:
+        """Stamped into the output files: which model, which cutoffs, which normalization."""
+        return {
+            "model": self.model_info,
+            "bucket_cutoffs": list(self.cutoffs),
+            "normalization": NORMALIZATION_VERSION,
+        }
 
     def score(self, text: str) -> tuple[float, int, list[float] | None]:
         total, tokens, line_scores, line_tokens = perplexity_of_lines(self.model, normalized_lines(text))
@@ -158,7 +184,7 @@ class PerplexityScorer:
             return (f"perplexity.{bucket}", f"perplexity {ppl:.1f} {where}: bucket '{bucket}' is dropped")
         return None
 
-    def process(self, frame: pd.DataFrame) -> BatchResult:
+    def __call__(self, frame: pd.DataFrame) -> BatchResult:
         perplexity, buckets, tokens, paragraphs, reasons = [], [], [], [], []
         for text in frame["text"].tolist():
             ppl, n, paras = self.score(text)
@@ -176,3 +202,30 @@ class PerplexityScorer:
             paragraph_perplexity=paragraphs,
         )
         return split_batch(out, reasons)
+
+    def report(self) -> dict:
+        lo, hi = self.cutoffs
+        return {
+            "model": Json(self.model_info),
+            "model_path": FilePath(str(self.model_info.get("path", ""))),
+            "model_sha256": self.model_info.get("sha256", ""),
+            "bucket_cutoffs": Markdown(
+                markdown.table(
+                    ["bucket", "perplexity", "from"],
+                    [
+                        ("head", f"≤ {lo:.4g}", self.cutoffs_origin),
+                        ("middle", f"≤ {hi:.4g}", self.cutoffs_origin),
+                        ("tail", f"> {hi:.4g}", ""),
+                    ],
+                )
+            ),
+            "documents_by_bucket": Markdown(
+                markdown.table(
+                    ["bucket", "documents", "dropped"],
+                    [(b, self.buckets.get(b, 0), b in self.params.drop_buckets) for b in BUCKETS],
+                )
+            ),
+        }
+
+    def summary(self) -> dict:
+        return {"perplexity_buckets": dict(self.buckets)}

@@ -10,6 +10,7 @@ the trained model give the percentile table that ``perplexity_scored`` cuts its 
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -17,17 +18,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from refinery import markdown
 from refinery.ingest.text_reader import SourceReader
+from refinery.metadata import CheckOutcome, FilePath, Json, Markdown
+from refinery.names import REFERENCE_LM
 from refinery.paths import Layout
 from refinery.quality.artifacts import CURRENT, ModelArtifact, current, models_dir, publish, write_json
-from refinery.quality.kenlm_tools import LmplzOptions, build_binary, train_arpa
-from refinery.quality.language_model import load_language_model
+from refinery.quality.ngram_lm import LmplzOptions, build_binary, load_language_model, train_arpa
 from refinery.quality.normalize import NORMALIZATION_VERSION, normalized_lines
 from refinery.quality.perplexity import cutoffs_from_table, document_perplexity, percentile_table
 
 REFERENCE_KIND = "reference"
 DEFAULT_REFERENCE_SOURCE = "curated"
-REFERENCE_LM_ASSET = "reference_lm"
 MIN_TRAINING_TOKENS = 2_000
 
 
@@ -132,6 +134,55 @@ class ReferenceLMResult:
     percentiles: list[float]
     seconds: float
     trained: bool = True  # False when an existing model was registered instead
+    order: int = 5
+    params: ReferenceLMParams | None = None
+
+    def report(self) -> dict:
+        """What reference_lm shows: the model file, the data it learned from, its percentiles."""
+        artifact, corpus = self.artifact, self.corpus
+        return {
+            "model_path": FilePath.of(artifact.path),
+            "model_sha256": artifact.sha256,
+            "order": self.order,
+            "trained": self.trained,
+            "normalization": NORMALIZATION_VERSION,
+            "reference": FilePath.of(corpus.folder),
+            "reference_documents": len(corpus.documents),
+            "reference_chars": corpus.chars,
+            "reference_quarantined": corpus.quarantined,
+            "train_documents": self.train_documents,
+            "heldout_documents": self.heldout_documents,
+            "train_lines": self.train_lines,
+            "train_tokens": self.train_tokens,
+            "ngram_counts": Markdown(
+                markdown.table(["order", "n-grams"], sorted(self.ngram_counts.items()))
+                if self.ngram_counts
+                else "_external model_"
+            ),
+            "reference_perplexity_percentiles": Markdown(percentile_markdown(self.percentiles)),
+            "parameters": Json(self.params.model_dump() if self.params else {}),
+            "seconds": round(self.seconds, 3),
+        }
+
+    def checks(self) -> list[CheckOutcome]:
+        pct = self.percentiles
+        finite = all(math.isfinite(v) for v in pct)
+        return [
+            CheckOutcome(
+                "bucket_cutoffs_increase", finite and pct[33] < pct[66], {"p33": pct[33], "p66": pct[66]}
+            )
+        ]
+
+
+# Percentiles shown for a model's score distribution (reference perplexities, classifier scores).
+SHOWN_PERCENTILES = (1, 5, 10, 25, 33, 50, 66, 75, 90, 95, 99)
+
+
+def percentile_markdown(table: list[float], fmt: str = "{:.4g}") -> str:
+    """Selected rows of a 101-value percentile table."""
+    return markdown.table(
+        ["percentile", "value"], [(f"p{p}", fmt.format(table[p])) for p in SHOWN_PERCENTILES]
+    )
 
 
 def _heldout_percentiles(model_path: Path, order: int, heldout: list[tuple[str, str]]) -> list[float]:
@@ -144,7 +195,7 @@ def train_reference_lm(layout: Layout, params: ReferenceLMParams, order: int) ->
     started = time.perf_counter()
     corpus = read_reference(layout, params.reference_source)
     train, heldout = split_reference(corpus, params.heldout_fraction)
-    out_dir = models_dir(layout.home, REFERENCE_LM_ASSET)
+    out_dir = models_dir(layout.home, REFERENCE_LM)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".train-", dir=out_dir) as temp:
         text_path, arpa, binary = (
@@ -181,7 +232,7 @@ def train_reference_lm(layout: Layout, params: ReferenceLMParams, order: int) ->
                 "prune": params.prune,
             },
         }
-        artifact = publish(out_dir, f"{REFERENCE_LM_ASSET}-o{order}", binary, ".binary", info)
+        artifact = publish(out_dir, f"{REFERENCE_LM}-o{order}", binary, ".binary", info)
     return ReferenceLMResult(
         artifact,
         corpus,
@@ -192,6 +243,8 @@ def train_reference_lm(layout: Layout, params: ReferenceLMParams, order: int) ->
         counts,
         percentiles,
         time.perf_counter() - started,
+        order=order,
+        params=params,
     )
 
 
@@ -208,7 +261,7 @@ def register_external_lm(
     lm = load_language_model(model_path, order)
     corpus = read_reference(layout, params.reference_source)
     percentiles = percentile_table([document_perplexity(lm.model, t) for _, t in corpus.documents])
-    out_dir = models_dir(layout.home, REFERENCE_LM_ASSET)
+    out_dir = models_dir(layout.home, REFERENCE_LM)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "kind": "kenlm",
@@ -233,6 +286,8 @@ def register_external_lm(
         percentiles,
         time.perf_counter() - started,
         trained=False,
+        order=order,
+        params=params,
     )
 
 
@@ -272,11 +327,11 @@ def scoring_lm(
         if len(bucket_cutoffs) != 2 or not 0 < bucket_cutoffs[0] < bucket_cutoffs[1]:
             raise ValueError(f"bucket_cutoffs must be two increasing perplexities, got {bucket_cutoffs}")
         fixed = (float(bucket_cutoffs[0]), float(bucket_cutoffs[1]))
-    registered = current(models_dir(layout.home, REFERENCE_LM_ASSET))
+    registered = current(models_dir(layout.home, REFERENCE_LM))
     if not model_path:
         if registered is None:
             raise FileNotFoundError(
-                f"no reference language model under {models_dir(layout.home, REFERENCE_LM_ASSET)}: "
+                f"no reference language model under {models_dir(layout.home, REFERENCE_LM)}: "
                 "materialize the reference_lm asset first, or set the kenlm resource's model_path to an "
                 ".arpa/.binary file"
             )
@@ -287,7 +342,7 @@ def scoring_lm(
                 f"normalizes as {NORMALIZATION_VERSION!r}: re-materialize reference_lm"
             )
         lm = load_language_model(registered.path, order)
-        return ScoringLM(lm, registered.info["percentiles"], fixed, "reference_lm")
+        return ScoringLM(lm, registered.info["percentiles"], fixed, REFERENCE_LM)
     lm = load_language_model(model_path, order)
     percentiles = None
     if registered is not None and registered.sha256 == lm.sha256:

@@ -26,6 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from refinery.names import PRETRAIN_CORPUS
 from refinery.storage import Storage
 
 SHARD_META_KEY = b"refinery_schedule"
@@ -55,7 +56,7 @@ def write_shards(
     docs_per_step: int,
     shard_docs: int,
     row_group_docs: int,
-    corpus_asset: str = "pretrain_corpus",
+    corpus_asset: str = PRETRAIN_CORPUS,
     split_names: list[str] | None = None,
 ) -> dict[str, dict]:
     """Materialise every split of ``manifest`` under ``root/shards``; returns per-split counts.

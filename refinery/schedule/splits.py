@@ -31,9 +31,9 @@ from pydantic import BaseModel, Field, field_validator
 
 from refinery.dedup.minhash import MinHasher, jaccard
 from refinery.mixing.corpus import iter_corpus
+from refinery.names import TEXT_DEDUP_STAGES
 from refinery.storage import Storage
 
-DEDUP_STAGES = ("exact_deduplicated", "fuzzy_deduplicated")
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -167,7 +167,7 @@ def _dedup_edges(storage: Storage, keys: dict[str, int]) -> tuple[list[tuple[int
             extra.append(key)
         return keys[key]
 
-    for stage in DEDUP_STAGES:
+    for stage in TEXT_DEDUP_STAGES:
         for source in storage.partitions(stage):
             rejected = storage.read(stage, source, rejected=True)
             if not len(rejected) or "duplicate_of" not in rejected.columns:

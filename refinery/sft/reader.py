@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from refinery.ingest.text_reader import (
 from refinery.sft.normalize import Malformed, meta_json, normalize
 from refinery.sft.schema import SFT_QUARANTINE_SCHEMA, SFT_SCHEMA
 from refinery.sft.schema import TEXT_COLUMN as PROMPT_COLUMN
+from refinery.stages.report import counts_table
 
 SFT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 
@@ -49,26 +51,23 @@ class SftReader(SourceReader):
 
     def __init__(self, folder: Path, source: str, params: SftIngestParams | None = None):
         super().__init__(folder, source, params or SftIngestParams())
+        self.kinds: Counter = Counter()  # admitted records per kind and per input format
+        self.formats: Counter = Counter()
+
+    def report(self) -> dict:
+        return {
+            "kinds": counts_table(self.kinds, "records"),
+            "formats": counts_table(self.formats, "records"),
+        }
+
+    def summary(self) -> dict:
+        return {"kinds": dict(self.kinds), "formats": dict(self.formats)}
 
     def _read_file(self, path: Path, rel: str, kind: str) -> Iterator[IngestBatch]:
         if kind == ".json":
             yield from self._read_json(path, rel)
         else:
             yield from super()._read_file(path, rel, kind)
-
-    # -- quarantine rows carry the prompt and the recognised kind instead of text ---------------
-    def _quarantine(
-        self,
-        rel: str,
-        line: int | None,
-        reason: str,
-        detail: str,
-        raw: bytes | None,
-        doc_id: str | None = None,
-        text: str | None = None,
-        kind: str | None = None,
-    ) -> None:
-        self._quarantine_row(rel, line, reason, detail, raw, id=doc_id, kind=kind, prompt=text)
 
     def _admit(self, record: object, rel: str, line: int, raw: bytes | None) -> None:
         if raw is None:  # Parquet rows and JSON-array items: keep the record as JSON
@@ -107,6 +106,8 @@ class SftReader(SourceReader):
             doc_id = self._ids.derived(canonical)
         self.stats.files[rel] += 1
         self.stats.documents += 1
+        self.kinds[rec.kind] += 1
+        self.formats[rec.format] += 1
         self._batch.documents.append(
             {
                 "id": doc_id,

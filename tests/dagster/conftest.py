@@ -11,14 +11,7 @@ import pytest
 from assets import TEXT_MODELS, TEXT_PREFILTER, TEXT_QUALITY, corpus_report
 from refinery.sample import prose
 from refinery.sample.reference_sample import build_reference_sample
-from resources import (
-    ComputeResource,
-    DedupIndexResource,
-    EmbedderResource,
-    KenLMResource,
-    QualityClassifierResource,
-    RefineryHome,
-)
+from resources import DedupIndexResource, build_resources
 from tests.conftest import write_source
 
 rng = random.Random(99)
@@ -56,16 +49,9 @@ def build_inbox(layout) -> dict:
 
 def resources_for(layout, dedup: DedupIndexResource | None = None, **overrides) -> dict:
     """Every resource of the real definitions, pointed at ``layout`` (models on the CPU)."""
-    compute = ComputeResource(device="cpu", batch_size=16)
-    base = {
-        "refinery": RefineryHome(home=str(layout.home)),
-        "dedup_index": dedup or DedupIndexResource(),
-        "kenlm": KenLMResource(),
-        "quality_model": QualityClassifierResource(),
-        "compute": compute,
-        "embedder": EmbedderResource(compute=compute),
-    }
-    return {**base, **overrides}
+    return build_resources(
+        "local", home=str(layout.home), device="cpu", batch_size=16, dedup_index=dedup, **overrides
+    )
 
 
 def materialize_source(instance, layout, source, dedup=None) -> dg.ExecuteInProcessResult:

@@ -16,8 +16,15 @@ import pytest
 import torch
 from PIL import Image
 
-from assets.multimodal_image_text import clip_filtered, clip_scored, image_text_checked, raw_image_text
-from assets.multimodal_video import raw_videos, uniform_keyframes, video_keyframes
+from assets.multimodal import (
+    clip_filtered,
+    clip_scored,
+    image_text_checked,
+    raw_image_text,
+    raw_videos,
+    uniform_keyframes,
+    video_keyframes,
+)
 from refinery.multimodal import tiny_clip_train
 from refinery.multimodal.clip_model import tiny_clip_missing_message
 from refinery.multimodal.images import decode_rgb
@@ -31,7 +38,7 @@ from refinery.sample.multimodal_sample import (
     build_video_sample,
 )
 from refinery.storage import Storage
-from resources import ComputeResource, RefineryHome
+from resources import ComputeResource, build_resources
 from resources.clip import ClipResource
 
 IMAGE_TEXT = [raw_image_text, image_text_checked, clip_scored, clip_filtered]
@@ -47,8 +54,9 @@ def require_tiny_clip() -> None:
 
 
 def resources(layout, clip: ClipResource | None = None) -> dict:
-    compute = ComputeResource(device="cpu", batch_size=16, dataloader_workers=2)
-    return {"refinery": RefineryHome(home=str(layout.home)), "clip": clip or ClipResource(compute=compute)}
+    return build_resources(
+        "local", home=str(layout.home), device="cpu", batch_size=16, dataloader_workers=2, clip=clip
+    )
 
 
 def materialize(instance, layout, assets, partitions, key, run_config=None, clip=None, **kwargs):

@@ -12,18 +12,14 @@ from assets.sft import raw_sft, sft_checked, sft_selected
 from refinery.paths import Layout
 from refinery.sample.sft_sample import SFT_SOURCES, build_sft_sample
 from refinery.storage import Storage
-from resources import ComputeResource, DedupIndexResource, EmbedderResource, RefineryHome
+from resources import build_resources
 
 SFT_CHAIN = [raw_sft, sft_checked, sft_selected]
 STAGES = ["raw_sft", "sft_checked", "sft_selected"]
 
 
 def resources(layout) -> dict:
-    return {
-        "refinery": RefineryHome(home=str(layout.home)),
-        "dedup_index": DedupIndexResource(),
-        "embedder": EmbedderResource(compute=ComputeResource(device="cpu", batch_size=32)),
-    }
+    return build_resources("local", home=str(layout.home), device="cpu", batch_size=32)
 
 
 def materialize(instance, layout, source, select_config=None) -> dg.ExecuteInProcessResult:

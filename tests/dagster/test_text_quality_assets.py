@@ -12,12 +12,18 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from assets.text_clean import clean_documents
-from assets.text_dedup import exact_deduplicated, fuzzy_deduplicated
-from assets.text_embeddings import document_embeddings, semantic_deduplicated
-from assets.text_filter import heuristic_filtered
-from assets.text_ingest import raw_documents
-from assets.text_quality import perplexity_scored, quality_classifier, quality_scored, reference_lm
+from assets.text_embeddings import document_embeddings
+from assets.text_models import quality_classifier, reference_lm
+from assets.text_stages import (
+    clean_documents,
+    exact_deduplicated,
+    fuzzy_deduplicated,
+    heuristic_filtered,
+    perplexity_scored,
+    quality_scored,
+    raw_documents,
+    semantic_deduplicated,
+)
 from refinery.paths import Layout
 from refinery.sample import prose
 from refinery.sample.reference_sample import build_reference_sample

@@ -6,9 +6,9 @@ import ftfy
 import pandas as pd
 import pytest
 
+from refinery.clean.cleaning import CleanParams, clean_batch, clean_text
 from refinery.clean.normalize import _FTFY_CONFIG, fix_unicode, normalize_whitespace, strip_invisible
 from refinery.clean.pii import luhn_valid, redact
-from refinery.clean.stage import CleanParams, clean_batch, clean_text
 
 ALL = {"email", "phone", "ip", "credit_card"}
 

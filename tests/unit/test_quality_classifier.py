@@ -184,14 +184,14 @@ def test_scorer_keep_rules(trained):
     frame = pd.DataFrame({"id": [f"d{i}" for i in range(len(texts))], "text": texts})
     scores = classifier.score(texts)
     cutoff = float(np.median(scores[:-1]))
-    result = QualityScorer(classifier, QualityParams(threshold=cutoff), "web", cutoff).process(frame)
+    result = QualityScorer(classifier, QualityParams(threshold=cutoff), "web", cutoff)(frame)
     rejected = result.rejected.set_index("id")
     assert rejected.loc[f"d{len(texts) - 1}", "reason"] == "quality.no_tokens"
     assert (result.kept["quality_score"] >= cutoff).all()
     assert set(rejected["reason"]) == {"quality.below_threshold", "quality.no_tokens"}
-    pareto = QualityScorer(classifier, QualityParams(mode="pareto"), "web", float("nan")).process(frame)
+    pareto = QualityScorer(classifier, QualityParams(mode="pareto"), "web", float("nan"))(frame)
     assert len(pareto.kept) + len(pareto.rejected) == len(frame)
-    again = QualityScorer(classifier, QualityParams(mode="pareto"), "web", float("nan")).process(frame)
+    again = QualityScorer(classifier, QualityParams(mode="pareto"), "web", float("nan"))(frame)
     assert pareto.kept["id"].tolist() == again.kept["id"].tolist()  # seeded per document
 
 

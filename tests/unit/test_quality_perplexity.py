@@ -11,19 +11,17 @@ import pandas as pd
 import pytest
 
 from refinery.paths import Layout
-from refinery.quality import kenlm_tools
-from refinery.quality.kenlm_tools import (
+from refinery.quality import ngram_lm
+from refinery.quality.ngram_lm import (
     KenLMToolsMissing,
     LmplzOptions,
-    build_binary,
-    find_kenlm_tool,
-    train_arpa,
-)
-from refinery.quality.language_model import (
     ModelFormatError,
     ModelOrderError,
+    build_binary,
+    find_kenlm_tool,
     load_language_model,
     model_format,
+    train_arpa,
 )
 from refinery.quality.normalize import normalized_lines
 from refinery.quality.perplexity import (
@@ -88,8 +86,8 @@ def test_build_script_is_idempotent_and_tools_are_found():
 
 
 def test_missing_tools_say_how_to_build_them(monkeypatch, tmp_path):
-    monkeypatch.setenv(kenlm_tools.KENLM_BIN_ENV, str(tmp_path))
-    monkeypatch.setattr(kenlm_tools, "BUNDLED_BIN", tmp_path / "nothing")
+    monkeypatch.setenv(ngram_lm.KENLM_BIN_ENV, str(tmp_path))
+    monkeypatch.setattr(ngram_lm, "BUNDLED_BIN", tmp_path / "nothing")
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(KenLMToolsMissing, match=r"scripts/build_kenlm\.sh"):
         find_kenlm_tool("lmplz")
@@ -229,7 +227,7 @@ def test_scorer_buckets_filters_and_reasons(model):
     ppl = [document_perplexity(model, t) for t in unseen_prose(6)]
     cutoffs = (float(np.percentile(ppl, 33)), float(np.percentile(ppl, 66)))
 
-    keep_all = PerplexityScorer(model, PerplexityParams(), cutoffs).process(frame)
+    keep_all = PerplexityScorer(model, PerplexityParams(), cutoffs)(frame)
     assert len(keep_all.kept) == len(texts) - 1
     assert keep_all.rejected["reason"].tolist() == ["perplexity.no_tokens"]
     kept = keep_all.kept.set_index("id")
@@ -239,12 +237,12 @@ def test_scorer_buckets_filters_and_reasons(model):
     assert len(kept.loc["d8", "paragraph_perplexity"]) == len(list(normalized_lines(texts[8])))
     assert len(texts[0]) < 2000 and kept.loc["d0", "paragraph_perplexity"] is None  # short: none
 
-    no_tail = PerplexityScorer(model, PerplexityParams(drop_buckets=["tail"]), cutoffs).process(frame)
+    no_tail = PerplexityScorer(model, PerplexityParams(drop_buckets=["tail"]), cutoffs)(frame)
     assert set(no_tail.kept["perplexity_bucket"]) <= {"head", "middle"}
     tail = no_tail.rejected[no_tail.rejected["reason"] == "perplexity.tail"]
     assert "d6" in tail["id"].tolist() and "reference p66" in tail["reason_detail"].iloc[0]
 
-    absolute = PerplexityScorer(model, PerplexityParams(max_perplexity=3 * max(ppl)), cutoffs).process(frame)
+    absolute = PerplexityScorer(model, PerplexityParams(max_perplexity=3 * max(ppl)), cutoffs)(frame)
     above = absolute.rejected.set_index("id")
     assert above.loc["d6", "reason"] == "perplexity.above_max"
     assert len(absolute.kept) + len(absolute.rejected) == len(frame)

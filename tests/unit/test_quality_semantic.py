@@ -7,6 +7,14 @@ import pandas as pd
 import pytest
 from datasketch import MinHash
 
+from refinery.dedup.semantic import (
+    Claims,
+    SemanticDeduper,
+    SemanticDedupParams,
+    check_alignment,
+    plan,
+    spherical_kmeans,
+)
 from refinery.models.embedder import load_embedder
 from refinery.quality.embeddings import (
     EmbeddingParams,
@@ -14,14 +22,6 @@ from refinery.quality.embeddings import (
     embed_documents,
     read_embeddings,
     write_embeddings,
-)
-from refinery.quality.semantic_dedup import (
-    Claims,
-    SemanticDeduper,
-    SemanticDedupParams,
-    check_alignment,
-    plan,
-    spherical_kmeans,
 )
 from refinery.sample import prose
 from refinery.storage import Storage
@@ -123,7 +123,7 @@ def test_paraphrases_are_caught_and_distinct_articles_are_not(embedder):
         d = decided.decisions[f"d{i}"]
         assert d.neighbour == f"web/d{(i - 14) * 3}" and d.similarity >= 0.93
     frame = pd.DataFrame({"id": ids, "text": texts})
-    result = SemanticDeduper(decided, SemanticDedupParams()).process(frame)
+    result = SemanticDeduper(decided, SemanticDedupParams())(frame)
     assert sorted(result.rejected["duplicate_of"]) == sorted(f"web/d{(i - 14) * 3}" for i in copies)
     assert (
         result.rejected["reason_detail"].str.contains(r"cosine 0\.9\d+ ≥ 0\.930 \(ε=0\.07\) with web/d").all()

@@ -7,12 +7,13 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from refinery.batch import BatchResult, Histogram, StageStats, split_batch
+from refinery.batch import BatchResult, split_batch
 from refinery.inbox import scan
 from refinery.report import build_report
 from refinery.schema import DOCUMENT_SCHEMA, with_reasons
 from refinery.sql import connect, views, write_catalog
-from refinery.stage import run_stage
+from refinery.stages.runner import run_stage
+from refinery.stats import Histogram, StageStats
 from refinery.storage import Storage
 from tests.conftest import write_source
 

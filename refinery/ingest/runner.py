@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from refinery.batch import StageStats
 from refinery.ingest.text_reader import IngestParams, RowCollector, SourceReader
 from refinery.paths import Layout
-from refinery.stage import StageRun
+from refinery.stages.runner import StageRun
+from refinery.stats import StageStats
 from refinery.storage import Storage
 
 

@@ -6,9 +6,11 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
+from refinery import markdown
 from refinery.batch import BatchResult, split_batch
 from refinery.clean.normalize import fix_unicode, normalize_form, normalize_whitespace, strip_invisible
 from refinery.clean.pii import PII_KINDS, redact
+from refinery.metadata import Markdown
 
 PII_COLUMNS = [f"pii_{kind}" for kind in PII_KINDS]
 CLEAN_FIELDS = [pa.field(col, pa.int32()) for col in PII_COLUMNS] + [pa.field("text_changed", pa.bool_())]
@@ -52,3 +54,30 @@ def clean_batch(frame: pd.DataFrame, params: CleanParams) -> BatchResult:
         reasons.append(None if text else ("empty_after_cleaning", "no text left after cleaning"))
     out = frame.assign(text=texts, text_changed=changed, **counts)
     return split_batch(out, reasons)
+
+
+class Cleaner:
+    """The clean_documents processor: :func:`clean_batch`, plus totals for the stage's report."""
+
+    def __init__(self, params: CleanParams):
+        self.params = params
+        self.pii = dict.fromkeys(PII_COLUMNS, 0)
+        self.changed = 0
+
+    def __call__(self, frame: pd.DataFrame) -> BatchResult:
+        result = clean_batch(frame, self.params)
+        for part in (result.kept, result.rejected):
+            for col in PII_COLUMNS:
+                self.pii[col] += int(part[col].sum())
+            self.changed += int(part["text_changed"].sum())
+        return result
+
+    def report(self) -> dict:
+        return {
+            "pii_redacted": Markdown(markdown.table(["kind", "occurrences"], self.pii.items())),
+            "pii_total": sum(self.pii.values()),
+            "documents_changed": self.changed,
+        }
+
+    def summary(self) -> dict:
+        return {"pii": dict(self.pii), "documents_changed": self.changed}

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from refinery.batch import BatchResult, Histogram, StageStats
+from refinery.batch import BatchResult
 from refinery.schema import DUPLICATE_FIELDS, extend, with_reasons
+from refinery.stats import Histogram, StageStats
 from refinery.storage import DEFAULT_BATCH_ROWS, Storage
 
 

@@ -28,12 +28,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from refinery import markdown
 from refinery.batch import BatchResult, split_batch
 from refinery.dedup.keys import doc_key
+from refinery.metadata import Json, Markdown
+from refinery.names import SEMANTIC_DEDUPLICATED
 from refinery.quality.embeddings import Embeddings, read_embeddings, text_hash
 from refinery.storage import Storage
 
-SEMANTIC_ASSET = "semantic_deduplicated"
 SEMANTIC_FIELDS = [
     pa.field("semantic_cluster", pa.int32()),
     pa.field("semantic_nn_similarity", pa.float32()),
@@ -125,7 +127,7 @@ def load_claims(storage: Storage, partition: str, model: str, dim: int) -> Claim
     keys: list[str] = []
     blocks: list[np.ndarray] = []
     claims = Claims()
-    for other in storage.partitions(SEMANTIC_ASSET):
+    for other in storage.partitions(SEMANTIC_DEDUPLICATED):
         if other == partition:
             continue
         try:
@@ -137,7 +139,7 @@ def load_claims(storage: Storage, partition: str, model: str, dim: int) -> Claim
             claims.skipped[other] = f"embedded with {emb.model} (dim {emb.dim}), not {model} (dim {dim})"
             continue
         kept = set(
-            pq.read_table(storage.path(SEMANTIC_ASSET, other), columns=["id"]).column("id").to_pylist()
+            pq.read_table(storage.path(SEMANTIC_DEDUPLICATED, other), columns=["id"]).column("id").to_pylist()
         )
         rows = [i for i, doc_id in enumerate(emb.ids) if doc_id in kept]
         if len(rows) < len(kept):
@@ -271,10 +273,64 @@ def plan(
 class SemanticDeduper:
     """Applies a plan to the upstream batches (the plan needs the whole partition's embeddings)."""
 
-    def __init__(self, plan: SemanticPlan, params: SemanticDedupParams):
+    def __init__(
+        self,
+        plan: SemanticPlan,
+        params: SemanticDedupParams,
+        source: str = "",
+        device: str = "cpu",
+        embeddings_model: str = "",
+    ):
         self.plan, self.params = plan, params
+        self.source, self.device, self.embeddings_model = source, device, embeddings_model
 
-    def process(self, frame: pd.DataFrame) -> BatchResult:
+    @classmethod
+    def for_partition(
+        cls, storage: Storage, upstream: str, source: str, params: SemanticDedupParams, device: str
+    ) -> SemanticDeduper:
+        """Plan the partition: its stored embeddings (checked against ``upstream``'s documents),
+        other partitions' kept documents as earlier claims, k-means, then the decisions."""
+        emb = read_embeddings(storage, source)
+        check_alignment(emb, storage, upstream, source)
+        claims = (
+            load_claims(storage, source, emb.model, emb.dim) if params.against_other_sources else Claims()
+        )
+        decided = plan(source, emb.ids, emb.vectors, claims, params, device)
+        return cls(decided, params, source, device, emb.model)
+
+    def report(self) -> dict:
+        decided, claims = self.plan, self.plan.claims
+        sizes = decided.cluster_sizes
+        return {
+            "similarity_threshold": round(self.params.threshold, 6),
+            "clusters": decided.clusters,
+            "cluster_size_max": max(sizes) if sizes else 0,
+            "cluster_size_median": float(np.median(sizes)) if sizes else 0.0,
+            "kmeans_seconds": round(decided.seconds_kmeans, 3),
+            "device": self.device,
+            "embeddings_model": self.embeddings_model,
+            "claims_from_sources": Markdown(
+                markdown.table(["source", "kept documents compared"], sorted(claims.sources.items()))
+                if claims.sources
+                else "_none: no other partition has been deduplicated yet_"
+            ),
+            "claims_skipped": Json(claims.skipped),
+            "duplicates_within_or_across": Markdown(
+                markdown.table(["kept copy in", "removed here"], sorted(self.origins().items()))
+            ),
+        }
+
+    def origins(self) -> dict[str, int]:
+        """How many documents were removed in favour of a copy in each source (this one included)."""
+        counts: dict[str, int] = {}
+        for d in self.plan.decisions.values():
+            if d.duplicate and d.neighbour:
+                origin = d.neighbour.partition("/")[0]
+                key = f"{origin} (this partition)" if origin == self.source else origin
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def __call__(self, frame: pd.DataFrame) -> BatchResult:
         reasons, duplicate_of, similarity, clusters, nn = [], [], [], [], []
         eps, threshold = self.params.epsilon, self.params.threshold
         for doc_id in frame["id"].tolist():

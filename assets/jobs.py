@@ -1,4 +1,4 @@
-"""Jobs the sensors and schedule launch."""
+"""The jobs: which assets a sensor, a schedule or `refinery run` materializes together."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from assets import (
     VIDEO_PIPELINE,
     corpus_report,
 )
+from refinery import names
 
 if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
@@ -27,47 +28,61 @@ def _asset_job(name: str, assets: list, description: str) -> UnresolvedAssetJobD
 
 
 text_pipeline_job = _asset_job(
-    "text_pipeline",
+    names.TEXT_PIPELINE_JOB,
     TEXT_PIPELINE,
     "One text source from inbox to pretrain_corpus (needs reference_lm and quality_classifier).",
 )
 
 text_prefilter_job = _asset_job(
-    "text_prefilter",
+    names.TEXT_PREFILTER_JOB,
     TEXT_PREFILTER,
     "One text source through the rule-based stages, up to fuzzy_deduplicated.",
 )
 
 text_models_job = _asset_job(
-    "text_models",
+    names.TEXT_MODELS_JOB,
     TEXT_MODELS,
     "Train reference_lm and quality_classifier (after clean_documents exists for the sources).",
 )
 
 text_quality_job = _asset_job(
-    "text_quality", TEXT_QUALITY, "One text source through the model-based stages to pretrain_corpus."
+    names.TEXT_QUALITY_JOB, TEXT_QUALITY, "One text source through the model-based stages to pretrain_corpus."
 )
 
 corpus_report_job = _asset_job(
-    "corpus_report_job", [corpus_report], "Refresh the cross-source corpus report and the DuckDB catalog."
+    names.CORPUS_REPORT_JOB, [corpus_report], "Refresh the cross-source corpus report and the DuckDB catalog."
 )
 
-sft_pipeline_job = _asset_job("sft_pipeline", SFT_PIPELINE, "One SFT source from inbox/sft to sft_selected.")
+sft_pipeline_job = _asset_job(
+    names.SFT_PIPELINE_JOB, SFT_PIPELINE, "One SFT source from inbox/sft to sft_selected."
+)
 
 training_data_job = _asset_job(
-    "training_data",
+    names.TRAINING_DATA_JOB,
     TRAINING_DATA,
     "Domain weights, splits, mixture and training schedule over every text source.",
 )
 
 image_text_pipeline_job = _asset_job(
-    "image_text_pipeline",
+    names.IMAGE_TEXT_PIPELINE_JOB,
     IMAGE_TEXT_PIPELINE,
     "One image–text source from inbox/image_text to clip_filtered.",
 )
 
 video_pipeline_job = _asset_job(
-    "video_pipeline",
+    names.VIDEO_PIPELINE_JOB,
     VIDEO_PIPELINE,
     "One video source from inbox/video to video_keyframes and uniform_keyframes.",
 )
+
+ALL_JOBS = [
+    text_pipeline_job,
+    text_prefilter_job,
+    text_models_job,
+    text_quality_job,
+    corpus_report_job,
+    sft_pipeline_job,
+    training_data_job,
+    image_text_pipeline_job,
+    video_pipeline_job,
+]

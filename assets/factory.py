@@ -1,0 +1,188 @@
+"""The stage factory: a library stage spec plus a processor maker become one Dagster asset.
+
+Every partitioned stage of every inbox kind is built here, so each gets the same partitions,
+group, kinds, ``deps`` (from the spec's upstream), ``Config`` class (the spec's parameter model),
+invariant checks, and metadata. The asset body only builds the library's ``StageContext`` from the
+Dagster context and converts what the library returns (:mod:`refinery.metadata` values) into
+Dagster's metadata and check results.
+
+No ``from __future__ import annotations`` here: Dagster reads the asset functions' annotations,
+and the ``Config`` class of each asset is made at run time.
+"""
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+from pydantic import BaseModel
+
+from assets.gpu import gpu_asset_kwargs
+from assets.partitions import PARTITIONS_BY_KIND
+from refinery.ingest.text_reader import RowCollector
+from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published
+from refinery.stages.checks import INVARIANT_CHECKS, invariant_descriptions
+from refinery.stages.execute import StageOutcome, execute_ingest, execute_stage
+from refinery.stages.report import provenance
+from refinery.stages.spec import ProcessorMaker, StageContext, StageLog, StageSpec
+from resources import RefineryHome
+
+STAGE_KINDS = frozenset({"python", "parquet"})
+# Each inbox kind's stages form one group in the UI, named after the kind ("sft", "video", …).
+GROUP_BY_KIND = {"text": "text", "sft": "sft", "image_text": "image_text", "video": "video"}
+
+
+class _NoParams(dg.Config):
+    """Stages without parameters take no run config."""
+
+
+def config_class(params: type[BaseModel] | None) -> type[dg.Config]:
+    """The run-config class of a parameter model: the model itself, as a Dagster ``Config``, so
+    an asset's config *is* its library parameters (no copying field by field)."""
+    if params is None:
+        return _NoParams
+    return type(
+        params.__name__.removesuffix("Params") + "Config", (dg.Config, params), {"__doc__": params.__doc__}
+    )
+
+
+def metadata_value(value: Any) -> Any:
+    """One library value as Dagster metadata (scalars pass through)."""
+    if isinstance(value, Markdown):
+        return dg.MetadataValue.md(value.text)
+    if isinstance(value, Json):
+        return dg.MetadataValue.json(value.value)
+    if isinstance(value, FilePath):
+        return dg.MetadataValue.path(value.path)
+    if isinstance(value, pa.Schema):
+        return column_schema(value)
+    return value
+
+
+def to_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: metadata_value(v) for key, v in values.items()}
+
+
+def to_check_results(outcomes: Iterable[CheckOutcome]) -> list[dg.AssetCheckResult]:
+    return [
+        dg.AssetCheckResult(check_name=o.name, passed=bool(o.passed), metadata=to_metadata(o.metadata))
+        for o in outcomes
+    ]
+
+
+def column_schema(schema: pa.Schema) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
+
+
+def materialize_result(
+    metadata: Mapping[str, Any],
+    checks: Iterable[CheckOutcome] = (),
+    schema: pa.Schema | None = None,
+    row_count: int | None = None,
+) -> dg.MaterializeResult:
+    """Library results as a MaterializeResult; ``schema`` and ``row_count`` fill Dagster's own
+    column-schema and row-count entries."""
+    head: dict[str, Any] = {} if row_count is None else {"dagster/row_count": row_count}
+    if schema is not None:
+        head["dagster/column_schema"] = column_schema(schema)
+    return dg.MaterializeResult(
+        metadata={**head, **to_metadata(metadata)}, check_results=to_check_results(checks)
+    )
+
+
+def publish(context: dg.AssetExecutionContext, published: Published) -> dg.MaterializeResult:
+    """An unpartitioned asset's library result: its log lines, then its metadata and checks."""
+    for line in published.info:
+        context.log.info(line)
+    for line in published.warnings:
+        context.log.warning(line)
+    return materialize_result(published.metadata, published.checks, published.schema, published.rows)
+
+
+def check_specs(asset: str, text_column: str = "text") -> list[dg.AssetCheckSpec]:
+    descriptions = invariant_descriptions(text_column)
+    return [
+        dg.AssetCheckSpec(name, asset=asset, blocking=True, description=descriptions[name])
+        for name in INVARIANT_CHECKS
+    ]
+
+
+def stage_context(
+    context: dg.AssetExecutionContext, spec: StageSpec, params: BaseModel | None
+) -> StageContext:
+    """The library's view of one step: partition, parameters, storage, resources and log."""
+    refinery: RefineryHome = context.resources.refinery
+    source = context.partition_key
+    return StageContext(
+        spec=spec,
+        source=source,
+        params=params,
+        layout=refinery.layout(),
+        storage=refinery.storage(),
+        resources=context.resources,
+        log=StageLog(context.log),
+        provenance=provenance(spec.name, source, params),
+    )
+
+
+def _outcome_result(outcome: StageOutcome) -> dg.MaterializeResult:
+    run = outcome.run
+    head = {"dagster/row_count": run.stats.rows_out, "dagster/column_schema": column_schema(run.schema)}
+    return dg.MaterializeResult(
+        metadata={**head, **to_metadata(outcome.metadata)}, check_results=to_check_results(outcome.checks)
+    )
+
+
+def _asset_args(spec: StageSpec, resources: Iterable[str], pool: str | None, gpu: bool) -> dict:
+    args: dict[str, Any] = {
+        "name": spec.name,
+        "partitions_def": PARTITIONS_BY_KIND[spec.kind],
+        "group_name": GROUP_BY_KIND[spec.kind],
+        "kinds": {*STAGE_KINDS, *spec.kinds},
+        "check_specs": check_specs(spec.name, spec.text_column),
+        "description": spec.description,
+        "required_resource_keys": {"refinery", *resources},
+    }
+    if spec.deps:
+        args["deps"] = spec.deps
+    if gpu:
+        args.update(gpu_asset_kwargs())
+    if pool is not None:
+        args["pool"] = pool
+    return args
+
+
+def stage_asset(
+    spec: StageSpec,
+    make: ProcessorMaker,
+    *,
+    resources: Iterable[str] = (),
+    pool: str | None = None,
+    gpu: bool = False,
+) -> dg.AssetsDefinition:
+    """The asset of a partitioned stage: ``make(ctx)`` gives the batch processor for a partition
+    (or a context manager yielding it). ``resources`` names the resources ``make`` reads from
+    ``ctx.resources``; ``pool`` and ``gpu`` place the step (see assets/gpu.py)."""
+    config_type = config_class(spec.params)
+
+    @dg.asset(**_asset_args(spec, resources, pool, gpu))
+    def _stage(context: dg.AssetExecutionContext, config: config_type) -> dg.MaterializeResult:
+        params = config if spec.params is not None else None
+        return _outcome_result(execute_stage(stage_context(context, spec, params), make))
+
+    return _stage
+
+
+def ingest_asset(
+    spec: StageSpec, reader: type[RowCollector], *, resources: Iterable[str] = ()
+) -> dg.AssetsDefinition:
+    """The asset that parses ``inbox/<kind>/<source>/`` with ``reader(folder, source, params)``."""
+    config_type = config_class(spec.params)
+
+    @dg.asset(**_asset_args(spec, resources, None, False))
+    def _ingest(context: dg.AssetExecutionContext, config: config_type) -> dg.MaterializeResult:
+        ctx = stage_context(context, spec, config)
+        folder = ctx.layout.inbox_source(spec.kind, ctx.source)
+        return _outcome_result(execute_ingest(ctx, reader(folder, ctx.source, config)))
+
+    return _ingest

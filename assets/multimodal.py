@@ -1,0 +1,77 @@
+"""Image–text pairs and video keyframes, per source: each stage is its library spec, wired here.
+
+clip_scored and the keyframe stages use the clip resource, so they run in the ``gpu`` pool with the
+Kubernetes GPU request (assets/gpu.py); on a machine without a GPU they run on the CPU (compute
+``device: auto``).
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+
+from assets.factory import ingest_asset, stage_asset
+from refinery import names
+from refinery.batch import BatchProcessor
+from refinery.multimodal.clip_score import FilterProcess, ScoreAttacher
+from refinery.multimodal.image_text_check import check_batch
+from refinery.multimodal.image_text_reader import ImageTextReader
+from refinery.multimodal.keyframes import FrameStore, KeyframeAttach, keyframe_pass
+from refinery.multimodal.video_reader import VideoReaderSource
+from refinery.stages import image_text, video
+from refinery.stages.spec import StageContext
+
+VIDEO_INDEX_COLUMNS = ["id", "question", "video_file", "video_id", "video_bytes", "frames", "fps"]
+
+
+def _clip_scores(run: StageContext) -> BatchProcessor:
+    clip = run.resources.clip
+    model = clip.load()
+    path = run.storage.require(run.spec.upstream, run.source)
+    attach = ScoreAttacher.score(path, model, clip.dataloader_workers(), run.params)
+    run.provenance.update(clip_model=model.name, clip_threshold=model.threshold)
+    s = attach.scores
+    run.log.info(
+        f"{run.spec.name}[{run.source}]: {len(s.cosine)} pairs in {s.seconds:.2f}s "
+        f"({s.pairs_per_second:.1f} pairs/s, {s.encode_seconds:.2f}s in CLIP) on {model.device}"
+    )
+    return attach
+
+
+def _clip_filter(run: StageContext) -> BatchProcessor:
+    scored = run.storage.provenance(run.spec.upstream, run.source)
+    return FilterProcess.for_partition(run.storage.require(run.spec.upstream, run.source), scored, run.params)
+
+
+@contextmanager
+def _keyframes(run: StageContext, method: str) -> Iterator[BatchProcessor]:
+    clip = run.resources.clip
+    model, workers = clip.load(), clip.dataloader_workers()
+    rows = run.storage.read(names.RAW_VIDEOS, run.source, columns=VIDEO_INDEX_COLUMNS)
+    folder = run.layout.inbox_source(run.spec.kind, run.source)
+    with FrameStore(run.storage.root, run.spec.name, run.source) as store:
+        plan = keyframe_pass(rows, folder, model, store, method, run.params, workers)
+        run.provenance["clip_model"] = model.name
+        info = {"model": model.name, "device": model.device, "dataloader_workers": workers}
+        yield KeyframeAttach(plan, store, rows, run.params.strip_samples, info)
+    frames = sum(v.frames for v in plan.videos.values())
+    decoded = sum(v.decoded for v in plan.videos.values())
+    run.log.info(
+        f"{run.spec.name}[{run.source}]: {len(plan.videos)} videos, {decoded} of {frames} frames decoded "
+        f"in {plan.seconds:.2f}s"
+    )
+
+
+raw_image_text = ingest_asset(image_text.RAW_IMAGE_TEXT, ImageTextReader)
+image_text_checked = stage_asset(
+    image_text.IMAGE_TEXT_CHECKED, lambda run: partial(check_batch, params=run.params)
+)
+clip_scored = stage_asset(image_text.CLIP_SCORED, _clip_scores, resources=["clip"], gpu=True)
+clip_filtered = stage_asset(image_text.CLIP_FILTERED, _clip_filter)
+
+raw_videos = ingest_asset(video.RAW_VIDEOS, VideoReaderSource)
+video_keyframes = stage_asset(
+    video.VIDEO_KEYFRAMES, partial(_keyframes, method="query"), resources=["clip"], gpu=True
+)
+uniform_keyframes = stage_asset(
+    video.UNIFORM_KEYFRAMES, partial(_keyframes, method="uniform"), resources=["clip"], gpu=True
+)

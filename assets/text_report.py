@@ -1,0 +1,24 @@
+"""corpus_report: every text source's journey through the stages, over every source."""
+
+import dagster as dg
+
+from assets.factory import materialize_result
+from refinery import names
+from refinery.report import publish_report
+from resources import RefineryHome
+
+
+@dg.asset(
+    name=names.CORPUS_REPORT,
+    deps=[names.PRETRAIN_CORPUS],
+    group_name="text",
+    kinds={"python", "parquet", "duckdb"},
+    description="Every source's journey: documents and whitespace tokens per stage, removal reasons, and the "
+    "length distribution of the final corpus. Also refreshes reports/catalog.duckdb (SQL views over all "
+    "stages). Refreshed daily by corpus_report_schedule.",
+)
+def corpus_report(context: dg.AssetExecutionContext, refinery: RefineryHome) -> dg.MaterializeResult:
+    layout = refinery.layout()
+    metadata = publish_report(refinery.storage(), layout.reports)
+    context.log.info(f"corpus report over {metadata['sources']} sources written to {layout.reports}")
+    return materialize_result(metadata)

@@ -1,0 +1,107 @@
+"""The partitioned text stages: each is its library spec, wired to its processor in one line.
+
+Makers that need a resource (a model, the dedup index) read it from ``run.resources`` and name
+it in ``resources=``; everything else about a stage (partitions, config, deps, checks, metadata)
+comes from its spec through ``assets/factory.py``.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+
+from assets.factory import ingest_asset, stage_asset
+from refinery import markdown
+from refinery.batch import BatchProcessor, keep_all
+from refinery.clean.cleaning import Cleaner
+from refinery.dedup.exact import ExactDeduper
+from refinery.dedup.fuzzy import FuzzyDeduper
+from refinery.dedup.semantic import SemanticDeduper
+from refinery.filters.chain import filter_batch
+from refinery.ingest.text_reader import SourceReader
+from refinery.metadata import Markdown
+from refinery.quality.classifier import QualityScorer
+from refinery.quality.perplexity import PerplexityScorer
+from refinery.stages import text
+from refinery.stages.report import withdrawn_claims
+from refinery.stages.spec import StageContext
+
+DEDUP_POOL = "dedup_index"  # the shared dedup indexes: one writer at a time (dagster.yaml)
+
+
+def _heuristics(run: StageContext) -> BatchProcessor:
+    run.metadata["assumptions"] = Markdown(run.params.assumptions())
+    return partial(filter_batch, params=run.params)
+
+
+@contextmanager
+def _exact(run: StageContext) -> Iterator[BatchProcessor]:
+    dedup_index = run.resources.dedup_index
+    index = dedup_index.exact(run.layout)
+    try:
+        index.begin(run.source)
+        yield ExactDeduper(index, run.source, run.params).process
+        withdrawn = index.commit()
+        run.metadata.update(
+            index_backend=dedup_index.backend, index_size=index.count(), **withdrawn_claims(withdrawn)
+        )
+        run.summary["claims_withdrawn"] = withdrawn
+    except BaseException:
+        index.abort()
+        raise
+    finally:
+        index.close()
+
+
+@contextmanager
+def _fuzzy(run: StageContext) -> Iterator[BatchProcessor]:
+    dedup_index = run.resources.dedup_index
+    index = dedup_index.fuzzy(run.layout, run.params.index_params())
+    try:
+        removed = index.remove_source(run.source)
+        yield FuzzyDeduper(index, run.source, run.params.threshold).process
+        index.commit()
+        lsh = index.params
+        run.metadata.update(
+            index_backend=dedup_index.backend,
+            index_size=index.count(),
+            previous_entries_replaced=removed,
+            lsh_bands=Markdown(
+                markdown.table(
+                    ["bands", "rows per band", "permutations", "threshold"],
+                    [(lsh["bands"], lsh["rows"], lsh["num_perm"], lsh["threshold"])],
+                )
+            ),
+        )
+    finally:
+        index.close()
+
+
+def _perplexity(run: StageContext) -> BatchProcessor:
+    scorer = PerplexityScorer.for_model(run.resources.kenlm.load(run.layout), run.params)
+    run.provenance.update(scorer.provenance())
+    return scorer
+
+
+def _quality(run: StageContext) -> BatchProcessor:
+    classifier, info = run.resources.quality_model.load(run.layout)
+    scorer = QualityScorer.for_model(classifier, info, run.params, run.source)
+    run.provenance.update(scorer.provenance())
+    return scorer
+
+
+def _semantic(run: StageContext) -> BatchProcessor:
+    device = run.resources.compute.torch_device()
+    deduper = SemanticDeduper.for_partition(run.storage, run.spec.upstream, run.source, run.params, device)
+    run.provenance["embeddings_model"] = deduper.embeddings_model  # compared sources: metadata only
+    return deduper
+
+
+raw_documents = ingest_asset(text.RAW_DOCUMENTS, SourceReader)
+clean_documents = stage_asset(text.CLEAN_DOCUMENTS, lambda run: Cleaner(run.params))
+heuristic_filtered = stage_asset(text.HEURISTIC_FILTERED, _heuristics)
+exact_deduplicated = stage_asset(text.EXACT_DEDUPLICATED, _exact, resources=["dedup_index"], pool=DEDUP_POOL)
+fuzzy_deduplicated = stage_asset(text.FUZZY_DEDUPLICATED, _fuzzy, resources=["dedup_index"], pool=DEDUP_POOL)
+perplexity_scored = stage_asset(text.PERPLEXITY_SCORED, _perplexity, resources=["kenlm"])
+quality_scored = stage_asset(text.QUALITY_SCORED, _quality, resources=["quality_model"])
+semantic_deduplicated = stage_asset(text.SEMANTIC_DEDUPLICATED, _semantic, resources=["compute"], gpu=True)
+pretrain_corpus = stage_asset(text.PRETRAIN_CORPUS, lambda run: keep_all)

@@ -1,0 +1,85 @@
+"""What the keyframe stages show: per-video decode and embed costs, and a strip of picks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from refinery import markdown
+from refinery.metadata import FilePath, Markdown
+from refinery.multimodal.preview import frame_strip, markdown_image
+
+if TYPE_CHECKING:
+    from refinery.multimodal.keyframes import KeyframeAttach, KeyframePass
+
+
+def keyframe_report(attach: KeyframeAttach) -> dict:
+    plan, store = attach.plan, attach.store
+    frames = sum(v.frames for v in plan.videos.values())
+    decoded = sum(v.decoded for v in plan.videos.values())
+    per_video = [v.total_seconds for v in plan.videos.values()]
+    out = {
+        **attach.model_info,
+        "frames_in_videos": frames,
+        "frames_decoded": decoded,
+        "decoded_fraction": round(decoded / frames, 4) if frames else 0.0,
+        "frames_written": store.written if store else 0,
+        "seconds_per_video": round(float(np.mean(per_video)), 3) if per_video else 0.0,
+        "videos": video_table(plan),
+        "frame_strip": strip(attach),
+    }
+    if store is not None:
+        out["frames_folder"] = FilePath.of(store.final)
+    if plan.method == "query":
+        out["mean_score_selected"] = round(plan.selected_mean_score, 4) if per_video else 0.0
+        out["mean_score_uniform_same_k"] = round(plan.uniform_mean_score, 4) if per_video else 0.0
+    return out
+
+
+def strip(attach: KeyframeAttach) -> Markdown:
+    """The chosen frames of the first few questions, with their times and scores."""
+    plan, store, rows = attach.plan, attach.store, attach.rows
+    shown = []
+    if store is not None and rows is not None:
+        for qid, question, video_file in rows[["id", "question", "video_file"]].itertuples(index=False):
+            found = plan.results.get(qid)
+            if found is None:
+                continue
+            frames = [
+                (store.open(path), f"{t:.1f}s · {s:.2f}")
+                for path, t, s in zip(found.frame_paths, found.timestamps, found.scores, strict=True)
+            ]
+            shown.append((f"{video_file}: {question}", frames))
+            if len(shown) == attach.strip_samples:
+                break
+    if not shown:
+        return Markdown("_no frames_")
+    return Markdown(markdown_image(frame_strip(shown), "selected frames per question"))
+
+
+def video_table(plan: KeyframePass) -> Markdown:
+    rows = [
+        (
+            v.video_file,
+            v.questions,
+            v.frames,
+            v.decoded,
+            f"{v.decoded / v.frames:.1%}" if v.frames else "",
+            round(v.decode_seconds, 3),
+            round(v.embed_seconds, 3),
+            round(v.total_seconds, 3),
+        )
+        for v in plan.videos.values()
+    ]
+    headers = [
+        "video",
+        "questions",
+        "frames in video",
+        "frames decoded",
+        "share",
+        "decode s",
+        "embed s",
+        "total s",
+    ]
+    return Markdown(markdown.table(headers, rows) if rows else "_no videos_")

@@ -1,0 +1,90 @@
+"""The names of the asset graph, defined once.
+
+Stages, models and cross-source tables refer to each other by name: a stage reads its
+upstream's files, the corpus report walks the text stages in order, the splits read the dedup
+stages' decisions, a scoring stage finds the model another asset trained. Every such name is
+written here and only here, so renaming a stage or inserting one is a change in one place.
+"""
+
+from __future__ import annotations
+
+# -- text, per text_source partition, in pipeline order ----------------------------------------
+RAW_DOCUMENTS = "raw_documents"
+CLEAN_DOCUMENTS = "clean_documents"
+HEURISTIC_FILTERED = "heuristic_filtered"
+EXACT_DEDUPLICATED = "exact_deduplicated"
+FUZZY_DEDUPLICATED = "fuzzy_deduplicated"
+PERPLEXITY_SCORED = "perplexity_scored"
+QUALITY_SCORED = "quality_scored"
+DOCUMENT_EMBEDDINGS = "document_embeddings"
+SEMANTIC_DEDUPLICATED = "semantic_deduplicated"
+PRETRAIN_CORPUS = "pretrain_corpus"
+
+# The rule-based stages (need nothing but the inbox), then the model-based ones.
+TEXT_PREFILTER_STAGES = (
+    RAW_DOCUMENTS,
+    CLEAN_DOCUMENTS,
+    HEURISTIC_FILTERED,
+    EXACT_DEDUPLICATED,
+    FUZZY_DEDUPLICATED,
+)
+TEXT_QUALITY_STAGES = (
+    PERPLEXITY_SCORED,
+    QUALITY_SCORED,
+    DOCUMENT_EMBEDDINGS,
+    SEMANTIC_DEDUPLICATED,
+    PRETRAIN_CORPUS,
+)
+# Stages that keep or reject documents (the embeddings are a side table, not a filter).
+TEXT_FILTER_STAGES = tuple(
+    s for s in (*TEXT_PREFILTER_STAGES, *TEXT_QUALITY_STAGES) if s != DOCUMENT_EMBEDDINGS
+)
+# Stages whose rejected rows name the kept copy (duplicate_of): what splits keep together.
+TEXT_DEDUP_STAGES = (EXACT_DEDUPLICATED, FUZZY_DEDUPLICATED)
+
+# -- text models and the corpus report (not partitioned) ---------------------------------------
+REFERENCE_CORPUS = "reference_corpus"
+REFERENCE_LM = "reference_lm"
+QUALITY_CLASSIFIER = "quality_classifier"
+TEXT_MODELS = (REFERENCE_LM, QUALITY_CLASSIFIER)
+CORPUS_REPORT = "corpus_report"
+
+# -- fine-tuning records, per sft_source --------------------------------------------------------
+RAW_SFT = "raw_sft"
+SFT_CHECKED = "sft_checked"
+SFT_SELECTED = "sft_selected"
+
+# -- mixing and scheduling, over every source ---------------------------------------------------
+DOMAIN_WEIGHTS = "domain_weights"
+DOMAIN_WEIGHTS_DOCUMENTS = "domain_weights_documents"  # per-document DSIR log weights
+DOMAIN_WEIGHTS_TRAJECTORY = "domain_weights_trajectory"  # DoReMi's weights per update
+DATASET_SPLITS = "dataset_splits"
+PRETRAIN_MIXTURE = "pretrain_mixture"
+TRAINING_SCHEDULE = "training_schedule"
+
+# -- image–text pairs, per image_text_source; videos, per video_source -------------------------
+RAW_IMAGE_TEXT = "raw_image_text"
+IMAGE_TEXT_CHECKED = "image_text_checked"
+CLIP_SCORED = "clip_scored"
+CLIP_FILTERED = "clip_filtered"
+RAW_VIDEOS = "raw_videos"
+VIDEO_KEYFRAMES = "video_keyframes"
+UNIFORM_KEYFRAMES = "uniform_keyframes"
+
+# -- jobs: the runs sensors, schedules and the CLI launch ---------------------------------------
+TEXT_PIPELINE_JOB = "text_pipeline"
+TEXT_PREFILTER_JOB = "text_prefilter"
+TEXT_MODELS_JOB = "text_models"
+TEXT_QUALITY_JOB = "text_quality"
+CORPUS_REPORT_JOB = "corpus_report_job"
+SFT_PIPELINE_JOB = "sft_pipeline"
+TRAINING_DATA_JOB = "training_data"
+IMAGE_TEXT_PIPELINE_JOB = "image_text_pipeline"
+VIDEO_PIPELINE_JOB = "video_pipeline"
+# The job that takes one inbox source of each kind from raw input to its final asset.
+PIPELINE_JOB_BY_KIND = {
+    "text": TEXT_PIPELINE_JOB,
+    "sft": SFT_PIPELINE_JOB,
+    "image_text": IMAGE_TEXT_PIPELINE_JOB,
+    "video": VIDEO_PIPELINE_JOB,
+}

@@ -1,0 +1,46 @@
+"""The invariant checks every stage runs on what it wrote.
+
+Computed from the files, not from the stage's own counters, so a bug in a processor or in the
+writer cannot hide itself: ids are unique, no kept row has empty text, and every input row is
+either kept or rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from refinery.metadata import CheckOutcome
+from refinery.stages.runner import StageRun
+
+INVARIANT_CHECKS = ("unique_ids", "non_empty_text", "rows_accounted")
+
+
+def invariant_descriptions(text_column: str = "text") -> dict[str, str]:
+    return {
+        "unique_ids": "Every id appears once in the output.",
+        "non_empty_text": f"No output row has an empty or whitespace-only '{text_column}'.",
+        "rows_accounted": "Input rows = output rows + rejected rows (read back from the files).",
+    }
+
+
+def invariant_checks(run: StageRun, rows_in: int, text_column: str = "text") -> list[CheckOutcome]:
+    path = run.path
+    ids = pq.read_table(path, columns=["id"]).column("id")
+    distinct = pc.count_distinct(ids).as_py() if len(ids) else 0
+    empty = 0
+    for batch in pq.ParquetFile(path).iter_batches(columns=[text_column], batch_size=20_000):
+        column = batch.column(0)
+        trimmed = pc.utf8_trim_whitespace(column)
+        empty += int(pc.sum(pc.equal(pc.utf8_length(trimmed), 0)).as_py() or 0) + column.null_count
+    out = pq.ParquetFile(path).metadata.num_rows
+    rejected = pq.ParquetFile(run.rejected_path).metadata.num_rows
+    return [
+        CheckOutcome("unique_ids", distinct == len(ids), {"rows": len(ids), "distinct_ids": distinct}),
+        CheckOutcome("non_empty_text", empty == 0, {"empty_rows": empty}),
+        CheckOutcome(
+            "rows_accounted",
+            rows_in == out + rejected,
+            {"rows_in": rows_in, "rows_out": out, "rows_rejected": rejected},
+        ),
+    ]

@@ -1,0 +1,101 @@
+"""Executing a stage over one partition: make the processor, stream, report, check.
+
+This is everything a stage asset does apart from talking to the orchestrator, kept here so the
+Dagster layer only wires (``assets/factory.py``) and so a stage runs the same from a test, a
+benchmark or another engine: the processor maker is called once per partition, the partition is
+streamed through the processor, the per-partition stats file is written, and the metadata and the
+invariant checks are computed from the files.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from refinery.batch import BatchProcessor
+from refinery.ingest.text_reader import RowCollector
+from refinery.metadata import CheckOutcome
+from refinery.stages.checks import invariant_checks
+from refinery.stages.report import inbox_metadata, stage_metadata
+from refinery.stages.runner import StageRun, run_stage
+from refinery.stages.spec import ProcessorMaker, StageContext
+from refinery.stats import Histogram
+
+
+@dataclass
+class StageOutcome:
+    """One materialized partition: the run, what to show, and the checks' results."""
+
+    run: StageRun
+    metadata: dict[str, Any]
+    checks: list[CheckOutcome]
+
+
+def run_partition(ctx: StageContext, process: BatchProcessor) -> StageRun:
+    """Stream the upstream partition through ``process`` and write the stage's two files, in
+    batches of the parameters' ``batch_rows`` where they have one (stages whose rows hold images),
+    else the spec's."""
+    spec = ctx.spec
+    if spec.upstream is None:
+        raise ValueError(f"stage {spec.name!r} reads the inbox: run it with execute_ingest")
+    return run_stage(
+        ctx.storage,
+        spec.upstream,
+        spec.name,
+        ctx.source,
+        process,
+        list(spec.fields),
+        ctx.provenance,
+        histograms={name: Histogram(edges) for name, edges in spec.histograms.items()},
+        names_duplicates=spec.names_duplicates,
+        batch_rows=getattr(ctx.params, "batch_rows", None) or spec.batch_rows,
+        text_column=spec.text_column,
+    )
+
+
+def entered(made: Any) -> AbstractContextManager:
+    """A maker's result as a context manager (a plain processor needs no setup or teardown)."""
+    return made if isinstance(made, AbstractContextManager) else nullcontext(made)
+
+
+def execute_stage(ctx: StageContext, make: ProcessorMaker) -> StageOutcome:
+    """Make the processor, run the partition through it, then report and check."""
+    with entered(make(ctx)) as process:
+        run = run_partition(ctx, process)
+    return finish(ctx, run, process, rows_in=ctx.rows_in())
+
+
+def execute_ingest(ctx: StageContext, reader: RowCollector) -> StageOutcome:
+    """An ingest stage: stream an inbox reader's documents and quarantine rows into storage."""
+    from refinery.ingest.runner import ingest_with_reader
+
+    run = ingest_with_reader(reader, ctx.storage, ctx.spec.name, ctx.provenance)
+    meta, warnings = inbox_metadata(run, reader.folder, reader.RECORD_UNIT)
+    for warning in warnings:
+        ctx.log.warning(warning)
+    ctx.metadata = {**meta, **ctx.metadata}
+    return finish(ctx, run, reader, rows_in=run.stats.rows_in)
+
+
+def finish(ctx: StageContext, run: StageRun, process: Any, rows_in: int) -> StageOutcome:
+    """Save the partition's stats, log the headline, gather metadata and compute the checks."""
+    summary = run.stats.summary()
+    summary.update(_optional(process, "summary"))
+    summary.update(ctx.summary)
+    ctx.storage.write_stats(run.asset, run.partition, summary)
+    ctx.log.info(
+        f"{run.asset}[{run.partition}]: {run.stats.rows_in} in, {run.stats.rows_out} out, "
+        f"{run.stats.rows_rejected} rejected in {run.seconds:.2f}s"
+    )
+    metadata = {
+        **stage_metadata(run, ctx.params, ctx.spec.score_columns),
+        **ctx.metadata,
+        **_optional(process, "report"),
+    }
+    return StageOutcome(run, metadata, invariant_checks(run, rows_in, ctx.spec.text_column))
+
+
+def _optional(process: Any, method: str) -> dict:
+    found = getattr(process, method, None)
+    return dict(found()) if callable(found) else {}

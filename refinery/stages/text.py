@@ -1,0 +1,150 @@
+"""The text stages, one spec each, in pipeline order (one ``text_source`` partition per source).
+
+Each spec names its upstream, parameter model, added columns and the distributions it reports;
+the batch work is the library function or class it is wired to in ``assets/text_*.py``.
+"""
+
+from __future__ import annotations
+
+from refinery import names
+from refinery.clean.cleaning import CLEAN_FIELDS, PII_COLUMNS, CleanParams
+from refinery.dedup.exact import EXACT_FIELDS, ExactDedupParams
+from refinery.dedup.fuzzy import FUZZY_FIELDS, FuzzyDedupParams
+from refinery.dedup.semantic import SEMANTIC_FIELDS, SemanticDedupParams
+from refinery.filters.chain import SCORE_FIELDS
+from refinery.filters.params import HeuristicParams
+from refinery.ingest.text_reader import IngestParams
+from refinery.quality.classifier import QUALITY_FIELDS, QualityParams
+from refinery.quality.perplexity import PERPLEXITY_FIELDS, PerplexityParams
+from refinery.stages.spec import StageSpec
+
+SCORE_EDGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+RAW_DOCUMENTS = StageSpec(
+    name=names.RAW_DOCUMENTS,
+    kind="text",
+    params=IngestParams,
+    description="Documents parsed from $REFINERY_HOME/inbox/text/<source>/ (JSONL, JSONL.gz, Parquet, "
+    "text files). Malformed lines, bad encodings, missing/empty text and oversized documents are "
+    "quarantined in storage/rejected/raw_documents with file, line, reason and the raw bytes.",
+)
+
+CLEAN_DOCUMENTS = StageSpec(
+    name=names.CLEAN_DOCUMENTS,
+    kind="text",
+    upstream=names.RAW_DOCUMENTS,
+    params=CleanParams,
+    fields=tuple(CLEAN_FIELDS),
+    score_columns=tuple(PII_COLUMNS),
+    description="Text repaired with ftfy, normalized (NFC), stripped of control and zero-width characters, "
+    "whitespace tidied, and e-mails, phone numbers, IP addresses and Luhn-valid card numbers redacted. "
+    "Counts per PII kind are columns (pii_email, pii_phone, pii_ip, pii_credit_card).",
+)
+
+HEURISTIC_FILTERED = StageSpec(
+    name=names.HEURISTIC_FILTERED,
+    kind="text",
+    upstream=names.CLEAN_DOCUMENTS,
+    params=HeuristicParams,
+    fields=tuple(SCORE_FIELDS),
+    histograms={
+        "word_count": (50, 100, 200, 500, 1000, 2000, 5000, 10000),
+        "mean_word_length": (3, 4, 5, 6, 7, 8, 10),
+        "alpha_words_ratio": (0.8, 0.85, 0.9, 0.95),
+        "english_word_fraction": (0.1, 0.2, 0.3, 0.4, 0.5),
+        "dup_line_frac": (0.01, 0.05, 0.1, 0.2, 0.3),
+        "top_2gram_char_frac": (0.02, 0.05, 0.1, 0.15, 0.2),
+    },
+    score_columns=("word_count", "english_word_fraction", "c4_lines_removed"),
+    description="Rule-based quality filtering with the published thresholds: a language gate (the rules "
+    "assume English and say so), Gopher quality, Gopher repetition (table A1) and C4. The reason names the "
+    "first rule that failed; every score is a column. Each rule has its own threshold (None disables it) "
+    "or can be listed in disabled_rules.",
+)
+
+EXACT_DEDUPLICATED = StageSpec(
+    name=names.EXACT_DEDUPLICATED,
+    kind="text",
+    upstream=names.HEURISTIC_FILTERED,
+    params=ExactDedupParams,
+    fields=tuple(EXACT_FIELDS),
+    names_duplicates=True,
+    score_columns=("content_hash",),
+    kinds=frozenset({"sqlite"}),
+    description="Exact duplicates after normalization, against a persistent index of every partition "
+    "materialized before (first come, first served; within a partition, the first in reading order wins). "
+    "Rejected rows name the kept document in duplicate_of.",
+)
+
+FUZZY_DEDUPLICATED = StageSpec(
+    name=names.FUZZY_DEDUPLICATED,
+    kind="text",
+    upstream=names.EXACT_DEDUPLICATED,
+    params=FuzzyDedupParams,
+    fields=tuple(FUZZY_FIELDS),
+    names_duplicates=True,
+    histograms={"near_dup_similarity": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)},
+    score_columns=("near_dup_similarity",),
+    description="Near-duplicates by MinHash-LSH (datasketch; word 5-gram shingles, 128 permutations, "
+    "Jaccard 0.8 by default), within the partition and against every partition materialized before. "
+    "Candidates are verified by estimated Jaccard; rejected rows name the kept neighbour and similarity.",
+)
+
+PERPLEXITY_SCORED = StageSpec(
+    name=names.PERPLEXITY_SCORED,
+    kind="text",
+    upstream=names.FUZZY_DEDUPLICATED,
+    reads_also=(names.REFERENCE_LM,),
+    params=PerplexityParams,
+    fields=tuple(PERPLEXITY_FIELDS),
+    histograms={"perplexity": (2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000)},
+    score_columns=("perplexity", "perplexity_bucket"),
+    kinds=frozenset({"kenlm"}),
+    description="Perplexity of every document under the reference n-gram model (CCNet: normalized lines, "
+    "each scored with sentence markers; per paragraph too for long documents), and its bucket: head / middle "
+    "/ tail at the p33/p66 perplexities of held-out reference text. Every bucket is kept by default (CCNet); "
+    "drop_buckets (e.g. ['tail'], as RedPajama) and max_perplexity filter. The model's path and hash are in "
+    "the metadata and the file's provenance.",
+)
+
+QUALITY_SCORED = StageSpec(
+    name=names.QUALITY_SCORED,
+    kind="text",
+    upstream=names.PERPLEXITY_SCORED,
+    reads_also=(names.QUALITY_CLASSIFIER,),
+    params=QualityParams,
+    fields=tuple(QUALITY_FIELDS),
+    histograms={"quality_score": SCORE_EDGES},
+    score_columns=("quality_score", "perplexity"),
+    description="quality_score = P(reference-like) from the quality classifier, for every document. Kept "
+    "by default when the score reaches the p10 of the reference documents' out-of-fold scores (what scores "
+    "at least like the bottom tenth of the reference); or a fixed threshold; or GPT-3's rule (mode "
+    "'pareto': keep if pareto(α=9) > 1 - score, seeded per document). The classifier's path and hash "
+    "are recorded.",
+)
+
+SEMANTIC_DEDUPLICATED = StageSpec(
+    name=names.SEMANTIC_DEDUPLICATED,
+    kind="text",
+    upstream=names.QUALITY_SCORED,
+    reads_also=(names.DOCUMENT_EMBEDDINGS,),
+    params=SemanticDedupParams,
+    fields=tuple(SEMANTIC_FIELDS),
+    names_duplicates=True,
+    histograms={"semantic_nn_similarity": (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.99)},
+    score_columns=("semantic_nn_similarity", "semantic_cluster"),
+    kinds=frozenset({"pytorch"}),
+    description="Semantic duplicates (SemDeDup): spherical k-means (torch) over the stored embeddings, then "
+    "within each cluster a document is removed when its cosine similarity to a kept one reaches 1 - ε "
+    "(ε = 0.07 by default). First come, first served, like exact and fuzzy dedup: documents kept by other "
+    "partitions count as earlier claims, and within the partition the first in reading order wins. "
+    "Rejected rows name the kept neighbour (duplicate_of) and the similarity.",
+)
+
+PRETRAIN_CORPUS = StageSpec(
+    name=names.PRETRAIN_CORPUS,
+    kind="text",
+    upstream=names.SEMANTIC_DEDUPLICATED,
+    description="The training-ready corpus of one source: every document that passed every stage, with "
+    "all score columns (rule scores, perplexity and bucket, quality score, near-duplicate similarities).",
+)

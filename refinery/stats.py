@@ -1,0 +1,119 @@
+"""What a stage learns while it streams: counts, reasons, histograms and a few sample rows.
+
+The statistics accumulate batch by batch (memory independent of rows); the orchestration layer
+turns them into metadata, and each partition's summary is saved beside its data for the corpus
+report.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from refinery.batch import BatchResult
+
+# Document length bins in whitespace tokens, shared by every stage and the corpus report.
+LENGTH_EDGES = [10, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000]
+
+
+def whitespace_tokens(texts: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray:
+    """Whitespace tokens per text: the project's token measure (every stage's stats, the mixture)."""
+    arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts, type=pa.large_string())
+    return pc.list_value_length(pc.utf8_split_whitespace(arr)).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+@dataclass
+class Histogram:
+    """A fixed-bin histogram that accumulates across batches (memory independent of rows)."""
+
+    edges: np.ndarray
+    counts: np.ndarray = field(init=False)
+    missing: int = 0
+
+    def __post_init__(self) -> None:
+        self.edges = np.asarray(self.edges, dtype=float)
+        self.counts = np.zeros(len(self.edges) + 1, dtype=np.int64)  # under, bins…, over
+
+    def add(self, values) -> None:
+        arr = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        nan = np.isnan(arr)
+        self.missing += int(nan.sum())
+        idx = np.searchsorted(self.edges, arr[~nan], side="right")
+        self.counts += np.bincount(idx, minlength=len(self.counts))
+
+    def rows(self) -> list[tuple[str, int]]:
+        labels = [f"< {self.edges[0]:g}"]
+        labels += [f"{lo:g} – {hi:g}" for lo, hi in zip(self.edges[:-1], self.edges[1:], strict=True)]
+        labels.append(f"≥ {self.edges[-1]:g}")
+        return list(zip(labels, self.counts.tolist(), strict=True))
+
+
+@dataclass
+class StageStats:
+    """Counts a stage gathers while it streams; the Dagster layer turns them into metadata."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    chars_in: int = 0
+    chars_out: int = 0
+    tokens_out: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    length_tokens: Histogram = field(default_factory=lambda: Histogram(LENGTH_EDGES))
+    histograms: dict[str, Histogram] = field(default_factory=dict)
+    sample_kept: list[dict] = field(default_factory=list)
+    sample_rejected: list[dict] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    text_column: str | None = "text"  # what chars/tokens are counted on; None for rows without text
+
+    def observe(self, frame_in: pd.DataFrame, result: BatchResult, sample_size: int = 5) -> None:
+        self.rows_in += len(frame_in)
+        self.rows_out += len(result.kept)
+        self.rows_rejected += len(result.rejected)
+        if self.text_column and len(frame_in):
+            self.chars_in += int(frame_in[self.text_column].fillna("").str.len().sum())
+        self.observe_output(result.kept)
+        if len(result.rejected):
+            self.reasons.update(result.rejected["reason"].tolist())
+        for name, hist in self.histograms.items():
+            if name in result.kept.columns:
+                hist.add(result.kept[name])
+        _fill_sample(self.sample_kept, result.kept, sample_size)
+        _fill_sample(self.sample_rejected, result.rejected, sample_size)
+
+    def observe_output(self, kept: pd.DataFrame) -> None:
+        """Size of what a stage keeps: characters, whitespace tokens, and their histogram."""
+        if not len(kept) or not self.text_column:
+            return
+        text = pa.array(kept[self.text_column].fillna(""), type=pa.large_string())
+        tokens = whitespace_tokens(text)
+        self.chars_out += int(pc.sum(pc.utf8_length(text)).as_py())
+        self.tokens_out += int(tokens.sum())
+        self.length_tokens.add(tokens)
+
+    def summary(self) -> dict:
+        """JSON-ready counts for the per-partition stats file the corpus report aggregates."""
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "rows_rejected": self.rows_rejected,
+            "chars_in": self.chars_in,
+            "chars_out": self.chars_out,
+            "tokens_out": self.tokens_out,
+            "reasons": dict(self.reasons),
+            "length_tokens": {
+                "edges": self.length_tokens.edges.tolist(),
+                "counts": self.length_tokens.counts.tolist(),
+            },
+            **self.extra,
+        }
+
+
+def _fill_sample(sample: list[dict], frame: pd.DataFrame, size: int) -> None:
+    if len(sample) < size and len(frame):
+        sample.extend(frame.head(size - len(sample)).to_dict("records"))

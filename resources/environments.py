@@ -1,0 +1,79 @@
+"""One function builds every resource for an environment, so definitions, the CLI and the tests
+run the same graph with the same resources and differ only where an environment must.
+
+- ``local`` (the default): data under ``$REFINERY_HOME`` (``./.refinery`` when unset), dedup
+  indexes in local files, models on whatever device torch finds.
+- ``cluster``: the dedup indexes in the Redis named by ``$REFINERY_REDIS_URL`` (shared by every
+  machine), models on the GPU when the step has one.
+
+Settings that come from the environment stay ``EnvVar`` references where they are set, so the
+Dagster UI shows which variable a value comes from rather than its value.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dagster as dg
+
+from refinery.paths import HOME_ENV
+from resources.clip import ClipResource
+from resources.compute import ComputeResource
+from resources.dedup_index import DedupIndexResource
+from resources.embedder import EmbedderResource
+from resources.home import RefineryHome
+from resources.kenlm import KenLMResource
+from resources.quality import QualityClassifierResource
+
+ENVIRONMENTS = ("local", "cluster")
+ENVIRONMENT_ENV = "REFINERY_ENVIRONMENT"
+REDIS_URL_ENV = "REFINERY_REDIS_URL"
+
+
+def _from_env(name: str, default: str = "") -> str | dg.EnvVar:
+    """An ``EnvVar`` when the variable is set (shown as such in the UI), else the default."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def build_resources(
+    environment: str | None = None,
+    *,
+    home: str | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    dataloader_workers: int | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Every resource the assets use, for ``environment`` (default ``$REFINERY_ENVIRONMENT`` or
+    ``local``). ``home``, ``device``, ``batch_size`` and ``dataloader_workers`` override the
+    environment's; any resource can be replaced by passing it by key (``dedup_index=...``)."""
+    environment = environment or os.environ.get(ENVIRONMENT_ENV) or "local"
+    if environment not in ENVIRONMENTS:
+        raise ValueError(f"unknown environment {environment!r}; choose one of {ENVIRONMENTS}")
+    compute_args: dict[str, Any] = {"device": device or "auto"}
+    if batch_size is not None:
+        compute_args["batch_size"] = batch_size
+    if dataloader_workers is not None:
+        compute_args["dataloader_workers"] = dataloader_workers
+    compute = ComputeResource(**compute_args)  # one device setting shared by every model resource
+    if environment == "cluster":
+        dedup = DedupIndexResource(
+            backend="redis", redis_url=_from_env(REDIS_URL_ENV, "redis://127.0.0.1:6379/0")
+        )
+    else:
+        dedup = DedupIndexResource()
+    resources: dict[str, Any] = {
+        "refinery": RefineryHome(home=home if home is not None else _from_env(HOME_ENV)),
+        "dedup_index": dedup,
+        "compute": compute,
+        "embedder": EmbedderResource(compute=compute),
+        "kenlm": KenLMResource(),
+        "quality_model": QualityClassifierResource(),
+        "clip": ClipResource(compute=compute),
+    }
+    unknown = set(overrides) - set(resources)
+    if unknown:
+        raise KeyError(f"no resource named {sorted(unknown)}; resources are {sorted(resources)}")
+    resources.update({k: v for k, v in overrides.items() if v is not None})
+    return resources
