@@ -62,9 +62,7 @@ def _keyframes(run: StageContext, method: str) -> Iterator[BatchProcessor]:
 
 
 raw_image_text = ingest_asset(image_text.RAW_IMAGE_TEXT, ImageTextReader)
-image_text_checked = stage_asset(
-    image_text.IMAGE_TEXT_CHECKED, lambda run: partial(check_batch, params=run.params)
-)
+image_text_checked = stage_asset(image_text.IMAGE_TEXT_CHECKED, lambda run: bound(check_batch, run.params))
 clip_scored = stage_asset(image_text.CLIP_SCORED, _clip_scores, resources=["clip"], gpu=True)
 clip_filtered = stage_asset(image_text.CLIP_FILTERED, _clip_filter)
 

@@ -2,11 +2,10 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 
 from assets.factory import ingest_asset, stage_asset
 from assets.text_stages import DEDUP_POOL
-from refinery.batch import BatchProcessor
+from refinery.batch import BatchProcessor, bound
 from refinery.metadata import Json
 from refinery.sft.check import check_batch
 from refinery.sft.dedup import SftPromptDeduper, open_group_indexes
@@ -27,7 +26,7 @@ def _checks(run: StageContext) -> Iterator[BatchProcessor]:
     deduper = SftPromptDeduper(indexes, run.source, run.params)
     try:
         deduper.begin()
-        yield partial(check_batch, rules=SftRules(run.params), deduper=deduper)
+        yield bound(check_batch, SftRules(run.params), deduper)
         deduper.commit()
         run.metadata.update(
             index_backend=dedup_index.backend,

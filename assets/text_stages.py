@@ -7,11 +7,10 @@ comes from its spec through ``assets/factory.py``.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 
 from assets.factory import ingest_asset, stage_asset
 from refinery import markdown
-from refinery.batch import BatchProcessor, keep_all
+from refinery.batch import BatchProcessor, bound, keep_all
 from refinery.clean.cleaning import Cleaner
 from refinery.dedup.exact import ExactDeduper
 from refinery.dedup.fuzzy import FuzzyDeduper
@@ -30,7 +29,7 @@ DEDUP_POOL = "dedup_index"  # the shared dedup indexes: one writer at a time (da
 
 def _heuristics(run: StageContext) -> BatchProcessor:
     run.metadata["assumptions"] = Markdown(run.params.assumptions())
-    return partial(filter_batch, params=run.params)
+    return bound(filter_batch, run.params)
 
 
 @contextmanager

@@ -45,3 +45,13 @@ def split_batch(
 def keep_all(frame: pd.DataFrame) -> BatchResult:
     """The processor of a stage that publishes its upstream as it is (the final corpus)."""
     return split_batch(frame, [None] * len(frame))
+
+
+def bound(function: Callable[..., BatchResult], *args: object, **kwargs: object) -> BatchProcessor:
+    """A batch function with its other arguments fixed: ``bound(f, params)(frame) == f(frame, params)``."""
+
+    def process(frame: pd.DataFrame) -> BatchResult:
+        return function(frame, *args, **kwargs)
+
+    process.__name__ = getattr(function, "__name__", "process")
+    return process
