@@ -11,7 +11,7 @@ from functools import partial
 
 from assets.factory import ingest_asset, stage_asset
 from refinery import names
-from refinery.batch import BatchProcessor
+from refinery.batch import BatchProcessor, bound
 from refinery.multimodal.clip_score import FilterProcess, ScoreAttacher
 from refinery.multimodal.image_text_check import check_batch
 from refinery.multimodal.image_text_reader import ImageTextReader
