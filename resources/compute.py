@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from refinery.models.device import resolve_device, use_fp16
+from refinery.models.device import resolve_device
 
 
 class ComputeResource(dg.ConfigurableResource):
@@ -14,6 +14,3 @@ class ComputeResource(dg.ConfigurableResource):
 
     def torch_device(self) -> str:
         return resolve_device(self.device)
-
-    def half(self) -> bool:
-        return use_fp16(self.torch_device(), self.fp16)

@@ -7,8 +7,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from refinery.ingest.text_reader import IngestParams, RowCollector, SourceReader
-from refinery.paths import Layout
+from refinery.ingest.text_reader import RowCollector
 from refinery.stages.runner import StageRun
 from refinery.stats import StageStats
 from refinery.storage import Storage
@@ -54,10 +53,3 @@ def ingest_with_reader(
     return StageRun(
         asset, reader.source, writer.path, writer.rejected_path, time.perf_counter() - started, stats, schema
     )
-
-
-def ingest_source(
-    layout: Layout, storage: Storage, asset: str, source: str, params: IngestParams, provenance: dict
-) -> StageRun:
-    reader = SourceReader(layout.inbox_source("text", source), source, params)
-    return ingest_with_reader(reader, storage, asset, provenance)

@@ -70,8 +70,3 @@ def iter_corpus(
                 frame = frame.drop(columns=["text"])
             yield CorpusBatch(source, frame, row)
             row += len(frame)
-
-
-def has_column(storage: Storage, column: str, asset: str = PRETRAIN_CORPUS) -> dict[str, bool]:
-    """Whether each source's corpus file has ``column`` (e.g. ``perplexity`` from the KenLM stage)."""
-    return {s: column in pq.read_schema(storage.path(asset, s)).names for s in corpus_sources(storage, asset)}

@@ -29,8 +29,6 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-SEPARATOR = 0  # byte between documents (NUL does not occur in text)
-
 
 class DoremiParams(BaseModel):
     steps: int = Field(200, description="Proxy training steps (each sees every domain).")

@@ -53,12 +53,7 @@ def publish_domain_weights(
     meta = {
         "domains": len(table),
         "use": params.use,
-        "weights": Markdown(
-            _table_md(
-                table.round(4),
-                ["domain", "documents", "tokens", "natural", "uniform", "dsir", "doremi", "weight"],
-            )
-        ),
+        "weights": Markdown(_table_md(table.round(4), ["domain", "documents", "tokens", *WEIGHT_COLUMNS])),
         "weights_json": Json(dict(zip(table["domain"], table["weight"].round(6), strict=False))),
         "plot_weights": Markdown(markdown_image(weights_plot(table), "domain weights")),
         "output": FilePath.of(path),

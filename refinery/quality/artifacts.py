@@ -57,10 +57,6 @@ class ModelArtifact:
     sha256: str
     info: dict
 
-    @property
-    def short_hash(self) -> str:
-        return self.sha256[:12]
-
     def provenance(self) -> dict:
         """What a scored partition records about the model (path, hash, and how it was made)."""
         keep = ("kind", "order", "normalization", "format", "source")

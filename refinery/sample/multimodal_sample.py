@@ -38,7 +38,6 @@ from refinery.multimodal import synthetic
 from refinery.multimodal.video_synth import Stretch, write_stretches
 
 IMAGE_TEXT_SOURCES = ("shapes", "shards", "tables")
-VIDEO_SOURCES = ("clips",)
 RED_CIRCLE_VIDEO = "red_circle.mp4"
 RED_CIRCLE_SECONDS = (4.0, 8.0)  # where the red circle shows in RED_CIRCLE_VIDEO
 

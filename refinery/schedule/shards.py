@@ -31,7 +31,6 @@ from refinery.storage import Storage
 
 SHARD_META_KEY = b"refinery_schedule"
 INDEX_FILE = "index.json"
-SHARD_COLUMNS = ["position", "step", "phase", "domain", "source", "id", "epoch", "replay", "text"]
 
 
 def manifest_digest(manifest: pa.Table) -> str:
