@@ -97,6 +97,15 @@ class RowCollector:
     def batches(self) -> Iterator[IngestBatch]:
         raise NotImplementedError
 
+    def _files(self) -> Iterator[tuple[Path, str]]:
+        """Every file of the source folder with its relative name, counted in the stats (listed
+        even when it yields nothing)."""
+        for path in source_files(self.folder):
+            rel = path.relative_to(self.folder).as_posix()
+            self.stats.files[rel] += 0
+            self.stats.input_bytes += path.stat().st_size
+            yield path, rel
+
     def report(self) -> dict:
         """What the kind shows beyond the shared inbox figures (called after :meth:`batches`)."""
         return {}
@@ -152,6 +161,7 @@ class SourceReader(RowCollector):
 
     SUFFIXES: tuple[str, ...] = TEXT_SUFFIXES
     RECORD_UNIT = "records"
+    PARQUET_COLUMNS: tuple[str, ...] = ("text",)  # a Parquet file without them is quarantined whole
 
     def __init__(self, folder: Path, source: str, params: IngestParams | None = None):
         super().__init__(folder, source, params or IngestParams())
@@ -161,10 +171,7 @@ class SourceReader(RowCollector):
 
     # -- public -------------------------------------------------------------------------------
     def batches(self) -> Iterator[IngestBatch]:
-        for path in source_files(self.folder):
-            rel = path.relative_to(self.folder).as_posix()
-            self.stats.files[rel] += 0  # listed even when it yields nothing
-            self.stats.input_bytes += path.stat().st_size
+        for path, rel in self._files():
             kind = matching_suffix(path, self.SUFFIXES)
             if kind is None:
                 self._quarantine_file(
@@ -316,12 +323,13 @@ class SourceReader(RowCollector):
         except Exception as err:  # pyarrow raises several types for corrupt files
             self._quarantine_file(path, rel, "unreadable_parquet", str(err))
             return
-        if "text" not in parquet.schema_arrow.names:
+        missing = [c for c in self.PARQUET_COLUMNS if c not in parquet.schema_arrow.names]
+        if missing:
             self._quarantine_file(
                 path,
                 rel,
-                "missing_text",
-                f"parquet has no 'text' column (columns: {parquet.schema_arrow.names})",
+                f"missing_{missing[0]}",
+                f"parquet has no '{missing[0]}' column (columns: {parquet.schema_arrow.names})",
             )
             return
         row = 0
@@ -329,10 +337,14 @@ class SourceReader(RowCollector):
             for batch in parquet.iter_batches(batch_size=self.params.batch_rows):
                 for record in batch.to_pylist():
                     row += 1
-                    self._admit(record, rel, row, None)
+                    self._admit(self._parquet_record(record), rel, row, None)
                 yield from self._drain(final=False)
         except Exception as err:
             self._quarantine(rel, row + 1, "unreadable_parquet", f"stopped after row {row}: {err}", None)
+
+    def _parquet_record(self, record: dict) -> dict:
+        """One Parquet row as the record :meth:`_admit` validates."""
+        return record
 
 
 def _decode_text_file(data: bytes) -> tuple[str, str | None]:

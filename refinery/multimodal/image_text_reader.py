@@ -31,7 +31,6 @@ from refinery.ingest.text_reader import (
     RowCollector,
     matching_suffix,
     meta_json,
-    source_files,
 )
 from refinery.multimodal.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, image_hash, inspect_image
 from refinery.multimodal.records import RECORD_SUFFIXES, BadRecord, first_field, inside, iter_records
@@ -76,10 +75,7 @@ class ImageTextReader(RowCollector):
     # -- public -------------------------------------------------------------------------------
     def batches(self) -> Iterator[IngestBatch]:
         images: list[tuple[Path, str]] = []
-        for path in source_files(self.folder):
-            rel = path.relative_to(self.folder).as_posix()
-            self.stats.files[rel] += 0
-            self.stats.input_bytes += path.stat().st_size
+        for path, rel in self._files():
             if matching_suffix(path, RECORD_SUFFIXES):
                 yield from self._read_table(path, rel)
             elif matching_suffix(path, SHARD_SUFFIXES):

@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from refinery.ingest.text_reader import (
@@ -48,6 +47,7 @@ class SftReader(SourceReader):
     SCHEMA = SFT_SCHEMA
     QUARANTINE_SCHEMA = SFT_QUARANTINE_SCHEMA
     TEXT_COLUMN = PROMPT_COLUMN
+    PARQUET_COLUMNS = ()  # the dialect decides which fields a record needs
 
     def __init__(self, folder: Path, source: str, params: SftIngestParams | None = None):
         super().__init__(folder, source, params or SftIngestParams())
@@ -159,19 +159,6 @@ class SftReader(SourceReader):
             self._admit(record, rel, number, None)
             yield from self._drain(final=False)
 
-    def _read_parquet(self, path: Path, rel: str) -> Iterator[IngestBatch]:
-        try:
-            parquet = pq.ParquetFile(path)
-        except Exception as err:  # pyarrow raises several types for corrupt files
-            self._quarantine_file(path, rel, "unreadable_parquet", str(err))
-            return
-        row = 0
-        try:
-            for batch in parquet.iter_batches(batch_size=self.params.batch_rows):
-                for record in batch.to_pylist():
-                    row += 1
-                    # A column this row does not use is null, not a field of the record.
-                    self._admit({k: v for k, v in record.items() if v is not None}, rel, row, None)
-                yield from self._drain(final=False)
-        except Exception as err:
-            self._quarantine(rel, row + 1, "unreadable_parquet", f"stopped after row {row}: {err}", None)
+    def _parquet_record(self, record: dict) -> dict:
+        # A column this row does not use is null, not a field of the record.
+        return {k: v for k, v in record.items() if v is not None}
