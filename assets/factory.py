@@ -108,7 +108,10 @@ def check_specs(asset: str, text_column: str = "text") -> list[dg.AssetCheckSpec
 
 
 def stage_context(
-    context: dg.AssetExecutionContext, spec: StageSpec, params: BaseModel | None
+    context: dg.AssetExecutionContext,
+    spec: StageSpec,
+    params: BaseModel | None,
+    resource_keys: Iterable[str] = (),
 ) -> StageContext:
     """The library's view of one step: partition, parameters, storage, resources and log."""
     refinery: RefineryHome = context.resources.refinery
@@ -120,6 +123,7 @@ def stage_context(
         layout=refinery.layout(),
         storage=refinery.storage(),
         resources=context.resources,
+        resource_keys=tuple(resource_keys),
         log=StageLog(context.log),
         provenance=provenance(spec.name, source, params),
     )
@@ -164,11 +168,15 @@ def stage_asset(
     (or a context manager yielding it). ``resources`` names the resources ``make`` reads from
     ``ctx.resources``; ``pool`` and ``gpu`` place the step (see assets/gpu.py)."""
     config_type = config_class(spec.params)
+    resources = tuple(resources)
 
-    @dg.asset(**_asset_args(spec, resources, pool, gpu))
+    @dg.asset(**_asset_args(spec, [*resources, "engine", "compute"], pool, gpu))
     def _stage(context: dg.AssetExecutionContext, config: config_type) -> dg.MaterializeResult:
         params = config if spec.params is not None else None
-        return _outcome_result(execute_stage(stage_context(context, spec, params), make))
+        engine = context.resources.engine.engine()
+        gpus = context.resources.compute.num_gpus if gpu else 0
+        ctx = stage_context(context, spec, params, resources)
+        return _outcome_result(execute_stage(ctx, make, engine, gpus))
 
     return _stage
 

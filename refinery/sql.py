@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from refinery.storage import REJECTED_DIR, STATS_DIR
+from refinery.storage import PART_PATTERN, REJECTED_DIR, STATS_DIR
 
 
 def _views(storage_root: Path) -> dict[str, Path]:
@@ -23,20 +23,31 @@ def _views(storage_root: Path) -> dict[str, Path]:
             continue
         if folder.name == REJECTED_DIR:
             for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-                if any(sub.glob("*.parquet")):
+                if _patterns(sub):
                     views[f"rejected_{sub.name}"] = sub
-        elif any(folder.glob("*.parquet")):
+        elif _patterns(folder):
             views[folder.name] = folder
     return views
+
+
+def _patterns(folder: Path) -> list[str]:
+    """The globs that hold an asset's rows: single-file partitions and part folders (both layouts
+    of the data contract); only those that match, since DuckDB refuses a glob with no file."""
+    found = []
+    if any(folder.glob("*.parquet")):
+        found.append(str(folder / "*.parquet"))
+    if any(folder.glob(f"*/{PART_PATTERN}")):
+        found.append(str(folder / "*" / PART_PATTERN))
+    return found
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, storage_root: Path) -> list[str]:
     names = []
     for name, folder in _views(storage_root).items():
-        pattern = str(folder / "*.parquet").replace("'", "''")
+        listing = ", ".join("'" + p.replace("'", "''") + "'" for p in _patterns(folder))
         con.execute(
             f'CREATE OR REPLACE VIEW "{name}" AS '
-            f"SELECT * FROM read_parquet('{pattern}', union_by_name = true)"
+            f"SELECT * FROM read_parquet([{listing}], union_by_name = true)"
         )
         names.append(name)
     return names

@@ -46,6 +46,12 @@ class Histogram:
         idx = np.searchsorted(self.edges, arr[~nan], side="right")
         self.counts += np.bincount(idx, minlength=len(self.counts))
 
+    def merge(self, other: Histogram) -> None:
+        if not np.array_equal(self.edges, other.edges):
+            raise ValueError("cannot merge histograms with different bins")
+        self.counts += other.counts
+        self.missing += other.missing
+
     def rows(self) -> list[tuple[str, int]]:
         labels = [f"< {self.edges[0]:g}"]
         labels += [f"{lo:g} – {hi:g}" for lo, hi in zip(self.edges[:-1], self.edges[1:], strict=True)]
@@ -95,6 +101,19 @@ class StageStats:
         self.chars_out += int(pc.sum(pc.utf8_length(text)).as_py())
         self.tokens_out += int(tokens.sum())
         self.length_tokens.add(tokens)
+
+    def merge(self, other: StageStats, sample_size: int = 5) -> None:
+        """Fold in the statistics of a later slice of the same partition (slices merged in input
+        order give exactly the statistics of one pass over the whole partition)."""
+        for name in ("rows_in", "rows_out", "rows_rejected", "chars_in", "chars_out", "tokens_out"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.reasons.update(other.reasons)
+        self.length_tokens.merge(other.length_tokens)
+        for name, hist in self.histograms.items():
+            if name in other.histograms:
+                hist.merge(other.histograms[name])
+        self.sample_kept.extend(other.sample_kept[: max(0, sample_size - len(self.sample_kept))])
+        self.sample_rejected.extend(other.sample_rejected[: max(0, sample_size - len(self.sample_rejected))])
 
     def summary(self) -> dict:
         """JSON-ready counts for the per-partition stats file the corpus report aggregates."""

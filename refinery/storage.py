@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ REJECTED_DIR = "rejected"
 STATS_DIR = "_stats"
 DEFAULT_BATCH_ROWS = 5_000
 PROVENANCE_KEY = b"refinery"
+PART_PATTERN = "part-*.parquet"
 
 
 def table_from_frame(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -35,44 +37,102 @@ def table_from_frame(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
 
 
+def parquet_files(path: Path | None) -> list[Path]:
+    """The files of one partition's output, in row order: the file itself, or a folder's
+    ``part-*.parquet`` files in name order (part names are zero-padded slice numbers)."""
+    if path is None:
+        return []
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(path.glob(PART_PATTERN))
+    return []
+
+
+def count_rows(path: Path | None) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(path))
+
+
+def iter_path_batches(
+    path: Path, batch_rows: int = DEFAULT_BATCH_ROWS, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Every row of a partition's output (either layout) in order, as Arrow record batches."""
+    for file in parquet_files(path):
+        yield from pq.ParquetFile(file).iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def read_path(path: Path, columns: list[str] | None = None) -> pa.Table:
+    files = parquet_files(path)
+    if len(files) == 1:
+        return pq.read_table(files[0], columns=columns)
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+
 class Storage:
-    """Paths and readers for ``<root>/<asset>/<partition>.parquet`` and its rejected twin."""
+    """Paths and readers for one asset partition's output and its rejected twin.
+
+    A partition is either one file, ``<root>/<asset>/<partition>.parquet`` (what a stage running
+    in one process writes), or a folder of part files, ``<root>/<asset>/<partition>/part-NNNNN.parquet``
+    (what a stage split over many workers writes, one part per slice of its input, in input
+    order). Every reader here accepts both and returns rows in the same order; a partition never
+    has both at once (each writer removes the other layout when it commits).
+    """
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
     def path(self, asset: str, partition: str) -> Path:
+        """The single-file location (which may not exist; see :meth:`location`)."""
         return self.root / asset / f"{check_source_name(partition)}.parquet"
 
     def rejected_path(self, asset: str, partition: str) -> Path:
         return self.root / REJECTED_DIR / asset / f"{check_source_name(partition)}.parquet"
 
+    def parts_path(self, asset: str, partition: str, rejected: bool = False) -> Path:
+        """The part-files location of a partition written by many workers."""
+        base = self.root / REJECTED_DIR / asset if rejected else self.root / asset
+        return base / check_source_name(partition)
+
+    def location(self, asset: str, partition: str, rejected: bool = False) -> Path | None:
+        """Where the partition's output is: its file, its parts folder, or None."""
+        single = self.rejected_path(asset, partition) if rejected else self.path(asset, partition)
+        if single.is_file():
+            return single
+        parts = self.parts_path(asset, partition, rejected)
+        return parts if parquet_files(parts) else None
+
+    def files(self, asset: str, partition: str, rejected: bool = False) -> list[Path]:
+        return parquet_files(self.location(asset, partition, rejected))
+
     def exists(self, asset: str, partition: str) -> bool:
-        return self.path(asset, partition).exists()
+        return self.location(asset, partition) is not None
 
     def require(self, asset: str, partition: str) -> Path:
-        path = self.path(asset, partition)
-        if not path.exists():
+        """The output's location (a file, or a folder of parts that pyarrow and DuckDB read as one)."""
+        found = self.location(asset, partition)
+        if found is None:
             raise FileNotFoundError(
-                f"no output of '{asset}' for partition '{partition}' at {path}: materialize it first"
+                f"no output of '{asset}' for partition '{partition}' at {self.path(asset, partition)}: "
+                "materialize it first"
             )
-        return path
+        return found
 
     def partitions(self, asset: str) -> list[str]:
         folder = self.root / asset
         if not folder.is_dir():
             return []
-        return sorted(p.stem for p in folder.glob("*.parquet"))
+        names = {p.stem for p in folder.glob("*.parquet")}
+        names |= {p.name for p in folder.iterdir() if p.is_dir() and any(p.glob(PART_PATTERN))}
+        return sorted(names)
 
     def row_count(self, asset: str, partition: str, rejected: bool = False) -> int:
-        path = self.rejected_path(asset, partition) if rejected else self.path(asset, partition)
-        return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+        return count_rows(self.location(asset, partition, rejected))
 
     def schema(self, asset: str, partition: str) -> pa.Schema:
-        return pq.read_schema(self.require(asset, partition))
+        return pq.read_schema(parquet_files(self.require(asset, partition))[0])
 
     def provenance(self, asset: str, partition: str) -> dict:
-        return read_provenance(self.require(asset, partition))
+        return read_provenance(parquet_files(self.require(asset, partition))[0])
 
     def iter_batches(
         self,
@@ -81,15 +141,14 @@ class Storage:
         batch_rows: int = DEFAULT_BATCH_ROWS,
         columns: list[str] | None = None,
     ) -> Iterator[pd.DataFrame]:
-        parquet = pq.ParquetFile(self.require(asset, partition))
-        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+        for batch in iter_path_batches(self.require(asset, partition), batch_rows, columns):
             yield batch.to_pandas()
 
     def read(self, asset: str, partition: str, rejected: bool = False, columns: list[str] | None = None):
-        path = self.rejected_path(asset, partition) if rejected else self.require(asset, partition)
-        if not path.exists():
+        path = self.location(asset, partition, rejected) if rejected else self.require(asset, partition)
+        if path is None:
             return pd.DataFrame(columns=columns or [])
-        return pq.read_table(path, columns=columns).to_pandas()
+        return read_path(path, columns).to_pandas()
 
     # -- unpartitioned assets: one table each, at <root>/<asset>/<name or asset>.parquet ---------
     def table_path(self, asset: str, name: str | None = None) -> Path:
@@ -105,7 +164,7 @@ class Storage:
 
     def write_table(self, asset: str, table: pa.Table, provenance: dict, name: str | None = None) -> Path:
         """Write one table atomically (temporary file, then rename), stamped with what made it."""
-        target = _AtomicParquet(self.table_path(asset, name), _stamped(table.schema, provenance))
+        target = _AtomicParquet(self.table_path(asset, name), stamped(table.schema, provenance))
         try:
             target.write(table.replace_schema_metadata(target.schema.metadata))
         except BaseException:
@@ -159,10 +218,32 @@ def read_provenance(path: Path) -> dict:
     return json.loads(raw) if raw else {}
 
 
-def _stamped(schema: pa.Schema, provenance: dict) -> pa.Schema:
+def stamped(schema: pa.Schema, provenance: dict) -> pa.Schema:
     """The schema carrying the provenance stamp: what made the file, and nothing run-specific."""
     stamp = {PROVENANCE_KEY: json.dumps(provenance, sort_keys=True, default=str).encode()}
     return schema.with_metadata({**(schema.metadata or {}), **stamp})
+
+
+def replace_partition(new: Path, target: Path, other: Path) -> None:
+    """Put ``new`` (a file or a parts folder) at ``target`` and remove ``other``, the partition's
+    output in the other layout. A file replaces a file atomically; otherwise the old output is
+    first moved aside, so a reader sees the old output, then nothing, then the new one: never a
+    mix of parts, never both layouts."""
+    trash = []
+    aside_first = [other]
+    if target.exists() and (target.is_dir() or new.is_dir()):
+        aside_first.append(target)
+    for old in aside_first:
+        if old.exists():
+            aside = old.with_name(f".{old.name}.old.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+            os.replace(old, aside)
+            trash.append(aside)
+    os.replace(new, target)
+    for aside in trash:
+        if aside.is_dir():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            aside.unlink(missing_ok=True)
 
 
 class _AtomicParquet:
@@ -183,7 +264,7 @@ class _AtomicParquet:
 
     def commit(self) -> None:
         self._writer.close()
-        os.replace(self.temp, self.target)
+        replace_partition(self.temp, self.target, self.target.with_suffix(""))
 
     def abort(self) -> None:
         self._writer.close()
@@ -201,8 +282,8 @@ class PartitionWriter:
         rejected_schema: pa.Schema,
         provenance: dict,
     ):
-        self.schema = _stamped(schema.remove_metadata(), provenance)
-        self.rejected_schema = _stamped(rejected_schema.remove_metadata(), provenance)
+        self.schema = stamped(schema.remove_metadata(), provenance)
+        self.rejected_schema = stamped(rejected_schema.remove_metadata(), provenance)
         self._out = _AtomicParquet(path, self.schema)
         self._rejected = _AtomicParquet(rejected_path, self.rejected_schema)
 
@@ -244,3 +325,59 @@ class PartitionWriter:
         else:
             self._rejected.abort()
             self._out.abort()
+
+
+class PartsWriter:
+    """A partition written as parts by many workers, committed as a whole by one process.
+
+    Each worker writes the kept and rejected rows of its slice ``i`` as ``part-{i:05d}.parquet``
+    into the staging folders named by ``token`` (temporary file, then rename, so a retried slice
+    simply rewrites its part). :meth:`commit` checks that every slice's two parts are there and
+    moves the folders into place (rejected first, as for single files); :meth:`abort` removes them.
+    The output is then complete or absent, never partial.
+    """
+
+    def __init__(self, storage: Storage, asset: str, partition: str, token: str):
+        self.storage, self.asset, self.partition, self.token = storage, asset, partition, token
+
+    def staging(self, rejected: bool = False) -> Path:
+        final = self.storage.parts_path(self.asset, self.partition, rejected)
+        return final.with_name(f".{final.name}.parts-{self.token}.tmp")
+
+    @staticmethod
+    def part_name(index: int) -> str:
+        return f"part-{index:05d}.parquet"
+
+    def write_part(self, index: int, table: pa.Table, rejected: bool = False) -> Path:
+        folder = self.staging(rejected)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / self.part_name(index)
+        temp = folder / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        pq.write_table(table, temp, compression="zstd")
+        os.replace(temp, target)
+        return target
+
+    def commit(self, parts: int) -> tuple[Path, Path]:
+        for rejected in (False, True):
+            names = sorted(p.name for p in self.staging(rejected).glob(PART_PATTERN))
+            expected = [self.part_name(i) for i in range(parts)]
+            if names != expected:
+                raise RuntimeError(
+                    f"{self.asset}[{self.partition}]: {len(names)} of {parts} "
+                    f"{'rejected ' if rejected else ''}parts were written; nothing committed"
+                )
+        located = []
+        for rejected in (True, False):
+            final = self.storage.parts_path(self.asset, self.partition, rejected)
+            single = (
+                self.storage.rejected_path(self.asset, self.partition)
+                if rejected
+                else self.storage.path(self.asset, self.partition)
+            )
+            replace_partition(self.staging(rejected), final, single)
+            located.append(final)
+        return located[1], located[0]
+
+    def abort(self) -> None:
+        for rejected in (False, True):
+            shutil.rmtree(self.staging(rejected), ignore_errors=True)

@@ -5,6 +5,7 @@ from resources.clip import ClipResource
 from resources.compute import ComputeResource
 from resources.dedup_index import DedupIndexResource
 from resources.embedder import EmbedderResource
+from resources.engine import EngineResource
 from resources.environments import ENVIRONMENTS, build_resources
 from resources.home import RefineryHome
 from resources.kenlm import KenLMResource
@@ -16,6 +17,7 @@ __all__ = [
     "ComputeResource",
     "DedupIndexResource",
     "EmbedderResource",
+    "EngineResource",
     "KenLMResource",
     "QualityClassifierResource",
     "RefineryHome",

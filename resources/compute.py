@@ -11,6 +11,9 @@ class ComputeResource(dg.ConfigurableResource):
     batch_size: int = Field(64, description="Items per forward pass.")
     fp16: bool = Field(True, description="Half precision on GPU (ignored on CPU).")
     dataloader_workers: int = Field(2, description="Worker processes for decoding inputs (images, video).")
+    num_gpus: float = Field(
+        0.0, description="GPUs each Ray actor of a GPU stage asks for (engine 'ray'; 0 on CPU clusters)."
+    )
 
     def torch_device(self) -> str:
         return resolve_device(self.device)

@@ -22,6 +22,7 @@ from resources.clip import ClipResource
 from resources.compute import ComputeResource
 from resources.dedup_index import DedupIndexResource
 from resources.embedder import EmbedderResource
+from resources.engine import EngineResource
 from resources.home import RefineryHome
 from resources.kenlm import KenLMResource
 from resources.quality import QualityClassifierResource
@@ -71,6 +72,7 @@ def build_resources(
         "kenlm": KenLMResource(),
         "quality_model": QualityClassifierResource(),
         "clip": ClipResource(compute=compute),
+        "engine": EngineResource(),
     }
     unknown = set(overrides) - set(resources)
     if unknown:

@@ -81,3 +81,9 @@ class Cleaner:
 
     def summary(self) -> dict:
         return {"pii": dict(self.pii), "documents_changed": self.changed}
+
+    def absorb(self, summary: dict) -> None:
+        """Add another worker's counts (the Ray engine cleans slices in parallel)."""
+        for col, n in summary.get("pii", {}).items():
+            self.pii[col] += n
+        self.changed += summary.get("documents_changed", 0)

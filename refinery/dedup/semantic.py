@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from refinery import markdown
@@ -138,9 +137,7 @@ def load_claims(storage: Storage, partition: str, model: str, dim: int) -> Claim
         if emb.model != model or emb.dim != dim:
             claims.skipped[other] = f"embedded with {emb.model} (dim {emb.dim}), not {model} (dim {dim})"
             continue
-        kept = set(
-            pq.read_table(storage.path(SEMANTIC_DEDUPLICATED, other), columns=["id"]).column("id").to_pylist()
-        )
+        kept = set(storage.read(SEMANTIC_DEDUPLICATED, other, columns=["id"])["id"].tolist())
         rows = [i for i, doc_id in enumerate(emb.ids) if doc_id in kept]
         if len(rows) < len(kept):
             claims.skipped[other] = f"{len(kept) - len(rows)} kept documents lack an embedding (stale)"

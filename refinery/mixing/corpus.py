@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from refinery.names import PRETRAIN_CORPUS
 from refinery.stats import whitespace_tokens
-from refinery.storage import Storage
+from refinery.storage import Storage, iter_path_batches
 
 
 @dataclass
@@ -49,13 +48,12 @@ def iter_corpus(
     """
     for source in sources if sources is not None else corpus_sources(storage, asset):
         path = storage.require(asset, source)
-        parquet = pq.ParquetFile(path)
-        names = set(parquet.schema_arrow.names)
+        names = set(storage.schema(asset, source).names)
         wanted = ["id", "text"] + [c for c in (columns or []) if c in names and c not in ("id", "text")]
         if domain_column and domain_column in names and domain_column not in wanted:
             wanted.append(domain_column)
         row = 0
-        for batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted):
+        for batch in iter_path_batches(path, batch_rows, wanted):
             tokens = whitespace_tokens(batch.column("text"))
             frame = batch.to_pandas()
             domain = pd.Series(source, index=frame.index, dtype=object)

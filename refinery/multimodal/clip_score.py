@@ -33,6 +33,7 @@ from refinery.batch import BatchResult, split_batch
 from refinery.multimodal.clip_model import ClipModel
 from refinery.multimodal.images import decode_rgb
 from refinery.multimodal.preview import Extremes, sheet_markdown
+from refinery.storage import iter_path_batches, parquet_files, read_path
 
 SCORE_FIELDS = [pa.field("clip_cosine", pa.float32()), pa.field("clip_score", pa.float32())]
 RANK_FIELDS = [pa.field("clip_rank", pa.int64())]  # 1 = best of the partition
@@ -77,13 +78,15 @@ class ParquetImages:
     """
 
     def __init__(self, path: Path, preprocess, image_size: int):
-        self.path = str(path)
         self.preprocess = preprocess
         self.image_size = image_size
-        metadata = pq.ParquetFile(path).metadata
+        self.groups: list[tuple[str, int]] = []  # (file, row group), in row order (either layout)
         self.offsets = [0]
-        for i in range(metadata.num_row_groups):
-            self.offsets.append(self.offsets[-1] + metadata.row_group(i).num_rows)
+        for file in parquet_files(Path(path)):
+            metadata = pq.ParquetFile(file).metadata
+            for i in range(metadata.num_row_groups):
+                self.groups.append((str(file), i))
+                self.offsets.append(self.offsets[-1] + metadata.row_group(i).num_rows)
         self._group: int | None = None
         self._images: list | None = None
 
@@ -95,7 +98,8 @@ class ParquetImages:
 
         group = bisect.bisect_right(self.offsets, index) - 1
         if group != self._group:
-            table = pq.ParquetFile(self.path).read_row_group(group, columns=["image"])
+            file, row_group = self.groups[group]
+            table = pq.ParquetFile(file).read_row_group(row_group, columns=["image"])
             self._images, self._group = table.column("image").to_pylist(), group
         data = self._images[index - self.offsets[group]]
         try:
@@ -171,7 +175,7 @@ class _Column:
     """A column of a Parquet file handed out ``n`` values at a time, across row groups."""
 
     def __init__(self, path: Path, column: str, batch_rows: int):
-        self._batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column])
+        self._batches = iter_path_batches(path, batch_rows, [column])
         self._buffer: list = []
 
     def take(self, n: int) -> list:
@@ -262,7 +266,7 @@ def resolve_threshold(p: ClipFilterParams, calibrated: float | None) -> float:
 
 def plan_filter(path: Path, p: ClipFilterParams, threshold: float = LAION_THRESHOLD) -> FilterPlan:
     """Threshold mode needs nothing; top-fraction mode ranks the partition by (cosine, id)."""
-    table = pq.read_table(path, columns=["id", "clip_cosine"])
+    table = read_path(path, columns=["id", "clip_cosine"])
     rows = table.num_rows
     if p.mode == "threshold":
         return FilterPlan("threshold", threshold, None, {}, rows)

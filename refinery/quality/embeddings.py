@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 from refinery.metadata import CheckOutcome, FilePath, Json
 from refinery.models.embedder import Embedder
 from refinery.names import DOCUMENT_EMBEDDINGS
-from refinery.storage import PROVENANCE_KEY, Storage
+from refinery.storage import PROVENANCE_KEY, Storage, iter_path_batches
 
 
 class EmbeddingParams(BaseModel):
@@ -211,7 +211,10 @@ EMBEDDING_CHECKS = {
 def embedding_checks(storage: Storage, upstream: str, partition: str) -> list[CheckOutcome]:
     """Read back what was written: one row per upstream document in order, unit-norm vectors."""
     ids = pq.read_table(storage.path(DOCUMENT_EMBEDDINGS, partition), columns=["id"]).column("id")
-    upstream_ids = pq.read_table(storage.require(upstream, partition), columns=["id"]).column("id")
+    upstream_ids = pa.chunked_array(
+        [b.column(0) for b in iter_path_batches(storage.require(upstream, partition), columns=["id"])],
+        type=pa.string(),
+    )
     vectors = read_embeddings(storage, partition).vectors
     norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(0)
     bad_norm = int((~np.isfinite(norms) | (np.abs(norms - 1.0) > 1e-3)).sum())

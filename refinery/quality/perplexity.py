@@ -229,3 +229,7 @@ class PerplexityScorer:
 
     def summary(self) -> dict:
         return {"perplexity_buckets": dict(self.buckets)}
+
+    def absorb(self, summary: dict) -> None:
+        """Add another worker's bucket counts (the Ray engine scores slices in parallel)."""
+        self.buckets.update(summary.get("perplexity_buckets", {}))

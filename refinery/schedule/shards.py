@@ -64,7 +64,7 @@ def write_shards(
     manifest has none), so a loader can tell an empty split from a misspelt one."""
     schedule_id = manifest_digest(manifest)
     sources = sorted(set(manifest.column("source").to_pylist()))
-    files = [str(storage.require(corpus_asset, s)) for s in sources]
+    files = [str(f) for s in sources for f in storage.files(corpus_asset, s)]
     staging = root / f".shards.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     staging.mkdir(parents=True)
     summary: dict[str, dict] = {}

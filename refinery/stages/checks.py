@@ -8,10 +8,10 @@ either kept or rejected with a reason.
 from __future__ import annotations
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from refinery.metadata import CheckOutcome
 from refinery.stages.runner import StageRun
+from refinery.storage import count_rows, iter_path_batches, read_path
 
 INVARIANT_CHECKS = ("unique_ids", "non_empty_text", "rows_accounted")
 
@@ -26,15 +26,15 @@ def invariant_descriptions(text_column: str = "text") -> dict[str, str]:
 
 def invariant_checks(run: StageRun, rows_in: int, text_column: str = "text") -> list[CheckOutcome]:
     path = run.path
-    ids = pq.read_table(path, columns=["id"]).column("id")
+    ids = read_path(path, columns=["id"]).column("id")
     distinct = pc.count_distinct(ids).as_py() if len(ids) else 0
     empty = 0
-    for batch in pq.ParquetFile(path).iter_batches(columns=[text_column], batch_size=20_000):
+    for batch in iter_path_batches(path, 20_000, [text_column]):
         column = batch.column(0)
         trimmed = pc.utf8_trim_whitespace(column)
         empty += int(pc.sum(pc.equal(pc.utf8_length(trimmed), 0)).as_py() or 0) + column.null_count
-    out = pq.ParquetFile(path).metadata.num_rows
-    rejected = pq.ParquetFile(run.rejected_path).metadata.num_rows
+    out = count_rows(path)
+    rejected = count_rows(run.rejected_path)
     return [
         CheckOutcome("unique_ids", distinct == len(ids), {"rows": len(ids), "distinct_ids": distinct}),
         CheckOutcome("non_empty_text", empty == 0, {"empty_rows": empty}),

@@ -15,7 +15,7 @@ from typing import Any
 
 from refinery.batch import BatchProcessor
 from refinery.ingest.text_reader import RowCollector
-from refinery.metadata import CheckOutcome
+from refinery.metadata import CheckOutcome, Json
 from refinery.stages.checks import invariant_checks
 from refinery.stages.report import inbox_metadata, stage_metadata
 from refinery.stages.runner import StageRun, run_stage
@@ -59,10 +59,15 @@ def entered(made: Any) -> AbstractContextManager:
     return made if isinstance(made, AbstractContextManager) else nullcontext(made)
 
 
-def execute_stage(ctx: StageContext, make: ProcessorMaker) -> StageOutcome:
-    """Make the processor, run the partition through it, then report and check."""
-    with entered(make(ctx)) as process:
-        run = run_partition(ctx, process)
+def execute_stage(
+    ctx: StageContext, make: ProcessorMaker, engine: Any = None, gpus: float = 0
+) -> StageOutcome:
+    """Make the processor, run the partition through it (in this process, or on ``engine``:
+    see :mod:`refinery.engine`), then report and check."""
+    from refinery.engine.local import LocalEngine
+
+    ctx.engine = engine or ctx.engine or LocalEngine()
+    run, process = ctx.engine.run(ctx, make, gpus)
     return finish(ctx, run, process, rows_in=ctx.rows_in())
 
 
@@ -93,6 +98,8 @@ def finish(ctx: StageContext, run: StageRun, process: Any, rows_in: int) -> Stag
         **ctx.metadata,
         **_optional(process, "report"),
     }
+    if "engine" in run.extra:
+        metadata["engine"] = Json(run.extra["engine"])
     return StageOutcome(run, metadata, invariant_checks(run, rows_in, ctx.spec.text_column))
 
 

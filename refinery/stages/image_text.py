@@ -45,6 +45,7 @@ IMAGE_TEXT_CHECKED = StageSpec(
     score_columns=("caption_words", "aspect_ratio", "pixel_std"),
     text_column=CAPTION_COLUMN,
     batch_rows=256,
+    parallel=True,
     description="Single-modality rules before any model: the image decodes to RGB, its shortest side, aspect "
     "ratio and blankness; the caption is cleaned like text (ftfy, NFC, invisible characters, PII) and "
     "checked for placeholders, file names, URLs, word count, Gopher's shape rules with caption thresholds, "

@@ -18,7 +18,7 @@ import pyarrow as pa
 from refinery.batch import BatchResult
 from refinery.schema import DUPLICATE_FIELDS, extend, with_reasons
 from refinery.stats import Histogram, StageStats
-from refinery.storage import DEFAULT_BATCH_ROWS, Storage
+from refinery.storage import DEFAULT_BATCH_ROWS, Storage, stamped
 
 
 @dataclass
@@ -35,6 +35,18 @@ class StageRun:
     @property
     def mb_per_s(self) -> float:
         return self.stats.chars_in / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+def output_schemas(
+    in_schema: pa.Schema, new_fields: list[pa.Field], names_duplicates: bool, provenance: dict | None = None
+) -> tuple[pa.Schema, pa.Schema]:
+    """A stage's output schema (its input's columns, then its own) and its rejected schema (plus
+    the reasons, and duplicate_of/similarity for dedup stages); stamped when ``provenance`` is given."""
+    schema = extend(in_schema, new_fields)
+    rejected = with_reasons(schema, DUPLICATE_FIELDS if names_duplicates else None)
+    if provenance is None:
+        return schema, rejected
+    return stamped(schema, provenance), stamped(rejected, provenance)
 
 
 def run_stage(
@@ -56,9 +68,9 @@ def run_stage(
     ``prompt`` for SFT records); ``None`` for rows without text.
     """
     started = time.perf_counter()
-    in_schema = storage.schema(upstream, partition)
-    schema = extend(in_schema, new_fields)
-    rejected_schema = with_reasons(schema, DUPLICATE_FIELDS if names_duplicates else None)
+    schema, rejected_schema = output_schemas(
+        storage.schema(upstream, partition), new_fields, names_duplicates
+    )
     stats = StageStats(histograms=histograms or {}, text_column=text_column)
     with storage.writer(asset, partition, schema, rejected_schema, provenance) as writer:
         for batch in storage.iter_batches(upstream, partition, batch_rows=batch_rows):

@@ -48,6 +48,9 @@ class StageSpec:
     reads_also: tuple[str, ...] = ()  # other assets it depends on (models, embeddings)
     kinds: frozenset[str] = frozenset()  # technologies it uses beyond Python and Parquet
     batch_rows: int = DEFAULT_BATCH_ROWS
+    # Each row is decided from that row alone (no index, no whole-partition plan), so an engine
+    # may split the partition over workers and get the same rows and reasons in the same order.
+    parallel: bool = False
 
     @property
     def deps(self) -> list[str]:
@@ -60,6 +63,12 @@ class StageLog:
 
     def __init__(self, logger: Any = None):
         self._logger = logger or logging.getLogger("refinery")
+
+    def __getstate__(self) -> dict:
+        return {}  # a copy sent to another process logs there, to Python's logging
+
+    def __setstate__(self, state: dict) -> None:
+        self._logger = logging.getLogger("refinery")
 
     def info(self, message: str) -> None:
         self._logger.info(message)
@@ -81,6 +90,8 @@ class StageContext:
     layout: Layout
     storage: Storage
     resources: Any = None
+    resource_keys: tuple[str, ...] = ()  # the resources a maker may read (what travels to workers)
+    engine: Any = None  # where batches run (refinery.engine): makers may map a whole column on it
     log: StageLog = field(default_factory=StageLog)
     provenance: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)

@@ -36,6 +36,7 @@ CLEAN_DOCUMENTS = StageSpec(
     params=CleanParams,
     fields=tuple(CLEAN_FIELDS),
     score_columns=tuple(PII_COLUMNS),
+    parallel=True,
     description="Text repaired with ftfy, normalized (NFC), stripped of control and zero-width characters, "
     "whitespace tidied, and e-mails, phone numbers, IP addresses and Luhn-valid card numbers redacted. "
     "Counts per PII kind are columns (pii_email, pii_phone, pii_ip, pii_credit_card).",
@@ -56,6 +57,7 @@ HEURISTIC_FILTERED = StageSpec(
         "top_2gram_char_frac": (0.02, 0.05, 0.1, 0.15, 0.2),
     },
     score_columns=("word_count", "english_word_fraction", "c4_lines_removed"),
+    parallel=True,
     description="Rule-based quality filtering with the published thresholds: a language gate (the rules "
     "assume English and say so), Gopher quality, Gopher repetition (table A1) and C4. The reason names the "
     "first rule that failed; every score is a column. Each rule has its own threshold (None disables it) "
@@ -100,6 +102,7 @@ PERPLEXITY_SCORED = StageSpec(
     histograms={"perplexity": (2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000)},
     score_columns=("perplexity", "perplexity_bucket"),
     kinds=frozenset({"kenlm"}),
+    parallel=True,
     description="Perplexity of every document under the reference n-gram model (CCNet: normalized lines, "
     "each scored with sentence markers; per paragraph too for long documents), and its bucket: head / middle "
     "/ tail at the p33/p66 perplexities of held-out reference text. Every bucket is kept by default (CCNet); "
@@ -116,6 +119,7 @@ QUALITY_SCORED = StageSpec(
     fields=tuple(QUALITY_FIELDS),
     histograms={"quality_score": SCORE_EDGES},
     score_columns=("quality_score", "perplexity"),
+    parallel=True,
     description="quality_score = P(reference-like) from the quality classifier, for every document. Kept "
     "by default when the score reaches the p10 of the reference documents' out-of-fold scores (what scores "
     "at least like the bottom tenth of the reference); or a fixed threshold; or GPT-3's rule (mode "
@@ -145,6 +149,7 @@ PRETRAIN_CORPUS = StageSpec(
     name=names.PRETRAIN_CORPUS,
     kind="text",
     upstream=names.SEMANTIC_DEDUPLICATED,
+    parallel=True,
     description="The training-ready corpus of one source: every document that passed every stage, with "
     "all score columns (rule scores, perplexity and bucket, quality score, near-duplicate similarities).",
 )

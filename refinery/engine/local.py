@@ -1,0 +1,43 @@
+"""The local engine: the partition streams through one processor in this process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from refinery.stages.execute import entered, run_partition
+from refinery.stages.runner import StageRun
+from refinery.stages.spec import ProcessorMaker, StageContext
+from refinery.storage import DEFAULT_BATCH_ROWS, iter_path_batches
+
+
+class LocalEngine:
+    """Runs every stage in-process, batch after batch (the default; needs nothing installed)."""
+
+    name = "local"
+
+    def run(self, ctx: StageContext, make: ProcessorMaker, gpus: float = 0) -> tuple[StageRun, Any]:
+        with entered(make(ctx)) as process:
+            run = run_partition(ctx, process)
+        return run, process
+
+    def map_slices(
+        self,
+        location: Path,
+        make_fn: Callable[[], Callable[[pd.DataFrame], np.ndarray]],
+        columns: list[str],
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        gpus: float = 0,
+    ) -> np.ndarray:
+        """``fn(batch)`` for every batch of a partition, rows in order, stacked (``make_fn`` runs
+        once: it loads what ``fn`` needs, e.g. a model)."""
+        fn = make_fn()
+        parts = [fn(batch.to_pandas()) for batch in iter_path_batches(location, batch_rows, columns)]
+        return np.concatenate(parts) if parts else fn(pd.DataFrame({c: [] for c in columns}))
+
+    def describe(self) -> dict:
+        return {"engine": self.name}

@@ -1,0 +1,347 @@
+"""The Ray engine: a stage's slices processed by a pool of Ray actors, parts committed as a whole.
+
+The library operators run unchanged: Ray Data ``map_batches`` over the partition's slices
+(:mod:`refinery.engine.slices`), each actor building the stage's processor once (so a model is
+loaded once per actor) and writing the two part files of every slice it is given. The driver
+commits the parts folder only when every slice's parts are there (:class:`PartsWriter`), so a
+partition is complete or absent, never partial; a slice whose worker died is retried by Ray and
+rewrites the same part names.
+
+**Ordering rule.** Part ``i`` holds slice ``i``, slices follow the upstream files and row groups
+in order, and rows keep their order within a slice: reading the parts in name order gives the
+rows, reasons and columns the local engine writes, in the same order. Only stages whose processor
+decides each row from that row alone (``StageSpec.parallel``) are split; the others (dedup with
+its shared index, semantic dedup and selection over the whole partition) run on the driver, as
+with the local engine.
+
+A processor that counts across batches (e.g. PII totals) offers ``absorb(summary)``: each slice
+returns what its counts grew by, and the driver's own processor absorbs them for the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from refinery.engine.slices import Slice, plan_slices, process_slice
+from refinery.stages.execute import entered, run_partition
+from refinery.stages.runner import StageRun, output_schemas
+from refinery.stages.spec import ProcessorMaker, StageContext, StageLog
+from refinery.stats import Histogram, StageStats
+from refinery.storage import DEFAULT_BATCH_ROWS, PartsWriter
+
+log = logging.getLogger(__name__)
+
+
+class RayUnavailable(ConnectionError):
+    """The Ray cluster named by the engine's address cannot be reached."""
+
+
+@dataclass
+class RayEngine:
+    """Runs parallel stages on the Ray cluster at ``address``.
+
+    ``address``: ``auto`` (the cluster this machine belongs to, or ``$RAY_ADDRESS``),
+    ``ray://host:10001`` (Ray Client), ``host:port`` (a head node's GCS), or ``local`` (start a
+    cluster in this process with ``num_cpus``). ``workers`` is the actor pool size (default: one per
+    CPU of the cluster), ``slice_rows`` the rows per slice and part file. ``runtime_env`` is passed
+    to ``ray.init`` (e.g. env vars).
+    """
+
+    address: str = "auto"
+    workers: int | None = None
+    slice_rows: int = 20_000
+    num_cpus: int | None = None  # for address 'local'
+    cpus_per_worker: float = 1.0
+    runtime_env: dict = field(default_factory=dict)
+    connect_timeout_s: float = 10.0
+    node_ip_address: str | None = None  # e.g. 127.0.0.1 when the cluster listens on loopback only
+    name = "ray"
+
+    def describe(self) -> dict:
+        return {
+            "engine": self.name,
+            "address": self.address,
+            "workers": self.workers,
+            "slice_rows": self.slice_rows,
+        }
+
+    # -- connecting ---------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Attach to (or, for ``local``, start) the cluster once per process. An address that does
+        not answer fails at once with its name (``ray.init`` itself would retry for minutes)."""
+        import ray
+
+        if ray.is_initialized():
+            return
+        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False}
+        if self.runtime_env:
+            kwargs["runtime_env"] = self.runtime_env
+        if self.node_ip_address:
+            kwargs["_node_ip_address"] = self.node_ip_address
+        address = None if self.address == "local" else self.address
+        if address == "local" or address is None:
+            kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
+        else:
+            self._check_reachable(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as err:  # Ray raises ConnectionError, RuntimeError or its own types
+            raise RayUnavailable(self._unreachable(f"{type(err).__name__}: {err}")) from err
+
+    def _check_reachable(self, address: str) -> None:
+        import socket
+
+        target = address.removeprefix("ray://")
+        if target == "auto" or ":" not in target:
+            return
+        host, _, port = target.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=self.connect_timeout_s):
+                pass
+        except (OSError, ValueError) as err:
+            raise RayUnavailable(self._unreachable(str(err))) from err
+
+    def _unreachable(self, why: str) -> str:
+        return (
+            f"cannot reach the Ray cluster at {self.address!r}: {why}. Start one (`ray start --head`), set "
+            "the engine's address to a running cluster, or use engine kind 'local'. Nothing was written."
+        )
+
+    def pool_size(self) -> int:
+        import ray
+
+        if self.workers:
+            return self.workers
+        return max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_worker))
+
+    # -- running a stage ----------------------------------------------------------------------
+    def run(self, ctx: StageContext, make: ProcessorMaker, gpus: float = 0) -> tuple[StageRun, Any]:
+        if not ctx.spec.parallel:
+            with entered(make(ctx)) as process:  # needs the whole partition in order: on the driver
+                return run_partition(ctx, process), process
+        self.connect()
+        started = time.perf_counter()
+        spec = ctx.spec
+        upstream = ctx.storage.require(spec.upstream, ctx.source)
+        slices = plan_slices(upstream, self.slice_rows)
+        process = make(ctx)  # the driver's own: loads once, updates the provenance, gives the report
+        schema, rejected_schema = output_schemas(
+            ctx.storage.schema(spec.upstream, ctx.source),
+            list(spec.fields),
+            spec.names_duplicates,
+            ctx.provenance,
+        )
+        writer = PartsWriter(ctx.storage, spec.name, ctx.source, uuid.uuid4().hex[:12])
+        job = SliceJob(
+            context=_portable(ctx),
+            make=make,
+            writer=writer,
+            schema=schema,
+            rejected_schema=rejected_schema,
+            batch_rows=getattr(ctx.params, "batch_rows", None) or spec.batch_rows,
+        )
+        try:
+            results = self._map(job, slices, gpus)
+            stats = _merge_stats(results, spec.histograms, spec.text_column)
+            for delta in (r["summary"] for r in sorted(results, key=lambda r: r["index"])):
+                absorb = getattr(process, "absorb", None)
+                if callable(absorb) and delta:
+                    absorb(delta)
+            path, rejected_path = writer.commit(len(slices))
+        except BaseException:
+            writer.abort()
+            raise
+        ctx.log.info(
+            f"{spec.name}[{ctx.source}]: {len(slices)} slices on Ray ({self.address}), "
+            f"{len({r['node'] for r in results})} node(s), {len({r['worker'] for r in results})} worker(s)"
+        )
+        run = StageRun(
+            spec.name, ctx.source, path, rejected_path, time.perf_counter() - started, stats, schema
+        )
+        run.extra["engine"] = {
+            **self.describe(),
+            "slices": len(slices),
+            "nodes": len({r["node"] for r in results}),
+            "workers_used": len({r["worker"] for r in results}),
+        }
+        return run, process
+
+    def map_slices(
+        self,
+        location: Any,
+        make_fn: Callable[[], Callable[[Any], np.ndarray]],
+        columns: list[str],
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        gpus: float = 0,
+    ) -> np.ndarray:
+        """``fn(batch)`` for every batch of a partition, computed by a pool of actors (each runs
+        ``make_fn`` once: a model loads once per actor), stacked in row order."""
+        import ray.data
+        from ray import cloudpickle
+
+        self.connect()
+        slices = plan_slices(location, self.slice_rows)
+        payload = cloudpickle.dumps((make_fn, columns, batch_rows))
+        dataset = ray.data.from_items(
+            [{"slice": pickle.dumps(s)} for s in slices], override_num_blocks=len(slices)
+        )
+        rows = dataset.map_batches(
+            ColumnActor,
+            fn_constructor_kwargs={"payload": payload},
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=min(self.pool_size(), len(slices))),
+            num_cpus=self.cpus_per_worker,
+            num_gpus=gpus or None,
+        ).take_all()
+        parts = [pickle.loads(r["array"]) for r in sorted(rows, key=lambda r: int(r["index"]))]
+        non_empty = [a for a in parts if len(a)]
+        return np.concatenate(non_empty) if non_empty else parts[0]
+
+    def _map(self, job: SliceJob, slices: list[Slice], gpus: float) -> list[dict]:
+        import ray.data
+        from ray import cloudpickle
+
+        payload = cloudpickle.dumps(job)  # makers may be lambdas; cloudpickle sends them by value
+        items = [{"slice": pickle.dumps(s)} for s in slices]
+        dataset = ray.data.from_items(items, override_num_blocks=len(items))
+        # Ray Data restarts a map actor whose process died and retries its task there (its default
+        # max_restarts/max_task_retries of -1); an exception raised by the stage itself is not
+        # retried and fails the stage.
+        out = dataset.map_batches(
+            SliceActor,
+            fn_constructor_kwargs={"payload": payload},
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=min(self.pool_size(), len(slices))),
+            num_cpus=self.cpus_per_worker,
+            num_gpus=gpus or None,
+        )
+        rows = out.take_all()
+        return [
+            {
+                "index": int(r["index"]),
+                "stats": pickle.loads(r["stats"]),
+                "summary": pickle.loads(r["summary"]),
+                "node": r["node"],
+                "worker": r["worker"],
+            }
+            for r in rows
+        ]
+
+
+@dataclass
+class SliceJob:
+    """Everything a worker needs to build the processor and write its slices' parts."""
+
+    context: StageContext
+    make: ProcessorMaker
+    writer: PartsWriter
+    schema: Any
+    rejected_schema: Any
+    batch_rows: int
+
+
+class SliceActor:
+    """One Ray actor: builds the stage's processor once, then processes the slices it is given."""
+
+    def __init__(self, payload: bytes):
+        self.job: SliceJob = pickle.loads(payload)
+        self.process = self.job.make(replace(self.job.context, log=StageLog(log)))
+        self.before: dict = _summary(self.process)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        import os
+
+        import ray
+
+        out: dict[str, list] = {"index": [], "stats": [], "summary": [], "node": [], "worker": []}
+        job, spec = self.job, self.job.context.spec
+        for raw in batch["slice"]:
+            piece: Slice = pickle.loads(raw)
+            stats = process_slice(
+                piece,
+                self.process,
+                job.writer,
+                job.schema,
+                job.rejected_schema,
+                dict(spec.histograms),
+                spec.text_column,
+                job.batch_rows,
+            )
+            after = _summary(self.process)
+            out["index"].append(piece.index)
+            out["stats"].append(pickle.dumps(stats))
+            out["summary"].append(pickle.dumps(_delta(after, self.before)))
+            out["node"].append(ray.get_runtime_context().get_node_id())
+            out["worker"].append(f"{ray.get_runtime_context().get_node_id()}:{os.getpid()}")
+            self.before = after
+        return out
+
+
+def _portable(ctx: StageContext) -> StageContext:
+    """The context without what cannot travel: the orchestrator's logger, its config class and its
+    resources object (replaced by the plain resource objects the maker may read)."""
+    plain = SimpleNamespace(**{n: getattr(ctx.resources, n) for n in ctx.resource_keys})
+    # The library's own parameter class (the orchestrator's config class need not exist remotely).
+    params = ctx.spec.params.model_validate(ctx.params.model_dump()) if ctx.params is not None else None
+    return replace(ctx, params=params, resources=plain, log=StageLog(), metadata={}, summary={})
+
+
+def _summary(process: Any) -> dict:
+    found = getattr(process, "summary", None)
+    return dict(found()) if callable(found) else {}
+
+
+def _delta(after: Any, before: Any) -> Any:
+    """What numeric counts grew by between two summaries (nested dicts of numbers)."""
+    if isinstance(after, dict):
+        return {k: _delta(v, before.get(k) if isinstance(before, dict) else None) for k, v in after.items()}
+    if isinstance(after, int | float) and not isinstance(after, bool):
+        return after - (before if isinstance(before, int | float) and not isinstance(before, bool) else 0)
+    return after
+
+
+def _merge_stats(results: list[dict], histograms: dict, text_column: str) -> StageStats:
+    merged = StageStats(histograms={n: Histogram(e) for n, e in histograms.items()}, text_column=text_column)
+    for result in sorted(results, key=lambda r: r["index"]):
+        merged.merge(result["stats"])
+    return merged
+
+
+class ColumnActor:
+    """One Ray actor of :meth:`RayEngine.map_slices`: builds ``fn`` once, maps the slices it is given."""
+
+    def __init__(self, payload: bytes):
+        from ray import cloudpickle
+
+        make_fn, self.columns, self.batch_rows = cloudpickle.loads(payload)
+        self.fn = make_fn()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        import pyarrow.parquet as pq
+
+        out: dict[str, list] = {"index": [], "array": []}
+        for raw in batch["slice"]:
+            piece: Slice = pickle.loads(raw)
+            arrays = []
+            if piece.row_groups:
+                parquet = pq.ParquetFile(piece.file)
+                for b in parquet.iter_batches(
+                    self.batch_rows, row_groups=list(piece.row_groups), columns=self.columns
+                ):
+                    arrays.append(self.fn(b.to_pandas()))
+            if not arrays:
+                import pandas as pd
+
+                arrays.append(self.fn(pd.DataFrame({c: [] for c in self.columns})))
+            out["index"].append(piece.index)
+            out["array"].append(pickle.dumps(np.concatenate(arrays)))
+        return out
