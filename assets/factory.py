@@ -187,7 +187,9 @@ def ingest_asset(
     """The asset that parses ``inbox/<kind>/<source>/`` with ``reader(folder, source, params)``."""
     config_type = config_class(spec.params)
 
-    @dg.asset(**_asset_args(spec, resources, None, False))
+    # The engine is not used here, but checked: with an unreachable Ray cluster the run fails
+    # before its first step writes anything.
+    @dg.asset(**_asset_args(spec, [*resources, "engine"], None, False))
     def _ingest(context: dg.AssetExecutionContext, config: config_type) -> dg.MaterializeResult:
         ctx = stage_context(context, spec, config)
         folder = ctx.layout.inbox_source(spec.kind, ctx.source)

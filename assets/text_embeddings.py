@@ -19,7 +19,7 @@ from refinery.quality.embeddings import (
     write_embeddings,
 )
 from refinery.stages.report import provenance
-from resources import EmbedderResource, RefineryHome
+from resources import EmbedderResource, EngineResource, RefineryHome
 
 EmbeddingConfig = config_class(EmbeddingParams)
 
@@ -45,11 +45,23 @@ def document_embeddings(
     config: EmbeddingConfig,
     refinery: RefineryHome,
     embedder: EmbedderResource,
+    engine: EngineResource,
 ) -> dg.MaterializeResult:
     source, storage = context.partition_key, refinery.storage()
     model = embedder.load()
     stamp = provenance(names.DOCUMENT_EMBEDDINGS, source, config)
-    run = write_embeddings(storage, names.QUALITY_SCORED, source, model, stamp, config)
+    params = EmbeddingParams.model_validate(config.model_dump())  # travels to the engine's workers
+    run = write_embeddings(
+        storage,
+        names.QUALITY_SCORED,
+        source,
+        model,
+        stamp,
+        params,
+        engine=engine.engine(),
+        load=embedder.load,
+        gpus=embedder.compute.num_gpus,
+    )
     storage.write_stats(
         names.DOCUMENT_EMBEDDINGS, source, {"rows_out": run.rows, "dim": run.dim, "model": model.name}
     )

@@ -29,6 +29,12 @@ class EngineResource(dg.ConfigurableResource):
         None, description="This machine's address in the cluster (e.g. 127.0.0.1 for a loopback cluster)."
     )
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Fail the step before it writes anything when the Ray cluster does not answer."""
+        engine = self.engine()
+        if engine is not None:
+            engine.check_reachable()
+
     def engine(self):
         """The library engine, or None for the in-process path."""
         if self.kind not in ENGINES:

@@ -88,20 +88,22 @@ class RayEngine:
         if self.node_ip_address:
             kwargs["_node_ip_address"] = self.node_ip_address
         address = None if self.address == "local" else self.address
-        if address == "local" or address is None:
+        if address is None:
             kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
         else:
-            self._check_reachable(address)
+            self.check_reachable()
         try:
             ray.init(address=address, **kwargs)
         except Exception as err:  # Ray raises ConnectionError, RuntimeError or its own types
             raise RayUnavailable(self._unreachable(f"{type(err).__name__}: {err}")) from err
 
-    def _check_reachable(self, address: str) -> None:
+    def check_reachable(self) -> None:
+        """A TCP connection to the head's address (``host:port`` and ``ray://`` forms), or
+        :class:`RayUnavailable` naming it."""
         import socket
 
-        target = address.removeprefix("ray://")
-        if target == "auto" or ":" not in target:
+        target = self.address.removeprefix("ray://")
+        if target in ("auto", "local") or ":" not in target:
             return
         host, _, port = target.rpartition(":")
         try:

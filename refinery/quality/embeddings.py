@@ -24,8 +24,11 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -61,6 +64,12 @@ def chunk_document(text: str, chunk_words: int, max_chunks: int) -> list[str]:
         " ".join(words[i : i + chunk_words])
         for i in range(0, min(len(words), chunk_words * max_chunks), chunk_words)
     ]
+
+
+def _embedding_fn(load: Callable[[], Embedder], params: EmbeddingParams) -> Callable:
+    """What a worker runs: the model loaded once, then one batch of documents at a time."""
+    embedder = load()
+    return lambda frame: embed_documents(embedder, frame["text"].tolist(), params)
 
 
 def embed_documents(embedder: Embedder, texts: list[str], params: EmbeddingParams) -> np.ndarray:
@@ -117,9 +126,15 @@ def write_embeddings(
     provenance: dict,
     params: EmbeddingParams | None = None,
     batch_rows: int = 2_000,
+    engine: Any = None,
+    load: Callable[[], Embedder] | None = None,
+    gpus: float = 0,
 ) -> EmbeddingRun:
     """Embed every document of ``upstream``'s partition and write the file atomically, with the
-    partition's stats file (rows, dimension, model) beside it."""
+    partition's stats file (rows, dimension, model) beside it.
+
+    With an ``engine`` (and ``load``, which loads the model on a worker), the vectors are computed
+    by the engine's workers over slices of the partition, then written here in document order."""
     started = time.perf_counter()
     params = params or EmbeddingParams()
     target = storage.path(DOCUMENT_EMBEDDINGS, partition)
@@ -136,11 +151,20 @@ def write_embeddings(
         {PROVENANCE_KEY: json.dumps(stamp, sort_keys=True, default=str).encode()}
     )
     rows = chars = 0
+    precomputed = None
+    if engine is not None and load is not None:  # embed on the engine's workers, write here in order
+        location = storage.require(upstream, partition)
+        precomputed = engine.map_slices(
+            location, partial(_embedding_fn, load, params), ["text"], batch_rows, gpus
+        )
     writer = pq.ParquetWriter(temp, schema, compression="zstd")
     try:
         for batch in storage.iter_batches(upstream, partition, batch_rows=batch_rows, columns=["id", "text"]):
             texts = batch["text"].tolist()
-            vectors = embed_documents(embedder, texts, params)
+            if precomputed is None:
+                vectors = embed_documents(embedder, texts, params)
+            else:
+                vectors, precomputed = precomputed[: len(texts)], precomputed[len(texts) :]
             if vectors.shape != (len(texts), embedder.dim) or not np.isfinite(vectors).all():
                 raise ValueError(
                     f"the embedder returned {vectors.shape} (finite: {bool(np.isfinite(vectors).all())}) for "

@@ -88,6 +88,8 @@ def finish(ctx: StageContext, run: StageRun, process: Any, rows_in: int) -> Stag
     summary = run.stats.summary()
     summary.update(_optional(process, "summary"))
     summary.update(ctx.summary)
+    if "engine" in run.extra:
+        summary["engine"] = run.extra["engine"]
     ctx.storage.write_stats(run.asset, run.partition, summary)
     ctx.log.info(
         f"{run.asset}[{run.partition}]: {run.stats.rows_in} in, {run.stats.rows_out} out, "

@@ -1,0 +1,224 @@
+"""The text chain on a real two-node Ray cluster on loopback, through the Dagster CLI.
+
+A head and a second worker node are started with ``ray start`` (each in its own process group,
+both stopped at the end), Redis holds the dedup indexes, and ``dagster asset materialize`` runs
+the rule-based chain with the ``ray`` engine. The outputs must equal the local engine's, row for
+row and reason for reason. Also: an unreachable address fails naming it before anything is
+written, and a worker killed in the middle of a stage is retried, the partition complete.
+
+Run alone with ``pytest -m ray``; it also runs in the default suite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from refinery import names
+from refinery.paths import Layout
+from refinery.storage import Storage
+from tests.conftest import write_source
+from tests.dagster.conftest import build_inbox, jsonl
+
+pytestmark = pytest.mark.ray
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PREFILTER = ",".join(names.TEXT_PREFILTER_STAGES)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_port(port: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds}s")
+
+
+def _base_env(**extra: str) -> dict:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT), "RAY_DISABLE_USAGE_STATS": "1"}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A head node and one more node, one CPU each, on 127.0.0.1; (address, markers folder)."""
+    port = _free_port()
+    temp = Path("/tmp") / f"refinery-ray-{os.getpid()}-{port}"  # socket paths must stay short
+    markers = tmp_path_factory.mktemp("markers")
+    env = _base_env(REFINERY_TEST_MARKERS=str(markers))
+    common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    head = subprocess.Popen(
+        [BIN / "ray", "start", "--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir",
+         str(temp), *common],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    procs = [head]
+    try:
+        _wait_port(port, 120)
+        worker = subprocess.Popen(
+            [BIN / "ray", "start", "--address", f"127.0.0.1:{port}", *common],
+            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(worker)
+        _wait_for_nodes(f"127.0.0.1:{port}", 2, env)
+        yield f"127.0.0.1:{port}", markers
+    finally:
+        for proc in reversed(procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_for_nodes(address: str, count: int, env: dict) -> None:
+    probe = (
+        "import ray, time\n"
+        f"ray.init(address='{address}', _node_ip_address='127.0.0.1', log_to_driver=False)\n"
+        f"deadline = time.time() + 120\n"
+        f"while len([n for n in ray.nodes() if n['Alive']]) < {count} and time.time() < deadline:\n"
+        "    time.sleep(1)\n"
+        f"assert len([n for n in ray.nodes() if n['Alive']]) >= {count}\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], env=env, check=True, timeout=240, capture_output=True)
+
+
+def materialize(home: Layout, select: str, partition: str, config: dict, module: str = "definitions"):
+    env = _base_env(REFINERY_HOME=str(home.home), DAGSTER_HOME=str(home.dagster_home))
+    home.dagster_home.mkdir(parents=True, exist_ok=True)
+    (home.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    subprocess.run(
+        [BIN / "refinery", "--home", str(home.home), "partitions"], env=env, check=True, capture_output=True
+    )
+    return subprocess.run(
+        [BIN / "dagster", "asset", "materialize", "-m", module, "--select", select, "--partition", partition,
+         "--config-json", json.dumps(config)],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+
+
+def run_config(engine: dict, redis_url: str, namespace: str) -> dict:
+    return {
+        "resources": {
+            "engine": {"config": engine},
+            "dedup_index": {"config": {"backend": "redis", "redis_url": redis_url, "namespace": namespace}},
+        },
+        # Small row groups, so a small partition still makes several slices for two nodes.
+        "ops": {"raw_documents": {"config": {"batch_rows": 3}}},
+    }
+
+
+def ray_engine(address: str) -> dict:
+    return {"kind": "ray", "address": address, "node_ip_address": "127.0.0.1", "slice_rows": 3}
+
+
+def frames(home: Layout, stage: str, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    storage = Storage(home.storage)
+    return storage.read(stage, source), storage.read(stage, source, rejected=True)
+
+
+def test_text_chain_on_two_nodes_equals_the_local_engine(ray_cluster, redis_clean, tmp_path):
+    address, _ = ray_cluster
+    on_ray, local = Layout.at(tmp_path / "ray"), Layout.at(tmp_path / "local")
+    for home in (on_ray, local):
+        build_inbox(home)
+    for source in ("alpha", "beta"):  # in order: dedup is first come, first served
+        done = materialize(on_ray, PREFILTER, source, run_config(ray_engine(address), redis_clean, "ray"))
+        assert done.returncode == 0, done.stderr[-4000:]
+        done = materialize(local, PREFILTER, source, run_config({"kind": "local"}, redis_clean, "local"))
+        assert done.returncode == 0, done.stderr[-4000:]
+    storage = Storage(on_ray.storage)
+    for source in ("alpha", "beta"):
+        for stage in names.TEXT_PREFILTER_STAGES:
+            kept, rejected = frames(on_ray, stage, source)
+            want_kept, want_rejected = frames(local, stage, source)
+            pd.testing.assert_frame_equal(kept, want_kept, check_dtype=False)
+            pd.testing.assert_frame_equal(rejected, want_rejected, check_dtype=False)
+        parts = storage.files(names.CLEAN_DOCUMENTS, source)
+        assert len(parts) > 1 and all(p.name.startswith("part-") for p in parts)
+    engine = storage.read_stats(names.CLEAN_DOCUMENTS)["alpha"]["engine"]
+    assert engine["engine"] == "ray" and engine["slices"] > 1 and engine["address"] == address
+    # The exact duplicate of alpha in beta was found through the shared Redis index.
+    _, rejected = frames(on_ray, names.EXACT_DEDUPLICATED, "beta")
+    assert (rejected["reason"] == "exact_duplicate").any()
+
+
+def test_an_unreachable_address_fails_naming_it_and_writes_nothing(redis_clean, tmp_path):
+    home = Layout.at(tmp_path / "home")
+    build_inbox(home)
+    address = f"127.0.0.1:{_free_port()}"
+    done = materialize(home, PREFILTER, "alpha", run_config(ray_engine(address), redis_clean, "down"))
+    assert done.returncode != 0
+    assert f"cannot reach the Ray cluster at '{address}'" in done.stdout + done.stderr
+    assert not Storage(home.storage).exists(names.RAW_DOCUMENTS, "alpha")
+    assert not list(home.storage.rglob("*.parquet"))
+
+
+def test_a_killed_worker_is_retried_and_the_partition_is_complete(ray_cluster, tmp_path):
+    address, markers = ray_cluster
+    home = Layout.at(tmp_path / "home")
+    texts = [f"Document number {i} has a few words of its own, {i * 7} of them." for i in range(24)]
+    write_source(
+        home, "many", {"docs.jsonl": jsonl({"id": f"d{i:02d}", "text": t} for i, t in enumerate(texts))}
+    )
+    config = {
+        "resources": {"engine": {"config": ray_engine(address)}},
+        "ops": {"raw_documents": {"config": {"batch_rows": 3}}},
+    }
+    env = _base_env(REFINERY_HOME=str(home.home), DAGSTER_HOME=str(home.dagster_home))
+    home.dagster_home.mkdir(parents=True)
+    (home.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    subprocess.run([BIN / "refinery", "--home", str(home.home), "partitions"], env=env, check=True)
+    proc = subprocess.Popen(
+        [BIN / "dagster", "asset", "materialize", "-m", "tests.ray.slow_stage",
+         "--select", "raw_documents,slow_copy", "--partition", "many", "--config-json", json.dumps(config)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    victim = None
+    deadline = time.monotonic() + 600
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        started = sorted(markers.iterdir(), key=lambda p: p.name.split("-")[-1])
+        workers = {int(p.name.split("-")[0]) for p in started} - {proc.pid}
+        if len(started) >= 2 and workers:  # a worker is in the middle of its slices
+            victim = min(workers)
+            os.kill(victim, signal.SIGKILL)
+        time.sleep(0.2)
+    out, _ = proc.communicate(timeout=900)
+    assert victim is not None, out[-3000:]
+    assert proc.returncode == 0, out[-4000:]
+    storage = Storage(home.storage)
+    raw = storage.read(names.RAW_DOCUMENTS, "many")
+    copied = storage.read("slow_copy", "many")
+    assert copied["id"].tolist() == raw["id"].tolist() == [f"d{i:02d}" for i in range(24)]
+    assert storage.row_count("slow_copy", "many", rejected=True) == 0
+    started_by = {}
+    for marker in markers.iterdir():
+        pid, first = marker.name.split("-")[:2]
+        started_by.setdefault(first, set()).add(int(pid))
+    assert any(victim in pids and len(pids) > 1 for pids in started_by.values()), started_by
+    # Both nodes worked on the slices (one CPU each, so one actor each).
+    engine = storage.read_stats("slow_copy")["many"]["engine"]
+    assert engine["slices"] == 8 and engine["nodes"] == 2, engine
