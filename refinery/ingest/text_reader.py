@@ -55,6 +55,11 @@ class IngestParams(BaseModel):
         True,
         description="Remove pager rows ('Prev Home Next', Texinfo 'Next: … Up: …') left by the extractor.",
     )
+    html_heading_marks: bool = Field(
+        False,
+        description="Write HTML headings as markdown '# Title' lines. Off by default: Gopher's '#' rule "
+        "counts every '#' and would reject ~7% of documentation pages for their headings alone.",
+    )
     min_main_content_chars: int = Field(
         1, description="A page whose extracted main text is shorter is quarantined as html_no_main_content."
     )
@@ -355,7 +360,9 @@ class SourceReader(RowCollector):
             self._quarantine(rel, line, "undecodable_bytes", str(err), data)
             return
         try:
-            page = extract_html(decoded.text, p.html_extractor, url, p.html_drop_nav_lines)
+            page = extract_html(
+                decoded.text, p.html_extractor, url, p.html_drop_nav_lines, p.html_heading_marks
+            )
         except Exception as err:  # the extractors' parsers raise their own types on broken markup
             self._quarantine(rel, line, "html_unparsable", f"{type(err).__name__}: {err}", data)
             return

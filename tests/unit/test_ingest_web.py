@@ -126,9 +126,20 @@ def test_html_files_become_documents_with_title_and_charset(tmp_path):
     meta = json.loads(tty["meta"])
     assert meta["title"] == "tty — Terminal control functions — Python 3.11.2 documentation"
     assert meta["html_lang"] == "en" and meta["extractor"] == "resiliparse"
-    assert tty["line"] == 1 and tty["text"].startswith("# tty — Terminal control functions")
+    assert tty["line"] == 1 and tty["text"].startswith("tty — Terminal control functions\n")
     xslt = json.loads(by_file["libxslt1-dev/intro.html"]["meta"])
     assert (xslt["charset"], xslt["charset_source"]) == ("cp1252", "meta")  # ISO-8859-1 as browsers read it
+
+
+def test_heading_marks_are_optional(tmp_path):
+    folder = tmp_path / "s"
+    shutil.copytree(HTML_DIR / "libffi8", folder)
+    plain, _, _ = read_all(folder)
+    marked, _, _ = read_all(folder, html_heading_marks=True)
+    by_file = {d["file"]: d["text"] for d in marked}
+    assert "### 2.2 Simple Example\n" in by_file["Simple-Example.html"]
+    assert "\n2.2 Simple Example\n" in "\n" + {d["file"]: d["text"] for d in plain}["Simple-Example.html"]
+    assert all("#include <ffi.h>" in d["text"] for d in plain if d["file"] == "Simple-Example.html")
 
 
 REAL_PARAGRAPH = "Français, Ärger, Øre: « l'été » — 3 €"
@@ -329,7 +340,7 @@ def test_warc_records_documents_skips_and_quarantine(tmp_path, gzip):
     meta = json.loads(first["meta"])
     assert meta["http_status"] == 200 and meta["content_type"].startswith("text/html")
     assert meta["warc_record_id"].startswith("<urn:uuid:") and meta["warc_date"]
-    assert first["text"].startswith("# tty — Terminal control functions")
+    assert first["text"].startswith("tty — Terminal control functions\n")
     xslt = next(d for d in docs if d["url"].endswith("libxslt1-dev/intro.html"))
     assert json.loads(xslt["meta"])["charset_source"] == "http"
     gz = next(d for d in docs if d["url"].endswith("/gz"))
