@@ -35,7 +35,11 @@ LANGUAGE_FIELDS = [pa.field("language", pa.string()), pa.field("language_score",
 
 
 class LanguageIdParams(BaseModel):
-    """How documents are labelled. Defaults: every lingua language, high accuracy, 2,000 chars."""
+    """How documents are labelled. Defaults: every lingua language, low-accuracy mode, the first
+    1,000 characters. On Debian's translated man pages (24 languages) that labels 99.1 % of pages
+    and 95.3 % of paragraphs right at ~230 pages/s per core, and loads in ~1 s with ~140 MB;
+    high-accuracy mode gives 99.1 % / 97.1 % but loads for ~18 s of CPU and holds ~1.1 GB in every
+    process (docs/language.md)."""
 
     languages: list[str] | None = Field(
         None,
@@ -43,10 +47,14 @@ class LanguageIdParams(BaseModel):
         "A document in a language outside the list is labelled with the closest one.",
     )
     low_accuracy: bool = Field(
-        False, description="lingua's low-accuracy mode: faster, less memory, weaker below ~120 characters."
+        True,
+        description="lingua's low-accuracy mode (trigrams only): as accurate on documents, ~2 points "
+        "worse on short paragraphs, 1 s / 140 MB to load instead of 18 s / 1.1 GB. False for short texts.",
     )
     max_chars: int | None = Field(
-        2_000, description="Classify only this prefix of each document (None: the whole text)."
+        1_000,
+        description="Classify only this prefix of each document (None: the whole text). Pages: 99.1 % "
+        "right at 1,000 and 500 characters, 99.2 % at 2,000 (1.6x slower), 95.9 % at 200.",
     )
     text_column: str = Field("text", description="The column to label.")
 

@@ -57,24 +57,25 @@ def test_fixture_is_real_and_multilingual():
 
 
 def test_lingua_labels_real_paragraphs(labelled):
-    """All 75 candidates: 74 of 78 right here. The misses are real: Croatian read as Bosnian,
-    Indonesian as Malay, a list of translators' names, and an English paragraph left
-    untranslated in a Russian page (a wrong gold label)."""
+    """All 75 candidates, low-accuracy mode: 73 of 78 right here. The misses are real: Croatian
+    read as Slovene or Bosnian, Swedish as Nynorsk, a list of translators' names, and an English
+    paragraph left untranslated in a Russian page (a wrong gold label)."""
     correct = (labelled["language"] == labelled["gold"]).mean()
-    assert correct >= 0.93, labelled.loc[
+    assert correct >= 0.92, labelled.loc[
         labelled["language"] != labelled["gold"], ["gold", "language", "text"]
     ]
     assert labelled["language_score"].dtype == "float32"
     assert labelled["language_score"].between(0, 1).all()
-    pages = labelled[[r["kind"] == "page" for r in ROWS]]
+    pages = labelled[pd.Series([r["kind"] == "page" for r in ROWS], index=labelled.index)]
     assert (pages["language"] == pages["gold"]).all()
 
 
-def test_candidate_restriction_removes_near_neighbours():
+def test_candidate_restriction_removes_near_neighbours(labelled):
     corpus_languages = sorted({r["lang"] for r in ROWS})
     languages, _ = label_texts([r["text"] for r in ROWS], LanguageIdParams(languages=corpus_languages))
     correct = sum(label == r["lang"] for label, r in zip(languages, ROWS, strict=True))
-    assert correct >= len(ROWS) - 2  # hr/bs and id/ms are no longer confused
+    assert correct > (labelled["language"] == labelled["gold"]).sum()  # no more Bosnian, Nynorsk…
+    assert correct >= len(ROWS) - 3 and set(languages) <= set(corpus_languages)
 
 
 def test_unknown_language_gets_score_zero():
@@ -167,7 +168,8 @@ def test_rule_sets():
 
 
 def test_chinese_page_is_not_rejected_for_word_counts(labelled):
-    pages = labelled[(labelled["gold"] == "zh") & [r["kind"] == "page" for r in ROWS]]
+    is_page = pd.Series([r["kind"] == "page" for r in ROWS], index=labelled.index)
+    pages = labelled[(labelled["gold"] == "zh") & is_page]
     if pages.empty:
         pytest.skip("no Chinese page in the fixture")
     result = filter_by_language(pages)
