@@ -49,7 +49,7 @@ class IngestParams(BaseModel):
     html_extractor: Literal["resiliparse", "trafilatura"] = Field(
         "resiliparse",
         description="Main-content extractor for HTML pages and WARC responses (measured in "
-        "benchmarks/bench_parsing.py: resiliparse keeps more main text and is ~10x faster).",
+        "benchmarks/bench_parsing.py: resiliparse keeps all main text, trafilatura 88%, and is 24x faster).",
     )
     html_drop_nav_lines: bool = Field(
         True,
