@@ -1,0 +1,116 @@
+"""Language labels for a batch of documents: ``language`` (ISO 639-1) and ``language_score``.
+
+lingua (``lingua-language-detector``, Apache-2.0) ships its n-gram models inside the wheel, so
+nothing is downloaded. Its confidence values are relative probabilities over the candidate
+languages (they sum to 1), so ``language_score`` is how sure lingua is that the top language
+beats the other candidates — near 1 for a paragraph, lower for a short line or mixed text.
+
+Cost and accuracy levers (measured in ``benchmarks/bench_parsing.py language``; figures in
+docs/language.md):
+
+- ``max_chars``: only a prefix is classified. Time grows with length while accuracy saturates
+  after a few hundred characters; a document that switches language after the prefix is labelled
+  by its start.
+- ``low_accuracy``: lingua's low-accuracy mode uses trigrams only: much less memory and load
+  time, faster, and nearly as accurate above ~120 characters; it loses on short texts.
+- ``languages``: restricting candidates makes loading and detection faster and removes
+  confusions with languages the corpus cannot contain; a document in a language outside the list
+  is forced onto the closest candidate (with a lower score), so keep the list honest.
+
+Documents without letters (numbers, symbols, empty) get ``language = "unknown"`` and score 0.
+The batched call (``compute_language_confidence_values_in_parallel``) runs on lingua's Rayon
+thread pool; set ``RAYON_NUM_THREADS`` to bound it when several steps share a machine.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pandas as pd
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+UNKNOWN = "unknown"
+LANGUAGE_FIELDS = [pa.field("language", pa.string()), pa.field("language_score", pa.float32())]
+
+
+class LanguageIdParams(BaseModel):
+    """How documents are labelled. Defaults: every lingua language, low-accuracy mode, the first
+    1,000 characters. On Debian's translated man pages (24 languages) that labels 99.1 % of pages
+    and 95.3 % of paragraphs right at ~230 pages/s per core, and loads in ~1 s with ~140 MB;
+    high-accuracy mode gives 99.1 % / 97.1 % but loads for ~18 s of CPU and holds ~1.1 GB in every
+    process (docs/language.md)."""
+
+    languages: list[str] | None = Field(
+        None,
+        description="ISO 639-1 codes lingua may answer (at least two); None means all 75 it ships. "
+        "A document in a language outside the list is labelled with the closest one.",
+    )
+    low_accuracy: bool = Field(
+        True,
+        description="lingua's low-accuracy mode (trigrams only): as accurate on documents, ~2 points "
+        "worse on short paragraphs, 1 s / 140 MB to load instead of 18 s / 1.1 GB. False for short texts.",
+    )
+    max_chars: int | None = Field(
+        1_000,
+        description="Classify only this prefix of each document (None: the whole text). Pages: 99.1 % "
+        "right at 1,000 and 500 characters, 99.2 % at 2,000 (1.6x slower), 95.9 % at 200.",
+    )
+    text_column: str = Field("text", description="The column to label.")
+
+
+@functools.lru_cache(maxsize=4)
+def _detector(languages: tuple[str, ...] | None, low_accuracy: bool):
+    from lingua import IsoCode639_1, LanguageDetectorBuilder
+
+    if languages is None:
+        builder = LanguageDetectorBuilder.from_all_languages()
+    else:
+        codes = []
+        for code in languages:
+            try:
+                codes.append(getattr(IsoCode639_1, code.upper()))
+            except AttributeError as err:
+                raise ValueError(f"lingua has no language {code!r}") from err
+        if len(codes) < 2:
+            raise ValueError("lingua needs at least two candidate languages")
+        builder = LanguageDetectorBuilder.from_iso_codes_639_1(*codes)
+    if low_accuracy:
+        builder = builder.with_low_accuracy_mode()
+    return builder.build()
+
+
+def detector(params: LanguageIdParams):
+    """The (cached) lingua detector for these parameters; models load lazily on first use."""
+    languages = None if params.languages is None else tuple(sorted({c.lower() for c in params.languages}))
+    return _detector(languages, params.low_accuracy)
+
+
+def label_texts(texts: list[str], params: LanguageIdParams | None = None) -> tuple[list[str], list[float]]:
+    """(languages, scores) for texts, in order; "unknown"/0.0 where lingua finds no language."""
+    params = params or LanguageIdParams()
+    if not texts:
+        return [], []
+    limit = params.max_chars
+    prefixes = [t[:limit] if limit else t for t in texts]
+    results = detector(params).compute_language_confidence_values_in_parallel(prefixes)
+    languages, scores = [], []
+    for values in results:
+        if values and values[0].value > 0.0:
+            languages.append(values[0].language.iso_code_639_1.name.lower())
+            scores.append(float(values[0].value))
+        else:
+            languages.append(UNKNOWN)
+            scores.append(0.0)
+    return languages, scores
+
+
+def label_batch(frame: pd.DataFrame, params: LanguageIdParams | None = None) -> pd.DataFrame:
+    """The frame with ``language`` and ``language_score`` columns (replacing existing ones)."""
+    params = params or LanguageIdParams()
+    texts = frame[params.text_column].fillna("").astype(str).tolist()
+    languages, scores = label_texts(texts, params)
+    return frame.assign(
+        language=pd.Series(languages, index=frame.index, dtype=object),
+        language_score=pd.Series(scores, index=frame.index, dtype="float32"),
+    )
