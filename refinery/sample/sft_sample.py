@@ -2,17 +2,23 @@
 
 - ``alpaca``: an Alpaca JSON array (``instruction``/``input``/``output``) and Dolly-style JSONL
   (``instruction``/``context``/``response``), some with a ``quality`` score.
-- ``chat``: ShareGPT conversations (``conversations`` of ``from``/``value``) in JSONL and OpenAI
-  ``messages`` (with content parts) in Parquet.
-- ``preference``: prompt/chosen/rejected JSONL with UltraFeedback-style scores, chosen/rejected
-  message lists, and Anthropic HH transcripts.
+- ``chat``: ShareGPT conversations (``conversations`` of ``from``/``value``) in JSONL, among them
+  several that open with the same greeting and then ask different things (all kept: dedup reads
+  every user turn) and one repeated whole (removed); OpenAI ``messages`` (with content parts) in
+  Parquet; OpenAI tool-calling transcripts (assistant ``tool_calls`` with null content, ``tool``
+  results, parallel calls, the legacy ``function_call``, one ending on its call) in JSONL.
+- ``preference``: prompt/chosen/rejected JSONL with UltraFeedback-style scores, including every
+  pair of k sampled completions for a few prompts (all kept: the dedup key is the whole pair) and
+  one pair repeated (removed); chosen/rejected message lists; Anthropic HH transcripts, some
+  sharing their conversation and differing in the final answers.
 - ``ranked``: responses with a score each, and completions with a parallel ``ratings`` list.
 
 Each source also holds what ``sft_checked`` rejects (empty, truncated, echoed and refusing
 responses, other languages, overlong prompts, exact and near-duplicate prompts, identical
 preference pairs, tied rankings) and malformed records of its kind that ``raw_sft`` quarantines
-(broken JSON, missing fields, unknown roles, conversations ending with the user, chosen and
-rejected continuing different conversations, a single ranked response, non-numeric scores…).
+(broken JSON, missing fields, unknown roles, conversations ending with the user, tool results
+answering no call, calls left without a result, chosen and rejected continuing different
+conversations, a single ranked response, non-numeric scores…).
 Prompts are drawn from task templates over eight topics, so their embeddings form clusters.
 Everything is generated from a seed, so the sample is the same on every machine.
 """
@@ -188,6 +194,127 @@ def _conversation(rng: random.Random, turns: int, sharegpt: bool) -> list[dict]:
     return msgs
 
 
+GREETING = "Hi there, can you help me with a question?"
+GREETING_REPLY = "Of course! What would you like to know?"
+CITIES = ["Lisbon", "Kyoto", "Oslo", "Lima", "Nairobi", "Quebec"]
+
+
+def _greeting_chat(rng: random.Random, topic: str) -> list[dict]:
+    """ShareGPT turns that open with the shared greeting, then ask a question of their own."""
+    return [
+        {"from": "human", "value": GREETING},
+        {"from": "gpt", "value": GREETING_REPLY},
+        {"from": "human", "value": _prompt(rng, topic)},
+        {"from": "gpt", "value": _answer(rng, topic)},
+    ]
+
+
+def _call(call_id: str | None, name: str, arguments: dict) -> dict:
+    call = {"type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+    return {"id": call_id, **call} if call_id else call
+
+
+def _tools(rng: random.Random) -> tuple[list, bytes]:
+    """OpenAI tool-calling transcripts: valid ones, and two whose calls and results do not match."""
+    system = {"role": "system", "content": "You are a travel assistant. Use the tools to check facts."}
+    out = []
+    for i, city in enumerate(rng.sample(CITIES, 3)):
+        temp = rng.randint(4, 28)
+        call = _call(f"call_w{i}", "get_current_weather", {"location": city, "unit": "celsius"})
+        out.append(
+            {
+                "id": f"tools-weather-{i}",
+                "messages": [
+                    system,
+                    {
+                        "role": "user",
+                        "content": f"What's the weather like in {city} today? I'm packing tonight.",
+                    },
+                    {"role": "assistant", "content": None, "tool_calls": [call]},
+                    {
+                        "role": "tool",
+                        "tool_call_id": f"call_w{i}",
+                        "content": json.dumps({"temperature": temp}),
+                    },
+                    {
+                        "role": "assistant",
+                        "content": f"It is {temp} °C in {city} today, so pack "
+                        + ("a warm coat." if temp < 12 else "light clothes and a sweater for the evening."),
+                    },
+                ],
+                "tools": [{"type": "function", "function": {"name": "get_current_weather"}}],
+            }
+        )
+    a, b = rng.sample(CITIES, 2)
+    parallel = [
+        _call("call_a", "get_flight_time", {"from": a, "to": b}),
+        _call("call_b", "get_flight_time", {"from": b, "to": a}),
+    ]
+    out += [
+        {
+            "id": "tools-parallel",
+            "messages": [
+                {"role": "user", "content": f"How long is the flight from {a} to {b}, and back?"},
+                {"role": "assistant", "content": "Let me check both directions:", "tool_calls": parallel},
+                {"role": "tool", "tool_call_id": "call_a", "content": "11h 20m"},
+                {"role": "tool", "tool_call_id": "call_b", "content": "12h 5m"},
+                {"role": "assistant", "content": f"About 11 h 20 min to {b} and 12 h 5 min back to {a}."},
+            ],
+        },
+        {  # ends on the call, with no content key: how OpenAI's fine-tuning guide shows tool calling
+            "id": "tools-ends-on-call",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": f"Book a table for two in {b} tonight at eight, somewhere Italian.",
+                },
+                {
+                    "role": "assistant",
+                    "tool_calls": [_call("call_t", "book_table", {"city": b, "people": 2, "time": "20:00"})],
+                },
+            ],
+        },
+        {
+            "id": "tools-legacy",
+            "messages": [
+                {"role": "user", "content": f"What time is it in {a} right now?"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "function_call": {"name": "get_time", "arguments": json.dumps({"city": a})},
+                },
+                {"role": "function", "name": "get_time", "content": "14:05"},
+                {"role": "assistant", "content": f"It is 14:05 in {a} right now."},
+            ],
+        },
+    ]
+    user = {"role": "user", "content": f"Is it raining in {a}?"}
+    call = _call("call_r", "get_current_weather", {"location": a})
+    malformed = [
+        json.dumps(  # the call gets no result, yet the assistant answers
+            {
+                "id": "tools-no-result",
+                "messages": [
+                    user,
+                    {"role": "assistant", "content": None, "tool_calls": [call]},
+                    {"role": "assistant", "content": "No."},
+                ],
+            }
+        ).encode(),
+        json.dumps(  # a result that answers no call
+            {
+                "id": "tools-orphan-result",
+                "messages": [
+                    user,
+                    {"role": "tool", "tool_call_id": "call_r", "content": "dry"},
+                    {"role": "assistant", "content": "No."},
+                ],
+            }
+        ).encode(),
+    ]
+    return out, b"\n".join(malformed) + b"\n"
+
+
 def _chat(rng: random.Random, n: int) -> tuple[list, list, list, bytes]:
     sharegpt = [
         {"id": f"sg-{i}", "conversations": _conversation(rng, rng.randint(1, 3), True)} for i in range(n)
@@ -213,14 +340,21 @@ def _chat(rng: random.Random, n: int) -> tuple[list, list, list, bytes]:
                 {"from": "gpt", "value": "Here is the code:\n```python\nprint('hello')\n"},
             ],
         },
-        {
+        {  # every user turn of sg-0 again, answered differently: the same request, removed
             "id": "sg-dup",
             "conversations": [
-                dict(sharegpt[0]["conversations"][0]),
-                {"from": "gpt", "value": _answer(rng, topic)},
+                dict(t) if t["from"] == "human" else {"from": "gpt", "value": _answer(rng, topic)}
+                for t in sharegpt[0]["conversations"]
             ],
         },
     ]
+    greetings = [
+        {"id": f"sg-greeting-{i}", "conversations": _greeting_chat(rng, t)}
+        for i, t in enumerate(["astronomy", "cooking", "software", "health"])
+    ]
+    repeated = [dict(t) for t in greetings[0]["conversations"]]
+    repeated[0]["value"] = GREETING.lower()  # the same conversation again, typed differently
+    sharegpt += [*greetings, {"id": "sg-greeting-repeated", "conversations": repeated}]
     malformed = [
         json.dumps(
             {
@@ -304,17 +438,31 @@ def _preference(rng: random.Random, n: int) -> tuple[list, list, list, bytes]:
                 "rejected": _hh([*context, {"role": "assistant", "content": "I don't know."}]),
             }
         )
+        hh.append(  # the same conversation, another pair of final answers (as HH-RLHF has)
+            {
+                "chosen": _hh([*context, {"role": "assistant", "content": _answer(rng, topic)}]),
+                "rejected": _hh([*context, {"role": "assistant", "content": "Ask someone else."}]),
+            }
+        )
+    for _ in range(2):  # every pair of k = 3 sampled completions of one prompt, as DPO sets build
+        topic = _topic(rng)
+        prompt = _prompt(rng, topic)
+        samples = sorted(
+            ((round(rng.uniform(1, 10), 1), _answer(rng, topic)) for _ in range(3)), reverse=True
+        )
+        pairs += [
+            {"prompt": prompt, "chosen": c, "rejected": r, "score_chosen": sc, "score_rejected": sr}
+            for i, (sc, c) in enumerate(samples)
+            for sr, r in samples[i + 1 :]
+            if sc > sr
+        ]
     topic = "gardening"
     same = _answer(rng, topic)
     pairs += [
         {"prompt": _prompt(rng, topic), "chosen": same, "rejected": same},  # preference.identical
         {"prompt": _prompt(rng, topic), "chosen": REFUSAL, "rejected": "No."},  # refusal as the chosen answer
         {"prompt": _prompt(rng, topic), "chosen": "", "rejected": _answer(rng, topic)},  # empty_response
-        {
-            "prompt": pairs[0]["prompt"],
-            "chosen": _answer(rng, topic),
-            "rejected": "Maybe.",
-        },  # exact dup prompt
+        dict(pairs[0], chosen=pairs[0]["chosen"].upper()),  # the first pair again: an exact duplicate
     ]
     malformed = [
         json.dumps({"prompt": "Pick one.", "chosen": "This one."}).encode(),  # rejected missing
@@ -406,7 +554,9 @@ def build_sft_sample(inbox_sft: Path, seed: int = 11, records_per_source: int = 
     (folder / "sharegpt.jsonl").write_bytes(_jsonl(sharegpt) + malformed)
     pq.write_table(pa.Table.from_pylist(openai), folder / "openai.parquet")
     (folder / "openai_parts.jsonl").write_bytes(_jsonl(parts))
-    written["chat"] = 3
+    tools, malformed_tools = _tools(rng)
+    (folder / "openai_tools.jsonl").write_bytes(_jsonl(tools) + malformed_tools)
+    written["chat"] = 4
 
     folder = inbox_sft / "preference"
     folder.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from refinery.batch import BatchResult
 from refinery.dedup.backends import BACKENDS, redis_client, redis_connection
@@ -34,13 +34,14 @@ from refinery.dedup.exact_index import ExactIndex, RedisExactIndex, SqliteExactI
 from refinery.dedup.fuzzy import FuzzyDeduper
 from refinery.dedup.lsh_index import FuzzyIndex, LocalFuzzyIndex, RedisFuzzyIndex, lsh_params
 from refinery.paths import Layout
-from refinery.sft.schema import KIND_GROUPS
+from refinery.sft.dedup_keys import SftDedupScopeParams
+from refinery.sft.schema import KEY_COLUMN, KIND_GROUPS
 
 GROUPS = tuple(sorted(set(KIND_GROUPS.values())))
 DEDUP_FIELDS = [pa.field("content_hash", pa.string()), pa.field("near_dup_similarity", pa.float32())]
 
 
-class SftDedupParams(BaseModel):
+class SftDedupParams(SftDedupScopeParams):
     exact: bool = Field(True, description="Drop prompts identical after normalization.")
     normalization: Literal["none", "whitespace", "simplified"] = Field(
         "simplified", description="What counts as the same prompt (as in exact_deduplicated)."
@@ -118,16 +119,16 @@ class SftPromptDeduper:
         )
         groups = frame["kind"].map(KIND_GROUPS)
         for group in GROUPS:
-            sub = frame.loc[groups == group, ["id", "prompt"]].rename(columns={"prompt": "text"})
+            sub = frame.loc[groups == group, ["id", KEY_COLUMN]].rename(columns={KEY_COLUMN: "text"})
             if not len(sub):
                 continue
             position = dict(zip(sub["id"], sub.index, strict=True))
             survivors = sub
-            if self.params.exact:
+            if self.params.exact and group in self.params.exact_groups:
                 result = self._exact[group].process(sub)
                 self._record(out, result, position, "content_hash")
                 survivors = result.kept
-            if self.params.fuzzy and len(survivors):
+            if self.params.fuzzy and group in self.params.fuzzy_groups and len(survivors):
                 result = self._fuzzy[group].process(survivors[["id", "text"]])
                 self._record(out, result, position, "near_dup_similarity")
         return out

@@ -8,8 +8,15 @@ rule with a threshold rather than as unreadable input.
 
 Dialects, tried in this order (the first whose fields are present decides):
 
-- ``messages`` (OpenAI: ``role``/``content``, content a string or a list of text parts) or
-  ``conversations`` (ShareGPT: ``from``/``value``) → ``conversation``.
+- ``messages`` (OpenAI: ``role``/``content``, content a string or a list of text parts),
+  ``conversations`` (ShareGPT: ``from``/``value``) or a ``conversation`` list (LMSYS-Chat-1M,
+  role/content; unless the record also has ``chosen``/``rejected``) → ``conversation``. Tool
+  calling is part of the record, not an anomaly: an assistant turn may carry ``tool_calls``
+  (OpenAI; its ``content`` null or absent) or the legacy ``function_call``, and
+  ``tool``/``function`` turns carry the results (``tool_call_id``, ``name``); ShareGPT's
+  ``function_call``/``observation`` turns (LLaMA-Factory) are read the same way. Every call is
+  stored in OpenAI's shape (``{"id"?, "type": "function", "function": {"name", "arguments"}}``,
+  arguments a JSON string).
 - ``chosen`` and ``rejected``: strings with a ``prompt``, message lists (the shared context before
   the final assistant turn is the prompt), or Anthropic HH transcripts (``\\n\\nHuman: …
   \\n\\nAssistant: …``) → ``preference``.
@@ -22,6 +29,7 @@ Dialects, tried in this order (the first whose fields are present decides):
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -41,6 +49,8 @@ ROLE_ALIASES = {
     "tool": "tool",
     "function": "tool",
     "ipython": "tool",
+    "observation": "tool",  # ShareGPT tool results (LLaMA-Factory, glaive)
+    "function_call": "assistant",  # ShareGPT: an assistant turn that is a call (value: JSON)
 }
 SCORE_KEYS = ("score", "rating", "reward")
 QUALITY_KEYS = ("quality", "score", "rating")
@@ -77,10 +87,27 @@ class Normalized:
         return sum(m["role"] == "assistant" for m in self.messages)
 
     def texts(self) -> list[str]:
-        """Every piece of text in the record (for size limits)."""
-        out = [m["content"] for m in self.messages]
+        """Every piece of text in the record, tool calls included (for size limits)."""
+        out = [turn_text(m) for m in self.messages]
         out += [r["text"] for r in self.responses or []]
         return out + ([self.rejected_response] if self.rejected_response else [])
+
+
+def render_call(call: dict) -> str:
+    """One tool call as ``name(arguments)``: how calls read wherever text is compared."""
+    fn = call["function"]
+    return f"{fn['name']}({fn['arguments']})"
+
+
+def turn_text(message: dict) -> str:
+    """A turn as text: its content, then each of its tool calls as ``name(arguments)``, one a line.
+
+    A call-only assistant turn (content null) is its calls; this is the text rules, size limits
+    and dedup keys read, so a call is never an empty answer and two different calls never look
+    alike."""
+    parts = [message["content"]] if message.get("content") else []
+    parts += [render_call(c) for c in message.get("tool_calls") or ()]
+    return "\n".join(parts)
 
 
 def _string(record: dict, key: str, kind: str, required: bool = True) -> str | None:
@@ -116,24 +143,149 @@ def _content(value: object, where: str, kind: str) -> str:
     raise Malformed("field_not_string", f"{where}: content is {type(value).__name__}", kind)
 
 
+def _arguments(value: object, where: str, kind: str) -> str:
+    """A call's arguments as the JSON string OpenAI stores (objects, as some datasets give, are
+    serialised; a missing value is no arguments)."""
+    if value is None:
+        return "{}"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    raise Malformed("malformed_tool_call", f"{where}: arguments are {type(value).__name__}", kind)
+
+
+def parse_tool_call(value: object, where: str, kind: str = "conversation") -> dict:
+    """One call in OpenAI's shape, from OpenAI's (``{id, type, function: {name, arguments}}``)
+    or the flat ``{name, arguments}`` of the legacy ``function_call`` and of ShareGPT datasets."""
+    if not isinstance(value, dict):
+        raise Malformed("malformed_tool_call", f"{where} is {type(value).__name__}, not a call", kind)
+    if value.get("type", "function") != "function":
+        raise Malformed(
+            "malformed_tool_call", f"{where} has type {value.get('type')!r}, not 'function'", kind
+        )
+    fn = value["function"] if isinstance(value.get("function"), dict) else value
+    name = fn.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise Malformed("malformed_tool_call", f"{where} has no function name", kind)
+    call = {
+        "type": "function",
+        "function": {"name": name, "arguments": _arguments(fn.get("arguments"), where, kind)},
+    }
+    if value.get("id") is not None:
+        if not isinstance(value["id"], str):
+            raise Malformed("malformed_tool_call", f"{where}: id is {type(value['id']).__name__}", kind)
+        call = {"id": value["id"], **call}
+    return call
+
+
+def _tool_calls(turn: dict, role: str, where: str, kind: str) -> list[dict]:
+    """The calls an assistant turn makes (``tool_calls``, or the legacy single ``function_call``)."""
+    raw = turn.get("tool_calls")
+    if raw is None and isinstance(turn.get("function_call"), dict):
+        raw = [turn["function_call"]]
+    if raw is None:
+        return []
+    if role != "assistant":
+        raise Malformed("malformed_tool_call", f"{where}: a {role} turn cannot call tools", kind)
+    if not isinstance(raw, list) or not raw:
+        raise Malformed("malformed_tool_call", f"{where}: tool_calls must be a non-empty list", kind)
+    return [parse_tool_call(c, f"{where}.tool_calls[{j}]", kind) for j, c in enumerate(raw)]
+
+
+def _sharegpt_call(value: object, where: str, kind: str) -> list[dict]:
+    """ShareGPT's ``function_call`` turn: its value is a JSON call, or a JSON list of calls."""
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else value
+    except json.JSONDecodeError as err:
+        raise Malformed(
+            "malformed_tool_call", f"{where}: function_call value is not JSON ({err.msg})", kind
+        ) from None
+    calls = parsed if isinstance(parsed, list) else [parsed]
+    if not calls:
+        raise Malformed("malformed_tool_call", f"{where}: function_call lists no call", kind)
+    return [parse_tool_call(c, f"{where}[{j}]", kind) for j, c in enumerate(calls)]
+
+
+def _tool_content(value: object, where: str, kind: str) -> str:
+    """A tool result: text (or text parts) as for any turn; a JSON object is kept as JSON text."""
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return _content(value, where, kind)
+
+
 def parse_messages(value: object, field: str, kind: str = "conversation") -> list[dict]:
-    """OpenAI (role/content) or ShareGPT (from/value) turns as ``[{role, content}]``."""
+    """OpenAI (role/content) or ShareGPT (from/value) turns as ``[{role, content}]``, plus
+    ``tool_calls`` on assistant turns that call tools (content then None when there is no text) and
+    ``tool_call_id``/``name`` on tool results, where the input gives them."""
     if not isinstance(value, list) or not value:
         raise Malformed("malformed_conversation", f"'{field}' must be a non-empty list of turns", kind)
     out = []
     for i, turn in enumerate(value):
+        where = f"{field}[{i}]"
         if not isinstance(turn, dict):
-            raise Malformed("malformed_conversation", f"{field}[{i}] is {type(turn).__name__}", kind)
-        role = turn.get("role", turn.get("from"))
+            raise Malformed("malformed_conversation", f"{where} is {type(turn).__name__}", kind)
+        raw_role = turn.get("role", turn.get("from"))
         content = turn["content"] if "content" in turn else turn.get("value")
-        if not isinstance(role, str) or role.lower() not in ROLE_ALIASES:
+        if not isinstance(raw_role, str) or raw_role.lower() not in ROLE_ALIASES:
             raise Malformed(
-                "unknown_role", f"{field}[{i}] has role {role!r}; known: {sorted(ROLE_ALIASES)}", kind
+                "unknown_role", f"{where} has role {raw_role!r}; known: {sorted(ROLE_ALIASES)}", kind
             )
-        if content is None:
-            raise Malformed("malformed_conversation", f"{field}[{i}] has no content", kind)
-        out.append({"role": ROLE_ALIASES[role.lower()], "content": _content(content, f"{field}[{i}]", kind)})
+        role = ROLE_ALIASES[raw_role.lower()]
+        if raw_role.lower() == "function_call":
+            calls, content = _sharegpt_call(content, where, kind), None
+        else:
+            calls = _tool_calls(turn, role, where, kind)
+        if content is None and not calls:
+            raise Malformed("malformed_conversation", f"{where} has no content", kind)
+        message: dict = {"role": role}
+        if role == "tool":
+            message["content"] = _tool_content(content, where, kind)
+            for key in ("tool_call_id", "name"):
+                if turn.get(key) is not None:
+                    if not isinstance(turn[key], str):
+                        raise Malformed("malformed_tool_call", f"{where}: {key} is not a string", kind)
+                    message[key] = turn[key]
+        else:
+            message["content"] = None if content is None else _content(content, where, kind)
+        if calls:
+            message["tool_calls"] = calls
+        out.append(message)
     return out
+
+
+def _check_tool_turns(messages: list[dict], field: str, kind: str) -> None:
+    """Results answer calls, and calls get their results: a tool turn follows an assistant turn
+    that called tools (or another result of it), a ``tool_call_id`` names one of its calls, and
+    every call is answered (each id, or at least one result where calls carry no ids) before the
+    dialogue goes on. A transcript may *end* on a call: that teaches when and how to call, and is
+    how OpenAI's fine-tuning format shows it; OpenAI's API refuses a history that continues past
+    an unanswered call, and a model trained on one learns to answer without the result."""
+    open_call: dict | None = None  # the assistant turn whose results may follow
+    waiting: set[str] = set()  # its call ids not answered yet
+    results = 0
+    for i, m in enumerate(messages):
+        where = f"{field}[{i}]"
+        if m["role"] == "tool":
+            if open_call is None:
+                raise Malformed(
+                    "malformed_conversation", f"{where} is a tool result that answers no call", kind
+                )
+            call_id = m.get("tool_call_id")
+            ids = {c["id"] for c in open_call["tool_calls"] if "id" in c}
+            if call_id is not None and ids and call_id not in ids:
+                raise Malformed(
+                    "malformed_conversation", f"{where} answers call {call_id!r}, which was not made", kind
+                )
+            waiting.discard(call_id)
+            results += 1
+            continue
+        if open_call is not None and (waiting or not results):
+            missing = f"call {sorted(waiting)} got" if waiting else "tool call got"
+            raise Malformed("malformed_conversation", f"{where} continues, but the {missing} no result", kind)
+        open_call = m if m.get("tool_calls") else None
+        waiting = {c["id"] for c in m.get("tool_calls") or () if "id" in c}
+        results = 0
 
 
 def _check_conversation(
@@ -151,6 +303,7 @@ def _check_conversation(
         raise Malformed(
             "malformed_conversation", f"'{field}' ends with a {roles[-1]} turn: nothing to learn from", kind
         )
+    _check_tool_turns(messages, field, kind)
 
 
 def _first_user(messages: list[dict]) -> str:
@@ -169,9 +322,12 @@ def parse_hh_transcript(text: str) -> list[dict]:
     ]
 
 
+CONVERSATION_FIELDS = {"messages": "openai", "conversations": "sharegpt", "conversation": "lmsys"}
+
+
 def _conversation(record: dict) -> Normalized:
-    field = "messages" if "messages" in record else "conversations"
-    dialect = "openai" if field == "messages" else "sharegpt"
+    field = next(f for f in CONVERSATION_FIELDS if f in record)
+    dialect = CONVERSATION_FIELDS[field]
     messages = parse_messages(record[field], field)
     _check_conversation(messages, field, "conversation")
     if sum(m["role"] == "assistant" for m in messages) == 0:
@@ -181,7 +337,7 @@ def _conversation(record: dict) -> Normalized:
         format=dialect,
         prompt=_first_user(messages),
         messages=messages,
-        response=messages[-1]["content"],
+        response=turn_text(messages[-1]),
         quality=_quality(record),
         consumed=frozenset({field}),
     )
@@ -231,7 +387,7 @@ def _preference(record: dict) -> Normalized:
                 "malformed_preference", "chosen and rejected continue different conversations", "preference"
             )
         messages = branch_c
-        chosen_text, rejected_text = branch_c[-1]["content"], branch_r[-1]["content"]
+        chosen_text, rejected_text = turn_text(branch_c[-1]), turn_text(branch_r[-1])
     if not any(m["role"] == "user" for m in context):
         raise Malformed("malformed_preference", "no user turn before the compared responses", "preference")
     scores = (_number(record.get("score_chosen")), _number(record.get("score_rejected")))
@@ -343,7 +499,8 @@ def _quality(record: dict) -> float | None:
 
 def normalize(record: dict) -> Normalized:
     """The record's dialect, normalised; raises :class:`Malformed` with a reason code."""
-    if "messages" in record or "conversations" in record:
+    lmsys = isinstance(record.get("conversation"), list) and not ("chosen" in record or "rejected" in record)
+    if "messages" in record or "conversations" in record or lmsys:
         return _conversation(record)
     if "chosen" in record or "rejected" in record:
         return _preference(record)
@@ -353,7 +510,7 @@ def normalize(record: dict) -> Normalized:
         return _instruction(record)
     raise Malformed(
         "unknown_format",
-        f"no SFT dialect recognised from fields {sorted(record)[:12]}: expected messages, conversations, "
+        f"no SFT dialect recognised from fields {sorted(record)[:12]}: expected messages, conversation(s), "
         "chosen/rejected, responses, instruction/output or prompt/completion",
     )
 

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from refinery.ingest.text_reader import (
     MAX_RAW_FILE_BYTES,
@@ -24,8 +24,9 @@ from refinery.ingest.text_reader import (
     IngestParams,
     SourceReader,
 )
+from refinery.sft.dedup_keys import DEFAULT_DEDUP_KEYS, complete_keys, record_key
 from refinery.sft.normalize import Malformed, meta_json, normalize
-from refinery.sft.schema import SFT_QUARANTINE_SCHEMA, SFT_SCHEMA
+from refinery.sft.schema import KEY_COLUMN, SFT_QUARANTINE_SCHEMA, SFT_SCHEMA
 from refinery.sft.schema import TEXT_COLUMN as PROMPT_COLUMN
 from refinery.stages.report import counts_table
 
@@ -33,11 +34,23 @@ SFT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 
 
 class SftIngestParams(IngestParams):
-    """How the SFT inbox is read."""
+    """How the SFT inbox is read, and what each record will be compared on downstream."""
 
     max_document_chars: int = Field(
         200_000, description="Records whose texts (all turns and responses) exceed this are quarantined."
     )
+    dedup_key: dict[str, str] = Field(
+        dict(DEFAULT_DEDUP_KEYS),
+        description="Per kind, what fills dedup_text (compared by sft_checked's dedup, embedded by "
+        "sft_selected): 'prompt' (first user turn), 'user_turns' (every user turn), 'conversation' "
+        "(every turn with its role), 'prompt_responses' (the context, then every compared answer). "
+        "Kinds left out keep their default.",
+    )
+
+    @field_validator("dedup_key", mode="before")
+    @classmethod
+    def _complete(cls, value: dict | None) -> dict[str, str]:
+        return complete_keys(value)
 
 
 class SftReader(SourceReader):
@@ -77,10 +90,12 @@ class SftReader(SourceReader):
                 rel, line, "not_an_object", f"expected a JSON object, got {type(record).__name__}", raw
             )
             return
+        given = record.get("id")
+        shown_id = str(given) if isinstance(given, str | int) and not isinstance(given, bool) else None
         try:
             rec = normalize(record)
-        except Malformed as err:
-            self._quarantine(rel, line, err.reason, err.detail, raw, kind=err.kind)
+        except Malformed as err:  # the id as given, so the record can be found in its file
+            self._quarantine(rel, line, err.reason, err.detail, raw, doc_id=shown_id, kind=err.kind)
             return
         size = sum(len(t) for t in rec.texts())
         if size > self.params.max_document_chars:
@@ -90,6 +105,7 @@ class SftReader(SourceReader):
                 "oversized",
                 f"{size} characters > max_document_chars {self.params.max_document_chars}",
                 raw,
+                doc_id=shown_id,
                 text=rec.prompt[:1000],
                 kind=rec.kind,
             )
@@ -97,7 +113,16 @@ class SftReader(SourceReader):
         if record.get("id") is not None:
             doc_id, error = self._ids.explicit(record["id"])
             if error:
-                self._quarantine(rel, line, error.split(":")[0], error, raw, text=rec.prompt, kind=rec.kind)
+                self._quarantine(
+                    rel,
+                    line,
+                    error.split(":")[0],
+                    error,
+                    raw,
+                    doc_id=shown_id,
+                    text=rec.prompt,
+                    kind=rec.kind,
+                )
                 return
         else:
             canonical = json.dumps(
@@ -123,6 +148,7 @@ class SftReader(SourceReader):
                 "turns": rec.turns,
                 "quality": rec.quality,
                 "meta": meta_json(record, rec.consumed),
+                KEY_COLUMN: record_key(rec, self.params.dedup_key),
                 "file": rel,
                 "line": line,
             }

@@ -7,7 +7,9 @@ keep records inside the context window; a language gate makes the English assump
 as in the text pipeline. Which response is judged depends on the kind: every assistant turn of
 a demonstration; the chosen answer of a preference pair and the best of a ranking (a rejected
 answer may well be truncated or a refusal: that is what it is there to show), while an empty
-answer anywhere makes a comparison meaningless.
+answer anywhere makes a comparison meaningless. Tool calls count as answers (an assistant turn
+that only calls a tool is not empty, and its calls count toward the response length) but are not
+prose: truncation, refusal, prompt-echo and language rules read what the assistant *says*.
 
 The first failed rule names the rejection; every score is a column.
 """
@@ -24,6 +26,7 @@ import pyarrow as pa
 from pydantic import BaseModel, Field, model_validator
 
 from refinery.filters.language import english_word_fraction
+from refinery.sft.normalize import turn_text
 from refinery.text.words import simplify, words
 
 RULE_FIELDS = [
@@ -177,14 +180,20 @@ class SftRules:
     def check(self, row: dict) -> tuple[dict, tuple[str, str] | None]:
         kind, prompt = row["kind"], row["prompt"] or ""
         messages = json.loads(row["messages"])
-        assistant = [m["content"] for m in messages if m["role"] == "assistant"]
+        turns = [m for m in messages if m["role"] == "assistant"]
+        assistant = [turn_text(m) for m in turns]  # tool calls rendered as name(arguments)
         responses = json.loads(row["responses"]) if row.get("responses") else []
-        # The answers a model is trained toward, and every answer whose emptiness voids the record.
-        judged = assistant if kind in ("instruction", "conversation") else [row["response"] or ""]
+        # The answers a model is trained toward (every assistant turn of a demonstration; the
+        # chosen or best answer, the last turn of the chosen branch, of a comparison), and every
+        # answer whose emptiness voids the record. A tool call is an answer (never empty), but
+        # not prose: the prose rules read what the turn says, and a turn that calls a tool may
+        # stop at "Let me look that up:" without being cut off.
+        judged = turns if kind in ("instruction", "conversation") else messages[-1:]
+        prose = [m["content"] for m in judged if m.get("content")]
         all_answers = assistant + [r["text"] for r in responses]
         response_text = "\n".join(assistant)
-        overlap = max((prompt_overlap(prompt, a) for a in judged), default=0.0)
-        sample = words(prompt + " " + response_text)
+        overlap = max((prompt_overlap(prompt, a) for a in prose), default=0.0)
+        sample = words(prompt + " " + "\n".join(m.get("content") or "" for m in turns))
         fraction = english_word_fraction(sample)
         scores = {
             "prompt_chars": len(prompt),
@@ -228,8 +237,8 @@ class SftRules:
             if failed and self._on(code):
                 return scores, (code, detail)
         if self._on("truncated_response"):
-            for i, answer in enumerate(judged):
-                why = truncation(answer)
+            for i, turn in enumerate(judged):
+                why = None if turn.get("tool_calls") else truncation(turn.get("content") or "")
                 if why:
                     return scores, ("truncated_response", f"response {i + 1}: {why}")
         if (
@@ -242,7 +251,7 @@ class SftRules:
                 f"{overlap:.0%} of the response's 3-grams are in the prompt",
             )
         if self._on("refusal") and self.refusal is not None:
-            for answer in judged:
+            for answer in prose:
                 found = self.refusal.search(answer)
                 if found:
                     return scores, ("refusal", f"refusal boilerplate: {found.group(0)!r}")

@@ -10,8 +10,15 @@ every kind, while each consumer reads the columns it needs:
 - ``preference``: a prompt (or conversation) with a ``chosen`` and a ``rejected`` response.
 - ``ranked``: a prompt with two or more responses and a score each.
 
-``prompt`` (the first user turn) is the text column: what invariant checks, dedup and selection
-look at, because two records asking the same thing are redundant however they were answered.
+``prompt`` (the first user turn) is the text column that invariant checks read and reports
+show. What dedup and selection compare is ``dedup_text``: the record's key, chosen per kind at
+ingest (:mod:`refinery.sft.dedup_keys`), because the first turn alone ("Hi, can you help me?")
+says too little about a conversation, and one prompt with several answer pairs is normal
+preference data.
+
+Messages keep tool calling as OpenAI writes it: an assistant turn may have ``tool_calls`` (and
+``content`` null when it only calls), a ``tool`` turn has the result and, where given,
+``tool_call_id`` and ``name``.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ KIND_GROUPS = {
     "preference": "preference",
     "ranked": "preference",
 }
+DEDUP_GROUPS = tuple(sorted(set(KIND_GROUPS.values())))
 TEXT_COLUMN = "prompt"
+KEY_COLUMN = "dedup_text"  # what dedup and selection compare (refinery.sft.dedup_keys)
 
 SFT_FIELDS = [
     pa.field("id", pa.string(), nullable=False),
@@ -38,11 +47,13 @@ SFT_FIELDS = [
     pa.field("prompt", pa.large_string(), nullable=False),  # first user turn
     pa.field("response", pa.large_string()),  # final assistant turn; chosen; best ranked
     pa.field("rejected_response", pa.large_string()),  # preference: rejected; ranked: worst
-    pa.field("messages", pa.large_string(), nullable=False),  # JSON [{role, content}], chosen branch
+    # JSON [{role, content, tool_calls?, tool_call_id?, name?}], the chosen branch
+    pa.field("messages", pa.large_string(), nullable=False),
     pa.field("responses", pa.large_string()),  # JSON [{text, score}] best first (preference, ranked)
     pa.field("turns", pa.int32(), nullable=False),  # assistant turns in messages
     pa.field("quality", pa.float64()),  # a score the input provides (quality/score/rating), else null
     pa.field("meta", pa.string()),  # every input field not modelled above, as JSON
+    pa.field(KEY_COLUMN, pa.large_string(), nullable=False),  # the per-kind dedup/selection key
     pa.field("file", pa.string()),
     pa.field("line", pa.int64()),  # 1-based line (JSONL), row (Parquet) or record number (JSON array)
 ]

@@ -1,8 +1,8 @@
-"""Choosing a diverse subset of SFT records: embed prompts, cluster, sample per cluster.
+"""Choosing a diverse subset of SFT records: embed each record's key, cluster, sample per cluster.
 
 Instruction sets are lopsided: thousands of near-identical "rewrite this sentence" prompts and a
 handful about anything else. Sampling at random to a budget keeps the lopsidedness; sampling
-per k-means cluster of the prompt embeddings keeps every kind of request represented
+per k-means cluster of the embeddings keeps every kind of request represented
 (proportional allocation: each cluster in proportion to its size, but at least one record while
 the budget allows; uniform: the same number from every cluster, water-filled so small clusters
 give all they have and the rest goes to the larger ones). Within a cluster, records are taken at
@@ -302,7 +302,7 @@ def selection_plot(embeddings: np.ndarray, keep: np.ndarray, max_points: int = 4
     ax.scatter(xy[kept, 0], xy[kept, 1], s=6, c="#d62728", label=f"kept ({int(keep.sum())})")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    ax.set_title("Prompt embeddings (PCA)", fontsize=9)
+    ax.set_title("Record-key embeddings (PCA)", fontsize=9)
     ax.legend(fontsize=7, loc="best", markerscale=2)
     ax.tick_params(labelsize=7)
     fig.tight_layout()

@@ -3,6 +3,10 @@
 Selection needs every record at once (k-means over all embeddings, quotas per cluster), so the
 decision is made when the processor is built, and each streamed batch only looks its rows up:
 memory is one embedding matrix, not the records' text.
+
+What is embedded is ``dedup_text``, the record's documented key (:mod:`refinery.sft.dedup_keys`),
+not the first user turn: conversations that open with the same greeting must not land in one
+cluster because of it, and what counts as one record for dedup is what is spread over clusters.
 """
 
 from __future__ import annotations
@@ -14,16 +18,17 @@ from refinery import markdown
 from refinery.batch import BatchResult, split_batch
 from refinery.metadata import Markdown
 from refinery.models.embedder import Embedder
-from refinery.sft.schema import TEXT_COLUMN
+from refinery.sft.schema import KEY_COLUMN
 from refinery.sft.select import Selection, SelectionParams, select, selection_plot
 from refinery.stages.spec import StageLog
 from refinery.storage import Storage
 
-READ_COLUMNS = ["id", "kind", TEXT_COLUMN, "quality"]
+READ_COLUMNS = ["id", "kind", KEY_COLUMN, "quality"]
+PREVIEW_CHARS = 200  # of each embedded text, kept after encoding for the per-cluster table
 
 
 class SftSelector:
-    """Embeds the partition's prompts, selects, then marks each row kept or ``not_selected``."""
+    """Embeds the partition's record keys, selects, then marks each row kept or ``not_selected``."""
 
     def __init__(
         self,
@@ -37,7 +42,8 @@ class SftSelector:
         self.params, self.embedder = params, embedder
         log = log or StageLog()
         self.frame = storage.read(upstream, source, columns=READ_COLUMNS)
-        self.embeddings = embedder.encode(self.frame[TEXT_COLUMN].tolist())
+        self.embeddings = embedder.encode(self.frame[KEY_COLUMN].tolist())
+        self.frame[KEY_COLUMN] = self.frame[KEY_COLUMN].str.slice(0, PREVIEW_CHARS)
         quality = pd.to_numeric(self.frame["quality"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         if params.within_cluster == "quality" and np.isnan(quality).all() and len(self.frame):
             log.warning("within_cluster='quality' but no record has a quality score: order is random")
@@ -78,6 +84,7 @@ class SftSelector:
             "clusters_represented": int((s.taken > 0).sum()),
             "coverage": round(s.coverage, 4),
             "kmeans_iterations": s.iterations,
+            "embedded_column": KEY_COLUMN,
             "embedding_model": self.embedder.name,
             "embedding_device": self.embedder.device,
             "per_cluster": Markdown(cluster_table(frame, s) if len(frame) else "_empty_"),
@@ -89,7 +96,7 @@ class SftSelector:
         }
         if len(frame) >= 2:
             plot = selection_plot(self.embeddings, s.keep)
-            out["projection"] = Markdown(f"![kept vs dropped, PCA of prompt embeddings]({plot})")
+            out["projection"] = Markdown(f"![kept vs dropped, PCA of record-key embeddings]({plot})")
         return out
 
     def summary(self) -> dict:
@@ -103,12 +110,13 @@ class SftSelector:
 
 
 def cluster_table(frame: pd.DataFrame, selection: Selection, limit: int = 20) -> str:
-    """Largest clusters first: size before, kept after, and the prompt nearest the centroid."""
+    """Largest clusters first: size before, kept after, and the start of the embedded key of the
+    record nearest the centroid."""
     examples = (
         frame.assign(cluster=selection.labels, d=selection.distances)
         .sort_values(["cluster", "d"])
         .drop_duplicates("cluster")
-        .set_index("cluster")[TEXT_COLUMN]
+        .set_index("cluster")[KEY_COLUMN]
     )
     order = np.argsort(-selection.sizes, kind="stable")[:limit]
     rows = [

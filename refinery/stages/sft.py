@@ -21,9 +21,10 @@ RAW_SFT = StageSpec(
     score_columns=("kind", "format"),
     description="SFT records parsed from $REFINERY_HOME/inbox/sft/<source>/ (JSONL, JSONL.gz, JSON arrays, "
     "Parquet) and normalised to one schema with a `kind` (instruction, conversation, preference, ranked): "
-    "Alpaca, Dolly, ShareGPT, OpenAI messages, prompt/chosen/rejected, message-list and HH preference pairs, "
-    "ranked responses. Malformed records are quarantined in storage/rejected/raw_sft with reason and "
-    "raw bytes.",
+    "Alpaca, Dolly, ShareGPT, OpenAI messages (tool calls and tool results kept), prompt/chosen/rejected, "
+    "message-list and HH preference pairs, ranked responses. Each record gets `dedup_text`, the key later "
+    "stages compare it on, chosen per kind (`dedup_key`). Malformed records are quarantined in "
+    "storage/rejected/raw_sft with reason and raw bytes.",
 )
 
 SFT_CHECKED = StageSpec(
@@ -41,8 +42,10 @@ SFT_CHECKED = StageSpec(
     text_column=TEXT_COLUMN,
     description="SFT rules (empty, truncated, prompt-echoing and refusing responses; prompt/response/turn "
     "limits; identical preference pairs, tied rankings; a language gate), then exact and MinHash-LSH "
-    "dedup of the prompt against every SFT partition materialized before (demonstrations and preference "
-    "data in separate indexes). Rejected rows name the rule or the kept duplicate.",
+    "dedup of `dedup_text` (all user turns of a conversation, the whole pair of a preference record) "
+    "against every SFT partition materialized before (demonstrations and preference data in separate "
+    "indexes, each switched on per group: near-duplicates off for preference data). Rejected rows name "
+    "the rule or the kept duplicate.",
 )
 
 SFT_SELECTED = StageSpec(
@@ -54,7 +57,7 @@ SFT_SELECTED = StageSpec(
     score_columns=("kind", "cluster", "cluster_distance"),
     text_column=TEXT_COLUMN,
     kinds=frozenset({"pytorch"}),
-    description="A diverse subset to a budget (count or fraction): prompt embeddings "
+    description="A diverse subset to a budget (count or fraction): embeddings of `dedup_text` "
     "(sentence-transformers), "
     "k-means, then per-cluster sampling (proportional or uniform; random, by quality score, or nearest the "
     "centroid). Every row carries its cluster; dropped rows are rejected as not_selected with the cluster's "

@@ -8,6 +8,7 @@ import pytest
 from refinery.paths import Layout
 from refinery.sft.check import SftCheckParams, check_batch
 from refinery.sft.dedup import SftPromptDeduper, open_group_indexes
+from refinery.sft.dedup_keys import DEFAULT_DEDUP_KEYS, key_text
 from refinery.sft.rules import SftRuleParams, SftRules, prompt_overlap, truncation
 from refinery.sft.schema import SFT_SCHEMA
 
@@ -37,6 +38,7 @@ def row(
         "turns": 1,
         "quality": None,
         "meta": None,
+        "dedup_text": key_text(DEFAULT_DEDUP_KEYS[kind], prompt, messages, responses),
         "file": "f",
         "line": 1,
     }
