@@ -96,7 +96,7 @@ def _semantic(run: StageContext) -> BatchProcessor:
 
 
 raw_documents = ingest_asset(text.RAW_DOCUMENTS, SourceReader)
-clean_documents = stage_asset(text.CLEAN_DOCUMENTS, lambda run: Cleaner(run.params))
+clean_documents = stage_asset(text.CLEAN_DOCUMENTS, lambda run: Cleaner(run.params, run.params.language_id()))
 heuristic_filtered = stage_asset(text.HEURISTIC_FILTERED, _heuristics)
 exact_deduplicated = stage_asset(text.EXACT_DEDUPLICATED, _exact, resources=["dedup_index"], pool=DEDUP_POOL)
 fuzzy_deduplicated = stage_asset(text.FUZZY_DEDUPLICATED, _fuzzy, resources=["dedup_index"], pool=DEDUP_POOL)

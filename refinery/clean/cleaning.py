@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, Field
@@ -11,6 +13,7 @@ from refinery.batch import BatchResult, split_batch
 from refinery.clean.normalize import fix_unicode, normalize_form, normalize_whitespace, strip_invisible
 from refinery.clean.pii import PII_KINDS, redact
 from refinery.metadata import Markdown
+from refinery.text.language_id import LanguageIdParams, label_batch
 
 PII_COLUMNS = [f"pii_{kind}" for kind in PII_KINDS]
 CLEAN_FIELDS = [pa.field(col, pa.int32()) for col in PII_COLUMNS] + [pa.field("text_changed", pa.bool_())]
@@ -57,15 +60,27 @@ def clean_batch(frame: pd.DataFrame, params: CleanParams) -> BatchResult:
 
 
 class Cleaner:
-    """The clean_documents processor: :func:`clean_batch`, plus totals for the stage's report."""
+    """The clean_documents processor: :func:`clean_batch`, then the language of what it keeps
+    (lingua, on the cleaned text) when ``languages`` is given, plus totals for the report."""
 
-    def __init__(self, params: CleanParams):
+    def __init__(self, params: CleanParams, languages: LanguageIdParams | None = None):
         self.params = params
+        self.languages = languages
         self.pii = dict.fromkeys(PII_COLUMNS, 0)
         self.changed = 0
+        self.by_language: Counter = Counter()
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
         result = clean_batch(frame, self.params)
+        if self.languages is not None:
+            result = BatchResult(
+                label_batch(result.kept, self.languages),
+                result.rejected.assign(
+                    language=pd.Series([None] * len(result.rejected), dtype=object),
+                    language_score=pd.Series([float("nan")] * len(result.rejected), dtype="float32"),
+                ),
+            )
+            self.by_language.update(result.kept["language"].tolist())
         for part in (result.kept, result.rejected):
             for col in PII_COLUMNS:
                 self.pii[col] += int(part[col].sum())
@@ -73,17 +88,22 @@ class Cleaner:
         return result
 
     def report(self) -> dict:
-        return {
+        out = {
             "pii_redacted": Markdown(markdown.table(["kind", "occurrences"], self.pii.items())),
             "pii_total": sum(self.pii.values()),
             "documents_changed": self.changed,
         }
+        if self.languages is not None:
+            rows = sorted(self.by_language.items(), key=lambda kv: (-kv[1], kv[0]))
+            out["languages"] = Markdown(markdown.table(["language", "documents"], rows) if rows else "_none_")
+        return out
 
     def summary(self) -> dict:
-        return {"pii": dict(self.pii), "documents_changed": self.changed}
+        return {"pii": dict(self.pii), "documents_changed": self.changed, "languages": dict(self.by_language)}
 
     def absorb(self, summary: dict) -> None:
         """Add another worker's counts (the Ray engine cleans slices in parallel)."""
         for col, n in summary.get("pii", {}).items():
             self.pii[col] += n
         self.changed += summary.get("documents_changed", 0)
+        self.by_language.update(summary.get("languages", {}))

@@ -30,6 +30,7 @@ from refinery.ids import IdAssigner
 from refinery.ingest.html import HTML_SUFFIXES, UndecodableHtml, decode_html, extract_html
 from refinery.ingest.pdf import PDF_SUFFIXES, PdfProblem, extract_pdf
 from refinery.ingest.warc import WARC_SUFFIXES, iter_warc, read_at_most
+from refinery.metadata import Json
 from refinery.schema import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
 
 RECORD_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".txt")
@@ -208,7 +209,13 @@ class SourceReader(RowCollector):
         super().__init__(folder, source, params or IngestParams())
 
     def report(self) -> dict:
-        return {"blank_lines_skipped": self.stats.blank_lines}
+        return {
+            "blank_lines_skipped": self.stats.blank_lines,
+            "records_skipped": Json(dict(self.stats.skipped)),  # e.g. WARC requests, non-HTML responses
+        }
+
+    def summary(self) -> dict:
+        return {"records_skipped": dict(self.stats.skipped)}
 
     # -- public -------------------------------------------------------------------------------
     def batches(self) -> Iterator[IngestBatch]:

@@ -17,6 +17,7 @@ from refinery.ingest.text_reader import IngestParams
 from refinery.quality.classifier import QUALITY_FIELDS, QualityParams
 from refinery.quality.perplexity import PERPLEXITY_FIELDS, PerplexityParams
 from refinery.stages.spec import StageSpec
+from refinery.text.language_id import LANGUAGE_FIELDS, LanguageLabelParams
 
 SCORE_EDGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -24,22 +25,31 @@ RAW_DOCUMENTS = StageSpec(
     name=names.RAW_DOCUMENTS,
     kind="text",
     params=IngestParams,
-    description="Documents parsed from $REFINERY_HOME/inbox/text/<source>/ (JSONL, JSONL.gz, Parquet, "
-    "text files). Malformed lines, bad encodings, missing/empty text and oversized documents are "
-    "quarantined in storage/rejected/raw_documents with file, line, reason and the raw bytes.",
+    description="Documents parsed from $REFINERY_HOME/inbox/text/<source>/: JSONL, JSONL.gz, Parquet and "
+    "text files; HTML pages (main content, headings, lists and code kept, navigation dropped); WARC crawls "
+    "(one document per HTML response, its URL and crawl date kept); PDFs (text in reading order, pages "
+    "kept). Malformed lines, bad encodings, missing/empty text, oversized documents, encrypted or corrupt "
+    "PDFs, pages without main content and truncated WARC records are quarantined in "
+    "storage/rejected/raw_documents with file, line, reason and the raw bytes.",
 )
+
+
+class CleanStageParams(CleanParams, LanguageLabelParams):
+    """clean_documents' parameters: the cleaning steps, and the language labels of what it keeps."""
+
 
 CLEAN_DOCUMENTS = StageSpec(
     name=names.CLEAN_DOCUMENTS,
     kind="text",
     upstream=names.RAW_DOCUMENTS,
-    params=CleanParams,
-    fields=tuple(CLEAN_FIELDS),
+    params=CleanStageParams,
+    fields=(*CLEAN_FIELDS, *LANGUAGE_FIELDS),
     score_columns=tuple(PII_COLUMNS),
     parallel=True,
     description="Text repaired with ftfy, normalized (NFC), stripped of control and zero-width characters, "
     "whitespace tidied, and e-mails, phone numbers, IP addresses and Luhn-valid card numbers redacted. "
-    "Counts per PII kind are columns (pii_email, pii_phone, pii_ip, pii_credit_card).",
+    "Counts per PII kind are columns (pii_email, pii_phone, pii_ip, pii_credit_card). Every kept document "
+    "gets its language (ISO 639-1, or 'unknown') and language_score from lingua.",
 )
 
 HEURISTIC_FILTERED = StageSpec(

@@ -105,6 +105,29 @@ def label_texts(texts: list[str], params: LanguageIdParams | None = None) -> tup
     return languages, scores
 
 
+class LanguageLabelParams(BaseModel):
+    """The language-label settings of a stage that labels as it goes (clean_documents): the
+    fields of :class:`LanguageIdParams`, named so they read clearly beside the stage's own."""
+
+    label_language: bool = Field(True, description="Add language and language_score (lingua).")
+    language_candidates: list[str] | None = Field(
+        None, description="ISO 639-1 codes lingua may answer (at least two); None: all 75 it ships."
+    )
+    language_low_accuracy: bool = Field(True, description="lingua's low-accuracy (trigram) mode.")
+    language_max_chars: int | None = Field(
+        1_000, description="Classify only this prefix of each document (None: the whole text)."
+    )
+
+    def language_id(self) -> LanguageIdParams | None:
+        if not self.label_language:
+            return None
+        return LanguageIdParams(
+            languages=self.language_candidates,
+            low_accuracy=self.language_low_accuracy,
+            max_chars=self.language_max_chars,
+        )
+
+
 def label_batch(frame: pd.DataFrame, params: LanguageIdParams | None = None) -> pd.DataFrame:
     """The frame with ``language`` and ``language_score`` columns (replacing existing ones)."""
     params = params or LanguageIdParams()

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import dagster as dg
+
 from definitions import defs
 
 SNAPSHOT = Path(__file__).with_name("graph_snapshot.json")
@@ -23,14 +25,25 @@ def graph() -> dict:
             "pool": sorted(node.pools or []),
             "checks": sorted(c.name for c in node.check_keys),
             "kinds": sorted(node.kinds),
+            "description": node.description,
+            "op_tags": _op_tags(key),
         }
+    jobs = [j for j in defs.resolve_all_job_defs() if not j.name.startswith("__")]
     return {
         "assets": assets,
-        "jobs": sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")),
+        "jobs": {j.name: sorted(k.to_user_string() for k in j.asset_layer.selected_asset_keys) for j in jobs},
         "sensors": sorted(s.name for s in defs.sensors or []),
         "schedules": {s.name: s.cron_schedule for s in defs.schedules or []},
         "resources": sorted(defs.resources or {}),
     }
+
+
+def _op_tags(key) -> dict:
+    """The tags of the op that materializes ``key`` (the k8s GPU request, where there is one)."""
+    for assets_def in defs.assets or []:
+        if isinstance(assets_def, dg.AssetsDefinition) and key in assets_def.keys:
+            return dict(assets_def.op.tags)
+    return {}
 
 
 def test_graph_matches_snapshot():
