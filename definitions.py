@@ -1,14 +1,15 @@
 """The one Dagster ``Definitions`` of Refinery (loaded by workspace.yaml and ``-m definitions``).
 
-Resources come from ``resources.build_resources`` for ``$REFINERY_ENVIRONMENT`` (``local`` by
-default, ``cluster`` for Redis-backed dedup indexes shared by many machines).
+Resources and the executor come from ``resources.environments`` for ``$REFINERY_ENVIRONMENT``
+(``local`` by default: in-process steps, local index files; ``cluster``: a process per step,
+Redis-backed dedup indexes shared by many machines).
 """
 
 import dagster as dg
 
 from assets import ALL_ASSETS
 from assets.jobs import ALL_JOBS
-from resources import build_resources
+from resources import build_executor, build_resources
 from sensors import ALL_SCHEDULES, ALL_SENSORS
 
 defs = dg.Definitions(
@@ -17,4 +18,5 @@ defs = dg.Definitions(
     sensors=ALL_SENSORS,
     schedules=ALL_SCHEDULES,
     resources=build_resources(),
+    executor=build_executor(),
 )

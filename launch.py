@@ -15,11 +15,14 @@ from refinery.paths import Layout
 
 INSTANCE_YAML = """\
 # Written by `refinery init`. The dedup indexes (pool dedup_index) and GPUs (pool gpu) take one
-# step at a time; a crashed run gives its slot back after five minutes.
+# step at a time; a crashed run gives its slot back after five minutes. At most two runs at once
+# (a laptop's cores); raise it on a bigger machine.
 concurrency:
   pools:
     granularity: op
     default_limit: 1
+  runs:
+    max_concurrent_runs: 2
 run_monitoring:
   enabled: true
   free_slots_after_run_end_seconds: 300

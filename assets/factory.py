@@ -17,6 +17,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import BaseModel
 
+from assets.automation import STAGE
 from assets.gpu import gpu_asset_kwargs
 from assets.partitions import PARTITIONS_BY_KIND
 from refinery.ingest.text_reader import RowCollector
@@ -137,7 +138,9 @@ def _outcome_result(outcome: StageOutcome) -> dg.MaterializeResult:
     )
 
 
-def _asset_args(spec: StageSpec, resources: Iterable[str], pool: str | None, gpu: bool) -> dict:
+def _asset_args(
+    spec: StageSpec, resources: Iterable[str], pool: str | None, gpu: bool, automatic: bool = True
+) -> dict:
     args: dict[str, Any] = {
         "name": spec.name,
         "partitions_def": PARTITIONS_BY_KIND[spec.kind],
@@ -149,6 +152,8 @@ def _asset_args(spec: StageSpec, resources: Iterable[str], pool: str | None, gpu
     }
     if spec.deps:
         args["deps"] = spec.deps
+    if automatic:  # refreshed when its upstream partition updates (assets/automation.py)
+        args["automation_condition"] = STAGE
     if gpu:
         args.update(gpu_asset_kwargs())
     if pool is not None:
@@ -184,12 +189,13 @@ def stage_asset(
 def ingest_asset(
     spec: StageSpec, reader: type[RowCollector], *, resources: Iterable[str] = ()
 ) -> dg.AssetsDefinition:
-    """The asset that parses ``inbox/<kind>/<source>/`` with ``reader(folder, source, params)``."""
+    """The asset that parses ``inbox/<kind>/<source>/`` with ``reader(folder, source, params)``;
+    its kind's inbox sensor requests it when the folder's files change."""
     config_type = config_class(spec.params)
 
     # The engine is not used here, but checked: with an unreachable Ray cluster the run fails
     # before its first step writes anything.
-    @dg.asset(**_asset_args(spec, [*resources, "engine"], None, False))
+    @dg.asset(**_asset_args(spec, [*resources, "engine"], None, False, automatic=False))
     def _ingest(context: dg.AssetExecutionContext, config: config_type) -> dg.MaterializeResult:
         ctx = stage_context(context, spec, config)
         folder = ctx.layout.inbox_source(spec.kind, ctx.source)

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.automation import EVERY_INTERVAL, STAGE
 from assets.factory import config_class, publish
 from refinery import names
 from refinery.mixing.mixture import MixtureParams
@@ -16,6 +17,7 @@ MixtureConfig = config_class(MixtureParams)
 
 @dg.asset(
     name=names.DOMAIN_WEIGHTS,
+    automation_condition=EVERY_INTERVAL,
     deps=[names.PRETRAIN_CORPUS],
     group_name="mixing",
     kinds={"python", "parquet", "pytorch"},
@@ -35,6 +37,7 @@ def domain_weights(
 
 @dg.asset(
     name=names.PRETRAIN_MIXTURE,
+    automation_condition=STAGE,
     deps=[names.DOMAIN_WEIGHTS, names.DATASET_SPLITS],
     group_name="mixing",
     kinds={"python", "parquet"},

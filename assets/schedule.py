@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.automation import EVERY_INTERVAL, STAGE
 from assets.factory import config_class, publish
 from refinery import names
 from refinery.schedule.order import ScheduleParams
@@ -15,6 +16,7 @@ ScheduleConfig = config_class(ScheduleParams)
 
 @dg.asset(
     name=names.DATASET_SPLITS,
+    automation_condition=EVERY_INTERVAL,
     deps=[names.PRETRAIN_CORPUS],
     group_name="schedule",
     kinds={"python", "parquet"},
@@ -39,6 +41,7 @@ def dataset_splits(context: dg.AssetExecutionContext, config: SplitConfig, refin
 
 @dg.asset(
     name=names.TRAINING_SCHEDULE,
+    automation_condition=STAGE,
     deps=[names.PRETRAIN_MIXTURE, names.DATASET_SPLITS],
     group_name="schedule",
     kinds={"python", "parquet", "duckdb"},

@@ -7,6 +7,7 @@ SFT selection and mixing read the stored vectors instead of embedding again.
 
 import dagster as dg
 
+from assets.automation import STAGE
 from assets.factory import config_class, materialize_result
 from assets.gpu import gpu_asset_kwargs
 from assets.partitions import text_source
@@ -26,6 +27,7 @@ EmbeddingConfig = config_class(EmbeddingParams)
 
 @dg.asset(
     name=names.DOCUMENT_EMBEDDINGS,
+    automation_condition=STAGE,
     partitions_def=text_source,
     deps=[names.QUALITY_SCORED],
     group_name="text",

@@ -6,12 +6,21 @@ records the model's path and content hash in its metadata and Parquet provenance
 and the files both say which model scored which data.
 """
 
+import warnings
+
 import dagster as dg
 
+from assets.automation import MODEL, OBSERVE
 from assets.factory import config_class, materialize_result
 from refinery import names
+from refinery.inbox import inbox_version
 from refinery.quality.classifier import ClassifierTrainParams, train_quality_classifier
-from refinery.quality.reference import ReferenceLMParams, register_external_lm, train_reference_lm
+from refinery.quality.reference import (
+    REFERENCE_KIND,
+    ReferenceLMParams,
+    register_external_lm,
+    train_reference_lm,
+)
 from resources import RefineryHome
 from resources.kenlm import KenLMResource
 
@@ -19,14 +28,22 @@ MODELS_GROUP = "text_models"
 ReferenceLMConfig = config_class(ReferenceLMParams)
 QualityClassifierConfig = config_class(ClassifierTrainParams)
 
-reference_corpus = dg.AssetSpec(
-    names.REFERENCE_CORPUS,
-    group_name=MODELS_GROUP,
-    kinds={"jsonl"},
-    description="High-quality text in $REFINERY_HOME/inbox/reference/<name>/ (any format the text inbox "
-    "accepts): what reference_lm trains on and the positive class of quality_classifier. Not materialized "
-    "by Refinery; the sample ships one ('curated').",
-)
+
+def _observe_reference(refinery: RefineryHome) -> dg.DataVersion:
+    return dg.DataVersion(inbox_version(refinery.layout(), REFERENCE_KIND))
+
+
+with warnings.catch_warnings():  # observable source assets are a beta API of Dagster 1.13
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    reference_corpus = dg.observable_source_asset(
+        name=names.REFERENCE_CORPUS,
+        group_name=MODELS_GROUP,
+        automation_condition=OBSERVE,
+        description="High-quality text in $REFINERY_HOME/inbox/reference/<name>/ (any format the text inbox "
+        "accepts): what reference_lm trains on and the positive class of quality_classifier. Not "
+        "materialized by Refinery: observed, its version a fingerprint of its files, so the models retrain "
+        "when it changes; the sample ships one ('curated').",
+    )(_observe_reference)
 
 
 @dg.asset(
@@ -34,6 +51,7 @@ reference_corpus = dg.AssetSpec(
     deps=[reference_corpus],
     group_name=MODELS_GROUP,
     kinds={"kenlm"},
+    automation_condition=MODEL,
     check_specs=[
         dg.AssetCheckSpec(
             "bucket_cutoffs_increase",
@@ -71,6 +89,7 @@ def reference_lm(
     deps=[reference_corpus, names.CLEAN_DOCUMENTS],
     group_name=MODELS_GROUP,
     kinds={"pytorch"},
+    automation_condition=MODEL,
     check_specs=[
         dg.AssetCheckSpec(
             "heldout_auc",

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.automation import EVERY_INTERVAL
 from assets.factory import materialize_result
 from refinery import names
 from refinery.report import publish_report
@@ -10,6 +11,7 @@ from resources import RefineryHome
 
 @dg.asset(
     name=names.CORPUS_REPORT,
+    automation_condition=EVERY_INTERVAL,
     deps=[names.PRETRAIN_CORPUS],
     group_name="text",
     kinds={"python", "parquet", "duckdb"},

@@ -58,3 +58,12 @@ def scan(layout: Layout, kind: str, settle_seconds: float = 5.0, now: float | No
         else:
             result.ready[folder.name] = state
     return result
+
+
+def inbox_version(layout: Layout, kind: str) -> str:
+    """One fingerprint of every source folder of an inbox kind (names and file states), so a
+    change anywhere in it — a file added, edited or removed — gives a new version."""
+    digest = hashlib.sha1()
+    for name, state in sorted(scan(layout, kind, settle_seconds=0).ready.items()):
+        digest.update(f"{name}\0{state.fingerprint}\n".encode())
+    return digest.hexdigest()[:16]

@@ -6,7 +6,7 @@ from resources.compute import ComputeResource
 from resources.dedup_index import DedupIndexResource
 from resources.embedder import EmbedderResource
 from resources.engine import EngineResource
-from resources.environments import ENVIRONMENTS, build_resources
+from resources.environments import ENVIRONMENTS, build_executor, build_resources
 from resources.home import RefineryHome
 from resources.kenlm import KenLMResource
 from resources.quality import QualityClassifierResource
@@ -21,5 +21,6 @@ __all__ = [
     "KenLMResource",
     "QualityClassifierResource",
     "RefineryHome",
+    "build_executor",
     "build_resources",
 ]

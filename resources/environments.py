@@ -49,7 +49,7 @@ def build_resources(
     """Every resource the assets use, for ``environment`` (default ``$REFINERY_ENVIRONMENT`` or
     ``local``). ``home``, ``device``, ``batch_size`` and ``dataloader_workers`` override the
     environment's; any resource can be replaced by passing it by key (``dedup_index=...``)."""
-    environment = environment or os.environ.get(ENVIRONMENT_ENV) or "local"
+    environment = environment or current_environment()
     if environment not in ENVIRONMENTS:
         raise ValueError(f"unknown environment {environment!r}; choose one of {ENVIRONMENTS}")
     compute_args: dict[str, Any] = {"device": device or "auto"}
@@ -79,3 +79,17 @@ def build_resources(
         raise KeyError(f"no resource named {sorted(unknown)}; resources are {sorted(resources)}")
     resources.update({k: v for k, v in overrides.items() if v is not None})
     return resources
+
+
+def current_environment() -> str:
+    return os.environ.get(ENVIRONMENT_ENV) or "local"
+
+
+def build_executor(environment: str | None = None) -> dg.ExecutorDefinition:
+    """How a run executes its steps. ``local``: in the run's own process, one step after another
+    (a step costs no process start and no re-import of the definitions, which dominates chains of
+    short steps on a laptop); ``cluster``: a process per step, so steps of one run use many cores
+    (with the k8s run launcher, give the cluster ``k8s_job_executor`` in dagster.yaml-driven
+    deployments: one pod per step)."""
+    environment = environment or current_environment()
+    return dg.in_process_executor if environment == "local" else dg.multiprocess_executor

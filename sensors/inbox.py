@@ -1,41 +1,36 @@
-"""The inbox sensor: new source folders become partitions, changed ones get a run."""
+"""The inbox sensors: new source folders become partitions, changed ones get their raw asset re-run.
+
+Everything after the raw asset refreshes by itself (assets/automation.py): each stage is eager on
+its upstream partition, so a new or changed source flows through every stage of its kind, the
+model-based ones included as soon as the models exist.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from assets import image_text_source, sft_source, text_source, video_source
-from assets.jobs import (
-    image_text_pipeline_job,
-    sft_pipeline_job,
-    text_pipeline_job,
-    text_prefilter_job,
-    video_pipeline_job,
-)
+from assets import PARTITIONS_BY_KIND
+from refinery import names
 from refinery.inbox import scan
-from refinery.quality.artifacts import missing_models
 from resources import RefineryHome
 
 SETTLE_SECONDS = 5.0
-
-if TYPE_CHECKING:
-    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+RAW_ASSET_BY_KIND = {
+    "text": names.RAW_DOCUMENTS,
+    "sft": names.RAW_SFT,
+    "image_text": names.RAW_IMAGE_TEXT,
+    "video": names.RAW_VIDEOS,
+}
 
 
 def evaluate_inbox(
-    context: dg.SensorEvaluationContext,
-    refinery: RefineryHome,
-    kind: str,
-    partitions: dg.DynamicPartitionsDefinition,
-    job_name: str | None = None,
+    context: dg.SensorEvaluationContext, refinery: RefineryHome, kind: str
 ) -> dg.SensorResult | dg.SkipReason:
-    """Shared by every inbox kind: diff fingerprints against the cursor, add partitions, request runs.
-
-    ``job_name`` picks one of the sensor's jobs for the runs (default: its only job).
-    """
+    """Diff the inbox's fingerprints against the cursor: add partitions for new sources, request
+    the raw asset of every new or changed one (keyed by its fingerprint, so a state runs once)."""
+    partitions = PARTITIONS_BY_KIND[kind]
     cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     inbox = scan(refinery.layout(), kind, SETTLE_SECONDS)
     for name in inbox.invalid:
@@ -50,11 +45,12 @@ def evaluate_inbox(
     if not new_sources and not changed:
         waiting = f" ({len(inbox.settling)} still being written: {inbox.settling})" if inbox.settling else ""
         return dg.SkipReason(f"no new or changed sources in inbox/{kind}{waiting}")
+    raw = dg.AssetKey(RAW_ASSET_BY_KIND[kind])
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
                 partition_key=name,
-                job_name=job_name,
+                asset_selection=[raw],
                 run_key=f"{kind}:{name}:{inbox.ready[name].fingerprint}",
                 tags={"refinery/source": name, "refinery/fingerprint": inbox.ready[name].fingerprint},
             )
@@ -65,41 +61,25 @@ def evaluate_inbox(
     )
 
 
-@dg.sensor(
-    jobs=[text_pipeline_job, text_prefilter_job],
-    minimum_interval_seconds=30,
-    description="Watches $REFINERY_HOME/inbox/text/: adds a text_source partition for each new folder and "
-    "runs the text pipeline for every source whose files changed. Until reference_lm and "
-    "quality_classifier exist it runs text_prefilter (the rule-based stages) instead.",
-)
-def text_inbox_sensor(context: dg.SensorEvaluationContext, refinery: RefineryHome):
-    missing = missing_models(refinery.layout().home)
-    if missing:
-        context.log.info(f"models {missing} not materialized yet: running the rule-based stages only")
-    job = text_prefilter_job if missing else text_pipeline_job
-    return evaluate_inbox(context, refinery, "text", text_source, job.name)
-
-
-def _pipeline_sensor(
-    kind: str, partitions: dg.DynamicPartitionsDefinition, job: UnresolvedAssetJobDefinition, what: str
-) -> dg.SensorDefinition:
-    """The sensor of an inbox kind whose sources always go through one job."""
+def inbox_sensor(kind: str) -> dg.SensorDefinition:
+    """The sensor of one inbox kind."""
+    raw = RAW_ASSET_BY_KIND[kind]
 
     @dg.sensor(
         name=f"{kind}_inbox_sensor",
-        job=job,
+        asset_selection=[raw],
         minimum_interval_seconds=30,
-        description=f"Watches $REFINERY_HOME/inbox/{kind}/: adds one {partitions.name} partition per new "
-        f"folder and runs {what} for every source whose files changed.",
+        description=f"Watches $REFINERY_HOME/inbox/{kind}/: adds one {PARTITIONS_BY_KIND[kind].name} "
+        f"partition per new folder and materializes {raw} for every source whose files changed; the later "
+        "stages follow by their automation conditions (turn on default_automation_condition_sensor).",
     )
     def _sensor(context: dg.SensorEvaluationContext, refinery: RefineryHome):
-        return evaluate_inbox(context, refinery, kind, partitions)
+        return evaluate_inbox(context, refinery, kind)
 
     return _sensor
 
 
-sft_inbox_sensor = _pipeline_sensor("sft", sft_source, sft_pipeline_job, "the SFT pipeline")
-image_text_inbox_sensor = _pipeline_sensor(
-    "image_text", image_text_source, image_text_pipeline_job, "the image–text pipeline"
-)
-video_inbox_sensor = _pipeline_sensor("video", video_source, video_pipeline_job, "the keyframe pipeline")
+text_inbox_sensor = inbox_sensor("text")
+sft_inbox_sensor = inbox_sensor("sft")
+image_text_inbox_sensor = inbox_sensor("image_text")
+video_inbox_sensor = inbox_sensor("video")

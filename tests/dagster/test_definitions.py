@@ -27,6 +27,7 @@ def graph() -> dict:
             "kinds": sorted(node.kinds),
             "description": node.description,
             "op_tags": _op_tags(key),
+            "automation": node.automation_condition.get_label() if node.automation_condition else None,
         }
     jobs = [j for j in defs.resolve_all_job_defs() if not j.name.startswith("__")]
     return {

@@ -42,7 +42,10 @@ def test_new_sources_become_partitions_with_runs(home, instance):
         ("text_source", ["forum", "news"])
     ]
     assert sorted(r.partition_key for r in first.run_requests) == ["forum", "news"]
-    assert {r.job_name for r in first.run_requests} == {"text_prefilter"}  # no models trained yet
+    # Only the raw asset: the later stages follow by their automation conditions.
+    assert {tuple(k.to_user_string() for k in r.asset_selection) for r in first.run_requests} == {
+        ("raw_documents",)
+    }
     assert len({r.run_key for r in first.run_requests}) == 2
     apply_partitions(instance, first)
 
@@ -87,20 +90,24 @@ def test_invalid_source_names_are_ignored(home, instance):
     assert json.loads(result.cursor) == {"good": json.loads(result.cursor)["good"]}
 
 
-def test_sensor_run_request_executes_the_real_job(home, instance):
+def test_sensor_run_request_materializes_the_raw_asset(home, instance):
     settle(
         write_source(home, "news", {"a.jsonl": '{"text": "' + "A plain sentence with words. " * 30 + '"}\n'})
     )
     result = tick(instance, home)
     apply_partitions(instance, result)
-    job = defs.resolve_job_def(result.run_requests[0].job_name)
+    request = result.run_requests[0]
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(request.asset_selection)
+    )
     run = job.execute_in_process(
-        partition_key=result.run_requests[0].partition_key, instance=instance, resources=resources_for(home)
+        partition_key=request.partition_key, instance=instance, resources=resources_for(home)
     )
     assert run.success
+    assert [e.asset_key.to_user_string() for e in run.get_asset_materialization_events()] == ["raw_documents"]
 
 
-def test_sensor_runs_the_full_pipeline_once_models_exist(home, instance):
+def test_sensor_requests_the_same_raw_asset_whether_or_not_models_exist(home, instance):
     from refinery.quality.artifacts import TEXT_MODEL_ASSETS, models_dir, publish
 
     settle(write_source(home, "news", {"a.jsonl": '{"text": "hello"}\n'}))
@@ -109,7 +116,9 @@ def test_sensor_runs_the_full_pipeline_once_models_exist(home, instance):
         produced.write_bytes(asset.encode())
         publish(models_dir(home.home, asset), asset, produced, ".bin", {"kind": asset})
     result = tick(instance, home)
-    assert [(r.partition_key, r.job_name) for r in result.run_requests] == [("news", "text_pipeline")]
+    assert [(r.partition_key, [k.path[-1] for k in r.asset_selection]) for r in result.run_requests] == [
+        ("news", ["raw_documents"])
+    ]
 
 
 def test_daily_schedule_refreshes_the_report(home, instance):

@@ -1,0 +1,61 @@
+"""When assets refresh by themselves (declarative automation; turn on the automation sensor).
+
+- The inbox sensors add a partition for each new source folder and request its ``raw_*`` asset
+  when its files change; every later stage of that kind is :data:`STAGE` (``eager``): it runs when
+  its upstream partition updates, once nothing it needs is missing or running. The model-based text
+  stages need the models, so a source that arrives before them waits and flows on as soon as they
+  exist.
+- The text models are :data:`MODEL`: trained when missing, retrained on ``$REFINERY_MODELS_CRON``
+  (default Sundays 03:00 UTC) or when the reference corpus changes (``reference_corpus`` is an
+  observed source asset whose version is a fingerprint of its files). A retrained model updates the
+  stages it scored, which then re-score every partition (eager), and so on down.
+- The cross-source tables (training data, the corpus report) are :data:`EVERY_INTERVAL`: they
+  refresh when any source's corpus has changed, at most once per ``$REFINERY_REFRESH_CRON`` tick
+  (default hourly); their own downstream follows them eagerly.
+
+The conditions are labelled, so the UI's Automation tab shows them by name.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+MODELS_CRON_ENV = "REFINERY_MODELS_CRON"
+REFRESH_CRON_ENV = "REFINERY_REFRESH_CRON"
+OBSERVE_CRON_ENV = "REFINERY_OBSERVE_CRON"
+MODELS_CRON = os.environ.get(MODELS_CRON_ENV) or "0 3 * * 0"
+REFRESH_CRON = os.environ.get(REFRESH_CRON_ENV) or "0 * * * *"
+OBSERVE_CRON = os.environ.get(OBSERVE_CRON_ENV) or "* * * * *"
+REFERENCE = dg.AssetSelection.assets("reference_corpus")
+
+REFERENCE_CHANGED = dg.AutomationCondition.data_version_changed()
+_IDLE = ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.any_deps_in_progress()
+
+STAGE = dg.AutomationCondition.eager()
+
+MODEL = (
+    (
+        dg.AutomationCondition.missing().newly_true()
+        | dg.AutomationCondition.cron_tick_passed(MODELS_CRON)
+        | dg.AutomationCondition.any_deps_match(REFERENCE_CHANGED).allow(REFERENCE)
+    ).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & _IDLE
+).with_label(f"missing, on_cron({MODELS_CRON}) or reference corpus changed")
+
+EVERY_INTERVAL = (
+    (
+        dg.AutomationCondition.missing().newly_true()
+        | (
+            dg.AutomationCondition.any_deps_updated().since_last_handled()
+            & dg.AutomationCondition.cron_tick_passed(REFRESH_CRON).since_last_handled()
+        )
+    ).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & _IDLE
+).with_label(f"missing, or deps updated (at most once per {REFRESH_CRON})")
+
+# Sources outside Refinery (the reference corpus) are observed on this cadence.
+OBSERVE = dg.AutomationCondition.cron_tick_passed(OBSERVE_CRON).with_label(f"observe {OBSERVE_CRON}")

@@ -1,0 +1,128 @@
+"""Refreshes that flow by themselves, with the real daemon: `dagster dev` on loopback, the inbox
+sensor and the automation sensor turned on through GraphQL, then a new source and a changed file.
+
+Exactly the affected partitions, and everything downstream of them, must re-run: the changed and
+the new source through every text stage, the cross-source tables once more; the other sources and
+the models not at all. The final corpus and the training schedule must show the change.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+import launch
+from refinery import names
+from refinery.sample import prose
+from refinery.sample.reference_sample import build_reference_sample
+from refinery.sample.target_sample import build_target_sample
+from refinery.storage import Storage
+from tests.conftest import write_source
+from tests.dagster.conftest import build_inbox, jsonl
+from tests.dagster.dev_server import dagster_dev
+
+pytestmark = pytest.mark.daemon
+
+TEXT_STAGES = [*names.TEXT_PREFILTER_STAGES, *names.TEXT_QUALITY_STAGES]
+TABLES = [names.DOMAIN_WEIGHTS, names.DATASET_SPLITS, names.PRETRAIN_MIXTURE, names.TRAINING_SCHEDULE]
+FINAL = [(names.PRETRAIN_CORPUS, s) for s in ("alpha", "beta")] + [(names.TRAINING_SCHEDULE, None)]
+
+
+def materializations(instance: dg.DagsterInstance) -> Counter:
+    """(asset, partition) -> number of materializations so far."""
+    counts: Counter = Counter()
+    for key in instance.get_asset_keys():
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=10_000).records
+        for record in records:
+            counts[(key.to_user_string(), record.partition_key)] += 1
+    return counts
+
+
+def busy(instance: dg.DagsterInstance) -> bool:
+    active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+    return bool(instance.get_runs(filters=dg.RunsFilter(statuses=active), limit=1))
+
+
+def wait_until(instance, done, seconds: float, what: str) -> None:
+    """Until ``done(counts)`` holds and no run is queued or running for a few seconds."""
+    deadline = time.monotonic() + seconds
+    quiet_since = None
+    while time.monotonic() < deadline:
+        if done(materializations(instance)) and not busy(instance):
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since > 45:  # two sensor intervals without anything new
+                return
+        else:
+            quiet_since = None
+        time.sleep(3)
+    failed = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+    raise AssertionError(f"timed out waiting for {what}; failed runs: {[r.run_id for r in failed]}")
+
+
+def test_new_and_changed_sources_flow_through_every_stage(home, tmp_path):
+    rng = random.Random(404)
+    build_inbox(home)  # alpha, beta, empty
+    build_reference_sample(home.inbox_kind("reference"))
+    build_target_sample(home.inbox_kind("target"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env.update(
+        REFINERY_HOME=str(home.home),
+        DAGSTER_HOME=str(home.dagster_home),
+        REFINERY_REFRESH_CRON="* * * * *",  # cross-source tables: at most once a minute here
+        REFINERY_OBSERVE_CRON="* * * * *",
+        OMP_NUM_THREADS="1",
+    )
+    saved = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home.dagster_home)
+    try:
+        launch.prepare_environment(home)  # the dagster.yaml `refinery init` writes
+    finally:
+        os.environ.pop("REFINERY_HOME", None)
+        if saved is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = saved
+    storage = Storage(home.storage)
+    with dagster_dev(env, tmp_path / "dev.log") as server:
+        for sensor in ("text_inbox_sensor", "default_automation_condition_sensor"):
+            assert server.start_sensor(sensor) == "RUNNING"
+        with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:
+            wait_until(instance, lambda c: all(c[k] for k in FINAL), 1500, "the first full refresh")
+            before = materializations(instance)
+            assert before[(names.REFERENCE_LM, None)] == 1 and before[(names.QUALITY_CLASSIFIER, None)] == 1
+            assert all(before[(stage, "beta")] == 1 for stage in TEXT_STAGES)
+
+            # A new source, and one more article in a file of an existing one.
+            added = {"id": "a-new", "text": prose.article(rng, "geology", paragraphs=4)}
+            gamma = [{"id": f"g{i}", "text": prose.article(rng, "astronomy", paragraphs=4)} for i in range(4)]
+            alpha_file = home.inbox_source("text", "alpha") / "docs.jsonl"
+            alpha_file.write_bytes(alpha_file.read_bytes() + jsonl([added]))
+            write_source(home, "gamma", {"crawl.jsonl": jsonl(gamma)})
+
+            def refreshed(counts: Counter) -> bool:
+                return (
+                    counts[(names.PRETRAIN_CORPUS, "gamma")] >= 1
+                    and all(counts[(t, None)] > before[(t, None)] for t in TABLES)
+                    and counts[(names.PRETRAIN_CORPUS, "alpha")] > before[(names.PRETRAIN_CORPUS, "alpha")]
+                )
+
+            wait_until(instance, refreshed, 1200, "the refresh after the change")
+            after = materializations(instance)
+    new = after - before
+    text_partitions = {p for (asset, p) in new if asset in TEXT_STAGES}
+    assert text_partitions == {"alpha", "gamma"}, new
+    for stage in TEXT_STAGES:  # every stage of the two affected sources, once each
+        assert new[(stage, "alpha")] == 1 and new[(stage, "gamma")] == 1, (stage, new)
+    assert (names.REFERENCE_LM, None) not in new and (names.QUALITY_CLASSIFIER, None) not in new
+    assert all(new[(t, None)] >= 1 for t in TABLES)
+    corpus = storage.read(names.PRETRAIN_CORPUS, "alpha")
+    assert "a-new" in set(corpus["id"])
+    manifest = pd.read_parquet(storage.require_table(names.TRAINING_SCHEDULE))
+    assert "gamma" in set(manifest["source"])
+    assert ((manifest["source"] == "alpha") & (manifest["id"] == "a-new")).any()
