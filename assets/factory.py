@@ -29,6 +29,7 @@ from refinery.stages.spec import ProcessorMaker, StageContext, StageLog, StageSp
 from resources import RefineryHome
 
 STAGE_KINDS = frozenset({"python", "parquet"})
+RETRIES = 3  # transient failures (a dropped Redis connection) retry with backoff: 2, 4, 8 seconds
 # Each inbox kind's stages form one group in the UI, named after the kind ("sft", "video", …).
 GROUP_BY_KIND = {"text": "text", "sft": "sft", "image_text": "image_text", "video": "video"}
 
@@ -130,6 +131,31 @@ def stage_context(
     )
 
 
+def transient(err: BaseException) -> bool:
+    """A failure worth retrying: a connection to a shared service (the Redis dedup index) refused,
+    reset or timed out. A Ray cluster that does not answer is not retried: it is a setting."""
+    import redis
+
+    from refinery.engine.ray_engine import RayUnavailable
+
+    if isinstance(err, RayUnavailable):
+        return False
+    kinds = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, TimeoutError)
+    return isinstance(err, kinds) or (err.__cause__ is not None and transient(err.__cause__))
+
+
+def retrying(context: dg.AssetExecutionContext, step):
+    """Run ``step()``; on a transient failure ask Dagster to retry the step with exponential backoff."""
+    try:
+        return step()
+    except Exception as err:
+        if transient(err) and context.retry_number < RETRIES:
+            wait = 2 ** (context.retry_number + 1)
+            context.log.warning(f"transient failure ({type(err).__name__}: {err}); retrying in {wait}s")
+            raise dg.RetryRequested(max_retries=RETRIES, seconds_to_wait=wait) from err
+        raise
+
+
 def _outcome_result(outcome: StageOutcome) -> dg.MaterializeResult:
     run = outcome.run
     head = {"dagster/row_count": run.stats.rows_out, "dagster/column_schema": column_schema(run.schema)}
@@ -181,7 +207,7 @@ def stage_asset(
         engine = context.resources.engine.engine()
         gpus = context.resources.compute.num_gpus if gpu else 0
         ctx = stage_context(context, spec, params, resources)
-        return _outcome_result(execute_stage(ctx, make, engine, gpus))
+        return _outcome_result(retrying(context, lambda: execute_stage(ctx, make, engine, gpus)))
 
     return _stage
 

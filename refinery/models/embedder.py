@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from refinery.models.device import resolve_device, use_fp16
+from refinery.models.oom import encode_halving
 
 DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
 
@@ -51,9 +52,17 @@ class Embedder:
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        size = batch_size or self.batch_size
+        parts = [
+            encode_halving(self._encode_batch, texts[start : start + size])
+            for start in range(0, len(texts), size)
+        ]
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
         vectors = self.model.encode(
             texts,
-            batch_size=batch_size or self.batch_size,
+            batch_size=len(texts),
             convert_to_numpy=True,
             normalize_embeddings=True,
             show_progress_bar=False,

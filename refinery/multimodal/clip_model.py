@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from refinery.models.device import resolve_device, use_fp16
+from refinery.models.oom import encode_halving
 from refinery.multimodal import tiny_clip_train
 
 BUNDLED_TINY_CLIP = "bundled:tiny-clip"
@@ -274,7 +275,11 @@ class ClipModel:
         }
 
     def encode_pixels(self, pixels) -> np.ndarray:
-        """Preprocessed image tensors (N×3×H×W) -> unit vectors."""
+        """Preprocessed image tensors (N×3×H×W) -> unit vectors (a batch that runs out of GPU
+        memory is halved and retried: refinery.models.oom)."""
+        return encode_halving(self._encode_pixels, pixels)
+
+    def _encode_pixels(self, pixels) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
@@ -301,6 +306,9 @@ class ClipModel:
         return self.tokenizer(texts)
 
     def encode_tokens(self, tokens) -> np.ndarray:
+        return encode_halving(self._encode_tokens, tokens)
+
+    def _encode_tokens(self, tokens) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
