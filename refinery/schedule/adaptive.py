@@ -63,7 +63,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
@@ -153,15 +152,20 @@ def domain_index(groups: list[_RowGroup]) -> tuple[list[str], np.ndarray]:
     if not groups:
         return [], np.zeros(0, np.int64)
     files = list(dict.fromkeys(g.path for g in groups))
-    column = pa.chunked_array([pq.read_table(f, columns=["domain"]).column(0) for f in files])
-    if column.null_count:
+    # read as dictionary-encoded: one code per document, no string per document
+    chunks = [
+        chunk
+        for f in files
+        for chunk in pq.read_table(f, columns=["domain"], read_dictionary=["domain"]).column(0).chunks
+    ]
+    if any(c.null_count for c in chunks):
         raise ScheduleError("the schedule has documents without a domain: re-materialize training_schedule")
-    encoded = column.combine_chunks().dictionary_encode()
-    names = encoded.dictionary.to_pylist()
-    order = np.argsort(np.array(names, dtype=object))
-    remap = np.empty(len(names), np.int64)
-    remap[order] = np.arange(len(names))
-    return [names[i] for i in order], remap[encoded.indices.to_numpy()]
+    names = sorted({name for c in chunks for name in c.dictionary.to_pylist()})
+    code = {name: i for i, name in enumerate(names)}
+    parts = [
+        np.array([code[x] for x in c.dictionary.to_pylist()], np.int64)[c.indices.to_numpy()] for c in chunks
+    ]
+    return names, np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def schedule_domains(root: str | Path, split: str = "train") -> tuple[list[str], np.ndarray, str | None, int]:
@@ -522,6 +526,13 @@ class AdaptiveReader:
     def rank_count(self) -> int:
         return max(self.steps - self.start_step, 0) * self.per_rank
 
+    @property
+    def decoded_groups(self) -> int:
+        """Row groups the last pass read from disk: each domain's front moves through the shards at
+        its own pace, so a row group can be decoded once per front (the cache keeps 256 MB)."""
+        rows = getattr(self, "_rows", None)
+        return rows.decoded_groups if rows is not None else 0
+
     def num_batches(self) -> int:
         return self.rank_count() // self.batch_size
 
@@ -554,7 +565,7 @@ class AdaptiveReader:
         g, m, b = self.docs_per_step, self.per_rank, self.batch_size
         per_step = m // b
         stored = [c for c in self.columns if c != "step"]
-        reader = PositionReader(self.groups, stored)
+        reader = self._rows = PositionReader(self.groups, stored)
         make_row = _row_maker([*stored, "step", "slot", "domain_epoch"])
         for t, _, positions, epochs in self.plan():
             rel = (t - self.start_step) * per_step
@@ -562,8 +573,7 @@ class AdaptiveReader:
                 if (rel + q) % self.num_workers != self.worker:
                     continue
                 part = slice(q * b, (q + 1) * b)
-                table = reader.take(positions[part])
-                values = [table.column(c).to_pylist() for c in stored]
+                values = reader.take(positions[part])
                 slots = range(t * g + self.rank * m + q * b, t * g + self.rank * m + (q + 1) * b)
                 rows = list(map(make_row, *values, itertools.repeat(t), slots, epochs[part].tolist()))
                 yield rows if self.transform is None else [self.transform(r) for r in rows]

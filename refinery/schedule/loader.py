@@ -62,7 +62,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.schedule.shards import INDEX_FILE, read_shard_meta, shard_dir
@@ -138,58 +137,57 @@ def _check_consumer(
 
 
 class PositionReader:
-    """Rows of a split by position, in any order: the row groups that hold them are decoded once
-    and kept (least recently used out past ``cache_bytes``), only the columns asked for."""
+    """Rows of a split by position, in any order. A row group that holds some is decoded once
+    (only the columns asked for) into Python lists and kept, least recently used out past
+    ``cache_bytes``: a consumer that jumps between a few fronts in the shards (the adaptive
+    stream's domains) then pays one Arrow decode and one conversion per row group and front, and a
+    list lookup per value."""
 
     def __init__(self, groups: list[_RowGroup], columns: Sequence[str], cache_bytes: int = 256 << 20):
         self.groups = groups
         self.firsts = np.array([g.first for g in groups], dtype=np.int64)
+        self.columns = list(columns)
         self.read_cols = list(dict.fromkeys(["position", *columns]))
         self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[int, pa.Table] = OrderedDict()
+        self._cache: OrderedDict[int, tuple[list[list], int]] = OrderedDict()
         self._held = 0
         self._files: dict[Path, pq.ParquetFile] = {}
         self.decoded_groups = 0  # row groups read from disk (a measure of read amplification)
 
-    def _group(self, g: int) -> pa.Table:
-        table = self._cache.get(g)
-        if table is not None:
+    def _group(self, g: int) -> list[list]:
+        hit = self._cache.get(g)
+        if hit is not None:
             self._cache.move_to_end(g)
-            return table
+            return hit[0]
         group = self.groups[g]
         parquet = self._files.get(group.path)
         if parquet is None:
             parquet = self._files[group.path] = pq.ParquetFile(group.path)
         table = parquet.read_row_group(group.index, columns=self.read_cols)
         found = table.column(0).to_numpy()
-        if len(found) != group.rows or found[0] != group.first or found[-1] != group.first + group.rows - 1:
+        if not np.array_equal(found, np.arange(group.first, group.first + group.rows)):
             raise ScheduleError(f"{group.path} does not hold the positions its metadata says: re-materialize")
         self.decoded_groups += 1
-        self._cache[g] = table
-        self._held += table.nbytes
+        values = [table.column(c).to_pylist() for c in self.columns]
+        size = table.nbytes + 64 * group.rows * len(self.columns)  # Python objects cost more than Arrow
+        self._cache[g] = (values, size)
+        self._held += size
         while self._held > self.cache_bytes and len(self._cache) > 1:
-            _, old = self._cache.popitem(last=False)
-            self._held -= old.nbytes
-        return table
+            _, (_, old) = self._cache.popitem(last=False)
+            self._held -= old
+        return values
 
-    def take(self, positions: np.ndarray) -> pa.Table:
-        """The rows at ``positions`` (real positions, 0 ≤ p < N), in that order."""
+    def take(self, positions: np.ndarray) -> list[list]:
+        """The values of every column at ``positions`` (real positions, 0 ≤ p < N), in that order,
+        one Python list per column."""
         positions = np.asarray(positions, dtype=np.int64)
         which = np.searchsorted(self.firsts, positions, side="right") - 1
-        order = np.argsort(which, kind="stable")
-        pieces, sorted_which = [], which[order]
-        bounds = np.flatnonzero(np.diff(sorted_which)) + 1
-        for part in np.split(order, bounds):
-            if not len(part):
-                continue
-            g = int(which[part[0]])
-            pieces.append(self._group(g).take(pa.array(positions[part] - self.groups[g].first)))
-        table = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
-        if len(pieces) > 1 or not np.array_equal(order, np.arange(len(order))):
-            inverse = np.empty_like(order)
-            inverse[order] = np.arange(len(order))
-            table = table.take(pa.array(inverse))
-        return table
+        local = (positions - self.firsts[which]).tolist()
+        if len(which) and (which == which[0]).all():
+            cols = self._group(int(which[0]))
+            return [[col[i] for i in local] for col in cols]
+        parts = [self._group(g) for g in which.tolist()]
+        return [[part[c][i] for part, i in zip(parts, local, strict=True)] for c in range(len(self.columns))]
 
 
 class ScheduleReader:
@@ -311,8 +309,7 @@ class ScheduleReader:
         virtual = self._pad_positions()
         if not len(virtual):
             return
-        table = PositionReader(self.groups, self.columns).take((virtual - self.total) % self.total)
-        values = [table.column(c).to_pylist() for c in self.columns]
+        values = PositionReader(self.groups, self.columns).take((virtual - self.total) % self.total)
         overrides = {"position": virtual.tolist(), "step": (virtual // self.docs_per_step).tolist()}
         for c, v in overrides.items():
             if c in self.columns:
@@ -377,6 +374,12 @@ def _auto_batching_size(frame) -> int | None:
         return None
     index = frame.f_locals.get("possibly_batched_index")
     return len(index) if isinstance(index, list) else -1
+
+
+def _passthrough(batch):
+    """``collate_fn`` of ``ScheduleDataset.loader()``: the batch is collated already. (A DataLoader's
+    default with ``batch_size=None``, ``default_convert``, would walk every value again.)"""
+    return batch
 
 
 def _define_dataset():
@@ -471,7 +474,9 @@ def _define_dataset():
             for name in ("batch_size", "collate_fn", "batch_sampler", "drop_last", "shuffle", "sampler"):
                 if name in kwargs:
                     raise ScheduleError(f"{name} belongs to ScheduleDataset, not its DataLoader")
-            return torch.utils.data.DataLoader(self, batch_size=None, num_workers=num_workers, **kwargs)
+            return torch.utils.data.DataLoader(
+                self, batch_size=None, num_workers=num_workers, collate_fn=_passthrough, **kwargs
+            )
 
         def _collate(self, rows: list[dict]) -> ScheduleBatch:
             """The rows through ``transform`` and ``collate_fn``; ``is_pad`` is added back when
