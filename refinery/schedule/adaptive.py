@@ -82,19 +82,20 @@ LOG_FORMAT = "refinery-domain-weights/1"
 
 class AdaptiveParams(BaseModel):
     eta: float = Field(
-        0.5,
-        description="Step size of the multiplicative-weights update (the DoReMi paper uses 1 for a proxy "
-        "whose weights are averaged afterwards; the online sampler follows the current weights, so less).",
+        1.0, description="Step size of the multiplicative-weights update (the DoReMi paper's 1)."
     )
     smoothing: float = Field(
         0.1,
-        description="Mix with uniform after each update: every weight stays ≥ smoothing / k (the paper's "
-        "1e-3 suits an offline proxy; sampling from nearly-zero weights starves domains).",
+        description="Mix with uniform after each update, so every weight stays ≥ smoothing / k. The paper's "
+        "1e-3 suits its offline proxy, whose weights are averaged afterwards; a sampler that follows the "
+        "current weights starves domains with it (examples/adaptive_training.py: worse validation loss).",
     )
     lag: int = Field(4, description="Steps between the step whose losses made an update and its first use.")
     update_every: int = Field(1, description="Steps of losses pooled per update.")
     excess_ema: float = Field(
-        0.0, description="Weight of a domain's previous excess loss when a new one is observed (0: newest)."
+        0.9,
+        description="Weight of a domain's previous excess loss when a new one is observed: an online batch "
+        "holds few examples per domain, so the per-step excess is noisy (0: use the newest alone).",
     )
     initial: Literal["schedule", "uniform"] = Field(
         "schedule",

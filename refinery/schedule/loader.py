@@ -186,8 +186,10 @@ class PositionReader:
         if len(which) and (which == which[0]).all():
             cols = self._group(int(which[0]))
             return [[col[i] for i in local] for col in cols]
-        parts = [self._group(g) for g in which.tolist()]
-        return [[part[c][i] for part, i in zip(parts, local, strict=True)] for c in range(len(self.columns))]
+        groups, inverse = np.unique(which, return_inverse=True)
+        parts = [self._group(int(g)) for g in groups]
+        slots = inverse.tolist()
+        return [[parts[j][c][i] for j, i in zip(slots, local, strict=True)] for c in range(len(self.columns))]
 
 
 class ScheduleReader:

@@ -65,7 +65,7 @@ def test_update_moves_weight_to_the_highest_excess_loss_within_the_smoothing_bou
 
 
 def test_excess_is_against_the_reference_and_unseen_domains_keep_theirs(tmp_path):
-    params = AdaptiveParams(eta=1.0, smoothing=0.0, lag=0)
+    params = AdaptiveParams(eta=1.0, smoothing=0.0, lag=0, excess_ema=0.0)
     ref = {"a": 0.5, "b": 3.0, "c": 0.5}  # b's loss is all reference: no excess, however high
     mixer = OnlineDoremi(tmp_path, ["a", "b", "c"], np.full(3, 1 / 3), params, reference_loss=ref)
     mixer.update(0, ["a", "b", "c"], [1.0, 2.5, 0.7])  # excess 0.5, 0 (clipped), 0.2
@@ -73,6 +73,10 @@ def test_excess_is_against_the_reference_and_unseen_domains_keep_theirs(tmp_path
     assert mixer.weights.argmax() == 0 and mixer.weights.argmin() == 1
     mixer.update(1, ["a"], [0.6], reference=[0.0])  # per-example reference; b and c unseen
     assert mixer.excess.tolist() == pytest.approx([0.6, 0.0, 0.2])
+    smoothed = OnlineDoremi(tmp_path / "ema", ["a", "b"], np.full(2, 0.5), AdaptiveParams(excess_ema=0.9))
+    smoothed.update(0, ["a", "b"], [1.0, 2.0])  # first observation taken as is
+    smoothed.update(1, ["a"], [3.0])  # then 0.9 × old + 0.1 × new; b keeps its own
+    assert smoothed.excess.tolist() == pytest.approx([1.2, 2.0])
     with pytest.raises(ScheduleError, match="where step 2 was due"):
         mixer.end_step(5)
     with pytest.raises(ScheduleError, match="unknown domain"):
