@@ -375,7 +375,7 @@ class OnlineDoremi:
             self.alpha = np.array(last["weights"], dtype=np.float64)
             self.excess = np.array(last["excess"], dtype=np.float64)
             self.seen = np.array(last["seen"], dtype=bool)
-            self.weight_sum = np.array(last["mean_weights"], dtype=np.float64) * len(kept)
+            self.weight_sum = np.array(last["weight_sum"], dtype=np.float64)  # exact, unlike mean × n
         self.trajectory = kept
         return kept
 
@@ -392,7 +392,14 @@ class OnlineDoremi:
     def observe(self, domains: Sequence, losses, reference=None) -> None:
         """Add one batch's per-example losses (and optional per-example reference losses)."""
         loss = _to_numpy(losses)
-        idx = np.array([d if isinstance(d, int | np.integer) else self._code(d) for d in domains], np.int64)
+        domains = list(domains)
+        if domains and isinstance(domains[0], str):
+            try:
+                idx = np.array([self._index[d] for d in domains], np.int64)
+            except KeyError as missing:
+                raise ScheduleError(f"unknown domain {missing}; the schedule has {self.domains}") from None
+        else:
+            idx = np.array([self._code(d) if isinstance(d, str) else int(d) for d in domains], np.int64)
         if len(idx) != len(loss):
             raise ScheduleError(f"{len(idx)} domains for {len(loss)} losses: one per example")
         ref = self.reference[idx] if reference is None else _to_numpy(reference)
@@ -435,6 +442,7 @@ class OnlineDoremi:
             "seen": self.seen.tolist(),
             "observed": counts.astype(int).tolist(),
             "mean_weights": (self.weight_sum / (len(self.trajectory) + 1)).tolist(),
+            "weight_sum": self.weight_sum.tolist(),
         }
         self.trajectory.append(entry)
         self._file.write(json.dumps(entry) + "\n")

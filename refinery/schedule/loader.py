@@ -444,7 +444,7 @@ def _define_dataset():
             else:
                 self.options |= {"feedback": str(feedback), "steps": steps}
             self.collate_fn = collate_fn
-            self._probe = self._reader()  # validates now, in the main process
+            self._probe_reader = self._reader()  # validates now, in the main process
 
         def _reader(self, worker: int = 0, workers: int = 1):
             # The dataset applies the transform itself (see _collate), so it can keep the pad flag.
@@ -454,6 +454,18 @@ def _define_dataset():
 
                 return AdaptiveReader(**options)
             return ScheduleReader(**options)
+
+        def __getstate__(self) -> dict:
+            """What a spawned worker receives: the options, not the main process's probe (whose
+            domain index is one integer per document)."""
+            return {k: v for k, v in self.__dict__.items() if k != "_probe_reader"}
+
+        @property
+        def _probe(self):
+            probe = self.__dict__.get("_probe_reader")
+            if probe is None:
+                probe = self.__dict__["_probe_reader"] = self._reader()
+            return probe
 
         def __len__(self) -> int:
             return self._probe.num_batches()
