@@ -6,8 +6,18 @@ the real ``write_shards``, then reads the train split three ways in the same run
 - pyarrow: ``ParquetFile.iter_batches`` over the shard files, each column ``to_pylist``, one
   tuple per document (the floor: no position checks, no dicts);
 - loader: ``ScheduleReader`` (one consumer), one dict per document;
-- DataLoader: ``ScheduleDataset`` through ``torch.utils.data.DataLoader`` (batches of 64 with the
-  default collate, num_workers 0 and 2), to show what a training loop sees.
+- DataLoader: ``ScheduleDataset`` through ``torch.utils.data.DataLoader`` (batches of 64 collated
+  by the dataset, ``batch_size=None``, num_workers 0 and 2), to show what a training loop sees.
+
+and, with feedback on (adaptive selection, :mod:`refinery.schedule.adaptive`), the same number of
+documents as the re-weighted stream:
+
+- adaptive reader: ``AdaptiveReader`` (one consumer) following a pre-recorded weight log that
+  changes every step (so it never waits): slot allocation plus reading by position through the
+  row-group cache (read amplification: row groups decoded / row groups in the split);
+- adaptive DataLoader: ``ScheduleDataset(feedback=...)`` with the loop calling
+  ``OnlineDoremi.update`` after every batch (the live channel: log appends in the main process,
+  reads in the workers), num_workers 0 and 2, against the static DataLoader of the same run.
 
 Prints documents/s and the loader/pyarrow ratio (target ≥ 0.8).
 
@@ -25,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from refinery.schedule.adaptive import AdaptiveParams, AdaptiveReader, OnlineDoremi
 from refinery.schedule.loader import ScheduleReader
 from refinery.schedule.shards import shard_dir, write_shards
 from refinery.storage import Storage
@@ -123,17 +134,53 @@ def read_loader(root: Path) -> tuple[int, int]:
 
 
 def read_dataloader(root: Path, workers: int) -> tuple[int, int]:
-    import torch
-
     from refinery.schedule.loader import ScheduleDataset
 
     dataset = ScheduleDataset(root, "train", batch_size=64)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=workers)
     n, chars = 0, 0
-    for batch in loader:
+    for batch in dataset.loader(num_workers=workers):
         n += len(batch["text"])
         chars += sum(map(len, batch["text"]))
     return n, chars
+
+
+SYNTHETIC_LOSS = {"web": 1.0, "books": 2.0, "code": 3.0}  # code is "hardest": the weights move to it
+FEEDBACK = AdaptiveParams(lag=4, eta=0.2, smoothing=0.05)
+
+
+def record_log(root: Path, feedback: Path, steps: int) -> None:
+    """A weight log for every step, as a loop feeding these losses back would write it."""
+    rng = np.random.default_rng(1)
+    with OnlineDoremi.for_schedule(root, "train", feedback, FEEDBACK) as mixer:
+        names = mixer.domains
+        for step in range(steps):
+            losses = [SYNTHETIC_LOSS[d] + rng.normal(0, 0.3) for d in names]
+            mixer.update(step, names, losses)
+
+
+def read_adaptive(root: Path, feedback: Path) -> tuple[int, int]:
+    n, chars = 0, 0
+    reader = AdaptiveReader(root, "train", feedback, batch_size=64, columns=DEFAULT_READ)
+    for row in reader:
+        n += 1
+        chars += len(row["text"])
+    return n, chars
+
+
+def read_adaptive_dataloader(root: Path, feedback: Path, workers: int) -> tuple[int, int]:
+    from refinery.schedule.loader import ScheduleDataset
+
+    with OnlineDoremi.for_schedule(root, "train", feedback, FEEDBACK) as mixer:
+        dataset = ScheduleDataset(root, "train", batch_size=64, columns=DEFAULT_READ, feedback=feedback)
+        n, chars = 0, 0
+        for batch in dataset.loader(num_workers=workers):
+            n += len(batch["text"])
+            chars += sum(map(len, batch["text"]))
+            mixer.update(int(batch["step"][0]), batch["domain"], [SYNTHETIC_LOSS[d] for d in batch["domain"]])
+    return n, chars
+
+
+DEFAULT_READ = ["position", "step", "domain", "source", "id", "text"]
 
 
 def timed(fn, *args, repeats: int = 3) -> tuple[float, int, int]:
@@ -163,12 +210,41 @@ def main() -> None:
         print(f"pyarrow direct      : {n / base_t:12,.0f} docs/s  ({chars / base_t / 1e6:7.1f} MB/s)")
         print(f"ScheduleReader      : {n / ours_t:12,.0f} docs/s  ({chars / ours_t / 1e6:7.1f} MB/s)")
         print(f"ratio loader/pyarrow: {base_t / ours_t:.2f}x  (target ≥ 0.80x)")
+        static_dl = {}
         if not args.no_dataloader:
             import torch  # noqa: F401 - imported before timing: not part of reading
 
             for workers in (0, 2):
                 t, m, _ = timed(read_dataloader, root, workers, repeats=args.repeats)
+                static_dl[workers] = t / m
                 print(f"DataLoader workers={workers}: {m / t:12,.0f} docs/s  ({base_t / t:.2f}x of pyarrow)")
+
+        print("-- feedback on (adaptive selection) --")
+        feedback = Path(tmp) / "feedback"
+        steps = -(-n // 64)
+        started = time.perf_counter()
+        record_log(root, feedback, steps)
+        print(f"weight log recorded: {steps:,} updates in {time.perf_counter() - started:.2f}s")
+        ad_t, an, _ = timed(read_adaptive, root, feedback, repeats=args.repeats)
+        per_doc = {"pyarrow": base_t / n, "static": ours_t / n, "adaptive": ad_t / an}
+        probe = AdaptiveReader(root, "train", feedback, batch_size=64, columns=DEFAULT_READ)
+        for _ in probe.batches():
+            pass
+        groups, decoded = len(probe.groups), probe.decoded_groups
+        print(
+            f"AdaptiveReader      : {an / ad_t:12,.0f} docs/s  "
+            f"({per_doc['pyarrow'] / per_doc['adaptive']:.2f}x of pyarrow, "
+            f"{per_doc['static'] / per_doc['adaptive']:.2f}x of ScheduleReader); "
+            f"row groups decoded {decoded:,} of {groups:,} ({decoded / max(groups, 1):.2f}x)"
+        )
+        if not args.no_dataloader:
+            for workers in (0, 2):
+                t, m, _ = timed(read_adaptive_dataloader, root, feedback, workers, repeats=args.repeats)
+                print(
+                    f"DataLoader+feedback workers={workers}: {m / t:10,.0f} docs/s  "
+                    f"({base_t / n / (t / m):.2f}x of pyarrow, "
+                    f"{static_dl[workers] / (t / m):.2f}x of the static DataLoader)"
+                )
 
 
 if __name__ == "__main__":

@@ -8,31 +8,58 @@ they deliver every position exactly once:
 - **Ranks** (distributed data parallel, R of them): step t's G documents are cut into R
   contiguous slices of m = G / R; rank r reads positions tG + rm … tG + rm + m − 1 of every
   step. G must be divisible by R. Rank r's own stream is those positions in increasing order.
-- **DataLoader workers** (W per rank, batch size b): worker w takes the rank's batches w,
-  w + W, w + 2W, … (batch j = rank-stream items jb … jb + b − 1). A ``DataLoader`` collects
-  batches from its workers round robin, so what the training loop receives is the rank's stream
-  in order, whatever W is — pass the same ``batch_size`` to both.
+- **DataLoader workers** (W per rank, batch size b): worker w makes the rank's batches w,
+  w + W, w + 2W, … (batch j = rank-stream items jb … jb + b − 1). A ``DataLoader`` takes one
+  item from each worker in turn, so what the training loop receives is the rank's stream in
+  order, whatever W is.
 - **Resume**: ``start_step`` skips every position before step ``start_step`` (rank-stream item
   start_step × m); the workers' batch count restarts there, so a resumed run sees exactly the
   tail of the uninterrupted one.
 
-The last step may be short (N not a multiple of G): its positions still go to the ranks whose
-slices they fall in, so delivery stays exactly-once, and ranks may differ by up to m items;
-``drop_last_step=True`` leaves that step out so every rank sees the same number.
+**The last step and DDP.** When N is not a multiple of G the last step is short, and ranks would
+get different numbers of batches (G = 64, R = 8, N = 1,000: ranks 0–4 get 16 batches of 8, ranks
+5–7 get 15): the ranks with more wait forever in a collective the others never join. So by
+default (``last_step="pad"``) every rank gets the same number of batches: the last step is
+padded so each rank's slice of it is as long as rank 0's (min(N mod G, m) items). A pad row
+has ``is_pad=True`` (every row carries the flag in this mode), a *virtual* position ≥ N that no
+real document has, the last step's ``step``, and a copy of a real document's other columns
+(position (p − N) mod N), so a loop that forgot the flag still trains on real text; a loop
+that masks pad rows out of the loss sees every real document exactly once. Padding, not
+dropping, is the default because dropping loses up to G − 1 documents per split: harmless in
+training, wrong for validation and test, and one default should be safe for both.
+``last_step="drop"`` leaves the short step out (every rank the same count, fewer documents);
+``"uneven"`` is the old behaviour (exactly once, no pads, ranks may differ; for single-process
+evaluation). With one rank nothing is padded.
+
+**Batches come from the dataset, not the DataLoader.** ``ScheduleDataset`` yields whole
+batches (a :class:`ScheduleBatch`, the b rows collated) and the ``DataLoader`` must not batch
+again: ``DataLoader(dataset, batch_size=None, num_workers=W)``, or ``dataset.loader(W)``. A
+DataLoader ``batch_size`` regroups rows across workers (k rows from each worker in turn, while
+the workers split the stream into b-row batches) and silently changes the order, and an
+``IterableDataset`` cannot read the DataLoader's settings. So the dataset refuses to be
+re-batched, twice over: its iterator, on first use, looks at the frame that calls it and
+raises if that is torch's fetcher with automatic batching on (any ``collate_fn``), and
+:class:`ScheduleBatch` is registered in torch's ``default_collate_fn_map`` (torch's documented
+extension point) to raise if ``default_collate`` ever gets a list of them.
 
 A consumer reads only the row groups that hold some of its positions, and only the columns it
 yields. :class:`ScheduleReader` is the part without torch (testable alone);
-``ScheduleDataset`` (a ``torch.utils.data.IterableDataset``) adds the worker and rank discovery.
+``ScheduleDataset`` (a ``torch.utils.data.IterableDataset``) adds the worker and rank discovery,
+the batching and, with ``feedback=``, the adaptive stream of :mod:`refinery.schedule.adaptive`.
 torch is imported when ``ScheduleDataset`` is first used, not when this module is.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import keyword
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -40,6 +67,9 @@ import pyarrow.parquet as pq
 from refinery.schedule.shards import INDEX_FILE, read_shard_meta, shard_dir
 
 DEFAULT_COLUMNS = ("position", "step", "domain", "source", "id", "text")
+PAD_FLAG = "is_pad"
+LastStep = Literal["pad", "drop", "uneven"]
+LAST_STEP_CHOICES = ("pad", "drop", "uneven")
 
 
 @dataclass(frozen=True)
@@ -92,6 +122,76 @@ def _discover(root: Path, split: str) -> tuple[list[_RowGroup], int, int, str | 
     return groups, position, steps, ident
 
 
+def _check_consumer(
+    rank: int, world_size: int, docs_per_step: int, batch_size: int, worker: int, workers: int, start: int
+) -> None:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ScheduleError(f"rank {rank} is not in a world of {world_size}")
+    if docs_per_step % world_size:
+        raise ScheduleError(
+            f"docs_per_step {docs_per_step} is not divisible by world_size {world_size}: "
+            "re-materialize training_schedule with a global batch that is"
+        )
+    if batch_size < 1 or workers < 1 or not 0 <= worker < workers or start < 0:
+        raise ScheduleError("batch_size, num_workers ≥ 1, 0 ≤ worker < num_workers, start_step ≥ 0")
+
+
+class PositionReader:
+    """Rows of a split by position, in any order. A row group that holds some is decoded once
+    (only the columns asked for) into Python lists and kept, least recently used out past
+    ``cache_bytes``: a consumer that jumps between a few fronts in the shards (the adaptive
+    stream's domains) then pays one Arrow decode and one conversion per row group and front, and a
+    list lookup per value."""
+
+    def __init__(self, groups: list[_RowGroup], columns: Sequence[str], cache_bytes: int = 256 << 20):
+        self.groups = groups
+        self.firsts = np.array([g.first for g in groups], dtype=np.int64)
+        self.columns = list(columns)
+        self.read_cols = list(dict.fromkeys(["position", *columns]))
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[int, tuple[list[list], int]] = OrderedDict()
+        self._held = 0
+        self._files: dict[Path, pq.ParquetFile] = {}
+        self.decoded_groups = 0  # row groups read from disk (a measure of read amplification)
+
+    def _group(self, g: int) -> list[list]:
+        hit = self._cache.get(g)
+        if hit is not None:
+            self._cache.move_to_end(g)
+            return hit[0]
+        group = self.groups[g]
+        parquet = self._files.get(group.path)
+        if parquet is None:
+            parquet = self._files[group.path] = pq.ParquetFile(group.path)
+        table = parquet.read_row_group(group.index, columns=self.read_cols)
+        found = table.column(0).to_numpy()
+        if not np.array_equal(found, np.arange(group.first, group.first + group.rows)):
+            raise ScheduleError(f"{group.path} does not hold the positions its metadata says: re-materialize")
+        self.decoded_groups += 1
+        values = [table.column(c).to_pylist() for c in self.columns]
+        size = table.nbytes + 64 * group.rows * len(self.columns)  # Python objects cost more than Arrow
+        self._cache[g] = (values, size)
+        self._held += size
+        while self._held > self.cache_bytes and len(self._cache) > 1:
+            _, (_, old) = self._cache.popitem(last=False)
+            self._held -= old
+        return values
+
+    def take(self, positions: np.ndarray) -> list[list]:
+        """The values of every column at ``positions`` (real positions, 0 ≤ p < N), in that order,
+        one Python list per column."""
+        positions = np.asarray(positions, dtype=np.int64)
+        which = np.searchsorted(self.firsts, positions, side="right") - 1
+        local = (positions - self.firsts[which]).tolist()
+        if len(which) and (which == which[0]).all():
+            cols = self._group(int(which[0]))
+            return [[col[i] for i in local] for col in cols]
+        groups, inverse = np.unique(which, return_inverse=True)
+        parts = [self._group(int(g)) for g in groups]
+        slots = inverse.tolist()
+        return [[parts[j][c][i] for j, i in zip(slots, local, strict=True)] for c in range(len(self.columns))]
+
+
 class ScheduleReader:
     """One consumer's part of a split of the schedule (see the module docstring)."""
 
@@ -106,35 +206,43 @@ class ScheduleReader:
         worker: int = 0,
         num_workers: int = 1,
         columns: Sequence[str] = DEFAULT_COLUMNS,
-        drop_last_step: bool = False,
+        last_step: LastStep = "pad",
         transform: Callable[[dict], object] | None = None,
     ):
         self.root, self.split = Path(root), split
         self.groups, self.total, self.docs_per_step, self.schedule_id = _discover(self.root, split)
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ScheduleError(f"rank {rank} is not in a world of {world_size}")
-        if self.docs_per_step % world_size:
-            raise ScheduleError(
-                f"docs_per_step {self.docs_per_step} is not divisible by world_size {world_size}: "
-                "re-materialize training_schedule with a global batch that is"
-            )
-        if batch_size < 1 or num_workers < 1 or not 0 <= worker < num_workers or start_step < 0:
-            raise ScheduleError("batch_size, num_workers ≥ 1, 0 ≤ worker < num_workers, start_step ≥ 0")
+        _check_consumer(rank, world_size, self.docs_per_step, batch_size, worker, num_workers, start_step)
+        if last_step not in LAST_STEP_CHOICES:
+            raise ScheduleError(f"last_step must be one of {LAST_STEP_CHOICES}, got {last_step!r}")
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.worker, self.num_workers, self.start_step = worker, num_workers, start_step
-        self.columns = list(columns)
+        self.last_step = last_step
+        self.columns = [c for c in columns if c != PAD_FLAG]
         self.transform = transform
-        self.per_rank = self.docs_per_step // world_size
-        self.end = (self.total // self.docs_per_step) * self.docs_per_step if drop_last_step else self.total
+        g = self.docs_per_step
+        self.per_rank = m = g // world_size
+        self.full_steps, rest = divmod(self.total, g)
+        # Real positions delivered: [0, end). In pad mode the short last step's slices are all
+        # cut to pad_len items (rank 0's share); the positions ≥ N among them are pads.
+        self.end = self.full_steps * g if last_step == "drop" else self.total
+        self.pad_len = min(rest, m) if last_step == "pad" and rest else 0
+        if world_size == 1:
+            self.pad_len = 0  # one rank: nothing to equalise
+
+    @property
+    def padded(self) -> bool:
+        """Whether rows carry the ``is_pad`` flag (``last_step="pad"``)."""
+        return self.last_step == "pad"
 
     def _mine(self, positions: np.ndarray) -> np.ndarray:
-        """Which of these global positions this consumer delivers."""
+        """Which of these (real or virtual) positions this consumer delivers."""
         g, m = self.docs_per_step, self.per_rank
         offset = positions % g - self.rank * m
         local = (positions // g) * m + offset  # index in the rank's stream
         rel = local - self.start_step * m
+        delivered = (positions < self.end) | ((positions // g == self.full_steps) & (offset < self.pad_len))
         return (
-            (positions < self.end)
+            delivered
             & (offset >= 0)
             & (offset < m)
             & (rel >= 0)
@@ -142,16 +250,32 @@ class ScheduleReader:
         )
 
     def rank_count(self) -> int:
-        """Items this rank delivers from start_step on (all its workers together)."""
+        """Items this rank delivers from start_step on (all its workers together, pads included)."""
         g, m = self.docs_per_step, self.per_rank
-        full, rest = divmod(self.end, g)
-        items = full * m + min(max(rest - self.rank * m, 0), m)
+        if self.pad_len:
+            items = self.full_steps * m + self.pad_len
+        else:
+            full, rest = divmod(self.end, g)
+            items = full * m + min(max(rest - self.rank * m, 0), m)
         return max(items - self.start_step * m, 0)
+
+    def num_batches(self) -> int:
+        """Batches this rank delivers from start_step on (all its workers together)."""
+        return -(-self.rank_count() // self.batch_size)
+
+    def _pad_positions(self) -> np.ndarray:
+        """This consumer's virtual positions (≥ N) in the short last step, in order."""
+        if not self.pad_len or not self.total:
+            return np.zeros(0, np.int64)
+        virtual = np.arange(self.total, (self.full_steps + 1) * self.docs_per_step, dtype=np.int64)
+        return virtual[self._mine(virtual)]
 
     def __iter__(self) -> Iterator:
         start = self.start_step * self.docs_per_step  # no position of an earlier step can be ours
         read_cols = list(dict.fromkeys(["position", *self.columns]))
-        make_row = _row_maker(self.columns)
+        names = [*self.columns, PAD_FLAG] if self.padded else self.columns
+        make_row = _row_maker(names)
+        flag = [itertools.repeat(False)] if self.padded else []
         by_file: dict[Path, list[_RowGroup]] = {}
         for group in self.groups:  # the row groups holding any of our positions, per shard file
             if group.first + group.rows <= start or group.first >= self.end:
@@ -179,10 +303,28 @@ class ScheduleReader:
                 if not mine.all():
                     batch = batch.filter(mine)
                 values = [batch.column(read_cols.index(c)).to_pylist() for c in self.columns]
-                rows = map(make_row, *values)
+                rows = map(make_row, *values, *flag)
                 yield from rows if self.transform is None else map(self.transform, rows)
-            if seen != len(expected):
-                raise ScheduleError(f"{path} ended after {seen} of {len(expected)} expected rows")
+        yield from self._pads(make_row)
+
+    def _pads(self, make_row: Callable[..., dict]) -> Iterator:
+        virtual = self._pad_positions()
+        if not len(virtual):
+            return
+        values = PositionReader(self.groups, self.columns).take((virtual - self.total) % self.total)
+        overrides = {"position": virtual.tolist(), "step": (virtual // self.docs_per_step).tolist()}
+        for c, v in overrides.items():
+            if c in self.columns:
+                values[self.columns.index(c)] = v
+        rows = map(make_row, *values, itertools.repeat(True))
+        yield from rows if self.transform is None else map(self.transform, rows)
+
+    def batches(self) -> Iterator[list]:
+        """This consumer's batches (lists of rows): its rows cut every ``batch_size``. Exact,
+        since only the rank's last batch can be short and it is this consumer's last."""
+        rows = iter(self)
+        while chunk := list(itertools.islice(rows, self.batch_size)):
+            yield chunk
 
 
 def _row_maker(names: list[str]) -> Callable[..., dict]:
@@ -200,15 +342,68 @@ def _row_maker(names: list[str]) -> Callable[..., dict]:
     return lambda *row: dict(zip(names, row, strict=True))
 
 
+class ScheduleBatch(dict):
+    """One batch from ``ScheduleDataset``: column name → the batch's values (collated), in
+    schedule order. A type of its own so that re-batching it is refused (module docstring)."""
+
+
+def rebatching_error(dataset_batch: int, loader_batch: int | None = None) -> ScheduleError:
+    got = f" (here batch_size={loader_batch})" if loader_batch not in (None, -1) else ""
+    return ScheduleError(
+        f"ScheduleDataset yields whole batches ({dataset_batch} rows each, in schedule order) and the "
+        f"DataLoader must not batch them again{got}: use DataLoader(dataset, batch_size=None, "
+        "num_workers=...) or dataset.loader(num_workers=...). A DataLoader batch_size regroups rows "
+        "across workers and silently changes the training order; pass collate_fn to the dataset."
+    )
+
+
+def _refuse_collate(batch, *, collate_fn_map=None):
+    size = len(next(iter(batch[0].values()), ())) if batch and len(batch[0]) else 0
+    raise rebatching_error(size, len(batch))
+
+
+def _auto_batching_size(frame) -> int | None:
+    """The DataLoader's batch size when ``frame`` (the caller of next() on our iterator) is torch's
+    iterable-dataset fetcher with automatic batching on; None otherwise (a plain loop, or a
+    DataLoader with ``batch_size=None``). Best effort, on torch internals: the collate registry
+    below is the fallback should torch rename them."""
+    fetcher = frame.f_locals.get("self") if frame is not None else None
+    if (
+        fetcher is None
+        or not hasattr(fetcher, "dataset_iter")
+        or not getattr(fetcher, "auto_collation", False)
+    ):
+        return None
+    index = frame.f_locals.get("possibly_batched_index")
+    return len(index) if isinstance(index, list) else -1
+
+
+def _passthrough(batch):
+    """``collate_fn`` of ``ScheduleDataset.loader()``: the batch is collated already. (A DataLoader's
+    default with ``batch_size=None``, ``default_convert``, would walk every value again.)"""
+    return batch
+
+
 def _define_dataset():
     import torch
+    from torch.utils.data._utils.collate import default_collate_fn_map
+
+    default_collate_fn_map[ScheduleBatch] = _refuse_collate
 
     class ScheduleDataset(torch.utils.data.IterableDataset):
-        """A split of a training schedule as an ``IterableDataset``.
+        """A split of a training schedule as an ``IterableDataset`` of whole batches.
 
         ``rank``/``world_size`` default to ``torch.distributed`` when it is initialised, else a
-        single process. Use ``DataLoader(dataset, batch_size=b, num_workers=W)`` with the same
-        ``batch_size=b`` given here; each worker then reads only its own batches.
+        single process. Iterate with ``DataLoader(dataset, batch_size=None, num_workers=W)`` or
+        ``dataset.loader(num_workers=W)``; each item is a :class:`ScheduleBatch` of
+        ``batch_size`` rows (fewer only in the rank's last batch), collated by ``collate_fn``
+        (torch's ``default_collate`` by default: numbers become tensors, strings lists) after the
+        per-row ``transform``; both must return a mapping. ``len()`` is the number of batches
+        this rank yields (the same on every rank unless ``last_step="uneven"``).
+
+        ``feedback``: the folder of an :class:`refinery.schedule.adaptive.OnlineDoremi` weight
+        log; the stream then follows the domain weights the training loop feeds back (see that
+        module), for ``steps`` steps (default: as many as the schedule has).
         """
 
         def __init__(
@@ -220,8 +415,11 @@ def _define_dataset():
             rank: int | None = None,
             world_size: int | None = None,
             columns: Sequence[str] = DEFAULT_COLUMNS,
-            drop_last_step: bool = False,
-            transform: Callable[[dict], object] | None = None,
+            last_step: LastStep = "pad",
+            transform: Callable[[dict], Mapping] | None = None,
+            collate_fn: Callable[[list], Mapping] | None = None,
+            feedback: str | Path | None = None,
+            steps: int | None = None,
         ):
             super().__init__()
             dist = torch.distributed
@@ -237,22 +435,93 @@ def _define_dataset():
                 "batch_size": batch_size,
                 "start_step": start_step,
                 "columns": list(columns),
-                "drop_last_step": drop_last_step,
                 "transform": transform,
             }
-            self._probe = ScheduleReader(**self.options)  # validates now, in the main process
+            if feedback is None:
+                if steps is not None:
+                    raise ScheduleError("steps= applies to the adaptive stream only (give feedback=)")
+                self.options["last_step"] = last_step
+            else:
+                self.options |= {"feedback": str(feedback), "steps": steps}
+            self.collate_fn = collate_fn
+            self._probe_reader = self._reader()  # validates now, in the main process
+
+        def _reader(self, worker: int = 0, workers: int = 1):
+            # The dataset applies the transform itself (see _collate), so it can keep the pad flag.
+            options = self.options | {"transform": None, "worker": worker, "num_workers": workers}
+            if "feedback" in options:
+                from refinery.schedule.adaptive import AdaptiveReader
+
+                return AdaptiveReader(**options)
+            return ScheduleReader(**options)
+
+        def __getstate__(self) -> dict:
+            """What a spawned worker receives: the options, not the main process's probe (whose
+            domain index is one integer per document)."""
+            return {k: v for k, v in self.__dict__.items() if k != "_probe_reader"}
+
+        @property
+        def _probe(self):
+            probe = self.__dict__.get("_probe_reader")
+            if probe is None:
+                probe = self.__dict__["_probe_reader"] = self._reader()
+            return probe
 
         def __len__(self) -> int:
+            return self._probe.num_batches()
+
+        @property
+        def num_documents(self) -> int:
+            """Rows this rank yields (pads included)."""
             return self._probe.rank_count()
 
         @property
         def docs_per_step(self) -> int:
             return self._probe.docs_per_step
 
+        @property
+        def batch_size(self) -> int:
+            return self.options["batch_size"]
+
+        def loader(self, num_workers: int = 0, **kwargs) -> torch.utils.data.DataLoader:
+            """A DataLoader that passes the dataset's batches through unchanged."""
+            for name in ("batch_size", "collate_fn", "batch_sampler", "drop_last", "shuffle", "sampler"):
+                if name in kwargs:
+                    raise ScheduleError(f"{name} belongs to ScheduleDataset, not its DataLoader")
+            return torch.utils.data.DataLoader(
+                self, batch_size=None, num_workers=num_workers, collate_fn=_passthrough, **kwargs
+            )
+
+        def _collate(self, rows: list[dict]) -> ScheduleBatch:
+            """The rows through ``transform`` and ``collate_fn``; ``is_pad`` is added back when
+            they dropped it, so a padded batch always says which rows are pads."""
+            transform = self.options["transform"]
+            flags = [r[PAD_FLAG] for r in rows] if rows and PAD_FLAG in rows[0] else None
+            items = rows if transform is None else [transform(r) for r in rows]
+            out = (self.collate_fn or torch.utils.data.default_collate)(items)
+            if not isinstance(out, Mapping):
+                raise ScheduleError(
+                    "ScheduleDataset's transform and collate_fn must produce a mapping (e.g. a dict of "
+                    f"tensors), got {type(out).__name__}: the batch type is what refuses re-batching"
+                )
+            batch = ScheduleBatch(out)
+            if flags is not None and PAD_FLAG not in batch:
+                batch[PAD_FLAG] = torch.tensor(flags, dtype=torch.bool)
+            return batch
+
         def __iter__(self):
             info = torch.utils.data.get_worker_info()
             worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-            return iter(ScheduleReader(**self.options, worker=worker, num_workers=workers))
+            return self._batches(self._reader(worker, workers))
+
+        def _batches(self, reader) -> Iterator[ScheduleBatch]:
+            caller = sys._getframe(1)  # the frame that called next() on this generator
+            loader_batch = _auto_batching_size(caller)
+            del caller
+            if loader_batch is not None:
+                raise rebatching_error(self.batch_size, loader_batch)
+            for rows in reader.batches():
+                yield self._collate(rows)
 
     ScheduleDataset.__module__ = __name__
     ScheduleDataset.__qualname__ = "ScheduleDataset"

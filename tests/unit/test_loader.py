@@ -112,7 +112,8 @@ def test_exactly_once_across_ranks_and_workers(schedule, world, workers, batch):
         assert all((p % G) // m == rank for p in rank_stream)  # the rank's slice of every step
         assert ScheduleReader(root, "train", rank, world).rank_count() == len(rank_stream)
         seen += rank_stream
-    assert sorted(seen) == list(range(TRAIN))  # every position once: no loss, no duplicate
+    real = sorted(p for p in seen if p < TRAIN)  # positions ≥ TRAIN are pads (the default last_step)
+    assert real == list(range(TRAIN))  # every position once: no loss, no duplicate
 
 
 @pytest.mark.parametrize(("world", "start"), [(1, 5), (2, 3), (4, 19), (2, 25)])
@@ -133,9 +134,9 @@ def test_resume_from_a_step_is_the_tail_of_the_full_run(schedule, world, start):
 
 def test_drop_last_step_equalises_ranks(schedule):
     root, _ = schedule
-    counts = [len(list(ScheduleReader(root, "train", r, 4, drop_last_step=True))) for r in range(4)]
+    counts = [len(list(ScheduleReader(root, "train", r, 4, last_step="drop"))) for r in range(4)]
     assert len(set(counts)) == 1 and sum(counts) == (TRAIN // G) * G
-    uneven = [ScheduleReader(root, "train", r, 4).rank_count() for r in range(4)]
+    uneven = [ScheduleReader(root, "train", r, 4, last_step="uneven").rank_count() for r in range(4)]
     assert sum(uneven) == TRAIN and max(uneven) - min(uneven) <= G // 4
 
 
@@ -149,14 +150,20 @@ def test_torch_dataloader_with_worker_processes_keeps_order(schedule):
         ds = ScheduleDataset(
             root, "train", batch_size=3, rank=rank, world_size=2, columns=["position", "text"]
         )
-        loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2)
-        stream = [int(p) for batch in loader for p in batch["position"]]
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+        batches = list(loader)
+        stream = [int(p) for batch in batches for p in batch["position"]]
         assert stream == positions(ScheduleReader(root, "train", rank, 2, 3))
-        assert len(ds) == len(stream)
-        got += stream
+        assert len(ds) == len(batches) and ds.num_documents == len(stream)
+        got += [
+            p
+            for batch in batches
+            for p, pad in zip(batch["position"], batch["is_pad"], strict=True)
+            if not pad
+        ]
         resumed = torch.utils.data.DataLoader(
             ScheduleDataset(root, "train", batch_size=3, start_step=10, rank=rank, world_size=2),
-            batch_size=3,
+            batch_size=None,
             num_workers=2,
         )
         assert [int(p) for b in resumed for p in b["position"]] == [p for p in stream if p >= 10 * G]
