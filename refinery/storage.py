@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -21,12 +21,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.paths import check_source_name
+from refinery.tempfiles import clean_stray, fsync_dir, fsync_file, fsync_tree, publish_file, temp_path
 
 REJECTED_DIR = "rejected"
 STATS_DIR = "_stats"
 DEFAULT_BATCH_ROWS = 5_000
 PROVENANCE_KEY = b"refinery"
 PART_PATTERN = "part-*.parquet"
+PART_NAME = re.compile(r"^part-\d{5}\.parquet$")
 
 
 def table_from_frame(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -183,9 +185,9 @@ class Storage:
         """A small JSON of counts beside the data, so reports need not rescan every file."""
         path = self.stats_path(asset, partition)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temp = temp_path(path)
         temp.write_text(json.dumps(stats, sort_keys=True, indent=1, default=str))
-        os.replace(temp, path)
+        publish_file(temp, path)
         return path
 
     def read_stats(self, asset: str) -> dict[str, dict]:
@@ -235,10 +237,11 @@ def replace_partition(new: Path, target: Path, other: Path) -> None:
         aside_first.append(target)
     for old in aside_first:
         if old.exists():
-            aside = old.with_name(f".{old.name}.old.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+            aside = temp_path(old, "old")
             os.replace(old, aside)
             trash.append(aside)
     os.replace(new, target)
+    fsync_dir(target.parent)
     for aside in trash:
         if aside.is_dir():
             shutil.rmtree(aside, ignore_errors=True)
@@ -254,7 +257,8 @@ class _AtomicParquet:
         self.schema = schema
         self.rows = 0
         target.parent.mkdir(parents=True, exist_ok=True)
-        self.temp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        clean_stray(target.parent)  # temporaries of killed writers of this folder
+        self.temp = temp_path(target)
         self._writer = pq.ParquetWriter(self.temp, schema, compression="zstd")
 
     def write(self, table: pa.Table) -> None:
@@ -264,6 +268,7 @@ class _AtomicParquet:
 
     def commit(self) -> None:
         self._writer.close()
+        fsync_file(self.temp)  # durable before it becomes visible
         replace_partition(self.temp, self.target, self.target.with_suffix(""))
 
     def abort(self) -> None:
@@ -337,12 +342,17 @@ class PartsWriter:
     The output is then complete or absent, never partial.
     """
 
-    def __init__(self, storage: Storage, asset: str, partition: str, token: str):
-        self.storage, self.asset, self.partition, self.token = storage, asset, partition, token
+    def __init__(self, storage: Storage, asset: str, partition: str, token: str | None = None):
+        self.storage, self.asset, self.partition = storage, asset, partition
+        # Names the committing process (host-pid-random), so a killed driver's staging is swept.
+        self.token = token or temp_path(Path("x")).name.split(".")[2]
+        if token is None:
+            for rejected in (False, True):
+                clean_stray(self.storage.parts_path(asset, partition, rejected).parent)
 
     def staging(self, rejected: bool = False) -> Path:
         final = self.storage.parts_path(self.asset, self.partition, rejected)
-        return final.with_name(f".{final.name}.parts-{self.token}.tmp")
+        return final.with_name(f".{final.name}.parts.{self.token}.tmp")
 
     @staticmethod
     def part_name(index: int) -> str:
@@ -352,9 +362,9 @@ class PartsWriter:
         folder = self.staging(rejected)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / self.part_name(index)
-        temp = folder / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        temp = temp_path(target)
         pq.write_table(table, temp, compression="zstd")
-        os.replace(temp, target)
+        publish_file(temp, target)  # a retried slice rewrites the same name
         return target
 
     def commit(self, parts: int) -> tuple[Path, Path]:
@@ -366,6 +376,10 @@ class PartsWriter:
                     f"{self.asset}[{self.partition}]: {len(names)} of {parts} "
                     f"{'rejected ' if rejected else ''}parts were written; nothing committed"
                 )
+        for rejected in (False, True):  # leftovers of workers that died mid-part (their slice was redone)
+            for entry in self.staging(rejected).iterdir():
+                if not PART_NAME.match(entry.name):
+                    entry.unlink(missing_ok=True)
         located = []
         for rejected in (True, False):
             final = self.storage.parts_path(self.asset, self.partition, rejected)
@@ -374,6 +388,7 @@ class PartsWriter:
                 if rejected
                 else self.storage.path(self.asset, self.partition)
             )
+            fsync_tree(self.staging(rejected))
             replace_partition(self.staging(rejected), final, single)
             located.append(final)
         return located[1], located[0]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
@@ -142,7 +141,7 @@ class RayEngine:
             spec.names_duplicates,
             ctx.provenance,
         )
-        writer = PartsWriter(ctx.storage, spec.name, ctx.source, uuid.uuid4().hex[:12])
+        writer = PartsWriter(ctx.storage, spec.name, ctx.source)
         job = SliceJob(
             context=_portable(ctx),
             make=make,

@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 from refinery.batch import BatchResult, split_batch
 from refinery.multimodal.clip_model import ClipModel
 from refinery.multimodal.video_reader import file_digest, open_video
+from refinery.tempfiles import clean_stray, fsync_dir, fsync_tree, temp_path
 
 METHODS = ("query", "uniform")
 
@@ -222,8 +223,9 @@ class FrameStore:
         self.root = Path(storage_root)
         self.relative = Path(asset) / source
         self.final = self.root / self.relative
-        self.temp = self.final.with_name(f".{source}.frames.{os.getpid()}.tmp")
-        shutil.rmtree(self.temp, ignore_errors=True)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        clean_stray(self.final.parent)  # frame folders of killed runs
+        self.temp = temp_path(self.final)
         self.temp.mkdir(parents=True)
         self.written = 0
 
@@ -245,10 +247,12 @@ class FrameStore:
             return image.convert("RGB")
 
     def commit(self) -> None:
-        old = self.final.with_name(f".{self.final.name}.old.{os.getpid()}")
+        fsync_tree(self.temp)  # every JPEG durable before the folder becomes visible
+        old = temp_path(self.final, "old")
         if self.final.exists():
             os.replace(self.final, old)
         os.replace(self.temp, self.final)
+        fsync_dir(self.final.parent)
         shutil.rmtree(old, ignore_errors=True)
 
     def abort(self) -> None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from refinery.names import TEXT_MODELS
+from refinery.tempfiles import publish_file, temp_path
 
 MODELS_DIR = "models"
 CURRENT = "current.json"
@@ -44,9 +44,9 @@ def file_sha256(path: Path) -> str:
 
 def write_json(path: Path, data: dict) -> None:
     """Atomically (temp file, then rename), so a reader never sees half a pointer."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp = temp_path(path)
     temp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    os.replace(temp, path)
+    publish_file(temp, path)
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def publish(folder: Path, stem: str, produced: Path, suffix: str, info: dict) ->
     if final.exists() and file_sha256(final) == sha:
         produced.unlink()
     else:
-        os.replace(produced, final)
+        publish_file(produced, final)  # durable before the sidecar and current.json name it
     record = {**info, "file": final.name, "sha256": sha}
     write_json(final.with_name(final.name + ".json"), record)
     write_json(folder / CURRENT, record)

@@ -611,16 +611,16 @@ def train_quality_classifier(
     layout: Layout, storage: Storage, params: ClassifierTrainParams
 ) -> ClassifierResult:
     """Train on the reference corpus vs raw documents and publish under models/quality_classifier."""
-    import tempfile
 
     from refinery.quality.artifacts import models_dir, publish
+    from refinery.tempfiles import staging_dir
 
     started = time.perf_counter()
     positives, negatives, by_partition, quarantined = collect_training_documents(layout, storage, params)
     trained = train_classifier(positives, negatives, params)
     out_dir = models_dir(layout.home, QUALITY_CLASSIFIER)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".train-", dir=out_dir) as temp:
+    with staging_dir(out_dir, "train") as temp:
         produced = Path(temp) / "model.safetensors"
         save_classifier(trained, produced)
         info = {

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -40,6 +38,7 @@ from refinery.metadata import CheckOutcome, FilePath, Json
 from refinery.models.embedder import Embedder
 from refinery.names import DOCUMENT_EMBEDDINGS
 from refinery.storage import PROVENANCE_KEY, Storage, iter_path_batches
+from refinery.tempfiles import clean_stray, publish_file, temp_path
 
 
 class EmbeddingParams(BaseModel):
@@ -139,7 +138,8 @@ def write_embeddings(
     params = params or EmbeddingParams()
     target = storage.path(DOCUMENT_EMBEDDINGS, partition)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    clean_stray(target.parent)
+    temp = temp_path(target)
     stamp = {
         **provenance,
         "model": embedder.name,
@@ -183,7 +183,7 @@ def write_embeddings(
             rows += len(texts)
             chars += sum(len(t) for t in texts)
         writer.close()
-        os.replace(temp, target)
+        publish_file(temp, target)
     except BaseException:
         writer.close()
         temp.unlink(missing_ok=True)

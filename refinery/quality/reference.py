@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from refinery.quality.artifacts import CURRENT, ModelArtifact, current, models_d
 from refinery.quality.ngram_lm import LmplzOptions, build_binary, load_language_model, train_arpa
 from refinery.quality.normalize import NORMALIZATION_VERSION, normalized_lines
 from refinery.quality.perplexity import cutoffs_from_table, document_perplexity, percentile_table
+from refinery.tempfiles import staging_dir
 
 REFERENCE_KIND = "reference"
 DEFAULT_REFERENCE_SOURCE = "curated"
@@ -197,7 +197,7 @@ def train_reference_lm(layout: Layout, params: ReferenceLMParams, order: int) ->
     train, heldout = split_reference(corpus, params.heldout_fraction)
     out_dir = models_dir(layout.home, REFERENCE_LM)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".train-", dir=out_dir) as temp:
+    with staging_dir(out_dir, "train") as temp:
         text_path, arpa, binary = (
             Path(temp) / "corpus.txt",
             Path(temp) / "model.arpa",

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import duckdb
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 
 from refinery.names import PRETRAIN_CORPUS
 from refinery.storage import Storage
+from refinery.tempfiles import clean_stray, fsync_dir, fsync_tree, temp_path
 
 SHARD_META_KEY = b"refinery_schedule"
 INDEX_FILE = "index.json"
@@ -65,7 +65,9 @@ def write_shards(
     schedule_id = manifest_digest(manifest)
     sources = sorted(set(manifest.column("source").to_pylist()))
     files = [str(f) for s in sources for f in storage.files(corpus_asset, s)]
-    staging = root / f".shards.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    clean_stray(root)  # staging folders of killed runs
+    staging = temp_path(root / "shards")
     staging.mkdir(parents=True)
     summary: dict[str, dict] = {}
     con = duckdb.connect()
@@ -110,10 +112,12 @@ def write_shards(
     finally:
         con.close()
     final = root / "shards"
-    old = root / f".shards.old.{uuid.uuid4().hex[:8]}"
+    fsync_tree(staging)  # every shard durable before the folder becomes visible
+    old = temp_path(final, "old")
     if final.exists():
         os.replace(final, old)
     os.replace(staging, final)
+    fsync_dir(root)
     shutil.rmtree(old, ignore_errors=True)
     return summary
 
