@@ -8,6 +8,7 @@ model-based ones included as soon as the models exist.
 from __future__ import annotations
 
 import json
+import os
 
 import dagster as dg
 
@@ -17,6 +18,7 @@ from refinery.inbox import scan
 from resources import RefineryHome
 
 SETTLE_SECONDS = 5.0
+INTERVAL_ENV = "REFINERY_SENSOR_INTERVAL"  # seconds between inbox checks (default 30)
 RAW_ASSET_BY_KIND = {
     "text": names.RAW_DOCUMENTS,
     "sft": names.RAW_SFT,
@@ -68,7 +70,7 @@ def inbox_sensor(kind: str) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{kind}_inbox_sensor",
         asset_selection=[raw],
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=int(os.environ.get(INTERVAL_ENV) or 30),
         description=f"Watches $REFINERY_HOME/inbox/{kind}/: adds one {PARTITIONS_BY_KIND[kind].name} "
         f"partition per new folder and materializes {raw} for every source whose files changed; the later "
         "stages follow by their automation conditions (turn on default_automation_condition_sensor).",
