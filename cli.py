@@ -49,6 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     layout = layout_of(args)
     launch.prepare_environment(layout)
+    print(f"full Dagster log: {launch.log_file(layout)}")
     if args.kind == "text":
         outcome = launch.run_text_pipeline(
             layout, args.source or None, report=not args.no_report, train_models=args.train_models or None
@@ -56,9 +57,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         job = names.PIPELINE_JOB_BY_KIND[args.kind]
         outcome = launch.run_partitioned_job(layout, args.kind, job, args.source or None)
-    for name, ok in outcome.items():
-        print(f"  {'ok    ' if ok else 'FAILED'} {name}")
-    return 0 if all(outcome.values()) else 1
+    failed = [name for name, ok in outcome.items() if not ok]
+    print(f"{len(outcome) - len(failed)} of {len(outcome)} runs succeeded")
+    print(f"full Dagster log: {launch.log_file(layout)}")
+    for name in failed:
+        print(f"  FAILED {name}")
+    return 0 if not failed else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -71,11 +75,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     layout = layout_of(args)
     dagster_home = launch.prepare_environment(layout)
+    print(f"full Dagster log: {launch.log_file(layout)}")
     for kind, folder in write_missing_samples(layout, args.seed):
         print(f"bundled {kind} sample written to {folder}")
     outcome = launch.run_text_pipeline(layout, text_source_order(layout))
     outcome.update(launch.run_partitioned_job(layout, "sft", names.SFT_PIPELINE_JOB))
-    outcome.update(launch.run_job(names.TRAINING_DATA_JOB))
+    outcome.update(launch.run_job(names.TRAINING_DATA_JOB, layout))
     outcome.update(launch.run_partitioned_job(layout, "image_text", names.IMAGE_TEXT_PIPELINE_JOB))
     outcome.update(launch.run_partitioned_job(layout, "video", names.VIDEO_PIPELINE_JOB))
 
@@ -105,6 +110,7 @@ Where to look
   SQL         .venv/bin/refinery sql "SELECT source, count(*) FROM pretrain_corpus GROUP BY 1"
   DuckDB      {home}/reports/catalog.duckdb
   Dagster UI  DAGSTER_HOME={dagster_home} .venv/bin/dagster dev   (then http://127.0.0.1:3000)
+  Dagster log {launch.log_file(layout)}
 """)
     if failed:
         print(f"FAILED: {failed}", file=sys.stderr)

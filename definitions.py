@@ -9,6 +9,7 @@ import dagster as dg
 
 from assets import ALL_ASSETS
 from assets.jobs import ALL_JOBS
+from progress import LOGGERS
 from resources import build_executor, build_resources
 from sensors import ALL_SCHEDULES, ALL_SENSORS
 
@@ -19,4 +20,5 @@ defs = dg.Definitions(
     schedules=ALL_SCHEDULES,
     resources=build_resources(),
     executor=build_executor(),
+    loggers=LOGGERS,
 )

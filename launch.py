@@ -9,7 +9,9 @@ Kept out of the ``refinery`` library, which stays free of Dagster.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from refinery.paths import Layout
 
@@ -60,6 +62,38 @@ def sync_partitions(layout: Layout, kind: str = "text") -> list[str]:
     return new
 
 
+_LOG_FILE: Path | None = None
+
+
+def log_file(layout: Layout) -> Path:
+    """This command's full Dagster debug log, ``$REFINERY_HOME/logs/refinery-<time>.log``."""
+    global _LOG_FILE
+    if _LOG_FILE is None or not _LOG_FILE.parent.is_relative_to(layout.home):
+        folder = layout.home / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        _LOG_FILE = folder / f"refinery-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    return _LOG_FILE
+
+
+def _execute(layout: Layout, job, instance, name: str, **kwargs) -> bool:
+    """One run: a header line, a line per stage (progress.py), the outcome with its time; the
+    debug log goes to :func:`log_file`."""
+    from progress import cli_loggers
+
+    print(f"▶ {name}", flush=True)
+    started = time.monotonic()
+    result = job.execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config={"loggers": cli_loggers(str(log_file(layout)))},
+        tags={"refinery/launched_by": "refinery run"},
+        **kwargs,
+    )
+    status = "done" if result.success else "FAILED"
+    print(f"  {status} {name} in {time.monotonic() - started:.1f}s (run {result.run_id[:8]})", flush=True)
+    return result.success
+
+
 def run_partitioned_job(
     layout: Layout, kind: str, job_name: str, sources: Sequence[str] | None = None
 ) -> dict[str, bool]:
@@ -79,25 +113,20 @@ def run_partitioned_job(
     with DagsterInstance.get() as instance:
         job = defs.resolve_job_def(job_name)
         for source in chosen:
-            result = job.execute_in_process(
-                partition_key=source,
-                instance=instance,
-                raise_on_error=False,
-                tags={"refinery/launched_by": "refinery run"},
-            )
-            outcome[f"{job_name}[{source}]"] = result.success
+            name = f"{job_name}[{source}]"
+            outcome[name] = _execute(layout, job, instance, name, partition_key=source)
     return outcome
 
 
-def run_job(job_name: str) -> dict[str, bool]:
+def run_job(job_name: str, layout: Layout | None = None) -> dict[str, bool]:
     """Run an unpartitioned job (reports, mixing, schedules) on the persistent instance."""
     from dagster import DagsterInstance
 
     from definitions import defs
 
     with DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False)
-    return {job_name: result.success}
+        ok = _execute(layout or Layout.at(), defs.resolve_job_def(job_name), instance, job_name)
+    return {job_name: ok}
 
 
 def run_text_pipeline(
@@ -115,9 +144,9 @@ def run_text_pipeline(
 
     outcome = run_partitioned_job(layout, "text", "text_prefilter", sources)
     if train_models or (train_models is None and missing_models(layout.home)):
-        outcome.update(run_job("text_models"))
+        outcome.update(run_job("text_models", layout))
     if all(outcome.values()):
         outcome.update(run_partitioned_job(layout, "text", "text_quality", sources))
     if report:
-        outcome.update(run_job("corpus_report_job"))
+        outcome.update(run_job("corpus_report_job", layout))
     return outcome

@@ -48,6 +48,13 @@ def sample_table(rows: list[dict], columns: Sequence[str], text_column: str = "t
     )
 
 
+def top_reasons(reasons: Mapping[str, int], limit: int = 3) -> str:
+    """The most frequent removal reasons as one line, e.g. ``exact_duplicate 12, c4.min_lines 3``."""
+    ordered = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    more = len(reasons) - len(ordered)
+    return ", ".join(f"{r} {n:,}" for r, n in ordered) + (f", +{more} more" if more > 0 else "")
+
+
 def counts_table(counts: Mapping[Any, int], unit: str = "rows") -> Markdown:
     """A value → count table, most frequent first."""
     rows = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
@@ -67,6 +74,7 @@ def stage_metadata(
         "kept_fraction": round(s.rows_out / s.rows_in, 4) if s.rows_in else 0.0,
         "tokens_out": s.tokens_out,
         "removed_by_reason": Markdown(markdown.reasons(dict(s.reasons), s.rows_in)),
+        "top_reasons": top_reasons(s.reasons),
         "seconds": round(run.seconds, 3),
         "mb_per_second": round(run.mb_per_s, 2),
         "output": FilePath.of(run.path),

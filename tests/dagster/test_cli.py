@@ -132,3 +132,26 @@ def test_dagster_dev_loads_the_workspace_without_warnings(home, cli_env, tmp_pat
         and "return callback" not in line
     ]
     assert warnings == [], warnings
+
+
+def test_refinery_run_prints_a_line_per_stage_and_logs_the_rest_to_a_file(home, cli_env):
+    from refinery.sample.reference_sample import build_reference_sample
+    from tests.dagster.conftest import build_inbox
+
+    build_inbox(home)
+    build_reference_sample(home.inbox_kind("reference"))
+    command = [str(BIN / "refinery"), "run", "--source", "alpha", "--source", "beta"]
+    done = run(command, cli_env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "DEBUG" not in out and "RUN_START" not in out
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("  ok ")}
+    assert {f"{s}[alpha]" for s in ("raw_documents", "clean_documents", "heuristic_filtered")} <= set(lines)
+    raw = lines["raw_documents[alpha]"]
+    assert " in → " in raw and " out" in raw and "malformed_json 1" in raw  # the broken JSONL line
+    assert "▶ text_prefilter[alpha]" in out and "▶ text_models" in out
+    log = Path(
+        next(line for line in out.splitlines() if line.startswith("full Dagster log: ")).split(": ", 1)[1]
+    )
+    text = log.read_text()
+    assert log.is_relative_to(home.home) and "DEBUG" in text and "STEP_SUCCESS" in text
