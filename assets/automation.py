@@ -33,14 +33,26 @@ REFERENCE = dg.AssetSelection.assets("reference_corpus")
 REFERENCE_CHANGED = dg.AutomationCondition.data_version_changed()
 _IDLE = ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.any_deps_in_progress()
 
-STAGE = dg.AutomationCondition.eager()
+# Reset only when the target is requested or updated. Dagster's eager() also resets on the sensor's
+# first evaluation, so data that arrived before the sensor was turned on (the inbox sensor's first
+# runs race it) would never flow on; here a partition that is missing when the sensor starts, or whose
+# upstream updated, is requested once its upstream is there.
+_HANDLED = dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
+
+STAGE = (
+    (dg.AutomationCondition.missing().newly_true() | dg.AutomationCondition.any_deps_updated()).since(
+        _HANDLED
+    )
+    & ~dg.AutomationCondition.any_deps_missing()
+    & _IDLE
+).with_label("eager, from the first evaluation")
 
 MODEL = (
     (
         dg.AutomationCondition.missing().newly_true()
         | dg.AutomationCondition.cron_tick_passed(MODELS_CRON)
         | dg.AutomationCondition.any_deps_match(REFERENCE_CHANGED).allow(REFERENCE)
-    ).since_last_handled()
+    ).since(_HANDLED)
     & ~dg.AutomationCondition.any_deps_missing()
     & _IDLE
 ).with_label(f"missing, on_cron({MODELS_CRON}) or reference corpus changed")
@@ -49,10 +61,10 @@ EVERY_INTERVAL = (
     (
         dg.AutomationCondition.missing().newly_true()
         | (
-            dg.AutomationCondition.any_deps_updated().since_last_handled()
-            & dg.AutomationCondition.cron_tick_passed(REFRESH_CRON).since_last_handled()
+            dg.AutomationCondition.any_deps_updated().since(_HANDLED)
+            & dg.AutomationCondition.cron_tick_passed(REFRESH_CRON).since(_HANDLED)
         )
-    ).since_last_handled()
+    ).since(_HANDLED)
     & ~dg.AutomationCondition.any_deps_missing()
     & _IDLE
 ).with_label(f"missing, or deps updated (at most once per {REFRESH_CRON})")
