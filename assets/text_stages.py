@@ -76,8 +76,12 @@ def _fuzzy(run: StageContext) -> Iterator[BatchProcessor]:
 
 
 def _perplexity(run: StageContext) -> BatchProcessor:
-    scorer = PerplexityScorer.for_model(run.resources.kenlm.load(run.layout), run.params)
+    # Read only for bucket_reference 'corpus': the first pass that takes the partition's percentiles.
+    partition = run.storage.iter_batches(run.spec.upstream, run.source, columns=["id", "text"])
+    scorer = PerplexityScorer.for_model(run.resources.kenlm.load(run.layout), run.params, partition)
     run.provenance.update(scorer.provenance())
+    for warning in scorer.warnings:
+        run.log.warning(warning)
     return scorer
 
 

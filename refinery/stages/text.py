@@ -102,9 +102,12 @@ PERPLEXITY_SCORED = StageSpec(
     kinds=frozenset({"kenlm"}),
     description="Perplexity of every document under the reference n-gram model (CCNet: normalized lines, "
     "each scored with sentence markers; per paragraph too for long documents), and its bucket: head / middle "
-    "/ tail at the p33/p66 perplexities of held-out reference text. Every bucket is kept by default (CCNet); "
-    "drop_buckets (e.g. ['tail'], as RedPajama) and max_perplexity filter. The model's path and hash are in "
-    "the metadata and the file's provenance.",
+    "/ tail at the 30th/60th percentiles (CCNet's) of this partition's own perplexities by default "
+    "(bucket_reference 'corpus': a first pass scores the partition, so the buckets hold 30/30/40% of each "
+    "source), or of held-out reference text ('reference': one cut for every source; on crawl data most "
+    "documents land in the tail). Every bucket is kept by default (CCNet); drop_buckets (e.g. ['tail'], as "
+    "RedPajama) and max_perplexity filter. The cutoffs, the model's path and hash are in the metadata and "
+    "the file's provenance.",
 )
 
 QUALITY_SCORED = StageSpec(
