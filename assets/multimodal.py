@@ -15,6 +15,7 @@ from refinery.batch import BatchProcessor, bound
 from refinery.multimodal.clip_score import FilterProcess, ScoreAttacher
 from refinery.multimodal.image_text_check import check_batch
 from refinery.multimodal.image_text_reader import ImageTextReader
+from refinery.multimodal.keyframe_report import every_frame_note
 from refinery.multimodal.keyframes import FrameStore, KeyframeAttach, keyframe_pass
 from refinery.multimodal.video_reader import VideoReaderSource
 from refinery.stages import image_text, video
@@ -29,6 +30,9 @@ def _clip_scores(run: StageContext) -> BatchProcessor:
     path = run.storage.require(run.spec.upstream, run.source)
     attach = ScoreAttacher.score(path, model, clip.dataloader_workers(), run.params)
     run.provenance.update(clip_model=model.name, clip_threshold=model.threshold)
+    if attach.warning:  # the tiny CLIP on data it was not trained on: clip_filtered repeats it
+        run.log.warning(attach.warning)
+        run.provenance["clip_model_warning"] = attach.warning
     s = attach.scores
     run.log.info(
         f"{run.spec.name}[{run.source}]: {len(s.cosine)} pairs in {s.seconds:.2f}s "
@@ -39,7 +43,12 @@ def _clip_scores(run: StageContext) -> BatchProcessor:
 
 def _clip_filter(run: StageContext) -> BatchProcessor:
     scored = run.storage.provenance(run.spec.upstream, run.source)
-    return FilterProcess.for_partition(run.storage.require(run.spec.upstream, run.source), scored, run.params)
+    process = FilterProcess.for_partition(
+        run.storage.require(run.spec.upstream, run.source), scored, run.params
+    )
+    if process.warning:
+        run.log.warning(process.warning)
+    return process
 
 
 @contextmanager
@@ -51,13 +60,18 @@ def _keyframes(run: StageContext, method: str) -> Iterator[BatchProcessor]:
     with FrameStore(run.storage.root, run.spec.name, run.source) as store:
         plan = keyframe_pass(rows, folder, model, store, method, run.params, workers)
         run.provenance["clip_model"] = model.name
+        if plan.domain_warning:
+            run.log.warning(plan.domain_warning)
+        if plan.every_frame_videos:
+            run.log.info(every_frame_note(plan))
         info = {"model": model.name, "device": model.device, "dataloader_workers": workers}
         yield KeyframeAttach(plan, store, rows, run.params.strip_samples, info)
     frames = sum(v.frames for v in plan.videos.values())
     decoded = sum(v.decoded for v in plan.videos.values())
+    converted = sum(v.converted for v in plan.videos.values())
     run.log.info(
-        f"{run.spec.name}[{run.source}]: {len(plan.videos)} videos, {decoded} of {frames} frames decoded "
-        f"in {plan.seconds:.2f}s"
+        f"{run.spec.name}[{run.source}]: {len(plan.videos)} videos, {converted} candidate frames converted, "
+        f"about {decoded} of {frames} frames decoded to reach them, in {plan.seconds:.2f}s"
     )
 
 

@@ -57,7 +57,8 @@ with warnings.catch_warnings():  # observable source assets are a beta API of Da
             "bucket_cutoffs_increase",
             asset=names.REFERENCE_LM,
             blocking=True,
-            description="The held-out reference perplexities give finite, increasing p33 < p66 cutoffs.",
+            description="The held-out reference perplexities give finite, increasing p30 < p60 "
+            "cutoffs (used by bucket_reference: reference).",
         )
     ],
     description="A KenLM n-gram model (order from the kenlm resource, 5 by default) trained with lmplz on "

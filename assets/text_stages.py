@@ -7,6 +7,7 @@ comes from its spec through ``assets/factory.py``.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 from assets.factory import ingest_asset, stage_asset
 from refinery import markdown
@@ -15,11 +16,12 @@ from refinery.clean.cleaning import Cleaner
 from refinery.dedup.exact import ExactDeduper
 from refinery.dedup.fuzzy import FuzzyDeduper
 from refinery.dedup.semantic import SemanticDeduper
+from refinery.engine.local import LocalEngine
 from refinery.filters.chain import filter_batch
 from refinery.ingest.text_reader import SourceReader
 from refinery.metadata import Markdown
 from refinery.quality.classifier import QualityScorer
-from refinery.quality.perplexity import PerplexityScorer
+from refinery.quality.perplexity import PerplexityScorer, perplexity_function
 from refinery.stages import text
 from refinery.stages.report import withdrawn_claims
 from refinery.stages.spec import StageContext
@@ -76,8 +78,28 @@ def _fuzzy(run: StageContext) -> Iterator[BatchProcessor]:
 
 
 def _perplexity(run: StageContext) -> BatchProcessor:
-    scorer = PerplexityScorer.for_model(run.resources.kenlm.load(run.layout), run.params)
+    scoring = run.resources.kenlm.load(run.layout)
+    if run.params.bucket_reference == "corpus" and run.provenance.get("bucket_cutoffs"):
+        # A worker of a partition split over many: the driver took the partition's cut.
+        stamp = run.provenance
+        return PerplexityScorer.with_cutoffs(
+            scoring, run.params, stamp["bucket_cutoffs"], stamp["bucket_cutoffs_origin"]
+        )
+    if run.params.bucket_reference == "corpus" and not isinstance(run.engine, LocalEngine):
+        # The first pass (the partition's percentiles) on the engine's workers too.
+        scorer = PerplexityScorer.uncut(scoring, run.params)
+        load = partial(run.resources.kenlm.load, run.layout)
+        location = run.storage.require(run.spec.upstream, run.source)
+        scorer.cut_at(
+            run.engine.map_slices(location, partial(perplexity_function, load, run.params), ["text"])
+        )
+    else:
+        # The local engine reads the partition twice: the first pass keeps the scores for the second.
+        partition = run.storage.iter_batches(run.spec.upstream, run.source, columns=["id", "text"])
+        scorer = PerplexityScorer.for_model(scoring, run.params, partition)
     run.provenance.update(scorer.provenance())
+    for warning in scorer.warnings:
+        run.log.warning(warning)
     return scorer
 
 

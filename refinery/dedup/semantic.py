@@ -1,39 +1,57 @@
-"""Semantic deduplication, SemDeDup style (Abbas et al., 2023), first come, first served.
+"""Semantic deduplication, SemDeDup (Abbas et al., 2023), with other partitions as earlier claims.
 
 Documents whose embeddings are nearly parallel say the same thing in other words. SemDeDup makes
 the search affordable by clustering the embeddings with k-means and comparing only within a
-cluster; a document is a semantic duplicate when its cosine similarity to a kept document reaches
-``1 - epsilon``.
+cluster. Within a cluster the paper's rule (``rule: semdedup``, the default) is, as its authors'
+code implements it (facebookresearch/SemDeDup: ``sort_clusters.py`` then ``semdedup.py``; NeMo
+Curator's ``semantic/pairwise.py`` and ``identify_duplicates.py`` are the same):
 
-Which copy survives follows the rest of Refinery's dedup: **first come, first served**. The
-documents other partitions kept (``semantic_deduplicated`` outputs on disk, with their stored
-embeddings) are claims made before this partition, and within the partition the first in reading
-order wins. So paraphrases across sources are removed from whichever source is materialized later,
-and re-materializing a partition gives the same result as long as the others have not changed.
-Other partitions' kept documents are assigned to this partition's nearest centroid and compared in
-that cluster only; a pair split across clusters is missed, the price SemDeDup pays for scale.
+1. order the members by cosine distance to the centroid, **descending** (``which_to_keep: hard``:
+   the member furthest from the centroid first); ties here go to reading order;
+2. for each member j, M[j] = the highest cosine to *any earlier* member (the column maxima of the
+   upper triangle of the similarity matrix: removed members count too);
+3. remove j when M[j] ≥ 1 − ε (the authors' code writes ``>``, NeMo Curator ``>=``; they differ only
+   at exact equality). So of a group of near-copies the one furthest from the centroid stays, and
+   the decision at any ε is a threshold on M: the metadata shows how many would go at other ε.
 
-(SemDeDup itself keeps, in each group, the document least similar to the cluster centroid; we keep
-the earliest, so that ``duplicate_of`` always names a document that stays in the corpus.)
+``rule: first_come`` is Refinery's earlier rule, kept as an option: members in reading order, a
+document removed only when it is similar to an already *kept* one, so the earliest copy stays.
+It depends on reading order and keeps a document whose only near-copy was itself removed; use
+it when "the first copy wins" matters more than matching the paper.
+
+Either way, the documents other partitions kept (``semantic_deduplicated`` outputs on disk, with
+their stored embeddings) are claims made before this partition: a document is also removed when a
+claim in its cluster reaches 1 − ε, and then ``duplicate_of`` names that claim. Claims are streamed
+one fixed-size block at a time (``claims_block_rows``), each block assigned to this partition's
+nearest centroids and compared with the members of those clusters in fixed-size tiles, so memory
+holds this partition's embeddings plus one block, whatever the size of the rest of the corpus (a
+blocked exact scan, not an index). A pair split across clusters is missed, the price SemDeDup pays
+for scale. ``duplicate_of`` always names a document that stays: when the member that made a
+document a duplicate was itself removed, it names the kept copy that member leads to, and
+``similarity`` is the cosine to that kept copy (the reason says which member triggered it).
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from refinery import markdown
 from refinery.batch import BatchResult, split_batch
 from refinery.dedup.keys import doc_key
 from refinery.metadata import Json, Markdown
-from refinery.names import SEMANTIC_DEDUPLICATED
+from refinery.names import DOCUMENT_EMBEDDINGS, SEMANTIC_DEDUPLICATED
 from refinery.quality.embeddings import Embeddings, read_embeddings, text_hash
-from refinery.storage import Storage
+from refinery.storage import PROVENANCE_KEY, Storage, parquet_files
 
 SEMANTIC_FIELDS = [
     pa.field("semantic_cluster", pa.int32()),
@@ -43,12 +61,23 @@ _ROW_BLOCK = 1024
 
 
 class SemanticDedupParams(BaseModel):
-    """SemDeDup's parameters. ε = 0.07 (duplicates at cosine ≥ 0.93) is one of the thresholds of the
-    paper's LAION-440M runs (it removed about a third of that data) and the one the authors' code
-    keeps as its final setting; with all-MiniLM-L6-v2 document embeddings it catches paraphrases
-    (reordered sentences, substituted words) while distinct articles on one topic stay below it."""
+    """SemDeDup's parameters.
+
+    ε has no default in the authors' code (``--eps-list`` is required; ``semdedup_configs.yaml``
+    sets none) nor in NeMo Curator (``eps=None``): the paper sweeps it and chooses it by the share of
+    the data it removes and the downstream result. 0.07 here (duplicates at cosine ≥ 0.93) is
+    Refinery's own choice for all-MiniLM-L6-v2 document embeddings: on the bundled sample it
+    catches paraphrases (reordered sentences, substituted words) while distinct articles on one
+    topic stay below it (tests/unit/test_quality_semantic.py). Calibrate it on your data with the
+    ``removed_at_epsilon`` table of the metadata."""
 
     epsilon: float = Field(0.07, gt=0, lt=1, description="Duplicates have cosine similarity ≥ 1 - epsilon.")
+    rule: Literal["semdedup", "first_come"] = Field(
+        "semdedup",
+        description="'semdedup': the paper's rule (members ordered by distance to the centroid, furthest "
+        "first; removed when similar to any earlier member). 'first_come': reading order, removed only when "
+        "similar to a kept document (the earliest copy stays).",
+    )
     docs_per_cluster: int = Field(
         1000,
         ge=1,
@@ -59,6 +88,9 @@ class SemanticDedupParams(BaseModel):
     seed: int = Field(0, description="k-means++ initialisation seed.")
     against_other_sources: bool = Field(
         True, description="Also remove paraphrases of documents that other partitions kept."
+    )
+    claims_block_rows: int = Field(
+        4096, ge=1, description="Other partitions' embeddings are read and compared this many at a time."
     )
 
     @property
@@ -111,65 +143,179 @@ def _nearest(x: object, centroids: object) -> object:
     return out
 
 
+# -- claims: other partitions' kept documents, in blocks ---------------------------------------
 @dataclass
 class Claims:
-    """Documents other partitions kept, with their embeddings: what this partition is checked against."""
+    """Claims held in memory (tests, small runs): ``keys`` name the documents, ``vectors`` their
+    unit embeddings. :class:`StoredClaims` streams the same from storage."""
 
     keys: list[str] = field(default_factory=list)
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     sources: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # source -> why its claims were not used
+    block_rows: int = 4096
+
+    def blocks(self) -> Iterator[tuple[list[str], np.ndarray]]:
+        for start in range(0, len(self.keys), self.block_rows):
+            yield self.keys[start : start + self.block_rows], self.vectors[start : start + self.block_rows]
 
 
-def load_claims(storage: Storage, partition: str, model: str, dim: int) -> Claims:
-    """Kept documents of every other partition that has a semantic_deduplicated output."""
-    keys: list[str] = []
-    blocks: list[np.ndarray] = []
-    claims = Claims()
-    for other in storage.partitions(SEMANTIC_DEDUPLICATED):
-        if other == partition:
-            continue
-        try:
-            emb = read_embeddings(storage, other)
-        except FileNotFoundError:
-            claims.skipped[other] = "no document_embeddings file"
-            continue
-        if emb.model != model or emb.dim != dim:
-            claims.skipped[other] = f"embedded with {emb.model} (dim {emb.dim}), not {model} (dim {dim})"
-            continue
-        kept = set(storage.read(SEMANTIC_DEDUPLICATED, other, columns=["id"])["id"].tolist())
-        rows = [i for i, doc_id in enumerate(emb.ids) if doc_id in kept]
-        if len(rows) < len(kept):
-            claims.skipped[other] = f"{len(kept) - len(rows)} kept documents lack an embedding (stale)"
-        keys += [doc_key(other, emb.ids[i]) for i in rows]
-        blocks.append(emb.vectors[rows])
-        claims.sources[other] = len(rows)
-    claims.keys = keys
-    claims.vectors = np.concatenate(blocks) if blocks else np.zeros((0, dim), dtype=np.float32)
-    return claims
+class StoredClaims:
+    """The documents every other partition kept, read from storage one block at a time.
+
+    A partition's kept documents are its ``semantic_deduplicated`` rows; their vectors are in its
+    ``document_embeddings`` file, in upstream order, of which the kept rows are a subsequence (the
+    stage writes rows in reading order). Both files are walked together, one row group at a time, so
+    neither is ever held whole. Partitions embedded with another model or dimension are skipped and said so.
+    """
+
+    def __init__(self, storage: Storage, partition: str, model: str, dim: int, block_rows: int = 4096):
+        self.storage, self.partition, self.model, self.dim = storage, partition, model, dim
+        self.block_rows = block_rows
+        self.sources: dict[str, int] = {}
+        self.skipped: dict[str, str] = {}
+
+    def blocks(self) -> Iterator[tuple[list[str], np.ndarray]]:
+        self.sources, self.skipped = {}, {}
+        for other in self.storage.partitions(SEMANTIC_DEDUPLICATED):
+            if other != self.partition:
+                yield from self._partition_blocks(other)
+
+    def _partition_blocks(self, other: str) -> Iterator[tuple[list[str], np.ndarray]]:
+        path = self.storage.path(DOCUMENT_EMBEDDINGS, other)
+        if not path.exists():
+            self.skipped[other] = "no document_embeddings file"
+            return
+        schema = pq.read_schema(path)
+        model = json.loads((schema.metadata or {}).get(PROVENANCE_KEY, b"{}")).get("model", "unknown")
+        dim = schema.field("embedding").type.list_size
+        if model != self.model or dim != self.dim:
+            self.skipped[other] = f"embedded with {model} (dim {dim}), not {self.model} (dim {self.dim})"
+            return
+        kept = _column_values(self.storage.require(SEMANTIC_DEDUPLICATED, other), "id", self.block_rows)
+        want = next(kept, None)
+        used = 0
+        for batch in _row_group_batches(path, ["id", "embedding"], self.block_rows):
+            ids = batch.column("id").to_pylist()
+            rows = []
+            for r, doc_id in enumerate(ids):
+                if doc_id == want:
+                    rows.append(r)
+                    want = next(kept, None)
+            if rows:
+                flat = batch.column("embedding").flatten().to_numpy(zero_copy_only=False)
+                vectors = np.asarray(flat, dtype=np.float32).reshape(-1, dim)[rows]
+                used += len(rows)
+                yield [doc_key(other, ids[r]) for r in rows], vectors
+        missing = sum(1 for _ in kept) + (want is not None)
+        if missing:
+            self.skipped[other] = f"{missing} kept documents lack an embedding (stale)"
+        self.sources[other] = used
+
+
+def _row_group_batches(path, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """A Parquet file one row group at a time, in batches: memory holds one row group (the writer's
+    size; document_embeddings writes 2,000 rows per group), where ``iter_batches`` reads ahead."""
+    for file in parquet_files(path):  # a single file or a folder of parts (the data contract)
+        parquet = pq.ParquetFile(file)
+        for group in range(parquet.num_row_groups):
+            yield from parquet.read_row_group(group, columns=columns).to_batches(max_chunksize=batch_rows)
+
+
+def _column_values(path, column: str, batch_rows: int) -> Iterator:
+    for batch in _row_group_batches(path, [column], batch_rows):
+        yield from batch.column(0).to_pylist()
 
 
 @dataclass
+class BestClaims:
+    """Per member of this partition: the most similar claim of its cluster (if any was compared)."""
+
+    similarity: np.ndarray  # -inf where no claim was compared
+    keys: list[str | None]
+    vectors: dict[int, np.ndarray]  # member -> its best claim's vector, kept where it reaches the threshold
+    compared: int = 0
+
+
+def best_claims(
+    claims,
+    vectors: np.ndarray,
+    centroids,
+    assign: np.ndarray,
+    threshold: float,
+    device: str = "cpu",
+    tile: int = 1024,
+) -> BestClaims:
+    """Stream the claims block by block: assign each to this partition's nearest centroid, compare it
+    with the members of that cluster in ``tile``-row slices, keep each member's best. Memory: one
+    block of claims and one tile × block similarity matrix at a time."""
+    import torch
+
+    n = len(vectors)
+    best = BestClaims(np.full(n, -np.inf), [None] * n, {})
+    members_of = {c: np.flatnonzero(assign == c) for c in np.unique(assign)}
+    x = torch.as_tensor(vectors, dtype=torch.float32, device=device)
+    for keys, block in claims.blocks():
+        if not len(keys):
+            continue
+        best.compared += len(keys)
+        v = torch.as_tensor(np.ascontiguousarray(block), dtype=torch.float32, device=device)
+        nearest = _nearest(v, centroids).cpu().numpy()
+        for c in np.unique(nearest):
+            members = members_of.get(int(c))
+            if members is None:
+                continue
+            cols = np.flatnonzero(nearest == c)
+            vc = v[torch.as_tensor(cols, device=device)]
+            for start in range(0, len(members), tile):
+                rows = members[start : start + tile]
+                sims = (x[torch.as_tensor(rows, device=device)] @ vc.T).cpu().numpy()
+                j = sims.argmax(axis=1)
+                top = sims[np.arange(len(rows)), j]
+                better = top > best.similarity[rows]
+                for r, t, sim in zip(rows[better], j[better], top[better], strict=True):
+                    best.similarity[r] = float(sim)
+                    best.keys[r] = keys[cols[t]]
+                    if sim >= threshold:
+                        best.vectors[int(r)] = np.asarray(block[cols[t]], dtype=np.float32).copy()
+                    else:
+                        best.vectors.pop(int(r), None)
+    return best
+
+
+# -- decisions ----------------------------------------------------------------------------------
+@dataclass
 class Decision:
     cluster: int
-    similarity: (
-        float  # duplicates: cosine to the kept copy; kept: highest cosine to a kept one of its partition
-    )
-    neighbour: str | None  # that document's key (None when the partition had none before it)
+    similarity: float  # duplicates: cosine to duplicate_of; kept: the nearest other member of its cluster
+    neighbour: str | None  # duplicates: the kept copy (duplicate_of); kept: that nearest member (or None)
     duplicate: bool
+    nn_similarity: float = 0.0  # highest cosine to another member of its cluster (this partition)
+    trigger: str | None = None  # duplicates: the document whose similarity removed it
+    trigger_similarity: float = 0.0
+    score: float = -math.inf  # what the rule compares with 1 - ε (semdedup: max(M, best claim))
 
 
 @dataclass
 class SemanticPlan:
     decisions: dict[str, Decision]
     clusters: int
-    claims: Claims
+    claims: object
     seconds_kmeans: float = 0.0
     cluster_sizes: list[int] = field(default_factory=list)
+    rule: str = "semdedup"
+    claims_compared: int = 0
+    seconds_claims: float = 0.0
 
     @property
     def duplicates(self) -> int:
         return sum(d.duplicate for d in self.decisions.values())
+
+    def removed_at(self, epsilon: float) -> int | None:
+        """How many the semdedup rule removes at another ε (a threshold on each document's score)."""
+        if self.rule != "semdedup":
+            return None
+        return sum(d.score >= 1.0 - epsilon for d in self.decisions.values())
 
 
 def check_alignment(emb: Embeddings, storage: Storage, upstream: str, partition: str) -> None:
@@ -195,15 +341,101 @@ def check_alignment(emb: Embeddings, storage: Storage, upstream: str, partition:
         )
 
 
+def _tiles(x, order: np.ndarray, tile: int):
+    """Row tiles of the cluster's similarity matrix (rows: a tile of members, columns: all), in ``order``."""
+    import torch
+
+    xo = x[torch.as_tensor(order, device=x.device)]
+    for start in range(0, len(order), tile):
+        yield start, (xo[start : start + tile] @ xo.T).cpu().numpy()
+
+
+def _cluster_semdedup(x, order: np.ndarray, claim_sim: np.ndarray, threshold: float) -> dict:
+    """The paper's rule over one cluster in ``order``: M (max cosine to any earlier member) and its
+    argmax, the nearest member overall, then removed = max(M, best claim) ≥ threshold."""
+    m = len(order)
+    earlier_sim = np.full(m, -np.inf)
+    earlier_arg = np.full(m, -1)
+    nn_sim = np.zeros(m)
+    nn_arg = np.full(m, -1)
+    for start, sims in _tiles(x, order, _ROW_BLOCK):
+        rows = np.arange(start, start + len(sims))
+        full = sims.copy()
+        full[np.arange(len(rows)), rows] = -np.inf  # not itself
+        if m > 1:
+            nn_arg[rows] = full.argmax(axis=1)
+            nn_sim[rows] = full[np.arange(len(rows)), nn_arg[rows]]
+        full[np.arange(m)[None, :] >= rows[:, None]] = -np.inf  # earlier members only
+        has = rows > 0
+        if has.any():
+            arg = full[has].argmax(axis=1)
+            earlier_arg[rows[has]] = arg
+            earlier_sim[rows[has]] = full[has][np.arange(int(has.sum())), arg]
+    score = np.maximum(earlier_sim, claim_sim)
+    return {
+        "earlier_sim": earlier_sim,
+        "earlier_arg": earlier_arg,
+        "nn_sim": nn_sim,
+        "nn_arg": nn_arg,
+        "score": score,
+        "removed": score >= threshold,
+    }
+
+
+def _cluster_first_come(x, order: np.ndarray, claim_sim: np.ndarray, threshold: float) -> dict:
+    """Refinery's earlier rule over one cluster in reading order: compared with kept members only."""
+    m = len(order)
+    kept = np.zeros(m, dtype=bool)
+    earlier_sim = np.full(m, -np.inf)
+    earlier_arg = np.full(m, -1)
+    nn_sim = np.zeros(m)
+    nn_arg = np.full(m, -1)
+    for start, sims in _tiles(x, order, _ROW_BLOCK):
+        for r in range(len(sims)):
+            i = start + r
+            row = sims[r].copy()
+            row[i] = -np.inf
+            if m > 1:
+                nn_arg[i] = int(row.argmax())
+                nn_sim[i] = float(row[nn_arg[i]])
+            previous = np.flatnonzero(kept[:i])
+            if len(previous):
+                t = int(row[previous].argmax())
+                earlier_arg[i], earlier_sim[i] = int(previous[t]), float(row[previous[t]])
+            kept[i] = max(claim_sim[i], earlier_sim[i]) < threshold
+    return {
+        "earlier_sim": earlier_sim,
+        "earlier_arg": earlier_arg,
+        "nn_sim": nn_sim,
+        "nn_arg": nn_arg,
+        "score": np.maximum(earlier_sim, claim_sim),
+        "removed": ~kept,
+    }
+
+
+def _dedup_order(x, members: np.ndarray, centroid, rule: str) -> np.ndarray:
+    """Positions into ``members`` in the rule's order: furthest from the centroid first (semdedup),
+    ties by reading order; or reading order (first_come)."""
+    if rule == "first_come":
+        return np.arange(len(members))
+    import torch
+
+    to_centroid = (x[torch.as_tensor(members, device=x.device)] @ centroid).cpu().numpy().astype(np.float64)
+    # Rounded below float32 noise, so identical vectors tie (a matrix product may differ in the last
+    # bit by row) and the earliest in reading order comes first: of exact copies, the first stays.
+    return np.lexsort((np.arange(len(members)), np.round(to_centroid, 6)))  # ascending: furthest first
+
+
 def plan(
     source: str,
     ids: list[str],
     vectors: np.ndarray,
-    claims: Claims,
+    claims,
     params: SemanticDedupParams,
     device: str = "cpu",
 ) -> SemanticPlan:
-    """Decide, for every document of the partition in reading order, keep or duplicate-of."""
+    """Decide, for every document of the partition, keep or duplicate-of (``claims``: an object with
+    ``blocks()`` yielding (keys, vectors), such as :class:`Claims` or :class:`StoredClaims`)."""
     import time
 
     import torch
@@ -211,60 +443,66 @@ def plan(
     started = time.perf_counter()
     n = len(ids)
     if n == 0:
-        return SemanticPlan({}, 0, claims)
+        return SemanticPlan({}, 0, claims, rule=params.rule)
     k = params.clusters or math.ceil(n / params.docs_per_cluster)
     centroids, assign = spherical_kmeans(vectors, k, params.kmeans_iterations, params.seed, device)
     seconds_kmeans = time.perf_counter() - started
     k = centroids.shape[0]
-    use_claims = params.against_other_sources and len(claims.keys) > 0
-    if use_claims:
-        claim_x = torch.as_tensor(claims.vectors, dtype=torch.float32, device=device)
-        claim_assign = _nearest(claim_x, centroids).cpu().numpy()
     threshold = params.threshold
+    claims_started = time.perf_counter()
+    if params.against_other_sources:
+        best = best_claims(claims, vectors, centroids, assign, threshold, device)
+    else:
+        best = BestClaims(np.full(n, -np.inf), [None] * n, {})
+    seconds_claims = time.perf_counter() - claims_started
     keys = [doc_key(source, i) for i in ids]
+    x = torch.as_tensor(vectors, dtype=torch.float32, device=device)
+    decide = _cluster_semdedup if params.rule == "semdedup" else _cluster_first_come
     decisions: dict[str, Decision] = {}
     sizes = np.bincount(assign, minlength=k).tolist()
     for c in range(k):
         members = np.flatnonzero(assign == c)  # ascending: reading order
         if not len(members):
             continue
-        x = torch.as_tensor(vectors[members], dtype=torch.float32, device=device)
-        # Claims (other partitions' kept documents) decide only when they reach the threshold; the
-        # similarity reported for a kept document is to its own partition, so a partition's output
-        # does not change when unrelated documents arrive elsewhere.
-        claim_sim = np.full(len(members), -np.inf)
-        claim_key: list[str | None] = [None] * len(members)
-        if use_claims:
-            rows = np.flatnonzero(claim_assign == c)
-            if len(rows):
-                sims = (x @ claim_x[rows].T).cpu().numpy()
-                j = sims.argmax(axis=1)
-                claim_sim = sims[np.arange(len(members)), j].astype(float)
-                claim_key = [claims.keys[rows[t]] for t in j]
-        own_sim = np.zeros(len(members))
-        own_key: list[str | None] = [None] * len(members)
-        kept = np.zeros(len(members), dtype=bool)
-        for start in range(0, len(members), _ROW_BLOCK):
-            stop = min(start + _ROW_BLOCK, len(members))
-            block = (x[start:stop] @ x[:stop].T).cpu().numpy()  # rows: this block; columns: all earlier
-            for r in range(stop - start):
-                i = start + r
-                earlier = np.flatnonzero(kept[:i])
-                if len(earlier):
-                    sims = block[r, earlier]
-                    t = int(sims.argmax())
-                    own_sim[i], own_key[i] = float(sims[t]), keys[members[earlier[t]]]
-                kept[i] = max(claim_sim[i], own_sim[i] if own_key[i] else -np.inf) < threshold
-        for pos, m in enumerate(members):
-            if kept[pos]:
-                decisions[ids[m]] = Decision(c, float(own_sim[pos]), own_key[pos], False)
-            elif claim_sim[pos] >= threshold and claim_sim[pos] >= own_sim[pos]:
+        order = members[_dedup_order(x, members, centroids[c], params.rule)]
+        claim_sim = best.similarity[order]
+        got = decide(x, order, claim_sim, threshold)
+        root: list[tuple[str, np.ndarray]] = [("", np.zeros(0))] * len(order)  # kept copy: key, vector
+        for pos, m in enumerate(order):
+            nn = int(got["nn_arg"][pos])
+            nn_key = keys[order[nn]] if nn >= 0 else None
+            if not got["removed"][pos]:
+                root[pos] = (keys[m], vectors[m])
                 decisions[ids[m]] = Decision(
-                    c, float(claim_sim[pos]), claim_key[pos], True
-                )  # earlier claim wins
+                    c,
+                    float(got["nn_sim"][pos]),
+                    nn_key,
+                    False,
+                    float(got["nn_sim"][pos]),
+                    score=float(got["score"][pos]),
+                )
+                continue
+            if claim_sim[pos] >= threshold:  # other partitions' claims came first
+                trigger, trigger_sim = best.keys[m], float(claim_sim[pos])
+                root[pos] = (trigger, best.vectors[int(m)])
             else:
-                decisions[ids[m]] = Decision(c, float(own_sim[pos]), own_key[pos], True)
-    return SemanticPlan(decisions, k, claims, seconds_kmeans, sizes)
+                t = int(got["earlier_arg"][pos])
+                trigger, trigger_sim = keys[order[t]], float(got["earlier_sim"][pos])
+                root[pos] = root[t]  # earlier in the order: already resolved to a kept copy
+            kept_key, kept_vector = root[pos]
+            decisions[ids[m]] = Decision(
+                c,
+                float(vectors[m] @ kept_vector),
+                kept_key,
+                True,
+                float(got["nn_sim"][pos]),
+                trigger,
+                trigger_sim,
+                float(got["score"][pos]),
+            )
+    return SemanticPlan(
+        decisions, k, claims, seconds_kmeans, sizes, params.rule, best.compared, seconds_claims
+    )
 
 
 class SemanticDeduper:
@@ -286,36 +524,54 @@ class SemanticDeduper:
         cls, storage: Storage, upstream: str, source: str, params: SemanticDedupParams, device: str
     ) -> SemanticDeduper:
         """Plan the partition: its stored embeddings (checked against ``upstream``'s documents),
-        other partitions' kept documents as earlier claims, k-means, then the decisions."""
+        other partitions' kept documents as earlier claims (streamed), k-means, then the decisions."""
         emb = read_embeddings(storage, source)
         check_alignment(emb, storage, upstream, source)
-        claims = (
-            load_claims(storage, source, emb.model, emb.dim) if params.against_other_sources else Claims()
-        )
+        claims = StoredClaims(storage, source, emb.model, emb.dim, params.claims_block_rows)
         decided = plan(source, emb.ids, emb.vectors, claims, params, device)
         return cls(decided, params, source, device, emb.model)
 
     def report(self) -> dict:
         decided, claims = self.plan, self.plan.claims
         sizes = decided.cluster_sizes
-        return {
+        sources = getattr(claims, "sources", {})
+        out = {
+            "rule": decided.rule,
             "similarity_threshold": round(self.params.threshold, 6),
             "clusters": decided.clusters,
             "cluster_size_max": max(sizes) if sizes else 0,
             "cluster_size_median": float(np.median(sizes)) if sizes else 0.0,
             "kmeans_seconds": round(decided.seconds_kmeans, 3),
+            "claims_compared": decided.claims_compared,
+            "claims_seconds": round(decided.seconds_claims, 3),
             "device": self.device,
             "embeddings_model": self.embeddings_model,
             "claims_from_sources": Markdown(
-                markdown.table(["source", "kept documents compared"], sorted(claims.sources.items()))
-                if claims.sources
+                markdown.table(["source", "kept documents compared"], sorted(sources.items()))
+                if sources
                 else "_none: no other partition has been deduplicated yet_"
             ),
-            "claims_skipped": Json(claims.skipped),
+            "claims_skipped": Json(getattr(claims, "skipped", {})),
             "duplicates_within_or_across": Markdown(
                 markdown.table(["kept copy in", "removed here"], sorted(self.origins().items()))
             ),
         }
+        if decided.rule == "semdedup":
+            grid = sorted({0.01, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, self.params.epsilon})
+            total = len(decided.decisions)
+            rows = [
+                (
+                    f"{e:g}",
+                    f"{1 - e:.2f}",
+                    decided.removed_at(e),
+                    f"{decided.removed_at(e) / total:.1%}" if total else "",
+                )
+                for e in grid
+            ]
+            out["removed_at_epsilon"] = Markdown(
+                markdown.table(["ε", "cosine ≥", "would be removed", "share"], rows)
+            )
+        return out
 
     def origins(self) -> dict[str, int]:
         """How many documents were removed in favour of a copy in each source (this one included)."""
@@ -327,26 +583,29 @@ class SemanticDeduper:
                 counts[key] = counts.get(key, 0) + 1
         return counts
 
+    def _detail(self, d: Decision) -> str:
+        eps, threshold = self.params.epsilon, self.params.threshold
+        text = (
+            f"cosine {d.trigger_similarity:.3f} ≥ {threshold:.3f} (ε={eps:g}) with {d.trigger} "
+            f"(cluster {d.cluster})"
+        )
+        if d.trigger != d.neighbour:
+            text += f"; {d.trigger} is itself removed: its kept copy {d.neighbour}, cosine {d.similarity:.3f}"
+        return text
+
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
         reasons, duplicate_of, similarity, clusters, nn = [], [], [], [], []
-        eps, threshold = self.params.epsilon, self.params.threshold
         for doc_id in frame["id"].tolist():
             d = self.plan.decisions[doc_id]
             clusters.append(d.cluster)
-            nn.append(d.similarity)
+            nn.append(d.nn_similarity)
             if d.duplicate:
-                reasons.append(
-                    (
-                        "semantic_duplicate",
-                        f"cosine {d.similarity:.3f} ≥ {threshold:.3f} (ε={eps:g}) with {d.neighbour} "
-                        f"(cluster {d.cluster})",
-                    )
-                )
+                reasons.append(("semantic_duplicate", self._detail(d)))
                 duplicate_of.append(d.neighbour)
                 similarity.append(d.similarity)
             else:
                 reasons.append(None)
                 duplicate_of.append(None)
-                similarity.append(d.similarity)
+                similarity.append(d.nn_similarity)
         out = frame.assign(semantic_cluster=clusters, semantic_nn_similarity=nn)
         return split_batch(out, reasons, {"duplicate_of": duplicate_of, "similarity": similarity})

@@ -8,20 +8,26 @@ Where the weights come from, one of:
 - ``checkpoint`` = a weights file (``.pt``, ``.pth``, ``.bin``, ``.safetensors``; a state dict,
   ``{"state_dict": ...}`` or a TorchScript archive such as OpenAI's ``ViT-B-32.pt``) with
   ``model_name`` the architecture: a built-in open_clip name (``ViT-B-32``), an open_clip model
-  config JSON, or empty to read ``open_clip_config.json`` beside the file;
+  config JSON, or empty to read ``open_clip_config.json`` beside the file. A TorchScript archive is
+  OpenAI's own format: only its weights are read (``torch.jit.load``, never run; open_clip's own
+  loader refuses such files under torch ≥ 2.6), and its architecture is built with QuickGELU, as
+  OpenAI trained it, whatever ``model_name`` says;
 - ``pretrained`` = an open_clip tag (``openai``, ``laion2b_s34b_b79k``…) with ``model_name``: used
   only when open_clip's cache already holds its file. Nothing is ever downloaded: a missing file
   is an error that names the file and how to provide it.
 
 ``bundled:tiny-clip`` (the default) is the project's own small CLIP, trained on generated scenes
-by ``python -m refinery.multimodal.tiny_clip_train``. Embeddings are L2-normalised float32, so a
-dot product is the cosine similarity CLIP scores are made of.
+by ``python -m refinery.multimodal.tiny_clip_train``: a 32-pixel model that knows coloured shapes
+and the captions of its generator, nothing else. A stage that scores other data with it says so
+(:func:`synthetic_domain_warning`). Embeddings are L2-normalised float32, so a dot product is the
+cosine similarity CLIP scores are made of.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +80,44 @@ def calibrated_threshold(weights: Path) -> float | None:
         return None
     p95 = json.loads(evaluation.read_text()).get("mismatched_cosine", {}).get("p95")
     return None if p95 is None else round(float(p95), 2)
+
+
+def trained_on_generated_scenes(weights: Path) -> bool:
+    """Whether these weights are a ``tiny_clip_train`` model (its evaluation file sits beside them),
+    however the checkpoint was named: the bundled default, its folder, or its weights file."""
+    evaluation = Path(weights).parent / tiny_clip_train.EVAL_FILE
+    try:
+        return "config_hash" in json.loads(evaluation.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+GENERATED_SHARE = 0.9  # share of generator-grammar texts above which a source counts as the bundled sample
+REAL_CLIP_HOWTO = (
+    "Configure a real CLIP on the clip resource: checkpoint=<path to OpenAI's ViT-B-32.pt> with "
+    "model_name='ViT-B-32-quickgelu', or model_name='ViT-B-32' with pretrained='openai' (or another "
+    "open_clip tag) when open_clip's cache already holds its file; weights are never downloaded."
+)
+
+
+def synthetic_domain_warning(
+    stage: str, texts_in_domain: int, texts: int, what: str = "captions"
+) -> str | None:
+    """The warning a stage gives when the tiny CLIP scores texts its generator does not write.
+
+    A source counts as the project's own sample when at least 90% of its texts are sentences of
+    the scene generator's caption grammar (:func:`tiny_clip_train.is_generated_caption`): exact,
+    independent of file names or folder markers, and what the model was trained on. Real captions
+    and questions virtually never match it exactly.
+    """
+    if texts == 0 or texts_in_domain >= GENERATED_SHARE * texts:
+        return None
+    return (
+        f"{stage}: scored with the bundled tiny CLIP, a 32-pixel model trained only on generated coloured "
+        f"shapes, but {texts - texts_in_domain} of {texts} {what} ({1 - texts_in_domain / texts:.0%}) are "
+        "not of the kind it was trained on: its scores are meaningless for real photos and text, and "
+        f"anything selected or filtered by them is arbitrary. {REAL_CLIP_HOWTO}"
+    )
 
 
 def _offline() -> None:
@@ -256,6 +300,7 @@ class ClipModel:
     context_length: int
     batch_size: int
     threshold: float | None = None  # a cosine cut calibrated for this model, where one is known
+    synthetic: bool = False  # a tiny_clip_train model: only meaningful on the generator's scenes
 
     @property
     def dim(self) -> int:
@@ -326,14 +371,48 @@ class ClipModel:
         )
 
 
+def is_torchscript(path: Path) -> bool:
+    """A TorchScript archive (OpenAI's CLIP files): a zip holding compiled ``code/`` and constants."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+TORCHSCRIPT_EXTRAS = ("input_resolution", "context_length", "vocab_size")  # OpenAI's, not weights
+
+
+def _load_weights(model, weights: Path, name: str) -> None:
+    """Weights into ``model``, strictly: open_clip's loader, or a TorchScript archive's state dict
+    (read with ``torch.jit.load``, which open_clip's ``torch.load(weights_only=True)`` refuses)."""
+    import open_clip
+    import torch
+
+    try:
+        if is_torchscript(weights):
+            archive = torch.jit.load(str(weights), map_location="cpu")
+            state = {k: v for k, v in archive.state_dict().items() if k not in TORCHSCRIPT_EXTRAS}
+            del archive
+            model.load_state_dict(state, strict=True)
+        else:
+            open_clip.load_checkpoint(model, str(weights), strict=True)
+    except (RuntimeError, ValueError, OSError, KeyError, AssertionError) as err:
+        raise ValueError(f"{weights} does not fit the architecture {name}: {err}") from err
+
+
 def _build(source: ClipSource, device: str):
     import open_clip
     import torch
 
     if source.builtin:
         model = open_clip.create_model(
-            source.builtin, pretrained=str(source.weights), device="cpu", force_quick_gelu=source.quick_gelu
+            source.builtin,
+            pretrained=None,
+            device="cpu",
+            force_quick_gelu=source.quick_gelu or is_torchscript(source.weights),
         )
+        _load_weights(model, source.weights, source.name)
         cfg = open_clip.get_model_config(source.builtin) or {}
         tokenizer = open_clip.get_tokenizer(source.builtin)
     else:
@@ -344,10 +423,7 @@ def _build(source: ClipSource, device: str):
             raise ValueError("CoCa checkpoints from a config file are not supported; use a built-in name")
         cls = open_clip.CustomTextCLIP if custom else open_clip.CLIP
         model = cls(**{k: v for k, v in cfg.items() if k != "custom_text"})
-        try:
-            open_clip.load_checkpoint(model, str(source.weights), strict=True)
-        except (RuntimeError, ValueError, OSError, KeyError, AssertionError) as err:
-            raise ValueError(f"{source.weights} does not fit the architecture {source.name}: {err}") from err
+        _load_weights(model, source.weights, source.name)
         context = int(text_cfg.get("context_length", 77))
         if text_cfg.get("hf_tokenizer_name"):
             tokenizer = open_clip.tokenizer.HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=context)
@@ -389,6 +465,7 @@ def _load_cached(source: ClipSource, stamp: tuple, device: str, half: bool, batc
             context_length,
             batch_size,
             calibrated_threshold(source.weights),
+            trained_on_generated_scenes(source.weights),
         )
     return _LOADED[key]
 

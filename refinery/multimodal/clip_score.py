@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field, model_validator
 
 from refinery.batch import BatchResult, split_batch
-from refinery.multimodal.clip_model import ClipModel
+from refinery.metadata import Markdown
+from refinery.multimodal.clip_model import ClipModel, synthetic_domain_warning
 from refinery.multimodal.images import decode_rgb
 from refinery.multimodal.preview import Extremes, sheet_markdown
 from refinery.storage import iter_path_batches, parquet_files, read_path
@@ -190,20 +191,55 @@ def clip_score(cosine: np.ndarray) -> np.ndarray:
     return (CLIPSCORE_WEIGHT * np.maximum(cosine, 0)).astype(np.float32)
 
 
+def generated_texts(path: Path, column: str, batch_rows: int = 4096) -> tuple[int, int]:
+    """(texts of the scene generator's grammar, texts) in a Parquet column, streamed."""
+    from refinery.multimodal.tiny_clip_train import is_generated_caption
+
+    hits = total = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column]):
+        values = batch.column(0).to_pylist()
+        hits += sum(is_generated_caption(v) for v in values)
+        total += len(values)
+    return hits, total
+
+
+def domain_check(stage: str, path: Path, clip: ClipModel, column: str = "caption") -> tuple[dict, str | None]:
+    """For the tiny CLIP only: how much of the partition is of the kind it was trained on, and the
+    warning to give when too little is (see :func:`clip_model.synthetic_domain_warning`)."""
+    if not clip.synthetic:
+        return {}, None
+    hits, total = generated_texts(path, column)
+    warning = synthetic_domain_warning(stage, hits, total, f"{column}s")
+    info = {"texts_of_the_models_kind": round(hits / total, 4) if total else 1.0}
+    if warning:
+        info["clip_model_warning"] = Markdown(f"**Warning.** {warning}")
+    return info, warning
+
+
 class ScoreAttacher:
     """``run_stage``'s process: attaches a score pass to the rows in file order."""
 
-    def __init__(self, scores: ScorePass, sheet_pairs: int = 6, model_info: dict | None = None):
+    def __init__(
+        self,
+        scores: ScorePass,
+        sheet_pairs: int = 6,
+        model_info: dict | None = None,
+        warning: str | None = None,
+    ):
         self.scores = scores
         self.offset = 0
         self.extremes = Extremes(sheet_pairs)
         self.model_info = model_info or {}
+        self.warning = warning  # set when the model is out of its depth on this data: log it
 
     @classmethod
-    def score(cls, path: Path, clip: ClipModel, workers: int, params: ClipScoreParams) -> ScoreAttacher:
+    def score(
+        cls, path: Path, clip: ClipModel, workers: int, params: ClipScoreParams, stage: str = "clip_scored"
+    ) -> ScoreAttacher:
         """Score every pair of the upstream file first (batched, images decoded in workers)."""
         scores = score_file(path, clip, workers)
-        return cls(scores, params.contact_sheet_pairs, clip.describe(workers))
+        domain, warning = domain_check(stage, path, clip)
+        return cls(scores, params.contact_sheet_pairs, {**clip.describe(workers), **domain}, warning)
 
     def report(self) -> dict:
         s = self.scores
@@ -282,23 +318,31 @@ def plan_filter(path: Path, p: ClipFilterParams, threshold: float = LAION_THRESH
 class FilterProcess:
     """``run_stage``'s process for clip_filtered, remembering the pairs on both sides of the cut."""
 
-    def __init__(self, plan: FilterPlan, sheet_pairs: int = 6, scored_by: str = "unknown"):
+    def __init__(
+        self, plan: FilterPlan, sheet_pairs: int = 6, scored_by: str = "unknown", warning: str | None = None
+    ):
         self.plan = plan
         self.kept = Extremes(sheet_pairs)  # its lowest: the weakest pairs kept
         self.removed = Extremes(sheet_pairs)  # its highest: the best pairs removed
         self.scored_by = scored_by
+        self.warning = warning  # the scoring stage's, carried in its provenance: log it again here
 
     @classmethod
     def for_partition(cls, path: Path, scored: dict, params: ClipFilterParams) -> FilterProcess:
-        """The plan for one scored file; ``scored`` is its provenance (the scoring model and its
-        calibrated threshold, where it has one)."""
+        """The plan for one scored file; ``scored`` is its provenance (the scoring model, its
+        calibrated threshold where it has one, and its warning where it was out of its domain)."""
         threshold = resolve_threshold(params, scored.get("clip_threshold"))
         plan = plan_filter(path, params, threshold)
-        return cls(plan, params.contact_sheet_pairs, scored.get("clip_model", "unknown"))
+        warning = scored.get("clip_model_warning")
+        if warning:
+            warning = f"clip_filtered keeps and drops pairs by the scores of this warning: {warning}"
+        return cls(plan, params.contact_sheet_pairs, scored.get("clip_model", "unknown"), warning)
 
     def report(self) -> dict:
         plan = self.plan
+        extra = {"clip_model_warning": Markdown(f"**Warning.** {self.warning}")} if self.warning else {}
         return {
+            **extra,
             "mode": plan.mode,
             "cosine_cutoff": round(plan.cutoff, 4) if np.isfinite(plan.cutoff) else "nothing kept",
             "clip_model": self.scored_by,

@@ -15,14 +15,18 @@ if TYPE_CHECKING:
 
 
 def keyframe_report(attach: KeyframeAttach) -> dict:
+    """``frames_converted``: the candidates get_batch returned as pixels; ``frames_decoded_estimated``:
+    what the decoder decoded to reach them, from each video's keyframe index (see keyframes.py)."""
     plan, store = attach.plan, attach.store
     frames = sum(v.frames for v in plan.videos.values())
     decoded = sum(v.decoded for v in plan.videos.values())
+    converted = sum(v.converted for v in plan.videos.values())
     per_video = [v.total_seconds for v in plan.videos.values()]
     out = {
         **attach.model_info,
         "frames_in_videos": frames,
-        "frames_decoded": decoded,
+        "frames_converted": converted,
+        "frames_decoded_estimated": decoded,
         "decoded_fraction": round(decoded / frames, 4) if frames else 0.0,
         "frames_written": store.written if store else 0,
         "seconds_per_video": round(float(np.mean(per_video)), 3) if per_video else 0.0,
@@ -31,10 +35,24 @@ def keyframe_report(attach: KeyframeAttach) -> dict:
     }
     if store is not None:
         out["frames_folder"] = FilePath.of(store.final)
+    if plan.every_frame_videos:
+        out["every_frame_a_candidate"] = Markdown(every_frame_note(plan))
+    if plan.domain_warning:
+        out["clip_model_warning"] = Markdown(f"**Warning.** {plan.domain_warning}")
     if plan.method == "query":
         out["mean_score_selected"] = round(plan.selected_mean_score, 4) if per_video else 0.0
         out["mean_score_uniform_same_k"] = round(plan.uniform_mean_score, 4) if per_video else 0.0
     return out
+
+
+def every_frame_note(plan: KeyframePass) -> str:
+    """Videos whose frame rate sample_fps reached: every frame was a candidate, all decoded."""
+    names = plan.every_frame_videos
+    return (
+        f"sample_fps is at or above the frame rate of {len(names)} video(s): every frame of "
+        f"{', '.join(names[:10])}{' …' if len(names) > 10 else ''} was a candidate (decoded, converted and "
+        "embedded); lower sample_fps to sample them."
+    )
 
 
 def strip(attach: KeyframeAttach) -> Markdown:
@@ -64,6 +82,8 @@ def video_table(plan: KeyframePass) -> Markdown:
             v.video_file,
             v.questions,
             v.frames,
+            v.keyframes,
+            v.converted,
             v.decoded,
             f"{v.decoded / v.frames:.1%}" if v.frames else "",
             round(v.decode_seconds, 3),
@@ -76,8 +96,10 @@ def video_table(plan: KeyframePass) -> Markdown:
         "video",
         "questions",
         "frames in video",
-        "frames decoded",
-        "share",
+        "keyframes",
+        "frames converted",
+        "frames decoded (est.)",
+        "decoded share",
         "decode s",
         "embed s",
         "total s",

@@ -1,13 +1,19 @@
 """Query-based keyframe selection, and uniform sampling as its baseline.
 
-For each video, candidate frames are taken at ``sample_fps`` (one per second by default) and
-decoded with decord's ``get_batch`` on exactly those indices, in chunks: the whole video is never
-decoded into frames when a stride is set (decord still decodes the compressed stream from the
-keyframe before each target, as any seeking decoder must, but converts and returns only the
-targets; with long keyframe intervals that decoding is most of the cost). DataLoader workers
-decode one video each, preprocess every candidate for CLIP and keep it as a JPEG, while the main
-process embeds the candidates and each question about the video with CLIP and picks the frames;
-the chosen frames' JPEGs are written, so nothing is decoded twice.
+For each video, candidate frames are taken at ``sample_fps`` (one per second by default; at or above
+the video's own frame rate every frame is a candidate, and the metadata says so) and fetched with
+decord's ``get_batch`` on exactly those indices, in chunks. Only the candidates are converted to RGB
+and returned (``frames_converted``), but a compressed stream can only be decoded from a keyframe:
+for each candidate decord seeks to the keyframe before it (``SeekAccurate``) unless it is already
+in that keyframe's group, and decodes every frame from there to the candidate. So the frames the
+decoder really decodes depend on the keyframe interval: all of them when a video has one keyframe
+(common for short clips: x264 puts one every 250 frames unless the scene cuts), the candidates
+alone when every frame is a keyframe. ``frames_decoded`` is that number, computed from the video's
+keyframe index (``get_key_indices``) by replaying decord's seek rule (:func:`frames_decoded_by_seeking`);
+it is an estimate in that a decoder with B-frames also reads a few packets beyond a target.
+DataLoader workers decode one video each, preprocess every candidate for CLIP and keep it as a
+JPEG, while the main process embeds the candidates and each question about the video with CLIP
+and picks the frames; the chosen frames' JPEGs are written, so nothing is decoded twice.
 
 Selection is greedy non-maximum suppression over time: take the candidate most similar to the
 question, suppress every candidate within ``min_gap_seconds`` of it, repeat until ``k`` frames
@@ -30,23 +36,28 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from PIL import Image
 from pydantic import BaseModel, Field
 
 from refinery.batch import BatchResult, split_batch
-from refinery.multimodal.clip_model import ClipModel
+from refinery.multimodal.clip_model import ClipModel, synthetic_domain_warning
+from refinery.multimodal.tiny_clip_train import is_generated_caption
 from refinery.multimodal.video_reader import file_digest, open_video
 from refinery.tempfiles import clean_stray, fsync_dir, fsync_tree, temp_path
 
 METHODS = ("query", "uniform")
+# Beside KEYFRAME_FIELDS (whose frames_decoded is the decoder's count, from the keyframe index).
+DECODE_FIELDS = [pa.field("frames_converted", pa.int32(), nullable=False)]  # the candidates, per video
 
 
 class KeyframeParams(BaseModel):
     k: int = Field(8, ge=1, description="Frames per question.")
     sample_fps: float = Field(
         1.0,
-        ge=0,
-        description="Candidate frames per second of video (0: every frame, the whole video decoded).",
+        gt=0,
+        description="Candidate frames per second of video; at or above a video's frame rate every frame is a "
+        "candidate (the metadata says which videos).",
     )
     max_candidates: int = Field(
         600, ge=1, description="At most this many candidates; longer videos get a wider stride."
@@ -79,10 +90,13 @@ class UniformParams(BaseModel):
 
 # -- indices and selection (pure functions) -----------------------------------------------------
 def candidate_indices(frames: int, fps: float, sample_fps: float, max_candidates: int) -> np.ndarray:
-    """Frame indices sampled at ``sample_fps`` (every frame when 0), at most ``max_candidates``."""
+    """Frame indices sampled at ``sample_fps`` (every frame when it reaches ``fps``), at most
+    ``max_candidates``."""
+    if not sample_fps > 0:
+        raise ValueError(f"sample_fps must be positive (candidate frames per second), got {sample_fps}")
     if frames <= 0:
         return np.zeros(0, dtype=np.int64)
-    if sample_fps <= 0 or sample_fps >= fps:
+    if sample_fps >= fps:
         idx = np.arange(frames, dtype=np.int64)
     else:
         idx = np.unique(np.round(np.arange(0, frames, fps / sample_fps)).astype(np.int64))
@@ -97,6 +111,36 @@ def uniform_indices(frames: int, k: int) -> np.ndarray:
     if frames <= 0:
         return np.zeros(0, dtype=np.int64)
     return np.unique(np.floor((np.arange(k) + 0.5) * frames / k).astype(np.int64).clip(0, frames - 1))
+
+
+def frames_decoded_by_seeking(indices, key_indices, frames: int) -> int:
+    """Frames a decord ``VideoReader`` decodes to return ``indices`` (in that order) from a fresh
+    reader: decord's ``GetBatch`` → ``SeekAccurate`` rule replayed on the keyframe index.
+
+    For each target: if the reader is at it, one frame; if the target lies ahead in the keyframe
+    group the reader is in, every frame from the current position to it; otherwise a seek to the
+    target's keyframe and every frame from there to it. Runs that overlap are decoded once when they
+    follow each other in one group, again after a seek back (decord's own behaviour).
+    """
+    keys = np.asarray(sorted(int(k) for k in key_indices), dtype=np.int64)
+
+    def keyframe_of(pos: int) -> int:  # decord's LocateKeyframe
+        if not len(keys) or pos <= keys[0]:
+            return 0
+        if pos >= frames:
+            return int(keys[-1])
+        return int(keys[np.searchsorted(keys, pos, side="right") - 1])
+
+    current, decoded = 0, 0
+    for pos in (int(i) for i in indices):
+        if pos == current:
+            decoded += 1
+        elif keyframe_of(pos) != keyframe_of(current) or pos < current:
+            decoded += pos - keyframe_of(pos) + 1
+        else:
+            decoded += pos - current + 1
+        current = pos + 1
+    return decoded
 
 
 def select_keyframes(scores: np.ndarray, times: np.ndarray, k: int, min_gap: float) -> np.ndarray:
@@ -162,6 +206,8 @@ class VideoFrames:
             "pixels": empty,
             "indices": [],
             "frames": job.frames,
+            "decoded": 0,
+            "keyframes": 0,
             "decode_seconds": 0.0,
             "error": None,
         }
@@ -180,6 +226,8 @@ class VideoFrames:
             reader = open_video(path)
             frames = len(reader)
             idx = self.indices(job, frames)
+            keys = reader.get_key_indices()  # from the container's index: nothing decoded
+            decoded = frames_decoded_by_seeking(idx, keys, frames)
             tensors, jpegs = [], []
             for start in range(0, len(idx), self.params.decode_chunk):
                 batch = reader.get_batch(idx[start : start + self.params.decode_chunk].tolist()).asnumpy()
@@ -196,6 +244,8 @@ class VideoFrames:
             indices=idx.tolist(),
             jpegs=jpegs,
             frames=frames,
+            decoded=decoded,
+            keyframes=len(keys),
             decode_seconds=time.perf_counter() - started,
         )
         return out
@@ -284,7 +334,10 @@ class VideoStats:
     video_file: str
     frames: int
     candidates: int
-    decoded: int  # frames decoded into pixels (the candidates; uniform: the k frames)
+    converted: int  # frames converted to RGB and returned by get_batch: the candidates (uniform: the k)
+    decoded: int  # frames the decoder decoded to reach them (from the keyframe index; see the module doc)
+    keyframes: int
+    every_frame: bool  # sample_fps reached the video's frame rate: every frame is a candidate
     decode_seconds: float
     embed_seconds: float
     total_seconds: float
@@ -301,6 +354,11 @@ class KeyframePass:
     # Query mode: mean similarity of the picks vs of the candidates nearest uniform times.
     selected_mean_score: float = float("nan")
     uniform_mean_score: float = float("nan")
+    domain_warning: str | None = None  # the tiny CLIP asked about things it was not trained on
+
+    @property
+    def every_frame_videos(self) -> list[str]:
+        return [v.video_file for v in self.videos.values() if v.every_frame]
 
 
 def _embed_frames(clip: ClipModel, pixels) -> np.ndarray:
@@ -330,6 +388,11 @@ def keyframe_pass(
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
     started = time.perf_counter()
     result = KeyframePass(method)
+    if clip.synthetic:
+        in_domain = sum(is_generated_caption(q) for q in rows["question"])
+        result.domain_warning = synthetic_domain_warning(
+            f"{method} keyframes", in_domain, len(rows), "questions"
+        )
     groups = list(rows.groupby(["video_file", "video_id"], sort=False))
     jobs = [
         VideoJob(
@@ -403,7 +466,12 @@ def keyframe_pass(
             video_file=video_file,
             frames=int(item["frames"]),
             candidates=len(indices),
-            decoded=len(indices),
+            converted=len(indices),
+            decoded=int(item["decoded"]),
+            keyframes=int(item["keyframes"]),
+            every_frame=method == "query"
+            and params.sample_fps >= fps
+            and len(indices) == int(item["frames"]),
             decode_seconds=float(item["decode_seconds"]),
             embed_seconds=embed_seconds,
             total_seconds=float(item["decode_seconds"]) + time.perf_counter() - video_started,
@@ -440,13 +508,15 @@ class KeyframeAttach:
         videos = self.plan.videos.values()
         return {
             "frames_in_videos": sum(v.frames for v in videos),
-            "frames_decoded": sum(v.decoded for v in videos),
+            "frames_converted": sum(v.converted for v in videos),
+            "frames_decoded_estimated": sum(v.decoded for v in videos),
             "frames_written": self.store.written if self.store else 0,
+            "every_frame_a_candidate": self.plan.every_frame_videos,
         }
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
         plan = self.plan
-        names = ("frame_indices", "timestamps", "scores", "frame_paths", "frames_decoded")
+        names = ("frame_indices", "timestamps", "scores", "frame_paths", "frames_decoded", "frames_converted")
         columns: dict[str, list] = {name: [] for name in names}
         reasons = []
         for qid, video_file in zip(frame["id"], frame["video_file"], strict=True):
@@ -461,5 +531,6 @@ class KeyframeAttach:
             columns["scores"].append(found.scores if found else [])
             columns["frame_paths"].append(found.frame_paths if found else [])
             columns["frames_decoded"].append(stats.decoded if stats else 0)
+            columns["frames_converted"].append(stats.converted if stats else 0)
         out = frame.assign(method=plan.method, **columns)
         return split_batch(out, reasons)

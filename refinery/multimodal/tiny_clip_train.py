@@ -24,6 +24,7 @@ A few minutes on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -124,6 +125,33 @@ def default_checkpoint_dir(root: Path | None = None, config: TinyClipConfig = DE
 
 def is_built(folder: Path) -> bool:
     return all((folder / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE, EVAL_FILE))
+
+
+# -- what the model knows -----------------------------------------------------------------------
+@functools.cache
+def generated_captions() -> frozenset[str]:
+    """Every caption :func:`synthetic.caption_for` can write (6,912 of them): templates × subject
+    (colour, shape, count) × optional position (single objects) × optional background."""
+    out = set()
+    for colour in synthetic.COLOURS:
+        for shape in synthetic.SHAPES:
+            for count in (1, 2, 3):
+                subject = synthetic.subject_phrase(colour, shape, count)
+                positions = [""] + (
+                    [" " + synthetic.POSITION_PHRASES[p] for p in synthetic.POSITIONS] if count == 1 else []
+                )
+                backgrounds = [""] + [f" on a {w} background" for w in synthetic.BACKGROUND_WORDS.values()]
+                for position in positions:
+                    for background in backgrounds:
+                        for template in synthetic.TEMPLATES:
+                            out.add(template.format(subject=subject + position + background))
+    return frozenset(out)
+
+
+def is_generated_caption(text: object) -> bool:
+    """Whether a caption or question is one the scene generator writes (what the tiny CLIP learned).
+    Case and surrounding whitespace aside, it must be exactly one of :func:`generated_captions`."""
+    return isinstance(text, str) and " ".join(text.lower().split()) in generated_captions()
 
 
 # -- data ---------------------------------------------------------------------------------------

@@ -2,19 +2,39 @@
 
 A document's perplexity is ``10 ** (-Σ log10 p / N)`` over its normalized lines, each scored as a
 sentence with begin/end markers, ``N`` counting every token plus one end marker per line (CCNet's
-``DocLM``). Low perplexity means the text reads like the reference corpus. Documents fall into
-``head``/``middle``/``tail`` buckets at cutoffs taken from the perplexity distribution of held-out
-reference documents (the 33rd and 66th percentiles by default), and the stage can drop buckets or
-everything above an absolute perplexity. Long documents also get a perplexity per paragraph, so a
-reader can see which part of a mixed page is the noisy one.
+``DocLM``). Low perplexity means the text reads like the reference corpus. Long documents also
+get a perplexity per paragraph, so a reader can see which part of a mixed page is the noisy one.
+
+Documents fall into ``head``/``middle``/``tail`` buckets at two perplexity cutoffs, the 30th and
+60th percentiles by default (CCNet's ``PerplexityBucket(percentile_head=30, percentile_tail=60)``),
+of one of two distributions (``bucket_reference``):
+
+- ``corpus`` (the default, CCNet's rule): the perplexities of the partition being scored. CCNet cuts
+  at percentiles of the crawl itself (``cc_net/data/cutoff.csv``, one column per language, computed
+  on a crawl snapshot), so head and middle are 30% each and tail 40% of the crawl, and
+  ``drop_buckets: ["tail"]`` (RedPajama-v1) drops 40% of it. Here the cut is **per partition** (one
+  source): a partition is materialized on its own, and a source arriving later must not move the
+  buckets of sources already scored; a source is the closest thing to CCNet's pool (one language of
+  one snapshot). The stage scores the partition once to take exact percentiles of its scores (one
+  float per document in memory, not the texts), then decides. A partition's buckets therefore say
+  how a document ranks *within its source*; they do not compare sources.
+- ``reference``: the perplexities of held-out reference documents (``reference_lm`` records them). The
+  cut is the same for every partition, so buckets compare sources, but on crawl data most documents
+  are worse than the reference's 60th percentile: head and middle come out far smaller than 30% each
+  and ``drop_buckets: ["tail"]`` drops far more than 40%.
+
+The stage can drop buckets or everything above an absolute perplexity (``max_perplexity``).
 """
 
 from __future__ import annotations
 
 import math
+import time
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +47,7 @@ from refinery.metadata import FilePath, Json, Markdown
 from refinery.quality.normalize import NORMALIZATION_VERSION, normalized_lines
 
 BUCKETS = ("head", "middle", "tail")
+DEFAULT_BUCKET_PERCENTILES = (30.0, 60.0)  # CCNet's PerplexityBucket(percentile_head=30, percentile_tail=60)
 PERPLEXITY_FIELDS = [
     pa.field("perplexity", pa.float64()),
     pa.field("perplexity_bucket", pa.string()),
@@ -38,14 +59,21 @@ PERPLEXITY_FIELDS = [
 class PerplexityParams(BaseModel):
     """How ``perplexity_scored`` buckets and filters.
 
-    Defaults are CCNet's: buckets at the 33rd/66th reference percentiles, every bucket kept (the
-    bucket is a label that later selection and mixing use). ``drop_buckets: ["tail"]`` keeps head
-    and middle only, as RedPajama-v1 did; ``max_perplexity`` drops above an absolute value."""
+    Defaults are CCNet's: buckets at the 30th/60th percentiles of the scored documents' own
+    perplexities (per partition, see the module docstring), every bucket kept (the bucket is a label
+    that later selection and mixing use). ``drop_buckets: ["tail"]`` keeps head and middle only, as
+    RedPajama-v1 did; ``max_perplexity`` drops above an absolute value."""
 
+    bucket_reference: Literal["corpus", "reference"] = Field(
+        "corpus",
+        description="Whose perplexities the bucket percentiles are taken from: 'corpus', this partition's "
+        "(CCNet: 30/30/40% of the source), or 'reference', the held-out reference documents' (the same "
+        "cut for every source; on crawl data most documents land in the tail).",
+    )
     bucket_percentiles: list[float] = Field(
-        [33.0, 66.0],
-        description="Two percentiles of the held-out reference perplexities: head ≤ first < middle ≤ "
-        "second < tail.",
+        list(DEFAULT_BUCKET_PERCENTILES),
+        description="Two percentiles of that distribution: head ≤ first < middle ≤ second < tail "
+        "(CCNet: 30, 60).",
     )
     drop_buckets: list[str] = Field(
         [], description="Buckets to reject ('head', 'middle', 'tail'); [] keeps every bucket."
@@ -109,6 +137,17 @@ def percentile_table(perplexities: Sequence[float]) -> list[float]:
     return np.percentile(values, np.arange(101)).round(6).tolist()
 
 
+# Percentiles shown for a score distribution (perplexities, classifier scores); 30/60 are the cuts.
+SHOWN_PERCENTILES = (1, 5, 10, 25, 30, 50, 60, 75, 90, 95, 99)
+
+
+def percentile_markdown(table: Sequence[float], fmt: str = "{:.4g}") -> str:
+    """Selected rows of a 101-value percentile table."""
+    return markdown.table(
+        ["percentile", "value"], [(f"p{p}", fmt.format(table[p])) for p in SHOWN_PERCENTILES]
+    )
+
+
 def cutoffs_from_table(table: Sequence[float], percentiles: Sequence[float]) -> tuple[float, float]:
     """Perplexity cutoffs at the given percentiles, interpolated in a 101-value table."""
     if len(table) != 101:
@@ -123,18 +162,53 @@ def bucket_of(perplexity: float, cutoffs: tuple[float, float]) -> str:
     return "middle" if perplexity <= cutoffs[1] else "tail"
 
 
+@dataclass
+class PartitionScores:
+    """Every document's score from a first pass over a partition, in reading order: what a cut at
+    the partition's own percentiles needs before any document can be decided. Compact arrays (about
+    28 bytes per document, plus 4 per line of documents long enough for paragraph detail), never the
+    texts, so a partition of any size is scored in bounded memory."""
+
+    perplexity: array  # 'd': nan where nothing was left to score
+    tokens: array  # 'q'
+    id_hashes: array  # 'Q': to check that the second pass reads the same rows in the same order
+    paragraph_offsets: array  # 'q', rows + 1 entries: row i's paragraphs are values[off[i]:off[i+1]]
+    paragraph_values: array  # 'f'
+    has_paragraphs: array  # 'b'
+    seconds: float = 0.0
+
+    @classmethod
+    def empty(cls) -> PartitionScores:
+        return cls(array("d"), array("q"), array("Q"), array("q", [0]), array("f"), array("b"))
+
+    def __len__(self) -> int:
+        return len(self.perplexity)
+
+    def finite(self) -> np.ndarray:
+        values = np.frombuffer(self.perplexity, dtype=np.float64) if len(self) else np.zeros(0)
+        return values[np.isfinite(values)]
+
+
+def _id_hash(doc_id: object) -> int:
+    return hash(str(doc_id)) & 0xFFFF_FFFF_FFFF_FFFF  # within one process: both passes agree
+
+
 class PerplexityScorer:
-    """Scores batches and decides per document; counts buckets across batches for the metadata."""
+    """Scores batches and decides per document; counts buckets across batches for the metadata.
+
+    With ``cutoffs=None`` the cut comes from the partition itself: call :meth:`prescore` with the
+    partition's batches first (``for_model`` does), then run the stage over the same partition.
+    """
 
     def __init__(
         self,
         model: object,
         params: PerplexityParams,
-        cutoffs: tuple[float, float],
+        cutoffs: tuple[float, float] | None,
         cutoffs_origin: str = "",
         model_info: dict | None = None,
     ):
-        if not cutoffs[0] < cutoffs[1]:
+        if cutoffs is not None and not cutoffs[0] <= cutoffs[1]:
             raise ValueError(f"bucket cutoffs must increase, got {cutoffs}")
         self.model = model
         self.params = params
@@ -143,18 +217,104 @@ class PerplexityScorer:
         self.model_info = model_info or {}
         self.drop = frozenset(params.drop_buckets)
         self.buckets: Counter = Counter()
+        self.prescored: PartitionScores | None = None
+        self.partition_percentiles: list[float] | None = None
+        self.warnings: list[str] = []
+        self._offset = 0
 
     @classmethod
-    def for_model(cls, scoring: Any, params: PerplexityParams) -> PerplexityScorer:
-        """A scorer for a :class:`refinery.quality.reference.ScoringLM` (model and cutoffs)."""
-        cutoffs, origin = scoring.cutoffs(params.bucket_percentiles)
-        return cls(scoring.lm.model, params, cutoffs, origin, scoring.provenance())
+    def for_model(
+        cls,
+        scoring: Any,
+        params: PerplexityParams,
+        partition: Iterable[pd.DataFrame] | Callable[[], Iterable[pd.DataFrame]] | None = None,
+    ) -> PerplexityScorer:
+        """A scorer for a :class:`refinery.quality.reference.ScoringLM` (model and cutoffs).
+
+        ``partition`` (the upstream partition's batches with ``id`` and ``text``, or a function
+        returning them) is read only when ``bucket_reference`` is ``corpus``: that is the first pass.
+        """
+        if params.bucket_reference == "reference":
+            cutoffs, origin = scoring.cutoffs(params.bucket_percentiles)
+            return cls(scoring.lm.model, params, cutoffs, origin, scoring.provenance())
+        scorer = cls(scoring.lm.model, params, None, "", scoring.provenance())
+        if getattr(scoring, "fixed_cutoffs", None) is not None:
+            scorer.warnings.append(
+                f"the kenlm resource's bucket_cutoffs {list(scoring.fixed_cutoffs)} are not used: "
+                "bucket_reference is 'corpus', so the buckets are cut at this partition's own percentiles "
+                "(set bucket_reference: reference to use fixed cutoffs)"
+            )
+        if partition is None:
+            raise ValueError("bucket_reference 'corpus' needs the partition's batches for its first pass")
+        scorer.prescore(partition() if callable(partition) else partition)
+        return scorer
+
+    @classmethod
+    def with_cutoffs(
+        cls, scoring: Any, params: PerplexityParams, cutoffs: Sequence[float], origin: str
+    ) -> PerplexityScorer:
+        """A scorer whose cutoffs were already taken (a worker of a partition split over many)."""
+        return cls(
+            scoring.lm.model, params, (float(cutoffs[0]), float(cutoffs[1])), origin, scoring.provenance()
+        )
+
+    @classmethod
+    def uncut(cls, scoring: Any, params: PerplexityParams) -> PerplexityScorer:
+        """A corpus-cut scorer before its first pass: :meth:`cut_at` then takes the cutoffs."""
+        return cls(scoring.lm.model, params, None, "", scoring.provenance())
+
+    def cut_at(self, perplexities: np.ndarray) -> None:
+        """Take the corpus cut from the partition's perplexities (a first pass done elsewhere)."""
+        finite = perplexities[np.isfinite(perplexities)]
+        if len(finite):
+            self.cutoffs = tuple(float(v) for v in np.percentile(finite, self.params.bucket_percentiles))
+            self.partition_percentiles = np.percentile(finite, np.arange(101)).round(6).tolist()
+        p_lo, p_hi = self.params.bucket_percentiles
+        self.cutoffs_origin = (
+            f"p{p_lo:g}/p{p_hi:g} of this partition's {len(finite)} scored documents "
+            "(bucket_reference: corpus)"
+        )
+
+    def perplexities(self, frame: pd.DataFrame) -> np.ndarray:
+        """The perplexity of every document of a batch (NaN where nothing is left to score)."""
+        return np.asarray([self.score(text)[0] for text in frame["text"].tolist()], dtype=np.float64)
+
+    def prescore(self, batches: Iterable[pd.DataFrame]) -> PartitionScores:
+        """First pass: score every document, keep the scores, cut at their percentiles."""
+        started = time.perf_counter()
+        scores = PartitionScores.empty()
+        for frame in batches:
+            for doc_id, text in zip(frame["id"].tolist(), frame["text"].tolist(), strict=True):
+                ppl, n, paragraphs = self.score(text)
+                scores.perplexity.append(ppl)
+                scores.tokens.append(n)
+                scores.id_hashes.append(_id_hash(doc_id))
+                scores.has_paragraphs.append(paragraphs is not None)
+                if paragraphs is not None:
+                    scores.paragraph_values.extend(paragraphs)
+                scores.paragraph_offsets.append(len(scores.paragraph_values))
+        scores.seconds = time.perf_counter() - started
+        self.prescored, self._offset = scores, 0
+        finite = scores.finite()
+        if len(finite):
+            lo, hi = (float(v) for v in np.percentile(finite, self.params.bucket_percentiles))
+            self.cutoffs = (lo, hi)
+            self.partition_percentiles = np.percentile(finite, np.arange(101)).round(6).tolist()
+        p_lo, p_hi = self.params.bucket_percentiles
+        self.cutoffs_origin = (
+            f"p{p_lo:g}/p{p_hi:g} of this partition's {len(finite)} scored documents "
+            "(bucket_reference: corpus)"
+        )
+        return scores
 
     def provenance(self) -> dict:
         """Stamped into the output files: which model, which cutoffs, which normalization."""
         return {
             "model": self.model_info,
-            "bucket_cutoffs": list(self.cutoffs),
+            "bucket_reference": self.params.bucket_reference,
+            "bucket_percentiles": list(self.params.bucket_percentiles),
+            "bucket_cutoffs": list(self.cutoffs) if self.cutoffs else None,
+            "bucket_cutoffs_origin": self.cutoffs_origin,
             "normalization": NORMALIZATION_VERSION,
         }
 
@@ -176,18 +336,39 @@ class PerplexityScorer:
         if bucket in self.drop:
             lo, hi = self.cutoffs
             p_lo, p_hi = self.params.bucket_percentiles
+            whose = "partition" if self.params.bucket_reference == "corpus" else "reference"
             where = {
-                "head": f"≤ {lo:.1f} (reference p{p_lo:g})",
-                "middle": f"in ({lo:.1f}, {hi:.1f}] (reference p{p_lo:g}–p{p_hi:g})",
-                "tail": f"> {hi:.1f} (reference p{p_hi:g})",
+                "head": f"≤ {lo:.1f} ({whose} p{p_lo:g})",
+                "middle": f"in ({lo:.1f}, {hi:.1f}] ({whose} p{p_lo:g}–p{p_hi:g})",
+                "tail": f"> {hi:.1f} ({whose} p{p_hi:g})",
             }[bucket]
             return (f"perplexity.{bucket}", f"perplexity {ppl:.1f} {where}: bucket '{bucket}' is dropped")
         return None
 
+    def _scored(self, frame: pd.DataFrame) -> Iterator[tuple[float, int, list[float] | None]]:
+        """This batch's scores: from the first pass when there was one (checked row by row), else now."""
+        scores = self.prescored
+        if scores is None:
+            for text in frame["text"].tolist():
+                yield self.score(text)
+            return
+        for doc_id in frame["id"].tolist():
+            i = self._offset
+            if i >= len(scores) or scores.id_hashes[i] != _id_hash(doc_id):
+                raise RuntimeError(
+                    f"the partition changed between the two passes of perplexity_scored (row {i}, id "
+                    f"{doc_id!r}): run the stage again"
+                )
+            self._offset += 1
+            paragraphs = None
+            if scores.has_paragraphs[i]:
+                start, stop = scores.paragraph_offsets[i], scores.paragraph_offsets[i + 1]
+                paragraphs = scores.paragraph_values[start:stop].tolist()
+            yield scores.perplexity[i], scores.tokens[i], paragraphs
+
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
         perplexity, buckets, tokens, paragraphs, reasons = [], [], [], [], []
-        for text in frame["text"].tolist():
-            ppl, n, paras = self.score(text)
+        for ppl, n, paras in self._scored(frame):
             bucket = bucket_of(ppl, self.cutoffs) if n else None
             perplexity.append(ppl)
             buckets.append(bucket)
@@ -204,12 +385,12 @@ class PerplexityScorer:
         return split_batch(out, reasons)
 
     def report(self) -> dict:
-        lo, hi = self.cutoffs
-        return {
-            "model": Json(self.model_info),
-            "model_path": FilePath(str(self.model_info.get("path", ""))),
-            "model_sha256": self.model_info.get("sha256", ""),
-            "bucket_cutoffs": Markdown(
+        scored = sum(self.buckets.get(b, 0) for b in BUCKETS)
+        if self.cutoffs is None:
+            cutoffs = Markdown("_no document had anything to score: no cutoffs_")
+        else:
+            lo, hi = self.cutoffs
+            cutoffs = Markdown(
                 markdown.table(
                     ["bucket", "perplexity", "from"],
                     [
@@ -218,18 +399,53 @@ class PerplexityScorer:
                         ("tail", f"> {hi:.4g}", ""),
                     ],
                 )
-            ),
+            )
+        out = {
+            "model": Json(self.model_info),
+            "model_path": FilePath(str(self.model_info.get("path", ""))),
+            "model_sha256": self.model_info.get("sha256", ""),
+            "bucket_reference": self.params.bucket_reference,
+            "bucket_cutoffs": cutoffs,
             "documents_by_bucket": Markdown(
                 markdown.table(
-                    ["bucket", "documents", "dropped"],
-                    [(b, self.buckets.get(b, 0), b in self.params.drop_buckets) for b in BUCKETS],
+                    ["bucket", "documents", "share", "dropped"],
+                    [
+                        (
+                            b,
+                            self.buckets.get(b, 0),
+                            f"{self.buckets.get(b, 0) / scored:.1%}" if scored else "",
+                            b in self.params.drop_buckets,
+                        )
+                        for b in BUCKETS
+                    ],
                 )
             ),
         }
+        if self.partition_percentiles is not None:
+            out["partition_perplexity_percentiles"] = Markdown(
+                percentile_markdown(self.partition_percentiles)
+            )
+        if self.prescored is not None:
+            out["first_pass_seconds"] = round(self.prescored.seconds, 3)
+        return out
 
     def summary(self) -> dict:
-        return {"perplexity_buckets": dict(self.buckets)}
+        return {
+            "perplexity_buckets": dict(self.buckets),
+            "bucket_reference": self.params.bucket_reference,
+            "bucket_cutoffs": list(self.cutoffs) if self.cutoffs else None,
+            "partition_perplexity_percentiles": self.partition_percentiles,
+        }
 
     def absorb(self, summary: dict) -> None:
         """Add another worker's bucket counts (the Ray engine scores slices in parallel)."""
         self.buckets.update(summary.get("perplexity_buckets", {}))
+
+
+def perplexity_function(
+    load: Callable[[], Any], params: PerplexityParams
+) -> Callable[[pd.DataFrame], np.ndarray]:
+    """What a worker of the first pass runs: the model loaded once (``load`` gives the ScoringLM),
+    then the perplexities of one batch at a time."""
+    scorer = PerplexityScorer.uncut(load(), params)
+    return scorer.perplexities

@@ -3,8 +3,10 @@
 The reference corpus is text of the quality we want more of (CCNet used Wikipedia). It lives in
 the inbox as its own kind, ``inbox/reference/<name>/``, in any format the text reader accepts.
 A stable, hash-chosen share of its documents is held out of training; their perplexities under
-the trained model give the percentile table that ``perplexity_scored`` cuts its buckets from
-(scoring the training documents themselves would make every cutoff too low).
+the trained model give the percentile table that ``perplexity_scored`` cuts its buckets from when
+``bucket_reference`` is ``reference`` (scoring the training documents themselves would make every
+cutoff too low). By default (``corpus``) the stage cuts at the scored partition's own percentiles
+instead, as CCNet does; see :mod:`refinery.quality.perplexity`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from refinery.paths import Layout
 from refinery.quality.artifacts import CURRENT, ModelArtifact, current, models_dir, publish, write_json
 from refinery.quality.ngram_lm import LmplzOptions, build_binary, load_language_model, train_arpa
 from refinery.quality.normalize import NORMALIZATION_VERSION, normalized_lines
-from refinery.quality.perplexity import cutoffs_from_table, document_perplexity, percentile_table
+from refinery.quality.perplexity import (
+    DEFAULT_BUCKET_PERCENTILES,
+    SHOWN_PERCENTILES,  # noqa: F401 (re-exported: the classifier's report shows them too)
+    cutoffs_from_table,
+    document_perplexity,
+    percentile_markdown,
+    percentile_table,
+)
 from refinery.tempfiles import staging_dir
 
 REFERENCE_KIND = "reference"
@@ -165,24 +174,18 @@ class ReferenceLMResult:
         }
 
     def checks(self) -> list[CheckOutcome]:
+        """The reference percentiles give usable cuts for ``bucket_reference: reference``: finite,
+        and increasing at the default percentiles (p30 < p60)."""
         pct = self.percentiles
         finite = all(math.isfinite(v) for v in pct)
+        lo, hi = (int(p) for p in DEFAULT_BUCKET_PERCENTILES)
         return [
             CheckOutcome(
-                "bucket_cutoffs_increase", finite and pct[33] < pct[66], {"p33": pct[33], "p66": pct[66]}
+                "bucket_cutoffs_increase",
+                finite and pct[lo] < pct[hi],
+                {f"p{lo}": pct[lo], f"p{hi}": pct[hi]},
             )
         ]
-
-
-# Percentiles shown for a model's score distribution (reference perplexities, classifier scores).
-SHOWN_PERCENTILES = (1, 5, 10, 25, 33, 50, 66, 75, 90, 95, 99)
-
-
-def percentile_markdown(table: list[float], fmt: str = "{:.4g}") -> str:
-    """Selected rows of a 101-value percentile table."""
-    return markdown.table(
-        ["percentile", "value"], [(f"p{p}", fmt.format(table[p])) for p in SHOWN_PERCENTILES]
-    )
 
 
 def _heldout_percentiles(model_path: Path, order: int, heldout: list[tuple[str, str]]) -> list[float]:
@@ -301,9 +304,17 @@ class ScoringLM:
     origin: str  # 'reference_lm' or 'external'
 
     def cutoffs(self, bucket_percentiles: list[float]) -> tuple[tuple[float, float], str]:
-        """(head_max, middle_max) perplexities and a sentence saying where they come from."""
+        """(head_max, middle_max) perplexities for ``bucket_reference: reference``, and a sentence
+        saying where they come from."""
         if self.fixed_cutoffs is not None:
             return self.fixed_cutoffs, "bucket_cutoffs of the kenlm resource"
+        if self.percentiles is None:
+            raise ValueError(
+                f"no reference bucket cutoffs for {getattr(self.lm, 'path', 'this model')}: set the kenlm "
+                "resource's bucket_cutoffs to [head_max, middle_max] perplexities, or materialize "
+                "reference_lm with this model_path so it records the model's percentiles on the reference "
+                "corpus, or cut at the partition's own percentiles (bucket_reference: corpus)"
+            )
         low, high = cutoffs_from_table(self.percentiles, bucket_percentiles)
         return (low, high), (
             f"p{bucket_percentiles[0]:g}/p{bucket_percentiles[1]:g} of the reference perplexities "
@@ -319,8 +330,10 @@ def scoring_lm(
 ) -> ScoringLM:
     """The model to score with: reference_lm's current one, or a user-given file.
 
-    A user-given model needs bucket cutoffs: either given explicitly, or the percentiles
-    ``reference_lm`` recorded when it registered that very file (same content hash).
+    Cutting buckets at reference percentiles with a user-given model needs cutoffs: either given
+    explicitly, or the percentiles ``reference_lm`` recorded when it registered that very file (same
+    content hash); :meth:`ScoringLM.cutoffs` says so when neither exists. The default cut (the
+    partition's own percentiles) needs neither.
     """
     fixed = None
     if bucket_cutoffs is not None:
@@ -347,10 +360,4 @@ def scoring_lm(
     percentiles = None
     if registered is not None and registered.sha256 == lm.sha256:
         percentiles = registered.info["percentiles"]
-    if fixed is None and percentiles is None:
-        raise ValueError(
-            f"no bucket cutoffs for {lm.path}: set the kenlm resource's bucket_cutoffs to "
-            "[head_max, middle_max] perplexities, or materialize reference_lm with this model_path so it "
-            "records the model's percentiles on the reference corpus"
-        )
     return ScoringLM(lm, percentiles, fixed, "external")

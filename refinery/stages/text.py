@@ -115,9 +115,12 @@ PERPLEXITY_SCORED = StageSpec(
     parallel=True,
     description="Perplexity of every document under the reference n-gram model (CCNet: normalized lines, "
     "each scored with sentence markers; per paragraph too for long documents), and its bucket: head / middle "
-    "/ tail at the p33/p66 perplexities of held-out reference text. Every bucket is kept by default (CCNet); "
-    "drop_buckets (e.g. ['tail'], as RedPajama) and max_perplexity filter. The model's path and hash are in "
-    "the metadata and the file's provenance.",
+    "/ tail at the 30th/60th percentiles (CCNet's) of this partition's own perplexities by default "
+    "(bucket_reference 'corpus': a first pass scores the partition, so the buckets hold 30/30/40% of each "
+    "source), or of held-out reference text ('reference': one cut for every source; on crawl data most "
+    "documents land in the tail). Every bucket is kept by default (CCNet); drop_buckets (e.g. ['tail'], as "
+    "RedPajama) and max_perplexity filter. The cutoffs, the model's path and hash are in the metadata and "
+    "the file's provenance.",
 )
 
 QUALITY_SCORED = StageSpec(
@@ -149,10 +152,12 @@ SEMANTIC_DEDUPLICATED = StageSpec(
     score_columns=("semantic_nn_similarity", "semantic_cluster"),
     kinds=frozenset({"pytorch"}),
     description="Semantic duplicates (SemDeDup): spherical k-means (torch) over the stored embeddings, then "
-    "within each cluster a document is removed when its cosine similarity to a kept one reaches 1 - ε "
-    "(ε = 0.07 by default). First come, first served, like exact and fuzzy dedup: documents kept by other "
-    "partitions count as earlier claims, and within the partition the first in reading order wins. "
-    "Rejected rows name the kept neighbour (duplicate_of) and the similarity.",
+    "the paper's rule within each cluster: members ordered by distance to the centroid, furthest first, and "
+    "a document removed when its cosine to any earlier member reaches 1 - ε (ε = 0.07 by default, "
+    "Refinery's calibration for all-MiniLM-L6-v2; the metadata shows what other ε would remove). Documents "
+    "kept by other partitions count as earlier claims (streamed in blocks: memory does not grow with the "
+    "corpus). rule 'first_come' keeps the first in reading order instead. Rejected rows name the kept copy "
+    "(duplicate_of) and the cosine to it.",
 )
 
 PRETRAIN_CORPUS = StageSpec(

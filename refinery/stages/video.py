@@ -8,7 +8,7 @@ timestamps, CLIP scores and paths as lists, in time order.
 from __future__ import annotations
 
 from refinery import names
-from refinery.multimodal.keyframes import KeyframeParams, UniformParams
+from refinery.multimodal.keyframes import DECODE_FIELDS, KeyframeParams, UniformParams
 from refinery.multimodal.schema import KEYFRAME_FIELDS, QUESTION_COLUMN
 from refinery.multimodal.video_reader import VideoIngestParams
 from refinery.stages.spec import StageSpec
@@ -31,15 +31,17 @@ VIDEO_KEYFRAMES = StageSpec(
     kind="video",
     upstream=names.RAW_VIDEOS,
     params=KeyframeParams,
-    fields=tuple(KEYFRAME_FIELDS),
+    fields=(*KEYFRAME_FIELDS, *DECODE_FIELDS),
     score_columns=("video_file", "timestamps", "scores"),
     text_column=QUESTION_COLUMN,
     kinds=frozenset({"pytorch"}),
     description="For each question, the k frames most similar to it under CLIP, spread in time: "
-    "candidates every 1/sample_fps seconds decoded with decord's get_batch (never the whole video), embedded "
-    "with the clip resource together with the question, then greedy temporal NMS (no two picks closer than "
-    "min_gap_seconds). Frames are JPEGs under storage/video_keyframes/<source>/; the row lists indices, "
-    "timestamps, scores and paths.",
+    "candidates every 1/sample_fps seconds (every frame when sample_fps reaches the video's frame rate) "
+    "fetched with decord's get_batch, which converts only the candidates but decodes from the keyframe "
+    "before each one (frames_converted and frames_decoded, the latter from the keyframe index: the whole "
+    "video when it has a single keyframe), embedded with the clip resource together with the question, "
+    "then greedy temporal NMS (no two picks closer than min_gap_seconds). Frames are JPEGs under "
+    "storage/video_keyframes/<source>/; the row lists indices, timestamps, scores and paths.",
 )
 
 UNIFORM_KEYFRAMES = StageSpec(
@@ -47,11 +49,12 @@ UNIFORM_KEYFRAMES = StageSpec(
     kind="video",
     upstream=names.RAW_VIDEOS,
     params=UniformParams,
-    fields=tuple(KEYFRAME_FIELDS),
+    fields=(*KEYFRAME_FIELDS, *DECODE_FIELDS),
     score_columns=("video_file", "timestamps", "scores"),
     text_column=QUESTION_COLUMN,
     kinds=frozenset({"pytorch"}),
     description="The baseline for video_keyframes: the same k frames per question at the centres of k equal "
-    "slices of the video (only those k decoded), scored against the question with the clip resource for "
-    "comparison. Same layout: JPEGs under storage/uniform_keyframes/<source>/ and one row per question.",
+    "slices of the video (only those k converted; the decoder still decodes from the keyframe before each), "
+    "scored against the question with the clip resource for comparison. Same layout: JPEGs under "
+    "storage/uniform_keyframes/<source>/ and one row per question.",
 )

@@ -10,6 +10,7 @@ import json
 import re
 
 import dagster as dg
+import decord
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -28,6 +29,7 @@ from assets.multimodal import (
 from refinery.multimodal import tiny_clip_train
 from refinery.multimodal.clip_model import tiny_clip_missing_message
 from refinery.multimodal.images import decode_rgb
+from refinery.multimodal.keyframes import candidate_indices, frames_decoded_by_seeking
 from refinery.multimodal.tiny_clip_train import roc_auc
 from refinery.multimodal.video_synth import Stretch, write_stretches
 from refinery.paths import Layout
@@ -229,11 +231,16 @@ def test_video_keyframes_come_from_the_stretch_that_shows_the_query(sample):
     assert np.all(np.diff(red["timestamps"]) >= KEYFRAMES["min_gap_seconds"])
     assert all(t >= 8.0 for t in rows.loc["q-green", "timestamps"])  # the green triangle: the last stretch
     assert all(t < 4.0 for t in rows.loc["q-blue", "timestamps"])  # the blue square: the first
+    # Candidates every 1/sample_fps s are converted; the decoder decodes from the keyframe before each
+    # (this clip has keyframes at 0 and 80 of 120 frames: nearly all of it), as decord's index says.
     video = rows.loc["q-red"]
-    assert (
-        video["frames_decoded"]
-        < 0.5 * storage.read("raw_videos", "clips").set_index("id").loc["q-red", "frames"]
-    )
+    raw = storage.read("raw_videos", "clips").set_index("id").loc["q-red"]
+    candidates = candidate_indices(int(raw["frames"]), float(raw["fps"]), KEYFRAMES["sample_fps"], 600)
+    reader = decord.VideoReader(str(layout.inbox_source("video", "clips") / raw["video_file"]))
+    keys = reader.get_key_indices()
+    assert video["frames_converted"] == len(candidates) < 0.25 * raw["frames"]
+    assert video["frames_decoded"] == frames_decoded_by_seeking(candidates, keys, len(reader))
+    assert list(keys) == [0, 80] and video["frames_decoded"] == 76 + 36  # frames 0-75, then 80-115
     for path, index in zip(red["frame_paths"], red["frame_indices"], strict=True):
         frame = Image.open(layout.storage / path)
         assert frame.size == (160, 120) and path.endswith(f"{index:06d}.jpg")
@@ -244,7 +251,12 @@ def test_video_keyframes_come_from_the_stretch_that_shows_the_query(sample):
     uniform = storage.read("uniform_keyframes", "clips").set_index("id").loc["q-red"]
     assert len(uniform["frame_indices"]) == 3 and np.mean(red["scores"]) > np.mean(uniform["scores"])
     meta = metadata(result, "video_keyframes")
-    assert meta["frames_decoded"].value < meta["frames_in_videos"].value
+    assert (
+        meta["frames_converted"].value
+        < meta["frames_decoded_estimated"].value
+        < meta["frames_in_videos"].value
+    )
+    assert "clip_model_warning" not in meta  # the generated sample is the tiny CLIP's own kind of data
     strip = embedded_png(meta["frame_strip"].value)
     assert strip.width >= 3 * 60
     index = pq.read_table(storage.path("video_keyframes", "clips")).schema

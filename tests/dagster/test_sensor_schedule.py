@@ -1,5 +1,6 @@
 """The inbox sensor and the daily report schedule, evaluated against a temporary instance."""
 
+import hashlib
 import json
 import os
 import time
@@ -87,7 +88,12 @@ def test_invalid_source_names_are_ignored(home, instance):
     settle(bad)
     result = tick(instance, home)
     assert [r.partition_key for r in result.run_requests] == ["good"]
-    assert json.loads(result.cursor) == {"good": json.loads(result.cursor)["good"]}
+    # The cursor holds one fingerprint per valid source: sha1 over (relative path, size, mtime in ns)
+    # of each file, first 16 hex digits; the invalid folder is not in it.
+    stat = (home.inbox_source("text", "good") / "a.jsonl").stat()
+    expected = hashlib.sha1(f"a.jsonl\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()).hexdigest()[:16]
+    assert json.loads(result.cursor) == {"good": expected}
+    assert result.run_requests[0].run_key == f"text:good:{expected}"
 
 
 def test_sensor_run_request_materializes_the_raw_asset(home, instance):

@@ -3,6 +3,7 @@ changed input, empty partitions, and the Redis index backend."""
 
 import hashlib
 import itertools
+import logging
 
 import pyarrow.parquet as pq
 import pytest
@@ -174,6 +175,11 @@ def test_missing_source_folder_is_an_empty_partition_with_a_warning(home, instan
     result = materialize_source(instance, home, "ghost")
     assert result.success
     assert Storage(home.storage).row_count(FINAL, "ghost") == 0
+    folder = home.inbox_source("text", "ghost")
+    warnings = [
+        (e.step_key, e.user_message) for e in instance.all_logs(result.run_id) if e.level == logging.WARNING
+    ]
+    assert warnings == [("raw_documents", f"inbox folder {folder} does not exist: empty partition")]
 
 
 def test_report_and_sql_over_all_sources(home, instance, run_alpha_beta):

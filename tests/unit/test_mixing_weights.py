@@ -91,7 +91,14 @@ def test_multiplicative_weights_raise_the_highest_excess():
 
 def test_doremi_loop_upweights_the_domain_with_the_highest_excess_loss():
     """const is learned in a few steps, noise cannot be learned beyond its unigram entropy, prose
-    keeps a gap to the longer-trained reference: prose must end with the highest weight."""
+    keeps a gap to the reference: prose must end with the highest weight.
+
+    Reference and proxy train for the same number of steps (the default, reference_steps=None).
+    The gap does not need a longer-trained reference: the reference is trained to the end before
+    the proxy starts, so at its step t < T the proxy is compared with a model of T steps, and on a
+    domain still being learned its loss stays above the reference's for most of the run (measured:
+    prose 0.49 / noise 0.41 / const 0.10 at 80 + 80 steps, 0.52 / 0.38 / 0.09 with a 160-step
+    reference, 0.62 / 0.30 / 0.08 at 120 + 120)."""
     nrng = np.random.default_rng(0)
     texts = {
         "const": ["a" * 1000 for _ in range(10)],
@@ -100,7 +107,6 @@ def test_doremi_loop_upweights_the_domain_with_the_highest_excess_loss():
     }
     params = DoremiParams(
         steps=80,
-        reference_steps=160,
         d_model=32,
         n_layers=1,
         n_heads=2,
@@ -113,6 +119,7 @@ def test_doremi_loop_upweights_the_domain_with_the_highest_excess_loss():
         DomainBytes.from_texts(n, t, 100, params.max_bytes_per_domain, 0.1, i)
         for i, (n, t) in enumerate(texts.items())
     ]
+    assert params.reference_steps is None  # equal steps for both models
     result = run_doremi(data, params)
     w = dict(zip(result.domains, result.weights, strict=True))
     excess = dict(zip(result.domains, result.mean_excess, strict=True))

@@ -92,7 +92,7 @@ def test_greedy_nms_definition_holds_for_random_scores(seed):
 def test_candidate_indices_follow_the_stride_and_never_cover_every_frame():
     idx = candidate_indices(frames=3600, fps=30.0, sample_fps=1.0, max_candidates=1000)
     assert len(idx) == 120 and idx[0] == 0 and set(np.diff(idx)) == {30}
-    every = candidate_indices(frames=90, fps=30.0, sample_fps=0.0, max_candidates=1000)
+    every = candidate_indices(frames=90, fps=30.0, sample_fps=30.0, max_candidates=1000)  # at the frame rate
     assert every.tolist() == list(range(90))
     capped = candidate_indices(frames=30 * 3600, fps=30.0, sample_fps=1.0, max_candidates=500)
     assert len(capped) == 500 and capped[0] == 0 and capped[-1] == 30 * 3600 - 1

@@ -191,8 +191,8 @@ def test_scoring_model_resolution(trained, tmp_path):
         "\\data\\\nngram 1=3\nngram 2=1\n\n\\1-grams:\n-1.0\t<unk>\t0\n0\t<s>\t-0.3\n-0.5\t</s>\t0\n\n"
         "\\2-grams:\n-0.2\t<s> </s>\n\n\\end\\\n"
     )
-    with pytest.raises(ValueError, match="bucket_cutoffs"):
-        scoring_lm(layout, str(other), 2)
+    with pytest.raises(ValueError, match="bucket_cutoffs"):  # only a reference cut needs them
+        scoring_lm(layout, str(other), 2).cutoffs([30, 60])
     fixed = scoring_lm(layout, str(other), 2, bucket_cutoffs=[10.0, 20.0])
     assert fixed.cutoffs([33, 66])[0] == (10.0, 20.0)
     empty = Layout.at(tmp_path / "empty-home")
@@ -237,7 +237,10 @@ def test_scorer_buckets_filters_and_reasons(model):
     assert len(kept.loc["d8", "paragraph_perplexity"]) == len(list(normalized_lines(texts[8])))
     assert len(texts[0]) < 2000 and kept.loc["d0", "paragraph_perplexity"] is None  # short: none
 
-    no_tail = PerplexityScorer(model, PerplexityParams(drop_buckets=["tail"]), cutoffs)(frame)
+    reference_cut = PerplexityParams(
+        bucket_reference="reference", bucket_percentiles=[33, 66], drop_buckets=["tail"]
+    )
+    no_tail = PerplexityScorer(model, reference_cut, cutoffs)(frame)
     assert set(no_tail.kept["perplexity_bucket"]) <= {"head", "middle"}
     tail = no_tail.rejected[no_tail.rejected["reason"] == "perplexity.tail"]
     assert "d6" in tail["id"].tolist() and "reference p66" in tail["reason_detail"].iloc[0]
