@@ -1,0 +1,394 @@
+"""Vector index candidates for refinery.retrieval, measured on one core: build, memory, QPS, recall@10.
+
+Candidates (each run in its own subprocess, so its peak RSS is its own):
+
+- ``brute``: blocked numpy matrix product + argpartition (the exact baseline, and ground truth);
+- ``faiss-flat``: faiss ``IndexFlatIP`` (exact, BLAS);
+- ``faiss-hnsw``: faiss ``IndexHNSWFlat`` (M 16, efConstruction 128, inner product);
+- ``usearch``: usearch HNSW, f32 (connectivity 16, expansion_add 128, inner product) — what
+  refinery.retrieval ships; also ``usearch-f16`` and ``usearch-i8`` (quantised storage);
+- ``vss``: DuckDB's vss extension (HNSW, ``metric 'ip'``), one SQL query per vector, only when
+  ``duckdb_extension_vss`` is importable (it pins duckdb 1.5.5; run it from a separate target dir:
+  ``--vss-path /tmp/vsstest``).
+
+Datasets (384-d float32, unit norm):
+
+- ``mixture``: a clustered Gaussian mixture on the sphere, built to look like sentence embeddings
+  rather than random unit vectors (random vectors in 384-d have no near neighbours, which makes every
+  graph index look bad and nothing like real data): 32 topics uniform on the sphere, clusters of
+  Zipf-distributed sizes around each topic, and each point its cluster centre plus a random
+  32-dimensional low-rank spread plus a little isotropic noise. The script prints the mean top-1 /
+  top-10 cosine and the mean cosine of random pairs for it and for the real run, so the likeness
+  can be judged.
+- ``real``: distinct paragraphs (≥ 200 characters) of the text files under /usr/share/doc on this
+  machine, embedded with the project's MiniLM (``bundled:all-MiniLM-L6-v2``), cached in
+  benchmarks/out/retrieval/. Queries are held-out paragraphs.
+
+Everything runs with one thread (``OMP_NUM_THREADS=1``, faiss ``omp_set_num_threads(1)``, usearch
+``threads=1``, DuckDB ``threads=1``, torch ``set_num_threads(1)``), so figures are per core.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_retrieval.py \\
+        --sizes 100000 1000000 --real 10000 --backends brute faiss-flat faiss-hnsw usearch usearch-i8
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+
+DIM = 384
+K = 10
+OUT = Path(__file__).resolve().parent / "out" / "retrieval"
+EF_SWEEP = (16, 32, 64, 128, 256)
+HNSW_M, HNSW_EF_ADD = 16, 128
+
+
+# -- data -----------------------------------------------------------------------------------------
+def mixture(n: int, seed: int = 0, topics: int = 32, rank: int = 32) -> np.ndarray:
+    """Clustered unit vectors: topics -> Zipf-sized clusters -> low-rank spread + isotropic noise."""
+    rng = np.random.default_rng(seed)
+    clusters = max(topics, n // 500)
+    topic = rng.standard_normal((topics, DIM)).astype(np.float32)
+    topic /= np.linalg.norm(topic, axis=1, keepdims=True)
+    owner = rng.integers(topics, size=clusters)
+    centre = topic[owner] + 0.9 * rng.standard_normal((clusters, DIM)).astype(np.float32) / np.sqrt(DIM)
+    centre /= np.linalg.norm(centre, axis=1, keepdims=True)
+    sizes = 1.0 / np.arange(1, clusters + 1) ** 0.9
+    label = rng.choice(clusters, size=n, p=sizes / sizes.sum())
+    scales = (0.55 / np.sqrt(np.arange(1, rank + 1))).astype(np.float32)
+    out = np.empty((n, DIM), dtype=np.float32)
+    for c in np.unique(label):
+        rows = np.flatnonzero(label == c)
+        basis = rng.standard_normal((rank, DIM)).astype(np.float32) / np.sqrt(DIM) * np.sqrt(rank)
+        z = rng.standard_normal((len(rows), rank)).astype(np.float32) * scales
+        noise = 0.35 * rng.standard_normal((len(rows), DIM)).astype(np.float32) / np.sqrt(DIM)
+        out[rows] = centre[c] + (z @ basis) / np.sqrt(rank) + noise
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out
+
+
+def usr_share_doc_paragraphs(root: str = "/usr/share/doc", min_chars: int = 200) -> list[str]:
+    """Distinct whitespace-normalised paragraphs of the text files (gzip too) under ``root``."""
+    out, seen = [], set()
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            if path.is_symlink():
+                continue
+            try:
+                if name.endswith(".gz"):
+                    with gzip.open(path) as fh:
+                        raw = fh.read()
+                else:
+                    raw = path.read_bytes()
+            except (OSError, EOFError):
+                continue
+            if b"\0" in raw[:4096]:
+                continue
+            for para in re.split(r"\n\s*\n", raw.decode("utf-8", "replace")):
+                para = " ".join(para.split())
+                if len(para) >= min_chars and para not in seen:
+                    seen.add(para)
+                    out.append(para[:2000])
+    return out
+
+
+def real_embeddings(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` paragraphs of /usr/share/doc embedded with the project's MiniLM (cached)."""
+    path = OUT / f"real-usrsharedoc-n{n}-s{seed}.npy"
+    if path.exists():
+        return np.load(path)
+    import torch
+
+    from refinery.models.embedder import load_embedder
+
+    torch.set_num_threads(1)
+    paragraphs = usr_share_doc_paragraphs()
+    if len(paragraphs) < n:
+        raise SystemExit(f"only {len(paragraphs)} paragraphs under /usr/share/doc, asked for {n}")
+    rng = np.random.default_rng(seed)
+    texts = [paragraphs[i] for i in sorted(rng.choice(len(paragraphs), size=n, replace=False))]
+    started = time.perf_counter()
+    vectors = load_embedder(device="cpu", fp16=False).encode(texts, batch_size=32)
+    print(f"embedded {n} real paragraphs in {time.perf_counter() - started:.0f}s", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def brute_topk(x: np.ndarray, q: np.ndarray, k: int = K, block: int = 256) -> np.ndarray:
+    """Exact top-k by inner product, in query blocks (the ground truth and the baseline)."""
+    out = np.empty((len(q), k), dtype=np.int64)
+    for s in range(0, len(q), block):
+        sims = q[s : s + block] @ x.T
+        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, idx, 1), axis=1, kind="stable")
+        out[s : s + block] = np.take_along_axis(idx, order, 1)
+    return out
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
+    return hits / truth.size
+
+
+def likeness(x: np.ndarray, q: np.ndarray, truth: np.ndarray, seed: int = 0) -> dict:
+    """How clustered a dataset is: mean cosine to the 1st and 10th true neighbour, and of random pairs."""
+    rng = np.random.default_rng(seed)
+    top = np.einsum("qd,qkd->qk", q, x[truth])
+    a, b = rng.integers(len(x), size=(2, 20_000))
+    return {
+        "top1_cos": round(float(top[:, 0].mean()), 3),
+        "top10_cos": round(float(top[:, -1].mean()), 3),
+        "random_pair_cos": round(float(np.einsum("nd,nd->n", x[a], x[b]).mean()), 3),
+    }
+
+
+# -- one candidate, in a subprocess ----------------------------------------------------------------
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _timed_queries(search, q: np.ndarray, truth: np.ndarray, per_query: bool = False) -> dict:
+    started = time.perf_counter()
+    found = np.stack([search(v[None, :])[0] for v in q]) if per_query else search(q)
+    seconds = time.perf_counter() - started
+    return {"qps": round(len(q) / seconds, 1), "recall": round(recall_at_k(found, truth), 4)}
+
+
+def worker(backend: str, data: Path, queries: Path, truth_path: Path, vss_path: str | None) -> dict:
+    x = np.load(data)
+    q = np.load(queries)
+    truth = np.load(truth_path)
+    base_rss = _current_rss_mb()
+    result: dict = {"backend": backend, "n": len(x)}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
+    started = time.perf_counter()
+    if backend == "brute":
+        result["build_s"] = 0.0
+        result["search"] = {"exact": _timed_queries(lambda b: brute_topk(x, b), q, truth)}
+        result["search_one_at_a_time"] = _timed_queries(
+            lambda b: brute_topk(x, b), q[:200], truth[:200], True
+        )
+    elif backend.startswith("faiss"):
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+        if backend == "faiss-flat":
+            index = faiss.IndexFlatIP(DIM)
+        else:
+            index = faiss.IndexHNSWFlat(DIM, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = HNSW_EF_ADD
+        index.add(x)
+        result["build_s"] = round(time.perf_counter() - started, 2)
+        result["build_rss_mb"] = round(_rss_mb() - base_rss, 1)
+        path = tmp / "index.faiss"
+        t = time.perf_counter()
+        faiss.write_index(index, str(path))
+        result["save_s"] = round(time.perf_counter() - t, 3)
+        result["disk_mb"] = round(path.stat().st_size / 2**20, 1)
+        del index
+        t = time.perf_counter()
+        index = faiss.read_index(str(path))
+        result["load_s"] = round(time.perf_counter() - t, 3)
+
+        def run(b):
+            return index.search(b, K)[1]
+
+        if backend == "faiss-flat":
+            result["search"] = {"exact": _timed_queries(run, q, truth)}
+        else:
+            result["search"] = {}
+            for ef in EF_SWEEP:
+                index.hnsw.efSearch = ef
+                result["search"][f"ef{ef}"] = _timed_queries(run, q, truth)
+    elif backend.startswith("usearch"):
+        from usearch.index import Index
+
+        dtype = {"usearch": "f32", "usearch-f16": "f16", "usearch-i8": "i8"}[backend]
+        index = Index(ndim=DIM, metric="ip", dtype=dtype, connectivity=HNSW_M, expansion_add=HNSW_EF_ADD)
+        index.add(np.arange(len(x), dtype=np.uint64), x, threads=1)
+        result["build_s"] = round(time.perf_counter() - started, 2)
+        result["build_rss_mb"] = round(_rss_mb() - base_rss, 1)
+        path = tmp / "index.usearch"
+        t = time.perf_counter()
+        index.save(str(path))
+        result["save_s"] = round(time.perf_counter() - t, 3)
+        result["disk_mb"] = round(path.stat().st_size / 2**20, 1)
+        del index
+        t = time.perf_counter()
+        index = Index.restore(str(path), view=True)  # memory-mapped: what a search process does
+        result["load_s"] = round(time.perf_counter() - t, 3)
+
+        def run(b):
+            return index.search(b, K, threads=1).keys.astype(np.int64)
+
+        result["search"] = {}
+        for ef in EF_SWEEP:
+            index.expansion_search = ef
+            result["search"][f"ef{ef}"] = _timed_queries(run, q, truth)
+        index.expansion_search = 64
+        t = time.perf_counter()
+        exact = index.search(q, K, threads=1, exact=True).keys.astype(np.int64)
+        result["search"]["exact"] = {
+            "qps": round(len(q) / (time.perf_counter() - t), 1),
+            "recall": round(recall_at_k(exact, truth), 4),
+        }
+    elif backend == "vss":
+        sys.path.insert(0, vss_path or "")
+        import duckdb
+        import duckdb_extension_vss
+        import pyarrow as pa
+
+        ext = next(Path(duckdb_extension_vss.__file__).parent.rglob("vss.duckdb_extension"))
+        con = duckdb.connect(config={"threads": 1})
+        con.execute(f"LOAD '{ext}'")
+        table = pa.table(  # noqa: F841  (DuckDB reads the local variable by name)
+            {"id": np.arange(len(x)), "vec": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), DIM)}
+        )
+        con.execute(f"CREATE TABLE t AS SELECT id, vec::FLOAT[{DIM}] AS vec FROM table")
+        started = time.perf_counter()
+        con.execute(
+            f"CREATE INDEX h ON t USING HNSW (vec) WITH (metric = 'ip', M = {HNSW_M}, "
+            f"ef_construction = {HNSW_EF_ADD})"
+        )
+        result["build_s"] = round(time.perf_counter() - started, 2)
+        result["build_rss_mb"] = round(_rss_mb() - base_rss, 1)
+        sql = f"SELECT id FROM t ORDER BY array_negative_inner_product(vec, ?::FLOAT[{DIM}]) LIMIT {K}"
+        plan = "\n".join(r[1] for r in con.execute("EXPLAIN " + sql, [q[0].tolist()]).fetchall())
+        result["uses_hnsw_scan"] = "HNSW_INDEX_SCAN" in plan
+
+        def run(b):
+            return np.array([[r[0] for r in con.execute(sql, [b[0].tolist()]).fetchall()]])
+
+        result["search"] = {}
+        for ef in (32, 64, 128):
+            con.execute(f"SET hnsw_ef_search = {ef}")
+            result["search"][f"ef{ef}"] = _timed_queries(run, q[:300], truth[:300], per_query=True)
+    else:
+        raise SystemExit(f"unknown backend {backend}")
+    result["peak_rss_mb_over_data"] = round(_rss_mb() - base_rss, 1)
+    result["data_mb"] = round(x.nbytes / 2**20, 1)
+    for p in tmp.iterdir():
+        p.unlink()
+    tmp.rmdir()
+    return result
+
+
+# -- driver --------------------------------------------------------------------------------------
+def _best_at(result: dict, target: float = 0.95) -> str:
+    """The fastest search setting that reaches recall ``target``."""
+    ok = [
+        (v["qps"], name, v["recall"]) for name, v in result.get("search", {}).items() if v["recall"] >= target
+    ]
+    if not ok:
+        return "none reaches the target"
+    qps, name, rec = max(ok)
+    return f"{name}: {qps:.0f} q/s at recall {rec:.3f}"
+
+
+def run_dataset(name: str, x: np.ndarray, q: np.ndarray, backends: list[str], vss_path: str | None) -> list:
+    work = Path(tempfile.mkdtemp(prefix=f"bench-retrieval-{name}-"))
+    np.save(work / "x.npy", x)
+    np.save(work / "q.npy", q)
+    started = time.perf_counter()
+    truth = brute_topk(x, q)
+    np.save(work / "truth.npy", truth)
+    like = likeness(x, q, truth)
+    print(
+        f"\n== {name}: {len(x)} vectors, {len(q)} queries; "
+        f"ground truth in {time.perf_counter() - started:.1f}s; {like}",
+        flush=True,
+    )
+    results = []
+    for backend in backends:
+        load = os.getloadavg()[0]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            backend,
+            str(work / "x.npy"),
+            str(work / "q.npy"),
+            str(work / "truth.npy"),
+        ]
+        if vss_path:
+            cmd += ["--vss-path", vss_path]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{backend}: failed\n{proc.stderr[-2000:]}", flush=True)
+            continue
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        res.update(dataset=name, load_before=round(load, 2), load_after=round(os.getloadavg()[0], 2), **like)
+        results.append(res)
+        print(
+            f"{backend:12s} build {res['build_s']:8.2f}s  "
+            f"peak RSS over data {res['peak_rss_mb_over_data']:7.1f} MB"
+            f"  disk {res.get('disk_mb', '-')} MB  load {res.get('load_s', '-')}s  best: {_best_at(res)}"
+            f"  (load avg {res['load_before']}→{res['load_after']})",
+            flush=True,
+        )
+        for setting, v in res["search"].items():
+            print(f"{'':14s}{setting:8s} {v['qps']:9.1f} q/s  recall@10 {v['recall']:.4f}", flush=True)
+    for p in work.iterdir():
+        p.unlink()
+    work.rmdir()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000])
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--real", type=int, default=10_000, help="real paragraphs (0: skip the real run)")
+    parser.add_argument("--real-queries", type=int, default=500)
+    parser.add_argument(
+        "--backends", nargs="*", default=["brute", "faiss-flat", "faiss-hnsw", "usearch", "usearch-i8"]
+    )
+    parser.add_argument("--vss-path", default=None, help="a pip --target dir holding duckdb 1.5.5 + vss")
+    parser.add_argument("--json", type=Path, default=OUT / "results.json")
+    parser.add_argument("--worker", nargs=4, metavar=("BACKEND", "X", "Q", "TRUTH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        backend, x, q, truth = args.worker
+        print(json.dumps(worker(backend, Path(x), Path(q), Path(truth), args.vss_path)))
+        return
+    print(f"load average at start: {os.getloadavg()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    results = []
+    if args.real:
+        vectors = real_embeddings(args.real + args.real_queries)
+        results += run_dataset(
+            "real", vectors[: args.real], vectors[args.real :], args.backends, args.vss_path
+        )
+    for n in args.sizes:
+        data = mixture(n + args.queries, seed=n)
+        results += run_dataset(f"mixture-{n}", data[:n], data[n:], args.backends, args.vss_path)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1))
+    print(f"\nresults: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
