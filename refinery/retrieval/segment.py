@@ -273,7 +273,7 @@ class Segment:
         found = self.graph.search(queries, min(k, self.rows), threads=threads)
         keys = np.asarray(found.keys).reshape(n, -1)
         dist = np.asarray(found.distances, dtype=np.float32).reshape(n, -1)
-        counts = np.asarray(found.counts).reshape(n)
+        counts = np.asarray(found.counts).reshape(n) if hasattr(found, "counts") else np.array([keys.shape[1]])
         width = keys.shape[1]
         valid = np.arange(width)[None, :] < counts[:, None]
         rows[:, :width] = np.where(valid, keys.astype(np.int64), -1)
