@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 
 from refinery.storage import REJECTED_DIR, STATS_DIR
 
@@ -60,11 +61,16 @@ def _vector_views(con: duckdb.DuckDBPyConnection, storage_root: Path) -> list[st
         folder = storage_root / which.asset
         if not folder.is_dir() or not any(folder.glob("*.parquet")):
             continue
+        files = sorted(folder.glob("*.parquet"))
+        dims = {pq.read_schema(f).field(which.column).type.list_size for f in files}
+        # Parquet has no fixed-size list: cast back to DuckDB's ARRAY so array_inner_product applies
+        # (files of several dimensions keep the variable-length list, and the index refuses them).
+        cast = f"::FLOAT[{dims.pop()}]" if len(dims) == 1 else ""
         pattern = str(folder / "*.parquet").replace("'", "''")
         con.execute(
             f'CREATE OR REPLACE VIEW "vectors_{which.name}" AS '
             f"SELECT regexp_extract(filename, '([^/]+)\\.parquet$', 1) AS source, id, "
-            f'"{which.column}" AS embedding '
+            f'"{which.column}"{cast} AS embedding '
             f"FROM read_parquet('{pattern}', union_by_name = true, filename = true)"
         )
         names.append(f"vectors_{which.name}")

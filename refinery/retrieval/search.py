@@ -24,7 +24,9 @@ from refinery.storage import Storage
 HIT_COLUMNS = ["rank", "score", "source", "id", "stage", "status", "rejected_by", "reason", "reason_detail"]
 
 
-def embed_query(texts: list[str], which: Collection, model: str, embedder=None, clip=None) -> np.ndarray:
+def embed_query(
+    texts: list[str], which: Collection, model: str, embedder=None, clip=None, provenance: dict | None = None
+) -> np.ndarray:
     """Query vectors from the collection's model; a model other than the index's is refused."""
     if which.encoder == "sentence":
         if embedder is None:
@@ -39,12 +41,22 @@ def embed_query(texts: list[str], which: Collection, model: str, embedder=None, 
             )
         return embedder.encode(texts)
     if clip is None:
-        raise ValueError(
-            f"the {which.name} collection is searched with CLIP's text tower: pass the CLIP model ({model})"
-        )
-    if clip.name != model:
+        weights = (provenance or {}).get("weights")
+        try:
+            from refinery.multimodal.clip_model import load_clip
+
+            clip = load_clip(checkpoint=weights, device=os.environ.get("REFINERY_SEARCH_DEVICE", "cpu"))
+        except Exception as err:  # a built-in architecture needs its name: the caller must pass the model
+            raise ValueError(
+                f"the {which.name} collection is searched with the text tower of CLIP {model!r} "
+                f"(weights {weights}), which could not be loaded by itself ({err}): pass clip="
+            ) from err
+    # A CLIP is known by its weights file (its display name depends on how it was pointed at).
+    weights = (provenance or {}).get("weights")
+    if (clip.weights != weights) if weights else (clip.name != model):
         raise ModelMismatch(
-            f"the {which.name} index holds embeddings of CLIP {model!r}; the query model is {clip.name!r}"
+            f"the {which.name} index holds embeddings of CLIP {model!r} (weights {weights}); the query model "
+            f"is {clip.name!r} (weights {clip.weights})"
         )
     return clip.encode_texts(texts)
 
@@ -152,7 +164,8 @@ def search(
     which = collection(collection_name)
     index = VectorIndex.at(layout, which)
     model, _ = index.model(partitions)
-    vectors = embed_query(texts, which, model, embedder, clip)
+    first = index.manifest((partitions or index.partitions())[0])
+    vectors = embed_query(texts, which, model, embedder, clip, first.provenance)
     hits = index.search(vectors, k, model=model, exact=exact, partitions=partitions, expansion=expansion)
     hits = hits.drop(columns=["row"])
     if with_stage:

@@ -131,21 +131,32 @@ def vector_dim(path: Path, column: str) -> int:
 
 
 def iter_source_vectors(path: Path, column: str, batch_rows: int, with_ids: bool = False) -> Iterator[tuple]:
-    """(first row, ids or None, vectors (n, dim) float32) per batch of the file, in row order."""
+    """(first row, ids or None, vectors (n, dim) float32) per batch of the file, in row order.
+
+    One row group is decoded at a time (``iter_batches`` over the whole file reads ahead and can hold
+    every row group at once), so memory is bounded by the writer's row groups (2,000 rows for
+    document_embeddings) and ``batch_rows``.
+    """
     dim = vector_dim(path, column)
     parquet = pq.ParquetFile(path)
     start = 0
     columns = ["id", column] if with_ids else [column]
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
-        values = batch.column(column)
-        if values.null_count:
-            raise ValueError(f"{path}: {values.null_count} rows have no {column}")
-        vectors = np.asarray(values.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(
-            -1, dim
-        )
-        ids = batch.column("id").to_pylist() if with_ids else None
-        yield start, ids, vectors
-        start += len(vectors)
+    for group in range(parquet.metadata.num_row_groups):
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns, row_groups=[group]):
+            yield _vectors_of(batch, path, column, dim, with_ids, start)
+            start += batch.num_rows
+
+
+def _vectors_of(
+    batch: pa.RecordBatch, path: Path, column: str, dim: int, with_ids: bool, start: int
+) -> tuple:
+    values = batch.column(column)
+    if values.null_count:
+        raise ValueError(f"{path}: {values.null_count} rows have no {column}")
+    flat = values.flatten().to_numpy(zero_copy_only=False)
+    vectors = np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+    ids = batch.column("id").to_pylist() if with_ids else None
+    return start, ids, vectors
 
 
 def _fsync_file(path: Path) -> None:
@@ -273,7 +284,9 @@ class Segment:
         found = self.graph.search(queries, min(k, self.rows), threads=threads)
         keys = np.asarray(found.keys).reshape(n, -1)
         dist = np.asarray(found.distances, dtype=np.float32).reshape(n, -1)
-        counts = np.asarray(found.counts).reshape(n) if hasattr(found, "counts") else np.array([keys.shape[1]])
+        counts = (
+            np.asarray(found.counts).reshape(n) if hasattr(found, "counts") else np.array([keys.shape[1]])
+        )
         width = keys.shape[1]
         valid = np.arange(width)[None, :] < counts[:, None]
         rows[:, :width] = np.where(valid, keys.astype(np.int64), -1)

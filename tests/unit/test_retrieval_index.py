@@ -32,7 +32,11 @@ def clustered(n: int, dim: int, seed: int, clusters: int = 20, spread: float = 0
 
 
 def write_embeddings_file(
-    storage: Storage, partition: str, vectors: np.ndarray, model: str = "test-model", prefix: str | None = None
+    storage: Storage,
+    partition: str,
+    vectors: np.ndarray,
+    model: str = "test-model",
+    prefix: str | None = None,
 ) -> list[str]:
     """A document_embeddings partition in the stored format (ids, text_hash, fixed-size float32 list)."""
     dim = vectors.shape[1]
@@ -79,7 +83,9 @@ def index(tmp_path) -> VectorIndex:
 
 
 def test_exact_search_equals_brute_force_across_partitions_and_blocks(storage, index):
-    parts = {p: clustered(n, 24, seed) for p, n, seed in (("news", 700, 1), ("forum", 333, 2), ("wiki", 5, 3))}
+    parts = {
+        p: clustered(n, 24, seed) for p, n, seed in (("news", 700, 1), ("forum", 333, 2), ("wiki", 5, 3))
+    }
     for p, x in parts.items():
         write_embeddings_file(storage, p, x)
     assert index.sync(storage) == {"forum": "built", "news": "built", "wiki": "built"}
@@ -221,7 +227,9 @@ def test_a_killed_build_leaves_the_previous_segment_visible(storage, index):
     segments = index.folder / SEGMENTS_DIR
     deadline = time.monotonic() + 60
     while not any(p.name.startswith(".tmp-big-") for p in segments.iterdir()):
-        assert child.poll() is None and time.monotonic() < deadline, "the build ended before it could be killed"
+        assert child.poll() is None and time.monotonic() < deadline, (
+            "the build ended before it could be killed"
+        )
         time.sleep(0.01)
     time.sleep(0.3)
     os.kill(child.pid, signal.SIGKILL)
