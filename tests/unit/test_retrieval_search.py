@@ -254,3 +254,37 @@ def test_nearest_kept_memory_stays_bounded(tmp_path):
     sims = q @ allvec.T
     assert result["ids"] == [owner[j] for j in sims.argmax(axis=1)]
     np.testing.assert_allclose(result["sims"], sims.max(axis=1), atol=1e-5)
+
+
+def _cli(home: Path, *argv: str) -> int:
+    import argparse
+
+    from refinery.retrieval.command import add_search_parser, add_vectors_parser
+
+    parser = argparse.ArgumentParser(prog="refinery")
+    parser.add_argument("--home", default=None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_search_parser(sub)
+    add_vectors_parser(sub.add_parser("index").add_subparsers(dest="index_command", required=True))
+    args = parser.parse_args(["--home", str(home), *argv])
+    return args.func(args)
+
+
+def test_search_and_index_commands(corpus, capsys):
+    layout, _, frames = corpus
+    assert _cli(layout.home, "index", "vectors", "--collection", "documents") == 0
+    out = capsys.readouterr().out
+    assert "fresh" in out and "news" in out and "built" not in out  # already in line with storage
+    query = frames["news"].loc[4, "text"]
+    assert _cli(layout.home, "search", query, "--k", "3", "--format", "json") == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert (
+        [h["rank"] for h in hits] == [1, 2, 3]
+        and hits[0]["id"] == "news-004"
+        and hits[0]["status"] == "final"
+    )
+    sql = "SELECT h.rank, p.id FROM vector_hits h JOIN pretrain_corpus p USING (source, id) ORDER BY h.rank"
+    assert _cli(layout.home, "search", query, "--sql", sql, "--format", "csv") == 0
+    assert capsys.readouterr().out.splitlines()[:2] == ["rank,id", "1,news-004"]
+    assert _cli(layout.home, "search", query, "--collection", "images") == 2  # nothing indexed there
+    assert "images vector index" in capsys.readouterr().err
