@@ -321,3 +321,27 @@ class VectorIndex:
             return pd.DataFrame(columns=["query", "rank", "partition", "id", "row", "score"])
         frame = pd.concat(out, ignore_index=True).sort_values(["query", "rank"], kind="stable")
         return frame.reset_index(drop=True)
+
+    # -- checks -----------------------------------------------------------------------------------
+    def disk_bytes(self, partition: str) -> int:
+        manifest = self.manifest(partition)
+        if manifest is None:
+            return 0
+        folder = self.folder / SEGMENTS_DIR / manifest.segment
+        return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+    def self_recall(self, partition: str, sample: int = 256, seed: int = 0) -> float:
+        """Share of sampled stored vectors whose nearest neighbour through the graph is themselves (or
+        an exact copy): the asset check that the graph answers what it holds (1.0 when healthy)."""
+        segment = self.open(partition)
+        if segment.rows == 0:
+            return 1.0
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(segment.rows, size=min(sample, segment.rows), replace=False))
+        vectors = np.empty((len(rows), segment.manifest.dim), dtype=np.float32)
+        for start, block in segment.iter_vectors(65_536):
+            inside = (rows >= start) & (rows < start + len(block))
+            vectors[inside] = block[rows[inside] - start]
+        found, scores = segment.search(vectors, 1)
+        own = np.einsum("ij,ij->i", vectors, vectors)
+        return float(np.mean((found[:, 0] == rows) | (scores[:, 0] >= own - 1e-4)))

@@ -262,3 +262,12 @@ def test_a_first_build_killed_leaves_no_partition(storage, index):
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=30)
     assert index.partitions() == [] and index.status(storage)["state"].tolist() == ["missing"]
+
+
+def test_self_recall_and_disk_size(storage, index):
+    x = clustered(2000, 32, 1)
+    x[5] = x[4]  # an exact copy: finding either counts
+    write_embeddings_file(storage, "a", x)
+    index.update(storage, "a")
+    assert index.self_recall("a", sample=500) >= 0.99
+    assert index.disk_bytes("a") > 2000 * 32 * 4 and index.disk_bytes("missing") == 0
