@@ -39,6 +39,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,7 @@ K = 10
 OUT = Path(__file__).resolve().parent / "out" / "retrieval"
 EF_SWEEP = (16, 32, 64, 128, 256)
 HNSW_M, HNSW_EF_ADD = 16, 128
+MAX_CHARS = 600  # ~130 word pieces: the model reads at most 256, and CPU time on this machine is short
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -103,7 +105,7 @@ def usr_share_doc_paragraphs(root: str = "/usr/share/doc", min_chars: int = 200)
                 para = " ".join(para.split())
                 if len(para) >= min_chars and para not in seen:
                     seen.add(para)
-                    out.append(para[:2000])
+                    out.append(para[:MAX_CHARS])
     return out
 
 
@@ -358,6 +360,117 @@ def run_dataset(name: str, x: np.ndarray, q: np.ndarray, backends: list[str], vs
     return results
 
 
+# -- SemDeDup's claim check: load_claims + product against the index's bounded neighbour search --------
+NEIGHBOUR_PARTS = 4
+
+
+def _write_claims(root: Path, n: int, seed: int = 0) -> None:
+    """NEIGHBOUR_PARTS partitions of document_embeddings (mixture vectors) and their
+    semantic_deduplicated outputs (95% kept), as the pipeline leaves them on disk."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from refinery.quality.embeddings import EMBEDDINGS_ASSET, embeddings_schema
+    from refinery.storage import PROVENANCE_KEY, Storage
+
+    storage = Storage(root / "storage")
+    data = mixture(n, seed)
+    rng = np.random.default_rng(seed)
+    per = n // NEIGHBOUR_PARTS
+    meta = {PROVENANCE_KEY: json.dumps({"model": "bench", "dim": DIM}).encode()}
+    for p in range(NEIGHBOUR_PARTS):
+        x = data[p * per : (p + 1) * per]
+        ids = [f"d{i}" for i in range(len(x))]
+        path = storage.path(EMBEDDINGS_ASSET, f"p{p}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with pq.ParquetWriter(path, embeddings_schema(DIM).with_metadata(meta)) as writer:
+            for s in range(0, len(x), 2000):  # document_embeddings' row groups
+                chunk = x[s : s + 2000]
+                writer.write_table(
+                    pa.table(
+                        {
+                            "id": ids[s : s + 2000],
+                            "text_hash": ["0"] * len(chunk),
+                            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(chunk.reshape(-1)), DIM),
+                        },
+                        schema=embeddings_schema(DIM),
+                    )
+                )
+        kept = [i for i in ids if rng.random() < 0.95]
+        out = storage.path("semantic_deduplicated", f"p{p}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"id": kept}), out)
+
+
+def neighbour_worker(mode: str, root: Path, queries: Path) -> dict:
+    from refinery.quality.semantic_dedup import load_claims
+    from refinery.retrieval import VectorIndex, kept_neighbours
+    from refinery.storage import Storage
+
+    storage = Storage(root / "storage")
+    q = np.load(queries)
+    base = _current_rss_mb()
+    started = time.perf_counter()
+    if mode == "load_claims":  # today: every other partition's kept vectors in memory, then products
+        claims = load_claims(storage, "query", "bench", DIM)
+        best = np.empty(len(q), dtype=np.int64)
+        for s in range(0, len(q), 1024):  # blocked here; plan() multiplies a whole cluster at once
+            best[s : s + 1024] = (q[s : s + 1024] @ claims.vectors.T).argmax(axis=1)
+        keys = [claims.keys[j] for j in best]
+    else:
+        index = VectorIndex(root / "index" / "vectors")
+        found = kept_neighbours(storage, index, "query", q, model="bench", exact=mode == "exact")
+        keys = found.keys
+    seconds = time.perf_counter() - started
+    return {
+        "mode": mode,
+        "seconds": round(seconds, 2),
+        "peak_rss_mb_over_start": round(_rss_mb() - base, 1),
+        "keys": keys,
+    }
+
+
+def run_neighbours(n: int, queries: int) -> list[dict]:
+    from refinery.retrieval import VectorIndex
+    from refinery.storage import Storage
+
+    root = Path(tempfile.mkdtemp(prefix="bench-neighbours-"))
+    _write_claims(root, n)
+    q = mixture(queries, seed=12345)
+    np.save(root / "q.npy", q)
+    started = time.perf_counter()
+    VectorIndex(root / "index" / "vectors").sync(Storage(root / "storage"))
+    build = time.perf_counter() - started
+    claims_mb = n * 0.95 * DIM * 4 / 2**20
+    print(
+        f"\n== nearest kept neighbour: {n} documents in {NEIGHBOUR_PARTS} partitions ({claims_mb:.0f} MB of "
+        f"kept vectors), {queries} queries; index built in {build:.1f}s",
+        flush=True,
+    )
+    results, exact_keys = [], None
+    for mode in ("exact", "load_claims", "approx"):
+        cmd = [sys.executable, __file__, "--neighbour-worker", mode, str(root), str(root / "q.npy")]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{mode}: failed\n{proc.stderr[-2000:]}", flush=True)
+            continue
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        keys = res.pop("keys")
+        exact_keys = exact_keys or keys
+        res["same_as_exact"] = round(
+            float(np.mean([a == b for a, b in zip(keys, exact_keys, strict=True)])), 4
+        )
+        res.update(n=n, queries=queries, index_build_s=round(build, 1), load=round(os.getloadavg()[0], 2))
+        results.append(res)
+        print(
+            f"{mode:12s} {res['seconds']:8.2f}s  peak RSS over start {res['peak_rss_mb_over_start']:8.1f} MB"
+            f"  same nearest as exact: {res['same_as_exact']:.4f}  (load {res['load']})",
+            flush=True,
+        )
+    shutil.rmtree(root)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[100_000])
@@ -369,8 +482,17 @@ def main() -> None:
     )
     parser.add_argument("--vss-path", default=None, help="a pip --target dir holding duckdb 1.5.5 + vss")
     parser.add_argument("--json", type=Path, default=OUT / "results.json")
+    parser.add_argument(
+        "--neighbours", type=int, default=0, help="documents for the nearest-kept run (0: skip)"
+    )
+    parser.add_argument("--neighbour-queries", type=int, default=20_000)
+    parser.add_argument("--neighbour-worker", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=4, metavar=("BACKEND", "X", "Q", "TRUTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.neighbour_worker:
+        mode, root, q = args.neighbour_worker
+        print(json.dumps(neighbour_worker(mode, Path(root), Path(q))))
+        return
     if args.worker:
         backend, x, q, truth = args.worker
         print(json.dumps(worker(backend, Path(x), Path(q), Path(truth), args.vss_path)))
@@ -385,6 +507,8 @@ def main() -> None:
     for n in args.sizes:
         data = mixture(n + args.queries, seed=n)
         results += run_dataset(f"mixture-{n}", data[:n], data[n:], args.backends, args.vss_path)
+    if args.neighbours:
+        results += run_neighbours(args.neighbours, args.neighbour_queries)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
     print(f"\nresults: {args.json}")
