@@ -4,9 +4,10 @@ Candidates (each run in its own subprocess, so its peak RSS is its own):
 
 - ``brute``: blocked numpy matrix product + argpartition (the exact baseline, and ground truth);
 - ``faiss-flat``: faiss ``IndexFlatIP`` (exact, BLAS);
-- ``faiss-hnsw``: faiss ``IndexHNSWFlat`` (M 16, efConstruction 128, inner product);
-- ``usearch``: usearch HNSW, f32 (connectivity 16, expansion_add 128, inner product) — what
-  refinery.retrieval ships; also ``usearch-f16`` and ``usearch-i8`` (quantised storage);
+- ``faiss-hnsw``: faiss ``IndexHNSWFlat`` (M 16, efConstruction 128, inner product) — what
+  refinery.retrieval ships;
+- ``usearch``: usearch HNSW, f32 (connectivity 16, expansion_add 128, inner product); also
+  ``usearch-f16`` and ``usearch-i8`` (quantised storage);
 - ``vss``: DuckDB's vss extension (HNSW, ``metric 'ip'``), one SQL query per vector, only when
   ``duckdb_extension_vss`` is importable (it pins duckdb 1.5.5; run it from a separate target dir:
   ``--vss-path /tmp/vsstest``).
@@ -24,11 +25,15 @@ Datasets (384-d float32, unit norm):
   machine, embedded with the project's MiniLM (``bundled:all-MiniLM-L6-v2``), cached in
   benchmarks/out/retrieval/. Queries are held-out paragraphs.
 
-Everything runs with one thread (``OMP_NUM_THREADS=1``, faiss ``omp_set_num_threads(1)``, usearch
-``threads=1``, DuckDB ``threads=1``, torch ``set_num_threads(1)``), so figures are per core.
+Times are wall seconds and CPU seconds of the measuring process (``time.process_time``): on a
+shared machine the CPU figures are the per-core ones. Everything runs with one thread
+(``OMP_NUM_THREADS=1``, faiss ``omp_set_num_threads(1)``, usearch ``threads=1``, DuckDB
+``threads=1``, torch ``set_num_threads(1)``).
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_retrieval.py \\
-        --sizes 100000 1000000 --real 10000 --backends brute faiss-flat faiss-hnsw usearch usearch-i8
+        --sizes 100000 --real 3000 --backends brute faiss-hnsw usearch usearch-f16
+    ... --sizes 1000000 --real 0 --backends brute faiss-hnsw
+    ... --sizes --real 0 --neighbours 200000 --neighbour-queries 20000
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ import gzip
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -132,7 +136,7 @@ def real_embeddings(n: int, seed: int = 0) -> np.ndarray:
     return vectors
 
 
-def brute_topk(x: np.ndarray, q: np.ndarray, k: int = K, block: int = 256) -> np.ndarray:
+def brute_topk(x: np.ndarray, q: np.ndarray, k: int = K, block: int = 64) -> np.ndarray:
     """Exact top-k by inner product, in query blocks (the ground truth and the baseline)."""
     out = np.empty((len(q), k), dtype=np.int64)
     for s in range(0, len(q), block):
@@ -161,23 +165,35 @@ def likeness(x: np.ndarray, q: np.ndarray, truth: np.ndarray, seed: int = 0) -> 
 
 
 # -- one candidate, in a subprocess ----------------------------------------------------------------
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _current_rss_mb() -> float:
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
 
+def _rss_mb() -> float:
+    """Peak RSS of this process since it started (VmHWM; ru_maxrss would carry the parent's peak over
+    fork + exec, and the driver holds the data and the embedder)."""
+    return _status_mb("VmHWM")
+
+
+def _current_rss_mb() -> float:
+    return _status_mb("VmRSS")
+
+
 def _timed_queries(search, q: np.ndarray, truth: np.ndarray, per_query: bool = False) -> dict:
-    started = time.perf_counter()
+    """Queries per second of wall time and per CPU-second of this process (the per-core figure that
+    other work on a shared machine disturbs least), and recall@10."""
+    started, cpu = time.perf_counter(), time.process_time()
     found = np.stack([search(v[None, :])[0] for v in q]) if per_query else search(q)
-    seconds = time.perf_counter() - started
-    return {"qps": round(len(q) / seconds, 1), "recall": round(recall_at_k(found, truth), 4)}
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "qps": round(len(q) / seconds, 1),
+        "qps_cpu": round(len(q) / max(cpu_seconds, 1e-9), 1),
+        "recall": round(recall_at_k(found, truth), 4),
+    }
 
 
 def worker(backend: str, data: Path, queries: Path, truth_path: Path, vss_path: str | None) -> dict:
@@ -187,7 +203,7 @@ def worker(backend: str, data: Path, queries: Path, truth_path: Path, vss_path: 
     base_rss = _current_rss_mb()
     result: dict = {"backend": backend, "n": len(x)}
     tmp = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if backend == "brute":
         result["build_s"] = 0.0
         result["search"] = {"exact": _timed_queries(lambda b: brute_topk(x, b), q, truth)}
@@ -205,6 +221,7 @@ def worker(backend: str, data: Path, queries: Path, truth_path: Path, vss_path: 
             index.hnsw.efConstruction = HNSW_EF_ADD
         index.add(x)
         result["build_s"] = round(time.perf_counter() - started, 2)
+        result["build_cpu_s"] = round(time.process_time() - cpu, 2)
         result["build_rss_mb"] = round(_rss_mb() - base_rss, 1)
         path = tmp / "index.faiss"
         t = time.perf_counter()
@@ -233,6 +250,7 @@ def worker(backend: str, data: Path, queries: Path, truth_path: Path, vss_path: 
         index = Index(ndim=DIM, metric="ip", dtype=dtype, connectivity=HNSW_M, expansion_add=HNSW_EF_ADD)
         index.add(np.arange(len(x), dtype=np.uint64), x, threads=1)
         result["build_s"] = round(time.perf_counter() - started, 2)
+        result["build_cpu_s"] = round(time.process_time() - cpu, 2)
         result["build_rss_mb"] = round(_rss_mb() - base_rss, 1)
         path = tmp / "index.usearch"
         t = time.perf_counter()
@@ -251,13 +269,9 @@ def worker(backend: str, data: Path, queries: Path, truth_path: Path, vss_path: 
         for ef in EF_SWEEP:
             index.expansion_search = ef
             result["search"][f"ef{ef}"] = _timed_queries(run, q, truth)
-        index.expansion_search = 64
-        t = time.perf_counter()
-        exact = index.search(q, K, threads=1, exact=True).keys.astype(np.int64)
-        result["search"]["exact"] = {
-            "qps": round(len(q) / (time.perf_counter() - t), 1),
-            "recall": round(recall_at_k(exact, truth), 4),
-        }
+        result["search"]["exact"] = _timed_queries(
+            lambda b: index.search(b, K, threads=1, exact=True).keys.astype(np.int64), q, truth
+        )
     elif backend == "vss":
         sys.path.insert(0, vss_path or "")
         import duckdb
@@ -271,12 +285,13 @@ def worker(backend: str, data: Path, queries: Path, truth_path: Path, vss_path: 
             {"id": np.arange(len(x)), "vec": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), DIM)}
         )
         con.execute(f"CREATE TABLE t AS SELECT id, vec::FLOAT[{DIM}] AS vec FROM table")
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         con.execute(
             f"CREATE INDEX h ON t USING HNSW (vec) WITH (metric = 'ip', M = {HNSW_M}, "
             f"ef_construction = {HNSW_EF_ADD})"
         )
         result["build_s"] = round(time.perf_counter() - started, 2)
+        result["build_cpu_s"] = round(time.process_time() - cpu, 2)
         result["build_rss_mb"] = round(_rss_mb() - base_rss, 1)
         sql = f"SELECT id FROM t ORDER BY array_negative_inner_product(vec, ?::FLOAT[{DIM}]) LIMIT {K}"
         plan = "\n".join(r[1] for r in con.execute("EXPLAIN " + sql, [q[0].tolist()]).fetchall())
@@ -308,7 +323,8 @@ def _best_at(result: dict, target: float = 0.95) -> str:
     if not ok:
         return "none reaches the target"
     qps, name, rec = max(ok)
-    return f"{name}: {qps:.0f} q/s at recall {rec:.3f}"
+    cpu = result["search"][name].get("qps_cpu", 0)
+    return f"{name}: {qps:.0f} q/s ({cpu:.0f} per CPU-s) at recall {rec:.3f}"
 
 
 def run_dataset(name: str, x: np.ndarray, q: np.ndarray, backends: list[str], vss_path: str | None) -> list:
@@ -346,14 +362,18 @@ def run_dataset(name: str, x: np.ndarray, q: np.ndarray, backends: list[str], vs
         res.update(dataset=name, load_before=round(load, 2), load_after=round(os.getloadavg()[0], 2), **like)
         results.append(res)
         print(
-            f"{backend:12s} build {res['build_s']:8.2f}s  "
+            f"{backend:12s} build {res['build_s']:8.2f}s ({res.get('build_cpu_s', 0):.1f} CPU-s)  "
             f"peak RSS over data {res['peak_rss_mb_over_data']:7.1f} MB"
             f"  disk {res.get('disk_mb', '-')} MB  load {res.get('load_s', '-')}s  best: {_best_at(res)}"
             f"  (load avg {res['load_before']}→{res['load_after']})",
             flush=True,
         )
         for setting, v in res["search"].items():
-            print(f"{'':14s}{setting:8s} {v['qps']:9.1f} q/s  recall@10 {v['recall']:.4f}", flush=True)
+            print(
+                f"{'':14s}{setting:8s} {v['qps']:9.1f} q/s {v['qps_cpu']:9.1f} q/CPU-s  "
+                f"recall@10 {v['recall']:.4f}",
+                flush=True,
+            )
     for p in work.iterdir():
         p.unlink()
     work.rmdir()

@@ -3,7 +3,7 @@
 Layout under ``$REFINERY_HOME/index/vectors/<collection>/``::
 
     <partition>.json                  the partition's live manifest: names its segment folder
-    segments/<partition>-<token>/     graph.usearch + ids.parquet (see refinery.retrieval.segment)
+    segments/<partition>-<token>/     graph.faiss + ids.parquet (see refinery.retrieval.segment)
     .locks/<partition>.lock           held while the partition's segment is rebuilt
 
 Updating a partition builds a new segment under a hidden temporary name, fsyncs it, renames it into

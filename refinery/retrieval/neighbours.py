@@ -11,10 +11,10 @@ segment and block by block:
   running best per query: memory is one vector block, one ``query_block × vector_block`` product
   and three numbers per query, whatever the corpus size; the answer equals brute force (ties go to
   the first partition in name order, then the first row);
-- approximate (default): each segment's HNSW graph gives the ``candidates`` nearest rows of each
-  query; the best *allowed* one (kept by that partition) is taken, and the queries whose candidates
-  were all disallowed are answered exactly over that segment. The graph is memory-mapped, so memory
-  stays at the query blocks.
+- approximate (default): each segment's HNSW graph is walked with the allowed rows as a filter
+  (faiss ``IDSelectorBitmap``: only documents that partition kept can be returned); a query the walk
+  finds nothing for is answered exactly over that segment. The graph is memory-mapped, so memory
+  stays at the query blocks and one bit per row.
 
 :func:`kept_neighbours` is the SemDeDup call: "allowed" is the ids in each other partition's
 ``semantic_deduplicated`` output, and partitions that cannot be compared are listed with the reason
@@ -49,7 +49,7 @@ class Neighbours:
     id: list[str | None]
     compared: dict[str, int] = field(default_factory=dict)  # partition -> allowed documents searched
     skipped: dict[str, str] = field(default_factory=dict)  # partition -> why it was not searched
-    fallback_queries: int = 0  # approximate mode: queries answered exactly because no candidate was allowed
+    fallback_queries: int = 0  # approximate mode: queries the filtered graph walk found nothing for
 
     @property
     def keys(self) -> list[str | None]:
@@ -99,7 +99,6 @@ def _approximate_best(
     segment: Segment,
     queries: np.ndarray,
     mask: np.ndarray | None,
-    candidates: int,
     expansion: int | None,
     query_block: int,
     vector_block: int,
@@ -107,17 +106,9 @@ def _approximate_best(
     n = len(queries)
     best = np.full(n, -np.inf, dtype=np.float32)
     row = np.full(n, -1, dtype=np.int64)
-    width = max(1, min(candidates, segment.rows))
     for qs in range(0, n, query_block):
-        rows, scores = segment.search(queries[qs : qs + query_block], width, expansion)
-        ok = rows >= 0
-        if mask is not None:
-            ok &= mask[np.where(rows >= 0, rows, 0)]
-        first = np.where(ok.any(axis=1), ok.argmax(axis=1), -1)  # rows come best first
-        hit = first >= 0
-        idx = np.flatnonzero(hit)
-        best[qs + idx] = scores[idx, first[idx]]
-        row[qs + idx] = rows[idx, first[idx]]
+        rows, scores = segment.search(queries[qs : qs + query_block], 1, expansion, allowed=mask)
+        best[qs : qs + len(rows)], row[qs : qs + len(rows)] = scores[:, 0], rows[:, 0]
     missing = np.flatnonzero(row < 0)
     if len(missing) and (mask is None or mask.any()):
         b, r = _exact_best(segment, queries[missing], mask, query_block, vector_block)
@@ -133,7 +124,6 @@ def nearest_neighbours(
     exclude: Iterable[str] = (),
     allowed: Mapping[str, Iterable[str] | pa.Array] | None = None,
     exact: bool = False,
-    candidates: int = 10,
     expansion: int | None = None,
     query_block: int = DEFAULT_QUERY_BLOCK,
     vector_block: int = DEFAULT_VECTOR_BLOCK,
@@ -178,7 +168,7 @@ def nearest_neighbours(
             sim, row = _exact_best(segment, queries, mask, query_block, vector_block)
         else:
             sim, row, fallback = _approximate_best(
-                segment, queries, mask, candidates, expansion, query_block, vector_block
+                segment, queries, mask, expansion, query_block, vector_block
             )
             result.fallback_queries += fallback
         better = sim > result.similarity  # partitions in name order: the first wins a tie
