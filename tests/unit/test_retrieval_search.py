@@ -229,6 +229,7 @@ def test_nearest_kept_memory_stays_bounded(tmp_path):
     np.save(tmp_path / "q.npy", clustered(2000, 128, 99))
     code = textwrap.dedent(f"""
         import json, tracemalloc, numpy as np, pyarrow as pa
+        import faiss  # imported first: its module objects are not the call's memory
         from refinery.retrieval import VectorIndex, nearest_neighbours
         q = np.load({str(tmp_path / "q.npy")!r})
         index = VectorIndex({str(tmp_path / "index" / "vectors")!r})
