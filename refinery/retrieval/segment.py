@@ -320,11 +320,14 @@ class Segment:
             return rows, scores
         params = faiss.SearchParametersHNSW()
         params.efSearch = max(k, expansion or self.manifest.params["expansion_search"])
+        bitmap = selector = None  # both must outlive the search: faiss keeps raw pointers to them
         if allowed is not None:
-            bitmap = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")  # alive while searching
-            params.sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
+            bitmap = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
+            params.sel = selector
         with omp_threads(threads):
             dist, found = self.graph.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
+        del bitmap, selector
         valid = found >= 0
         rows[valid] = found[valid]
         scores[valid] = dist[valid]  # the inner product of unit vectors: the cosine

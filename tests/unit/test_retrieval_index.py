@@ -274,3 +274,20 @@ def test_self_recall_and_disk_size(storage, index):
     index.update(storage, "a")
     assert index.self_recall("a", sample=500) >= 0.99
     assert index.disk_bytes("a") > 2000 * 32 * 4 and index.disk_bytes("missing") == 0
+
+
+def test_filtered_graph_search_returns_only_allowed_rows(storage, index):
+    x = clustered(3000, 32, 1)
+    write_embeddings_file(storage, "a", x)
+    index.update(storage, "a")
+    segment = index.open("a")
+    allowed = np.zeros(3000, dtype=bool)
+    allowed[::3] = True
+    rows, scores = segment.search(x[:300], 5, allowed=allowed)
+    assert (rows >= 0).all() and allowed[rows].all()
+    sims = x[:300] @ x[allowed].T
+    nearest = np.flatnonzero(allowed)[sims.argmax(axis=1)]
+    assert (rows[:, 0] == nearest).mean() >= 0.95
+    np.testing.assert_allclose(
+        scores[:, 0][rows[:, 0] == nearest], sims.max(axis=1)[rows[:, 0] == nearest], atol=1e-5
+    )
