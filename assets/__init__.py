@@ -12,6 +12,7 @@ from assets.multimodal import (
     video_keyframes,
 )
 from assets.partitions import PARTITIONS_BY_KIND, image_text_source, sft_source, text_source, video_source
+from assets.retrieval import clip_embeddings, image_vector_index, vector_index
 from assets.schedule import dataset_splits, training_schedule
 from assets.sft import raw_sft, sft_checked, sft_selected
 from assets.text_embeddings import document_embeddings
@@ -48,11 +49,19 @@ TEXT_STAGE_ASSETS = {
 # The job lists follow the stage order of refinery.names, so it is written once.
 TEXT_PREFILTER = [TEXT_STAGE_ASSETS[n] for n in names.TEXT_PREFILTER_STAGES]
 TEXT_MODELS = [reference_lm, quality_classifier]
-TEXT_QUALITY = [TEXT_STAGE_ASSETS[n] for n in names.TEXT_QUALITY_STAGES]
+# The model-based stages, then the similarity index over the embeddings (for `refinery search`).
+TEXT_QUALITY = [*(TEXT_STAGE_ASSETS[n] for n in names.TEXT_QUALITY_STAGES), vector_index]
 TEXT_PIPELINE = [*TEXT_PREFILTER, *TEXT_QUALITY]
 SFT_PIPELINE = [raw_sft, sft_checked, sft_selected]
 TRAINING_DATA = [domain_weights, dataset_splits, pretrain_mixture, training_schedule]
-IMAGE_TEXT_PIPELINE = [raw_image_text, image_text_checked, clip_scored, clip_filtered]
+IMAGE_TEXT_PIPELINE = [
+    raw_image_text,
+    image_text_checked,
+    clip_scored,
+    clip_filtered,
+    clip_embeddings,
+    image_vector_index,
+]
 VIDEO_PIPELINE = [raw_videos, video_keyframes, uniform_keyframes]
 ALL_ASSETS = [
     *TEXT_PIPELINE,

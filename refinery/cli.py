@@ -1,4 +1,4 @@
-"""The file-only commands of ``refinery``: the sample, status, SQL and the dedup indexes.
+"""The file-only commands of ``refinery``: the sample, status, SQL, similarity search, the indexes.
 
 They work on the files under the home alone and never import Dagster. The commands that drive
 Dagster (init, run, demo, partitions) live above the library, in the top-level ``cli.py``, which
@@ -84,6 +84,8 @@ def cmd_index_reset(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the file-only commands on a ``refinery`` parser's subcommands."""
+    from refinery.retrieval.command import add_search_parser, add_vectors_parser
+
     p = sub.add_parser("sample", help="write the bundled sample into the inbox")
     p.add_argument("--force", action="store_true")
     p.add_argument("--seed", type=int, default=7)
@@ -102,3 +104,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     r.add_argument("--namespace", default="refinery")
     r.set_defaults(func=cmd_index_reset)
+    add_vectors_parser(isub)  # refinery index vectors [--collection C]… [--status]
+    add_search_parser(sub)  # refinery search "query" [--k 10] [--collection …] [--exact] [--sql …]

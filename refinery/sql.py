@@ -3,6 +3,14 @@
 ``refinery sql "SELECT reason, count(*) FROM rejected_heuristic_filtered GROUP BY 1"`` works
 from the shell; :func:`connect` gives the same views to Python, and :func:`write_catalog`
 saves them in a DuckDB file that any DuckDB client can open.
+
+Vector-aware additions: a ``vectors_<collection>`` view per collection of stored embeddings
+(``source``, ``id``, ``embedding``: exact similarity in plain SQL with ``array_inner_product``), and
+:func:`register_hits` / :func:`search_sql`, which put the hits of a vector search in a ``vector_hits``
+table so they join with every stage view on ``(source, id)``::
+
+    SELECT h.rank, h.score, p.source, p.id, p.quality_score, left(p.text, 80) AS text
+    FROM vector_hits h JOIN pretrain_corpus p USING (source, id) ORDER BY h.rank
 """
 
 from __future__ import annotations
@@ -10,6 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
 
 from refinery.storage import PART_PATTERN, REJECTED_DIR, STATS_DIR
 
@@ -53,10 +63,73 @@ def _create_views(con: duckdb.DuckDBPyConnection, storage_root: Path) -> list[st
     return names
 
 
+def _vector_views(con: duckdb.DuckDBPyConnection, storage_root: Path) -> list[str]:
+    """``vectors_<collection>`` (source, id, embedding) for each collection whose embeddings are stored."""
+    from refinery.retrieval.collections import COLLECTIONS
+
+    names = []
+    for which in COLLECTIONS.values():
+        folder = storage_root / which.asset
+        if not folder.is_dir() or not any(folder.glob("*.parquet")):
+            continue
+        files = sorted(folder.glob("*.parquet"))
+        dims = {pq.read_schema(f).field(which.column).type.list_size for f in files}
+        # Parquet has no fixed-size list: cast back to DuckDB's ARRAY so array_inner_product applies
+        # (files of several dimensions keep the variable-length list, and the index refuses them).
+        cast = f"::FLOAT[{dims.pop()}]" if len(dims) == 1 else ""
+        pattern = str(folder / "*.parquet").replace("'", "''")
+        con.execute(
+            f'CREATE OR REPLACE VIEW "vectors_{which.name}" AS '
+            f"SELECT regexp_extract(filename, '([^/]+)\\.parquet$', 1) AS source, id, "
+            f'"{which.column}"{cast} AS embedding '
+            f"FROM read_parquet('{pattern}', union_by_name = true, filename = true)"
+        )
+        names.append(f"vectors_{which.name}")
+    return names
+
+
 def connect(storage_root: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     _create_views(con, storage_root)
+    _vector_views(con, storage_root)
     return con
+
+
+def register_hits(con: duckdb.DuckDBPyConnection, hits: pd.DataFrame, name: str = "vector_hits") -> str:
+    """Vector search hits (columns such as query, rank, score, source, id) as a temporary table."""
+    frame = hits.rename(columns={"partition": "source"})
+    view = f"_{name}_frame"
+    con.register(view, frame)
+    try:
+        con.execute(f'CREATE OR REPLACE TEMP TABLE "{name}" AS SELECT * FROM "{view}"')
+    finally:
+        con.unregister(view)
+    return name
+
+
+def search_sql(
+    home: str | Path | None,
+    query: str,
+    sql: str,
+    k: int = 10,
+    collection: str = "documents",
+    exact: bool = False,
+    **search_kwargs,
+) -> pd.DataFrame:
+    """Run ``sql`` over the stage views with the hits of ``query`` in ``vector_hits``."""
+    from refinery.paths import Layout
+    from refinery.retrieval.search import search
+
+    layout = Layout.at(home)
+    hits = search(
+        query, k, home=layout.home, collection_name=collection, exact=exact, with_stage=False, **search_kwargs
+    )
+    con = connect(layout.storage)
+    try:
+        register_hits(con, hits)
+        return con.execute(sql).df()
+    finally:
+        con.close()
 
 
 def write_catalog(storage_root: Path, path: Path) -> list[str]:
@@ -64,7 +137,7 @@ def write_catalog(storage_root: Path, path: Path) -> list[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     try:
-        return _create_views(con, storage_root)
+        return _create_views(con, storage_root) + _vector_views(con, storage_root)
     finally:
         con.close()
 

@@ -1,0 +1,187 @@
+"""``refinery search "query text"``: similarity search over a collection, answered with each hit's stage.
+
+The query is embedded with the model that embedded the collection, read from the index's provenance
+(a different embedder is refused: its vectors would not be comparable). Each hit is then followed
+through the collection's stages in storage, so the answer says where the document stands: in the
+final stage, rejected by a later stage (with the reason), or not yet processed further.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from refinery.paths import Layout
+from refinery.retrieval.collections import Collection, collection
+from refinery.retrieval.index import ModelMismatch, VectorIndex
+from refinery.storage import Storage
+
+HIT_COLUMNS = ["rank", "score", "source", "id", "stage", "status", "rejected_by", "reason", "reason_detail"]
+
+
+def embed_query(
+    texts: list[str], which: Collection, model: str, embedder=None, clip=None, provenance: dict | None = None
+) -> np.ndarray:
+    """Query vectors from the collection's model; a model other than the index's is refused."""
+    if which.encoder == "sentence":
+        if embedder is None:
+            from refinery.models.embedder import load_embedder
+
+            embedder = load_embedder(model, device=os.environ.get("REFINERY_SEARCH_DEVICE", "cpu"))
+        if embedder.name != model:
+            raise ModelMismatch(
+                f"the {which.name} index holds embeddings of {model!r}; the query embedder is "
+                f"{embedder.name!r}. Search with {model!r}, or re-materialize {which.asset} and the index "
+                "with the new model"
+            )
+        return embedder.encode(texts)
+    if clip is None:
+        weights = (provenance or {}).get("weights")
+        try:
+            from refinery.multimodal.clip_model import load_clip
+
+            clip = load_clip(checkpoint=weights, device=os.environ.get("REFINERY_SEARCH_DEVICE", "cpu"))
+        except Exception as err:  # a built-in architecture needs its name: the caller must pass the model
+            raise ValueError(
+                f"the {which.name} collection is searched with the text tower of CLIP {model!r} "
+                f"(weights {weights}), which could not be loaded by itself ({err}): pass clip="
+            ) from err
+    # A CLIP is known by its weights file (its display name depends on how it was pointed at).
+    weights = (provenance or {}).get("weights")
+    if (clip.weights != weights) if weights else (clip.name != model):
+        raise ModelMismatch(
+            f"the {which.name} index holds embeddings of CLIP {model!r} (weights {weights}); the query model "
+            f"is {clip.name!r} (weights {clip.weights})"
+        )
+    return clip.encode_texts(texts)
+
+
+def _stage_rows(storage: Storage, asset: str, hits: pd.DataFrame, rejected: bool) -> pd.DataFrame:
+    """The rows of ``asset`` (or its rejected file) for the hits' (source, id), binary columns dropped."""
+    files = []
+    for source in sorted(hits["source"].unique()):
+        path = storage.rejected_path(asset, source) if rejected else storage.path(asset, source)
+        if path.exists():
+            files.append(str(path))
+    if not files:
+        return pd.DataFrame(columns=["source", "id"])
+    con = duckdb.connect()
+    try:
+        con.register("hits", pa.Table.from_pandas(hits[["source", "id"]], preserve_index=False))
+        rel = con.sql(f"SELECT * FROM read_parquet({files!r}, union_by_name = true)")
+        keep = [
+            name
+            for name, kind in zip(rel.columns, rel.types, strict=True)
+            if str(kind) not in ("BLOB",) and name not in ("image", "video_bytes")
+        ]
+        cols = ", ".join(f't."{c}"' for c in keep)
+        return con.execute(
+            f"SELECT {cols} FROM read_parquet({files!r}, union_by_name = true) t "
+            "JOIN (SELECT DISTINCT source, id FROM hits) h ON t.source = h.source AND t.id = h.id"
+        ).df()
+    finally:
+        con.close()
+
+
+def describe_hits(storage: Storage, hits: pd.DataFrame, which: Collection) -> pd.DataFrame:
+    """Add stage, status (final / rejected / pending / missing), the rejection and the stage's columns."""
+    out = hits.rename(columns={"partition": "source"}).copy()
+    for column in ("stage", "status", "rejected_by", "reason", "reason_detail"):
+        out[column] = None
+    if out.empty:
+        return out
+    key = list(zip(out["source"], out["id"], strict=True))
+    found: dict[tuple, dict] = {}
+    stage_of: dict[tuple, int] = {}
+    for level, asset in enumerate(which.stages):
+        rows = _stage_rows(storage, asset, out, rejected=False)
+        for record in rows.to_dict("records"):
+            k = (record["source"], record["id"])
+            stage_of[k], found[k] = level, record
+    rejected: dict[tuple, tuple[str, dict]] = {}
+    for asset in which.stages[1:]:
+        rows = _stage_rows(storage, asset, out, rejected=True)
+        for record in rows.to_dict("records"):
+            rejected[(record["source"], record["id"])] = (asset, record)
+    extra: list[dict] = []
+    for i, k in enumerate(key):
+        level = stage_of.get(k)
+        record = dict(found.get(k, {}))
+        if level is None:
+            out.loc[i, "status"] = "missing"
+        else:
+            out.loc[i, "stage"] = which.stages[level]
+            nxt = which.stages[level + 1] if level + 1 < len(which.stages) else None
+            if nxt is None:
+                out.loc[i, "status"] = "final"
+            elif k in rejected and rejected[k][0] == nxt:
+                asset, rej = rejected[k]
+                out.loc[i, ["status", "rejected_by", "reason", "reason_detail"]] = [
+                    "rejected",
+                    asset,
+                    rej.get("reason"),
+                    rej.get("reason_detail"),
+                ]
+                record = {**record, **{c: v for c, v in rej.items() if c not in ("reason", "reason_detail")}}
+            else:
+                out.loc[i, "status"] = "pending"
+        record.pop("source", None)
+        record.pop("id", None)
+        extra.append(record)
+    details = pd.DataFrame(extra, index=out.index)
+    details = details.drop(columns=[c for c in details.columns if c in out.columns])
+    text = which.text_column
+    ordered = [c for c in [text] if c in details.columns] + [c for c in details.columns if c != text]
+    return pd.concat([out, details[ordered]], axis=1)
+
+
+def search(
+    query: str | list[str],
+    k: int = 10,
+    *,
+    home: str | os.PathLike | None = None,
+    collection_name: str = "documents",
+    exact: bool = False,
+    partitions: list[str] | None = None,
+    embedder=None,
+    clip=None,
+    expansion: int | None = None,
+    with_stage: bool = True,
+) -> pd.DataFrame:
+    """The ``k`` nearest documents to each query text, with source, stage, status and cosine score.
+
+    One row per hit: ``query`` (the text), ``rank``, ``score``, ``source``, ``id``, ``stage`` (the last
+    stage whose output holds it), ``status`` (``final``, ``rejected`` with ``rejected_by`` / ``reason``,
+    ``pending`` or ``missing``), then that stage's columns (text first, with its scores).
+    """
+    texts = [query] if isinstance(query, str) else list(query)
+    layout = Layout.at(home)
+    which = collection(collection_name)
+    index = VectorIndex.at(layout, which)
+    model, _ = index.model(partitions)
+    first = index.manifest((partitions or index.partitions())[0])
+    vectors = embed_query(texts, which, model, embedder, clip, first.provenance)
+    hits = index.search(vectors, k, model=model, exact=exact, partitions=partitions, expansion=expansion)
+    hits = hits.drop(columns=["row"])
+    if with_stage:
+        hits = describe_hits(Storage(layout.storage), hits, which)
+    else:
+        hits = hits.rename(columns={"partition": "source"})
+    hits.insert(0, "query", [texts[i] for i in hits.pop("query")])
+    return hits.reset_index(drop=True)
+
+
+def unindexed(home: str | os.PathLike | None, collection_name: str = "documents") -> list[str]:
+    """Partitions with embeddings in storage that the index does not hold (to warn about)."""
+    layout = Layout.at(home)
+    which = collection(collection_name)
+    indexed = set(VectorIndex.at(layout, which).partitions())
+    folder = Path(layout.storage) / which.asset
+    return (
+        sorted(p.stem for p in folder.glob("*.parquet") if p.stem not in indexed) if folder.is_dir() else []
+    )
