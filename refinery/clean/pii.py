@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from refinery.clean.ftfy_gate import re2_class
+from refinery.clean.ftfy_gate import every_code_point, re2_class
 
 PII_KINDS = ("email", "phone", "ip", "credit_card")
 
@@ -136,27 +136,33 @@ def _redact(
 
 # -- batch path: RE2 pre-checks over the whole batch, the exact Python detectors only on candidates ----
 
-# Python's `\d` in str patterns is Unicode category Nd; RE2's is ASCII, so spell the class out.
-_ND = re2_class(c for c in range(0x110000) if unicodedata.category(chr(c)) == "Nd")
-# Each pattern matches wherever its detector's regex can: the detector's pattern with the
-# lookarounds dropped (a match of the whole is a match of the rest), or a shorter part of it.
-CANDIDATES = {
-    # any e-mail match has a local-part character, "@", a domain character
-    "email": r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]",
-    # 13 digits with optional single separators: the first 13 digits of any card match
-    "credit_card": rf"{_ND}(?:[ -]?{_ND}){{12}}",
-    "ip": rf"(?:{_ND}{{1,3}}\.){{3}}{_ND}{{1,3}}|"
-    + _IPV6.pattern.removeprefix(r"(?<![\w:.])").removesuffix(r"(?![\w:])"),
-    "phone": _PHONE.pattern.replace("(?<![\\w+])", "").replace("(?![\\w])", "").replace("\\d", _ND),
-}
-if "(?<" in CANDIDATES["phone"] or "(?!" in CANDIDATES["phone"]:
-    raise RuntimeError("the phone pattern's lookarounds changed: update CANDIDATES")
+
+@cache
+def candidates() -> dict[str, str]:
+    """RE2 patterns, one per kind, that match wherever its detector's regex can: the detector's
+    pattern with its lookarounds dropped (a match of the whole is a match of the rest), or a
+    shorter part of it. Built on first use: Python's ``\\d`` (Unicode category Nd, where RE2's is
+    ASCII) is spelled out from the interpreter's own regex engine."""
+    spans = [m.span() for m in re.finditer(r"\d+", every_code_point())]
+    nd = re2_class(c + (0x800 if c >= 0xD800 else 0) for a, b in spans for c in range(a, b))
+    patterns = {
+        # any e-mail match has a local-part character, "@", a domain character
+        "email": r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]",
+        # 13 digits with optional single separators: the first 13 digits of any card match
+        "credit_card": rf"{nd}(?:[ -]?{nd}){{12}}",
+        "ip": rf"(?:{nd}{{1,3}}\.){{3}}{nd}{{1,3}}|"
+        + _IPV6.pattern.removeprefix(r"(?<![\w:.])").removesuffix(r"(?![\w:])"),
+        "phone": _PHONE.pattern.replace("(?<![\\w+])", "").replace("(?![\\w])", "").replace("\\d", nd),
+    }
+    if any("(?<" in p or "(?!" in p for p in patterns.values()):
+        raise RuntimeError("a detector's lookarounds changed: update the candidate patterns")
+    return patterns
 
 
 def candidate_masks(arr: pa.Array, kinds: frozenset[str] | set[str]) -> dict[str, np.ndarray]:
     """Per enabled kind, per string: could its detector match? False guarantees it cannot."""
     return {
-        kind: pc.match_substring_regex(arr, CANDIDATES[kind]).to_numpy(zero_copy_only=False)
+        kind: pc.match_substring_regex(arr, candidates()[kind]).to_numpy(zero_copy_only=False)
         for kind in PII_KINDS
         if kind in kinds
     }

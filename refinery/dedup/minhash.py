@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash
+
+if TYPE_CHECKING:
+    from datasketch import LeanMinHash
 
 from refinery.text.words import _COMBINING, _DIGIT, _NON_WORD, simplify
 
@@ -139,13 +142,10 @@ class _CodePointTable:
     def _build(size: int) -> np.ndarray:
         table = np.full(size, _KEEP, dtype=np.uint8)
         index = np.concatenate([np.arange(min(size, 0xD800)), np.arange(0xE000, size)])
-        every = "".join(map(chr, index.tolist()))
+        every = index.astype(np.uint32).tobytes().decode("utf-32-le")
         for pattern, code in ((_NON_WORD, _SPACE), (_DIGIT, _ZERO), (_COMBINING, _DELETE)):
-            spans = np.array([m.span() for m in pattern.finditer(every)], dtype=np.int64).reshape(-1, 2)
-            inside = np.zeros(len(every) + 1, dtype=np.int64)
-            np.add.at(inside, spans[:, 0], 1)
-            np.add.at(inside, spans[:, 1], -1)
-            table[index[np.cumsum(inside[:-1]) > 0]] = code
+            for m in pattern.finditer(every):
+                table[index[m.start() : m.end()]] = code
         table[0xD800:0xE000] = _SPACE  # lone surrogates are not word characters
         return table
 
@@ -253,6 +253,8 @@ class MinHasher:
         if not 1 <= ngram <= len(SHINGLE_MULT):
             raise ValueError(f"ngram must be between 1 and {len(SHINGLE_MULT)}, got {ngram}")
         self.num_perm, self.ngram, self.seed = num_perm, ngram, seed
+        from datasketch import MinHash  # imported on use: datasketch pulls in scipy (seconds)
+
         self.permutations = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
         self._a = self.permutations[0].astype(np.uint32)[:, None]
         self._b = self.permutations[1].astype(np.uint32)[:, None]
@@ -316,6 +318,8 @@ class MinHasher:
 
     def lean(self, signature: np.ndarray) -> LeanMinHash:
         """The datasketch object for one signature (what ``MinHashLSH`` stores and queries)."""
+        from datasketch import LeanMinHash
+
         return LeanMinHash(seed=self.seed, hashvalues=signature, scheme=SCHEME)
 
 

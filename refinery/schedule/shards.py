@@ -22,7 +22,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -69,6 +68,8 @@ def write_shards(
     staging = root / f".shards.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     staging.mkdir(parents=True)
     summary: dict[str, dict] = {}
+    import duckdb  # on use: a second of import time for every process that loads the definitions
+
     con = duckdb.connect()
     try:
         con.register("manifest", manifest)
