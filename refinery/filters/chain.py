@@ -25,7 +25,7 @@ from refinery.filters.language import language_gate
 from refinery.filters.params import HeuristicParams
 from refinery.text.words import tokens, word_tokens
 
-INT_SCORES = ["word_count", "stop_word_count", "c4_lines_removed", "c4_sentences"]
+INT_SCORES = ["word_count", "stop_word_count", "c4_lines_removed", "c4_sentences", "c4_badwords_count"]
 FLOAT_SCORES = [
     "english_word_fraction",
     "mean_word_length",

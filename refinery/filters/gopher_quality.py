@@ -8,10 +8,12 @@ English stop words.
 from __future__ import annotations
 
 import re
+from itertools import repeat
 
 from refinery.filters.params import HeuristicParams
 
 _ANY_ALPHA = re.compile(r"[^\W\d_]")
+_ELLIPSES = ("...", "…")
 
 Verdict = tuple[str, str] | None
 
@@ -46,8 +48,9 @@ def gopher_quality(text: str, toks: list[str], wrds: list[str], p: HeuristicPara
 
     lines = text.splitlines() or [text]
     prefixes = tuple(p.bullet_prefixes)
-    bullet = sum(1 for line in lines if line.lstrip().startswith(prefixes)) / len(lines)
-    ellipsis_lines = sum(1 for line in lines if line.rstrip().endswith(("...", "…"))) / len(lines)
+    # map() over C methods instead of a generator: the same counts, no Python frame per line.
+    bullet = sum(map(str.startswith, map(str.lstrip, lines), repeat(prefixes))) / len(lines)
+    ellipsis_lines = sum(map(str.endswith, map(str.rstrip, lines), repeat(_ELLIPSES))) / len(lines)
     out["bullet_lines_ratio"], out["ellipsis_lines_ratio"] = bullet, ellipsis_lines
     if p.max_bullet_lines_ratio is not None and bullet > p.max_bullet_lines_ratio:
         return "gopher_quality.too_many_bullets", f"{bullet:.2f} of lines > {p.max_bullet_lines_ratio}"
