@@ -23,7 +23,7 @@ from refinery.filters.gopher_quality import gopher_quality, gopher_stop_words
 from refinery.filters.gopher_repetition import gopher_repetition
 from refinery.filters.language import language_gate
 from refinery.filters.params import HeuristicParams
-from refinery.text.words import tokens, word_tokens
+from refinery.text.words import char_class_counts, token_count, tokens, words
 
 INT_SCORES = ["word_count", "stop_word_count", "c4_lines_removed", "c4_sentences", "c4_badwords_count"]
 FLOAT_SCORES = [
@@ -46,14 +46,24 @@ SCORE_FIELDS = [pa.field(c, pa.int32()) for c in INT_SCORES] + [
 ]
 
 
-def evaluate(text: str, p: HeuristicParams) -> tuple[tuple[str, str] | None, dict, str]:
-    """Run the chain on one document: (first failure or None, scores, text to keep)."""
+def evaluate(
+    text: str, p: HeuristicParams, char_counts: tuple[int, int] | None = None
+) -> tuple[tuple[str, str] | None, dict, str]:
+    """Run the chain on one document: (first failure or None, scores, text to keep).
+
+    ``char_counts``: the text's (word characters, other non-space characters), as
+    :func:`char_class_counts` gives them for a batch; with them the token list is built only if a
+    rule that needs it runs (repetition), since most rejected documents fail Gopher quality."""
     scores: dict = {}
-    toks = tokens(text)
-    wrds = word_tokens(toks)
-    if p.gopher_quality and (v := gopher_quality(text, toks, wrds, p, scores)):
+    wrds = words(text)
+    if char_counts is None:
+        word_chars, other_chars = (int(x[0]) for x in char_class_counts([text]))
+    else:
+        word_chars, other_chars = char_counts
+    n_tokens = token_count(wrds, word_chars, other_chars)
+    if p.gopher_quality and (v := gopher_quality(text, n_tokens, wrds, p, scores)):
         return v, scores, text
-    if p.gopher_repetition and (v := gopher_repetition(text, toks, p, scores)):
+    if p.gopher_repetition and (v := gopher_repetition(text, tokens(text), p, scores)):
         return v, scores, text
     if p.language_gate and (v := language_gate(wrds, p, scores)):
         return v, scores, text
@@ -68,15 +78,17 @@ def evaluate(text: str, p: HeuristicParams) -> tuple[tuple[str, str] | None, dic
 
 
 def filter_batch(frame: pd.DataFrame, p: HeuristicParams) -> BatchResult:
-    reasons, texts = [], []
+    reasons, kept_texts = [], []
     columns: dict[str, list] = {c: [] for c in INT_SCORES + FLOAT_SCORES}
-    for text in frame["text"].tolist():
-        verdict, scores, kept_text = evaluate(text, p)
+    texts = frame["text"].tolist()
+    word_chars, other_chars = char_class_counts(texts)
+    for text, w, o in zip(texts, word_chars.tolist(), other_chars.tolist(), strict=True):
+        verdict, scores, kept_text = evaluate(text, p, (w, o))
         reasons.append(verdict)
-        texts.append(kept_text)
+        kept_texts.append(kept_text)
         for name, values in columns.items():
             values.append(scores.get(name, math.nan))
-    out = frame.assign(text=texts, **columns)
+    out = frame.assign(text=kept_texts, **columns)
     for name in INT_SCORES:
         out[name] = out[name].astype("Int32")
     return split_batch(out, reasons)

@@ -8,7 +8,7 @@ English stop words.
 from __future__ import annotations
 
 import re
-from itertools import repeat
+from itertools import filterfalse, repeat
 
 from refinery.filters.params import HeuristicParams
 
@@ -18,9 +18,10 @@ _ELLIPSES = ("...", "…")
 Verdict = tuple[str, str] | None
 
 
-def gopher_quality(text: str, toks: list[str], wrds: list[str], p: HeuristicParams, out: dict) -> Verdict:
-    """Fill ``out`` with the scores; return the first failed rule as (code, detail)."""
-    n_tokens = len(toks) or 1
+def gopher_quality(text: str, n_tokens: int, wrds: list[str], p: HeuristicParams, out: dict) -> Verdict:
+    """Fill ``out`` with the scores; return the first failed rule as (code, detail). ``n_tokens`` is
+    ``len(tokens(text))`` (the chain counts it without building the list)."""
+    n_tokens = n_tokens or 1
     n_words = len(wrds)
     out["word_count"] = n_words
     if p.min_doc_words is not None and n_words < p.min_doc_words:
@@ -61,7 +62,8 @@ def gopher_quality(text: str, toks: list[str], wrds: list[str], p: HeuristicPara
         )
 
     pure_alpha = sum(map(str.isalpha, wrds))
-    mixed = sum(1 for w in wrds if not w.isalpha() and _ANY_ALPHA.search(w))
+    # words with a letter that are not all letters ("don't", "mp3"), counted in C iterators
+    mixed = sum(map(bool, map(_ANY_ALPHA.search, filterfalse(str.isalpha, wrds))))
     alpha_ratio = (pure_alpha + mixed) / n_tokens
     out["alpha_words_ratio"] = alpha_ratio
     if p.min_alpha_words_ratio is not None and alpha_ratio < p.min_alpha_words_ratio:
