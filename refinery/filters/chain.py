@@ -23,7 +23,7 @@ from refinery.filters.gopher_quality import gopher_quality, gopher_stop_words
 from refinery.filters.gopher_repetition import gopher_repetition
 from refinery.filters.language import language_gate
 from refinery.filters.params import HeuristicParams
-from refinery.text.words import char_class_counts, token_count, tokens, words
+from refinery.text.words import char_class_counts, token_count, tokens, word_tokens, words
 
 INT_SCORES = ["word_count", "stop_word_count", "c4_lines_removed", "c4_sentences", "c4_badwords_count"]
 FLOAT_SCORES = [
@@ -52,18 +52,25 @@ def evaluate(
     """Run the chain on one document: (first failure or None, scores, text to keep).
 
     ``char_counts``: the text's (word characters, other non-space characters), as
-    :func:`char_class_counts` gives them for a batch; with them the token list is built only if a
-    rule that needs it runs (repetition), since most rejected documents fail Gopher quality."""
+    :func:`char_class_counts` gives them for a batch. A document heavy in symbols (code, man pages,
+    tables: likely to fail Gopher's alphabetic-token share) then has its tokens counted from them
+    and its words instead of listed, and the list is built only if the repetition rules run. The
+    results are the same either way; only the work differs."""
     scores: dict = {}
-    wrds = words(text)
-    if char_counts is None:
-        word_chars, other_chars = (int(x[0]) for x in char_class_counts([text]))
+    toks: list[str] | None = None
+    if char_counts is not None and _symbol_heavy(*char_counts):
+        # Likely to fail on its share of alphabetic tokens: count tokens, do not list them.
+        wrds = words(text)
+        n_tokens = token_count(wrds, *char_counts)
     else:
-        word_chars, other_chars = char_counts
-    n_tokens = token_count(wrds, word_chars, other_chars)
+        toks = tokens(text)
+        wrds = word_tokens(toks)
+        n_tokens = len(toks)
     if p.gopher_quality and (v := gopher_quality(text, n_tokens, wrds, p, scores)):
         return v, scores, text
-    if p.gopher_repetition and (v := gopher_repetition(text, tokens(text), p, scores)):
+    if p.gopher_repetition and (
+        v := gopher_repetition(text, tokens(text) if toks is None else toks, p, scores)
+    ):
         return v, scores, text
     if p.language_gate and (v := language_gate(wrds, p, scores)):
         return v, scores, text
@@ -75,6 +82,11 @@ def evaluate(
             return v, scores, text
         text = new_text
     return None, scores, text
+
+
+def _symbol_heavy(word_chars: int, other_chars: int) -> bool:
+    """Estimated share of symbol tokens above 15 % (words taken as five characters long)."""
+    return other_chars > 0.15 * (other_chars + word_chars / 5)
 
 
 def filter_batch(frame: pd.DataFrame, p: HeuristicParams) -> BatchResult:
