@@ -89,7 +89,10 @@ def _symbol_heavy(word_chars: int, other_chars: int) -> bool:
     return other_chars > 0.15 * (other_chars + word_chars / 5)
 
 
-def filter_batch(frame: pd.DataFrame, p: HeuristicParams) -> BatchResult:
+def filter_batch(frame: pd.DataFrame, params: HeuristicParams) -> BatchResult:
+    """The heuristic_filtered processor: :func:`evaluate` on every document of the batch (the
+    asset binds ``params=`` by keyword)."""
+    p = params
     reasons, kept_texts = [], []
     columns: dict[str, list] = {c: [] for c in INT_SCORES + FLOAT_SCORES}
     texts = frame["text"].tolist()
