@@ -1,11 +1,16 @@
-"""Text pipeline benchmark: our heuristic filters and fuzzy dedup next to datatrove and datasketch.
+"""Text pipeline benchmark: cleaning, heuristic filters and fuzzy dedup next to datatrove and datasketch.
 
-One generated corpus (``benchmarks/corpus.py``, reused if present), one run. Every component runs
+One corpus per run: the generated one (``--corpus generated``, ``benchmarks/corpus.py``) or real
+documents from this machine (``--corpus real``, ``benchmarks/real_corpus.py``), reused if cached.
+The harness (timing, RSS, isolated runs) is ``benchmarks/harness.py``, the components are
+``benchmarks/adapters.py`` and the tables ``benchmarks/render.py``. Every component runs
 alone in a fresh process (multiprocessing "spawn", numeric libraries pinned to one thread) and
 reports documents/s and MB/s per core (UTF-8 bytes / CPU seconds of that process) and peak RSS
 (VmHWM of that process, interpreter and imports included).
 
-- ours: the heuristic chain (``refinery.filters.chain.filter_batch``, language gate off, since
+- ours: cleaning (``Cleaner``) next to the per-document path with ftfy on every document (the
+  output it must equal); the whole rule-based chain (clean → heuristics → exact → fuzzy as library
+  calls per batch); the heuristic chain (``refinery.filters.chain.filter_batch``, language gate off, since
   datatrove has none), MinHash signatures (``MinHasher(128, 5, seed=1).signatures``) and fuzzy
   dedup end to end (``FuzzyDeduper`` over a ``LocalFuzzyIndex``: signatures, LSH query and insert,
   verification). All stream the whole corpus in batches; the chain and the dedup are also run on
@@ -20,10 +25,12 @@ Baselines are slow, so they run on a deterministic uniform random subset of the 
 (``--baseline-docs``); ours runs on that subset too, so both kinds of ratio are shown. Keep/remove
 agreement with datatrove is measured on the subset.
 
-    .venv/bin/python benchmarks/bench_text.py --docs 200000 --baseline-docs 20000
+    .venv/bin/python benchmarks/bench_text.py --corpus generated --docs 200000 --baseline-docs 20000
+    .venv/bin/python benchmarks/bench_text.py --corpus real --baseline-docs 3000
 
-Results: a table on stdout, ``benchmarks/out/text_results.md`` (a section for RESULTS.md) and
-``benchmarks/out/text_results.json``.
+Results: a table on stdout, ``benchmarks/out/text_<corpus>.md`` (a section for RESULTS.md) and
+``benchmarks/out/text_<corpus>.json``. The headline ratios compare ours and the baseline on the same
+documents (the subset).
 """
 
 from __future__ import annotations
