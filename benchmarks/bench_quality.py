@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import argparse
 import random
-import resource
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+try:
+    from benchmarks.harness import peak_rss_mb
+except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+    from harness import peak_rss_mb
 
 
 def web_like(n: int, seed: int) -> list[str]:

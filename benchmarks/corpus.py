@@ -215,6 +215,12 @@ class Corpus:
     def describe(self) -> str:
         """Markdown lines: size, lengths and the kind mix."""
         m = self.manifest
+        if m.get("origin") == "real":
+            try:
+                from benchmarks.real_corpus import describe
+            except ImportError:
+                from real_corpus import describe
+            return describe(m)
         q = m["length_quantiles"]
         lines = [
             f"- {m['docs']:,} documents, {m['bytes'] / 1e6:,.1f} MB of UTF-8 text, generated with "

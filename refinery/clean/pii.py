@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from refinery.clean.ftfy_gate import every_code_point, re2_class
 
 PII_KINDS = ("email", "phone", "ip", "credit_card")
 
@@ -99,7 +106,104 @@ def redact(
     text: str, kinds: frozenset[str] | set[str], placeholder: str = "<{kind}>"
 ) -> tuple[str, dict[str, int]]:
     """Replace detected PII with a placeholder; return the text and counts per kind."""
+    return _redact(text, kinds, placeholder, None)
+
+
+def _redact(
+    text: str, kinds: frozenset[str] | set[str], placeholder: str, candidates: frozenset[str] | None
+) -> tuple[str, dict[str, int]]:
+    """``candidates``: the kinds whose RE2 pre-check matched the original text (None: all). A
+    detector whose kind has no candidate cannot match the original; it still runs once an earlier
+    detector has replaced something, since the replacement is new text."""
     counts = dict.fromkeys(PII_KINDS, 0)
+    has_digits = _HAS_DIGIT_RUN.search(text) is not None
+    for det in DETECTORS:
+        if det.kind not in kinds or not det.needs(text) or (det.kind != "email" and not has_digits):
+            continue
+        if candidates is not None and det.kind not in candidates and not any(counts.values()):
+            continue
+        token = placeholder.format(kind=det.kind.upper())
+
+        def _replace(m: re.Match, det: Detector = det, token: str = token) -> str:
+            if det.valid(m.group(0)):
+                counts[det.kind] += 1
+                return token
+            return m.group(0)
+
+        text = det.pattern.sub(_replace, text)
+    return text, counts
+
+
+# -- batch path: RE2 pre-checks over the whole batch, the exact Python detectors only on candidates ----
+
+
+@cache
+def candidates() -> dict[str, str]:
+    """RE2 patterns, one per kind, that match wherever its detector's regex can: the detector's
+    pattern with its lookarounds dropped (a match of the whole is a match of the rest), or a
+    shorter part of it. Built on first use: Python's ``\\d`` (Unicode category Nd, where RE2's is
+    ASCII) is spelled out from the interpreter's own regex engine."""
+    spans = [m.span() for m in re.finditer(r"\d+", every_code_point())]
+    nd = re2_class(c + (0x800 if c >= 0xD800 else 0) for a, b in spans for c in range(a, b))
+    patterns = {
+        # any e-mail match has a local-part character, "@", a domain character
+        "email": r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]",
+        # 13 digits with optional single separators: the first 13 digits of any card match
+        "credit_card": rf"{nd}(?:[ -]?{nd}){{12}}",
+        "ip": rf"(?:{nd}{{1,3}}\.){{3}}{nd}{{1,3}}|"
+        + _IPV6.pattern.removeprefix(r"(?<![\w:.])").removesuffix(r"(?![\w:])"),
+        "phone": _PHONE.pattern.replace("(?<![\\w+])", "").replace("(?![\\w])", "").replace("\\d", nd),
+    }
+    if any("(?<" in p or "(?!" in p for p in patterns.values()):
+        raise RuntimeError("a detector's lookarounds changed: update the candidate patterns")
+    return patterns
+
+
+def candidate_masks(arr: pa.Array, kinds: frozenset[str] | set[str]) -> dict[str, np.ndarray]:
+    """Per enabled kind, per string: could its detector match? False guarantees it cannot."""
+    return {
+        kind: pc.match_substring_regex(arr, candidates()[kind]).to_numpy(zero_copy_only=False)
+        for kind in PII_KINDS
+        if kind in kinds
+    }
+
+
+def redact_batch(
+    texts: Sequence[str], arr: pa.Array, kinds: frozenset[str] | set[str], placeholder: str = "<{kind}>"
+) -> tuple[list[str], list[dict[str, int]]]:
+    """:func:`redact` over a batch (``arr`` holds the same strings), with the same results.
+
+    A document with no candidate of any enabled kind cannot change. In the others, the detectors
+    run line by line, each only on the lines where its RE2 candidate matched or that an earlier
+    detector changed: no detector pattern can match a line break or see past one (their classes
+    hold no whitespace but the space, and a lookaround at a line edge sees ``\n``, which none of
+    them lists, exactly as it sees the end of a lone line), so a line's matches are the same
+    alone as in the document. The per-document pre-conditions (``needs``, a digit run) still
+    look at the whole document, as :func:`redact` does.
+    """
+    out, counts = list(texts), [dict.fromkeys(PII_KINDS, 0) for _ in texts]
+    masks = candidate_masks(arr, kinds)
+    if not masks:
+        return out, counts
+    docs = np.flatnonzero(np.logical_or.reduce(list(masks.values()))).tolist()
+    if not docs:
+        return out, counts
+    lines = [out[i].split("\n") for i in docs]
+    line_masks = candidate_masks(pa.array([ln for doc in lines for ln in doc], pa.large_string()), kinds)
+    start = 0
+    for i, doc_lines in zip(docs, lines, strict=True):
+        end = start + len(doc_lines)
+        flagged = {kind: set(np.flatnonzero(mask[start:end]).tolist()) for kind, mask in line_masks.items()}
+        out[i], counts[i] = _redact_lines(out[i], doc_lines, flagged, kinds, placeholder)
+        start = end
+    return out, counts
+
+
+def _redact_lines(
+    text: str, lines: list[str], flagged: dict[str, set[int]], kinds, placeholder: str
+) -> tuple[str, dict[str, int]]:
+    counts = dict.fromkeys(PII_KINDS, 0)
+    changed: set[int] = set()
     has_digits = _HAS_DIGIT_RUN.search(text) is not None
     for det in DETECTORS:
         if det.kind not in kinds or not det.needs(text) or (det.kind != "email" and not has_digits):
@@ -112,5 +216,12 @@ def redact(
                 return token
             return m.group(0)
 
-        text = det.pattern.sub(_replace, text)
+        touched = False
+        for j in sorted(flagged[det.kind] | changed):
+            new = det.pattern.sub(_replace, lines[j])
+            if new != lines[j]:
+                lines[j], touched = new, True
+                changed.add(j)
+        if touched:
+            text = "\n".join(lines)
     return text, counts

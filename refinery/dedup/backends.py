@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
-
-import redis
 
 from refinery.dedup.exact_index import ExactIndex, RedisExactIndex, SqliteExactIndex
 from refinery.dedup.lsh_index import FuzzyIndex, LocalFuzzyIndex, RedisFuzzyIndex
 from refinery.paths import Layout
+
+if TYPE_CHECKING:
+    import redis
 
 BACKENDS = ("local", "redis")
 
@@ -34,6 +36,8 @@ def redis_connection(url: str) -> dict:
 
 def redis_client(url: str) -> redis.Redis:
     """A connected client, or a ConnectionError that names the URL."""
+    import redis  # on use: the client library takes most of a second to import
+
     client = redis.Redis(**redis_connection(url), socket_connect_timeout=5)
     try:
         client.ping()

@@ -19,9 +19,12 @@ import os
 import pickle
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasketch import MinHashLSH
+
+if TYPE_CHECKING:
+    from datasketch import MinHashLSH
 
 from refinery.dedup.minhash import MinHasher
 
@@ -33,6 +36,8 @@ class IndexParamsMismatch(ValueError):
 
 
 def lsh_params(num_perm: int, ngram: int, threshold: float, seed: int) -> dict:
+    from datasketch import MinHashLSH  # on use: datasketch imports scipy, seconds at start-up
+
     probe = MinHashLSH(threshold=threshold, num_perm=num_perm)
     return {
         "num_perm": num_perm,
@@ -126,6 +131,8 @@ class LocalFuzzyIndex(FuzzyIndex):
             _check(state["params"], params, str(path))
             lsh, self._sigs, self._by_source = state["lsh"], state["signatures"], state["members"]
         else:
+            from datasketch import MinHashLSH
+
             lsh = MinHashLSH(num_perm=params["num_perm"], params=(params["bands"], params["rows"]))
             self._sigs, self._by_source = {}, {}
         super().__init__(params, lsh)
@@ -177,6 +184,8 @@ class RedisFuzzyIndex(FuzzyIndex):
             self._r.set(f"{namespace}:fuzzy:params", json.dumps(params, sort_keys=True))
         else:
             _check(json.loads(stored), params, f"redis {connection} namespace {namespace!r}")
+        from datasketch import MinHashLSH
+
         lsh = MinHashLSH(
             num_perm=params["num_perm"],
             params=(params["bands"], params["rows"]),

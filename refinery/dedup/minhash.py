@@ -14,12 +14,16 @@ the same seeded parameters), so a signature here equals ``MinHash(hashfunc=shing
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash
 
-from refinery.text.words import simplify
+if TYPE_CHECKING:
+    from datasketch import LeanMinHash
+
+from refinery.text.words import _COMBINING, _DIGIT, _NON_WORD, simplify
 
 SCHEME = "affine32"
 MASK64 = (1 << 64) - 1
@@ -30,7 +34,7 @@ SHINGLE_MULT = np.random.default_rng(0x5EED).integers(1, 2**63, size=32, dtype=n
     2
 ) + np.uint64(1)
 _CHUNK_BYTES = 1 << 17  # bytes of text hashed per numpy pass
-_CHUNK_SHINGLES = 8192  # shingles permuted per numpy pass (fits in cache)
+_CHUNK_SHINGLES = 4096  # shingles permuted per numpy pass: 2 MB of uint32, cache-sized
 
 
 def _ascii_table() -> np.ndarray:
@@ -113,11 +117,106 @@ class _Powers:
 _POWERS = _Powers()
 
 
+_DELETE, _ZERO, _SPACE = 0, 1, 2  # what the code point table says besides "keep"
+_KEEP = 3
+_REPLACEMENT = np.array([0, ord("0"), ord(" "), 0], dtype=np.uint32)  # by table code
+
+
+class _CodePointTable:
+    """What :func:`simplify` does to each code point after lowercasing and NFD, as one uint8 per
+    code point (built on first use from simplify's own regexes, so the two cannot drift apart):
+    delete it (combining accents), make it ``0`` (any Unicode digit), make it a space (not a
+    word character, or ``_``), or keep it."""
+
+    def __init__(self) -> None:
+        self._table = np.empty(0, dtype=np.uint8)
+
+    def get(self, highest: int) -> np.ndarray:
+        """The table, covering at least code points up to ``highest`` (the Basic Multilingual Plane
+        is built on first use, in milliseconds; the rest only when a text needs it)."""
+        if highest >= len(self._table):
+            self._table = self._build(0x10000 if highest < 0x10000 else 0x110000)
+        return self._table
+
+    @staticmethod
+    def _build(size: int) -> np.ndarray:
+        table = np.full(size, _KEEP, dtype=np.uint8)
+        index = np.concatenate([np.arange(min(size, 0xD800)), np.arange(0xE000, size)])
+        every = index.astype(np.uint32).tobytes().decode("utf-32-le")
+        for pattern, code in ((_NON_WORD, _SPACE), (_DIGIT, _ZERO), (_COMBINING, _DELETE)):
+            for m in pattern.finditer(every):
+                table[index[m.start() : m.end()]] = code
+        table[0xD800:0xE000] = _SPACE  # lone surrogates are not word characters
+        return table
+
+
+_CODE_POINTS = _CodePointTable()
+
+
+def simplified_buffer(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The documents joined by spaces as one UTF-8 byte array, simplified as :func:`simplify` does
+    up to spacing (which only separates words), and each document's length in it.
+
+    ASCII documents go as they are: the byte table of :func:`_word_hashes` lowercases, zeroes
+    digits and blanks the rest. The others are lowercased and NFD'd per document (C calls) and
+    encoded; then only their multi-byte characters are looked at: each one's code point is read
+    from its bytes (vectorized), looked up in :class:`_CodePointTable`, and the character becomes
+    a space, a ``0`` or nothing where simplify's regexes would make it so. No regex runs.
+    """
+    encoded = [
+        t.encode()
+        if t.isascii()
+        else unicodedata.normalize("NFD", t.lower()).encode("utf-8", "surrogatepass")
+        for t in texts
+    ]
+    lens = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    buf = np.frombuffer(b" ".join(encoded) + b"\0\0\0", dtype=np.uint8)  # padded for the reads below
+    lead = np.flatnonzero(buf >= 0xC0)
+    if not len(lead):
+        return buf[:-3], lens
+    b0, b1, b2, b3 = (buf[lead + k].astype(np.uint32) for k in range(4))
+    width = 2 + (b0 >= 0xE0) + (b0 >= 0xF0)
+    cont = lambda b: b & np.uint32(0x3F)  # noqa: E731
+    cp = np.where(
+        width == 2,
+        (b0 & 0x1F) << 6 | cont(b1),
+        np.where(
+            width == 3,
+            (b0 & 0x0F) << 12 | cont(b1) << 6 | cont(b2),
+            (b0 & 0x07) << 18 | cont(b1) << 12 | cont(b2) << 6 | cont(b3),
+        ),
+    )
+    code = _CODE_POINTS.get(int(cp.max()))[cp]
+    change = np.flatnonzero(code != _KEEP)
+    if not len(change):
+        return buf[:-3], lens
+    buf = buf.copy()
+    drop = np.zeros(len(buf), dtype=bool)
+    drop[-3:] = True
+    at, w, c = lead[change], width[change], code[change]
+    for k in (1, 2, 3):  # continuation bytes of changed characters go
+        drop[at[w > k] + k] = True
+    buf[at] = _REPLACEMENT[c]
+    drop[at[c == _DELETE]] = True
+    gone = np.flatnonzero(drop[:-3])
+    doc_end = np.cumsum(lens + 1) - 1  # position of the space after each document
+    lens = lens - np.bincount(np.searchsorted(doc_end, gone, side="left"), minlength=len(lens))[: len(lens)]
+    return buf[~drop], lens
+
+
+def simplified_utf8(texts: Sequence[str]) -> list[bytes]:
+    """Per document, the bytes :func:`simplified_buffer` gives it (for tests and inspection)."""
+    buf, lens = simplified_buffer(texts)
+    data, out, pos = buf.tobytes(), [], 0
+    for n in lens.tolist():
+        out.append(data[pos : pos + n])
+        pos += n + 1
+    return out
+
+
 def _word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of every word of every document, in order, and the word count per document."""
-    encoded = [t.encode() if t.isascii() else simplify(t).encode("utf-8", "surrogatepass") for t in texts]
-    lens = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    buf = np.frombuffer(b" ".join(encoded), dtype=np.uint8)
+    buf, lens = simplified_buffer(texts)
     mapped = _TABLE[buf]
     is_word = mapped != 32
     edges = np.diff(is_word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
@@ -154,6 +253,8 @@ class MinHasher:
         if not 1 <= ngram <= len(SHINGLE_MULT):
             raise ValueError(f"ngram must be between 1 and {len(SHINGLE_MULT)}, got {ngram}")
         self.num_perm, self.ngram, self.seed = num_perm, ngram, seed
+        from datasketch import MinHash  # imported on use: datasketch pulls in scipy (seconds)
+
         self.permutations = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
         self._a = self.permutations[0].astype(np.uint32)[:, None]
         self._b = self.permutations[1].astype(np.uint32)[:, None]
@@ -194,25 +295,31 @@ class MinHasher:
         return out
 
     def _permute(self, hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        # Laid out (permutation, shingle) so each per-document minimum scans contiguous memory:
-        # about seven times faster than reducing down the columns of (shingle, permutation).
+        """Per-document minima of the permuted shingle hashes, in blocks of a fixed number of
+        shingles whatever the documents' lengths (a long document would otherwise make one block
+        of megabytes that leaves the cache); a document that spans blocks takes the minimum of its
+        parts. Laid out (permutation, shingle) so each minimum scans contiguous memory."""
         mixed = _fmix32(hashes)
-        out = np.empty((len(offsets), self.num_perm), dtype=np.uint32)
-        ends = np.append(offsets[1:], len(mixed))
-        doc = 0
-        while doc < len(offsets):
-            lo = offsets[doc]
-            last = min(
-                max(doc, int(np.searchsorted(ends, lo + _CHUNK_SHINGLES, side="right")) - 1), len(offsets) - 1
-            )
-            phv = self._a * mixed[None, lo : ends[last]]
+        total = len(mixed)
+        out = np.full((len(offsets), self.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+        ends = np.append(offsets[1:], total)
+        block = np.empty((self.num_perm, min(_CHUNK_SHINGLES, max(total, 1))), dtype=np.uint32)
+        for lo in range(0, total, _CHUNK_SHINGLES):
+            hi = min(lo + _CHUNK_SHINGLES, total)
+            first = int(np.searchsorted(ends, lo, side="right"))  # documents ending after lo
+            stop = int(np.searchsorted(offsets, hi, side="left"))  # … and starting before hi
+            phv = block[:, : hi - lo]
+            np.multiply(self._a, mixed[None, lo:hi], out=phv)
             phv += self._b
-            out[doc : last + 1] = np.minimum.reduceat(phv, offsets[doc : last + 1] - lo, axis=1).T
-            doc = last + 1
+            starts = np.maximum(offsets[first:stop], lo) - lo
+            part = np.minimum.reduceat(phv, starts, axis=1).T
+            np.minimum(out[first:stop], part, out=out[first:stop])
         return out
 
     def lean(self, signature: np.ndarray) -> LeanMinHash:
         """The datasketch object for one signature (what ``MinHashLSH`` stores and queries)."""
+        from datasketch import LeanMinHash
+
         return LeanMinHash(seed=self.seed, hashvalues=signature, scheme=SCHEME)
 
 

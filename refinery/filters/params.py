@@ -75,6 +75,13 @@ class HeuristicParams(BaseModel):
     c4_javascript: bool = True
     c4_curly_bracket: bool = True
     c4_policy: bool = True
+    c4_badwords: bool = Field(
+        False,
+        description="C4's bad-words page filter (LDNOOBW English list). C4 applies it (drops any page "
+        "with a listed word); off here because the list also removes medical, LGBTQ and documentation "
+        "text. When on, c4_badwords_count is a column.",
+    )
+    c4_max_badwords: int = Field(0, description="Distinct listed words a page may hold (C4: 0).")
 
     @model_validator(mode="after")
     def _apply_disabled_rules(self) -> HeuristicParams:
@@ -132,4 +139,5 @@ RULE_SWITCHES: dict[str, tuple[str, object]] = {
     "c4.lorem_ipsum": ("c4_lorem_ipsum", False),
     "c4.curly_bracket": ("c4_curly_bracket", False),
     "c4.too_few_sentences": ("c4_min_sentences", None),
+    "c4.badwords": ("c4_badwords", False),
 }

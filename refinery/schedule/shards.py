@@ -21,7 +21,6 @@ import os
 import shutil
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -70,6 +69,8 @@ def write_shards(
     staging = temp_path(root / "shards")
     staging.mkdir(parents=True)
     summary: dict[str, dict] = {}
+    import duckdb  # on use: a second of import time for every process that loads the definitions
+
     con = duckdb.connect()
     try:
         con.register("manifest", manifest)

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from datasketch import MinHashLSH
 from pydantic import BaseModel, Field, field_validator
 
 from refinery.dedup.minhash import MinHasher, jaccard
@@ -114,6 +113,8 @@ def near_duplicate_pairs(
     up to 64 back (enough to connect a cluster through union-find)."""
     if len(signatures) < 2:
         return []
+    from datasketch import MinHashLSH  # on use: datasketch imports scipy (seconds at start-up)
+
     probe = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.05, 0.95))
     bands, rows = probe.b, probe.r
     keys = _band_keys(signatures, bands, rows)

@@ -1,0 +1,296 @@
+"""ftfy, called only where it can change something: a conservative pre-check, proved from ftfy's own tables.
+
+``ftfy.fix_text`` with its default configuration (the one the cleaning stage uses) cuts a document
+into segments at line breaks (and every ``max_decode_length`` code points) and runs
+``fix_and_explain`` on each. That function loops until nothing changes; one pass applies, in order,
+``unescape_html`` (only while no segment so far held a ``<``), ``fix_encoding`` (which includes
+``restore_byte_a0``, ``replace_lossy_sequences``, ``decode_inconsistent_utf8`` and
+``fix_c1_controls`` on the encoding path), ``fix_c1_controls``, ``fix_latin_ligatures``,
+``fix_character_width``, ``uncurl_quotes``, ``fix_line_breaks``, ``fix_surrogates``,
+``remove_terminal_escapes``, ``remove_control_chars`` and NFC. Every one of them acts only where a
+known code point occurs (the sets below are read from ftfy at import, not copied):
+
+- ``unescape_html`` substitutes matches of ``HTML_ENTITY_RE`` (``&#?[0-9A-Za-z]{1,24};``) only;
+- ``fix_encoding`` returns its input unless the text is not ASCII *and* ``is_bad`` (a search of
+  ``BADNESS_RE``) matches; every alternative of ``BADNESS_RE`` contains an element that only matches
+  non-ASCII characters, all of which are in :data:`BADNESS_CHARS` (checked at import by
+  :func:`_badness_chars`, which raises if ftfy's pattern ever stops having that property), so
+  without such a character the badness search cannot match;
+- ``fix_c1_controls``: U+0080–U+009F; ``fix_latin_ligatures`` / ``fix_character_width`` /
+  ``remove_control_chars``: the keys of ``LIGATURES`` / ``WIDTH_MAP`` / ``CONTROL_CHARS``
+  (``str.translate`` tables); ``uncurl_quotes``: ``SINGLE_QUOTE_RE`` and ``DOUBLE_QUOTE_RE``'s
+  classes; ``fix_line_breaks``: ``\\r``, U+2028, U+2029, U+0085; ``fix_surrogates``: U+D800–U+DFFF;
+  ``remove_terminal_escapes``: ``ANSI_RE``, which starts with ``\\x1b``;
+- NFC changes only text that is not NFC-normalized.
+
+**Skip.** Let T be the union of those code points plus the entity pattern (:data:`TRIGGER_RE2`). If a
+document has no match of T, is NFC-normalized and is shorter than ``max_decode_length``, then every
+fixer leaves every segment unchanged on the first pass (a segment is a substring cut after a
+``\\n``, which never composes under NFC, so it is normalized too), the loop stops, and ftfy returns
+the document unchanged. So the document is skipped, and the result equals ftfy's.
+
+**Substitute.** If T matches only characters whose fixers are plain substitutions (ligatures,
+widths, quotes) or that only feed the badness heuristic (no entity, C1 or control character, line
+break, surrogate or escape), then where the badness search finds nothing in the document, no
+segment is bad (the document-level search uses ``re.MULTILINE`` so ``^`` still matches at every
+segment start; a match inside a segment is a match inside the document), so pass one is exactly
+``NFC(uncurl(width(ligatures(segment))))`` per segment, which for the whole document is the same
+substitution on the document (all of them act character by character and never touch ``\\n``). If
+that result again has no badness match, no entity, and no character any fixer acts on apart from
+badness-only ones, pass two changes nothing and ftfy returns it. Both conditions are checked.
+
+**Otherwise** each segment is fixed by ``fix_and_explain`` itself where it needs it (T matches or
+it is not normalized), with ftfy's own rule for turning HTML unescaping off after the first ``<``.
+
+The badness search runs as a superset in RE2 over the whole batch (``\\s`` and ``\\w`` widened to
+classes that contain all of Python's), so it may send a document to the slow path needlessly, never
+the other way. ``tests/unit/test_ftfy_gate.py`` checks equality with ``ftfy.fix_text`` on every
+document of a real-text fixture and on crafted cases.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+
+import ftfy
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from ftfy import chardata, fixes
+from ftfy.badness import BADNESS_RE
+
+try:  # the regex parser behind `re` (public as sre_parse before 3.11)
+    import re._parser as sre_parse
+except ImportError:  # pragma: no cover
+    import sre_parse  # type: ignore[no-redef]
+
+FTFY_CONFIG = ftfy.TextFixerConfig(explain=False)  # ftfy's defaults (NFC), without explanations
+_NO_HTML = FTFY_CONFIG._replace(unescape_html=False)
+
+
+def _class_chars(items) -> set[int] | None:
+    """Code points a parsed regex element can match, or None if it can match ASCII or is not a
+    single-character element."""
+    chars: set[int] = set()
+    for op, av in items:
+        if op is sre_parse.LITERAL:
+            chars.add(av)
+        elif op is sre_parse.RANGE:
+            chars.update(range(av[0], av[1] + 1))
+        else:  # NEGATE, CATEGORY: may match ASCII
+            return None
+    return chars
+
+
+def _element_chars(op, av) -> set[int] | None:
+    if op is sre_parse.LITERAL:
+        return {av}
+    if op is sre_parse.IN:
+        return _class_chars(av)
+    return None
+
+
+def _badness_chars() -> set[int]:
+    """Every non-ASCII code point in BADNESS_RE, after checking that each alternative needs one."""
+    parsed = sre_parse.parse(BADNESS_RE.pattern, BADNESS_RE.flags)
+    top = parsed.data
+    branches = top[0][1][1] if len(top) == 1 and top[0][0] is sre_parse.BRANCH else [parsed]
+    found: set[int] = set()
+    for branch in branches:
+        required = False
+        for op, av in branch.data:
+            chars = _element_chars(op, av)
+            if chars is not None and min(chars) >= 0x80:
+                required = True
+            if chars is not None:
+                found.update(c for c in chars if c >= 0x80)
+        if not required:
+            raise RuntimeError("ftfy's BADNESS_RE has an alternative without a non-ASCII element")
+    return found
+
+
+def regex_class_chars(pattern: re.Pattern) -> set[int]:
+    """The code points of a pattern that is one character class (or literal)."""
+    parsed = sre_parse.parse(pattern.pattern, pattern.flags)
+    chars = set()
+    for op, av in parsed.data:
+        got = _element_chars(op, av)
+        if got is None:
+            raise RuntimeError(f"unexpected element in {pattern.pattern!r}")
+        chars |= got
+    return chars
+
+
+BADNESS_CHARS = frozenset(_badness_chars())
+QUOTE_CHARS = frozenset(
+    regex_class_chars(chardata.SINGLE_QUOTE_RE) | regex_class_chars(chardata.DOUBLE_QUOTE_RE)
+)
+SUBSTITUTED = frozenset(set(chardata.LIGATURES) | set(chardata.WIDTH_MAP) | QUOTE_CHARS)
+if not fixes.ANSI_RE.pattern.startswith("\x1b"):
+    raise RuntimeError("ftfy's ANSI_RE no longer starts with ESC")
+HARD = frozenset(
+    set(range(0x80, 0xA0))
+    | set(chardata.CONTROL_CHARS)
+    | {0x0D, 0x2028, 0x2029, 0x85, 0x1B}
+    | set(range(0xD800, 0xE000))
+)
+TRIGGER = frozenset(BADNESS_CHARS | SUBSTITUTED | HARD)
+ENTITY = chardata.HTML_ENTITY_RE.pattern  # ASCII only: the same in RE2
+
+
+def every_code_point(limit: int = 0x110000) -> str:
+    """All code points below ``limit`` but the surrogates, in order, as one string (built by numpy in
+    milliseconds: one ``chr`` per code point would take most of a second)."""
+    cps = np.arange(limit, dtype=np.uint32)
+    return cps[(cps < 0xD800) | (cps >= 0xE000)].tobytes().decode("utf-32-le")
+
+
+def re2_class(codepoints: Iterable[int]) -> str:
+    """A character class for RE2 (surrogates left out: they cannot occur in UTF-8)."""
+    cps = sorted(c for c in set(codepoints) if not 0xD800 <= c < 0xE000)
+    parts, i = [], 0
+    while i < len(cps):
+        j = i
+        while j + 1 < len(cps) and cps[j + 1] == cps[j] + 1:
+            j += 1
+        parts.append(rf"\x{{{cps[i]:x}}}" + (rf"-\x{{{cps[j]:x}}}" if j > i else ""))
+        i = j + 1
+    return "[" + "".join(parts) + "]"
+
+
+def py_class(codepoints: Iterable[int]) -> str:
+    cps = sorted(set(codepoints))
+    return "[" + "".join(re.escape(chr(c)) for c in cps) + "]"
+
+
+TRIGGER_RE2 = f"{re2_class(TRIGGER)}|{ENTITY}"
+NOT_SIMPLE_RE2 = f"{re2_class(HARD)}|{ENTITY}"  # what rules out the substitution path
+AFTER_RE2 = f"{re2_class(HARD | SUBSTITUTED)}|{ENTITY}"  # what pass two must not find
+_LIGATURES_RE2 = re2_class(chardata.LIGATURES)
+_WIDTH_RE2 = re2_class(chardata.WIDTH_MAP)
+_DOUBLE_RE2 = re2_class(regex_class_chars(chardata.DOUBLE_QUOTE_RE))
+_SINGLE_RE2 = re2_class(regex_class_chars(chardata.SINGLE_QUOTE_RE))
+_TRIGGER_PY = re.compile(f"{py_class(TRIGGER)}|{ENTITY}")
+# Python's whitespace (str.isspace, and `\s` in str patterns): every such code point is below U+3001.
+PY_WHITESPACE = tuple(c for c in range(0x3001) if chr(c).isspace())
+
+
+def _badness_re2() -> str:
+    r"""BADNESS_RE as RE2: verbose whitespace and comments dropped, ``^`` per line, ``\s`` and
+    ``\w`` replaced by classes at least as wide as Python's."""
+    src, out, i, in_class = BADNESS_RE.pattern, [], 0, False
+    space = re2_class(PY_WHITESPACE)[1:-1]
+    word = r"[^\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"  # everything but ASCII non-word characters
+    while i < len(src):
+        ch = src[i]
+        if ch == "\\" and i + 1 < len(src):
+            esc = src[i + 1]
+            if esc == "s":
+                out.append(space if in_class else f"[{space}]")
+            elif esc == "w":
+                if in_class:
+                    raise RuntimeError("\\w inside a class in BADNESS_RE")
+                out.append(word)
+            else:
+                out.append(src[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if ch == "]":
+                in_class = False
+            out.append(rf"\x{{{ord(ch):x}}}" if ord(ch) >= 0x80 or ch in " \t\n" else ch)
+        elif ch == "[":
+            in_class = True
+            out.append(ch)
+            if src[i + 1 : i + 2] == "^":
+                out.append("^")
+                i += 1
+        elif ch == "#":
+            i = src.find("\n", i)
+            if i < 0:
+                break
+            continue
+        elif ch.isspace():
+            pass
+        else:
+            out.append(rf"\x{{{ord(ch):x}}}" if ord(ch) >= 0x80 else ch)
+        i += 1
+    return "(?m)" + "".join(out)
+
+
+BADNESS_RE2 = _badness_re2()
+
+
+def _mask(arr: pa.Array, pattern: str) -> list[bool]:
+    return pc.match_substring_regex(arr, pattern).to_pylist()
+
+
+def _substituted(texts: list[str], positions: list[int]) -> dict[int, str]:
+    """The substitution path: ``NFC(uncurl(width(ligatures(t))))`` for each text, kept only where
+    pass two would change nothing (no badness, no entity, nothing left to substitute)."""
+    arr = pa.array(texts, pa.large_string())
+    tables = [(_mask(arr, _LIGATURES_RE2), chardata.LIGATURES), (_mask(arr, _WIDTH_RE2), chardata.WIDTH_MAP)]
+    if any(any(m) for m, _ in tables):
+        for mask, table in tables:  # str.translate with these tables is slow: only where needed
+            texts = [t.translate(table) if m else t for t, m in zip(texts, mask, strict=True)]
+        arr = pa.array(texts, pa.large_string())
+    arr = pc.replace_substring_regex(arr, _DOUBLE_RE2, '"')  # uncurl_quotes, in its order
+    arr = pc.replace_substring_regex(arr, _SINGLE_RE2, "'")
+    fixed = [t if t.isascii() else unicodedata.normalize("NFC", t) for t in arr.to_pylist()]
+    arr = pa.array(fixed, pa.large_string())
+    blocked = pc.or_(
+        pc.match_substring_regex(arr, BADNESS_RE2), pc.match_substring_regex(arr, AFTER_RE2)
+    ).to_pylist()
+    return {i: f for i, f, b in zip(positions, fixed, blocked, strict=True) if not b}
+
+
+def fix_segments(text: str) -> str:
+    """``ftfy.fix_text(text)``, with ``fix_and_explain`` called only on the segments that need it."""
+    out, pos, config = [], 0, FTFY_CONFIG
+    limit = config.max_decode_length
+    while pos < len(text):
+        brk = text.find("\n", pos) + 1 or len(text)
+        brk = min(brk, pos + limit)
+        segment = text[pos:brk]
+        if config.unescape_html == "auto" and "<" in segment:
+            config = _NO_HTML
+        if _TRIGGER_PY.search(segment) or not unicodedata.is_normalized("NFC", segment):
+            segment = ftfy.fix_and_explain(segment, config)[0]
+        out.append(segment)
+        pos = brk
+    return "".join(out)
+
+
+def fix_text_one(text: str) -> str:
+    """ftfy.fix_text for one document, through the same gate as :func:`fix_texts`."""
+    return fix_texts([text])[0]
+
+
+def fix_texts(texts: Sequence[str]) -> list[str]:
+    """``[ftfy.fix_text(t) for t in texts]``, computed where it can differ from the input only."""
+    out = list(texts)
+    try:
+        arr = pa.array(out, pa.large_string())
+    except (UnicodeEncodeError, pa.ArrowInvalid):  # lone surrogates: ftfy replaces them
+        return [fix_segments(t) for t in out]
+    flagged = _mask(arr, TRIGGER_RE2)
+    limit = FTFY_CONFIG.max_decode_length
+    todo = [i for i, (t, f) in enumerate(zip(out, flagged, strict=True)) if f or not _nfc_and_short(t, limit)]
+    if not todo:
+        return out
+    sub = pa.array([out[i] for i in todo], pa.large_string())
+    simple = [not h for h in _mask(sub, NOT_SIMPLE_RE2)]
+    bad = _mask(sub, BADNESS_RE2)
+    candidates = [k for k, i in enumerate(todo) if simple[k] and not bad[k] and len(out[i]) < limit]
+    done: dict[int, str] = {}
+    if candidates:
+        done = _substituted([out[todo[k]] for k in candidates], [todo[k] for k in candidates])
+    for i in todo:
+        out[i] = done[i] if i in done else fix_segments(out[i])
+    return out
+
+
+def _nfc_and_short(text: str, limit: int) -> bool:
+    return len(text) < limit and (text.isascii() or unicodedata.is_normalized("NFC", text))

@@ -1,0 +1,93 @@
+"""The ftfy pre-check: the gated repair equals ftfy.fix_text on every document, real and crafted."""
+
+import ftfy
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from ftfy.badness import BADNESS_RE
+
+from refinery.clean import ftfy_gate
+from refinery.clean.normalize import fix_unicode, fix_unicode_batch
+from tests.unit.real_text import real_documents
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # typing.io's docstring
+
+CRAFTED = [
+    "The cafÃ© serves â€œspecialâ€\x9d coffee.",  # mojibake, sloppy windows-1252
+    "Ã  la carte",  # restore_byte_a0 territory; 'Ã ' at a line start (the ^ branch of BADNESS_RE)
+    "first line\nÃ  la ligne suivante",
+    "voilÃ le travail",
+    "\u201cCurly\u201d and \u2018single\u2019 quotes, \u201aLow\u201b and \u02bcmodifier",
+    "ﬁnancial ﬂow, ﬀ ﬃ ﬄ ﬅ ﬆ, Ĳssel ĳs, ǅemal ŉ",  # ligatures; ŉ becomes ʼn, then uncurled
+    "ＬＯＵＤ　ＮＯＩＳＥＳ and ｶﾀｶﾅ ＆ａｍｐ；",  # width; the fullwidth entity becomes &amp; in pass one
+    "Tom &amp; Jerry &eacute; &EACUTE; &#x2019; &#8217; &lt;tag&gt;",
+    "<p>no unescape here &amp;</p>\nnor here &amp; after the tag line",
+    "unescaped &amp; first\n<b>then a tag</b>\nthen &amp; not",
+    "ansi \x1b[31mred\x1b[0m text",
+    "CRLF\r\nline\rold mac\u2028sep\u2029para\x85nel",
+    "controls \x00\x01\x07\x0b\x0e\x1f\x7f bom\ufeff annotation\ufff9x\ufffb and \u206a",
+    "c1 \x80\x81\x9f controls",
+    "e\u0301 combining, A\u030a, Å (angstrom sign), ﬁ\u0301",
+    "\u00a0nbsp \u00ad soft \u2013 en \u2014 em \u2026 … · • ¶ § ½ × ² ³ ©",
+    "Âµ Â° Â· Ã© Ã¨ Ã¼ Ã¶ Ã¤ Ã± â€™ â€” â€“ â€¦",
+    "Ð¿Ñ€Ð¸Ð²ÐµÑ‚ Ð¼Ð¸Ñ€",  # Cyrillic mojibake
+    "Привет мир, Ελληνικά, 日本語のテキスト, 한국어, עברית, العربية",
+    "emoji 👩\u200d💻 🖕 𝒥ohn ℋancock",
+    "ordinary ASCII text with no trouble at all.",
+    "",
+    "\n\n\n",
+    "line one\nline two\n",
+    "x" * 5000 + "’" + "y" * 5000,
+]
+
+
+@pytest.fixture(scope="module")
+def documents():
+    return list(real_documents()) + CRAFTED
+
+
+def test_gated_repair_equals_ftfy_on_every_document(documents):
+    expected = [ftfy.fix_text(t) for t in documents]
+    assert fix_unicode_batch(documents) == expected
+    changed = sum(a != b for a, b in zip(documents, expected, strict=True))
+    assert changed >= len(CRAFTED) - 8  # the fixture really exercises ftfy
+
+
+@pytest.mark.parametrize("text", CRAFTED)
+def test_one_document_equals_ftfy(text):
+    assert fix_unicode(text) == ftfy.fix_text(text)
+
+
+def test_segments_path_equals_ftfy(documents):
+    for text in documents[::7] + CRAFTED:
+        assert ftfy_gate.fix_segments(text) == ftfy.fix_text(text), text[:60]
+
+
+def test_lone_surrogates_fall_back_and_still_equal_ftfy():
+    texts = ["bad \ud800 surrogate", "fine text", "pair \ud83d\ude00 joined"]
+    assert fix_unicode_batch(texts) == [ftfy.fix_text(t) for t in texts]
+
+
+def test_badness_pre_check_is_a_superset_of_ftfys(documents):
+    """Wherever ftfy's own is_bad fires on a segment, the RE2 document-level check fires too."""
+    arr = pa.array(documents)
+    flagged = pc.match_substring_regex(arr, ftfy_gate.BADNESS_RE2).to_pylist()
+    for text, hit in zip(documents, flagged, strict=True):
+        if any(BADNESS_RE.search(seg) for seg in text.splitlines(keepends=True)):
+            assert hit, text[:60]
+
+
+def test_skipped_documents_hold_no_code_point_ftfy_acts_on(documents):
+    arr = pa.array(documents)
+    flagged = pc.match_substring_regex(arr, ftfy_gate.TRIGGER_RE2).to_pylist()
+    for text, hit in zip(documents, flagged, strict=True):
+        if not hit:
+            assert not any(ord(c) in ftfy_gate.TRIGGER for c in text)
+            assert not ftfy.chardata.HTML_ENTITY_RE.search(text)
+
+
+def test_trigger_set_covers_ftfys_tables():
+    for table in (ftfy.chardata.LIGATURES, ftfy.chardata.WIDTH_MAP, ftfy.chardata.CONTROL_CHARS):
+        assert set(table) <= ftfy_gate.TRIGGER
+    assert {0x0D, 0x1B, 0x2028, 0x2029, *range(0x80, 0xA0)} <= ftfy_gate.TRIGGER
+    assert ord("’") in ftfy_gate.TRIGGER and ord("é") in ftfy_gate.BADNESS_CHARS
