@@ -81,22 +81,26 @@ def _mix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(33))
 
 
-def band_buckets(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(n, bands) int64: each document's bucket in each band (a 64-bit hash of the band's values).
-
-    Signed int64 so the values go into SQLite INTEGER columns unchanged.
-    """
-    sigs = np.ascontiguousarray(signatures, dtype=np.uint32)
-    if sigs.ndim != 2 or sigs.shape[1] < bands * rows:
-        raise ValueError(f"signatures of shape {sigs.shape} cannot hold {bands} bands of {rows} rows")
-    out = np.empty((len(sigs), bands), dtype=np.uint64)
+def band_bucket(signatures: np.ndarray, band: int, rows: int) -> np.ndarray:
+    """(n,) int64: each document's bucket in one band (a 64-bit hash of the band's ``rows`` values,
+    seeded by the band's number). Signed int64 so the values go into SQLite INTEGER columns unchanged."""
+    sigs = np.asarray(signatures, dtype=np.uint32)
+    if sigs.ndim != 2 or sigs.shape[1] < (band + 1) * rows:
+        raise ValueError(f"signatures of shape {sigs.shape} have no band {band} of {rows} rows")
+    h = np.full(len(sigs), _BUCKET_SEED ^ np.uint64(band), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for band in range(bands):
-            h = np.full(len(sigs), _BUCKET_SEED ^ np.uint64(band), dtype=np.uint64)
-            for value in sigs[:, band * rows : (band + 1) * rows].T:
-                h = _mix64((h ^ value.astype(np.uint64)) * _BUCKET_MULT)
-            out[:, band] = h
-    return out.view(np.int64)
+        for value in sigs[:, band * rows : (band + 1) * rows].T:
+            h = _mix64((h ^ value.astype(np.uint64)) * _BUCKET_MULT)
+    return h.view(np.int64)
+
+
+def band_buckets(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands) int64: each document's bucket in each band."""
+    sigs = np.asarray(signatures, dtype=np.uint32)
+    out = np.empty((len(sigs), bands), dtype=np.int64)
+    for band in range(bands):
+        out[:, band] = band_bucket(sigs, band, rows)
+    return out
 
 
 def s_curve_table(bands: int, rows: int, threshold: float, points: tuple[float, ...] = ()) -> list[tuple]:
