@@ -93,8 +93,11 @@ class ClaimIndex(ABC, Generic[R]):
             run._begin()
             try:
                 yield run
-            except BaseException:
-                run._abort()
+            except BaseException as err:
+                try:
+                    run._abort()
+                except Exception as failed:  # keep the run's own error; the next run withdraws them
+                    err.add_note(f"withdrawing the claims of the failed run of {source!r} failed: {failed!r}")
                 raise
             run._commit()
         finally:

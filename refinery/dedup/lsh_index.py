@@ -183,8 +183,8 @@ class SqliteFuzzyIndex(FuzzyIndex):
         return FuzzyOutcome(owners, similarity)
 
     def _claim_chunk(self, db, source, ids, sigs, buckets, owners, similarity, offset) -> None:
-        table: dict[tuple[int, int], list[int]] = {}
-        for band in range(self.bands):
+        tables: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]  # per band: bucket -> docs
+        for band, table in enumerate(tables):
             for chunk in chunks(np.unique(buckets[:, band]).tolist()):
                 rows = db.execute(
                     "SELECT bucket, doc FROM buckets WHERE band = ? "
@@ -192,9 +192,10 @@ class SqliteFuzzyIndex(FuzzyIndex):
                     (band, *chunk),
                 )
                 for bucket, doc in rows:
-                    table.setdefault((band, bucket), []).append(doc)
+                    table.setdefault(bucket, []).append(doc)
         known: dict[int, tuple[str, np.ndarray]] = {}
-        for chunk in chunks(sorted({d for docs in table.values() for d in docs})):
+        wanted = sorted({d for table in tables for docs in table.values() for d in docs})
+        for chunk in chunks(wanted):
             rows = db.execute(
                 f"SELECT doc, source, doc_id, signature FROM docs WHERE doc IN ({placeholders(len(chunk))})",
                 chunk,
@@ -209,13 +210,18 @@ class SqliteFuzzyIndex(FuzzyIndex):
             present.update(d for (d,) in rows)
         next_doc = (db.execute("SELECT MAX(doc) FROM docs").fetchone()[0] or 0) + 1
         perms = self.params["num_perm"]
+        sigs = np.ascontiguousarray(sigs, dtype="<u4")
         new_docs, new_buckets = [], []
-        for i, doc_id in enumerate(ids):
+        for i, (doc_id, row) in enumerate(zip(ids, buckets.tolist(), strict=True)):
             key = doc_key(source, doc_id)
-            row = [int(b) for b in buckets[i]]
-            candidates = {d for band, b in enumerate(row) for d in table.get((band, b), ())}
-            pool = [known[d] for d in sorted(candidates) if known[d][0] != key]
-            equal, best = _best(sigs[i], pool)
+            candidates: set[int] = set()
+            for table, b in zip(tables, row, strict=True):
+                found = table.get(b)
+                if found:
+                    candidates.update(found)
+            equal, best = 0, None
+            if candidates:
+                equal, best = _best(sigs[i], [known[d] for d in candidates if known[d][0] != key])
             similarity[offset + i] = equal / perms
             if equal >= self.min_equal:
                 owners[offset + i] = best
@@ -223,12 +229,13 @@ class SqliteFuzzyIndex(FuzzyIndex):
             if doc_id in present:  # already indexed (only a concurrent run of the same partition does this)
                 continue
             doc, next_doc = next_doc, next_doc + 1
-            known[doc] = (key, np.asarray(sigs[i], dtype="<u4"))
-            for band, b in enumerate(row):
-                table.setdefault((band, b), []).append(doc)
+            known[doc] = (key, sigs[i])
+            for band, (table, b) in enumerate(zip(tables, row, strict=True)):
+                table.setdefault(b, []).append(doc)
                 new_buckets.append((band, b, doc))
-            new_docs.append((doc, source, doc_id, _sig_bytes(sigs[i])))
+            new_docs.append((doc, source, doc_id, sigs[i].tobytes()))
         db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?)", new_docs)
+        new_buckets.sort()  # in key order, so neighbouring inserts share B-tree pages
         db.executemany("INSERT INTO buckets VALUES (?, ?, ?)", new_buckets)
 
     def withdraw(self, source: str) -> set[tuple[str, bytes]]:
