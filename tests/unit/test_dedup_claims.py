@@ -254,3 +254,40 @@ def test_sft_claiming_commits_every_group_and_aborts_every_group(home):
             sft_frame(["A different question about the weather in the hills today?"], ["b"])
         )
     assert deduper.withdrawn == ["one/a"] and deduper.replaced == 1
+
+
+def test_small_chunks_give_the_same_decisions_and_withdraw_everything(home, backend, monkeypatch):
+    """Claims and withdrawals are cut into chunks (one transaction / script each); tiny chunks must
+    decide exactly as one chunk does, near-duplicates across chunk boundaries included."""
+    import refinery.dedup.exact_index as exact_index
+    import refinery.dedup.lsh_index as lsh_index
+
+    kind, url = backend
+    near = [prose.near_duplicate(t, random.Random(i), edits=1) for i, t in enumerate(ARTICLES[:3])]
+    ids = [f"d{i}" for i in range(9)]
+    texts = [
+        ARTICLES[0],
+        ARTICLES[1],
+        near[0],
+        ARTICLES[2],
+        near[1],
+        ARTICLES[0],
+        near[2],
+        ARTICLES[3],
+        near[0],
+    ]
+    expected = {}
+    for stage in ("exact", "fuzzy"):
+        result, _ = run(kind, home, url, stage, "big", ids, texts)
+        expected[stage] = (result.kept["id"].tolist(), result.rejected["duplicate_of"].tolist())
+    monkeypatch.setattr(lsh_index, "SQLITE_CHUNK_DOCS", 2)
+    monkeypatch.setattr(lsh_index, "REDIS_CHUNK_DOCS", 2)
+    monkeypatch.setattr(lsh_index, "WITHDRAW_CHUNK_DOCS", 2)
+    monkeypatch.setattr(exact_index, "WITHDRAW_CHUNK", 2)
+    for stage in ("exact", "fuzzy"):
+        reset_indexes(kind, home, url, "t", stage)
+        result, _ = run(kind, home, url, stage, "big", ids, texts)
+        assert (result.kept["id"].tolist(), result.rejected["duplicate_of"].tolist()) == expected[stage]
+        _, claims = run(kind, home, url, stage, "big", [], [])
+        assert claims.replaced == len(result.kept) and claims.size == 0
+    assert expected["fuzzy"][1] == ["big/d0", "big/d1", "big/d0", "big/d3", "big/d0"]  # across chunks
