@@ -5,9 +5,9 @@ from contextlib import contextmanager
 
 from assets.factory import ingest_asset, stage_asset
 from assets.text_stages import DEDUP_POOL
-from refinery.batch import BatchProcessor, bound
+from refinery.batch import BatchProcessor
 from refinery.metadata import Json
-from refinery.sft.check import check_batch
+from refinery.sft.check import SftChecker
 from refinery.sft.dedup import SftPromptDeduper, open_group_indexes
 from refinery.sft.reader import SftReader
 from refinery.sft.rules import SftRules
@@ -23,22 +23,15 @@ def _checks(run: StageContext) -> Iterator[BatchProcessor]:
     indexes = open_group_indexes(
         dedup_index.backend, run.layout, dedup_index.redis_url, dedup_index.namespace, run.params
     )
-    deduper = SftPromptDeduper(indexes, run.source, run.params)
-    try:
-        deduper.begin()
-        yield bound(check_batch, SftRules(run.params), deduper)
-        deduper.commit()
-        run.metadata.update(
-            index_backend=dedup_index.backend,
-            index_sizes=Json(deduper.sizes()),
-            **withdrawn_claims(deduper.withdrawn),
-        )
-        run.summary["claims_withdrawn"] = deduper.withdrawn
-    except BaseException:
-        deduper.abort()
-        raise
-    finally:
-        deduper.close()
+    with SftPromptDeduper.claiming(indexes, run.source, run.params) as deduper:
+        yield SftChecker(SftRules(run.params), deduper)
+    run.metadata.update(
+        index_backend=dedup_index.backend,
+        index_sizes=Json(deduper.sizes),
+        previous_entries_replaced=deduper.replaced,
+        **withdrawn_claims(deduper.withdrawn),
+    )
+    run.summary["claims_withdrawn"] = deduper.withdrawn
 
 
 def _selection(run: StageContext) -> BatchProcessor:

@@ -13,6 +13,7 @@ from assets.factory import ingest_asset, stage_asset
 from refinery import markdown
 from refinery.batch import BatchProcessor, bound, keep_all
 from refinery.clean.cleaning import Cleaner
+from refinery.dedup.banding import candidate_probability, s_curve_markdown
 from refinery.dedup.exact import ExactDeduper
 from refinery.dedup.fuzzy import FuzzyDeduper
 from refinery.dedup.semantic import SemanticDeduper
@@ -37,44 +38,39 @@ def _heuristics(run: StageContext) -> BatchProcessor:
 @contextmanager
 def _exact(run: StageContext) -> Iterator[BatchProcessor]:
     dedup_index = run.resources.dedup_index
-    index = dedup_index.exact(run.layout)
-    try:
-        index.begin(run.source)
-        yield ExactDeduper(index, run.source, run.params).process
-        withdrawn = index.commit()
-        run.metadata.update(
-            index_backend=dedup_index.backend, index_size=index.count(), **withdrawn_claims(withdrawn)
-        )
-        run.summary["claims_withdrawn"] = withdrawn
-    except BaseException:
-        index.abort()
-        raise
-    finally:
-        index.close()
+    with dedup_index.exact(run.layout).claiming(run.source) as claims:
+        yield ExactDeduper(claims, run.params)
+    run.metadata.update(
+        index_backend=dedup_index.backend,
+        index_size=claims.size,
+        previous_claims_replaced=claims.replaced,
+        **withdrawn_claims(claims.withdrawn),
+    )
+    run.summary["claims_withdrawn"] = claims.withdrawn
 
 
 @contextmanager
 def _fuzzy(run: StageContext) -> Iterator[BatchProcessor]:
     dedup_index = run.resources.dedup_index
     index = dedup_index.fuzzy(run.layout, run.params.index_params())
-    try:
-        removed = index.remove_source(run.source)
-        yield FuzzyDeduper(index, run.source, run.params.threshold).process
-        index.commit()
-        lsh = index.params
-        run.metadata.update(
-            index_backend=dedup_index.backend,
-            index_size=index.count(),
-            previous_entries_replaced=removed,
-            lsh_bands=Markdown(
-                markdown.table(
-                    ["bands", "rows per band", "permutations", "threshold"],
-                    [(lsh["bands"], lsh["rows"], lsh["num_perm"], lsh["threshold"])],
-                )
-            ),
-        )
-    finally:
-        index.close()
+    lsh = index.params
+    with index.claiming(run.source) as claims:
+        yield FuzzyDeduper(claims)
+    at_threshold = float(candidate_probability(lsh["threshold"], lsh["bands"], lsh["rows"]))
+    run.metadata.update(
+        index_backend=dedup_index.backend,
+        index_size=claims.size,
+        previous_entries_replaced=claims.replaced,
+        **withdrawn_claims(claims.withdrawn),
+        lsh_bands=Markdown(
+            markdown.table(
+                ["bands", "rows per band", "permutations", "threshold", "P(candidate) at threshold"],
+                [(lsh["bands"], lsh["rows"], lsh["num_perm"], lsh["threshold"], f"{at_threshold:.3f}")],
+            )
+        ),
+        lsh_s_curve=Markdown(s_curve_markdown(lsh["bands"], lsh["rows"], lsh["threshold"], lsh["num_perm"])),
+    )
+    run.summary["claims_withdrawn"] = claims.withdrawn
 
 
 def _perplexity(run: StageContext) -> BatchProcessor:

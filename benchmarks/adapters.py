@@ -112,37 +112,31 @@ def ours_minhash(corpus: Corpus, batch_size: int, limit=None, rows=None) -> dict
 
 def ours_fuzzy(corpus: Corpus, batch_size: int, limit=None, rows=None) -> dict:
     from refinery.dedup.fuzzy import FuzzyDeduper, FuzzyDedupParams
-    from refinery.dedup.lsh_index import LocalFuzzyIndex
+    from refinery.dedup.lsh_index import SqliteFuzzyIndex
 
     params = FuzzyDedupParams(num_perm=NUM_PERM, ngram=NGRAM, seed=SEED)
     removed: Counter = Counter()
     with tempfile.TemporaryDirectory() as tmp:
-        index = LocalFuzzyIndex(Path(tmp) / "fuzzy.pkl", params.index_params())
-        deduper = FuzzyDeduper(index, "bench", params.threshold)
-        meter, commit = Meter(), Meter()
+        index = SqliteFuzzyIndex(Path(tmp) / "fuzzy_lsh.sqlite", params.index_params())
+        meter = Meter()
         rss_setup = proc_status_kb("VmRSS")
-        for batch in _source(corpus, batch_size, limit, rows, columns=("id", "text", "kind")):
-            frame = batch.to_pandas()
-            meter.docs += len(frame)
-            meter.bytes += batch_bytes(batch)
-            with meter.timed():
-                result = deduper.process(frame)
-            removed.update(result.rejected["kind"].tolist())
-        entries = index.count()
-        rss_before_commit = proc_status_kb("VmRSS") / 1024
-        with commit.timed():
-            index.commit()
-        pickle_mb = index.path.stat().st_size / 1e6
+        with index.claiming("bench") as claims:
+            deduper = FuzzyDeduper(claims)
+            for batch in _source(corpus, batch_size, limit, rows, columns=("id", "text", "kind")):
+                frame = batch.to_pandas()
+                meter.docs += len(frame)
+                meter.bytes += batch_bytes(batch)
+                with meter.timed():
+                    result = deduper(frame)
+                removed.update(result.rejected["kind"].tolist())
+        index_mb = sum(p.stat().st_size for p in Path(tmp).iterdir()) / 1e6
     return meter.result(
         "ours_fuzzy",
         rss_setup,
         removed_by_kind=dict(removed),
         removed=sum(removed.values()),
-        index_entries=entries,
-        index_pickle_mb=pickle_mb,
-        rss_before_commit_mb=rss_before_commit,
-        commit_cpu_s=commit.cpu,
-        commit_wall_s=commit.wall,
+        index_entries=claims.size,
+        index_file_mb=index_mb,
     )
 
 
@@ -382,23 +376,26 @@ def ours_rule_chain(corpus: Corpus, batch_size: int, limit=None, rows=None) -> d
     from refinery.dedup.exact import ExactDeduper, ExactDedupParams
     from refinery.dedup.exact_index import SqliteExactIndex
     from refinery.dedup.fuzzy import FuzzyDeduper, FuzzyDedupParams
-    from refinery.dedup.lsh_index import LocalFuzzyIndex
+    from refinery.dedup.lsh_index import SqliteFuzzyIndex
     from refinery.filters.chain import filter_batch
     from refinery.filters.params import HeuristicParams
 
     heuristics, fuzzy_params = HeuristicParams(), FuzzyDedupParams(num_perm=NUM_PERM, ngram=NGRAM, seed=SEED)
     stage = {name: Meter() for name in ("clean", "heuristics", "exact", "fuzzy")}
     kept: Counter = Counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        exact_index = SqliteExactIndex(Path(tmp) / "exact.sqlite")
-        exact_index.begin("bench")
-        fuzzy_index = LocalFuzzyIndex(Path(tmp) / "fuzzy.pkl", fuzzy_params.index_params())
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        SqliteExactIndex(Path(tmp) / "exact.sqlite").claiming("bench") as exact_claims,
+        SqliteFuzzyIndex(Path(tmp) / "fuzzy_lsh.sqlite", fuzzy_params.index_params()).claiming(
+            "bench"
+        ) as fuzzy_claims,
+    ):
         cleaner = Cleaner(CleanParams())
-        exact = ExactDeduper(exact_index, "bench", ExactDedupParams())
-        fuzzy = FuzzyDeduper(fuzzy_index, "bench", fuzzy_params.threshold)
+        exact = ExactDeduper(exact_claims, ExactDedupParams())
+        fuzzy = FuzzyDeduper(fuzzy_claims)
         warm = pd.DataFrame({"id": ["warm"], "text": [_warm_text()]})
         filter_batch(cleaner(warm).kept, heuristics)
-        fuzzy_index.hasher.signatures([_warm_text()])
+        fuzzy_claims.index.hasher.signatures([_warm_text()])
         meter = Meter()
         rss_setup = proc_status_kb("VmRSS")
         for batch in _source(corpus, batch_size, limit, rows):
@@ -409,8 +406,8 @@ def ours_rule_chain(corpus: Corpus, batch_size: int, limit=None, rows=None) -> d
                 for name, step in (
                     ("clean", cleaner),
                     ("heuristics", lambda f: filter_batch(f, heuristics)),
-                    ("exact", exact.process),
-                    ("fuzzy", fuzzy.process),
+                    ("exact", exact),
+                    ("fuzzy", fuzzy),
                 ):
                     m = stage[name]
                     m.docs += len(frame)
@@ -418,8 +415,6 @@ def ours_rule_chain(corpus: Corpus, batch_size: int, limit=None, rows=None) -> d
                     with m.timed():
                         frame = step(frame).kept
                     kept[name] += len(frame)
-        exact_index.abort()
-        exact_index.close()
     return meter.result(
         "ours_rule_chain",
         rss_setup,

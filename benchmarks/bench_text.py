@@ -12,7 +12,7 @@ reports documents/s and MB/s per core (UTF-8 bytes / CPU seconds of that process
   output it must equal); the whole rule-based chain (clean → heuristics → exact → fuzzy as library
   calls per batch); the heuristic chain (``refinery.filters.chain.filter_batch``, language gate off, since
   datatrove has none), MinHash signatures (``MinHasher(128, 5, seed=1).signatures``) and fuzzy
-  dedup end to end (``FuzzyDeduper`` over a ``LocalFuzzyIndex``: signatures, LSH query and insert,
+  dedup end to end (``FuzzyDeduper`` over a ``SqliteFuzzyIndex``: signatures, LSH query and insert,
   verification). All stream the whole corpus in batches; the chain and the dedup are also run on
   the first 25% and 50% of it to show how peak RSS depends on corpus size.
 - datatrove: ``GopherQualityFilter`` → ``GopherRepetitionFilter`` → ``C4QualityFilter`` with default

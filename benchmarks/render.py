@@ -121,9 +121,8 @@ def render(results: dict) -> str:
         "'RSS after setup' is VmRSS after imports and warm-up, before the first document.",
         "- Ours: `filter_batch(frame, HeuristicParams(language_gate=False))` (datatrove has no "
         "language gate); `MinHasher(num_perm=128, ngram=5, seed=1).signatures(texts)`; "
-        "`FuzzyDeduper.process(frame)` over a fresh `LocalFuzzyIndex` (threshold 0.8: signatures, "
-        "batched LSH query, verification, insert), the index pickle written once at the end "
-        "(`commit`, timed separately).",
+        "`FuzzyDeduper(claims)(frame)` over a fresh `SqliteFuzzyIndex` (threshold 0.8: signatures, "
+        "then per chunk of 1,000 documents one transaction of LSH lookup, verification, insert).",
         "- datatrove: `GopherQualityFilter()`, `GopherRepetitionFilter()`, `C4QualityFilter()` with "
         "default parameters, each document passed through `filter()` in that order and not passed on "
         "once removed (as in a pipeline; the pipeline's per-document stats bookkeeping is not "
@@ -212,8 +211,7 @@ def render(results: dict) -> str:
             "",
             f"Fuzzy dedup removed {f['removed']:,} of {f['docs']:,} documents "
             f"({_counts(f['removed_by_kind'])}); "
-            f"index: {f['index_entries']:,} entries, pickle {f['index_pickle_mb']:,.1f} MB, commit "
-            f"{f['commit_cpu_s']:,.1f} CPU s (not in the throughput above).",
+            f"index: {f['index_entries']:,} entries, SQLite file {f['index_file_mb']:,.1f} MB.",
         ]
 
     lines += ["", "### Ratios (per core)", ""]
@@ -285,16 +283,16 @@ def render(results: dict) -> str:
             "between batches; the dedup index grows with what it has seen (that growth is the index).",
             "",
             "| component | share | documents | RSS after setup MB | peak RSS MB | index entries "
-            "| index pickle MB |",
+            "| index file MB |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for comp, runs in scaling.items():
             for share, x in sorted(runs.items(), key=lambda kv: float(kv[0])):
                 entries = f"{x['index_entries']:,}" if "index_entries" in x else ""
-                pickle_mb = f"{x['index_pickle_mb']:,.1f}" if "index_pickle_mb" in x else ""
+                file_mb = f"{x['index_file_mb']:,.1f}" if "index_file_mb" in x else ""
                 lines.append(
                     f"| {comp} | {float(share):.0%} | {x['docs']:,} | {_fmt_mb(x['rss_setup_mb'])} "
-                    f"| {_fmt_mb(x['peak_rss_mb'])} | {entries} | {pickle_mb} |"
+                    f"| {_fmt_mb(x['peak_rss_mb'])} | {entries} | {file_mb} |"
                 )
         lines += ["", *_growth_lines(scaling)]
         smallest = min(x["docs"] for runs in scaling.values() for x in runs.values())
@@ -358,8 +356,8 @@ def _growth_lines(scaling: dict) -> list[str]:
         if entries > 0:
             line += (
                 f", for {entries:,} more index entries: {delta * 1024 / entries:,.1f} KB of RSS per entry "
-                f"(the signature itself is {NUM_PERM * 4} bytes; the pickle "
-                f"{(b['index_pickle_mb'] - a['index_pickle_mb']) * 1e3 / entries:,.2f} KB per entry)"
+                f"(the signature itself is {NUM_PERM * 4} bytes; the SQLite file "
+                f"{(b['index_file_mb'] - a['index_file_mb']) * 1e3 / entries:,.2f} KB per entry)"
             )
         out.append(line + ".")
     return out

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from refinery.dedup.exact_index import ExactIndex, RedisExactIndex, SqliteExactIndex
-from refinery.dedup.lsh_index import FuzzyIndex, LocalFuzzyIndex, RedisFuzzyIndex
+from refinery.dedup.keys import legacy_redis_prefix, redis_prefix
+from refinery.dedup.lsh_index import FuzzyIndex, RedisFuzzyIndex, SqliteFuzzyIndex
 from refinery.paths import Layout
 
 if TYPE_CHECKING:
     import redis
 
 BACKENDS = ("local", "redis")
+KINDS = ("exact", "fuzzy")
+SCOPES = ("text", "sft", "all")
+# Local index files by kind: the text pipeline's, then the SFT groups' (``sft_<kind>_<group>``).
+# ``.pickle`` is the format-1 fuzzy index, removed by a reset so the new one can be created.
+_LOCAL_SUFFIXES = {"exact": (".sqlite",), "fuzzy": (".sqlite", ".pickle")}
+_SQLITE_SIDE_FILES = ("", "-wal", "-shm")
 
 
 def redis_connection(url: str) -> dict:
-    """The keyword arguments of ``redis.Redis`` for a ``redis://`` URL (datasketch takes a dict)."""
+    """The keyword arguments of ``redis.Redis`` for a ``redis://`` URL."""
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss"):
         raise ValueError(f"expected a redis:// URL, got {url!r}")
@@ -51,11 +59,17 @@ def _check_backend(backend: str) -> None:
         raise ValueError(f"unknown dedup index backend {backend!r}; choose one of {BACKENDS}")
 
 
+def local_index_path(layout: Layout, kind: str, group: str | None = None) -> Path:
+    """``index/exact.sqlite``, ``index/fuzzy_lsh.sqlite``, or ``index/sft_<kind>_<group>.sqlite``."""
+    stem = f"sft_{kind}_{group}" if group else {"exact": "exact", "fuzzy": "fuzzy_lsh"}[kind]
+    return layout.index / f"{stem}.sqlite"
+
+
 def open_exact_index(backend: str, layout: Layout, redis_url: str, namespace: str) -> ExactIndex:
     _check_backend(backend)
     if backend == "redis":
         return RedisExactIndex(redis_client(redis_url), namespace)
-    return SqliteExactIndex(layout.index / "exact.sqlite")
+    return SqliteExactIndex(local_index_path(layout, "exact"))
 
 
 def open_fuzzy_index(
@@ -63,34 +77,63 @@ def open_fuzzy_index(
 ) -> FuzzyIndex:
     _check_backend(backend)
     if backend == "redis":
-        return RedisFuzzyIndex(redis_client(redis_url), redis_connection(redis_url), namespace, params)
-    return LocalFuzzyIndex(layout.index / "fuzzy_lsh.pickle", params)
+        return RedisFuzzyIndex(redis_client(redis_url), namespace, params)
+    path = local_index_path(layout, "fuzzy")
+    return SqliteFuzzyIndex(path, params, legacy=path.with_suffix(".pickle"))
+
+
+def _local_targets(layout: Layout, kind: str, scope: str) -> list[Path]:
+    stems = []
+    if scope in ("text", "all"):
+        stems.append(local_index_path(layout, kind).stem)
+    if scope in ("sft", "all") and layout.index.exists():
+        stems += sorted({p.name.split(".")[0] for p in layout.index.glob(f"sft_{kind}_*")})
+    return [
+        layout.index / f"{stem}{suffix}{side}"
+        for stem in stems
+        for suffix in _LOCAL_SUFFIXES[kind]
+        for side in (_SQLITE_SIDE_FILES if suffix == ".sqlite" else ("",))
+    ]
+
+
+def _redis_patterns(namespace: str, kind: str, scope: str) -> list[str]:
+    """Key patterns of the current layout (hash-tagged) and of format 1, per scope."""
+    spaces = []
+    if scope in ("text", "all"):
+        spaces.append(namespace)
+    if scope in ("sft", "all"):
+        spaces.append(f"{namespace}:sft-*")
+    return [p for ns in spaces for p in (f"{redis_prefix(ns, kind)}:*", f"{legacy_redis_prefix(ns, kind)}:*")]
 
 
 def reset_indexes(
-    backend: str, layout: Layout, redis_url: str, namespace: str, which: str = "all"
+    backend: str, layout: Layout, redis_url: str, namespace: str, which: str = "all", scope: str = "all"
 ) -> list[str]:
-    """Delete the stored index(es); returns what was removed."""
+    """Delete the stored index(es) of ``which`` kind ("exact", "fuzzy", "all") for the text pipeline,
+    the SFT groups or both (``scope``), in the current layout and the format-1 one; returns what was
+    removed. Run it while nothing materializes a dedup stage."""
     _check_backend(backend)
+    if which not in (*KINDS, "all"):
+        raise ValueError(f"unknown index {which!r}; choose one of {(*KINDS, 'all')}")
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; choose one of {SCOPES}")
+    kinds = KINDS if which == "all" else (which,)
     removed: list[str] = []
     if backend == "local":
-        targets = {
-            "exact": ["exact.sqlite", "exact.sqlite-wal", "exact.sqlite-shm"],
-            "fuzzy": ["fuzzy_lsh.pickle"],
-        }
-        for kind, names in targets.items():
-            if which in (kind, "all"):
-                for name in names:
-                    path = layout.index / name
-                    if path.exists():
-                        path.unlink()
-                        removed.append(str(path))
+        for kind in kinds:
+            for path in _local_targets(layout, kind, scope):
+                if path.exists():
+                    path.unlink()
+                    removed.append(str(path))
         return removed
     client = redis_client(redis_url)
-    for kind in ("exact", "fuzzy"):
-        if which in (kind, "all"):
-            keys = list(client.scan_iter(match=f"{namespace}:{kind}:*"))
-            if keys:
-                client.delete(*keys)
-            removed += [k.decode("utf-8", "backslashreplace") for k in keys]
-    return removed
+    try:
+        for kind in kinds:
+            for pattern in _redis_patterns(namespace, kind, scope):
+                keys = list(client.scan_iter(match=pattern, count=1000))
+                for i in range(0, len(keys), 1000):
+                    client.delete(*keys[i : i + 1000])
+                removed += [k.decode("utf-8", "backslashreplace") for k in keys]
+    finally:
+        client.close()
+    return sorted(set(removed))

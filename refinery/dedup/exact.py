@@ -7,17 +7,18 @@ from typing import Literal
 
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from refinery.batch import BatchResult, split_batch
-from refinery.dedup.exact_index import ExactIndex
+from refinery.dedup.claims import ClaimBatchParams
+from refinery.dedup.exact_index import ExactRun
 from refinery.dedup.keys import doc_key
 from refinery.text.words import simplify
 
 EXACT_FIELDS = [pa.field("content_hash", pa.string())]
 
 
-class ExactDedupParams(BaseModel):
+class ExactDedupParams(ClaimBatchParams):
     normalization: Literal["none", "whitespace", "simplified"] = Field(
         "simplified",
         description="What counts as the same text: byte-identical ('none'), identical up to spacing "
@@ -39,24 +40,33 @@ def content_hash(text: str, normalization: str) -> bytes:
 
 
 class ExactDeduper:
-    """Streams one partition's batches through the index; the first occurrence is kept."""
+    """The batch processor of exact dedup over one partition's :class:`ExactRun`.
 
-    def __init__(self, index: ExactIndex, source: str, params: ExactDedupParams):
-        self.index, self.source, self.params = index, source, params
+    Per batch: content hashes, then one atomic claim of the batch's distinct hashes (the first
+    occurrence in reading order stands for the batch). A row is kept where its own claim won;
+    every other row names the owner, whether another partition's document, an earlier batch's, or
+    an earlier row of the same batch.
+    """
 
-    def process(self, frame: pd.DataFrame) -> BatchResult:
+    def __init__(self, claims: ExactRun, params: ExactDedupParams):
+        self.claims, self.params = claims, params
+
+    def __call__(self, frame: pd.DataFrame) -> BatchResult:
+        source = self.claims.source
         hashes = [content_hash(t, self.params.normalization) for t in frame["text"].tolist()]
-        claimed = self.index.lookup(list(set(hashes)))
-        reasons, duplicate_of, new_claims = [], [], []
-        for h, doc_id in zip(hashes, frame["id"].tolist(), strict=True):
-            owner = claimed.get(h)
-            if owner is None:
-                claimed[h] = doc_key(self.source, doc_id)
-                new_claims.append((h, doc_id))
+        ids = frame["id"].tolist()
+        first: dict[bytes, int] = {}
+        for row, h in enumerate(hashes):
+            first.setdefault(h, row)
+        owners = self.claims.claim([(h, ids[row]) for h, row in first.items()])
+        reasons, duplicate_of = [], []
+        for row, (h, doc_id) in enumerate(zip(hashes, ids, strict=True)):
+            owner = owners[h]
+            if first[h] == row and owner == doc_key(source, doc_id):
                 reasons.append(None)
+                duplicate_of.append(None)
             else:
                 reasons.append(("exact_duplicate", f"same {self.params.normalization} text as {owner}"))
-            duplicate_of.append(owner)
-        self.index.claim(self.source, new_claims)
+                duplicate_of.append(owner)
         out = frame.assign(content_hash=[h.hex() for h in hashes])
         return split_batch(out, reasons, {"duplicate_of": duplicate_of, "similarity": [1.0] * len(hashes)})

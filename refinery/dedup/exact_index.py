@@ -1,128 +1,177 @@
 """The persistent exact-duplicate index: content hash -> the document that claimed it first.
 
-First come, first served across partitions: a partition's documents are checked against every
-claim made by partitions materialized before it, and claim what is new. Re-materializing a
-partition first withdraws all of its own claims, then claims again, so its contribution is
-replaced, never counted twice, and unchanged input gets back exactly the same claims.
-Claims withdrawn and not renewed (documents that left the partition) are reported, because
-another partition may have dropped a copy in their favour and should be re-run.
+A batch's claims are one atomic step: SQLite ``INSERT OR IGNORE`` then reading the owners back,
+inside one ``BEGIN IMMEDIATE`` transaction; Redis ``HSETNX`` per hash inside one Lua script that
+also records the hash in the source's membership set. Whoever inserts a hash first owns it, so two
+concurrent claimants can never both keep the same content. See :mod:`refinery.dedup.claims` for
+the rule and the run's life cycle (withdraw on enter, report on commit, withdraw on abort).
 
 Two backends with one interface: SQLite in the home folder (default, one machine), and Redis
-(several machines sharing one index).
+(several machines sharing one index; keys ``{namespace}:exact:…``).
 """
 
 from __future__ import annotations
 
-import sqlite3
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from pathlib import Path
 
-from refinery.dedup.keys import doc_key
+from refinery.dedup.claims import ClaimIndex, ClaimRun
+from refinery.dedup.errors import format_error
+from refinery.dedup.keys import doc_key, legacy_redis_prefix, redis_prefix
+from refinery.dedup.sqlite_store import chunks, connect, immediate, placeholders
+
+WITHDRAW_CHUNK = 20_000  # claims removed per transaction / script call
+REDIS_FORMAT = "2"
 
 
-class ExactIndex(ABC):
+class ExactRun(ClaimRun[bytes]):
+    """One partition's claims on the exact index."""
+
+    index: ExactIndex
+
+    def claim(self, items: list[tuple[bytes, str]]) -> dict[bytes, str]:
+        """Claim (hash, doc id) pairs with distinct hashes; returns hash -> owner key for every
+        hash, which is this source's document exactly where the claim was won."""
+        owners = self.index.claim(self.source, items)
+        for h, d in items:
+            if owners[h] == doc_key(self.source, d):
+                self.renewed(d, h)
+        return owners
+
+
+class ExactIndex(ClaimIndex[ExactRun]):
     @abstractmethod
-    def begin(self, source: str) -> None:
-        """Withdraw the source's previous claims (inside the transaction that commit ends)."""
+    def claim(self, source: str, items: list[tuple[bytes, str]]) -> dict[bytes, str]:
+        """Atomically: every unclaimed hash becomes ``source``'s; returns hash -> owner key."""
 
     @abstractmethod
     def lookup(self, hashes: list[bytes]) -> dict[bytes, str]:
-        """Current claims among ``hashes``: hash -> claiming document key."""
+        """Current claims among ``hashes`` (read only): hash -> owner key."""
 
-    @abstractmethod
-    def claim(self, source: str, items: list[tuple[bytes, str]]) -> None:
-        """Record (hash, doc id) claims for the source."""
-
-    @abstractmethod
-    def commit(self) -> list[str]:
-        """Make the partition's new claims durable; return keys whose claim was withdrawn."""
-
-    @abstractmethod
-    def abort(self) -> None: ...
-
-    @abstractmethod
-    def count(self) -> int: ...
-
-    @abstractmethod
-    def close(self) -> None: ...
+    def _run(self, source: str) -> ExactRun:
+        return ExactRun(self, source)
 
 
 class SqliteExactIndex(ExactIndex):
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=120, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS claims "
-            "(hash BLOB PRIMARY KEY, source TEXT NOT NULL, doc_id TEXT NOT NULL) WITHOUT ROWID"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS claims_source ON claims(source)")
-        self._source: str | None = None
-        self._withdrawn: dict[bytes, str] = {}
+    """``claims(hash PRIMARY KEY, source, doc_id)``; the format-1 file has the same table and is read
+    as it is."""
 
-    def begin(self, source: str) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        self._source = source
-        self._withdrawn = dict(
-            self._db.execute("SELECT hash, doc_id FROM claims WHERE source = ?", (source,)).fetchall()
-        )
-        self._db.execute("DELETE FROM claims WHERE source = ?", (source,))
+    def __init__(self, path: Path):
+        self.path = path
+        self._db = connect(path)
+        with immediate(self._db) as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS claims "
+                "(hash BLOB PRIMARY KEY, source TEXT NOT NULL, doc_id TEXT NOT NULL) WITHOUT ROWID"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS claims_source ON claims(source)")
+
+    def claim(self, source: str, items: list[tuple[bytes, str]]) -> dict[bytes, str]:
+        if not items:
+            return {}
+        hashes = [h for h, _ in items]
+        with immediate(self._db) as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO claims VALUES (?, ?, ?)", [(h, source, d) for h, d in items]
+            )
+            return self._owners(db, hashes)
 
     def lookup(self, hashes: list[bytes]) -> dict[bytes, str]:
+        return self._owners(self._db, hashes)
+
+    @staticmethod
+    def _owners(db, hashes: list[bytes]) -> dict[bytes, str]:
         found: dict[bytes, str] = {}
-        for i in range(0, len(hashes), 900):  # SQLite's bound-parameter limit
-            chunk = hashes[i : i + 900]
-            rows = self._db.execute(
-                f"SELECT hash, source, doc_id FROM claims WHERE hash IN ({','.join('?' * len(chunk))})", chunk
+        for chunk in chunks(hashes):
+            rows = db.execute(
+                f"SELECT hash, source, doc_id FROM claims WHERE hash IN ({placeholders(len(chunk))})", chunk
             )
             found.update({h: doc_key(s, d) for h, s, d in rows})
         return found
 
-    def claim(self, source: str, items: list[tuple[bytes, str]]) -> None:
-        self._db.executemany("INSERT INTO claims VALUES (?, ?, ?)", [(h, source, d) for h, d in items])
-        for h, d in items:
-            if self._withdrawn.get(h) == d:
-                del self._withdrawn[h]
-
-    def commit(self) -> list[str]:
-        self._db.execute("COMMIT")
-        gone = sorted(doc_key(self._source or "", d) for d in self._withdrawn.values())
-        self._withdrawn = {}
-        return gone
-
-    def abort(self) -> None:
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+    def withdraw(self, source: str) -> set[tuple[str, bytes]]:
+        removed: set[tuple[str, bytes]] = set()
+        while True:
+            with immediate(self._db) as db:
+                rows = db.execute(
+                    "DELETE FROM claims WHERE hash IN (SELECT hash FROM claims WHERE source = ? LIMIT ?) "
+                    "RETURNING hash, doc_id",
+                    (source, WITHDRAW_CHUNK),
+                ).fetchall()
+            removed.update((d, h) for h, d in rows)
+            if len(rows) < WITHDRAW_CHUNK:
+                return removed
 
     def count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM claims").fetchone()[0]
 
     def close(self) -> None:
-        self.abort()
         self._db.close()
 
 
+# KEYS: claims hash, the source's member set. ARGV: "<source>/", then hash, doc id pairs.
+# Returns the owner key of every hash, in order.
+_CLAIM = """
+local out = {}
+for i = 2, #ARGV, 2 do
+  local h, key = ARGV[i], ARGV[1] .. ARGV[i + 1]
+  if redis.call('HSETNX', KEYS[1], h, key) == 1 then
+    redis.call('SADD', KEYS[2], h)
+    out[#out + 1] = key
+  else
+    out[#out + 1] = redis.call('HGET', KEYS[1], h)
+  end
+end
+return out
+"""
+
+# KEYS: claims hash, the source's member set. ARGV: "<source>/", chunk size.
+# Pops up to a chunk of the source's hashes and deletes their claims; returns
+# {popped, hash1, doc_id1, ...}.
+_WITHDRAW = """
+local popped = redis.call('SPOP', KEYS[2], tonumber(ARGV[2]))
+local out = {#popped}
+local n = #ARGV[1]
+for _, h in ipairs(popped) do
+  local owner = redis.call('HGET', KEYS[1], h)
+  if owner and string.sub(owner, 1, n) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], h)
+    out[#out + 1] = h
+    out[#out + 1] = string.sub(owner, n + 1)
+  end
+end
+return out
+"""
+
+
 class RedisExactIndex(ExactIndex):
-    """Claims in a Redis hash, each source's hashes in a Redis set (for withdrawal)."""
+    """Claims in the hash ``{ns}:exact:claims``; each source's hashes in ``{ns}:exact:members:<source>``
+    (for withdrawal). A claim and its membership are written by one script, so a killed run never
+    leaves a claim its partition's next run could not find and withdraw."""
 
     def __init__(self, client, namespace: str):
         self._r = client
-        self._claims = f"{namespace}:exact:claims"
-        self._members = f"{namespace}:exact:members:"
-        self._source: str | None = None
-        self._withdrawn: dict[bytes, str] = {}
-        self._new: list[tuple[bytes, str]] = []
+        prefix = redis_prefix(namespace, "exact")
+        legacy = legacy_redis_prefix(namespace, "exact")
+        if self._r.exists(f"{legacy}:claims"):
+            raise format_error("exact", f"redis namespace {namespace!r}", f"keys {legacy}:* without hash tag")
+        self._r.setnx(f"{prefix}:format", REDIS_FORMAT)
+        stored = self._r.get(f"{prefix}:format")
+        if stored is not None and stored.decode() != REDIS_FORMAT:
+            raise format_error("exact", f"redis namespace {namespace!r}", f"format {stored.decode()}")
+        self._claims = f"{prefix}:claims"
+        self._members = f"{prefix}:members:"
+        self._claim_script = self._r.register_script(_CLAIM)
+        self._withdraw_script = self._r.register_script(_WITHDRAW)
 
-    def begin(self, source: str) -> None:
-        self._source = source
-        members = list(self._r.smembers(self._members + source))
-        owners = self._r.hmget(self._claims, members) if members else []
-        self._withdrawn = {h: o.decode().partition("/")[2] for h, o in zip(members, owners, strict=True) if o}
-        pipe = self._r.pipeline()
-        if members:
-            pipe.hdel(self._claims, *members)
-        pipe.delete(self._members + source)
-        pipe.execute()
+    def claim(self, source: str, items: list[tuple[bytes, str]]) -> dict[bytes, str]:
+        if not items:
+            return {}
+        args: list = [source + "/"]
+        for h, d in items:
+            args += [h, d]
+        owners = self._claim_script(keys=[self._claims, self._members + source], args=args)
+        return {h: o.decode() for (h, _), o in zip(items, owners, strict=True)}
 
     def lookup(self, hashes: list[bytes]) -> dict[bytes, str]:
         if not hashes:
@@ -130,25 +179,15 @@ class RedisExactIndex(ExactIndex):
         values = self._r.hmget(self._claims, hashes)
         return {h: v.decode() for h, v in zip(hashes, values, strict=True) if v is not None}
 
-    def claim(self, source: str, items: list[tuple[bytes, str]]) -> None:
-        if not items:
-            return
-        pipe = self._r.pipeline()
-        pipe.hset(self._claims, mapping={h: doc_key(source, d) for h, d in items})
-        pipe.sadd(self._members + source, *[h for h, _ in items])
-        pipe.execute()
-        for h, d in items:
-            if self._withdrawn.get(h) == d:
-                del self._withdrawn[h]
-
-    def commit(self) -> list[str]:
-        gone = sorted(doc_key(self._source or "", d) for d in self._withdrawn.values())
-        self._withdrawn = {}
-        return gone
-
-    def abort(self) -> None:
-        """Redis has no partition-long transaction; a failed run leaves partial claims that
-        the next materialization of the same partition withdraws in :meth:`begin`."""
+    def withdraw(self, source: str) -> set[tuple[str, bytes]]:
+        removed: set[tuple[str, bytes]] = set()
+        while True:
+            out = self._withdraw_script(
+                keys=[self._claims, self._members + source], args=[source + "/", WITHDRAW_CHUNK]
+            )
+            removed.update((d.decode(), h) for h, d in zip(out[1::2], out[2::2], strict=True))
+            if int(out[0]) < WITHDRAW_CHUNK:
+                return removed
 
     def count(self) -> int:
         return int(self._r.hlen(self._claims))

@@ -19,12 +19,23 @@ class SftCheckParams(SftRuleParams, SftDedupParams):
     """Every threshold of sft_checked: the SFT rules and the prompt dedup."""
 
 
+class SftChecker:
+    """The batch processor of ``sft_checked``: ``(frame) -> BatchResult`` for one partition, over the
+    deduper that :meth:`SftPromptDeduper.claiming` yields."""
+
+    def __init__(self, rules: SftRules, deduper: SftPromptDeduper):
+        self.rules, self.deduper = rules, deduper
+
+    def __call__(self, frame: pd.DataFrame) -> BatchResult:
+        return check_batch(frame, self.rules, self.deduper)
+
+
 def check_batch(frame: pd.DataFrame, rules: SftRules, deduper: SftPromptDeduper) -> BatchResult:
     frame = frame.reset_index(drop=True)
     scores, reasons = rules.apply(frame)
     out = frame.assign(**scores)
     passed = [r is None for r in reasons]
-    dedup = deduper.process(out.loc[passed])
+    dedup = deduper.decide(out.loc[passed])
     out["content_hash"] = pd.Series([None] * len(out), dtype=object)
     out["near_dup_similarity"] = float("nan")
     duplicate_of: list[str | None] = [None] * len(out)

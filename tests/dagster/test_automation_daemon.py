@@ -44,6 +44,17 @@ def materializations(instance: dg.DagsterInstance) -> Counter:
     return counts
 
 
+def latest(instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> float:
+    """When ``asset`` (``partition``) was last materialized (0 if never)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if partition is not None:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+        ).records
+        return records[0].timestamp if records else 0.0
+    return event.timestamp if event else 0.0
+
+
 def busy(instance: dg.DagsterInstance) -> bool:
     active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
     return bool(instance.get_runs(filters=dg.RunsFilter(statuses=active), limit=1))
@@ -109,11 +120,14 @@ def test_new_and_changed_sources_flow_through_every_stage(home, tmp_path):
             write_source(home, "gamma", {"crawl.jsonl": jsonl(gamma)})
 
             def refreshed(counts: Counter) -> bool:
-                return (
+                """Both sources' corpora are new, and every table was rebuilt after both."""
+                if not (
                     counts[(names.PRETRAIN_CORPUS, "gamma")] >= 1
-                    and all(counts[(t, None)] > before[(t, None)] for t in TABLES)
                     and counts[(names.PRETRAIN_CORPUS, "alpha")] > before[(names.PRETRAIN_CORPUS, "alpha")]
-                )
+                ):
+                    return False
+                corpora = max(latest(instance, names.PRETRAIN_CORPUS, s) for s in ("alpha", "gamma"))
+                return all(latest(instance, t) > corpora for t in TABLES)
 
             wait_until(instance, refreshed, 1200, "the refresh after the change")
             after = materializations(instance)
@@ -126,6 +140,13 @@ def test_new_and_changed_sources_flow_through_every_stage(home, tmp_path):
     assert all(new[(t, None)] >= 1 for t in TABLES)
     corpus = storage.read(names.PRETRAIN_CORPUS, "alpha")
     assert "a-new" in set(corpus["id"])
+    splits = pd.read_parquet(storage.require_table(names.DATASET_SPLITS))
+    row = splits.loc[(splits["source"] == "alpha") & (splits["id"] == "a-new")]
+    assert len(row) == 1  # every corpus document is assigned a split, the new one too
     manifest = pd.read_parquet(storage.require_table(names.TRAINING_SCHEDULE))
     assert "gamma" in set(manifest["source"])
-    assert ((manifest["source"] == "alpha") & (manifest["id"] == "a-new")).any()
+    mixture = pd.read_parquet(storage.require_table(names.PRETRAIN_MIXTURE))
+    in_mixture = bool(((mixture["source"] == "alpha") & (mixture["id"] == "a-new")).any())
+    in_manifest = bool(((manifest["source"] == "alpha") & (manifest["id"] == "a-new")).any())
+    # Held-out splits go into the schedule whole; train documents as the mixture sampled them.
+    assert in_manifest == (row["split"].iloc[0] != "train" or in_mixture)

@@ -21,23 +21,15 @@ def frame(ids, texts):
 
 
 def exact_run(backend, home, url, source, ids, texts):
-    index = open_exact_index(backend, home, url or "", "t")
-    index.begin(source)
-    result = ExactDeduper(index, source, ExactDedupParams()).process(frame(ids, texts))
-    withdrawn = index.commit()
-    index.close()
-    return result, withdrawn
+    with open_exact_index(backend, home, url or "", "t").claiming(source) as claims:
+        result = ExactDeduper(claims, ExactDedupParams())(frame(ids, texts))
+    return result, claims.withdrawn
 
 
 def fuzzy_run(backend, home, url, source, ids, texts, batch=100):
-    index = open_fuzzy_index(backend, home, url or "", "t", PARAMS.index_params())
-    index.remove_source(source)
-    deduper = FuzzyDeduper(index, source, PARAMS.threshold)
-    parts = [
-        deduper.process(frame(ids[i : i + batch], texts[i : i + batch])) for i in range(0, len(ids), batch)
-    ]
-    index.commit()
-    index.close()
+    with open_fuzzy_index(backend, home, url or "", "t", PARAMS.index_params()).claiming(source) as claims:
+        deduper = FuzzyDeduper(claims)
+        parts = [deduper(frame(ids[i : i + batch], texts[i : i + batch])) for i in range(0, len(ids), batch)]
     return pd.concat([p.kept for p in parts]), pd.concat([p.rejected for p in parts])
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from refinery.paths import Layout
-from refinery.sft.check import SftCheckParams, check_batch
+from refinery.sft.check import SftChecker, SftCheckParams
 from refinery.sft.dedup import SftPromptDeduper, open_group_indexes
 from refinery.sft.dedup_keys import DEFAULT_DEDUP_KEYS, SftDedupScopeParams, complete_keys, key_text
 from refinery.sft.reader import SftIngestParams, SftReader
@@ -65,14 +65,9 @@ def read(tmp_path, records, name="s", **params) -> pd.DataFrame:
 def check(tmp_path, frame: pd.DataFrame, source="s", **params):
     check_params = SftCheckParams(**params)
     layout = Layout.at(tmp_path / "home")
-    deduper = SftPromptDeduper(
-        open_group_indexes("local", layout, "", "t", check_params), source, check_params
-    )
-    deduper.begin()
-    result = check_batch(frame, SftRules(check_params), deduper)
-    deduper.commit()
-    deduper.close()
-    return result
+    indexes = open_group_indexes("local", layout, "", "t", check_params)
+    with SftPromptDeduper.claiming(indexes, source, check_params) as deduper:
+        return SftChecker(SftRules(check_params), deduper)(frame)
 
 
 def verdicts(result) -> dict[str, str | None]:

@@ -148,11 +148,9 @@ def test_dedup_first_come_and_groups_are_separate(tmp_path):
     frame = pd.DataFrame(rows, columns=SFT_SCHEMA.names)
 
     def run(source, data):
-        deduper = SftPromptDeduper(open_group_indexes("local", layout, "", "t", params), source, params)
-        deduper.begin()
-        result = check_batch(data, rules, deduper)
-        deduper.commit()
-        deduper.close()
+        indexes = open_group_indexes("local", layout, "", "t", params)
+        with SftPromptDeduper.claiming(indexes, source, params) as deduper:
+            result = check_batch(data, rules, deduper)
         return result
 
     result = run("one", frame)

@@ -1,0 +1,156 @@
+"""Dedup stays correct when Dagster runs partitions at the same time.
+
+Four text partitions that share exact copies and one-word edits of the same articles (at the same
+row positions) go through raw_documents → heuristic_filtered one after another; then four
+processes, started behind a barrier, materialize ``exact_deduplicated`` for their partition at the
+same time, and then ``fuzzy_deduplicated``, on one Dagster instance and one dedup index, three
+rows per claim batch so the partitions' claims interleave. Three set-ups: ``materialize()`` in
+each process against local SQLite indexes and against a real Redis, and the real
+``text_prefilter`` job under the multiprocess executor (``REFINERY_ENVIRONMENT=cluster``: a
+process per step, Redis). No instance pool limits the dedup steps.
+
+Afterwards: the dedup steps of the four runs overlapped in time (the race was real), no two kept
+documents share a content hash or have an estimated Jaccard at or above the threshold, every
+removed document names a kept owner, and a probe partition of one-word edits of every kept
+document, run afterwards, is removed in full.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from assets import TEXT_PREFILTER
+from refinery.dedup.exact import content_hash
+from refinery.dedup.fuzzy import FuzzyDedupParams
+from refinery.dedup.minhash import MinHasher, jaccard
+from refinery.storage import Storage
+from resources import DedupIndexResource, build_resources
+from tests.conftest import write_source
+from tests.dagster.concurrent_runs import DEDUP_STAGES, dedup_partition
+from tests.dagster.conftest import jsonl
+from tests.unit.dedup_race import build_partitions, one_word_edits, run_concurrently
+
+UPSTREAM = ["raw_documents", "clean_documents", "heuristic_filtered"]
+CASES = {
+    "materialize-local": ("materialize", "local"),
+    "materialize-redis": ("materialize", "redis"),
+    "multiprocess-redis": ("multiprocess", "redis"),
+}
+PARAMS = FuzzyDedupParams()
+
+
+@pytest.fixture(params=list(CASES))
+def case(request):
+    mode, backend = CASES[request.param]
+    url = request.getfixturevalue("redis_clean") if backend == "redis" else ""
+    return mode, backend, url
+
+
+@pytest.fixture
+def shared_instance(home, monkeypatch):
+    """One persistent instance (SQLite storage in DAGSTER_HOME) that every process opens."""
+    home.dagster_home.mkdir(parents=True, exist_ok=True)
+    (home.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home))
+    monkeypatch.setenv("REFINERY_HOME", str(home.home))
+    with dg.DagsterInstance.get() as instance:
+        yield instance
+
+
+def _dedup(backend: str, url: str) -> DedupIndexResource:
+    return DedupIndexResource(backend="redis", redis_url=url) if backend == "redis" else DedupIndexResource()
+
+
+def _materialize(instance, home, source: str, selection: list[str], dedup: DedupIndexResource) -> None:
+    result = dg.materialize(
+        TEXT_PREFILTER,
+        selection=selection,
+        partition_key=source,
+        instance=instance,
+        resources=build_resources("local", home=str(home.home), dedup_index=dedup),
+    )
+    assert result.success
+
+
+def _step_spans(instance, stage: str) -> pd.DataFrame:
+    """Start and end of ``stage``'s step in every raced run (from the event log)."""
+    rows = []
+    for run in instance.get_runs(filters=dg.RunsFilter(tags={"race": stage})):
+        assert run.status == dg.DagsterRunStatus.SUCCESS, (run.run_id, run.status)
+        times = {
+            e.dagster_event.event_type_value: e.timestamp
+            for e in instance.all_logs(run.run_id)
+            if e.is_dagster_event and e.step_key == stage
+        }
+        rows.append({"partition": run.tags["dagster/partition"], "start": times["STEP_START"],
+                     "end": times["STEP_SUCCESS"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_concurrent_partitions_keep_every_duplicate_once(home, case, shared_instance):
+    mode, backend, url = case
+    partitions = build_partitions(per_kind=12)
+    sources = sorted(partitions)
+    for source, frame in partitions.items():
+        write_source(home, source, {"docs.jsonl": jsonl(frame.to_dict("records"))})
+    shared_instance.add_dynamic_partitions("text_source", [*sources, "probe"])
+    for source in sources:  # not raced: only the dedup stages are
+        _materialize(shared_instance, home, source, UPSTREAM, _dedup(backend, url))
+
+    env = {
+        "DAGSTER_HOME": str(home.dagster_home),
+        "REFINERY_HOME": str(home.home),
+        "REFINERY_ENVIRONMENT": "cluster" if mode == "multiprocess" else "local",
+        "REFINERY_REDIS_URL": url,
+    }
+    run_concurrently(dedup_partition, [(mode, env, backend, s, 3) for s in sources], timeout=900)
+
+    for stage in DEDUP_STAGES:
+        spans = _step_spans(shared_instance, stage)
+        assert sorted(spans["partition"]) == sources
+        assert spans["start"].max() < spans["end"].min(), f"the {stage} steps did not overlap:\n{spans}"
+
+    storage = Storage(home.storage)
+    read = lambda asset, s, rejected=False: storage.read(asset, s, rejected=rejected).assign(source=s)  # noqa: E731
+    entering = pd.concat([read("heuristic_filtered", s) for s in sources], ignore_index=True)
+    exact_kept = pd.concat([read("exact_deduplicated", s) for s in sources], ignore_index=True)
+    exact_out = pd.concat([read("exact_deduplicated", s, True) for s in sources], ignore_index=True)
+    kept = pd.concat([read("fuzzy_deduplicated", s) for s in sources], ignore_index=True)
+    fuzzy_out = pd.concat([read("fuzzy_deduplicated", s, True) for s in sources], ignore_index=True)
+    key = lambda frame: (frame["source"] + "/" + frame["id"]).tolist()  # noqa: E731
+
+    # Nothing lost: every document that entered dedup is kept or removed once, with its reason.
+    assert sorted(key(entering)) == sorted(key(kept) + key(exact_out) + key(fuzzy_out))
+    assert set(exact_out["reason"]) <= {"exact_duplicate"} and set(fuzzy_out["reason"]) <= {"near_duplicate"}
+    assert len(exact_out) and len(fuzzy_out), "the scenario has both kinds of duplicates"
+
+    # Exact: each distinct content kept once over all partitions; every copy names a kept owner.
+    hashes = [content_hash(t, "simplified") for t in exact_kept["text"]]
+    assert len(hashes) == len(set(hashes))
+    distinct = {content_hash(t, "simplified") for t in entering["text"]}
+    assert set(hashes) == distinct
+    assert set(exact_out["duplicate_of"]) <= set(key(exact_kept))
+
+    # Fuzzy: no two kept documents are near-duplicates, every near-duplicate names a kept owner.
+    hasher = MinHasher(PARAMS.num_perm, PARAMS.ngram, PARAMS.seed)
+    signatures = hasher.signatures(kept["text"].tolist())
+    close = [
+        (key(kept)[i], key(kept)[j], float(jaccard(signatures[i], signatures[j])))
+        for i, j in itertools.combinations(range(len(kept)), 2)
+        if jaccard(signatures[i], signatures[j]) >= PARAMS.threshold
+    ]
+    assert close == []
+    assert set(fuzzy_out["duplicate_of"]) <= set(key(kept))
+
+    # A probe of one-word edits of every kept document, run afterwards, is removed in full.
+    probe = one_word_edits(kept)
+    write_source(home, "probe", {"docs.jsonl": jsonl(probe.to_dict("records"))})
+    _materialize(shared_instance, home, "probe", [*UPSTREAM, *DEDUP_STAGES], _dedup(backend, url))
+    assert storage.row_count("heuristic_filtered", "probe") == len(probe)
+    assert storage.row_count("fuzzy_deduplicated", "probe") == 0
+    probe_out = read("fuzzy_deduplicated", "probe", True)
+    assert len(probe_out) == len(probe) and set(probe_out["reason"]) == {"near_duplicate"}
