@@ -13,12 +13,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from refinery.names import DEDUP_POOL
 from refinery.paths import Layout
 
+# Dedup steps of two runs may claim at the same time (the claims are atomic): two, as many as runs.
+POOL_LIMITS = {DEDUP_POOL: 2}
+
 INSTANCE_YAML = """\
-# Written by `refinery init`. The dedup indexes (pool dedup_index) and GPUs (pool gpu) take one
-# step at a time; a crashed run gives its slot back after five minutes. At most two runs at once
-# (a laptop's cores); raise it on a bigger machine.
+# Written by `refinery init`. Model steps (pool gpu) take one step at a time, the default limit of
+# every pool; `refinery init` sets the dedup_index pool to 2 (claims are atomic, so that limit is
+# only a throughput choice: `dagster instance concurrency set dedup_index N`). A crashed run gives
+# its slot back after five minutes. At most two runs at once (a laptop's cores); raise it on a
+# bigger machine.
 concurrency:
   pools:
     granularity: op
@@ -42,8 +48,19 @@ def prepare_environment(layout: Layout) -> str:
     if not os.path.exists(config):
         with open(config, "w") as fh:
             fh.write(INSTANCE_YAML)
+        set_pool_limits(dagster_home)
     os.environ["DAGSTER_HOME"] = dagster_home
     return dagster_home
+
+
+def set_pool_limits(dagster_home: str) -> None:
+    """Give a new instance its per-pool limits (:data:`POOL_LIMITS`); ``dagster.yaml`` can only set
+    the default one."""
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(dagster_home) as instance:
+        for pool, limit in POOL_LIMITS.items():
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
 
 
 def sync_partitions(layout: Layout, kind: str = "text") -> list[str]:

@@ -5,7 +5,7 @@ The ``dagster-k8s/config`` tag is read by the k8s run launcher / ``k8s_job_execu
 step's pod one ``nvidia.com/gpu`` and schedule it on GPU nodes; on a laptop it is ignored.
 """
 
-GPU_POOL = "gpu"
+from refinery.names import GPU_POOL
 
 K8S_GPU_TAGS = {
     "dagster-k8s/config": {

@@ -4,9 +4,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from assets.factory import ingest_asset, stage_asset
-from assets.text_stages import DEDUP_POOL
 from refinery.batch import BatchProcessor
 from refinery.metadata import Json
+from refinery.names import DEDUP_POOL
 from refinery.sft.check import SftChecker
 from refinery.sft.dedup import SftPromptDeduper, open_group_indexes
 from refinery.sft.reader import SftReader

@@ -21,13 +21,12 @@ from refinery.engine.local import LocalEngine
 from refinery.filters.chain import filter_batch
 from refinery.ingest.text_reader import SourceReader
 from refinery.metadata import Markdown
+from refinery.names import DEDUP_POOL
 from refinery.quality.classifier import QualityScorer
 from refinery.quality.perplexity import PerplexityScorer, perplexity_function
 from refinery.stages import text
 from refinery.stages.report import withdrawn_claims
 from refinery.stages.spec import StageContext
-
-DEDUP_POOL = "dedup_index"  # the shared dedup indexes: one writer at a time (dagster.yaml)
 
 
 def _heuristics(run: StageContext) -> BatchProcessor:

@@ -91,3 +91,7 @@ PIPELINE_JOB_BY_KIND = {
     "image_text": IMAGE_TEXT_PIPELINE_JOB,
     "video": VIDEO_PIPELINE_JOB,
 }
+
+# -- pools: Dagster concurrency pools the steps declare ------------------------------------------
+GPU_POOL = "gpu"  # model steps: one at a time per device (the instance's default limit, 1)
+DEDUP_POOL = "dedup_index"  # steps that claim in the shared dedup indexes: a throughput choice only

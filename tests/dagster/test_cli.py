@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 import launch
@@ -155,3 +156,13 @@ def test_refinery_run_prints_a_line_per_stage_and_logs_the_rest_to_a_file(home, 
     )
     text = log.read_text()
     assert log.is_relative_to(home.home) and "DEBUG" in text and "STEP_SUCCESS" in text
+
+
+def test_init_sets_the_dedup_pool_limit(home, cli_env):
+    """dagster.yaml sets the default pool limit (1: the gpu pool); init gives dedup_index two slots."""
+    shown = run([str(BIN / "dagster"), "instance", "concurrency", "get", "dedup_index"], cli_env)
+    assert shown.returncode == 0, shown.stderr
+    assert "2" in shown.stdout, shown.stdout
+    with dg.DagsterInstance.from_config(str(home.dagster_home)) as instance:
+        assert instance.event_log_storage.get_concurrency_info("dedup_index").slot_count == 2
+        assert instance.global_op_concurrency_default_limit == 1
