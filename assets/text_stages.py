@@ -15,7 +15,7 @@ from refinery.batch import BatchProcessor, bound, keep_all
 from refinery.clean.cleaning import Cleaner
 from refinery.dedup.banding import candidate_probability, s_curve_markdown
 from refinery.dedup.exact import ExactDeduper
-from refinery.dedup.fuzzy import FuzzyDeduper
+from refinery.dedup.fuzzy import FuzzyDeduper, signature_function
 from refinery.dedup.semantic import SemanticDeduper
 from refinery.engine.local import LocalEngine
 from refinery.filters.chain import filter_batch
@@ -53,8 +53,15 @@ def _fuzzy(run: StageContext) -> Iterator[BatchProcessor]:
     dedup_index = run.resources.dedup_index
     index = dedup_index.fuzzy(run.layout, run.params.index_params())
     lsh = index.params
+    signatures = None
+    if not isinstance(run.engine, LocalEngine):  # sign on the engine's workers; claim here, in order
+        location = run.storage.require(run.spec.upstream, run.source)
+        signatures = run.engine.map_slices(
+            location, partial(signature_function, lsh), ["text"], run.params.batch_rows
+        )
+    run.metadata["signatures_computed_by"] = run.engine.name
     with index.claiming(run.source) as claims:
-        yield FuzzyDeduper(claims)
+        yield FuzzyDeduper(claims, signatures)
     at_threshold = float(candidate_probability(lsh["threshold"], lsh["bands"], lsh["rows"]))
     run.metadata.update(
         index_backend=dedup_index.backend,

@@ -10,6 +10,9 @@ the same step, so a concurrent run that reaches the index later sees it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pydantic import Field
@@ -17,6 +20,7 @@ from pydantic import Field
 from refinery.batch import BatchResult, split_batch
 from refinery.dedup.claims import ClaimBatchParams
 from refinery.dedup.lsh_index import FuzzyRun, lsh_params
+from refinery.dedup.minhash import MinHasher
 
 FUZZY_FIELDS = [pa.field("near_dup_similarity", pa.float32())]
 
@@ -36,16 +40,40 @@ class FuzzyDedupParams(ClaimBatchParams):
         return lsh_params(self.num_perm, self.ngram, self.threshold, self.seed, self.recall)
 
 
-class FuzzyDeduper:
-    """The batch processor of fuzzy dedup over one partition's :class:`FuzzyRun`."""
+def signature_function(index_params: dict) -> Callable[[pd.DataFrame], np.ndarray]:
+    """What an engine's worker runs to sign a partition ahead of the claims: the index's MinHash
+    family (permutations, shingles, seed), one batch of texts at a time."""
+    hasher = MinHasher(index_params["num_perm"], index_params["ngram"], index_params["seed"])
+    return lambda frame: hasher.signatures(frame["text"].tolist())
 
-    def __init__(self, claims: FuzzyRun):
+
+class FuzzyDeduper:
+    """The batch processor of fuzzy dedup over one partition's :class:`FuzzyRun`.
+
+    ``signatures``, when given, are the partition's signatures in row order, computed ahead (on an
+    engine's workers, by :func:`signature_function`); each batch takes its rows' from the front.
+    Otherwise each batch is signed here. Claims are made here either way, in reading order.
+    """
+
+    def __init__(self, claims: FuzzyRun, signatures: np.ndarray | None = None):
         self.claims = claims
         self.threshold = claims.index.threshold
         self.hasher = claims.index.hasher
+        self._ahead = signatures
+
+    def _signatures(self, frame: pd.DataFrame) -> np.ndarray:
+        if self._ahead is None:
+            return self.hasher.signatures(frame["text"].tolist())
+        if len(self._ahead) < len(frame):
+            raise ValueError(
+                f"{len(self._ahead)} precomputed signatures left for a batch of {len(frame)} rows: "
+                "the partition changed after it was signed"
+            )
+        sigs, self._ahead = self._ahead[: len(frame)], self._ahead[len(frame) :]
+        return sigs
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
-        sigs = self.hasher.signatures(frame["text"].tolist())
+        sigs = self._signatures(frame)
         outcome = self.claims.claim(frame["id"].tolist(), sigs)
         reasons = [
             None
