@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from refinery.ingest.surrogates import lone_surrogate, may_hold_surrogates
 from refinery.ingest.text_reader import (
     MAX_RAW_FILE_BYTES,
     IngestBatch,
@@ -148,15 +149,24 @@ class SftReader(SourceReader):
             parsed = json.loads(text)
         except json.JSONDecodeError as err:
             if text.lstrip().startswith("{") and err.msg == "Extra data":  # JSON lines in a .json file
-                yield from self._read_jsonl_stream(path.open("rb"), rel)
+                yield from self._read_jsonl(path, rel)  # decodes UTF-16 as the text inbox does
                 return
             self._quarantine(
                 rel, None, "malformed_json", f"{err.msg} at line {err.lineno} column {err.colno}", raw_file
             )
             return
+        except ValueError as err:  # an integer past Python's 4300-digit limit
+            self._quarantine(rel, None, "malformed_json", str(err), raw_file)
+            return
         records = parsed if isinstance(parsed, list) else [parsed]
+        check_unicode = may_hold_surrogates(text)
         for number, record in enumerate(records, start=1):
-            self._admit(record, rel, number, None)
+            where = lone_surrogate(record) if check_unicode else None
+            if where:  # valid JSON, but not text UTF-8 (and so Parquet) can hold
+                raw = json.dumps(record, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
+                self._quarantine(rel, number, "invalid_unicode", f"lone surrogate in {where[:200]}", raw)
+            else:
+                self._admit(record, rel, number, None)
             yield from self._drain(final=False)
 
     def _parquet_record(self, record: dict) -> dict:
