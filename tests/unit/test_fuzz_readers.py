@@ -771,3 +771,16 @@ def test_media_paths_with_a_nul_byte_or_an_overlong_name_are_quarantined(value):
     table = json.dumps({"video": value.replace(".png", ".mp4"), "question": "q?"}).encode() + b"\n"
     out = ingest(VideoReaderSource, VideoIngestParams(), {"q.jsonl": table})
     assert _reasons(out) == ["video_outside_source"]
+
+
+def test_sft_score_beyond_float_range_is_no_score_not_a_crash():
+    """math.isfinite(10**400) raises OverflowError: a quality or ranking score that big escaped."""
+    lines = [
+        {"prompt": "hi", "completion": "yo", "score": 10**400},
+        {"prompt": "p", "responses": ["a", "b"], "scores": [10**400, 1]},
+    ]
+    out = ingest(
+        SftReader, SftIngestParams(), {"a.jsonl": b"".join(json.dumps(r).encode() + b"\n" for r in lines)}
+    )
+    assert [r["quality"] for r in out.kept] == [None] and json.loads(out.kept[0]["meta"])["score"] == 10**400
+    assert _reasons(out) == ["malformed_ranking"]
