@@ -276,7 +276,8 @@ class ImageTextReader(RowCollector):
                     group_key = key
                     handle = tar.extractfile(member)
                     members[ext.lower()] = handle.read() if handle else b""
-        except (tarfile.TarError, EOFError, OSError) as err:
+        # TypeError too: CPython's tarfile raises it for a gzip header cut short (ord() of b"").
+        except (tarfile.TarError, EOFError, OSError, TypeError) as err:
             self._quarantine(
                 rel,
                 samples + 1,

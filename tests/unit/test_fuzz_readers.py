@@ -784,3 +784,9 @@ def test_sft_score_beyond_float_range_is_no_score_not_a_crash():
     )
     assert [r["quality"] for r in out.kept] == [None] and json.loads(out.kept[0]["meta"])["score"] == 10**400
     assert _reasons(out) == ["malformed_ranking"]
+
+
+def test_shard_whose_gzip_header_is_cut_short_is_a_corrupt_archive():
+    """tarfile's stream reader raises TypeError (ord() of an empty read) on b"\\x1f\\x8b\\x08"."""
+    out = ingest(ImageTextReader, ImageTextIngestParams(), {"s.tar": b"\x1f\x8b\x08"})
+    assert _reasons(out) == ["corrupt_archive"]
