@@ -440,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, default=None, help="REFINERY_HOME to build (default: temporary)")
     parser.add_argument("--max-width", type=int, default=1200, help="downscale the PNGs to this width")
     args = parser.parse_args(argv)
+    if str(ROOT) not in sys.path:  # run as a file: definitions, launch and assets live at the root
+        sys.path.insert(0, str(ROOT))
     missing = chromium_missing()
     if missing:
         print(f"ui_screenshots: {missing}", file=sys.stderr)
