@@ -83,6 +83,9 @@ class SftReader(SourceReader):
         except Malformed as err:
             self._quarantine(rel, line, err.reason, err.detail, raw, kind=err.kind)
             return
+        if not rec.prompt.strip():  # raw_sft's blocking check: no empty text column in the output
+            self._quarantine(rel, line, "empty_prompt", "prompt is empty or whitespace", raw, kind=rec.kind)
+            return
         size = sum(len(t) for t in rec.texts())
         if size > self.params.max_document_chars:
             self._quarantine(

@@ -52,6 +52,7 @@ from refinery.ingest.text_reader import IngestParams, SourceReader
 from refinery.multimodal.image_text_reader import ImageTextIngestParams, ImageTextReader
 from refinery.multimodal.video_reader import VideoIngestParams, VideoReaderSource
 from refinery.sft.reader import SftIngestParams, SftReader
+from refinery.stages.checks import invariant_checks
 from refinery.storage import Storage
 
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
@@ -310,6 +311,9 @@ def ingest(reader_cls, params, files: dict[str, FileSpec | bytes]) -> Outcome:
         kept = pq.read_table(run.path).to_pylist()
         rejected = pq.read_table(run.rejected_path).to_pylist()
         assert run.stats.rows_out == len(kept) and run.stats.rows_rejected == len(rejected)
+        # The blocking asset checks every ingest asset runs on what it wrote.
+        for check in invariant_checks(run, run.stats.rows_in, reader.TEXT_COLUMN):
+            assert check.passed, (check.name, check.metadata)
         return Outcome(kept, rejected, reader.stats.files, run)
 
 
@@ -790,3 +794,16 @@ def test_shard_whose_gzip_header_is_cut_short_is_a_corrupt_archive():
     """tarfile's stream reader raises TypeError (ord() of an empty read) on b"\\x1f\\x8b\\x08"."""
     out = ingest(ImageTextReader, ImageTextIngestParams(), {"s.tar": b"\x1f\x8b\x08"})
     assert _reasons(out) == ["corrupt_archive"]
+
+
+def test_sft_record_with_an_empty_prompt_is_quarantined_at_ingest():
+    """It was admitted (emptiness was left to sft_checked's rules), so raw_sft's blocking
+    non_empty_text check failed and stopped the source's whole SFT chain."""
+    records = [
+        {"instruction": "", "response": ""},
+        {"instruction": "  ", "output": "x"},
+        {"prompt": "p", "completion": ""},
+    ]
+    lines = b"".join(json.dumps(r).encode() + b"\n" for r in records)
+    out = ingest(SftReader, SftIngestParams(), {"a.jsonl": lines})
+    assert _reasons(out) == ["empty_prompt", "empty_prompt"] and [r["prompt"] for r in out.kept] == ["p"]
