@@ -8,7 +8,8 @@ random), WebDataset shards with odd member names (sometimes compressed or cut), 
 bytes. It then runs the reader through the real writer (:func:`ingest_with_reader` into a
 temporary :class:`Storage`) and checks, on the Parquet files written:
 
-- no exception escapes (reading or schema conversion);
+- no exception escapes (reading or schema conversion), and the written partition passes the
+  blocking invariant checks every ingest asset runs (unique ids, non-empty text, rows accounted);
 - every quarantine row has a reason code and a detail; every kept row has an id, unique, and
   a non-empty text column;
 - the counts add up: rows written = kept + quarantined = the sum of ``stats.files``, which
