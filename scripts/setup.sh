@@ -25,6 +25,20 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+# Headless Chromium for the browser test of the Dagster UI (tests/dagster/test_ui_browser.py) and
+# scripts/ui_screenshots.py: Debian's package, driven by playwright from the dev extra (playwright
+# never downloads browsers of its own here: never run `playwright install`).
+if [[ ",$extras," == *",dev,"* ]] && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium (for the browser test of the Dagster UI)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: skipping chromium: /usr/bin/chromium is missing and this is not root with apt-get;" \
+      "the browser test skips (fails under CI=true) until 'apt-get install chromium' is run as root" >&2
+  fi
+fi
+
 # KenLM's trainer (lmplz, build_binary) for the reference language model; skips itself when built.
 scripts/build_kenlm.sh
 

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from refinery.ids import IdAssigner
 from refinery.ingest.html import HTML_SUFFIXES, UndecodableHtml, decode_html, extract_html
 from refinery.ingest.pdf import PDF_SUFFIXES, PdfProblem, extract_pdf
+from refinery.ingest.surrogates import display_name, lone_surrogate, may_hold_surrogates, open_parquet
 from refinery.ingest.warc import WARC_SUFFIXES, iter_warc, read_at_most
 from refinery.metadata import Json
 from refinery.schema import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
@@ -143,7 +143,7 @@ class RowCollector:
         """Every file of the source folder with its relative name, counted in the stats (listed
         even when it yields nothing)."""
         for path in source_files(self.folder):
-            rel = path.relative_to(self.folder).as_posix()
+            rel = display_name(path.relative_to(self.folder).as_posix())  # names need not be UTF-8
             self.stats.files[rel] += 0
             self.stats.input_bytes += path.stat().st_size
             yield path, rel
@@ -350,6 +350,13 @@ class SourceReader(RowCollector):
         except json.JSONDecodeError as err:
             self._quarantine(rel, line_no, "malformed_json", f"{err.msg} at column {err.colno}", body)
             return
+        except ValueError as err:  # an integer past Python's 4300-digit limit
+            self._quarantine(rel, line_no, "malformed_json", str(err), body)
+            return
+        where = lone_surrogate(record) if may_hold_surrogates(body) else None
+        if where:  # valid JSON, but not text UTF-8 (and so Parquet) can hold
+            self._quarantine(rel, line_no, "invalid_unicode", f"lone surrogate in {where[:200]}", body)
+            return
         self._admit(record, rel, line_no, body)
 
     def _read_utf16_jsonl(self, path: Path, rel: str) -> Iterator[IngestBatch]:
@@ -359,7 +366,7 @@ class SourceReader(RowCollector):
         except UnicodeDecodeError as err:
             self._quarantine(rel, None, "undecodable_bytes", f"UTF-16 file invalid at byte {err.start}", data)
             return
-        for line_no, line in enumerate(text.splitlines(), start=1):
+        for line_no, line in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 is text
             self._parse_jsonl_line(line.encode("utf-8", "surrogatepass"), rel, line_no)
             yield from self._drain(final=False)
 
@@ -466,7 +473,7 @@ class SourceReader(RowCollector):
 
     def _read_parquet(self, path: Path, rel: str) -> Iterator[IngestBatch]:
         try:
-            parquet = pq.ParquetFile(path)
+            parquet = open_parquet(path)
         except Exception as err:  # pyarrow raises several types for corrupt files
             self._quarantine_file(path, rel, "unreadable_parquet", str(err))
             return

@@ -148,7 +148,7 @@ def check_caption(
         return ("caption.too_few_words", f"{len(wrds)} words < {p.min_caption_words}"), scores
     if p.max_caption_words is not None and len(wrds) > p.max_caption_words:
         return ("caption.too_many_words", f"{len(wrds)} words > {p.max_caption_words}"), scores
-    found = gopher_quality(caption, tokens(caption), wrds, gopher, {})
+    found = gopher_quality(caption, len(tokens(caption)), wrds, gopher, {})
     if found:
         return (found[0].replace("gopher_quality.", "caption."), found[1]), scores
     lowered = [w.lower() for w in wrds]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from refinery.ingest.surrogates import display_name, lone_surrogate, may_hold_surrogates
 from refinery.ingest.text_reader import (
     MAX_RAW_FILE_BYTES,
     IngestBatch,
@@ -204,7 +205,8 @@ class ImageTextReader(RowCollector):
                 yield from self._drain(final=False)
                 continue
             resolved, why = inside(self.folder, base, image_value)
-            image_file = resolved.relative_to(self.folder.resolve()).as_posix() if resolved else image_value
+            inbox = self.folder.resolve()
+            image_file = display_name(resolved.relative_to(inbox).as_posix()) if resolved else image_value
             if resolved is not None:
                 self._referenced.add(resolved)
             problem = self._caption_problem(caption, caption_key is not None)
@@ -265,7 +267,7 @@ class ImageTextReader(RowCollector):
                         continue
                     folder, _, base = member.name.rpartition("/")
                     stem, _, ext = base.partition(".")
-                    key = f"{folder}/{stem}" if folder else stem
+                    key = display_name(f"{folder}/{stem}" if folder else stem)  # names need not be UTF-8
                     if key != group_key and group_key is not None:
                         samples += 1
                         self._shard_sample(rel, samples, group_key, members)
@@ -274,7 +276,8 @@ class ImageTextReader(RowCollector):
                     group_key = key
                     handle = tar.extractfile(member)
                     members[ext.lower()] = handle.read() if handle else b""
-        except (tarfile.TarError, EOFError, OSError) as err:
+        # TypeError too: CPython's tarfile raises it for a gzip header cut short (ord() of b"").
+        except (tarfile.TarError, EOFError, OSError, TypeError) as err:
             self._quarantine(
                 rel,
                 samples + 1,
@@ -298,7 +301,7 @@ class ImageTextReader(RowCollector):
         if raw_json is not None:
             try:
                 parsed = json.loads(raw_json.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            except ValueError as err:  # undecodable, malformed, or an integer past 4300 digits
                 self._quarantine(
                     rel,
                     number,
@@ -313,6 +316,11 @@ class ImageTextReader(RowCollector):
                 self._quarantine(
                     rel, number, "not_an_object", f"{key}.json is not an object", raw_json, doc_id=key
                 )
+                return
+            where = lone_surrogate(parsed) if may_hold_surrogates(raw_json) else None
+            if where:  # valid JSON, but not text UTF-8 (and so Parquet) can hold
+                detail = f"{key}.json: lone surrogate in {where[:200]}"
+                self._quarantine(rel, number, "invalid_unicode", detail, raw_json, doc_id=key)
                 return
             record = parsed
         caption: object = None

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
+from refinery.ingest.surrogates import lone_surrogate, may_hold_surrogates, open_parquet
 
 RECORD_SUFFIXES = (".jsonl", ".csv", ".tsv", ".parquet")
 
@@ -50,30 +50,57 @@ def iter_records(path: Path, batch_rows: int = 1_000) -> Iterator[Record | BadRe
         yield from _jsonl(path)
 
 
-def _jsonl(path: Path) -> Iterator[Record | BadRecord]:
+def _lines(path: Path) -> Iterator[bytes | BadRecord]:
+    """The file's lines as UTF-8 bytes. UTF-16 (with its BOM, as spreadsheets export it) is
+    decoded whole and split on line feeds only, as byte lines are."""
     with path.open("rb") as stream:
-        for line_no, raw in enumerate(stream, start=1):
-            body = raw.rstrip(b"\r\n")
-            if line_no == 1 and body.startswith(codecs.BOM_UTF8):
-                body = body[len(codecs.BOM_UTF8) :]
-            if not body.strip():
-                continue
-            try:
-                decoded = body.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield BadRecord(line_no, "undecodable_bytes", f"not UTF-8 at byte {err.start}", body)
-                continue
-            try:
-                record = json.loads(decoded)
-            except json.JSONDecodeError as err:
-                yield BadRecord(line_no, "malformed_json", f"{err.msg} at column {err.colno}", body)
-                continue
-            if not isinstance(record, dict):
-                yield BadRecord(
-                    line_no, "not_an_object", f"expected a JSON object, got {type(record).__name__}", body
-                )
-                continue
-            yield Record(line_no, record, body)
+        head = stream.read(2)
+        stream.seek(0)
+        if head not in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            yield from stream
+            return
+        data = stream.read()
+    try:
+        text = data.decode("utf-16")
+    except UnicodeDecodeError as err:
+        yield BadRecord(None, "undecodable_bytes", f"UTF-16 file invalid at byte {err.start}", data)
+        return
+    yield from (line.encode("utf-8") for line in text.split("\n"))
+
+
+def _jsonl(path: Path) -> Iterator[Record | BadRecord]:
+    for line_no, raw in enumerate(_lines(path), start=1):
+        if isinstance(raw, BadRecord):
+            yield raw
+            return
+        body = raw.rstrip(b"\r\n")
+        if line_no == 1 and body.startswith(codecs.BOM_UTF8):
+            body = body[len(codecs.BOM_UTF8) :]
+        if not body.strip():
+            continue
+        try:
+            decoded = body.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield BadRecord(line_no, "undecodable_bytes", f"not UTF-8 at byte {err.start}", body)
+            continue
+        try:
+            record = json.loads(decoded)
+        except json.JSONDecodeError as err:
+            yield BadRecord(line_no, "malformed_json", f"{err.msg} at column {err.colno}", body)
+            continue
+        except ValueError as err:  # an integer past Python's 4300-digit limit
+            yield BadRecord(line_no, "malformed_json", str(err), body)
+            continue
+        if not isinstance(record, dict):
+            yield BadRecord(
+                line_no, "not_an_object", f"expected a JSON object, got {type(record).__name__}", body
+            )
+            continue
+        where = lone_surrogate(record) if may_hold_surrogates(body) else None
+        if where:  # valid JSON, but not text UTF-8 (and so Parquet) can hold
+            yield BadRecord(line_no, "invalid_unicode", f"lone surrogate in {where[:200]}", body)
+            continue
+        yield Record(line_no, record, body)
 
 
 def _delimited(path: Path, delimiter: str) -> Iterator[Record | BadRecord]:
@@ -104,7 +131,7 @@ def _delimited(path: Path, delimiter: str) -> Iterator[Record | BadRecord]:
 
 def _parquet(path: Path, batch_rows: int) -> Iterator[Record | BadRecord]:
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = open_parquet(path)
     except Exception as err:  # pyarrow raises several types for corrupt files
         yield BadRecord(None, "unreadable_parquet", str(err), None)
         return
@@ -133,7 +160,11 @@ def inside(folder: Path, base: Path, value: str) -> tuple[Path | None, str | Non
     candidate = Path(value)
     if candidate.is_absolute():
         return None, f"absolute path {value!r}: paths are relative to the table's folder"
-    resolved = (base / candidate).resolve()
+    try:
+        resolved = (base / candidate).resolve()
+        resolved.is_file()  # raises, unlike later checks, for a NUL byte or a name too long
+    except (OSError, ValueError) as err:
+        return None, f"{value[:200]!r} is not a usable path: {err}"
     try:
         resolved.relative_to(folder.resolve())
     except ValueError:

@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from refinery import markdown
+from refinery.ingest.surrogates import display_name
 from refinery.ingest.text_reader import (
     MAX_RAW_FILE_BYTES,
     IngestBatch,
@@ -185,7 +186,7 @@ class VideoReaderSource(RowCollector):
             self._quarantine(rel, line, "video_outside_source", why, raw, text=text, video_file=video_value)
             return
         self._asked.add(resolved)
-        video_rel = resolved.relative_to(self.folder.resolve()).as_posix()
+        video_rel = display_name(resolved.relative_to(self.folder.resolve()).as_posix())
         if question_key is None or question is None:
             problem = ("missing_question", f"no question field ({', '.join(QUESTION_FIELDS)})")
         elif not isinstance(question, str):

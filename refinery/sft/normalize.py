@@ -125,7 +125,11 @@ def _number(value: object) -> float | None:
     """A finite number, or None; booleans and numeric strings are not scores."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range (JSON allows 4300 digits) is no score
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _content(value: object, where: str, kind: str) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
+from refinery.ingest.surrogates import lone_surrogate, may_hold_surrogates
 from refinery.ingest.text_reader import (
     MAX_RAW_FILE_BYTES,
     IngestBatch,
@@ -97,6 +98,9 @@ class SftReader(SourceReader):
         except Malformed as err:  # the id as given, so the record can be found in its file
             self._quarantine(rel, line, err.reason, err.detail, raw, doc_id=shown_id, kind=err.kind)
             return
+        if not rec.prompt.strip():  # raw_sft's blocking check: no empty text column in the output
+            self._quarantine(rel, line, "empty_prompt", "prompt is empty or whitespace", raw, kind=rec.kind)
+            return
         size = sum(len(t) for t in rec.texts())
         if size > self.params.max_document_chars:
             self._quarantine(
@@ -174,15 +178,24 @@ class SftReader(SourceReader):
             parsed = json.loads(text)
         except json.JSONDecodeError as err:
             if text.lstrip().startswith("{") and err.msg == "Extra data":  # JSON lines in a .json file
-                yield from self._read_jsonl_stream(path.open("rb"), rel)
+                yield from self._read_jsonl(path, rel)  # decodes UTF-16 as the text inbox does
                 return
             self._quarantine(
                 rel, None, "malformed_json", f"{err.msg} at line {err.lineno} column {err.colno}", raw_file
             )
             return
+        except ValueError as err:  # an integer past Python's 4300-digit limit
+            self._quarantine(rel, None, "malformed_json", str(err), raw_file)
+            return
         records = parsed if isinstance(parsed, list) else [parsed]
+        check_unicode = may_hold_surrogates(text)
         for number, record in enumerate(records, start=1):
-            self._admit(record, rel, number, None)
+            where = lone_surrogate(record) if check_unicode else None
+            if where:  # valid JSON, but not text UTF-8 (and so Parquet) can hold
+                raw = json.dumps(record, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
+                self._quarantine(rel, number, "invalid_unicode", f"lone surrogate in {where[:200]}", raw)
+            else:
+                self._admit(record, rel, number, None)
             yield from self._drain(final=False)
 
     def _parquet_record(self, record: dict) -> dict:
