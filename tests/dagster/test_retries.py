@@ -9,6 +9,7 @@ import dagster as dg
 import redis
 
 from assets import TEXT_PREFILTER
+from refinery.dedup.keys import redis_prefix
 from resources import DedupIndexResource
 from tests.conftest import _free_port, _redis_server_binary
 from tests.dagster.conftest import build_inbox, resources_for
@@ -56,7 +57,7 @@ def test_a_refused_redis_connection_is_retried_until_redis_is_up(home, instance,
         assert result.success
         retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
         assert retries and all(e.step_key == "exact_deduplicated" for e in retries)
-        assert redis.Redis(port=port).hlen("retry:exact:claims") > 0
+        assert redis.Redis(port=port).hlen(f"{redis_prefix('retry', 'exact')}:claims") > 0
     finally:
         late.join()
         for proc in started:

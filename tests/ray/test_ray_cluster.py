@@ -193,7 +193,11 @@ def test_a_killed_worker_is_retried_and_the_partition_is_complete(ray_cluster, t
         "resources": {"engine": {"config": ray_engine(address)}},
         "ops": {"raw_documents": {"config": {"batch_rows": 3}}},
     }
-    env = _base_env(REFINERY_HOME=str(home.home), DAGSTER_HOME=str(home.dagster_home))
+    # The driver builds its own processor too (for the provenance and the report), so it needs the
+    # markers folder as much as the workers do.
+    env = _base_env(
+        REFINERY_HOME=str(home.home), DAGSTER_HOME=str(home.dagster_home), REFINERY_TEST_MARKERS=str(markers)
+    )
     home.dagster_home.mkdir(parents=True)
     (home.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     subprocess.run([BIN / "refinery", "--home", str(home.home), "partitions"], env=env, check=True)
