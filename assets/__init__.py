@@ -23,6 +23,7 @@ from assets.text_stages import (
     exact_deduplicated,
     fuzzy_deduplicated,
     heuristic_filtered,
+    multilingual_filtered,
     perplexity_scored,
     pretrain_corpus,
     quality_scored,
@@ -47,7 +48,8 @@ TEXT_STAGE_ASSETS = {
     )
 }
 # The job lists follow the stage order of refinery.names, so it is written once.
-TEXT_PREFILTER = [TEXT_STAGE_ASSETS[n] for n in names.TEXT_PREFILTER_STAGES]
+# The rule-based stages, with the other-languages output beside heuristic_filtered.
+TEXT_PREFILTER = [*(TEXT_STAGE_ASSETS[n] for n in names.TEXT_PREFILTER_STAGES), multilingual_filtered]
 TEXT_MODELS = [reference_lm, quality_classifier]
 # The model-based stages, then the similarity index over the embeddings (for `refinery search`).
 TEXT_QUALITY = [*(TEXT_STAGE_ASSETS[n] for n in names.TEXT_QUALITY_STAGES), vector_index]

@@ -11,14 +11,14 @@ from functools import partial
 
 from assets.factory import ingest_asset, stage_asset
 from refinery import markdown
-from refinery.batch import BatchProcessor, bound, keep_all
+from refinery.batch import BatchProcessor, keep_all
 from refinery.clean.cleaning import Cleaner
 from refinery.dedup.banding import candidate_probability, s_curve_markdown
 from refinery.dedup.exact import ExactDeduper
 from refinery.dedup.fuzzy import FuzzyDeduper, signature_function
 from refinery.dedup.semantic import SemanticDeduper
 from refinery.engine.local import LocalEngine
-from refinery.filters.chain import filter_batch
+from refinery.filters.language_routing import LanguageFilter
 from refinery.ingest.text_reader import SourceReader
 from refinery.metadata import Markdown
 from refinery.names import DEDUP_POOL
@@ -29,9 +29,14 @@ from refinery.stages.report import withdrawn_claims
 from refinery.stages.spec import StageContext
 
 
-def _heuristics(run: StageContext) -> BatchProcessor:
-    run.metadata["assumptions"] = Markdown(run.params.assumptions())
-    return bound(filter_batch, run.params)
+def _language_filter(run: StageContext, main: bool) -> BatchProcessor:
+    """One side of the language routing (the shared ``language_routing`` resource), stamped into
+    the output so a changed split shows as changed parameters."""
+    routing = run.resources.language_routing.routing()
+    run.provenance["language_routing"] = routing.model_dump()
+    if main:
+        run.metadata["assumptions"] = Markdown(run.params.assumptions())
+    return LanguageFilter(routing, run.params, main=main)
 
 
 @contextmanager
@@ -121,7 +126,12 @@ def _semantic(run: StageContext) -> BatchProcessor:
 
 raw_documents = ingest_asset(text.RAW_DOCUMENTS, SourceReader)
 clean_documents = stage_asset(text.CLEAN_DOCUMENTS, lambda run: Cleaner(run.params, run.params.language_id()))
-heuristic_filtered = stage_asset(text.HEURISTIC_FILTERED, _heuristics)
+heuristic_filtered = stage_asset(
+    text.HEURISTIC_FILTERED, partial(_language_filter, main=True), resources=["language_routing"]
+)
+multilingual_filtered = stage_asset(
+    text.MULTILINGUAL_FILTERED, partial(_language_filter, main=False), resources=["language_routing"]
+)
 exact_deduplicated = stage_asset(text.EXACT_DEDUPLICATED, _exact, resources=["dedup_index"], pool=DEDUP_POOL)
 fuzzy_deduplicated = stage_asset(text.FUZZY_DEDUPLICATED, _fuzzy, resources=["dedup_index"], pool=DEDUP_POOL)
 perplexity_scored = stage_asset(text.PERPLEXITY_SCORED, _perplexity, resources=["kenlm"])

@@ -19,6 +19,9 @@ QUALITY_SCORED = "quality_scored"
 DOCUMENT_EMBEDDINGS = "document_embeddings"
 SEMANTIC_DEDUPLICATED = "semantic_deduplicated"
 PRETRAIN_CORPUS = "pretrain_corpus"
+# Beside the chain: the documents in other languages than the main ones, each filtered by its
+# language's rule set (heuristic_filtered takes the main languages).
+MULTILINGUAL_FILTERED = "multilingual_filtered"
 
 # The rule-based stages (need nothing but the inbox), then the model-based ones.
 TEXT_PREFILTER_STAGES = (

@@ -15,16 +15,28 @@ import pandas as pd
 
 from refinery import markdown
 from refinery.metadata import FilePath, Json, Markdown
-from refinery.names import CORPUS_REPORT, TEXT_FILTER_STAGES
+from refinery.names import CORPUS_REPORT, HEURISTIC_FILTERED, MULTILINGUAL_FILTERED, TEXT_FILTER_STAGES
 from refinery.stats import LENGTH_EDGES, Histogram
 from refinery.storage import Storage
 
 TEXT_STAGES = list(TEXT_FILTER_STAGES)
+# The chain, with the other-languages output beside the stage that routes to it.
+REPORT_STAGES = [
+    *TEXT_STAGES[: TEXT_STAGES.index(HEURISTIC_FILTERED) + 1],
+    MULTILINGUAL_FILTERED,
+    *TEXT_STAGES[TEXT_STAGES.index(HEURISTIC_FILTERED) + 1 :],
+]
+# rows_routed: input rows a stage leaves to another one (heuristic_filtered routes the documents in
+# other languages to multilingual_filtered), so rows in = out + rejected + routed on every line.
+COUNTS = ("rows_in", "rows_out", "rows_rejected", "rows_routed", "tokens_out", "chars_out")
+TABLE_COUNTS = ["rows_in", "rows_out", "rows_rejected", "rows_routed", "tokens_out"]
 
 
 @dataclass
 class CorpusReport:
-    stages: pd.DataFrame  # source, stage, order, rows_in, rows_out, rows_rejected, tokens_out, chars_out
+    stages: (
+        pd.DataFrame
+    )  # source, stage, order, rows_in, rows_out, rows_rejected, rows_routed, tokens_out, chars_out
     reasons: pd.DataFrame  # source, stage, reason, rows
     lengths: Histogram  # final corpus, whitespace tokens per document
 
@@ -35,7 +47,7 @@ class CorpusReport:
     def totals(self) -> pd.DataFrame:
         if not len(self.stages):
             return self.stages
-        cols = ["rows_in", "rows_out", "rows_rejected", "tokens_out", "chars_out"]
+        cols = list(COUNTS)
         out = self.stages.groupby(["order", "stage"], as_index=False)[cols].sum()
         return out.sort_values("order").drop(columns="order")
 
@@ -45,14 +57,20 @@ class CorpusReport:
             f"# Corpus report\n\n{len(self.sources)} sources: {', '.join(self.sources) or 'none'}\n",
             "## Documents and tokens per stage (all sources)\n",
             markdown.table(
-                ["stage", "rows in", "rows out", "rejected", "tokens out"],
-                totals[["stage", "rows_in", "rows_out", "rows_rejected", "tokens_out"]].itertuples(
-                    index=False
-                ),
+                ["stage", "rows in", "rows out", "rejected", "routed elsewhere", "tokens out"],
+                totals[
+                    ["stage", "rows_in", "rows_out", "rows_rejected", "rows_routed", "tokens_out"]
+                ].itertuples(index=False),
             )
             if len(totals)
             else "_no stage has run yet_",
         ]
+        if len(totals) and totals["rows_routed"].any():
+            parts.append(
+                f"\nRows in: what a stage took from its upstream. Routed elsewhere: upstream rows another "
+                f"stage takes instead (documents in other languages than the main ones go from "
+                f"{HEURISTIC_FILTERED} to {MULTILINGUAL_FILTERED}, beside the chain).\n"
+            )
         if len(self.stages):
             final = self.stages[self.stages["stage"] == TEXT_STAGES[-1]]
             first = self.stages[self.stages["stage"] == TEXT_STAGES[0]]
@@ -89,7 +107,7 @@ class CorpusReport:
         return "\n".join(parts) + "\n"
 
 
-def build_report(storage: Storage, stages: list[str] = TEXT_STAGES) -> CorpusReport:
+def build_report(storage: Storage, stages: list[str] = REPORT_STAGES) -> CorpusReport:
     rows, reason_rows = [], []
     lengths = Histogram(LENGTH_EDGES)
     for order, stage in enumerate(stages):
@@ -99,10 +117,7 @@ def build_report(storage: Storage, stages: list[str] = TEXT_STAGES) -> CorpusRep
                     "source": source,
                     "stage": stage,
                     "order": order,
-                    **{
-                        k: stats.get(k, 0)
-                        for k in ("rows_in", "rows_out", "rows_rejected", "tokens_out", "chars_out")
-                    },
+                    **{k: stats.get(k, 0) for k in COUNTS},
                 }
             )
             reason_rows += [
@@ -113,16 +128,7 @@ def build_report(storage: Storage, stages: list[str] = TEXT_STAGES) -> CorpusRep
                 lengths.counts += np.asarray(stats["length_tokens"]["counts"], dtype=np.int64)
     stage_frame = pd.DataFrame(
         rows,
-        columns=[
-            "source",
-            "stage",
-            "order",
-            "rows_in",
-            "rows_out",
-            "rows_rejected",
-            "tokens_out",
-            "chars_out",
-        ],
+        columns=["source", "stage", "order", *COUNTS],
     )
     reason_frame = pd.DataFrame(reason_rows, columns=["source", "stage", "reason", "rows"])
     return CorpusReport(

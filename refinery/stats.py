@@ -66,6 +66,7 @@ class StageStats:
     rows_in: int = 0
     rows_out: int = 0
     rows_rejected: int = 0
+    rows_routed: int = 0  # input rows another stage takes (refinery.batch.routed_input)
     chars_in: int = 0
     chars_out: int = 0
     tokens_out: int = 0
@@ -105,7 +106,9 @@ class StageStats:
     def merge(self, other: StageStats, sample_size: int = 5) -> None:
         """Fold in the statistics of a later slice of the same partition (slices merged in input
         order give exactly the statistics of one pass over the whole partition)."""
-        for name in ("rows_in", "rows_out", "rows_rejected", "chars_in", "chars_out", "tokens_out"):
+        counts = ("rows_in", "rows_out", "rows_rejected", "rows_routed", "chars_in", "chars_out")
+        counts += ("tokens_out",)
+        for name in counts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.reasons.update(other.reasons)
         self.length_tokens.merge(other.length_tokens)
@@ -121,6 +124,7 @@ class StageStats:
             "rows_in": self.rows_in,
             "rows_out": self.rows_out,
             "rows_rejected": self.rows_rejected,
+            "rows_routed": self.rows_routed,
             "chars_in": self.chars_in,
             "chars_out": self.chars_out,
             "tokens_out": self.tokens_out,

@@ -9,6 +9,7 @@ from resources.engine import EngineResource
 from resources.environments import ENVIRONMENTS, build_executor, build_resources
 from resources.home import RefineryHome
 from resources.kenlm import KenLMResource
+from resources.language_routing import LanguageRoutingResource
 from resources.quality import QualityClassifierResource
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "EmbedderResource",
     "EngineResource",
     "KenLMResource",
+    "LanguageRoutingResource",
     "QualityClassifierResource",
     "RefineryHome",
     "build_executor",

@@ -12,7 +12,7 @@ from refinery.paths import Layout
 
 
 class DedupIndexResource(dg.ConfigurableResource):
-    backend: str = Field("local", description="'local' (SQLite + pickle under the home) or 'redis'.")
+    backend: str = Field("local", description="'local' (SQLite files under the home) or 'redis'.")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Used when backend is 'redis'.")
     namespace: str = Field(
         "refinery", description="Key prefix in Redis, so several corpora can share a server."

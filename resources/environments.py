@@ -25,6 +25,7 @@ from resources.embedder import EmbedderResource
 from resources.engine import EngineResource
 from resources.home import RefineryHome
 from resources.kenlm import KenLMResource
+from resources.language_routing import LanguageRoutingResource
 from resources.quality import QualityClassifierResource
 
 ENVIRONMENTS = ("local", "cluster")
@@ -73,6 +74,7 @@ def build_resources(
         "quality_model": QualityClassifierResource(),
         "clip": ClipResource(compute=compute),
         "engine": EngineResource(),
+        "language_routing": LanguageRoutingResource(),
     }
     unknown = set(overrides) - set(resources)
     if unknown:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from refinery.batch import BatchProcessor
+from refinery.batch import BatchProcessor, routed_input
 from refinery.stats import Histogram, StageStats
 from refinery.storage import PartsWriter, parquet_files, table_from_frame
 
@@ -64,7 +64,8 @@ def process_slice(
     if piece.row_groups:
         parquet = pq.ParquetFile(piece.file)
         for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=list(piece.row_groups)):
-            frame = batch.to_pandas()
+            frame, routed = routed_input(process, batch.to_pandas())
+            stats.rows_routed += routed
             result = process(frame)
             stats.observe(frame, result)
             kept.append(table_from_frame(result.kept, schema))

@@ -30,21 +30,18 @@ Rule sets (``rule_set`` column names the one applied):
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
+from refinery import markdown
 from refinery.batch import BatchResult
 from refinery.filters.chain import SCORE_FIELDS, filter_batch
 from refinery.filters.language import DEFAULT_MIN_LANGUAGE_SCORE
 from refinery.filters.params import HeuristicParams
-from refinery.schema import extend, with_reasons
-from refinery.stages.runner import StageRun
-from refinery.stats import StageStats
-from refinery.text.language_id import LANGUAGE_FIELDS, UNKNOWN, LanguageIdParams, label_batch
+from refinery.metadata import Json, Markdown
+from refinery.text.language_id import UNKNOWN
 from refinery.text.stopwords import GOPHER_STOP_WORDS_BY_LANGUAGE
 
 NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th"})
@@ -126,107 +123,86 @@ def route_keys(frame: pd.DataFrame, routing: LanguageRouting) -> list[str]:
     return keys
 
 
-@dataclass
-class RoutedBatch:
-    """One batch split by language and filtered: ``main`` and ``other`` outputs (kept/rejected),
-    plus the input rows each output received, so every row is accounted for once."""
-
-    main: BatchResult
-    other: BatchResult
-    main_input: pd.DataFrame
-    other_input: pd.DataFrame
-
-    @property
-    def rows_out(self) -> int:
-        return sum(len(r.kept) + len(r.rejected) for r in (self.main, self.other))
+# -- the two stages' processors (heuristic_filtered, multilingual_filtered) -----------------------
+def main_language_mask(frame: pd.DataFrame, routing: LanguageRouting) -> np.ndarray:
+    """Rows for the main output: labelled with a main language at ``min_language_score`` or more,
+    or not labelled at all (``label_language`` off upstream: the rule set's own gate decides)."""
+    if "language" not in frame.columns:
+        return np.ones(len(frame), dtype=bool)
+    main = set(routing.languages)
+    unlabelled = frame["language"].isna().to_numpy()
+    keys = np.array(route_keys(frame, routing), dtype=object)
+    return unlabelled | np.isin(keys, list(main))
 
 
-def split_by_language(frame: pd.DataFrame, routing: LanguageRouting) -> dict[str, pd.DataFrame]:
-    """Rows grouped by rule-set language, each group in input order (rows in = Σ rows out)."""
-    keys = pd.Series(route_keys(frame, routing), index=frame.index)
-    return {key: frame.loc[keys == key] for key in dict.fromkeys(keys.tolist())}
+class LanguageFilter:
+    """A batch processor over one side of the language routing: each language's rows filtered by
+    its rule set (:func:`rule_params`), a ``rule_set`` column naming it, rows kept in input order.
 
-
-def filter_by_language(
-    frame: pd.DataFrame, routing: LanguageRouting | None = None, base: HeuristicParams | None = None
-) -> RoutedBatch:
-    """Filter each language with its rule set; route main languages and the rest apart."""
-    routing = routing or LanguageRouting()
-    main_languages = set(routing.languages)
-    parts: dict[bool, list[tuple[pd.DataFrame, BatchResult]]] = {True: [], False: []}
-    for language, group in split_by_language(frame, routing).items():
-        result = filter_batch(group.reset_index(drop=True), rule_params(language, base, routing.overrides))
-        name = rule_set_name(language)
-        result.kept["rule_set"] = name
-        result.rejected["rule_set"] = name
-        parts[language in main_languages].append((group, result))
-    main, main_in = _combine(parts[True], frame)
-    other, other_in = _combine(parts[False], frame)
-    return RoutedBatch(main, other, main_in, other_in)
-
-
-def _combine(parts: list[tuple[pd.DataFrame, BatchResult]], frame: pd.DataFrame):
-    if not parts:
-        empty = frame.iloc[0:0]
-        return BatchResult(
-            empty.assign(rule_set=pd.Series(dtype=object)), empty.assign(rule_set=pd.Series(dtype=object))
-        ), empty
-    inputs = pd.concat([g for g, _ in parts]).sort_index()
-    kept = pd.concat([r.kept for _, r in parts], ignore_index=True)
-    rejected = pd.concat([r.rejected for _, r in parts], ignore_index=True)
-    return BatchResult(kept, rejected), inputs
-
-
-def filter_batch_per_language(
-    frame: pd.DataFrame, routing: LanguageRouting | None = None, base: HeuristicParams | None = None
-) -> BatchResult:
-    """One output for every language (the single-asset wiring): kept rows of all rule sets."""
-    routed = filter_by_language(frame, routing, base)
-    kept = pd.concat([routed.main.kept, routed.other.kept], ignore_index=True)
-    rejected = pd.concat([routed.main.rejected, routed.other.rejected], ignore_index=True)
-    return BatchResult(kept, rejected)
-
-
-def run_routed_stage(
-    storage,
-    upstream: str,
-    main_asset: str,
-    other_asset: str,
-    partition: str,
-    routing: LanguageRouting,
-    base: HeuristicParams,
-    provenance: dict,
-    label_params: LanguageIdParams | None = None,
-    batch_rows: int = 5_000,
-) -> tuple[StageRun, StageRun]:
-    """Stream ``upstream``'s partition into two assets: main languages and every other one.
-
-    Each asset has its own kept and rejected files and statistics; ``rows_in`` of each is the rows
-    routed to it, and the two add up to the upstream partition's rows. An upstream without
-    ``language``/``language_score`` columns is labelled here with ``label_params``.
+    ``route(frame)`` selects the side's rows (:func:`refinery.batch.routed_input`), so one
+    partition splits over two stages with every row in exactly one of them. Rows without a label
+    (labelling off upstream) belong to the main side and get ``base`` unchanged, gate included.
+    Counts per language and rule set go to the report (and travel between engine workers).
     """
-    started = time.perf_counter()
-    in_schema = storage.schema(upstream, partition)
-    has_labels = {"language", "language_score"} <= set(in_schema.names)
-    schema = extend(in_schema if has_labels else extend(in_schema, LANGUAGE_FIELDS), ROUTED_FIELDS)
-    rejected_schema = with_reasons(schema)
-    stats = {main_asset: StageStats(), other_asset: StageStats()}
-    with (
-        storage.writer(main_asset, partition, schema, rejected_schema, provenance) as main_writer,
-        storage.writer(other_asset, partition, schema, rejected_schema, provenance) as other_writer,
-    ):
-        for batch in storage.iter_batches(upstream, partition, batch_rows=batch_rows):
-            if not has_labels:
-                batch = label_batch(batch, label_params)
-            routed = filter_by_language(batch, routing, base)
-            main_writer.write(routed.main.kept, routed.main.rejected)
-            other_writer.write(routed.other.kept, routed.other.rejected)
-            stats[main_asset].observe(routed.main_input, routed.main)
-            stats[other_asset].observe(routed.other_input, routed.other)
-    seconds = time.perf_counter() - started
-    runs = []
-    for asset, writer in ((main_asset, main_writer), (other_asset, other_writer)):
-        runs.append(
-            StageRun(asset, partition, writer.path, writer.rejected_path, seconds, stats[asset], schema)
-        )
-    return runs[0], runs[1]
+
+    def __init__(self, routing: LanguageRouting, base: HeuristicParams, main: bool):
+        self.routing, self.base, self.main = routing, base, main
+        self.counts: dict[str, dict[str, int]] = {}
+
+    def route(self, frame: pd.DataFrame) -> np.ndarray:
+        mask = main_language_mask(frame, self.routing)
+        return mask if self.main else ~mask
+
+    def __call__(self, frame: pd.DataFrame) -> BatchResult:
+        frame = frame.reset_index(drop=True)
+        if "language" in frame.columns:
+            labelled = frame["language"].notna()
+            keys = pd.Series(route_keys(frame, self.routing), index=frame.index).where(labelled, None)
+        else:  # labelling off upstream: one group, the base rules
+            keys = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+        kept, rejected = [], []
+        for key in dict.fromkeys(keys.tolist()):
+            group = frame.loc[keys.isna() if key is None else keys == key]
+            params = self.base if key is None else rule_params(key, self.base, self.routing.overrides)
+            name = self.base.language if key is None else rule_set_name(key)
+            result = filter_batch(group.reset_index(drop=True), params)
+            kept.append(result.kept.assign(rule_set=name))
+            rejected.append(result.rejected.assign(rule_set=name))
+            self._count(key, name, len(group), len(result.kept))
+        position = dict(zip(frame["id"], range(len(frame)), strict=True))
+        return BatchResult(_in_order(kept, position, frame), _in_order(rejected, position, frame))
+
+    def _count(self, key: str | None, rule_set: str, rows: int, kept: int) -> None:
+        entry = self.counts.setdefault(f"{key or 'unlabelled'}|{rule_set}", {"documents": 0, "kept": 0})
+        entry["documents"] += rows
+        entry["kept"] += kept
+
+    def report(self) -> dict:
+        rows = []
+        for key, entry in sorted(self.counts.items(), key=lambda kv: (-kv[1]["documents"], kv[0])):
+            language, rule_set = key.split("|", 1)
+            rows.append((language, rule_set, entry["documents"], entry["kept"]))
+        listed = ", ".join(self.routing.languages)
+        heading = f"Main languages: {listed}" if self.main else f"Every language but {listed}"
+        table = markdown.table(["language", "rule set", "documents", "kept"], rows) if rows else "_none_"
+        return {"routing": Json(self.routing.model_dump()), "languages": Markdown(f"{heading}\n\n{table}")}
+
+    def summary(self) -> dict:
+        return {"languages": {k: dict(v) for k, v in self.counts.items()}}
+
+    def absorb(self, summary: dict) -> None:
+        """Add another worker's counts (the Ray engine filters slices in parallel)."""
+        for key, entry in summary.get("languages", {}).items():
+            mine = self.counts.setdefault(key, {"documents": 0, "kept": 0})
+            for name, n in entry.items():
+                mine[name] = mine.get(name, 0) + n
+
+
+def _in_order(parts: list[pd.DataFrame], position: dict, like: pd.DataFrame) -> pd.DataFrame:
+    """The groups' rows back in the batch's reading order (ids are unique within a partition)."""
+    rows = [p for p in parts if len(p)]
+    if not rows:  # an empty result keeps its columns (reason, detail for the rejected side)
+        return parts[0].iloc[0:0] if parts else like.iloc[0:0].assign(rule_set=pd.Series(dtype=object))
+    out = pd.concat(rows, ignore_index=True)
+    order = np.argsort(out["id"].map(position).to_numpy(), kind="stable")
+    return out.iloc[order].reset_index(drop=True)

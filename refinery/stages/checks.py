@@ -20,7 +20,8 @@ def invariant_descriptions(text_column: str = "text") -> dict[str, str]:
     return {
         "unique_ids": "Every id appears once in the output.",
         "non_empty_text": f"No output row has an empty or whitespace-only '{text_column}'.",
-        "rows_accounted": "Input rows = output rows + rejected rows (read back from the files).",
+        "rows_accounted": "Input rows = output rows + rejected rows (read back from the files), less the "
+        "input rows routed to another stage (the language routing).",
     }
 
 
@@ -41,6 +42,11 @@ def invariant_checks(run: StageRun, rows_in: int, text_column: str = "text") -> 
         CheckOutcome(
             "rows_accounted",
             rows_in == out + rejected,
-            {"rows_in": rows_in, "rows_out": out, "rows_rejected": rejected},
+            {
+                "rows_in": rows_in,
+                "rows_out": out,
+                "rows_rejected": rejected,
+                "rows_routed": run.stats.rows_routed,
+            },
         ),
     ]

@@ -68,7 +68,7 @@ def execute_stage(
 
     ctx.engine = engine or ctx.engine or LocalEngine()
     run, process = ctx.engine.run(ctx, make, gpus)
-    return finish(ctx, run, process, rows_in=ctx.rows_in())
+    return finish(ctx, run, process, rows_in=ctx.rows_in() - run.stats.rows_routed)
 
 
 def execute_ingest(ctx: StageContext, reader: RowCollector) -> StageOutcome:

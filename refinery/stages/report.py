@@ -87,6 +87,8 @@ def stage_metadata(
         ),
         "length_tokens": Markdown(markdown.bars(s.length_tokens.rows())),
     }
+    if s.rows_routed:
+        meta["rows_routed_elsewhere"] = s.rows_routed
     if params is not None:
         meta["parameters"] = Json(params.model_dump())
     for name, hist in s.histograms.items():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from refinery.batch import BatchResult
+from refinery.batch import BatchResult, routed_input
 from refinery.schema import DUPLICATE_FIELDS, extend, with_reasons
 from refinery.stats import Histogram, StageStats
 from refinery.storage import DEFAULT_BATCH_ROWS, Storage, stamped
@@ -74,6 +74,8 @@ def run_stage(
     stats = StageStats(histograms=histograms or {}, text_column=text_column)
     with storage.writer(asset, partition, schema, rejected_schema, provenance) as writer:
         for batch in storage.iter_batches(upstream, partition, batch_rows=batch_rows):
+            batch, routed = routed_input(process, batch)
+            stats.rows_routed += routed
             result = process(batch)
             writer.write(result.kept, result.rejected)
             stats.observe(batch, result)

@@ -11,7 +11,7 @@ from refinery.clean.cleaning import CLEAN_FIELDS, PII_COLUMNS, CleanParams
 from refinery.dedup.exact import EXACT_FIELDS, ExactDedupParams
 from refinery.dedup.fuzzy import FUZZY_FIELDS, FuzzyDedupParams
 from refinery.dedup.semantic import SEMANTIC_FIELDS, SemanticDedupParams
-from refinery.filters.chain import SCORE_FIELDS
+from refinery.filters.language_routing import ROUTED_FIELDS
 from refinery.filters.params import HeuristicParams
 from refinery.ingest.text_reader import IngestParams
 from refinery.quality.classifier import QUALITY_FIELDS, QualityParams
@@ -57,7 +57,7 @@ HEURISTIC_FILTERED = StageSpec(
     kind="text",
     upstream=names.CLEAN_DOCUMENTS,
     params=HeuristicParams,
-    fields=tuple(SCORE_FIELDS),
+    fields=tuple(ROUTED_FIELDS),
     histograms={
         "word_count": (50, 100, 200, 500, 1000, 2000, 5000, 10000),
         "mean_word_length": (3, 4, 5, 6, 7, 8, 10),
@@ -68,10 +68,33 @@ HEURISTIC_FILTERED = StageSpec(
     },
     score_columns=("word_count", "english_word_fraction", "c4_lines_removed"),
     parallel=True,
-    description="Rule-based quality filtering with the published thresholds: a language gate (the rules "
-    "assume English and say so), Gopher quality, Gopher repetition (table A1) and C4. The reason names the "
-    "first rule that failed; every score is a column. Each rule has its own threshold (None disables it) "
-    "or can be listed in disabled_rules.",
+    description="Rule-based quality filtering with the published thresholds, for the main languages (the "
+    "language_routing resource: English by default, lingua's label from clean_documents at "
+    "min_language_score or more): Gopher quality, Gopher repetition (table A1), Gopher stop words and C4, "
+    "each language with its rule set (rule_set column). Documents in other languages go to "
+    "multilingual_filtered instead (rows_routed_elsewhere). The reason names the first rule that failed; "
+    "every score is a column. Each rule has its own threshold (None disables it) or can be listed in "
+    "disabled_rules. Without language labels, the English function-word gate decides.",
+)
+
+MULTILINGUAL_FILTERED = StageSpec(
+    name=names.MULTILINGUAL_FILTERED,
+    kind="text",
+    upstream=names.CLEAN_DOCUMENTS,
+    params=HeuristicParams,
+    fields=tuple(ROUTED_FIELDS),
+    histograms={
+        "word_count": (50, 100, 200, 500, 1000, 2000, 5000, 10000),
+        "dup_line_frac": (0.01, 0.05, 0.1, 0.2, 0.3),
+    },
+    score_columns=("language", "rule_set", "word_count"),
+    parallel=True,
+    description="Documents in every language but the main ones (and those lingua is unsure of), never "
+    "dropped for their language: each filtered by its language's rule set (rule_set column). de, fr, es, "
+    "it, pt, nl, pl, sv, ru: the Gopher and C4 rules with that language's stop words; zh, ja, th: "
+    "language-agnostic rules without word counts; any other language and 'unknown': Gopher quality shape "
+    "and repetition only. The base thresholds are this stage's config, per-language changes the "
+    "language_routing resource's overrides. Kept rows carry language and language_score.",
 )
 
 EXACT_DEDUPLICATED = StageSpec(

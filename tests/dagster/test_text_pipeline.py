@@ -31,6 +31,7 @@ TEXT_STAGES = [
     "fuzzy_deduplicated",
 ]
 FINAL = TEXT_STAGES[-1]
+OTHER_LANGUAGES = "multilingual_filtered"  # beside heuristic_filtered: every language but English
 
 
 def file_digest(path) -> str:
@@ -60,11 +61,13 @@ def test_chain_outputs_reasons_and_accounting(home, instance, run_alpha_beta):
     for source, result in results.items():
         assert result.success
         checks = result.get_asset_check_evaluations()
-        assert len(checks) == 3 * len(TEXT_STAGES) and all(c.passed for c in checks)
+        assert len(checks) == 3 * (len(TEXT_STAGES) + 1) and all(c.passed for c in checks)
         counts = stage_counts(storage, source)
+        other = (storage.row_count(OTHER_LANGUAGES, source), storage.row_count(OTHER_LANGUAGES, source, True))
         assert sum(counts["raw_documents"]) == lines[source]  # every input line is a row somewhere
         for upstream, stage in itertools.pairwise(TEXT_STAGES):
-            assert counts[upstream][0] == sum(counts[stage])  # rows in = out + rejected
+            routed = sum(other) if stage == "heuristic_filtered" else 0  # the other languages' share
+            assert counts[upstream][0] == sum(counts[stage]) + routed  # rows in = out + rejected
 
     quarantine = rejected(storage, "raw_documents", "alpha")
     assert sorted(quarantine["reason"]) == [
@@ -82,7 +85,12 @@ def test_chain_outputs_reasons_and_accounting(home, instance, run_alpha_beta):
     heuristic = rejected(storage, "heuristic_filtered", "alpha").set_index("id")
     assert heuristic.loc["spam", "reason"].startswith(("gopher_quality.", "gopher_repetition."))
     assert heuristic.loc["boiler", "reason"].startswith("gopher_quality.")
-    assert heuristic.loc["french", "reason"] == "language.not_english"
+    assert "french" not in heuristic.index  # routed, not rejected: kept with the French rule set
+    assert "french" not in set(storage.read("heuristic_filtered", "alpha")["id"])
+    french = storage.read(OTHER_LANGUAGES, "alpha").set_index("id")
+    assert french.index.tolist() == ["french"]
+    assert french.loc["french", ["language", "rule_set"]].tolist() == ["fr", "fr"]
+    assert set(storage.read("heuristic_filtered", "alpha")["rule_set"]) == {"en"}
 
     exact = rejected(storage, "exact_deduplicated", "beta")
     assert sorted(exact["duplicate_of"]) == ["alpha/a1", "alpha/a2"]  # verbatim and case/punctuation variant
@@ -115,7 +123,9 @@ def test_metadata_a_user_checks_first(run_alpha_beta):
         "dagster/row_count",
     ):
         assert key in meta, key
-    assert "language.not_english" in meta["removed_by_reason"].value
+    assert meta["rows_routed_elsewhere"].value == 1  # the French article
+    assert events["multilingual_filtered"]["rows_in"].value == 1
+    assert "| fr | fr | 1 | 1 |" in events["multilingual_filtered"]["languages"].value
     assert meta["parameters"].value["min_doc_words"] == 50
     assert events["raw_documents"]["rows_rejected"].value == 4
     assert "lsh_bands" in events["fuzzy_deduplicated"]
@@ -123,11 +133,12 @@ def test_metadata_a_user_checks_first(run_alpha_beta):
 
 def test_rematerializing_unchanged_input_is_byte_identical(home, instance, run_alpha_beta):
     storage = Storage(home.storage)
-    before = {s: file_digest(storage.path(s, "alpha")) for s in TEXT_STAGES}
-    before_rej = {s: file_digest(storage.rejected_path(s, "alpha")) for s in TEXT_STAGES}
+    stages = [*TEXT_STAGES, OTHER_LANGUAGES]
+    before = {s: file_digest(storage.path(s, "alpha")) for s in stages}
+    before_rej = {s: file_digest(storage.rejected_path(s, "alpha")) for s in stages}
     assert materialize_source(instance, home, "alpha").success  # after beta: alpha keeps its claims
-    assert {s: file_digest(storage.path(s, "alpha")) for s in TEXT_STAGES} == before
-    assert {s: file_digest(storage.rejected_path(s, "alpha")) for s in TEXT_STAGES} == before_rej
+    assert {s: file_digest(storage.path(s, "alpha")) for s in stages} == before
+    assert {s: file_digest(storage.rejected_path(s, "alpha")) for s in stages} == before_rej
 
 
 def test_changed_input_replaces_contribution(home, instance, run_alpha_beta):
@@ -190,6 +201,24 @@ def test_report_and_sql_over_all_sources(home, instance, run_alpha_beta):
     assert meta["sources"].value == 2
     assert meta["final_documents"].value == 0  # only the rule-based half ran: no pretrain_corpus yet
     assert "near_duplicate" in meta["report"].value and (home.reports / "catalog.duckdb").exists()
+    # The funnel closes with the routing: heuristic_filtered took all but the French article, which
+    # multilingual_filtered took (only alpha has one).
+    report = meta["report"].value
+    assert "| stage | rows in | rows out | rejected | routed elsewhere | tokens out |" in report
+    cells: dict[str, list[str]] = {}
+    for row in report.splitlines():  # the stage table comes first (the reasons table repeats names)
+        if row.startswith(("| heuristic_filtered |", "| multilingual_filtered |")):
+            cells.setdefault(
+                row.split("|")[1].strip(), [c.strip().replace(",", "") for c in row.split("|")[2:6]]
+            )
+    main_in = storage.row_count("heuristic_filtered", "alpha") + storage.row_count(
+        "heuristic_filtered", "beta"
+    )
+    main_in += len(rejected(storage, "heuristic_filtered", "alpha")) + len(
+        rejected(storage, "heuristic_filtered", "beta")
+    )
+    assert cells["heuristic_filtered"][0] == str(main_in) and cells["heuristic_filtered"][3] == "1"
+    assert cells["multilingual_filtered"] == ["1", "1", "0", str(main_in)]  # in, out, rejected, routed
     con = connect(home.storage)
     rows = dict(con.execute("SELECT source, count(*) FROM fuzzy_deduplicated GROUP BY 1").fetchall())
     assert rows == {

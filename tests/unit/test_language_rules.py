@@ -12,21 +12,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from refinery.batch import routed_input
 from refinery.filters.chain import filter_batch
 from refinery.filters.language import lingua_gate_batch, lingua_language_gate
 from refinery.filters.language_routing import (
+    ROUTED_FIELDS,
+    LanguageFilter,
     LanguageRouting,
-    filter_batch_per_language,
-    filter_by_language,
     rule_params,
     rule_set_name,
-    run_routed_stage,
-    split_by_language,
 )
 from refinery.filters.params import HeuristicParams
-from refinery.schema import DOCUMENT_SCHEMA
+from refinery.schema import DOCUMENT_SCHEMA, extend, with_reasons
+from refinery.stages.runner import run_stage
 from refinery.storage import Storage
-from refinery.text.language_id import LanguageIdParams, label_batch, label_texts
+from refinery.text.language_id import LANGUAGE_FIELDS, LanguageIdParams, label_batch, label_texts
 from refinery.text.stopwords import GOPHER_STOP_WORDS_BY_LANGUAGE
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "multilingual.jsonl"
@@ -167,49 +167,78 @@ def test_rule_sets():
     assert rule_params("unknown").c4 is False
 
 
+def _side(frame: pd.DataFrame, routing: LanguageRouting, main: bool):
+    """One side of the routing as a stage applies it: the rows its route() takes, then filtered."""
+    process = LanguageFilter(routing, HeuristicParams(), main=main)
+    taken, routed = routed_input(process, frame)
+    return process, taken, routed, process(taken)
+
+
 def test_chinese_page_is_not_rejected_for_word_counts(labelled):
     is_page = pd.Series([r["kind"] == "page" for r in ROWS], index=labelled.index)
     pages = labelled[(labelled["gold"] == "zh") & is_page]
     if pages.empty:
         pytest.skip("no Chinese page in the fixture")
-    result = filter_by_language(pages)
-    reasons = set(result.other.rejected["reason"])
+    _, _, _, result = _side(pages, LanguageRouting(), main=False)
+    reasons = set(result.rejected["reason"])
     assert not any(r.startswith(("gopher_quality.short", "gopher_quality.mean_word", "c4.")) for r in reasons)
 
 
 # -- routing ----------------------------------------------------------------------------------------
 def test_routing_keeps_every_document(labelled):
     routing = LanguageRouting(languages=["en"], min_language_score=0.5)
-    groups = split_by_language(labelled, routing)
-    assert sum(map(len, groups.values())) == len(labelled)
-    routed = filter_by_language(labelled, routing)
-    frames = [routed.main.kept, routed.main.rejected, routed.other.kept, routed.other.rejected]
+    _, main_in, main_routed, main = _side(labelled, routing, main=True)
+    other_filter, other_in, other_routed, other = _side(labelled, routing, main=False)
+    # Every row goes to exactly one side: what one side routes elsewhere, the other takes.
+    assert len(main_in) + len(other_in) == len(labelled)
+    assert main_routed == len(other_in) and other_routed == len(main_in)
+    frames = [main.kept, main.rejected, other.kept, other.rejected]
     ids = [i for f in frames for i in f["id"]]
-    assert sorted(ids) == sorted(labelled["id"]) and routed.rows_out == len(
-        labelled
-    )  # rows in = out + rejected
-    assert len(routed.main_input) + len(routed.other_input) == len(labelled)
-    assert set(routed.main.kept["language"]) <= {"en"} and set(routed.main.kept["rule_set"]) <= {"en"}
-    others = pd.concat([routed.other.kept, routed.other.rejected])
+    assert sorted(ids) == sorted(labelled["id"])  # rows in = out + rejected, over both sides
+    assert set(main.kept["language"]) <= {"en"} and set(main.kept["rule_set"]) <= {"en"}
+    others = pd.concat([other.kept, other.rejected])
     assert {"de", "fr"} <= set(others["language"]) and "en" not in set(others["rule_set"])
-    assert len(routed.other.kept) > 0  # non-English pages are kept, not rejected for their language
-    assert not any(r.startswith("language.") for r in routed.other.rejected["reason"])
-    single = filter_batch_per_language(labelled, routing)
-    assert len(single.kept) + len(single.rejected) == len(labelled)
+    assert len(other.kept) > 0  # non-English pages are kept, not rejected for their language
+    assert not any(r.startswith("language.") for r in other.rejected["reason"])
+    # Rows come back in reading order, whatever the grouping by language.
+    position = {i: n for n, i in enumerate(labelled["id"])}
+    for out in (main.kept, main.rejected, other.kept, other.rejected):
+        assert list(out["id"].map(position)) == sorted(out["id"].map(position))
+    # The report's per-language counts add up to the side's rows.
+    counts = other_filter.summary()["languages"]
+    assert sum(c["documents"] for c in counts.values()) == len(other_in)
+    assert sum(c["kept"] for c in counts.values()) == len(other.kept)
+    assert "| language | rule set | documents | kept |" in other_filter.report()["languages"].text
 
 
-def test_routed_stage_writes_two_assets(tmp_path, labelled):
+def test_unlabelled_rows_take_the_main_side_with_the_gate(labelled):
+    is_page = pd.Series([r["kind"] == "page" for r in ROWS], index=labelled.index)
+    pages = labelled[is_page & labelled["gold"].isin(["en", "de"])]
+    frame = pages.groupby("gold").head(1)[["id", "text"]]  # one English, one German page, no labels
+    process = LanguageFilter(LanguageRouting(), HeuristicParams(), main=True)
+    assert routed_input(process, frame)[1] == 0  # no labels: nothing is routed away
+    result = process(frame)
+    assert set(pd.concat([result.kept, result.rejected])["rule_set"]) == {"en"}
+    plain = filter_batch(frame.reset_index(drop=True), HeuristicParams())  # the base rules, gate included
+    assert result.kept.drop(columns="rule_set").equals(plain.kept)
+    assert result.rejected.drop(columns="rule_set").equals(plain.rejected)
+
+
+def test_two_stages_over_one_partition_account_for_every_row(tmp_path, labelled):
     storage = Storage(tmp_path / "storage")
-    frame = labelled[DOCUMENT_SCHEMA.names]  # unlabelled upstream: the stage labels it
-    from refinery.schema import with_reasons
-
-    with storage.writer("clean_documents", "s", DOCUMENT_SCHEMA, with_reasons(DOCUMENT_SCHEMA)) as writer:
+    frame = labelled[[*DOCUMENT_SCHEMA.names, *(f.name for f in LANGUAGE_FIELDS)]]
+    schema = extend(DOCUMENT_SCHEMA, LANGUAGE_FIELDS)
+    with storage.writer("clean_documents", "s", schema, with_reasons(schema)) as writer:
         writer.write(frame, None)
-    main, other = run_routed_stage(
-        storage, "clean_documents", "heuristic_filtered", "multilingual_filtered", "s",
-        LanguageRouting(), HeuristicParams(), {"asset": "test"}, batch_rows=7,
-    )  # fmt: skip
+    runs = {}
+    for asset, main in (("heuristic_filtered", True), ("multilingual_filtered", False)):
+        process = LanguageFilter(LanguageRouting(), HeuristicParams(), main=main)
+        runs[asset] = run_stage(
+            storage, "clean_documents", asset, "s", process, ROUTED_FIELDS, {"asset": asset}, batch_rows=7
+        )
+    main, other = runs["heuristic_filtered"], runs["multilingual_filtered"]
     assert main.stats.rows_in + other.stats.rows_in == len(frame)
+    assert main.stats.rows_routed == other.stats.rows_in and other.stats.rows_routed == main.stats.rows_in
     for run in (main, other):
         kept = storage.row_count(run.asset, "s")
         rejected = storage.row_count(run.asset, "s", rejected=True)

@@ -1,0 +1,38 @@
+"""Which languages the English-trained text chain takes, shared by the two stages that split on it.
+
+heuristic_filtered takes the main languages and multilingual_filtered every other one; reading the
+split from one resource (rather than from each stage's config) means the two can never disagree,
+so no document falls between them or lands in both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from refinery.filters.language import DEFAULT_MIN_LANGUAGE_SCORE
+from refinery.filters.language_routing import LanguageRouting
+
+
+class LanguageRoutingResource(dg.ConfigurableResource):
+    languages: list[str] = Field(
+        ["en"],
+        description="Main languages (ISO 639-1): heuristic_filtered and the English-trained stages after it "
+        "take these; multilingual_filtered takes the rest.",
+    )
+    min_language_score: float = Field(
+        DEFAULT_MIN_LANGUAGE_SCORE,
+        description="Below this lingua score a document counts as 'unknown': multilingual_filtered, "
+        "language-agnostic rules.",
+    )
+    overrides: dict[str, dict[str, Any]] = Field(
+        {},
+        description="Per-language rule changes (HeuristicParams fields), e.g. {'de': {'min_doc_words': 40}}.",
+    )
+
+    def routing(self) -> LanguageRouting:
+        return LanguageRouting(
+            languages=self.languages, min_language_score=self.min_language_score, overrides=self.overrides
+        )
