@@ -6,6 +6,8 @@ the batch work is the library function or class it is wired to in ``assets/text_
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from refinery import names
 from refinery.clean.cleaning import CLEAN_FIELDS, PII_COLUMNS, CleanParams
 from refinery.dedup.exact import EXACT_FIELDS, ExactDedupParams
@@ -77,18 +79,11 @@ HEURISTIC_FILTERED = StageSpec(
     "disabled_rules. Without language labels, the English function-word gate decides.",
 )
 
-MULTILINGUAL_FILTERED = StageSpec(
+# The other side of the language routing: the same parameters, columns and upstream.
+MULTILINGUAL_FILTERED = replace(
+    HEURISTIC_FILTERED,
     name=names.MULTILINGUAL_FILTERED,
-    kind="text",
-    upstream=names.CLEAN_DOCUMENTS,
-    params=HeuristicParams,
-    fields=tuple(ROUTED_FIELDS),
-    histograms={
-        "word_count": (50, 100, 200, 500, 1000, 2000, 5000, 10000),
-        "dup_line_frac": (0.01, 0.05, 0.1, 0.2, 0.3),
-    },
     score_columns=("language", "rule_set", "word_count"),
-    parallel=True,
     description="Documents in every language but the main ones (and those lingua is unsure of), never "
     "dropped for their language: each filtered by its language's rule set (rule_set column). de, fr, es, "
     "it, pt, nl, pl, sv, ru: the Gopher and C4 rules with that language's stop words; zh, ja, th: "
