@@ -218,7 +218,7 @@ class RayEngine:
         import pandas as pd
         import ray.data
 
-        from refinery.dedup.corpus_dedup import PairStats, band_rows, unique_pairs
+        from refinery.dedup.corpus_dedup import PairStats, band_rows
 
         self.connect()
         frames = [band_rows(signatures, bands, rows, only_band=band) for band in range(bands)]
@@ -227,23 +227,16 @@ class RayEngine:
         out = (
             dataset.groupby(["band", "bucket"], num_partitions=min(bands, self.pool_size()))
             .map_groups(
-                _bucket_pairs,
+                bucket_pairs,
                 batch_format="numpy",
                 fn_kwargs={"max_bucket_all_pairs": max_bucket_all_pairs, "anchors": anchors},
                 num_cpus=self.cpus_per_worker,
             )
             .take_all()
         )
-        found = pd.DataFrame(out, columns=list(_EMPTY_PAIRS))
-        first = found["first"].to_numpy(dtype=bool)
-        size = found["bucket_size"].to_numpy(dtype=np.int64)
-        large = first & (size > max_bucket_all_pairs)
-        stats.shared_buckets = int(first.sum())
-        stats.large_buckets = int(large.sum())
-        stats.large_bucket_docs = int(size[large].sum())
-        pairs = unique_pairs(found["a"].to_numpy(dtype=np.int64), found["b"].to_numpy(dtype=np.int64))
-        stats.candidate_pairs = len(pairs)
-        return pairs, stats
+        return collect_bucket_pairs(
+            pd.DataFrame(out, columns=list(_EMPTY_PAIRS)), stats, max_bucket_all_pairs
+        )
 
     def _map(self, job: SliceJob, slices: list[Slice], gpus: float) -> list[dict]:
         import ray.data
@@ -394,7 +387,23 @@ _EMPTY_PAIRS = {
 }
 
 
-def _bucket_pairs(group: dict[str, np.ndarray], max_bucket_all_pairs: int, anchors: int) -> dict:
+def collect_bucket_pairs(found: Any, stats: Any, max_bucket_all_pairs: int) -> tuple[Any, Any]:
+    """The driver's side of :meth:`RayEngine.group_pairs`: the groups' rows (a, b, bucket_size,
+    first) as unique pairs, and ``stats`` (a PairStats holding the band-row count) completed from them."""
+    from refinery.dedup.corpus_dedup import unique_pairs
+
+    first = found["first"].to_numpy(dtype=bool)
+    size = found["bucket_size"].to_numpy(dtype=np.int64)
+    large = first & (size > max_bucket_all_pairs)
+    stats.shared_buckets = int(first.sum())
+    stats.large_buckets = int(large.sum())
+    stats.large_bucket_docs = int(size[large].sum())
+    pairs = unique_pairs(found["a"].to_numpy(dtype=np.int64), found["b"].to_numpy(dtype=np.int64))
+    stats.candidate_pairs = len(pairs)
+    return pairs, stats
+
+
+def bucket_pairs(group: dict[str, np.ndarray], max_bucket_all_pairs: int, anchors: int) -> dict:
     """One ``(band, bucket)`` group of :meth:`RayEngine.group_pairs`: its candidate pairs, each with
     the bucket's size, the first flagged (so the driver counts shared and large buckets)."""
     import pandas as pd
