@@ -5,7 +5,8 @@ sources the batch pass read, and lists what each path removed and where they dif
 has not materialized are named, not compared. :func:`replay_incremental` runs the incremental path
 again over the same documents in the same order, against a temporary SQLite index, so its time and
 memory can be measured beside the batch pass's (:class:`Meter`: wall seconds and the peak of
-``tracemalloc``'s traced allocations per step, in this process; not RSS).
+``tracemalloc``'s traced allocations per step, in this process; not RSS). Each path is traced from
+zero: the replay does not count the batch pass's memory.
 
 Batch removes a superset of what the incremental path removes when sources were materialized in
 sorted order: a document the incremental path removes has a verified edge to an earlier kept document,
@@ -32,30 +33,42 @@ from refinery.dedup.keys import doc_key
 from refinery.names import EXACT_DEDUPLICATED, FUZZY_DEDUPLICATED
 from refinery.storage import Storage
 
-PEAK_MEMORY_MEASURE = "tracemalloc peak of traced allocations in this process, per step (not RSS)"
+PEAK_MEMORY_MEASURE = (
+    "tracemalloc: peak of the Python and NumPy allocations traced in this process during each step, "
+    "counting what earlier steps of the same path still hold (not RSS; Ray workers not included)"
+)
 
 
 @dataclass
 class Meter:
-    """Seconds and tracemalloc peak (MiB) per named step."""
+    """Seconds and tracemalloc peak (MiB) per named step. Steps inside one :meth:`session` share a
+    trace, so a step's peak includes what earlier steps of the session still hold, and the largest
+    step peak is the session's; a new session starts from zero."""
 
     seconds: dict[str, float] = field(default_factory=dict)
     peak_mb: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        started = not tracemalloc.is_tracing()
+    def session(self) -> Iterator[None]:
+        started = not tracemalloc.is_tracing()  # already tracing (a profiler): share its trace
         if started:
             tracemalloc.start()
-        tracemalloc.reset_peak()
-        t0 = time.perf_counter()
         try:
             yield
         finally:
-            self.seconds[name] = round(time.perf_counter() - t0, 4)
-            self.peak_mb[name] = round(tracemalloc.get_traced_memory()[1] / 2**20, 3)
             if started:
                 tracemalloc.stop()
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        with self.session():
+            tracemalloc.reset_peak()
+            t0 = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.seconds[name] = round(time.perf_counter() - t0, 4)
+                self.peak_mb[name] = round(tracemalloc.get_traced_memory()[1] / 2**20, 3)
 
 
 def replay_incremental(

@@ -92,6 +92,13 @@ def batch_dedup(
     storage: Storage, sources: list[str], params: CorpusDedupParams, engine: Any, meter: Meter
 ) -> CorpusDedupResult:
     """The five steps over ``sources`` (first-come order), steps 1 and 2 on ``engine``."""
+    with meter.session():  # one trace: the later steps' peaks include the signatures they hold
+        return _batch_steps(storage, sources, params, engine, meter)
+
+
+def _batch_steps(
+    storage: Storage, sources: list[str], params: CorpusDedupParams, engine: Any, meter: Meter
+) -> CorpusDedupResult:
     index = params.index_params()
     with meter.step("signatures"):
         key_parts, sig_parts = [], []
