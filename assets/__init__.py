@@ -1,6 +1,7 @@
 """Thin Dagster assets over the refinery library: stage specs wired by the factory, plus the models,
 the cross-source tables and the report."""
 
+from assets.corpus_dedup import corpus_fuzzy_dedup
 from assets.mixing import domain_weights, pretrain_mixture
 from assets.multimodal import (
     clip_filtered,
@@ -70,6 +71,7 @@ ALL_ASSETS = [
     reference_corpus,
     *TEXT_MODELS,
     corpus_report,
+    corpus_fuzzy_dedup,
     *SFT_PIPELINE,
     *TRAINING_DATA,
     *IMAGE_TEXT_PIPELINE,
@@ -87,6 +89,7 @@ __all__ = [
     "TEXT_QUALITY",
     "TRAINING_DATA",
     "VIDEO_PIPELINE",
+    "corpus_fuzzy_dedup",
     "corpus_report",
     "image_text_source",
     "sft_source",

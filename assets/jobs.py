@@ -15,6 +15,7 @@ from assets import (
     TEXT_QUALITY,
     TRAINING_DATA,
     VIDEO_PIPELINE,
+    corpus_fuzzy_dedup,
     corpus_report,
 )
 from refinery import names
@@ -53,6 +54,13 @@ corpus_report_job = _asset_job(
     names.CORPUS_REPORT_JOB, [corpus_report], "Refresh the cross-source corpus report and the DuckDB catalog."
 )
 
+corpus_fuzzy_dedup_job = _asset_job(
+    names.CORPUS_FUZZY_DEDUP_JOB,
+    [corpus_fuzzy_dedup],
+    "Corpus-wide (batch) fuzzy dedup over every text source's exact_deduplicated output, compared with "
+    "fuzzy_deduplicated.",
+)
+
 sft_pipeline_job = _asset_job(
     names.SFT_PIPELINE_JOB, SFT_PIPELINE, "One SFT source from inbox/sft to sft_selected."
 )
@@ -81,6 +89,7 @@ ALL_JOBS = [
     text_models_job,
     text_quality_job,
     corpus_report_job,
+    corpus_fuzzy_dedup_job,
     sft_pipeline_job,
     training_data_job,
     image_text_pipeline_job,

@@ -45,12 +45,14 @@ TEXT_FILTER_STAGES = tuple(
 # Stages whose rejected rows name the kept copy (duplicate_of): what splits keep together.
 TEXT_DEDUP_STAGES = (EXACT_DEDUPLICATED, FUZZY_DEDUPLICATED)
 
-# -- text models and the corpus report (not partitioned) ---------------------------------------
+# -- text models, the corpus report, the batch dedup (not partitioned) -------------------------
 REFERENCE_CORPUS = "reference_corpus"
 REFERENCE_LM = "reference_lm"
 QUALITY_CLASSIFIER = "quality_classifier"
 TEXT_MODELS = (REFERENCE_LM, QUALITY_CLASSIFIER)
 CORPUS_REPORT = "corpus_report"
+# Corpus-wide (batch) fuzzy dedup over every text_source partition, beside the incremental stage.
+CORPUS_FUZZY_DEDUP = "corpus_fuzzy_dedup"
 
 # -- fine-tuning records, per sft_source --------------------------------------------------------
 RAW_SFT = "raw_sft"
@@ -83,6 +85,7 @@ TEXT_PREFILTER_JOB = "text_prefilter"
 TEXT_MODELS_JOB = "text_models"
 TEXT_QUALITY_JOB = "text_quality"
 CORPUS_REPORT_JOB = "corpus_report_job"
+CORPUS_FUZZY_DEDUP_JOB = "corpus_fuzzy_dedup_job"
 SFT_PIPELINE_JOB = "sft_pipeline"
 TRAINING_DATA_JOB = "training_data"
 IMAGE_TEXT_PIPELINE_JOB = "image_text_pipeline"

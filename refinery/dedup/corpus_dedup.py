@@ -151,12 +151,12 @@ def candidate_pairs(
     seconds.append(doc[step + 1])
     a = np.concatenate(firsts) if firsts else np.zeros(0, np.int64)
     b = np.concatenate(seconds) if seconds else np.zeros(0, np.int64)
-    pairs = _unique_pairs(a, b)
+    pairs = unique_pairs(a, b)
     stats.candidate_pairs = len(pairs)
     return pairs, stats
 
 
-def _unique_pairs(a: np.ndarray, b: np.ndarray) -> pd.DataFrame:
+def unique_pairs(a: np.ndarray, b: np.ndarray) -> pd.DataFrame:
     keep = a != b
     lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
     both = np.unique(np.stack([lo, hi], axis=1), axis=0) if len(lo) else np.zeros((0, 2), np.int64)
@@ -213,36 +213,38 @@ def dedup_table(keys: pd.DataFrame, signatures: np.ndarray, roots: np.ndarray) -
     )
 
 
-def corpus_dedup(frames: Iterable[tuple[str, pd.DataFrame]], params: CorpusDedupParams) -> CorpusDedupResult:
-    """Every step over ``(source, frame)`` batches given in first-come order (sources sorted, rows in
-    reading order); frames need ``id`` and ``text``. Only signatures and keys stay in memory."""
-    index = params.index_params()
-    bands, rows_per_band = index["bands"], index["rows"]
-    hasher = MinHasher(params.num_perm, params.ngram, params.seed)
-    clock = time.perf_counter
-    t0 = clock()
-    sig_parts, key_parts = [], []
-    for source, frame in frames:
-        sig_parts.append(signatures_of(frame, hasher))
-        key_parts.append(pd.DataFrame({"source": source, "id": frame["id"].astype(str).to_numpy()}))
-    signatures = np.concatenate(sig_parts) if sig_parts else np.zeros((0, params.num_perm), np.uint32)
-    del sig_parts
-    keys = pd.concat(key_parts, ignore_index=True) if key_parts else pd.DataFrame({"source": [], "id": []})
-    keys["source"] = keys["source"].astype("category")
-    t1 = clock()
+def pairs_by_band(
+    signatures: np.ndarray, bands: int, rows: int, max_bucket_all_pairs: int = 64, anchors: int = 4
+) -> tuple[pd.DataFrame, PairStats]:
+    """Step 2 in this process: the band rows of one band at a time, grouped by
+    :func:`candidate_pairs`; unique pairs over every band. (The Ray engine's
+    ``group_pairs`` does the same grouping as a Ray Data ``groupby(["band", "bucket"])``.)"""
     stats = PairStats()
     pair_parts = []
     for band in range(bands):
         pairs, part = candidate_pairs(
-            band_rows(signatures, bands, rows_per_band, only_band=band),
-            params.max_bucket_all_pairs,
-            params.anchors,
+            band_rows(signatures, bands, rows, only_band=band), max_bucket_all_pairs, anchors
         )
         stats.add(part)
         pair_parts.append(pairs)
-    merged = pd.concat(pair_parts, ignore_index=True)
-    pairs = _unique_pairs(merged["a"].to_numpy(), merged["b"].to_numpy())
+    merged = pd.concat(pair_parts, ignore_index=True)  # bands >= 1
+    pairs = unique_pairs(merged["a"].to_numpy(), merged["b"].to_numpy())
     stats.candidate_pairs = len(pairs)
+    return pairs, stats
+
+
+def dedup_signed(
+    keys: pd.DataFrame,
+    signatures: np.ndarray,
+    pairs: pd.DataFrame,
+    pair_stats: PairStats,
+    params: CorpusDedupParams,
+    seconds: dict | None = None,
+) -> CorpusDedupResult:
+    """Steps 3–5 over signed documents (``keys``: source, id per signature row, first-come order) and
+    their candidate pairs, however steps 1 and 2 were computed."""
+    index = params.index_params()
+    clock = time.perf_counter
     t2 = clock()
     edges, dropped = verify_pairs(pairs, signatures, params.threshold)
     t3 = clock()
@@ -255,24 +257,61 @@ def corpus_dedup(frames: Iterable[tuple[str, pd.DataFrame]], params: CorpusDedup
         table,
         {
             "documents": len(table),
-            "bands": bands,
-            "rows": rows_per_band,
-            "band_rows": stats.band_rows,
-            "shared_buckets": stats.shared_buckets,
-            "large_buckets": stats.large_buckets,
-            "large_bucket_documents": stats.large_bucket_docs,
-            "candidate_pairs": stats.candidate_pairs,
+            "bands": index["bands"],
+            "rows": index["rows"],
+            "band_rows": pair_stats.band_rows,
+            "shared_buckets": pair_stats.shared_buckets,
+            "large_buckets": pair_stats.large_buckets,
+            "large_bucket_documents": pair_stats.large_bucket_docs,
+            "candidate_pairs": pair_stats.candidate_pairs,
             "verified_edges": len(edges),
             "unverified_edges_dropped": dropped,
             "components": int((table["component_size"][table["kept"]] > 1).sum()),
             "removed": removed,
             "signature_bytes": int(signatures.nbytes),
             "seconds": {
-                "signatures": t1 - t0,
-                "bands_and_pairs": t2 - t1,
+                **(seconds or {}),
                 "verify": t3 - t2,
                 "components": t4 - t3,
                 "table": t5 - t4,
             },
         },
+    )
+
+
+def sign_frames(
+    frames: Iterable[tuple[str, pd.DataFrame]], hasher: MinHasher
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Step 1 in this process: (keys, signatures) of ``(source, frame)`` batches, in order."""
+    sig_parts, key_parts = [], []
+    for source, frame in frames:
+        sig_parts.append(signatures_of(frame, hasher))
+        key_parts.append(pd.DataFrame({"source": source, "id": frame["id"].astype(str).to_numpy()}))
+    signatures = np.concatenate(sig_parts) if sig_parts else np.zeros((0, hasher.num_perm), np.uint32)
+    del sig_parts
+    return document_keys(key_parts), signatures
+
+
+def document_keys(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The (source, id) frames of the batches as one table, ``source`` categorical."""
+    keys = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"source": [], "id": []})
+    keys["source"] = keys["source"].astype("category")
+    return keys
+
+
+def corpus_dedup(frames: Iterable[tuple[str, pd.DataFrame]], params: CorpusDedupParams) -> CorpusDedupResult:
+    """Every step over ``(source, frame)`` batches given in first-come order (sources sorted, rows in
+    reading order); frames need ``id`` and ``text``. Only signatures and keys stay in memory."""
+    index = params.index_params()
+    hasher = MinHasher(params.num_perm, params.ngram, params.seed)
+    clock = time.perf_counter
+    t0 = clock()
+    keys, signatures = sign_frames(frames, hasher)
+    t1 = clock()
+    pairs, stats = pairs_by_band(
+        signatures, index["bands"], index["rows"], params.max_bucket_all_pairs, params.anchors
+    )
+    t2 = clock()
+    return dedup_signed(
+        keys, signatures, pairs, stats, params, {"signatures": t1 - t0, "bands_and_pairs": t2 - t1}
     )

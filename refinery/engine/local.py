@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +13,9 @@ from refinery.stages.execute import entered, run_partition
 from refinery.stages.runner import StageRun
 from refinery.stages.spec import ProcessorMaker, StageContext
 from refinery.storage import DEFAULT_BATCH_ROWS, iter_path_batches
+
+if TYPE_CHECKING:
+    from refinery.dedup.corpus_dedup import PairStats
 
 
 class LocalEngine:
@@ -38,6 +41,15 @@ class LocalEngine:
         fn = make_fn()
         parts = [fn(batch.to_pandas()) for batch in iter_path_batches(location, batch_rows, columns)]
         return np.concatenate(parts) if parts else fn(pd.DataFrame({c: [] for c in columns}))
+
+    def group_pairs(
+        self, signatures: np.ndarray, bands: int, rows: int, max_bucket_all_pairs: int = 64, anchors: int = 4
+    ) -> tuple[pd.DataFrame, PairStats]:
+        """Step 2 of corpus-wide fuzzy dedup: the band rows grouped by ``(band, bucket)`` into unique
+        candidate pairs, one band at a time in this process (:func:`pairs_by_band`)."""
+        from refinery.dedup.corpus_dedup import pairs_by_band
+
+        return pairs_by_band(signatures, bands, rows, max_bucket_all_pairs, anchors)
 
     def describe(self) -> dict:
         return {"engine": self.name}

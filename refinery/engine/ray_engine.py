@@ -207,6 +207,37 @@ class RayEngine:
         non_empty = [a for a in parts if len(a)]
         return np.concatenate(non_empty) if non_empty else parts[0]
 
+    def group_pairs(
+        self, signatures: np.ndarray, bands: int, rows: int, max_bucket_all_pairs: int = 64, anchors: int = 4
+    ) -> tuple[Any, Any]:
+        """Step 2 of corpus-wide fuzzy dedup as a Ray Data shuffle: a dataset of ``(band, bucket,
+        doc)`` rows (one block per band), ``groupby(["band", "bucket"]).map_groups(...)`` pairing each
+        bucket's members with :func:`~refinery.dedup.corpus_dedup.candidate_pairs` on the cluster,
+        and the pairs collected here, made unique. The same pairs and counts as the local engine's
+        ``group_pairs`` (a bucket never spans bands, so grouping per bucket or per band is one)."""
+        import pandas as pd
+        import ray.data
+
+        from refinery.dedup.corpus_dedup import PairStats, band_rows
+
+        self.connect()
+        frames = [band_rows(signatures, bands, rows, only_band=band) for band in range(bands)]
+        stats = PairStats(band_rows=sum(len(f) for f in frames))
+        dataset = ray.data.from_pandas(frames)
+        out = (
+            dataset.groupby(["band", "bucket"], num_partitions=min(bands, self.pool_size()))
+            .map_groups(
+                bucket_pairs,
+                batch_format="numpy",
+                fn_kwargs={"max_bucket_all_pairs": max_bucket_all_pairs, "anchors": anchors},
+                num_cpus=self.cpus_per_worker,
+            )
+            .take_all()
+        )
+        return collect_bucket_pairs(
+            pd.DataFrame(out, columns=list(_EMPTY_PAIRS)), stats, max_bucket_all_pairs
+        )
+
     def _map(self, job: SliceJob, slices: list[Slice], gpus: float) -> list[dict]:
         import ray.data
         from ray import cloudpickle
@@ -346,3 +377,48 @@ class ColumnActor:
             out["index"].append(piece.index)
             out["array"].append(pickle.dumps(np.concatenate(arrays)))
         return out
+
+
+_EMPTY_PAIRS = {
+    "a": np.zeros(0, np.int64),
+    "b": np.zeros(0, np.int64),
+    "bucket_size": np.zeros(0, np.int64),
+    "first": np.zeros(0, bool),
+}
+
+
+def collect_bucket_pairs(found: Any, stats: Any, max_bucket_all_pairs: int) -> tuple[Any, Any]:
+    """The driver's side of :meth:`RayEngine.group_pairs`: the groups' rows (a, b, bucket_size,
+    first) as unique pairs, and ``stats`` (a PairStats holding the band-row count) completed from them."""
+    from refinery.dedup.corpus_dedup import unique_pairs
+
+    first = found["first"].to_numpy(dtype=bool)
+    size = found["bucket_size"].to_numpy(dtype=np.int64)
+    large = first & (size > max_bucket_all_pairs)
+    stats.shared_buckets = int(first.sum())
+    stats.large_buckets = int(large.sum())
+    stats.large_bucket_docs = int(size[large].sum())
+    pairs = unique_pairs(found["a"].to_numpy(dtype=np.int64), found["b"].to_numpy(dtype=np.int64))
+    stats.candidate_pairs = len(pairs)
+    return pairs, stats
+
+
+def bucket_pairs(group: dict[str, np.ndarray], max_bucket_all_pairs: int, anchors: int) -> dict:
+    """One ``(band, bucket)`` group of :meth:`RayEngine.group_pairs`: its candidate pairs, each with
+    the bucket's size, the first flagged (so the driver counts shared and large buckets)."""
+    import pandas as pd
+
+    from refinery.dedup.corpus_dedup import candidate_pairs
+
+    size = len(group["doc"])
+    if size < 2:
+        return dict(_EMPTY_PAIRS)
+    pairs, _ = candidate_pairs(pd.DataFrame(group), max_bucket_all_pairs, anchors)
+    first = np.zeros(len(pairs), dtype=bool)
+    first[:1] = True
+    return {
+        "a": pairs["a"].to_numpy(),
+        "b": pairs["b"].to_numpy(),
+        "bucket_size": np.full(len(pairs), size, dtype=np.int64),
+        "first": first,
+    }

@@ -29,7 +29,8 @@ from refinery import names
 from refinery.paths import Layout
 from refinery.storage import Storage
 from tests.conftest import write_source
-from tests.dagster.conftest import build_inbox, jsonl
+from tests.dagster.conftest import build_inbox, jsonl, resources_for
+from tests.dagster.corpus_dedup_scenario import corpus, materialize_corpus
 
 pytestmark = pytest.mark.ray
 
@@ -231,3 +232,57 @@ def test_a_killed_worker_is_retried_and_the_partition_is_complete(ray_cluster, t
     # Both nodes worked on the slices (one CPU each, so one actor each).
     engine = storage.read_stats("slow_copy")["many"]["engine"]
     assert engine["slices"] == 8 and engine["nodes"] == 2, engine
+
+
+def _metadata(result) -> dict:
+    event = result.asset_materializations_for_node(names.CORPUS_FUZZY_DEDUP)[0]
+    return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+
+
+def test_corpus_fuzzy_dedup_on_two_nodes_equals_the_local_engine(ray_cluster, tmp_path, monkeypatch):
+    """corpus_fuzzy_dedup with the ray engine, this process attached to the loopback cluster:
+    signatures by map_slices on the workers (several slices per partition), bucket grouping as a Ray
+    Data groupby; the table and the figures equal the local engine's."""
+    import ray
+
+    from assets import corpus_fuzzy_dedup
+    from refinery.engine.slices import plan_slices
+    from resources import EngineResource
+
+    address, _ = ray_cluster
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    home = Layout.at(tmp_path / "home")
+    home.inbox_kind("text").mkdir(parents=True)
+    small_groups = {"ops": {names.EXACT_DEDUPLICATED: {"config": {"batch_rows": 4}}}}
+    no_replay = {"ops": {names.CORPUS_FUZZY_DEDUP: {"config": {"replay_incremental": False}}}}
+    table_path = Storage(home.storage).table_path(names.CORPUS_FUZZY_DEDUP)
+    engine = EngineResource(kind="ray", address=address, node_ip_address="127.0.0.1", slice_rows=4)
+    with dg.instance_for_test() as instance:
+        materialize_corpus(instance, home, corpus(per_kind=2), run_config=small_groups)
+        upstream = Storage(home.storage).require(names.EXACT_DEDUPLICATED, "part0")
+        assert len(plan_slices(upstream, 4)) > 1  # map_slices gives the workers several slices
+        local = dg.materialize(
+            [corpus_fuzzy_dedup], instance=instance, resources=resources_for(home), run_config=no_replay
+        )
+        assert local.success
+        want = pd.read_parquet(table_path)
+        try:
+            on_ray = dg.materialize(
+                [corpus_fuzzy_dedup],
+                instance=instance,
+                resources=resources_for(home, engine=engine),
+                run_config=no_replay,
+            )
+        finally:
+            ray.shutdown()
+    assert on_ray.success
+    got = pd.read_parquet(table_path)
+    pd.testing.assert_frame_equal(got, want)
+    assert (~got["kept"]).sum() >= 4
+    meta, want_meta = _metadata(on_ray), _metadata(local)
+    assert meta["signatures_computed_by"] == meta["pairs_grouped_by"] == "ray"
+    assert want_meta["signatures_computed_by"] == want_meta["pairs_grouped_by"] == "local"
+    for figure in ("candidate_pairs", "verified_edges", "lsh_false_candidates_dropped", "shared_buckets",
+                   "removed_by_batch", "removed_by_incremental", "only_batch"):  # fmt: skip
+        assert meta[figure] == want_meta[figure], figure
+    assert all(c.passed for c in on_ray.get_asset_check_evaluations())

@@ -1,0 +1,64 @@
+"""corpus_fuzzy_dedup: corpus-wide (batch) near-duplicate removal over every text source.
+
+The wiring only; the library (:mod:`refinery.dedup.corpus_publish`) reads every partition of
+``exact_deduplicated`` in first-come order (sources sorted, rows in reading order), runs the batch
+pass, writes the table and compares it with the incremental ``fuzzy_deduplicated`` decisions.
+
+Keep rule: each connected component of verified near-duplicate pairs keeps its first document in
+that order; the others name it in ``duplicate_of``. Use it for a backfill or an audit of a whole
+corpus; the incremental stage stays the path for sources that arrive one at a time (batch mode
+removes a superset of its removals, through chains A ~ B ~ C). Not automated: materialize it when a
+corpus-wide pass is wanted.
+"""
+
+import dagster as dg
+
+from assets.factory import config_class, publish
+from assets.partitions import text_source
+from refinery import names
+from refinery.dedup.corpus_publish import CorpusFuzzyDedupParams, publish_corpus_dedup
+from refinery.engine.local import LocalEngine
+from refinery.stages.report import provenance
+from resources import EngineResource, RefineryHome
+
+CorpusFuzzyDedupConfig = config_class(CorpusFuzzyDedupParams)
+
+
+@dg.asset(
+    name=names.CORPUS_FUZZY_DEDUP,
+    deps=[names.EXACT_DEDUPLICATED],
+    group_name="text",
+    kinds={"python", "parquet"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "every_document_once",
+            asset=names.CORPUS_FUZZY_DEDUP,
+            blocking=True,
+            description="One row per document of every source's exact_deduplicated output, no key twice.",
+        ),
+        dg.AssetCheckSpec(
+            "one_kept_per_component",
+            asset=names.CORPUS_FUZZY_DEDUP,
+            blocking=True,
+            description="Each component keeps exactly one document, its first in first-come order, and every "
+            "other member's duplicate_of names it.",
+        ),
+    ],
+    description="Corpus-wide (batch) MinHash-LSH dedup over every text_source partition of "
+    "exact_deduplicated, as datatrove and NeMo Curator run a backfill: signatures, band keys grouped by "
+    "bucket, verified duplicate edges, connected components, one document kept per component (the first "
+    "by source name, then row). storage/corpus_fuzzy_dedup/corpus_fuzzy_dedup.parquet: source, id, "
+    "component, component_size, kept, duplicate_of, similarity. Metadata compares it with "
+    "fuzzy_deduplicated (removed by each, the differences, time and peak memory). With the ray engine, "
+    "signatures and bucket grouping run on the cluster.",
+)
+def corpus_fuzzy_dedup(
+    context: dg.AssetExecutionContext,
+    config: CorpusFuzzyDedupConfig,
+    refinery: RefineryHome,
+    engine: EngineResource,
+) -> dg.MaterializeResult:
+    sources = context.instance.get_dynamic_partitions(text_source.name)
+    stamp = provenance(names.CORPUS_FUZZY_DEDUP, "all", config)
+    runner = engine.engine() or LocalEngine()
+    return publish(context, publish_corpus_dedup(refinery.storage(), config, runner, stamp, sources))
