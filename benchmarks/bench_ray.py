@@ -31,11 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from refinery import names  # noqa: E402
-from refinery.batch import bound  # noqa: E402
 from refinery.clean.cleaning import Cleaner  # noqa: E402
 from refinery.engine.local import LocalEngine  # noqa: E402
 from refinery.engine.ray_engine import RayEngine  # noqa: E402
-from refinery.filters.chain import filter_batch  # noqa: E402
+from refinery.filters.language_routing import LanguageFilter, LanguageRouting  # noqa: E402
 from refinery.paths import Layout  # noqa: E402
 from refinery.schema import DOCUMENT_SCHEMA  # noqa: E402
 from refinery.stages import text  # noqa: E402
@@ -45,7 +44,11 @@ from refinery.storage import Storage  # noqa: E402
 OUT = ROOT / "benchmarks" / "out" / "ray"
 STAGES = {
     names.CLEAN_DOCUMENTS: (text.CLEAN_DOCUMENTS, lambda run: Cleaner(run.params, run.params.language_id())),
-    names.HEURISTIC_FILTERED: (text.HEURISTIC_FILTERED, lambda run: bound(filter_batch, run.params)),
+    # As the asset runs it: the main languages' side of the language routing.
+    names.HEURISTIC_FILTERED: (
+        text.HEURISTIC_FILTERED,
+        lambda run: LanguageFilter(LanguageRouting(), run.params, main=True),
+    ),
 }
 
 

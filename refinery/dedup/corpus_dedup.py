@@ -16,7 +16,7 @@ of kept documents. For a backfill of a whole corpus, the batch pass is simpler a
    come" order the incremental path follows when sources are materialized in sorted order.
 
 Each step is a separate function over arrays or tables, so a Ray Data pipeline can reuse them
-(``map_batches(signatures_of)``, ``groupby(["band", "bucket"]).map_groups(candidate_pairs)``, …).
+(``map_batches(signatures_of)``, ``groupby("shard").map_groups`` over whole buckets, :meth:`RayEngine.group_pairs`, …).
 
 Batch mode removes a superset of what the incremental path removes: components chain, so with
 A ~ B ~ C (A and C below the threshold) the incremental path keeps A and C (C is compared only with
@@ -218,7 +218,7 @@ def pairs_by_band(
 ) -> tuple[pd.DataFrame, PairStats]:
     """Step 2 in this process: the band rows of one band at a time, grouped by
     :func:`candidate_pairs`; unique pairs over every band. (The Ray engine's
-    ``group_pairs`` does the same grouping as a Ray Data ``groupby(["band", "bucket"])``.)"""
+    ``group_pairs`` does the same grouping as a Ray Data ``groupby`` over shards of whole buckets.)"""
     stats = PairStats()
     pair_parts = []
     for band in range(bands):

@@ -5,7 +5,7 @@ rows in reading order), the input the incremental ``fuzzy_deduplicated`` stage r
 does: the five steps of :mod:`refinery.dedup.corpus_dedup`; step 1 (MinHash signatures) through the
 engine's ``map_slices`` (in this process, or on the Ray cluster's workers) and step 2 (band keys
 grouped into candidate pairs) through the engine's ``group_pairs`` (in this process band by band, or
-as a Ray Data ``groupby(["band", "bucket"]).map_groups``); steps 3–5 here. What it writes: one table,
+as a Ray Data ``groupby("shard").map_groups`` over whole buckets); steps 3–5 here. What it writes: one table,
 ``storage/corpus_fuzzy_dedup/corpus_fuzzy_dedup.parquet``, one row per document: ``source``, ``id``,
 ``component``, ``component_size``, ``kept``, ``duplicate_of``, ``similarity``.
 

@@ -211,32 +211,36 @@ class RayEngine:
         self, signatures: np.ndarray, bands: int, rows: int, max_bucket_all_pairs: int = 64, anchors: int = 4
     ) -> tuple[Any, Any]:
         """Step 2 of corpus-wide fuzzy dedup as a Ray Data shuffle: a dataset of ``(band, bucket,
-        doc)`` rows (one block per band), ``groupby(["band", "bucket"]).map_groups(...)`` pairing each
-        bucket's members with :func:`~refinery.dedup.corpus_dedup.candidate_pairs` on the cluster,
-        and the pairs collected here, made unique. The same pairs and counts as the local engine's
-        ``group_pairs`` (a bucket never spans bands, so grouping per bucket or per band is one)."""
-        import pandas as pd
+        doc, shard)`` rows (one block per band) grouped by ``shard`` (a function of the bucket, so
+        every ``(band, bucket)`` group lands whole in one shard) and each shard paired on the
+        cluster by :func:`~refinery.dedup.corpus_dedup.candidate_pairs`, which handles all of the
+        shard's buckets in one vectorized pass; the pairs are collected here and made unique. The
+        same pairs and counts as the local engine's ``group_pairs``. Grouping by shard rather than
+        by ``(band, bucket)`` keeps the calls to a few per worker instead of one per bucket (13 per
+        document: millions of Python calls on a large corpus, nearly all for single-member buckets)."""
         import ray.data
 
         from refinery.dedup.corpus_dedup import PairStats, band_rows
 
         self.connect()
-        frames = [band_rows(signatures, bands, rows, only_band=band) for band in range(bands)]
+        shards = max(1, SHARDS_PER_WORKER * self.pool_size())
+        frames = []
+        for band in range(bands):
+            frame = band_rows(signatures, bands, rows, only_band=band)
+            frames.append(frame.assign(shard=np.mod(frame["bucket"].to_numpy(), shards)))
         stats = PairStats(band_rows=sum(len(f) for f in frames))
-        dataset = ray.data.from_pandas(frames)
         out = (
-            dataset.groupby(["band", "bucket"], num_partitions=min(bands, self.pool_size()))
+            ray.data.from_pandas(frames)
+            .groupby("shard", num_partitions=min(shards, max(1, self.pool_size())))
             .map_groups(
-                bucket_pairs,
-                batch_format="numpy",
+                shard_pairs,
+                batch_format="pandas",
                 fn_kwargs={"max_bucket_all_pairs": max_bucket_all_pairs, "anchors": anchors},
                 num_cpus=self.cpus_per_worker,
             )
-            .take_all()
+            .to_pandas()
         )
-        return collect_bucket_pairs(
-            pd.DataFrame(out, columns=list(_EMPTY_PAIRS)), stats, max_bucket_all_pairs
-        )
+        return collect_shard_pairs(out, stats)
 
     def _map(self, job: SliceJob, slices: list[Slice], gpus: float) -> list[dict]:
         import ray.data
@@ -379,46 +383,32 @@ class ColumnActor:
         return out
 
 
-_EMPTY_PAIRS = {
-    "a": np.zeros(0, np.int64),
-    "b": np.zeros(0, np.int64),
-    "bucket_size": np.zeros(0, np.int64),
-    "first": np.zeros(0, bool),
-}
+SHARDS_PER_WORKER = 4  # groups of buckets per worker in RayEngine.group_pairs
+_SHARD_COUNTS = ("shared_buckets", "large_buckets", "large_bucket_docs")
 
 
-def collect_bucket_pairs(found: Any, stats: Any, max_bucket_all_pairs: int) -> tuple[Any, Any]:
-    """The driver's side of :meth:`RayEngine.group_pairs`: the groups' rows (a, b, bucket_size,
-    first) as unique pairs, and ``stats`` (a PairStats holding the band-row count) completed from them."""
-    from refinery.dedup.corpus_dedup import unique_pairs
-
-    first = found["first"].to_numpy(dtype=bool)
-    size = found["bucket_size"].to_numpy(dtype=np.int64)
-    large = first & (size > max_bucket_all_pairs)
-    stats.shared_buckets = int(first.sum())
-    stats.large_buckets = int(large.sum())
-    stats.large_bucket_docs = int(size[large].sum())
-    pairs = unique_pairs(found["a"].to_numpy(dtype=np.int64), found["b"].to_numpy(dtype=np.int64))
-    stats.candidate_pairs = len(pairs)
-    return pairs, stats
-
-
-def bucket_pairs(group: dict[str, np.ndarray], max_bucket_all_pairs: int, anchors: int) -> dict:
-    """One ``(band, bucket)`` group of :meth:`RayEngine.group_pairs`: its candidate pairs, each with
-    the bucket's size, the first flagged (so the driver counts shared and large buckets)."""
+def shard_pairs(group: Any, max_bucket_all_pairs: int, anchors: int) -> Any:
+    """One shard of :meth:`RayEngine.group_pairs` (complete ``(band, bucket)`` groups): its candidate
+    pairs, plus one row ``a = b = -1`` carrying what the grouping saw (shared and large buckets)."""
     import pandas as pd
 
     from refinery.dedup.corpus_dedup import candidate_pairs
 
-    size = len(group["doc"])
-    if size < 2:
-        return dict(_EMPTY_PAIRS)
-    pairs, _ = candidate_pairs(pd.DataFrame(group), max_bucket_all_pairs, anchors)
-    first = np.zeros(len(pairs), dtype=bool)
-    first[:1] = True
-    return {
-        "a": pairs["a"].to_numpy(),
-        "b": pairs["b"].to_numpy(),
-        "bucket_size": np.full(len(pairs), size, dtype=np.int64),
-        "first": first,
-    }
+    pairs, stats = candidate_pairs(group[["band", "bucket", "doc"]], max_bucket_all_pairs, anchors)
+    counts = pd.DataFrame({"a": [-1], "b": [-1], **{k: [getattr(stats, k)] for k in _SHARD_COUNTS}})
+    return pd.concat([pairs.assign(**dict.fromkeys(_SHARD_COUNTS, 0)), counts], ignore_index=True)
+
+
+def collect_shard_pairs(found: Any, stats: Any) -> tuple[Any, Any]:
+    """The driver's side of :meth:`RayEngine.group_pairs`: the shards' rows as unique pairs, and
+    ``stats`` (a PairStats holding the band-row count) completed from the shards' count rows."""
+    from refinery.dedup.corpus_dedup import unique_pairs
+
+    a = found["a"].to_numpy(dtype=np.int64) if len(found) else np.zeros(0, np.int64)
+    b = found["b"].to_numpy(dtype=np.int64) if len(found) else np.zeros(0, np.int64)
+    for name in _SHARD_COUNTS:
+        setattr(stats, name, int(found[name].sum()) if len(found) else 0)
+    real = a >= 0
+    pairs = unique_pairs(a[real], b[real])
+    stats.candidate_pairs = len(pairs)
+    return pairs, stats

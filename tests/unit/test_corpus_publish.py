@@ -1,4 +1,4 @@
-"""The batch dedup asset's library, without Dagster or a cluster: the Ray grouping's per-bucket
+"""The batch dedup asset's library, without Dagster or a cluster: the Ray grouping's per-shard
 function and driver side give the local engine's pairs and counts, and the checks catch a broken
 table."""
 
@@ -14,7 +14,7 @@ from refinery.dedup.corpus_dedup import CorpusDedupParams, PairStats, band_rows,
 from refinery.dedup.corpus_publish import check_outcomes
 from refinery.dedup.minhash import MinHasher
 from refinery.engine.local import LocalEngine
-from refinery.engine.ray_engine import _EMPTY_PAIRS, bucket_pairs, collect_bucket_pairs
+from refinery.engine.ray_engine import collect_shard_pairs, shard_pairs
 from refinery.sample import prose
 
 
@@ -27,8 +27,8 @@ def _texts(seed: int = 3) -> list[str]:
     return texts
 
 
-@pytest.mark.parametrize("max_bucket_all_pairs", [3, 64])
-def test_grouping_by_bucket_as_ray_does_gives_the_local_engines_pairs_and_counts(max_bucket_all_pairs):
+@pytest.mark.parametrize(("max_bucket_all_pairs", "shards"), [(3, 1), (3, 4), (64, 3)])
+def test_grouping_by_shard_as_ray_does_gives_the_local_engines_pairs_and_counts(max_bucket_all_pairs, shards):
     params = CorpusDedupParams()
     index = params.index_params()
     signatures = MinHasher(params.num_perm, params.ngram, params.seed).signatures(_texts())
@@ -36,12 +36,13 @@ def test_grouping_by_bucket_as_ray_does_gives_the_local_engines_pairs_and_counts
     want_pairs, want_stats = LocalEngine().group_pairs(signatures, bands, rows, max_bucket_all_pairs, 2)
 
     table = pd.concat([band_rows(signatures, bands, rows, only_band=b) for b in range(bands)])
-    outputs = [
-        bucket_pairs({c: g[c].to_numpy() for c in ("band", "bucket", "doc")}, max_bucket_all_pairs, 2)
-        for _, g in table.groupby(["band", "bucket"])  # what map_groups hands each call
+    table["shard"] = np.mod(table["bucket"].to_numpy(), shards)
+    outputs = [  # what map_groups hands each call: one shard, whole buckets of several bands
+        shard_pairs(g.reset_index(drop=True), max_bucket_all_pairs, 2) for _, g in table.groupby("shard")
     ]
-    found = pd.concat([pd.DataFrame(o) for o in [_EMPTY_PAIRS, *outputs]], ignore_index=True)
-    pairs, stats = collect_bucket_pairs(found, PairStats(band_rows=len(table)), max_bucket_all_pairs)
+    assert len(outputs) == shards
+    found = pd.concat(outputs, ignore_index=True)
+    pairs, stats = collect_shard_pairs(found, PairStats(band_rows=len(table)))
 
     pd.testing.assert_frame_equal(pairs, want_pairs)
     assert stats == want_stats
