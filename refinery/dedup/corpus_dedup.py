@@ -16,7 +16,8 @@ of kept documents. For a backfill of a whole corpus, the batch pass is simpler a
    come" order the incremental path follows when sources are materialized in sorted order.
 
 Each step is a separate function over arrays or tables, so a Ray Data pipeline can reuse them
-(``map_batches(signatures_of)``, ``groupby("shard").map_groups`` over whole buckets, :meth:`RayEngine.group_pairs`, …).
+(``map_batches(signatures_of)``, ``groupby("shard").map_groups`` over whole buckets in
+:meth:`RayEngine.group_pairs`, …).
 
 Batch mode removes a superset of what the incremental path removes: components chain, so with
 A ~ B ~ C (A and C below the threshold) the incremental path keeps A and C (C is compared only with

@@ -155,9 +155,11 @@ def test_concurrent_partitions_keep_every_duplicate_once(home, case, shared_inst
     _materialize(shared_instance, home, "probe", [*UPSTREAM, *DEDUP_STAGES], _dedup(backend, url))
     assert storage.row_count("heuristic_filtered", "probe") == len(probe)
     assert storage.row_count("fuzzy_deduplicated", "probe") == 0
-    probe_exact, probe_near = read("exact_deduplicated", "probe", True), read("fuzzy_deduplicated", "probe", True)
+    probe_exact = read("exact_deduplicated", "probe", True)
+    probe_near = read("fuzzy_deduplicated", "probe", True)
     assert sorted(key(probe_exact) + key(probe_near)) == sorted(key(probe.assign(source="probe")))
-    assert set(probe_exact["reason"]) <= {"exact_duplicate"} and set(probe_near["reason"]) == {"near_duplicate"}
+    assert set(probe_exact["reason"]) <= {"exact_duplicate"}
+    assert set(probe_near["reason"]) == {"near_duplicate"}
     owner_text = dict(zip(key(exact_kept), exact_kept["text"], strict=True))
     for text, owner in zip(probe_exact["text"], probe_exact["duplicate_of"], strict=True):
         assert content_hash(text, "simplified") == content_hash(owner_text[owner], "simplified")
