@@ -155,6 +155,12 @@ class LanguageFilter:
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
         frame = frame.reset_index(drop=True)
+        if not len(frame):  # every row routed to the other side: empty, with every output column
+            empty = filter_batch(frame, self.base)
+            return BatchResult(
+                empty.kept.assign(rule_set=pd.Series(dtype=object)),
+                empty.rejected.assign(rule_set=pd.Series(dtype=object)),
+            )
         if "language" in frame.columns:
             labelled = frame["language"].notna()
             keys = pd.Series(route_keys(frame, self.routing), index=frame.index).where(labelled, None)

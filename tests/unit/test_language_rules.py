@@ -247,3 +247,14 @@ def test_two_stages_over_one_partition_account_for_every_row(tmp_path, labelled)
     assert {"language", "language_score", "rule_set"} <= set(written.columns) and "en" not in set(
         written["language"]
     )
+
+
+def test_a_batch_routed_entirely_to_the_other_side_gives_empty_outputs_with_every_column(labelled):
+    english = labelled[labelled["language"] == "en"]
+    process = LanguageFilter(LanguageRouting(), HeuristicParams(), main=False)
+    taken, routed = routed_input(process, english)
+    assert len(taken) == 0 and routed == len(english)
+    result = process(taken)  # the Ray engine's slice writer needs the columns of the schema
+    full = LanguageFilter(LanguageRouting(), HeuristicParams(), main=True)(english)
+    assert list(result.kept.columns) == list(full.kept.columns) and len(result.kept) == 0
+    assert list(result.rejected.columns) == list(full.rejected.columns) and len(result.rejected) == 0
