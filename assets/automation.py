@@ -11,7 +11,8 @@
   stages it scored, which then re-score every partition (eager), and so on down.
 - The cross-source tables (training data, the corpus report) are :data:`EVERY_INTERVAL`: they
   refresh when any source's corpus has changed, at most once per ``$REFINERY_REFRESH_CRON`` tick
-  (default hourly); their own downstream follows them eagerly.
+  (default hourly), and not before some source has a corpus; their own downstream follows them
+  eagerly.
 
 The conditions are labelled, so the UI's Automation tab shows them by name.
 """
@@ -66,8 +67,11 @@ EVERY_INTERVAL = (
         )
     ).since(_HANDLED)
     & ~dg.AutomationCondition.any_deps_missing()
+    # Some source has a corpus: before the first one, "no dep partition is missing" holds vacuously
+    # and the tables would be launched over nothing (a failed run when the daemon first starts).
+    & dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing())
     & _IDLE
-).with_label(f"missing, or deps updated (at most once per {REFRESH_CRON})")
+).with_label(f"missing, or deps updated (at most once per {REFRESH_CRON}), once a source has a corpus")
 
 # Sources outside Refinery (the reference corpus) are observed on this cadence.
 OBSERVE = dg.AutomationCondition.cron_tick_passed(OBSERVE_CRON).with_label(f"observe {OBSERVE_CRON}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -10,6 +11,13 @@ from pathlib import Path
 
 import pytest
 import redis
+
+# Under pytest-xdist (scripts/test.sh runs two workers on two cores) each worker gets one OpenMP
+# thread: two processes spinning two threads each slow torch training about tenfold. Set before any
+# test module imports torch; subprocesses inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 from refinery.paths import Layout
 
