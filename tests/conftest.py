@@ -106,3 +106,16 @@ def write_source(layout: Layout, source: str, files: dict[str, bytes | str]) -> 
         else:
             path.write_bytes(content)
     return folder
+
+
+# The longest files first: under xdist's loadfile scheduling the first files go out first, so the
+# daemon test (minutes of waiting on the real daemon) overlaps everything else instead of running
+# alone at the end.
+SLOW_FIRST = ("daemon", "ray", "browser")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        return next((i for i, m in enumerate(SLOW_FIRST) if item.get_closest_marker(m)), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: each file's tests stay together and in order
