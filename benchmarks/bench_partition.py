@@ -6,8 +6,8 @@ each way of materializing raw_documents → fuzzy_deduplicated for that partitio
 and reports its wall time (what a user waits for, start-up and imports included):
 
 - ``dagster asset materialize -m definitions --select <the five assets> --partition <source>``
-  with the definitions' default executor (a process per step, each importing the definitions);
-- the same with run config ``execution: {config: {in_process: {}}}`` (every step in one process);
+  with the definitions' executor for ``REFINERY_ENVIRONMENT=local``: in-process (every step in the
+  run's process; the ``cluster`` environment's multiprocess executor starts a process per step);
 - ``launch.run_partitioned_job(layout, "text", "text_prefilter")``, what ``refinery run`` does for
   the rule-based half (``execute_in_process``), in a fresh interpreter;
 - ``python -c "import definitions"`` alone, the fixed cost every step process pays.
@@ -86,16 +86,11 @@ def main() -> None:
     args = parser.parse_args()
     texts = documents(args.docs, args.generated)
     py = sys.executable
-    in_process = "execution:\n  config:\n    in_process: {}\n"
     ways = {
         "import definitions": [py, "-c", "import definitions"],
-        "dagster asset materialize (default executor)": [
+        "dagster asset materialize (local environment: in-process executor)": [
             *(py, "-m", "dagster", "asset", "materialize", "-m", "definitions"),
             *("--select", ASSETS, "--partition", SOURCE),
-        ],
-        "dagster asset materialize (in_process run config)": [
-            *(py, "-m", "dagster", "asset", "materialize", "-m", "definitions"),
-            *("--select", ASSETS, "--partition", SOURCE, "-c", "{config}"),
         ],
         "refinery run's rule-based half (execute_in_process)": [
             py,
@@ -114,21 +109,19 @@ def main() -> None:
         best = None
         for _ in range(args.repeat):
             home = fresh_home(texts)
-            if "{config}" in cmd:
-                (home / "run.yaml").write_text(in_process)
-                cmd_now = [str(home / "run.yaml") if c == "{config}" else c for c in cmd]
-            else:
-                cmd_now = cmd
             if "materialize" in name:  # the partition must exist first (what the sensor does)
                 timed([py, "-c", "import launch; from refinery.paths import Layout; import os; "
                        "layout = Layout.at(os.environ['REFINERY_HOME']); launch.prepare_environment(layout); "
                        "launch.sync_partitions(layout, 'text')"], home)  # fmt: skip
-            seconds, rc, tail = timed(cmd_now, home)
-            if rc != 0:
+            seconds, rc, tail = timed(cmd, home)
+            if rc != 0:  # a failed way has no time
                 print(f"{name}: failed (rc {rc})\n{tail}", file=sys.stderr)
+                best = None
+                break
             best = seconds if best is None else min(best, seconds)
         results[name] = best
-        print(f"{name:<55} {best:7.1f} s wall", flush=True)
+        shown = "failed" if best is None else f"{best:7.1f} s wall"
+        print(f"{name:<70} {shown}", flush=True)
     print(json.dumps({"docs": args.docs, "load_average": os.getloadavg(), "wall_s": results}, indent=1))
 
 
