@@ -154,6 +154,14 @@ def test_concurrent_partitions_keep_every_duplicate_once(home, case, shared_inst
     write_source(home, "probe", {"docs.jsonl": jsonl(probe.to_dict("records"))})
     _materialize(shared_instance, home, "probe", [*UPSTREAM, *DEDUP_STAGES], _dedup(backend, url))
     assert storage.row_count("heuristic_filtered", "probe") == len(probe)
+    # The premise: after the rule stages each probe is still a near-duplicate of the kept document
+    # it was made from (estimated Jaccard at the threshold or above).
+    entered_probe = read("heuristic_filtered", "probe")
+    origin = dict(zip(key(kept), kept["text"], strict=True))
+    made_from = ["/".join(i.split("-", 2)[1:]) for i in entered_probe["id"]]
+    pair_sigs = hasher.signatures([*entered_probe["text"], *(origin[k] for k in made_from)])
+    similarity = (pair_sigs[: len(made_from)] == pair_sigs[len(made_from) :]).mean(axis=1)
+    assert similarity.min() >= PARAMS.threshold, sorted(zip(similarity, made_from, strict=True))[:3]
     assert storage.row_count("fuzzy_deduplicated", "probe") == 0
     probe_exact = read("exact_deduplicated", "probe", True)
     probe_near = read("fuzzy_deduplicated", "probe", True)

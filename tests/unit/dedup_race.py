@@ -40,12 +40,29 @@ def build_partitions(k: int = PARTITIONS, per_kind: int = 9, seed: int = 5) -> d
     return out
 
 
+FILLERS = ("really", "quite", "also", "indeed", "simply")
+
+
+def one_word_edit(text: str, rng: random.Random) -> str:
+    """One word replaced inside a line, never a line's last word: the pipeline's C4 rule drops a
+    line that no longer ends in terminal punctuation, which would turn the probe's single edit into
+    a lost paragraph (a different document, not a near-duplicate)."""
+    lines = text.split("\n")
+    candidates = [n for n, line in enumerate(lines) if len(line.split(" ")) >= 3]
+    n = rng.choice(candidates)
+    words = lines[n].split(" ")
+    i = rng.randrange(len(words) - 1)
+    words[i] = rng.choice([f for f in FILLERS if f != words[i]])
+    lines[n] = " ".join(words)
+    return "\n".join(lines)
+
+
 def one_word_edits(frame: pd.DataFrame, seed: int = 99) -> pd.DataFrame:
     rng = random.Random(seed)
     return pd.DataFrame(
         {
             "id": [f"probe-{s}-{i}" for s, i in zip(frame["source"], frame["id"], strict=True)],
-            "text": [prose.near_duplicate(t, rng, edits=1) for t in frame["text"]],
+            "text": [one_word_edit(t, rng) for t in frame["text"]],
         }
     )
 
