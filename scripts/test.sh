@@ -8,7 +8,7 @@ status=0
 # one process): the long tests mostly wait on servers (dagster dev, Ray, Redis, Chromium), so the
 # suite takes about half as long on two cores. REFINERY_TEST_WORKERS=0 runs it in one process;
 # arguments after it go to pytest (`-n 0` too).
-.venv/bin/python -m pytest -n "${REFINERY_TEST_WORKERS:-2}" --dist loadfile "$@" || status=$?
+.venv/bin/python -m pytest -n "${REFINERY_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   echo "test: pytest collected no tests" >&2
 fi

@@ -108,9 +108,10 @@ def write_source(layout: Layout, source: str, files: dict[str, bytes | str]) -> 
     return folder
 
 
-# The longest files first: under xdist's loadfile scheduling the first files go out first, so the
-# daemon test (minutes of waiting on the real daemon) overlaps everything else instead of running
-# alone at the end.
+# The longest files first: under xdist's loadfile scheduling (with --no-loadscope-reorder, which
+# scripts/test.sh passes; by default xdist puts the files with most tests first) the first files go
+# out first, so the daemon test (minutes of waiting on the real daemon) overlaps everything else
+# instead of running alone at the end.
 SLOW_FIRST = ("daemon", "ray", "browser")
 
 
