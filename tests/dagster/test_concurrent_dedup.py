@@ -93,7 +93,7 @@ def _step_spans(instance, stage: str) -> pd.DataFrame:
 
 def test_concurrent_partitions_keep_every_duplicate_once(home, case, shared_instance):
     mode, backend, url = case
-    partitions = build_partitions(per_kind=12)
+    partitions = build_partitions(per_kind=20)  # steps long enough to overlap
     sources = sorted(partitions)
     for source, frame in partitions.items():
         write_source(home, source, {"docs.jsonl": jsonl(frame.to_dict("records"))})
@@ -112,7 +112,16 @@ def test_concurrent_partitions_keep_every_duplicate_once(home, case, shared_inst
     for stage in DEDUP_STAGES:
         spans = _step_spans(shared_instance, stage)
         assert sorted(spans["partition"]) == sources
-        assert spans["start"].max() < spans["end"].min(), f"the {stage} steps did not overlap:\n{spans}"
+        # The claims raced: steps of different partitions ran at the same time. (All four at once
+        # is not guaranteed on a loaded 2-core machine: a step takes a fraction of a second, about
+        # what starting a run's resources can vary by.)
+        rows = list(spans.itertuples(index=False))
+        overlapping = [
+            (a.partition, b.partition)
+            for a, b in itertools.combinations(rows, 2)
+            if a.start < b.end and b.start < a.end
+        ]
+        assert overlapping, f"no two {stage} steps overlapped:\n{spans}"
 
     storage = Storage(home.storage)
     read = lambda asset, s, rejected=False: storage.read(asset, s, rejected=rejected).assign(source=s)  # noqa: E731
