@@ -269,6 +269,21 @@ def datatrove_minhash(corpus: Corpus, batch_size: int, rows) -> dict:
     )
 
 
+def _per_document(fn, name: str, corpus, batch_size: int, rows) -> dict:
+    """``fn(text)`` on every document, one at a time (a baseline's own loop), after one warm call."""
+    fn(_warm_text())
+    meter = Meter()
+    rss_setup = proc_status_kb("VmRSS")
+    for batch in _source(corpus, batch_size, None, rows):
+        texts = batch.column("text").to_pylist()
+        meter.docs += len(texts)
+        meter.bytes += batch_bytes(batch)
+        with meter.timed():
+            for text in texts:
+                fn(text)
+    return meter.result(name, rss_setup)
+
+
 def datasketch_minhash(corpus: Corpus, batch_size: int, rows, shared_permutations: bool) -> dict:
     from datasketch import MinHash
 
@@ -288,18 +303,8 @@ def datasketch_minhash(corpus: Corpus, batch_size: int, rows, shared_permutation
         m.update_batch(shingles)
         return m.hashvalues
 
-    signature(_warm_text())
-    meter = Meter()
-    rss_setup = proc_status_kb("VmRSS")
-    for batch in _source(corpus, batch_size, None, rows):
-        texts = batch.column("text").to_pylist()
-        meter.docs += len(texts)
-        meter.bytes += batch_bytes(batch)
-        with meter.timed():
-            for text in texts:
-                signature(text)
     name = "datasketch_shared_perm" if shared_permutations else "datasketch"
-    return meter.result(name, rss_setup)
+    return _per_document(signature, name, corpus, batch_size, rows)
 
 
 # -- orchestration ------------------------------------------------------------------------------
@@ -435,14 +440,4 @@ def rensa_minhash(corpus: Corpus, batch_size: int, rows) -> dict:
         m.update(shingles)
         return m.digest()
 
-    signature(_warm_text())
-    meter = Meter()
-    rss_setup = proc_status_kb("VmRSS")
-    for batch in _source(corpus, batch_size, None, rows):
-        texts = batch.column("text").to_pylist()
-        meter.docs += len(texts)
-        meter.bytes += batch_bytes(batch)
-        with meter.timed():
-            for text in texts:
-                signature(text)
-    return meter.result("rensa", rss_setup)
+    return _per_document(signature, "rensa", corpus, batch_size, rows)

@@ -41,28 +41,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_redis_server(port: int, workdir: Path) -> subprocess.Popen:
+    """redis-server on 127.0.0.1:``port``, no persistence (not waited for: callers ping)."""
+    command = [_redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1"]
+    command += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A throwaway redis-server bound to 127.0.0.1, no persistence, stopped after the session."""
     port = _free_port()
     workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            _redis_server_binary(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_redis_server(port, workdir)
     client = redis.Redis(host="127.0.0.1", port=port)
     deadline = time.monotonic() + 10
     while True:

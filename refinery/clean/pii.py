@@ -109,6 +109,18 @@ def redact(
     return _redact(text, kinds, placeholder, None)
 
 
+def _replacer(det: Detector, token: str, counts: dict[str, int]):
+    """``re.sub`` callback: a candidate that passes ``det.valid`` becomes ``token`` and is counted."""
+
+    def replace(m: re.Match) -> str:
+        if det.valid(m.group(0)):
+            counts[det.kind] += 1
+            return token
+        return m.group(0)
+
+    return replace
+
+
 def _redact(
     text: str, kinds: frozenset[str] | set[str], placeholder: str, candidates: frozenset[str] | None
 ) -> tuple[str, dict[str, int]]:
@@ -122,13 +134,7 @@ def _redact(
             continue
         if candidates is not None and det.kind not in candidates and not any(counts.values()):
             continue
-        token = placeholder.format(kind=det.kind.upper())
-
-        def _replace(m: re.Match, det: Detector = det, token: str = token) -> str:
-            if det.valid(m.group(0)):
-                counts[det.kind] += 1
-                return token
-            return m.group(0)
+        _replace = _replacer(det, placeholder.format(kind=det.kind.upper()), counts)
 
         text = det.pattern.sub(_replace, text)
     return text, counts
@@ -208,13 +214,7 @@ def _redact_lines(
     for det in DETECTORS:
         if det.kind not in kinds or not det.needs(text) or (det.kind != "email" and not has_digits):
             continue
-        token = placeholder.format(kind=det.kind.upper())
-
-        def _replace(m: re.Match, det: Detector = det, token: str = token) -> str:
-            if det.valid(m.group(0)):
-                counts[det.kind] += 1
-                return token
-            return m.group(0)
+        _replace = _replacer(det, placeholder.format(kind=det.kind.upper()), counts)
 
         touched = False
         for j in sorted(flagged[det.kind] | changed):

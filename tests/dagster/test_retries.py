@@ -11,7 +11,7 @@ import redis
 from assets import TEXT_PREFILTER
 from refinery.dedup.keys import redis_prefix
 from resources import DedupIndexResource
-from tests.conftest import _free_port, _redis_server_binary
+from tests.conftest import _free_port, start_redis_server
 from tests.dagster.conftest import build_inbox, resources_for
 
 
@@ -26,25 +26,7 @@ def test_a_refused_redis_connection_is_retried_until_redis_is_up(home, instance,
         deadline = time.monotonic() + 300
         while not instance.get_event_records(retry, limit=1) and time.monotonic() < deadline:
             time.sleep(0.2)
-        started.append(
-            subprocess.Popen(
-                [
-                    _redis_server_binary(),
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(tmp_path),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.STDOUT,
-            )
-        )
+        started.append(start_redis_server(port, tmp_path))
 
     late = threading.Thread(target=start_redis_later)
     instance.add_dynamic_partitions("text_source", ["alpha"])

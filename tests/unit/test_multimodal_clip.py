@@ -2,7 +2,6 @@
 architecture), clear errors for what is missing, scores equal to a direct forward pass whatever the
 workers and row groups, and the tiny CLIP's training and caching."""
 
-import io
 import json
 import random
 
@@ -21,26 +20,7 @@ from refinery.multimodal.images import decode_rgb
 from refinery.multimodal.tiny_clip_train import TinyClipConfig, roc_auc
 from resources import ComputeResource
 from resources.clip import ClipResource
-
-SMALL = TinyClipConfig(
-    embed_dim=32,
-    vision_width=32,
-    vision_head_width=16,
-    text_width=32,
-    text_heads=2,
-    train_images=48,
-    eval_images=24,
-    batch_size=16,
-    steps=2,
-    warmup_steps=1,
-    seed=3,
-)
-
-
-def jpeg(seed: int, size: int = 64) -> bytes:
-    buffer = io.BytesIO()
-    synthetic.render(synthetic.random_scene(random.Random(seed)), size).save(buffer, "JPEG")
-    return buffer.getvalue()
+from tests.unit.clip_helpers import SMALL, jpeg
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import random
 from dataclasses import replace
 
 import numpy as np
@@ -16,31 +14,11 @@ import torch
 from refinery.multimodal import synthetic, tiny_clip_train
 from refinery.multimodal.clip_model import load_clip
 from refinery.multimodal.images import decode_rgb
-from refinery.multimodal.tiny_clip_train import TinyClipConfig
 from refinery.paths import Layout
 from refinery.retrieval import ModelMismatch, VectorIndex, search
 from refinery.retrieval.clip_embeddings import write_clip_embeddings
 from refinery.storage import Storage
-
-SMALL = TinyClipConfig(
-    embed_dim=32,
-    vision_width=32,
-    vision_head_width=16,
-    text_width=32,
-    text_heads=2,
-    train_images=48,
-    eval_images=24,
-    batch_size=16,
-    steps=2,
-    warmup_steps=1,
-    seed=3,
-)
-
-
-def jpeg(seed: int, size: int = 64) -> bytes:
-    buffer = io.BytesIO()
-    synthetic.render(synthetic.random_scene(random.Random(seed)), size).save(buffer, "JPEG")
-    return buffer.getvalue()
+from tests.unit.clip_helpers import SMALL, jpeg
 
 
 @pytest.fixture(scope="module")
