@@ -17,8 +17,7 @@ from assets.factory import config_class, publish
 from assets.partitions import text_source
 from refinery import names
 from refinery.dedup.corpus_publish import CorpusFuzzyDedupParams, publish_corpus_dedup
-from refinery.engine.local import LocalEngine
-from refinery.stages.report import provenance
+from refinery.kernel.report import provenance
 from resources import EngineResource, RefineryHome
 
 CorpusFuzzyDedupConfig = config_class(CorpusFuzzyDedupParams)
@@ -60,5 +59,4 @@ def corpus_fuzzy_dedup(
 ) -> dg.MaterializeResult:
     sources = context.instance.get_dynamic_partitions(text_source.name)
     stamp = provenance(names.CORPUS_FUZZY_DEDUP, "all", config)
-    runner = engine.engine() or LocalEngine()
-    return publish(context, publish_corpus_dedup(refinery.storage(), config, runner, stamp, sources))
+    return publish(context, publish_corpus_dedup(refinery.storage(), config, engine.engine(), stamp, sources))

@@ -20,12 +20,12 @@ from pydantic import BaseModel
 from assets.automation import STAGE
 from assets.gpu import gpu_asset_kwargs
 from assets.partitions import PARTITIONS_BY_KIND
-from refinery.ingest.text_reader import RowCollector
+from refinery.kernel.checks import INVARIANT_CHECKS, invariant_descriptions
+from refinery.kernel.collector import RowCollector
+from refinery.kernel.execute import StageOutcome, execute_ingest, execute_stage
+from refinery.kernel.report import provenance
+from refinery.kernel.spec import ProcessorMaker, StageContext, StageLog, StageSpec
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published
-from refinery.stages.checks import INVARIANT_CHECKS, invariant_descriptions
-from refinery.stages.execute import StageOutcome, execute_ingest, execute_stage
-from refinery.stages.report import provenance
-from refinery.stages.spec import ProcessorMaker, StageContext, StageLog, StageSpec
 from resources import RefineryHome
 
 STAGE_KINDS = frozenset({"python", "parquet"})
@@ -115,7 +115,7 @@ def stage_context(
     params: BaseModel | None,
     resource_keys: Iterable[str] = (),
 ) -> StageContext:
-    """The library's view of one step: partition, parameters, storage, resources and log."""
+    """The library's view of one step: partition, parameters, storage, engine, resources and log."""
     refinery: RefineryHome = context.resources.refinery
     source = context.partition_key
     return StageContext(
@@ -124,6 +124,7 @@ def stage_context(
         params=params,
         layout=refinery.layout(),
         storage=refinery.storage(),
+        engine=context.resources.engine.engine(),
         resources=context.resources,
         resource_keys=tuple(resource_keys),
         log=StageLog(context.log),
@@ -204,10 +205,9 @@ def stage_asset(
     @dg.asset(**_asset_args(spec, [*resources, "engine", "compute"], pool, gpu))
     def _stage(context: dg.AssetExecutionContext, config: config_type) -> dg.MaterializeResult:
         params = config if spec.params is not None else None
-        engine = context.resources.engine.engine()
         gpus = context.resources.compute.num_gpus if gpu else 0
         ctx = stage_context(context, spec, params, resources)
-        return _outcome_result(retrying(context, lambda: execute_stage(ctx, make, engine, gpus)))
+        return _outcome_result(retrying(context, lambda: execute_stage(ctx, make, gpus)))
 
     return _stage
 

@@ -5,10 +5,10 @@ import dagster as dg
 from assets.automation import EVERY_INTERVAL, STAGE
 from assets.factory import config_class, publish
 from refinery import names
+from refinery.kernel.report import provenance
 from refinery.mixing.mixture import MixtureParams
 from refinery.mixing.publish import publish_domain_weights, publish_mixture
 from refinery.mixing.weights import DomainWeightsParams
-from refinery.stages.report import provenance
 from resources import RefineryHome
 
 DomainWeightsConfig = config_class(DomainWeightsParams)

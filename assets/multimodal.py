@@ -12,6 +12,7 @@ from functools import partial
 from assets.factory import ingest_asset, stage_asset
 from refinery import names
 from refinery.batch import BatchProcessor, bound
+from refinery.kernel.spec import StageContext
 from refinery.multimodal.clip_score import FilterProcess, ScoreAttacher
 from refinery.multimodal.image_text_check import check_batch
 from refinery.multimodal.image_text_reader import ImageTextReader
@@ -19,7 +20,6 @@ from refinery.multimodal.keyframe_report import every_frame_note
 from refinery.multimodal.keyframes import FrameStore, KeyframeAttach, keyframe_pass
 from refinery.multimodal.video_reader import VideoReaderSource
 from refinery.stages import image_text, video
-from refinery.stages.spec import StageContext
 
 VIDEO_INDEX_COLUMNS = ["id", "question", "video_file", "video_id", "video_bytes", "frames", "fps"]
 

@@ -11,9 +11,9 @@ from assets.factory import config_class, materialize_result
 from assets.gpu import gpu_asset_kwargs
 from assets.partitions import image_text_source, text_source
 from refinery import names
+from refinery.kernel.report import provenance
 from refinery.retrieval.clip_embeddings import write_clip_embeddings
 from refinery.retrieval.index import IndexParams, index_report
-from refinery.stages.report import provenance
 from resources import RefineryHome
 from resources.clip import ClipResource
 

@@ -5,9 +5,9 @@ import dagster as dg
 from assets.automation import EVERY_INTERVAL, STAGE
 from assets.factory import config_class, publish
 from refinery import names
+from refinery.kernel.report import provenance
 from refinery.schedule.order import ScheduleParams
 from refinery.schedule.publish import SplitsParams, publish_schedule, publish_splits
-from refinery.stages.report import provenance
 from resources import RefineryHome
 
 SplitConfig = config_class(SplitsParams)

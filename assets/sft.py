@@ -5,6 +5,8 @@ from contextlib import contextmanager
 
 from assets.factory import ingest_asset, stage_asset
 from refinery.batch import BatchProcessor
+from refinery.kernel.report import withdrawn_claims
+from refinery.kernel.spec import StageContext
 from refinery.metadata import Json
 from refinery.names import DEDUP_POOL
 from refinery.sft.check import SftChecker
@@ -13,8 +15,6 @@ from refinery.sft.reader import SftReader
 from refinery.sft.rules import SftRules
 from refinery.sft.selector import SftSelector
 from refinery.stages import sft
-from refinery.stages.report import withdrawn_claims
-from refinery.stages.spec import StageContext
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from assets.factory import config_class, materialize_result
 from assets.gpu import gpu_asset_kwargs
 from assets.partitions import text_source
 from refinery import names
+from refinery.kernel.report import provenance
 from refinery.quality.embeddings import (
     EMBEDDING_CHECKS,
     EmbeddingParams,
@@ -19,7 +20,6 @@ from refinery.quality.embeddings import (
     embedding_report,
     write_embeddings,
 )
-from refinery.stages.report import provenance
 from resources import EmbedderResource, EngineResource, RefineryHome
 
 EmbeddingConfig = config_class(EmbeddingParams)

@@ -17,16 +17,15 @@ from refinery.dedup.banding import candidate_probability, s_curve_markdown
 from refinery.dedup.exact import ExactDeduper
 from refinery.dedup.fuzzy import FuzzyDeduper, signature_function
 from refinery.dedup.semantic import SemanticDeduper
-from refinery.engine.local import LocalEngine
 from refinery.filters.language_routing import LanguageFilter
 from refinery.ingest.text_reader import SourceReader
+from refinery.kernel.report import withdrawn_claims
+from refinery.kernel.spec import StageContext
 from refinery.metadata import Markdown
 from refinery.names import DEDUP_POOL
 from refinery.quality.classifier import QualityScorer
 from refinery.quality.perplexity import PerplexityScorer, perplexity_function
 from refinery.stages import text
-from refinery.stages.report import withdrawn_claims
-from refinery.stages.spec import StageContext
 
 
 def _language_filter(run: StageContext, main: bool) -> BatchProcessor:
@@ -59,7 +58,7 @@ def _fuzzy(run: StageContext) -> Iterator[BatchProcessor]:
     index = dedup_index.fuzzy(run.layout, run.params.index_params())
     lsh = index.params
     signatures = None
-    if not isinstance(run.engine, LocalEngine):  # sign on the engine's workers; claim here, in order
+    if run.engine.distributed:  # sign on the engine's workers; claim here, in order
         location = run.storage.require(run.spec.upstream, run.source)
         signatures = run.engine.map_slices(
             location, partial(signature_function, lsh), ["text"], run.params.batch_rows
@@ -92,7 +91,7 @@ def _perplexity(run: StageContext) -> BatchProcessor:
         return PerplexityScorer.with_cutoffs(
             scoring, run.params, stamp["bucket_cutoffs"], stamp["bucket_cutoffs_origin"]
         )
-    if run.params.bucket_reference == "corpus" and not isinstance(run.engine, LocalEngine):
+    if run.params.bucket_reference == "corpus" and run.engine.distributed:
         # The first pass (the partition's percentiles) on the engine's workers too.
         scorer = PerplexityScorer.uncut(scoring, run.params)
         load = partial(run.resources.kenlm.load, run.layout)

@@ -104,10 +104,10 @@ def bench_perplexity(layout, texts: list[str], repeat: int, batch_rows: int) -> 
 
 
 def bench_stage(layout, texts: list[str]) -> dict:
+    from refinery.kernel.runner import run_stage
     from refinery.quality.perplexity import PERPLEXITY_FIELDS, PerplexityParams, PerplexityScorer
     from refinery.quality.reference import scoring_lm
     from refinery.schema import DOCUMENT_SCHEMA
-    from refinery.stages.runner import run_stage
     from refinery.storage import Storage
 
     storage = Storage(layout.storage)

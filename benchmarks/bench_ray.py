@@ -37,10 +37,10 @@ from refinery.clean.cleaning import Cleaner  # noqa: E402
 from refinery.engine.local import LocalEngine  # noqa: E402
 from refinery.engine.ray_engine import RayEngine  # noqa: E402
 from refinery.filters.language_routing import LanguageFilter, LanguageRouting  # noqa: E402
+from refinery.kernel.spec import StageContext  # noqa: E402
 from refinery.paths import Layout  # noqa: E402
 from refinery.schema import DOCUMENT_SCHEMA  # noqa: E402
 from refinery.stages import text  # noqa: E402
-from refinery.stages.spec import StageContext  # noqa: E402
 from refinery.storage import Storage  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "ray"
@@ -76,16 +76,16 @@ def write_raw(storage: Storage, frame: pd.DataFrame, group_rows: int) -> None:
             writer.write(frame.iloc[start : start + group_rows], None)
 
 
-def context(storage: Storage, spec, params) -> StageContext:
+def context(storage: Storage, spec, params, engine) -> StageContext:
     return StageContext(spec=spec, source="bench", params=params, layout=Layout.at(storage.root.parent),
-                        storage=storage, provenance={"asset": spec.name})  # fmt: skip
+                        storage=storage, engine=engine, provenance={"asset": spec.name})  # fmt: skip
 
 
 def run(storage: Storage, stage: str, engine) -> tuple[float, pd.DataFrame, pd.DataFrame]:
     spec, make = STAGES[stage]
     params = spec.params()
     started = time.perf_counter()
-    engine.run(context(storage, spec, params), make)
+    engine.run(context(storage, spec, params, engine), make)
     seconds = time.perf_counter() - started
     return seconds, storage.read(stage, "bench"), storage.read(stage, "bench", rejected=True)
 

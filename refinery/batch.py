@@ -55,24 +55,3 @@ def bound(function: Callable[..., BatchResult], *args: object, **kwargs: object)
 
     process.__name__ = getattr(function, "__name__", "process")
     return process
-
-
-def routed_input(
-    process: Callable[[pd.DataFrame], BatchResult], frame: pd.DataFrame
-) -> tuple[pd.DataFrame, int]:
-    """The rows of ``frame`` that ``process`` takes, and how many it leaves to another stage.
-
-    A processor with a ``route(frame) -> bool mask`` method takes only the rows the mask selects
-    (the language routing: heuristic_filtered takes the main languages, multilingual_filtered the
-    rest); the others are neither kept nor rejected here but counted as routed, so each stage's
-    accounting (rows in = kept + rejected + routed) still closes.
-    """
-    route = getattr(process, "route", None)
-    if route is None:
-        return frame, 0
-    mask = np.asarray(route(frame), dtype=bool)
-    if len(mask) != len(frame):
-        raise ValueError(f"route() gave {len(mask)} flags for {len(frame)} rows")
-    if mask.all():
-        return frame, 0
-    return frame.loc[mask].reset_index(drop=True), int((~mask).sum())

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from refinery.ingest.text_reader import source_files
+from refinery.kernel.collector import source_files
 from refinery.paths import SOURCE_NAME_RE, Layout
 
 

@@ -66,7 +66,7 @@ class StageStats:
     rows_in: int = 0
     rows_out: int = 0
     rows_rejected: int = 0
-    rows_routed: int = 0  # input rows another stage takes (refinery.batch.routed_input)
+    rows_routed: int = 0  # input rows another stage takes (refinery.kernel.processor.routed_input)
     chars_in: int = 0
     chars_out: int = 0
     tokens_out: int = 0

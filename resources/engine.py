@@ -5,6 +5,9 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
+from refinery.engine.local import LocalEngine
+from refinery.kernel.spec import Engine
+
 ENGINES = ("local", "ray")
 
 
@@ -31,16 +34,15 @@ class EngineResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Fail the step before it writes anything when the Ray cluster does not answer."""
-        engine = self.engine()
-        if engine is not None:
-            engine.check_reachable()
+        self.engine().check_reachable()
 
-    def engine(self):
-        """The library engine, or None for the in-process path."""
+    def engine(self) -> Engine:
+        """The library engine (:class:`refinery.kernel.spec.Engine`): a plain object that runs
+        in this process or talks to the cluster."""
         if self.kind not in ENGINES:
             raise ValueError(f"unknown engine {self.kind!r}; choose one of {ENGINES}")
         if self.kind == "local":
-            return None
+            return LocalEngine()
         from refinery.engine.ray_engine import RayEngine
 
         return RayEngine(

@@ -20,6 +20,7 @@ from refinery.clean.normalize import (
     strip_invisible_batch,
 )
 from refinery.clean.pii import PII_KINDS, redact, redact_batch
+from refinery.kernel.processor import StageProcessor
 from refinery.metadata import Markdown
 from refinery.text.language_id import LanguageIdParams, label_batch
 
@@ -94,7 +95,7 @@ def clean_batch(frame: pd.DataFrame, params: CleanParams) -> BatchResult:
     return split_batch(out, reasons)
 
 
-class Cleaner:
+class Cleaner(StageProcessor):
     """The clean_documents processor: :func:`clean_batch`, then the language of what it keeps
     (lingua, on the cleaned text) when ``languages`` is given, plus totals for the report."""
 

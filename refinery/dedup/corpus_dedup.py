@@ -17,7 +17,7 @@ of kept documents. For a backfill of a whole corpus, the batch pass is simpler a
 
 Each step is a separate function over arrays or tables, so a Ray Data pipeline can reuse them
 (``map_batches(signatures_of)``, ``groupby("shard").map_groups`` over whole buckets in
-:meth:`RayEngine.group_pairs`, …).
+:func:`refinery.dedup.grouping.group_pairs`, …).
 
 Batch mode removes a superset of what the incremental path removes: components chain, so with
 A ~ B ~ C (A and C below the threshold) the incremental path keeps A and C (C is compared only with
@@ -218,8 +218,8 @@ def pairs_by_band(
     signatures: np.ndarray, bands: int, rows: int, max_bucket_all_pairs: int = 64, anchors: int = 4
 ) -> tuple[pd.DataFrame, PairStats]:
     """Step 2 in this process: the band rows of one band at a time, grouped by
-    :func:`candidate_pairs`; unique pairs over every band. (The Ray engine's
-    ``group_pairs`` does the same grouping as a Ray Data ``groupby`` over shards of whole buckets.)"""
+    :func:`candidate_pairs`; unique pairs over every band. (:func:`refinery.dedup.grouping.group_pairs`
+    does the same grouping on any engine, over shards of whole buckets.)"""
     stats = PairStats()
     pair_parts = []
     for band in range(bands):

@@ -4,8 +4,9 @@ What it reads: ``exact_deduplicated`` of every source, in first-come order (sour
 rows in reading order), the input the incremental ``fuzzy_deduplicated`` stage reads too. What it
 does: the five steps of :mod:`refinery.dedup.corpus_dedup`; step 1 (MinHash signatures) through the
 engine's ``map_slices`` (in this process, or on the Ray cluster's workers) and step 2 (band keys
-grouped into candidate pairs) through the engine's ``group_pairs`` (in this process band by band, or
-as a Ray Data ``groupby("shard").map_groups`` over whole buckets); steps 3–5 here. What it writes: one table,
+grouped into candidate pairs) through :func:`refinery.dedup.grouping.group_pairs` on the engine's
+``map_groups`` (in this process band by band, or as a Ray Data ``groupby`` over whole buckets);
+steps 3–5 here. What it writes: one table,
 ``storage/corpus_fuzzy_dedup/corpus_fuzzy_dedup.parquet``, one row per document: ``source``, ``id``,
 ``component``, ``component_size``, ``kept``, ``duplicate_of``, ``similarity``.
 
@@ -45,7 +46,9 @@ from refinery.dedup.banding import candidate_probability
 from refinery.dedup.corpus_compare import PEAK_MEMORY_MEASURE, Meter, compare, replay_incremental
 from refinery.dedup.corpus_dedup import CorpusDedupParams, CorpusDedupResult, dedup_signed, document_keys
 from refinery.dedup.fuzzy import signature_function
+from refinery.dedup.grouping import group_pairs
 from refinery.dedup.keys import doc_key
+from refinery.kernel.spec import Engine
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published, bullet_list
 from refinery.names import CORPUS_FUZZY_DEDUP, EXACT_DEDUPLICATED
 from refinery.storage import Storage, iter_path_batches
@@ -89,7 +92,7 @@ def corpus_sources(storage: Storage, sources: list[str] | None = None) -> tuple[
 
 
 def batch_dedup(
-    storage: Storage, sources: list[str], params: CorpusDedupParams, engine: Any, meter: Meter
+    storage: Storage, sources: list[str], params: CorpusDedupParams, engine: Engine, meter: Meter
 ) -> CorpusDedupResult:
     """The five steps over ``sources`` (first-come order), steps 1 and 2 on ``engine``."""
     with meter.session():  # one trace: the later steps' peaks include the signatures they hold
@@ -97,7 +100,7 @@ def batch_dedup(
 
 
 def _batch_steps(
-    storage: Storage, sources: list[str], params: CorpusDedupParams, engine: Any, meter: Meter
+    storage: Storage, sources: list[str], params: CorpusDedupParams, engine: Engine, meter: Meter
 ) -> CorpusDedupResult:
     index = params.index_params()
     with meter.step("signatures"):
@@ -122,8 +125,8 @@ def _batch_steps(
         signatures = np.concatenate(sig_parts) if sig_parts else np.zeros((0, params.num_perm), np.uint32)
         del sig_parts
     with meter.step("bands_and_pairs"):
-        pairs, pair_stats = engine.group_pairs(
-            signatures, index["bands"], index["rows"], params.max_bucket_all_pairs, params.anchors
+        pairs, pair_stats = group_pairs(
+            engine, signatures, index["bands"], index["rows"], params.max_bucket_all_pairs, params.anchors
         )
     with meter.step("edges_components_table"):
         return dedup_signed(keys, signatures, pairs, pair_stats, params, dict(meter.seconds))
@@ -188,7 +191,7 @@ def check_outcomes(table: pd.DataFrame, documents_in: int) -> list[CheckOutcome]
 def publish_corpus_dedup(
     storage: Storage,
     params: CorpusFuzzyDedupParams,
-    engine: Any,
+    engine: Engine,
     stamp: dict,
     sources: list[str] | None = None,
 ) -> Published:

@@ -13,6 +13,7 @@ from refinery.batch import BatchResult, split_batch
 from refinery.dedup.claims import ClaimBatchParams
 from refinery.dedup.exact_index import ExactRun
 from refinery.dedup.keys import doc_key
+from refinery.kernel.processor import StageProcessor
 from refinery.text.words import simplify
 
 EXACT_FIELDS = [pa.field("content_hash", pa.string())]
@@ -39,7 +40,7 @@ def content_hash(text: str, normalization: str) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-class ExactDeduper:
+class ExactDeduper(StageProcessor):
     """The batch processor of exact dedup over one partition's :class:`ExactRun`.
 
     Per batch: content hashes, then one atomic claim of the batch's distinct hashes (the first

@@ -21,6 +21,7 @@ from refinery.batch import BatchResult, split_batch
 from refinery.dedup.claims import ClaimBatchParams
 from refinery.dedup.lsh_index import FuzzyRun, lsh_params
 from refinery.dedup.minhash import MinHasher
+from refinery.kernel.processor import StageProcessor
 
 FUZZY_FIELDS = [pa.field("near_dup_similarity", pa.float32())]
 
@@ -47,7 +48,7 @@ def signature_function(index_params: dict) -> Callable[[pd.DataFrame], np.ndarra
     return lambda frame: hasher.signatures(frame["text"].tolist())
 
 
-class FuzzyDeduper:
+class FuzzyDeduper(StageProcessor):
     """The batch processor of fuzzy dedup over one partition's :class:`FuzzyRun`.
 
     ``signatures``, when given, are the partition's signatures in row order, computed ahead (on an

@@ -48,6 +48,7 @@ from pydantic import BaseModel, Field
 from refinery import markdown
 from refinery.batch import BatchResult, split_batch
 from refinery.dedup.keys import doc_key
+from refinery.kernel.processor import StageProcessor
 from refinery.metadata import Json, Markdown
 from refinery.names import DOCUMENT_EMBEDDINGS, SEMANTIC_DEDUPLICATED
 from refinery.quality.embeddings import Embeddings, read_embeddings, text_hash
@@ -505,7 +506,7 @@ def plan(
     )
 
 
-class SemanticDeduper:
+class SemanticDeduper(StageProcessor):
     """Applies a plan to the upstream batches (the plan needs the whole partition's embeddings)."""
 
     def __init__(

@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from refinery.stages.execute import entered, run_partition
-from refinery.stages.runner import StageRun
-from refinery.stages.spec import ProcessorMaker, StageContext
+from refinery.kernel.execute import entered, run_partition
+from refinery.kernel.processor import Processor
+from refinery.kernel.runner import StageRun
+from refinery.kernel.spec import ProcessorMaker, StageContext
 from refinery.storage import DEFAULT_BATCH_ROWS, iter_path_batches
-
-if TYPE_CHECKING:
-    from refinery.dedup.corpus_dedup import PairStats
 
 
 class LocalEngine:
-    """Runs every stage in-process, batch after batch (the default; needs nothing installed)."""
+    """Runs every stage in-process, batch after batch (the default; needs nothing installed).
+    Keeps the :class:`refinery.kernel.spec.Engine` contract."""
 
     name = "local"
+    distributed = False
 
-    def run(self, ctx: StageContext, make: ProcessorMaker, gpus: float = 0) -> tuple[StageRun, Any]:
+    def run(self, ctx: StageContext, make: ProcessorMaker, gpus: float = 0) -> tuple[StageRun, Processor]:
         with entered(make(ctx)) as process:
             run = run_partition(ctx, process)
         return run, process
@@ -42,14 +41,19 @@ class LocalEngine:
         parts = [fn(batch.to_pandas()) for batch in iter_path_batches(location, batch_rows, columns)]
         return np.concatenate(parts) if parts else fn(pd.DataFrame({c: [] for c in columns}))
 
-    def group_pairs(
-        self, signatures: np.ndarray, bands: int, rows: int, max_bucket_all_pairs: int = 64, anchors: int = 4
-    ) -> tuple[pd.DataFrame, PairStats]:
-        """Step 2 of corpus-wide fuzzy dedup: the band rows grouped by ``(band, bucket)`` into unique
-        candidate pairs, one band at a time in this process (:func:`pairs_by_band`)."""
-        from refinery.dedup.corpus_dedup import pairs_by_band
+    def map_groups(
+        self, frames: Iterable[pd.DataFrame], key: str, fn: Callable[[pd.DataFrame], pd.DataFrame]
+    ) -> pd.DataFrame:
+        """``fn`` per group of each frame in turn (a frame holds whole groups), so only one frame
+        is in memory at a time."""
+        out = [fn(group) for frame in frames for _, group in frame.groupby(key, sort=False)]
+        return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
-        return pairs_by_band(signatures, bands, rows, max_bucket_all_pairs, anchors)
+    def parallelism(self) -> int:
+        return 1
+
+    def check_reachable(self) -> None:
+        return None
 
     def describe(self) -> dict:
         return {"engine": self.name}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 
 from refinery.engine.slices import Slice, plan_slices, process_slice
-from refinery.stages.execute import entered, run_partition
-from refinery.stages.runner import StageRun, output_schemas
-from refinery.stages.spec import ProcessorMaker, StageContext, StageLog
+from refinery.kernel.execute import entered, make_processor, run_partition
+from refinery.kernel.processor import Processor
+from refinery.kernel.runner import StageRun, output_schemas
+from refinery.kernel.spec import ProcessorMaker, StageContext, StageLog
 from refinery.stats import Histogram, StageStats
 from refinery.storage import DEFAULT_BATCH_ROWS, PartsWriter
 
@@ -64,6 +65,7 @@ class RayEngine:
     connect_timeout_s: float = 10.0
     node_ip_address: str | None = None  # e.g. 127.0.0.1 when the cluster listens on loopback only
     name = "ray"
+    distributed = True
 
     def describe(self) -> dict:
         return {
@@ -125,7 +127,7 @@ class RayEngine:
         return max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_worker))
 
     # -- running a stage ----------------------------------------------------------------------
-    def run(self, ctx: StageContext, make: ProcessorMaker, gpus: float = 0) -> tuple[StageRun, Any]:
+    def run(self, ctx: StageContext, make: ProcessorMaker, gpus: float = 0) -> tuple[StageRun, Processor]:
         if not ctx.spec.parallel:
             with entered(make(ctx)) as process:  # needs the whole partition in order: on the driver
                 return run_partition(ctx, process), process
@@ -134,7 +136,8 @@ class RayEngine:
         spec = ctx.spec
         upstream = ctx.storage.require(spec.upstream, ctx.source)
         slices = plan_slices(upstream, self.slice_rows)
-        process = make(ctx)  # the driver's own: loads once, updates the provenance, gives the report
+        # The driver's own processor: loads once, updates the provenance, gives the report.
+        process = make_processor(ctx, make)
         schema, rejected_schema = output_schemas(
             ctx.storage.schema(spec.upstream, ctx.source),
             list(spec.fields),
@@ -154,9 +157,8 @@ class RayEngine:
             results = self._map(job, slices, gpus)
             stats = _merge_stats(results, spec.histograms, spec.text_column)
             for delta in (r["summary"] for r in sorted(results, key=lambda r: r["index"])):
-                absorb = getattr(process, "absorb", None)
-                if callable(absorb) and delta:
-                    absorb(delta)
+                if delta:
+                    process.absorb(delta)
             path, rejected_path = writer.commit(len(slices))
         except BaseException:
             writer.abort()
@@ -207,40 +209,24 @@ class RayEngine:
         non_empty = [a for a in parts if len(a)]
         return np.concatenate(non_empty) if non_empty else parts[0]
 
-    def group_pairs(
-        self, signatures: np.ndarray, bands: int, rows: int, max_bucket_all_pairs: int = 64, anchors: int = 4
-    ) -> tuple[Any, Any]:
-        """Step 2 of corpus-wide fuzzy dedup as a Ray Data shuffle: a dataset of ``(band, bucket,
-        doc, shard)`` rows (one block per band) grouped by ``shard`` (a function of the bucket, so
-        every ``(band, bucket)`` group lands whole in one shard) and each shard paired on the
-        cluster by :func:`~refinery.dedup.corpus_dedup.candidate_pairs`, which handles all of the
-        shard's buckets in one vectorized pass; the pairs are collected here and made unique. The
-        same pairs and counts as the local engine's ``group_pairs``. Grouping by shard rather than
-        by ``(band, bucket)`` keeps the calls to a few per worker instead of one per bucket (13 per
-        document: millions of Python calls on a large corpus, nearly all for single-member buckets)."""
+    def map_groups(self, frames: Iterable[Any], key: str, fn: Callable[[Any], Any]) -> Any:
+        """``fn`` per group of rows sharing ``key`` as a Ray Data shuffle: the frames become one
+        dataset (a block each), grouped by ``key`` over the cluster, ``fn`` run on the workers, the
+        results collected here."""
         import ray.data
 
-        from refinery.dedup.corpus_dedup import PairStats, band_rows
-
         self.connect()
-        shards = max(1, SHARDS_PER_WORKER * self.pool_size())
-        frames = []
-        for band in range(bands):
-            frame = band_rows(signatures, bands, rows, only_band=band)
-            frames.append(frame.assign(shard=np.mod(frame["bucket"].to_numpy(), shards)))
-        stats = PairStats(band_rows=sum(len(f) for f in frames))
-        out = (
-            ray.data.from_pandas(frames)
-            .groupby("shard", num_partitions=min(shards, max(1, self.pool_size())))
-            .map_groups(
-                shard_pairs,
-                batch_format="pandas",
-                fn_kwargs={"max_bucket_all_pairs": max_bucket_all_pairs, "anchors": anchors},
-                num_cpus=self.cpus_per_worker,
-            )
+        return (
+            ray.data.from_pandas(list(frames))
+            .groupby(key, num_partitions=max(1, self.pool_size()))
+            .map_groups(fn, batch_format="pandas", num_cpus=self.cpus_per_worker)
             .to_pandas()
         )
-        return collect_shard_pairs(out, stats)
+
+    def parallelism(self) -> int:
+        """The actor pool size (connects to the cluster to count its CPUs when not set)."""
+        self.connect()
+        return self.pool_size()
 
     def _map(self, job: SliceJob, slices: list[Slice], gpus: float) -> list[dict]:
         import ray.data
@@ -290,8 +276,8 @@ class SliceActor:
 
     def __init__(self, payload: bytes):
         self.job: SliceJob = pickle.loads(payload)
-        self.process = self.job.make(replace(self.job.context, log=StageLog(log)))
-        self.before: dict = _summary(self.process)
+        self.process = make_processor(replace(self.job.context, log=StageLog(log)), self.job.make)
+        self.before: dict = dict(self.process.summary())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         import os
@@ -312,7 +298,7 @@ class SliceActor:
                 spec.text_column,
                 job.batch_rows,
             )
-            after = _summary(self.process)
+            after = dict(self.process.summary())
             out["index"].append(piece.index)
             out["stats"].append(pickle.dumps(stats))
             out["summary"].append(pickle.dumps(_delta(after, self.before)))
@@ -368,11 +354,6 @@ def _portable(ctx: StageContext) -> StageContext:
     return replace(ctx, params=params, resources=plain, log=StageLog(), metadata={}, summary={})
 
 
-def _summary(process: Any) -> dict:
-    found = getattr(process, "summary", None)
-    return dict(found()) if callable(found) else {}
-
-
 def _delta(after: Any, before: Any) -> Any:
     """What numeric counts grew by between two summaries (nested dicts of numbers)."""
     if isinstance(after, dict):
@@ -418,34 +399,3 @@ class ColumnActor:
             out["index"].append(piece.index)
             out["array"].append(pickle.dumps(np.concatenate(arrays)))
         return out
-
-
-SHARDS_PER_WORKER = 4  # groups of buckets per worker in RayEngine.group_pairs
-_SHARD_COUNTS = ("shared_buckets", "large_buckets", "large_bucket_docs")
-
-
-def shard_pairs(group: Any, max_bucket_all_pairs: int, anchors: int) -> Any:
-    """One shard of :meth:`RayEngine.group_pairs` (complete ``(band, bucket)`` groups): its candidate
-    pairs, plus one row ``a = b = -1`` carrying what the grouping saw (shared and large buckets)."""
-    import pandas as pd
-
-    from refinery.dedup.corpus_dedup import candidate_pairs
-
-    pairs, stats = candidate_pairs(group[["band", "bucket", "doc"]], max_bucket_all_pairs, anchors)
-    counts = pd.DataFrame({"a": [-1], "b": [-1], **{k: [getattr(stats, k)] for k in _SHARD_COUNTS}})
-    return pd.concat([pairs.assign(**dict.fromkeys(_SHARD_COUNTS, 0)), counts], ignore_index=True)
-
-
-def collect_shard_pairs(found: Any, stats: Any) -> tuple[Any, Any]:
-    """The driver's side of :meth:`RayEngine.group_pairs`: the shards' rows as unique pairs, and
-    ``stats`` (a PairStats holding the band-row count) completed from the shards' count rows."""
-    from refinery.dedup.corpus_dedup import unique_pairs
-
-    a = found["a"].to_numpy(dtype=np.int64) if len(found) else np.zeros(0, np.int64)
-    b = found["b"].to_numpy(dtype=np.int64) if len(found) else np.zeros(0, np.int64)
-    for name in _SHARD_COUNTS:
-        setattr(stats, name, int(found[name].sum()) if len(found) else 0)
-    real = a >= 0
-    pairs = unique_pairs(a[real], b[real])
-    stats.candidate_pairs = len(pairs)
-    return pairs, stats

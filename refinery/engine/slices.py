@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from refinery.batch import BatchProcessor, routed_input
+from refinery.kernel.processor import Processor, routed_input
 from refinery.stats import Histogram, StageStats
 from refinery.storage import PartsWriter, parquet_files, table_from_frame
 
@@ -50,7 +50,7 @@ def plan_slices(location: Path, slice_rows: int) -> list[Slice]:
 
 def process_slice(
     piece: Slice,
-    process: BatchProcessor,
+    process: Processor,
     writer: PartsWriter,
     schema: pa.Schema,
     rejected_schema: pa.Schema,

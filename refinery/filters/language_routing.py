@@ -40,6 +40,7 @@ from refinery.batch import BatchResult
 from refinery.filters.chain import SCORE_FIELDS, filter_batch
 from refinery.filters.language import DEFAULT_MIN_LANGUAGE_SCORE
 from refinery.filters.params import HeuristicParams
+from refinery.kernel.processor import StageProcessor
 from refinery.metadata import Json, Markdown
 from refinery.text.language_id import UNKNOWN
 from refinery.text.stopwords import GOPHER_STOP_WORDS_BY_LANGUAGE
@@ -135,11 +136,11 @@ def main_language_mask(frame: pd.DataFrame, routing: LanguageRouting) -> np.ndar
     return unlabelled | np.isin(keys, list(main))
 
 
-class LanguageFilter:
+class LanguageFilter(StageProcessor):
     """A batch processor over one side of the language routing: each language's rows filtered by
     its rule set (:func:`rule_params`), a ``rule_set`` column naming it, rows kept in input order.
 
-    ``route(frame)`` selects the side's rows (:func:`refinery.batch.routed_input`), so one
+    ``route(frame)`` selects the side's rows (:func:`refinery.kernel.processor.routed_input`), so one
     partition splits over two stages with every row in exactly one of them. Rows without a label
     (labelling off upstream) belong to the main side and get ``base`` unchanged, gate included.
     Counts per language and rule set go to the report (and travel between engine workers).

@@ -16,28 +16,28 @@ import codecs
 import gzip
 import json
 import zlib
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import pyarrow as pa
 from pydantic import BaseModel, Field
 
-from refinery.ids import IdAssigner
 from refinery.ingest.html import HTML_SUFFIXES, UndecodableHtml, decode_html, extract_html
 from refinery.ingest.pdf import PDF_SUFFIXES, PdfProblem, extract_pdf
-from refinery.ingest.surrogates import display_name, lone_surrogate, may_hold_surrogates, open_parquet
 from refinery.ingest.warc import WARC_SUFFIXES, iter_warc, read_at_most
+from refinery.kernel.collector import (
+    MAX_RAW_FILE_BYTES,
+    IngestBatch,
+    RowCollector,
+    matching_suffix,
+)
+from refinery.kernel.surrogates import lone_surrogate, may_hold_surrogates, open_parquet
 from refinery.metadata import Json
-from refinery.schema import DOCUMENT_SCHEMA, QUARANTINE_SCHEMA
 
 RECORD_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".txt")
 TEXT_SUFFIXES = RECORD_SUFFIXES + WARC_SUFFIXES + HTML_SUFFIXES + PDF_SUFFIXES
 GZIP_MAGIC = b"\x1f\x8b"
 KNOWN_FIELDS = {"text", "id", "url", "meta"}
-MAX_RAW_FILE_BYTES = 16 * 1024 * 1024  # file-level quarantine keeps the bytes up to this size
 
 
 class IngestParams(BaseModel):
@@ -75,123 +75,6 @@ class IngestParams(BaseModel):
         64 * 1024 * 1024,
         description="Limit on any one decompressed PDF stream (content, image, font): a PDF bomb stops here.",
     )
-
-
-@dataclass
-class IngestBatch:
-    documents: list[dict] = field(default_factory=list)
-    quarantine: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class IngestStats:
-    files: Counter = field(default_factory=Counter)  # file -> records seen
-    blank_lines: int = 0
-    documents: int = 0
-    quarantined: int = 0
-    reasons: Counter = field(default_factory=Counter)
-    input_bytes: int = 0
-    skipped: Counter = field(default_factory=Counter)  # records that are not documents, by kind
-
-
-def source_files(folder: Path) -> list[Path]:
-    """Every non-hidden file under the source folder, in a stable order."""
-    if not folder.is_dir():
-        return []
-    files = [
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    ]
-    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
-
-
-def matching_suffix(path: Path, suffixes: tuple[str, ...]) -> str | None:
-    name = path.name.lower()
-    return next((s for s in suffixes if name.endswith(s)), None)
-
-
-class RowCollector:
-    """What every inbox reader (text, SFT, image–text, video) shares: it collects documents and
-    quarantine rows into batches of ``params.batch_rows`` and counts them per file and reason, so
-    that :func:`refinery.ingest.runner.ingest_with_reader` can write any of them. A subclass names
-    the schemas of its rows and quarantine rows, and the column its invariant checks read."""
-
-    SCHEMA: pa.Schema = DOCUMENT_SCHEMA
-    QUARANTINE_SCHEMA: pa.Schema = QUARANTINE_SCHEMA
-    TEXT_COLUMN: str = "text"
-    RECORD_UNIT: str = "rows"  # what one input row is called in the UI ("records", "rows")
-
-    def __init__(self, folder: Path, source: str, params: BaseModel):
-        self.folder = folder
-        self.source = source
-        self.params = params
-        self.stats = IngestStats()
-        self._ids = IdAssigner()
-        self._batch = IngestBatch()
-
-    def _drain(self, final: bool) -> Iterator[IngestBatch]:
-        size = len(self._batch.documents) + len(self._batch.quarantine)
-        if size and (final or size >= self.params.batch_rows):
-            batch, self._batch = self._batch, IngestBatch()
-            yield batch
-
-    def batches(self) -> Iterator[IngestBatch]:
-        raise NotImplementedError
-
-    def _files(self) -> Iterator[tuple[Path, str]]:
-        """Every file of the source folder with its relative name, counted in the stats (listed
-        even when it yields nothing)."""
-        for path in source_files(self.folder):
-            rel = display_name(path.relative_to(self.folder).as_posix())  # names need not be UTF-8
-            self.stats.files[rel] += 0
-            self.stats.input_bytes += path.stat().st_size
-            yield path, rel
-
-    def report(self) -> dict:
-        """What the kind shows beyond the shared inbox figures (called after :meth:`batches`)."""
-        return {}
-
-    def summary(self) -> dict:
-        """Counts of the kind saved in the partition's stats file (called after :meth:`batches`)."""
-        return {}
-
-    def _quarantine(
-        self,
-        rel: str,
-        line: int | None,
-        reason: str,
-        detail: str,
-        raw: bytes | None,
-        doc_id: str | None = None,
-        text: str | None = None,
-        **fields: object,
-    ) -> None:
-        """One quarantine row: where it came from, its id and text (in the reader's text column:
-        ``text``, ``prompt``, ``caption`` or ``question``) where known, the kind's own columns
-        (``fields``), the raw bytes (up to MAX_RAW_FILE_BYTES) and why."""
-        if raw is not None and len(raw) > MAX_RAW_FILE_BYTES:
-            detail += f" ({len(raw)} bytes not copied)"
-            raw = None
-        self._quarantine_row(rel, line, reason, detail, raw, id=doc_id, **{self.TEXT_COLUMN: text}, **fields)
-
-    def _quarantine_row(
-        self, rel: str, line: int | None, reason: str, detail: str, raw: bytes | None, **fields: object
-    ) -> None:
-        self.stats.files[rel] += 1
-        self.stats.quarantined += 1
-        self.stats.reasons[reason] += 1
-        self._batch.quarantine.append(
-            {
-                "source": self.source,
-                "file": rel,
-                "line": line,
-                **fields,
-                "raw": raw,
-                "reason": reason,
-                "reason_detail": detail,
-            }
-        )
 
 
 class SourceReader(RowCollector):

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field, model_validator
 
 from refinery.batch import BatchResult, split_batch
+from refinery.kernel.processor import StageProcessor
 from refinery.metadata import Markdown
 from refinery.multimodal.clip_model import ClipModel, synthetic_domain_warning
 from refinery.multimodal.images import decode_rgb
@@ -216,7 +217,7 @@ def domain_check(stage: str, path: Path, clip: ClipModel, column: str = "caption
     return info, warning
 
 
-class ScoreAttacher:
+class ScoreAttacher(StageProcessor):
     """``run_stage``'s process: attaches a score pass to the rows in file order."""
 
     def __init__(
@@ -315,7 +316,7 @@ def plan_filter(path: Path, p: ClipFilterParams, threshold: float = LAION_THRESH
     return FilterPlan("top_fraction", cutoff, keep, ranks, rows)
 
 
-class FilterProcess:
+class FilterProcess(StageProcessor):
     """``run_stage``'s process for clip_filtered, remembering the pairs on both sides of the cut."""
 
     def __init__(

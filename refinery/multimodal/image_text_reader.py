@@ -25,18 +25,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from refinery.ingest.surrogates import display_name, lone_surrogate, may_hold_surrogates
-from refinery.ingest.text_reader import (
-    MAX_RAW_FILE_BYTES,
-    IngestBatch,
-    RowCollector,
-    matching_suffix,
-    meta_json,
-)
+from refinery.ingest.text_reader import meta_json
+from refinery.kernel.collector import MAX_RAW_FILE_BYTES, IngestBatch, RowCollector, matching_suffix
+from refinery.kernel.report import counts_table
+from refinery.kernel.surrogates import display_name, lone_surrogate, may_hold_surrogates
 from refinery.multimodal.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, image_hash, inspect_image
 from refinery.multimodal.records import RECORD_SUFFIXES, BadRecord, first_field, inside, iter_records
 from refinery.multimodal.schema import CAPTION_COLUMN, IMAGE_TEXT_QUARANTINE_SCHEMA, IMAGE_TEXT_SCHEMA
-from refinery.stages.report import counts_table
 
 IMAGE_FIELDS = ("image", "image_path", "file_name", "path")
 CAPTION_FIELDS = ("caption", "text")

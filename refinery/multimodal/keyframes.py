@@ -41,6 +41,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from refinery.batch import BatchResult, split_batch
+from refinery.kernel.processor import StageProcessor
 from refinery.multimodal.clip_model import ClipModel, synthetic_domain_warning
 from refinery.multimodal.tiny_clip_train import is_generated_caption
 from refinery.multimodal.video_reader import file_digest, open_video
@@ -484,7 +485,7 @@ def keyframe_pass(
     return result
 
 
-class KeyframeAttach:
+class KeyframeAttach(StageProcessor):
     """``run_stage``'s process: each question gets its frames, or the reason it got none. Its
     report reads the frames back from ``store`` for a strip of samples."""
 

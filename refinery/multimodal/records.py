@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from refinery.ingest.surrogates import lone_surrogate, may_hold_surrogates, open_parquet
+from refinery.kernel.surrogates import lone_surrogate, may_hold_surrogates, open_parquet
 
 RECORD_SUFFIXES = (".jsonl", ".csv", ".tsv", ".parquet")
 

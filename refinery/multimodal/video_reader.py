@@ -21,14 +21,9 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from refinery import markdown
-from refinery.ingest.surrogates import display_name
-from refinery.ingest.text_reader import (
-    MAX_RAW_FILE_BYTES,
-    IngestBatch,
-    RowCollector,
-    matching_suffix,
-    meta_json,
-)
+from refinery.ingest.text_reader import meta_json
+from refinery.kernel.collector import MAX_RAW_FILE_BYTES, IngestBatch, RowCollector, matching_suffix
+from refinery.kernel.surrogates import display_name
 from refinery.metadata import Markdown
 from refinery.multimodal.records import RECORD_SUFFIXES, BadRecord, first_field, inside, iter_records
 from refinery.multimodal.schema import QUESTION_COLUMN, VIDEO_QUARANTINE_SCHEMA, VIDEO_SCHEMA

@@ -40,6 +40,7 @@ import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from refinery.batch import BatchResult, split_batch
+from refinery.kernel.processor import StageProcessor
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown
 from refinery.names import CLEAN_DOCUMENTS, QUALITY_CLASSIFIER
 from refinery.paths import Layout
@@ -451,7 +452,7 @@ def pareto_noise(keys: Sequence[str], alpha: float, seed: int) -> np.ndarray:
     return (1.0 - u) ** (-1.0 / alpha) - 1.0
 
 
-class QualityScorer:
+class QualityScorer(StageProcessor):
     """Scores batches and keeps by the configured rule; ``cutoff`` is used in threshold mode."""
 
     def __init__(

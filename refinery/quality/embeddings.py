@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from refinery.kernel.spec import Engine
 from refinery.metadata import CheckOutcome, FilePath, Json
 from refinery.models.embedder import Embedder
 from refinery.names import DOCUMENT_EMBEDDINGS
@@ -125,7 +125,7 @@ def write_embeddings(
     provenance: dict,
     params: EmbeddingParams | None = None,
     batch_rows: int = 2_000,
-    engine: Any = None,
+    engine: Engine | None = None,
     load: Callable[[], Embedder] | None = None,
     gpus: float = 0,
 ) -> EmbeddingRun:
@@ -152,7 +152,7 @@ def write_embeddings(
     )
     rows = chars = 0
     precomputed = None
-    if engine is not None and load is not None:  # embed on the engine's workers, write here in order
+    if engine is not None and engine.distributed and load is not None:  # on workers, written in order
         location = storage.require(upstream, partition)
         precomputed = engine.map_slices(
             location, partial(_embedding_fn, load, params), ["text"], batch_rows, gpus

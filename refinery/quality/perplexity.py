@@ -43,6 +43,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from refinery import markdown
 from refinery.batch import BatchResult, Reason, split_batch
+from refinery.kernel.processor import StageProcessor
 from refinery.metadata import FilePath, Json, Markdown
 from refinery.quality.normalize import NORMALIZATION_VERSION, normalized_lines
 
@@ -193,7 +194,7 @@ def _id_hash(doc_id: object) -> int:
     return hash(str(doc_id)) & 0xFFFF_FFFF_FFFF_FFFF  # within one process: both passes agree
 
 
-class PerplexityScorer:
+class PerplexityScorer(StageProcessor):
     """Scores batches and decides per document; counts buckets across batches for the metadata.
 
     With ``cutoffs=None`` the cut comes from the partition itself: call :meth:`prescore` with the

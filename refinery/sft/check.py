@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from refinery.batch import BatchResult, split_batch
+from refinery.kernel.processor import StageProcessor
 from refinery.sft.dedup import DEDUP_FIELDS, SftDedupParams, SftPromptDeduper
 from refinery.sft.rules import RULE_FIELDS, SftRuleParams, SftRules
 
@@ -19,7 +20,7 @@ class SftCheckParams(SftRuleParams, SftDedupParams):
     """Every threshold of sft_checked: the SFT rules and the prompt dedup."""
 
 
-class SftChecker:
+class SftChecker(StageProcessor):
     """The batch processor of ``sft_checked``: ``(frame) -> BatchResult`` for one partition, over the
     deduper that :meth:`SftPromptDeduper.claiming` yields."""
 

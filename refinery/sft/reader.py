@@ -18,18 +18,14 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from refinery.ingest.surrogates import lone_surrogate, may_hold_surrogates
-from refinery.ingest.text_reader import (
-    MAX_RAW_FILE_BYTES,
-    IngestBatch,
-    IngestParams,
-    SourceReader,
-)
+from refinery.ingest.text_reader import IngestParams, SourceReader
+from refinery.kernel.collector import MAX_RAW_FILE_BYTES, IngestBatch
+from refinery.kernel.report import counts_table
+from refinery.kernel.surrogates import lone_surrogate, may_hold_surrogates
 from refinery.sft.dedup_keys import DEFAULT_DEDUP_KEYS, complete_keys, record_key
 from refinery.sft.normalize import Malformed, meta_json, normalize
 from refinery.sft.schema import KEY_COLUMN, SFT_QUARANTINE_SCHEMA, SFT_SCHEMA
 from refinery.sft.schema import TEXT_COLUMN as PROMPT_COLUMN
-from refinery.stages.report import counts_table
 
 SFT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 

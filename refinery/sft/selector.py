@@ -16,18 +16,19 @@ import pandas as pd
 
 from refinery import markdown
 from refinery.batch import BatchResult, split_batch
+from refinery.kernel.processor import StageProcessor
+from refinery.kernel.spec import StageLog
 from refinery.metadata import Markdown
 from refinery.models.embedder import Embedder
 from refinery.sft.schema import KEY_COLUMN
 from refinery.sft.select import Selection, SelectionParams, select, selection_plot
-from refinery.stages.spec import StageLog
 from refinery.storage import Storage
 
 READ_COLUMNS = ["id", "kind", KEY_COLUMN, "quality"]
 PREVIEW_CHARS = 200  # of each embedded text, kept after encoding for the per-cluster table
 
 
-class SftSelector:
+class SftSelector(StageProcessor):
     """Embeds the partition's record keys, selects, then marks each row kept or ``not_selected``."""
 
     def __init__(

@@ -7,6 +7,7 @@ column of the checks.
 from __future__ import annotations
 
 from refinery import names
+from refinery.kernel.spec import StageSpec
 from refinery.multimodal.clip_score import (
     COSINE_EDGES,
     RANK_FIELDS,
@@ -17,7 +18,6 @@ from refinery.multimodal.clip_score import (
 from refinery.multimodal.image_text_check import CHECK_FIELDS, ImageTextCheckParams
 from refinery.multimodal.image_text_reader import ImageTextIngestParams
 from refinery.multimodal.schema import CAPTION_COLUMN
-from refinery.stages.spec import StageSpec
 
 RAW_IMAGE_TEXT = StageSpec(
     name=names.RAW_IMAGE_TEXT,

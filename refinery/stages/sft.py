@@ -5,11 +5,11 @@ from __future__ import annotations
 import pyarrow as pa
 
 from refinery import names
+from refinery.kernel.spec import StageSpec
 from refinery.sft.check import CHECK_FIELDS, SftCheckParams
 from refinery.sft.reader import SftIngestParams
 from refinery.sft.schema import TEXT_COLUMN
 from refinery.sft.select import SelectionParams
-from refinery.stages.spec import StageSpec
 
 SELECT_FIELDS = (pa.field("cluster", pa.int32()), pa.field("cluster_distance", pa.float32()))
 

@@ -16,9 +16,9 @@ from refinery.dedup.semantic import SEMANTIC_FIELDS, SemanticDedupParams
 from refinery.filters.language_routing import ROUTED_FIELDS
 from refinery.filters.params import HeuristicParams
 from refinery.ingest.text_reader import IngestParams
+from refinery.kernel.spec import StageSpec
 from refinery.quality.classifier import QUALITY_FIELDS, QualityParams
 from refinery.quality.perplexity import PERPLEXITY_FIELDS, PerplexityParams
-from refinery.stages.spec import StageSpec
 from refinery.text.language_id import LANGUAGE_FIELDS, LanguageLabelParams
 
 SCORE_EDGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -8,10 +8,10 @@ timestamps, CLIP scores and paths as lists, in time order.
 from __future__ import annotations
 
 from refinery import names
+from refinery.kernel.spec import StageSpec
 from refinery.multimodal.keyframes import DECODE_FIELDS, KeyframeParams, UniformParams
 from refinery.multimodal.schema import KEYFRAME_FIELDS, QUESTION_COLUMN
 from refinery.multimodal.video_reader import VideoIngestParams
-from refinery.stages.spec import StageSpec
 
 RAW_VIDEOS = StageSpec(
     name=names.RAW_VIDEOS,

@@ -13,7 +13,7 @@ from assets import raw_documents
 from assets.factory import stage_asset
 from refinery import names
 from refinery.batch import BatchResult, split_batch
-from refinery.stages.spec import StageSpec
+from refinery.kernel.spec import StageSpec
 from resources import build_resources
 
 MARKERS_ENV = "REFINERY_TEST_MARKERS"

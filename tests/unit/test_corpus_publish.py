@@ -12,9 +12,9 @@ import pytest
 
 from refinery.dedup.corpus_dedup import CorpusDedupParams, PairStats, band_rows, corpus_dedup
 from refinery.dedup.corpus_publish import check_outcomes
+from refinery.dedup.grouping import collect_shard_pairs, group_pairs, shard_pairs
 from refinery.dedup.minhash import MinHasher
 from refinery.engine.local import LocalEngine
-from refinery.engine.ray_engine import collect_shard_pairs, shard_pairs
 from refinery.sample import prose
 
 
@@ -33,7 +33,7 @@ def test_grouping_by_shard_as_ray_does_gives_the_local_engines_pairs_and_counts(
     index = params.index_params()
     signatures = MinHasher(params.num_perm, params.ngram, params.seed).signatures(_texts())
     bands, rows = index["bands"], index["rows"]
-    want_pairs, want_stats = LocalEngine().group_pairs(signatures, bands, rows, max_bucket_all_pairs, 2)
+    want_pairs, want_stats = group_pairs(LocalEngine(), signatures, bands, rows, max_bucket_all_pairs, 2)
 
     table = pd.concat([band_rows(signatures, bands, rows, only_band=b) for b in range(bands)])
     table["shard"] = np.mod(table["bucket"].to_numpy(), shards)

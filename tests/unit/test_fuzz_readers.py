@@ -48,12 +48,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from refinery.ingest.runner import ingest_with_reader
 from refinery.ingest.text_reader import IngestParams, SourceReader
+from refinery.kernel.checks import invariant_checks
+from refinery.kernel.ingest import ingest_with_reader
 from refinery.multimodal.image_text_reader import ImageTextIngestParams, ImageTextReader
 from refinery.multimodal.video_reader import VideoIngestParams, VideoReaderSource
 from refinery.sft.reader import SftIngestParams, SftReader
-from refinery.stages.checks import invariant_checks
 from refinery.storage import Storage
 
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]

@@ -22,8 +22,8 @@ import pyarrow as pa
 import pytest
 
 from refinery.batch import split_batch
+from refinery.kernel.runner import run_stage
 from refinery.schema import DOCUMENT_SCHEMA
-from refinery.stages.runner import run_stage
 from refinery.storage import PartsWriter, Storage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ def run_every_third(storage: Storage):
 STAGE_SCRIPT = """
     import time
     from refinery.storage import Storage
-    from refinery.stages.runner import run_stage
+    from refinery.kernel.runner import run_stage
     from tests.unit.test_kill_mid_write import every_third
 
     def slow(frame):

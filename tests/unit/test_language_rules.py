@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from refinery.batch import routed_input
 from refinery.filters.chain import filter_batch
 from refinery.filters.language import lingua_gate_batch, lingua_language_gate
 from refinery.filters.language_routing import (
@@ -23,8 +22,9 @@ from refinery.filters.language_routing import (
     rule_set_name,
 )
 from refinery.filters.params import HeuristicParams
+from refinery.kernel.processor import routed_input
+from refinery.kernel.runner import run_stage
 from refinery.schema import DOCUMENT_SCHEMA, extend, with_reasons
-from refinery.stages.runner import run_stage
 from refinery.storage import Storage
 from refinery.text.language_id import LANGUAGE_FIELDS, LanguageIdParams, label_batch, label_texts
 from refinery.text.stopwords import GOPHER_STOP_WORDS_BY_LANGUAGE

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from refinery.kernel.runner import run_stage
 from refinery.paths import Layout
 from refinery.quality.perplexity import (
     PERPLEXITY_FIELDS,
@@ -19,7 +20,6 @@ from refinery.quality.perplexity import (
 from refinery.quality.reference import ReferenceLMParams, scoring_lm, train_reference_lm
 from refinery.sample import prose
 from refinery.sample.reference_sample import build_reference_sample
-from refinery.stages.runner import run_stage
 from refinery.storage import Storage
 
 

@@ -9,10 +9,10 @@ import pytest
 
 from refinery.batch import BatchResult, split_batch
 from refinery.inbox import scan
+from refinery.kernel.runner import run_stage
 from refinery.report import build_report
 from refinery.schema import DOCUMENT_SCHEMA, with_reasons
 from refinery.sql import connect, views, write_catalog
-from refinery.stages.runner import run_stage
 from refinery.stats import Histogram, StageStats
 from refinery.storage import Storage
 from tests.conftest import write_source

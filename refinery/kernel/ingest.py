@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from refinery.ingest.text_reader import RowCollector
-from refinery.stages.runner import StageRun
+from refinery.kernel.collector import RowCollector
+from refinery.kernel.runner import StageRun
 from refinery.stats import StageStats
 from refinery.storage import Storage
 

@@ -1,4 +1,5 @@
-"""What a partitioned stage is, independent of the orchestrator that runs it.
+"""What a partitioned stage is, the context it runs in, and the engine that runs it (a protocol),
+independent of the orchestrator.
 
 A stage reads one partition of its upstream asset in batches, hands each batch to a batch
 processor (``(DataFrame) -> BatchResult``), and writes what it keeps and what it rejects with a
@@ -7,26 +8,35 @@ the columns it adds, the score histograms it reports, whether rejected rows name
 they duplicate, and which column holds its text. ``assets/factory.py`` turns a spec and a
 processor maker into a Dagster asset; the same spec drives the local and the Ray engines.
 
-A processor may also offer two optional methods, called once after the whole partition:
-``report() -> dict`` (metadata for the UI, in :mod:`refinery.metadata` values) and
-``summary() -> dict`` (JSON-ready counts saved beside the partition's data). A maker may return
-a context manager instead of a processor when the stage holds something open for the run (a dedup
-index, a frame store): it is entered before the first batch and exited after the last, with the
-exception if the run failed.
+A processor's optional hooks (``route``, ``report``, ``summary``, ``absorb``) are its contract in
+:mod:`refinery.kernel.processor`. Where batches run is the :class:`Engine`'s, which the caller (the
+Dagster layer, a test, a benchmark) puts in the context: the kernel never picks one. Two keep the
+contract: :class:`refinery.engine.local.LocalEngine` (this process, batch after batch; needs nothing
+installed) and :class:`refinery.engine.ray_engine.RayEngine` (a Ray cluster's workers). Code that
+uses an engine calls its methods and reads ``distributed``; it never tests which class it holds.
+
+A maker may return a context manager instead of a processor when the stage holds something open
+for the run (a dedup index, a frame store): it is entered before the first batch and exited after
+the last, with the exception if the run failed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel
 
 from refinery.batch import BatchProcessor
+from refinery.kernel.processor import Processor, Reporting
+from refinery.kernel.runner import StageRun
 from refinery.paths import Layout
 from refinery.storage import DEFAULT_BATCH_ROWS, Storage
 
@@ -77,6 +87,54 @@ class StageLog:
         self._logger.warning(message)
 
 
+class Engine(Protocol):
+    """Runs a stage over a partition, maps a function over a partition's batches, and applies a
+    function to groups of rows. Results are the same, row for row and in order, on every engine."""
+
+    name: str  # shown in metadata: where the work ran
+    # True when work runs in other processes (workers): a maker then computes a whole column
+    # ahead on the workers (map_slices) instead of batch by batch in the step's process.
+    distributed: bool
+
+    def run(self, ctx: StageContext, make: ProcessorMaker, gpus: float = 0) -> tuple[StageRun, Reporting]:
+        """Stream ``ctx``'s partition through the processor ``make(ctx)`` gives and write the
+        stage's files; returns the run and the processor (for its report and summary)."""
+        ...
+
+    def map_slices(
+        self,
+        location: Path,
+        make_fn: Callable[[], Callable[[pd.DataFrame], np.ndarray]],
+        columns: list[str],
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        gpus: float = 0,
+    ) -> np.ndarray:
+        """``fn(batch)`` for every batch of the partition at ``location`` (``fn = make_fn()``,
+        made once per worker: it loads what it needs, e.g. a model), rows in order, stacked."""
+        ...
+
+    def map_groups(
+        self, frames: Iterable[pd.DataFrame], key: str, fn: Callable[[pd.DataFrame], pd.DataFrame]
+    ) -> pd.DataFrame:
+        """``fn`` applied to each group of rows sharing ``key``'s value, the results concatenated
+        (in no particular order). Each frame holds whole groups (no value of ``key`` in two
+        frames), so an engine may take the frames one at a time."""
+        ...
+
+    def parallelism(self) -> int:
+        """How many workers take tasks at once (1 for the local engine): how finely to cut work."""
+        ...
+
+    def check_reachable(self) -> None:
+        """Raise before anything is written when the engine cannot run (a cluster that does not
+        answer); nothing to check for the local engine."""
+        ...
+
+    def describe(self) -> dict:
+        """What the metadata shows about the engine (its name, address, workers…)."""
+        ...
+
+
 @dataclass
 class StageContext:
     """What a processor maker may use: the partition, its parameters, where data lives, the
@@ -89,9 +147,9 @@ class StageContext:
     params: BaseModel | None
     layout: Layout
     storage: Storage
+    engine: Engine  # where batches run (refinery.engine): makers may map a whole column on it
     resources: Any = None
     resource_keys: tuple[str, ...] = ()  # the resources a maker may read (what travels to workers)
-    engine: Any = None  # where batches run (refinery.engine): makers may map a whole column on it
     log: StageLog = field(default_factory=StageLog)
     provenance: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
@@ -102,4 +160,6 @@ class StageContext:
         return self.storage.row_count(self.spec.upstream, self.source) if self.spec.upstream else 0
 
 
-ProcessorMaker = Callable[[StageContext], BatchProcessor | AbstractContextManager[BatchProcessor]]
+# A processor class (refinery.kernel.processor) or a plain batch function, or a context manager yielding one.
+Made = Processor | BatchProcessor
+ProcessorMaker = Callable[[StageContext], Made | AbstractContextManager[Made]]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pyarrow.compute as pc
 
+from refinery.kernel.runner import StageRun
 from refinery.metadata import CheckOutcome
-from refinery.stages.runner import StageRun
 from refinery.storage import count_rows, iter_path_batches, read_path
 
 INVARIANT_CHECKS = ("unique_ids", "non_empty_text", "rows_accounted")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from refinery.batch import BatchResult, routed_input
+from refinery.batch import BatchResult
+from refinery.kernel.processor import Processor, as_processor, routed_input
 from refinery.schema import DUPLICATE_FIELDS, extend, with_reasons
 from refinery.stats import Histogram, StageStats
 from refinery.storage import DEFAULT_BATCH_ROWS, Storage, stamped
@@ -54,7 +55,7 @@ def run_stage(
     upstream: str,
     asset: str,
     partition: str,
-    process: Callable[..., BatchResult],
+    process: Processor | Callable[..., BatchResult],
     new_fields: list[pa.Field],
     provenance: dict,
     histograms: dict[str, Histogram] | None = None,
@@ -68,6 +69,7 @@ def run_stage(
     ``prompt`` for SFT records); ``None`` for rows without text.
     """
     started = time.perf_counter()
+    process = as_processor(process)
     schema, rejected_schema = output_schemas(
         storage.schema(upstream, partition), new_fields, names_duplicates
     )

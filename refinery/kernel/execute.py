@@ -9,17 +9,20 @@ invariant checks are computed from the files.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from refinery.batch import BatchProcessor
-from refinery.ingest.text_reader import RowCollector
+from refinery.kernel.checks import invariant_checks
+from refinery.kernel.collector import RowCollector
+from refinery.kernel.ingest import ingest_with_reader
+from refinery.kernel.processor import Processor, Reporting, as_processor
+from refinery.kernel.report import inbox_metadata, stage_metadata
+from refinery.kernel.runner import StageRun, run_stage
+from refinery.kernel.spec import ProcessorMaker, StageContext
 from refinery.metadata import CheckOutcome, Json
-from refinery.stages.checks import invariant_checks
-from refinery.stages.report import inbox_metadata, stage_metadata
-from refinery.stages.runner import StageRun, run_stage
-from refinery.stages.spec import ProcessorMaker, StageContext
 from refinery.stats import Histogram
 
 
@@ -32,7 +35,7 @@ class StageOutcome:
     checks: list[CheckOutcome]
 
 
-def run_partition(ctx: StageContext, process: BatchProcessor) -> StageRun:
+def run_partition(ctx: StageContext, process: Processor | BatchProcessor) -> StageRun:
     """Stream the upstream partition through ``process`` and write the stage's two files, in
     batches of the parameters' ``batch_rows`` where they have one (stages whose rows hold images),
     else the spec's."""
@@ -54,27 +57,32 @@ def run_partition(ctx: StageContext, process: BatchProcessor) -> StageRun:
     )
 
 
-def entered(made: Any) -> AbstractContextManager:
-    """A maker's result as a context manager (a plain processor needs no setup or teardown)."""
-    return made if isinstance(made, AbstractContextManager) else nullcontext(made)
+@contextmanager
+def entered(made: Any) -> Iterator[Processor]:
+    """A maker's result entered (a context manager yielding the processor, for a stage that holds
+    something open for the run) and made a :class:`Processor` (a plain function gets the default
+    hooks)."""
+    if isinstance(made, AbstractContextManager):
+        with made as process:
+            yield as_processor(process)
+    else:
+        yield as_processor(made)
 
 
-def execute_stage(
-    ctx: StageContext, make: ProcessorMaker, engine: Any = None, gpus: float = 0
-) -> StageOutcome:
-    """Make the processor, run the partition through it (in this process, or on ``engine``:
-    see :mod:`refinery.engine`), then report and check."""
-    from refinery.engine.local import LocalEngine
+def make_processor(ctx: StageContext, make: ProcessorMaker) -> Processor:
+    """A maker's processor for an engine that keeps no context open around it (a worker's copy)."""
+    return as_processor(make(ctx))
 
-    ctx.engine = engine or ctx.engine or LocalEngine()
+
+def execute_stage(ctx: StageContext, make: ProcessorMaker, gpus: float = 0) -> StageOutcome:
+    """Make the processor, run the partition through it on the context's engine (this process or
+    a cluster's workers: see :class:`refinery.kernel.spec.Engine`), then report and check."""
     run, process = ctx.engine.run(ctx, make, gpus)
     return finish(ctx, run, process, rows_in=ctx.rows_in() - run.stats.rows_routed)
 
 
 def execute_ingest(ctx: StageContext, reader: RowCollector) -> StageOutcome:
     """An ingest stage: stream an inbox reader's documents and quarantine rows into storage."""
-    from refinery.ingest.runner import ingest_with_reader
-
     run = ingest_with_reader(reader, ctx.storage, ctx.spec.name, ctx.provenance)
     meta, warnings = inbox_metadata(run, reader.folder, reader.RECORD_UNIT)
     for warning in warnings:
@@ -83,10 +91,10 @@ def execute_ingest(ctx: StageContext, reader: RowCollector) -> StageOutcome:
     return finish(ctx, run, reader, rows_in=run.stats.rows_in)
 
 
-def finish(ctx: StageContext, run: StageRun, process: Any, rows_in: int) -> StageOutcome:
+def finish(ctx: StageContext, run: StageRun, process: Reporting, rows_in: int) -> StageOutcome:
     """Save the partition's stats, log the headline, gather metadata and compute the checks."""
     summary = run.stats.summary()
-    summary.update(_optional(process, "summary"))
+    summary.update(process.summary())
     summary.update(ctx.summary)
     if "engine" in run.extra:
         summary["engine"] = run.extra["engine"]
@@ -98,13 +106,8 @@ def finish(ctx: StageContext, run: StageRun, process: Any, rows_in: int) -> Stag
     metadata = {
         **stage_metadata(run, ctx.params, ctx.spec.score_columns),
         **ctx.metadata,
-        **_optional(process, "report"),
+        **process.report(),
     }
     if "engine" in run.extra:
         metadata["engine"] = Json(run.extra["engine"])
     return StageOutcome(run, metadata, invariant_checks(run, rows_in, ctx.spec.text_column))
-
-
-def _optional(process: Any, method: str) -> dict:
-    found = getattr(process, method, None)
-    return dict(found()) if callable(found) else {}

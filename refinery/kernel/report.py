@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from refinery import __version__, markdown
+from refinery.kernel.runner import StageRun
 from refinery.metadata import FilePath, Json, Markdown
-from refinery.stages.runner import StageRun
 
 PREVIEW_COLUMNS = 3
 
