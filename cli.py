@@ -12,10 +12,11 @@ import sys
 
 from refinery import names
 from refinery.cli import add_commands, layout_of
+from refinery.kinds import KINDS
 
 # Inbox folders `refinery init` creates: the partitioned kinds, plus the reference corpus (KenLM,
 # quality classifier) and the mixing target set.
-INBOX_KINDS = (*names.PIPELINE_JOB_BY_KIND, "reference", "target")
+INBOX_KINDS = (*KINDS, "reference", "target")
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -55,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             layout, args.source or None, report=not args.no_report, train_models=args.train_models or None
         )
     else:
-        job = names.PIPELINE_JOB_BY_KIND[args.kind]
+        job = KINDS[args.kind].job
         outcome = launch.run_partitioned_job(layout, args.kind, job, args.source or None)
     failed = [name for name, ok in outcome.items() if not ok]
     print(f"{len(outcome) - len(failed)} of {len(outcome)} runs succeeded")
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default="text")
     p.set_defaults(func=cmd_partitions)
     p = sub.add_parser("run", help="materialize a pipeline for inbox sources (text: then the report)")
-    p.add_argument("--kind", default="text", choices=sorted(names.PIPELINE_JOB_BY_KIND))
+    p.add_argument("--kind", default="text", choices=sorted(KINDS))
     p.add_argument(
         "--source",
         action="append",

@@ -67,10 +67,10 @@ def sync_partitions(layout: Layout, kind: str = "text") -> list[str]:
     """Add a partition for every valid inbox source not yet known to the instance."""
     from dagster import DagsterInstance
 
-    from assets import PARTITIONS_BY_KIND
+    from assets.partitions import partitions_of
     from refinery.inbox import scan
 
-    partitions = PARTITIONS_BY_KIND[kind]
+    partitions = partitions_of(kind)
     with DagsterInstance.get() as instance:
         known = set(instance.get_dynamic_partitions(partitions.name))
         new = sorted(set(scan(layout, kind, settle_seconds=0).ready) - known)

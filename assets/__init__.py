@@ -2,6 +2,7 @@
 the cross-source tables and the report."""
 
 from assets.corpus_dedup import corpus_fuzzy_dedup
+from assets.factory import STAGE_ASSETS
 from assets.mixing import domain_weights, pretrain_mixture
 from assets.multimodal import (
     clip_filtered,
@@ -12,7 +13,7 @@ from assets.multimodal import (
     uniform_keyframes,
     video_keyframes,
 )
-from assets.partitions import PARTITIONS_BY_KIND, image_text_source, sft_source, text_source, video_source
+from assets.partitions import image_text_source, partitions_of, sft_source, text_source, video_source
 from assets.retrieval import clip_embeddings, image_vector_index, vector_index
 from assets.schedule import dataset_splits, training_schedule
 from assets.sft import raw_sft, sft_checked, sft_selected
@@ -31,41 +32,27 @@ from assets.text_stages import (
     raw_documents,
     semantic_deduplicated,
 )
-from refinery import names
+from refinery.kinds import KINDS
+from refinery.stages import text
 
-TEXT_STAGE_ASSETS = {
-    a.key.to_user_string(): a
-    for a in (
-        raw_documents,
-        clean_documents,
-        heuristic_filtered,
-        exact_deduplicated,
-        fuzzy_deduplicated,
-        perplexity_scored,
-        quality_scored,
-        document_embeddings,
-        semantic_deduplicated,
-        pretrain_corpus,
-    )
-}
-# The job lists follow the stage order of refinery.names, so it is written once.
+
+def pipeline(kind: str) -> list:
+    """The stage assets of an inbox kind in its pipeline order (refinery/stages/<kind>.py)."""
+    return [STAGE_ASSETS[spec.name] for spec in KINDS[kind].stages]
+
+
+# The job lists follow the stage order of refinery/stages/, so it is written once.
 # The rule-based stages, with the other-languages output beside heuristic_filtered.
-TEXT_PREFILTER = [*(TEXT_STAGE_ASSETS[n] for n in names.TEXT_PREFILTER_STAGES), multilingual_filtered]
+TEXT_PREFILTER = [*(STAGE_ASSETS[n] for n in text.TEXT_PREFILTER_STAGES), multilingual_filtered]
 TEXT_MODELS = [reference_lm, quality_classifier]
 # The model-based stages, then the similarity index over the embeddings (for `refinery search`).
-TEXT_QUALITY = [*(TEXT_STAGE_ASSETS[n] for n in names.TEXT_QUALITY_STAGES), vector_index]
+TEXT_QUALITY = [*(STAGE_ASSETS[n] for n in text.TEXT_QUALITY_STAGES), vector_index]
 TEXT_PIPELINE = [*TEXT_PREFILTER, *TEXT_QUALITY]
-SFT_PIPELINE = [raw_sft, sft_checked, sft_selected]
+SFT_PIPELINE = pipeline("sft")
 TRAINING_DATA = [domain_weights, dataset_splits, pretrain_mixture, training_schedule]
-IMAGE_TEXT_PIPELINE = [
-    raw_image_text,
-    image_text_checked,
-    clip_scored,
-    clip_filtered,
-    clip_embeddings,
-    image_vector_index,
-]
-VIDEO_PIPELINE = [raw_videos, video_keyframes, uniform_keyframes]
+# The pairs' stages, then the CLIP vectors of what is kept and their similarity index.
+IMAGE_TEXT_PIPELINE = [*pipeline("image_text"), clip_embeddings, image_vector_index]
+VIDEO_PIPELINE = pipeline("video")
 ALL_ASSETS = [
     *TEXT_PIPELINE,
     reference_corpus,
@@ -81,18 +68,51 @@ ALL_ASSETS = [
 __all__ = [
     "ALL_ASSETS",
     "IMAGE_TEXT_PIPELINE",
-    "PARTITIONS_BY_KIND",
     "SFT_PIPELINE",
+    "STAGE_ASSETS",
     "TEXT_MODELS",
     "TEXT_PIPELINE",
     "TEXT_PREFILTER",
     "TEXT_QUALITY",
     "TRAINING_DATA",
     "VIDEO_PIPELINE",
+    "clean_documents",
+    "clip_embeddings",
+    "clip_filtered",
+    "clip_scored",
     "corpus_fuzzy_dedup",
     "corpus_report",
+    "dataset_splits",
+    "document_embeddings",
+    "domain_weights",
+    "exact_deduplicated",
+    "fuzzy_deduplicated",
+    "heuristic_filtered",
+    "image_text_checked",
     "image_text_source",
+    "image_vector_index",
+    "multilingual_filtered",
+    "partitions_of",
+    "perplexity_scored",
+    "pipeline",
+    "pretrain_corpus",
+    "pretrain_mixture",
+    "quality_classifier",
+    "quality_scored",
+    "raw_documents",
+    "raw_image_text",
+    "raw_sft",
+    "raw_videos",
+    "reference_corpus",
+    "reference_lm",
+    "semantic_deduplicated",
+    "sft_checked",
+    "sft_selected",
     "sft_source",
     "text_source",
+    "training_schedule",
+    "uniform_keyframes",
+    "vector_index",
+    "video_keyframes",
     "video_source",
 ]

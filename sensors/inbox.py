@@ -12,19 +12,13 @@ import os
 
 import dagster as dg
 
-from assets import PARTITIONS_BY_KIND
-from refinery import names
+from assets.partitions import partitions_of
 from refinery.inbox import scan
+from refinery.kinds import KINDS
 from resources import RefineryHome
 
 SETTLE_SECONDS = 5.0
 INTERVAL_ENV = "REFINERY_SENSOR_INTERVAL"  # seconds between inbox checks (default 30)
-RAW_ASSET_BY_KIND = {
-    "text": names.RAW_DOCUMENTS,
-    "sft": names.RAW_SFT,
-    "image_text": names.RAW_IMAGE_TEXT,
-    "video": names.RAW_VIDEOS,
-}
 
 
 def evaluate_inbox(
@@ -32,7 +26,7 @@ def evaluate_inbox(
 ) -> dg.SensorResult | dg.SkipReason:
     """Diff the inbox's fingerprints against the cursor: add partitions for new sources, request
     the raw asset of every new or changed one (keyed by its fingerprint, so a state runs once)."""
-    partitions = PARTITIONS_BY_KIND[kind]
+    partitions = partitions_of(kind)
     cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     inbox = scan(refinery.layout(), kind, SETTLE_SECONDS)
     for name in inbox.invalid:
@@ -47,7 +41,7 @@ def evaluate_inbox(
     if not new_sources and not changed:
         waiting = f" ({len(inbox.settling)} still being written: {inbox.settling})" if inbox.settling else ""
         return dg.SkipReason(f"no new or changed sources in inbox/{kind}{waiting}")
-    raw = dg.AssetKey(RAW_ASSET_BY_KIND[kind])
+    raw = dg.AssetKey(KINDS[kind].raw)
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
@@ -65,13 +59,13 @@ def evaluate_inbox(
 
 def inbox_sensor(kind: str) -> dg.SensorDefinition:
     """The sensor of one inbox kind."""
-    raw = RAW_ASSET_BY_KIND[kind]
+    raw = KINDS[kind].raw
 
     @dg.sensor(
         name=f"{kind}_inbox_sensor",
         asset_selection=[raw],
         minimum_interval_seconds=int(os.environ.get(INTERVAL_ENV) or 30),
-        description=f"Watches $REFINERY_HOME/inbox/{kind}/: adds one {PARTITIONS_BY_KIND[kind].name} "
+        description=f"Watches $REFINERY_HOME/inbox/{kind}/: adds one {partitions_of(kind).name} "
         f"partition per new folder and materializes {raw} for every source whose files changed; the later "
         "stages follow by their automation conditions (turn on default_automation_condition_sensor).",
     )
@@ -81,7 +75,6 @@ def inbox_sensor(kind: str) -> dg.SensorDefinition:
     return _sensor
 
 
-text_inbox_sensor = inbox_sensor("text")
-sft_inbox_sensor = inbox_sensor("sft")
-image_text_inbox_sensor = inbox_sensor("image_text")
-video_inbox_sensor = inbox_sensor("video")
+text_inbox_sensor, sft_inbox_sensor, image_text_inbox_sensor, video_inbox_sensor = (
+    inbox_sensor(kind) for kind in ("text", "sft", "image_text", "video")
+)

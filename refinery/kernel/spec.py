@@ -61,6 +61,9 @@ class StageSpec:
     # Each row is decided from that row alone (no index, no whole-partition plan), so an engine
     # may split the partition over workers and get the same rows and reasons in the same order.
     parallel: bool = False
+    # A table written beside the documents (the embeddings): neither a filter nor the next stage's
+    # upstream (refinery.kernel.pipeline.chain skips it).
+    side_table: bool = False
 
     @property
     def deps(self) -> list[str]:

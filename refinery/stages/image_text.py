@@ -7,6 +7,7 @@ column of the checks.
 from __future__ import annotations
 
 from refinery import names
+from refinery.kernel.pipeline import chain
 from refinery.kernel.spec import StageSpec
 from refinery.multimodal.clip_score import (
     COSINE_EDGES,
@@ -35,7 +36,6 @@ RAW_IMAGE_TEXT = StageSpec(
 IMAGE_TEXT_CHECKED = StageSpec(
     name=names.IMAGE_TEXT_CHECKED,
     kind="image_text",
-    upstream=names.RAW_IMAGE_TEXT,
     params=ImageTextCheckParams,
     fields=tuple(CHECK_FIELDS),
     histograms={
@@ -55,7 +55,6 @@ IMAGE_TEXT_CHECKED = StageSpec(
 CLIP_SCORED = StageSpec(
     name=names.CLIP_SCORED,
     kind="image_text",
-    upstream=names.IMAGE_TEXT_CHECKED,
     params=ClipScoreParams,
     fields=tuple(SCORE_FIELDS),
     histograms={"clip_cosine": tuple(COSINE_EDGES)},
@@ -71,7 +70,6 @@ CLIP_SCORED = StageSpec(
 CLIP_FILTERED = StageSpec(
     name=names.CLIP_FILTERED,
     kind="image_text",
-    upstream=names.CLIP_SCORED,
     params=ClipFilterParams,
     fields=tuple(RANK_FIELDS),
     histograms={"clip_cosine": tuple(COSINE_EDGES)},
@@ -83,3 +81,6 @@ CLIP_FILTERED = StageSpec(
     "filter; clip_rank gives the order, ties broken by id). Metadata: the score histogram of what is kept "
     "and a contact sheet of the weakest pairs kept and the best pairs removed.",
 )
+
+# The image–text pipeline, in order (refinery.kernel.pipeline).
+STAGES = chain(RAW_IMAGE_TEXT, IMAGE_TEXT_CHECKED, CLIP_SCORED, CLIP_FILTERED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from refinery import names
+from refinery.kernel.pipeline import chain
 from refinery.kernel.spec import StageSpec
 from refinery.sft.check import CHECK_FIELDS, SftCheckParams
 from refinery.sft.reader import SftIngestParams
@@ -30,7 +31,6 @@ RAW_SFT = StageSpec(
 SFT_CHECKED = StageSpec(
     name=names.SFT_CHECKED,
     kind="sft",
-    upstream=names.RAW_SFT,
     params=SftCheckParams,
     fields=tuple(CHECK_FIELDS),
     names_duplicates=True,
@@ -51,7 +51,6 @@ SFT_CHECKED = StageSpec(
 SFT_SELECTED = StageSpec(
     name=names.SFT_SELECTED,
     kind="sft",
-    upstream=names.SFT_CHECKED,
     params=SelectionParams,
     fields=SELECT_FIELDS,
     score_columns=("kind", "cluster", "cluster_distance"),
@@ -63,3 +62,6 @@ SFT_SELECTED = StageSpec(
     "centroid). Every row carries its cluster; dropped rows are rejected as not_selected with the cluster's "
     "before → after counts. Coverage, per-cluster counts and a PCA plot of kept vs dropped in metadata.",
 )
+
+# The SFT pipeline, in order (refinery.kernel.pipeline).
+STAGES = chain(RAW_SFT, SFT_CHECKED, SFT_SELECTED)

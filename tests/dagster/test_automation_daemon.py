@@ -22,6 +22,7 @@ from refinery import names
 from refinery.sample import prose
 from refinery.sample.reference_sample import build_reference_sample
 from refinery.sample.target_sample import build_target_sample
+from refinery.stages import text as text_stages
 from refinery.storage import Storage
 from tests.conftest import write_source
 from tests.dagster.conftest import build_inbox, jsonl
@@ -29,7 +30,7 @@ from tests.dagster.dev_server import dagster_dev
 
 pytestmark = pytest.mark.daemon
 
-TEXT_STAGES = [*names.TEXT_PREFILTER_STAGES, *names.TEXT_QUALITY_STAGES]
+TEXT_STAGES = [*text_stages.TEXT_PREFILTER_STAGES, *text_stages.TEXT_QUALITY_STAGES]
 TABLES = [names.DOMAIN_WEIGHTS, names.DATASET_SPLITS, names.PRETRAIN_MIXTURE, names.TRAINING_SCHEDULE]
 FINAL = [(names.PRETRAIN_CORPUS, s) for s in ("alpha", "beta")] + [(names.TRAINING_SCHEDULE, None)]
 

@@ -27,6 +27,7 @@ import pytest
 
 from refinery import names
 from refinery.paths import Layout
+from refinery.stages import text as text_stages
 from refinery.storage import Storage
 from tests.conftest import write_source
 from tests.dagster.conftest import build_inbox, jsonl, resources_for
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PREFILTER = ",".join(names.TEXT_PREFILTER_STAGES)
+PREFILTER = ",".join(text_stages.TEXT_PREFILTER_STAGES)
 
 
 def _free_port() -> int:
@@ -154,7 +155,7 @@ def test_text_chain_on_two_nodes_equals_the_local_engine(ray_cluster, redis_clea
         assert done.returncode == 0, done.stderr[-4000:]
     storage = Storage(on_ray.storage)
     for source in ("alpha", "beta"):
-        for stage in names.TEXT_PREFILTER_STAGES:
+        for stage in text_stages.TEXT_PREFILTER_STAGES:
             kept, rejected = frames(on_ray, stage, source)
             want_kept, want_rejected = frames(local, stage, source)
             pd.testing.assert_frame_equal(kept, want_kept, check_dtype=False)
