@@ -1,6 +1,6 @@
 """The vector indexes over the stored embeddings (faiss HNSW), one segment per source.
 
-``refinery search`` and ``refinery.sql.search_sql`` answer from them; each source's segment is
+``refinery search`` and ``refinery.retrieval.search_sql`` answer from them; each source's segment is
 rebuilt when its embeddings change (eager) and replaced atomically.
 """
 

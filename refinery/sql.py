@@ -6,8 +6,8 @@ saves them in a DuckDB file that any DuckDB client can open.
 
 Vector-aware additions: a ``vectors_<collection>`` view per collection of stored embeddings
 (``source``, ``id``, ``embedding``: exact similarity in plain SQL with ``array_inner_product``), and
-:func:`register_hits` / :func:`search_sql`, which put the hits of a vector search in a ``vector_hits``
-table so they join with every stage view on ``(source, id)``::
+:func:`register_hits` / :func:`refinery.retrieval.search_sql.search_sql`, which put the hits of a
+vector search in a ``vector_hits`` table so they join with every stage view on ``(source, id)``::
 
     SELECT h.rank, h.score, p.source, p.id, p.quality_score, left(p.text, 80) AS text
     FROM vector_hits h JOIN pretrain_corpus p USING (source, id) ORDER BY h.rank
@@ -65,7 +65,7 @@ def _create_views(con: duckdb.DuckDBPyConnection, storage_root: Path) -> list[st
 
 def _vector_views(con: duckdb.DuckDBPyConnection, storage_root: Path) -> list[str]:
     """``vectors_<collection>`` (source, id, embedding) for each collection whose embeddings are stored."""
-    from refinery.retrieval.collections import COLLECTIONS
+    from refinery.vector_collections import COLLECTIONS
 
     names = []
     for which in COLLECTIONS.values():
@@ -105,31 +105,6 @@ def register_hits(con: duckdb.DuckDBPyConnection, hits: pd.DataFrame, name: str 
     finally:
         con.unregister(view)
     return name
-
-
-def search_sql(
-    home: str | Path | None,
-    query: str,
-    sql: str,
-    k: int = 10,
-    collection: str = "documents",
-    exact: bool = False,
-    **search_kwargs,
-) -> pd.DataFrame:
-    """Run ``sql`` over the stage views with the hits of ``query`` in ``vector_hits``."""
-    from refinery.paths import Layout
-    from refinery.retrieval.search import search
-
-    layout = Layout.at(home)
-    hits = search(
-        query, k, home=layout.home, collection_name=collection, exact=exact, with_stage=False, **search_kwargs
-    )
-    con = connect(layout.storage)
-    try:
-        register_hits(con, hits)
-        return con.execute(sql).df()
-    finally:
-        con.close()
 
 
 def write_catalog(storage_root: Path, path: Path) -> list[str]:

@@ -113,7 +113,7 @@ def s_curve_markdown(bands: int, rows: int, threshold: float, num_perm: int) -> 
     """The S-curve as a small PNG (data URI) and a table of P(candidate) at a few J, for metadata."""
     import matplotlib
 
-    from refinery.mixing.plots import figure_data_uri, markdown_image
+    from refinery.plots import figure_data_uri, markdown_image
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

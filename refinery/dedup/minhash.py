@@ -23,7 +23,7 @@ import numpy as np
 if TYPE_CHECKING:
     from datasketch import LeanMinHash
 
-from refinery.text.words import _COMBINING, _DIGIT, _NON_WORD, simplify
+from refinery.text.words import COMBINING, DIGIT, NON_WORD, simplify
 
 SCHEME = "affine32"
 MASK64 = (1 << 64) - 1
@@ -143,7 +143,7 @@ class _CodePointTable:
         table = np.full(size, _KEEP, dtype=np.uint8)
         index = np.concatenate([np.arange(min(size, 0xD800)), np.arange(0xE000, size)])
         every = index.astype(np.uint32).tobytes().decode("utf-32-le")
-        for pattern, code in ((_NON_WORD, _SPACE), (_DIGIT, _ZERO), (_COMBINING, _DELETE)):
+        for pattern, code in ((NON_WORD, _SPACE), (DIGIT, _ZERO), (COMBINING, _DELETE)):
             for m in pattern.finditer(every):
                 table[index[m.start() : m.end()]] = code
         table[0xD800:0xE000] = _SPACE  # lone surrogates are not word characters

@@ -1,45 +1,17 @@
-"""Small PNG plots for Dagster metadata (base64 ``data:`` URIs inside markdown).
-
-The Dagster UI has no image metadata type; a thumbnail as a data URI in a markdown value renders
-in place. Figures are kept to about 350×250 pixels so metadata stays small. matplotlib is
-imported inside the functions (it is slow to import and only the assets that plot need it).
-"""
+"""The mixing and schedule plots (domain weights, DoReMi's trajectory, the schedule's makeup), as
+small PNGs for Dagster metadata through :mod:`refinery.plots`."""
 
 from __future__ import annotations
-
-import base64
-import io
 
 import numpy as np
 import pandas as pd
 
-
-def figure_data_uri(fig) -> str:
-    """A matplotlib figure as a PNG ``data:`` URI, then closed."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def markdown_image(uri: str, alt: str) -> str:
-    return f"![{alt}]({uri})"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from refinery.plots import figure_data_uri, pyplot
 
 
 def weights_plot(table: pd.DataFrame) -> str:
     """Grouped bars: each method's weight per domain (PNG data URI)."""
-    plt = _pyplot()
+    plt = pyplot()
     methods = [m for m in ("natural", "uniform", "dsir", "doremi") if m in table.columns]
     x = np.arange(len(table))
     width = 0.8 / len(methods)
@@ -57,7 +29,7 @@ def weights_plot(table: pd.DataFrame) -> str:
 
 def trajectory_plot(trajectory: pd.DataFrame) -> str:
     """DoReMi's domain weights over proxy steps (PNG data URI)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.4, 3), dpi=80)
     for domain, part in trajectory.groupby("domain"):
         smooth = part["weight"].rolling(max(1, len(part) // 30), min_periods=1).mean()
@@ -74,7 +46,7 @@ def trajectory_plot(trajectory: pd.DataFrame) -> str:
 def schedule_plot(manifest: pd.DataFrame) -> str:
     """Training order of the train split: each domain's share per tenth of training, and the
     mean difficulty per tenth when the strategy is a curriculum (PNG data URI)."""
-    plt = _pyplot()
+    plt = pyplot()
     train = manifest[manifest["split"] == "train"]
     fig, ax = plt.subplots(figsize=(4.4, 3), dpi=80)
     if len(train):

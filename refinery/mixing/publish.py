@@ -17,7 +17,7 @@ from refinery import markdown
 from refinery.metadata import FilePath, Json, Markdown, Published, bullet_list
 from refinery.mixing.corpus import iter_corpus
 from refinery.mixing.mixture import MixtureParams, build_mixture
-from refinery.mixing.plots import markdown_image, trajectory_plot, weights_plot
+from refinery.mixing.plots import trajectory_plot, weights_plot
 from refinery.mixing.weights import DomainWeightsParams, WeightsResult, compute_domain_weights
 from refinery.names import (
     DATASET_SPLITS,
@@ -27,6 +27,7 @@ from refinery.names import (
     PRETRAIN_MIXTURE,
 )
 from refinery.paths import Layout
+from refinery.plots import markdown_image
 from refinery.storage import Storage
 
 MIXTURE_COLUMNS = ["domain", "source", "id", "row", "tokens", "perplexity"]

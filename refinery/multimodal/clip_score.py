@@ -154,7 +154,7 @@ def score_file(path: Path, clip: ClipModel, workers: int, text_column: str = "ca
         return result
     workers = min(workers, math.ceil(len(dataset) / clip.batch_size))
     loader = dataloader(dataset, clip.batch_size, workers, clip.device)
-    texts = _Column(path, text_column, clip.batch_size)
+    texts = ColumnChunks(path, text_column, clip.batch_size)
     start = 0
     for pixels, ok, errors in loader:
         captions = texts.take(len(ok))
@@ -173,7 +173,7 @@ def score_file(path: Path, clip: ClipModel, workers: int, text_column: str = "ca
     return result
 
 
-class _Column:
+class ColumnChunks:
     """A column of a Parquet file handed out ``n`` values at a time, across row groups."""
 
     def __init__(self, path: Path, column: str, batch_rows: int):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -10,8 +11,29 @@ from refinery import markdown
 from refinery.metadata import FilePath, Markdown
 from refinery.multimodal.preview import frame_strip, markdown_image
 
-if TYPE_CHECKING:
-    from refinery.multimodal.keyframes import KeyframeAttach, KeyframePass
+
+class KeyframePass(Protocol):
+    """What the report reads of a keyframe pass (:class:`refinery.multimodal.keyframes.KeyframePass`;
+    stated here so the report needs nothing from that module)."""
+
+    videos: Mapping[str, Any]  # video file -> its VideoStats
+    results: Mapping[str, Any]  # question id -> its QuestionResult
+    every_frame_videos: list[str]
+    domain_warning: str | None
+    method: str
+    selected_mean_score: float
+    uniform_mean_score: float
+
+
+class KeyframeAttach(Protocol):
+    """What the report reads of the keyframe stage's processor
+    (:class:`refinery.multimodal.keyframes.KeyframeAttach`)."""
+
+    plan: KeyframePass
+    store: Any  # the FrameStore, or None
+    rows: Any  # the partition's rows (a DataFrame), or None
+    strip_samples: int
+    model_info: dict
 
 
 def keyframe_report(attach: KeyframeAttach) -> dict:

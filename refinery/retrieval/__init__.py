@@ -9,11 +9,11 @@
   the image collections can be indexed like documents.
 """
 
-from refinery.retrieval.collections import CAPTIONS, COLLECTIONS, DOCUMENTS, IMAGES, Collection
 from refinery.retrieval.index import ModelMismatch, VectorIndex, index_root
 from refinery.retrieval.neighbours import Neighbours, kept_neighbours, nearest_neighbours
 from refinery.retrieval.search import describe_hits, search
 from refinery.retrieval.segment import IndexParams, StaleSegment
+from refinery.vector_collections import CAPTIONS, COLLECTIONS, DOCUMENTS, IMAGES, Collection
 
 __all__ = [
     "CAPTIONS",

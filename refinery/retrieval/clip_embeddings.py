@@ -28,9 +28,9 @@ import pyarrow.parquet as pq
 
 from refinery.metadata import FilePath
 from refinery.multimodal.clip_model import ClipModel
-from refinery.multimodal.clip_score import ParquetImages, _Column, dataloader
-from refinery.retrieval.collections import CLIP_EMBEDDINGS_ASSET
+from refinery.multimodal.clip_score import ColumnChunks, ParquetImages, dataloader
 from refinery.storage import PROVENANCE_KEY, Storage
+from refinery.vector_collections import CLIP_EMBEDDINGS_ASSET
 
 
 def clip_embeddings_schema(dim: int) -> pa.Schema:
@@ -83,8 +83,8 @@ def write_clip_embeddings(
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     dataset = ParquetImages(source, clip.preprocess, clip.image_size)
-    ids = _Column(source, "id", clip.batch_size)
-    texts = _Column(source, text_column, clip.batch_size)
+    ids = ColumnChunks(source, "id", clip.batch_size)
+    texts = ColumnChunks(source, text_column, clip.batch_size)
     rows = skipped = 0
     stamp = {**provenance, "model": clip.name, "weights": clip.weights, "dim": dim, "normalized": True}
     schema = clip_embeddings_schema(dim).with_metadata(

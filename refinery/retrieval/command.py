@@ -11,7 +11,7 @@ import json
 import sys
 
 from refinery.paths import Layout
-from refinery.retrieval.collections import COLLECTIONS
+from refinery.vector_collections import COLLECTIONS
 
 PREVIEW_COLUMNS = ["rank", "score", "source", "id", "stage", "status", "reason"]
 
@@ -65,7 +65,7 @@ def _print(frame, fmt: str, width: int) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     from refinery.retrieval.index import VectorIndex
     from refinery.retrieval.search import search, unindexed
-    from refinery.sql import search_sql
+    from refinery.retrieval.search_sql import search_sql
     from refinery.storage import Storage
 
     layout = Layout.at(args.home)

@@ -33,7 +33,6 @@ import pandas as pd
 
 from refinery.metadata import CheckOutcome, FilePath, Json
 from refinery.paths import Layout, check_source_name
-from refinery.retrieval.collections import Collection, collection
 from refinery.retrieval.segment import (
     IndexParams,
     Segment,
@@ -43,6 +42,7 @@ from refinery.retrieval.segment import (
     fsync_dir,
 )
 from refinery.storage import Storage
+from refinery.vector_collections import Collection, collection
 
 VECTORS_DIR = "vectors"
 SEGMENTS_DIR = "segments"

@@ -17,9 +17,9 @@ import pandas as pd
 import pyarrow as pa
 
 from refinery.paths import Layout
-from refinery.retrieval.collections import Collection, collection
 from refinery.retrieval.index import ModelMismatch, VectorIndex
 from refinery.storage import Storage
+from refinery.vector_collections import Collection, collection
 
 HIT_COLUMNS = ["rank", "score", "source", "id", "stage", "status", "rejected_by", "reason", "reason_detail"]
 

@@ -67,14 +67,14 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from refinery.mixing.doremi import update_weights
-from refinery.schedule.loader import (
+from refinery.schedule.shard_reading import (
     DEFAULT_COLUMNS,
     PositionReader,
+    RowGroup,
     ScheduleError,
-    _check_consumer,
-    _discover,
-    _row_maker,
-    _RowGroup,
+    check_consumer,
+    discover_row_groups,
+    row_maker,
 )
 
 LOG_FORMAT = "refinery-domain-weights/1"
@@ -148,7 +148,7 @@ def interleave(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return domain[order], within[order]
 
 
-def domain_index(groups: list[_RowGroup]) -> tuple[list[str], np.ndarray]:
+def domain_index(groups: list[RowGroup]) -> tuple[list[str], np.ndarray]:
     """The split's domain names (sorted) and each position's domain code."""
     if not groups:
         return [], np.zeros(0, np.int64)
@@ -171,7 +171,7 @@ def domain_index(groups: list[_RowGroup]) -> tuple[list[str], np.ndarray]:
 
 def schedule_domains(root: str | Path, split: str = "train") -> tuple[list[str], np.ndarray, str | None, int]:
     """(domains, documents per domain, schedule id, docs_per_step) of a split of the schedule."""
-    groups, _, per_step, ident = _discover(Path(root), split)
+    groups, _, per_step, ident = discover_row_groups(Path(root), split)
     names, codes = domain_index(groups)
     return names, np.bincount(codes, minlength=len(names)), ident, per_step
 
@@ -508,9 +508,9 @@ class AdaptiveReader:
         steps: int | None = None,
     ):
         self.root, self.split = Path(root), split
-        self.groups, self.total, self.docs_per_step, self.schedule_id = _discover(self.root, split)
+        self.groups, self.total, self.docs_per_step, self.schedule_id = discover_row_groups(self.root, split)
         g = self.docs_per_step
-        _check_consumer(rank, world_size, g, batch_size, worker, num_workers, start_step)
+        check_consumer(rank, world_size, g, batch_size, worker, num_workers, start_step)
         self.per_rank = m = g // world_size
         if m % batch_size:
             raise ScheduleError(
@@ -575,7 +575,7 @@ class AdaptiveReader:
         per_step = m // b
         stored = [c for c in self.columns if c != "step"]
         reader = self._rows = PositionReader(self.groups, stored)
-        make_row = _row_maker([*stored, "step", "slot", "domain_epoch"])
+        make_row = row_maker([*stored, "step", "slot", "domain_epoch"])
         for t, _, positions, epochs in self.plan():
             rel = (t - self.start_step) * per_step
             for q in range(per_step):

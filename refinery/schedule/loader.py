@@ -52,144 +52,27 @@ torch is imported when ``ScheduleDataset`` is first used, not when this module i
 from __future__ import annotations
 
 import itertools
-import json
-import keyword
 import sys
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from refinery.schedule.shards import INDEX_FILE, read_shard_meta, shard_dir
+from refinery.schedule.shard_reading import (
+    DEFAULT_COLUMNS,
+    PositionReader,
+    RowGroup,
+    ScheduleError,
+    check_consumer,
+    discover_row_groups,
+    row_maker,
+)
 
-DEFAULT_COLUMNS = ("position", "step", "domain", "source", "id", "text")
 PAD_FLAG = "is_pad"
 LastStep = Literal["pad", "drop", "uneven"]
 LAST_STEP_CHOICES = ("pad", "drop", "uneven")
-
-
-@dataclass(frozen=True)
-class _RowGroup:
-    path: Path
-    index: int
-    first: int  # global position of its first row
-    rows: int
-
-
-class ScheduleError(ValueError):
-    pass
-
-
-def _discover(root: Path, split: str) -> tuple[list[_RowGroup], int, int, str | None]:
-    """Row groups in position order, total documents, docs_per_step, schedule id (checked)."""
-    index_path = root / "shards" / INDEX_FILE
-    if not index_path.exists():
-        raise ScheduleError(f"no schedule shards under {root}: materialize training_schedule first")
-    index = json.loads(index_path.read_text())
-    if split not in index["splits"]:
-        raise ScheduleError(f"the schedule has no split {split!r}; it has {sorted(index['splits'])}")
-    folder = shard_dir(root, split)
-    files = sorted(folder.glob("shard-*.parquet")) if folder.is_dir() else []
-    if not files:
-        if index["splits"][split]["documents"]:
-            raise ScheduleError(f"the shards of split {split!r} are missing from {folder}")
-        return [], 0, index["docs_per_step"], index["schedule_id"]  # a split with no documents
-    groups, position = [], 0
-    ident = steps = total = None
-    for path in files:
-        meta = read_shard_meta(path)
-        if ident is None:
-            ident, steps, total = meta["schedule_id"], meta["docs_per_step"], meta["total"]
-        if (meta["schedule_id"], meta["split"]) != (ident, split):
-            raise ScheduleError(
-                f"{path} belongs to another schedule or split: re-materialize training_schedule"
-            )
-        if meta["first_position"] != position:
-            raise ScheduleError(
-                f"{path} starts at {meta['first_position']}, expected {position}: a shard is missing"
-            )
-        md = pq.ParquetFile(path).metadata
-        for i in range(md.num_row_groups):
-            rows = md.row_group(i).num_rows
-            groups.append(_RowGroup(path, i, position, rows))
-            position += rows
-    if position != total:
-        raise ScheduleError(f"shards of {split!r} hold {position} documents, the schedule says {total}")
-    return groups, position, steps, ident
-
-
-def _check_consumer(
-    rank: int, world_size: int, docs_per_step: int, batch_size: int, worker: int, workers: int, start: int
-) -> None:
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ScheduleError(f"rank {rank} is not in a world of {world_size}")
-    if docs_per_step % world_size:
-        raise ScheduleError(
-            f"docs_per_step {docs_per_step} is not divisible by world_size {world_size}: "
-            "re-materialize training_schedule with a global batch that is"
-        )
-    if batch_size < 1 or workers < 1 or not 0 <= worker < workers or start < 0:
-        raise ScheduleError("batch_size, num_workers ≥ 1, 0 ≤ worker < num_workers, start_step ≥ 0")
-
-
-class PositionReader:
-    """Rows of a split by position, in any order. A row group that holds some is decoded once
-    (only the columns asked for) into Python lists and kept, least recently used out past
-    ``cache_bytes``: a consumer that jumps between a few fronts in the shards (the adaptive
-    stream's domains) then pays one Arrow decode and one conversion per row group and front, and a
-    list lookup per value."""
-
-    def __init__(self, groups: list[_RowGroup], columns: Sequence[str], cache_bytes: int = 256 << 20):
-        self.groups = groups
-        self.firsts = np.array([g.first for g in groups], dtype=np.int64)
-        self.columns = list(columns)
-        self.read_cols = list(dict.fromkeys(["position", *columns]))
-        self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[int, tuple[list[list], int]] = OrderedDict()
-        self._held = 0
-        self._files: dict[Path, pq.ParquetFile] = {}
-        self.decoded_groups = 0  # row groups read from disk (a measure of read amplification)
-
-    def _group(self, g: int) -> list[list]:
-        hit = self._cache.get(g)
-        if hit is not None:
-            self._cache.move_to_end(g)
-            return hit[0]
-        group = self.groups[g]
-        parquet = self._files.get(group.path)
-        if parquet is None:
-            parquet = self._files[group.path] = pq.ParquetFile(group.path)
-        table = parquet.read_row_group(group.index, columns=self.read_cols)
-        found = table.column(0).to_numpy()
-        if not np.array_equal(found, np.arange(group.first, group.first + group.rows)):
-            raise ScheduleError(f"{group.path} does not hold the positions its metadata says: re-materialize")
-        self.decoded_groups += 1
-        values = [table.column(c).to_pylist() for c in self.columns]
-        size = table.nbytes + 64 * group.rows * len(self.columns)  # Python objects cost more than Arrow
-        self._cache[g] = (values, size)
-        self._held += size
-        while self._held > self.cache_bytes and len(self._cache) > 1:
-            _, (_, old) = self._cache.popitem(last=False)
-            self._held -= old
-        return values
-
-    def take(self, positions: np.ndarray) -> list[list]:
-        """The values of every column at ``positions`` (real positions, 0 ≤ p < N), in that order,
-        one Python list per column."""
-        positions = np.asarray(positions, dtype=np.int64)
-        which = np.searchsorted(self.firsts, positions, side="right") - 1
-        local = (positions - self.firsts[which]).tolist()
-        if len(which) and (which == which[0]).all():
-            cols = self._group(int(which[0]))
-            return [[col[i] for i in local] for col in cols]
-        groups, inverse = np.unique(which, return_inverse=True)
-        parts = [self._group(int(g)) for g in groups]
-        slots = inverse.tolist()
-        return [[parts[j][c][i] for j, i in zip(slots, local, strict=True)] for c in range(len(self.columns))]
 
 
 class ScheduleReader:
@@ -210,8 +93,8 @@ class ScheduleReader:
         transform: Callable[[dict], object] | None = None,
     ):
         self.root, self.split = Path(root), split
-        self.groups, self.total, self.docs_per_step, self.schedule_id = _discover(self.root, split)
-        _check_consumer(rank, world_size, self.docs_per_step, batch_size, worker, num_workers, start_step)
+        self.groups, self.total, self.docs_per_step, self.schedule_id = discover_row_groups(self.root, split)
+        check_consumer(rank, world_size, self.docs_per_step, batch_size, worker, num_workers, start_step)
         if last_step not in LAST_STEP_CHOICES:
             raise ScheduleError(f"last_step must be one of {LAST_STEP_CHOICES}, got {last_step!r}")
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
@@ -274,9 +157,9 @@ class ScheduleReader:
         start = self.start_step * self.docs_per_step  # no position of an earlier step can be ours
         read_cols = list(dict.fromkeys(["position", *self.columns]))
         names = [*self.columns, PAD_FLAG] if self.padded else self.columns
-        make_row = _row_maker(names)
+        make_row = row_maker(names)
         flag = [itertools.repeat(False)] if self.padded else []
-        by_file: dict[Path, list[_RowGroup]] = {}
+        by_file: dict[Path, list[RowGroup]] = {}
         for group in self.groups:  # the row groups holding any of our positions, per shard file
             if group.first + group.rows <= start or group.first >= self.end:
                 continue
@@ -325,21 +208,6 @@ class ScheduleReader:
         rows = iter(self)
         while chunk := list(itertools.islice(rows, self.batch_size)):
             yield chunk
-
-
-def _row_maker(names: list[str]) -> Callable[..., dict]:
-    """A function of one value per column returning the row's dict. For identifier names it is a
-    dict display compiled once (about twice as fast as ``dict(zip(names, row))`` per row)."""
-    if (
-        names
-        and all(n.isidentifier() and not keyword.iskeyword(n) for n in names)
-        and len(set(names)) == len(names)
-    ):
-        args = ", ".join(names)
-        body = ", ".join(f"{n!r}: {n}" for n in names)
-        # Safe: the source is built only from names checked to be plain identifiers above.
-        return eval(f"lambda {args}: {{{body}}}")
-    return lambda *row: dict(zip(names, row, strict=True))
 
 
 class ScheduleBatch(dict):

@@ -18,8 +18,9 @@ from pydantic import Field
 
 from refinery import markdown
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published
-from refinery.mixing.plots import markdown_image, schedule_plot
+from refinery.mixing.plots import schedule_plot
 from refinery.names import DATASET_SPLITS, PRETRAIN_MIXTURE, TRAINING_SCHEDULE
+from refinery.plots import markdown_image
 from refinery.schedule.order import ScheduleParams, eval_order, order_mixture
 from refinery.schedule.shards import shard_dir, write_shards
 from refinery.schedule.splits import SplitParams, assign_splits

@@ -290,9 +290,9 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
 
 def selection_plot(embeddings: np.ndarray, keep: np.ndarray, max_points: int = 4000, seed: int = 0) -> str:
     """A small PNG (as a ``data:`` URI) of kept vs dropped records on the first two PCs."""
-    from refinery.mixing.plots import _pyplot, figure_data_uri
+    from refinery.plots import figure_data_uri, pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(embeddings), size=min(len(embeddings), max_points), replace=False)
     xy = pca_2d(np.asarray(embeddings, dtype=np.float32)[idx])

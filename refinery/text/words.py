@@ -17,9 +17,9 @@ import numpy as np
 
 WORD_RE = re.compile(r"\w+(?:['’.\-]\w+)*")
 TOKEN_RE = re.compile(r"\w+(?:['’.\-]\w+)*|[^\w\s]")
-_NON_WORD = re.compile(r"[\W_]+")
-_DIGIT = re.compile(r"\d")
-_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+NON_WORD = re.compile(r"[\W_]+")
+DIGIT = re.compile(r"\d")
+COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 
 
 def tokens(text: str) -> list[str]:
@@ -51,9 +51,9 @@ def simplify(text: str) -> str:
     """
     text = text.lower()
     if not text.isascii():
-        text = _COMBINING.sub("", unicodedata.normalize("NFD", text))
-    text = _DIGIT.sub("0", text)
-    return _NON_WORD.sub(" ", text).strip()
+        text = COMBINING.sub("", unicodedata.normalize("NFD", text))
+    text = DIGIT.sub("0", text)
+    return NON_WORD.sub(" ", text).strip()
 
 
 _WORD_CHAR, _SPACE_CHAR, _OTHER_CHAR = 0, 1, 2

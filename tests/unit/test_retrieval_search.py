@@ -30,8 +30,9 @@ from refinery.retrieval import (
     nearest_neighbours,
     search,
 )
+from refinery.retrieval.search_sql import search_sql
 from refinery.sample import prose
-from refinery.sql import connect, search_sql
+from refinery.sql import connect
 from refinery.storage import Storage
 
 REPO = Path(__file__).resolve().parents[2]
