@@ -24,7 +24,7 @@ from refinery.kernel.checks import INVARIANT_CHECKS, invariant_descriptions
 from refinery.kernel.collector import RowCollector
 from refinery.kernel.execute import StageOutcome, execute_ingest, execute_stage
 from refinery.kernel.report import provenance
-from refinery.kernel.spec import ProcessorMaker, StageContext, StageLog, StageSpec
+from refinery.kernel.spec import ProcessorMaker, StageContext, StageLog, StageResources, StageSpec
 from refinery.kinds import KINDS
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published
 from resources import RefineryHome
@@ -127,8 +127,7 @@ def stage_context(
         layout=refinery.layout(),
         storage=refinery.storage(),
         engine=context.resources.engine.engine(),
-        resources=context.resources,
-        resource_keys=tuple(resource_keys),
+        resources=StageResources({key: getattr(context.resources, key).plain() for key in resource_keys}),
         log=StageLog(context.log),
         provenance=provenance(spec.name, source, params),
     )
@@ -200,7 +199,8 @@ def stage_asset(
 ) -> dg.AssetsDefinition:
     """The asset of a partitioned stage: ``make(ctx)`` gives the batch processor for a partition
     (or a context manager yielding it). ``resources`` names the resources ``make`` reads from
-    ``ctx.resources``; ``pool`` and ``gpu`` place the step (see assets/gpu.py)."""
+    ``ctx.resources`` (each handed over as its ``plain()`` library value: resources/__init__.py);
+    ``pool`` and ``gpu`` place the step (see assets/gpu.py)."""
     config_type = config_class(spec.params)
     resources = tuple(resources)
 

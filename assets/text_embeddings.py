@@ -59,7 +59,7 @@ def document_embeddings(
         stamp,
         params,
         engine=engine.engine(),
-        load=embedder.load,
+        load=embedder.plain().load,  # a plain loader: it travels to the engine's workers
         gpus=embedder.compute.num_gpus,
     )
     storage.write_stats(

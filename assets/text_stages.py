@@ -31,7 +31,7 @@ from refinery.stages import text
 def _language_filter(run: StageContext, main: bool) -> BatchProcessor:
     """One side of the language routing (the shared ``language_routing`` resource), stamped into
     the output so a changed split shows as changed parameters."""
-    routing = run.resources.language_routing.routing()
+    routing = run.resources.language_routing
     run.provenance["language_routing"] = routing.model_dump()
     if main:
         run.metadata["assumptions"] = Markdown(run.params.assumptions())

@@ -3,11 +3,27 @@
 A derived id depends only on the text, so re-ingesting unchanged input yields the same ids.
 Two identical texts in one source would collide; the later ones get ``-2``, ``-3``… in reading
 order, which is deterministic too. The exact-dedup stage then removes them with a reason.
+
+Across partitions a document is named ``<source>/<id>`` (:func:`doc_key`): the dedup indexes,
+the splits' groups, the mixing samples and the classifier's folds all use this one key. Sources
+are restricted to file-name-safe characters without '/', so the first '/' always separates the
+source from an id that may itself contain slashes.
 """
 
 from __future__ import annotations
 
 import hashlib
+
+
+def doc_key(source: str, doc_id: str) -> str:
+    """A document's name across partitions: ``<source>/<id>``."""
+    return f"{source}/{doc_id}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``(source, id)`` of a :func:`doc_key`."""
+    source, _, doc_id = key.partition("/")
+    return source, doc_id
 
 
 def content_id(text: str) -> str:

@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from refinery.multimodal.clip_model import BUNDLED_TINY_CLIP, ClipModel, load_clip
+from refinery.multimodal.clip_model import BUNDLED_TINY_CLIP, ClipLoader, ClipModel
 from resources.compute import ComputeResource
 
 
@@ -32,16 +32,14 @@ class ClipResource(dg.ConfigurableResource):
     cache_dir: str = Field("", description="open_clip's download cache, searched for `pretrained` tags.")
     compute: ComputeResource  # shared with the other model resources: one device setting for all
 
-    def load(self) -> ClipModel:
-        return load_clip(
-            self.model_name,
-            self.pretrained,
-            self.checkpoint,
-            self.compute.device,
-            self.compute.fp16,
-            self.compute.batch_size,
-            self.cache_dir,
+    def plain(self) -> ClipLoader:
+        """The library's value of this resource (what a stage's maker gets)."""
+        return ClipLoader(
+            self.model_name, self.pretrained, self.checkpoint, self.cache_dir, self.compute.plain()
         )
+
+    def load(self) -> ClipModel:
+        return self.plain().load()
 
     def dataloader_workers(self) -> int:
         return self.compute.dataloader_workers

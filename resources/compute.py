@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from refinery.models.device import resolve_device
+from refinery.models.device import Compute
 
 
 class ComputeResource(dg.ConfigurableResource):
@@ -15,5 +15,9 @@ class ComputeResource(dg.ConfigurableResource):
         0.0, description="GPUs each Ray actor of a GPU stage asks for (engine 'ray'; 0 on CPU clusters)."
     )
 
+    def plain(self) -> Compute:
+        """The library's value of this resource (what a stage's maker gets)."""
+        return Compute(self.device, self.batch_size, self.fp16, self.dataloader_workers, self.num_gpus)
+
     def torch_device(self) -> str:
-        return resolve_device(self.device)
+        return self.plain().torch_device()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from refinery.dedup.backends import open_exact_index, open_fuzzy_index
+from refinery.dedup.backends import DedupIndexes
 from refinery.dedup.exact_index import ExactIndex
 from refinery.dedup.lsh_index import FuzzyIndex
 from refinery.paths import Layout
@@ -18,8 +18,12 @@ class DedupIndexResource(dg.ConfigurableResource):
         "refinery", description="Key prefix in Redis, so several corpora can share a server."
     )
 
+    def plain(self) -> DedupIndexes:
+        """The library's value of this resource (what a stage's maker gets)."""
+        return DedupIndexes(self.backend, self.redis_url, self.namespace)
+
     def exact(self, layout: Layout) -> ExactIndex:
-        return open_exact_index(self.backend, layout, self.redis_url, self.namespace)
+        return self.plain().exact(layout)
 
     def fuzzy(self, layout: Layout, params: dict) -> FuzzyIndex:
-        return open_fuzzy_index(self.backend, layout, self.redis_url, self.namespace, params)
+        return self.plain().fuzzy(layout, params)

@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from refinery.models.embedder import DEFAULT_MODEL, Embedder, load_embedder
+from refinery.models.embedder import DEFAULT_MODEL, Embedder, EmbedderLoader
 from resources.compute import ComputeResource
 
 
@@ -13,5 +13,9 @@ class EmbedderResource(dg.ConfigurableResource):
     )
     compute: ComputeResource  # shared with the other model resources: one device setting for all
 
+    def plain(self) -> EmbedderLoader:
+        """The library's value of this resource (what a stage's maker gets)."""
+        return EmbedderLoader(self.model, self.compute.plain())
+
     def load(self) -> Embedder:
-        return load_embedder(self.model, self.compute.device, self.compute.batch_size, self.compute.fp16)
+        return self.plain().load()

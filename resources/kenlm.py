@@ -4,7 +4,7 @@ import dagster as dg
 from pydantic import Field
 
 from refinery.paths import Layout
-from refinery.quality.reference import ScoringLM, scoring_lm
+from refinery.quality.reference import KenLMLoader, ScoringLM
 
 
 class KenLMResource(dg.ConfigurableResource):
@@ -28,6 +28,11 @@ class KenLMResource(dg.ConfigurableResource):
         None, description="[head_max, middle_max] perplexities; overrides the recorded reference percentiles."
     )
 
+    def plain(self) -> KenLMLoader:
+        """The library's value of this resource (what a stage's maker gets)."""
+        cutoffs = tuple(self.bucket_cutoffs) if self.bucket_cutoffs is not None else None
+        return KenLMLoader(self.model_path, self.order, cutoffs)
+
     def load(self, layout: Layout) -> ScoringLM:
         """Loaded once per process per model file; checked for format and order."""
-        return scoring_lm(layout, self.model_path, self.order, self.bucket_cutoffs)
+        return self.plain().load(layout)

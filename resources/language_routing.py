@@ -32,6 +32,10 @@ class LanguageRoutingResource(dg.ConfigurableResource):
         description="Per-language rule changes (HeuristicParams fields), e.g. {'de': {'min_doc_words': 40}}.",
     )
 
+    def plain(self) -> LanguageRouting:
+        """The library's value of this resource (what a stage's maker gets)."""
+        return self.routing()
+
     def routing(self) -> LanguageRouting:
         return LanguageRouting(
             languages=self.languages, min_language_score=self.min_language_score, overrides=self.overrides

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
@@ -137,3 +138,19 @@ def reset_indexes(
     finally:
         client.close()
     return sorted(set(removed))
+
+
+@dataclass(frozen=True)
+class DedupIndexes:
+    """Where the shared dedup indexes live (``local`` SQLite files under the home, or ``redis``): a
+    plain value that pickles; :meth:`exact` and :meth:`fuzzy` open them."""
+
+    backend: str = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = "refinery"
+
+    def exact(self, layout: Layout) -> ExactIndex:
+        return open_exact_index(self.backend, layout, self.redis_url, self.namespace)
+
+    def fuzzy(self, layout: Layout, params: dict) -> FuzzyIndex:
+        return open_fuzzy_index(self.backend, layout, self.redis_url, self.namespace, params)

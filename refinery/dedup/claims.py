@@ -33,7 +33,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
-from refinery.dedup.keys import doc_key
+from refinery.ids import doc_key
 from refinery.storage import DEFAULT_BATCH_ROWS
 
 Token = TypeVar("Token")

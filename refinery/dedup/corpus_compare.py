@@ -29,7 +29,7 @@ import pandas as pd
 
 from refinery.dedup.corpus_dedup import CorpusDedupParams
 from refinery.dedup.fuzzy import FuzzyDeduper
-from refinery.dedup.keys import doc_key
+from refinery.ids import doc_key
 from refinery.names import EXACT_DEDUPLICATED, FUZZY_DEDUPLICATED
 from refinery.storage import Storage
 

@@ -42,8 +42,8 @@ from pydantic import Field
 from refinery.dedup.banding import band_bucket
 from refinery.dedup.components import connected_components, keep_first
 from refinery.dedup.fuzzy import FuzzyDedupParams
-from refinery.dedup.keys import doc_key
 from refinery.dedup.minhash import MinHasher
+from refinery.ids import doc_key
 
 VERIFY_CHUNK = 1 << 16  # candidate pairs compared per numpy pass (about 64 MB of signature rows)
 

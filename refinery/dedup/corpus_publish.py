@@ -47,7 +47,7 @@ from refinery.dedup.corpus_compare import PEAK_MEMORY_MEASURE, Meter, compare, r
 from refinery.dedup.corpus_dedup import CorpusDedupParams, CorpusDedupResult, dedup_signed, document_keys
 from refinery.dedup.fuzzy import signature_function
 from refinery.dedup.grouping import group_pairs
-from refinery.dedup.keys import doc_key
+from refinery.ids import doc_key
 from refinery.kernel.spec import Engine
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published, bullet_list
 from refinery.names import CORPUS_FUZZY_DEDUP, EXACT_DEDUPLICATED

@@ -12,7 +12,7 @@ from pydantic import Field
 from refinery.batch import BatchResult, split_batch
 from refinery.dedup.claims import ClaimBatchParams
 from refinery.dedup.exact_index import ExactRun
-from refinery.dedup.keys import doc_key
+from refinery.ids import doc_key
 from refinery.kernel.processor import StageProcessor
 from refinery.text.words import simplify
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from refinery.dedup.claims import ClaimIndex, ClaimRun
 from refinery.dedup.errors import format_error
-from refinery.dedup.keys import doc_key, legacy_redis_prefix, redis_prefix
+from refinery.dedup.keys import legacy_redis_prefix, redis_prefix
 from refinery.dedup.sqlite_store import chunks, connect, immediate, placeholders
+from refinery.ids import doc_key
 
 WITHDRAW_CHUNK = 20_000  # claims removed per transaction / script call
 REDIS_FORMAT = "2"

@@ -1,19 +1,7 @@
-"""Index keys name a document across partitions as ``<source>/<id>``.
-
-Sources are restricted to file-name-safe characters without '/', so the first '/' always
-separates the source from an id that may itself contain slashes.
-"""
+"""Where the dedup indexes keep their keys in Redis. A document's own key across partitions,
+``<source>/<id>``, is :func:`refinery.ids.doc_key`."""
 
 from __future__ import annotations
-
-
-def doc_key(source: str, doc_id: str) -> str:
-    return f"{source}/{doc_id}"
-
-
-def split_key(key: str) -> tuple[str, str]:
-    source, _, doc_id = key.partition("/")
-    return source, doc_id
 
 
 def redis_prefix(namespace: str, kind: str) -> str:

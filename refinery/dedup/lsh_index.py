@@ -37,9 +37,10 @@ import numpy as np
 from refinery.dedup.banding import band_buckets, choose_banding
 from refinery.dedup.claims import ClaimIndex, ClaimRun, digest
 from refinery.dedup.errors import RESET_HINT, IndexParamsMismatch, format_error
-from refinery.dedup.keys import doc_key, legacy_redis_prefix, redis_prefix
+from refinery.dedup.keys import legacy_redis_prefix, redis_prefix
 from refinery.dedup.minhash import MinHasher
 from refinery.dedup.sqlite_store import chunks, connect, immediate, placeholders
+from refinery.ids import doc_key
 
 __all__ = ["FORMAT_VERSION", "FuzzyIndex", "IndexParamsMismatch", "RedisFuzzyIndex", "SqliteFuzzyIndex"]
 

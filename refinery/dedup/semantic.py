@@ -47,7 +47,7 @@ from pydantic import BaseModel, Field
 
 from refinery import markdown
 from refinery.batch import BatchResult, split_batch
-from refinery.dedup.keys import doc_key
+from refinery.ids import doc_key
 from refinery.kernel.processor import StageProcessor
 from refinery.metadata import Json, Markdown
 from refinery.names import DOCUMENT_EMBEDDINGS, SEMANTIC_DEDUPLICATED

@@ -25,7 +25,6 @@ import pickle
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -308,50 +307,12 @@ class SliceActor:
         return out
 
 
-class PortableResource:
-    """A configured resource as its class and field values, rebuilt on first use where the maker
-    runs (a Ray worker). A resource the orchestrator has initialized holds the run's logger and
-    context and does not pickle; its configuration does. Attribute access goes to the rebuilt
-    resource, so a maker reads ``run.resources.kenlm.model_path`` the same on either side."""
-
-    def __init__(self, resource: Any):
-        self.cls = type(resource)
-        self.fields = {name: portable_value(getattr(resource, name)) for name in self.cls.model_fields}
-        self.built = None
-
-    def __getstate__(self) -> dict:
-        return {"cls": self.cls, "fields": self.fields, "built": None}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-
-    def build(self) -> Any:
-        if self.built is None:
-            fields = {k: v.build() if isinstance(v, PortableResource) else v for k, v in self.fields.items()}
-            self.built = self.cls(**fields)
-        return self.built
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("cls", "fields", "built"):  # not set yet (during unpickling)
-            raise AttributeError(name)
-        return getattr(self.build(), name)
-
-
-def portable_value(value: Any) -> Any:
-    """A resource (a pydantic model that also has ``setup_for_execution``: a Dagster configurable
-    resource) as a :class:`PortableResource`; anything else unchanged."""
-    if hasattr(type(value), "model_fields") and hasattr(value, "setup_for_execution"):
-        return PortableResource(value)
-    return value
-
-
 def _portable(ctx: StageContext) -> StageContext:
-    """The context without what cannot travel: the orchestrator's logger, its config class and its
-    resources object (replaced by portable copies of the resources the maker may read)."""
-    plain = SimpleNamespace(**{n: portable_value(getattr(ctx.resources, n)) for n in ctx.resource_keys})
+    """The context without what cannot travel: the orchestrator's logger and its config class. The
+    resources are plain objects already (StageResources), so they travel as they are."""
     # The library's own parameter class (the orchestrator's config class need not exist remotely).
     params = ctx.spec.params.model_validate(ctx.params.model_dump()) if ctx.params is not None else None
-    return replace(ctx, params=params, resources=plain, log=StageLog(), metadata={}, summary={})
+    return replace(ctx, params=params, log=StageLog(), metadata={}, summary={})
 
 
 def _delta(after: Any, before: Any) -> Any:

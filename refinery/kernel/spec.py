@@ -138,6 +138,34 @@ class Engine(Protocol):
         ...
 
 
+class StageResources:
+    """The run's resources as the library sees them: plain objects (a model loader, an index's or a
+    client's configuration), by resource key, read as attributes (``run.resources.kenlm``). The
+    orchestrator hands over only the ones a stage names, each as its ``plain()`` value, so they
+    pickle and the context travels to an engine's workers as it is. A name the stage did not ask
+    for is an error that lists the ones it did."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None):
+        self._values = dict(values or {})
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(
+                f"resource {name!r} is not among this stage's resources {sorted(self._values)}: "
+                "name it in the stage's resources="
+            ) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+    def keys(self) -> list[str]:
+        return sorted(self._values)
+
+
 @dataclass
 class StageContext:
     """What a processor maker may use: the partition, its parameters, where data lives, the
@@ -151,8 +179,7 @@ class StageContext:
     layout: Layout
     storage: Storage
     engine: Engine  # where batches run (refinery.engine): makers may map a whole column on it
-    resources: Any = None
-    resource_keys: tuple[str, ...] = ()  # the resources a maker may read (what travels to workers)
+    resources: StageResources = field(default_factory=lambda: StageResources())
     log: StageLog = field(default_factory=StageLog)
     provenance: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field, create_model, field_validator
 
+from refinery.ids import doc_key
 from refinery.mixing.corpus import iter_corpus
 from refinery.mixing.doremi import DomainBytes, DoremiParams, DoremiResult, run_doremi
 from refinery.mixing.dsir import DsirDomains, DsirParams, ImportanceModel, domain_weights_from_documents
@@ -158,7 +159,7 @@ def compute_domain_weights(storage: Storage, layout: Layout, params) -> WeightsR
                 )
             if do_doremi:
                 for doc_id, domain, text in zip(f["id"], f["domain"], f["text"], strict=True):
-                    if _sample_share(f"{batch.source}/{doc_id}", share[domain], doremi_params.seed):
+                    if _sample_share(doc_key(batch.source, doc_id), share[domain], doremi_params.seed):
                         sampled[domain].append(text)
 
     table = pd.DataFrame(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -22,3 +24,18 @@ def resolve_device(requested: str) -> str:
 def use_fp16(device: str, fp16: bool) -> bool:
     """Half precision only on a GPU: on CPU it is slower and less accurate."""
     return fp16 and device.startswith("cuda")
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where model inference runs, as a plain value a stage's maker gets (it pickles, so it travels
+    to an engine's workers): device, batch size, precision, decoding workers, GPUs per actor."""
+
+    device: str = "auto"
+    batch_size: int = 64
+    fp16: bool = True
+    dataloader_workers: int = 2
+    num_gpus: float = 0.0
+
+    def torch_device(self) -> str:
+        return resolve_device(self.device)

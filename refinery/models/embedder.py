@@ -7,13 +7,13 @@ nothing is downloaded. Embeddings are L2-normalised float32, so a dot product is
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from refinery.models.device import resolve_device, use_fp16
+from refinery.models.device import Compute, resolve_device, use_fp16
 from refinery.models.oom import encode_halving
 
 DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
@@ -89,3 +89,15 @@ def load_embedder(
         else st.get_sentence_embedding_dimension
     )()
     return Embedder(st, model, resolved, int(dim), batch_size)
+
+
+@dataclass(frozen=True)
+class EmbedderLoader:
+    """Which sentence-embedding model to load and where: a plain value that pickles, so a worker
+    loads the same model (once per process) with :meth:`load`."""
+
+    model: str = DEFAULT_MODEL
+    compute: Compute = field(default_factory=Compute)
+
+    def load(self) -> Embedder:
+        return load_embedder(self.model, self.compute.device, self.compute.batch_size, self.compute.fp16)

@@ -28,12 +28,12 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from refinery.models.device import resolve_device, use_fp16
+from refinery.models.device import Compute, resolve_device, use_fp16
 from refinery.models.oom import encode_halving
 from refinery.multimodal import tiny_clip_train
 
@@ -487,3 +487,24 @@ def load_clip(
     return _load_cached(
         source, (stat.st_size, stat.st_mtime_ns), resolved, use_fp16(resolved, fp16), batch_size
     )
+
+
+@dataclass(frozen=True)
+class ClipLoader:
+    """Which CLIP to load and where (local files only): a plain value that pickles, so a worker loads
+    the same model (once per process) with :meth:`load`."""
+
+    model_name: str = ""
+    pretrained: str = ""
+    checkpoint: str = BUNDLED_TINY_CLIP
+    cache_dir: str = ""
+    compute: Compute = field(default_factory=Compute)
+
+    def load(self) -> ClipModel:
+        c = self.compute
+        return load_clip(
+            self.model_name, self.pretrained, self.checkpoint, c.device, c.fp16, c.batch_size, self.cache_dir
+        )
+
+    def dataloader_workers(self) -> int:
+        return self.compute.dataloader_workers

@@ -40,6 +40,7 @@ import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from refinery.batch import BatchResult, split_batch
+from refinery.ids import doc_key
 from refinery.kernel.processor import StageProcessor
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown
 from refinery.names import CLEAN_DOCUMENTS, QUALITY_CLASSIFIER
@@ -503,7 +504,7 @@ class QualityScorer(StageProcessor):
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
         feats = [self.classifier.features(t) for t in frame["text"].tolist()]
-        keys = [f"{self.source}/{i}" for i in frame["id"].tolist()]
+        keys = [doc_key(self.source, i) for i in frame["id"].tolist()]
         scores = self.classifier.score_features(feats, keys)
         p = self.params
         noise = pareto_noise(keys, p.pareto_alpha, p.seed) if p.mode == "pareto" else np.zeros(len(frame))
@@ -585,7 +586,7 @@ def collect_training_documents(
 
     corpus = read_reference(layout, params.reference_source)
     positives = bottom_k(
-        ((f"reference:{params.reference_source}/{i}", t) for i, t in corpus.documents),
+        ((doc_key(f"reference:{params.reference_source}", i), t) for i, t in corpus.documents),
         params.max_documents_per_class,
         "positives",
     )
@@ -602,7 +603,7 @@ def collect_training_documents(
             counts[partition] = 0
             for batch in storage.iter_batches(params.negatives_asset, partition, columns=["id", "text"]):
                 counts[partition] += len(batch)
-                yield from zip((f"{partition}/{i}" for i in batch["id"]), batch["text"], strict=True)
+                yield from zip((doc_key(partition, i) for i in batch["id"]), batch["text"], strict=True)
 
     negatives = bottom_k(raw_documents(), params.max_documents_per_class, "negatives")
     return positives, negatives, counts, corpus.quarantined
@@ -644,3 +645,27 @@ def train_quality_classifier(
         time.perf_counter() - started,
         params,
     )
+
+
+@dataclass(frozen=True)
+class QualityModelLoader:
+    """Which quality classifier to apply: ``model_path`` '' for the one quality_classifier trained
+    last (models/quality_classifier/current.json under the home), else a ``.safetensors`` file it
+    wrote. A plain value that pickles, so a worker loads the same model."""
+
+    model_path: str = ""
+
+    def load(self, layout: Layout) -> tuple[QualityClassifier, dict]:
+        """The classifier (loaded once per process per file) and its recorded description."""
+        from refinery.quality.artifacts import current, models_dir, sidecar
+
+        if self.model_path:
+            path = Path(self.model_path).expanduser()
+            return load_classifier(path), sidecar(path.resolve()) or {}
+        artifact = current(models_dir(layout.home, QUALITY_CLASSIFIER))
+        if artifact is None:
+            raise FileNotFoundError(
+                f"no quality classifier under {models_dir(layout.home, QUALITY_CLASSIFIER)}: materialize the "
+                "quality_classifier asset first, or set the quality_classifier resource's model_path"
+            )
+        return load_classifier(artifact.path), artifact.info

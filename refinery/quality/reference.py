@@ -361,3 +361,18 @@ def scoring_lm(
     if registered is not None and registered.sha256 == lm.sha256:
         percentiles = registered.info["percentiles"]
     return ScoringLM(lm, percentiles, fixed, "external")
+
+
+@dataclass(frozen=True)
+class KenLMLoader:
+    """Which n-gram model scores perplexity (``model_path`` '' for reference_lm's), its order and
+    optional bucket cutoffs: a plain value that pickles, so a worker loads the same model."""
+
+    model_path: str = ""
+    order: int = 5
+    bucket_cutoffs: tuple[float, ...] | None = None
+
+    def load(self, layout: Layout) -> ScoringLM:
+        """Loaded once per process per model file; checked for format and order."""
+        cutoffs = list(self.bucket_cutoffs) if self.bucket_cutoffs is not None else None
+        return scoring_lm(layout, self.model_path, self.order, cutoffs)

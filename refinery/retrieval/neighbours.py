@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from refinery.dedup.keys import doc_key
+from refinery.ids import doc_key
 from refinery.retrieval.index import VectorIndex
 from refinery.retrieval.segment import Segment
 from refinery.storage import Storage

@@ -29,6 +29,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, field_validator
 
 from refinery.dedup.minhash import MinHasher, jaccard
+from refinery.ids import doc_key
 from refinery.mixing.corpus import iter_corpus
 from refinery.names import TEXT_DEDUP_STAGES
 from refinery.storage import Storage
@@ -175,7 +176,7 @@ def _dedup_edges(storage: Storage, keys: dict[str, int]) -> tuple[list[tuple[int
                 continue
             for doc_id, target in zip(rejected["id"], rejected["duplicate_of"], strict=True):
                 if isinstance(target, str) and target:
-                    edges.append((node(f"{source}/{doc_id}"), node(target)))
+                    edges.append((node(doc_key(source, doc_id)), node(target)))
     return edges, extra
 
 
@@ -204,7 +205,7 @@ def assign_splits(storage: Storage, params: SplitParams, domain_column: str | No
         else pd.DataFrame(columns=["source", "id", "domain", "tokens", "content_hash"])
     )
     n = len(docs)
-    keys = {f"{s}/{i}": k for k, (s, i) in enumerate(zip(docs["source"], docs["id"], strict=True))}
+    keys = {doc_key(s, i): k for k, (s, i) in enumerate(zip(docs["source"], docs["id"], strict=True))}
     dedup_edges, extra = _dedup_edges(storage, keys)
     edges = {"dedup_decisions": len(dedup_edges)}
     all_edges = list(dedup_edges)

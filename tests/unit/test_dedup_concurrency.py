@@ -25,8 +25,8 @@ import pytest
 from refinery.dedup.backends import open_exact_index, open_fuzzy_index
 from refinery.dedup.exact import ExactDeduper, ExactDedupParams, content_hash
 from refinery.dedup.fuzzy import FuzzyDeduper, FuzzyDedupParams
-from refinery.dedup.keys import doc_key
 from refinery.dedup.minhash import MinHasher, jaccard
+from refinery.ids import doc_key
 from refinery.paths import Layout
 from tests.unit.dedup_race import (
     BATCH,
