@@ -72,9 +72,23 @@ class FunctionProcessor(StageProcessor):
         return self.function(frame)
 
 
+HOOKS = ("route", "report", "summary", "absorb")
+
+
 def as_processor(made: Processor | Callable[[pd.DataFrame], BatchResult]) -> Processor:
-    """A maker's processor as it is, or a plain batch function wrapped with the default hooks."""
-    return made if isinstance(made, StageProcessor) else FunctionProcessor(made)
+    """A maker's processor as it is, or a plain batch function wrapped with the default hooks.
+
+    An object that defines a hook without deriving from :class:`StageProcessor` is refused rather
+    than wrapped, so a ``report()`` is never silently dropped."""
+    if isinstance(made, StageProcessor):
+        return made
+    defined = [hook for hook in HOOKS if callable(getattr(made, hook, None))]
+    if defined:
+        raise TypeError(
+            f"{type(made).__name__} defines {', '.join(defined)}: derive it from "
+            "refinery.kernel.processor.StageProcessor so the kernel calls its hooks"
+        )
+    return FunctionProcessor(made)
 
 
 def routed_input(process: Processor, frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
