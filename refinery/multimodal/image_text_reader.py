@@ -56,7 +56,7 @@ class ImageTextReader(RowCollector):
 
     It walks the folder itself (images pair with caption tables and shards, so files are not
     independent records); batching and quarantine rows come from
-    :class:`refinery.ingest.text_reader.RowCollector`.
+    :class:`refinery.kernel.collector.RowCollector`.
     """
 
     SCHEMA = IMAGE_TEXT_SCHEMA

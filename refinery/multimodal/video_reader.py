@@ -94,7 +94,7 @@ class VideoReaderSource(RowCollector):
     """Iterate :meth:`batches` (``documents`` hold question rows), then read :attr:`stats`.
 
     It walks the folder itself (videos pair with question tables, so files are not independent records);
-    batching and quarantine rows come from :class:`refinery.ingest.text_reader.RowCollector`.
+    batching and quarantine rows come from :class:`refinery.kernel.collector.RowCollector`.
     """
 
     SCHEMA = VIDEO_SCHEMA
