@@ -219,7 +219,7 @@ def _steps(events) -> dict[str, str]:
             states[entry.step_key] = "succeeded"
         elif name == "STEP_FAILURE":
             error = getattr(event.event_specific_data, "error", None)
-            states[entry.step_key] = "failed" + (f": {error.message.strip()}" if error is not None else "")
+            states[entry.step_key] = "failed" + (f": {root_cause(error)}" if error is not None else "")
         elif name == "STEP_SKIPPED":
             states[entry.step_key] = "skipped"
     return states
@@ -259,10 +259,17 @@ def _event_tail(events, lines: int) -> list[str]:
         kind = entry.dagster_event.event_type_value if entry.dagster_event else "LOG"
         message = (entry.user_message or entry.message or "").strip().replace("\n", " ")
         error = getattr(getattr(entry.dagster_event, "event_specific_data", None), "error", None)
-        if error is not None and error.message.strip() not in message:
-            message += f" — {error.message.strip()}"
+        if error is not None:
+            message += f" — {root_cause(error)}"
         out.append(f"{stamp} {logging_level(entry.level)} {kind}{step} {message[:400]}")
     return out
+
+
+def root_cause(error) -> str:
+    """The innermost error of a Dagster error chain (the step wrapper says only which op failed)."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error.message.strip().splitlines()[0][:600] if error.message.strip() else error.cls_name
 
 
 def logging_level(level: int) -> str:

@@ -174,16 +174,7 @@ class Tools:
 
         hits = search(query, max(1, min(k, 100)), home=self.layout.home, collection_name=collection)
         keep = [c for c in hits.columns if c not in ("query", "embedding", "raw", "meta", "image")]
-        records = hits[keep].to_dict("records")
-        for record in records:
-            for key, value in list(record.items()):
-                if isinstance(value, str) and len(value) > 300:
-                    record[key] = value[:300] + "…"
-                elif hasattr(value, "item"):
-                    record[key] = value.item()
-                elif value != value:  # NaN
-                    record[key] = None
-        return records
+        return [{key: _jsonable(value) for key, value in r.items()} for r in hits[keep].to_dict("records")]
 
     def rejected_rows(
         self, stage: str, source: str | None = None, reason: str | None = None, limit: int = 5
@@ -208,6 +199,22 @@ class Tools:
         from refinery.storage import Storage
 
         return build_report(Storage(self.layout.storage)).markdown()
+
+
+def _jsonable(value: Any) -> Any:
+    """A search hit's value as JSON carries it: numpy scalars and arrays unwrapped, NaN as null,
+    long texts and lists shortened."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, str) and len(value) > 300:
+        return value[:300] + "…"
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value[:16]] + (["…"] if len(value) > 16 else [])
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    return value
 
 
 def roots_from_env() -> list[str]:
