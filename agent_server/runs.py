@@ -187,12 +187,6 @@ class RunControl:
             for r in runs
         ]
 
-    def close(self) -> None:
-        """Wait for the runs this server started (they finish on their own; none is killed)."""
-        for launched in self.launched.values():
-            if launched.process.poll() is None:
-                launched.process.wait()
-
 
 def _pythonpath() -> str:
     current = os.environ.get("PYTHONPATH")

@@ -128,6 +128,8 @@ class Tools:
             folder = self.layout.inbox_kind(kind)
             if folder.is_dir():
                 inbox[kind] = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name[0] != ".")
+        known = {source for sources in inbox.values() for source in sources}
+        materialized = {source: stages for source, stages in materialized.items() if source in known}
         return {"inbox": inbox, "stages_with_output": materialized, "roots": self.roots.describe()}
 
     def add_source(self, paths: list[str], name: str, kind: str | None = None, mode: str = "copy") -> dict:
@@ -155,9 +157,9 @@ class Tools:
         """Wait until the run ends (or timeout_s, at most 300), then the same as run_status."""
         return self.runs.wait(run_id, min(max(timeout_s, 0), MAX_WAIT_SECONDS), min(max(log_lines, 0), 500))
 
-    def recent_runs(self, limit: int = 10) -> list[dict]:
-        """The latest runs on the instance, whoever launched them."""
-        return self.runs.recent_runs(min(max(limit, 1), 100))
+    def recent_runs(self, limit: int = 10) -> dict:
+        """The latest runs on the instance, newest first, whoever launched them."""
+        return {"runs": self.runs.recent_runs(min(max(limit, 1), 100))}
 
     def sql(self, query: str, max_rows: int = 100) -> dict:
         """Read-only SQL (DuckDB) over the catalog: a view per stage (`pretrain_corpus`, …) and per
@@ -167,14 +169,15 @@ class Tools:
 
         return run_query(self.layout, query, min(max(max_rows, 1), 10_000))
 
-    def search(self, query: str, k: int = 5, collection: str = "documents") -> list[dict]:
+    def search(self, query: str, k: int = 5, collection: str = "documents") -> dict:
         """Similarity search: the k documents nearest to the query text, with the stage each has
         reached (final, rejected with its reason, pending) and its scores."""
         from refinery.retrieval.search import search
 
         hits = search(query, max(1, min(k, 100)), home=self.layout.home, collection_name=collection)
         keep = [c for c in hits.columns if c not in ("query", "embedding", "raw", "meta", "image")]
-        return [{key: _jsonable(value) for key, value in r.items()} for r in hits[keep].to_dict("records")]
+        records = hits[keep].to_dict("records")
+        return {"query": query, "hits": [{key: _jsonable(v) for key, v in r.items()} for r in records]}
 
     def rejected_rows(
         self, stage: str, source: str | None = None, reason: str | None = None, limit: int = 5

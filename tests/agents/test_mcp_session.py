@@ -162,6 +162,11 @@ async def agent_session(layout: Layout, root: Path, corpus: dict, outside: Path)
         )
         out["rejected_unknown"] = await agent.call("rejected_rows", stage="nonsense")
         out["report"] = await agent.call("corpus_report")
+        out["sources"] = await agent.call("list_sources")
+        out["recent"] = await agent.call("recent_runs", limit=4)
+        out["no_such_document"] = await agent.call(
+            "explain_document", source="debian_docs", document="nope.txt"
+        )
         out["transcript"] = agent.transcript
     return out
 
@@ -326,7 +331,7 @@ def test_the_result_is_queried_by_sql_search_and_rejected_rows(session):
     assert rows["columns"] == ["file", "quality_score", "perplexity"] and rows["row_count"] > 0
     files = [r[0] for r in rows["rows"]]
     assert session["corpus"]["duplicate"] not in files
-    hits = session["search"]
+    hits = session["search"]["hits"]
     assert [h["rank"] for h in hits] == sorted(h["rank"] for h in hits) and len(hits) == 3
     assert all(h["source"] == "debian_docs" and h["status"] in ("final", "rejected", "pending") for h in hits)
     by_sql = {reason: n for reason, n in session["reasons_by_sql"]["rows"]}
@@ -355,3 +360,14 @@ def test_every_call_is_logged_with_its_arguments(session):
         assert entry["arguments"] == entry["arguments"] | call["arguments"], (entry, call)
     assert [e["outcome"] == "error" for e in stdio] == [c["is_error"] for c in calls]
     assert [e["tool"] for e in entries[len(calls) :]] == ["sql", "materialize"]  # the HTTP session
+
+
+def test_sources_and_runs_are_listed(session):
+    sources = session["sources"]
+    assert sources["inbox"]["text"] == ["debian_docs"]
+    assert {"raw_documents", "pretrain_corpus"} <= set(sources["stages_with_output"]["debian_docs"])
+    assert set(sources["stages_with_output"]) == {"debian_docs"}  # not the report's table names
+    recent = session["recent"]["runs"]
+    assert [r["run_id"] for r in recent] == [r["run_id"] for r in reversed(session["runs"])]
+    assert all(r["launched_by"] == "refinery mcp" and r["status"] == "SUCCESS" for r in recent)
+    assert "no document with id or inbox file 'nope.txt'" in error_of(session["no_such_document"])
