@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
     add_commands(sub)
+    from agent_server.command import add_mcp_parser
+
+    add_mcp_parser(sub)  # refinery mcp [--transport stdio|http] [--root DIR]… [--allow-runs]
     return parser
 
 
