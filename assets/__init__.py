@@ -2,6 +2,7 @@
 the cross-source tables and the report."""
 
 from assets.corpus_dedup import corpus_fuzzy_dedup
+from assets.llm import llm_judged, llm_rewritten, llm_sft_synthesized, sft_judged
 from assets.mixing import domain_weights, pretrain_mixture
 from assets.multimodal import (
     clip_filtered,
@@ -66,6 +67,9 @@ IMAGE_TEXT_PIPELINE = [
     image_vector_index,
 ]
 VIDEO_PIPELINE = [raw_videos, video_keyframes, uniform_keyframes]
+# The LLM stages (refinery/llm): run on demand unless an endpoint is configured (assets/llm.py).
+LLM_TEXT = [llm_judged, llm_rewritten, llm_sft_synthesized]
+LLM_SFT = [sft_judged]
 ALL_ASSETS = [
     *TEXT_PIPELINE,
     reference_corpus,
@@ -76,11 +80,15 @@ ALL_ASSETS = [
     *TRAINING_DATA,
     *IMAGE_TEXT_PIPELINE,
     *VIDEO_PIPELINE,
+    *LLM_TEXT,
+    *LLM_SFT,
 ]
 
 __all__ = [
     "ALL_ASSETS",
     "IMAGE_TEXT_PIPELINE",
+    "LLM_SFT",
+    "LLM_TEXT",
     "PARTITIONS_BY_KIND",
     "SFT_PIPELINE",
     "TEXT_MODELS",
