@@ -93,7 +93,9 @@ llm_text_job = _asset_job(
 )
 
 llm_sft_job = _asset_job(
-    names.LLM_SFT_JOB, LLM_SFT, "LLM-judge scores for one SFT source's sft_selected records (needs an endpoint)."
+    names.LLM_SFT_JOB,
+    LLM_SFT,
+    "LLM-judge scores for one SFT source's sft_selected records (needs an endpoint).",
 )
 
 ALL_JOBS = [

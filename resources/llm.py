@@ -37,10 +37,7 @@ class LlmResource(dg.ConfigurableResource):
 
     def endpoint(self, layout: Layout) -> LlmEndpoint:
         """The endpoint for the library; a clear error when none is configured."""
-        if self.cache_path == "off":
-            cache = ""
-        else:
-            cache = self.cache_path or str(layout.home / CACHE_FILE)
+        cache = "" if self.cache_path == "off" else self.cache_path or str(layout.home / CACHE_FILE)
         return LlmEndpoint(
             base_url=self.base_url,
             model=self.model,

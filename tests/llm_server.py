@@ -5,6 +5,7 @@ missing). Its text has no quality: the tests exercise the machinery, not the mod
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,6 @@ from pathlib import Path
 import httpx
 
 from refinery.llm.tiny_chat_model import build
-from tests.conftest import _free_port
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,15 @@ class Served:
     process: subprocess.Popen
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def start_server(log_dir: Path, timeout_s: float = 180.0) -> Served:
     model = str(build(log=lambda line: None))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     binary = Path(sys.executable).with_name("transformers")
     log = (log_dir / "transformers-serve.log").open("wb")

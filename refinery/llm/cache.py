@@ -56,7 +56,8 @@ class RequestCache:
 
     def put(self, key: str, model: str, request: dict, response: dict) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO completions (key, model, request, response, created) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO completions (key, model, request, response, created) "
+            "VALUES (?, ?, ?, ?, ?)",
             (key, model, json.dumps(request, ensure_ascii=False), json.dumps(response), time.time()),
         )
 

@@ -181,13 +181,17 @@ class ChatClient:
             out.append(result)
         return out
 
-    async def _send_all(self, todo: dict[str, ChatRequest], cache: RequestCache | None) -> dict[str, ChatResult]:
+    async def _send_all(
+        self, todo: dict[str, ChatRequest], cache: RequestCache | None
+    ) -> dict[str, ChatResult]:
         ep = self.endpoint
         headers = {"Content-Type": "application/json", **ep.extra_headers}
         key = ep.api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        limits = httpx.Limits(max_connections=ep.max_concurrency, max_keepalive_connections=ep.max_concurrency)
+        limits = httpx.Limits(
+            max_connections=ep.max_concurrency, max_keepalive_connections=ep.max_concurrency
+        )
         timeout = httpx.Timeout(ep.timeout_s, connect=ep.connect_timeout_s)
         gate = asyncio.Semaphore(ep.max_concurrency)
         async with httpx.AsyncClient(limits=limits, timeout=timeout, headers=headers) as http:
@@ -234,7 +238,10 @@ class ChatClient:
             if attempt < ep.max_retries:
                 await asyncio.sleep(wait)
         result = ChatResult(
-            error=error, transport_error=transport, attempts=attempt + 1, seconds=time.perf_counter() - started
+            error=error,
+            transport_error=transport,
+            attempts=attempt + 1,
+            seconds=time.perf_counter() - started,
         )
         return result, None
 

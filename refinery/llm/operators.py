@@ -42,7 +42,9 @@ class LlmStageParams(SamplingParams):
         "", description="Replaces the template's user message ('' keeps it); {text} marks the document."
     )
     max_input_chars: int = Field(6000, ge=1, description="A document is cut to this many characters.")
-    batch_rows: int = Field(64, ge=1, description="Rows per batch (the requests of a batch run concurrently).")
+    batch_rows: int = Field(
+        64, ge=1, description="Rows per batch (the requests of a batch run concurrently)."
+    )
 
 
 class JudgeParams(LlmStageParams):
@@ -205,8 +207,13 @@ class Judge(LlmProcessor):
 
     fields = JUDGE_FIELDS
 
-    def __init__(self, endpoint: LlmEndpoint, params: JudgeParams, template: PromptTemplate = JUDGE_DOCUMENT,
-                 values: Callable[[dict, int], dict] | None = None):
+    def __init__(
+        self,
+        endpoint: LlmEndpoint,
+        params: JudgeParams,
+        template: PromptTemplate = JUDGE_DOCUMENT,
+        values: Callable[[dict, int], dict] | None = None,
+    ):
         super().__init__(endpoint, template_for(template, params), params)
         self._values = values
         self.scores: list[float] = []
@@ -230,13 +237,19 @@ class Judge(LlmProcessor):
         distribution = (
             {str(k): int(v) for k, v in sorted(Counter(self.scores).items())} if len(scores) else {}
         )
-        return {**super().report(), "judge_scores": Json(distribution),
-                "judge_mean": float(scores.mean()) if len(scores) else None}
+        return {
+            **super().report(),
+            "judge_scores": Json(distribution),
+            "judge_mean": float(scores.mean()) if len(scores) else None,
+        }
 
 
 def sft_judge_values(row: dict, limit: int) -> dict:
     """What the SFT judge template reads from an SFT record: its prompt and final response."""
-    return {"prompt": str(row.get("prompt") or "")[:limit], "response": str(row.get("response") or "")[:limit]}
+    return {
+        "prompt": str(row.get("prompt") or "")[:limit],
+        "response": str(row.get("response") or "")[:limit],
+    }
 
 
 class Rewriter(LlmProcessor):
@@ -269,8 +282,11 @@ class Rewriter(LlmProcessor):
         return mask
 
     def accept(self, row: dict, result: ChatResult) -> tuple[dict, Reason]:
-        return {"text": parse_rewrite(result.text or ""), "rewrite_of": str(row["id"]),
-                "original_chars": len(str(row.get("text") or ""))}, None
+        return {
+            "text": parse_rewrite(result.text or ""),
+            "rewrite_of": str(row["id"]),
+            "original_chars": len(str(row.get("text") or "")),
+        }, None
 
     def finish(self, result: BatchResult) -> BatchResult:
         kept = result.kept
@@ -300,8 +316,10 @@ class Synthesizer(LlmProcessor):
         records = [
             {
                 "id": f"{row['id']}-qa{k}",
-                "messages": [{"role": "user", "content": p["question"]},
-                             {"role": "assistant", "content": p["answer"]}],
+                "messages": [
+                    {"role": "user", "content": p["question"]},
+                    {"role": "assistant", "content": p["answer"]},
+                ],
                 "origin": "llm_synthesized",
                 "source_document": f"{self.source}/{row['id']}",
                 "provenance": provenance,
@@ -309,7 +327,10 @@ class Synthesizer(LlmProcessor):
             for k, p in enumerate(pairs, start=1)
         ]
         self.pairs += len(records)
-        return {"synthesized_pairs": len(records), "sft_records": json.dumps(records, ensure_ascii=False)}, None
+        return {
+            "synthesized_pairs": len(records),
+            "sft_records": json.dumps(records, ensure_ascii=False),
+        }, None
 
     def report(self) -> dict:
         return {**super().report(), "pairs_synthesized": self.pairs}

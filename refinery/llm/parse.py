@@ -26,8 +26,9 @@ QUARANTINE_REASONS = (HTTP_ERROR, TOO_LONG, EMPTY, REFUSED, UNPARSABLE)
 
 _REFUSAL = re.compile("|".join(f"(?:{p})" for p in DEFAULT_REFUSALS), re.IGNORECASE)
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
-_PREAMBLE = re.compile(r"^(?:sure[,!.]?\s*)?(?:here(?:'s| is) (?:the |a )?(?:rewritten|rephrased)[^\n:]*:)\s*",
-                       re.IGNORECASE)
+_PREAMBLE = re.compile(
+    r"^(?:sure[,!.]?\s*)?(?:here(?:'s| is) (?:the |a )?(?:rewritten|rephrased)[^\n:]*:)\s*", re.IGNORECASE
+)
 
 
 class Unparsable(ValueError):

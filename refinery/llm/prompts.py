@@ -55,8 +55,7 @@ SYNTHESIS_QA = PromptTemplate(
     "synthesis_qa/v1",
     "You write question-answer pairs for instruction tuning from a document. Reply with a JSON list of "
     'objects with the keys "question" and "answer", and nothing else.',
-    "Write {pairs} question-answer pairs that a reader could answer from this document.\n\n"
-    "Document:\n{text}",
+    "Write {pairs} question-answer pairs that a reader could answer from this document.\n\nDocument:\n{text}",
 )
 
 REWRITE_WIKI = PromptTemplate(

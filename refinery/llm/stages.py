@@ -4,8 +4,14 @@
 from __future__ import annotations
 
 from refinery import names
-from refinery.llm.operators import JUDGE_FIELDS, REWRITE_FIELDS, SYNTHESIS_FIELDS, JudgeParams, RewriteParams
-from refinery.llm.operators import SynthesisParams
+from refinery.llm.operators import (
+    JUDGE_FIELDS,
+    REWRITE_FIELDS,
+    SYNTHESIS_FIELDS,
+    JudgeParams,
+    RewriteParams,
+    SynthesisParams,
+)
 from refinery.sft.schema import TEXT_COLUMN as SFT_TEXT_COLUMN
 from refinery.stages.spec import StageSpec
 
@@ -22,7 +28,7 @@ LLM_JUDGED = StageSpec(
     score_columns=("judge_score", "judge_rationale"),
     kinds=LLM_KINDS,
     batch_rows=64,
-    description="LLM-judge scoring of the final corpus through the `llm` endpoint: a score in [0, scale] and a "
+    description="LLM-judge scoring of the final corpus through the `llm` endpoint: score in [0, scale] and a "
     "rationale per document, and `llm_provenance` (endpoint, model, prompt template and hash, sampling, "
     "source document, tokens). `min_score` turns the score into a filter (judge_below_threshold). Answers "
     "that fail, come back empty, refuse, run past max_tokens or do not parse are rejected with that reason. "

@@ -27,7 +27,9 @@ def sft_source_for(text_source: str, configured: str = "") -> str:
     return name
 
 
-def publish_synthesized(storage: Storage, layout: Layout, asset: str, text_source: str, sft_source: str) -> dict:
+def publish_synthesized(
+    storage: Storage, layout: Layout, asset: str, text_source: str, sft_source: str
+) -> dict:
     """Write every record of ``asset``'s partition to the SFT inbox source; returns what was written.
     With no record the file is removed (a rerun that yields nothing leaves no stale pairs)."""
     folder = layout.inbox_source("sft", sft_source)

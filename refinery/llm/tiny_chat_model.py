@@ -59,8 +59,12 @@ REWRITES = [
     "The recipe is simple. Mix the flour with water, add salt, and bake the dough until it is golden.",
     "Travellers reach the valley in two days. The road passes farms, a lake and an old stone bridge.",
 ]
-RATIONALES = ["The text is clear and informative.", "The text is short and repetitive.",
-              "The text is well written but narrow.", "The text is mostly noise."]
+RATIONALES = [
+    "The text is clear and informative.",
+    "The text is short and repetitive.",
+    "The text is well written but narrow.",
+    "The text is mostly noise.",
+]
 REFUSAL = "I'm sorry, but I cannot help with that request."
 
 
@@ -139,7 +143,10 @@ def _tokenizer(config: TinyChatConfig, corpus: list[str]):
     )
     tok.train_from_iterator(corpus, trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|end|>", bos_token="<|end|>",
+        tokenizer_object=tok,
+        pad_token="<|pad|>",
+        eos_token="<|end|>",
+        bos_token="<|end|>",
         unk_token=None,
     )
     fast.chat_template = CHAT_TEMPLATE
@@ -202,8 +209,9 @@ def train(config: TinyChatConfig = DEFAULT_CONFIG, log=print):
     return model, tokenizer, float(loss.item())
 
 
-def build(root: Path | None = None, config: TinyChatConfig = DEFAULT_CONFIG, force: bool = False,
-          log=print) -> Path:
+def build(
+    root: Path | None = None, config: TinyChatConfig = DEFAULT_CONFIG, force: bool = False, log=print
+) -> Path:
     """The model folder, trained and saved first unless already there."""
     folder = default_model_dir(root, config)
     if is_built(folder) and not force:
@@ -213,8 +221,9 @@ def build(root: Path | None = None, config: TinyChatConfig = DEFAULT_CONFIG, for
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    (staging / "recipe.json").write_text(json.dumps({**asdict(config), "final_loss": loss,
-                                                     "note": "tiny test model: its text has no quality"}))
+    (staging / "recipe.json").write_text(
+        json.dumps({**asdict(config), "final_loss": loss, "note": "tiny test model: its text has no quality"})
+    )
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     return folder
@@ -222,7 +231,9 @@ def build(root: Path | None = None, config: TinyChatConfig = DEFAULT_CONFIG, for
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="root folder (default .tools/models/tiny-chat)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="root folder (default .tools/models/tiny-chat)"
+    )
     parser.add_argument("--force", action="store_true", help="retrain even if built")
     args = parser.parse_args(argv)
     folder = build(args.out, force=args.force)

@@ -57,10 +57,16 @@ def write_corpus(layout: Layout, source: str, count: int) -> pd.DataFrame:
     frame["perplexity_bucket"] = [BUCKETS[i % 3] for i in range(count)]
     frame["quality_score"] = [i / count for i in range(count)]
     schema = pa.schema(
-        [*DOCUMENT_SCHEMA, pa.field("perplexity_bucket", pa.string()), pa.field("quality_score", pa.float64())]
+        [
+            *DOCUMENT_SCHEMA,
+            pa.field("perplexity_bucket", pa.string()),
+            pa.field("quality_score", pa.float64()),
+        ]
     )
     rejected = pa.schema([*schema, pa.field("reason", pa.string()), pa.field("reason_detail", pa.string())])
-    with Storage(layout.storage).writer("pretrain_corpus", source, schema, rejected, {"test": True}) as writer:
+    with Storage(layout.storage).writer(
+        "pretrain_corpus", source, schema, rejected, {"test": True}
+    ) as writer:
         writer.write(frame, frame.iloc[:0].assign(reason=[], reason_detail=[]))
     return frame
 
@@ -106,7 +112,10 @@ def text_run(served, tmp_path_factory):
         add_partition(instance, "text", SOURCE)
         started = time.perf_counter()
         result = dg.materialize(
-            LLM_TEXT, partition_key=SOURCE, instance=instance, resources=resources(layout, served),
+            LLM_TEXT,
+            partition_key=SOURCE,
+            instance=instance,
+            resources=resources(layout, served),
             run_config=TEXT_CONFIG,
         )
         yield layout, instance, corpus, result, time.perf_counter() - started
@@ -142,7 +151,10 @@ def test_judge_scores_filters_and_quarantines(text_run, served):
 def test_rewrites_only_the_chosen_bucket_linked_to_originals(text_run, served):
     layout, _, corpus, result, _ = text_run
     storage = Storage(layout.storage)
-    kept, rejected = storage.read("llm_rewritten", SOURCE), storage.read("llm_rewritten", SOURCE, rejected=True)
+    kept, rejected = (
+        storage.read("llm_rewritten", SOURCE),
+        storage.read("llm_rewritten", SOURCE, rejected=True),
+    )
     tail = set(corpus.loc[corpus["perplexity_bucket"] == "tail", "id"])
     assert len(kept) + len(rejected) == len(tail) and len(kept) > 0
     assert set(kept["rewrite_of"]) <= tail and (kept["id"] == kept["rewrite_of"] + "#rewrite").all()
@@ -150,7 +162,9 @@ def test_rewrites_only_the_chosen_bucket_linked_to_originals(text_run, served):
     assert all(t != originals[o] for t, o in zip(kept["text"], kept["rewrite_of"], strict=True))
     assert set(rejected["reason"]) <= set(QUARANTINE_REASONS)
     provenance_ok(kept, REWRITE_WIKI, served)
-    checks = {c.check_name: c for c in result.get_asset_check_evaluations() if c.asset_key.path == ["llm_rewritten"]}
+    checks = {
+        c.check_name: c for c in result.get_asset_check_evaluations() if c.asset_key.path == ["llm_rewritten"]
+    }
     assert checks["rows_accounted"].metadata["rows_routed"].value == len(corpus) - len(tail)
 
 
@@ -170,13 +184,15 @@ def test_synthesized_pairs_enter_the_sft_pipeline(text_run, served):
 
     add_partition(instance, "sft", f"llm-{SOURCE}")
     sft = dg.materialize(
-        [raw_sft, sft_checked, sft_selected], partition_key=f"llm-{SOURCE}", instance=instance,
+        [raw_sft, sft_checked, sft_selected],
+        partition_key=f"llm-{SOURCE}",
+        instance=instance,
         resources=resources(layout, served),
         run_config={"ops": {"sft_selected": {"config": {"budget_count": 4}}}},
     )
     assert sft.success and all(c.passed for c in sft.get_asset_check_evaluations())
     raw = storage.read("raw_sft", f"llm-{SOURCE}")
-    assert len(raw) == written and set(raw["kind"]) == {"instruction"} or set(raw["kind"]) == {"conversation"}
+    assert len(raw) == written and set(raw["kind"]) <= {"instruction", "conversation"}
     meta = [json.loads(m) for m in raw["meta"]]
     assert all(m["origin"] == "llm_synthesized" for m in meta)
     assert {m["source_document"].split("/")[1] for m in meta} <= set(kept["id"])
@@ -188,11 +204,14 @@ def test_synthesized_pairs_enter_the_sft_pipeline(text_run, served):
 
 
 def test_rerun_is_answered_from_the_cache(text_run, served):
-    layout, instance, _, first, first_seconds = text_run
+    layout, instance, _, _, first_seconds = text_run
     before = Storage(layout.storage).read("llm_judged", SOURCE)
     started = time.perf_counter()
     again = dg.materialize(
-        LLM_TEXT, partition_key=SOURCE, instance=instance, resources=resources(layout, served),
+        LLM_TEXT,
+        partition_key=SOURCE,
+        instance=instance,
+        resources=resources(layout, served),
         run_config=TEXT_CONFIG,
     )
     assert again.success
@@ -207,7 +226,10 @@ def test_rerun_is_answered_from_the_cache(text_run, served):
 def test_answers_cut_at_max_tokens_are_quarantined(text_run, served):
     layout, instance, corpus, _, _ = text_run
     result = dg.materialize(
-        [llm_judged], partition_key=SOURCE, instance=instance, resources=resources(layout, served),
+        [llm_judged],
+        partition_key=SOURCE,
+        instance=instance,
+        resources=resources(layout, served),
         run_config={"ops": {"llm_judged": {"config": {**SAMPLING, "max_tokens": 2}}}},
     )
     assert result.success
@@ -220,7 +242,10 @@ def test_unreachable_endpoint_fails_the_step_and_unset_endpoint_says_so(text_run
     dead = LlmResource(base_url="http://127.0.0.1:9/v1", model="m", max_retries=1, backoff_s=0.01)
     for resource, message in ((dead, "none of"), (LlmResource(), "no LLM endpoint configured")):
         result = dg.materialize(
-            [llm_judged], partition_key=SOURCE, instance=instance, raise_on_error=False,
+            [llm_judged],
+            partition_key=SOURCE,
+            instance=instance,
+            raise_on_error=False,
             resources=build_resources("local", home=str(layout.home), device="cpu", llm=resource),
         )
         assert not result.success
@@ -265,7 +290,10 @@ def test_resume_after_a_kill_sends_only_what_is_missing(text_run, served, tmp_pa
 
     add_partition(instance, "text", source)
     result = dg.materialize(
-        [llm_judged], partition_key=source, instance=instance, resources=resources(layout, served),
+        [llm_judged],
+        partition_key=source,
+        instance=instance,
+        resources=resources(layout, served),
         run_config={"ops": {"llm_judged": {"config": {**SAMPLING, "seed": 3, "batch_rows": 4}}}},
     )
     meta = metadata(result, "llm_judged")
