@@ -19,7 +19,9 @@ from assets import LLM_TEXT
 from assets.llm import llm_judged
 from assets.sft import raw_sft, sft_checked, sft_selected
 from refinery.llm.cache import RequestCache
-from refinery.llm.parse import QUARANTINE_REASONS
+from refinery.llm.client import ChatClient, ChatRequest, LlmUnavailable, require_reachable
+from refinery.llm.endpoint import LlmEndpoint
+from refinery.llm.parse import QUARANTINE_REASONS, unusable
 from refinery.llm.prompts import JUDGE_DOCUMENT, REWRITE_WIKI, SYNTHESIS_QA
 from refinery.paths import Layout
 from refinery.sample import prose
@@ -299,3 +301,22 @@ def test_resume_after_a_kill_sends_only_what_is_missing(text_run, served, tmp_pa
     meta = metadata(result, "llm_judged")
     assert meta["llm_cache_hits"].value == answered
     assert meta["llm_requests"].value - meta["llm_cache_hits"].value == len(corpus) - answered
+
+
+def test_client_errors_retries_and_duplicate_requests(served, tmp_path):
+    request = ChatRequest([{"role": "user", "content": "Text:\nhello"}], {"max_tokens": 8, "temperature": 0})
+    wrong = ChatClient(LlmEndpoint(served.base_url, "no-such-model", max_retries=3))
+    (answer,) = wrong.complete([request])  # the server answers 400: final at once, not retried
+    assert answer.error.startswith("HTTP 400") and answer.attempts == 1 and not answer.transport_error
+    assert unusable(answer)[0] == "llm_http_error"
+
+    dead = ChatClient(LlmEndpoint("http://127.0.0.1:9/v1", "m", max_retries=2, backoff_s=0.01))
+    other = ChatRequest([{"role": "user", "content": "Text:\nbye"}], request.params)
+    results = dead.complete([request, other])
+    assert all(r.transport_error and r.attempts == 3 for r in results)
+    with pytest.raises(LlmUnavailable):
+        require_reachable(results)
+
+    client = ChatClient(LlmEndpoint(served.base_url, served.model, cache_path=str(tmp_path / "c.sqlite")))
+    client.complete([request, request, request])  # identical requests of one call are sent once
+    assert (client.totals.sent, client.totals.cache_hits, client.totals.tokens_in > 0) == (1, 2, True)
