@@ -70,6 +70,7 @@ class UsageTotals:
     cached_tokens_in: int = 0
     cached_tokens_out: int = 0
     seconds: float = 0.0
+    peak_in_flight: int = 0  # most requests awaiting the server at once (≤ max_concurrency)
     finish_reasons: dict[str, int] = field(default_factory=dict)
 
     def add(self, result: ChatResult) -> None:
@@ -194,12 +195,18 @@ class ChatClient:
         )
         timeout = httpx.Timeout(ep.timeout_s, connect=ep.connect_timeout_s)
         gate = asyncio.Semaphore(ep.max_concurrency)
+        in_flight = [0]
         async with httpx.AsyncClient(limits=limits, timeout=timeout, headers=headers) as http:
 
             async def one(cache_key: str, request: ChatRequest) -> tuple[str, ChatResult]:
                 async with gate:
                     body = {"model": ep.model, "messages": request.messages, **request.params}
-                    result, answer = await self._send(http, body)
+                    in_flight[0] += 1
+                    self.totals.peak_in_flight = max(self.totals.peak_in_flight, in_flight[0])
+                    try:
+                        result, answer = await self._send(http, body)
+                    finally:
+                        in_flight[0] -= 1
                 if answer is not None and cache is not None:
                     cache.put(cache_key, ep.model, body, answer)
                 return cache_key, result

@@ -192,6 +192,7 @@ class LlmProcessor:
             "llm_cache_hits": totals.cache_hits,
             "llm_cache_hit_rate": round(totals.hit_rate, 4),
             "llm_retries": totals.retries,
+            "llm_peak_in_flight": totals.peak_in_flight,
             "llm_tokens_in": totals.tokens_in,
             "llm_tokens_out": totals.tokens_out,
             "llm_tokens_saved_by_cache": totals.cached_tokens_in + totals.cached_tokens_out,

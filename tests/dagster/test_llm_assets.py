@@ -147,6 +147,7 @@ def test_judge_scores_filters_and_quarantines(text_run, served):
     meta = metadata(result, "llm_judged")
     assert meta["llm_requests"].value == len(corpus) and meta["llm_cache_hits"].value == 0
     assert meta["llm_tokens_in"].value > 0 and meta["llm_tokens_out"].value > 0
+    assert 1 < meta["llm_peak_in_flight"].value <= 4  # concurrent, within the resource's limit
     assert storage.provenance("llm_judged", SOURCE)["prompt_hash"] == JUDGE_DOCUMENT.hash
 
 

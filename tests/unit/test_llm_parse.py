@@ -1,11 +1,15 @@
 """The LLM answer parsers and quarantine reasons, the prompt hash and the cache key (pure code)."""
 
+import pickle
+
 import pytest
 
 from refinery.llm.cache import RequestCache, request_key
 from refinery.llm.client import ChatResult, UsageTotals, parse_completion
 from refinery.llm.parse import Unparsable, parse_judgement, parse_pairs, parse_rewrite, unusable
 from refinery.llm.prompts import JUDGE_DOCUMENT, SYNTHESIS_QA
+from refinery.paths import Layout
+from resources import LlmResource
 
 
 def test_unusable_answers_get_their_reason():
@@ -74,3 +78,20 @@ def test_usage_totals_count_cached_tokens_apart():
     totals.add(ChatResult(text="a", finish_reason="stop", tokens_in=10, tokens_out=2, attempts=3))
     totals.add(ChatResult(text="a", finish_reason="stop", tokens_in=10, tokens_out=2, cached=True))
     assert (totals.tokens_in, totals.cached_tokens_in, totals.retries, totals.hit_rate) == (10, 10, 2, 0.5)
+
+
+def test_resource_hands_a_plain_picklable_endpoint_without_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "secret")
+    resource = LlmResource(base_url="http://127.0.0.1:8000/v1", model="m", api_key_env="MY_KEY")
+    endpoint = resource.endpoint(Layout.at(tmp_path))
+    travelled = pickle.loads(pickle.dumps(endpoint))
+    assert travelled == endpoint and "secret" not in pickle.dumps(endpoint).decode("latin-1")
+    assert travelled.api_key() == "secret" and travelled.cache_path.endswith("cache/llm/requests.sqlite")
+    assert (
+        LlmResource(base_url="http://x/v1", model="m", cache_path="off")
+        .endpoint(Layout.at(tmp_path))
+        .cache_path
+        == ""
+    )
+    with pytest.raises(ValueError, match="no LLM endpoint configured"):
+        LlmResource().endpoint(Layout.at(tmp_path))
