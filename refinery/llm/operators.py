@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 from refinery.batch import BatchResult, Reason, split_batch
 from refinery.llm.client import ChatClient, ChatRequest, ChatResult, require_reachable
 from refinery.llm.endpoint import LlmEndpoint, SamplingParams
-from refinery.llm.parse import Unparsable, parse_judgement, parse_pairs, parse_rewrite, unusable
+from refinery.llm.parse import UNPARSABLE, Unparsable, parse_judgement, parse_pairs, parse_rewrite, unusable
 from refinery.llm.prompts import JUDGE_DOCUMENT, REWRITE_WIKI, SYNTHESIS_QA, PromptTemplate
 from refinery.metadata import Json
 
@@ -162,7 +162,7 @@ class LlmProcessor:
                 try:
                     new, reason = self.accept(row, result)
                 except Unparsable as err:
-                    reason = ("llm_unparsable", str(err)[:500])
+                    reason = (UNPARSABLE, str(err)[:500])
             new[PROVENANCE_COLUMN] = self.provenance(row.get("id"), result)
             if reason is not None:  # a rejected row keeps its own values in the replaced columns
                 new.update({name: row[name] for name in self.replaces})
@@ -196,11 +196,11 @@ class LlmProcessor:
             "llm_tokens_in": totals.tokens_in,
             "llm_tokens_out": totals.tokens_out,
             "llm_tokens_saved_by_cache": totals.cached_tokens_in + totals.cached_tokens_out,
-            "llm_quarantined": Json(dict(self.reasons)),
+            "llm_rejected_by_reason": Json(dict(self.reasons)),
         }
 
     def summary(self) -> dict:
-        return {"llm": self.client.totals.as_dict(), "llm_quarantined": dict(self.reasons)}
+        return {"llm": self.client.totals.as_dict(), "llm_rejected_by_reason": dict(self.reasons)}
 
 
 class Judge(LlmProcessor):

@@ -16,13 +16,13 @@ import pyarrow as pa
 import pytest
 
 from assets import LLM_TEXT
-from assets.llm import llm_judged
+from assets.llm import llm_judged, llm_rewritten, sft_judged
 from assets.sft import raw_sft, sft_checked, sft_selected
 from refinery.llm.cache import RequestCache
 from refinery.llm.client import ChatClient, ChatRequest, LlmUnavailable, require_reachable
 from refinery.llm.endpoint import LlmEndpoint
 from refinery.llm.parse import QUARANTINE_REASONS, unusable
-from refinery.llm.prompts import JUDGE_DOCUMENT, REWRITE_WIKI, SYNTHESIS_QA
+from refinery.llm.prompts import JUDGE_DOCUMENT, JUDGE_SFT, REWRITE_WIKI, SYNTHESIS_QA
 from refinery.paths import Layout
 from refinery.sample import prose
 from refinery.schema import DOCUMENT_SCHEMA
@@ -205,6 +205,23 @@ def test_synthesized_pairs_enter_the_sft_pipeline(text_run, served):
     assert "exact_duplicate" in set(checked_rejected["reason"]) or len(checked_rejected) == 0
     assert storage.row_count("sft_selected", f"llm-{SOURCE}") <= 4
 
+    judged = dg.materialize(
+        [sft_judged],
+        partition_key=f"llm-{SOURCE}",
+        instance=instance,
+        resources=resources(layout, served),
+        run_config={"ops": {"sft_judged": {"config": {**SAMPLING, "min_score": 2}}}},
+    )
+    assert judged.success and all(c.passed for c in judged.get_asset_check_evaluations())
+    scored = pd.concat(
+        [
+            storage.read("sft_judged", f"llm-{SOURCE}"),
+            storage.read("sft_judged", f"llm-{SOURCE}", rejected=True),
+        ]
+    )
+    assert len(scored) == storage.row_count("sft_selected", f"llm-{SOURCE}")
+    assert all(json.loads(p)["prompt_hash"] == JUDGE_SFT.hash for p in scored["llm_provenance"])
+
 
 def test_rerun_is_answered_from_the_cache(text_run, served):
     layout, instance, _, _, first_seconds = text_run
@@ -240,6 +257,26 @@ def test_answers_cut_at_max_tokens_are_quarantined(text_run, served):
     assert len(rejected) == len(corpus) and set(rejected["reason"]) == {"llm_too_long"}
 
 
+def test_rewrite_by_quality_range_with_own_prompt(text_run, served):
+    layout, instance, corpus, _, _ = text_run
+    prompt = "Rephrase this text plainly:\n{text}"
+    config = {"perplexity_buckets": [], "min_quality": 0.5, "user_prompt": prompt, "max_tokens": 2}
+    result = dg.materialize(
+        [llm_rewritten],
+        partition_key=SOURCE,
+        instance=instance,
+        resources=resources(layout, served),
+        run_config={"ops": {"llm_rewritten": {"config": config}}},
+    )
+    assert result.success
+    chosen = corpus[corpus["quality_score"] >= 0.5]
+    rejected = Storage(layout.storage).read("llm_rewritten", SOURCE, rejected=True)
+    assert sorted(rejected["id"]) == sorted(chosen["id"])  # two tokens are too few for any rewrite
+    assert set(rejected["reason"]) == {"llm_too_long"} and (rejected["text"] == chosen["text"].values).all()
+    own = REWRITE_WIKI.with_text(None, prompt).hash
+    assert all(json.loads(p)["prompt_hash"] == own for p in rejected["llm_provenance"])
+
+
 def test_unreachable_endpoint_fails_the_step_and_unset_endpoint_says_so(text_run):
     layout, instance, _, _, _ = text_run
     dead = LlmResource(base_url="http://127.0.0.1:9/v1", model="m", max_retries=1, backoff_s=0.01)
@@ -259,7 +296,7 @@ def test_unreachable_endpoint_fails_the_step_and_unset_endpoint_says_so(text_run
 RESUME_SCRIPT = textwrap.dedent(
     """
     import sys, dagster as dg
-    from assets.llm import llm_judged
+    from assets.llm import llm_judged, llm_rewritten, sft_judged
     from resources import LlmResource, build_resources
     home, url, model, source = sys.argv[1:5]
     with dg.instance_for_test() as instance:
