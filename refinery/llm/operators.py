@@ -43,7 +43,9 @@ class LlmStageParams(SamplingParams):
     )
     max_input_chars: int = Field(6000, ge=1, description="A document is cut to this many characters.")
     batch_rows: int = Field(
-        64, ge=1, description="Rows per batch (the requests of a batch run concurrently)."
+        64,
+        ge=1,
+        description="Rows per batch; its requests run concurrently: keep it a few times max_concurrency.",
     )
 
 
