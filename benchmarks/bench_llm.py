@@ -9,6 +9,7 @@ make the server do the same work.
 1. Requests/s and completion tokens/s at 1, 8 and 32 concurrent requests: our ``ChatClient``
    (cache off, so every request is sent; retries armed) against bare ``httpx.AsyncClient`` posts
    under an ``asyncio.Semaphore``, alternating, same request set.
+   Each client runs ``--repeats`` times per level, alternating; the median run is reported.
 2. ``llm_sft_synthesized`` materialized twice over one pretrain_corpus partition of the same texts:
    the rerun's cache hit rate, tokens sent and time, against the first run's.
 
@@ -71,7 +72,7 @@ def ours(base_url: str, model: str, requests: list, concurrency: int) -> tuple[f
     return seconds, sum(r.tokens_out for r in results), sum(r.error is not None for r in results)
 
 
-def throughput(server, texts: list[str], max_tokens: int, levels: list[int]) -> list[dict]:
+def throughput(server, texts: list[str], max_tokens: int, levels: list[int], repeats: int) -> list[dict]:
     from refinery.llm.client import ChatRequest
     from refinery.llm.prompts import JUDGE_DOCUMENT
 
@@ -81,8 +82,18 @@ def throughput(server, texts: list[str], max_tokens: int, levels: list[int]) -> 
     ours(server.base_url, server.model, requests[:4], 4)  # warm-up (model load, connections)
     rows = []
     for level in levels:
-        b_s, b_tok = asyncio.run(bare(server.base_url + "/chat/completions", bodies, level))
-        o_s, o_tok, errors = ours(server.base_url, server.model, requests, level)
+        bare_runs, our_runs = [], []
+        for rep in range(repeats):  # alternating, the order flipped each time: load drifts hit both
+            pair = [
+                lambda: bare_runs.append(
+                    asyncio.run(bare(server.base_url + "/chat/completions", bodies, level))
+                ),
+                lambda: our_runs.append(ours(server.base_url, server.model, requests, level)),
+            ]
+            for run in pair if rep % 2 == 0 else pair[::-1]:
+                run()
+        b_s, b_tok = sorted(bare_runs)[len(bare_runs) // 2]
+        o_s, o_tok, errors = sorted(our_runs)[len(our_runs) // 2]
         rows.append(
             {
                 "concurrency": level,
@@ -93,6 +104,8 @@ def throughput(server, texts: list[str], max_tokens: int, levels: list[int]) -> 
                 "ours_tok_s": o_tok / o_s,
                 "ours_errors": errors,
                 "ours_vs_bare": b_s / o_s,
+                "bare_seconds": [round(r[0], 2) for r in bare_runs],
+                "ours_seconds": [round(r[0], 2) for r in our_runs],
             }
         )
         print(json.dumps(rows[-1]), flush=True)
@@ -163,6 +176,7 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=400)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per client and level (median kept)")
     args = parser.parse_args()
 
     from refinery.llm.local_server import start_transformers_serve
@@ -173,7 +187,7 @@ def main() -> None:
     server = start_transformers_serve(build(), log)
     try:
         levels = [int(x) for x in args.levels.split(",")]
-        rows = throughput(server, texts[: args.requests], args.max_tokens, levels)
+        rows = throughput(server, texts[: args.requests], args.max_tokens, levels, args.repeats)
         rerun = synthesis_rerun(server, texts[: args.docs])
     finally:
         server.stop()
