@@ -84,14 +84,11 @@ def throughput(server, texts: list[str], max_tokens: int, levels: list[int], rep
     for level in levels:
         bare_runs, our_runs = [], []
         for rep in range(repeats):  # alternating, the order flipped each time: load drifts hit both
-            pair = [
-                lambda: bare_runs.append(
-                    asyncio.run(bare(server.base_url + "/chat/completions", bodies, level))
-                ),
-                lambda: our_runs.append(ours(server.base_url, server.model, requests, level)),
-            ]
-            for run in pair if rep % 2 == 0 else pair[::-1]:
-                run()
+            for which in ("bare", "ours") if rep % 2 == 0 else ("ours", "bare"):
+                if which == "bare":
+                    bare_runs.append(asyncio.run(bare(server.base_url + "/chat/completions", bodies, level)))
+                else:
+                    our_runs.append(ours(server.base_url, server.model, requests, level))
         b_s, b_tok = sorted(bare_runs)[len(bare_runs) // 2]
         o_s, o_tok, errors = sorted(our_runs)[len(our_runs) // 2]
         rows.append(
