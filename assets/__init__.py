@@ -3,6 +3,7 @@ the cross-source tables and the report."""
 
 from assets.corpus_dedup import corpus_fuzzy_dedup
 from assets.factory import STAGE_ASSETS
+from assets.llm import llm_judged, llm_rewritten, llm_sft_synthesized, sft_judged
 from assets.mixing import domain_weights, pretrain_mixture
 from assets.multimodal import (
     clip_filtered,
@@ -53,6 +54,9 @@ TRAINING_DATA = [domain_weights, dataset_splits, pretrain_mixture, training_sche
 # The pairs' stages, then the CLIP vectors of what is kept and their similarity index.
 IMAGE_TEXT_PIPELINE = [*pipeline("image_text"), clip_embeddings, image_vector_index]
 VIDEO_PIPELINE = pipeline("video")
+# The LLM stages (refinery/llm): run on demand unless an endpoint is configured (assets/llm.py).
+LLM_TEXT = [llm_judged, llm_rewritten, llm_sft_synthesized]
+LLM_SFT = [sft_judged]
 ALL_ASSETS = [
     *TEXT_PIPELINE,
     reference_corpus,
@@ -63,11 +67,15 @@ ALL_ASSETS = [
     *TRAINING_DATA,
     *IMAGE_TEXT_PIPELINE,
     *VIDEO_PIPELINE,
+    *LLM_TEXT,
+    *LLM_SFT,
 ]
 
 __all__ = [
     "ALL_ASSETS",
     "IMAGE_TEXT_PIPELINE",
+    "LLM_SFT",
+    "LLM_TEXT",
     "SFT_PIPELINE",
     "STAGE_ASSETS",
     "TEXT_MODELS",

@@ -196,15 +196,17 @@ def stage_asset(
     resources: Iterable[str] = (),
     pool: str | None = None,
     gpu: bool = False,
+    automatic: bool = True,
 ) -> dg.AssetsDefinition:
     """The asset of a partitioned stage: ``make(ctx)`` gives the batch processor for a partition
     (or a context manager yielding it). ``resources`` names the resources ``make`` reads from
     ``ctx.resources`` (each handed over as its ``plain()`` library value: resources/__init__.py);
-    ``pool`` and ``gpu`` place the step (see assets/gpu.py)."""
+    ``pool`` and ``gpu`` place the step (see assets/gpu.py); ``automatic=False``
+    leaves it out of the automation that follows upstream updates."""
     config_type = config_class(spec.params)
     resources = tuple(resources)
 
-    @dg.asset(**_asset_args(spec, [*resources, "engine", "compute"], pool, gpu))
+    @dg.asset(**_asset_args(spec, [*resources, "engine", "compute"], pool, gpu, automatic))
     def _stage(context: dg.AssetExecutionContext, config: config_type) -> dg.MaterializeResult:
         params = config if spec.params is not None else None
         gpus = context.resources.compute.num_gpus if gpu else 0

@@ -8,6 +8,8 @@ import dagster as dg
 
 from assets import (
     IMAGE_TEXT_PIPELINE,
+    LLM_SFT,
+    LLM_TEXT,
     SFT_PIPELINE,
     TEXT_MODELS,
     TEXT_PIPELINE,
@@ -83,6 +85,19 @@ video_pipeline_job = _asset_job(
     "One video source from inbox/video to video_keyframes and uniform_keyframes.",
 )
 
+llm_text_job = _asset_job(
+    names.LLM_TEXT_JOB,
+    LLM_TEXT,
+    "One text source's pretrain_corpus through the LLM stages: judge, rewrite, synthesize SFT pairs "
+    "(needs the llm resource's endpoint; see docs/llm.md).",
+)
+
+llm_sft_job = _asset_job(
+    names.LLM_SFT_JOB,
+    LLM_SFT,
+    "LLM-judge scores for one SFT source's sft_selected records (needs an endpoint).",
+)
+
 ALL_JOBS = [
     text_pipeline_job,
     text_prefilter_job,
@@ -94,4 +109,6 @@ ALL_JOBS = [
     training_data_job,
     image_text_pipeline_job,
     video_pipeline_job,
+    llm_text_job,
+    llm_sft_job,
 ]

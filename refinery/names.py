@@ -76,3 +76,11 @@ VIDEO_PIPELINE_JOB = "video_pipeline"
 # -- pools: Dagster concurrency pools the steps declare ------------------------------------------
 GPU_POOL = "gpu"  # model steps: one at a time per device (the instance's default limit, 1)
 DEDUP_POOL = "dedup_index"  # steps that claim in the shared dedup indexes: a throughput choice only
+
+# -- LLM operators (refinery/llm), off unless an endpoint is configured ---------------------------
+LLM_JUDGED = "llm_judged"  # pretrain_corpus documents with a judge score and rationale
+LLM_REWRITTEN = "llm_rewritten"  # rephrased documents of a chosen bucket, linked to their originals
+LLM_SFT_SYNTHESIZED = "llm_sft_synthesized"  # question–answer pairs per document → inbox/sft/llm-<source>
+SFT_JUDGED = "sft_judged"  # sft_selected records with a judge score and rationale
+LLM_TEXT_JOB = "llm_text"
+LLM_SFT_JOB = "llm_sft"

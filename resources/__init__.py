@@ -15,6 +15,7 @@ from resources.environments import ENVIRONMENTS, build_executor, build_resources
 from resources.home import RefineryHome
 from resources.kenlm import KenLMResource
 from resources.language_routing import LanguageRoutingResource
+from resources.llm import LlmResource
 from resources.quality import QualityClassifierResource
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "EngineResource",
     "KenLMResource",
     "LanguageRoutingResource",
+    "LlmResource",
     "QualityClassifierResource",
     "RefineryHome",
     "build_executor",

@@ -26,6 +26,7 @@ from resources.engine import EngineResource
 from resources.home import RefineryHome
 from resources.kenlm import KenLMResource
 from resources.language_routing import LanguageRoutingResource
+from resources.llm import BASE_URL_ENV, MODEL_ENV, LlmResource
 from resources.quality import QualityClassifierResource
 
 ENVIRONMENTS = ("local", "cluster")
@@ -75,6 +76,7 @@ def build_resources(
         "clip": ClipResource(compute=compute),
         "engine": EngineResource(),
         "language_routing": LanguageRoutingResource(),
+        "llm": LlmResource(base_url=_from_env(BASE_URL_ENV), model=_from_env(MODEL_ENV)),
     }
     unknown = set(overrides) - set(resources)
     if unknown:

@@ -45,3 +45,7 @@ scripts/build_kenlm.sh
 # The project's tiny CLIP for the image–text and video stages (no CLIP weights can be downloaded):
 # trained once on generated scenes and cached under .tools/models/tiny-clip/<config hash>/.
 .venv/bin/python -m refinery.multimodal.tiny_clip_train
+
+# The project's tiny chat model, served by `transformers serve` in the LLM tests and bench_llm (no
+# weights can be downloaded; its text has no quality): cached under .tools/models/tiny-chat/<hash>/.
+.venv/bin/python -m refinery.llm.tiny_chat_model
