@@ -93,9 +93,10 @@ class RunControl:
         if partition is None:
             raise ValueError(f"{stages[0] if stages else job.name} is partitioned by source: give partition")
         import launch
-        from assets import PARTITIONS_BY_KIND
+        from refinery.kinds import KINDS
 
-        kind = next(k for k, p in PARTITIONS_BY_KIND.items() if p.name == getattr(partitions, "name", None))
+        name = getattr(partitions, "name", None)
+        kind = next(k for k, record in KINDS.items() if record.partitions == name)
         launch.sync_partitions(self.layout, kind)
         with dg.DagsterInstance.get() as instance:
             known = instance.get_dynamic_partitions(partitions.name)

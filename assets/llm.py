@@ -7,11 +7,11 @@ from contextlib import contextmanager
 
 from assets.factory import stage_asset
 from refinery.batch import BatchProcessor
+from refinery.kernel.spec import StageContext
 from refinery.llm import stages
 from refinery.llm.operators import Judge, LlmProcessor, Rewriter, Synthesizer, sft_judge_values
 from refinery.llm.prompts import JUDGE_SFT
 from refinery.llm.synthesis_inbox import publish_synthesized, sft_source_for
-from refinery.stages.spec import StageContext
 from resources.llm import llm_configured
 
 
@@ -22,22 +22,22 @@ def _stamped(run: StageContext, processor: LlmProcessor) -> LlmProcessor:
 
 
 def _judge(run: StageContext) -> BatchProcessor:
-    return _stamped(run, Judge(run.resources.llm.endpoint(run.layout), run.params))
+    return _stamped(run, Judge(run.resources.llm.under(run.layout.home), run.params))
 
 
 def _sft_judge(run: StageContext) -> BatchProcessor:
-    endpoint = run.resources.llm.endpoint(run.layout)
+    endpoint = run.resources.llm.under(run.layout.home)
     return _stamped(run, Judge(endpoint, run.params, JUDGE_SFT, sft_judge_values))
 
 
 def _rewrite(run: StageContext) -> BatchProcessor:
-    return _stamped(run, Rewriter(run.resources.llm.endpoint(run.layout), run.params))
+    return _stamped(run, Rewriter(run.resources.llm.under(run.layout.home), run.params))
 
 
 @contextmanager
 def _synthesize(run: StageContext) -> Iterator[BatchProcessor]:
     sft_source = sft_source_for(run.source, run.params.sft_source)
-    yield _stamped(run, Synthesizer(run.resources.llm.endpoint(run.layout), run.params, run.source))
+    yield _stamped(run, Synthesizer(run.resources.llm.under(run.layout.home), run.params, run.source))
     written = publish_synthesized(run.storage, run.layout, run.spec.name, run.source, sft_source)
     run.metadata.update(written)
     run.summary.update(written)

@@ -35,9 +35,9 @@ class LlmResource(dg.ConfigurableResource):
         "", description=f"SQLite request cache; '' = <home>/{CACHE_FILE}; 'off' disables caching."
     )
 
-    def endpoint(self, layout: Layout) -> LlmEndpoint:
-        """The endpoint for the library; a clear error when none is configured."""
-        cache = "" if self.cache_path == "off" else self.cache_path or str(layout.home / CACHE_FILE)
+    def plain(self) -> LlmEndpoint:
+        """The endpoint the library gets (a clear error when none is configured). Its cache path is
+        relative to the Refinery home until the stage resolves it with ``LlmEndpoint.under``."""
         return LlmEndpoint(
             base_url=self.base_url,
             model=self.model,
@@ -46,5 +46,9 @@ class LlmResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
             max_retries=self.max_retries,
             backoff_s=self.backoff_s,
-            cache_path=cache,
+            cache_path="" if self.cache_path == "off" else self.cache_path or CACHE_FILE,
         )
+
+    def endpoint(self, layout: Layout) -> LlmEndpoint:
+        """The endpoint with its cache under ``layout``'s home."""
+        return self.plain().under(layout.home)

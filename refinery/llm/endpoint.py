@@ -9,7 +9,8 @@ is made.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -79,6 +80,13 @@ class LlmEndpoint:
     def describe(self) -> dict:
         """What provenance records about the endpoint: where and which model, never the key."""
         return {"endpoint": self.base_url, "model": self.model}
+
+    def under(self, home: Path) -> LlmEndpoint:
+        """This endpoint with a relative cache path made absolute under ``home``: the resource names
+        the cache relative to the Refinery home, which only the running stage knows."""
+        if not self.cache_path or Path(self.cache_path).is_absolute():
+            return self
+        return replace(self, cache_path=str(Path(home) / self.cache_path))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -22,6 +22,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from refinery.batch import BatchResult, Reason, split_batch
+from refinery.kernel.processor import StageProcessor
 from refinery.llm.client import ChatClient, ChatRequest, ChatResult, require_reachable
 from refinery.llm.endpoint import LlmEndpoint, SamplingParams
 from refinery.llm.parse import UNPARSABLE, Unparsable, parse_judgement, parse_pairs, parse_rewrite, unusable
@@ -108,7 +109,7 @@ def template_for(default: PromptTemplate, params: LlmStageParams) -> PromptTempl
     return default.with_text(params.system_prompt or None, params.user_prompt or None)
 
 
-class LlmProcessor:
+class LlmProcessor(StageProcessor):
     """Shared by the three stages: build requests, send, classify, stamp provenance, count."""
 
     fields: tuple[pa.Field, ...] = ()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from refinery import names
+from refinery.kernel.spec import StageSpec
 from refinery.llm.operators import (
     JUDGE_FIELDS,
     REWRITE_FIELDS,
@@ -13,7 +14,6 @@ from refinery.llm.operators import (
     SynthesisParams,
 )
 from refinery.sft.schema import TEXT_COLUMN as SFT_TEXT_COLUMN
-from refinery.stages.spec import StageSpec
 
 LLM_KINDS = frozenset({"openai"})
 SCORE_EDGES = (0.5, 1.5, 2.5, 3.5, 4.5)
