@@ -161,10 +161,13 @@ class LanguageFilter:
                 empty.kept.assign(rule_set=pd.Series(dtype=object)),
                 empty.rejected.assign(rule_set=pd.Series(dtype=object)),
             )
-        if "language" in frame.columns:
-            labelled = frame["language"].notna()
-            keys = pd.Series(route_keys(frame, self.routing), index=frame.index).where(labelled, None)
-        else:  # labelling off upstream: one group, the base rules
+        if "language" in frame.columns:  # unlabelled rows (labelling off upstream): key None
+            labelled = frame["language"].notna().tolist()
+            routed = route_keys(frame, self.routing)
+            keys = pd.Series(
+                [k if ok else None for k, ok in zip(routed, labelled, strict=True)], dtype=object
+            )
+        else:  # no label column at all: one group, the base rules
             keys = pd.Series([None] * len(frame), index=frame.index, dtype=object)
         kept, rejected = [], []
         for key in dict.fromkeys(keys.tolist()):
