@@ -28,6 +28,11 @@ from typing import Literal, Protocol
 
 LanguageModel = Literal["lingua", "fasttext", "cld3"]
 LANGUAGE_MODELS: tuple[str, ...] = ("lingua", "fasttext", "cld3")
+# Each model's default min_language_score: the score that keeps ~99.9 % of correctly labelled
+# pages of Debian's translated man pages and program translations (docs/language.md). The scales
+# differ: lingua's is relative over its candidates (near 1 for any paragraph), fastText's and
+# CLD3's are softmax probabilities that run low on technical English (code, option lists).
+MIN_SCORE_BY_MODEL = {"lingua": 0.65, "fasttext": 0.2, "cld3": 0.3}
 UNKNOWN = "unknown"
 _LETTER = re.compile(r"[^\W\d_]")
 
@@ -116,7 +121,9 @@ def fasttext_model_path() -> str:
 class FastTextLabeller:
     """fastText ``lid.176.ftz``: one C++ call per text (its batched call drops the probabilities).
 
-    With candidate ``languages``, the best-scoring candidate wins and its score is its share of
+    Text in capitals only is lowercased first: the model saw little of it, and the bundled
+    sample's all-caps English articles came out as Spanish or Japanese (lowercasing every text
+    instead costs 0.1-0.5 points on pages). With candidate ``languages``, the best-scoring candidate wins and its score is its share of
     the candidates' probability mass (as lingua's relative scores)."""
 
     _PREFIX = len("__label__")
@@ -147,6 +154,8 @@ class FastTextLabeller:
                 languages.append(UNKNOWN)
                 scores.append(0.0)
                 continue
+            if text.isupper():  # lid.176 is case-sensitive: all-caps English reads as es/ja
+                text = text.lower()
             found = predict(text.replace("\n", " ") + "\n", k, 0.0, "replace")
             if self.candidates is not None:
                 found = [(p, label) for p, label in found if codes[label] in self.candidates]

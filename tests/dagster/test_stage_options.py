@@ -28,7 +28,8 @@ from assets import (
 )
 from refinery.stages import text
 from refinery.storage import Storage
-from refinery.text.language_models import LANGUAGE_MODELS
+from refinery.text.language_id import DEFAULT_MODEL
+from refinery.text.language_models import LANGUAGE_MODELS, MIN_SCORE_BY_MODEL
 from resources import LanguageRoutingResource
 from tests.conftest import write_source
 from tests.dagster.conftest import ALPHA, FRENCH, PII_DOC, jsonl, resources_for
@@ -220,6 +221,11 @@ def test_options_through_materialize(home, round_name):
             continue
         params = storage.provenance(stage, "opts")["params"]
         assert {k: params[k] for k in options} == json.loads(json.dumps(_expected(stage, options))), stage
+
+    if "language_routing" not in plan:  # the threshold follows the model that labelled the partition
+        model = plan["clean_documents"].get("language_model", DEFAULT_MODEL)
+        stamp = storage.provenance("heuristic_filtered", "opts")["language_routing"]
+        assert stamp["min_language_score"] == MIN_SCORE_BY_MODEL[model]
 
     kept = storage.read("clean_documents", "opts")
     main = storage.read("heuristic_filtered", "opts")
