@@ -123,8 +123,9 @@ class FastTextLabeller:
 
     Text in capitals only is lowercased first: the model saw little of it, and the bundled
     sample's all-caps English articles came out as Spanish or Japanese (lowercasing every text
-    instead costs 0.1-0.5 points on pages). With candidate ``languages``, the best-scoring candidate wins and its score is its share of
-    the candidates' probability mass (as lingua's relative scores)."""
+    instead costs 0.1-0.5 points on pages). With candidate ``languages``, the best-scoring
+    candidate wins and its score is its share of the candidates' probability mass (as lingua's
+    relative scores)."""
 
     _PREFIX = len("__label__")
 
