@@ -31,7 +31,9 @@ from refinery.stages import text
 def _language_filter(run: StageContext, main: bool) -> BatchProcessor:
     """One side of the language routing (the shared ``language_routing`` resource), stamped into
     the output so a changed split shows as changed parameters."""
-    routing = run.resources.language_routing
+    labelled_by = run.storage.provenance(run.spec.upstream, run.source).get("params", {})
+    # outputs written before language_model existed were labelled by lingua
+    routing = run.resources.language_routing.for_model(labelled_by.get("language_model", "lingua"))
     run.provenance["language_routing"] = routing.model_dump()
     if main:
         run.metadata["assumptions"] = Markdown(run.params.assumptions())

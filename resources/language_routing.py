@@ -12,7 +12,6 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from refinery.filters.language import DEFAULT_MIN_LANGUAGE_SCORE
 from refinery.filters.language_routing import LanguageRouting
 
 
@@ -22,10 +21,11 @@ class LanguageRoutingResource(dg.ConfigurableResource):
         description="Main languages (ISO 639-1): heuristic_filtered and the English-trained stages after it "
         "take these; multilingual_filtered takes the rest.",
     )
-    min_language_score: float = Field(
-        DEFAULT_MIN_LANGUAGE_SCORE,
-        description="Below this lingua score a document counts as 'unknown': multilingual_filtered, "
-        "language-agnostic rules.",
+    min_language_score: float | None = Field(
+        None,
+        description="Below this language score a document counts as 'unknown': multilingual_filtered, "
+        "language-agnostic rules. None: the threshold of the model that labelled the partition "
+        "(clean_documents' language_model: lingua 0.65, fastText 0.2, CLD3 0.3).",
     )
     overrides: dict[str, dict[str, Any]] = Field(
         {},

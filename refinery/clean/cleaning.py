@@ -95,9 +95,21 @@ def clean_batch(frame: pd.DataFrame, params: CleanParams) -> BatchResult:
     return split_batch(out, reasons)
 
 
+def unlabelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with null ``language`` / NaN ``language_score``: rows cleaning rejected, and every
+    row when labelling is off. The columns are always there, so clean_documents has one schema
+    whatever its config; a null label means "not labelled", which the language routing sends to
+    the main output under the base rules (English gate included)."""
+    return frame.assign(
+        language=pd.Series([None] * len(frame), index=frame.index, dtype=object),
+        language_score=pd.Series([float("nan")] * len(frame), index=frame.index, dtype="float32"),
+    )
+
+
 class Cleaner(StageProcessor):
     """The clean_documents processor: :func:`clean_batch`, then the language of what it keeps
-    (lingua, on the cleaned text) when ``languages`` is given, plus totals for the report."""
+    (on the cleaned text) when ``languages`` is given (null labels otherwise: :func:`unlabelled`),
+    plus totals for the report."""
 
     def __init__(self, params: CleanParams, languages: LanguageIdParams | None = None):
         self.params = params
@@ -108,14 +120,9 @@ class Cleaner(StageProcessor):
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
         result = clean_batch(frame, self.params)
+        kept = unlabelled(result.kept) if self.languages is None else label_batch(result.kept, self.languages)
+        result = BatchResult(kept, unlabelled(result.rejected))
         if self.languages is not None:
-            result = BatchResult(
-                label_batch(result.kept, self.languages),
-                result.rejected.assign(
-                    language=pd.Series([None] * len(result.rejected), dtype=object),
-                    language_score=pd.Series([float("nan")] * len(result.rejected), dtype="float32"),
-                ),
-            )
             self.by_language.update(result.kept["language"].tolist())
         for part in (result.kept, result.rejected):
             for col in PII_COLUMNS:
@@ -129,7 +136,9 @@ class Cleaner(StageProcessor):
             "pii_total": sum(self.pii.values()),
             "documents_changed": self.changed,
         }
-        if self.languages is not None:
+        if self.languages is None:
+            out["languages"] = Markdown("_not labelled (label_language is off): language is null_")
+        else:
             rows = sorted(self.by_language.items(), key=lambda kv: (-kv[1], kv[0]))
             out["languages"] = Markdown(markdown.table(["language", "documents"], rows) if rows else "_none_")
         return out

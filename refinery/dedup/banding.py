@@ -110,22 +110,15 @@ def s_curve_table(bands: int, rows: int, threshold: float, points: tuple[float, 
 
 
 def s_curve_markdown(bands: int, rows: int, threshold: float, num_perm: int) -> str:
-    """The S-curve as a small PNG (data URI) and a table of P(candidate) at a few J, for metadata."""
-    import matplotlib
+    """The S-curve as a small PNG (data URI, drawn without matplotlib: :mod:`refinery.png`) and a
+    table of P(candidate) at a few J, for metadata."""
+    from refinery.png import line_chart_uri
 
-    from refinery.plots import figure_data_uri, markdown_image
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.4, 3), dpi=80)
-    ax.plot(_GRID, candidate_probability(_GRID, bands, rows), linewidth=1.4)
-    ax.axvline(threshold, color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel("Jaccard similarity", fontsize=8)
-    ax.set_ylabel("P(candidate)", fontsize=8)
-    ax.set_title(f"LSH S-curve: {bands} bands × {rows} rows of {num_perm}", fontsize=9)
-    ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    image = markdown_image(figure_data_uri(fig), "LSH S-curve")
+    uri = line_chart_uri(_GRID, candidate_probability(_GRID, bands, rows), marker_x=threshold)
+    image = f"![LSH S-curve]({uri})"
+    caption = (
+        f"LSH S-curve: {bands} bands × {rows} rows of {num_perm} permutations; x: Jaccard similarity "
+        f"0–1, y: P(candidate) 0–1, grid every 0.2, dashed: the threshold {threshold}"
+    )
     rows_md = [(f"{j:.2f}", f"{p:.3f}") for j, p in s_curve_table(bands, rows, threshold)]
-    return image + "\n\n" + markdown.table(["Jaccard", "P(candidate)"], rows_md)
+    return image + "\n\n" + caption + "\n\n" + markdown.table(["Jaccard", "P(candidate)"], rows_md)

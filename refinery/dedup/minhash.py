@@ -246,6 +246,17 @@ def _chunks(texts: Sequence[str], limit: int):
         yield lo, len(texts)
 
 
+def affine32_permutations(num_perm: int, seed: int) -> np.ndarray:
+    """(2, num_perm) uint32: the ``a`` (odd) and ``b`` of datasketch's ``affine32`` permutations for
+    ``seed``, drawn exactly as ``MinHash(num_perm, seed, scheme="affine32").permutations`` draws
+    them (a test holds the two equal), without importing datasketch: it pulls in scipy, half a
+    second of CPU in every process that computes signatures."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return np.array([a, b])
+
+
 class MinHasher:
     """Signatures of word n-gram shingles; parameters fixed at construction."""
 
@@ -253,9 +264,7 @@ class MinHasher:
         if not 1 <= ngram <= len(SHINGLE_MULT):
             raise ValueError(f"ngram must be between 1 and {len(SHINGLE_MULT)}, got {ngram}")
         self.num_perm, self.ngram, self.seed = num_perm, ngram, seed
-        from datasketch import MinHash  # imported on use: datasketch pulls in scipy (seconds)
-
-        self.permutations = MinHash(num_perm=num_perm, seed=seed, scheme=SCHEME).permutations
+        self.permutations = affine32_permutations(num_perm, seed)
         self._a = self.permutations[0].astype(np.uint32)[:, None]
         self._b = self.permutations[1].astype(np.uint32)[:, None]
 

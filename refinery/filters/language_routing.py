@@ -1,4 +1,4 @@
-"""Route documents by their lingua label; filter each language with its own rule set.
+"""Route documents by their language label; filter each language with its own rule set.
 
 The heuristic rules are English in three places: Gopher's stop words, C4's sentence and policy
 rules, and the gate in front of them. With ``language``/``language_score`` columns
@@ -42,7 +42,8 @@ from refinery.filters.language import DEFAULT_MIN_LANGUAGE_SCORE
 from refinery.filters.params import HeuristicParams
 from refinery.kernel.processor import StageProcessor
 from refinery.metadata import Json, Markdown
-from refinery.text.language_id import UNKNOWN
+from refinery.text.language_id import DEFAULT_MODEL, UNKNOWN
+from refinery.text.language_models import MIN_SCORE_BY_MODEL
 from refinery.text.stopwords import GOPHER_STOP_WORDS_BY_LANGUAGE
 
 NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th"})
@@ -69,13 +70,22 @@ class LanguageRouting(BaseModel):
     languages: list[str] = Field(
         ["en"], description="Main languages (ISO 639-1): the rest go to the other-languages output."
     )
-    min_language_score: float = Field(
-        DEFAULT_MIN_LANGUAGE_SCORE,
-        description="Below this lingua score a document counts as 'unknown' (agnostic rules, other output).",
+    min_language_score: float | None = Field(
+        None,
+        description="Below this language score a document counts as 'unknown' (agnostic rules, other "
+        "output). None: the labelling model's own (lingua 0.65, fastText 0.2, CLD3 0.3).",
     )
     overrides: dict[str, dict] = Field(
         {}, description="Per-language HeuristicParams fields, e.g. {'de': {'min_doc_words': 40}}."
     )
+
+    def for_model(self, model: str | None) -> LanguageRouting:
+        """This routing with ``min_language_score`` resolved for labels made by ``model`` (None:
+        the default model); an explicit score is kept as it is."""
+        if self.min_language_score is not None:
+            return self
+        score = MIN_SCORE_BY_MODEL.get(model or DEFAULT_MODEL, DEFAULT_MIN_LANGUAGE_SCORE)
+        return self.model_copy(update={"min_language_score": score})
 
 
 def rule_set_name(language: str) -> str:
@@ -93,7 +103,7 @@ def rule_params(
 ) -> HeuristicParams:
     """The heuristic parameters for documents labelled ``language`` (``unknown`` included).
 
-    The English function-word gate is off in every rule set: the language was decided by lingua.
+    The English function-word gate is off in every rule set: the language was decided by the label.
     """
     base = base or HeuristicParams()
     name = rule_set_name(language)
@@ -112,14 +122,10 @@ def rule_params(
 
 def route_keys(frame: pd.DataFrame, routing: LanguageRouting) -> list[str]:
     """The rule-set language per row: its label, or ``unknown`` when unlabelled or unsure."""
+    minimum = routing.for_model(None).min_language_score
     keys = []
     for language, score in zip(frame["language"].tolist(), frame["language_score"].tolist(), strict=True):
-        unsure = (
-            language is None
-            or language == UNKNOWN
-            or score is None
-            or not score >= routing.min_language_score
-        )
+        unsure = language is None or language == UNKNOWN or score is None or not score >= minimum
         keys.append(UNKNOWN if unsure else language)
     return keys
 
@@ -162,10 +168,13 @@ class LanguageFilter(StageProcessor):
                 empty.kept.assign(rule_set=pd.Series(dtype=object)),
                 empty.rejected.assign(rule_set=pd.Series(dtype=object)),
             )
-        if "language" in frame.columns:
-            labelled = frame["language"].notna()
-            keys = pd.Series(route_keys(frame, self.routing), index=frame.index).where(labelled, None)
-        else:  # labelling off upstream: one group, the base rules
+        if "language" in frame.columns:  # unlabelled rows (labelling off upstream): key None
+            labelled = frame["language"].notna().tolist()
+            routed = route_keys(frame, self.routing)
+            keys = pd.Series(
+                [k if ok else None for k, ok in zip(routed, labelled, strict=True)], dtype=object
+            )
+        else:  # no label column at all: one group, the base rules
             keys = pd.Series([None] * len(frame), index=frame.index, dtype=object)
         kept, rejected = [], []
         for key in dict.fromkeys(keys.tolist()):

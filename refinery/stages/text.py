@@ -51,7 +51,8 @@ CLEAN_DOCUMENTS = StageSpec(
     description="Text repaired with ftfy, normalized (NFC), stripped of control and zero-width characters, "
     "whitespace tidied, and e-mails, phone numbers, IP addresses and Luhn-valid card numbers redacted. "
     "Counts per PII kind are columns (pii_email, pii_phone, pii_ip, pii_credit_card). Every kept document "
-    "gets its language (ISO 639-1, or 'unknown') and language_score from lingua.",
+    "gets its language (ISO 639-1, or 'unknown') and language_score from fastText lid.176 (language_model: "
+    "lingua or cld3 instead; label_language false leaves both null).",
 )
 
 HEURISTIC_FILTERED = StageSpec(
@@ -70,7 +71,7 @@ HEURISTIC_FILTERED = StageSpec(
     score_columns=("word_count", "english_word_fraction", "c4_lines_removed"),
     parallel=True,
     description="Rule-based quality filtering with the published thresholds, for the main languages (the "
-    "language_routing resource: English by default, lingua's label from clean_documents at "
+    "language_routing resource: English by default, the language label from clean_documents at "
     "min_language_score or more): Gopher quality, Gopher repetition (table A1), Gopher stop words and C4, "
     "each language with its rule set (rule_set column). Documents in other languages go to "
     "multilingual_filtered instead (rows_routed_elsewhere). The reason names the first rule that failed; "
@@ -197,9 +198,10 @@ MULTILINGUAL_FILTERED = replace(
     HEURISTIC_FILTERED,
     name=names.MULTILINGUAL_FILTERED,
     score_columns=("language", "rule_set", "word_count"),
-    description="Documents in every language but the main ones (and those lingua is unsure of), never "
-    "dropped for their language: each filtered by its language's rule set (rule_set column). de, fr, es, "
-    "it, pt, nl, pl, sv, ru: the Gopher and C4 rules with that language's stop words; zh, ja, th: "
+    description="Documents in every language but the main ones (and those the language model is unsure "
+    "of), never dropped for their language: each filtered by its language's rule set (rule_set column). "
+    "de, fr, es, it, pt, nl, pl, sv, ru: the Gopher and C4 rules with that language's stop words; "
+    "zh, ja, th: "
     "language-agnostic rules without word counts; any other language and 'unknown': Gopher quality shape "
     "and repetition only. The base thresholds are this stage's config, per-language changes the "
     "language_routing resource's overrides. Kept rows carry language and language_score.",

@@ -24,13 +24,14 @@ thread pool; set ``RAYON_NUM_THREADS`` to bound it when several steps share a ma
 
 from __future__ import annotations
 
-import functools
-
 import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
-UNKNOWN = "unknown"
+from refinery.text.language_models import UNKNOWN, Labeller, LanguageModel, labeller  # noqa: F401 (UNKNOWN: re-exported)
+
+DEFAULT_MODEL = "fasttext"
+DEFAULT_MAX_CHARS = 400
 LANGUAGE_FIELDS = [pa.field("language", pa.string()), pa.field("language_score", pa.float32())]
 
 
@@ -41,9 +42,14 @@ class LanguageIdParams(BaseModel):
     high-accuracy mode gives 99.1 % / 97.1 % but loads for ~18 s of CPU and holds ~1.1 GB in every
     process (docs/language.md)."""
 
+    model: LanguageModel = Field(
+        DEFAULT_MODEL,
+        description="Which identifier labels: 'lingua' (75 languages), 'fasttext' (lid.176.ftz, 176) or "
+        "'cld3' (107). Measured side by side in docs/language.md.",
+    )
     languages: list[str] | None = Field(
         None,
-        description="ISO 639-1 codes lingua may answer (at least two); None means all 75 it ships. "
+        description="ISO 639-1 codes the model may answer (at least two); None means all 75 it ships. "
         "A document in a language outside the list is labelled with the closest one.",
     )
     low_accuracy: bool = Field(
@@ -52,76 +58,62 @@ class LanguageIdParams(BaseModel):
         "worse on short paragraphs, 1 s / 140 MB to load instead of 18 s / 1.1 GB. False for short texts.",
     )
     max_chars: int | None = Field(
-        1_000,
+        DEFAULT_MAX_CHARS,
         description="Classify only this prefix of each document (None: the whole text). Pages: 99.1 % "
         "right at 1,000 and 500 characters, 99.2 % at 2,000 (1.6x slower), 95.9 % at 200.",
     )
     text_column: str = Field("text", description="The column to label.")
 
 
-@functools.lru_cache(maxsize=4)
-def _detector(languages: tuple[str, ...] | None, low_accuracy: bool):
-    from lingua import IsoCode639_1, LanguageDetectorBuilder
-
-    if languages is None:
-        builder = LanguageDetectorBuilder.from_all_languages()
-    else:
-        codes = []
-        for code in languages:
-            try:
-                codes.append(getattr(IsoCode639_1, code.upper()))
-            except AttributeError as err:
-                raise ValueError(f"lingua has no language {code!r}") from err
-        if len(codes) < 2:
-            raise ValueError("lingua needs at least two candidate languages")
-        builder = LanguageDetectorBuilder.from_iso_codes_639_1(*codes)
-    if low_accuracy:
-        builder = builder.with_low_accuracy_mode()
-    return builder.build()
-
-
-def detector(params: LanguageIdParams):
-    """The (cached) lingua detector for these parameters; models load lazily on first use."""
+def detector(params: LanguageIdParams) -> Labeller:
+    """The (cached) model for these parameters; lingua loads its languages lazily on first use."""
     languages = None if params.languages is None else tuple(sorted({c.lower() for c in params.languages}))
-    return _detector(languages, params.low_accuracy)
+    lingua = params.model == "lingua"
+    return labeller(
+        params.model,
+        languages,
+        params.low_accuracy if lingua else False,
+        params.max_chars if params.model == "cld3" else None,
+    )
 
 
 def label_texts(texts: list[str], params: LanguageIdParams | None = None) -> tuple[list[str], list[float]]:
-    """(languages, scores) for texts, in order; "unknown"/0.0 where lingua finds no language."""
+    """(languages, scores) for texts, in order; "unknown"/0.0 where the model finds no language."""
     params = params or LanguageIdParams()
     if not texts:
         return [], []
     limit = params.max_chars
     prefixes = [t[:limit] if limit else t for t in texts]
-    results = detector(params).compute_language_confidence_values_in_parallel(prefixes)
-    languages, scores = [], []
-    for values in results:
-        if values and values[0].value > 0.0:
-            languages.append(values[0].language.iso_code_639_1.name.lower())
-            scores.append(float(values[0].value))
-        else:
-            languages.append(UNKNOWN)
-            scores.append(0.0)
-    return languages, scores
+    return detector(params).label(prefixes)
 
 
 class LanguageLabelParams(BaseModel):
     """The language-label settings of a stage that labels as it goes (clean_documents): the
     fields of :class:`LanguageIdParams`, named so they read clearly beside the stage's own."""
 
-    label_language: bool = Field(True, description="Add language and language_score (lingua).")
-    language_candidates: list[str] | None = Field(
-        None, description="ISO 639-1 codes lingua may answer (at least two); None: all 75 it ships."
+    label_language: bool = Field(
+        True,
+        description="Add language and language_score (off: both null, and heuristic_filtered's "
+        "English gate decides).",
     )
-    language_low_accuracy: bool = Field(True, description="lingua's low-accuracy (trigram) mode.")
+    language_model: LanguageModel = Field(
+        DEFAULT_MODEL, description="'lingua', 'fasttext' (lid.176.ftz) or 'cld3' (docs/language.md)."
+    )
+    language_candidates: list[str] | None = Field(
+        None, description="ISO 639-1 codes the model may answer (at least two; not with cld3); None: all."
+    )
+    language_low_accuracy: bool = Field(
+        True, description="lingua's low-accuracy (trigram) mode (lingua only)."
+    )
     language_max_chars: int | None = Field(
-        1_000, description="Classify only this prefix of each document (None: the whole text)."
+        DEFAULT_MAX_CHARS, description="Classify only this prefix of each document (None: the whole text)."
     )
 
     def language_id(self) -> LanguageIdParams | None:
         if not self.label_language:
             return None
         return LanguageIdParams(
+            model=self.language_model,
             languages=self.language_candidates,
             low_accuracy=self.language_low_accuracy,
             max_chars=self.language_max_chars,

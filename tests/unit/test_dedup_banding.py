@@ -89,3 +89,40 @@ def test_bucket_function_is_fixed():
     changed[0, 8 * 3 + 2] += 1  # one value of band 3
     diff = band_buckets(changed, 13, 8) != buckets
     assert diff[0].tolist() == [b == 3 for b in range(13)] and not diff[1].any()
+
+
+def test_permutations_are_datasketchs_affine32_without_importing_it():
+    """The signatures' permutations, drawn as datasketch draws them (so signatures stay identical)."""
+    from datasketch import MinHash
+
+    from refinery.dedup.minhash import affine32_permutations
+
+    for num_perm, seed in ((128, 1), (64, 7), (256, 42)):
+        theirs = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+        assert np.array_equal(affine32_permutations(num_perm, seed), theirs)
+
+
+def test_s_curve_png_is_a_valid_image_of_the_curve():
+    import base64
+    import io
+    import zlib
+
+    md = s_curve_markdown(9, 13, 0.8, 128)
+    data = base64.b64decode(md.split("base64,", 1)[1].split(")", 1)[0])
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    stream = io.BytesIO(data[33:])
+    raw = b""
+    while True:  # the IDAT chunks, checked by their CRCs
+        size = int.from_bytes(stream.read(4), "big")
+        kind, body, crc = stream.read(4), stream.read(size), int.from_bytes(stream.read(4), "big")
+        assert zlib.crc32(kind + body) == crc
+        if kind == b"IEND":
+            break
+        raw += body if kind == b"IDAT" else b""
+    pixels = np.frombuffer(zlib.decompress(raw), dtype=np.uint8).reshape(height, 1 + 3 * width)[:, 1:]
+    blue = (pixels.reshape(height, width, 3) == (31, 119, 180)).all(axis=2)
+    cols = np.flatnonzero(blue.any(axis=0))
+    # the curve spans the plot, low on the left (J=0) and high on the right (J=1)
+    assert cols.min() < 20 and cols.max() > width - 20
+    assert np.flatnonzero(blue[:, cols.min()]).min() > np.flatnonzero(blue[:, cols.max()]).max()
