@@ -31,6 +31,7 @@ from assets.text_stages import (
     raw_documents,
     semantic_deduplicated,
 )
+from assets.tokens import tokenized_corpus, tokenizer, training_tokens
 from refinery import names
 
 TEXT_STAGE_ASSETS = {
@@ -66,6 +67,7 @@ IMAGE_TEXT_PIPELINE = [
     image_vector_index,
 ]
 VIDEO_PIPELINE = [raw_videos, video_keyframes, uniform_keyframes]
+TOKENS = [tokenizer, tokenized_corpus, training_tokens]
 ALL_ASSETS = [
     *TEXT_PIPELINE,
     reference_corpus,
@@ -76,6 +78,7 @@ ALL_ASSETS = [
     *TRAINING_DATA,
     *IMAGE_TEXT_PIPELINE,
     *VIDEO_PIPELINE,
+    *TOKENS,
 ]
 
 __all__ = [
@@ -87,6 +90,7 @@ __all__ = [
     "TEXT_PIPELINE",
     "TEXT_PREFILTER",
     "TEXT_QUALITY",
+    "TOKENS",
     "TRAINING_DATA",
     "VIDEO_PIPELINE",
     "corpus_fuzzy_dedup",

@@ -13,6 +13,7 @@ from assets import (
     TEXT_PIPELINE,
     TEXT_PREFILTER,
     TEXT_QUALITY,
+    TOKENS,
     TRAINING_DATA,
     VIDEO_PIPELINE,
     corpus_fuzzy_dedup,
@@ -83,6 +84,17 @@ video_pipeline_job = _asset_job(
     "One video source from inbox/video to video_keyframes and uniform_keyframes.",
 )
 
+tokenizer_job = _asset_job(
+    names.TOKENIZER_JOB, TOKENS[:1], "Train (or load) the tokenizer on pretrain_corpus."
+)
+tokenize_job = _asset_job(
+    names.TOKENIZE_JOB, TOKENS[1:2], "One text source's pretrain_corpus tokenized (needs the tokenizer)."
+)
+training_tokens_job = _asset_job(
+    names.TRAINING_TOKENS_JOB,
+    TOKENS[2:],
+    "The training schedule packed into Megatron and litdata token shards, with the lineage table.",
+)
 ALL_JOBS = [
     text_pipeline_job,
     text_prefilter_job,
@@ -94,4 +106,7 @@ ALL_JOBS = [
     training_data_job,
     image_text_pipeline_job,
     video_pipeline_job,
+    tokenizer_job,
+    tokenize_job,
+    training_tokens_job,
 ]

@@ -101,3 +101,11 @@ PIPELINE_JOB_BY_KIND = {
 # -- pools: Dagster concurrency pools the steps declare ------------------------------------------
 GPU_POOL = "gpu"  # model steps: one at a time per device (the instance's default limit, 1)
 DEDUP_POOL = "dedup_index"  # steps that claim in the shared dedup indexes: a throughput choice only
+
+# -- training tokens: the tokenizer, each source's token ids, the packed shards -----------------
+TOKENIZER = "tokenizer"
+TOKENIZED_CORPUS = "tokenized_corpus"  # per text_source, like pretrain_corpus
+TRAINING_TOKENS = "training_tokens"
+TOKENIZER_JOB = "tokenizer_job"
+TOKENIZE_JOB = "tokenize_corpus"
+TRAINING_TOKENS_JOB = "training_tokens_job"
