@@ -107,7 +107,7 @@ def _rejections(storage: Storage, sources: list[str]) -> pd.DataFrame:
             frames.append(
                 storage.read(
                     TOKENIZED_CORPUS, source, rejected=True, columns=["source", "id", "reason"]
-                ).to_pandas()
+                )
             )
     return (
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["source", "id", "reason"])

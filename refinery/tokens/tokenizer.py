@@ -138,7 +138,7 @@ def sample_corpus(storage: Storage, params: TokenizerParams) -> tuple[pd.DataFra
     rng = np.random.default_rng(params.seed)
     train_parts, held_parts = [], []
     for source in sources:
-        frame = storage.read(PRETRAIN_CORPUS, source, columns=["source", "id", "text"]).to_pandas()
+        frame = storage.read(PRETRAIN_CORPUS, source, columns=["source", "id", "text"])
         order = rng.permutation(len(frame))
         held = min(params.held_out_per_source, len(frame) // 2)
         share = max(1, round(params.sample_documents * counts[source] / total)) if len(frame) else 0
