@@ -126,7 +126,7 @@ def rank_stream(root, rank, ranks, workers=2, start_step=0):
     ]
     out = []
     for j in range(max(len(b) for b in per_worker)):
-        out += [b[j // 1] for b in per_worker if j < len(b)]
+        out += [b[j] for b in per_worker if j < len(b)]
     return out
 
 
@@ -164,7 +164,7 @@ def test_every_token_exactly_once_under_two_ranks_and_after_resume(home):
     expected = []
     for source, doc_id in zip(order["source"], order["id"], strict=True):
         text = texts[source][int(doc_id.rsplit("-", 1)[1])]
-        expected += tokenizer.encode(text, add_special_tokens=False).ids + [eos]
+        expected += [*tokenizer.encode(text, add_special_tokens=False).ids, eos]
     assert stream.tolist() == expected
 
 
