@@ -61,8 +61,9 @@ class DocumentTokenizer:
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
         cap = self.params.max_document_tokens
-        reasons, tokens, pieces = [], [], []
+        reasons, tokens, pieces, counts = [], [], [], []
         for ids in self.encode(frame["text"].tolist()):
+            counts.append(len(ids))
             if not ids:
                 reasons.append((EMPTY, "the text encodes to no token"))
                 continue
@@ -78,6 +79,11 @@ class DocumentTokenizer:
             tokens.append([t for part in parts for t in (*part, self.eos_id)])
             pieces.append(len(parts))
         result = split_batch(frame, reasons)
+        # Rejected rows carry the stage's columns too: no tokens, and the count that decided.
+        dropped = np.array([r is not None for r in reasons], dtype=bool)
+        result.rejected["tokens"] = pd.Series([None] * len(result.rejected), dtype=object)
+        result.rejected["n_tokens"] = np.asarray(counts, dtype=np.int64)[dropped]
+        result.rejected["pieces"] = np.zeros(len(result.rejected), dtype=np.int32)
         kept = result.kept
         kept["tokens"] = pd.Series(tokens, dtype=object, index=kept.index)
         kept["n_tokens"] = np.array([len(t) for t in tokens], dtype=np.int64)
