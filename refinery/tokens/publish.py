@@ -58,7 +58,7 @@ class TrainingTokensParams(BaseModel):
     grad_accumulation: int = Field(1, description="Micro-batches per optimizer step.")
     shard_sequences: int = Field(8_192, description="Sequences per Megatron .bin/.idx shard.")
     chunk_sequences: int = Field(1_024, description="Sequences per litdata chunk file.")
-    formats: list[Literal["megatron", "litdata"]] = Field(
+    formats: list[str] = Field(
         ["megatron", "litdata"], description="Formats written (Megatron is what the loader reads)."
     )
     read_docs: int = Field(2_048, description="Documents read per batch from the joined corpus.")
@@ -69,6 +69,9 @@ class TrainingTokensParams(BaseModel):
             raise ValueError("seq_len, micro_batch_size, data_parallel_size, grad_accumulation must be ≥ 1")
         if self.shard_sequences < 1 or self.chunk_sequences < 1 or self.read_docs < 1:
             raise ValueError("shard_sequences, chunk_sequences and read_docs must be ≥ 1")
+        unknown = sorted(set(self.formats) - set(FORMATS))
+        if unknown:
+            raise ValueError(f"unknown formats {unknown}: choose from {list(FORMATS)}")
         if "megatron" not in self.formats:
             raise ValueError("formats must include megatron: the loader and the lineage checks read it")
         return self

@@ -146,7 +146,8 @@ class DocumentTrace:
         if self.status == "removed":
             return [
                 f"{who}: removed by {r.stage}: {r.reason}"
-                + (f" ({r.reason_detail})" if r.reason_detail else "")
+                + (f" ({r.reason_detail})" if isinstance(r.reason_detail, str) and r.reason_detail else "")
+                + (f", a copy of {r.duplicate_of}" if isinstance(r.duplicate_of, str) else "")
                 for r in self.removed.itertuples()
             ]
         if self.status == "not_scheduled":
