@@ -108,9 +108,7 @@ def _rejections(storage: Storage, sources: list[str]) -> pd.DataFrame:
     for source in sources:
         if storage.files(TOKENIZED_CORPUS, source, rejected=True):
             frames.append(
-                storage.read(
-                    TOKENIZED_CORPUS, source, rejected=True, columns=["source", "id", "reason"]
-                )
+                storage.read(TOKENIZED_CORPUS, source, rejected=True, columns=["source", "id", "reason"])
             )
     return (
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["source", "id", "reason"])
