@@ -88,10 +88,21 @@ class TokenShards:
 
     def take(self, sequences: np.ndarray) -> np.ndarray:
         """(len, seq_len + 1) int64 rows of the given sequences."""
+        sequences = np.asarray(sequences, dtype=np.int64)
         out = np.empty((len(sequences), self.seq_tokens), dtype=np.int64)
         which = np.searchsorted(self.firsts, sequences, side="right") - 1
-        for row, (s, k) in enumerate(zip(sequences.tolist(), which.tolist(), strict=True)):
-            out[row] = self.shards[k][s - self.firsts[k]]
+        row = 0
+        while row < len(sequences):  # runs of consecutive sequences in one shard: one slice each
+            k, first = int(which[row]), int(sequences[row])
+            end = row + 1
+            while end < len(sequences) and which[end] == k and sequences[end] == first + (end - row):
+                end += 1
+            shard = self.shards[k]
+            local = first - int(self.firsts[k])
+            start = int(shard.pointers[local]) // shard.dtype.itemsize
+            flat = shard.tokens[start : start + (end - row) * self.seq_tokens]
+            out[row:end] = flat.reshape(end - row, self.seq_tokens)
+            row = end
         return out
 
     def real_lengths(self, sequences: np.ndarray) -> np.ndarray:
