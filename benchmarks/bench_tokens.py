@@ -290,6 +290,7 @@ def synthetic_lineage(
                 "step": seq // 512,
                 "offset": (lo - seq * L).astype(np.int32),
                 "length": (hi - lo).astype(np.int32),
+                "domain": pa.array(sources[ids % 3], pa.string()),
                 "source": pa.array(sources[ids % 3], pa.string()),
                 "id": pa.array(np.char.add("doc-", ids.astype(str)).astype(object), pa.string()),
                 "position": ids,

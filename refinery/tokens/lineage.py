@@ -2,7 +2,7 @@
 
 One row per (sequence, document) overlap, sorted by (split, sequence, offset)::
 
-    split, sequence, step, offset, length, source, id, position, epoch, doc_start, doc_tokens
+    split, sequence, step, offset, length, domain, source, id, position, epoch, doc_start, doc_tokens
 
 ``offset``/``length`` locate the piece in the sequence, ``doc_start`` in the document's tokens
 (``doc_tokens`` long, EOS included); ``position`` and ``epoch`` are the document's place in the
@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -37,6 +38,7 @@ SCHEMA = pa.schema(
         pa.field("step", pa.int64()),
         pa.field("offset", pa.int32()),
         pa.field("length", pa.int32()),
+        pa.field("domain", pa.string()),
         pa.field("source", pa.string()),
         pa.field("id", pa.string()),
         pa.field("position", pa.int64()),
@@ -60,6 +62,33 @@ def finish(pieces: list[pa.Table], split: str, sequences_per_step: int) -> pa.Ta
     table = table.append_column("split", pa.array([split] * table.num_rows, pa.string()))
     table = table.append_column("step", pa.array(seq // sequences_per_step, pa.int64()))
     return table.select(SCHEMA.names).cast(SCHEMA)
+
+
+def sequence_domains(table: pa.Table, sequences: int) -> tuple[list[str], np.ndarray]:
+    """(domain names, each sequence's domain code): the domain that holds most of its tokens
+    (ties: the first name). The adaptive stream (:mod:`refinery.tokens.adaptive`) weights
+    sequences by it."""
+    if not table.num_rows:
+        return [], np.zeros(sequences, np.int16)
+    names = sorted(set(table.column("domain").to_pylist()))
+    code = {n: i for i, n in enumerate(names)}
+    domain = np.array([code[d] for d in table.column("domain").to_pylist()], np.int64)
+    seq = table.column("sequence").to_numpy()
+    weight = np.zeros((sequences, len(names)), np.int64) if sequences * len(names) <= 50_000_000 else None
+    if weight is not None:
+        np.add.at(weight, (seq, domain), table.column("length").to_numpy())
+        return names, weight.argmax(axis=1).astype(np.int16)
+    frame = pd.DataFrame({"s": seq, "d": domain, "n": table.column("length").to_numpy()})
+    sums = (
+        frame.groupby(["s", "d"], sort=True)["n"]
+        .sum()
+        .reset_index()
+        .sort_values(["s", "n", "d"], ascending=[True, False, True])
+    )
+    best = sums.drop_duplicates("s")
+    out = np.zeros(sequences, np.int16)
+    out[best["s"].to_numpy()] = best["d"].to_numpy()
+    return names, out
 
 
 def write(path: Path, table: pa.Table, provenance: dict) -> Path:

@@ -217,7 +217,9 @@ def _define_dataset():
     class TokenDataset(torch.utils.data.IterableDataset):
         """A split of ``training_tokens`` as an ``IterableDataset`` of whole batches (dicts of
         tensors). ``rank``/``world_size`` default to ``torch.distributed`` when initialised.
-        Iterate with ``DataLoader(dataset, batch_size=None, num_workers=W)``."""
+        Iterate with ``DataLoader(dataset, batch_size=None, num_workers=W)``. ``feedback``: the
+        folder of the weight log of :func:`refinery.tokens.adaptive.online_doremi`; the stream
+        then follows the domain weights the loop feeds back, for ``steps`` steps."""
 
         def __init__(
             self,
@@ -229,6 +231,8 @@ def _define_dataset():
             world_size: int | None = None,
             last_step: LastStep = "pad",
             tokenizer_digest: str | None = None,
+            feedback: str | Path | None = None,
+            steps: int | None = None,
         ):
             super().__init__()
             dist = torch.distributed
@@ -243,10 +247,24 @@ def _define_dataset():
                 "world_size": world_size,
                 "batch_size": batch_size,
                 "start_step": start_step,
-                "last_step": last_step,
-                "tokenizer_digest": tokenizer_digest,
             }
-            self._len = TokenReader(**self.options).num_batches()  # validates now, in the main process
+            if tokenizer_digest is not None and tokenizer_digest != read_index(root)["tokenizer_digest"]:
+                TokenReader(root, split, tokenizer_digest=tokenizer_digest)  # raises the mismatch error
+            if feedback is None:
+                if steps is not None:
+                    raise TokenLoaderError("steps= applies to the adaptive stream only (give feedback=)")
+                self.options["last_step"] = last_step
+            else:
+                self.options |= {"feedback": str(feedback), "steps": steps}
+            self._len = self._reader().num_batches()  # validates now, in the main process
+
+        def _reader(self, worker: int = 0, workers: int = 1):
+            options = self.options | {"worker": worker, "num_workers": workers}
+            if "feedback" in options:
+                from refinery.tokens.adaptive import AdaptiveTokenReader
+
+                return AdaptiveTokenReader(**options)
+            return TokenReader(**options)
 
         def __len__(self) -> int:
             return self._len
@@ -257,8 +275,7 @@ def _define_dataset():
         def __iter__(self):
             info = torch.utils.data.get_worker_info()
             worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-            reader = TokenReader(**self.options, worker=worker, num_workers=workers)
-            for batch in reader.batches():
+            for batch in self._reader(worker, workers).batches():
                 yield {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
 
     TokenDataset.__module__ = __name__

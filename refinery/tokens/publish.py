@@ -42,6 +42,7 @@ from refinery.tokens.packing import Packer, flatten_tokens
 from refinery.tokens.tokenizer import TokenizerError, dtype_for, stored_info
 
 INDEX_FILE = "index.json"
+DOMAINS_FILE = "sequence_domains.npy"
 FORMATS = ("megatron", "litdata")
 
 
@@ -161,7 +162,7 @@ def pack_split(
     packer = Packer(seq_tokens, np.dtype(dtype), pad_id)
     writer = _SplitWriter(folder, split, params)
     reader = con.sql(
-        "SELECT m.position, m.source, m.id, m.epoch, t.tokens "
+        "SELECT m.position, m.domain, m.source, m.id, m.epoch, t.tokens "
         "FROM manifest m LEFT JOIN tokens t ON m.source = t.source AND m.id = t.id "
         "WHERE m.split = ? ORDER BY m.position",
         params=[split],
@@ -192,6 +193,7 @@ def pack_split(
                     "sequence": cut["sequence"],
                     "offset": cut["offset"],
                     "length": cut["length"],
+                    "domain": batch.column("domain").take(pa.array(doc)),
                     "source": batch.column("source").take(pa.array(doc)),
                     "id": batch.column("id").take(pa.array(doc)),
                     "position": batch.column("position").to_numpy().astype(np.int64)[doc],
@@ -208,6 +210,8 @@ def pack_split(
         writer.write(block)
     writer.close()
     table = lineage.finish(pieces, split, params.sequences_per_step)
+    domains, codes = lineage.sequence_domains(table, writer.written)
+    np.save(folder / DOMAINS_FILE, codes)
     entry = {
         "sequences": writer.written,
         "tokens": packer.streamed,
@@ -216,6 +220,7 @@ def pack_split(
         "documents_without_tokens": skipped,
         "megatron": writer.shards,
         "litdata": f"{split}/litdata" if writer.litdata is not None and writer.written else None,
+        "domains": domains,  # sequence_domains.npy: each sequence's majority domain (a code into this)
     }
     return entry, table, skipped_ids
 
