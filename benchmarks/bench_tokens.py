@@ -95,7 +95,7 @@ def write_partition(storage: Storage, frame: pd.DataFrame) -> None:
     pq.write_table(table, path, row_group_size=1000)
 
 
-def time_stage(layout: Layout, storage: Storage, source: str) -> tuple[float, int]:
+def time_stage(layout: Layout, storage: Storage, source: str) -> tuple[Clock, int]:
     params = TokenizeParams()
     ctx = StageContext(
         TOKENIZED_CORPUS,
@@ -105,10 +105,9 @@ def time_stage(layout: Layout, storage: Storage, source: str) -> tuple[float, in
         storage,
         provenance=provenance("tokenized_corpus", source, params),
     )
-    start = time.perf_counter()
-    outcome = execute_stage(ctx, make_document_tokenizer)
-    seconds = time.perf_counter() - start
-    return seconds, int(outcome.metadata["tokens"])
+    with Clock() as clock:
+        outcome = execute_stage(ctx, make_document_tokenizer)
+    return clock, int(outcome.metadata["tokens"])
 
 
 def time_datatrove(frame: pd.DataFrame, tokenizer_file: Path, out: Path) -> tuple[Clock, int]:
@@ -129,15 +128,14 @@ def time_datatrove(frame: pd.DataFrame, tokenizer_file: Path, out: Path) -> tupl
     return clock, int(tokens)
 
 
-def time_encode(frame: pd.DataFrame, tokenizer) -> tuple[float, int]:
+def time_encode(frame: pd.DataFrame, tokenizer) -> tuple[Clock, int]:
     texts = frame["text"].tolist()
-    start = time.perf_counter()
     tokens = 0
-    for i in range(0, len(texts), 1000):
-        tokens += sum(
-            len(e.ids) + 1 for e in tokenizer.encode_batch(texts[i : i + 1000], add_special_tokens=False)
-        )
-    return time.perf_counter() - start, tokens
+    with Clock() as clock:
+        for i in range(0, len(texts), 1000):
+            batch = tokenizer.encode_batch(texts[i : i + 1000], add_special_tokens=False)
+            tokens += sum(len(e.ids) + 1 for e in batch)
+    return clock, tokens
 
 
 def tokenize_bench(name: str, frame: pd.DataFrame, home: Path, train_docs: int) -> dict:
