@@ -49,67 +49,6 @@ SCHEMA = pa.schema(
 )
 
 
-def empty() -> pa.Table:
-    return SCHEMA.empty_table()
-
-
-def finish(pieces: list[pa.Table], split: str, sequences_per_step: int) -> pa.Table:
-    """One split's pieces in the table's schema, with ``split`` and ``step``."""
-    if not pieces:
-        return empty()
-    table = pa.concat_tables(pieces)
-    seq = table.column("sequence").to_numpy()
-    table = table.append_column("split", pa.array([split] * table.num_rows, pa.string()))
-    table = table.append_column("step", pa.array(seq // sequences_per_step, pa.int64()))
-    return table.select(SCHEMA.names).cast(SCHEMA)
-
-
-def sequence_domains(table: pa.Table, sequences: int) -> tuple[list[str], np.ndarray]:
-    """(domain names, each sequence's domain code): the domain that holds most of its tokens
-    (ties: the first name). The adaptive stream (:mod:`refinery.tokens.adaptive`) weights
-    sequences by it."""
-    if not table.num_rows:
-        return [], np.zeros(sequences, np.int16)
-    names = sorted(set(table.column("domain").to_pylist()))
-    code = {n: i for i, n in enumerate(names)}
-    domain = np.array([code[d] for d in table.column("domain").to_pylist()], np.int64)
-    seq = table.column("sequence").to_numpy()
-    weight = np.zeros((sequences, len(names)), np.int64) if sequences * len(names) <= 50_000_000 else None
-    if weight is not None:
-        np.add.at(weight, (seq, domain), table.column("length").to_numpy())
-        return names, weight.argmax(axis=1).astype(np.int16)
-    frame = pd.DataFrame({"s": seq, "d": domain, "n": table.column("length").to_numpy()})
-    sums = (
-        frame.groupby(["s", "d"], sort=True)["n"]
-        .sum()
-        .reset_index()
-        .sort_values(["s", "n", "d"], ascending=[True, False, True])
-    )
-    best = sums.drop_duplicates("s")
-    out = np.zeros(sequences, np.int16)
-    out[best["s"].to_numpy()] = best["d"].to_numpy()
-    return names, out
-
-
-def write(path: Path, table: pa.Table, provenance: dict) -> Path:
-    """The table, atomically, in row groups of ``ROW_GROUP`` rows, stamped with what made it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_path(path)
-    try:
-        pq.write_table(
-            table.replace_schema_metadata(stamped(table.schema, provenance).metadata),
-            temp,
-            row_group_size=ROW_GROUP,
-            compression="zstd",
-        )
-        fsync_file(temp)
-        replace_partition(temp, path, path.with_suffix(""))
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def step_of(
     sequence: np.ndarray, micro_batch_size: int, ranks: int, grad_accumulation: int
 ) -> dict[str, np.ndarray]:
@@ -133,16 +72,114 @@ def read_step(path: Path, split: str, first: int, last: int) -> pa.Table:
     )
 
 
-def sample_step(table: pa.Table, step: int) -> str:
-    """A Markdown table of one step's documents (the Dagster UI's sample of the lineage)."""
-    if not table.num_rows:
-        return "_no sequences_"
-    mask = pc.and_(
-        pc.equal(table.column("step"), step), pc.equal(table.column("split"), table.column("split")[0])
-    )
-    part = table.filter(mask).slice(0, 20).to_pylist()
+def sample_step(table: pa.Table) -> str:
+    """A Markdown table of one step's pieces (the Dagster UI's sample of the lineage)."""
     rows = [
         (r["sequence"], r["offset"], r["length"], r["source"], r["id"], r["doc_start"], r["doc_tokens"])
-        for r in part
+        for r in table.slice(0, 20).to_pylist()
     ]
+    if not rows:
+        return "_no sequences_"
     return markdown.table(["sequence", "offset", "length", "source", "id", "doc_start", "doc_tokens"], rows)
+
+
+class LineageSink:
+    """The lineage table written as it is made: pieces arrive split by split in sequence order,
+    are written in row groups of ``ROW_GROUP`` rows to a temporary file, and the file is renamed
+    into place by :meth:`commit`. Alongside, it keeps what the metadata and the adaptive stream
+    need without reading the table back: tokens per source, each sequence's majority domain, and
+    each split's first step's pieces (the UI's sample)."""
+
+    def __init__(self, path: Path, provenance: dict, domains: list[str], sequences_per_step: int):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.temp = temp_path(path)
+        self.writer = pq.ParquetWriter(self.temp, stamped(SCHEMA, provenance), compression="zstd")
+        self.per_step = sequences_per_step
+        self.domains = list(domains)
+        self._code = {d: i for i, d in enumerate(self.domains)}
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self.rows = 0
+        self.tokens_per_source: dict[str, int] = {}
+        self.samples: dict[str, pa.Table] = {}  # step 0's pieces (first chunk) per split
+        self._weights = np.zeros((0, max(len(self.domains), 1)), np.int32)
+
+    def add(self, split: str, pieces: pa.Table) -> None:
+        """One batch of a split's pieces (columns of SCHEMA but split and step)."""
+        if not pieces.num_rows:
+            return
+        seq = pieces.column("sequence").to_numpy()
+        table = pieces.append_column("split", pa.array([split] * pieces.num_rows, pa.string()))
+        table = table.append_column("step", pa.array(seq // self.per_step, pa.int64()))
+        table = table.select(SCHEMA.names).cast(SCHEMA)
+        if split not in self.samples:
+            self.samples[split] = table.filter(pc.equal(table.column("step"), 0))
+        lengths = table.column("length").to_numpy().astype(np.int64)
+        by_source = pd.Series(lengths).groupby(table.column("source").to_numpy(zero_copy_only=False)).sum()
+        for source, n in by_source.items():
+            self.tokens_per_source[source] = self.tokens_per_source.get(source, 0) + int(n)
+        need = int(seq.max()) + 1
+        if need > len(self._weights):
+            grown = np.zeros((max(need, 2 * len(self._weights)), self._weights.shape[1]), np.int32)
+            grown[: len(self._weights)] = self._weights
+            self._weights = grown
+        codes = np.array([self._code[d] for d in table.column("domain").to_pylist()], np.int64)
+        np.add.at(self._weights, (seq, codes), lengths)
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        while self._pending_rows >= ROW_GROUP:
+            self._write(ROW_GROUP)
+
+    def _write(self, rows: int) -> None:
+        table = pa.concat_tables(self._pending)
+        self.writer.write_table(table.slice(0, rows), row_group_size=ROW_GROUP)
+        rest = table.slice(rows)
+        self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+        self.rows += rows
+
+    def end_split(self, sequences: int) -> np.ndarray:
+        """Each of the split's sequences' majority domain code (ties: the first name); resets."""
+        codes = self._weights[:sequences].argmax(axis=1).astype(np.int16)
+        self._weights = np.zeros((0, self._weights.shape[1]), np.int32)
+        return codes
+
+    def commit(self) -> Path:
+        if self._pending_rows:
+            self._write(self._pending_rows)
+        self.writer.close()
+        fsync_file(self.temp)
+        replace_partition(self.temp, self.path, self.path.with_suffix(""))
+        return self.path
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.temp.unlink(missing_ok=True)
+
+
+def check_tiling(path: Path, splits: dict[str, dict], seq_tokens: int) -> list[str]:
+    """Read back (in batches): per split, the pieces tile the real tokens exactly once, back to
+    back, in order (stream offset of each piece = the sum of the lengths before it)."""
+    cursor = dict.fromkeys(splits, 0)
+    problems: list[str] = []
+    broken: set[str] = set()
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(
+        columns=["split", "sequence", "offset", "length"], batch_size=ROW_GROUP
+    ):
+        split_col = batch.column(0).to_numpy(zero_copy_only=False)
+        seq = batch.column(1).to_numpy()
+        stream = seq * seq_tokens + batch.column(2).to_numpy().astype(np.int64)
+        length = batch.column(3).to_numpy().astype(np.int64)
+        for split in pd.unique(split_col):
+            mask = split_col == split
+            s, n = stream[mask], length[mask]
+            start = cursor.get(split, 0)
+            expected = start + np.concatenate([[0], np.cumsum(n)[:-1]])
+            if split not in splits or not np.array_equal(s, expected):
+                broken.add(split)
+            cursor[split] = start + int(n.sum())
+    for split, entry in splits.items():
+        if split in broken or cursor.get(split, 0) != entry["tokens"]:
+            problems.append(f"{split}: the lineage pieces do not tile the {entry['tokens']} tokens in order")
+    return problems

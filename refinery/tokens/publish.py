@@ -26,7 +26,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field, model_validator
 
@@ -154,10 +153,16 @@ class _SplitWriter:
 
 
 def pack_split(
-    con, split: str, folder: Path, params: TrainingTokensParams, dtype: str, pad_id: int
-) -> tuple[dict, pa.Table, list[tuple[str, str]]]:
-    """Pack one split; returns (its index entry, its lineage table, the scheduled documents
-    without tokens)."""
+    con,
+    split: str,
+    folder: Path,
+    params: TrainingTokensParams,
+    dtype: str,
+    pad_id: int,
+    sink: lineage.LineageSink,
+) -> tuple[dict, list[tuple[str, str]]]:
+    """Pack one split, its lineage into ``sink``; returns (its index entry, the scheduled
+    documents without tokens)."""
     seq_tokens = params.seq_len + 1
     packer = Packer(seq_tokens, np.dtype(dtype), pad_id)
     writer = _SplitWriter(folder, split, params)
@@ -167,7 +172,6 @@ def pack_split(
         "WHERE m.split = ? ORDER BY m.position",
         params=[split],
     ).to_arrow_reader(params.read_docs)
-    pieces: list[pa.Table] = []
     documents = skipped = 0
     skipped_ids: list[tuple[str, str]] = []
     for batch in reader:
@@ -187,7 +191,8 @@ def pack_split(
             raise TokenizerError(f"token id {int(values.max())} does not fit dtype {dtype}")
         cut = packer.add(values, lengths)
         doc = cut["doc"]
-        pieces.append(
+        sink.add(
+            split,
             pa.table(
                 {
                     "sequence": cut["sequence"],
@@ -201,7 +206,7 @@ def pack_split(
                     "doc_start": cut["doc_start"].astype(np.int64),
                     "doc_tokens": lengths[doc],
                 }
-            )
+            ),
         )
         documents += batch.num_rows
         for block in packer.blocks(params.shard_sequences):
@@ -209,9 +214,7 @@ def pack_split(
     for block in packer.blocks(params.shard_sequences, final=True):
         writer.write(block)
     writer.close()
-    table = lineage.finish(pieces, split, params.sequences_per_step)
-    domains, codes = lineage.sequence_domains(table, writer.written)
-    np.save(folder / DOMAINS_FILE, codes)
+    np.save(folder / DOMAINS_FILE, sink.end_split(writer.written))
     entry = {
         "sequences": writer.written,
         "tokens": packer.streamed,
@@ -220,9 +223,9 @@ def pack_split(
         "documents_without_tokens": skipped,
         "megatron": writer.shards,
         "litdata": f"{split}/litdata" if writer.litdata is not None and writer.written else None,
-        "domains": domains,  # sequence_domains.npy: each sequence's majority domain (a code into this)
+        "domains": sink.domains,  # sequence_domains.npy: each sequence's majority domain, a code into this
     }
-    return entry, table, skipped_ids
+    return entry, skipped_ids
 
 
 def publish_training_tokens(storage: Storage, params: TrainingTokensParams, stamp: dict) -> Published:
@@ -238,8 +241,20 @@ def publish_training_tokens(storage: Storage, params: TrainingTokensParams, stam
     staging = temp_path(root / "shards")
     staging.mkdir(parents=True)
     files = [str(f) for s in sources for f in storage.files(TOKENIZED_CORPUS, s)]
+    geometry = {
+        "seq_len": params.seq_len,
+        "sequences_per_step": params.sequences_per_step,
+        "micro_batch_size": params.micro_batch_size,
+        "data_parallel_size": params.data_parallel_size,
+        "grad_accumulation": params.grad_accumulation,
+    }
+    head = {"tokenizer_digest": info["digest"], "dtype": dtype, **geometry}
+    domains = sorted(set(manifest.column("domain").to_pylist()))
+    sink = lineage.LineageSink(
+        storage.table_path(TRAINING_TOKENS), stamp | {"index": head}, domains, params.sequences_per_step
+    )
     con = duckdb.connect()
-    splits, tables, skipped = {}, [], []
+    splits, skipped = {}, []
     try:
         con.register("manifest", manifest)
         if files:
@@ -251,20 +266,15 @@ def publish_training_tokens(storage: Storage, params: TrainingTokensParams, stam
         else:
             con.execute("CREATE TEMP TABLE tokens (source VARCHAR, id VARCHAR, tokens INTEGER[])")
         for split in sorted(set(manifest.column("split").to_pylist())):
-            entry, table, gone = pack_split(con, split, staging / split, params, dtype, int(info["pad_id"]))
+            entry, gone = pack_split(con, split, staging / split, params, dtype, int(info["pad_id"]), sink)
             splits[split], skipped = entry, skipped + gone
-            tables.append(table)
         index = {
             "tokenizer_digest": info["digest"],
             "vocab_size": int(info["vocab_size"]),
             "eos_id": int(info["eos_id"]),
             "pad_id": int(info["pad_id"]),
             "dtype": dtype,
-            "seq_len": params.seq_len,
-            "sequences_per_step": params.sequences_per_step,
-            "micro_batch_size": params.micro_batch_size,
-            "data_parallel_size": params.data_parallel_size,
-            "grad_accumulation": params.grad_accumulation,
+            **geometry,
             "schedule_id": manifest_digest(manifest),
             "packing": "concatenated",
             "splits": splits,
@@ -272,6 +282,7 @@ def publish_training_tokens(storage: Storage, params: TrainingTokensParams, stam
         (staging / INDEX_FILE).write_text(json.dumps(index, indent=1, sort_keys=True))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        sink.abort()
         raise
     finally:
         con.close()
@@ -283,36 +294,25 @@ def publish_training_tokens(storage: Storage, params: TrainingTokensParams, stam
     os.replace(staging, final)
     fsync_dir(root)
     shutil.rmtree(old, ignore_errors=True)
-    table = pa.concat_tables(tables) if tables else lineage.empty()
-    head = {k: v for k, v in index.items() if k != "splits"}
-    path = lineage.write(storage.table_path(TRAINING_TOKENS), table, stamp | {"index": head})
-    problems = verify(final, index, table)
-    return _published(storage, index, table, path, final, problems, skipped, sources, params)
+    path = sink.commit()
+    problems = verify(final, index, path)
+    return _published(storage, index, sink, path, final, problems, skipped, sources, params)
 
 
-def verify(root: Path, index: dict, table: pa.Table) -> list[str]:
+def verify(root: Path, index: dict, lineage_path: Path) -> list[str]:
     """From the files: per split, the shards hold the index's sequences, and the lineage pieces
     tile the real tokens exactly once, in order (sequence by sequence, offsets back to back)."""
     problems = []
-    seq_tokens = index["seq_len"] + 1
     for split, entry in index["splits"].items():
-        count = sum(MegatronShard(root.parent / "shards" / s["prefix"]).__len__() for s in entry["megatron"])
+        count = sum(len(MegatronShard(root / s["prefix"])) for s in entry["megatron"])
         if count != entry["sequences"]:
             problems.append(
                 f"{split}: {count} sequences in the Megatron shards, index says {entry['sequences']}"
             )
-        part = table.filter(pc.equal(table.column("split"), split))
-        seq = part.column("sequence").to_numpy()
-        offset = part.column("offset").to_numpy().astype(np.int64)
-        length = part.column("length").to_numpy().astype(np.int64)
-        stream = seq * seq_tokens + offset
-        expected = np.concatenate([[0], np.cumsum(length)[:-1]]) if len(length) else length
-        if not np.array_equal(stream, expected) or int(length.sum()) != entry["tokens"]:
-            problems.append(f"{split}: the lineage pieces do not tile the {entry['tokens']} tokens in order")
-    return problems
+    return problems + lineage.check_tiling(lineage_path, index["splits"], index["seq_len"] + 1)
 
 
-def _published(storage, index, table, path, root, problems, skipped, sources, params) -> Published:
+def _published(storage, index, sink, path, root, problems, skipped, sources, params) -> Published:
     rejected = _rejections(storage, sources)
     reasons = {}
     if skipped:
@@ -334,17 +334,9 @@ def _published(storage, index, table, path, root, problems, skipped, sources, pa
     ]
     train = index["splits"].get("train", next(iter(index["splits"].values()), {"sequences": 0}))
     steps = -(-train["sequences"] // index["sequences_per_step"])
-    by_source = (
-        pd.DataFrame(
-            {"source": table.column("source").to_pylist(), "length": table.column("length").to_numpy()}
-        )
-        .groupby("source")["length"]
-        .sum()
-        .to_dict()
-        if table.num_rows
-        else {}
-    )
-    sample = lineage.sample_step(table, 0)
+    by_source = sink.tokens_per_source
+    first = sink.samples.get("train", next(iter(sink.samples.values()), None))
+    sample = lineage.sample_step(first) if first is not None else "_no sequences_"
     meta = {
         "splits": Markdown(
             markdown.table(
@@ -382,4 +374,4 @@ def _published(storage, index, table, path, root, problems, skipped, sources, pa
         {"problems": Markdown("\n".join(f"- {p}" for p in problems) or "_none_")},
     )
     warnings = [f"{n} scheduled documents have no tokens ({k})" for k, n in reasons.items()]
-    return Published(meta, [check], warnings=warnings, schema=table.schema, rows=table.num_rows)
+    return Published(meta, [check], warnings=warnings, schema=lineage.SCHEMA, rows=sink.rows)

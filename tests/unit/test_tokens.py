@@ -199,3 +199,19 @@ def test_torch_dataset_and_refusals(home):
         TokenReader(root, "train", 0, 3)
     with pytest.raises(TokenLoaderError, match="tokenized with tokenizer"):
         TokenReader(root, "train", tokenizer_digest="0" * 24)
+
+
+def test_the_tiling_check_catches_a_lost_piece(home, tmp_path):
+    from refinery.tokens.lineage import check_tiling
+
+    _, _, _, root, _ = home
+    splits = read_index(root)["splits"]
+    path = root / "training_tokens.parquet"
+    assert check_tiling(path, splits, 64) == []
+    table = pq.read_table(path)
+    broken = tmp_path / "broken.parquet"
+    pq.write_table(table.take([*range(10), *range(11, table.num_rows)]), broken)  # one piece lost
+    tokens = splits["train"]["tokens"]
+    assert check_tiling(broken, splits, 64) == [
+        f"train: the lineage pieces do not tile the {tokens} tokens in order"
+    ]
