@@ -188,7 +188,7 @@ def test_labels_and_document_mask(home):
 
 def test_torch_dataset_and_refusals(home):
     torch = pytest.importorskip("torch")
-    from refinery.tokens.loader import TokenDataset
+    from refinery.tokens.dataset import TokenDataset
 
     _, _, _, root, _ = home
     ds = TokenDataset(root, rank=1, world_size=2)

@@ -81,3 +81,14 @@ def test_resume_reproduces_the_tail_and_mismatched_logs_are_refused(recorded, tm
     assert [b["slot"].tolist() for b in tail] == [b["slot"].tolist() for b in whole if b["step"][0] >= 12]
     with pytest.raises(TokenLoaderError, match="batch size"):
         AdaptiveTokenReader(root, "train", feedback, 0, 2, batch_size=3)
+
+
+def test_token_dataset_follows_the_log(recorded):
+    pytest.importorskip("torch")
+    from refinery.tokens.dataset import TokenDataset
+
+    root, feedback, _, _ = recorded
+    ds = TokenDataset(root, batch_size=2, rank=0, world_size=2, feedback=feedback, steps=STEPS)
+    got = [b["slot"].tolist() for b in ds.loader(num_workers=0)]
+    assert len(got) == len(ds) == STEPS
+    assert got == [b["slot"].tolist() for b in stream(root, feedback, 0, workers=1)]
