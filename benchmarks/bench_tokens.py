@@ -133,19 +133,32 @@ def time_encode(frame: pd.DataFrame, tokenizer) -> tuple[Clock, int]:
     tokens = 0
     with Clock() as clock:
         for i in range(0, len(texts), 1000):
-            batch = tokenizer.encode_batch(texts[i : i + 1000], add_special_tokens=False)
-            tokens += sum(len(e.ids) + 1 for e in batch)
+            batch = tokenizer.encode_batch(texts[i : i + 1000])
+            tokens += sum(len(e.ids) for e in batch)
     return clock, tokens
 
 
-def tokenize_bench(name: str, frame: pd.DataFrame, home: Path, train_docs: int) -> dict:
+def tokenize_setup(home: Path, frame: pd.DataFrame, train_docs: int = 5_000) -> tuple[Layout, Storage]:
+    """The corpus as a pretrain_corpus partition, the tokenizer trained on it, and one
+    tokenized_corpus run."""
     layout = Layout.at(home)
     storage = Storage(layout.storage)
     write_partition(storage, frame)
     params = TokenizerParams(vocab_size=16_384, sample_documents=train_docs, held_out_per_source=50)
     publish_tokenizer(storage, params, provenance("tokenizer", "all", params))
+    time_stage(layout, storage, frame["source"].iloc[0])
+    return layout, storage
+
+
+def tokenize_bench(name: str, frame: pd.DataFrame, home: Path, train_docs: int) -> dict:
+    from tokenizers.processors import TemplateProcessing
+
+    layout, storage = tokenize_setup(home, frame, train_docs)
     tok_file = tokenizer_path(storage)
-    tokenizer = load(tok_file)
+    tokenizer = load(tok_file)  # the call both make: ids then the EOS, by the post-processor
+    tokenizer.post_processor = TemplateProcessing(
+        single="$A <|endoftext|>", special_tokens=[("<|endoftext|>", tokenizer.token_to_id("<|endoftext|>"))]
+    )
     results = {"corpus": name, "documents": len(frame), "mb": round(frame["text"].str.len().sum() / 1e6, 1)}
     order = ["encode_batch", "tokenized_corpus", "datatrove"]
     best: dict[str, tuple[Clock, int]] = {}
@@ -341,6 +354,9 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=10_000_000, help="lineage table size for the lookup")
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--parts", default="tokenize,loader,lineage", help="which measurements (comma-separated)"
+    )
     args = parser.parse_args()
     report = {"rayon_threads": os.environ["RAYON_NUM_THREADS"], "cpus": os.cpu_count()}
     real = ensure_real_corpus(max_mb=args.real_mb)
@@ -351,19 +367,28 @@ def main() -> None:
             "real": corpus_frame(real, None, "real"),
             "generated": corpus_frame(generated, None, "generated"),
         }
+        parts = set(args.parts.split(","))
         report["tokenize"] = []
-        for name, frame in frames.items():
+        for name, frame in frames.items() if "tokenize" in parts else ():
             result = tokenize_bench(name, frame, tmp / name, train_docs=min(len(frame), 5_000))
             report["tokenize"].append(result)
             print(json.dumps(result))
+        if not parts & {"loader", "lineage"}:
+            return _write(args.out, report)
+        if not (tmp / "real").exists():  # the loader and lineage need the real corpus tokenized
+            tokenize_setup(tmp / "real", frames["real"])
         report["loader"] = loader_bench(tmp / "real", frames["real"], args.seq_len, 8)
         print(json.dumps(report["loader"]))
         storage = Storage(Layout.at(tmp / "real").storage)
         doc_tokens = storage.read("tokenized_corpus", "real", columns=["n_tokens"])["n_tokens"].to_numpy()
         report["lineage"] = lineage_bench(tmp, args.sequences, doc_tokens, args.seq_len)
         print(json.dumps(report["lineage"]))
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1))
+    _write(args.out, report)
+
+
+def _write(out: Path | None, report: dict) -> None:
+    if out:
+        out.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
