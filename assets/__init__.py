@@ -33,6 +33,7 @@ from assets.text_stages import (
     raw_documents,
     semantic_deduplicated,
 )
+from assets.tokens import tokenized_corpus, tokenizer, training_tokens
 from refinery.kinds import KINDS
 from refinery.stages import text
 
@@ -57,6 +58,7 @@ VIDEO_PIPELINE = pipeline("video")
 # The LLM stages (refinery/llm): run on demand unless an endpoint is configured (assets/llm.py).
 LLM_TEXT = [llm_judged, llm_rewritten, llm_sft_synthesized]
 LLM_SFT = [sft_judged]
+TOKENS = [tokenizer, tokenized_corpus, training_tokens]
 ALL_ASSETS = [
     *TEXT_PIPELINE,
     reference_corpus,
@@ -69,6 +71,7 @@ ALL_ASSETS = [
     *VIDEO_PIPELINE,
     *LLM_TEXT,
     *LLM_SFT,
+    *TOKENS,
 ]
 
 __all__ = [
@@ -82,6 +85,7 @@ __all__ = [
     "TEXT_PIPELINE",
     "TEXT_PREFILTER",
     "TEXT_QUALITY",
+    "TOKENS",
     "TRAINING_DATA",
     "VIDEO_PIPELINE",
     "clean_documents",

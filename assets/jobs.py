@@ -15,6 +15,7 @@ from assets import (
     TEXT_PIPELINE,
     TEXT_PREFILTER,
     TEXT_QUALITY,
+    TOKENS,
     TRAINING_DATA,
     VIDEO_PIPELINE,
     corpus_fuzzy_dedup,
@@ -98,6 +99,17 @@ llm_sft_job = _asset_job(
     "LLM-judge scores for one SFT source's sft_selected records (needs an endpoint).",
 )
 
+tokenizer_job = _asset_job(
+    names.TOKENIZER_JOB, TOKENS[:1], "Train (or load) the tokenizer on pretrain_corpus."
+)
+tokenize_job = _asset_job(
+    names.TOKENIZE_JOB, TOKENS[1:2], "One text source's pretrain_corpus tokenized (needs the tokenizer)."
+)
+training_tokens_job = _asset_job(
+    names.TRAINING_TOKENS_JOB,
+    TOKENS[2:],
+    "The training schedule packed into Megatron and litdata token shards, with the lineage table.",
+)
 ALL_JOBS = [
     text_pipeline_job,
     text_prefilter_job,
@@ -111,4 +123,7 @@ ALL_JOBS = [
     video_pipeline_job,
     llm_text_job,
     llm_sft_job,
+    tokenizer_job,
+    tokenize_job,
+    training_tokens_job,
 ]

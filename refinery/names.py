@@ -84,3 +84,11 @@ LLM_SFT_SYNTHESIZED = "llm_sft_synthesized"  # question–answer pairs per docum
 SFT_JUDGED = "sft_judged"  # sft_selected records with a judge score and rationale
 LLM_TEXT_JOB = "llm_text"
 LLM_SFT_JOB = "llm_sft"
+
+# -- training tokens: the tokenizer, each source's token ids, the packed shards -----------------
+TOKENIZER = "tokenizer"
+TOKENIZED_CORPUS = "tokenized_corpus"  # per text_source, like pretrain_corpus
+TRAINING_TOKENS = "training_tokens"
+TOKENIZER_JOB = "tokenizer_job"
+TOKENIZE_JOB = "tokenize_corpus"
+TRAINING_TOKENS_JOB = "training_tokens_job"

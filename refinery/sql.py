@@ -89,9 +89,12 @@ def _vector_views(con: duckdb.DuckDBPyConnection, storage_root: Path) -> list[st
 
 
 def connect(storage_root: Path) -> duckdb.DuckDBPyConnection:
+    from refinery.tokens.views import create_trace_views
+
     con = duckdb.connect()
     _create_views(con, storage_root)
     _vector_views(con, storage_root)
+    create_trace_views(con)  # trace_steps, trace_documents (once training_tokens exists)
     return con
 
 
@@ -112,7 +115,9 @@ def write_catalog(storage_root: Path, path: Path) -> list[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     try:
-        return _create_views(con, storage_root) + _vector_views(con, storage_root)
+        from refinery.tokens.views import create_trace_views
+
+        return _create_views(con, storage_root) + _vector_views(con, storage_root) + create_trace_views(con)
     finally:
         con.close()
 

@@ -252,3 +252,83 @@ def test_curriculum_uses_perplexity_when_the_corpus_has_it(corpus):
     assert sorted(train["difficulty"]) == sorted(mixture["perplexity"])
     rank = train["difficulty"].rank(method="min").to_numpy() - 1
     assert (rank < available_limit(len(train), "linear", 0.3)).all()
+
+
+def hand_packed(manifest: pd.DataFrame, n_tokens: dict, seq_tokens: int) -> list[tuple]:
+    """(sequence, source, id, doc_start, length) of every piece, by walking the documents one by one."""
+    pieces, cursor = [], 0
+    for source, doc in zip(manifest["source"], manifest["id"], strict=True):
+        n = n_tokens[(source, doc)]
+        at = 0
+        while at < n:
+            sequence, offset = divmod(cursor + at, seq_tokens)
+            take = min(n - at, seq_tokens - offset)
+            pieces.append((sequence, source, doc, at, take))
+            at += take
+        cursor += n
+    return pieces
+
+
+def test_tokens_and_trace_through_dagster(corpus, capsys):
+    import cli
+    from assets.tokens import tokenized_corpus, tokenizer, training_tokens
+
+    layout, instance, _, _ = corpus
+    tok = run(instance, layout, [tokenizer], {"tokenizer": {"config": {"vocab_size": 800}}})
+    assert tok.success and metadata(tok, "tokenizer")["vocab_size"].value == 800
+    assert "| past |" in metadata(tok, "tokenizer")["bytes_per_token"].value  # held-out, per source
+    for source in TOPICS:
+        done = dg.materialize(
+            [tokenized_corpus], partition_key=source, instance=instance, resources=resources(layout)
+        )
+        assert done.success and metadata(done, "tokenized_corpus")["tokens"].value > 0
+    geometry = {"seq_len": 127, "micro_batch_size": 2, "data_parallel_size": 2, "shard_sequences": 4}
+    packed = run(instance, layout, [training_tokens], {"training_tokens": {"config": geometry}})
+    assert packed.success and next(iter(packed.get_asset_check_evaluations())).passed
+    assert "| sequence |" in metadata(packed, "training_tokens")["trace_step_0"].value  # a sample, in the UI
+
+    storage = Storage(layout.storage)
+    n_tokens, rows = {}, {}
+    for source in TOPICS:
+        frame = storage.read("tokenized_corpus", source, columns=["id", "n_tokens", "file", "line"])
+        for r in frame.itertuples():
+            n_tokens[(source, r.id)] = r.n_tokens
+            rows[(source, r.id)] = r
+    manifest = pd.read_parquet(layout.storage / "training_schedule" / "training_schedule.parquet")
+    train = manifest[manifest["split"] == "train"].sort_values("position")
+    expected = [p for p in hand_packed(train, n_tokens, 128) if 4 <= p[0] < 8]  # step 1: sequences 4–7
+    assert expected
+
+    assert cli.main(["--home", str(layout.home), "trace", "--step", "1", "--format", "json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert [(g["sequence"], g["source"], g["id"], g["doc_start"], g["length"]) for g in got] == expected
+    for g in got:
+        origin = rows[(g["source"], g["id"])]
+        assert g["raw_file"] == str(layout.inbox_source("text", g["source"]) / origin.file)
+        assert g["line"] == origin.line and {"perplexity", "quality_score"} <= set(g["scores"])
+        assert (g["rank"], g["micro_batch"]) == ((g["sequence"] - 4) // 2, 0)  # 2 ranks × 1 micro-batch of 2
+
+    first = (train["source"].iloc[0], train["id"].iloc[0])
+    steps = sorted({p[0] // 4 for p in hand_packed(train, n_tokens, 128) if (p[1], p[2]) == first})
+    assert cli.main(["--home", str(layout.home), "trace", "--doc", "/".join(first), "--format", "json"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["status"] == "trained"
+    assert sorted({a["step"] for a in trained["appearances"] if a["split"] == "train"}) == steps
+
+    # the kitchen copy of science-0 never trained: exact dedup removed it, and trace says so
+    copy = "kitchen-14"
+    assert cli.main(["--home", str(layout.home), "trace", "--doc", f"kitchen/{copy}"]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"kitchen/{copy}: removed by exact_deduplicated:") and "science/science-0" in said
+
+    # the same answers as SQL views
+    sql = (
+        "SELECT sequence, source, id, doc_start, length FROM trace_steps "
+        "WHERE split = 'train' AND step = 1 ORDER BY sequence, \"offset\""
+    )
+    assert cli.main(["--home", str(layout.home), "sql", sql, "--format", "json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    assert [tuple(v.values()) for v in view] == expected
+    sql = f"SELECT status, stage FROM trace_documents WHERE source = 'kitchen' AND id = '{copy}'"
+    assert cli.main(["--home", str(layout.home), "sql", sql, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"status": "removed", "stage": "exact_deduplicated"}]
