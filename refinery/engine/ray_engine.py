@@ -124,6 +124,14 @@ class RayEngine:
             return self.workers
         return max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_worker))
 
+    def tasks(self) -> tuple[Any, int]:
+        """(a runner of independent Ray tasks on this cluster, the number of workers): the shuffle
+        steps of :mod:`refinery.dedup.corpus_shuffle` run through it."""
+        from refinery.engine.tasks import RayTasks
+
+        self.connect()
+        return RayTasks(cpus=self.cpus_per_worker), self.pool_size()
+
     # -- running a stage ----------------------------------------------------------------------
     def run(self, ctx: StageContext, make: ProcessorMaker, gpus: float = 0) -> tuple[StageRun, Any]:
         if not ctx.spec.parallel:

@@ -55,7 +55,7 @@ def test_batch_dedup_over_every_partition_beside_the_incremental_path(home, inst
     meta = {k: getattr(v, "value", v) for k, v in result.asset_materializations_for_node(
         names.CORPUS_FUZZY_DEDUP)[0].metadata.items()}  # fmt: skip
 
-    table = pd.read_parquet(storage.table_path(names.CORPUS_FUZZY_DEDUP))
+    table = storage.read(names.CORPUS_FUZZY_DEDUP, names.CORPUS_FUZZY_DEDUP)
     assert list(table.columns) == ["source", "id", "component", "component_size", "kept", "duplicate_of",
                                    "similarity"]  # fmt: skip
     # Every document once, in first-come order (sources sorted, rows in reading order).
