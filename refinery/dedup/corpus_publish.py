@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from pydantic import Field
 
 from refinery import markdown
@@ -49,7 +48,7 @@ from refinery.dedup.corpus_shuffle import TABLE_SCHEMA
 from refinery.dedup.fuzzy import signature_function
 from refinery.dedup.keys import doc_key
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published, bullet_list
-from refinery.names import CORPUS_FUZZY_DEDUP, EXACT_DEDUPLICATED
+from refinery.names import EXACT_DEDUPLICATED
 from refinery.storage import Storage, iter_path_batches
 
 KEEP_RULE = (
@@ -242,9 +241,18 @@ def publish_corpus_dedup(
         "signatures_computed_by": engine.name,
         "pairs_grouped_by": engine.name,
         "shuffle": Json(
-            {k: stats[k] for k in ("pieces", "reducers", "component_partitions", "component_rounds",
-                                   "band_rows", "signature_bytes")}
-        ),  # fmt: skip
+            {
+                k: stats[k]
+                for k in (
+                    "pieces",
+                    "reducers",
+                    "component_partitions",
+                    "component_rounds",
+                    "band_rows",
+                    "signature_bytes",
+                )
+            }
+        ),
         "keep_rule": KEEP_RULE,
         "lsh_bands": Markdown(
             markdown.table(

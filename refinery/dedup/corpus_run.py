@@ -24,7 +24,7 @@ from refinery.dedup.corpus_shuffle import ShufflePlan, ShuffleResult, plan_piece
 from refinery.dedup.keys import doc_key
 from refinery.engine.tasks import InProcessTasks, TaskRunner
 from refinery.names import CORPUS_FUZZY_DEDUP, EXACT_DEDUPLICATED
-from refinery.storage import Storage, replace_partition
+from refinery.storage import Storage, part_order, replace_partition
 from refinery.tempfiles import fsync_tree, temp_path
 
 SHUFFLE_DIR = "_shuffle"
@@ -131,7 +131,7 @@ def compare_sources(
 ) -> tuple[dict, list[str], list[str], pd.DataFrame, pd.DataFrame]:
     """Per source on the runner: (summed counts, sources compared, sources fuzzy_deduplicated has
     not materialized, the first only-batch and only-incremental examples)."""
-    files = sorted(table.glob("part-*.parquet"))
+    files = sorted(table.glob("part-*.parquet"), key=part_order)
     by_source: dict[str, list[str]] = {}
     for piece, file in zip(plan.pieces, files, strict=False):
         by_source.setdefault(piece.source, []).append(str(file))

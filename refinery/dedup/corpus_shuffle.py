@@ -187,7 +187,9 @@ def sign_task(step: str, p: int, plan: ShufflePlan) -> dict:
     ids, sigs = [], []
     if piece.row_groups:
         parquet = pq.ParquetFile(piece.file)
-        for batch in parquet.iter_batches(par["batch_rows"], row_groups=list(piece.row_groups), columns=["id", "text"]):
+        for batch in parquet.iter_batches(
+            par["batch_rows"], row_groups=list(piece.row_groups), columns=["id", "text"]
+        ):
             frame = batch.to_pandas()
             ids.append(frame["id"].astype(str).to_numpy())
             sigs.append(hasher.signatures(frame["text"].tolist()))
@@ -199,7 +201,11 @@ def sign_task(step: str, p: int, plan: ShufflePlan) -> dict:
         )
     out.write("sig.parquet", pa.table({"id": pa.array(id_array, pa.string()), "sig": _sig_array(signatures)}))
     n, bands, rows = len(signatures), par["bands"], par["rows"]
-    buckets = np.concatenate([band_bucket(signatures, b, rows) for b in range(bands)]) if n else np.zeros(0, np.int64)
+    buckets = (
+        np.concatenate([band_bucket(signatures, b, rows) for b in range(bands)])
+        if n
+        else np.zeros(0, np.int64)
+    )
     band_rows = pa.table(
         {
             "band": np.repeat(np.arange(bands, dtype=np.int16), n),
@@ -239,7 +245,7 @@ def join_task(step: str, p: int, plan: ShufflePlan) -> dict:
         _, sigs = load_signed(plan, p)
         table = pa.table({"a": a, "b": b, "sig_a": _sig_array(sigs[a - plan.starts[p]])})
         out.scatter(table, plan.piece_of(b), len(plan.pieces))
-    return out.commit({"candidate_pairs": int(len(a))})
+    return out.commit({"candidate_pairs": len(a)})
 
 
 def verify_task(step: str, p: int, plan: ShufflePlan) -> dict:
@@ -264,7 +270,7 @@ def members_task(step: str, k: int, plan: ShufflePlan, final: str) -> dict:
     found = gather(Path(final), k)
     leaf, root = _column(found, "u"), _column(found, "v")
     out.scatter(pa.table({"leaf": leaf, "root": root}), plan.piece_of(root), len(plan.pieces))
-    return out.commit({"members": int(len(leaf))})
+    return out.commit({"members": len(leaf)})
 
 
 def owners_task(step: str, p: int, plan: ShufflePlan) -> dict:
@@ -290,7 +296,7 @@ def owners_task(step: str, p: int, plan: ShufflePlan) -> dict:
         }
     )
     out.scatter(rows, plan.piece_of(rows.column("leaf").to_numpy()), len(plan.pieces))
-    return out.commit({"components": int(len(roots)), "largest": int(sizes.max())})
+    return out.commit({"components": len(roots), "largest": int(sizes.max())})
 
 
 def table_task(step: str, p: int, plan: ShufflePlan, stamp: dict, key_parts: int) -> dict:
@@ -335,7 +341,9 @@ def table_task(step: str, p: int, plan: ShufflePlan, stamp: dict, key_parts: int
     key_rows = pa.table({"key": pa.array(keys, pa.string())})
     out.scatter(key_rows, (hashes % np.uint64(key_parts)).astype(np.int64), key_parts)
     removed = np.flatnonzero(~kept)
-    claims = pa.table({"component": component[removed], "duplicate_of": pa.array(duplicate_of[removed], pa.string())})
+    claims = pa.table(
+        {"component": component[removed], "duplicate_of": pa.array(duplicate_of[removed], pa.string())}
+    )
     out.scatter(
         claims.rename_columns(["component", "duplicate_of"]),
         plan.piece_of(component[removed]) + key_parts,  # after the key destinations
@@ -345,7 +353,7 @@ def table_task(step: str, p: int, plan: ShufflePlan, stamp: dict, key_parts: int
         [piece.source, str(ids[i]), duplicate_of[i], float(similarity[i]), int(size[i])]
         for i in removed[:SAMPLE_ROWS]
     ]
-    return out.commit({"rows": n, "removed": int(len(removed)), "sample": sample})
+    return out.commit({"rows": n, "removed": len(removed), "sample": sample})
 
 
 # -- checks over the written parts ------------------------------------------------------------------
@@ -353,7 +361,7 @@ def keys_task(step: str, k: int, plan: ShufflePlan) -> dict:
     out = TaskOutput(Path(step), k)
     found = gather(plan.step("table"), k)
     keys = found.column("key").to_numpy(zero_copy_only=False) if found is not None else np.zeros(0, object)
-    return out.commit({"keys": int(len(keys)), "repeated": int(len(keys) - len(pd.unique(keys)))})
+    return out.commit({"keys": len(keys), "repeated": int(len(keys) - len(pd.unique(keys)))})
 
 
 def owner_check_task(step: str, p: int, plan: ShufflePlan, key_parts: int) -> dict:
@@ -366,15 +374,26 @@ def owner_check_task(step: str, p: int, plan: ShufflePlan, key_parts: int) -> di
     component = written.column("component").to_numpy()
     sizes = written.column("component_size").to_numpy()
     keys = np.array(
-        [doc_key(s, str(i)) for s, i in zip(written.column("source").to_pylist(), written.column("id").to_pylist(), strict=True)],
+        [
+            doc_key(s, str(i))
+            for s, i in zip(
+                written.column("source").to_pylist(), written.column("id").to_pylist(), strict=True
+            )
+        ],
         dtype=object,
     )
     found = gather(plan.step("table"), key_parts + p)
     named = _column(found, "component") - start
-    owner = found.column("duplicate_of").to_numpy(zero_copy_only=False) if found is not None else np.zeros(0, object)
-    wrong = int(
-        (~kept[named] | (component[named] != named + start) | (keys[named] != owner)).sum()
-    ) if len(named) else 0
+    owner = (
+        found.column("duplicate_of").to_numpy(zero_copy_only=False)
+        if found is not None
+        else np.zeros(0, object)
+    )
+    wrong = (
+        int((~kept[named] | (component[named] != named + start) | (keys[named] != owner)).sum())
+        if len(named)
+        else 0
+    )
     members = np.bincount(named, minlength=len(kept)) + 1 if len(kept) else np.zeros(0, np.int64)
     bad_components = int(((members != sizes) & kept).sum()) if len(kept) else 0
     bad_kept = int((kept != (component == np.arange(start, start + len(kept)))).sum())
@@ -444,9 +463,9 @@ def shuffle_dedup(
         "component_rounds": rounds,
     }
     sample_rows = [row for r in written for row in r["sample"]][:SAMPLE_ROWS]
-    sample = pd.DataFrame(sample_rows, columns=["source", "id", "duplicate_of", "similarity", "component_size"]).assign(
-        kept=False
-    )
+    sample = pd.DataFrame(
+        sample_rows, columns=["source", "id", "duplicate_of", "similarity", "component_size"]
+    ).assign(kept=False)
     checks = {
         "rows": sum(r["rows"] for r in written),
         "repeated_keys": sum(r["repeated"] for r in keyed),

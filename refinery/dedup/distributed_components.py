@@ -96,7 +96,7 @@ def large_star_task(step: str, index: int, source: str, parts: int) -> dict:
         both = np.unique(np.stack([x, y], axis=1), axis=0)
         x, y = both[:, 0], both[:, 1]
     write_for_small_star(out, x, y, parts)
-    return out.commit({"stars": stars, "edges": int(len(x))})
+    return out.commit({"stars": stars, "edges": len(x)})
 
 
 def small_star_task(step: str, index: int, source: str, parts: int) -> dict:
@@ -114,10 +114,12 @@ def small_star_task(step: str, index: int, source: str, parts: int) -> dict:
     y = np.concatenate([m[others], min_v])
     x, y = local_stars(x, y)  # same components, fewer and shallower edges
     write_for_large_star(out, x, y, parts)
-    return out.commit({"edges": int(len(x))})
+    return out.commit({"edges": len(x)})
 
 
-def star_rounds(work: WorkDir, runner: TaskRunner, first: str, parts: int, prefix: str = "cc") -> tuple[str, int]:
+def star_rounds(
+    work: WorkDir, runner: TaskRunner, first: str, parts: int, prefix: str = "cc"
+) -> tuple[str, int]:
     """Alternate the rounds from the step ``first`` (rows for large-star) until the graph is stars;
     returns the step whose files hold the final ``(leaf, root)`` rows, keyed by leaf, and the rounds."""
     source = str(work.step(first))

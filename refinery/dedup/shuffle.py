@@ -112,7 +112,9 @@ class WorkDir:
     def step(self, name: str) -> Path:
         return self.root / name
 
-    def run(self, runner: TaskRunner, name: str, fn: Callable[..., dict], args: Sequence[tuple]) -> list[dict]:
+    def run(
+        self, runner: TaskRunner, name: str, fn: Callable[..., dict], args: Sequence[tuple]
+    ) -> list[dict]:
         """Task ``i`` is ``fn(step_folder, i, *args[i])``; tasks already committed are skipped.
         Returns every task's result, in order."""
         step = self.step(name)

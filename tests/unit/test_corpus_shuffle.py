@@ -32,7 +32,7 @@ def _sources(seed: int = 5) -> dict[str, list[str]]:
         "alpha": base[:6] + [base[1]] * 9 + chain[1:2],  # a bucket above max_bucket_all_pairs
         "beta": [prose.near_duplicate(t, rng, edits=1) for t in base[2:8]] + chain[2:],
         "gamma": [],
-        "zeta": base[6:] + [base[0], base[3]],
+        "zeta": [*base[6:], base[0], base[3]],
     }
 
 
@@ -49,7 +49,8 @@ def _write(tmp_path, sources: dict[str, list[str]], group_rows: int) -> list[tup
 
 def _want(sources: dict[str, list[str]], params: CorpusDedupParams) -> pd.DataFrame:
     frames = [
-        (s, pd.DataFrame({"id": [f"d{i}" for i in range(len(t))], "text": t})) for s, t in sorted(sources.items())
+        (s, pd.DataFrame({"id": [f"d{i}" for i in range(len(t))], "text": t}))
+        for s, t in sorted(sources.items())
     ]
     table = corpus_dedup(frames, params).table
     return table.astype({"source": str, "id": str})
@@ -62,12 +63,17 @@ def test_the_shuffle_writes_the_in_memory_table_row_for_row(tmp_path, piece_rows
     want = _want(sources, params)
     pieces = plan_pieces(_write(tmp_path, sources, 3), piece_rows)
     seconds: dict = {}
-    plan, result = shuffle_dedup(pieces, params, InProcessTasks(), tmp_path / "work", workers, {"x": 1}, seconds)
+    plan, result = shuffle_dedup(
+        pieces, params, InProcessTasks(), tmp_path / "work", workers, {"x": 1}, seconds
+    )
     got = pd.concat([pq.read_table(p).to_pandas() for p in table_parts(plan)], ignore_index=True)
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
     assert (~got["kept"]).sum() >= 10
     in_memory = corpus_dedup(
-        [(s, pd.DataFrame({"id": [f"d{i}" for i in range(len(t))], "text": t})) for s, t in sorted(sources.items())],
+        [
+            (s, pd.DataFrame({"id": [f"d{i}" for i in range(len(t))], "text": t}))
+            for s, t in sorted(sources.items())
+        ],
         params,
     ).stats
     for figure in ("candidate_pairs", "verified_edges", "unverified_edges_dropped", "shared_buckets",
