@@ -61,4 +61,7 @@ def corpus_fuzzy_dedup(
     sources = context.instance.get_dynamic_partitions(text_source.name)
     stamp = provenance(names.CORPUS_FUZZY_DEDUP, "all", config)
     runner = engine.engine() or LocalEngine()
-    return publish(context, publish_corpus_dedup(refinery.storage(), config, runner, stamp, sources))
+    published = publish_corpus_dedup(refinery.storage(), config, runner, stamp, sources)
+    # The manifest's hash (parts, rows, provenance) is the data version: same rows, same version.
+    version = published.metadata["manifest"].value["version"]
+    return publish(context, published)._replace(data_version=dg.DataVersion(version))

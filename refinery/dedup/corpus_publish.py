@@ -47,6 +47,7 @@ from refinery.dedup.corpus_run import compare_sources, engine_tasks, run_shuffle
 from refinery.dedup.corpus_shuffle import TABLE_SCHEMA
 from refinery.dedup.fuzzy import signature_function
 from refinery.dedup.keys import doc_key
+from refinery.manifest import read_manifest
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published, bullet_list
 from refinery.names import EXACT_DEDUPLICATED
 from refinery.storage import Storage, iter_path_batches
@@ -276,6 +277,7 @@ def publish_corpus_dedup(
         "sources_read": len(read),
         "sources_without_exact_deduplicated": bullet_list(missing_exact),
         "output": FilePath.of(path),
+        "manifest": Json({k: v for k, v in (read_manifest(path) or {}).items() if k != "parts"}),
     }
     if replayed is not None:
         metadata["removed_by_incremental_replay"] = len(replayed)

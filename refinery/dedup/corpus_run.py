@@ -23,6 +23,7 @@ from refinery.dedup.corpus_dedup import CorpusDedupParams
 from refinery.dedup.corpus_shuffle import ShufflePlan, ShuffleResult, plan_pieces, shuffle_dedup, table_parts
 from refinery.dedup.keys import doc_key
 from refinery.engine.tasks import InProcessTasks, TaskRunner
+from refinery.manifest import write_manifest
 from refinery.names import CORPUS_FUZZY_DEDUP, EXACT_DEDUPLICATED
 from refinery.storage import Storage, part_order, replace_partition
 from refinery.tempfiles import fsync_tree, temp_path
@@ -88,6 +89,7 @@ def commit_table(storage: Storage, plan: ShufflePlan, stamp: dict) -> Path:
         from refinery.storage import stamped
 
         pq.write_table(stamped(TABLE_SCHEMA, stamp).empty_table(), staging / f"part-{0:0{width}d}.parquet")
+    write_manifest(staging, stamp)  # last: a folder with a manifest is complete
     fsync_tree(staging)
     replace_partition(staging, final, storage.table_path(CORPUS_FUZZY_DEDUP))
     shutil.rmtree(plan.work, ignore_errors=True)
