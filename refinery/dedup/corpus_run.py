@@ -22,7 +22,7 @@ from refinery.dedup.corpus_compare import Meter, incremental_decisions
 from refinery.dedup.corpus_dedup import CorpusDedupParams
 from refinery.dedup.corpus_shuffle import ShufflePlan, ShuffleResult, plan_pieces, shuffle_dedup, table_parts
 from refinery.dedup.keys import doc_key
-from refinery.engine.tasks import InProcessTasks, TaskRunner
+from refinery.engine.tasks import TaskRunner
 from refinery.manifest import write_manifest
 from refinery.names import CORPUS_FUZZY_DEDUP, EXACT_DEDUPLICATED
 from refinery.storage import Storage, part_order, replace_partition
@@ -33,13 +33,10 @@ LOCAL_PIECE_ROWS = 50_000
 
 
 def engine_tasks(engine: Any) -> tuple[TaskRunner, int, int]:
-    """(task runner, workers, rows per piece) of an engine: its own ``tasks()`` where it has one
-    (the Ray engine: Ray tasks over the cluster), otherwise this process."""
-    tasks = getattr(engine, "tasks", None)
-    if callable(tasks):
-        runner, workers = tasks()
-        return runner, workers, int(getattr(engine, "slice_rows", LOCAL_PIECE_ROWS))
-    return InProcessTasks(), 1, LOCAL_PIECE_ROWS
+    """(task runner, workers, rows per piece) of an engine: ``engine.tasks()`` (the local engine:
+    this process; the Ray engine: Ray tasks over the cluster) and its slice size."""
+    runner, workers = engine.tasks()
+    return runner, workers, int(getattr(engine, "slice_rows", LOCAL_PIECE_ROWS))
 
 
 def run_shuffle(

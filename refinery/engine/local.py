@@ -51,5 +51,12 @@ class LocalEngine:
 
         return pairs_by_band(signatures, bands, rows, max_bucket_all_pairs, anchors)
 
+    def tasks(self) -> tuple[Any, int]:
+        """(a runner of independent tasks in this process, one worker): the shuffle steps of
+        :mod:`refinery.dedup.corpus_shuffle` run through it, one task after the other."""
+        from refinery.engine.tasks import InProcessTasks
+
+        return InProcessTasks(), 1
+
     def describe(self) -> dict:
         return {"engine": self.name}
