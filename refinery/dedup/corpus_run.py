@@ -89,7 +89,10 @@ def commit_table(storage: Storage, plan: ShufflePlan, stamp: dict) -> Path:
     write_manifest(staging, stamp)  # last: a folder with a manifest is complete
     fsync_tree(staging)
     replace_partition(staging, final, storage.table_path(CORPUS_FUZZY_DEDUP))
-    shutil.rmtree(plan.work, ignore_errors=True)
+    # This run's shuffle, and those of earlier runs over inputs that have changed since (a failed
+    # run leaves its files for a retry over the same inputs; once the table is committed they are dead).
+    for work in Path(plan.work).parent.iterdir():
+        shutil.rmtree(work, ignore_errors=True)
     return final
 
 

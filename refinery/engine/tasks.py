@@ -52,10 +52,20 @@ class RayTasks:
         results: list[Any] = [None] * len(args)
         pending: dict[Any, int] = {}
         queue = list(enumerate(args))
+        stored: dict[int, Any] = {}
+
+        def shared(value: Any) -> Any:
+            """An argument every task shares (a plan) goes to the object store once, not per task."""
+            if value is None or isinstance(value, str | int | float | bool):
+                return value
+            if id(value) not in stored:
+                stored[id(value)] = ray.put(value)
+            return stored[id(value)]
+
         while queue or pending:
             while queue and len(pending) < self.in_flight:
                 i, a = queue.pop(0)
-                pending[remote.remote(*a)] = i
+                pending[remote.remote(*(shared(v) for v in a))] = i
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 results[pending.pop(ref)] = ray.get(ref)
