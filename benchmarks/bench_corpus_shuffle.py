@@ -113,9 +113,7 @@ def run_datatrove(files, tmp: Path) -> tuple[float, float, dict]:
             rank=b, world_size=config.num_buckets
         )
     seconds["buckets"] = time.process_time() - c0 - sum(seconds.values())
-    MinhashDedupCluster(input_folder=str(buckets), output_folder=str(removed), config=config).run(
-        rank=0, world_size=1
-    )
+    MinhashDedupCluster(input_folder=str(buckets), output_folder=str(removed), config=config).run(None, 0, 1)
     seconds["cluster"] = time.process_time() - c0 - sum(seconds.values())
     kept = sum(
         1 for _ in MinhashDedupFilter(input_folder=str(removed)).run(documents(), rank=0, world_size=1)
