@@ -2,12 +2,13 @@
 
 What it reads: ``exact_deduplicated`` of every source, in first-come order (sources sorted by name,
 rows in reading order), the input the incremental ``fuzzy_deduplicated`` stage reads too. What it
-does: the five steps of :mod:`refinery.dedup.corpus_dedup`; step 1 (MinHash signatures) through the
-engine's ``map_slices`` (in this process, or on the Ray cluster's workers) and step 2 (band keys
-grouped into candidate pairs) through the engine's ``group_pairs`` (in this process band by band, or
-as a Ray Data ``groupby("shard").map_groups`` over whole buckets); steps 3–5 here. What it writes: one table,
-``storage/corpus_fuzzy_dedup/corpus_fuzzy_dedup.parquet``, one row per document: ``source``, ``id``,
-``component``, ``component_size``, ``kept``, ``duplicate_of``, ``similarity``.
+does: the steps of :mod:`refinery.dedup.corpus_shuffle`, every one a list of tasks over Parquet
+files run by the engine (in this process for ``local``, as Ray tasks for ``ray``), so this process
+holds per-piece counts only (:mod:`refinery.dedup.corpus_run`). What it writes: the parts folder
+``storage/corpus_fuzzy_dedup/corpus_fuzzy_dedup/`` with its ``_manifest.json``, one row per document:
+``source``, ``id``, ``component``, ``component_size``, ``kept``, ``duplicate_of``, ``similarity``.
+:func:`batch_dedup` keeps the previous path (every step's arrays in this process) as the baseline
+the benchmarks measure against.
 
 **Keep rule.** Documents are numbered in first-come order; every connected component of the graph of
 verified near-duplicate pairs (estimated Jaccard ≥ threshold) keeps its first document, the one from
