@@ -59,4 +59,7 @@ def corpus_fuzzy_dedup(
 ) -> dg.MaterializeResult:
     sources = context.instance.get_dynamic_partitions(text_source.name)
     stamp = provenance(names.CORPUS_FUZZY_DEDUP, "all", config)
-    return publish(context, publish_corpus_dedup(refinery.storage(), config, engine.engine(), stamp, sources))
+    published = publish_corpus_dedup(refinery.storage(), config, engine.engine(), stamp, sources)
+    # The manifest's hash (parts, rows, provenance) is the data version: same rows, same version.
+    version = published.metadata["manifest"].value["version"]
+    return publish(context, published)._replace(data_version=dg.DataVersion(version))

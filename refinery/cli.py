@@ -84,6 +84,7 @@ def cmd_index_reset(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the file-only commands on a ``refinery`` parser's subcommands."""
+    from refinery.plan_command import add_plan_parser
     from refinery.retrieval.command import add_search_parser, add_vectors_parser
     from refinery.tokens.command import add_trace_parser
 
@@ -108,3 +109,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_vectors_parser(isub)  # refinery index vectors [--collection C]… [--status]
     add_search_parser(sub)  # refinery search "query" [--k 10] [--collection …] [--exact] [--sql …]
     add_trace_parser(sub)  # refinery trace --step N | --doc source/id
+    add_plan_parser(sub)  # refinery plan [--scale-to 1TB] [--nodes 4 --cores 16 --memory-gb 64]

@@ -28,7 +28,15 @@ STATS_DIR = "_stats"
 DEFAULT_BATCH_ROWS = 5_000
 PROVENANCE_KEY = b"refinery"
 PART_PATTERN = "part-*.parquet"
-PART_NAME = re.compile(r"^part-\d{5}\.parquet$")
+PART_NAME = re.compile(r"^part-(\d{5,})\.parquet$")
+
+
+def part_order(path: Path | str) -> tuple[int, str]:
+    """Sort key of a part file: its number, so ``part-100000`` follows ``part-99999`` at any count
+    (names are zero-padded to five digits and grow beyond); other names after, by name."""
+    name = Path(path).name
+    found = PART_NAME.match(name)
+    return (int(found.group(1)), name) if found else (1 << 62, name)
 
 
 def table_from_frame(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -41,13 +49,13 @@ def table_from_frame(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 
 def parquet_files(path: Path | None) -> list[Path]:
     """The files of one partition's output, in row order: the file itself, or a folder's
-    ``part-*.parquet`` files in name order (part names are zero-padded slice numbers)."""
+    ``part-*.parquet`` files in the order of their numbers (:func:`part_order`)."""
     if path is None:
         return []
     if path.is_file():
         return [path]
     if path.is_dir():
-        return sorted(path.glob(PART_PATTERN))
+        return sorted(path.glob(PART_PATTERN), key=part_order)
     return []
 
 
@@ -369,7 +377,7 @@ class PartsWriter:
 
     def commit(self, parts: int) -> tuple[Path, Path]:
         for rejected in (False, True):
-            names = sorted(p.name for p in self.staging(rejected).glob(PART_PATTERN))
+            names = sorted((p.name for p in self.staging(rejected).glob(PART_PATTERN)), key=part_order)
             expected = [self.part_name(i) for i in range(parts)]
             if names != expected:
                 raise RuntimeError(

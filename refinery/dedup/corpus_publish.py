@@ -2,13 +2,13 @@
 
 What it reads: ``exact_deduplicated`` of every source, in first-come order (sources sorted by name,
 rows in reading order), the input the incremental ``fuzzy_deduplicated`` stage reads too. What it
-does: the five steps of :mod:`refinery.dedup.corpus_dedup`; step 1 (MinHash signatures) through the
-engine's ``map_slices`` (in this process, or on the Ray cluster's workers) and step 2 (band keys
-grouped into candidate pairs) through :func:`refinery.dedup.grouping.group_pairs` on the engine's
-``map_groups`` (in this process band by band, or as a Ray Data ``groupby`` over whole buckets);
-steps 3–5 here. What it writes: one table,
-``storage/corpus_fuzzy_dedup/corpus_fuzzy_dedup.parquet``, one row per document: ``source``, ``id``,
-``component``, ``component_size``, ``kept``, ``duplicate_of``, ``similarity``.
+does: the steps of :mod:`refinery.dedup.corpus_shuffle`, every one a list of tasks over Parquet
+files run by the engine (in this process for ``local``, as Ray tasks for ``ray``), so this process
+holds per-piece counts only (:mod:`refinery.dedup.corpus_run`). What it writes: the parts folder
+``storage/corpus_fuzzy_dedup/corpus_fuzzy_dedup/`` with its ``_manifest.json``, one row per document:
+``source``, ``id``, ``component``, ``component_size``, ``kept``, ``duplicate_of``, ``similarity``.
+:func:`batch_dedup` keeps the previous path (every step's arrays in this process) as the baseline
+the benchmarks measure against.
 
 **Keep rule.** Documents are numbered in first-come order; every connected component of the graph of
 verified near-duplicate pairs (estimated Jaccard ≥ threshold) keeps its first document, the one from
@@ -38,35 +38,26 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from pydantic import Field
 
 from refinery import markdown
 from refinery.dedup.banding import candidate_probability
-from refinery.dedup.corpus_compare import PEAK_MEMORY_MEASURE, Meter, compare, replay_incremental
+from refinery.dedup.corpus_compare import PEAK_MEMORY_MEASURE, Meter, replay_incremental
 from refinery.dedup.corpus_dedup import CorpusDedupParams, CorpusDedupResult, dedup_signed, document_keys
+from refinery.dedup.corpus_run import compare_sources, engine_tasks, run_shuffle
+from refinery.dedup.corpus_shuffle import TABLE_SCHEMA
 from refinery.dedup.fuzzy import signature_function
 from refinery.dedup.grouping import group_pairs
 from refinery.ids import doc_key
 from refinery.kernel.spec import Engine
+from refinery.manifest import read_manifest
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published, bullet_list
-from refinery.names import CORPUS_FUZZY_DEDUP, EXACT_DEDUPLICATED
+from refinery.names import EXACT_DEDUPLICATED
 from refinery.storage import Storage, iter_path_batches
 
 KEEP_RULE = (
     "one document kept per connected component of verified near-duplicate pairs: the first in "
     "first-come order (sources sorted by name, rows in reading order)"
-)
-TABLE_SCHEMA = pa.schema(
-    [
-        pa.field("source", pa.string()),
-        pa.field("id", pa.string()),
-        pa.field("component", pa.int64()),
-        pa.field("component_size", pa.int64()),
-        pa.field("kept", pa.bool_()),
-        pa.field("duplicate_of", pa.string()),
-        pa.field("similarity", pa.float32()),
-    ]
 )
 
 
@@ -195,41 +186,33 @@ def publish_corpus_dedup(
     stamp: dict,
     sources: list[str] | None = None,
 ) -> Published:
-    """Run the batch pass over every source, write the table, compare with the incremental path."""
+    """Run the batch pass over every source as shuffles on the engine's workers (this process holds
+    counts, never rows), commit the table's parts, compare with the incremental path per source."""
     read, missing_exact = corpus_sources(storage, sources)
     meter = Meter()
-    result = batch_dedup(storage, read, params, engine, meter)
-    table = pa.Table.from_pandas(
-        result.table.astype({"source": str, "id": str}), schema=TABLE_SCHEMA, preserve_index=False
-    )
-    path = storage.write_table(CORPUS_FUZZY_DEDUP, table, stamp | {"sources": read})
-    written = pd.read_parquet(path)
+    path, plan, result = run_shuffle(storage, read, params, engine, meter, stamp)
     stats = result.stats
     documents_in = sum(storage.row_count(EXACT_DEDUPLICATED, s) for s in read)
     replayed = replay_incremental(storage, read, params, meter) if params.replay_incremental else None
-    comparison = compare(storage, written, read, params.threshold)
-    counts = comparison.counts()
+    runner, _, _ = engine_tasks(engine)
+    counts, compared, missing_fuzzy, only_batch, only_incremental = compare_sources(
+        storage, plan, path, runner, params.threshold, params.examples
+    )
     index = params.index_params()
     at_threshold = float(candidate_probability(params.threshold, index["bands"], index["rows"]))
-    sizes = written.loc[written["kept"], "component_size"]
     batch_seconds = {k: v for k, v in meter.seconds.items() if k != "incremental_replay"}
     batch_peak = max((v for k, v in meter.peak_mb.items() if k != "incremental_replay"), default=0.0)
     side = [
         (
             "batch (this asset)",
-            len(comparison.batch),
+            counts["removed_by_batch"],
             f"{sum(batch_seconds.values()):.3f}",
             f"{batch_peak:.1f}",
         ),
-        (
-            "incremental (fuzzy_deduplicated, as materialized)",
-            len(comparison.incremental),
-            "",
-            "",
-        ),
+        ("incremental (fuzzy_deduplicated, as materialized)", counts["removed_by_incremental"], "", ""),
     ]
     if replayed is not None:
-        replayed_compared = {k for k in replayed if k.partition("/")[0] in comparison.sources}
+        replayed_compared = {k for k in replayed if k.partition("/")[0] in compared}
         side.append(
             (
                 "incremental (replayed here, sources sorted)",
@@ -243,12 +226,14 @@ def publish_corpus_dedup(
         (f"only batch ({counts['only_batch_chained']} through a chain)", counts["only_batch"], "", "")
     )
     side.append(("only incremental", counts["only_incremental"], "", ""))
+    rows_out = result.checks["rows"]
+    removed = stats["removed"]
     metadata: dict[str, Any] = {
         "documents_in": documents_in,
-        "kept": int(written["kept"].sum()),
-        "removed": int((~written["kept"]).sum()),
-        "components_with_duplicates": int((sizes > 1).sum()),
-        "largest_component": int(sizes.max()) if len(sizes) else 0,
+        "kept": rows_out - removed,
+        "removed": removed,
+        "components_with_duplicates": stats["components"],
+        "largest_component": stats["largest_component"],
         "candidate_pairs": stats["candidate_pairs"],
         "verified_edges": stats["verified_edges"],
         "lsh_false_candidates_dropped": stats["unverified_edges_dropped"],
@@ -259,6 +244,19 @@ def publish_corpus_dedup(
         "peak_memory_measure": PEAK_MEMORY_MEASURE,
         "signatures_computed_by": engine.name,
         "pairs_grouped_by": engine.name,
+        "shuffle": Json(
+            {
+                k: stats[k]
+                for k in (
+                    "pieces",
+                    "reducers",
+                    "component_partitions",
+                    "component_rounds",
+                    "band_rows",
+                    "signature_bytes",
+                )
+            }
+        ),
         "keep_rule": KEEP_RULE,
         "lsh_bands": Markdown(
             markdown.table(
@@ -267,7 +265,7 @@ def publish_corpus_dedup(
             )
         ),
         "parameters": Json(params.model_dump()),
-        "removed_sample": removed_sample(written),
+        "removed_sample": removed_sample(result.sample),
         "side_by_side": Markdown(
             markdown.table(["path", "documents removed", "seconds", "peak traced MiB"], side)
             + "\n\nCompared over the sources fuzzy_deduplicated has materialized; the batch pass removes "
@@ -275,27 +273,46 @@ def publish_corpus_dedup(
             "sorted order."
         ),
         **counts,
-        "only_batch_examples": _examples(comparison.only_batch, params.examples, "batch's kept owner"),
-        "only_incremental_examples": _examples(
-            comparison.only_incremental, params.examples, "incremental's kept owner"
-        ),
-        "incremental_sources_compared": len(comparison.sources),
-        "incremental_missing_partitions": bullet_list(comparison.missing, "_none: every source compared_"),
+        "only_batch_examples": _examples(only_batch, params.examples, "batch's kept owner"),
+        "only_incremental_examples": _examples(only_incremental, params.examples, "incremental's kept owner"),
+        "incremental_sources_compared": len(compared),
+        "incremental_missing_partitions": bullet_list(missing_fuzzy, "_none: every source compared_"),
         "sources_read": len(read),
         "sources_without_exact_deduplicated": bullet_list(missing_exact),
         "output": FilePath.of(path),
+        "manifest": Json({k: v for k, v in (read_manifest(path) or {}).items() if k != "parts"}),
     }
     if replayed is not None:
         metadata["removed_by_incremental_replay"] = len(replayed)
     info = [
         f"corpus fuzzy dedup over {len(read)} sources: {documents_in} documents, "
         f"{metadata['removed']} removed in {metadata['components_with_duplicates']} components "
-        f"(signatures and pairs on {engine.name})"
+        f"(every step on {engine.name}: {stats['pieces']} pieces, {stats['reducers']} bucket reducers, "
+        f"{stats['component_rounds']} component rounds)"
     ]
     warnings = []
-    if comparison.missing:
-        warnings.append(f"fuzzy_deduplicated is not materialized for {comparison.missing}: not compared")
+    if missing_fuzzy:
+        warnings.append(f"fuzzy_deduplicated is not materialized for {missing_fuzzy}: not compared")
     if missing_exact:
         warnings.append(f"exact_deduplicated is not materialized for {missing_exact}: not read")
-    checks = check_outcomes(written, documents_in)
-    return Published(metadata, checks, info=info, warnings=warnings, schema=table.schema, rows=len(written))
+    checks = shuffle_check_outcomes(result.checks, documents_in)
+    return Published(metadata, checks, info=info, warnings=warnings, schema=TABLE_SCHEMA, rows=rows_out)
+
+
+def shuffle_check_outcomes(found: dict, documents_in: int) -> list[CheckOutcome]:
+    """The checks of :func:`check_outcomes`, from the counts the check tasks computed over the
+    written parts (keys shuffled by hash; removed rows joined with their owner's row)."""
+    once = CheckOutcome(
+        "every_document_once",
+        found["rows"] == documents_in and found["repeated_keys"] == 0,
+        {"rows": found["rows"], "documents_in": documents_in, "repeated_keys": found["repeated_keys"]},
+    )
+    owner_keys = (
+        "components_without_exactly_one_kept",
+        "kept_rows_not_first_of_component",
+        "removed_rows_not_naming_the_kept_first",
+    )
+    one_kept = CheckOutcome(
+        "one_kept_per_component", all(found[k] == 0 for k in owner_keys), {k: found[k] for k in owner_keys}
+    )
+    return [once, one_kept]

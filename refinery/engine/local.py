@@ -11,7 +11,7 @@ import pandas as pd
 from refinery.kernel.execute import entered, run_partition
 from refinery.kernel.processor import Processor
 from refinery.kernel.runner import StageRun
-from refinery.kernel.spec import ProcessorMaker, StageContext
+from refinery.kernel.spec import ProcessorMaker, StageContext, TaskRunner
 from refinery.storage import DEFAULT_BATCH_ROWS, iter_path_batches
 
 
@@ -54,6 +54,13 @@ class LocalEngine:
 
     def check_reachable(self) -> None:
         return None
+
+    def tasks(self) -> tuple[TaskRunner, int]:
+        """(a runner of independent tasks in this process, one worker): the shuffle steps of
+        :mod:`refinery.dedup.corpus_shuffle` run through it, one task after the other."""
+        from refinery.engine.tasks import InProcessTasks
+
+        return InProcessTasks(), 1
 
     def describe(self) -> dict:
         return {"engine": self.name}

@@ -33,7 +33,7 @@ from refinery.engine.slices import Slice, plan_slices, process_slice
 from refinery.kernel.execute import entered, make_processor, run_partition
 from refinery.kernel.processor import Processor
 from refinery.kernel.runner import StageRun, output_schemas
-from refinery.kernel.spec import ProcessorMaker, StageContext, StageLog
+from refinery.kernel.spec import ProcessorMaker, StageContext, StageLog, TaskRunner
 from refinery.stats import Histogram, StageStats
 from refinery.storage import DEFAULT_BATCH_ROWS, PartsWriter
 
@@ -124,6 +124,14 @@ class RayEngine:
         if self.workers:
             return self.workers
         return max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_worker))
+
+    def tasks(self) -> tuple[TaskRunner, int]:
+        """(a runner of independent Ray tasks on this cluster, the number of workers): the shuffle
+        steps of :mod:`refinery.dedup.corpus_shuffle` run through it."""
+        from refinery.engine.tasks import RayTasks
+
+        self.connect()
+        return RayTasks(cpus=self.cpus_per_worker), self.pool_size()
 
     # -- running a stage ----------------------------------------------------------------------
     def run(self, ctx: StageContext, make: ProcessorMaker, gpus: float = 0) -> tuple[StageRun, Processor]:

@@ -90,6 +90,18 @@ class StageLog:
         self._logger.warning(message)
 
 
+Task = Callable[..., dict]
+
+
+class TaskRunner(Protocol):
+    """Runs ``fn(*args)`` for every args tuple, the results in the same order. A task reads and
+    writes files and returns a small dict of counts: the rows never come back to the caller."""
+
+    name: str
+
+    def map(self, fn: Task, args: Sequence[tuple]) -> list[dict]: ...
+
+
 class Engine(Protocol):
     """Runs a stage over a partition, maps a function over a partition's batches, and applies a
     function to groups of rows. Results are the same, row for row and in order, on every engine."""
@@ -122,6 +134,11 @@ class Engine(Protocol):
         """``fn`` applied to each group of rows sharing ``key``'s value, the results concatenated
         (in no particular order). Each frame holds whole groups (no value of ``key`` in two
         frames), so an engine may take the frames one at a time."""
+        ...
+
+    def tasks(self) -> tuple[TaskRunner, int]:
+        """A runner of independent tasks and how many it runs at once: the steps of a Parquet
+        shuffle (corpus-wide dedup) go through it, so every row is read and written by a worker."""
         ...
 
     def parallelism(self) -> int:

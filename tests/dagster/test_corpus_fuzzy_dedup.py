@@ -20,6 +20,7 @@ from assets import corpus_fuzzy_dedup
 from refinery import names
 from refinery.dedup.corpus_publish import CorpusFuzzyDedupParams
 from refinery.dedup.minhash import MinHasher, jaccard
+from refinery.manifest import read_manifest
 from refinery.storage import Storage
 from tests.dagster.conftest import resources_for
 from tests.dagster.corpus_dedup_scenario import corpus, materialize_corpus
@@ -55,7 +56,7 @@ def test_batch_dedup_over_every_partition_beside_the_incremental_path(home, inst
     meta = {k: getattr(v, "value", v) for k, v in result.asset_materializations_for_node(
         names.CORPUS_FUZZY_DEDUP)[0].metadata.items()}  # fmt: skip
 
-    table = pd.read_parquet(storage.table_path(names.CORPUS_FUZZY_DEDUP))
+    table = storage.read(names.CORPUS_FUZZY_DEDUP, names.CORPUS_FUZZY_DEDUP)
     assert list(table.columns) == ["source", "id", "component", "component_size", "kept", "duplicate_of",
                                    "similarity"]  # fmt: skip
     # Every document once, in first-come order (sources sorted, rows in reading order).
@@ -103,3 +104,15 @@ def test_batch_dedup_over_every_partition_beside_the_incremental_path(home, inst
     # (zlate's edit included: the replay reads every source).
     assert meta["removed_by_incremental_replay"] == len(incremental) + 1
     assert "part2/chainC" in meta["removed_sample"] or meta["removed"] > 10
+    # The parts folder's manifest, written last: its hash is the materialization's data version.
+    folder = storage.require(names.CORPUS_FUZZY_DEDUP, names.CORPUS_FUZZY_DEDUP)
+    manifest = read_manifest(folder)
+    assert manifest["rows"] == len(table) and [p["name"] for p in manifest["parts"]] == [
+        f.name for f in storage.files(names.CORPUS_FUZZY_DEDUP, names.CORPUS_FUZZY_DEDUP)
+    ]
+    event = result.asset_materializations_for_node(names.CORPUS_FUZZY_DEDUP)[0]
+    assert event.tags["dagster/data_version"] == manifest["version"] == meta["manifest"]["version"]
+    again = dg.materialize([corpus_fuzzy_dedup], instance=instance, resources=resources_for(home))
+    event = again.asset_materializations_for_node(names.CORPUS_FUZZY_DEDUP)[0]
+    assert event.tags["dagster/data_version"] == manifest["version"]  # same rows: same version
+    assert not (home.storage / "_shuffle").exists() or not any((home.storage / "_shuffle").rglob("*.parquet"))

@@ -241,32 +241,40 @@ def _metadata(result) -> dict:
 
 
 def test_corpus_fuzzy_dedup_on_two_nodes_equals_the_local_engine(ray_cluster, tmp_path, monkeypatch):
-    """corpus_fuzzy_dedup with the ray engine, this process attached to the loopback cluster:
-    signatures by map_slices on the workers (several slices per partition), bucket grouping as a Ray
-    Data groupby; the table and the figures equal the local engine's."""
+    """corpus_fuzzy_dedup with the ray engine, this process attached to the loopback cluster: every
+    step of the shuffle as Ray tasks on the workers (several pieces per partition), with the first
+    bucket reducer and the first large-star task of the components killing their own worker
+    (SIGKILL): Ray reruns them, and the table and the figures equal the local engine's."""
     import ray
 
     from assets import corpus_fuzzy_dedup
+    from refinery.dedup import corpus_shuffle, distributed_components
     from refinery.engine.slices import plan_slices
     from resources import EngineResource
+    from tests.ray import dedup_faults
 
-    address, _ = ray_cluster
+    address, markers = ray_cluster
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     home = Layout.at(tmp_path / "home")
     home.inbox_kind("text").mkdir(parents=True)
     small_groups = {"ops": {names.EXACT_DEDUPLICATED: {"config": {"batch_rows": 4}}}}
     no_replay = {"ops": {names.CORPUS_FUZZY_DEDUP: {"config": {"replay_incremental": False}}}}
-    table_path = Storage(home.storage).table_path(names.CORPUS_FUZZY_DEDUP)
+    storage = Storage(home.storage)
     engine = EngineResource(kind="ray", address=address, node_ip_address="127.0.0.1", slice_rows=4)
     with dg.instance_for_test() as instance:
         materialize_corpus(instance, home, corpus(per_kind=2), run_config=small_groups)
-        upstream = Storage(home.storage).require(names.EXACT_DEDUPLICATED, "part0")
-        assert len(plan_slices(upstream, 4)) > 1  # map_slices gives the workers several slices
+        upstream = storage.require(names.EXACT_DEDUPLICATED, "part0")
+        assert len(plan_slices(upstream, 4)) > 1  # several pieces per partition
         local = dg.materialize(
             [corpus_fuzzy_dedup], instance=instance, resources=resources_for(home), run_config=no_replay
         )
         assert local.success
-        want = pd.read_parquet(table_path)
+        want = storage.read(names.CORPUS_FUZZY_DEDUP, names.CORPUS_FUZZY_DEDUP)
+        monkeypatch.setenv("REFINERY_TEST_MARKERS", str(markers))
+        monkeypatch.setattr(corpus_shuffle, "pairs_task", dedup_faults.pairs_task_dying_once)
+        monkeypatch.setattr(
+            distributed_components, "large_star_task", dedup_faults.large_star_task_dying_once
+        )
         try:
             on_ray = dg.materialize(
                 [corpus_fuzzy_dedup],
@@ -277,13 +285,48 @@ def test_corpus_fuzzy_dedup_on_two_nodes_equals_the_local_engine(ray_cluster, tm
         finally:
             ray.shutdown()
     assert on_ray.success
-    got = pd.read_parquet(table_path)
+    killed = {p.name: int(p.read_text()) for p in dedup_faults.kills_folder().iterdir()}
+    assert set(killed) == {"pairs", "large-star"} and os.getpid() not in killed.values()
+    for pid in killed.values():  # the workers really died
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    got = storage.read(names.CORPUS_FUZZY_DEDUP, names.CORPUS_FUZZY_DEDUP)
     pd.testing.assert_frame_equal(got, want)
     assert (~got["kept"]).sum() >= 4
+    assert len(storage.files(names.CORPUS_FUZZY_DEDUP, names.CORPUS_FUZZY_DEDUP)) > 4  # one part per piece
+    assert not list((home.storage / "_shuffle").rglob("*.parquet"))  # the shuffle's files are gone
     meta, want_meta = _metadata(on_ray), _metadata(local)
     assert meta["signatures_computed_by"] == meta["pairs_grouped_by"] == "ray"
     assert want_meta["signatures_computed_by"] == want_meta["pairs_grouped_by"] == "local"
     for figure in ("candidate_pairs", "verified_edges", "lsh_false_candidates_dropped", "shared_buckets",
-                   "removed_by_batch", "removed_by_incremental", "only_batch"):  # fmt: skip
+                   "removed_by_batch", "removed_by_incremental", "only_batch", "kept", "removed",
+                   "components_with_duplicates", "largest_component"):  # fmt: skip
         assert meta[figure] == want_meta[figure], figure
+    assert meta["shuffle"]["reducers"] == 2 and want_meta["shuffle"]["reducers"] == 1
     assert all(c.passed for c in on_ray.get_asset_check_evaluations())
+
+
+def test_the_dagster_process_holds_no_rows_of_the_corpus_wide_dedup(ray_cluster, tmp_path):
+    """The Dagster CLI's process tree (the cluster's workers excluded), corpus_fuzzy_dedup on the
+    ray engine: its peak RSS grows by at most 1.25x when the corpus grows 4x. Measured with the code
+    before the shuffle (benchmarks/bench_driver_memory.py, same corpora): 524 -> 786 MB, 1.50x, since the
+    step held every signature, band row and pair."""
+    from tests.ray.driver_memory import materialize_measured, write_corpus
+
+    address, _ = ray_cluster
+    engine = {"kind": "ray", "address": address, "node_ip_address": "127.0.0.1", "slice_rows": 10_000}
+    peaks = {}
+    for docs in (SMALL_CORPUS, 4 * SMALL_CORPUS):
+        home = Layout.at(tmp_path / str(docs))
+        write_corpus(home, docs)
+        rc, peaks[docs], out = materialize_measured(home, engine)
+        assert rc == 0, out[-4000:]
+        table = Storage(home.storage).read(
+            names.CORPUS_FUZZY_DEDUP, names.CORPUS_FUZZY_DEDUP, columns=["kept"]
+        )
+        assert len(table) == docs and (~table["kept"]).sum() >= docs // 40  # most near-copies went
+    ratio = peaks[4 * SMALL_CORPUS] / peaks[SMALL_CORPUS]
+    assert ratio <= 1.25, {k: round(v / 2**20) for k, v in peaks.items()}
+
+
+SMALL_CORPUS = 50_000

@@ -1,0 +1,66 @@
+"""Independent tasks, run in this process or as Ray tasks on the cluster's workers.
+
+A step of a shuffle (:mod:`refinery.dedup.shuffle`) is a list of tasks that each read files,
+write files and return a small dict of counts. :class:`InProcessTasks` runs them one after the
+other here (the local engine); :class:`RayTasks` submits them as Ray tasks, one CPU each, which
+Ray retries on another worker when the process running one dies (a task's outputs are committed
+atomically under a name of its own, so a rerun rewrites or skips them). Only the small dicts come
+back to the caller: the rows stay in the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from refinery.kernel.spec import Task, TaskRunner
+
+__all__ = ["InProcessTasks", "RayTasks", "Task", "TaskRunner"]
+
+
+@dataclass
+class InProcessTasks:
+    """Every task in this process, in order."""
+
+    name: str = "local"
+
+    def map(self, fn: Task, args: Sequence[tuple]) -> list[dict]:
+        return [fn(*a) for a in args]
+
+
+@dataclass
+class RayTasks:
+    """Every task as a Ray task (``cpus`` each), at most ``in_flight`` submitted at once; a task
+    whose worker died is retried up to ``retries`` times by Ray. The caller has connected."""
+
+    cpus: float = 1.0
+    retries: int = 4
+    in_flight: int = 64
+    name: str = "ray"
+
+    def map(self, fn: Task, args: Sequence[tuple]) -> list[dict]:
+        import ray
+
+        remote = ray.remote(num_cpus=self.cpus, max_retries=self.retries, retry_exceptions=False)(fn)
+        results: list[Any] = [None] * len(args)
+        pending: dict[Any, int] = {}
+        queue = list(enumerate(args))
+        stored: dict[int, Any] = {}
+
+        def shared(value: Any) -> Any:
+            """An argument every task shares (a plan) goes to the object store once, not per task."""
+            if value is None or isinstance(value, str | int | float | bool):
+                return value
+            if id(value) not in stored:
+                stored[id(value)] = ray.put(value)
+            return stored[id(value)]
+
+        while queue or pending:
+            while queue and len(pending) < self.in_flight:
+                i, a = queue.pop(0)
+                pending[remote.remote(*(shared(v) for v in a))] = i
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                results[pending.pop(ref)] = ray.get(ref)
+        return results

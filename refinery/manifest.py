@@ -1,0 +1,46 @@
+"""The manifest of a parts folder: which parts, how many rows each, what made them; its hash is the
+output's data version.
+
+Written last, atomically (temporary file, then rename), into the folder before the folder is moved
+into place, so a folder with a manifest is complete. The hash covers the part names, their row
+counts and byte sizes and the provenance, not timestamps: the same rows written again by the same
+code give the same version, and Dagster sees no change downstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from refinery.storage import parquet_files
+from refinery.tempfiles import publish_file, temp_path
+
+MANIFEST = "_manifest.json"
+
+
+def build_manifest(folder: Path, provenance: dict) -> dict:
+    parts = [
+        {"name": f.name, "rows": pq.ParquetFile(f).metadata.num_rows, "bytes": f.stat().st_size}
+        for f in parquet_files(folder)
+    ]
+    body = {"parts": parts, "rows": sum(p["rows"] for p in parts), "provenance": provenance}
+    canonical = json.dumps(body, sort_keys=True, default=str).encode()
+    return {**body, "version": hashlib.sha256(canonical).hexdigest()[:24]}
+
+
+def write_manifest(folder: Path, provenance: dict) -> dict:
+    """The manifest of ``folder``'s parts, written into it atomically; returns it."""
+    manifest = build_manifest(folder, provenance)
+    target = folder / MANIFEST
+    temp = temp_path(target)
+    temp.write_text(json.dumps(manifest, sort_keys=True, indent=1, default=str))
+    publish_file(temp, target)
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict | None:
+    path = folder / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None

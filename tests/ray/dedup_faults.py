@@ -1,0 +1,44 @@
+"""Shuffle tasks whose first attempt kills its own worker process (SIGKILL), for the Ray tests.
+
+Ray runs these by reference on the cluster's workers (this module is importable there): the first
+attempt of a step, across the whole cluster, creates a marker (``O_EXCL``) naming its process and
+dies before writing anything; Ray sees the worker lost and runs the task again elsewhere, where
+the real task runs. The markers live beside the fixture's markers folder
+(``$REFINERY_TEST_MARKERS``, set on every node), in a folder of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from refinery.dedup.corpus_shuffle import pairs_task
+from refinery.dedup.distributed_components import large_star_task
+
+
+def kills_folder() -> Path:
+    markers = Path(os.environ["REFINERY_TEST_MARKERS"])
+    folder = markers.parent / f"{markers.name}-dedup-kills"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def _die_first_time(step: str) -> None:
+    try:
+        fd = os.open(kills_folder() / step, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pairs_task_dying_once(step: str, r: int, plan) -> dict:
+    _die_first_time("pairs")
+    return pairs_task(step, r, plan)
+
+
+def large_star_task_dying_once(step: str, index: int, source: str, parts: int) -> dict:
+    _die_first_time("large-star")
+    return large_star_task(step, index, source, parts)
