@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 from refinery.dedup.corpus_compare import Meter, incremental_decisions
 from refinery.dedup.corpus_dedup import CorpusDedupParams
 from refinery.dedup.corpus_shuffle import ShufflePlan, ShuffleResult, plan_pieces, shuffle_dedup, table_parts
-from refinery.dedup.keys import doc_key
 from refinery.engine.tasks import TaskRunner
+from refinery.ids import doc_key
 from refinery.manifest import write_manifest
 from refinery.names import CORPUS_FUZZY_DEDUP, EXACT_DEDUPLICATED
 from refinery.storage import Storage, part_order, replace_partition

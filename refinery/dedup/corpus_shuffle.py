@@ -50,11 +50,11 @@ import pyarrow.parquet as pq
 from refinery.dedup.banding import band_bucket
 from refinery.dedup.corpus_dedup import CorpusDedupParams, candidate_pairs, unique_pairs
 from refinery.dedup.distributed_components import local_stars, star_rounds, write_for_large_star
-from refinery.dedup.keys import doc_key
 from refinery.dedup.minhash import MinHasher
 from refinery.dedup.shuffle import TaskOutput, WorkDir, bucket_partition, gather, task_dir
 from refinery.engine.slices import plan_slices
 from refinery.engine.tasks import TaskRunner
+from refinery.ids import doc_key
 from refinery.storage import stamped
 
 BAND_ROWS_PER_REDUCER = 4_000_000  # about 72 MB of band rows (plus their sort) per pairs task
