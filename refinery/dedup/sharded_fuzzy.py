@@ -189,6 +189,7 @@ class ShardedFuzzyIndex(FuzzyIndex):
         buckets = self.buckets(sigs) if n else np.zeros((0, self.bands), np.int64)
         first = int(self._r.incrby(f"{self.namespace}:fuzzy:ticket", n)) - n + 1
         tickets = list(range(first, first + n))
+        self._step("ticketed")
         keys = [doc_key(source, d) for d in ids]
         self._r.sadd(self._members(source), *tickets)  # first: a killed run's next run finds them
 
@@ -198,6 +199,7 @@ class ShardedFuzzyIndex(FuzzyIndex):
                 pipe.hset(self._state(t), t, self._pending)
 
         execute(self._build(register))
+        self._step("registered")
 
         def lookup(pipe):
             for t, row in zip(tickets, buckets.tolist(), strict=True):
@@ -206,6 +208,7 @@ class ShardedFuzzyIndex(FuzzyIndex):
                     pipe.smembers(self._bucket(band, b))
 
         replies = execute(self._build(lookup))
+        self._step("looked")
         seen: list[set[int]] = []
         for i in range(n):
             found = set()
@@ -246,6 +249,7 @@ class ShardedFuzzyIndex(FuzzyIndex):
 
         state: dict[int, bytes] = {}  # foreign neighbours: b"k", b"" (gone) or a pending value
         self._probe(tickets, [{c for c in v if c not in local} for v in verified], state)
+        self._step("probed")
         return self._decide(source, tickets, keys, verified, below, local, known, state)
 
     def _decide(self, source, tickets, keys, verified, below, local, known, state):
@@ -327,6 +331,9 @@ class ShardedFuzzyIndex(FuzzyIndex):
         return owners, equal_out
 
     # -- protocol steps, one pipeline each ----------------------------------------------------------
+    def _step(self, name: str) -> None:
+        """Called after each step of a chunk's claim ("ticketed", "registered", "looked", "probed"):
+        a seam where tests hold one claimant to force an interleaving."""
     def _build(self, fill):
         pipe = self._r.pipeline()
         fill(pipe)
