@@ -334,6 +334,7 @@ class ShardedFuzzyIndex(FuzzyIndex):
     def _step(self, name: str) -> None:
         """Called after each step of a chunk's claim ("ticketed", "registered", "looked", "probed"):
         a seam where tests hold one claimant to force an interleaving."""
+
     def _build(self, fill):
         pipe = self._r.pipeline()
         fill(pipe)
