@@ -49,18 +49,35 @@ def _free_ports(n: int) -> list[int]:
 class LocalCluster:
     """``nodes`` cluster nodes under ``workdir``; ``url`` names the first (any node will do)."""
 
-    def __init__(self, workdir: Path, nodes: int = 3, persistent: bool = False):
-        self.workdir, self.persistent = Path(workdir), persistent
+    cluster = True
+
+    @classmethod
+    def standalone(cls, workdir: Path) -> LocalCluster:
+        """One plain (non-cluster) redis-server with the same handles (url, used_memory, stop)."""
+        return cls(workdir, nodes=1, cluster=False)
+
+    def __init__(self, workdir: Path, nodes: int = 3, persistent: bool = False, cluster: bool = True):
+        self.workdir, self.persistent, self.cluster = Path(workdir), persistent, cluster
         self.ports = _free_ports(nodes)
         self.procs: dict[int, subprocess.Popen] = {}
         for port in self.ports:
             self.start_node(port)
+        if not cluster:
+            self._wait_ping(self.ports[0])
+            return
         for port in self.ports:
             self._wait_ping(port)
-        command = [_binary("redis-cli"), "--cluster", "create"]
-        command += [f"127.0.0.1:{p}" for p in self.ports]
-        command += ["--cluster-replicas", "0", "--cluster-yes"]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+        if nodes >= 3:
+            command = [_binary("redis-cli"), "--cluster", "create"]
+            command += [f"127.0.0.1:{p}" for p in self.ports]
+            command += ["--cluster-replicas", "0", "--cluster-yes"]
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+        else:  # `redis-cli --cluster create` wants three masters: one node takes every slot itself
+            if nodes != 1:
+                raise ValueError("a loopback cluster has 1 node or at least 3")
+            client = redis.Redis(host="127.0.0.1", port=self.ports[0])
+            client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+            client.close()
         self.wait_ok()
 
     @property
@@ -71,8 +88,10 @@ class LocalCluster:
         folder = self.workdir / str(port)
         folder.mkdir(parents=True, exist_ok=True)
         command = [_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
-        command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-        command += ["--cluster-node-timeout", "2000", "--save", ""]
+        if self.cluster:
+            command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            command += ["--cluster-node-timeout", "2000"]
+        command += ["--save", ""]
         command += (
             ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         )

@@ -1,8 +1,8 @@
 """The near-duplicate index on a Redis Cluster: band buckets on every slot, claims decided per document.
 
 The ``redis`` backend decides a document's fate in one Lua script over all its band buckets, which
-needs every key in one slot. Here each (band, bucket) set has a slot of its own, so no script can
-see all of a document's buckets at once. Claims stay correct by a protocol instead, with the same
+needs every key in one slot. Here the (band, bucket) sets spread over 256 slot groups and the
+documents' state over 1,024, so no script can see all of a document's buckets at once. Claims stay correct by a protocol instead, with the same
 rule as the other backends (:mod:`refinery.dedup.claims`): **a document is removed only as a
 near-duplicate (verified estimated Jaccard ≥ threshold) of a kept document, and of two racing
 near-duplicates the one decided first is kept.**
@@ -11,10 +11,12 @@ Every document gets a *ticket*, its first-come index: one ``INCRBY`` per chunk h
 consecutive range, so within a batch tickets follow reading order. A document's claim then runs:
 
 1. **register**: its signature and key (``{ns:fuzzy:<g>}:docs``) and its state *pending*
-   (``{ns:fuzzy:<g>}:state``, ``g`` = ticket mod :data:`SLOT_GROUPS`) are written, then for each
-   band ``SADD`` of the ticket to the bucket's set followed, on the same connection, by
-   ``SMEMBERS``. Of two documents that share a bucket, at least one therefore sees the other
-   (whichever ``SADD`` came second is followed by a ``SMEMBERS`` that includes the first);
+   (``{ns:fuzzy:<g>}:state``; ``g`` = (ticket // :data:`TICKET_BLOCK`) mod :data:`SLOT_GROUPS`,
+   so a chunk's state is a few multi-field writes) are written, then for each band the ticket is
+   added to the bucket's set and the set read back, atomically per bucket (a script per bucket
+   group: the sets carry one of :data:`BUCKET_GROUPS` hash tags, so a chunk's 13 × 500 lookups
+   are at most 256 calls, spread over every shard). Of two documents that share a bucket, at
+   least one therefore sees the other (whichever was added second reads a set holding the first);
 2. **verify** every candidate against its stored signature; only verified neighbours matter;
 3. **probe** each verified neighbour in one script on its slot: its state (kept, pending, or
    gone), and where it is pending with a *larger* ticket, the prober's ticket goes into the
@@ -59,10 +61,42 @@ from refinery.dedup.redis_cluster import SLOT_GROUPS, IndexUnavailable, Scripts,
 __all__ = ["CHUNK_DOCS", "LEASE_S", "ShardedFuzzyIndex"]
 
 CHUNK_DOCS = 500  # documents per claim round: each step of the protocol is one pipeline per chunk
+TICKET_BLOCK = 64  # consecutive tickets share a slot group, so a chunk's state is a few multi-field writes
+BUCKET_GROUPS = 256  # hash tags of the bucket sets: a chunk's lookups are one script per group touched
 LEASE_S = 30.0  # a run's lease; a dead run's pending documents are released this long after it died
 WAIT_TIMEOUT_S = 900.0  # a neighbour pending this long while its run is alive is an error, not a wait
 
 KEPT = b"k"
+
+# KEYS: one bucket set of the group (it routes the call to the group's slot). ARGV: "add" or "rem",
+# the group's key prefix, then records of 21 bytes: band (1 byte), bucket (8 raw bytes), ticket (12
+# decimal digits); each names the set prefix .. band .. bucket, in the same slot as KEYS[1] (the
+# group's hash tag). "add": per record SADD then SMEMBERS (atomic: of two documents sharing a bucket
+# the later sees the earlier), returned joined by ','; "rem": SREM.
+_BUCKETS = """
+local out, blob, prefix = {}, ARGV[3], ARGV[2]
+for at = 1, #blob, 21 do
+  local key = prefix .. string.sub(blob, at, at + 8)
+  local ticket = tostring(tonumber(string.sub(blob, at + 9, at + 20)))
+  if ARGV[1] == 'add' then
+    redis.call('SADD', key, ticket)
+    out[#out + 1] = table.concat(redis.call('SMEMBERS', key), ',')
+  else
+    redis.call('SREM', key, ticket)
+  end
+end
+return out
+"""
+
+# KEYS: a group's state hash, its docs hash, then the inboxes of ARGV's tickets. Forgets them.
+_FORGET = """
+for i = 1, #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  redis.call('HDEL', KEYS[2], ARGV[i])
+  redis.call('DEL', KEYS[i + 2])
+end
+return #ARGV
+"""
 
 # KEYS: the neighbour's state hash and inbox. ARGV: its ticket, the prober's ticket.
 _PROBE = """
@@ -72,22 +106,36 @@ if s ~= 'k' and tonumber(ARGV[1]) > tonumber(ARGV[2]) then redis.call('SADD', KE
 return s
 """
 
-# KEYS: own state hash and inbox. ARGV: ticket, own pending value, tickets already considered...
-# Returns {1} kept, {0} the claim is gone (abandoned or withdrawn), {2, new inbox tickets...}.
+# KEYS: a group's state hash, then the inbox of each document. ARGV: own pending value, then per
+# document its ticket, how many tickets it considered, and those tickets. Per document returns
+# {1} kept, {0} the claim is gone (abandoned or withdrawn), {2, new inbox tickets...}.
 _KEEP = """
-local s = redis.call('HGET', KEYS[1], ARGV[1])
-if s == 'k' then return {1} end
-if s ~= ARGV[2] then return {0} end
-local seen = {}
-for i = 3, #ARGV do seen[ARGV[i]] = true end
-local out = {2}
-for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if not seen[m] then out[#out + 1] = m end
+local out, a = {}, 2
+for d = 2, #KEYS do
+  local ticket, n = ARGV[a], tonumber(ARGV[a + 1])
+  local seen = {}
+  for i = a + 2, a + 1 + n do seen[ARGV[i]] = true end
+  a = a + 2 + n
+  local s = redis.call('HGET', KEYS[1], ticket)
+  local row
+  if s == 'k' then
+    row = {1}
+  elseif s ~= ARGV[1] then
+    row = {0}
+  else
+    row = {2}
+    for _, m in ipairs(redis.call('SMEMBERS', KEYS[d])) do
+      if not seen[m] then row[#row + 1] = m end
+    end
+    if #row == 1 then
+      redis.call('HSET', KEYS[1], ticket, 'k')
+      redis.call('DEL', KEYS[d])
+      row = {1}
+    end
+  end
+  out[#out + 1] = row
 end
-if #out > 1 then return out end
-redis.call('HSET', KEYS[1], ARGV[1], 'k')
-redis.call('DEL', KEYS[2])
-return {1}
+return out
 """
 
 # KEYS: the state hash and inbox of a document pending under a dead run. ARGV: ticket, pending value.
@@ -143,12 +191,14 @@ class ShardedFuzzyIndex(FuzzyIndex):
         self.run_id = uuid.uuid4().hex[:16]
         self._pending = b"p" + self.run_id.encode()
         self._lease = _Lease(client, self._lease_key(self.run_id), lease_s)
-        self._scripts = Scripts(client, probe=_PROBE, keep=_KEEP, abandon=_ABANDON)
+        self._scripts = Scripts(
+            client, probe=_PROBE, keep=_KEEP, abandon=_ABANDON, buckets=_BUCKETS, forget=_FORGET
+        )
         self._sig_len = 4 * params["num_perm"]
 
     # -- key names ----------------------------------------------------------------------------
     def _tag(self, ticket: int) -> str:
-        return f"{{{self.namespace}:fuzzy:{ticket % SLOT_GROUPS}}}"
+        return f"{{{self.namespace}:fuzzy:{(ticket // TICKET_BLOCK) % SLOT_GROUPS}}}"
 
     def _state(self, ticket: int) -> str:
         return self._tag(ticket) + ":state"
@@ -159,8 +209,41 @@ class ShardedFuzzyIndex(FuzzyIndex):
     def _inbox(self, ticket: int) -> str:
         return f"{self._tag(ticket)}:inbox:{ticket}"
 
-    def _bucket(self, band: int, bucket: int) -> str:
-        return f"{self.namespace}:fuzzy:b:{band}:{bucket & 0xFFFFFFFFFFFFFFFF:016x}"
+    def _bucket_group(self, band: int, bucket: int) -> str:
+        return f"{{{self.namespace}:fuzzy:b{((bucket & 0xFFFFFFFFFFFFFFFF) + band) % BUCKET_GROUPS}}}:"
+
+    def _bucket_record(self, band: int, bucket: int, ticket: int) -> bytes:
+        return bytes([band]) + (bucket & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little") + b"%012d" % ticket
+
+    def _by_tag(self, tickets) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = {}
+        for t in tickets:
+            groups.setdefault(self._tag(t), []).append(t)
+        return groups
+
+    def _bucket_script(self, mode: str, tickets: list[int], buckets: np.ndarray) -> list[set[int]]:
+        """Run the bucket script for every (document, band), one call per bucket group; returns per
+        document the tickets its buckets held after its own ``SADD`` ("add")."""
+        groups: dict[str, list[tuple[int, bytes]]] = {}
+        for i, (t, row) in enumerate(zip(tickets, buckets.tolist(), strict=True)):
+            for band, b in enumerate(row):
+                groups.setdefault(self._bucket_group(band, b), []).append(
+                    (i, self._bucket_record(band, b, t))
+                )
+        order = list(groups.items())
+
+        def build(pipe):
+            for prefix, records in order:
+                route = prefix.encode() + records[0][1][:9]
+                blob = b"".join(r for _, r in records)
+                self._scripts.queue(pipe, "buckets", [route], [mode, prefix, blob])
+
+        seen: list[set[int]] = [set() for _ in tickets]
+        for (_, records), replies in zip(order, self._scripts.run(build), strict=True):
+            for (i, _), reply in zip(records, replies or [], strict=False):
+                if reply:
+                    seen[i].update(map(int, reply.split(b",")))
+        return seen
 
     def _members(self, source: str) -> str:
         return f"{{{self.namespace}:fuzzy:m:{source}}}"
@@ -193,28 +276,20 @@ class ShardedFuzzyIndex(FuzzyIndex):
         keys = [doc_key(source, d) for d in ids]
         self._r.sadd(self._members(source), *tickets)  # first: a killed run's next run finds them
 
+        values = {
+            t: sig.tobytes() + key.encode("utf-8", "surrogatepass")
+            for t, key, sig in zip(tickets, keys, sigs, strict=True)
+        }
+
         def register(pipe):
-            for t, key, sig in zip(tickets, keys, sigs, strict=True):
-                pipe.hset(self._docs(t), t, sig.tobytes() + key.encode("utf-8", "surrogatepass"))
-                pipe.hset(self._state(t), t, self._pending)
+            for tag, group in self._by_tag(tickets).items():
+                pipe.hset(tag + ":docs", mapping={t: values[t] for t in group})
+                pipe.hset(tag + ":state", mapping=dict.fromkeys(group, self._pending))
 
         execute(self._build(register))
         self._step("registered")
-
-        def lookup(pipe):
-            for t, row in zip(tickets, buckets.tolist(), strict=True):
-                for band, b in enumerate(row):
-                    pipe.sadd(self._bucket(band, b), t)
-                    pipe.smembers(self._bucket(band, b))
-
-        replies = execute(self._build(lookup))
+        seen = self._bucket_script("add", tickets, buckets)
         self._step("looked")
-        seen: list[set[int]] = []
-        for i in range(n):
-            found = set()
-            for band in range(self.bands):
-                found.update(int(m) for m in replies[2 * (i * self.bands + band) + 1])
-            seen.append(found)
         # In-chunk neighbours by equal buckets (the chunk registered in ticket order, so the later
         # one saw the earlier; both are decided here in ticket order).
         for band in range(self.bands):
@@ -341,11 +416,13 @@ class ShardedFuzzyIndex(FuzzyIndex):
         return pipe
 
     def _fetch_docs(self, wanted: set[int], known: dict) -> None:
-        wanted = sorted(wanted)
         if not wanted:
             return
-        values = execute(self._build(lambda p: [p.hget(self._docs(t), t) for t in wanted]))
-        for t, v in zip(wanted, values, strict=True):
+        groups = self._by_tag(sorted(wanted))
+        replies = execute(self._build(lambda p: [p.hmget(tag + ":docs", g) for tag, g in groups.items()]))
+        for t, v in zip(
+            [t for g in groups.values() for t in g], [v for r in replies for v in r], strict=True
+        ):
             if v is not None:
                 sig = np.frombuffer(v[: self._sig_len], dtype="<u4")
                 known[t] = (sig, v[self._sig_len :].decode("utf-8", "surrogatepass"))
@@ -365,9 +442,11 @@ class ShardedFuzzyIndex(FuzzyIndex):
                 state[c] = s
 
     def _poll(self, wanted: set[int], state: dict) -> None:
-        wanted = sorted(wanted)
-        values = execute(self._build(lambda p: [p.hget(self._state(t), t) for t in wanted]))
-        for t, v in zip(wanted, values, strict=True):
+        groups = self._by_tag(sorted(wanted))
+        replies = execute(self._build(lambda p: [p.hmget(tag + ":state", g) for tag, g in groups.items()]))
+        for t, v in zip(
+            [t for g in groups.values() for t in g], [v for r in replies for v in r], strict=True
+        ):
             state[t] = v or b""
 
     def _wait(self, waits: set[int], state: dict) -> None:
@@ -400,28 +479,40 @@ class ShardedFuzzyIndex(FuzzyIndex):
             pause = min(pause * 2, 0.05)
 
     def _keep(self, tickets: list[int], considered: list[set[int]]) -> list:
-        def build(pipe):
-            for t, seen in zip(tickets, considered, strict=True):
-                self._scripts.queue(
-                    pipe, "keep", [self._state(t), self._inbox(t)], [t, self._pending, *sorted(seen)]
-                )
+        seen_of = dict(zip(tickets, considered, strict=True))
+        groups = self._by_tag(tickets)
 
-        return self._scripts.run(build)
+        def build(pipe):
+            for tag, group in groups.items():
+                args: list = [self._pending]
+                for t in group:
+                    args += [t, len(seen_of[t]), *sorted(seen_of[t])]
+                self._scripts.queue(pipe, "keep", [tag + ":state", *(self._inbox(t) for t in group)], args)
+
+        result = dict(
+            zip(
+                [t for g in groups.values() for t in g],
+                [r for rs in self._scripts.run(build) for r in rs],
+                strict=True,
+            )
+        )
+        return [result[t] for t in tickets]
 
     def _remove(self, tickets: list[int], sigs: list[np.ndarray], source: str | None) -> None:
         """Delete documents' state, signature, inbox and bucket entries (their member entries too,
         when ``source`` is given)."""
         buckets = self.buckets(np.stack(sigs)) if sigs else np.zeros((0, self.bands), np.int64)
 
-        def build(pipe):
-            for t, row in zip(tickets, buckets.tolist(), strict=True):
-                pipe.hdel(self._state(t), t)
-                pipe.hdel(self._docs(t), t)
-                pipe.delete(self._inbox(t))
-                for band, b in enumerate(row):
-                    pipe.srem(self._bucket(band, b), t)
+        groups = self._by_tag(tickets)
 
-        execute(self._build(build))
+        def build(pipe):
+            for tag, group in groups.items():
+                keys = [tag + ":state", tag + ":docs", *(self._inbox(t) for t in group)]
+                self._scripts.queue(pipe, "forget", keys, group)
+
+        if tickets:
+            self._scripts.run(build)
+            self._bucket_script("rem", tickets, buckets)
         if source is not None and tickets:
             self._r.srem(self._members(source), *tickets)
 
@@ -450,7 +541,15 @@ class ShardedFuzzyIndex(FuzzyIndex):
         """Kept and pending documents."""
         with unavailable_as("counting the fuzzy index"):
             return int(
-                sum(execute(self._build(lambda p: [p.hlen(self._state(g)) for g in range(SLOT_GROUPS)])))
+                sum(
+                    execute(
+                        self._build(
+                            lambda p: [
+                                p.hlen(f"{{{self.namespace}:fuzzy:{g}}}:state") for g in range(SLOT_GROUPS)
+                            ]
+                        )
+                    )
+                )
             )
 
     def close(self) -> None:
