@@ -15,5 +15,16 @@ class ComputeResource(dg.ConfigurableResource):
         0.0, description="GPUs each Ray actor of a GPU stage asks for (engine 'ray'; 0 on CPU clusters)."
     )
 
+    ray_actors: int = Field(
+        1, ge=1, description="Model actors per GPU stage on Ray (engine 'ray'): each loads the model once."
+    )
+
+    def model_pool(self):
+        """The actor pool of a model stage on Ray: ``ray_actors`` actors of ``num_gpus`` GPUs each
+        (fractional allowed), ``batch_size`` rows per call."""
+        from refinery.engine.model_pool import ModelPool
+
+        return ModelPool(actors=self.ray_actors, num_gpus=self.num_gpus, batch_size=self.batch_size)
+
     def torch_device(self) -> str:
         return resolve_device(self.device)

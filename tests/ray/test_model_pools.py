@@ -1,0 +1,98 @@
+"""Model stages as Ray actor pools on a real two-node loopback cluster: decode tasks ahead of the
+model actors, the model loaded once per actor and never on the driver, and the same outputs as the
+in-process stage (within float tolerance). No GPU here: ``num_gpus=0`` runs the same code path a
+GPU pool runs (Ray only adds the GPU request to each actor)."""
+
+from __future__ import annotations
+
+import os
+import random
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from refinery.engine.model_pool import ModelPool, ModelStage, run_model_stage
+from refinery.engine.ray_engine import RayEngine
+from refinery.sample import prose
+from resources.compute import ComputeResource
+from tests.ray import model_loads
+from tests.ray.test_ray_cluster import ray_cluster  # noqa: F401 (the two-node cluster fixture)
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def partition(tmp_path):
+    """40 documents in row groups of 5, so the partition makes 8 slices for the two nodes."""
+    rng = random.Random(4)
+    texts = [prose.article(rng, paragraphs=1) for _ in range(40)]
+    frame = pd.DataFrame({"id": [f"d{i}" for i in range(40)], "text": texts})
+    frame["key"] = "src/" + frame["id"]
+    folder = tmp_path / "part"
+    folder.mkdir()
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False), folder / "part-0.parquet", row_group_size=5
+    )
+    return folder, frame
+
+
+def _markers(folder, what: str) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(what + "-"))
+
+
+def test_embeddings_and_classifier_on_actor_pools_equal_in_process(ray_cluster, partition, tmp_path):  # noqa: F811
+    address, _ = ray_cluster
+    folder, frame = partition
+    markers = tmp_path / "loads"
+    markers.mkdir()
+    engine = RayEngine(address=address, node_ip_address="127.0.0.1", slice_rows=5)
+    pool = ComputeResource(ray_actors=2, batch_size=8, num_gpus=0).model_pool()
+    assert pool == ModelPool(actors=2, num_gpus=0.0, batch_size=8)
+
+    stage = ModelStage(["text"], partial(model_loads.load_embedder, str(markers)), model_loads.embed)
+    vectors = run_model_stage(engine, folder, stage, pool)
+
+    from refinery.quality.classifier import save_classifier, train_classifier
+    from tests.unit.test_quality_classifier import PARAMS, junk
+
+    rng = random.Random(8)
+    positives = [(f"ref/{i}", prose.article(rng, paragraphs=2)) for i in range(40)]
+    negatives = [(f"web/{i}", junk(rng)) for i in range(40)]
+    path = tmp_path / "classifier.safetensors"
+    save_classifier(train_classifier(positives, negatives, PARAMS), path)
+    scored = ModelStage(
+        ["text", "key"],
+        partial(model_loads.load_classifier, str(markers), str(path)),
+        model_loads.classify,
+        decode=model_loads.lowercase,
+    )
+    scores = run_model_stage(engine, folder, scored, pool)
+
+    # Loaded once per actor, never on the driver.
+    for what in ("embedder", "classifier"):
+        loads = _markers(markers, what)
+        pids = {name.split("-")[1] for name in loads}
+        assert len(loads) == len(pids) == pool.actors, loads
+        assert str(os.getpid()) not in pids
+
+    # The same outputs as in-process, in row order.
+    from refinery.models.embedder import load_embedder
+    from refinery.quality.classifier import load_classifier
+
+    expected = model_loads.embed(load_embedder(device="cpu", batch_size=16), frame)
+    assert vectors.shape == expected.shape == (40, expected.shape[1])
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    lowered = model_loads.lowercase(frame)
+    np.testing.assert_allclose(scores, model_loads.classify(load_classifier(path), lowered), rtol=1e-12)
+    assert not np.allclose(scores, model_loads.classify(load_classifier(path), frame))  # decode ran
+
+
+def test_a_pool_needs_an_actor_and_a_batch():
+    with pytest.raises(ValueError, match="at least one actor"):
+        ModelPool(actors=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        ModelPool(batch_size=0)
