@@ -2,10 +2,11 @@
 
 The ``redis`` backend decides a document's fate in one Lua script over all its band buckets, which
 needs every key in one slot. Here the (band, bucket) sets spread over 256 slot groups and the
-documents' state over 1,024, so no script can see all of a document's buckets at once. Claims stay correct by a protocol instead, with the same
-rule as the other backends (:mod:`refinery.dedup.claims`): **a document is removed only as a
-near-duplicate (verified estimated Jaccard ≥ threshold) of a kept document, and of two racing
-near-duplicates the one decided first is kept.**
+documents' state over 1,024, so no script can see all of a document's buckets at once. Claims
+stay correct by a protocol instead, with the same rule as the other backends
+(:mod:`refinery.dedup.claims`): **a document is removed only as a near-duplicate (verified
+estimated Jaccard ≥ threshold) of a kept document, and of two racing near-duplicates the one
+decided first is kept.**
 
 Every document gets a *ticket*, its first-come index: one ``INCRBY`` per chunk hands out a
 consecutive range, so within a batch tickets follow reading order. A document's claim then runs:
@@ -55,7 +56,13 @@ import numpy as np
 
 from refinery.dedup.claims import digest
 from refinery.dedup.keys import doc_key
-from refinery.dedup.lsh_index import WITHDRAW_CHUNK_DOCS, FuzzyIndex, FuzzyOutcome, _check, _sig_bytes
+from refinery.dedup.lsh_index import (
+    WITHDRAW_CHUNK_DOCS,
+    FuzzyIndex,
+    FuzzyOutcome,
+    check_index_params,
+    signature_bytes,
+)
 from refinery.dedup.redis_cluster import SLOT_GROUPS, IndexUnavailable, Scripts, execute, unavailable_as
 
 __all__ = ["CHUNK_DOCS", "LEASE_S", "ShardedFuzzyIndex"]
@@ -186,7 +193,7 @@ class ShardedFuzzyIndex(FuzzyIndex):
         with unavailable_as(f"opening the fuzzy index at {where}"):
             self._r.setnx(f"{namespace}:fuzzy:params", json.dumps(params, sort_keys=True))
             stored = json.loads(self._r.get(f"{namespace}:fuzzy:params"))
-        _check(stored, params, where)
+        check_index_params(stored, params, where)
         super().__init__(params)
         self.run_id = uuid.uuid4().hex[:16]
         self._pending = b"p" + self.run_id.encode()
@@ -534,7 +541,9 @@ class ShardedFuzzyIndex(FuzzyIndex):
                 self._r.srem(members, *tickets)
                 cut = len(source) + 1
                 removed.update(
-                    (known[t][1][cut:], digest(_sig_bytes(known[t][0]))) for t in present if state[t] == KEPT
+                    (known[t][1][cut:], digest(signature_bytes(known[t][0])))
+                    for t in present
+                    if state[t] == KEPT
                 )
 
     def count(self) -> int:
