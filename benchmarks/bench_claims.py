@@ -214,7 +214,7 @@ def run_one(backend: str, shards: int, kind: str, n: int, args) -> dict:
         size = index_bytes(backend, kind, layout, cluster) - baseline
         if sample is None:
             sample = _signatures(np.random.default_rng(0), 10)
-        row = measure(backend, kind, str(work), url, args.workers, args.seconds, args.batch, sample)
+        row = measure(backend, kind, str(layout.home), url, args.workers, args.seconds, args.batch, sample)
         row.update(
             backend=backend if backend != "redis-cluster" else f"redis-cluster x{shards}",
             kind=kind,
