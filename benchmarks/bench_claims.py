@@ -34,7 +34,6 @@ from benchmarks.harness import SINGLE_THREAD_ENV
 from refinery.dedup.backends import open_exact_index, open_fuzzy_index
 from refinery.dedup.fuzzy import FuzzyDedupParams
 from refinery.dedup.keys import doc_key
-from refinery.dedup.redis_cluster import slot_group
 from refinery.dedup.sqlite_store import immediate
 from refinery.paths import Layout
 
@@ -85,7 +84,7 @@ def _fill_exact(backend, index, hashes, ids) -> None:
         if backend == "redis":
             pipe.hset(index._claims, h, doc_key("fill", d))
         else:
-            pipe.hset(index._claims(slot_group(h)), h, doc_key("fill", d))
+            pipe.hset(index._claims_of(h), h, doc_key("fill", d))
     pipe.execute()
 
 
@@ -166,6 +165,7 @@ def _worker(backend, kind, home, url, worker, seconds, batch, sample, out) -> No
 
 def measure(backend, kind, home, url, workers, seconds, batch, sample) -> dict:
     ctx = multiprocessing.get_context("spawn")
+    Path(home).mkdir(parents=True, exist_ok=True)
     outs = [Path(home) / f"w{w}.json" for w in range(workers)]
     procs = [
         ctx.Process(target=_worker, args=(backend, kind, home, url, w, seconds, batch, sample, str(outs[w])))

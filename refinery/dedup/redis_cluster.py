@@ -84,11 +84,11 @@ def unavailable_as(what: str) -> Iterator[None]:
         raise IndexUnavailable(f"{what}: the Redis Cluster is not serving every slot ({err!r})") from err
 
 
-def slot_group(data: bytes | str) -> int:
-    """A stable group in ``[0, SLOT_GROUPS)`` for a content hash or a document key."""
+def slot_group(data: bytes | str, groups: int = SLOT_GROUPS) -> int:
+    """A stable group in ``[0, groups)`` for a content hash or a document key."""
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=4).digest(), "little") % SLOT_GROUPS
+    return int.from_bytes(hashlib.blake2b(data, digest_size=4).digest(), "little") % groups
 
 
 class Scripts:
