@@ -122,7 +122,7 @@ def run_model_stage(engine: Any, location: Path, stage: ModelStage, pool: ModelP
         fn_constructor_kwargs={"payload": payload},
         batch_size=pool.batch_size,
         batch_format="pandas",
-        concurrency=pool.actors,
+        compute=ray.data.ActorPoolStrategy(size=pool.actors),
         num_cpus=pool.cpus_per_actor,
         num_gpus=pool.num_gpus or None,
     ).take_all()
