@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -52,6 +53,8 @@ def test_embeddings_and_classifier_on_actor_pools_equal_in_process(ray_cluster, 
     engine = RayEngine(address=address, node_ip_address="127.0.0.1", slice_rows=5)
     pool = ComputeResource(ray_actors=2, batch_size=8, num_gpus=0).model_pool()
     assert pool == ModelPool(actors=2, num_gpus=0.0, batch_size=8)
+    # The two nodes have one CPU each: half a CPU per actor leaves room for the decode tasks.
+    pool = replace(pool, cpus_per_actor=0.5, decode_cpus=0.5)
 
     stage = ModelStage(["text"], partial(model_loads.load_embedder, str(markers)), model_loads.embed)
     vectors = run_model_stage(engine, folder, stage, pool)
