@@ -45,8 +45,16 @@ def _markers(folder, what: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(what + "-"))
 
 
-def test_embeddings_and_classifier_on_actor_pools_equal_in_process(ray_cluster, partition, tmp_path):  # noqa: F811
+def test_embeddings_and_classifier_on_actor_pools_equal_in_process(
+    ray_cluster,  # noqa: F811
+    partition,
+    tmp_path,
+    monkeypatch,
+):
+    import ray
+
     address, _ = ray_cluster
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     folder, frame = partition
     markers = tmp_path / "loads"
     markers.mkdir()
@@ -57,23 +65,26 @@ def test_embeddings_and_classifier_on_actor_pools_equal_in_process(ray_cluster, 
     pool = replace(pool, cpus_per_actor=0.5, decode_cpus=0.5)
 
     stage = ModelStage(["text"], partial(model_loads.load_embedder, str(markers)), model_loads.embed)
-    vectors = run_model_stage(engine, folder, stage, pool)
+    try:
+        vectors = run_model_stage(engine, folder, stage, pool)
 
-    from refinery.quality.classifier import save_classifier, train_classifier
-    from tests.unit.test_quality_classifier import PARAMS, junk
+        from refinery.quality.classifier import save_classifier, train_classifier
+        from tests.unit.test_quality_classifier import PARAMS, junk
 
-    rng = random.Random(8)
-    positives = [(f"ref/{i}", prose.article(rng, paragraphs=2)) for i in range(40)]
-    negatives = [(f"web/{i}", junk(rng)) for i in range(40)]
-    path = tmp_path / "classifier.safetensors"
-    save_classifier(train_classifier(positives, negatives, PARAMS), path)
-    scored = ModelStage(
-        ["text", "key"],
-        partial(model_loads.load_classifier, str(markers), str(path)),
-        model_loads.classify,
-        decode=model_loads.lowercase,
-    )
-    scores = run_model_stage(engine, folder, scored, pool)
+        rng = random.Random(8)
+        positives = [(f"ref/{i}", prose.article(rng, paragraphs=2)) for i in range(40)]
+        negatives = [(f"web/{i}", junk(rng)) for i in range(40)]
+        path = tmp_path / "classifier.safetensors"
+        save_classifier(train_classifier(positives, negatives, PARAMS), path)
+        scored = ModelStage(
+            ["text", "key"],
+            partial(model_loads.load_classifier, str(markers), str(path)),
+            model_loads.classify,
+            decode=model_loads.lowercase,
+        )
+        scores = run_model_stage(engine, folder, scored, pool)
+    finally:
+        ray.shutdown()
 
     # Loaded once per actor, never on the driver.
     for what in ("embedder", "classifier"):
