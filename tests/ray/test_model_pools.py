@@ -90,7 +90,8 @@ def test_embeddings_and_classifier_on_actor_pools_equal_in_process(
     for what in ("embedder", "classifier"):
         loads = _markers(markers, what)
         pids = {name.split("-")[1] for name in loads}
-        assert len(loads) == len(pids) == pool.actors, loads
+        # one load per actor process (Ray may not start every actor of the pool for 8 slices)
+        assert len(loads) == len(pids) and 1 <= len(pids) <= pool.actors, loads
         assert str(os.getpid()) not in pids
 
     # The same outputs as in-process, in row order.
