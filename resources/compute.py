@@ -16,7 +16,10 @@ class ComputeResource(dg.ConfigurableResource):
     )
 
     ray_actors: int = Field(
-        1, ge=1, description="Model actors per GPU stage on Ray (engine 'ray'): each loads the model once."
+        1,
+        ge=1,
+        description="Actors of a model stage's Ray actor pool (refinery.engine.model_pool; each loads the "
+        "model once). The assets' own Ray path does not read it yet: see docs/scale-models.md.",
     )
 
     def model_pool(self):
