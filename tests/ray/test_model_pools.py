@@ -80,7 +80,7 @@ def test_embeddings_and_classifier_on_actor_pools_equal_in_process(
             ["text", "key"],
             partial(model_loads.load_classifier, str(markers), str(path)),
             model_loads.classify,
-            decode=model_loads.lowercase,
+            decode=model_loads.first_words,
         )
         scores = run_model_stage(engine, folder, scored, pool)
     finally:
@@ -101,8 +101,8 @@ def test_embeddings_and_classifier_on_actor_pools_equal_in_process(
     expected = model_loads.embed(load_embedder(device="cpu", batch_size=16), frame)
     assert vectors.shape == expected.shape == (40, expected.shape[1])
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
-    lowered = model_loads.lowercase(frame)
-    np.testing.assert_allclose(scores, model_loads.classify(load_classifier(path), lowered), rtol=1e-12)
+    decoded = model_loads.first_words(frame)
+    np.testing.assert_allclose(scores, model_loads.classify(load_classifier(path), decoded), rtol=1e-12)
     assert not np.allclose(scores, model_loads.classify(load_classifier(path), frame))  # decode ran
 
 
