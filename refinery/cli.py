@@ -102,7 +102,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     isub = p.add_subparsers(dest="index_command", required=True)
     r = isub.add_parser("reset", help="delete a dedup index")
     r.add_argument("which", choices=["exact", "fuzzy", "all"])
-    r.add_argument("--backend", default="local", choices=["local", "redis"])
+    r.add_argument("--backend", default="local", choices=["local", "redis", "redis-cluster"])
     r.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     r.add_argument("--namespace", default="refinery")
     r.set_defaults(func=cmd_index_reset)

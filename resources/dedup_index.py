@@ -12,8 +12,15 @@ from refinery.paths import Layout
 
 
 class DedupIndexResource(dg.ConfigurableResource):
-    backend: str = Field("local", description="'local' (SQLite files under the home) or 'redis'.")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Used when backend is 'redis'.")
+    backend: str = Field(
+        "local",
+        description="'local' (SQLite files under the home), 'redis' (one server: every key of an index in "
+        "one slot) or 'redis-cluster' (claims spread over every shard of a Redis Cluster).",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Used when backend is 'redis', or names any node of the cluster for 'redis-cluster'.",
+    )
     namespace: str = Field(
         "refinery", description="Key prefix in Redis, so several corpora can share a server."
     )

@@ -4,7 +4,8 @@ run the same graph with the same resources and differ only where an environment 
 - ``local`` (the default): data under ``$REFINERY_HOME`` (``./.refinery`` when unset), dedup
   indexes in local files, models on whatever device torch finds.
 - ``cluster``: the dedup indexes in the Redis named by ``$REFINERY_REDIS_URL`` (shared by every
-  machine), models on the GPU when the step has one.
+  machine; ``$REFINERY_DEDUP_BACKEND=redis-cluster`` when that URL names a node of a Redis
+  Cluster, so claims spread over its shards), models on the GPU when the step has one.
 
 Settings that come from the environment stay ``EnvVar`` references where they are set, so the
 Dagster UI shows which variable a value comes from rather than its value.
@@ -32,6 +33,7 @@ from resources.quality import QualityClassifierResource
 ENVIRONMENTS = ("local", "cluster")
 ENVIRONMENT_ENV = "REFINERY_ENVIRONMENT"
 REDIS_URL_ENV = "REFINERY_REDIS_URL"
+DEDUP_BACKEND_ENV = "REFINERY_DEDUP_BACKEND"
 
 
 def _from_env(name: str, default: str = "") -> str | dg.EnvVar:
@@ -62,7 +64,8 @@ def build_resources(
     compute = ComputeResource(**compute_args)  # one device setting shared by every model resource
     if environment == "cluster":
         dedup = DedupIndexResource(
-            backend="redis", redis_url=_from_env(REDIS_URL_ENV, "redis://127.0.0.1:6379/0")
+            backend=_from_env(DEDUP_BACKEND_ENV, "redis"),
+            redis_url=_from_env(REDIS_URL_ENV, "redis://127.0.0.1:6379/0"),
         )
     else:
         dedup = DedupIndexResource()

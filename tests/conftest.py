@@ -80,6 +80,23 @@ def redis_clean(redis_url):
     return redis_url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A throwaway three-node Redis Cluster on loopback (no replicas, no persistence)."""
+    from tests.redis_cluster import LocalCluster
+
+    cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster"), nodes=3)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_clean(redis_cluster):
+    """The session's Redis Cluster, emptied before each test that uses it; yields a node's URL."""
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
 @pytest.fixture
 def home(tmp_path) -> Layout:
     layout = Layout.at(tmp_path / "home")

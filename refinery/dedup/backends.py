@@ -1,4 +1,6 @@
-"""Opening the dedup indexes by backend name: ``local`` (files under the home) or ``redis``."""
+"""Opening the dedup indexes by backend name: ``local`` (files under the home), ``redis`` (one
+server, every key of an index in one slot) or ``redis-cluster`` (spread over every shard of a Redis
+Cluster: :mod:`refinery.dedup.sharded_exact`, :mod:`refinery.dedup.sharded_fuzzy`)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from refinery.paths import Layout
 if TYPE_CHECKING:
     import redis
 
-BACKENDS = ("local", "redis")
+BACKENDS = ("local", "redis", "redis-cluster")
 KINDS = ("exact", "fuzzy")
 SCOPES = ("text", "sft", "all")
 # Local index files by kind: the text pipeline's, then the SFT groups' (``sft_<kind>_<group>``).
@@ -70,6 +72,11 @@ def open_exact_index(backend: str, layout: Layout, redis_url: str, namespace: st
     _check_backend(backend)
     if backend == "redis":
         return RedisExactIndex(redis_client(redis_url), namespace)
+    if backend == "redis-cluster":
+        from refinery.dedup.redis_cluster import cluster_client
+        from refinery.dedup.sharded_exact import ShardedExactIndex
+
+        return ShardedExactIndex(cluster_client(redis_url), namespace)
     return SqliteExactIndex(local_index_path(layout, "exact"))
 
 
@@ -79,6 +86,11 @@ def open_fuzzy_index(
     _check_backend(backend)
     if backend == "redis":
         return RedisFuzzyIndex(redis_client(redis_url), namespace, params)
+    if backend == "redis-cluster":
+        from refinery.dedup.redis_cluster import cluster_client
+        from refinery.dedup.sharded_fuzzy import ShardedFuzzyIndex
+
+        return ShardedFuzzyIndex(cluster_client(redis_url), namespace, params)
     path = local_index_path(layout, "fuzzy")
     return SqliteFuzzyIndex(path, params, legacy=path.with_suffix(".pickle"))
 
@@ -127,6 +139,8 @@ def reset_indexes(
                     path.unlink()
                     removed.append(str(path))
         return removed
+    if backend == "redis-cluster":
+        return _reset_cluster(redis_url, namespace, kinds, scope)
     client = redis_client(redis_url)
     try:
         for kind in kinds:
@@ -154,3 +168,28 @@ class DedupIndexes:
 
     def fuzzy(self, layout: Layout, params: dict) -> FuzzyIndex:
         return open_fuzzy_index(self.backend, layout, self.redis_url, self.namespace, params)
+
+
+def _reset_cluster(redis_url: str, namespace: str, kinds: tuple[str, ...], scope: str) -> list[str]:
+    """Delete the sharded layout's keys (``{<ns>:<kind>:…}`` and ``<ns>:<kind>:…``) on every node."""
+    from refinery.dedup.redis_cluster import cluster_client
+
+    spaces = ([namespace] if scope in ("text", "all") else []) + (
+        [f"{namespace}:sft-*"] if scope in ("sft", "all") else []
+    )
+    client = cluster_client(redis_url)
+    removed: list[str] = []
+    try:
+        for kind in kinds:
+            for space in spaces:
+                for pattern in (f"{{{space}:{kind}:*", f"{space}:{kind}:*"):
+                    keys = list(client.scan_iter(match=pattern, count=1000))
+                    for i in range(0, len(keys), 1000):
+                        pipe = client.pipeline()
+                        for key in keys[i : i + 1000]:
+                            pipe.delete(key)
+                        pipe.execute()
+                    removed += [k.decode("utf-8", "backslashreplace") for k in keys]
+    finally:
+        client.close()
+    return sorted(set(removed))

@@ -80,6 +80,11 @@ def _check(stored: dict, wanted: dict, where: str) -> None:
         )
 
 
+def check_index_params(stored: dict, wanted: dict, where: str) -> None:
+    """Refuse an index whose stored parameters or format differ from the wanted ones (every backend)."""
+    _check(stored, wanted, where)
+
+
 @dataclass
 class FuzzyOutcome:
     """Per document of a claimed batch: ``owner`` is None where the document was inserted (kept),
@@ -105,6 +110,9 @@ class FuzzyRun(ClaimRun[bytes]):
 
 def _sig_bytes(signature: np.ndarray) -> bytes:
     return np.ascontiguousarray(signature, dtype="<u4").tobytes()
+
+
+signature_bytes = _sig_bytes  # the stored form of a signature, for the other backends' modules
 
 
 class FuzzyIndex(ClaimIndex[FuzzyRun]):

@@ -610,3 +610,8 @@ class SemanticDeduper(StageProcessor):
                 similarity.append(d.nn_similarity)
         out = frame.assign(semantic_cluster=clusters, semantic_nn_similarity=nn)
         return split_batch(out, reasons, {"duplicate_of": duplicate_of, "similarity": similarity})
+
+
+# The per-cluster steps, public for the cluster-sharded plan (refinery.dedup.semantic_shuffle).
+dedup_order = _dedup_order
+CLUSTER_RULES = {"semdedup": _cluster_semdedup, "first_come": _cluster_first_come}

@@ -36,8 +36,8 @@ def dedup_partition(barrier, mode: str, env: dict, backend: str, source: str, ba
         from resources import DedupIndexResource, build_resources
 
         dedup = (
-            DedupIndexResource(backend="redis", redis_url=env["REFINERY_REDIS_URL"])
-            if backend == "redis"
+            DedupIndexResource(backend=backend, redis_url=env["REFINERY_REDIS_URL"])
+            if backend != "local"
             else DedupIndexResource()
         )
         resources = build_resources("local", dedup_index=dedup)

@@ -4,10 +4,11 @@ Four text partitions that share exact copies and one-word edits of the same arti
 row positions) go through raw_documents → heuristic_filtered one after another; then four
 processes, started behind a barrier, materialize ``exact_deduplicated`` for their partition at the
 same time, and then ``fuzzy_deduplicated``, on one Dagster instance and one dedup index, three
-rows per claim batch so the partitions' claims interleave. Three set-ups: ``materialize()`` in
+rows per claim batch so the partitions' claims interleave. Four set-ups: ``materialize()`` in
 each process against local SQLite indexes and against a real Redis, and the real
 ``text_prefilter`` job under the multiprocess executor (``REFINERY_ENVIRONMENT=cluster``: a
-process per step, Redis). No instance pool limits the dedup steps.
+process per step) against a real Redis and against a real three-node Redis Cluster (the sharded
+claims of ``REFINERY_DEDUP_BACKEND=redis-cluster``). No instance pool limits the dedup steps.
 
 Afterwards: the dedup steps of the four runs overlapped in time (the race was real), no two kept
 documents share a content hash or have an estimated Jaccard at or above the threshold, every
@@ -39,6 +40,7 @@ CASES = {
     "materialize-local": ("materialize", "local"),
     "materialize-redis": ("materialize", "redis"),
     "multiprocess-redis": ("multiprocess", "redis"),
+    "multiprocess-redis-cluster": ("multiprocess", "redis-cluster"),  # claims spread over 3 shards
 }
 PARAMS = FuzzyDedupParams()
 
@@ -46,7 +48,8 @@ PARAMS = FuzzyDedupParams()
 @pytest.fixture(params=list(CASES))
 def case(request):
     mode, backend = CASES[request.param]
-    url = request.getfixturevalue("redis_clean") if backend == "redis" else ""
+    fixture = {"redis": "redis_clean", "redis-cluster": "redis_cluster_clean"}.get(backend)
+    url = request.getfixturevalue(fixture) if fixture else ""
     return mode, backend, url
 
 
@@ -62,7 +65,7 @@ def shared_instance(home, monkeypatch):
 
 
 def _dedup(backend: str, url: str) -> DedupIndexResource:
-    return DedupIndexResource(backend="redis", redis_url=url) if backend == "redis" else DedupIndexResource()
+    return DedupIndexResource(backend=backend, redis_url=url) if backend != "local" else DedupIndexResource()
 
 
 def _materialize(instance, home, source: str, selection: list[str], dedup: DedupIndexResource) -> None:
@@ -106,6 +109,7 @@ def test_concurrent_partitions_keep_every_duplicate_once(home, case, shared_inst
         "REFINERY_HOME": str(home.home),
         "REFINERY_ENVIRONMENT": "cluster" if mode == "multiprocess" else "local",
         "REFINERY_REDIS_URL": url,
+        "REFINERY_DEDUP_BACKEND": backend if backend != "local" else "redis",
     }
     run_concurrently(dedup_partition, [(mode, env, backend, s, 3) for s in sources], timeout=900)
 

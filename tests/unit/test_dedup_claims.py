@@ -48,10 +48,12 @@ def run(kind, home, url, stage, source, ids, texts):
     return result, claims
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", "redis", "redis-cluster"])
 def backend(request):
     if request.param == "redis":
         return "redis", request.getfixturevalue("redis_clean")
+    if request.param == "redis-cluster":
+        return "redis-cluster", request.getfixturevalue("redis_cluster_clean")
     return "local", ""
 
 
@@ -262,6 +264,8 @@ def test_small_chunks_give_the_same_decisions_and_withdraw_everything(home, back
     decide exactly as one chunk does, near-duplicates across chunk boundaries included."""
     import refinery.dedup.exact_index as exact_index
     import refinery.dedup.lsh_index as lsh_index
+    import refinery.dedup.sharded_exact as sharded_exact
+    import refinery.dedup.sharded_fuzzy as sharded_fuzzy
 
     kind, url = backend
     near = [prose.near_duplicate(t, random.Random(i), edits=1) for i, t in enumerate(ARTICLES[:3])]
@@ -285,6 +289,9 @@ def test_small_chunks_give_the_same_decisions_and_withdraw_everything(home, back
     monkeypatch.setattr(lsh_index, "REDIS_CHUNK_DOCS", 2)
     monkeypatch.setattr(lsh_index, "WITHDRAW_CHUNK_DOCS", 2)
     monkeypatch.setattr(exact_index, "WITHDRAW_CHUNK", 2)
+    monkeypatch.setattr(sharded_fuzzy, "CHUNK_DOCS", 2)
+    monkeypatch.setattr(sharded_fuzzy, "WITHDRAW_CHUNK_DOCS", 2)
+    monkeypatch.setattr(sharded_exact, "WITHDRAW_CHUNK", 2)
     for stage in ("exact", "fuzzy"):
         reset_indexes(kind, home, url, "t", stage)
         result, _ = run(kind, home, url, stage, "big", ids, texts)

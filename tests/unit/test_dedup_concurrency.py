@@ -74,10 +74,12 @@ def claim_partition(barrier, backend: str, home: str, url: str, source: str, fra
     _stage(barrier, "fuzzy", backend, Path(home), url, source, survivors[["id", "text"]], out_path)
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", "redis", "redis-cluster"])
 def backend(request):
     if request.param == "redis":
         return "redis", request.getfixturevalue("redis_clean")
+    if request.param == "redis-cluster":
+        return "redis-cluster", request.getfixturevalue("redis_cluster_clean")
     return "local", ""
 
 
