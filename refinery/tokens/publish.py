@@ -116,7 +116,13 @@ def _rejections(storage: Storage, sources: list[str]) -> pd.DataFrame:
 
 
 class _SplitWriter:
-    """One split's shards in both formats, fed block by block."""
+    """One split's shards in both formats, fed block by block.
+
+    litdata, not MosaicML MDS, is the streaming format: LitGPT's pretraining recipes read exactly
+    this layout (``StreamingDataset(dir, item_loader=TokensLoader(block_size=seq_len + 1))``), and
+    litdata installs beside the rest of Refinery, while mosaicml-streaming 0.13 pins numpy below 2.2
+    and older tokenizers/transformers. Each item is one packed sequence and a chunk holds
+    ``chunk_sequences`` of them, so a TokensLoader block is exactly one sequence, in order."""
 
     def __init__(self, folder: Path, split: str, params: TrainingTokensParams):
         self.folder, self.split, self.params = folder, split, params
