@@ -74,7 +74,7 @@ def fill(backend: str, kind: str, n: int, layout: Layout, url: str) -> np.ndarra
 
 def _fill_exact(backend, index, hashes, ids) -> None:
     if backend == "local":
-        with index._db:
+        with immediate(index._db):
             index._db.executemany(
                 "INSERT INTO claims VALUES (?, 'fill', ?)", list(zip(hashes, ids, strict=True))
             )
