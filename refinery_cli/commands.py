@@ -1,25 +1,123 @@
 """The ``refinery`` command: set up a home, run the pipeline through Dagster, query with SQL.
 
-This module sits above the library: the commands that drive Dagster (init, partitions, run,
-demo) are here and import it lazily through ``launch``; the file-only commands (sample, status,
-sql, index) come from :mod:`refinery.cli`, which never imports Dagster.
+Every subcommand is here. The ones that drive Dagster (init, partitions, run, demo) import it
+lazily through :mod:`refinery_cli.launch`; the file-only ones (sample, status, sql, search, index)
+work on the files under the home alone and never import Dagster, so they start fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from refinery import names
-from refinery.cli import add_commands, layout_of
+from refinery.paths import Layout
 
 # Inbox folders `refinery init` creates: the partitioned kinds, plus the reference corpus (KenLM,
 # quality classifier) and the mixing target set.
 INBOX_KINDS = (*names.PIPELINE_JOB_BY_KIND, "reference", "target")
 
 
+def layout_of(args: argparse.Namespace) -> Layout:
+    return Layout.at(args.home)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from refinery.sample.text_sample import build_text_sample
+
+    target = layout_of(args).inbox_kind("text")
+    existing = [p.name for p in target.iterdir()] if target.is_dir() else []
+    if existing and not args.force:
+        print(f"{target} already holds sources {sorted(existing)}; use --force to rewrite the sample")
+        return 0
+    written = build_text_sample(target, seed=args.seed)
+    print(f"sample written to {target}: " + ", ".join(f"{k} ({v} files)" for k, v in written.items()))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from refinery.report import build_report
+    from refinery.storage import Storage
+
+    report = build_report(Storage(layout_of(args).storage))
+    print(report.markdown())
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from refinery.sql import connect
+
+    con = connect(layout_of(args).storage)
+    try:
+        frame = con.execute(args.query).df()
+    except Exception as err:  # duckdb raises many types; show the message, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(json.dumps(frame.to_dict("records"), default=str, indent=1))
+    else:
+        import pandas as pd
+
+        with pd.option_context(
+            "display.max_rows",
+            args.max_rows,
+            "display.max_columns",
+            50,
+            "display.width",
+            200,
+            "display.max_colwidth",
+            80,
+        ):
+            print(frame.to_string(index=False, max_rows=args.max_rows))
+    return 0
+
+
+def cmd_index_reset(args: argparse.Namespace) -> int:
+    from refinery.dedup.backends import reset_indexes
+
+    removed = reset_indexes(args.backend, layout_of(args), args.redis_url, args.namespace, args.which)
+    print(
+        f"removed {len(removed)} index entries/files"
+        + (f": {removed[:5]}…" if len(removed) > 5 else f": {removed}")
+    )
+    print("re-materialize the dedup stages of every partition to rebuild the index")
+    return 0
+
+
+def add_file_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the file-only commands (no Dagster) on the parser's subcommands."""
+    from refinery.retrieval.command import add_search_parser, add_vectors_parser
+
+    p = sub.add_parser("sample", help="write the bundled sample into the inbox")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_sample)
+    sub.add_parser("status", help="documents per stage and removal reasons").set_defaults(func=cmd_status)
+    p = sub.add_parser("sql", help="run SQL over every stage (views: <asset>, rejected_<asset>)")
+    p.add_argument("query")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--max-rows", type=int, default=50)
+    p.set_defaults(func=cmd_sql)
+    p = sub.add_parser("index", help="manage the dedup indexes")
+    isub = p.add_subparsers(dest="index_command", required=True)
+    r = isub.add_parser("reset", help="delete a dedup index")
+    r.add_argument("which", choices=["exact", "fuzzy", "all"])
+    r.add_argument("--backend", default="local", choices=["local", "redis"])
+    r.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    r.add_argument("--namespace", default="refinery")
+    r.set_defaults(func=cmd_index_reset)
+    add_vectors_parser(isub)  # refinery index vectors [--collection C]… [--status]
+    add_search_parser(sub)  # refinery search "query" [--k 10] [--collection …] [--exact] [--sql …]
+
+
+# -- the commands that drive Dagster ---------------------------------------------------------------
+
+
 def cmd_init(args: argparse.Namespace) -> int:
-    import launch
+    from refinery_cli import launch
 
     layout = layout_of(args)
     for folder in (
@@ -35,7 +133,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_partitions(args: argparse.Namespace) -> int:
-    import launch
+    from refinery_cli import launch
 
     layout = layout_of(args)
     launch.prepare_environment(layout)
@@ -45,7 +143,7 @@ def cmd_partitions(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import launch
+    from refinery_cli import launch
 
     layout = layout_of(args)
     launch.prepare_environment(layout)
@@ -67,11 +165,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Everything on the bundled samples, then where to look."""
-    import launch
     from refinery.report import build_report
     from refinery.sample.bundle import text_source_order, write_missing_samples
     from refinery.sql import connect
     from refinery.storage import Storage
+    from refinery_cli import launch
 
     layout = layout_of(args)
     dagster_home = launch.prepare_environment(layout)
@@ -146,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="retrain reference_lm and quality_classifier (text; default: only when missing)",
     )
     p.set_defaults(func=cmd_run)
-    add_commands(sub)
+    add_file_commands(sub)
     return parser
 
 

@@ -93,9 +93,9 @@ def log_file(layout: Layout) -> Path:
 
 
 def _execute(layout: Layout, job, instance, name: str, **kwargs) -> bool:
-    """One run: a header line, a line per stage (progress.py), the outcome with its time; the
+    """One run: a header line, a line per stage (refinery_cli/progress.py), the outcome with its time; the
     debug log goes to :func:`log_file`."""
-    from progress import cli_loggers
+    from refinery_cli.progress import cli_loggers
 
     print(f"▶ {name}", flush=True)
     started = time.monotonic()

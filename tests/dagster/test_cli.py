@@ -13,8 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-import launch
 from refinery.storage import Storage
+from refinery_cli import launch
 from tests.conftest import write_source
 from tests.dagster.conftest import ALPHA, jsonl
 
