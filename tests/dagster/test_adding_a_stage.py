@@ -1,5 +1,5 @@
-"""The README's "Adding a stage" example, executed as written: one library function, one spec and one
-line of wiring give a stage with config, checks and the standard metadata."""
+"""The "Adding a stage" example (docs/adding-a-stage.md), executed as written: one library function,
+one spec and one line of wiring give a stage with config, checks and the standard metadata."""
 
 import re
 from pathlib import Path
@@ -10,14 +10,14 @@ from assets import TEXT_PREFILTER
 from refinery.storage import Storage
 from tests.dagster.conftest import build_inbox, resources_for
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "adding-a-stage.md"
 
 
 def readme_example() -> dict:
-    section = README.read_text().split("### Adding a stage", 1)[1]
+    section = GUIDE.read_text().split("# Adding a stage", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     namespace: dict = {}
-    exec(compile(code, str(README), "exec"), namespace)
+    exec(compile(code, str(GUIDE), "exec"), namespace)
     return namespace
 
 

@@ -1,9 +1,11 @@
 """Heuristic rules as units: a rule is one file in refinery/filters/rules/, and the chain takes its
-parameters, score columns and reason codes from it."""
+parameters, score columns and reason codes from it. The new rule is docs/adding-a-rule.md's example,
+executed as written."""
 
 import random
+import re
 import sys
-import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -17,42 +19,19 @@ from refinery.filters.rule import Document, Rule
 from refinery.sample import prose
 from refinery.text.words import char_class_counts
 
-# One file, as a contributor would write it: parameters, a score column, a reason code, the check.
-SHOUTING_RULE = """
-from typing import ClassVar
-
-from pydantic import BaseModel
-
-from refinery.filters.rule import Rule
+ROOT = Path(__file__).resolve().parents[2]
+GUIDE = ROOT / "docs" / "adding-a-rule.md"
 
 
-class ShoutingParams(BaseModel):
-    shouting: bool = True
-    max_upper_words_ratio: float | None = 0.5
-
-
-class Shouting(Rule):
-    name = "shouting"
-    position = 250  # after Gopher repetition, before the language gate
-    params = ShoutingParams
-    switch = "shouting"
-    float_scores = ("upper_words_ratio",)
-    reasons: ClassVar = {"shouting.upper_words": ("max_upper_words_ratio", None)}
-
-    @staticmethod
-    def check(doc, p, scores):
-        ratio = sum(map(str.isupper, doc.words)) / max(len(doc.words), 1)
-        scores["upper_words_ratio"] = ratio
-        if p.max_upper_words_ratio is not None and ratio > p.max_upper_words_ratio:
-            return "shouting.upper_words", f"{ratio:.2f} > {p.max_upper_words_ratio}"
-        return None
-"""
+def rule_file_from_the_guide() -> str:
+    """The code block of docs/adding-a-rule.md: one file, as a contributor would write it."""
+    return re.search(r"```python\n(.*?)```", GUIDE.read_text(), re.S).group(1)
 
 
 @pytest.fixture
 def chain_with_new_file(tmp_path, monkeypatch):
     """The rules package with one more file in it, and the chain built from the package."""
-    (tmp_path / "shouting.py").write_text(textwrap.dedent(SHOUTING_RULE))
+    (tmp_path / "shouting.py").write_text(rule_file_from_the_guide())
     monkeypatch.setattr(rules_package, "__path__", [*rules_package.__path__, str(tmp_path)])
     yield RuleChain(registered_rules())
     sys.modules.pop("refinery.filters.rules.shouting", None)
