@@ -148,13 +148,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     layout = layout_of(args)
     launch.prepare_environment(layout)
     print(f"full Dagster log: {launch.log_file(layout)}")
-    if args.kind == "text":
-        outcome = launch.run_text_pipeline(
-            layout, args.source or None, report=not args.no_report, train_models=args.train_models or None
-        )
-    else:
-        job = names.PIPELINE_JOB_BY_KIND[args.kind]
-        outcome = launch.run_partitioned_job(layout, args.kind, job, args.source or None)
+    with launch.stderr_to_log(layout):
+        if args.kind == "text":
+            outcome = launch.run_text_pipeline(
+                layout, args.source or None, report=not args.no_report, train_models=args.train_models or None
+            )
+        else:
+            job = names.PIPELINE_JOB_BY_KIND[args.kind]
+            outcome = launch.run_partitioned_job(layout, args.kind, job, args.source or None)
     failed = [name for name, ok in outcome.items() if not ok]
     print(f"{len(outcome) - len(failed)} of {len(outcome)} runs succeeded")
     print(f"full Dagster log: {launch.log_file(layout)}")
@@ -176,11 +177,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"full Dagster log: {launch.log_file(layout)}")
     for kind, folder in write_missing_samples(layout, args.seed):
         print(f"bundled {kind} sample written to {folder}")
-    outcome = launch.run_text_pipeline(layout, text_source_order(layout))
-    outcome.update(launch.run_partitioned_job(layout, "sft", names.SFT_PIPELINE_JOB))
-    outcome.update(launch.run_job(names.TRAINING_DATA_JOB, layout))
-    outcome.update(launch.run_partitioned_job(layout, "image_text", names.IMAGE_TEXT_PIPELINE_JOB))
-    outcome.update(launch.run_partitioned_job(layout, "video", names.VIDEO_PIPELINE_JOB))
+    with launch.stderr_to_log(layout):  # the terminal shows Refinery's lines only
+        outcome = launch.run_text_pipeline(layout, text_source_order(layout))
+        outcome.update(launch.run_partitioned_job(layout, "sft", names.SFT_PIPELINE_JOB))
+        outcome.update(launch.run_job(names.TRAINING_DATA_JOB, layout))
+        outcome.update(launch.run_partitioned_job(layout, "image_text", names.IMAGE_TEXT_PIPELINE_JOB))
+        outcome.update(launch.run_partitioned_job(layout, "video", names.VIDEO_PIPELINE_JOB))
 
     report = build_report(Storage(layout.storage))
     print("\n" + report.markdown())
