@@ -9,7 +9,7 @@ import dagster as dg
 
 from assets import ALL_ASSETS
 from assets.jobs import ALL_JOBS
-from progress import LOGGERS
+from refinery_cli.progress import LOGGERS
 from resources import build_executor, build_resources
 from sensors import ALL_SCHEDULES, ALL_SENSORS
 

@@ -14,12 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-try:
-    from benchmarks.corpus import Corpus
-    from benchmarks.harness import Meter, batch_bytes, proc_status_kb
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    from corpus import Corpus
-    from harness import Meter, batch_bytes, proc_status_kb
+from benchmarks.corpus import Corpus
+from benchmarks.harness import Meter, batch_bytes, proc_status_kb
 
 NUM_PERM, NGRAM, SEED = 128, 5, 1
 LENGTH_EDGES = [1_000, 2_000, 4_000, 8_000, 16_000]  # bytes, for the article-length breakdown

@@ -78,7 +78,7 @@ def materialize(texts: list[str], config: dict | None) -> dict:
     home = fresh_home(texts)
     py = sys.executable
     sync = (
-        "import launch, os; from refinery.paths import Layout; "
+        "from refinery_cli import launch; import os; from refinery.paths import Layout; "
         "layout = Layout.at(os.environ['REFINERY_HOME']); launch.prepare_environment(layout); "
         "launch.sync_partitions(layout, 'text')"
     )

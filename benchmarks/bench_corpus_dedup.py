@@ -17,7 +17,7 @@ Then where the two differ, and why: documents only batch mode removes are split 
 another near-duplicate, A ~ B ~ C) and *direct*; documents only the incremental path removes are
 pairs batch mode did not compare (large buckets are paired with anchors only).
 
-    .venv/bin/python benchmarks/bench_corpus_dedup.py --docs 200000
+    .venv/bin/python -m benchmarks.bench_corpus_dedup --docs 200000
 
 Results: a table on stdout and ``benchmarks/out/corpus_dedup_<docs>.json``.
 """
@@ -37,10 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    from benchmarks.corpus import SHARD_DOCS, Corpus, ensure_corpus
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    from corpus import SHARD_DOCS, Corpus, ensure_corpus
+from benchmarks.corpus import SHARD_DOCS, Corpus, ensure_corpus
 
 OUT = Path(__file__).resolve().parent / "out"
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -14,7 +14,7 @@ open a reader subtracted (CPU seconds, best of ``--repeat``):
 - ``sparse_s``: ``get_batch`` of the candidates at 1 per second, measured, against
   ``candidates·a + estimate·b`` and against "decoded = candidates", ``candidates·(a + b)``.
 
-    .venv/bin/python benchmarks/bench_keyframe_decode.py --seconds 20 --fps 30
+    .venv/bin/python -m benchmarks.bench_keyframe_decode --seconds 20 --fps 30
 """
 
 from __future__ import annotations

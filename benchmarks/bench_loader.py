@@ -21,7 +21,7 @@ documents as the re-weighted stream:
 
 Prints documents/s and the loader/pyarrow ratio (target ≥ 0.8).
 
-    .venv/bin/python benchmarks/bench_loader.py --docs 200000 --chars 2000
+    .venv/bin/python -m benchmarks.bench_loader --docs 200000 --chars 2000
 """
 
 from __future__ import annotations

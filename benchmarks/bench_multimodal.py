@@ -16,8 +16,8 @@
 Models: ``tiny`` (the project's trained tiny CLIP: what the sample uses) and ``vit-b-32`` (open_clip's
 ViT-B-32 architecture with random weights, saved to a file once: the compute of a real CLIP, no download).
 
-    .venv/bin/python benchmarks/bench_multimodal.py            # 256 pairs, a 2-minute video
-    .venv/bin/python benchmarks/bench_multimodal.py --pairs 64 --video-seconds 20 --scoring-models tiny
+    .venv/bin/python -m benchmarks.bench_multimodal            # 256 pairs, a 2-minute video
+    .venv/bin/python -m benchmarks.bench_multimodal --pairs 64 --video-seconds 20 --scoring-models tiny
 
 Generated inputs are cached under benchmarks/out/multimodal/. ``--device cuda`` on a GPU machine.
 """

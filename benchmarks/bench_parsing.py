@@ -24,7 +24,7 @@ whose input is missing is skipped with a line that says so.
               sets ``min_language_score``, and how the per-language Gopher stop-word lists
               separate their language from the others.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_parsing.py html warc pdf language
+    .venv/bin/python -m benchmarks.bench_parsing html warc pdf language
 
 Results: tables on stdout and ``benchmarks/out/parsing_results.json``.
 """
@@ -47,8 +47,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 OUT = ROOT / "benchmarks" / "out"
 CACHE = ROOT / ".refinery" / "bench"
@@ -408,7 +406,8 @@ def run_labeller(corpus_path: Path, params: dict) -> dict:
     env = {**os.environ, "RAYON_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     spec = json.dumps({"corpus": str(corpus_path), "params": params})
     out = subprocess.run(
-        [sys.executable, __file__, "--label-worker", spec],
+        [sys.executable, "-m", "benchmarks.bench_parsing", "--label-worker", spec],
+        cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,

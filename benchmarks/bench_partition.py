@@ -14,7 +14,7 @@ and reports its wall time (what a user waits for, start-up and imports included)
 
 Each is run ``--repeat`` times on a fresh home (dedup indexes empty) and the best is kept.
 
-    .venv/bin/python benchmarks/bench_partition.py --docs 100
+    .venv/bin/python -m benchmarks.bench_partition --docs 100
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ def documents(n: int, generated: bool) -> list[str]:
 
         rng = random.Random(0)
         return [prose.article(rng) for _ in range(n)]
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from real_corpus import ensure_real_corpus
+    from benchmarks.real_corpus import ensure_real_corpus
 
     corpus = ensure_real_corpus(24, log=lambda m: None)
     batch = next(corpus.iter_batches(n, columns=("text",)))
@@ -95,7 +94,7 @@ def main() -> None:
         "refinery run's rule-based half (execute_in_process)": [
             py,
             "-c",
-            "import launch; from refinery.paths import Layout; import os; "
+            "from refinery_cli import launch; from refinery.paths import Layout; import os; "
             "layout = Layout.at(os.environ['REFINERY_HOME']); launch.prepare_environment(layout); "
             "out = launch.run_partitioned_job(layout, 'text', 'text_prefilter'); "
             "assert all(out.values()), out",
@@ -110,7 +109,8 @@ def main() -> None:
         for _ in range(args.repeat):
             home = fresh_home(texts)
             if "materialize" in name:  # the partition must exist first (what the sensor does)
-                timed([py, "-c", "import launch; from refinery.paths import Layout; import os; "
+                timed([py, "-c", "from refinery_cli import launch; "
+                       "from refinery.paths import Layout; import os; "
                        "layout = Layout.at(os.environ['REFINERY_HOME']); launch.prepare_environment(layout); "
                        "launch.sync_partitions(layout, 'text')"], home)  # fmt: skip
             seconds, rc, tail = timed(cmd, home)

@@ -15,7 +15,7 @@ documents (seeded prose and junk from refinery.sample.prose), and the quality cl
   when torch sees a GPU;
 - peak RSS of the process after each phase.
 
-    .venv/bin/python benchmarks/bench_quality.py --docs 20000 --embed-docs 500
+    .venv/bin/python -m benchmarks.bench_quality --docs 20000 --embed-docs 500
 """
 
 from __future__ import annotations
@@ -28,10 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-try:
-    from benchmarks.harness import peak_rss_mb
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    from harness import peak_rss_mb
+from benchmarks.harness import peak_rss_mb
 
 
 def web_like(n: int, seed: int) -> list[str]:

@@ -9,8 +9,8 @@ The outputs of every run are checked equal to the local engine's (rows, order, r
 wall seconds, MB/s, the speed-up of 2 workers over 1 (target ≥ 1.8x on a 2-core machine) and the
 overhead of the ray engine with 1 worker against the local engine (target ≤ 1.3x).
 
-    RAYON_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray.py --docs 20000   # the generated corpus
-    RAYON_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ray.py --real           # real_corpus.py's
+    RAYON_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_ray --docs 20000   # the generated corpus
+    RAYON_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_ray --real           # real_corpus.py's
 
 Run it on an otherwise idle machine: both engines are timed in the same run, but Ray's two workers
 need both cores. ``RAYON_NUM_THREADS=1`` keeps lingua (clean_documents' language labels) on one
@@ -23,27 +23,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from refinery import names
+from refinery.clean.cleaning import Cleaner
+from refinery.engine.local import LocalEngine
+from refinery.engine.ray_engine import RayEngine
+from refinery.filters.language_routing import LanguageFilter, LanguageRouting
+from refinery.kernel.spec import StageContext
+from refinery.paths import Layout
+from refinery.schema import DOCUMENT_SCHEMA
+from refinery.stages import text
+from refinery.storage import Storage
 
-from refinery import names  # noqa: E402
-from refinery.clean.cleaning import Cleaner  # noqa: E402
-from refinery.engine.local import LocalEngine  # noqa: E402
-from refinery.engine.ray_engine import RayEngine  # noqa: E402
-from refinery.filters.language_routing import LanguageFilter, LanguageRouting  # noqa: E402
-from refinery.kernel.spec import StageContext  # noqa: E402
-from refinery.paths import Layout  # noqa: E402
-from refinery.schema import DOCUMENT_SCHEMA  # noqa: E402
-from refinery.stages import text  # noqa: E402
-from refinery.storage import Storage  # noqa: E402
-
-OUT = ROOT / "benchmarks" / "out" / "ray"
+OUT = Path(__file__).resolve().parent / "out" / "ray"
 STAGES = {
     names.CLEAN_DOCUMENTS: (text.CLEAN_DOCUMENTS, lambda run: Cleaner(run.params, run.params.language_id())),
     # As the asset runs it: the main languages' side of the language routing.

@@ -30,7 +30,7 @@ shared machine the CPU figures are the per-core ones. Everything runs with one t
 (``OMP_NUM_THREADS=1``, faiss ``omp_set_num_threads(1)``, usearch ``threads=1``, DuckDB
 ``threads=1``, torch ``set_num_threads(1)``).
 
-    OMP_NUM_THREADS=1 PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_retrieval.py \\
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_retrieval \\
         --sizes 100000 --real 3000 --backends brute faiss-hnsw usearch usearch-f16
     ... --sizes 1000000 --real 0 --backends brute faiss-hnsw
     ... --sizes --real 0 --neighbours 200000 --neighbour-queries 20000
@@ -56,6 +56,7 @@ import numpy as np
 
 DIM = 384
 K = 10
+ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).resolve().parent / "out" / "retrieval"
 EF_SWEEP = (16, 32, 64, 128, 256)
 HNSW_M, HNSW_EF_ADD = 16, 128
@@ -349,7 +350,8 @@ def run_dataset(name: str, x: np.ndarray, q: np.ndarray, backends: list[str], vs
         load = os.getloadavg()[0]
         cmd = [
             sys.executable,
-            __file__,
+            "-m",
+            "benchmarks.bench_retrieval",
             "--worker",
             backend,
             str(work / "x.npy"),
@@ -358,7 +360,7 @@ def run_dataset(name: str, x: np.ndarray, q: np.ndarray, backends: list[str], vs
         ]
         if vss_path:
             cmd += ["--vss-path", vss_path]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{backend}: failed\n{proc.stderr[-2000:]}", flush=True)
             continue
@@ -476,8 +478,8 @@ def run_neighbours(n: int, queries: int) -> list[dict]:
     )
     results, exact_keys = [], None
     for mode in ("exact", "load_claims", "approx"):
-        cmd = [sys.executable, __file__, "--neighbour-worker", mode, str(root), str(root / "q.npy")]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        cmd = [sys.executable, "-m", "benchmarks.bench_retrieval", "--neighbour-worker", mode, str(root)]
+        proc = subprocess.run([*cmd, str(root / "q.npy")], cwd=ROOT, capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"{mode}: failed\n{proc.stderr[-2000:]}", flush=True)
             continue

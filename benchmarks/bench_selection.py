@@ -8,7 +8,7 @@ seconds, the peak RSS (and how much of it the embeddings themselves are), the nu
 clusters covered, and how many of the true groups the selected records cover compared with a
 uniform random sample of the same size, measured in the same run.
 
-    .venv/bin/python benchmarks/bench_selection.py --records 100000
+    .venv/bin/python -m benchmarks.bench_selection --records 100000
 
 Threads are pinned to one (OMP/OpenBLAS/MKL) before numpy loads; ``--threads`` changes that.
 """

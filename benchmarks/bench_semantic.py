@@ -16,7 +16,7 @@ It prints, per size and implementation, the peak RSS of the process, the RSS bef
 growth during the step, the seconds of the step, and the duplicates found (both must agree on the
 documents compared; the rule inside the partition differs: the old one was first-come).
 
-    .venv/bin/python benchmarks/bench_semantic.py --docs 2000 --small 20000 --large 200000
+    .venv/bin/python -m benchmarks.bench_semantic --docs 2000 --small 20000 --large 200000
 """
 
 from __future__ import annotations
@@ -110,7 +110,6 @@ def build(root: Path, docs: int, others: int, partitions: int, seed: int) -> Non
 
 def child(root: str, implementation: str, before_file: str) -> None:
     """One measurement, in its own process: read the partition, then time the planning step."""
-    sys.path.insert(0, str(REPO))
     import importlib.util
 
     import torch
@@ -191,7 +190,11 @@ def main() -> None:
             for implementation in ("streamed", "before"):
                 out = (
                     subprocess.run(
-                        [sys.executable, __file__, "--child", str(root), implementation, str(before)],
+                        [
+                            *(sys.executable, "-m", "benchmarks.bench_semantic", "--child"),
+                            *(str(root), implementation, str(before)),
+                        ],
+                        cwd=REPO,
                         env=env,
                         check=True,
                         capture_output=True,

@@ -25,8 +25,8 @@ Baselines are slow, so they run on a deterministic uniform random subset of the 
 (``--baseline-docs``); ours runs on that subset too, so both kinds of ratio are shown. Keep/remove
 agreement with datatrove is measured on the subset.
 
-    .venv/bin/python benchmarks/bench_text.py --corpus generated --docs 200000 --baseline-docs 20000
-    .venv/bin/python benchmarks/bench_text.py --corpus real --baseline-docs 3000
+    .venv/bin/python -m benchmarks.bench_text --corpus generated --docs 200000 --baseline-docs 20000
+    .venv/bin/python -m benchmarks.bench_text --corpus real --baseline-docs 3000
 
 Results: a table on stdout, ``benchmarks/out/text_<corpus>.md`` (a section for RESULTS.md) and
 ``benchmarks/out/text_<corpus>.json``. The headline ratios compare ours and the baseline on the same
@@ -44,18 +44,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-try:
-    from benchmarks import adapters as A
-    from benchmarks.corpus import ensure_corpus
-    from benchmarks.harness import SINGLE_THREAD_ENV, dps, machine_info, mbps, run_isolated
-    from benchmarks.real_corpus import ensure_real_corpus
-    from benchmarks.render import agreement, print_table, render
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    import adapters as A
-    from corpus import ensure_corpus
-    from harness import SINGLE_THREAD_ENV, dps, machine_info, mbps, run_isolated
-    from real_corpus import ensure_real_corpus
-    from render import agreement, print_table, render
+from benchmarks import adapters as A
+from benchmarks.corpus import ensure_corpus
+from benchmarks.harness import SINGLE_THREAD_ENV, dps, machine_info, mbps, run_isolated
+from benchmarks.real_corpus import ensure_real_corpus
+from benchmarks.render import agreement, print_table, render
 
 OUT = Path(__file__).resolve().parent / "out"
 PACKAGES = [
@@ -170,7 +163,7 @@ def main() -> None:
 
     results = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": ".venv/bin/python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "command": ".venv/bin/python -m benchmarks.bench_text " + " ".join(map(shlex.quote, sys.argv[1:])),
         "machine": info,
         "load_average_at_end": os.getloadavg(),
         "config": {

@@ -14,7 +14,7 @@ as the completion marker. Each shard is generated from its own seed, so shards c
 parallel and the result does not depend on the number of workers. Copies and near duplicates
 refer to earlier documents of the same shard.
 
-    .venv/bin/python benchmarks/corpus.py --docs 200000 --seed 0
+    .venv/bin/python -m benchmarks.corpus --docs 200000 --seed 0
 """
 
 from __future__ import annotations
@@ -216,10 +216,8 @@ class Corpus:
         """Markdown lines: size, lengths and the kind mix."""
         m = self.manifest
         if m.get("origin") == "real":
-            try:
-                from benchmarks.real_corpus import describe
-            except ImportError:
-                from real_corpus import describe
+            from benchmarks.real_corpus import describe
+
             return describe(m)
         q = m["length_quantiles"]
         lines = [

@@ -32,7 +32,7 @@ Written like the generated corpus (same :class:`benchmarks.corpus.Corpus` reader
 with ``id``, ``text`` and ``kind`` (the source) under ``benchmarks/out/corpus/real-m<MB>-v<V>-<hash of
 the candidate list>/`` plus ``manifest.json`` (written last), and reused when present.
 
-    .venv/bin/python benchmarks/real_corpus.py --max-mb 32
+    .venv/bin/python -m benchmarks.real_corpus --max-mb 32
 """
 
 from __future__ import annotations
@@ -60,10 +60,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-try:
-    from benchmarks.corpus import DEFAULT_ROOT, ROW_GROUP_DOCS, Corpus
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    from corpus import DEFAULT_ROOT, ROW_GROUP_DOCS, Corpus
+from benchmarks.corpus import DEFAULT_ROOT, ROW_GROUP_DOCS, Corpus
 
 VERSION = 1  # bump when extraction changes: the cache key includes it
 DOC_ROOT = Path("/usr/share/doc")

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-try:
-    from benchmarks.harness import dps, mbps
-except ImportError:  # run as a script: benchmarks/ itself is on sys.path
-    from harness import dps, mbps
+from benchmarks.harness import dps, mbps
 
 LENGTH_EDGES = [1_000, 2_000, 4_000, 8_000, 16_000]  # bytes, for the article-length breakdown
 NUM_PERM = 128

@@ -79,10 +79,10 @@ def prepare_demo(home: Path) -> Demo:
     project's, with telemetry off) in ``home/dagster``, the DAGSTER_HOME of the demo."""
     import dagster as dg
 
-    import launch
     from refinery.paths import Layout
     from refinery.sample.multimodal_sample import build_image_text_sample
     from refinery.sample.text_sample import build_text_sample
+    from refinery_cli import launch
 
     layout = Layout.at(home)
     build_text_sample(layout.inbox_kind("text"))
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, default=None, help="REFINERY_HOME to build (default: temporary)")
     parser.add_argument("--max-width", type=int, default=1200, help="downscale the PNGs to this width")
     args = parser.parse_args(argv)
-    if str(ROOT) not in sys.path:  # run as a file: definitions, launch and assets live at the root
+    if str(ROOT) not in sys.path:  # run as a file: definitions, refinery_cli and assets live at the root
         sys.path.insert(0, str(ROOT))
     missing = chromium_missing()
     if missing:

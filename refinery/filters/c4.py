@@ -26,7 +26,7 @@ import re
 from functools import cache
 from importlib import resources
 
-from refinery.filters.params import HeuristicParams
+from pydantic import BaseModel, Field
 
 CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")
@@ -43,6 +43,31 @@ POLICY_PHRASES = (
 SENTENCE_END_RE = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)")
 
 Verdict = tuple[str, str] | None
+
+
+class C4Params(BaseModel):
+    """C4's line and page rules, with c4_utils' thresholds."""
+
+    c4: bool = True
+    c4_rewrite_lines: bool = Field(
+        True, description="Keep only the lines C4 keeps (terminal punctuation, ≥3 words, no policy/JS)."
+    )
+    c4_terminal_punctuation: bool = True
+    c4_remove_citations: bool = True
+    c4_min_words_per_line: int | None = 3
+    c4_max_word_length: int | None = 1000
+    c4_min_sentences: int | None = 5
+    c4_lorem_ipsum: bool = True
+    c4_javascript: bool = True
+    c4_curly_bracket: bool = True
+    c4_policy: bool = True
+    c4_badwords: bool = Field(
+        False,
+        description="C4's bad-words page filter (LDNOOBW English list). C4 applies it (drops any page "
+        "with a listed word); off here because the list also removes medical, LGBTQ and documentation "
+        "text. When on, c4_badwords_count is a column.",
+    )
+    c4_max_badwords: int = Field(0, description="Distinct listed words a page may hold (C4: 0).")
 
 
 @cache
@@ -75,7 +100,7 @@ def count_sentences(line: str) -> int:
     return max(1, len(SENTENCE_END_RE.findall(line)))
 
 
-def c4_rules(text: str, p: HeuristicParams, out: dict) -> tuple[Verdict, str]:
+def c4_rules(text: str, p: C4Params, out: dict) -> tuple[Verdict, str]:
     """Return (verdict, text after line filtering)."""
     kept: list[str] = []
     sentences = removed = 0

@@ -8,102 +8,161 @@ assumption explicit before the rules that depend on it.
 The first failed rule names the rejection. Scores of every family that ran are kept as columns
 (so kept documents carry all of them, and SQL can slice any threshold afterwards); families
 after the failing one did not run, and their columns are null for that row.
+
+Each rule is a unit in ``refinery/filters/rules/`` (:class:`refinery.filters.rule.Rule`); the chain
+is built from the rules found there (:func:`registered_rules`), and its parameter model
+(``HeuristicParams``), columns and ``disabled_rules`` codes come from what they declare.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+import pkgutil
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import pyarrow as pa
+from pydantic import BaseModel, create_model
 
 from refinery.batch import BatchResult, split_batch
-from refinery.filters.c4 import c4_rules
-from refinery.filters.gopher_quality import gopher_quality, gopher_stop_words
-from refinery.filters.gopher_repetition import gopher_repetition
-from refinery.filters.language import language_gate
-from refinery.filters.params import HeuristicParams
-from refinery.text.words import char_class_counts, token_count, tokens, word_tokens, words
+from refinery.filters.rule import ChainParams, Document, Rule, Verdict
+from refinery.text.words import char_class_counts
 
-INT_SCORES = ["word_count", "stop_word_count", "c4_lines_removed", "c4_sentences", "c4_badwords_count"]
-FLOAT_SCORES = [
-    "english_word_fraction",
-    "mean_word_length",
-    "hash_ratio",
-    "ellipsis_ratio",
-    "bullet_lines_ratio",
-    "ellipsis_lines_ratio",
-    "alpha_words_ratio",
-    "dup_para_frac",
-    "dup_para_char_frac",
-    "dup_line_frac",
-    "dup_line_char_frac",
-    *[f"top_{n}gram_char_frac" for n in (2, 3, 4)],
-    *[f"dup_{n}gram_char_frac" for n in range(5, 11)],
-]
-SCORE_FIELDS = [pa.field(c, pa.int32()) for c in INT_SCORES] + [
-    pa.field(c, pa.float32()) for c in FLOAT_SCORES
-]
+RULES_PACKAGE = "refinery.filters.rules"
+
+
+def registered_rules(package: str = RULES_PACKAGE) -> list[type[Rule]]:
+    """Every :class:`Rule` subclass defined in a module of ``package``, in module-name order."""
+    found: list[type[Rule]] = []
+    for info in sorted(pkgutil.iter_modules(importlib.import_module(package).__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{package}.{info.name}")
+        found += [
+            obj
+            for obj in vars(module).values()
+            if isinstance(obj, type) and issubclass(obj, Rule) and obj.__module__ == module.__name__
+        ]
+    return found
+
+
+class RuleChain:
+    """Rules in run order, and what they declare put together: the parameter model, the score
+    columns (int32 ones first, then float32, each in the rules' ``listed_at`` order) and the reason
+    codes that ``disabled_rules`` accepts."""
+
+    def __init__(
+        self,
+        rules: Iterable[type[Rule]],
+        params_name: str = "HeuristicParams",
+        params_module: str | None = None,
+    ):
+        self.rules: tuple[type[Rule], ...] = tuple(sorted(rules, key=lambda r: r.position))
+        listed = sorted(self.rules, key=lambda r: r.listing_key())
+        _check_unique("rule name", [r.name for r in self.rules])
+        _check_unique("rule position", [r.position for r in self.rules])
+        self.int_scores = [c for r in listed for c in r.int_scores]
+        self.float_scores = [c for r in listed for c in r.float_scores]
+        _check_unique("score column", self.int_scores + self.float_scores)
+        self.switches = {code: switch for r in listed for code, switch in r.reasons.items()}
+        _check_unique("reason code", [code for r in listed for code in r.reasons])
+        self.params: type[ChainParams] = _params_model(listed, params_name, params_module)
+        self.params.rule_switches = self.switches
+        self.fields = [pa.field(c, pa.int32()) for c in self.int_scores] + [
+            pa.field(c, pa.float32()) for c in self.float_scores
+        ]
+        self._check_parameters()
+
+    def active(self, p: BaseModel) -> list[type[Rule]]:
+        """The rules whose switch is on, in run order."""
+        return [r for r in self.rules if getattr(p, r.switch)]
+
+    def evaluate(
+        self, text: str, p: BaseModel, char_counts: tuple[int, int] | None = None
+    ) -> tuple[Verdict, dict, str]:
+        """Run the chain on one document: (first failure or None, scores, text to keep).
+
+        ``char_counts``: the text's (word characters, other non-space characters), as
+        :func:`char_class_counts` gives them for a batch (see :class:`Document`)."""
+        return run_rules(self.active(p), text, p, char_counts)
+
+    def filter_batch(self, frame: pd.DataFrame, params: BaseModel) -> BatchResult:
+        """:meth:`evaluate` on every document of the batch: a column per score, a reason per
+        rejected row."""
+        rules = self.active(params)
+        reasons, kept_texts = [], []
+        columns: dict[str, list] = {c: [] for c in self.int_scores + self.float_scores}
+        texts = frame["text"].tolist()
+        word_chars, other_chars = char_class_counts(texts)
+        for text, w, o in zip(texts, word_chars.tolist(), other_chars.tolist(), strict=True):
+            verdict, scores, kept_text = run_rules(rules, text, params, (w, o))
+            reasons.append(verdict)
+            kept_texts.append(kept_text)
+            for name, values in columns.items():
+                values.append(scores.get(name, math.nan))
+        out = frame.assign(text=kept_texts, **columns)
+        for name in self.int_scores:
+            out[name] = out[name].astype("Int32")
+        return split_batch(out, reasons)
+
+    def _check_parameters(self) -> None:
+        """Every switch a rule names is a parameter of the model (a typo fails at import)."""
+        fields = self.params.model_fields
+        for rule in self.rules:
+            named = [rule.switch, *(name for name, _ in rule.reasons.values())]
+            named += [*rule.language_specific, *rule.counts_words]
+            missing = sorted(set(named) - set(fields))
+            if missing:
+                raise ValueError(f"rule {rule.name!r} names parameters no rule declares: {missing}")
+
+
+def run_rules(
+    rules: Sequence[type[Rule]], text: str, p: BaseModel, char_counts: tuple[int, int] | None = None
+) -> tuple[Verdict, dict, str]:
+    """The first failure among ``rules`` (in order), the scores of those that ran, and the text to
+    keep: as it came in when a rule failed, else as the rules left it."""
+    doc, scores = Document(text, char_counts), {}
+    for rule in rules:
+        if verdict := rule.check(doc, p, scores):
+            return verdict, scores, text
+    return None, scores, doc.text
+
+
+def _params_model(listed: list[type[Rule]], name: str, module: str | None) -> type[ChainParams]:
+    """One pydantic model with every rule's parameters, after ``language`` and ``disabled_rules``
+    (pydantic lists the fields of the last base first, hence the reversal)."""
+    models = list(dict.fromkeys(r.params for r in listed))
+    declared: dict[str, str] = {}
+    for model in models:
+        own = set(model.model_fields) - set(ChainParams.model_fields)
+        for field in own:
+            if field in declared:
+                raise ValueError(f"parameter {field!r} is declared by {declared[field]} and {model.__name__}")
+            declared[field] = model.__name__
+    bases = (*reversed(models), ChainParams)
+    return create_model(name, __base__=bases, __module__=module or __name__)  # type: ignore[call-overload]
+
+
+def _check_unique(what: str, values: list) -> None:
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{what} declared twice in the heuristic rules: {repeated}")
+
+
+CHAIN = RuleChain(registered_rules(), params_module="refinery.filters.params")
+
+INT_SCORES = CHAIN.int_scores
+FLOAT_SCORES = CHAIN.float_scores
+SCORE_FIELDS = CHAIN.fields
 
 
 def evaluate(
-    text: str, p: HeuristicParams, char_counts: tuple[int, int] | None = None
-) -> tuple[tuple[str, str] | None, dict, str]:
-    """Run the chain on one document: (first failure or None, scores, text to keep).
-
-    ``char_counts``: the text's (word characters, other non-space characters), as
-    :func:`char_class_counts` gives them for a batch. A document heavy in symbols (code, man pages,
-    tables: likely to fail Gopher's alphabetic-token share) then has its tokens counted from them
-    and its words instead of listed, and the list is built only if the repetition rules run. The
-    results are the same either way; only the work differs."""
-    scores: dict = {}
-    toks: list[str] | None = None
-    if char_counts is not None and _symbol_heavy(*char_counts):
-        # Likely to fail on its share of alphabetic tokens: count tokens, do not list them.
-        wrds = words(text)
-        n_tokens = token_count(wrds, *char_counts)
-    else:
-        toks = tokens(text)
-        wrds = word_tokens(toks)
-        n_tokens = len(toks)
-    if p.gopher_quality and (v := gopher_quality(text, n_tokens, wrds, p, scores)):
-        return v, scores, text
-    if p.gopher_repetition and (
-        v := gopher_repetition(text, tokens(text) if toks is None else toks, p, scores)
-    ):
-        return v, scores, text
-    if p.language_gate and (v := language_gate(wrds, p, scores)):
-        return v, scores, text
-    if p.gopher_quality and (v := gopher_stop_words(wrds, p, scores)):
-        return v, scores, text
-    if p.c4:
-        v, new_text = c4_rules(text, p, scores)
-        if v:
-            return v, scores, text
-        text = new_text
-    return None, scores, text
+    text: str, p: BaseModel, char_counts: tuple[int, int] | None = None
+) -> tuple[Verdict, dict, str]:
+    """:meth:`RuleChain.evaluate` of the chain of ``refinery/filters/rules/``."""
+    return CHAIN.evaluate(text, p, char_counts)
 
 
-def _symbol_heavy(word_chars: int, other_chars: int) -> bool:
-    """Estimated share of symbol tokens above 15 % (words taken as five characters long)."""
-    return other_chars > 0.15 * (other_chars + word_chars / 5)
-
-
-def filter_batch(frame: pd.DataFrame, params: HeuristicParams) -> BatchResult:
+def filter_batch(frame: pd.DataFrame, params: BaseModel) -> BatchResult:
     """The heuristic_filtered processor: :func:`evaluate` on every document of the batch (the
     asset binds ``params=`` by keyword)."""
-    p = params
-    reasons, kept_texts = [], []
-    columns: dict[str, list] = {c: [] for c in INT_SCORES + FLOAT_SCORES}
-    texts = frame["text"].tolist()
-    word_chars, other_chars = char_class_counts(texts)
-    for text, w, o in zip(texts, word_chars.tolist(), other_chars.tolist(), strict=True):
-        verdict, scores, kept_text = evaluate(text, p, (w, o))
-        reasons.append(verdict)
-        kept_texts.append(kept_text)
-        for name, values in columns.items():
-            values.append(scores.get(name, math.nan))
-    out = frame.assign(text=kept_texts, **columns)
-    for name in INT_SCORES:
-        out[name] = out[name].astype("Int32")
-    return split_batch(out, reasons)
+    return CHAIN.filter_batch(frame, params)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from itertools import filterfalse, repeat
 
-from refinery.filters.params import HeuristicParams
+from pydantic import BaseModel, Field, field_validator
+
+from refinery.text.english import GOPHER_STOP_WORDS
 
 _ANY_ALPHA = re.compile(r"[^\W\d_]")
 _ELLIPSES = ("...", "…")
@@ -18,7 +20,35 @@ _ELLIPSES = ("...", "…")
 Verdict = tuple[str, str] | None
 
 
-def gopher_quality(text: str, n_tokens: int, wrds: list[str], p: HeuristicParams, out: dict) -> Verdict:
+class GopherQualityParams(BaseModel):
+    """Gopher's quality thresholds (the stop-word rule has its own, :class:`GopherStopWordParams`)."""
+
+    gopher_quality: bool = True
+    min_doc_words: int | None = 50
+    max_doc_words: int | None = 100_000
+    min_avg_word_length: float | None = 3
+    max_avg_word_length: float | None = 10
+    max_hash_word_ratio: float | None = Field(0.1, description="'#' characters per token.")
+    max_ellipsis_word_ratio: float | None = Field(0.1, description="Ellipses per token.")
+    max_bullet_lines_ratio: float | None = 0.9
+    max_ellipsis_lines_ratio: float | None = 0.3
+    min_alpha_words_ratio: float | None = Field(0.8, description="Tokens with a letter / all tokens.")
+    bullet_prefixes: list[str] = ["•", "-", "*", "·"]
+
+
+class GopherStopWordParams(BaseModel):
+    """Gopher's stop-word rule; it runs under the ``gopher_quality`` switch."""
+
+    min_stop_words: int | None = 2
+    stop_words: list[str] = list(GOPHER_STOP_WORDS)
+
+    @field_validator("stop_words")
+    @classmethod
+    def _lowercase(cls, value: list[str]) -> list[str]:
+        return [w.lower() for w in value]
+
+
+def gopher_quality(text: str, n_tokens: int, wrds: list[str], p: GopherQualityParams, out: dict) -> Verdict:
     """Fill ``out`` with the scores; return the first failed rule as (code, detail). ``n_tokens`` is
     ``len(tokens(text))`` (the chain counts it without building the list)."""
     n_tokens = n_tokens or 1
@@ -71,7 +101,7 @@ def gopher_quality(text: str, n_tokens: int, wrds: list[str], p: HeuristicParams
     return None
 
 
-def gopher_stop_words(wrds: list[str], p: HeuristicParams, out: dict) -> Verdict:
+def gopher_stop_words(wrds: list[str], p: GopherStopWordParams, out: dict) -> Verdict:
     """Gopher's stop-word rule: the one quality rule that assumes English."""
     stop_words = len(set(map(str.lower, set(wrds))).intersection(p.stop_words))
     out["stop_word_count"] = stop_words

@@ -17,8 +17,7 @@ import itertools
 import re
 
 import numpy as np
-
-from refinery.filters.params import HeuristicParams
+from pydantic import BaseModel
 
 _PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
 _LINE_SPLIT = re.compile(r"\n+")
@@ -28,6 +27,33 @@ MULT = np.random.default_rng(20240607).integers(1, 2**63, size=16, dtype=np.uint
 ) + np.uint64(1)
 
 Verdict = tuple[str, str] | None
+
+
+class GopherRepetitionParams(BaseModel):
+    """Gopher's repetition thresholds (table A1)."""
+
+    gopher_repetition: bool = True
+    max_dup_para_frac: float | None = 0.30
+    max_dup_para_char_frac: float | None = 0.20
+    max_dup_line_frac: float | None = 0.30
+    max_dup_line_char_frac: float | None = 0.20
+    max_top_2gram_char_frac: float | None = 0.20
+    max_top_3gram_char_frac: float | None = 0.18
+    max_top_4gram_char_frac: float | None = 0.16
+    max_dup_5gram_char_frac: float | None = 0.15
+    max_dup_6gram_char_frac: float | None = 0.14
+    max_dup_7gram_char_frac: float | None = 0.13
+    max_dup_8gram_char_frac: float | None = 0.12
+    max_dup_9gram_char_frac: float | None = 0.11
+    max_dup_10gram_char_frac: float | None = 0.10
+
+    def top_ngram_limits(self) -> list[tuple[int, float]]:
+        return [(n, v) for n in (2, 3, 4) if (v := getattr(self, f"max_top_{n}gram_char_frac")) is not None]
+
+    def dup_ngram_limits(self) -> list[tuple[int, float]]:
+        return [
+            (n, v) for n in range(5, 11) if (v := getattr(self, f"max_dup_{n}gram_char_frac")) is not None
+        ]
 
 
 def duplicate_elements(items: list[str]) -> tuple[int, int]:
@@ -88,7 +114,7 @@ def duplicate_ngram_chars(h: np.ndarray, cum: np.ndarray, n: int) -> int:
     return chars
 
 
-def gopher_repetition(text: str, toks: list[str], p: HeuristicParams, out: dict) -> Verdict:
+def gopher_repetition(text: str, toks: list[str], p: GopherRepetitionParams, out: dict) -> Verdict:
     text_len = len(text) or 1
 
     paragraphs = _PARAGRAPH_SPLIT.split(text.strip())

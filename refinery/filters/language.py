@@ -7,10 +7,32 @@ them without a model. It exists to make the rule set's English assumption explic
 
 from __future__ import annotations
 
-from refinery.filters.params import HeuristicParams
+from pydantic import Field
+
+from refinery.filters.rule import ChainParams
 from refinery.text.english import ENGLISH_FUNCTION_WORDS
 
 Verdict = tuple[str, str] | None
+
+
+class LanguageGateParams(ChainParams):
+    """The function-word gate in front of the English rules: it checks the chain's ``language``."""
+
+    language_gate: bool = Field(True, description="Reject documents that are not in `language`.")
+    min_english_word_fraction: float | None = Field(
+        0.10, description="Share of English function words below which a document is not English."
+    )
+    language_gate_min_words: int = Field(20, description="Shorter documents skip the gate.")
+
+    def assumptions(self) -> str:
+        """A sentence for the UI: what the rule set takes for granted."""
+        gate = (
+            f"non-{self.language} documents are rejected as language.not_{'english'} when under "
+            f"{self.min_english_word_fraction:.0%} English function words"
+            if self.language_gate and self.min_english_word_fraction is not None
+            else "no language gate: English-only rules (stop words, sentences) apply to every document"
+        )
+        return f"Rule set assumes language '{self.language}'; {gate}."
 
 
 def english_word_fraction(wrds: list[str]) -> float:
@@ -19,7 +41,7 @@ def english_word_fraction(wrds: list[str]) -> float:
     return sum(map(ENGLISH_FUNCTION_WORDS.__contains__, map(str.lower, wrds))) / len(wrds)
 
 
-def language_gate(wrds: list[str], p: HeuristicParams, out: dict) -> Verdict:
+def language_gate(wrds: list[str], p: LanguageGateParams, out: dict) -> Verdict:
     fraction = english_word_fraction(wrds)
     out["english_word_fraction"] = fraction
     if p.language != "en":

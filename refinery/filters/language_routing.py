@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 
 from refinery import markdown
 from refinery.batch import BatchResult
-from refinery.filters.chain import SCORE_FIELDS, filter_batch
+from refinery.filters.chain import CHAIN, SCORE_FIELDS, filter_batch
 from refinery.filters.language import DEFAULT_MIN_LANGUAGE_SCORE
 from refinery.filters.params import HeuristicParams
 from refinery.kernel.processor import StageProcessor
@@ -50,18 +50,10 @@ NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th"})
 RULE_SET_FIELD = pa.field("rule_set", pa.string())
 ROUTED_FIELDS = [*SCORE_FIELDS, RULE_SET_FIELD]
 
-_AGNOSTIC = {"min_stop_words": None, "c4": False}
-_NO_WORD_COUNTS = {
-    "min_doc_words": None,
-    "max_doc_words": None,
-    "min_avg_word_length": None,
-    "max_avg_word_length": None,
-    "max_hash_word_ratio": None,
-    "max_ellipsis_word_ratio": None,
-    "min_alpha_words_ratio": None,
-    **{f"max_top_{n}gram_char_frac": None for n in (2, 3, 4)},
-    **{f"max_dup_{n}gram_char_frac": None for n in range(5, 11)},
-}
+# What each rule declares (refinery/filters/rules/): the parameter values that switch off the parts
+# that assume a language's own words, and those that count words (meaningless without spaces).
+_AGNOSTIC = {name: off for rule in CHAIN.rules for name, off in rule.language_specific.items()}
+_NO_WORD_COUNTS = {name: off for rule in CHAIN.rules for name, off in rule.counts_words.items()}
 
 
 class LanguageRouting(BaseModel):

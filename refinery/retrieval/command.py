@@ -1,6 +1,6 @@
 """``refinery search`` and ``refinery index vectors``: the argparse wiring, kept beside the library.
 
-refinery/cli.py adds them with two calls (``add_search_parser(sub)`` and
+refinery_cli/commands.py adds them with two calls (``add_search_parser(sub)`` and
 ``add_vectors_parser(index_sub)``); the handlers only read files under ``--home``.
 """
 

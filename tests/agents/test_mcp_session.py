@@ -106,7 +106,7 @@ def server_env(layout: Layout) -> dict:
 async def agent_session(layout: Layout, root: Path, corpus: dict, outside: Path) -> dict:
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "cli", "mcp", "--root", str(root), "--allow-runs"],
+        args=["-m", "refinery_cli", "mcp", "--root", str(root), "--allow-runs"],
         env=server_env(layout),
         cwd=str(ROOT),
     )
@@ -215,8 +215,9 @@ def session(tmp_path_factory):
     port = free_port()
     env = server_env(layout) | {"REFINERY_MCP_TOKEN": TOKEN}
     log = (base / "http.log").open("w")
+    command = [sys.executable, "-m", "refinery_cli", "mcp", "--transport", "http"]
     server = subprocess.Popen(
-        [sys.executable, "-m", "cli", "mcp", "--transport", "http", "--port", str(port), "--root", str(root)],
+        [*command, "--port", str(port), "--root", str(root)],
         cwd=ROOT,
         env=env,
         stdout=log,

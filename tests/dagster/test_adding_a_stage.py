@@ -1,6 +1,6 @@
-"""The README's "Adding a stage" example, executed as written: one library function, one spec in the
-text pipeline's order and one line of wiring give a stage with config, checks and the standard
-metadata."""
+"""The "Adding a stage" example (docs/adding-a-stage.md), executed as written: one library function,
+one spec in the text pipeline's order and one line of wiring give a stage with config, checks and the
+standard metadata."""
 
 import re
 from dataclasses import replace
@@ -14,11 +14,11 @@ from refinery.stages import text
 from refinery.storage import Storage
 from tests.dagster.conftest import build_inbox, resources_for
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "adding-a-stage.md"
 
 
 def readme_example() -> dict:
-    section = README.read_text().split("### Adding a stage", 1)[1]
+    section = GUIDE.read_text().split("# Adding a stage", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     # The block's step 2 is refinery/stages/text.py with the stage put in its order: it runs beside
     # copies of that module's specs as written there (no upstream), so the real ones stay as they are.
@@ -27,7 +27,7 @@ def readme_example() -> dict:
         for name, spec in vars(text).items()
         if isinstance(spec, StageSpec) and spec in text.STAGES
     }
-    exec(compile(code, str(README), "exec"), namespace)
+    exec(compile(code, str(GUIDE), "exec"), namespace)
     return namespace
 
 

@@ -17,13 +17,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-import launch
 from refinery import names
 from refinery.sample import prose
 from refinery.sample.reference_sample import build_reference_sample
 from refinery.sample.target_sample import build_target_sample
 from refinery.stages import text as text_stages
 from refinery.storage import Storage
+from refinery_cli import launch
 from tests.conftest import write_source
 from tests.dagster.conftest import build_inbox, jsonl
 from tests.dagster.dev_server import dagster_dev

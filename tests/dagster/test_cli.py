@@ -13,8 +13,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-import launch
 from refinery.storage import Storage
+from refinery_cli import launch
 from tests.conftest import write_source
 from tests.dagster.conftest import ALPHA, jsonl
 
@@ -156,6 +156,46 @@ def test_refinery_run_prints_a_line_per_stage_and_logs_the_rest_to_a_file(home, 
     )
     text = log.read_text()
     assert log.is_relative_to(home.home) and "DEBUG" in text and "STEP_SUCCESS" in text
+    # libraries' stderr (MiniLM's "Loading weights" bar in document_embeddings) went to the log
+    assert "Loading weights" not in done.stderr and "Loading weights" in text
+
+
+STDERR_PROBE = """
+import sys
+from pathlib import Path
+import decord
+from refinery.paths import Layout
+from refinery_cli import launch
+
+layout = Layout.at(sys.argv[1])
+with launch.stderr_to_log(layout) as log:
+    print("a Refinery line")
+    try:
+        decord.VideoReader(sys.argv[2])
+    except Exception as err:
+        print("quarantined:", type(err).__name__)
+print("after the runs", file=sys.stderr)
+print("log:", log)
+"""
+
+
+def test_native_stderr_of_a_corrupt_video_goes_to_the_log_file(home, tmp_path):
+    """decord and FFmpeg write about a corrupt video from C++ to file descriptor 2: during the runs
+    of `refinery run`/`demo` that lands in the log file, and the terminal keeps Refinery's lines."""
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    done = subprocess.run(
+        [sys.executable, "-c", STDERR_PROBE, str(home.home), str(corrupt)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "a Refinery line" in done.stdout and "quarantined: " in done.stdout
+    assert done.stderr == "after the runs\n"  # restored after the block; nothing native leaked
+    log = Path(done.stdout.split("log: ", 1)[1].strip())
+    assert "ERROR opening" in log.read_text() and str(corrupt) in log.read_text()
 
 
 def test_init_sets_the_dedup_pool_limit(home, cli_env):

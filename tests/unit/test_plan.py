@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-import cli
 from refinery.plan import sample_inbox
 from refinery.plan_command import parse_size
+from refinery_cli import commands as cli
 
 
 def _inbox(tmp_path, docs: int = 300) -> None:

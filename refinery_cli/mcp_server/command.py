@@ -39,7 +39,7 @@ def add_mcp_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
-    from agent_server.server import Settings, build_server, roots_from_env
+    from refinery_cli.mcp_server.server import Settings, build_server, roots_from_env
 
     settings = Settings(
         home=args.home,

@@ -63,6 +63,7 @@ def _tool(log: CallLog, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def build_server(settings: Settings) -> MCPServer:
     import launch
+
     from definitions import defs
 
     layout = Layout.at(settings.home)
@@ -97,7 +98,7 @@ class Tools:
     """The tools, as plain methods (their docstrings are what the agent reads)."""
 
     def __init__(self, layout: Layout, roots: Roots, defs, allow_runs: bool):
-        from agent_server.runs import RunControl
+        from refinery_cli.mcp_server.runs import RunControl
 
         self.layout, self.roots, self.defs = layout, roots, defs
         self.runs = RunControl(layout, defs, allow_runs)
@@ -105,7 +106,7 @@ class Tools:
     def list_stages(self, group: str | None = None) -> dict:
         """The stages (Dagster assets) and jobs, with each stage's config schema: every field's type,
         default and description. group: only stages of one group (text, sft, image_text, video, …)."""
-        from agent_server.stages import describe_jobs, describe_stages
+        from refinery_cli.mcp_server.stages import describe_jobs, describe_stages
 
         stages = describe_stages(self.defs, group)
         if group is not None and not stages:

@@ -1,7 +1,7 @@
 """Materializing a stage or job for an agent, and reading its run back from the instance.
 
 Runs go to the persistent instance (``$DAGSTER_HOME``, the one ``dagster dev`` shows), each in a
-child process (:mod:`agent_server.run_child`) with a run id chosen here, as ``refinery run`` does;
+child process (:mod:`refinery_cli.mcp_server.run_child`) with a run id chosen here, as ``refinery run`` does;
 the server stays responsive while a run works. Status, per-step outcomes, per-stage counts (the
 metadata every stage reports) and the log tail all come from the instance's event log, so runs
 started elsewhere (the CLI, the UI, a sensor) can be watched the same way.
@@ -21,8 +21,8 @@ from typing import Any
 
 import dagster as dg
 
-from agent_server.stages import assets_defs
 from refinery.paths import Layout
+from refinery_cli.mcp_server.stages import assets_defs
 
 ASSET_JOB = "__ASSET_JOB"
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -93,6 +93,7 @@ class RunControl:
         if partition is None:
             raise ValueError(f"{stages[0] if stages else job.name} is partitioned by source: give partition")
         import launch
+
         from refinery.kinds import KINDS
 
         name = getattr(partitions, "name", None)
@@ -118,7 +119,8 @@ class RunControl:
         run_id = str(uuid.uuid4())
         log = self.layout.home / "logs" / f"mcp-run-{run_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "agent_server.run_child", "--job", job.name, "--run-id", run_id]
+        command = [sys.executable, "-m", "refinery_cli.mcp_server.run_child"]
+        command += ["--job", job.name, "--run-id", run_id]
         command += [arg for s in stages for arg in ("--stage", s)]
         command += ["--partition", partition] if partition else []
         command += ["--config", json.dumps(run_config)]

@@ -1,6 +1,6 @@
 """One run on the persistent Dagster instance, in a process of its own (what ``materialize`` starts).
 
-``python -m agent_server.run_child --job J --run-id R [--stage S] [--partition P] [--config JSON]``
+``python -m refinery_cli.mcp_server.run_child --job J --run-id R [--stage S] [--partition P] [--config JSON]``
 executes the job (or the one stage of the asset job) with the id the server chose, so the run shows
 in the Dagster UI and its status, events and logs are read from the instance while it runs.
 """
@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import dagster as dg
-
     import launch
+
     from definitions import defs
     from refinery.paths import Layout
 

@@ -9,8 +9,10 @@ Kept out of the ``refinery`` library, which stays free of Dagster.
 from __future__ import annotations
 
 import os
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from refinery.names import DEDUP_POOL
@@ -92,10 +94,34 @@ def log_file(layout: Layout) -> Path:
     return _LOG_FILE
 
 
+@contextmanager
+def stderr_to_log(layout: Layout) -> Iterator[Path]:
+    """This process's standard error, appended to :func:`log_file` until the block ends.
+
+    The runs' own lines go to standard output; what libraries write to standard error goes to the log
+    beside Dagster's: a model loader's "Loading weights" bar, FFmpeg's and decord's lines about the
+    sample's corrupt video (written by native code, so redirected at the file descriptor, which the
+    DataLoader workers inherit too). Restored afterwards: an error of the command itself still shows.
+    """
+    path = log_file(layout)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with path.open("a", encoding="utf-8") as log:
+            os.dup2(log.fileno(), 2)
+            try:
+                yield path
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def _execute(layout: Layout, job, instance, name: str, **kwargs) -> bool:
-    """One run: a header line, a line per stage (progress.py), the outcome with its time; the
+    """One run: a header line, a line per stage (refinery_cli/progress.py), the outcome with its time; the
     debug log goes to :func:`log_file`."""
-    from progress import cli_loggers
+    from refinery_cli.progress import cli_loggers
 
     print(f"▶ {name}", flush=True)
     started = time.monotonic()
