@@ -186,6 +186,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         outcome = launch.run_text_pipeline(layout, text_source_order(layout))
         outcome.update(launch.run_partitioned_job(layout, "sft", names.SFT_PIPELINE_JOB))
         outcome.update(launch.run_job(names.TRAINING_DATA_JOB, layout))
+        # The schedule as token ids: the tokenizer, each source tokenized, the packed shards.
+        outcome.update(launch.run_job(names.TOKENIZER_JOB, layout))
+        outcome.update(launch.run_partitioned_job(layout, "text", names.TOKENIZE_JOB))
+        outcome.update(launch.run_job(names.TRAINING_TOKENS_JOB, layout))
         outcome.update(launch.run_partitioned_job(layout, "image_text", names.IMAGE_TEXT_PIPELINE_JOB))
         outcome.update(launch.run_partitioned_job(layout, "video", names.VIDEO_PIPELINE_JOB))
 
@@ -210,6 +214,7 @@ Where to look
   report      {home}/reports/corpus_report.md
   SFT         {home}/storage/sft_selected/<source>.parquet
   training    {home}/storage/training_schedule/training_schedule.parquet (+ shards/ for the loader)
+  tokens      {home}/storage/training_tokens/ (Megatron .bin/.idx, litdata; refinery trace --step 0)
   images      {home}/storage/clip_filtered/<source>.parquet   (contact sheets in the Dagster UI)
   keyframes   {home}/storage/video_keyframes/<source>/<video>/*.jpg + <source>.parquet
   SQL         .venv/bin/refinery sql "SELECT source, count(*) FROM pretrain_corpus GROUP BY 1"
