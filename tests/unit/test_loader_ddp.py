@@ -118,11 +118,13 @@ def test_a_dataloader_that_batches_again_is_refused(dataset, options, workers):
         next(iter(loader))
 
 
-def test_default_collate_refuses_schedule_batches_itself(dataset):
-    """The fallback should torch's fetcher change: the registered collate of ScheduleBatch."""
-    batch = next(iter(dataset))
-    with pytest.raises(ScheduleError, match="must not batch them again"):
-        torch.utils.data.default_collate([batch, batch])
+def test_a_dataloader_that_reorders_the_batches_is_refused(dataset):
+    """The dataset splits ranks and workers itself, so a sampler's order is refused, not followed."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=True, num_workers=0)
+    torch.manual_seed(3)  # a permutation whose first index is not 0
+    with pytest.raises(ScheduleError, match="serves its batches in order"):
+        list(loader)
+    assert len(list(torch.utils.data.DataLoader(dataset, batch_size=None))) == len(dataset)
 
 
 def test_the_dataset_loader_keeps_the_order_with_workers(dataset, schedule):
