@@ -124,7 +124,15 @@ def test_a_dataloader_that_reorders_the_batches_is_refused(dataset):
     torch.manual_seed(3)  # a permutation whose first index is not 0
     with pytest.raises(ScheduleError, match="serves its batches in order"):
         list(loader)
-    assert len(list(torch.utils.data.DataLoader(dataset, batch_size=None))) == len(dataset)
+
+
+def test_every_epoch_starts_the_stream_again(dataset):
+    """Asking for a worker's first batch again (a new epoch, persistent workers or a plain loop)
+    restarts that worker's stream."""
+    loader = dataset.loader(num_workers=2, persistent_workers=True)
+    epochs = [[int(p) for b in loader for p in b["position"]] for _ in range(2)]
+    assert epochs[0] == epochs[1] == [int(p) for b in dataset for p in b["position"]]
+    assert [int(p) for p in dataset[0]["position"]] == epochs[0][:4]
 
 
 def test_the_dataset_loader_keeps_the_order_with_workers(dataset, schedule):
