@@ -11,13 +11,12 @@ from assets import ALL_ASSETS
 from assets.jobs import ALL_JOBS
 from refinery_cli.progress import LOGGERS
 from resources import build_executor, build_resources
-from sensors import ALL_SCHEDULES, ALL_SENSORS
+from sensors import ALL_SENSORS
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=ALL_JOBS,
     sensors=ALL_SENSORS,
-    schedules=ALL_SCHEDULES,
     resources=build_resources(),
     executor=build_executor(),
     loggers=LOGGERS,

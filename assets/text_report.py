@@ -17,7 +17,7 @@ from resources import RefineryHome
     kinds={"python", "parquet", "duckdb"},
     description="Every source's journey: documents and whitespace tokens per stage, removal reasons, and the "
     "length distribution of the final corpus. Also refreshes reports/catalog.duckdb (SQL views over all "
-    "stages). Refreshed daily by corpus_report_schedule.",
+    "stages). Refreshed by its automation condition when any source's corpus changes (assets/automation.py).",
 )
 def corpus_report(context: dg.AssetExecutionContext, refinery: RefineryHome) -> dg.MaterializeResult:
     layout = refinery.layout()

@@ -31,16 +31,21 @@ training, wrong for validation and test, and one default should be safe for both
 ``"uneven"`` is the old behaviour (exactly once, no pads, ranks may differ; for single-process
 evaluation). With one rank nothing is padded.
 
-**Batches come from the dataset, not the DataLoader.** ``ScheduleDataset`` yields whole
+**Batches come from the dataset, not the DataLoader.** ``ScheduleDataset`` serves whole
 batches (a :class:`ScheduleBatch`, the b rows collated) and the ``DataLoader`` must not batch
 again: ``DataLoader(dataset, batch_size=None, num_workers=W)``, or ``dataset.loader(W)``. A
-DataLoader ``batch_size`` regroups rows across workers (k rows from each worker in turn, while
-the workers split the stream into b-row batches) and silently changes the order, and an
-``IterableDataset`` cannot read the DataLoader's settings. So the dataset refuses to be
-re-batched, twice over: its iterator, on first use, looks at the frame that calls it and
-raises if that is torch's fetcher with automatic batching on (any ``collate_fn``), and
-:class:`ScheduleBatch` is registered in torch's ``default_collate_fn_map`` (torch's documented
-extension point) to raise if ``default_collate`` ever gets a list of them.
+DataLoader ``batch_size`` would regroup rows across workers and silently change the order. The
+refusal rests on torch's public dataset contract, not on its internals: ``ScheduleDataset`` is a
+map-style ``Dataset`` whose item j is the rank's batch j. With ``batch_size=None`` the DataLoader
+fetches ``dataset[j]``; with any ``batch_size`` (whatever the ``collate_fn``) it fetches a list of
+indices through ``dataset.__getitems__``, which refuses, naming ``batch_size=None``, in the main
+process and in every worker alike. (An ``IterableDataset`` cannot tell: torch's fetcher calls
+``next()`` the same way in both modes and only the caller's frame would show the difference.
+Marking the batch type cannot either: ``default_collate`` and ``default_convert`` treat a mapping
+alike, and a custom ``collate_fn`` never looks.) The DataLoader hands index j to worker j mod W
+(in order, its default), exactly the batches that worker's reader makes, so each worker streams
+its batches as before; an index out of that order (a ``sampler``, ``shuffle=True``,
+``in_order=False``) is refused with a clear error, since the ranks are split by the dataset.
 
 A consumer reads only the row groups that hold some of its positions, and only the columns it
 yields. :class:`ScheduleReader` is the part without torch (testable alone);
@@ -52,7 +57,6 @@ torch is imported when ``ScheduleDataset`` is first used, not when this module i
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -212,7 +216,7 @@ class ScheduleReader:
 
 class ScheduleBatch(dict):
     """One batch from ``ScheduleDataset``: column name → the batch's values (collated), in
-    schedule order. A type of its own so that re-batching it is refused (module docstring)."""
+    schedule order. A type of its own so a training loop can tell the dataset's batches apart."""
 
 
 def rebatching_error(dataset_batch: int, loader_batch: int | None = None) -> ScheduleError:
@@ -225,27 +229,6 @@ def rebatching_error(dataset_batch: int, loader_batch: int | None = None) -> Sch
     )
 
 
-def _refuse_collate(batch, *, collate_fn_map=None):
-    size = len(next(iter(batch[0].values()), ())) if batch and len(batch[0]) else 0
-    raise rebatching_error(size, len(batch))
-
-
-def _auto_batching_size(frame) -> int | None:
-    """The DataLoader's batch size when ``frame`` (the caller of next() on our iterator) is torch's
-    iterable-dataset fetcher with automatic batching on; None otherwise (a plain loop, or a
-    DataLoader with ``batch_size=None``). Best effort, on torch internals: the collate registry
-    below is the fallback should torch rename them."""
-    fetcher = frame.f_locals.get("self") if frame is not None else None
-    if (
-        fetcher is None
-        or not hasattr(fetcher, "dataset_iter")
-        or not getattr(fetcher, "auto_collation", False)
-    ):
-        return None
-    index = frame.f_locals.get("possibly_batched_index")
-    return len(index) if isinstance(index, list) else -1
-
-
 def _passthrough(batch):
     """``collate_fn`` of ``ScheduleDataset.loader()``: the batch is collated already. (A DataLoader's
     default with ``batch_size=None``, ``default_convert``, would walk every value again.)"""
@@ -254,12 +237,10 @@ def _passthrough(batch):
 
 def _define_dataset():
     import torch
-    from torch.utils.data._utils.collate import default_collate_fn_map
 
-    default_collate_fn_map[ScheduleBatch] = _refuse_collate
-
-    class ScheduleDataset(torch.utils.data.IterableDataset):
-        """A split of a training schedule as an ``IterableDataset`` of whole batches.
+    class ScheduleDataset(torch.utils.data.Dataset):
+        """A split of a training schedule as a dataset of whole batches (item j: the rank's batch j,
+        served in order; see the module docstring for why map-style).
 
         ``rank``/``world_size`` default to ``torch.distributed`` when it is initialised, else a
         single process. Iterate with ``DataLoader(dataset, batch_size=None, num_workers=W)`` or
@@ -325,8 +306,8 @@ def _define_dataset():
 
         def __getstate__(self) -> dict:
             """What a spawned worker receives: the options, not the main process's probe (whose
-            domain index is one integer per document)."""
-            return {k: v for k, v in self.__dict__.items() if k != "_probe_reader"}
+            domain index is one integer per document) nor its open stream."""
+            return {k: v for k, v in self.__dict__.items() if k not in ("_probe_reader", "_stream")}
 
         @property
         def _probe(self):
@@ -370,26 +351,48 @@ def _define_dataset():
             if not isinstance(out, Mapping):
                 raise ScheduleError(
                     "ScheduleDataset's transform and collate_fn must produce a mapping (e.g. a dict of "
-                    f"tensors), got {type(out).__name__}: the batch type is what refuses re-batching"
+                    f"tensors), got {type(out).__name__}: a batch is a mapping of columns"
                 )
             batch = ScheduleBatch(out)
             if flags is not None and PAD_FLAG not in batch:
                 batch[PAD_FLAG] = torch.tensor(flags, dtype=torch.bool)
             return batch
 
-        def __iter__(self):
+        def __iter__(self) -> Iterator[ScheduleBatch]:
+            """Every batch of this rank (a plain loop, no DataLoader)."""
+            for rows in self._reader().batches():
+                yield self._collate(rows)
+
+        def __getitem__(self, index: int) -> ScheduleBatch:
+            """The rank's batch ``index``, as a DataLoader with ``batch_size=None`` asks for it:
+            this process (worker w of W) gets w, w + W, w + 2W, … and streams them from its
+            reader; asking for w again starts a new pass (a new epoch)."""
+            if not isinstance(index, int | np.integer):
+                raise ScheduleError(f"ScheduleDataset items are batch numbers, got {index!r}")
             info = torch.utils.data.get_worker_info()
             worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-            return self._batches(self._reader(worker, workers))
+            stream = self.__dict__.get("_stream")
+            if index == worker and (stream is None or stream[0] != index):
+                stream = [index, iter(self._reader(worker, workers).batches())]
+            expected = stream[0] if stream is not None else worker
+            if index != expected:
+                raise ScheduleError(
+                    f"ScheduleDataset serves its batches in order and splits them across ranks itself; "
+                    f"asked for batch {index} where batch {expected} comes next: leave the DataLoader's "
+                    "sampler, shuffle and in_order unset (or use dataset.loader(num_workers=...))"
+                )
+            rows = next(stream[1], None)
+            if rows is None:
+                self.__dict__.pop("_stream", None)
+                raise IndexError(f"batch {index} is past this rank's {len(self)} batches")
+            stream[0] = index + workers
+            self.__dict__["_stream"] = stream
+            return self._collate(rows)
 
-        def _batches(self, reader) -> Iterator[ScheduleBatch]:
-            caller = sys._getframe(1)  # the frame that called next() on this generator
-            loader_batch = _auto_batching_size(caller)
-            del caller
-            if loader_batch is not None:
-                raise rebatching_error(self.batch_size, loader_batch)
-            for rows in reader.batches():
-                yield self._collate(rows)
+        def __getitems__(self, indices: list) -> list:
+            """What a DataLoader with a ``batch_size`` calls (torch's public batched-fetch hook):
+            refused, since the items are whole batches already."""
+            raise rebatching_error(self.batch_size, len(indices))
 
     ScheduleDataset.__module__ = __name__
     ScheduleDataset.__qualname__ = "ScheduleDataset"

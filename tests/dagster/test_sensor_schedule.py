@@ -1,18 +1,29 @@
-"""The inbox sensor and the daily report schedule, evaluated against a temporary instance."""
+"""The inbox sensor and the corpus report's automation condition, evaluated against a temporary instance."""
 
+import datetime
 import hashlib
 import json
 import os
+import random
 import time
 
 import dagster as dg
 
+from assets import TEXT_QUALITY
 from definitions import defs
+from refinery import names
+from refinery.sample import prose
 from resources import RefineryHome
-from sensors import corpus_report_schedule
 from sensors.inbox import text_inbox_sensor
 from tests.conftest import write_source
-from tests.dagster.conftest import materialize_source, resources_for
+from tests.dagster.conftest import (
+    build_inbox,
+    jsonl,
+    materialize_report,
+    materialize_source,
+    materialize_text_chain,
+    resources_for,
+)
 
 
 def settle(folder, age: float = 60) -> None:
@@ -127,19 +138,39 @@ def test_sensor_requests_the_same_raw_asset_whether_or_not_models_exist(home, in
     ]
 
 
-def test_daily_schedule_refreshes_the_report(home, instance):
-    assert corpus_report_schedule.cron_schedule == "0 6 * * *"
-    write_source(
-        home, "news", {"a.jsonl": '{"text": "' + "The history of the mill and the river. " * 20 + '"}\n'}
-    )
-    assert materialize_source(instance, home, "news").success
-    context = dg.build_schedule_context(instance=instance)
-    requests = corpus_report_schedule.evaluate_tick(context).run_requests
-    assert len(requests) == 1
-    job = defs.resolve_job_def(corpus_report_schedule.job_name)
-    assert [k.to_user_string() for k in job.asset_layer.executable_asset_keys] == ["corpus_report"]
-    run = job.execute_in_process(
-        instance=instance, run_config=requests[0].run_config, resources=resources_for(home)
-    )
-    assert run.success
-    assert (home.reports / "corpus_report.md").read_text().count("news") >= 1
+def test_the_report_refreshes_when_a_new_source_gets_its_corpus(home, instance):
+    """corpus_report's one refresh path, its automation condition, evaluated as the automation
+    sensor does: a new source's partition makes the report wait until that source's corpus is built,
+    then refresh (a refresh tick has passed), and the run it requests covers the new source."""
+    build_inbox(home)
+    materialize_text_chain(instance, home, ["alpha", "beta"])
+    assert materialize_report(instance, home).success
+    report = dg.AssetSelection.assets(names.CORPUS_REPORT)
+    start = datetime.datetime.now(datetime.UTC)
+
+    def evaluate(cursor, hours: float):
+        return dg.evaluate_automation_conditions(
+            defs=defs,
+            instance=instance,
+            asset_selection=report,
+            cursor=cursor,
+            evaluation_time=start + datetime.timedelta(hours=hours),
+        )
+
+    first = evaluate(None, 0)
+    assert first.total_requested == 0  # the report is up to date
+    rng = random.Random(17)
+    texts = [prose.article(rng, "travel", paragraphs=4) for _ in range(3)]
+    write_source(home, "gamma", {"docs.jsonl": jsonl([{"text": t} for t in texts])})
+    assert "gamma" not in (home.reports / "corpus_report.md").read_text()
+    assert materialize_source(instance, home, "gamma").success  # the new source; no corpus yet
+    waiting = evaluate(first.cursor, 2)
+    assert waiting.total_requested == 0
+    assert dg.materialize(
+        TEXT_QUALITY, partition_key="gamma", instance=instance, resources=resources_for(home)
+    ).success
+    refreshed = evaluate(waiting.cursor, 2.01)
+    assert refreshed.get_num_requested(dg.AssetKey(names.CORPUS_REPORT)) == 1
+    assert materialize_report(instance, home).success  # the run the sensor would launch
+    assert "gamma" in (home.reports / "corpus_report.md").read_text()
+    assert evaluate(refreshed.cursor, 2.02).total_requested == 0  # requested once, then handled

@@ -118,11 +118,21 @@ def test_a_dataloader_that_batches_again_is_refused(dataset, options, workers):
         next(iter(loader))
 
 
-def test_default_collate_refuses_schedule_batches_itself(dataset):
-    """The fallback should torch's fetcher change: the registered collate of ScheduleBatch."""
-    batch = next(iter(dataset))
-    with pytest.raises(ScheduleError, match="must not batch them again"):
-        torch.utils.data.default_collate([batch, batch])
+def test_a_dataloader_that_reorders_the_batches_is_refused(dataset):
+    """The dataset splits ranks and workers itself, so a sampler's order is refused, not followed."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=True, num_workers=0)
+    torch.manual_seed(3)  # a permutation whose first index is not 0
+    with pytest.raises(ScheduleError, match="serves its batches in order"):
+        list(loader)
+
+
+def test_every_epoch_starts_the_stream_again(dataset):
+    """Asking for a worker's first batch again (a new epoch, persistent workers or a plain loop)
+    restarts that worker's stream."""
+    loader = dataset.loader(num_workers=2, persistent_workers=True)
+    epochs = [[int(p) for b in loader for p in b["position"]] for _ in range(2)]
+    assert epochs[0] == epochs[1] == [int(p) for b in dataset for p in b["position"]]
+    assert [int(p) for p in dataset[0]["position"]] == epochs[0][:4]
 
 
 def test_the_dataset_loader_keeps_the_order_with_workers(dataset, schedule):
