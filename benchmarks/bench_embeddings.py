@@ -46,6 +46,11 @@ def real_texts(docs: int, max_mb: float) -> tuple[list[str], list[str]]:
     return ids[:docs], texts[:docs]
 
 
+def first_line(text: str) -> str:
+    """A query: the first non-blank line of a held-out document (a title, a NAME line), at most 200 chars."""
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), text[:80])[:200]
+
+
 def timed(encode, texts: list[str]) -> tuple[np.ndarray, float, float]:
     encode(texts[:4])  # warm-up: first-call allocations are not the steady state
     cpu, wall = time.process_time(), time.perf_counter()
