@@ -18,9 +18,10 @@ This path:
 ``quantize="int8"`` (the default of :func:`refinery.models.embedder.load_embedder`) applies ORT's
 dynamic int8 quantization to the fused graph (weights int8 per channel, activations quantized per
 batch), keeping the few MatMuls that move vectors most in fp32; every document measured keeps
-cosine >= 0.99 with the fp32 vector (benchmarks/RESULTS.md). ``quantize="none"`` is fp32. Because
-activations are quantized per batch, an int8 vector can differ from its batch-mates' influence in
-the 4th decimal; the fp32 graph gives the same vector whatever the batch.
+cosine >= 0.99 with the fp32 vector (benchmarks/RESULTS.md). Since activations are quantized per
+call, the int8 graph encodes each text alone: a vector never depends on its batch-mates, and with
+no padding at all this was faster than batches. ``quantize="none"`` is fp32, in length-sorted
+batches.
 """
 
 from __future__ import annotations
@@ -249,7 +250,9 @@ class OnnxEmbedder:
         """Unit vectors, one per text, in the order given (batches are formed by token length)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        size = batch_size or self.batch_size
+        # int8 quantizes activations per call: in a batch a vector would depend on its batch-mates
+        # (and their padding), so each text runs alone, which is also faster on CPU (RESULTS.md).
+        size = 1 if self.quantize == "int8" else (batch_size or self.batch_size)
         encodings = self.tokenize(texts)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         order = np.argsort(lengths, kind="stable")
