@@ -20,12 +20,13 @@ import pytest
 from refinery.models.embedder import load_embedder
 from refinery.paths import Layout
 from refinery.quality.embeddings import write_embeddings
-from refinery.retrieval import VectorIndex, search
+from refinery.retrieval import Searcher, VectorIndex, search
 from refinery.storage import Storage
 from tests.unit.real_text import real_documents
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "bundled:all-MiniLM-L6-v2"
+QUERY = "The argparse module makes it easy to write user-friendly command-line interfaces"
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +108,13 @@ def test_cold_search_imports_no_torch_and_finds_the_document(tmp_path):
     answer = json.loads(out.stdout.strip().splitlines()[-1])
     assert answer["torch"] is False
     in_process = search(
-        "The argparse module makes it easy to write user-friendly command-line interfaces",
+        QUERY,
         5,
         home=layout.home,
         with_stage=False,
     )
     assert answer["ids"] == in_process["id"].tolist()
+    searcher = Searcher.open(layout.home)  # what a long-lived process holds: the same answers
+    assert searcher.encoder.backend == "onnx"
+    held = searcher(QUERY, 5, with_stage=False)
+    assert held["id"].tolist() == answer["ids"]
