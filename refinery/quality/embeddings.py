@@ -143,6 +143,8 @@ def write_embeddings(
     stamp = {
         **provenance,
         "model": embedder.name,
+        "backend": getattr(embedder, "backend", "torch"),
+        "quantize": getattr(embedder, "quantize", "none"),
         "dim": embedder.dim,
         "normalized": True,
         "chunking": params.model_dump(),
@@ -259,6 +261,8 @@ def embedding_report(run: EmbeddingRun, embedder: Embedder, params: EmbeddingPar
         "model": embedder.name,
         "dimension": run.dim,
         "device": embedder.device,
+        "backend": getattr(embedder, "backend", "torch"),
+        "quantize": getattr(embedder, "quantize", "none"),
         "batch_size": embedder.batch_size,
         "seconds": round(run.seconds, 3),
         "documents_per_second": round(run.docs_per_second, 1),

@@ -3,6 +3,7 @@
 - :class:`VectorIndex` (index.py): ``$REFINERY_HOME/index/vectors/<collection>/``, one immutable
   segment per partition, replaced atomically when the partition is re-materialized;
 - :func:`search` (search.py): text query -> the nearest documents with source, stage and scores;
+- :class:`Searcher` (searcher.py): the same with the query model held, for long-lived processes;
 - :func:`nearest_neighbours` / :func:`kept_neighbours` (neighbours.py): nearest already-kept
   document of other partitions, in bounded memory, for semantic dedup;
 - :func:`write_clip_embeddings` (clip_embeddings.py): image and caption CLIP embeddings at rest, so
@@ -12,6 +13,7 @@
 from refinery.retrieval.index import ModelMismatch, VectorIndex, index_root
 from refinery.retrieval.neighbours import Neighbours, kept_neighbours, nearest_neighbours
 from refinery.retrieval.search import describe_hits, search
+from refinery.retrieval.searcher import Searcher
 from refinery.retrieval.segment import IndexParams, StaleSegment
 from refinery.vector_collections import CAPTIONS, COLLECTIONS, DOCUMENTS, IMAGES, Collection
 
@@ -24,6 +26,7 @@ __all__ = [
     "IndexParams",
     "ModelMismatch",
     "Neighbours",
+    "Searcher",
     "StaleSegment",
     "VectorIndex",
     "describe_hits",

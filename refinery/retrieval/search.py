@@ -32,7 +32,13 @@ def embed_query(
         if embedder is None:
             from refinery.models.embedder import load_embedder
 
-            embedder = load_embedder(model, device=os.environ.get("REFINERY_SEARCH_DEVICE", "cpu"))
+            # On CPU the ONNX backend: no torch import, so a cold call answers in about a second
+            # (REFINERY_SEARCH_BACKEND=torch restores the sentence-transformers path).
+            embedder = load_embedder(
+                model,
+                device=os.environ.get("REFINERY_SEARCH_DEVICE", "cpu"),
+                backend=os.environ.get("REFINERY_SEARCH_BACKEND", "auto"),
+            )
         if embedder.name != model:
             raise ModelMismatch(
                 f"the {which.name} index holds embeddings of {model!r}; the query embedder is "

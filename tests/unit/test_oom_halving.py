@@ -51,7 +51,7 @@ def test_a_single_item_that_does_not_fit_fails():
 def test_the_embedder_halves_on_out_of_memory(monkeypatch):
     from refinery.models.embedder import load_embedder
 
-    embedder = load_embedder(device="cpu", batch_size=8)
+    embedder = load_embedder(device="cpu", batch_size=8, backend="torch")  # halving is the torch path's
     texts = [f"sentence number {i} about rivers" for i in range(8)]
     expected = embedder.encode(texts)
     real = embedder._encode_batch.__func__

@@ -1,0 +1,142 @@
+"""Document embeddings on CPU: today's torch path against the ONNX Runtime path, on real text.
+
+On the real corpus (benchmarks/real_corpus.py: Debian docs, man pages, CPython docstrings), the
+first ``--docs`` documents are embedded by:
+
+- ``torch``: sentence-transformers fp32, batches of 64 in document order (the path before this
+  change, ``backend="torch"``) — the baseline, measured in the same run;
+- ``onnx-fp32``: ONNX Runtime, full graph optimizations, batches formed by token length, texts cut
+  before tokenizing (``quantize="none"``);
+- ``onnx-int8``: the same with dynamic int8 quantization (``quantize="int8"``, the default).
+
+Each runs with one intra-op thread (torch.set_num_threads(1) / ORT intra_op_num_threads=1), so
+documents per CPU-second is a per-core rate; CPU seconds are the process's (``time.process_time``),
+which a busy machine inflates less than wall time. Reported per backend: docs per CPU-second, its
+ratio to torch, the cosine of each document's vector with torch's (min, 1st percentile, mean, and
+how many fall under 0.99), SemDeDup's removals (refinery.dedup.semantic.plan, default params) with
+the documents whose decision differs from torch's, and recall@10 of brute-force search with
+``--queries`` queries (the first line of other documents) against torch's top 10.
+
+    .venv/bin/python -m benchmarks.bench_embeddings --docs 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+for _flag in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_flag, "1")
+
+import numpy as np  # noqa: E402
+
+from benchmarks.real_corpus import ensure_real_corpus  # noqa: E402
+
+
+def real_texts(docs: int, max_mb: float) -> tuple[list[str], list[str]]:
+    corpus = ensure_real_corpus(max_mb=max_mb)
+    ids, texts = [], []
+    for batch in corpus.iter_batches(columns=["id", "text"]):
+        ids += batch.column("id").to_pylist()
+        texts += batch.column("text").to_pylist()
+        if len(texts) >= docs:
+            break
+    return ids[:docs], texts[:docs]
+
+
+def first_line(text: str) -> str:
+    """A query: the first non-blank line of a held-out document (a title, a NAME line), at most 200 chars."""
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), text[:80])[:200]
+
+
+def timed(encode, texts: list[str]) -> tuple[np.ndarray, float, float]:
+    encode(texts[:4])  # warm-up: first-call allocations are not the steady state
+    cpu, wall = time.process_time(), time.perf_counter()
+    vectors = encode(texts)
+    return vectors, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def semdedup(ids: list[str], vectors: np.ndarray) -> set[str]:
+    from refinery.dedup.semantic import Claims, SemanticDedupParams, plan
+
+    decided = plan("bench", ids, vectors, Claims(), SemanticDedupParams())
+    return {key for key, d in decided.decisions.items() if d.duplicate}
+
+
+def top10(queries: np.ndarray, docs: np.ndarray) -> np.ndarray:
+    return np.argsort(-(queries @ docs.T), axis=1, kind="stable")[:, :10]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=400)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--max-mb", type=float, default=4)
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    from refinery.models.embedder import DEFAULT_MODEL, load_embedder
+
+    ids, texts = real_texts(args.docs + args.queries, args.max_mb)
+    query_texts = [
+        next((ln.strip() for ln in t.splitlines() if ln.strip()), t[:80])[:200] for t in texts[args.docs :]
+    ]
+    ids, texts = ids[: args.docs], texts[: args.docs]
+    print(f"{len(texts)} real documents, {sum(map(len, texts)) / 1e6:.2f} MB; {len(query_texts)} queries")
+    load1 = os.getloadavg()[0]
+
+    backends = {
+        "torch": load_embedder(DEFAULT_MODEL, "cpu", 64, True, backend="torch"),
+        "onnx-fp32": load_embedder(DEFAULT_MODEL, "cpu", 64, True, "onnx", "none", 1),
+        "onnx-int8": load_embedder(DEFAULT_MODEL, "cpu", 64, True, "onnx", "int8", 1),
+    }
+    results: dict[str, dict] = {}
+    base = base_removed = base_top = None
+    for name, embedder in backends.items():
+        vectors, cpu, wall = timed(embedder.encode, texts)
+        queries = embedder.encode(query_texts)
+        removed = semdedup(ids, vectors)
+        top = top10(queries, vectors)
+        if base is None:
+            base, base_removed, base_top, base_cpu = vectors, removed, top, cpu
+        cos = (vectors * base).sum(axis=1)
+        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, base_top, strict=True)]))
+        results[name] = {
+            "docs_per_cpu_s": len(texts) / cpu,
+            "docs_per_wall_s": len(texts) / wall,
+            "speedup_cpu": base_cpu / cpu,
+            "cos_min": float(cos.min()),
+            "cos_p1": float(np.percentile(cos, 1)),
+            "cos_mean": float(cos.mean()),
+            "under_0_99": int((cos < 0.99).sum()),
+            "semdedup_removed": len(removed),
+            "semdedup_only_here": sorted(removed - base_removed),
+            "semdedup_only_torch": sorted(base_removed - removed),
+            "recall_at_10_vs_torch": recall,
+        }
+        r = results[name]
+        print(
+            f"{name:10s} {r['docs_per_cpu_s']:7.1f} docs/CPU-s ({r['speedup_cpu']:.2f}x torch), "
+            f"{r['docs_per_wall_s']:6.1f} docs/wall-s | cosine vs torch min {r['cos_min']:.4f} "
+            f"p1 {r['cos_p1']:.4f} mean {r['cos_mean']:.4f}, {r['under_0_99']} under 0.99 | SemDeDup removes "
+            f"{r['semdedup_removed']} (+{len(r['semdedup_only_here'])} / "
+            f"-{len(r['semdedup_only_torch'])} vs torch) "
+            f"| recall@10 vs torch {recall:.3f}",
+            flush=True,
+        )
+        for key in r["semdedup_only_here"] + r["semdedup_only_torch"]:
+            print(f"    decision differs: {key}")
+    load2 = os.getloadavg()[0]
+    print(f"1-minute load average: {load1:.2f} at start, {load2:.2f} at end ({os.cpu_count()} CPUs)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"docs": len(texts), "load": [load1, load2], "results": results}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""Sentence embeddings through ONNX Runtime: the CPU's fast path, and a query encoder without torch.
+
+Why: the torch path pays, per batch, for every pad token of its longest text, runs eager kernels,
+and costs ~5 s of imports before the first vector (torch, transformers, sentence-transformers).
+This path:
+
+- exports the sentence-transformers model's transformer to ONNX once, into a cache directory
+  (``$REFINERY_MODEL_CACHE``, default ``~/.cache/refinery/onnx``), keyed by a hash of the model's
+  files; export needs torch, later loads do not. Nothing is downloaded.
+- tokenizes with the ``tokenizers`` library from the model's own ``tokenizer.json`` (truncated to
+  its ``max_seq_length``, 256 word pieces for all-MiniLM-L6-v2);
+- sorts the texts of a call by token length and batches neighbours, so a batch pads only to its own
+  longest text, then puts the vectors back in the caller's order;
+- fuses the graph with ORT's transformer optimizer (attention, layer norms, GELU) once, at export,
+  and runs it with ORT's full graph optimizations; ``threads`` intra-op threads (0: one per core);
+- mean-pools over the attention mask and L2-normalises, as the model's pooling config says.
+
+``quantize="int8"`` (the default of :func:`refinery.models.embedder.load_embedder`) applies ORT's
+dynamic int8 quantization to the fused graph (weights int8 per channel, activations quantized per
+batch), keeping the few MatMuls that move vectors most in fp32; every document measured keeps
+cosine >= 0.99 with the fp32 vector (benchmarks/RESULTS.md). Since activations are quantized per
+call, the int8 graph encodes each text alone: a vector never depends on its batch-mates, and with
+no padding at all this was faster than batches. ``quantize="none"`` is fp32, in length-sorted
+batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+QUANTIZE = ("none", "int8")
+RECIPE = 2  # bump when fusing or quantize_int8 changes, so cached graphs of an older recipe are not reused
+CUT_CHARS_PER_TOKEN = 8  # a text longer than window x this is cut before tokenizing (then checked)
+_EXPORT_LOCK = threading.Lock()
+log = logging.getLogger(__name__)
+
+
+def cache_root() -> Path:
+    """Where exported graphs live: ``$REFINERY_MODEL_CACHE`` or ``~/.cache/refinery/onnx``."""
+    env = os.environ.get("REFINERY_MODEL_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "refinery" / "onnx"
+
+
+def model_fingerprint(path: Path) -> str:
+    """A hash of the model directory's files (names, sizes and the config's bytes): a changed model
+    gets a new export instead of a stale one."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and ".git" not in p.parts):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(str(file.stat().st_size).encode())
+        if file.suffix == ".json":
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def max_seq_length(path: Path) -> int:
+    """The word-piece window sentence-transformers uses for this model (its own config first)."""
+    config = path / "sentence_bert_config.json"
+    if config.exists():
+        value = json.loads(config.read_text()).get("max_seq_length")
+        if value:
+            return int(value)
+    return int(json.loads((path / "config.json").read_text()).get("max_position_embeddings", 512))
+
+
+def _check_pooling(path: Path) -> None:
+    """This path implements mean pooling then L2 normalisation; refuse a model that says otherwise."""
+    modules = path / "modules.json"
+    if not modules.exists():
+        return
+    kinds = [m.get("type", "") for m in json.loads(modules.read_text())]
+    pooling = path / "1_Pooling" / "config.json"
+    if pooling.exists():
+        cfg = json.loads(pooling.read_text())
+        if not cfg.get("pooling_mode_mean_tokens", False) or any(
+            cfg.get(k, False) for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens")
+        ):
+            raise ValueError(f"{path}: the ONNX path implements mean pooling only; use backend='torch'")
+    unknown = [k for k in kinds if not k.endswith(("Transformer", "Pooling", "Normalize"))]
+    if unknown:
+        raise ValueError(
+            f"{path}: modules {unknown} are not implemented by the ONNX path; use backend='torch'"
+        )
+
+
+def export_onnx(path: Path, target: Path) -> Path:
+    """Export the model's transformer (token ids, mask, type ids -> last hidden state) to ``target``.
+
+    Uses torch's TorchScript-based exporter (no onnxscript needed); written to a temporary name and
+    renamed, so a concurrent reader never sees half a file."""
+    import torch
+    from transformers import AutoModel
+
+    class Hidden(torch.nn.Module):
+        """The transformer with positional inputs and one output, as the exporter wants."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = AutoModel.from_pretrained(
+                str(path), local_files_only=True, attn_implementation="eager"
+            )
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            out = self.inner(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            )
+            return out.last_hidden_state
+
+    model = Hidden().eval()
+    ids = torch.ones((2, 8), dtype=torch.long)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {n: {0: "batch", 1: "tokens"} for n in names} | {"last_hidden_state": {0: "batch", 1: "tokens"}}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+            str(temp),
+            input_names=names,
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+    os.replace(temp, target)
+    return target
+
+
+def sensitive_matmuls(graph: Any) -> list[str]:
+    """The MatMuls kept in fp32: the feed-forward down-projections of the first half of the layers.
+
+    Measured on real text (benchmarks/bench_embeddings.py): quantizing every weight MatMul leaves some
+    documents at cosine 0.984 with fp32; those projections carry the outlier activations of the early
+    layers, and keeping them in fp32 lifts the worst document above 0.99 for ~15% of the speed-up."""
+    found = []
+    for node in graph.node:
+        match = re.search(r"layer\.(\d+)/output/dense/MatMul$", node.name)
+        if node.op_type == "MatMul" and match:
+            found.append((int(match.group(1)), node.name))
+    layers = 1 + max((layer for layer, _ in found), default=-1)
+    return [name for layer, name in found if layer < (layers + 1) // 2]
+
+
+def quantize_int8(source: Path, target: Path) -> Path:
+    """ORT dynamic quantization: int8 per-channel weights of the weight MatMuls and of the fused
+    attention's projection (not the products of two activations), activations quantized per batch,
+    the sensitive MatMuls kept in fp32."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    keep = sensitive_matmuls(onnx.load(str(source), load_external_data=False).graph)
+    # the fused graph holds contrib ops (Attention, SkipLayerNormalization) that ONNX's shape
+    # inference does not type: their outputs are float32
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    quantize_dynamic(
+        str(source),
+        str(temp),
+        op_types_to_quantize=["MatMul", "Attention"],
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=keep,
+        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    os.replace(temp, target)
+    return target
+
+
+def fuse_transformer(source: Path, target: Path, config: dict) -> Path:
+    """ORT's transformer optimizer: attention, embedding + layer norm, bias + GELU and skip + layer norm
+    fused into single kernels (measured 1.12-1.15x on fp32, and the fused attention's projection can
+    then be quantized). A graph it cannot fuse (another architecture) is kept as exported."""
+    from onnxruntime.transformers import optimizer
+
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        fused = optimizer.optimize_model(
+            str(source),
+            model_type="bert",
+            num_heads=int(config.get("num_attention_heads", 0)),
+            hidden_size=int(config.get("hidden_size", 0)),
+            opt_level=1,
+        )
+        fused.save_model_to_file(str(temp))
+    except Exception as err:  # an unfusable graph still runs, unfused: say so, do not fail
+        log.warning(f"ORT's transformer optimizer could not fuse {source} ({err}); using the unfused graph")
+        shutil.copyfile(source, temp)
+    os.replace(temp, target)
+    return target
+
+
+def onnx_graph(path: Path, quantize: str = "none") -> Path:
+    """The cached ONNX graph of the model at ``path`` (exported, fused, quantized on first use)."""
+    if quantize not in QUANTIZE:
+        raise ValueError(f"unknown quantize {quantize!r}; choose one of {QUANTIZE}")
+    folder = cache_root() / f"{path.name}-{model_fingerprint(path)}"
+    exported = folder / "model.onnx"
+    fused = folder / f"model.fused-v{RECIPE}.onnx"
+    wanted = fused if quantize == "none" else folder / f"model.int8-v{RECIPE}.onnx"
+    with _EXPORT_LOCK:
+        if not exported.exists():
+            export_onnx(path, exported)
+        if not fused.exists():
+            fuse_transformer(exported, fused, json.loads((path / "config.json").read_text()))
+        if not wanted.exists():
+            quantize_int8(fused, wanted)
+    return wanted
+
+
+def _cut_at_space(text: str, limit: int) -> str:
+    """``text`` up to the last whitespace before ``limit`` characters (whole when it is shorter, or
+    when no whitespace is found, since a cut inside a word would change its pieces)."""
+    if len(text) <= limit:
+        return text
+    for at in range(limit, max(0, limit - 2_000), -1):
+        if text[at] in " \t\n\r":  # what the BERT normaliser and pre-tokenizer split at
+            return text[:at]
+    return text
+
+
+@dataclass
+class OnnxEmbedder:
+    """Same contract as :class:`refinery.models.embedder.Embedder` (``name``, ``dim``, ``encode``),
+    so stages, semantic dedup and search take either. Safe to hold for the life of a process (an MCP
+    server): each ``encode`` is independent."""
+
+    session: Any  # onnxruntime.InferenceSession
+    tokenizer: Any  # tokenizers.Tokenizer
+    name: str
+    dim: int
+    batch_size: int
+    max_tokens: int
+    quantize: str = "none"
+    device: str = "cpu"
+    backend: str = "onnx"
+    _inputs: tuple[str, ...] = field(default=())
+
+    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        """Unit vectors, one per text, in the order given (batches are formed by token length)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # int8 quantizes activations per call: in a batch a vector would depend on its batch-mates
+        # (and their padding), so each text runs alone, which is also faster on CPU (RESULTS.md).
+        size = 1 if self.quantize == "int8" else (batch_size or self.batch_size)
+        encodings = self.tokenize(texts)
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        order = np.argsort(lengths, kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), size):
+            chosen = order[start : start + size]
+            out[chosen] = self._encode_batch([encodings[i] for i in chosen], int(lengths[chosen].max()))
+        return out
+
+    def tokenize(self, texts: list[str]) -> list:
+        """Word pieces of each text, truncated to the model's window, as the full text would give.
+
+        A 200 kB manual page is read for its first 256 word pieces, yet tokenizing it whole costs
+        milliseconds: each long text is first cut at a whitespace after ``CUT_CHARS_PER_TOKEN`` chars
+        per token of the window. The tokenizer's normaliser works per character and its
+        pre-tokenizer splits at whitespace, so a cut there leaves the pieces before it unchanged; a
+        cut text that then fills fewer pieces than the window is tokenized again whole (exact)."""
+        cap = self.max_tokens * CUT_CHARS_PER_TOKEN
+        cut = [_cut_at_space(str(t), cap) for t in texts]
+        encodings = self.tokenizer.encode_batch(cut)
+        short = [
+            i
+            for i, e in enumerate(encodings)
+            if len(e.ids) < self.max_tokens and len(cut[i]) < len(str(texts[i]))
+        ]
+        if short:
+            for i, enc in zip(
+                short, self.tokenizer.encode_batch([str(texts[i]) for i in short]), strict=True
+            ):
+                encodings[i] = enc
+        return encodings
+
+    def _encode_batch(self, encodings: list, width: int) -> np.ndarray:
+        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, enc in enumerate(encodings):
+            ids[row, : len(enc.ids)] = enc.ids
+            mask[row, : len(enc.ids)] = 1
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def load_onnx_embedder(
+    path: Path, name: str, batch_size: int = 64, threads: int = 0, quantize: str = "none"
+) -> OnnxEmbedder:
+    """An :class:`OnnxEmbedder` over the cached graph of the model at ``path`` (exported if absent)."""
+    _check_pooling(path)
+    graph = onnx_graph(path, quantize)
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = max(0, int(threads))  # 0: ORT's default, one per physical core
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    limit = max_seq_length(path)
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tokenizer.enable_truncation(limit)
+    tokenizer.no_padding()
+    dim = int(json.loads((path / "config.json").read_text())["hidden_size"])
+    inputs = tuple(i.name for i in session.get_inputs())
+    return OnnxEmbedder(session, tokenizer, name, dim, batch_size, limit, quantize, _inputs=inputs)
