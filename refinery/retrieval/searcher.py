@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from refinery.paths import Layout
-from refinery.retrieval.collections import collection
 from refinery.retrieval.index import VectorIndex
 from refinery.retrieval.search import search
+from refinery.vector_collections import collection
 
 
 @dataclass
