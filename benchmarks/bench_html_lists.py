@@ -21,8 +21,12 @@ Variants: the reader's default (``extract_html``), resiliparse with other
 ``extract_plain_text`` options, trafilatura, and the fix (``main_container``: the page's
 ``<main>``/``[role=main]`` element extracted without the main-content heuristics).
 
-    PYTHONPATH=$PWD python -m benchmarks.bench_html_lists [--pages N] [--show-losses K]
+    PYTHONPATH=$PWD python -m benchmarks.bench_html_lists [--pages N] [--show-losses K] [--doc-tree]
     PYTHONPATH=$PWD python -m benchmarks.bench_html_lists --write-fixtures   # the test pages
+
+Also the hand-checked set (tests/fixtures/html_expectations.json) before and after, and with
+``--doc-tree`` every HTML page under /usr/share/doc: pages with a main container, characters
+extracted, and the pages where the fix drops a line the reader extracted before.
 
 Results: a table on stdout and ``benchmarks/out/html_lists.json``.
 """
@@ -56,6 +60,7 @@ NOT_BODY = "nav, .sphinxsidebar, .related, .footer, footer"
 IN_BODY_TOC = ".toctree-wrapper, .contents"
 OWN_TEXT_SKIP = ["ul", "ol", "dl", "pre", "table", "div.highlight", ".headerlink"]
 NAV = "div.sphinxsidebar, div.related, div.footer"
+_WORD = re.compile(r"\w+")
 _MARKUP = re.compile(r"[`*\\¶#\s]")
 
 
@@ -178,7 +183,9 @@ def _container_with_heuristics(html: str) -> str:
 
 
 VARIANTS = {
-    "resiliparse, heuristics only (reader before)": lambda html: extract_html(html, main_container=False).text,
+    "resiliparse, heuristics only (reader before)": lambda html: (
+        extract_html(html, main_container=False).text
+    ),
     "resiliparse main_content=False": _resiliparse(main_content=False),
     "resiliparse hidden_elements=True": _resiliparse(hidden_elements=True),
     "resiliparse list_bullets=False": _resiliparse(list_bullets=False),
@@ -194,7 +201,7 @@ def pick_pages(n: int, seed: int = 0) -> list[Path]:
     fields = [p for p in pages if "field-list" in p.read_text(encoding="utf-8", errors="replace")]
     rest = [p for p in pages if p not in fields]
     random.Random(seed).shuffle(rest)
-    return (fields + rest)[:n]
+    return (fields + rest)[:n] if n else fields + rest
 
 
 def measure(paths: list[Path], variants: dict, show_losses: int = 0) -> dict:
@@ -237,14 +244,83 @@ def measure(paths: list[Path], variants: dict, show_losses: int = 0) -> dict:
     return results
 
 
+def hand_checked() -> dict:
+    """Must-keep snippets kept and boilerplate snippets leaked on the hand-checked pages
+    (tests/fixtures/html_expectations.json), for the reader before, now, and trafilatura."""
+    fixtures = ROOT / "tests" / "fixtures"
+    pages = json.loads((fixtures / "html_expectations.json").read_text())["pages"]
+
+    def norm(text: str) -> str:
+        return " ".join(re.sub(r"[`*\\¶]", "", text).split())
+
+    runs = {
+        "resiliparse, heuristics only (reader before)": lambda h: extract_html(h, main_container=False).text,
+        "trafilatura": lambda h: extract_html(h, "trafilatura").text,
+        "fix: main container (reader now)": lambda h: extract_html(h).text,
+    }
+    scores = {}
+    for name, run in runs.items():
+        kept = leaked = n_keep = n_leak = 0
+        for page in pages:
+            out = norm(run(decode_html((fixtures / "html" / page["file"]).read_bytes()).text))
+            n_keep += len(page["must_contain"])
+            kept += sum(norm(s) in out for s in page["must_contain"])
+            n_leak += len(page["must_not_contain"])
+            leaked += sum(norm(s) in out for s in page["must_not_contain"])
+        scores[name] = {"pages": len(pages), "kept": [kept, n_keep], "leaked": [leaked, n_leak]}
+    return scores
+
+
+def whole_doc_tree(root: Path = Path("/usr/share/doc")) -> dict:
+    """Every HTML page Debian installed here, before and after the fix: how many pages have a main
+    container, characters extracted, and the pages that lost text (lines before that are gone)."""
+    paths = sorted(p for p in root.rglob("*.htm*") if p.is_file() and p.suffix in (".html", ".htm"))
+    pages = with_container = chars_before = chars_after = 0
+    lost_pages = []
+    for path in paths:
+        try:
+            html = decode_html(path.read_bytes()[: 8 << 20]).text
+        except ValueError:
+            continue
+        before = extract_html(html, main_container=False)
+        after = extract_html(html)
+        pages += 1
+        with_container += "main_container" in after.meta
+        chars_before += len(before.text)
+        chars_after += len(after.text)
+        # a line is lost when most of its words are nowhere in the new text (spacing and the
+        # characters the heuristics used to drop, such as "→", do not count as losses)
+        words_after = set(_WORD.findall(after.text))
+        gone = []
+        for line in dict.fromkeys(before.text.splitlines()):
+            words = _WORD.findall(line)
+            if (
+                len(squash(line)) >= 10
+                and words
+                and sum(w not in words_after for w in words) > len(words) / 2
+            ):
+                gone.append(" ".join(line.split())[:100])
+        if gone:
+            lost_pages.append((str(path.relative_to(root)), len(gone), sorted(gone)[:3]))
+    return {
+        "pages": pages,
+        "with_main_container": with_container,
+        "chars_before": chars_before,
+        "chars_after": chars_after,
+        "pages_losing_lines": len(lost_pages),
+        "losing": sorted(lost_pages, key=lambda x: -x[1])[:15],
+    }
+
+
 def _pct(a: int, b: int) -> str:
     return f"{a}/{b} ({100 * a / b:.1f} %)" if b else "—"
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pages", type=int, default=40)
+    parser.add_argument("--pages", type=int, default=40, help="0: every library page")
     parser.add_argument("--show-losses", type=int, default=0)
+    parser.add_argument("--doc-tree", action="store_true", help="also compare on all of /usr/share/doc")
     parser.add_argument("--write-fixtures", action="store_true", help="copy the test pages and stop")
     args = parser.parse_args(argv)
     if not LIBRARY.is_dir():
@@ -254,6 +330,12 @@ def main(argv: list[str] | None = None) -> dict:
         for path in write_fixtures():
             print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size:,} bytes)")
         return {}
+    checked = hand_checked()
+    print("Hand-checked set (tests/fixtures/html_expectations.json)\n")
+    print("| variant | pages | main text kept | boilerplate leaked |\n|---|---|---|---|")
+    for name, r in checked.items():
+        print(f"| {name} | {r['pages']} | {_pct(*r['kept'])} | {_pct(*r['leaked'])} |")
+    print()
     paths = pick_pages(args.pages)
     results = measure(paths, VARIANTS, args.show_losses)
     kinds = sorted({k for r in results.values() for k in r["by_kind"]})
@@ -264,15 +346,36 @@ def main(argv: list[str] | None = None) -> dict:
     for name, r in results.items():
         cells = [name, _pct(r["items_kept"], r["items"])]
         cells += [_pct(*r["by_kind"].get(k, [0, 0])) for k in kinds]
-        cells += [_pct(r["field_pairs_kept"], r["field_pairs"]), _pct(r["nav_leaked"], r["nav_units"]), str(r["cpu_s"])]
+        cells += [
+            _pct(r["field_pairs_kept"], r["field_pairs"]),
+            _pct(r["nav_leaked"], r["nav_units"]),
+            str(r["cpu_s"]),
+        ]
         print("| " + " | ".join(cells) + " |")
     for name, r in results.items():
         if r["losses"]:
             print(f"\n{name}: first losses")
             for page, kind, show in r["losses"]:
                 print(f"  {page} [{kind}] {show}")
+    tree = whole_doc_tree() if args.doc_tree else {}
+    if tree:
+        print(
+            f"\nAll HTML under /usr/share/doc: {tree['pages']} pages, "
+            f"{tree['with_main_container']} with a main"
+        )
+        print(
+            f"container; characters extracted {tree['chars_before']:,} before, {tree['chars_after']:,} now;"
+        )
+        print(f"{tree['pages_losing_lines']} pages lose a line of 10+ characters that was extracted before:")
+        for page, n, sample in tree["losing"]:
+            print(f"  {page}: {n} lines, e.g. {sample}")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "html_lists.json").write_text(json.dumps({"pages": [p.name for p in paths], "results": results}, indent=1))
+    (OUT / "html_lists.json").write_text(
+        json.dumps(
+            {"pages": [p.name for p in paths], "results": results, "hand_checked": checked, "doc_tree": tree},
+            indent=1,
+        )
+    )
     return results
 
 
@@ -302,7 +405,9 @@ def write_fixtures() -> list[Path]:
         if entry.query_selector("dl.field-list") is None and entry.parent.id != "connection-objects":
             entry.decompose()
     sqlite3 = FIXTURE_DIR / "sqlite3-reference.html"
-    sqlite3.write_text("<!DOCTYPE html>\n" + tree.document.query_selector("html").html + "\n", encoding="utf-8")
+    sqlite3.write_text(
+        "<!DOCTYPE html>\n" + tree.document.query_selector("html").html + "\n", encoding="utf-8"
+    )
     return [enum, sqlite3]
 
 

@@ -253,14 +253,9 @@ def drop_navigation_lines(text: str) -> tuple[str, int]:
 
 
 MAIN_CONTAINER = "main, [role=main]"
-# Not content even inside the main element: navigation, tables of contents (Sphinx toctrees,
-# docutils "contents" topics, DocBook's div.toc), asides, page furniture, Sphinx's ¶ links.
+# Not content even inside the main element: navigation, asides, page furniture, Sphinx's ¶ links.
 SKIP_IN_MAIN = [
     "nav",
-    ".toctree-wrapper",
-    ".contents",
-    "div.toc",
-    "[role=doc-toc]",
     "aside",
     "footer",
     "form",
@@ -270,6 +265,11 @@ SKIP_IN_MAIN = [
     "[role=contentinfo]",
     "a.headerlink",
 ]
+# Tables of contents inside the main element (Sphinx toctrees, docutils "contents" topics,
+# DocBook's div.toc): dropped when mostly link text. Sphinx's single-page builder puts the whole
+# document inside its toctree wrapper, so the class alone does not make a table of contents.
+TOC_IN_MAIN = ".toctree-wrapper, .contents, div.toc, [role=doc-toc]"
+TOC_LINK_SHARE = 0.5
 _RESILIPARSE_OPTIONS = dict(
     preserve_formatting="minimal_html",
     list_bullets=True,
@@ -293,17 +293,19 @@ def find_main_container(tree):
     nodes = tree.document.query_selector_all(MAIN_CONTAINER)
     if not nodes:
         return None
-    outer = [n for n in nodes if not _has_ancestor_in(n, nodes)]
+    outer = [n for n in nodes if not any(o != n and o.contains(n) for o in nodes)]
     return outer[0] if len(outer) == 1 else None
 
 
-def _has_ancestor_in(node, nodes) -> bool:
-    parent = node.parent
-    while parent is not None:
-        if any(parent == other for other in nodes):
-            return True
-        parent = parent.parent
-    return False
+def _without_tables_of_contents(tree):
+    """Drop the :data:`TOC_IN_MAIN` blocks whose text is mostly link text (outermost ones)."""
+    nodes = tree.document.query_selector_all(TOC_IN_MAIN)
+    for node in [n for n in nodes if not any(o != n and o.contains(n) for o in nodes)]:
+        text = len("".join(node.text.split()))
+        linked = sum(len("".join(a.text.split())) for a in node.query_selector_all("a"))
+        if text and linked >= TOC_LINK_SHARE * text:
+            node.decompose()
+    return tree
 
 
 def _extract_resiliparse(html: str, main_container: bool = True) -> HtmlExtraction:
@@ -316,10 +318,15 @@ def _extract_resiliparse(html: str, main_container: bool = True) -> HtmlExtracti
     container = find_main_container(tree) if main_container else None
     if container is not None:
         minimal = extract_plain_text(
-            HTMLTree.parse(container.html), main_content=False, skip_elements=SKIP_IN_MAIN, **_RESILIPARSE_OPTIONS
+            _without_tables_of_contents(HTMLTree.parse(container.html)),
+            main_content=False,
+            skip_elements=SKIP_IN_MAIN,
+            **_RESILIPARSE_OPTIONS,
         )
         if minimal.strip():
-            meta["main_container"] = container.tag + ("[role=main]" if container.getattr("role") == "main" else "")
+            meta["main_container"] = container.tag + (
+                "[role=main]" if container.getattr("role") == "main" else ""
+            )
     if not minimal.strip():
         minimal = extract_plain_text(tree, main_content=True, **_RESILIPARSE_OPTIONS)
     root = tree.document.query_selector("html")

@@ -98,10 +98,18 @@ def test_reference_lists_survive_and_navigation_does_not():
     enum = extract_html(page_html("python3.11-doc/library/enum.html")).text
     assert "\n- int.__str__() for IntEnum and IntFlag\n- str.__str__() for StrEnum" in enum
     for page in (text, enum):
-        for nav in ("Table of Contents", "Previous topic", "Show Source", "Created using Sphinx", "Please donate"):
+        for nav in (
+            "Table of Contents",
+            "Previous topic",
+            "Show Source",
+            "Created using Sphinx",
+            "Please donate",
+        ):
             assert nav not in page
     # the heuristics alone (the reader before) lost those items
-    before = extract_html(page_html("python3.11-doc/library/sqlite3-reference.html"), main_container=False).text
+    before = extract_html(
+        page_html("python3.11-doc/library/sqlite3-reference.html"), main_container=False
+    ).text
     assert "OverflowError – If len(data)" not in before and "database (path-like object)" in before
 
 
@@ -119,8 +127,10 @@ def test_main_container_drops_navigation_inside_and_falls_back_without_one():
     assert "Section A" not in result.text and "Sponsored" not in result.text
     assert "Page footer" not in result.text and "Home" not in result.text
     # no main element, or two unrelated ones: the main-content heuristics decide, as before
-    for markup in (page.replace("<main>", "<div>").replace("</main>", "</div>"),
-                   page.replace("<main>", "<div role='main'>").replace("</main>", "</div><main>x</main>")):
+    for markup in (
+        page.replace("<main>", "<div>").replace("</main>", "</div>"),
+        page.replace("<main>", "<div role='main'>").replace("</main>", "</div><main>x</main>"),
+    ):
         fallback = extract_html(markup)
         assert "main_container" not in fallback.meta
         assert "Frobnicate the parameters." in fallback.text
