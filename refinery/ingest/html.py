@@ -300,12 +300,27 @@ def find_main_container(tree):
 def _without_tables_of_contents(tree):
     """Drop the :data:`TOC_IN_MAIN` blocks whose text is mostly link text (outermost ones)."""
     nodes = tree.document.query_selector_all(TOC_IN_MAIN)
-    for node in [n for n in nodes if not any(o != n and o.contains(n) for o in nodes)]:
+    if not nodes:
+        return tree
+    for node in [n for n in nodes if not _inside_toc(n)]:
         text = len("".join(node.text.split()))
         linked = sum(len("".join(a.text.split())) for a in node.query_selector_all("a"))
         if text and linked >= TOC_LINK_SHARE * text:
             node.decompose()
     return tree
+
+
+def _inside_toc(node) -> bool:
+    """Whether an ancestor is itself a :data:`TOC_IN_MAIN` block (a parent walk, not a query)."""
+    parent = node.parent
+    while parent is not None and parent.type == 1:  # element nodes
+        classes = (parent.getattr("class") or "").split()
+        if "toctree-wrapper" in classes or "contents" in classes or parent.getattr("role") == "doc-toc":
+            return True
+        if parent.tag == "div" and "toc" in classes:
+            return True
+        parent = parent.parent
+    return False
 
 
 def _extract_resiliparse(html: str, main_container: bool = True) -> HtmlExtraction:
