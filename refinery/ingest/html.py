@@ -155,6 +155,7 @@ def extract_html(
     url: str | None = None,
     drop_nav_lines: bool = True,
     heading_marks: bool = True,
+    main_container: bool = True,
 ) -> HtmlExtraction:
     """Main content of a page as markdown-ish text plus its title and metadata.
 
@@ -163,9 +164,13 @@ def extract_html(
     :func:`is_navigation_line`); how many is recorded as ``meta["nav_lines_dropped"]``.
     ``heading_marks=False`` writes headings as plain lines: Gopher's '#' rule counts every '#',
     so markdown heading marks alone fail it on ~7 % of documentation pages.
+    ``main_container`` (resiliparse): where the page marks one element as its main content
+    (``<main>``, ``role="main"``), extract that element whole instead of guessing with the
+    main-content heuristics, which drop link- and code-dense lists (parameter lists, method
+    tables; see :func:`find_main_container`).
     """
     if extractor == "resiliparse":
-        result = _extract_resiliparse(html)
+        result = _extract_resiliparse(html, main_container)
     elif extractor == "trafilatura":
         result = _extract_trafilatura(html, url)
     else:
@@ -247,22 +252,98 @@ def drop_navigation_lines(text: str) -> tuple[str, int]:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip(), dropped
 
 
-def _extract_resiliparse(html: str) -> HtmlExtraction:
+MAIN_CONTAINER = "main, [role=main]"
+# Not content even inside the main element: navigation, asides, page furniture, Sphinx's ¶ links.
+SKIP_IN_MAIN = [
+    "nav",
+    "aside",
+    "footer",
+    "form",
+    "[role=navigation]",
+    "[role=search]",
+    "[role=complementary]",
+    "[role=contentinfo]",
+    "a.headerlink",
+]
+# Tables of contents inside the main element (Sphinx toctrees, docutils "contents" topics,
+# DocBook's div.toc): dropped when mostly link text. Sphinx's single-page builder puts the whole
+# document inside its toctree wrapper, so the class alone does not make a table of contents.
+TOC_IN_MAIN = ".toctree-wrapper, .contents, div.toc, [role=doc-toc]"
+TOC_LINK_SHARE = 0.5
+_RESILIPARSE_OPTIONS = dict(
+    preserve_formatting="minimal_html",
+    list_bullets=True,
+    alt_texts=False,
+    links=False,
+    form_fields=False,
+    noscript=False,
+)
+
+
+def find_main_container(tree):
+    """The one element a page marks as its main content (``<main>`` or ``role="main"``), or None.
+
+    Why: resiliparse's main-content heuristics score blocks by link and text density, so on API
+    reference pages they drop lists made of inline code and links (parameter lists, "Raises"
+    items, method tables) while the prose around them survives. A page that names its main
+    element has already said where the content is; inside it only navigation and asides
+    (:data:`SKIP_IN_MAIN`) are dropped. Pages with none, or with several unrelated ones (an
+    ambiguous mark-up), keep the heuristics.
+    """
+    nodes = tree.document.query_selector_all(MAIN_CONTAINER)
+    if not nodes:
+        return None
+    outer = [n for n in nodes if not any(o != n and o.contains(n) for o in nodes)]
+    return outer[0] if len(outer) == 1 else None
+
+
+def _without_tables_of_contents(tree):
+    """Drop the :data:`TOC_IN_MAIN` blocks whose text is mostly link text (outermost ones)."""
+    nodes = tree.document.query_selector_all(TOC_IN_MAIN)
+    if not nodes:
+        return tree
+    for node in [n for n in nodes if not _inside_toc(n)]:
+        text = len("".join(node.text.split()))
+        linked = sum(len("".join(a.text.split())) for a in node.query_selector_all("a"))
+        if text and linked >= TOC_LINK_SHARE * text:
+            node.decompose()
+    return tree
+
+
+def _inside_toc(node) -> bool:
+    """Whether an ancestor is itself a :data:`TOC_IN_MAIN` block (a parent walk, not a query)."""
+    parent = node.parent
+    while parent is not None and parent.type == 1:  # element nodes
+        classes = (parent.getattr("class") or "").split()
+        if "toctree-wrapper" in classes or "contents" in classes or parent.getattr("role") == "doc-toc":
+            return True
+        if parent.tag == "div" and "toc" in classes:
+            return True
+        parent = parent.parent
+    return False
+
+
+def _extract_resiliparse(html: str, main_container: bool = True) -> HtmlExtraction:
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
 
     tree = HTMLTree.parse(html)
-    minimal = extract_plain_text(
-        tree,
-        main_content=True,
-        preserve_formatting="minimal_html",
-        list_bullets=True,
-        alt_texts=False,
-        links=False,
-        form_fields=False,
-        noscript=False,
-    )
     meta: dict = {}
+    minimal = ""
+    container = find_main_container(tree) if main_container else None
+    if container is not None:
+        minimal = extract_plain_text(
+            _without_tables_of_contents(HTMLTree.parse(container.html)),
+            main_content=False,
+            skip_elements=SKIP_IN_MAIN,
+            **_RESILIPARSE_OPTIONS,
+        )
+        if minimal.strip():
+            meta["main_container"] = container.tag + (
+                "[role=main]" if container.getattr("role") == "main" else ""
+            )
+    if not minimal.strip():
+        minimal = extract_plain_text(tree, main_content=True, **_RESILIPARSE_OPTIONS)
     root = tree.document.query_selector("html")
     if root is not None and (lang := root.getattr("lang")):
         meta["html_lang"] = lang

@@ -61,6 +61,12 @@ class IngestParams(BaseModel):
         description="Write HTML headings as markdown '# Title' lines. Off by default: Gopher's '#' rule "
         "counts every '#' and would reject ~7% of documentation pages for their headings alone.",
     )
+    html_main_container: bool = Field(
+        True,
+        description="resiliparse: where a page marks its main element (<main>, role=main), extract it "
+        "whole (navigation, asides, link-only tables of contents inside it dropped) instead of the "
+        "main-content heuristics, which drop API-reference lists (benchmarks/bench_html_lists.py).",
+    )
     min_main_content_chars: int = Field(
         1, description="A page whose extracted main text is shorter is quarantined as html_no_main_content."
     )
@@ -283,7 +289,12 @@ class SourceReader(RowCollector):
             return
         try:
             page = extract_html(
-                decoded.text, p.html_extractor, url, p.html_drop_nav_lines, p.html_heading_marks
+                decoded.text,
+                p.html_extractor,
+                url,
+                p.html_drop_nav_lines,
+                p.html_heading_marks,
+                main_container=p.html_main_container,
             )
         except Exception as err:  # the extractors' parsers raise their own types on broken markup
             self._quarantine(rel, line, "html_unparsable", f"{type(err).__name__}: {err}", data)

@@ -147,7 +147,7 @@ ROUNDS: dict[str, dict] = {
         },
     },
     "cld3_families_off": {
-        "raw_documents": {"max_document_chars": 10_000},
+        "raw_documents": {"max_document_chars": 10_000, "html_main_container": False},
         "clean_documents": {"language_model": "cld3", "language_max_chars": None},
         "heuristic_filtered": {"gopher_quality": False, "gopher_repetition": False, "c4": False},
         "multilingual_filtered": {"gopher_quality": False, "gopher_repetition": False, "c4": False},

@@ -47,7 +47,7 @@ def test_expectation_snippets_are_on_the_pages():
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
 
-    assert len(EXPECTATIONS) == 12
+    assert len(EXPECTATIONS) == 14
     for page in EXPECTATIONS:
         full = norm(extract_plain_text(HTMLTree.parse(page_html(page["file"])), main_content=False))
         for snippet in page["must_contain"] + page["must_not_contain"]:
@@ -80,6 +80,60 @@ def test_trafilatura_is_available_as_the_stricter_extractor():
     kept, leaked, _ = score("trafilatura")
     assert kept >= 0.8
     assert leaked <= 0.1
+
+
+def test_reference_lists_survive_and_navigation_does_not():
+    """Parameter lists, "Raises" items and "Return type" lines of API reference pages are kept
+    (resiliparse's heuristics dropped them: issue 22); the Sphinx sidebar, its table of contents
+    and the related bars stay out."""
+    sqlite3 = extract_html(page_html("python3.11-doc/library/sqlite3-reference.html"))
+    assert sqlite3.meta["main_container"] == "div[role=main]"
+    text = sqlite3.text
+    assert "\n- database (path-like object) – The path to the database file to be opened." in text
+    assert "\n- timeout (float) – How many seconds the connection should wait" in text
+    assert "Return type:\n\nConnection" in text
+    assert "\n- OperationalError – If the database connection is currently involved" in text
+    assert "\n- OverflowError – If len(data) is larger than 2**63 - 1." in text
+    assert "\n  - step(): Add a row to the aggregate." in text
+    enum = extract_html(page_html("python3.11-doc/library/enum.html")).text
+    assert "\n- int.__str__() for IntEnum and IntFlag\n- str.__str__() for StrEnum" in enum
+    for page in (text, enum):
+        for nav in (
+            "Table of Contents",
+            "Previous topic",
+            "Show Source",
+            "Created using Sphinx",
+            "Please donate",
+        ):
+            assert nav not in page
+    # the heuristics alone (the reader before) lost those items
+    before = extract_html(
+        page_html("python3.11-doc/library/sqlite3-reference.html"), main_container=False
+    ).text
+    assert "OverflowError – If len(data)" not in before and "database (path-like object)" in before
+
+
+def test_main_container_drops_navigation_inside_and_falls_back_without_one():
+    items = "".join(f"<li><code>p{i}</code> (<em>int</em>) – <a href='#'>see</a></li>" for i in range(8))
+    page = (
+        "<html><body><div class='sidebar'><ul><li><a href='/'>Home</a></li></ul></div>"
+        "<main><nav><a href='/a'>Section A</a> <a href='/b'>Section B</a></nav>"
+        f"<h1>frob(p0, ...)</h1><p>Frobnicate the parameters.</p><ul>{items}</ul>"
+        "<aside>Sponsored: buy more frobs</aside><footer>Page footer</footer></main></body></html>"
+    )
+    result = extract_html(page)
+    assert result.meta["main_container"] == "main"
+    assert "- p7 (int) – see" in result.text
+    assert "Section A" not in result.text and "Sponsored" not in result.text
+    assert "Page footer" not in result.text and "Home" not in result.text
+    # no main element, or two unrelated ones: the main-content heuristics decide, as before
+    for markup in (
+        page.replace("<main>", "<div>").replace("</main>", "</div>"),
+        page.replace("<main>", "<div role='main'>").replace("</main>", "</div><main>x</main>"),
+    ):
+        fallback = extract_html(markup)
+        assert "main_container" not in fallback.meta
+        assert "Frobnicate the parameters." in fallback.text
 
 
 def test_markdown_keeps_headings_lists_and_code():
@@ -120,7 +174,7 @@ def test_html_files_become_documents_with_title_and_charset(tmp_path):
     shutil.copytree(HTML_DIR, tmp_path / "s")
     docs, quarantine, stats = read_all(tmp_path / "s")
     assert quarantine == []
-    assert len(docs) == 12 and stats.documents == 12
+    assert len(docs) == 14 and stats.documents == 14
     by_file = {d["file"]: d for d in docs}
     tty = by_file["python3.11-doc/library/tty.html"]
     meta = json.loads(tty["meta"])
@@ -328,7 +382,7 @@ def test_warc_records_documents_skips_and_quarantine(tmp_path, gzip):
     }
     assert stats.skipped == {
         "warc:warcinfo": 1,
-        "warc:request": 12,
+        "warc:request": 14,
         "warc:metadata": 1,
         "warc:http_status_404": 1,
         "warc:non_html:image/png": 1,
