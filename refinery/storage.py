@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -404,3 +405,18 @@ class PartsWriter:
     def abort(self) -> None:
         for rejected in (False, True):
             shutil.rmtree(self.staging(rejected), ignore_errors=True)
+
+
+def parquet_view(con: Any, name: str, files: list[str], columns: dict[str, str]) -> None:
+    """A temporary view ``name`` of ``columns`` over the Parquet ``files`` (columns unioned by name), or
+    an empty table of those columns when there are none: the packers read a manifest's partitions so.
+    ``con`` is a DuckDB connection (imported by the caller, on use)."""
+    if files:
+        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        con.execute(
+            f"CREATE TEMP VIEW {name} AS SELECT {', '.join(columns)} "
+            f"FROM read_parquet([{listing}], union_by_name = true)"
+        )
+    else:
+        typed = ", ".join(f"{column} {kind}" for column, kind in columns.items())
+        con.execute(f"CREATE TEMP TABLE {name} ({typed})")

@@ -71,6 +71,7 @@ from refinery.schedule.shard_reading import (
     ScheduleError,
     check_consumer,
     discover_row_groups,
+    resolve_rank,
     row_maker,
 )
 
@@ -271,11 +272,7 @@ def _define_dataset():
             steps: int | None = None,
         ):
             super().__init__()
-            dist = torch.distributed
-            if rank is None or world_size is None:
-                ready = dist.is_available() and dist.is_initialized()
-                rank = dist.get_rank() if ready else 0 if rank is None else rank
-                world_size = dist.get_world_size() if ready else 1 if world_size is None else world_size
+            rank, world_size = resolve_rank(rank, world_size)
             self.options = {
                 "root": str(root),
                 "split": split,

@@ -157,3 +157,16 @@ def row_maker(names: list[str]) -> Callable[..., dict]:
         # Safe: the source is built only from names checked to be plain identifiers above.
         return eval(f"lambda {args}: {{{body}}}")
     return lambda *row: dict(zip(names, row, strict=True))
+
+
+def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """A consumer's rank and world size: as given, else torch.distributed's when a process group is
+    initialized, else rank 0 of 1 (what every torch-facing dataset of the schedule and the tokens asks)."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    import torch.distributed as dist
+
+    ready = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if ready else 0 if rank is None else rank
+    world_size = dist.get_world_size() if ready else 1 if world_size is None else world_size
+    return rank, world_size

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.names import PRETRAIN_CORPUS
-from refinery.storage import Storage
+from refinery.storage import Storage, parquet_view
 from refinery.tempfiles import clean_stray, fsync_dir, fsync_tree, temp_path
 
 SHARD_META_KEY = b"refinery_schedule"
@@ -74,14 +74,7 @@ def write_shards(
     con = duckdb.connect()
     try:
         con.register("manifest", manifest)
-        if files:
-            listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            con.execute(
-                "CREATE TEMP VIEW corpus AS SELECT source, id, text "
-                f"FROM read_parquet([{listing}], union_by_name = true)"
-            )
-        else:
-            con.execute("CREATE TEMP TABLE corpus (source VARCHAR, id VARCHAR, text VARCHAR)")
+        parquet_view(con, "corpus", files, {"source": "VARCHAR", "id": "VARCHAR", "text": "VARCHAR"})
         for split in sorted(set(manifest.column("split").to_pylist())):
             expected = int(
                 con.sql("SELECT count(*) FROM manifest WHERE split = ?", params=[split]).fetchall()[0][0]

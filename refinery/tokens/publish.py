@@ -33,7 +33,7 @@ from refinery import markdown
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published
 from refinery.names import TOKENIZED_CORPUS, TRAINING_SCHEDULE, TRAINING_TOKENS
 from refinery.schedule.shards import manifest_digest
-from refinery.storage import Storage
+from refinery.storage import Storage, parquet_view
 from refinery.tempfiles import clean_stray, fsync_dir, fsync_tree, temp_path
 from refinery.tokens import lineage
 from refinery.tokens.megatron import MegatronShard, write_shard
@@ -263,14 +263,7 @@ def publish_training_tokens(storage: Storage, params: TrainingTokensParams, stam
     splits, skipped = {}, []
     try:
         con.register("manifest", manifest)
-        if files:
-            listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            con.execute(
-                "CREATE TEMP VIEW tokens AS SELECT source, id, tokens "
-                f"FROM read_parquet([{listing}], union_by_name = true)"
-            )
-        else:
-            con.execute("CREATE TEMP TABLE tokens (source VARCHAR, id VARCHAR, tokens INTEGER[])")
+        parquet_view(con, "tokens", files, {"source": "VARCHAR", "id": "VARCHAR", "tokens": "INTEGER[]"})
         for split in sorted(set(manifest.column("split").to_pylist())):
             entry, gone = pack_split(con, split, staging / split, params, dtype, int(info["pad_id"]), sink)
             splits[split], skipped = entry, skipped + gone
