@@ -22,10 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import dagster as dg
-    import launch
 
     from definitions import defs
     from refinery.paths import Layout
+    from refinery_cli import launch
 
     launch.prepare_environment(Layout.at())
     job = defs.resolve_job_def(args.job)

@@ -92,9 +92,8 @@ class RunControl:
             return
         if partition is None:
             raise ValueError(f"{stages[0] if stages else job.name} is partitioned by source: give partition")
-        import launch
-
         from refinery.kinds import KINDS
+        from refinery_cli import launch
 
         name = getattr(partitions, "name", None)
         kind = next(k for k, record in KINDS.items() if record.partitions == name)

@@ -62,9 +62,8 @@ def _tool(log: CallLog, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def build_server(settings: Settings) -> MCPServer:
-    import launch
-
     from definitions import defs
+    from refinery_cli import launch
 
     layout = Layout.at(settings.home)
     launch.prepare_environment(layout)

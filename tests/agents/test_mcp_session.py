@@ -301,10 +301,12 @@ def test_the_text_chain_runs_and_is_watched(session):
     prefilter = runs[0]
     assert all(state == "succeeded" for state in prefilter["steps"].values())
     assert prefilter["stages"]["raw_documents"]["rows_in"] == len(session["corpus"]["files"])
-    heuristic = prefilter["stages"]["heuristic_filtered"]
-    assert heuristic["rows_in"] == heuristic["rows_out"] + heuristic["rows_rejected"] + heuristic.get(
-        "rows_routed_elsewhere", 0
-    )
+    stages = prefilter["stages"]
+    heuristic, other = stages["heuristic_filtered"], stages["multilingual_filtered"]
+    # Each side of the language routing counts the rows it took; together they take every cleaned row.
+    assert heuristic["rows_in"] == heuristic["rows_out"] + heuristic["rows_rejected"]
+    assert heuristic["rows_in"] + other["rows_in"] == stages["clean_documents"]["rows_out"]
+    assert heuristic.get("rows_routed_elsewhere", 0) == other["rows_in"]
     assert prefilter["stages"]["heuristic_filtered"]["parameters"]["min_alpha_words_ratio"] == 0.4
     assert any("PIPELINE_SUCCESS" in line for line in prefilter["log_tail"])
     assert "pretrain_corpus" in runs[2]["stages"]
