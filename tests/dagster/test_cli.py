@@ -123,7 +123,9 @@ def test_dagster_dev_loads_the_workspace_without_warnings(home, cli_env, tmp_pat
         assert {"raw_documents", "pretrain_corpus", "corpus_report"} <= keys
     finally:
         os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        proc.wait(
+            timeout=120
+        )  # dagster dev stops its webserver, daemon and code server in turn: slow under load
     warnings = [
         line
         for line in log.read_text().splitlines()
@@ -156,8 +158,10 @@ def test_refinery_run_prints_a_line_per_stage_and_logs_the_rest_to_a_file(home, 
     )
     text = log.read_text()
     assert log.is_relative_to(home.home) and "DEBUG" in text and "STEP_SUCCESS" in text
-    # libraries' stderr (MiniLM's "Loading weights" bar in document_embeddings) went to the log
-    assert "Loading weights" not in done.stderr and "Loading weights" in text
+    # libraries' stderr goes to the log, not the terminal (MiniLM's "Loading weights" bar appears when
+    # torch loads the model: the ONNX backend's first export on a machine, or backend 'torch'; the
+    # redirect itself is checked with decord's lines in test_native_stderr_of_a_corrupt_video_goes_to_the_log_file)
+    assert "Loading weights" not in done.stderr
 
 
 STDERR_PROBE = """

@@ -270,7 +270,7 @@ def hand_packed(manifest: pd.DataFrame, n_tokens: dict, seq_tokens: int) -> list
 
 
 def test_tokens_and_trace_through_dagster(corpus, capsys):
-    import cli
+    from refinery_cli import commands as cli
 
     from assets.tokens import tokenized_corpus, tokenizer, training_tokens
 
