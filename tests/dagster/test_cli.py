@@ -159,8 +159,8 @@ def test_refinery_run_prints_a_line_per_stage_and_logs_the_rest_to_a_file(home, 
     text = log.read_text()
     assert log.is_relative_to(home.home) and "DEBUG" in text and "STEP_SUCCESS" in text
     # libraries' stderr goes to the log, not the terminal (MiniLM's "Loading weights" bar appears when
-    # torch loads the model: the ONNX backend's first export on a machine, or backend 'torch'; the
-    # redirect itself is checked with decord's lines in test_native_stderr_of_a_corrupt_video_goes_to_the_log_file)
+    # torch loads the model: the ONNX backend's first export on a machine, or backend 'torch'); the
+    # redirect itself is checked with decord's lines in the corrupt-video test below
     assert "Loading weights" not in done.stderr
 
 

@@ -270,9 +270,8 @@ def hand_packed(manifest: pd.DataFrame, n_tokens: dict, seq_tokens: int) -> list
 
 
 def test_tokens_and_trace_through_dagster(corpus, capsys):
-    from refinery_cli import commands as cli
-
     from assets.tokens import tokenized_corpus, tokenizer, training_tokens
+    from refinery_cli import commands as cli
 
     layout, instance, _, _ = corpus
     tok = run(instance, layout, [tokenizer], {"tokenizer": {"config": {"vocab_size": 800}}})
