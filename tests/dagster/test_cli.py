@@ -3,6 +3,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -122,10 +123,12 @@ def test_dagster_dev_loads_the_workspace_without_warnings(home, cli_env, tmp_pat
         keys = {n["assetKey"]["path"][0] for n in location["repositories"][0]["assetNodes"]}
         assert {"raw_documents", "pretrain_corpus", "corpus_report"} <= keys
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(
-            timeout=120
-        )  # dagster dev stops its webserver, daemon and code server in turn: slow under load
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:  # dagster dev stops webserver, daemon and code server in turn: under load it can take minutes
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # what is asserted is the load and its log, not the shutdown
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
     warnings = [
         line
         for line in log.read_text().splitlines()
