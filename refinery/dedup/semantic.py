@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -297,6 +297,51 @@ class Decision:
     score: float = -math.inf  # what the rule compares with 1 - ε (semdedup: max(M, best claim))
 
 
+def cluster_decisions(
+    cluster: int,
+    order: np.ndarray,
+    got: dict[str, np.ndarray],
+    claim_sim: np.ndarray,
+    threshold: float,
+    keys: Sequence[str],
+    vectors: np.ndarray,
+    claim: Callable[[int], tuple[str, np.ndarray]],
+) -> list[tuple[int, Decision]]:
+    """Each member's decision in the rule's ``order``, as ``(member, Decision)``: a removed member
+    names the kept copy it leads to (``claim(member)`` when another source's claim came first, else
+    the root of the earlier member that removed it, already resolved since it comes earlier)."""
+    out: list[tuple[int, Decision]] = []
+    root: list[tuple[str, np.ndarray]] = [("", np.zeros(0))] * len(order)  # kept copy: key, vector
+    for pos, m in enumerate(order):
+        nn = int(got["nn_arg"][pos])
+        nn_key = keys[order[nn]] if nn >= 0 else None
+        if not got["removed"][pos]:
+            root[pos] = (keys[m], vectors[m])
+            sim = float(got["nn_sim"][pos])
+            out.append((int(m), Decision(cluster, sim, nn_key, False, sim, score=float(got["score"][pos]))))
+            continue
+        if claim_sim[pos] >= threshold:  # other partitions' claims came first
+            root[pos] = claim(m)
+            trigger, trigger_sim = root[pos][0], float(claim_sim[pos])
+        else:
+            t = int(got["earlier_arg"][pos])
+            trigger, trigger_sim = keys[order[t]], float(got["earlier_sim"][pos])
+            root[pos] = root[t]  # earlier in the order: already resolved to a kept copy
+        kept_key, kept_vector = root[pos]
+        decision = Decision(
+            cluster,
+            float(vectors[m] @ kept_vector),
+            kept_key,
+            True,
+            float(got["nn_sim"][pos]),
+            trigger,
+            trigger_sim,
+            float(got["score"][pos]),
+        )
+        out.append((int(m), decision))
+    return out
+
+
 @dataclass
 class SemanticPlan:
     decisions: dict[str, Decision]
@@ -468,39 +513,12 @@ def plan(
         order = members[_dedup_order(x, members, centroids[c], params.rule)]
         claim_sim = best.similarity[order]
         got = decide(x, order, claim_sim, threshold)
-        root: list[tuple[str, np.ndarray]] = [("", np.zeros(0))] * len(order)  # kept copy: key, vector
-        for pos, m in enumerate(order):
-            nn = int(got["nn_arg"][pos])
-            nn_key = keys[order[nn]] if nn >= 0 else None
-            if not got["removed"][pos]:
-                root[pos] = (keys[m], vectors[m])
-                decisions[ids[m]] = Decision(
-                    c,
-                    float(got["nn_sim"][pos]),
-                    nn_key,
-                    False,
-                    float(got["nn_sim"][pos]),
-                    score=float(got["score"][pos]),
-                )
-                continue
-            if claim_sim[pos] >= threshold:  # other partitions' claims came first
-                trigger, trigger_sim = best.keys[m], float(claim_sim[pos])
-                root[pos] = (trigger, best.vectors[int(m)])
-            else:
-                t = int(got["earlier_arg"][pos])
-                trigger, trigger_sim = keys[order[t]], float(got["earlier_sim"][pos])
-                root[pos] = root[t]  # earlier in the order: already resolved to a kept copy
-            kept_key, kept_vector = root[pos]
-            decisions[ids[m]] = Decision(
-                c,
-                float(vectors[m] @ kept_vector),
-                kept_key,
-                True,
-                float(got["nn_sim"][pos]),
-                trigger,
-                trigger_sim,
-                float(got["score"][pos]),
-            )
+
+        def claim(m: int) -> tuple[str, np.ndarray]:  # the earlier claim of member m
+            return best.keys[m], best.vectors[int(m)]
+
+        for m, decision in cluster_decisions(c, order, got, claim_sim, threshold, keys, vectors, claim):
+            decisions[ids[m]] = decision
     return SemanticPlan(
         decisions, k, claims, seconds_kmeans, sizes, params.rule, best.compared, seconds_claims
     )

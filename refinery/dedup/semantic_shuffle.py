@@ -36,6 +36,7 @@ from refinery.dedup.semantic import (
     Decision,
     SemanticDedupParams,
     SemanticPlan,
+    cluster_decisions,
     dedup_order,
     spherical_kmeans,
 )
@@ -88,33 +89,14 @@ def decide_cluster(
     claim_sim = best_sim[order]
     got = CLUSTER_RULES[params.rule](x, order, claim_sim, threshold)
     decisions: list[Decision | None] = [None] * m
-    root: list[tuple[str, np.ndarray]] = [("", np.zeros(0))] * m
-    for pos, i in enumerate(order):
-        nn = int(got["nn_arg"][pos])
-        nn_key = member_keys[order[nn]] if nn >= 0 else None
-        if not got["removed"][pos]:
-            root[pos] = (member_keys[i], member_vectors[i])
-            sim = float(got["nn_sim"][pos])
-            decisions[i] = Decision(cluster, sim, nn_key, False, sim, score=float(got["score"][pos]))
-            continue
-        if claim_sim[pos] >= threshold:
-            trigger, trigger_sim = claim_keys[best_arg[i]], float(claim_sim[pos])
-            root[pos] = (trigger, np.asarray(claim_vectors[best_arg[i]], dtype=np.float32))
-        else:
-            t = int(got["earlier_arg"][pos])
-            trigger, trigger_sim = member_keys[order[t]], float(got["earlier_sim"][pos])
-            root[pos] = root[t]
-        kept_key, kept_vector = root[pos]
-        decisions[i] = Decision(
-            cluster,
-            float(member_vectors[i] @ kept_vector),
-            kept_key,
-            True,
-            float(got["nn_sim"][pos]),
-            trigger,
-            trigger_sim,
-            float(got["score"][pos]),
-        )
+
+    def claim(i: int) -> tuple[str, np.ndarray]:  # the earlier claim of member i
+        return claim_keys[best_arg[i]], np.asarray(claim_vectors[best_arg[i]], dtype=np.float32)
+
+    for i, decision in cluster_decisions(
+        cluster, order, got, claim_sim, threshold, member_keys, member_vectors, claim
+    ):
+        decisions[i] = decision
     return decisions  # type: ignore[return-value]
 
 
