@@ -9,7 +9,12 @@ embedder) and the vector index. Then:
   (the path before this change) as the baseline of the same run;
 - warm: a :class:`refinery.retrieval.Searcher` holding the model, ``--queries`` queries (the first
   line of other documents) one at a time: median and 90th percentile per query, with and without
-  the stage lookup (``with_stage``), and the query encoding alone;
+  the stage lookup (``with_stage``), and the query encoding alone. The stage lookup is measured
+  twice in the same process: through the Searcher's :class:`StageLookup` (each stage file indexed
+  by id once) and, as the baseline, through a DuckDB join of every stage file per query (how
+  ``describe_hits`` read the stages before). The home holds the three stages a hit is followed
+  through (``quality_scored``; ``semantic_deduplicated`` keeping 90 %, the rest in its rejected
+  file; ``pretrain_corpus``), so every hit reads five files;
 - recall@10 of the HNSW search against brute force (``exact=True``) over the same queries.
 
     .venv/bin/python -m benchmarks.bench_search --docs 400
@@ -36,7 +41,7 @@ from benchmarks.bench_embeddings import first_line, real_texts
 REPO = Path(__file__).resolve().parents[1]
 CLI = (
     "import sys; sys.argv = ['refinery', '--home', sys.argv[1], 'search', sys.argv[2], '--format', 'csv']; "
-    "import cli; sys.exit(cli.main())"
+    "from refinery_cli.commands import main; sys.exit(main())"
 )
 
 
@@ -53,9 +58,45 @@ def build_home(root: Path, ids: list[str], texts: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame({"id": ids, "text": texts, "source": "real"})
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    kept, dropped = frame[frame.index % 10 != 9], frame[frame.index % 10 == 9]
+    for asset, part, rejected in (
+        ("semantic_deduplicated", kept, False),
+        ("semantic_deduplicated", dropped.assign(reason="semantic_duplicate", reason_detail="bench"), True),
+        ("pretrain_corpus", kept, False),
+    ):
+        out = storage.rejected_path(asset, "real") if rejected else storage.path(asset, "real")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), out)
     write_embeddings(storage, "quality_scored", "real", load_embedder(), {"asset": "document_embeddings"})
     VectorIndex.at(layout).sync(storage)
     return layout.home
+
+
+class DuckdbLookup:
+    """The stage lookup before StageLookup (the baseline): per query and stage file, a DuckDB join."""
+
+    def rows(self, storage, asset: str, hits: pd.DataFrame, rejected: bool) -> pd.DataFrame:
+        import duckdb
+
+        files = []
+        for source in sorted(hits["source"].unique()):
+            path = storage.rejected_path(asset, source) if rejected else storage.path(asset, source)
+            if path.exists():
+                files.append(str(path))
+        if not files:
+            return pd.DataFrame(columns=["source", "id"])
+        con = duckdb.connect()
+        try:
+            con.register("hits", pa.Table.from_pandas(hits[["source", "id"]], preserve_index=False))
+            rel = con.sql(f"SELECT * FROM read_parquet({files!r}, union_by_name = true)")
+            keep = [n for n, k in zip(rel.columns, rel.types, strict=True) if str(k) != "BLOB"]
+            cols = ", ".join(f't."{c}"' for c in keep)
+            return con.execute(
+                f"SELECT {cols} FROM read_parquet({files!r}, union_by_name = true) t "
+                "JOIN (SELECT DISTINCT source, id FROM hits) h ON t.source = h.source AND t.id = h.id"
+            ).df()
+        finally:
+            con.close()
 
 
 def cold(home: Path, query: str, runs: int, backend: str) -> list[float]:
@@ -84,6 +125,15 @@ def per_query(fn, queries: list[str]) -> tuple[list[float], list[float]]:
     return wall, cpu
 
 
+def same_answers(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    try:
+        pd.testing.assert_frame_equal(a, b, check_dtype=False)
+        return True
+    except AssertionError as err:
+        print(f"answers differ: {err}")
+        return False
+
+
 def ms(timings: tuple[list[float], list[float]]) -> str:
     wall, cpu = timings
     return (
@@ -98,6 +148,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--max-mb", type=float, default=4)
+    parser.add_argument("--cold-backends", default="torch,auto", help="torch (before), auto (onnx)")
     args = parser.parse_args()
 
     from refinery.retrieval import Searcher
@@ -108,7 +159,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = build_home(Path(tmp), ids[: args.docs], texts[: args.docs])
         print(f"home with {args.docs} real documents indexed; {len(queries)} queries")
-        for backend in ("torch", "auto") if args.runs else ():
+        for backend in args.cold_backends.split(",") if args.runs else ():
             seconds = cold(home, queries[0], args.runs, backend)
             label = "torch (before)" if backend == "torch" else "onnx (default)"
             print(
@@ -119,9 +170,17 @@ def main() -> None:
         encode = per_query(lambda q: searcher.encoder.encode([q]), queries)
         hits = per_query(lambda q: searcher(q, 10, with_stage=False), queries)
         staged = per_query(lambda q: searcher(q, 10), queries)
+        lookup = searcher.lookup
+        searcher.lookup = DuckdbLookup()
+        staged_duckdb = per_query(lambda q: searcher(q, 10), queries)
+        fresh = Searcher(searcher.home, encoder=searcher.encoder, lookup=lookup)
+        same = all(same_answers(searcher(q, 10), fresh(q, 10)) for q in queries[:10])
+        searcher.lookup = lookup
         print(f"warm Searcher, encode only: {ms(encode)}")
         print(f"warm Searcher, hits only:   {ms(hits)}")
-        print(f"warm Searcher, with stage:  {ms(staged)}")
+        print(f"warm Searcher, with stage (StageLookup):        {ms(staged)}")
+        print(f"warm Searcher, with stage (DuckDB join, before): {ms(staged_duckdb)}")
+        print(f"same answers with either lookup (10 queries): {same}")
         hnsw = searcher(queries, 10, with_stage=False)
         exact = searcher(queries, 10, exact=True, with_stage=False)
         recall = np.mean(

@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from refinery.paths import Layout
 from refinery.retrieval.index import ModelMismatch, VectorIndex
+from refinery.retrieval.stage_lookup import StageLookup
 from refinery.storage import Storage
 from refinery.vector_collections import Collection, collection
 
@@ -67,35 +66,25 @@ def embed_query(
     return clip.encode_texts(texts)
 
 
-def _stage_rows(storage: Storage, asset: str, hits: pd.DataFrame, rejected: bool) -> pd.DataFrame:
-    """The rows of ``asset`` (or its rejected file) for the hits' (source, id), binary columns dropped."""
-    files = []
-    for source in sorted(hits["source"].unique()):
-        path = storage.rejected_path(asset, source) if rejected else storage.path(asset, source)
-        if path.exists():
-            files.append(str(path))
-    if not files:
-        return pd.DataFrame(columns=["source", "id"])
-    con = duckdb.connect()
-    try:
-        con.register("hits", pa.Table.from_pandas(hits[["source", "id"]], preserve_index=False))
-        rel = con.sql(f"SELECT * FROM read_parquet({files!r}, union_by_name = true)")
-        keep = [
-            name
-            for name, kind in zip(rel.columns, rel.types, strict=True)
-            if str(kind) not in ("BLOB",) and name not in ("image", "video_bytes")
-        ]
-        cols = ", ".join(f't."{c}"' for c in keep)
-        return con.execute(
-            f"SELECT {cols} FROM read_parquet({files!r}, union_by_name = true) t "
-            "JOIN (SELECT DISTINCT source, id FROM hits) h ON t.source = h.source AND t.id = h.id"
-        ).df()
-    finally:
-        con.close()
+_LOOKUP = StageLookup()  # shared by the calls of one process (an MCP server, a notebook)
+_INDEXES: dict[tuple[str, str], VectorIndex] = {}  # its open segments, reopened when rebuilt
 
 
-def describe_hits(storage: Storage, hits: pd.DataFrame, which: Collection) -> pd.DataFrame:
-    """Add stage, status (final / rejected / pending / missing), the rejection and the stage's columns."""
+def _index(layout: Layout, which: Collection) -> VectorIndex:
+    key = (str(layout.index), which.name)
+    if key not in _INDEXES:
+        _INDEXES[key] = VectorIndex.at(layout, which)
+    return _INDEXES[key]
+
+
+def describe_hits(
+    storage: Storage, hits: pd.DataFrame, which: Collection, lookup: StageLookup | None = None
+) -> pd.DataFrame:
+    """Add stage, status (final / rejected / pending / missing), the rejection and the stage's columns.
+
+    The stage rows come from ``lookup`` (default: the process's shared :class:`StageLookup`), which
+    indexes each stage file once and then reads only the row groups holding the hits."""
+    lookup = _LOOKUP if lookup is None else lookup
     out = hits.rename(columns={"partition": "source"}).copy()
     for column in ("stage", "status", "rejected_by", "reason", "reason_detail"):
         out[column] = None
@@ -105,40 +94,41 @@ def describe_hits(storage: Storage, hits: pd.DataFrame, which: Collection) -> pd
     found: dict[tuple, dict] = {}
     stage_of: dict[tuple, int] = {}
     for level, asset in enumerate(which.stages):
-        rows = _stage_rows(storage, asset, out, rejected=False)
+        rows = lookup.rows(storage, asset, out, rejected=False)
         for record in rows.to_dict("records"):
             k = (record["source"], record["id"])
             stage_of[k], found[k] = level, record
     rejected: dict[tuple, tuple[str, dict]] = {}
     for asset in which.stages[1:]:
-        rows = _stage_rows(storage, asset, out, rejected=True)
+        rows = lookup.rows(storage, asset, out, rejected=True)
         for record in rows.to_dict("records"):
             rejected[(record["source"], record["id"])] = (asset, record)
+    columns: dict[str, list] = {c: [] for c in ("stage", "status", "rejected_by", "reason", "reason_detail")}
     extra: list[dict] = []
-    for i, k in enumerate(key):
+    for k in key:
         level = stage_of.get(k)
         record = dict(found.get(k, {}))
+        stage = status = rejected_by = reason = detail = None
         if level is None:
-            out.loc[i, "status"] = "missing"
+            status = "missing"
         else:
-            out.loc[i, "stage"] = which.stages[level]
+            stage = which.stages[level]
             nxt = which.stages[level + 1] if level + 1 < len(which.stages) else None
             if nxt is None:
-                out.loc[i, "status"] = "final"
+                status = "final"
             elif k in rejected and rejected[k][0] == nxt:
-                asset, rej = rejected[k]
-                out.loc[i, ["status", "rejected_by", "reason", "reason_detail"]] = [
-                    "rejected",
-                    asset,
-                    rej.get("reason"),
-                    rej.get("reason_detail"),
-                ]
+                rejected_by, rej = rejected[k]
+                status, reason, detail = "rejected", rej.get("reason"), rej.get("reason_detail")
                 record = {**record, **{c: v for c, v in rej.items() if c not in ("reason", "reason_detail")}}
             else:
-                out.loc[i, "status"] = "pending"
+                status = "pending"
+        for column, value in zip(columns, (stage, status, rejected_by, reason, detail), strict=True):
+            columns[column].append(value)
         record.pop("source", None)
         record.pop("id", None)
         extra.append(record)
+    for column, values in columns.items():
+        out[column] = pd.Series(values, index=out.index, dtype=object)
     details = pd.DataFrame(extra, index=out.index)
     details = details.drop(columns=[c for c in details.columns if c in out.columns])
     text = which.text_column
@@ -158,24 +148,27 @@ def search(
     clip=None,
     expansion: int | None = None,
     with_stage: bool = True,
+    lookup: StageLookup | None = None,
 ) -> pd.DataFrame:
     """The ``k`` nearest documents to each query text, with source, stage, status and cosine score.
 
     One row per hit: ``query`` (the text), ``rank``, ``score``, ``source``, ``id``, ``stage`` (the last
     stage whose output holds it), ``status`` (``final``, ``rejected`` with ``rejected_by`` / ``reason``,
     ``pending`` or ``missing``), then that stage's columns (text first, with its scores).
+    The index's open segments and the stage files' lookups are kept for the process's next calls
+    (``lookup``: a :class:`StageLookup` of the caller's own instead of the shared one).
     """
     texts = [query] if isinstance(query, str) else list(query)
     layout = Layout.at(home)
     which = collection(collection_name)
-    index = VectorIndex.at(layout, which)
+    index = _index(layout, which)
     model, _ = index.model(partitions)
     first = index.manifest((partitions or index.partitions())[0])
     vectors = embed_query(texts, which, model, embedder, clip, first.provenance)
     hits = index.search(vectors, k, model=model, exact=exact, partitions=partitions, expansion=expansion)
     hits = hits.drop(columns=["row"])
     if with_stage:
-        hits = describe_hits(Storage(layout.storage), hits, which)
+        hits = describe_hits(Storage(layout.storage), hits, which, lookup)
     else:
         hits = hits.rename(columns={"partition": "source"})
     hits.insert(0, "query", [texts[i] for i in hits.pop("query")])

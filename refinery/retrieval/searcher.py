@@ -2,7 +2,9 @@
 
 ``refinery search`` is a cold process: it imports, loads the query model and reads the index on
 every call. A server answering many queries holds a :class:`Searcher` instead; each query then
-costs the query's encoding (a few milliseconds with the ONNX backend) and the index lookup. The
+costs the query's encoding (a few milliseconds with the ONNX backend), the index lookup and, for
+each hit, its rows in the stage files, read through the handle's :class:`StageLookup` (each file
+indexed by id once, then only the row groups holding hits decoded, kept up to a byte budget). The
 model is the one the index was built with (read from its provenance), so a handle made before the
 index is rebuilt with another model refuses to answer rather than compare unlike vectors.
 """
@@ -17,6 +19,7 @@ import pandas as pd
 from refinery.paths import Layout
 from refinery.retrieval.index import VectorIndex
 from refinery.retrieval.search import search
+from refinery.retrieval.stage_lookup import StageLookup
 from refinery.vector_collections import collection
 
 
@@ -27,6 +30,7 @@ class Searcher:
     home: str
     collection_name: str = "documents"
     encoder: object | None = None  # the query embedder (an OnnxEmbedder on CPU), loaded by open()
+    lookup: StageLookup = field(default_factory=StageLookup)  # the stage rows of earlier hits, kept
     _stats: dict = field(default_factory=dict)
 
     @classmethod
@@ -69,4 +73,5 @@ class Searcher:
             partitions=partitions,
             embedder=self.encoder,
             with_stage=with_stage,
+            lookup=self.lookup,
         )
