@@ -67,7 +67,9 @@ def _ipv4_ok(match: str) -> bool:
 
 
 def _ipv6_ok(match: str) -> bool:
-    if match.count(":") < 2 or sum(c.isalnum() for c in match) < 2:
+    # _IPV6 matches hex digits and colons only, so its alphanumerics are the non-colons
+    colons = match.count(":")
+    if colons < 2 or len(match) - colons < 2:
         return False
     try:
         ipaddress.IPv6Address(match)
@@ -76,8 +78,11 @@ def _ipv6_ok(match: str) -> bool:
     return True
 
 
+_PHONE_SEPARATORS = " .-+()"  # every character of a _PHONE match is one of these or a \d (Nd) digit
+
+
 def _phone_ok(match: str) -> bool:
-    digits = sum(c.isdigit() for c in match)
+    digits = len(match) - sum(map(match.count, _PHONE_SEPARATORS))
     return 7 <= digits <= 15
 
 
