@@ -13,6 +13,7 @@ never come from a stale file.
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,13 +52,15 @@ class _FileIndex:
 class StageLookup:
     """``lookup.rows(storage, asset, hits, rejected)``: the rows of ``asset``'s files (or its
     rejected files) whose (source, id) is among the hits', binary columns dropped, as one frame
-    (columns of several files united by name; ``source`` and ``id`` always present)."""
+    (columns of several files united by name; ``source`` and ``id`` always present). One lookup
+    may serve several threads (a server's tool calls): each call holds its lock."""
 
     def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES):
         self.budget_bytes = budget_bytes
         self._files: dict[str, _FileIndex] = {}
         self._groups: OrderedDict[tuple, pa.Table] = OrderedDict()
         self._held = 0
+        self._lock = threading.Lock()
 
     def _index(self, path: Path) -> _FileIndex:
         key, stamp = str(path), _stamp(path)
@@ -107,6 +110,10 @@ class StageLookup:
         return frame[frame["source"] == source] if "source" in frame.columns else None
 
     def rows(self, storage: Storage, asset: str, hits: pd.DataFrame, rejected: bool) -> pd.DataFrame:
+        with self._lock:
+            return self._rows(storage, asset, hits, rejected)
+
+    def _rows(self, storage: Storage, asset: str, hits: pd.DataFrame, rejected: bool) -> pd.DataFrame:
         frames = []
         for source, ids in hits.groupby("source", sort=True)["id"]:
             wanted = list(dict.fromkeys(ids.tolist()))
@@ -119,6 +126,7 @@ class StageLookup:
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
 
     def clear(self) -> None:
-        self._files.clear()
-        self._groups.clear()
-        self._held = 0
+        with self._lock:
+            self._files.clear()
+            self._groups.clear()
+            self._held = 0
