@@ -64,25 +64,26 @@ def fresh_home(texts: list[str]) -> Path:
     return home
 
 
-def run(cmd: list[str], home: Path) -> tuple[float, float, str, int]:
+def run(cmd: list[str], home: Path, code: Path = ROOT) -> tuple[float, float, str, int]:
     env = {
         **os.environ,
         "REFINERY_HOME": str(home),
         "DAGSTER_HOME": str(home / "dagster"),
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(code),
+        "PYTHONDONTWRITEBYTECODE": "1",  # leaves another checkout (--baseline-code) as it is
         "OMP_NUM_THREADS": "1",
         "RAYON_NUM_THREADS": "1",
     }
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return cpu, wall, done.stdout + done.stderr, done.returncode
 
 
-def materialize(texts: list[str], config: dict | None) -> dict:
+def materialize(texts: list[str], config: dict | None, code: Path = ROOT) -> dict:
     home = fresh_home(texts)
     py = sys.executable
     sync = (
@@ -90,16 +91,16 @@ def materialize(texts: list[str], config: dict | None) -> dict:
         "layout = Layout.at(os.environ['REFINERY_HOME']); launch.prepare_environment(layout); "
         "launch.sync_partitions(layout, 'text')"
     )
-    run([py, "-c", sync], home)
+    run([py, "-c", sync], home, code)
     cmd = [py, "-m", "dagster", "asset", "materialize", "-m", "definitions", "--select", ASSETS]
     cmd += ["--partition", SOURCE]
     if config:
         cmd += ["--config-json", json.dumps(config)]
-    cpu, wall, log, rc = run(cmd, home)
+    cpu, wall, log, rc = run(cmd, home, code)
     if rc != 0 or "RUN_SUCCESS" not in log:
         raise RuntimeError(f"materialize failed (rc {rc}):\n{log[-3000:]}")
     steps = {m[1]: float(m[2]) / (1000 if m[3] == "ms" else 1) for m in STEP.finditer(log)}
-    imports_cpu, _, _, _ = run([py, "-c", "import definitions"], home)
+    imports_cpu, _, _, _ = run([py, "-c", "import definitions"], home, code)
     return {"cpu_s": cpu, "wall_s": wall, "steps_s": steps, "import_definitions_cpu_s": imports_cpu}
 
 
@@ -213,6 +214,13 @@ def main() -> None:
     parser.add_argument("--skip-datatrove", action="store_true")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--breakdown", action="store_true", help="where the CPU goes (see above)")
+    parser.add_argument(
+        "--baseline-code",
+        type=Path,
+        default=None,
+        help="another checkout (e.g. `git worktree add /tmp/base <commit>`): each variant also runs "
+        "from it, alternating with this one, for a before/after in the same run",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="--breakdown: best of this many")
     args = parser.parse_args()
     from benchmarks.real_corpus import ensure_real_corpus
@@ -229,8 +237,15 @@ def main() -> None:
         print(
             f"datatrove Gopher quality -> repetition -> C4: {results['datatrove_mb_per_s']:.3f} MB/s per core"
         )
-    for name in args.variants.split(","):
-        out = materialize(texts, VARIANTS[name])
+    runs = [(name, name, ROOT) for name in args.variants.split(",")]
+    if args.baseline_code:
+        runs = [
+            r
+            for name, _, _ in runs
+            for r in ((name, name, ROOT), (name, f"{name} [baseline code]", args.baseline_code))
+        ]
+    for variant, name, code in runs:
+        out = materialize(texts, VARIANTS[variant], code)
         out["mb_per_s_per_core"] = round(mb / out["cpu_s"], 2)
         if "datatrove_mb_per_s" in results:
             out["x_datatrove"] = round(out["mb_per_s_per_core"] / results["datatrove_mb_per_s"], 1)
