@@ -180,7 +180,11 @@ def chain(tmp_path_factory):
             instance,
             layout,
             "alpha",
-            ops(perplexity_scored=PERPLEXITY_REFERENCE, quality_scored=keep_all, document_embeddings=EMBEDDINGS),
+            ops(
+                perplexity_scored=PERPLEXITY_REFERENCE,
+                quality_scored=keep_all,
+                document_embeddings=EMBEDDINGS,
+            ),
         )
         gamma = materialize(
             MODEL_STAGES,
@@ -239,19 +243,30 @@ def test_quality_classifier_options(chain):
     from resources.quality import QualityClassifierResource
 
     classifier, _ = QualityClassifierResource().load(layout)
-    assert (classifier.folds, classifier.buckets, classifier.ngrams, classifier.max_tokens) == (3, 4096, 1, 256)
+    assert (classifier.folds, classifier.buckets, classifier.ngrams, classifier.max_tokens) == (
+        3,
+        4096,
+        1,
+        256,
+    )
     assert len(classifier.features(" ".join(f"w{i}" for i in range(1000)))) <= 256
 
 
 def test_classifier_minimums_fail_clearly(chain):
     layout, instance, runs = chain
     few = materialize(
-        [quality_classifier], instance, layout, run_config=ops(quality_classifier={"min_documents_per_class": 500})
+        [quality_classifier],
+        instance,
+        layout,
+        run_config=ops(quality_classifier={"min_documents_per_class": 500}),
     )
     assert "500" in failures(few)
     auc = metadata(runs["models"], "quality_classifier")["heldout_auc"].value
     strict = materialize(
-        [quality_classifier], instance, layout, run_config=ops(quality_classifier={**CLASSIFIER, **STRICT_AUC})
+        [quality_classifier],
+        instance,
+        layout,
+        run_config=ops(quality_classifier={**CLASSIFIER, **STRICT_AUC}),
     )
     (check,) = strict.get_asset_check_evaluations()
     assert check.passed == (auc >= 0.999) and strict.success == check.passed
