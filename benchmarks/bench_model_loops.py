@@ -86,8 +86,25 @@ def materialize(assets, layout, instance, partition=None):
     return result
 
 
-def bare_perplexity(model, texts: list[str]) -> list[float]:
-    from refinery.quality.normalize import normalize_line
+def normalize_line_before(line: str) -> str:
+    """normalize_line as it was before this benchmark (one ``re.sub`` with a template for the
+    punctuation split), to measure the change in the same run and check it gives the same tokens."""
+    from refinery.quality import normalize as n
+
+    line = line.strip().lower()
+    if not line:
+        return ""
+    if not line.isascii():
+        line = n._strip_accents(line).translate(n._PUNCT_TABLE)
+    line = n._DIGIT.sub("0", line)
+    line = line.translate(n._NON_PRINTING)
+    line = n._SPLIT_PUNCT.sub(r" \1 ", line)
+    return " ".join(line.split())
+
+
+def bare_perplexity(model, texts: list[str], normalize_line=None) -> list[float]:
+    if normalize_line is None:
+        from refinery.quality.normalize import normalize_line
 
     score = model.score
     out = []
@@ -193,6 +210,12 @@ def main() -> None:
 
         # -- perplexity -------------------------------------------------------------------------
         model = scoring_lm(layout, "", 5).lm.model
+        from refinery.quality.normalize import normalize_line
+
+        lines = [line for t in texts for line in t.splitlines()]
+        changed = sum(normalize_line(x) != normalize_line_before(x) for x in lines)
+        assert changed == 0, f"{changed} lines normalize differently"
+        before = cpu_best(args.repeat, lambda: bare_perplexity(model, texts, normalize_line_before))
         bare = cpu_best(args.repeat, lambda: bare_perplexity(model, texts))
         runner = cpu_best(args.repeat, lambda: runner_perplexity(layout))
         dagster = cpu_best(args.repeat, lambda: materialize([perplexity_scored], layout, instance, SOURCE))
@@ -206,8 +229,9 @@ def main() -> None:
         assert same, "the stage's perplexities differ from the bare loop's"
         out["perplexity"] = {
             k: {"cpu_s": v[0], "wall_s": v[1], "mb_per_s_per_core": mb / v[0]}
-            for k, v in (("bare", bare), ("runner", runner), ("dagster", dagster))
+            for k, v in (("bare_before", before), ("bare", bare), ("runner", runner), ("dagster", dagster))
         }
+        out["lines_compared"] = len(lines)
 
         # -- classifier ---------------------------------------------------------------------------
         from resources.quality import QualityClassifierResource
@@ -237,7 +261,9 @@ def main() -> None:
     out["uptime_after"] = Path("/proc/loadavg").read_text().strip()
     for stage in ("perplexity", "classifier"):
         base = out[stage]["bare"]["cpu_s"]
-        for path in ("bare", "runner", "dagster"):
+        for path in ("bare_before", "bare", "runner", "dagster"):
+            if path not in out[stage]:
+                continue
             r = out[stage][path]
             print(
                 f"{stage:10} {path:8} {r['mb_per_s_per_core']:7.3f} MB/s per core  "
