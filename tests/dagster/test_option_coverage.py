@@ -44,10 +44,6 @@ NEEDS_CLUSTER = {
 
 # Not yet set by an options test (each asset's own test file exercises some of them: named).
 NOT_YET = {
-    # tests/dagster/test_sft_assets.py, test_sft_decisions.py
-    "raw_sft": "*",
-    "sft_checked": "*",
-    "sft_selected": "*",
     # tests/dagster/test_mixing_schedule_assets.py
     "domain_weights": "*",
     "dataset_splits": "*",
