@@ -67,8 +67,6 @@ NOT_YET = {
     "tokenizer": "*",
     "tokenized_corpus": "*",
     "training_tokens": "*",
-    # tests/dagster/test_corpus_fuzzy_dedup.py
-    "corpus_fuzzy_dedup": "*",
     # resources: tests/dagster/test_text_quality_assets.py (embedder backends, kenlm model_path/order,
     # quality_model model_path), test_multimodal_assets.py (clip), test_llm_assets.py (llm)
     "embedder": "*",
