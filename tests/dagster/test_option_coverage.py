@@ -63,10 +63,6 @@ NOT_YET = {
     "llm_rewritten": "*",
     "llm_sft_synthesized": "*",
     "sft_judged": "*",
-    # tests/unit/test_tokens*.py and tests/dagster (tokens through the CLI)
-    "tokenizer": "*",
-    "tokenized_corpus": "*",
-    "training_tokens": "*",
     # resources: tests/dagster/test_text_quality_assets.py (embedder backends, kenlm model_path/order,
     # quality_model model_path), test_multimodal_assets.py (clip), test_llm_assets.py (llm)
     "embedder": "*",
