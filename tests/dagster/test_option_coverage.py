@@ -49,12 +49,7 @@ NOT_YET = {
     "dataset_splits": "*",
     "pretrain_mixture": "*",
     "training_schedule": "*",
-    # tests/dagster/test_multimodal_assets.py, test_clip_checkpoints.py
-    "raw_image_text": "*",
-    "image_text_checked": "*",
-    "clip_scored": "*",
-    "clip_filtered": "*",
-    "image_vector_index": "*",
+    # tests/dagster/test_multimodal_assets.py
     "raw_videos": "*",
     "video_keyframes": "*",
     "uniform_keyframes": "*",
