@@ -49,10 +49,6 @@ NOT_YET = {
     "dataset_splits": "*",
     "pretrain_mixture": "*",
     "training_schedule": "*",
-    # tests/dagster/test_multimodal_assets.py
-    "raw_videos": "*",
-    "video_keyframes": "*",
-    "uniform_keyframes": "*",
     # tests/dagster/test_llm_assets.py (a real llama.cpp-compatible server on loopback)
     "llm_judged": "*",
     "llm_rewritten": "*",
