@@ -100,7 +100,15 @@ INDEX = {
     "threads": 2,
     "batch_rows": 3,
 }
+# The resources of these stages (test_resource_options): a 4-gram model named by path with fixed
+# bucket cut-offs, the classifier named by path, the embedding model as a local directory on ONNX fp32.
+KENLM = {"order": 4, "model_path": "<the 4-gram reference_lm file>", "bucket_cutoffs": [50.0, 500.0]}
+QUALITY_MODEL = {"model_path": "<quality_classifier's file>"}
+EMBEDDER = {"model": "<the bundled model's directory>", "backend": "onnx", "quantize": "none", "threads": 1}
 OPTIONS = {
+    "kenlm": [KENLM],
+    "quality_model": [QUALITY_MODEL],
+    "embedder": [EMBEDDER],
     "reference_lm": [REFERENCE_LM, NO_DISCOUNT_FALLBACK],
     "quality_classifier": [CLASSIFIER, STRICT_AUC],
     "perplexity_scored": [PERPLEXITY_REFERENCE, PERPLEXITY_FILTERS],
@@ -124,12 +132,14 @@ def ops(**stages: dict) -> dict:
     return {"ops": {stage: {"config": options} for stage, options in stages.items()}}
 
 
-def materialize(assets, instance, layout, partition=None, run_config=None) -> dg.ExecuteInProcessResult:
+def materialize(
+    assets, instance, layout, partition=None, run_config=None, **resources
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         assets,
         partition_key=partition,
         instance=instance,
-        resources=resources_for(layout),
+        resources=resources_for(layout, **resources),
         run_config=run_config,
         raise_on_error=False,
     )
@@ -398,3 +408,51 @@ def test_vector_index_options(chain):
     # f16 vectors and 8 links per node: a smaller graph, still finding every stored vector
     assert meta["documents_disk_bytes"].value < 0.75 * base["documents_disk_bytes"].value
     assert all(c.passed for c in chosen.get_asset_check_evaluations())
+
+
+def test_resource_options(chain):
+    """Last in this module: it makes a 4-gram model reference_lm's current one."""
+    from refinery.models.embedder import resolve_model_path
+    from resources.embedder import EmbedderResource
+    from resources.kenlm import KenLMResource
+    from resources.quality import QualityClassifierResource
+
+    layout, instance, runs = chain
+    storage = Storage(layout.storage)
+    # kenlm: order 4 trains a 4-gram model; named by path with fixed cut-offs, it scores gamma
+    four = materialize([reference_lm], instance, layout, kenlm=KenLMResource(order=4))
+    meta = metadata(four, "reference_lm")
+    assert sidecar(meta)["order"] == 4 and meta["order"].value == 4
+    kenlm = KenLMResource(order=4, model_path=meta["model_path"].value, bucket_cutoffs=[50.0, 500.0])
+    cut = ops(perplexity_scored={"bucket_reference": "reference"})
+    assert materialize([perplexity_scored], instance, layout, "gamma", cut, kenlm=kenlm).success
+    stamp = storage.provenance("perplexity_scored", "gamma")
+    assert stamp["model"]["sha256"] == meta["model_sha256"].value and stamp["model"]["order"] == 4
+    assert stamp["bucket_cutoffs"] == [50.0, 500.0] and "kenlm resource" in stamp["bucket_cutoffs_origin"]
+    scored = storage.read("perplexity_scored", "gamma")
+    expected = np.where(
+        scored["perplexity"] <= 50, "head", np.where(scored["perplexity"] <= 500, "middle", "tail")
+    )
+    assert scored["perplexity_bucket"].tolist() == expected.tolist()
+    # quality_model: the first classifier, named by path, after a second one became current
+    first = metadata(runs["models"], "quality_classifier")
+    retrained = ops(quality_classifier={**CLASSIFIER, "seed": 9})
+    assert materialize([quality_classifier], instance, layout, run_config=retrained).success
+    named = QualityClassifierResource(model_path=first["model_path"].value)
+    keep_all = ops(quality_scored={"threshold": 0.0})
+    assert materialize([quality_scored], instance, layout, "gamma", keep_all, quality_model=named).success
+    assert storage.provenance("quality_scored", "gamma")["model"]["sha256"] == first["model_sha256"].value
+    # embedder: the bundled model as a directory, ONNX fp32, one thread
+    before = read_embeddings(storage, "gamma").vectors
+    compute = resources_for(layout)["embedder"].compute
+    directory = str(resolve_model_path("bundled:all-MiniLM-L6-v2"))
+    embedder = EmbedderResource(compute=compute, model=directory, backend="onnx", quantize="none", threads=1)
+    result = materialize(
+        [document_embeddings, semantic_deduplicated], instance, layout, "gamma", embedder=embedder
+    )
+    assert result.success
+    meta = metadata(result, "document_embeddings")
+    assert (meta["backend"].value, meta["quantize"].value, meta["threads"].value) == ("onnx", "none", 1)
+    assert directory in meta["model"].value or meta["model"].value == "all-MiniLM-L6-v2"
+    after = read_embeddings(storage, "gamma").vectors
+    assert ((after * before).sum(axis=1) >= 0.99).all()  # fp32 beside the default int8

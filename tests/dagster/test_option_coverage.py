@@ -54,11 +54,8 @@ NOT_YET = {
     "llm_rewritten": "*",
     "llm_sft_synthesized": "*",
     "sft_judged": "*",
-    # resources: tests/dagster/test_text_quality_assets.py (embedder backends, kenlm model_path/order,
-    # quality_model model_path), test_multimodal_assets.py (clip), test_llm_assets.py (llm)
-    "embedder": "*",
-    "kenlm": "*",
-    "quality_model": "*",
+    # resources: tests/dagster/test_multimodal_assets.py and test_clip_checkpoints.py (clip),
+    # test_llm_assets.py (llm), the whole suite (compute's batch size and DataLoader workers)
     "clip": "*",
     "llm": "*",
     "compute": {"batch_size", "dataloader_workers"},
