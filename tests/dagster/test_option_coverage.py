@@ -49,15 +49,13 @@ NOT_YET = {
     "dataset_splits": "*",
     "pretrain_mixture": "*",
     "training_schedule": "*",
-    # tests/dagster/test_llm_assets.py (a real llama.cpp-compatible server on loopback)
-    "llm_judged": "*",
-    "llm_rewritten": "*",
-    "llm_sft_synthesized": "*",
+    # tests/dagster/test_llm_assets.py (the real server on loopback): sft_judged after the SFT chain
     "sft_judged": "*",
-    # resources: tests/dagster/test_multimodal_assets.py and test_clip_checkpoints.py (clip),
-    # test_llm_assets.py (llm), the whole suite (compute's batch size and DataLoader workers)
+    # resources: tests/dagster/test_multimodal_assets.py and test_clip_checkpoints.py (clip); the
+    # client's failure handling in test_llm_assets.py::test_client_errors_retries_and_duplicate_requests;
+    # the whole suite (compute's batch size and DataLoader workers)
     "clip": "*",
-    "llm": "*",
+    "llm": {"api_key_env", "timeout_s", "max_retries", "backoff_s"},
     "compute": {"batch_size", "dataloader_workers"},
 }
 # Set by hand in every run, not options a user chooses.
