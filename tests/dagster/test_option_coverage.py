@@ -44,11 +44,6 @@ NEEDS_CLUSTER = {
 
 # Not yet set by an options test (each asset's own test file exercises some of them: named).
 NOT_YET = {
-    # tests/dagster/test_mixing_schedule_assets.py
-    "domain_weights": "*",
-    "dataset_splits": "*",
-    "pretrain_mixture": "*",
-    "training_schedule": "*",
     # tests/dagster/test_llm_assets.py (the real server on loopback): sft_judged after the SFT chain
     "sft_judged": "*",
     # resources: tests/dagster/test_multimodal_assets.py and test_clip_checkpoints.py (clip); the
