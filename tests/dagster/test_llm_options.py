@@ -47,7 +47,12 @@ SYNTH = {
     "pairs_per_document": 1,
     "sft_source": "synth-opts",
 }
+SFT_JUDGE = {
+    **JUDGE,
+    "user_prompt": 'Grade 0-10 as JSON {"score": n, "rationale": "..."}:\n{prompt}\n{response}',
+}
 OPTIONS = {
+    "sft_judged": [SFT_JUDGE],
     "llm_judged": [JUDGE],
     "llm_rewritten": [REWRITE],
     "llm_sft_synthesized": [SYNTH],
@@ -80,7 +85,7 @@ def run(tmp_path_factory):
             result = dg.materialize(
                 LLM_TEXT, partition_key=SOURCE, instance=instance, resources=resources, run_config=config
             )
-            yield layout, corpus, result, cache
+            yield layout, corpus, result, cache, (instance, resources)
     finally:
         stop_server(server)
 
@@ -105,7 +110,7 @@ def sampling(options: dict) -> dict:
 
 
 def test_judge_options(run):
-    layout, corpus, result, _ = run
+    layout, corpus, result, _, _ = run
     assert result.success
     storage = Storage(layout.storage)
     judged = rows(storage, "llm_judged")
@@ -124,7 +129,7 @@ def test_judge_options(run):
 
 
 def test_rewrite_selection(run):
-    layout, corpus, _, _ = run
+    layout, corpus, _, _, _ = run
     storage = Storage(layout.storage)
     rewritten = rows(storage, "llm_rewritten")
     chosen = set(corpus.loc[corpus["quality_score"].between(0.3, 0.7), "id"])  # every bucket
@@ -135,7 +140,7 @@ def test_rewrite_selection(run):
 
 
 def test_synthesis_options(run):
-    layout, _, result, _ = run
+    layout, _, result, _, _ = run
     storage = Storage(layout.storage)
     kept = storage.read("llm_sft_synthesized", SOURCE)
     assert (kept["synthesized_pairs"] <= 1).all()
@@ -149,7 +154,7 @@ def test_synthesis_options(run):
 def test_client_limits_and_input_cut(run):
     import sqlite3
 
-    _, corpus, result, cache = run
+    _, corpus, result, cache, _ = run
     assert cache.is_file()  # cache_path: every request and answer is in the named file
     with sqlite3.connect(cache) as db:
         requests = [json.loads(r) for (r,) in db.execute("SELECT request FROM completions")]
@@ -161,3 +166,48 @@ def test_client_limits_and_input_cut(run):
     assert {JUDGE["system_prompt"], REWRITE["system_prompt"], SYNTH["system_prompt"]} <= systems
     for asset in ("llm_judged", "llm_rewritten", "llm_sft_synthesized"):
         assert 1 <= metadata(result, asset)["llm_peak_in_flight"].value <= 2  # max_concurrency
+
+
+def test_sft_judge_options(run):
+    """A sample SFT source through its chain (4 records selected), then sft_judged with every option."""
+    from assets.llm import sft_judged
+    from assets.sft import raw_sft, sft_checked, sft_selected
+    from refinery.llm.prompts import JUDGE_SFT
+    from refinery.sample.sft_sample import build_sft_sample
+
+    layout, _, _, _, (instance, resources) = run
+    build_sft_sample(layout.inbox_kind("sft"), seed=3, records_per_source=8)
+    add_partition(instance, "sft", "alpaca")
+    chain = {"ops": {"sft_selected": {"config": {"budget_count": 4}}}}
+    assert dg.materialize(
+        [raw_sft, sft_checked, sft_selected], partition_key="alpaca", instance=instance, resources=resources,
+        run_config=chain,
+    ).success  # fmt: skip
+
+    def judge(options):
+        return dg.materialize(
+            [sft_judged],
+            partition_key="alpaca",
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {"sft_judged": {"config": options}}},
+            raise_on_error=False,
+        )
+
+    # a placeholder this stage does not fill ({text} is the document stages') fails before any request
+    wrong = judge({**SFT_JUDGE, "user_prompt": "Grade: {text}"})
+    errors = " ".join(e.event_specific_data.error.to_string() for e in wrong.all_events if e.is_step_failure)
+    assert not wrong.success and "it fills {prompt}, {response}" in errors
+    judged = judge(SFT_JUDGE)
+    assert judged.success
+    storage = Storage(layout.storage)
+    scored = pd.concat(
+        [storage.read("sft_judged", "alpaca"), storage.read("sft_judged", "alpaca", rejected=True)]
+    )
+    assert len(scored) == 4
+    for prov in asked(scored):
+        assert prov["sampling"] == sampling(SFT_JUDGE) and prov["prompt_hash"] != JUDGE_SFT.hash
+    kept = storage.read("sft_judged", "alpaca")
+    assert kept["judge_score"].between(2.0, 10.0).all()
+    stamp = storage.provenance("sft_judged", "alpaca")["params"]
+    assert (stamp["scale"], stamp["batch_rows"], stamp["max_input_chars"]) == (10.0, 2, 120)

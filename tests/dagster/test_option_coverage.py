@@ -44,8 +44,6 @@ NEEDS_CLUSTER = {
 
 # Not yet set by an options test (each asset's own test file exercises some of them: named).
 NOT_YET = {
-    # tests/dagster/test_llm_assets.py (the real server on loopback): sft_judged after the SFT chain
-    "sft_judged": "*",
     # resources: tests/dagster/test_multimodal_assets.py and test_clip_checkpoints.py (clip); the
     # client's failure handling in test_llm_assets.py::test_client_errors_retries_and_duplicate_requests;
     # the whole suite (compute's batch size and DataLoader workers)
