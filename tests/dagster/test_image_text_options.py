@@ -66,7 +66,14 @@ ROUNDS: dict[str, dict] = {
         "clip_filtered": {"threshold": 0.5},
     },
 }
-OPTIONS = {"image_vector_index": [INDEX]}
+CLIP = {"checkpoint": "<the tiny CLIP's weights file>", "model_name": "<its config JSON>"}
+CLIP_TAG = {
+    "pretrained": "openai",
+    "cache_dir": "<an empty cache>",
+    "model_name": "ViT-B-32",
+    "checkpoint": "",
+}
+OPTIONS = {"image_vector_index": [INDEX], "clip": [CLIP, CLIP_TAG]}
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +158,45 @@ def test_image_vector_index_options(rounds):
     base, chosen = index(), index(INDEX)
     assert chosen["parameters"] == INDEX | {k: v for k, v in chosen["parameters"].items() if k not in INDEX}
     assert chosen["images_disk_bytes"] < base["images_disk_bytes"]
+
+
+def test_clip_resource_options(rounds, tmp_path):
+    """checkpoint and model_name: the tiny CLIP's weights file with its config JSON scores as the
+    bundled name does; pretrained and cache_dir: a tag that is not in the cache is refused (nothing is
+    downloaded), naming the cache it searched."""
+    from refinery.multimodal import tiny_clip_train
+    from resources.clip import ClipResource
+
+    layout, instance, storage = rounds
+    before = storage.read("clip_scored", "tables").set_index("id")["clip_cosine"]
+    compute = resources(layout)["clip"].compute
+    folder = tiny_clip_train.default_checkpoint_dir()
+    weights = next(folder.glob("*.safetensors"))
+    by_file = ClipResource(
+        compute=compute, checkpoint=str(weights), model_name=str(folder / "open_clip_config.json")
+    )
+    result = dg.materialize(
+        [clip_scored],
+        partition_key="tables",
+        instance=instance,
+        resources={**resources(layout), "clip": by_file},
+    )
+    assert result.success
+    after = storage.read("clip_scored", "tables").set_index("id")["clip_cosine"]
+    assert (after.loc[before.index] - before).abs().max() < 1e-5
+    cache = tmp_path / "open_clip_cache"
+    cache.mkdir()
+    tag = ClipResource(
+        compute=compute, checkpoint="", model_name="ViT-B-32", pretrained="openai", cache_dir=str(cache)
+    )
+    refused = dg.materialize(
+        [clip_scored],
+        partition_key="tables",
+        instance=instance,
+        resources={**resources(layout), "clip": tag},
+        raise_on_error=False,
+    )
+    errors = " ".join(
+        e.event_specific_data.error.to_string() for e in refused.all_events if e.is_step_failure
+    )
+    assert not refused.success and str(cache) in errors

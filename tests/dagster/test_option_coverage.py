@@ -44,10 +44,9 @@ NEEDS_CLUSTER = {
 
 # Not yet set by an options test (each asset's own test file exercises some of them: named).
 NOT_YET = {
-    # resources: tests/dagster/test_multimodal_assets.py and test_clip_checkpoints.py (clip); the
-    # client's failure handling in test_llm_assets.py::test_client_errors_retries_and_duplicate_requests;
-    # the whole suite (compute's batch size and DataLoader workers)
-    "clip": "*",
+    # resources: the client's failure handling in
+    # test_llm_assets.py::test_client_errors_retries_and_duplicate_requests; the whole suite
+    # (compute's batch size and DataLoader workers)
     "llm": {"api_key_env", "timeout_s", "max_retries", "backoff_s"},
     "compute": {"batch_size", "dataloader_workers"},
 }
