@@ -109,6 +109,7 @@ OPTIONS = {
     "kenlm": [KENLM],
     "quality_model": [QUALITY_MODEL],
     "embedder": [EMBEDDER],
+    "compute": [{"batch_size": 4}],
     "reference_lm": [REFERENCE_LM, NO_DISCOUNT_FALLBACK],
     "quality_classifier": [CLASSIFIER, STRICT_AUC],
     "perplexity_scored": [PERPLEXITY_REFERENCE, PERPLEXITY_FILTERS],
@@ -413,6 +414,7 @@ def test_vector_index_options(chain):
 def test_resource_options(chain):
     """Last in this module: it makes a 4-gram model reference_lm's current one."""
     from refinery.models.embedder import resolve_model_path
+    from resources import ComputeResource
     from resources.embedder import EmbedderResource
     from resources.kenlm import KenLMResource
     from resources.quality import QualityClassifierResource
@@ -444,7 +446,7 @@ def test_resource_options(chain):
     assert storage.provenance("quality_scored", "gamma")["model"]["sha256"] == first["model_sha256"].value
     # embedder: the bundled model as a directory, ONNX fp32, one thread
     before = read_embeddings(storage, "gamma").vectors
-    compute = resources_for(layout)["embedder"].compute
+    compute = ComputeResource(device="cpu", batch_size=4)
     directory = str(resolve_model_path("bundled:all-MiniLM-L6-v2"))
     embedder = EmbedderResource(compute=compute, model=directory, backend="onnx", quantize="none", threads=1)
     result = materialize(
@@ -453,6 +455,7 @@ def test_resource_options(chain):
     assert result.success
     meta = metadata(result, "document_embeddings")
     assert (meta["backend"].value, meta["quantize"].value, meta["threads"].value) == ("onnx", "none", 1)
+    assert meta["batch_size"].value == 4  # the compute resource's
     assert directory in meta["model"].value or meta["model"].value == "all-MiniLM-L6-v2"
     after = read_embeddings(storage, "gamma").vectors
     assert ((after * before).sum(axis=1) >= 0.99).all()  # fp32 beside the default int8
