@@ -40,11 +40,17 @@ GZIP_MAGIC = b"\x1f\x8b"
 KNOWN_FIELDS = {"text", "id", "url", "meta"}
 
 
-class IngestParams(BaseModel):
-    """How the inbox is read. Defaults suit web-scale text."""
+class ReaderParams(BaseModel):
+    """What every inbox reader takes: the size limit of a record and the batch size. Readers of
+    kinds without web pages or PDFs (SFT) take only these, so their config offers no option that
+    would do nothing."""
 
     max_document_chars: int = Field(1_000_000, description="Longer documents are quarantined as oversized.")
     batch_rows: int = Field(5_000, description="Documents per batch handed to the writer.")
+
+
+class IngestParams(ReaderParams):
+    """How the text inbox is read. Defaults suit web-scale text."""
 
     # Web pages, crawls and PDFs -------------------------------------------------------------
     html_extractor: Literal["resiliparse", "trafilatura"] = Field(
@@ -94,7 +100,7 @@ class SourceReader(RowCollector):
     RECORD_UNIT = "records"
     PARQUET_COLUMNS: tuple[str, ...] = ("text",)  # a Parquet file without them is quarantined whole
 
-    def __init__(self, folder: Path, source: str, params: IngestParams | None = None):
+    def __init__(self, folder: Path, source: str, params: ReaderParams | None = None):
         super().__init__(folder, source, params or IngestParams())
 
     def report(self) -> dict:

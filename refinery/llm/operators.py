@@ -40,7 +40,9 @@ class LlmStageParams(SamplingParams):
 
     system_prompt: str = Field("", description="Replaces the template's system message ('' keeps it).")
     user_prompt: str = Field(
-        "", description="Replaces the template's user message ('' keeps it); {text} marks the document."
+        "",
+        description="Replaces the template's user message ('' keeps it); {text} marks the document "
+        "({prompt} and {response} the record, in sft_judged). Other placeholders are refused.",
     )
     max_input_chars: int = Field(6000, ge=1, description="A document is cut to this many characters.")
     batch_rows: int = Field(
@@ -106,7 +108,17 @@ SYNTHESIS_FIELDS = (
 
 
 def template_for(default: PromptTemplate, params: LlmStageParams) -> PromptTemplate:
-    return default.with_text(params.system_prompt or None, params.user_prompt or None)
+    """The stage's template with the config's texts; a placeholder the stage does not fill is an
+    error here, before any request, naming the ones it fills."""
+    template = default.with_text(params.system_prompt or None, params.user_prompt or None)
+    unknown = [f for f in template.fields if f not in default.fields]
+    if unknown:
+        offered = ", ".join(f"{{{f}}}" for f in default.fields)
+        raise ValueError(
+            f"system_prompt/user_prompt use {', '.join(f'{{{f}}}' for f in unknown)}, which "
+            f"{default.name} does not fill; it fills {offered}"
+        )
+    return template
 
 
 class LlmProcessor(StageProcessor):

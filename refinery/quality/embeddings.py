@@ -255,6 +255,17 @@ def embedding_checks(storage: Storage, upstream: str, partition: str) -> list[Ch
     ]
 
 
+def intra_op_threads(embedder: Embedder) -> int:
+    """Threads the model computes with: the ONNX session's intra-op setting (0: one per physical
+    core), or torch's thread count."""
+    session = getattr(embedder, "session", None)
+    if session is not None:
+        return int(session.get_session_options().intra_op_num_threads)
+    import torch
+
+    return int(torch.get_num_threads())
+
+
 def embedding_report(run: EmbeddingRun, embedder: Embedder, params: EmbeddingParams) -> dict:
     return {
         "output": FilePath.of(run.path),
@@ -264,6 +275,7 @@ def embedding_report(run: EmbeddingRun, embedder: Embedder, params: EmbeddingPar
         "backend": getattr(embedder, "backend", "torch"),
         "quantize": getattr(embedder, "quantize", "none"),
         "batch_size": embedder.batch_size,
+        "threads": intra_op_threads(embedder),
         "seconds": round(run.seconds, 3),
         "documents_per_second": round(run.docs_per_second, 1),
         "chars_per_second": round(run.chars / run.seconds, 1) if run.seconds > 0 else 0.0,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from refinery.ingest.text_reader import IngestParams, SourceReader
+from refinery.ingest.text_reader import ReaderParams, SourceReader
 from refinery.kernel.collector import MAX_RAW_FILE_BYTES, IngestBatch
 from refinery.kernel.report import counts_table
 from refinery.kernel.surrogates import lone_surrogate, may_hold_surrogates
@@ -30,7 +30,7 @@ from refinery.sft.schema import TEXT_COLUMN as PROMPT_COLUMN
 SFT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet")
 
 
-class SftIngestParams(IngestParams):
+class SftIngestParams(ReaderParams):
     """How the SFT inbox is read, and what each record will be compared on downstream."""
 
     max_document_chars: int = Field(
