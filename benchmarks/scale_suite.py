@@ -227,6 +227,7 @@ def section_dedup(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="scale-dedup-") as tmp:
         ours_cpu, ours_wall, stats = run_shuffle(files, InProcessTasks(), 1, Path(tmp) / "work", 20_000)
         dt_cpu, dt_wall, dt = run_datatrove(files, Path(tmp))
+    write_dedup_rate(mb / ours_cpu, docs, mb)
     return {
         "documents": docs,
         "text_mb": round(mb, 2),
@@ -246,6 +247,22 @@ def section_dedup(args) -> dict:
             },
         ],
     }
+
+
+def write_dedup_rate(mb_s_per_core: float, docs: int, mb: float) -> None:
+    """The measured rate where ``refinery plan`` reads it (``benchmarks/rates/corpus_shuffle.json``,
+    the key :mod:`benchmarks.bench_corpus_shuffle` writes too)."""
+    path = ROOT / "benchmarks" / "rates" / "corpus_shuffle.json"
+    rates = json.loads(path.read_text()) if path.exists() else {}
+    rates["corpus_fuzzy_dedup"] = {
+        "mb_s_per_core": round(mb_s_per_core, 2),
+        "corpus": "real",
+        "documents": docs,
+        "text_mb": round(mb, 2),
+        "source": "benchmarks/scale_suite.py dedup (shuffle, in process; CPU seconds)",
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    path.write_text(json.dumps(rates, indent=1, sort_keys=True) + "\n")
 
 
 def render_dedup(r: dict) -> list[str]:
