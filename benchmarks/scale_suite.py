@@ -1,6 +1,6 @@
 """The scale figures of issues 18 and 19 in one command, each baseline measured in the same run.
 
-    flock /tmp/refinery-heavy.lock .venv/bin/python -m benchmarks.scale_suite            # ~10 min, 2 cores
+    flock /tmp/refinery-heavy.lock .venv/bin/python -m benchmarks.scale_suite   # ~8 min, 2 cores
     flock /tmp/refinery-heavy.lock .venv/bin/python -m benchmarks.scale_suite --claims-10m   # + 10M claims
 
 Sections (each in a subprocess of its own with a time limit, so one that fails or overruns is reported
@@ -403,7 +403,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--claims-10m",
         action="store_true",
-        help="also the exact index at 10M and the fuzzy one at 1M (~15 min)",
+        help="also the exact index at 10M and the fuzzy one at 1M (~15 min more)",
     )
     p.add_argument("--budget", type=float, default=1.0, help="scale every section's time limit")
     p.add_argument("--out", type=Path, default=OUT / "scale_suite.md")
