@@ -11,7 +11,10 @@ removes a superset of its removals, through chains A ~ B ~ C). Not automated: ma
 corpus-wide pass is wanted.
 """
 
+from typing import Literal
+
 import dagster as dg
+from pydantic import Field
 
 from assets.factory import config_class, publish
 from assets.partitions import text_source
@@ -19,8 +22,30 @@ from refinery import names
 from refinery.dedup.corpus_publish import CorpusFuzzyDedupParams, publish_corpus_dedup
 from refinery.kernel.report import provenance
 from resources import EngineResource, RefineryHome
+from resources.ray_jobs import submit_corpus_dedup
 
-CorpusFuzzyDedupConfig = config_class(CorpusFuzzyDedupParams)
+SUBMIT_FIELDS = {"submit", "ray_dashboard", "ray_job_python", "ray_job_env"}
+
+
+class CorpusFuzzyDedupConfig(config_class(CorpusFuzzyDedupParams)):
+    """The library's parameters, and where the pass runs (not part of the output's provenance)."""
+
+    submit: Literal["step", "ray_job"] = Field(
+        "step",
+        description="'step': in this Dagster step's process, its tasks on the `engine` resource. 'ray_job': "
+        "submitted as a Ray job to the cluster whose dashboard is `ray_dashboard` (dagster-ray's "
+        "PipesRayJobClient); the job's driver runs on the head, its tasks on the cluster's workers, and "
+        "metadata, data version and checks come back through Dagster Pipes.",
+    )
+    ray_dashboard: str = Field(
+        "http://127.0.0.1:8265", description="The Ray dashboard (job server) address, for submit 'ray_job'."
+    )
+    ray_job_python: str = Field(
+        "python", description="The Python interpreter on the cluster's head that has Refinery installed."
+    )
+    ray_job_env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables of the Ray job (e.g. PYTHONPATH)."
+    )
 
 
 @dg.asset(
@@ -58,8 +83,21 @@ def corpus_fuzzy_dedup(
     engine: EngineResource,
 ) -> dg.MaterializeResult:
     sources = context.instance.get_dynamic_partitions(text_source.name)
-    stamp = provenance(names.CORPUS_FUZZY_DEDUP, "all", config)
-    published = publish_corpus_dedup(refinery.storage(), config, engine.engine(), stamp, sources)
+    params = CorpusFuzzyDedupParams.model_validate(config.model_dump(exclude=SUBMIT_FIELDS))
+    stamp = provenance(names.CORPUS_FUZZY_DEDUP, "all", params)
+    if config.submit == "ray_job":
+        extras = {
+            "storage": str(refinery.storage().root),
+            "sources": list(sources),
+            "params": params.model_dump(),
+            "stamp": stamp,
+            "engine": {"workers": engine.workers, "slice_rows": engine.slice_rows,
+                       "node_ip_address": engine.node_ip_address},
+        }  # fmt: skip
+        return submit_corpus_dedup(
+            context, config.ray_dashboard, config.ray_job_python, config.ray_job_env, extras
+        )
+    published = publish_corpus_dedup(refinery.storage(), params, engine.engine(), stamp, sources)
     # The manifest's hash (parts, rows, provenance) is the data version: same rows, same version.
     version = published.metadata["manifest"].value["version"]
     return publish(context, published)._replace(data_version=dg.DataVersion(version))

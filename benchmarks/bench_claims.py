@@ -73,18 +73,23 @@ def fill(backend: str, kind: str, n: int, layout: Layout, url: str) -> np.ndarra
 
 
 def _fill_exact(backend, index, hashes, ids) -> None:
+    """What claims would leave, written in bulk: SQLite rows in one transaction; on Redis one
+    multi-field ``HSET`` per claims hash the chunk touches and, for the sharded layout, the source's
+    member set too (what withdrawal reads), all in one pipeline."""
     if backend == "local":
         with immediate(index._db):
             index._db.executemany(
                 "INSERT INTO claims VALUES (?, 'fill', ?)", list(zip(hashes, ids, strict=True))
             )
         return
-    pipe = index._r.pipeline(transaction=False) if backend == "redis" else index._r.pipeline()
+    groups: dict[str, dict[bytes, str]] = {}
     for h, d in zip(hashes, ids, strict=True):
-        if backend == "redis":
-            pipe.hset(index._claims, h, doc_key("fill", d))
-        else:
-            pipe.hset(index._claims_of(h), h, doc_key("fill", d))
+        key = index._claims if backend == "redis" else index._claims_of(h)
+        groups.setdefault(key, {})[h] = doc_key("fill", d)
+    pipe = index._r.pipeline(transaction=False) if backend == "redis" else index._r.pipeline()
+    for key, mapping in groups.items():
+        pipe.hset(key, mapping=mapping)
+    pipe.sadd(index._members("fill") if backend == "redis-cluster" else index._members + "fill", *hashes)
     pipe.execute()
 
 
@@ -116,11 +121,18 @@ def _fill_fuzzy(backend, index, sigs, ids, offset) -> None:
                 pipe.sadd(keys[i * index.bands + band], key)
         pipe.execute()
         return
+    # As claims leave it: one multi-field HSET per slot group of tickets (signature + key, state
+    # kept), the source's member set of tickets, then the bucket sets by the index's own script.
+    docs: dict[str, dict[int, bytes]] = {}
+    state: dict[str, dict[int, bytes]] = {}
+    tickets = list(range(offset + 1, offset + 1 + len(ids)))
+    for i, (t, d) in enumerate(zip(tickets, ids, strict=True)):
+        docs.setdefault(index._docs(t), {})[t] = sigs[i].tobytes() + doc_key("fill", d).encode()
+        state.setdefault(index._state(t), {})[t] = b"k"
     pipe = index._r.pipeline()
-    for i, d in enumerate(ids):
-        t = offset + 1 + i
-        pipe.hset(index._docs(t), t, sigs[i].tobytes() + doc_key("fill", d).encode())
-        pipe.hset(index._state(t), t, b"k")
+    for key, mapping in [*docs.items(), *state.items()]:
+        pipe.hset(key, mapping=mapping)
+    pipe.sadd(index._members("fill"), *tickets)
     pipe.execute()
     index._bucket_script("add", list(range(offset + 1, offset + 1 + len(ids))), buckets)
 

@@ -43,7 +43,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def loopback_cluster(cpus_per_node: int = 1):
+def loopback_cluster(cpus_per_node: int = 1, nodes: int = 2):
+    """A head and ``nodes - 1`` more nodes on 127.0.0.1, each its own process group (stopped at the
+    end); yields the head's address once every node has joined."""
     port = _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT), "RAY_DISABLE_USAGE_STATS": "1"}
     common = [
@@ -54,7 +56,7 @@ def loopback_cluster(cpus_per_node: int = 1):
         str(cpus_per_node),
         "--disable-usage-stats",
     ]
-    temp = Path("/tmp") / f"refinery-bench-ray-{os.getpid()}"
+    temp = Path("/tmp") / f"refinery-bench-ray-{os.getpid()}-{port}"
     procs = [
         subprocess.Popen(
             [
@@ -85,16 +87,17 @@ def loopback_cluster(cpus_per_node: int = 1):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-        procs.append(
-            subprocess.Popen(
-                [BIN / "ray", "start", "--address", f"127.0.0.1:{port}", *common],
-                env=env,
-                start_new_session=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+        for _ in range(nodes - 1):
+            procs.append(
+                subprocess.Popen(
+                    [BIN / "ray", "start", "--address", f"127.0.0.1:{port}", *common],
+                    env=env,
+                    start_new_session=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             )
-        )
-        time.sleep(15)
+        _wait_for_nodes(f"127.0.0.1:{port}", nodes, env)
         yield f"127.0.0.1:{port}"
     finally:
         for proc in reversed(procs):
@@ -105,6 +108,19 @@ def loopback_cluster(cpus_per_node: int = 1):
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_for_nodes(address: str, count: int, env: dict) -> None:
+    """Every node alive, asked from a separate process (this one stays unattached to Ray)."""
+    probe = (
+        "import ray, time\n"
+        f"ray.init(address='{address}', _node_ip_address='127.0.0.1', log_to_driver=False)\n"
+        "deadline = time.time() + 120\n"
+        f"while len([n for n in ray.nodes() if n['Alive']]) < {count} and time.time() < deadline:\n"
+        "    time.sleep(0.5)\n"
+        f"assert len([n for n in ray.nodes() if n['Alive']]) >= {count}\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], env=env, check=True, timeout=240, capture_output=True)
 
 
 def main() -> None:
