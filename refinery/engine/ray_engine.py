@@ -290,6 +290,7 @@ class RayEngine:
                 num_cpus=self.cpus_per_worker,
                 num_gpus=gpus or None,
             ).take_all()
+            raise_failed([r for r in rows if r["error"]], len(slices))
             results += [pickle.loads(r["result"]) for r in rows]
         return sorted(results, key=lambda r: r["index"])
 
@@ -331,6 +332,7 @@ class RayEngine:
             num_gpus=gpus or None,
         )
         rows = out.take_all()
+        raise_failed([r for r in rows if r["error"]], len(slices))
         return [
             {
                 "index": int(r["index"]),
@@ -368,20 +370,34 @@ class SliceActor:
 
         import ray
 
-        out: dict[str, list] = {"index": [], "stats": [], "summary": [], "node": [], "worker": []}
+        out: dict[str, list] = {
+            "index": [],
+            "stats": [],
+            "summary": [],
+            "node": [],
+            "worker": [],
+            "error": [],
+        }
         job, spec = self.job, self.job.context.spec
         for raw in batch["slice"]:
             piece: Slice = pickle.loads(raw)
-            stats = process_slice(
-                piece,
-                self.process,
-                job.writer,
-                job.schema,
-                job.rejected_schema,
-                dict(spec.histograms),
-                spec.text_column,
-                job.batch_rows,
-            )
+            try:
+                stats = process_slice(
+                    piece,
+                    self.process,
+                    job.writer,
+                    job.schema,
+                    job.rejected_schema,
+                    dict(spec.histograms),
+                    spec.text_column,
+                    job.batch_rows,
+                )
+            except Exception as err:  # reported to the driver with its type (see SliceFailed)
+                for name in ("stats", "summary", "node", "worker"):
+                    out[name].append(b"" if name in ("stats", "summary") else "")
+                out["index"].append(piece.index)
+                out["error"].append(_portable_error(err))
+                continue
             after = dict(self.process.summary())
             node = ray.get_runtime_context().get_node_id()
             result = {
@@ -396,8 +412,44 @@ class SliceActor:
                 out[name].append(pickle.dumps(result[name]))
             out["node"].append(result["node"])
             out["worker"].append(result["worker"])
+            out["error"].append(b"")
             self.before = after
         return out
+
+
+class SliceFailed(RuntimeError):
+    """A slice's processing raised on a worker. Its exception is this one's ``__cause__`` (with its
+    type, so a transient failure, such as a refused connection, is retried like one in the step's
+    own process); the other slices ran to the end, and a retry skips those that completed."""
+
+
+def _portable_error(err: Exception) -> bytes:
+    """The exception with its remote traceback in its message, pickled; or a RuntimeError with the
+    same text when the exception itself cannot be pickled."""
+    import traceback
+
+    text = "".join(traceback.format_exception(err)).rstrip()
+    try:
+        return pickle.dumps((err, text))
+    except Exception:
+        return pickle.dumps((RuntimeError(f"{type(err).__name__}: {err}"), text))
+
+
+def raise_failed(failed: list[dict], slices: int) -> None:
+    """Raise :class:`SliceFailed` for the first failed slice (by index), from its exception."""
+    if not failed:
+        return
+    first = min(failed, key=lambda r: int(r["index"]))
+    try:
+        err, text = pickle.loads(first["error"])
+    except Exception as unreadable:  # a class the driver cannot import
+        err, text = RuntimeError(f"an exception the driver cannot read: {unreadable}"), ""
+    indexes = sorted(int(r["index"]) for r in failed)
+    raise SliceFailed(
+        f"{len(failed)} of {slices} slices failed on the workers (slices {indexes[:10]}"
+        f"{'…' if len(indexes) > 10 else ''}); the others are written and a retry skips them. "
+        f"Slice {indexes[0]}:\n{text}"
+    ) from err
 
 
 def _portable(ctx: StageContext) -> StageContext:
@@ -467,11 +519,18 @@ class PartsActor:
         self.fn = make_fn()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {"result": []}
+        out: dict[str, list] = {"index": [], "result": [], "error": []}
         for raw in batch["slice"]:
             piece: Slice = pickle.loads(raw)
-            done = write_column_part(
-                piece, self.fn, self.columns, self.folder, self.batch_rows, self.summarize
-            )
+            out["index"].append(piece.index)
+            try:
+                done = write_column_part(
+                    piece, self.fn, self.columns, self.folder, self.batch_rows, self.summarize
+                )
+            except Exception as err:  # reported to the driver with its type (see SliceFailed)
+                out["result"].append(b"")
+                out["error"].append(_portable_error(err))
+                continue
             out["result"].append(pickle.dumps(done))
+            out["error"].append(b"")
         return out
