@@ -17,7 +17,7 @@ of one of two distributions (``bucket_reference``):
   buckets of sources already scored; a source is the closest thing to CCNet's pool (one language of
   one snapshot). The stage scores every document once (a first pass), summarizes the scores in a
   mergeable quantile sketch (:class:`refinery.quantiles.QuantileSketch`, relative accuracy
-  ``bucket_relative_accuracy``, 0.5% by default: each cut-off lies within 0.5% of the exact
+  ``bucket_relative_accuracy``, 0.1% by default: each cut-off lies within 0.1% of the exact
   percentile), then decides from the scores it kept. On the local engine the scores stay in this
   process (about 28 bytes per document, never the texts); on the Ray engine each worker writes its
   slice's scores as a part and returns the slice's sketch, the driver adds the sketches, and the

@@ -46,7 +46,7 @@ def test_merging_is_independent_of_order_and_of_how_the_values_were_cut():
 
 def test_the_compact_form_round_trips_through_json_and_stays_small():
     values = perplexity_like(100_000, 4)
-    sketch = QuantileSketch.of(np.append(values, [np.nan, np.inf]))
+    sketch = QuantileSketch.of(np.append(values, [np.nan, np.inf]), 0.005)
     data = json.loads(json.dumps(sketch.to_dict()))
     again = QuantileSketch.from_dict(data)
     assert again.to_dict() == sketch.to_dict() and again.skipped == 2 and again.count == len(values)
