@@ -67,7 +67,9 @@ def test_perplexity_scored_once_on_workers_equals_local(ray_cluster, tmp_path, m
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     homes = {kind: Layout.at(tmp_path / kind) for kind in ("local", "ray")}
     table = pa.Table.from_pandas(crawl(), preserve_index=False)
-    config = {"ops": {names.PERPLEXITY_SCORED: {"config": {"drop_buckets": ["tail"]}}}}
+    # bucket_relative_accuracy off its default (0.001), through Dagster: both engines cut from it.
+    options = {"drop_buckets": ["tail"], "bucket_relative_accuracy": 0.005}
+    config = {"ops": {names.PERPLEXITY_SCORED: {"config": options}}}
     results = {}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("text_source", ["crawl"])
@@ -108,7 +110,11 @@ def test_perplexity_scored_once_on_workers_equals_local(ray_cluster, tmp_path, m
     assert meta["local"]["first_pass"].value["where"] == "this process"
     assert meta["ray"]["engine"].value["slices"] == 6
     assert meta["ray"]["bucket_cutoffs"].value == meta["local"]["bucket_cutoffs"].value
-    assert "quantile sketch" in meta["ray"]["bucket_cutoffs"].value
+    assert (
+        "quantile sketch, cut-offs within 0.50% of the exact percentiles"
+        in meta["ray"]["bucket_cutoffs"].value
+    )
+    assert "relative accuracy 0.005" in first["sketch"]
     assert not list((homes["ray"].storage / "_staging").rglob("*.parquet"))  # the scores are gone
 
 
