@@ -5,6 +5,7 @@ it in ``resources=``; everything else about a stage (partitions, config, deps, c
 comes from its spec through ``assets/factory.py``.
 """
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -15,16 +16,21 @@ from refinery.batch import BatchProcessor, keep_all
 from refinery.clean.cleaning import Cleaner
 from refinery.dedup.banding import candidate_probability, s_curve_markdown
 from refinery.dedup.exact import ExactDeduper
-from refinery.dedup.fuzzy import FuzzyDeduper, signature_function
+from refinery.dedup.fuzzy import FuzzyDeduper
 from refinery.dedup.semantic import SemanticDeduper
+from refinery.dedup.signature_parts import SignatureParts, signature_table_function
+from refinery.engine.resume import data_version, fingerprint, remove_scratch, scratch_folder, scratch_path
+from refinery.engine.slices import current_slice
 from refinery.filters.language_routing import LanguageFilter
 from refinery.ingest.text_reader import SourceReader
 from refinery.kernel.report import withdrawn_claims
 from refinery.kernel.spec import StageContext
-from refinery.metadata import Markdown
+from refinery.metadata import Json, Markdown
 from refinery.names import DEDUP_POOL
 from refinery.quality.classifier import QualityScorer
-from refinery.quality.perplexity import PerplexityScorer, perplexity_function
+from refinery.quality.normalize import NORMALIZATION_VERSION
+from refinery.quality.perplexity import PerplexityScorer, ScoreParts, score_sketch, score_table_function
+from refinery.quantiles import QuantileSketch
 from refinery.stages import text
 
 
@@ -59,15 +65,30 @@ def _fuzzy(run: StageContext) -> Iterator[BatchProcessor]:
     dedup_index = run.resources.dedup_index
     index = dedup_index.fuzzy(run.layout, run.params.index_params())
     lsh = index.params
-    signatures = None
-    if run.engine.distributed:  # sign on the engine's workers; claim here, in order
+    signatures, folder = None, None
+    if run.engine.distributed:  # sign on the engine's workers into parts; claim here, part by part
         location = run.storage.require(run.spec.upstream, run.source)
-        signatures = run.engine.map_slices(
-            location, partial(signature_function, lsh), ["text"], run.params.batch_rows
+        key = fingerprint(data_version(location), lsh, run.engine.describe())
+        folder = scratch_folder(run.storage, run.spec.name, run.source, "signatures", key)
+        parts = run.engine.map_to_parts(
+            location, partial(signature_table_function, lsh), ["text"], folder, run.params.batch_rows
+        )
+        rows = sum(p["rows"] for p in parts)
+        signatures = SignatureParts(folder, [p["index"] for p in parts], lsh["num_perm"], rows)
+        run.metadata["signature_parts"] = Json(
+            {
+                "parts": len(parts),
+                "rows": rows,
+                "reused_from_an_earlier_attempt": sum(p["reused"] for p in parts),
+                "worker_seconds": round(sum(p["seconds"] for p in parts), 3),
+            }
         )
     run.metadata["signatures_computed_by"] = run.engine.name
     with index.claiming(run.source) as claims:
         yield FuzzyDeduper(claims, signatures)
+    if folder is not None:  # committed: the signatures are no longer needed (a failure keeps them)
+        run.metadata["signature_rows_held_at_once"] = signatures.peak_rows_held
+        remove_scratch(folder)
     at_threshold = float(candidate_probability(lsh["threshold"], lsh["bands"], lsh["rows"]))
     run.metadata.update(
         index_backend=dedup_index.backend,
@@ -85,30 +106,86 @@ def _fuzzy(run: StageContext) -> Iterator[BatchProcessor]:
     run.summary["claims_withdrawn"] = claims.withdrawn
 
 
-def _perplexity(run: StageContext) -> BatchProcessor:
+def _scores_path(run: StageContext, scoring, location) -> tuple[str, str]:
+    """(fingerprint, folder) of the first pass's score parts: the same on the driver and on every
+    worker, and changed by anything that changes a score (rows, model, parameters, slicing)."""
+    p = run.params
+    key = fingerprint(
+        data_version(location),
+        scoring.provenance(),
+        p.paragraph_detail_min_chars,
+        NORMALIZATION_VERSION,
+        run.engine.describe(),
+    )
+    return key, str(scratch_path(run.storage, run.spec.name, run.source, "scores", key))
+
+
+def _perplexity(run: StageContext):
     scoring = run.resources.kenlm.load(run.layout)
-    if run.params.bucket_reference == "corpus" and run.provenance.get("bucket_cutoffs"):
-        # A worker of a partition split over many: the driver took the partition's cut.
+    location = run.storage.require(run.spec.upstream, run.source)
+    if run.params.bucket_reference == "corpus" and "bucket_cutoffs_origin" in run.provenance:
+        # A worker deciding slices of a partition split over many: the driver took the cut from
+        # the first pass's sketches; the scores are read back from that pass's part for the slice.
         stamp = run.provenance
-        return PerplexityScorer.with_cutoffs(
+        scorer = PerplexityScorer.with_cutoffs(
             scoring, run.params, stamp["bucket_cutoffs"], stamp["bucket_cutoffs_origin"]
         )
+        scorer.read_scores(ScoreParts(_scores_path(run, scoring, location)[1], _slice_index))
+        return scorer
     if run.params.bucket_reference == "corpus" and run.engine.distributed:
-        # The first pass (the partition's percentiles) on the engine's workers too.
-        scorer = PerplexityScorer.uncut(scoring, run.params)
-        load = partial(run.resources.kenlm.load, run.layout)
-        location = run.storage.require(run.spec.upstream, run.source)
-        scorer.cut_at(
-            run.engine.map_slices(location, partial(perplexity_function, load, run.params), ["text"])
-        )
-    else:
-        # The local engine reads the partition twice: the first pass keeps the scores for the second.
-        partition = run.storage.iter_batches(run.spec.upstream, run.source, columns=["id", "text"])
-        scorer = PerplexityScorer.for_model(scoring, run.params, partition)
+        return _perplexity_first_pass_on_workers(run, scoring, location)
+    # The local engine reads the partition twice: the first pass keeps the scores for the second.
+    partition = run.storage.iter_batches(run.spec.upstream, run.source, columns=["id", "text"])
+    scorer = PerplexityScorer.for_model(scoring, run.params, partition)
+    _stamp(run, scorer)
+    return scorer
+
+
+def _slice_index() -> int:
+    piece = current_slice()
+    if piece is None:
+        raise RuntimeError("perplexity_scored's second pass runs per slice on an engine's workers")
+    return piece.index
+
+
+@contextmanager
+def _perplexity_first_pass_on_workers(run: StageContext, scoring, location) -> Iterator[BatchProcessor]:
+    """Score every document once, on the workers: each slice's scores go to a part, each part's
+    quantile sketch comes back; the sum of the sketches gives the partition's cut-offs. The
+    workers' second pass reads the parts (no document is scored twice); the parts are removed once
+    the stage's output is committed, and kept for a retry when it fails."""
+    accuracy = run.params.bucket_relative_accuracy
+    scorer = PerplexityScorer.uncut(scoring, run.params)
+    key, _ = _scores_path(run, scoring, location)
+    folder = scratch_folder(run.storage, run.spec.name, run.source, "scores", key)
+    started = time.perf_counter()
+    parts = run.engine.map_to_parts(
+        location,
+        partial(score_table_function, partial(run.resources.kenlm.load, run.layout), run.params),
+        ["id", "text"],
+        folder,
+        run.spec.batch_rows,
+        summarize=partial(score_sketch, accuracy),
+    )
+    sketch = QuantileSketch.merged((QuantileSketch.from_dict(p["summary"]) for p in parts), accuracy)
+    scorer.cut_from(sketch)
+    scorer.first_pass = {
+        "where": run.engine.name,
+        "parts": len(parts),
+        "reused_from_an_earlier_attempt": sum(p["reused"] for p in parts),
+        "worker_seconds": round(sum(p["seconds"] for p in parts), 3),
+        "seconds": round(time.perf_counter() - started, 3),
+        "sketch": sketch.describe(),
+    }
+    _stamp(run, scorer)
+    yield scorer
+    remove_scratch(folder)
+
+
+def _stamp(run: StageContext, scorer: PerplexityScorer) -> None:
     run.provenance.update(scorer.provenance())
     for warning in scorer.warnings:
         run.log.warning(warning)
-    return scorer
 
 
 def _quality(run: StageContext) -> BatchProcessor:

@@ -7,9 +7,11 @@ step (the driver), and the disk written; it warns when a step's memory exceeds a
 is sampled: every file's size is read, a few files per source are opened to count documents.
 
 The memory model is the code's own, per document: a MinHash signature is ``4·num_perm`` bytes and
-13 band rows 234 bytes; ``fuzzy_deduplicated`` and perplexity's first pass still gather one array
-per partition into the step (``map_slices``), so their driver memory grows with the largest
-partition; ``corpus_fuzzy_dedup``'s step holds per-piece metadata only and its tasks a bounded share.
+13 band rows 234 bytes; ``fuzzy_deduplicated``'s step streams the signature parts the workers wrote,
+one slice at a time, and perplexity's merges one quantile sketch per part (at most 16 KB each); the
+embeddings still gather one array per partition into the step (``map_slices``), so their driver
+memory grows with the largest partition; ``corpus_fuzzy_dedup``'s step holds per-piece metadata only
+and its tasks a bounded share.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from refinery.dedup.corpus_shuffle import BAND_ROWS_PER_REDUCER
 
 SIGNATURE_BYTES = 512  # 128 permutations × 4 B
+SKETCH_BYTES = 16_000  # a part's quantile sketch, at most (refinery.quantiles, real text: ~2 KB)
 BAND_ROW_BYTES = 18
 BANDS = 13
 SHUFFLE_BYTES_PER_DOC = 800  # measured on the files (docs/dedup.md)
@@ -137,23 +140,25 @@ def plan_stages(
 
     for name in ("clean_documents", "heuristic_filtered", "exact_deduplicated", "perplexity_scored"):
         cpu, wall, note = hours(name)
-        driver = DRIVER_BASE_MB + (largest * 8 / 1e6 if name == "perplexity_scored" else 0)
+        parts = math.ceil(largest / cluster.slice_rows)
+        driver = DRIVER_BASE_MB + (parts * SKETCH_BYTES / 1e6 if name == "perplexity_scored" else 0)
         if name == "perplexity_scored":
             note = (
                 note + "; " if note else ""
-            ) + "first pass gathers 8 B/doc of the largest partition in the step"
+            ) + "scored once on the workers; the step merges one quantile sketch per part"
         plans.append(StagePlan(name, cpu, wall, slice_mb, driver, text_bytes / 1e9, note))
     cpu, wall, note = hours("fuzzy_deduplicated")
-    gathered = largest * SIGNATURE_BYTES / 1e6
+    streamed = cluster.slice_rows * SIGNATURE_BYTES / 1e6  # one part of signatures at a time
     plans.append(
         StagePlan(
             "fuzzy_deduplicated",
             cpu,
             wall,
             slice_mb,
-            DRIVER_BASE_MB + gathered,
+            DRIVER_BASE_MB + streamed,
             text_bytes / 1e9,
-            (note + "; " if note else "") + "signatures of the largest partition gathered in the step",
+            (note + "; " if note else "")
+            + "signed on the workers; the step claims in order, streaming one part of signatures",
         )
     )
     cpu, wall, note = hours("corpus_fuzzy_dedup")

@@ -11,6 +11,7 @@ the same step, so a concurrent run that reaches the index later sees it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -48,15 +49,23 @@ def signature_function(index_params: dict) -> Callable[[pd.DataFrame], np.ndarra
     return lambda frame: hasher.signatures(frame["text"].tolist())
 
 
+class SignatureSource(Protocol):
+    """Signatures computed ahead, handed out in row order."""
+
+    def take(self, n: int) -> np.ndarray: ...
+
+
 class FuzzyDeduper(StageProcessor):
     """The batch processor of fuzzy dedup over one partition's :class:`FuzzyRun`.
 
     ``signatures``, when given, are the partition's signatures in row order, computed ahead (on an
-    engine's workers, by :func:`signature_function`); each batch takes its rows' from the front.
-    Otherwise each batch is signed here. Claims are made here either way, in reading order.
+    engine's workers, by :func:`signature_function`): an array, or a reader with ``take(n)`` that
+    streams them from the parts the workers wrote
+    (:class:`refinery.dedup.signature_parts.SignatureParts`); each batch takes its rows' from the
+    front. Otherwise each batch is signed here. Claims are made here either way, in reading order.
     """
 
-    def __init__(self, claims: FuzzyRun, signatures: np.ndarray | None = None):
+    def __init__(self, claims: FuzzyRun, signatures: np.ndarray | SignatureSource | None = None):
         self.claims = claims
         self.threshold = claims.index.threshold
         self.hasher = claims.index.hasher
@@ -65,6 +74,8 @@ class FuzzyDeduper(StageProcessor):
     def _signatures(self, frame: pd.DataFrame) -> np.ndarray:
         if self._ahead is None:
             return self.hasher.signatures(frame["text"].tolist())
+        if not isinstance(self._ahead, np.ndarray):
+            return self._ahead.take(len(frame))
         if len(self._ahead) < len(frame):
             raise ValueError(
                 f"{len(self._ahead)} precomputed signatures left for a batch of {len(frame)} rows: "

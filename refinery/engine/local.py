@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from refinery.engine.slices import ColumnFn, Summarize, plan_slices, write_column_part
 from refinery.kernel.execute import entered, run_partition
 from refinery.kernel.processor import Processor
 from refinery.kernel.runner import StageRun
@@ -21,6 +22,7 @@ class LocalEngine:
 
     name = "local"
     distributed = False
+    slice_rows = 20_000  # rows per part of map_to_parts (as the Ray engine's default)
 
     def run(self, ctx: StageContext, make: ProcessorMaker, gpus: float = 0) -> tuple[StageRun, Processor]:
         with entered(make(ctx)) as process:
@@ -40,6 +42,26 @@ class LocalEngine:
         fn = make_fn()
         parts = [fn(batch.to_pandas()) for batch in iter_path_batches(location, batch_rows, columns)]
         return np.concatenate(parts) if parts else fn(pd.DataFrame({c: [] for c in columns}))
+
+    def map_to_parts(
+        self,
+        location: Path,
+        make_fn: Callable[[], ColumnFn],
+        columns: list[str],
+        folder: Path,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        gpus: float = 0,
+        summarize: Summarize | None = None,
+    ) -> list[dict]:
+        """The Ray engine's :meth:`~refinery.engine.ray_engine.RayEngine.map_to_parts` in this
+        process: the same slices, parts, markers and per-part dicts, one slice after the other."""
+        fn = None
+        out = []
+        for piece in plan_slices(location, self.slice_rows):
+            if fn is None:
+                fn = make_fn()
+            out.append(write_column_part(piece, fn, columns, folder, batch_rows, summarize))
+        return out
 
     def map_groups(
         self, frames: Iterable[pd.DataFrame], key: str, fn: Callable[[pd.DataFrame], pd.DataFrame]

@@ -16,6 +16,15 @@ with the local engine.
 
 A processor that counts across batches (e.g. PII totals) offers ``absorb(summary)``: each slice
 returns what its counts grew by, and the driver's own processor absorbs them for the report.
+
+**Retries.** The staging folders are named by the stage's fingerprint (:mod:`refinery.engine.resume`)
+and kept when an attempt fails; each worker marks a slice done after both its parts. A retried step
+(Dagster's retry, or the same partition run again) re-plans the same slices and sends only those
+without a valid marker; the driver takes the others' statistics from their markers.
+
+**A first pass on the workers.** :meth:`RayEngine.map_to_parts` computes a column per slice (the
+perplexities, the MinHash signatures) and has the workers write it as parts; the driver receives
+per-part metadata only (row counts and a small summary, e.g. a quantile sketch), never the column.
 """
 
 from __future__ import annotations
@@ -25,17 +34,26 @@ import pickle
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from refinery.engine.slices import Slice, plan_slices, process_slice
+from refinery.engine.resume import ResumableParts, data_version, fingerprint, read_marker
+from refinery.engine.slices import (
+    ColumnFn,
+    Slice,
+    Summarize,
+    plan_slices,
+    process_slice,
+    write_column_part,
+)
 from refinery.kernel.execute import entered, make_processor, run_partition
 from refinery.kernel.processor import Processor
 from refinery.kernel.runner import StageRun, output_schemas
 from refinery.kernel.spec import ProcessorMaker, StageContext, StageLog, TaskRunner
 from refinery.stats import Histogram, StageStats
-from refinery.storage import DEFAULT_BATCH_ROWS, PartsWriter
+from refinery.storage import DEFAULT_BATCH_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -139,19 +157,33 @@ class RayEngine:
             with entered(make(ctx)) as process:  # needs the whole partition in order: on the driver
                 return run_partition(ctx, process), process
         self.connect()
+        # The driver's own processor: loads once, updates the provenance, gives the report; a maker
+        # may hold something for the run (perplexity's first pass), released once it is committed.
+        with entered(make(ctx)) as process:
+            return self._run_slices(ctx, make, process, gpus), process
+
+    def _run_slices(
+        self, ctx: StageContext, make: ProcessorMaker, process: Processor, gpus: float
+    ) -> StageRun:
         started = time.perf_counter()
         spec = ctx.spec
         upstream = ctx.storage.require(spec.upstream, ctx.source)
         slices = plan_slices(upstream, self.slice_rows)
-        # The driver's own processor: loads once, updates the provenance, gives the report.
-        process = make_processor(ctx, make)
         schema, rejected_schema = output_schemas(
             ctx.storage.schema(spec.upstream, ctx.source),
             list(spec.fields),
             spec.names_duplicates,
             ctx.provenance,
         )
-        writer = PartsWriter(ctx.storage, spec.name, ctx.source)
+        key = fingerprint(
+            spec.name,
+            ctx.source,
+            data_version(upstream),
+            [(Path(s.file).name, s.row_groups, s.rows) for s in slices],
+            ctx.provenance,
+            str(schema),
+        )
+        writer = ResumableParts(ctx.storage, spec.name, ctx.source, key)
         job = SliceJob(
             context=_portable(ctx),
             make=make,
@@ -160,18 +192,20 @@ class RayEngine:
             rejected_schema=rejected_schema,
             batch_rows=getattr(ctx.params, "batch_rows", None) or spec.batch_rows,
         )
-        try:
-            results = self._map(job, slices, gpus)
-            stats = _merge_stats(results, spec.histograms, spec.text_column)
-            for delta in (r["summary"] for r in sorted(results, key=lambda r: r["index"])):
-                if delta:
-                    process.absorb(delta)
-            path, rejected_path = writer.commit(len(slices))
-        except BaseException:
-            writer.abort()
-            raise
+        # A retry skips the slices an earlier attempt completed (their markers hold their results).
+        reused = {s.index: done for s in slices if (done := writer.done(s.index)) is not None}
+        todo = [s for s in slices if s.index not in reused]
+        # On failure the staging folders stay, under the fingerprint, for the retry to resume.
+        results = self._map(job, todo, gpus) if todo else []
+        results += [{**done, "index": i} for i, done in reused.items()]
+        stats = _merge_stats(results, spec.histograms, spec.text_column)
+        for delta in (r["summary"] for r in sorted(results, key=lambda r: r["index"])):
+            if delta:
+                process.absorb(delta)
+        path, rejected_path = writer.commit(len(slices))
         ctx.log.info(
             f"{spec.name}[{ctx.source}]: {len(slices)} slices on Ray ({self.address}), "
+            f"{len(todo)} processed, {len(reused)} reused from an earlier attempt, "
             f"{len({r['node'] for r in results})} node(s), {len({r['worker'] for r in results})} worker(s)"
         )
         run = StageRun(
@@ -180,10 +214,12 @@ class RayEngine:
         run.extra["engine"] = {
             **self.describe(),
             "slices": len(slices),
+            "slices_processed": len(todo),
+            "slices_reused": len(reused),
             "nodes": len({r["node"] for r in results}),
             "workers_used": len({r["worker"] for r in results}),
         }
-        return run, process
+        return run
 
     def map_slices(
         self,
@@ -194,7 +230,9 @@ class RayEngine:
         gpus: float = 0,
     ) -> np.ndarray:
         """``fn(batch)`` for every batch of a partition, computed by a pool of actors (each runs
-        ``make_fn`` once: a model loads once per actor), stacked in row order."""
+        ``make_fn`` once: a model loads once per actor), stacked in row order **in this process**:
+        only for results small enough to hold here. A column the size of the partition goes
+        through :meth:`map_to_parts`, which leaves it in part files."""
         import ray.data
         from ray import cloudpickle
 
@@ -215,6 +253,46 @@ class RayEngine:
         parts = [pickle.loads(r["array"]) for r in sorted(rows, key=lambda r: int(r["index"]))]
         non_empty = [a for a in parts if len(a)]
         return np.concatenate(non_empty) if non_empty else parts[0]
+
+    def map_to_parts(
+        self,
+        location: Any,
+        make_fn: Callable[[], ColumnFn],
+        columns: list[str],
+        folder: Path,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        gpus: float = 0,
+        summarize: Summarize | None = None,
+    ) -> list[dict]:
+        """``fn(batch)`` (a frame of columns, one row per input row) for every slice of a partition,
+        computed and written by a pool of actors as ``folder/part-<slice>.parquet``; returns per
+        part ``{index, rows, summary, seconds, reused}`` in slice order (``summary =
+        summarize(part)``, computed by the worker: keep it small). The column never comes here.
+        Slices whose part is complete from an earlier attempt (their done marker) are not sent."""
+        import ray.data
+        from ray import cloudpickle
+
+        self.connect()
+        slices = plan_slices(location, self.slice_rows)
+        reused = {s.index: done for s in slices if (done := read_marker(folder, s.index)) is not None}
+        todo = [s for s in slices if s.index not in reused]
+        results = [{**done, "reused": True} for done in reused.values()]
+        if todo:
+            payload = cloudpickle.dumps((make_fn, columns, str(folder), batch_rows, summarize))
+            dataset = ray.data.from_items(
+                [{"slice": pickle.dumps(s)} for s in todo], override_num_blocks=len(todo)
+            )
+            rows = dataset.map_batches(
+                PartsActor,
+                fn_constructor_kwargs={"payload": payload},
+                batch_size=1,
+                compute=ray.data.ActorPoolStrategy(size=min(self.pool_size(), len(todo))),
+                num_cpus=self.cpus_per_worker,
+                num_gpus=gpus or None,
+            ).take_all()
+            raise_failed([r for r in rows if r["error"]], len(slices))
+            results += [pickle.loads(r["result"]) for r in rows]
+        return sorted(results, key=lambda r: r["index"])
 
     def map_groups(self, frames: Iterable[Any], key: str, fn: Callable[[Any], Any]) -> Any:
         """``fn`` per group of rows sharing ``key`` as a Ray Data shuffle: the frames become one
@@ -254,6 +332,7 @@ class RayEngine:
             num_gpus=gpus or None,
         )
         rows = out.take_all()
+        raise_failed([r for r in rows if r["error"]], len(slices))
         return [
             {
                 "index": int(r["index"]),
@@ -272,7 +351,7 @@ class SliceJob:
 
     context: StageContext
     make: ProcessorMaker
-    writer: PartsWriter
+    writer: ResumableParts
     schema: Any
     rejected_schema: Any
     batch_rows: int
@@ -291,28 +370,86 @@ class SliceActor:
 
         import ray
 
-        out: dict[str, list] = {"index": [], "stats": [], "summary": [], "node": [], "worker": []}
+        out: dict[str, list] = {
+            "index": [],
+            "stats": [],
+            "summary": [],
+            "node": [],
+            "worker": [],
+            "error": [],
+        }
         job, spec = self.job, self.job.context.spec
         for raw in batch["slice"]:
             piece: Slice = pickle.loads(raw)
-            stats = process_slice(
-                piece,
-                self.process,
-                job.writer,
-                job.schema,
-                job.rejected_schema,
-                dict(spec.histograms),
-                spec.text_column,
-                job.batch_rows,
-            )
+            try:
+                stats = process_slice(
+                    piece,
+                    self.process,
+                    job.writer,
+                    job.schema,
+                    job.rejected_schema,
+                    dict(spec.histograms),
+                    spec.text_column,
+                    job.batch_rows,
+                )
+            except Exception as err:  # reported to the driver with its type (see SliceFailed)
+                for name in ("stats", "summary", "node", "worker"):
+                    out[name].append(b"" if name in ("stats", "summary") else "")
+                out["index"].append(piece.index)
+                out["error"].append(_portable_error(err))
+                continue
             after = dict(self.process.summary())
+            node = ray.get_runtime_context().get_node_id()
+            result = {
+                "stats": stats,
+                "summary": _delta(after, self.before),
+                "node": node,
+                "worker": f"{node}:{os.getpid()}",
+            }
+            job.writer.mark_done(piece.index, result)  # after both parts: a retry skips this slice
             out["index"].append(piece.index)
-            out["stats"].append(pickle.dumps(stats))
-            out["summary"].append(pickle.dumps(_delta(after, self.before)))
-            out["node"].append(ray.get_runtime_context().get_node_id())
-            out["worker"].append(f"{ray.get_runtime_context().get_node_id()}:{os.getpid()}")
+            for name in ("stats", "summary"):
+                out[name].append(pickle.dumps(result[name]))
+            out["node"].append(result["node"])
+            out["worker"].append(result["worker"])
+            out["error"].append(b"")
             self.before = after
         return out
+
+
+class SliceFailed(RuntimeError):
+    """A slice's processing raised on a worker. Its exception is this one's ``__cause__`` (with its
+    type, so a transient failure, such as a refused connection, is retried like one in the step's
+    own process); the other slices ran to the end, and a retry skips those that completed."""
+
+
+def _portable_error(err: Exception) -> bytes:
+    """The exception with its remote traceback in its message, pickled; or a RuntimeError with the
+    same text when the exception itself cannot be pickled."""
+    import traceback
+
+    text = "".join(traceback.format_exception(err)).rstrip()
+    try:
+        return pickle.dumps((err, text))
+    except Exception:
+        return pickle.dumps((RuntimeError(f"{type(err).__name__}: {err}"), text))
+
+
+def raise_failed(failed: list[dict], slices: int) -> None:
+    """Raise :class:`SliceFailed` for the first failed slice (by index), from its exception."""
+    if not failed:
+        return
+    first = min(failed, key=lambda r: int(r["index"]))
+    try:
+        err, text = pickle.loads(first["error"])
+    except Exception as unreadable:  # a class the driver cannot import
+        err, text = RuntimeError(f"an exception the driver cannot read: {unreadable}"), ""
+    indexes = sorted(int(r["index"]) for r in failed)
+    raise SliceFailed(
+        f"{len(failed)} of {slices} slices failed on the workers (slices {indexes[:10]}"
+        f"{'…' if len(indexes) > 10 else ''}); the others are written and a retry skips them. "
+        f"Slice {indexes[0]}:\n{text}"
+    ) from err
 
 
 def _portable(ctx: StageContext) -> StageContext:
@@ -367,4 +504,33 @@ class ColumnActor:
                 arrays.append(self.fn(pd.DataFrame({c: [] for c in self.columns})))
             out["index"].append(piece.index)
             out["array"].append(pickle.dumps(np.concatenate(arrays)))
+        return out
+
+
+class PartsActor:
+    """One Ray actor of :meth:`RayEngine.map_to_parts`: builds ``fn`` once, writes the parts of the
+    slices it is given, returns their small per-part dicts."""
+
+    def __init__(self, payload: bytes):
+        from ray import cloudpickle
+
+        make_fn, self.columns, folder, self.batch_rows, self.summarize = cloudpickle.loads(payload)
+        self.folder = Path(folder)
+        self.fn = make_fn()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        out: dict[str, list] = {"index": [], "result": [], "error": []}
+        for raw in batch["slice"]:
+            piece: Slice = pickle.loads(raw)
+            out["index"].append(piece.index)
+            try:
+                done = write_column_part(
+                    piece, self.fn, self.columns, self.folder, self.batch_rows, self.summarize
+                )
+            except Exception as err:  # reported to the driver with its type (see SliceFailed)
+                out["result"].append(b"")
+                out["error"].append(_portable_error(err))
+                continue
+            out["result"].append(pickle.dumps(done))
+            out["error"].append(b"")
         return out

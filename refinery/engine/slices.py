@@ -8,15 +8,23 @@ slice order, are exactly the rows (and reasons) one process streaming the partit
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from refinery.engine.resume import read_marker, write_marker
 from refinery.kernel.processor import Processor, routed_input
 from refinery.stats import Histogram, StageStats
 from refinery.storage import PartsWriter, parquet_files, table_from_frame
+from refinery.tempfiles import publish_file, temp_path
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,24 @@ class Slice:
     file: str
     row_groups: tuple[int, ...]
     rows: int
+
+
+_CURRENT: ContextVar[Slice | None] = ContextVar("refinery_slice", default=None)
+
+
+def current_slice() -> Slice | None:
+    """The slice this worker is processing (None outside a slice): a processor whose first pass
+    was written per slice (perplexity's scores) reads that slice's part."""
+    return _CURRENT.get()
+
+
+@contextmanager
+def processing(piece: Slice) -> Iterator[Slice]:
+    token = _CURRENT.set(piece)
+    try:
+        yield piece
+    finally:
+        _CURRENT.reset(token)
 
 
 def plan_slices(location: Path, slice_rows: int) -> list[Slice]:
@@ -61,6 +87,23 @@ def process_slice(
     """Stream one slice through the processor into its two parts; returns the slice's stats."""
     stats = StageStats(histograms={n: Histogram(e) for n, e in histograms.items()}, text_column=text_column)
     kept, rejected = [], []
+    with processing(piece):
+        _process_batches(piece, process, stats, kept, rejected, schema, rejected_schema, batch_rows)
+    writer.write_part(piece.index, _concat(kept, schema), rejected=False)
+    writer.write_part(piece.index, _concat(rejected, rejected_schema), rejected=True)
+    return stats
+
+
+def _process_batches(
+    piece: Slice,
+    process: Processor,
+    stats: StageStats,
+    kept: list[pa.Table],
+    rejected: list[pa.Table],
+    schema: pa.Schema,
+    rejected_schema: pa.Schema,
+    batch_rows: int,
+) -> None:
     if piece.row_groups:
         parquet = pq.ParquetFile(piece.file)
         for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=list(piece.row_groups)):
@@ -70,9 +113,6 @@ def process_slice(
             stats.observe(frame, result)
             kept.append(table_from_frame(result.kept, schema))
             rejected.append(table_from_frame(result.rejected, rejected_schema))
-    writer.write_part(piece.index, _concat(kept, schema), rejected=False)
-    writer.write_part(piece.index, _concat(rejected, rejected_schema), rejected=True)
-    return stats
 
 
 def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
@@ -80,3 +120,59 @@ def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return (
         pa.concat_tables(tables).replace_schema_metadata(schema.metadata) if tables else schema.empty_table()
     )
+
+
+# -- a column computed per slice and written as parts (a first pass: scores, signatures) ----------
+ColumnFn = Callable[[pd.DataFrame], pd.DataFrame | pa.Table]
+Summarize = Callable[[pa.Table], Any]
+
+
+def column_part_path(folder: Path, index: int) -> Path:
+    return folder / PartsWriter.part_name(index)
+
+
+def slice_frames(piece: Slice, columns: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
+    """The slice's rows in order, ``columns`` only, in batches (an empty slice gives no batch)."""
+    if piece.row_groups:
+        parquet = pq.ParquetFile(piece.file)
+        for batch in parquet.iter_batches(batch_rows, row_groups=list(piece.row_groups), columns=columns):
+            yield batch.to_pandas()
+
+
+def write_column_part(
+    piece: Slice,
+    fn: ColumnFn,
+    columns: list[str],
+    folder: Path,
+    batch_rows: int,
+    summarize: Summarize | None = None,
+) -> dict:
+    """``fn`` over one slice's batches, written as ``folder/part-<slice>.parquet`` (rows in order),
+    then the slice's done marker with ``summarize(table)``; returns the small dict the driver
+    keeps (index, rows, summary, seconds). A slice whose marker is there is not computed again."""
+    done = read_marker(folder, piece.index)
+    if done is not None:
+        return {**done, "reused": True}
+    started = time.perf_counter()
+    tables = [_as_table(fn(frame)) for frame in slice_frames(piece, columns, batch_rows)]
+    if not tables:
+        tables = [_as_table(fn(pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})))]
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if table.num_rows != piece.rows:
+        raise RuntimeError(f"slice {piece.index}: {table.num_rows} rows computed for {piece.rows} read")
+    target = column_part_path(folder, piece.index)
+    temp = temp_path(target)
+    pq.write_table(table, temp, compression="zstd")
+    publish_file(temp, target)
+    info = {
+        "index": piece.index,
+        "rows": table.num_rows,
+        "summary": summarize(table) if summarize is not None else None,
+        "seconds": time.perf_counter() - started,
+    }
+    write_marker(folder, piece.index, [target], info)
+    return {**info, "reused": False}
+
+
+def _as_table(result: pd.DataFrame | pa.Table) -> pa.Table:
+    return result if isinstance(result, pa.Table) else pa.Table.from_pandas(result, preserve_index=False)

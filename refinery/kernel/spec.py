@@ -125,7 +125,26 @@ class Engine(Protocol):
         gpus: float = 0,
     ) -> np.ndarray:
         """``fn(batch)`` for every batch of the partition at ``location`` (``fn = make_fn()``,
-        made once per worker: it loads what it needs, e.g. a model), rows in order, stacked."""
+        made once per worker: it loads what it needs, e.g. a model), rows in order, stacked in the
+        caller's process: for small results only (see :meth:`map_to_parts`)."""
+        ...
+
+    def map_to_parts(
+        self,
+        location: Path,
+        make_fn: Callable[[], Callable[[pd.DataFrame], pd.DataFrame | pa.Table]],
+        columns: list[str],
+        folder: Path,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        gpus: float = 0,
+        summarize: Callable[[pa.Table], Any] | None = None,
+    ) -> list[dict]:
+        """``fn(batch)`` for every slice of the partition, written where it is computed as
+        ``folder/part-<slice>.parquet`` (rows in order; part ``i`` is slice ``i`` of the engine's
+        plan), each followed by a done marker; returns per part ``{index, rows, summary, seconds,
+        reused}`` in order, ``summary = summarize(part)`` computed by the worker (keep it small: a
+        quantile sketch). The column never comes to the caller. Parts already complete in
+        ``folder`` (an earlier attempt's) are skipped."""
         ...
 
     def map_groups(

@@ -15,9 +15,15 @@ of one of two distributions (``bucket_reference``):
   ``drop_buckets: ["tail"]`` (RedPajama-v1) drops 40% of it. Here the cut is **per partition** (one
   source): a partition is materialized on its own, and a source arriving later must not move the
   buckets of sources already scored; a source is the closest thing to CCNet's pool (one language of
-  one snapshot). The stage scores the partition once to take exact percentiles of its scores (one
-  float per document in memory, not the texts), then decides. A partition's buckets therefore say
-  how a document ranks *within its source*; they do not compare sources.
+  one snapshot). The stage scores every document once (a first pass), summarizes the scores in a
+  mergeable quantile sketch (:class:`refinery.quantiles.QuantileSketch`, relative accuracy
+  ``bucket_relative_accuracy``, 0.1% by default: each cut-off lies within 0.1% of the exact
+  percentile), then decides from the scores it kept. On the local engine the scores stay in this
+  process (about 28 bytes per document, never the texts); on the Ray engine each worker writes its
+  slice's scores as a part and returns the slice's sketch, the driver adds the sketches, and the
+  second pass reads each slice's scores back instead of scoring again. Both engines cut from the
+  same merged sketch, so they decide every row alike. A partition's buckets say how a document
+  ranks *within its source*; they do not compare sources.
 - ``reference``: the perplexities of held-out reference documents (``reference_lm`` records them). The
   cut is the same for every partition, so buckets compare sources, but on crawl data most documents
   are worse than the reference's 60th percentile: head and middle come out far smaller than 30% each
@@ -46,6 +52,7 @@ from refinery.batch import BatchResult, Reason, split_batch
 from refinery.kernel.processor import StageProcessor
 from refinery.metadata import FilePath, Json, Markdown
 from refinery.quality.normalize import NORMALIZATION_VERSION, normalized_lines
+from refinery.quantiles import DEFAULT_RELATIVE_ACCURACY, QuantileSketch
 
 BUCKETS = ("head", "middle", "tail")
 DEFAULT_BUCKET_PERCENTILES = (30.0, 60.0)  # CCNet's PerplexityBucket(percentile_head=30, percentile_tail=60)
@@ -81,6 +88,15 @@ class PerplexityParams(BaseModel):
     )
     max_perplexity: float | None = Field(
         None, description="Reject documents above this absolute perplexity (None: no absolute limit)."
+    )
+    bucket_relative_accuracy: float = Field(
+        DEFAULT_RELATIVE_ACCURACY,
+        gt=0,
+        le=0.05,
+        description="With bucket_reference 'corpus': the relative accuracy of the quantile sketch the "
+        "partition's cut-offs come from (each cut-off within this share of the exact percentile; only "
+        "documents that close to a cut-off can land in the neighbouring bucket). Smaller is closer and "
+        "makes the per-part sketches larger.",
     )
     paragraph_detail_min_chars: int = Field(
         2000, description="Documents at least this long also get paragraph_perplexity (one per line)."
@@ -189,6 +205,35 @@ class PartitionScores:
         values = np.frombuffer(self.perplexity, dtype=np.float64) if len(self) else np.zeros(0)
         return values[np.isfinite(values)]
 
+    def append(self, doc_id: object, perplexity: float, tokens: int, paragraphs: list[float] | None) -> None:
+        self.perplexity.append(perplexity)
+        self.tokens.append(tokens)
+        self.id_hashes.append(_id_hash(doc_id))
+        self.has_paragraphs.append(paragraphs is not None)
+        if paragraphs is not None:
+            self.paragraph_values.extend(paragraphs)
+        self.paragraph_offsets.append(len(self.paragraph_values))
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> PartitionScores:
+        """One slice's scores as a first pass on a worker wrote them (:func:`score_table_function`)."""
+        scores = cls.empty()
+        columns = [table.column(c).to_pylist() for c in SCORE_PART_COLUMNS]
+        for doc_id, ppl, tokens, paragraphs in zip(*columns, strict=True):
+            scores.append(doc_id, math.nan if ppl is None else ppl, tokens, paragraphs)
+        return scores
+
+
+SCORE_PART_COLUMNS = ("id", "perplexity", "perplexity_tokens", "paragraph_perplexity")
+SCORE_PART_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("perplexity", pa.float64()),
+        pa.field("perplexity_tokens", pa.int64()),
+        pa.field("paragraph_perplexity", pa.list_(pa.float32())),
+    ]
+)
+
 
 def _id_hash(doc_id: object) -> int:
     return hash(str(doc_id)) & 0xFFFF_FFFF_FFFF_FFFF  # within one process: both passes agree
@@ -222,6 +267,9 @@ class PerplexityScorer(StageProcessor):
         self.partition_percentiles: list[float] | None = None
         self.warnings: list[str] = []
         self._offset = 0
+        self.score_parts: ScoreParts | None = None  # a worker's second pass: its slice's scores
+        self._part: int | None = None
+        self.first_pass: dict = {}
 
     @classmethod
     def for_model(
@@ -238,13 +286,7 @@ class PerplexityScorer(StageProcessor):
         if params.bucket_reference == "reference":
             cutoffs, origin = scoring.cutoffs(params.bucket_percentiles)
             return cls(scoring.lm.model, params, cutoffs, origin, scoring.provenance())
-        scorer = cls(scoring.lm.model, params, None, "", scoring.provenance())
-        if getattr(scoring, "fixed_cutoffs", None) is not None:
-            scorer.warnings.append(
-                f"the kenlm resource's bucket_cutoffs {list(scoring.fixed_cutoffs)} are not used: "
-                "bucket_reference is 'corpus', so the buckets are cut at this partition's own percentiles "
-                "(set bucket_reference: reference to use fixed cutoffs)"
-            )
+        scorer = cls.uncut(scoring, params)
         if partition is None:
             raise ValueError("bucket_reference 'corpus' needs the partition's batches for its first pass")
         scorer.prescore(partition() if callable(partition) else partition)
@@ -252,29 +294,44 @@ class PerplexityScorer(StageProcessor):
 
     @classmethod
     def with_cutoffs(
-        cls, scoring: Any, params: PerplexityParams, cutoffs: Sequence[float], origin: str
+        cls, scoring: Any, params: PerplexityParams, cutoffs: Sequence[float] | None, origin: str
     ) -> PerplexityScorer:
-        """A scorer whose cutoffs were already taken (a worker of a partition split over many)."""
-        return cls(
-            scoring.lm.model, params, (float(cutoffs[0]), float(cutoffs[1])), origin, scoring.provenance()
-        )
+        """A scorer whose cutoffs were already taken (a worker of a partition split over many;
+        None when no document of the partition had anything to score)."""
+        cut = (float(cutoffs[0]), float(cutoffs[1])) if cutoffs else None
+        return cls(scoring.lm.model, params, cut, origin, scoring.provenance())
 
     @classmethod
     def uncut(cls, scoring: Any, params: PerplexityParams) -> PerplexityScorer:
-        """A corpus-cut scorer before its first pass: :meth:`cut_at` then takes the cutoffs."""
-        return cls(scoring.lm.model, params, None, "", scoring.provenance())
+        """A corpus-cut scorer before its first pass: :meth:`cut_from` then takes the cutoffs."""
+        scorer = cls(scoring.lm.model, params, None, "", scoring.provenance())
+        if getattr(scoring, "fixed_cutoffs", None) is not None:
+            scorer.warnings.append(
+                f"the kenlm resource's bucket_cutoffs {list(scoring.fixed_cutoffs)} are not used: "
+                "bucket_reference is 'corpus', so the buckets are cut at this partition's own percentiles "
+                "(set bucket_reference: reference to use fixed cutoffs)"
+            )
+        return scorer
 
-    def cut_at(self, perplexities: np.ndarray) -> None:
-        """Take the corpus cut from the partition's perplexities (a first pass done elsewhere)."""
-        finite = perplexities[np.isfinite(perplexities)]
-        if len(finite):
-            self.cutoffs = tuple(float(v) for v in np.percentile(finite, self.params.bucket_percentiles))
-            self.partition_percentiles = np.percentile(finite, np.arange(101)).round(6).tolist()
+    def cut_from(self, sketch: QuantileSketch) -> None:
+        """Take the corpus cut from a quantile sketch of the partition's perplexities (merged from
+        the parts a first pass wrote, or made from the scores kept here)."""
+        if sketch.count:
+            self.cutoffs = tuple(sketch.percentiles(self.params.bucket_percentiles))
+            self.partition_percentiles = [round(v, 6) for v in sketch.percentiles(range(101))]
         p_lo, p_hi = self.params.bucket_percentiles
         self.cutoffs_origin = (
-            f"p{p_lo:g}/p{p_hi:g} of this partition's {len(finite)} scored documents "
-            "(bucket_reference: corpus)"
+            f"p{p_lo:g}/p{p_hi:g} of this partition's {sketch.count} scored documents "
+            f"(bucket_reference: corpus; quantile sketch, cut-offs within "
+            f"{sketch.relative_accuracy:.2%} of the exact percentiles)"
         )
+
+    def sketch(self) -> QuantileSketch:
+        return QuantileSketch(self.params.bucket_relative_accuracy)
+
+    def read_scores(self, parts: ScoreParts) -> None:
+        """Decide from the scores a first pass wrote per slice (a worker of a split partition)."""
+        self.score_parts = parts
 
     def perplexities(self, frame: pd.DataFrame) -> np.ndarray:
         """The perplexity of every document of a batch (NaN where nothing is left to score)."""
@@ -286,26 +343,11 @@ class PerplexityScorer(StageProcessor):
         scores = PartitionScores.empty()
         for frame in batches:
             for doc_id, text in zip(frame["id"].tolist(), frame["text"].tolist(), strict=True):
-                ppl, n, paragraphs = self.score(text)
-                scores.perplexity.append(ppl)
-                scores.tokens.append(n)
-                scores.id_hashes.append(_id_hash(doc_id))
-                scores.has_paragraphs.append(paragraphs is not None)
-                if paragraphs is not None:
-                    scores.paragraph_values.extend(paragraphs)
-                scores.paragraph_offsets.append(len(scores.paragraph_values))
+                scores.append(doc_id, *self.score(text))
         scores.seconds = time.perf_counter() - started
         self.prescored, self._offset = scores, 0
-        finite = scores.finite()
-        if len(finite):
-            lo, hi = (float(v) for v in np.percentile(finite, self.params.bucket_percentiles))
-            self.cutoffs = (lo, hi)
-            self.partition_percentiles = np.percentile(finite, np.arange(101)).round(6).tolist()
-        p_lo, p_hi = self.params.bucket_percentiles
-        self.cutoffs_origin = (
-            f"p{p_lo:g}/p{p_hi:g} of this partition's {len(finite)} scored documents "
-            "(bucket_reference: corpus)"
-        )
+        self.cut_from(self.sketch().add(scores.finite()))
+        self.first_pass = {"where": "this process", "seconds": round(scores.seconds, 3)}
         return scores
 
     def provenance(self) -> dict:
@@ -348,6 +390,8 @@ class PerplexityScorer(StageProcessor):
 
     def _scored(self, frame: pd.DataFrame) -> Iterator[tuple[float, int, list[float] | None]]:
         """This batch's scores: from the first pass when there was one (checked row by row), else now."""
+        if self.score_parts is not None:
+            self._load_slice_scores()
         scores = self.prescored
         if scores is None:
             for text in frame["text"].tolist():
@@ -366,6 +410,11 @@ class PerplexityScorer(StageProcessor):
                 start, stop = scores.paragraph_offsets[i], scores.paragraph_offsets[i + 1]
                 paragraphs = scores.paragraph_values[start:stop].tolist()
             yield scores.perplexity[i], scores.tokens[i], paragraphs
+
+    def _load_slice_scores(self) -> None:
+        index = self.score_parts.current()
+        if index != self._part:
+            self.prescored, self._offset, self._part = self.score_parts.read(index), 0, index
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
         perplexity, buckets, tokens, paragraphs, reasons = [], [], [], [], []
@@ -426,8 +475,9 @@ class PerplexityScorer(StageProcessor):
             out["partition_perplexity_percentiles"] = Markdown(
                 percentile_markdown(self.partition_percentiles)
             )
-        if self.prescored is not None:
-            out["first_pass_seconds"] = round(self.prescored.seconds, 3)
+        if self.first_pass:
+            out["first_pass"] = Json(self.first_pass)
+            out["first_pass_seconds"] = self.first_pass["seconds"]
         return out
 
     def summary(self) -> dict:
@@ -443,10 +493,45 @@ class PerplexityScorer(StageProcessor):
         self.buckets.update(summary.get("perplexity_buckets", {}))
 
 
-def perplexity_function(
+@dataclass
+class ScoreParts:
+    """The first pass's scores, one part per slice (``part-<slice>.parquet`` in ``folder``), read
+    back a slice at a time by the worker deciding that slice; ``current()`` says which slice that
+    is (the engine's :func:`refinery.engine.slices.current_slice`)."""
+
+    folder: str
+    current: Callable[[], int]
+
+    def read(self, index: int) -> PartitionScores:
+        import pyarrow.parquet as pq
+
+        path = f"{self.folder}/part-{index:05d}.parquet"
+        return PartitionScores.from_table(pq.read_table(path, columns=list(SCORE_PART_COLUMNS)))
+
+
+def score_table_function(
     load: Callable[[], Any], params: PerplexityParams
-) -> Callable[[pd.DataFrame], np.ndarray]:
+) -> Callable[[pd.DataFrame], pa.Table]:
     """What a worker of the first pass runs: the model loaded once (``load`` gives the ScoringLM),
-    then the perplexities of one batch at a time."""
+    then one batch of ``id``, ``text`` at a time into its score columns (``SCORE_PART_SCHEMA``)."""
     scorer = PerplexityScorer.uncut(load(), params)
-    return scorer.perplexities
+
+    def scores(frame: pd.DataFrame) -> pa.Table:
+        rows = [scorer.score(text) for text in frame["text"].tolist()]
+        return pa.table(
+            {
+                "id": [str(i) for i in frame["id"].tolist()],
+                "perplexity": [r[0] for r in rows],
+                "perplexity_tokens": [r[1] for r in rows],
+                "paragraph_perplexity": [r[2] for r in rows],
+            },
+            schema=SCORE_PART_SCHEMA,
+        )
+
+    return scores
+
+
+def score_sketch(relative_accuracy: float, table: pa.Table) -> dict:
+    """A part's summary for the driver: the quantile sketch of its perplexities (NaN skipped)."""
+    values = table.column("perplexity").to_numpy(zero_copy_only=False)
+    return QuantileSketch.of(values.astype(np.float64), relative_accuracy).to_dict()

@@ -1,0 +1,78 @@
+"""MinHash signatures written by an engine's workers as parts, streamed back part by part.
+
+``fuzzy_deduplicated`` on a distributed engine signs its partition on the workers (the expensive
+half: shingling and hashing every document) and claims in the step, in reading order (the claims
+must be in first-come order against one index). The workers write each slice's signatures as
+``part-<slice>.parquet`` (one fixed-size list of ``num_perm`` uint32 per row, rows in order) with
+:meth:`refinery.kernel.spec.Engine.map_to_parts`; the claimer reads them back one part at a time
+(:class:`SignatureParts`), so the step holds one slice's signatures (20,000 rows × 128 × 4 bytes
+= 10 MB at the defaults), never the partition's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from refinery.dedup.fuzzy import signature_function
+from refinery.storage import PartsWriter
+
+SIGNATURE_COLUMN = "signature"
+
+
+def signature_table_function(index_params: dict) -> Callable[[pd.DataFrame], pa.Table]:
+    """What a worker runs per batch: the index's MinHash signatures as one list column."""
+    sign = signature_function(index_params)
+    num_perm = int(index_params["num_perm"])
+
+    def table(frame: pd.DataFrame) -> pa.Table:
+        signatures = np.ascontiguousarray(sign(frame), dtype=np.uint32).reshape(-1, num_perm)
+        values = pa.array(signatures.ravel(), type=pa.uint32())
+        return pa.table({SIGNATURE_COLUMN: pa.FixedSizeListArray.from_arrays(values, num_perm)})
+
+    return table
+
+
+def read_signatures(path: Path, num_perm: int) -> np.ndarray:
+    """One part's signatures, ``(rows, num_perm)`` uint32."""
+    column = pq.read_table(path, columns=[SIGNATURE_COLUMN]).column(SIGNATURE_COLUMN).combine_chunks()
+    return column.values.to_numpy(zero_copy_only=False).astype(np.uint32).reshape(-1, num_perm)
+
+
+class SignatureParts:
+    """The partition's signatures in row order, read a part at a time as the claimer takes them."""
+
+    def __init__(self, folder: Path, parts: Sequence[int], num_perm: int, rows: int):
+        self.folder, self.num_perm, self.rows = Path(folder), num_perm, rows
+        self._queue = list(parts)
+        self._buffer = np.zeros((0, num_perm), dtype=np.uint32)
+        self.taken = 0
+        self.peak_rows_held = 0
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` rows' signatures (reading the next parts as needed)."""
+        pieces = []
+        while n > 0:
+            if not len(self._buffer):
+                if not self._queue:
+                    raise ValueError(
+                        f"{n} more signatures asked for after all {self.taken} of the parts: the "
+                        "partition changed after it was signed"
+                    )
+                self._buffer = read_signatures(
+                    self.folder / PartsWriter.part_name(self._queue.pop(0)), self.num_perm
+                )
+                self.peak_rows_held = max(self.peak_rows_held, len(self._buffer))
+                continue
+            piece, self._buffer = self._buffer[:n], self._buffer[n:]
+            pieces.append(piece)
+            n -= len(piece)
+            self.taken += len(piece)
+        if not pieces:
+            return np.zeros((0, self.num_perm), dtype=np.uint32)
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
