@@ -25,27 +25,24 @@ quarantine first (:class:`refinery.storage.PartsWriter`), so the output is compl
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel
 
+from refinery.fs import join
 from refinery.ids import IdAssigner, content_id, valid_id
 from refinery.kernel.collector import FilePiece, IngestStats, RowCollector, source_files
+from refinery.kernel.parts_target import LocalTarget, ObjectTarget, parts_target
 from refinery.kernel.runner import StageRun
 from refinery.kernel.spec import TaskRunner
-from refinery.manifest import write_manifest
 from refinery.stats import StageStats
-from refinery.storage import PART_PATTERN, PartsWriter, Storage, replace_partition, stamped, table_from_frame
-from refinery.tempfiles import fsync_tree, publish_file, temp_path
+from refinery.storage import Storage, stamped, table_from_frame
 
 ROOT_PATTERN = r"^(doc-[0-9a-f]{20})(?:-\d+)?$"  # a derived id and the suffixed ids it may become
 SAMPLE = 5
@@ -59,16 +56,15 @@ class IngestJob:
     folder: str
     source: str
     params: BaseModel
-    root: str  # the storage root
+    root: str  # the storage root: a local folder or a URI (refinery.fs)
     asset: str
-    token: str  # the PartsWriter's staging token
-    work: str  # folder of the id keys and fix-ups
+    token: str  # names this run's parts and scratch files (parts_target)
     schema: pa.Schema  # stamped with the provenance
     rejected_schema: pa.Schema
     buckets: int  # id-key buckets; 0: a single piece, whose reader assigns ids itself
 
-    def writer(self) -> PartsWriter:
-        return PartsWriter(Storage(self.root), self.asset, self.source, self.token)
+    def target(self) -> LocalTarget | ObjectTarget:
+        return parts_target(self.root, self.asset, self.source, self.token)
 
 
 @dataclass
@@ -145,9 +141,7 @@ def ingest_in_tasks(
     started = time.perf_counter()
     pieces = plan_pieces(reader, split_bytes)
     pieces = number_lines(pieces, reader.folder, runner)
-    writer = PartsWriter(storage, asset, reader.source)
-    final = storage.parts_path(asset, reader.source)
-    work = final.parent / f".{final.name}.ingest.{writer.token}.tmp"  # swept if this process dies
+    target = parts_target(str(storage.root), asset, reader.source)
     job = IngestJob(
         reader=type(reader),
         folder=str(reader.folder),
@@ -155,8 +149,7 @@ def ingest_in_tasks(
         params=params,
         root=str(storage.root),
         asset=asset,
-        token=writer.token,
-        work=str(work),
+        token=target.token,
         schema=stamped(reader.SCHEMA.remove_metadata(), provenance),
         rejected_schema=stamped(reader.QUARANTINE_SCHEMA.remove_metadata(), provenance),
         buckets=0 if len(pieces) <= 1 else max(1, min(len(pieces), 2 * workers)),
@@ -172,12 +165,12 @@ def ingest_in_tasks(
                 for row, new in zip(results[index]["stats"].sample_kept, update["sample_ids"], strict=False):
                     row["id"] = new
         ordered = [results[p.index] for p in pieces]
-        path, rejected_path = commit_parts(writer, len(pieces), provenance, storage)
+        path, rejected_path = target.commit(len(pieces), provenance)
     except BaseException:
-        writer.abort()
+        target.abort()
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        target.clear_work()
     stats = merge_counts(reader, ordered)
     run = StageRun(
         asset, reader.source, path, rejected_path, time.perf_counter() - started, stats, reader.SCHEMA
@@ -231,36 +224,6 @@ def merge_counts(reader: RowCollector, results: Sequence[dict]) -> StageStats:
     return stats
 
 
-def commit_parts(writer: PartsWriter, parts: int, provenance: dict, storage: Storage) -> tuple[Path, Path]:
-    """Check that every piece wrote its two parts, write each folder's manifest last, and move both
-    folders into place, quarantine first (a reader that finds the documents finds their rejects)."""
-    expected = [writer.part_name(i) for i in range(parts)]
-    for rejected in (False, True):
-        names = sorted(p.name for p in writer.staging(rejected).glob(PART_PATTERN))
-        if names != expected:
-            raise RuntimeError(
-                f"{writer.asset}[{writer.partition}]: {len(names)} of {parts} "
-                f"{'quarantine ' if rejected else ''}parts were written; nothing committed"
-            )
-    located = {}
-    for rejected in (True, False):
-        staging = writer.staging(rejected)
-        for entry in staging.iterdir():  # temporaries of tasks whose worker died (the task was rerun)
-            if entry.name not in expected:
-                entry.unlink(missing_ok=True)
-        write_manifest(staging, provenance)
-        fsync_tree(staging)
-        final = storage.parts_path(writer.asset, writer.partition, rejected)
-        single = (
-            storage.rejected_path(writer.asset, writer.partition)
-            if rejected
-            else storage.path(writer.asset, writer.partition)
-        )
-        replace_partition(staging, final, single)
-        located[rejected] = final
-    return located[False], located[True]
-
-
 # -- the tasks -------------------------------------------------------------------------------------
 def count_lines(folder: str, piece: FilePiece) -> dict:
     """How many lines start in the piece's byte range (where a range reader reads them)."""
@@ -285,12 +248,12 @@ def read_piece(job: IngestJob, piece: FilePiece, decided: dict | None = None) ->
     ids = TaskIds(decided or {}) if job.buckets else None
     if ids is not None:
         reader.use_ids(ids)  # the source-wide decisions come from the buckets (resolve_bucket)
-    writer = job.writer()
+    target = job.target()
     stats = StageStats(text_column=reader.TEXT_COLUMN)
     schema, rejected_schema = job.schema, job.rejected_schema
     with (
-        _Part(writer, piece.index, schema, False) as out,
-        _Part(writer, piece.index, rejected_schema, True) as bad,
+        target.open_part(piece.index, schema) as out,
+        target.open_part(piece.index, rejected_schema, rejected=True) as bad,
     ):
         for batch in reader.read_piece(piece):
             rows = pd.DataFrame(batch.documents, columns=schema.names)
@@ -306,7 +269,7 @@ def read_piece(job: IngestJob, piece: FilePiece, decided: dict | None = None) ->
                 if len(sample) < SAMPLE and len(frame):
                     sample.extend(frame.head(SAMPLE - len(sample)).to_dict("records"))
     if ids is not None and decided is None:
-        _write_keys(job, piece.index, ids.keys)
+        _write_keys(job, target, piece.index, ids.keys)
     return {
         "index": piece.index,
         "stats": stats,
@@ -319,11 +282,11 @@ def read_piece(job: IngestJob, piece: FilePiece, decided: dict | None = None) ->
 def resolve_bucket(job: IngestJob, bucket: int) -> dict:
     """Replay, in reading order, the keys of this bucket whose root occurs more than once, and write
     for each piece the keys that a sequential reading decides otherwise."""
-    folder = Path(job.work) / "keys" / f"b{bucket}"
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if not files:
+    target = job.target()
+    tables = target.tables(join(target.work, "keys", f"b{bucket}"))
+    if not tables:
         return {"pieces": []}
-    keys = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    keys = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
     keys = keys[keys["root"].duplicated(keep=False)]
     if keys.empty:
         return {"pieces": []}
@@ -344,59 +307,34 @@ def resolve_bucket(job: IngestJob, bucket: int) -> dict:
         return {"pieces": []}
     frame = pd.DataFrame(changes)
     for piece, rows in frame.groupby("piece"):
-        target = Path(job.work) / "fixes" / f"p{piece}" / f"b{bucket}.parquet"
-        _write_atomically(pa.Table.from_pandas(rows.drop(columns="piece"), preserve_index=False), target)
+        path = join(target.work, "fixes", f"p{piece}", f"b{bucket}.parquet")
+        target.put_table(path, pa.Table.from_pandas(rows.drop(columns="piece"), preserve_index=False))
     return {"pieces": sorted(int(p) for p in frame["piece"].unique())}
 
 
 def fix_piece(job: IngestJob, piece: FilePiece) -> dict:
     """Apply a piece's decided ids: rewrite its id column, or (an input id that is a duplicate)
     read the piece again with every decision, so the row is quarantined as the reader does it."""
-    folder = Path(job.work) / "fixes" / f"p{piece.index}"
-    fixes = pd.concat([pq.read_table(f).to_pandas() for f in sorted(folder.glob("*.parquet"))])
+    target = job.target()
+    fixes = pd.concat([t.to_pandas() for t in target.tables(join(target.work, "fixes", f"p{piece.index}"))])
     if fixes["error"].notna().any():
         decided = {
             int(s): (None if pd.isna(i) else i, None if pd.isna(e) else e)
             for s, i, e in zip(fixes["seq"], fixes["id"], fixes["error"], strict=True)
         }
         return {**read_piece(job, piece, decided), "ids_fixed": len(fixes), "reread": True}
-    target = job.writer().staging(False) / job.writer().part_name(piece.index)
-    table = pq.read_table(target)
+    table = target.read_part(piece.index)
     ids = table.column("id").to_pylist()
     for seq, new in zip(fixes["seq"], fixes["id"], strict=True):  # key n is document row n here
         ids[int(seq)] = new
     column = table.schema.get_field_index("id")
     field_ = table.schema.field(column)
     table = table.set_column(column, field_, pa.array(ids, field_.type))
-    _write_atomically(table.replace_schema_metadata(job.schema.metadata), target)
+    target.put_table(target.part_path(piece.index), table.replace_schema_metadata(job.schema.metadata))
     return {"index": piece.index, "ids_fixed": len(fixes), "sample_ids": ids[:SAMPLE]}
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-class _Part:
-    """One part file of the staging folder, streamed to a temporary name and published on success."""
-
-    def __init__(self, writer: PartsWriter, index: int, schema: pa.Schema, rejected: bool):
-        folder = writer.staging(rejected)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.target = folder / writer.part_name(index)
-        self.temp = temp_path(self.target)
-        self._writer = pq.ParquetWriter(self.temp, schema, compression="zstd")
-
-    def write(self, table: pa.Table) -> None:
-        self._writer.write_table(table)
-
-    def __enter__(self) -> _Part:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._writer.close()
-        if exc_type is None:
-            publish_file(self.temp, self.target)  # a rerun piece replaces its part
-        else:
-            self.temp.unlink(missing_ok=True)
-
-
 def _splittable(reader: RowCollector, path: Path) -> bool:
     try:
         return reader.splittable(path)
@@ -404,7 +342,9 @@ def _splittable(reader: RowCollector, path: Path) -> bool:
         return False
 
 
-def _write_keys(job: IngestJob, index: int, keys: list[tuple[str, str]]) -> None:
+def _write_keys(
+    job: IngestJob, target: LocalTarget | ObjectTarget, index: int, keys: list[tuple[str, str]]
+) -> None:
     """The piece's keys (kind, value, their order), one file per bucket of their root's hash."""
     if not keys:
         return
@@ -414,15 +354,8 @@ def _write_keys(job: IngestJob, index: int, keys: list[tuple[str, str]]) -> None
     frame["root"] = frame["value"].str.extract(ROOT_PATTERN, expand=False).fillna(frame["value"])
     bucket = pd.util.hash_array(frame["root"].to_numpy(object)) % job.buckets
     for b, rows in frame.groupby(bucket):
-        target = Path(job.work) / "keys" / f"b{b}" / f"p{index}.parquet"
-        _write_atomically(pa.Table.from_pandas(rows, preserve_index=False), target)
-
-
-def _write_atomically(table: pa.Table, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = temp_path(target)
-    pq.write_table(table, temp, compression="zstd")
-    publish_file(temp, target)
+        path = join(target.work, "keys", f"b{b}", f"p{index}.parquet")
+        target.put_table(path, pa.Table.from_pandas(rows, preserve_index=False))
 
 
 def _node() -> str:
