@@ -1,7 +1,7 @@
 """Ingest on Ray: one task per file or JSONL byte range, on 1 and on 2 workers, against one process.
 
-The real corpus (:mod:`benchmarks.real_corpus`: Debian docs, man pages, CPython docstrings) is written
-as an inbox source of ``--files`` JSONL files (``id`` and ``text``, in corpus order); then the source is
+The real corpus (:mod:`benchmarks.real_corpus`: Debian docs, man pages, CPython docstrings), ``--copies``
+times, is written as an inbox source of ``--files`` JSONL files (``id`` and ``text``, in corpus order); then the source is
 ingested
 
 - ``sequential``: the local engine's reader, one pass in this process (the baseline);
@@ -14,7 +14,7 @@ Every run's output is checked equal (ids and line numbers, row for row) to the s
 seconds, MB/s of inbox bytes. The machine's load (``uptime``) before and after goes in the output:
 figures taken on a shared machine say so.
 
-    .venv/bin/python -m benchmarks.bench_ingest_tasks --max-mb 16 --files 2 --split-mb 2
+    .venv/bin/python -m benchmarks.bench_ingest_tasks --max-mb 16 --copies 8 --files 2 --split-mb 8
 """
 
 from __future__ import annotations
@@ -78,14 +78,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-mb", type=float, default=16)
     parser.add_argument("--files", type=int, default=2)
-    parser.add_argument("--split-mb", type=float, default=2, help="split_bytes, in MB")
+    parser.add_argument("--split-mb", type=float, default=8, help="split_bytes, in MB")
+    parser.add_argument("--copies", type=int, default=8, help="the corpus this many times (longer runs)")
     args = parser.parse_args()
     params = IngestParams(split_bytes=int(args.split_mb * 2**20))
     result = {"load_before": load(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="ingest-tasks-") as tmp_name:
         tmp = Path(tmp_name)
         folder = tmp / "inbox" / "bench"
-        size = write_inbox(folder, args.max_mb, args.files)
+        size = write_inbox(folder, args.max_mb, args.files, args.copies)
         mb = size / 1e6
         seconds, want = ingest(folder, tmp / "seq", params)
         want = list(want)
@@ -110,6 +111,7 @@ def main() -> None:
         inbox_mb=round(mb, 2),
         documents=len(want),
         files=args.files,
+        copies=args.copies,
         split_mb=args.split_mb,
         tasks=pieces,
         cpus=os.cpu_count(),
