@@ -1,8 +1,8 @@
 """Ingest on Ray: one task per file or JSONL byte range, on 1 and on 2 workers, against one process.
 
-The real corpus (:mod:`benchmarks.real_corpus`: Debian docs, man pages, CPython docstrings), ``--copies``
-times, is written as an inbox source of ``--files`` JSONL files (``id`` and ``text``, in corpus order); then the source is
-ingested
+The real corpus (:mod:`benchmarks.real_corpus`: Debian docs, man pages, CPython docstrings),
+``--copies`` times, is written as an inbox source of ``--files`` JSONL files (``id`` and ``text``, in
+corpus order); then the source is ingested
 
 - ``sequential``: the local engine's reader, one pass in this process (the baseline);
 - ``tasks, in process``: the distributed plan (pieces, line counts, id buckets, parts, manifest) run
