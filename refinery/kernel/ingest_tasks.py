@@ -18,8 +18,13 @@ computed by tasks too, so the output equals the local engine's row for row:
    column, or, where an input id turns out to be a duplicate (its row moves to the quarantine with
    the reader's own reason and columns), reads the piece again with those decisions.
 
-The parts and a manifest (parts, rows, provenance: written last) are moved into place together,
-quarantine first (:class:`refinery.storage.PartsWriter`), so the output is complete or absent.
+The parts and a manifest (parts, rows, provenance: written last) are committed together,
+quarantine first, so the output is complete or absent: on a local root the staging folders of a
+:class:`refinery.storage.PartsWriter` are moved into place; on an object store (``s3://…``) the
+manifest, written last, is the commit point (:mod:`refinery.kernel.parts_target`).
+
+Known cost: the id keys are written per piece and bucket (one small file each where non-empty), so
+a source of very many files makes many small files in the scratch folder.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -46,6 +52,8 @@ from refinery.storage import Storage, stamped, table_from_frame
 
 ROOT_PATTERN = r"^(doc-[0-9a-f]{20})(?:-\d+)?$"  # a derived id and the suffixed ids it may become
 SAMPLE = 5
+SAMPLE_VALUE = 1024  # a sample's text or raw bytes travel cut to this (the metadata shows 160 characters)
+BUCKET_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,7 @@ def number_lines(pieces: list[FilePiece], folder: Path, runner: TaskRunner) -> l
 
 def ingest_in_tasks(
     reader: RowCollector,
-    storage: Storage,
+    storage: Storage | Any,  # or refinery.object_storage.ObjectStorage (its root a URI)
     asset: str,
     provenance: dict,
     runner: TaskRunner,
@@ -152,7 +160,7 @@ def ingest_in_tasks(
         token=target.token,
         schema=stamped(reader.SCHEMA.remove_metadata(), provenance),
         rejected_schema=stamped(reader.QUARANTINE_SCHEMA.remove_metadata(), provenance),
-        buckets=0 if len(pieces) <= 1 else max(1, min(len(pieces), 2 * workers)),
+        buckets=id_buckets(pieces, workers),
     )
     try:
         results = {r["index"]: r for r in runner.map(read_piece, [(job, p) for p in pieces])}
@@ -184,6 +192,16 @@ def ingest_in_tasks(
         "nodes": len({r["node"] for r in ordered}),
     }
     return run
+
+
+def id_buckets(pieces: list[FilePiece], workers: int) -> int:
+    """How many id-key buckets: none for a single piece (its reader decides every id); else two per
+    worker (at most one per piece), and one per GiB of input at least, so a bucket task holds the keys
+    of about a GiB of input (some 60 MB of keys for documents of 4 KB) however large the source."""
+    if len(pieces) <= 1:
+        return 0
+    size = sum(p.size for p in pieces if p.start == 0)
+    return max(1, min(len(pieces), 2 * workers), -(-size // BUCKET_BYTES))
 
 
 def resolve_ids(job: IngestJob, pieces: list[FilePiece], runner: TaskRunner) -> dict[int, dict]:
@@ -270,6 +288,13 @@ def read_piece(job: IngestJob, piece: FilePiece, decided: dict | None = None) ->
                     sample.extend(frame.head(SAMPLE - len(sample)).to_dict("records"))
     if ids is not None and decided is None:
         _write_keys(job, target, piece.index, ids.keys)
+    for row in (
+        *stats.sample_kept,
+        *stats.sample_rejected,
+    ):  # every task's samples come back: keep them small
+        for key, value in row.items():
+            if isinstance(value, str | bytes) and len(value) > SAMPLE_VALUE:
+                row[key] = value[:SAMPLE_VALUE]
     return {
         "index": piece.index,
         "stats": stats,
