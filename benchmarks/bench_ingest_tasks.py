@@ -37,19 +37,21 @@ from refinery.storage import Storage
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def write_inbox(folder: Path, max_mb: float, files: int) -> int:
-    """The corpus as ``files`` JSONL files of about equal size; returns the inbox bytes."""
+def write_inbox(folder: Path, max_mb: float, files: int, copies: int) -> int:
+    """The corpus ``copies`` times (ids made unique per copy) as ``files`` JSONL files of about equal
+    size; returns the inbox bytes."""
     corpus = ensure_real_corpus(max_mb)
     folder.mkdir(parents=True)
-    per_file = -(-corpus.docs // files)
+    per_file = -(-corpus.docs * copies // files)
     outs = [(folder / f"part-{i}.jsonl").open("w", encoding="utf-8") for i in range(files)]
     n = 0
-    for batch in corpus.iter_batches(2_000, ("id", "text")):
-        for doc_id, text in zip(
-            batch.column("id").to_pylist(), batch.column("text").to_pylist(), strict=True
-        ):
-            outs[min(n // per_file, files - 1)].write(json.dumps({"id": doc_id, "text": text}) + "\n")
-            n += 1
+    for copy in range(copies):
+        for batch in corpus.iter_batches(2_000, ("id", "text")):
+            ids, texts = batch.column("id").to_pylist(), batch.column("text").to_pylist()
+            for doc_id, text in zip(ids, texts, strict=True):
+                record = {"id": f"{doc_id}#{copy}", "text": text}
+                outs[min(n // per_file, files - 1)].write(json.dumps(record) + "\n")
+                n += 1
     for out in outs:
         out.close()
     return sum(p.stat().st_size for p in folder.iterdir())
