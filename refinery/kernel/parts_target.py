@@ -100,7 +100,7 @@ class LocalTarget:
     def clear_work(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
 
-    def commit(self, parts: int, provenance: dict) -> tuple[str, str]:
+    def commit(self, parts: int, provenance: dict) -> tuple[Path, Path]:
         writer, storage = self.writer, self.storage
         expected = [writer.part_name(i) for i in range(parts)]
         _check(
@@ -123,7 +123,7 @@ class LocalTarget:
                 else storage.path(writer.asset, writer.partition)
             )
             replace_partition(staging, final, single)
-            located[rejected] = str(final)
+            located[rejected] = final
         return located[False], located[True]
 
     def abort(self) -> None:

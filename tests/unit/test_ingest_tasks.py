@@ -17,6 +17,7 @@ import pytest
 from refinery.engine.tasks import InProcessTasks
 from refinery.ids import content_id
 from refinery.ingest.text_reader import IngestParams, SourceReader
+from refinery.kernel.checks import invariant_checks
 from refinery.kernel.ingest import ingest_with_reader
 from refinery.kernel.ingest_tasks import ingest_in_tasks, plan_pieces
 from refinery.manifest import read_manifest
@@ -68,6 +69,11 @@ def run_both(folder, tmp_path, reader_cls, params, asset="raw"):
     assert run.stats.summary() == seq.stats.summary()
     assert run.stats.extra == seq.stats.extra
     assert task_reader.report() == seq_reader.report() and task_reader.summary() == seq_reader.summary()
+    checks = invariant_checks(run, run.stats.rows_in, reader_cls.TEXT_COLUMN)  # as execute_ingest does
+    assert [c.passed for c in checks] == [
+        c.passed for c in invariant_checks(seq, seq.stats.rows_in, reader_cls.TEXT_COLUMN)
+    ]
+    assert all(c.passed for c in checks)
     return local, tasks, run
 
 
