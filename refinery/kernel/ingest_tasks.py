@@ -163,6 +163,9 @@ def ingest_in_tasks(
         buckets=id_buckets(pieces, workers),
     )
     try:
+        if not pieces:  # an empty or missing folder: one empty part each, as the local engine's empty files
+            with target.open_part(0, job.schema), target.open_part(0, job.rejected_schema, rejected=True):
+                pass
         results = {r["index"]: r for r in runner.map(read_piece, [(job, p) for p in pieces])}
         fixed = resolve_ids(job, pieces, runner) if job.buckets else {}
         for index, update in fixed.items():
@@ -173,7 +176,7 @@ def ingest_in_tasks(
                 for row, new in zip(results[index]["stats"].sample_kept, update["sample_ids"], strict=False):
                     row["id"] = new
         ordered = [results[p.index] for p in pieces]
-        path, rejected_path = target.commit(len(pieces), provenance)
+        path, rejected_path = target.commit(max(1, len(pieces)), provenance)
     except BaseException:
         target.abort()
         raise

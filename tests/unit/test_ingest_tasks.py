@@ -107,6 +107,16 @@ def test_any_range_size_gives_the_same_rows(tmp_path, split):
     run_both(folder, tmp_path, SourceReader, IngestParams(split_bytes=split))
 
 
+@pytest.mark.parametrize("files", [None, {}])
+def test_an_empty_or_missing_folder_is_an_empty_partition(tmp_path, files):
+    folder = tmp_path / "inbox" / "s"
+    if files is not None:
+        folder.mkdir(parents=True)
+    _, tasks, run = run_both(folder, tmp_path, SourceReader, IngestParams())
+    assert run.stats.extra["folder_exists"] is (files is not None)
+    assert tasks.row_count("raw", "s") == 0 and tasks.exists("raw", "s")
+
+
 def test_sft_records_in_ranges(tmp_path):
     folder = tmp_path / "inbox" / "s"
     folder.mkdir(parents=True)
