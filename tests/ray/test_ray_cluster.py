@@ -334,8 +334,8 @@ SMALL_CORPUS = 50_000
 
 def _ingest_inbox(home: Layout) -> int:
     """A text source with a large JSONL (a malformed line, ids used twice, texts seen twice) beside
-    an unreadable Parquet file, a truncated gzip and a page; an SFT source with an id used twice.
-    Returns a range size whose first cut falls inside the malformed line."""
+    a corrupt Parquet file, a truncated gzip, a page and a file that cannot be read; an SFT source
+    with an id used twice. Returns a range size whose first cut falls inside the malformed line."""
     import gzip
 
     records = [{"id": f"d{i}", "text": f"Line {i} of the big file, with words."} for i in range(40)]
@@ -349,6 +349,9 @@ def _ingest_inbox(home: Layout) -> int:
         "c.jsonl.gz": gzip.compress(jsonl([{"text": "A text that comes twice."}] * 3))[:-12],
         "d.html": "<html><body><main><p>A page that reads on its own.</p></main></body></html>",
     })  # fmt: skip
+    (home.inbox_source("text", "big") / "e.jsonl").symlink_to(
+        "/proc/self/mem"
+    )  # unreadable (EIO), even by root
     chat = [{"instruction": f"Say {i}.", "output": "Done."} for i in range(20)]
     chat[3]["id"] = chat[17]["id"] = "same"
     folder = home.inbox_source("sft", "chat")
@@ -404,7 +407,13 @@ def test_ingest_per_file_and_range_on_two_nodes_equals_the_local_engine(ray_clus
         assert runs["ray"]["summaries"][asset] == runs["local"]["summaries"][asset]
     kept, rejected = runs["ray"]["frames"]["raw_documents"]
     reasons = set(rejected["reason"])
-    assert {"malformed_json", "duplicate_id", "unreadable_parquet", "corrupt_archive"} <= reasons
+    assert {
+        "malformed_json",
+        "duplicate_id",
+        "unreadable_parquet",
+        "corrupt_archive",
+        "unreadable_file",
+    } <= reasons
     assert rejected.loc[rejected["reason"] == "malformed_json", "line"].tolist() == [13]
     twice = kept.loc[kept["text"] == "A text that comes twice.", "id"]  # in one range, then in another
     assert len(twice) >= 2 and twice.is_unique and twice.iloc[1] == twice.iloc[0] + "-2"

@@ -51,6 +51,7 @@ def text_source(folder):
     (folder / "c.parquet").write_bytes(b"PAR1 not really parquet")  # unreadable: quarantined whole
     (folder / "d.txt").write_text("same text everywhere")
     (folder / "e.csv").write_text("a,b\n")
+    (folder / "g.jsonl").symlink_to("/proc/self/mem")  # a file that cannot be read (EIO), even by root
     (folder / "f.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "bom"}\r\n{"text": 5}\r\n\xff\xfe bad\r\n')
 
 
@@ -91,6 +92,11 @@ def test_ranges_and_files_equal_one_sequential_reading(tmp_path):
     rejected = tasks.read("raw", "s", rejected=True)
     reasons = dict(zip(rejected["reason"], rejected["line"], strict=False))
     assert reasons["malformed_json"] == 21 and "unreadable_parquet" in reasons
+    unreadable = rejected[rejected["reason"] == "unreadable_file"]
+    assert (
+        unreadable["file"].tolist() == ["g.jsonl"]
+        and "Input/output error" in unreadable["reason_detail"].iloc[0]
+    )
     assert rejected["reason"].tolist().count("duplicate_id") == 2  # x1 again in a.jsonl, then in b.jsonl.gz
     engine = run.extra["engine"]
     assert engine["pieces_reread"] >= 1 and engine["ids_fixed"] >= 3
