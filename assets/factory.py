@@ -219,12 +219,13 @@ def stage_asset(
 def ingest_asset(
     spec: StageSpec, reader: type[RowCollector], *, resources: Iterable[str] = ()
 ) -> dg.AssetsDefinition:
-    """The asset that parses ``inbox/<kind>/<source>/`` with ``reader(folder, source, params)``;
-    its kind's inbox sensor requests it when the folder's files change."""
+    """The asset that parses ``inbox/<kind>/<source>/`` with ``reader(folder, source, params)``
+    (in the step, or on the engine's workers for a reader whose files read on their own); its kind's
+    inbox sensor requests it when the folder's files change."""
     config_type = config_class(spec.params)
 
-    # The engine is not used here, but checked: with an unreachable Ray cluster the run fails
-    # before its first step writes anything.
+    # On a distributed engine (ray) the inbox is read by its workers, one task per file or JSONL byte
+    # range (refinery.kernel.ingest_tasks); an unreachable cluster fails the run before anything is written.
     @dg.asset(**_asset_args(spec, [*resources, "engine"], None, False, automatic=False))
     def _ingest(context: dg.AssetExecutionContext, config: config_type) -> dg.MaterializeResult:
         ctx = stage_context(context, spec, config)

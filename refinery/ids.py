@@ -30,6 +30,14 @@ def content_id(text: str) -> str:
     return "doc-" + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
 
 
+def valid_id(raw_id: object) -> tuple[str | None, str | None]:
+    """An input's own id as a string, or the reason it is not one (the checks that need no state)."""
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+        return None, f"invalid_id: expected a string or integer, got {type(raw_id).__name__}"
+    value = str(raw_id).strip()
+    return (value, None) if value else (None, "invalid_id: empty string")
+
+
 class IdAssigner:
     """Hands out unique ids within one partition and reports explicit ids seen twice."""
 
@@ -38,18 +46,19 @@ class IdAssigner:
 
     def explicit(self, raw_id: object) -> tuple[str | None, str | None]:
         """Validate an id from the input: returns (id, None) or (None, error reason)."""
-        if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
-            return None, f"invalid_id: expected a string or integer, got {type(raw_id).__name__}"
-        value = str(raw_id).strip()
-        if not value:
-            return None, "invalid_id: empty string"
+        value, error = valid_id(raw_id)
+        if error:
+            return None, error
         if value in self._seen:
             return None, f"duplicate_id: id {value!r} already used earlier in this source"
         self._seen.add(value)
         return value, None
 
     def derived(self, text: str) -> str:
-        base = content_id(text)
+        return self.claim(content_id(text))
+
+    def claim(self, base: str) -> str:
+        """The first of ``base``, ``base-2``, ``base-3``… not yet handed out (a derived id)."""
         candidate, n = base, 1
         while candidate in self._seen:
             n += 1

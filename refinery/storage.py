@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from refinery.fs import local_path
 from refinery.paths import check_source_name
 from refinery.tempfiles import clean_stray, fsync_dir, fsync_file, fsync_tree, publish_file, temp_path
 
@@ -90,7 +91,8 @@ class Storage:
     """
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        # A folder or a file:// URI; an object store root (s3://…) is refinery.object_storage's.
+        self.root = local_path(root)
 
     def path(self, asset: str, partition: str) -> Path:
         """The single-file location (which may not exist; see :meth:`location`)."""

@@ -47,6 +47,13 @@ class ReaderParams(BaseModel):
 
     max_document_chars: int = Field(1_000_000, description="Longer documents are quarantined as oversized.")
     batch_rows: int = Field(5_000, description="Documents per batch handed to the writer.")
+    split_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=0,
+        description="On a distributed engine (ray) ingest runs one task per file; a plain JSONL file "
+        "larger than this is read as byte ranges of this size (cut at newlines), one task each. "
+        "0: never split. The output is the same either way.",
+    )
 
 
 class IngestParams(ReaderParams):
@@ -98,6 +105,7 @@ class SourceReader(RowCollector):
 
     SUFFIXES: tuple[str, ...] = TEXT_SUFFIXES
     RECORD_UNIT = "records"
+    PER_FILE = True  # every file reads on its own: one task per file (or JSONL range) on a cluster
     PARQUET_COLUMNS: tuple[str, ...] = ("text",)  # a Parquet file without them is quarantined whole
 
     def __init__(self, folder: Path, source: str, params: ReaderParams | None = None):
@@ -112,11 +120,22 @@ class SourceReader(RowCollector):
     def summary(self) -> dict:
         return {"records_skipped": dict(self.stats.skipped)}
 
+    def splittable(self, path: Path) -> bool:
+        """A plain JSONL file (not gzip, not UTF-16) reads as byte ranges cut at newlines."""
+        if matching_suffix(path, self.SUFFIXES) != ".jsonl":
+            return False
+        with path.open("rb") as probe:
+            head = probe.read(4)
+        return not head.startswith((GZIP_MAGIC, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+
     # -- public -------------------------------------------------------------------------------
     def batches(self) -> Iterator[IngestBatch]:
         for path, rel in self._files():
             kind = matching_suffix(path, self.SUFFIXES)
-            if kind is None:
+            problem = _unreadable(path)
+            if problem:
+                self._quarantine(rel, None, "unreadable_file", problem, None)
+            elif kind is None:
                 self._quarantine_file(
                     path, rel, "unsupported_file_type", f"expected one of {', '.join(self.SUFFIXES)}"
                 )
@@ -197,6 +216,10 @@ class SourceReader(RowCollector):
 
     # -- formats ------------------------------------------------------------------------------
     def _read_jsonl(self, path: Path, rel: str) -> Iterator[IngestBatch]:
+        piece = self.piece
+        if piece is not None and piece.end is not None:
+            yield from self._read_jsonl_range(path, rel, piece.start, piece.end, piece.first_line)
+            return
         with path.open("rb") as probe:
             head = probe.read(4)
         if head[:2] == GZIP_MAGIC:
@@ -215,6 +238,31 @@ class SourceReader(RowCollector):
                     yield from self._drain(final=False)
         except (EOFError, OSError, zlib.error) as err:
             # A truncated or corrupt archive: keep what was read, record where it broke.
+            self._quarantine(
+                rel, line_no + 1, "corrupt_archive", f"stopped reading after line {line_no}: {err}", None
+            )
+
+    def _read_jsonl_range(
+        self, path: Path, rel: str, start: int, end: int, first_line: int
+    ) -> Iterator[IngestBatch]:
+        """The lines that start in ``[start, end)``: a line crossing ``end`` is read whole here
+        and skipped by the next range, so every line is read once, by the range it starts in."""
+        line_no = first_line - 1
+        try:
+            with path.open("rb") as stream:
+                if start > 0:
+                    stream.seek(start - 1)
+                    stream.readline()  # the rest of the line the previous range reads
+                position = stream.tell()
+                while position < end:
+                    raw = stream.readline()
+                    if not raw:
+                        break
+                    line_no += 1
+                    position += len(raw)
+                    self._parse_jsonl_line(raw, rel, line_no)
+                    yield from self._drain(final=False)
+        except OSError as err:
             self._quarantine(
                 rel, line_no + 1, "corrupt_archive", f"stopped reading after line {line_no}: {err}", None
             )
@@ -399,6 +447,16 @@ class SourceReader(RowCollector):
     def _parquet_record(self, record: dict) -> dict:
         """One Parquet row as the record :meth:`_admit` validates."""
         return record
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why a file cannot be opened for reading (permissions, an I/O error), or None."""
+    try:
+        with path.open("rb") as stream:
+            stream.read(1)
+    except OSError as err:
+        return f"cannot read the file: {type(err).__name__}: {err.strerror or err}"
+    return None
 
 
 def _decode_text_file(data: bytes) -> tuple[str, str | None]:

@@ -40,6 +40,20 @@ class IngestStats:
     skipped: Counter = field(default_factory=Counter)  # records that are not documents, by kind
 
 
+@dataclass(frozen=True)
+class FilePiece:
+    """One task's share of a source folder: a whole file, or the lines of a plain JSONL file that
+    start in the byte range ``[start, end)`` (``first_line`` is the number of the first of them, so
+    every row keeps the line number a reading of the whole file gives). ``index`` names its part."""
+
+    index: int
+    path: str  # relative to the source folder, as a POSIX path
+    size: int
+    start: int = 0
+    end: int | None = None  # None: the whole file
+    first_line: int = 1
+
+
 def source_files(folder: Path) -> list[Path]:
     """Every non-hidden file under the source folder, in a stable order."""
     if not folder.is_dir():
@@ -67,6 +81,12 @@ class RowCollector:
     QUARANTINE_SCHEMA: pa.Schema = QUARANTINE_SCHEMA
     TEXT_COLUMN: str = "text"
     RECORD_UNIT: str = "rows"  # what one input row is called in the UI ("records", "rows")
+    # True when each file reads on its own (no row depends on another file): ingest may then run one
+    # task per file, or per byte range (:meth:`splittable`), on a distributed engine
+    # (refinery.kernel.ingest_tasks). Readers that match files with each other (images named by a
+    # captions table) leave it False and read the folder in one process.
+    PER_FILE: bool = False
+    piece: FilePiece | None = None  # set on a worker: read only this share of the folder
 
     def __init__(self, folder: Path, source: str, params: BaseModel):
         self.folder = folder
@@ -85,13 +105,30 @@ class RowCollector:
     def batches(self) -> Iterator[IngestBatch]:
         raise NotImplementedError
 
+    def splittable(self, path: Path) -> bool:
+        """Whether ``path`` may be read as byte ranges cut at newlines (a plain JSONL file)."""
+        return False
+
+    def use_ids(self, assigner: IdAssigner) -> None:
+        """Hand out ids with ``assigner`` (a task's, which defers the source-wide decisions)."""
+        self._ids = assigner
+
+    def read_piece(self, piece: FilePiece) -> Iterator[IngestBatch]:
+        """The batches of one file, or of one byte range of it (a worker's task)."""
+        self.piece = piece
+        return self.batches()
+
     def _files(self) -> Iterator[tuple[Path, str]]:
-        """Every file of the source folder with its relative name, counted in the stats (listed
-        even when it yields nothing)."""
-        for path in source_files(self.folder):
+        """Every file of the source folder (or the piece's one file) with its relative name,
+        counted in the stats (listed even when it yields nothing; its bytes once, by the piece
+        that starts it)."""
+        piece = self.piece
+        paths = source_files(self.folder) if piece is None else [self.folder / piece.path]
+        for path in paths:
             rel = display_name(path.relative_to(self.folder).as_posix())  # names need not be UTF-8
             self.stats.files[rel] += 0
-            self.stats.input_bytes += path.stat().st_size
+            if piece is None or piece.start == 0:
+                self.stats.input_bytes += path.stat().st_size if piece is None else piece.size
             yield path, rel
 
     def report(self) -> dict:

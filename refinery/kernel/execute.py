@@ -18,6 +18,7 @@ from refinery.batch import BatchProcessor
 from refinery.kernel.checks import invariant_checks
 from refinery.kernel.collector import RowCollector
 from refinery.kernel.ingest import ingest_with_reader
+from refinery.kernel.ingest_tasks import ingest_in_tasks
 from refinery.kernel.processor import Processor, Reporting, as_processor
 from refinery.kernel.report import inbox_metadata, stage_metadata
 from refinery.kernel.runner import StageRun, run_stage
@@ -83,7 +84,16 @@ def execute_stage(ctx: StageContext, make: ProcessorMaker, gpus: float = 0) -> S
 
 def execute_ingest(ctx: StageContext, reader: RowCollector) -> StageOutcome:
     """An ingest stage: stream an inbox reader's documents and quarantine rows into storage."""
-    run = ingest_with_reader(reader, ctx.storage, ctx.spec.name, ctx.provenance)
+    if ctx.engine.distributed and reader.PER_FILE:  # one task per file or JSONL range, on the workers
+        runner, workers = ctx.engine.tasks()
+        params = ctx.spec.params.model_validate(ctx.params.model_dump())  # the library's class travels
+        split = getattr(params, "split_bytes", 0)
+        run = ingest_in_tasks(
+            reader, ctx.storage, ctx.spec.name, ctx.provenance, runner, workers, split, params
+        )
+        run.extra["engine"] = {**ctx.engine.describe(), **run.extra["engine"]}
+    else:
+        run = ingest_with_reader(reader, ctx.storage, ctx.spec.name, ctx.provenance)
     meta, warnings = inbox_metadata(run, reader.folder, reader.RECORD_UNIT)
     for warning in warnings:
         ctx.log.warning(warning)

@@ -109,6 +109,7 @@ ROUNDS: dict[str, dict] = {
         "raw_documents": {
             "max_document_chars": 200_000,
             "batch_rows": 3,
+            "split_bytes": 1_000_000,  # ranges on a distributed engine (tests/ray); recorded here
             "html_extractor": "trafilatura",
             "html_drop_nav_lines": False,
             "html_heading_marks": True,

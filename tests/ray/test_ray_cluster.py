@@ -330,3 +330,96 @@ def test_the_dagster_process_holds_no_rows_of_the_corpus_wide_dedup(ray_cluster,
 
 
 SMALL_CORPUS = 50_000
+
+
+def _ingest_inbox(home: Layout) -> int:
+    """A text source with a large JSONL (a malformed line, ids used twice, texts seen twice) beside
+    a corrupt Parquet file, a truncated gzip, a page and a file that cannot be read; an SFT source
+    with an id used twice. Returns a range size whose first cut falls inside the malformed line."""
+    import gzip
+
+    records = [{"id": f"d{i}", "text": f"Line {i} of the big file, with words."} for i in range(40)]
+    records[30] = {"id": "d5", "text": "The id d5 was used before, in an earlier range."}
+    records += [{"text": "A text that comes twice."}] * 2
+    bad = b'{"text": "this JSON line is malformed and crosses the first range boundary", '
+    head = jsonl(records[:12])
+    write_source(home, "big", {
+        "a.jsonl": head + bad + b"\n" + jsonl(records[12:]),
+        "b.parquet": b"PAR1 this is not a parquet file",
+        "c.jsonl.gz": gzip.compress(jsonl([{"text": "A text that comes twice."}] * 3))[:-12],
+        "d.html": "<html><body><main><p>A page that reads on its own.</p></main></body></html>",
+    })  # fmt: skip
+    (home.inbox_source("text", "big") / "e.jsonl").symlink_to(
+        "/proc/self/mem"
+    )  # unreadable (EIO), even by root
+    chat = [{"instruction": f"Say {i}.", "output": "Done."} for i in range(20)]
+    chat[3]["id"] = chat[17]["id"] = "same"
+    folder = home.inbox_source("sft", "chat")
+    folder.mkdir(parents=True)
+    (folder / "chat.jsonl").write_bytes(jsonl(chat))
+    return len(head) + len(bad) // 2
+
+
+def test_ingest_per_file_and_range_on_two_nodes_equals_the_local_engine(ray_cluster, tmp_path, monkeypatch):
+    """raw_documents and raw_sft on the ray engine through Dagster: one task per file and per byte
+    range of the large JSONL (split_bytes), on the cluster's workers; rows, ids, line numbers,
+    quarantine reasons, counts and stats equal the local engine's, and a manifest lists the parts."""
+    import ray
+
+    from assets import raw_documents, raw_sft
+    from refinery.manifest import read_manifest
+    from resources import EngineResource
+
+    address, _ = ray_cluster
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    engine = EngineResource(kind="ray", address=address, node_ip_address="127.0.0.1")
+    outputs = (("raw_documents", "big"), ("raw_sft", "chat"))
+    runs = {}
+    for name, extra in (("local", {}), ("ray", {"engine": engine})):
+        home = Layout.at(tmp_path / name)
+        split = _ingest_inbox(home)
+        options = {"config": {"split_bytes": split, "batch_rows": 4}}
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions("text_source", ["big"])
+            instance.add_dynamic_partitions("sft_source", ["chat"])
+            try:
+                for asset, (key, source) in zip((raw_documents, raw_sft), outputs, strict=True):
+                    done = dg.materialize(
+                        [asset], partition_key=source, instance=instance,
+                        resources=resources_for(home, **extra), run_config={"ops": {key: options}},
+                    )  # fmt: skip
+                    assert done.success
+                    assert all(c.passed for c in done.get_asset_check_evaluations())
+            finally:
+                ray.shutdown()
+        storage = Storage(home.storage)
+        summaries = {asset: storage.read_stats(asset)[source] for asset, source in outputs}
+        engines = {asset: summary.pop("engine", None) for asset, summary in summaries.items()}
+        runs[name] = {
+            "frames": {asset: frames(home, asset, source) for asset, source in outputs},
+            "summaries": summaries,
+            "engines": engines,
+            "storage": storage,
+        }
+    for asset, _ in outputs:
+        for got, want in zip(runs["ray"]["frames"][asset], runs["local"]["frames"][asset], strict=True):
+            pd.testing.assert_frame_equal(got, want)
+        assert runs["ray"]["summaries"][asset] == runs["local"]["summaries"][asset]
+    kept, rejected = runs["ray"]["frames"]["raw_documents"]
+    reasons = set(rejected["reason"])
+    assert {
+        "malformed_json",
+        "duplicate_id",
+        "unreadable_parquet",
+        "corrupt_archive",
+        "unreadable_file",
+    } <= reasons
+    assert rejected.loc[rejected["reason"] == "malformed_json", "line"].tolist() == [13]
+    twice = kept.loc[kept["text"] == "A text that comes twice.", "id"]  # in one range, then in another
+    assert len(twice) >= 2 and twice.is_unique and twice.iloc[1] == twice.iloc[0] + "-2"
+    text_engine = runs["ray"]["engines"]["raw_documents"]
+    assert text_engine["runner"] == "ray" and text_engine["ranges"] > 2 and text_engine["tasks"] > 4
+    assert runs["local"]["engines"]["raw_documents"] is None
+    storage = runs["ray"]["storage"]
+    manifest = read_manifest(storage.parts_path(names.RAW_DOCUMENTS, "big"))
+    assert manifest["rows"] == len(kept) and len(manifest["parts"]) == text_engine["tasks"]

@@ -1,0 +1,398 @@
+"""Ingest on a cluster's workers: one task per inbox file, or per byte range of a large JSONL file.
+
+The driver lists the source folder and cuts it into :class:`FilePiece` s (files in the folder's
+order; a plain JSONL file over ``split_bytes`` in ranges cut at newlines); every piece is read by a
+task that writes its own pair of parts (documents and quarantine, ``part-<piece>``), so the parts
+read in order give the rows of one sequential reading. The driver keeps the list of pieces and each
+task's counts, never a row. What one sequential reading decides from what it read before is
+computed by tasks too, so the output equals the local engine's row for row:
+
+1. **line numbers**: a range's first line number is the number of lines before it. A counting task
+   per range (``bytes.count``, about 1 GB/s) gives them before the ranges are parsed.
+2. **document ids**: an id seen earlier in the source is a ``duplicate_id`` (input ids) or takes the
+   suffix ``-2``, ``-3``… (ids derived from the text). Each parse task writes the keys it handed out,
+   hash-partitioned by their root (``doc-<hash>`` without its suffix, or the input id), so every key
+   that can collide with another lands in the same bucket. A task per bucket replays, in reading
+   order, the roots seen more than once (:class:`refinery.ids.IdAssigner`, as the local reader
+   does) and writes what differs; a task per part that has differences then rewrites the part's id
+   column, or, where an input id turns out to be a duplicate (its row moves to the quarantine with
+   the reader's own reason and columns), reads the piece again with those decisions.
+
+The parts and a manifest (parts, rows, provenance: written last) are committed together,
+quarantine first, so the output is complete or absent: on a local root the staging folders of a
+:class:`refinery.storage.PartsWriter` are moved into place; on an object store (``s3://…``) the
+manifest, written last, is the commit point (:mod:`refinery.kernel.parts_target`).
+
+Known cost: the id keys are written per piece and bucket (one small file each where non-empty), so
+a source of very many files makes many small files in the scratch folder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from pydantic import BaseModel
+
+from refinery.fs import join
+from refinery.ids import IdAssigner, content_id, valid_id
+from refinery.kernel.collector import FilePiece, IngestStats, RowCollector, source_files
+from refinery.kernel.parts_target import LocalTarget, ObjectTarget, parts_target
+from refinery.kernel.runner import StageRun
+from refinery.kernel.spec import TaskRunner
+from refinery.stats import StageStats
+from refinery.storage import Storage, stamped, table_from_frame
+
+ROOT_PATTERN = r"^(doc-[0-9a-f]{20})(?:-\d+)?$"  # a derived id and the suffixed ids it may become
+SAMPLE = 5
+SAMPLE_VALUE = 1024  # a sample's text or raw bytes travel cut to this (the metadata shows 160 characters)
+BUCKET_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class IngestJob:
+    """What every task of one ingest shares (sent to the workers once)."""
+
+    reader: type[RowCollector]
+    folder: str
+    source: str
+    params: BaseModel
+    root: str  # the storage root: a local folder or a URI (refinery.fs)
+    asset: str
+    token: str  # names this run's parts and scratch files (parts_target)
+    schema: pa.Schema  # stamped with the provenance
+    rejected_schema: pa.Schema
+    buckets: int  # id-key buckets; 0: a single piece, whose reader assigns ids itself
+
+    def target(self) -> LocalTarget | ObjectTarget:
+        return parts_target(self.root, self.asset, self.source, self.token)
+
+
+@dataclass
+class TaskIds(IdAssigner):
+    """The reader's id assigner inside a task: checks an input id without the source's state and
+    hands out a derived id's base, recording both (``keys``). With ``decided`` (a rereading after
+    the buckets were resolved) it returns, for the n-th key, what a sequential reading gives."""
+
+    decided: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)
+    keys: list[tuple[str, str]] = field(default_factory=list)  # (kind "e"/"d", value)
+
+    def _record(self, kind: str, value: str) -> tuple[str | None, str | None]:
+        seq = len(self.keys)
+        self.keys.append((kind, value))
+        return self.decided.get(seq, (value, None))
+
+    def explicit(self, raw_id: object) -> tuple[str | None, str | None]:
+        value, error = valid_id(raw_id)
+        return (None, error) if error else self._record("e", value)
+
+    def derived(self, text: str) -> str:
+        return self._record("d", content_id(text))[0]
+
+    def claim(self, base: str) -> str:
+        return self._record("d", base)[0]
+
+
+# -- the driver ------------------------------------------------------------------------------------
+def plan_pieces(reader: RowCollector, split_bytes: int) -> list[FilePiece]:
+    """The folder's files in reading order, a plain JSONL file over ``split_bytes`` cut in ranges of
+    that size (their first line numbers are filled in by :func:`count_lines` tasks)."""
+    folder = reader.folder
+    pieces: list[FilePiece] = []
+    for path in source_files(folder):
+        rel, size = path.relative_to(folder).as_posix(), path.stat().st_size
+        if split_bytes > 0 and size > split_bytes and _splittable(reader, path):
+            for start in range(0, size, split_bytes):
+                pieces.append(FilePiece(len(pieces), rel, size, start, min(start + split_bytes, size)))
+        else:
+            pieces.append(FilePiece(len(pieces), rel, size))
+    return pieces
+
+
+def number_lines(pieces: list[FilePiece], folder: Path, runner: TaskRunner) -> list[FilePiece]:
+    """The ranges with their first line numbers: lines per range counted by tasks, summed here."""
+    ranged = [p for p in pieces if p.end is not None]
+    if not ranged:
+        return pieces
+    counts = runner.map(count_lines, [(str(folder), p) for p in ranged])
+    lines = {c["index"]: c["lines"] for c in counts}
+    numbered, before = [], {}
+    for piece in pieces:
+        if piece.end is None:
+            numbered.append(piece)
+            continue
+        first = before.get(piece.path, 0) + 1
+        before[piece.path] = first - 1 + lines[piece.index]
+        numbered.append(replace(piece, first_line=first))
+    return numbered
+
+
+def ingest_in_tasks(
+    reader: RowCollector,
+    storage: Storage | Any,  # or refinery.object_storage.ObjectStorage (its root a URI)
+    asset: str,
+    provenance: dict,
+    runner: TaskRunner,
+    workers: int,
+    split_bytes: int,
+    params: BaseModel,
+) -> StageRun:
+    """Ingest ``reader``'s folder as tasks on ``runner``; ``reader`` (not read) receives the merged
+    counts, so its ``report()`` and ``summary()`` show the whole source."""
+    started = time.perf_counter()
+    pieces = plan_pieces(reader, split_bytes)
+    pieces = number_lines(pieces, reader.folder, runner)
+    target = parts_target(str(storage.root), asset, reader.source)
+    job = IngestJob(
+        reader=type(reader),
+        folder=str(reader.folder),
+        source=reader.source,
+        params=params,
+        root=str(storage.root),
+        asset=asset,
+        token=target.token,
+        schema=stamped(reader.SCHEMA.remove_metadata(), provenance),
+        rejected_schema=stamped(reader.QUARANTINE_SCHEMA.remove_metadata(), provenance),
+        buckets=id_buckets(pieces, workers),
+    )
+    try:
+        if not pieces:  # an empty or missing folder: one empty part each, as the local engine's empty files
+            with target.open_part(0, job.schema), target.open_part(0, job.rejected_schema, rejected=True):
+                pass
+        results = {r["index"]: r for r in runner.map(read_piece, [(job, p) for p in pieces])}
+        fixed = resolve_ids(job, pieces, runner) if job.buckets else {}
+        for index, update in fixed.items():
+            if update.get("reread"):
+                results[index] = update
+            else:  # the part's rows are the same, some ids changed: so do the sample's
+                results[index]["ids_fixed"] = update["ids_fixed"]
+                for row, new in zip(results[index]["stats"].sample_kept, update["sample_ids"], strict=False):
+                    row["id"] = new
+        ordered = [results[p.index] for p in pieces]
+        path, rejected_path = target.commit(max(1, len(pieces)), provenance)
+    except BaseException:
+        target.abort()
+        raise
+    finally:
+        target.clear_work()
+    stats = merge_counts(reader, ordered)
+    run = StageRun(
+        asset, reader.source, path, rejected_path, time.perf_counter() - started, stats, reader.SCHEMA
+    )
+    run.extra["engine"] = {
+        "runner": runner.name,
+        "tasks": len(pieces),
+        "ranges": sum(p.end is not None for p in pieces),
+        "ids_fixed": sum(r.get("ids_fixed", 0) for r in ordered),
+        "pieces_reread": sum(bool(r.get("reread")) for r in ordered),
+        "nodes": len({r["node"] for r in ordered}),
+    }
+    return run
+
+
+def id_buckets(pieces: list[FilePiece], workers: int) -> int:
+    """How many id-key buckets: none for a single piece (its reader decides every id); else two per
+    worker (at most one per piece), and one per GiB of input at least, so a bucket task holds the keys
+    of about a GiB of input (some 60 MB of keys for documents of 4 KB) however large the source."""
+    if len(pieces) <= 1:
+        return 0
+    size = sum(p.size for p in pieces if p.start == 0)
+    return max(1, min(len(pieces), 2 * workers), -(-size // BUCKET_BYTES))
+
+
+def resolve_ids(job: IngestJob, pieces: list[FilePiece], runner: TaskRunner) -> dict[int, dict]:
+    """Bucket tasks find the keys a sequential reading decides otherwise; part tasks apply them.
+    Returns the new counts of the parts that changed."""
+    touched: set[int] = set()
+    for result in runner.map(resolve_bucket, [(job, b) for b in range(job.buckets)]):
+        touched.update(result["pieces"])
+    by_index = {p.index: p for p in pieces}
+    fixes = runner.map(fix_piece, [(job, by_index[i]) for i in sorted(touched)])
+    return {f["index"]: f for f in fixes}
+
+
+def merge_counts(reader: RowCollector, results: Sequence[dict]) -> StageStats:
+    """The tasks' statistics in piece order (samples: the first rows of the source) folded into one
+    StageStats, and their reader counts into ``reader``."""
+    stats = StageStats(text_column=reader.TEXT_COLUMN)
+    total: IngestStats = reader.stats
+    for result in results:
+        stats.merge(result["stats"], SAMPLE)
+        part: IngestStats = result["ingest"]
+        total.files.update(part.files)  # files that gave no row too (their count 0)
+        total.reasons.update(part.reasons)
+        total.skipped.update(part.skipped)
+        for name in ("blank_lines", "documents", "quarantined", "input_bytes"):
+            setattr(total, name, getattr(total, name) + getattr(part, name))
+        for name, counts in result["counters"].items():
+            getattr(reader, name).update(counts)
+    stats.rows_in = stats.rows_out + stats.rows_rejected
+    stats.chars_in = stats.chars_out
+    stats.reasons = Counter(total.reasons)
+    stats.extra = {
+        "folder_exists": reader.folder.is_dir(),
+        "files": dict(total.files),
+        "blank_lines": total.blank_lines,
+        "input_bytes": total.input_bytes,
+    }
+    return stats
+
+
+# -- the tasks -------------------------------------------------------------------------------------
+def count_lines(folder: str, piece: FilePiece) -> dict:
+    """How many lines start in the piece's byte range (where a range reader reads them)."""
+    assert piece.end is not None
+    lines = int(piece.start == 0 and piece.size > 0)
+    low, high = max(piece.start - 1, 0), min(piece.end - 1, piece.size - 1)
+    with open(Path(folder) / piece.path, "rb") as stream:
+        stream.seek(low)
+        remaining = max(0, high - low)
+        while remaining:
+            chunk = stream.read(min(remaining, 8 << 20))
+            if not chunk:
+                break
+            lines += chunk.count(b"\n")
+            remaining -= len(chunk)
+    return {"index": piece.index, "lines": lines}
+
+
+def read_piece(job: IngestJob, piece: FilePiece, decided: dict | None = None) -> dict:
+    """Read one piece into its two parts; return its counts (and write its id keys by bucket)."""
+    reader = job.reader(Path(job.folder), job.source, job.params)
+    ids = TaskIds(decided or {}) if job.buckets else None
+    if ids is not None:
+        reader.use_ids(ids)  # the source-wide decisions come from the buckets (resolve_bucket)
+    target = job.target()
+    stats = StageStats(text_column=reader.TEXT_COLUMN)
+    schema, rejected_schema = job.schema, job.rejected_schema
+    with (
+        target.open_part(piece.index, schema) as out,
+        target.open_part(piece.index, rejected_schema, rejected=True) as bad,
+    ):
+        for batch in reader.read_piece(piece):
+            rows = pd.DataFrame(batch.documents, columns=schema.names)
+            quarantine = pd.DataFrame(batch.quarantine, columns=rejected_schema.names)
+            if len(rows):
+                out.write(table_from_frame(rows, schema))
+            if len(quarantine):
+                bad.write(table_from_frame(quarantine, rejected_schema))
+            stats.rows_out += len(rows)
+            stats.rows_rejected += len(quarantine)
+            stats.observe_output(rows)
+            for sample, frame in ((stats.sample_kept, rows), (stats.sample_rejected, quarantine)):
+                if len(sample) < SAMPLE and len(frame):
+                    sample.extend(frame.head(SAMPLE - len(sample)).to_dict("records"))
+    if ids is not None and decided is None:
+        _write_keys(job, target, piece.index, ids.keys)
+    for row in (
+        *stats.sample_kept,
+        *stats.sample_rejected,
+    ):  # every task's samples come back: keep them small
+        for key, value in row.items():
+            if isinstance(value, str | bytes) and len(value) > SAMPLE_VALUE:
+                row[key] = value[:SAMPLE_VALUE]
+    return {
+        "index": piece.index,
+        "stats": stats,
+        "ingest": reader.stats,
+        "counters": {k: dict(v) for k, v in vars(reader).items() if isinstance(v, Counter)},
+        "node": _node(),
+    }
+
+
+def resolve_bucket(job: IngestJob, bucket: int) -> dict:
+    """Replay, in reading order, the keys of this bucket whose root occurs more than once, and write
+    for each piece the keys that a sequential reading decides otherwise."""
+    target = job.target()
+    tables = target.tables(join(target.work, "keys", f"b{bucket}"))
+    if not tables:
+        return {"pieces": []}
+    keys = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    keys = keys[keys["root"].duplicated(keep=False)]
+    if keys.empty:
+        return {"pieces": []}
+    keys = keys.sort_values(["piece", "seq"], kind="stable")
+    changes: list[dict] = []
+    for _, group in keys.groupby("root", sort=False):
+        ids = IdAssigner()
+        for piece, seq, kind, value in zip(
+            group["piece"], group["seq"], group["kind"], group["value"], strict=True
+        ):
+            if kind == "e":
+                final, error = ids.explicit(value)
+            else:
+                final, error = ids.claim(value), None
+            if error or final != value:
+                changes.append({"piece": int(piece), "seq": int(seq), "id": final, "error": error})
+    if not changes:
+        return {"pieces": []}
+    frame = pd.DataFrame(changes)
+    for piece, rows in frame.groupby("piece"):
+        path = join(target.work, "fixes", f"p{piece}", f"b{bucket}.parquet")
+        target.put_table(path, pa.Table.from_pandas(rows.drop(columns="piece"), preserve_index=False))
+    return {"pieces": sorted(int(p) for p in frame["piece"].unique())}
+
+
+def fix_piece(job: IngestJob, piece: FilePiece) -> dict:
+    """Apply a piece's decided ids: rewrite its id column, or (an input id that is a duplicate)
+    read the piece again with every decision, so the row is quarantined as the reader does it."""
+    target = job.target()
+    fixes = pd.concat([t.to_pandas() for t in target.tables(join(target.work, "fixes", f"p{piece.index}"))])
+    if fixes["error"].notna().any():
+        decided = {
+            int(s): (None if pd.isna(i) else i, None if pd.isna(e) else e)
+            for s, i, e in zip(fixes["seq"], fixes["id"], fixes["error"], strict=True)
+        }
+        return {**read_piece(job, piece, decided), "ids_fixed": len(fixes), "reread": True}
+    table = target.read_part(piece.index)
+    ids = table.column("id").to_pylist()
+    for seq, new in zip(fixes["seq"], fixes["id"], strict=True):  # key n is document row n here
+        ids[int(seq)] = new
+    column = table.schema.get_field_index("id")
+    field_ = table.schema.field(column)
+    table = table.set_column(column, field_, pa.array(ids, field_.type))
+    target.put_table(target.part_path(piece.index), table.replace_schema_metadata(job.schema.metadata))
+    return {"index": piece.index, "ids_fixed": len(fixes), "sample_ids": ids[:SAMPLE]}
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _splittable(reader: RowCollector, path: Path) -> bool:
+    try:
+        return reader.splittable(path)
+    except OSError:  # unreadable: its task quarantines it
+        return False
+
+
+def _write_keys(
+    job: IngestJob, target: LocalTarget | ObjectTarget, index: int, keys: list[tuple[str, str]]
+) -> None:
+    """The piece's keys (kind, value, their order), one file per bucket of their root's hash."""
+    if not keys:
+        return
+    frame = pd.DataFrame(keys, columns=["kind", "value"])
+    frame["seq"] = range(len(frame))
+    frame["piece"] = index
+    frame["root"] = frame["value"].str.extract(ROOT_PATTERN, expand=False).fillna(frame["value"])
+    bucket = pd.util.hash_array(frame["root"].to_numpy(object)) % job.buckets
+    for b, rows in frame.groupby(bucket):
+        path = join(target.work, "keys", f"b{b}", f"p{index}.parquet")
+        target.put_table(path, pa.Table.from_pandas(rows, preserve_index=False))
+
+
+def _node() -> str:
+    """Where a task ran: the Ray node, or this host."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except ImportError:
+        pass
+    return os.uname().nodename

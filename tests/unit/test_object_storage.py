@@ -1,0 +1,134 @@
+"""Ingest's parts on an object store: a real S3 API (moto's standalone server on loopback), reached
+through pyarrow.fs with a storage root URI.
+
+The output equals a local sequential ingest row for row; readers read only the parts the manifest
+lists (written last: the commit point where rename is not atomic); a rerun replaces the parts and
+deletes the old ones; the same rows give the same version. ``file://`` roots are local storage.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from refinery.engine.tasks import InProcessTasks
+from refinery.ingest.text_reader import IngestParams, SourceReader
+from refinery.kernel.ingest import ingest_with_reader
+from refinery.kernel.ingest_tasks import ingest_in_tasks
+from refinery.object_storage import ObjectStorage, open_storage
+from refinery.storage import Storage
+
+BUCKET = "refinery-test"
+
+
+@pytest.fixture(scope="module")
+def s3_root(tmp_path_factory):
+    """A moto S3 server on a free loopback port; the storage root URI of a bucket on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        root = f"s3://{BUCKET}/refinery?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+        store = ObjectStorage(root + "&allow_bucket_creation=true")
+        store.fs.create_dir(BUCKET)
+        yield root
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(autouse=True)
+def credentials(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def inbox(folder: Path, extra: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    records = [{"id": f"d{i % 13}", "text": f"text {i % 9} " * 3} for i in range(30 + extra)]
+    body = b"".join(json.dumps(r).encode() + b"\n" for r in records)
+    (folder / "a.jsonl").write_bytes(body[:200] + b"{not json\n" + body[200:])
+    (folder / "b.parquet").write_bytes(b"PAR1 broken")
+    return folder
+
+
+def ingest(folder: Path, storage, params: IngestParams):
+    reader = SourceReader(folder, "src", params)
+    return ingest_in_tasks(reader, storage, "raw", {"v": 1}, InProcessTasks(), 2, params.split_bytes, params)
+
+
+def test_ingest_parts_on_s3_equal_the_local_reading_and_commit_by_manifest(tmp_path, s3_root):
+    folder = inbox(tmp_path / "inbox" / "src")
+    params = IngestParams(split_bytes=400)
+    local = Storage(tmp_path / "local")
+    ingest_with_reader(SourceReader(folder, "src", params), local, "raw", {"v": 1})
+    store = open_storage(s3_root)
+    assert isinstance(store, ObjectStorage)
+    run = ingest(folder, store, params)
+    assert run.extra["engine"]["ranges"] > 2
+    for rejected in (False, True):
+        pd.testing.assert_frame_equal(
+            store.read("raw", "src", rejected=rejected), local.read("raw", "src", rejected=rejected)
+        )
+    assert store.partitions("raw") == ["src"] and store.row_count("raw", "src") == local.row_count(
+        "raw", "src"
+    )
+    assert store.provenance("raw", "src") == {"v": 1}
+    batches = pd.concat(list(store.iter_batches("raw", "src", batch_rows=4)), ignore_index=True)
+    pd.testing.assert_frame_equal(batches, local.read("raw", "src"))
+    first = store.manifest("raw", "src")
+    # A part no manifest lists (a run in progress, or one that died) is not read.
+    stray = f"{store.parts_path('raw', 'src')}/part-00000-otherrun.parquet"
+    pq.write_table(pa.table({"id": ["ghost"]}), stray, filesystem=store.fs)
+    assert "ghost" not in store.read("raw", "src")["id"].tolist()
+    # The same rows again: the same version; the old run's parts and the stray are gone.
+    ingest(folder, store, params)
+    assert store.manifest("raw", "src")["version"] == first["version"]
+    names = {i.base_name for i in store.fs.get_file_info(_selector(store.parts_path("raw", "src")))}
+    assert names == {p["name"] for p in store.manifest("raw", "src")["parts"]} | {"_manifest.json"}
+    # Changed input: a new version, the new rows.
+    inbox(folder, extra=5)
+    ingest(folder, store, params)
+    assert store.manifest("raw", "src")["version"] != first["version"]
+    assert store.row_count("raw", "src", rejected=True) == local.row_count("raw", "src", rejected=True) + 5
+    with pytest.raises(NotImplementedError, match="local storage root"):
+        store.writer("clean", "src")
+
+
+def test_a_file_uri_root_is_local_storage(tmp_path):
+    folder = inbox(tmp_path / "inbox" / "src")
+    params = IngestParams(split_bytes=256)
+    storage = open_storage(f"file://{tmp_path / 'store'}")
+    assert isinstance(storage, Storage) and storage.root == tmp_path / "store"
+    ingest(folder, storage, params)
+    assert storage.files("raw", "src")[0].parent == tmp_path / "store" / "raw" / "src"
+
+
+def _selector(folder: str):
+    import pyarrow.fs as pafs
+
+    return pafs.FileSelector(folder)
