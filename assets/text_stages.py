@@ -17,6 +17,7 @@ from refinery.dedup.banding import candidate_probability, s_curve_markdown
 from refinery.dedup.exact import ExactDeduper
 from refinery.dedup.fuzzy import FuzzyDeduper, signature_function
 from refinery.dedup.semantic import SemanticDeduper
+from refinery.dedup.semantic_tasks import distributed_deduper, remove_work
 from refinery.filters.language_routing import LanguageFilter
 from refinery.ingest.text_reader import SourceReader
 from refinery.kernel.report import withdrawn_claims
@@ -118,11 +119,33 @@ def _quality(run: StageContext) -> BatchProcessor:
     return scorer
 
 
-def _semantic(run: StageContext) -> BatchProcessor:
-    device = run.resources.compute.torch_device()
-    deduper = SemanticDeduper.for_partition(run.storage, run.spec.upstream, run.source, run.params, device)
+@contextmanager
+def _semantic(run: StageContext) -> Iterator[BatchProcessor]:
+    """In this process (the local engine), or, on a distributed engine, as shuffle steps on its
+    workers (k-means on a sample here, the rule per cluster there): the same decisions."""
+    if run.engine.distributed:
+        runner, workers = run.engine.tasks()
+        slice_rows = int(getattr(run.engine, "slice_rows", 20_000))
+        deduper = distributed_deduper(
+            run.storage,
+            run.spec.upstream,
+            run.source,
+            run.params,
+            runner,
+            workers,
+            slice_rows,
+            run.engine.name,
+        )
+    else:
+        device = run.resources.compute.torch_device()
+        deduper = SemanticDeduper.for_partition(
+            run.storage, run.spec.upstream, run.source, run.params, device
+        )
     run.provenance["embeddings_model"] = deduper.embeddings_model  # compared sources: metadata only
-    return deduper
+    run.metadata["semantic_dedup_ran_on"] = run.engine.name
+    yield deduper
+    if run.engine.distributed:  # written: the shuffle's files go (a failed run leaves them for its retry)
+        remove_work(run.storage, run.source)
 
 
 raw_documents = ingest_asset(text.RAW_DOCUMENTS, SourceReader)

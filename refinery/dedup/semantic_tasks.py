@@ -128,15 +128,35 @@ class PeakMemory:
 
     def __init__(self, on: bool):
         self.on = on and _write("/proc/self/clear_refs", "5")
+        self.start = _status("VmRSS") if self.on else None
+
+    def result(self) -> dict:
+        """What every task returns beside its counts: its peak and where it ran."""
+        return {"peak_rss": self.bytes(), "start_rss": self.start, "node": where()}
 
     def bytes(self) -> int | None:
-        if not self.on:
-            return None
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        return None
+        return _status("VmHWM") if self.on else None
+
+
+def _status(field: str) -> int | None:
+    """A size from ``/proc/self/status`` in bytes (VmRSS, VmHWM)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def where() -> str:
+    """The Ray node this task runs on, or ``local`` outside a Ray worker."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except ImportError:
+        pass
+    return "local"
 
 
 def _write(path: str, text: str) -> bool:
@@ -288,7 +308,7 @@ def sample_task(step: str, p: int, job: SemanticJob, upstream_path: str, positio
         "sample.parquet",
         pa.table({"position": pa.array(positions, pa.int64()), "vector": _vector_array(vectors, job.dim)}),
     )
-    return out.commit({"rows": table.num_rows, "stale": stale, "peak_rss": peak.bytes()})
+    return out.commit({"rows": table.num_rows, "stale": stale, **peak.result()})
 
 
 # -- 3. every member and claim to its cluster's reducer ------------------------------------------
@@ -330,7 +350,7 @@ def assign_task(step: str, i: int, job: SemanticJob, centroids: np.ndarray) -> d
         result = {"claims": row, "source": other, "used": claims.sources.get(other)}
         result["skipped"] = claims.skipped.get(other)
     spill.flush()
-    return out.commit({**result, "peak_rss": peak.bytes()})
+    return out.commit({**result, **peak.result()})
 
 
 # -- 4. the rule, one cluster at a time ----------------------------------------------------------
@@ -383,7 +403,7 @@ def decide_task(step: str, r: int, job: SemanticJob, centroids: np.ndarray) -> d
         sizes.append([cluster, len(members)])
         del rows, frame, vectors
     spill.flush()
-    return out.commit({"sizes": sizes, "largest_rows": largest_rows, "peak_rss": peak.bytes()})
+    return out.commit({"sizes": sizes, "largest_rows": largest_rows, **peak.result()})
 
 
 # -- 5. a piece's decisions in row order ---------------------------------------------------------
@@ -410,7 +430,7 @@ def collect_task(step: str, p: int, job: SemanticJob) -> dict:
             "removed": int(duplicate.sum()),
             "origins": origins,
             "removed_at": removed_at,
-            "peak_rss": peak.bytes(),
+            **peak.result(),
         }
     )
 
@@ -495,6 +515,8 @@ class ShuffleFigures:
     largest_cluster_rows: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)  # step -> the largest task's peak
+    growth: dict[str, int] = field(default_factory=dict)  # step -> the largest growth of a task's RSS
+    nodes: set[str] = field(default_factory=set)  # where the tasks ran
     tasks: dict[str, int] = field(default_factory=dict)
 
 
@@ -509,9 +531,11 @@ def run_shuffle(job: SemanticJob, upstream_rows: int, runner: TaskRunner) -> Shu
         found = work.run(runner, name, fn, args)
         figures.seconds[name] = round(clock() - t0, 3)
         figures.tasks[name] = len(args)
+        figures.nodes |= {r["node"] for r in found if r.get("node")}
         peaks = [r["peak_rss"] for r in found if r.get("peak_rss")]
         if peaks:
             figures.peak_rss[name] = max(peaks)
+            figures.growth[name] = max(r["peak_rss"] - r["start_rss"] for r in found if r.get("peak_rss"))
         return found
 
     n = job.rows
@@ -639,10 +663,12 @@ class ShuffledSemanticDeduper(SemanticDeduper):
             "kmeans_sample_rows": min(self.params.kmeans_sample_rows, f.rows),
             "tasks": f.tasks,
             "reducers": self.job.reducers,
+            "nodes": len(f.nodes),
             "seconds": f.seconds,
             "largest_cluster_rows": f.largest_cluster_rows,  # members and claims
             "largest_cluster_vector_mb": round(f.largest_cluster_rows * vector_bytes / mb, 2),
             "peak_rss_mb_per_task": {step: round(b / mb, 1) for step, b in f.peak_rss.items()},
+            "peak_growth_mb_per_task": {step: round(b / mb, 1) for step, b in f.growth.items()},
         }
         return out
 

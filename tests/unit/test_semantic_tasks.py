@@ -88,7 +88,7 @@ def test_stale_embeddings_fail_naming_the_partition(tmp_path):
     texts = table.column("text").to_pylist()
     texts[40] = "changed"
     pq.write_table(table.set_column(1, "text", pa.array(texts)), storage.path(UPSTREAM, "target"))
-    with pytest.raises(ValueError, match="'target' is stale .a document's text changed"):
+    with pytest.raises(ValueError, match=r"'target' is stale \(a document's text changed"):
         semantic_tasks.distributed_deduper(
             storage, UPSTREAM, "target", SemanticDedupParams(), InProcessTasks(), 1, slice_rows=32
         )
