@@ -167,7 +167,7 @@ def run_size(n: int, args, temp: Path) -> list[tuple]:
     rows = [(n, "in-process (baseline)", 1, growth, base["largest_cluster"], round(base["seconds"], 1),
              len(base["removed"]))]  # fmt: skip
     for step in ("sample", "assign", "decide", "collect"):
-        largest = f.largest_cluster_rows if step == "decide" else ""
+        largest = f"{f.largest_cluster_rows} ({f.reducer_files} files merged)" if step == "decide" else ""
         rows.append(
             (
                 n,

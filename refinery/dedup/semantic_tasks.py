@@ -14,8 +14,8 @@ other partitions hold the earlier claims (their kept documents); ``R`` reducers 
 3. ``assign`` (P + C): every member and every claim goes to its nearest centroid; the rows
    ``(cluster, kind, position, key, vector)`` go to reducer ``cluster mod R``, each file sorted by
    cluster (a claim task streams its partition in blocks and spills sorted chunks);
-4. ``decide`` (R): a reducer merges its sorted files one cluster at a time (one row group of each
-   file buffered) and runs the rule on that cluster alone
+4. ``decide`` (R): a reducer merges its sorted files one cluster at a time (one 256-row group of
+   each file buffered) and runs the rule on that cluster alone
    (:func:`~refinery.dedup.semantic_shuffle.decide_cluster`: the paper's order, each member's best
    claim, the resolution to a kept copy); the decisions go back to the member's piece;
 5. ``collect`` (P): a piece's decisions in row order, one file, with its counts.
@@ -23,7 +23,8 @@ other partitions hold the earlier claims (their kept documents); ``R`` reducers 
 The stage's processor (:class:`ShuffledSemanticDeduper`) then streams those files beside the
 upstream rows, one batch at a time. Memory per task: one piece (``slice_rows`` vectors), or in
 ``decide`` the largest cluster (its members' and claims' vectors, the similarity tiles) plus one
-row group per input file; the driver holds the sample, the centroids and per-task counts.
+256-row group per input file (P plus the claims' chunks: a term that grows with the corpus, by
+0.4 MB per file at dimension 384); the driver holds the sample, the centroids and per-task counts.
 
 **When the result can differ from the in-process plan.** Both fit the same sample with the same
 seed and assign every document to its nearest final centroid. Nearest-centroid products are
@@ -73,7 +74,7 @@ from refinery.quality.embeddings import text_hash
 from refinery.storage import PROVENANCE_KEY, Storage, parquet_files
 
 SHUFFLE_DIR = "_shuffle"
-ROW_GROUP_ROWS = 1024  # the reducer buffers one row group of each file it merges
+ROW_GROUP_ROWS = 256  # the reducer buffers one row group of each file it merges (~0.4 MB at dim 384)
 SPILL_ROWS = 32_768  # a claim task writes a sorted chunk per this many rows
 ROWS_PER_REDUCER = 250_000  # reducers grow with the corpus (time per task, not memory)
 CLAIM_SHIFT = 40  # a claim's position: (its partition's rank << 40) + its row in that partition's stream
@@ -157,6 +158,18 @@ def where() -> str:
     except ImportError:
         pass
     return "local"
+
+
+def release_memory() -> None:
+    """Freed memory back to the system (Arrow's pool and glibc's heap), so a task's footprint is
+    its current cluster, not the high-water mark of the clusters before it."""
+    pa.default_memory_pool().release_unused()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _write(path: str, text: str) -> bool:
@@ -377,7 +390,8 @@ def decide_task(step: str, r: int, job: SemanticJob, centroids: np.ndarray) -> d
     spill = Spill(out, len(job.pieces), ["position"])
     sizes: list[list[int]] = []
     largest_rows = 0
-    for cluster, rows in clusters_of(sent_to(job.step("assign"), r)):
+    files = sent_to(job.step("assign"), r)
+    for cluster, rows in clusters_of(files):
         largest_rows = max(largest_rows, rows.num_rows)
         frame = rows.select(["kind", "position", "key"]).to_pandas()
         members = np.flatnonzero(frame["kind"].to_numpy() == 0)
@@ -402,8 +416,9 @@ def decide_task(step: str, r: int, job: SemanticJob, centroids: np.ndarray) -> d
         spill.add(_decision_table(positions, member_keys, decisions), job.piece_of(positions))
         sizes.append([cluster, len(members)])
         del rows, frame, vectors
+        release_memory()  # what one cluster took goes back: the next starts from the same level
     spill.flush()
-    return out.commit({"sizes": sizes, "largest_rows": largest_rows, **peak.result()})
+    return out.commit({"sizes": sizes, "largest_rows": largest_rows, "files": len(files), **peak.result()})
 
 
 # -- 5. a piece's decisions in row order ---------------------------------------------------------
@@ -513,6 +528,7 @@ class ShuffleFigures:
     removed: int = 0
     rows: int = 0
     largest_cluster_rows: int = 0
+    reducer_files: int = 0  # the most files one reducer merged (one row group of each buffered)
     seconds: dict[str, float] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)  # step -> the largest task's peak
     growth: dict[str, int] = field(default_factory=dict)  # step -> the largest growth of a task's RSS
@@ -576,6 +592,7 @@ def run_shuffle(job: SemanticJob, upstream_rows: int, runner: TaskRunner) -> Shu
         for cluster, count in result["sizes"]:
             sizes[cluster] = count
         figures.largest_cluster_rows = max(figures.largest_cluster_rows, result["largest_rows"])
+        figures.reducer_files = max(figures.reducer_files, result["files"])
     figures.sizes = sizes.tolist()
     collected = timed("collect", collect_task, [(job,)] * len(job.pieces))
     for result in collected:
@@ -667,6 +684,7 @@ class ShuffledSemanticDeduper(SemanticDeduper):
             "seconds": f.seconds,
             "largest_cluster_rows": f.largest_cluster_rows,  # members and claims
             "largest_cluster_vector_mb": round(f.largest_cluster_rows * vector_bytes / mb, 2),
+            "reducer_input_files": f.reducer_files,
             "peak_rss_mb_per_task": {step: round(b / mb, 1) for step, b in f.peak_rss.items()},
             "peak_growth_mb_per_task": {step: round(b / mb, 1) for step, b in f.growth.items()},
         }
