@@ -558,6 +558,9 @@ def run_shuffle(job: SemanticJob, upstream_rows: int, runner: TaskRunner) -> Shu
     if n != upstream_rows:
         raise stale_error(job.source, job.upstream, f"it has {n} rows for {upstream_rows} documents")
     params = job.params
+    figures.removed_at = dict.fromkeys(epsilon_grid(params.epsilon), 0)
+    if n == 0:  # nothing to decide (as plan() returns for an empty partition)
+        return figures
     positions = sample_positions(n, params.kmeans_sample_rows)
     owner = job.piece_of(positions)
     upstream_path = str(Storage(job.root).require(job.upstream, job.source))
@@ -606,6 +609,9 @@ def run_shuffle(job: SemanticJob, upstream_rows: int, runner: TaskRunner) -> Shu
 
 
 def decision_files(job: SemanticJob) -> list[Path]:
+    """The ``collect`` step's files, in row order (none for an empty partition)."""
+    if not job.rows:
+        return []
     return [task_dir(job.step("collect"), p) / "decisions.parquet" for p in range(len(job.pieces))]
 
 

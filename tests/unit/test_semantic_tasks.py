@@ -106,3 +106,16 @@ def test_clusters_are_merged_from_sorted_files_one_at_a_time(tmp_path):
     got = [(c, sorted(t.column("v").to_pylist())) for c, t in
            semantic_tasks.clusters_of(sorted(tmp_path.glob("*.parquet")))]  # fmt: skip
     assert got == [(0, [0, 1]), (1, [10]), (2, [2, 3, 4, 11, 12]), (5, [5, 13, 14])]
+
+
+def test_an_empty_partition_runs_no_task_and_reports_as_the_plan(tmp_path):
+    storage = Storage(tmp_path)
+    write_partition(storage, "empty", np.zeros((0, 8), np.float32))
+    params = SemanticDedupParams()
+    got = semantic_tasks.distributed_deduper(storage, UPSTREAM, "empty", params, InProcessTasks(), 2)
+    want = SemanticDeduper.for_partition(storage, UPSTREAM, "empty", params, "cpu")
+    report, want_report = got.report(), want.report()
+    assert {k: report[k] for k in want_report if not k.endswith("seconds")} == {
+        k: v for k, v in want_report.items() if not k.endswith("seconds")
+    }
+    assert got.figures.tasks == {} and semantic_tasks.decision_files(got.job) == []
