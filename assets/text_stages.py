@@ -18,6 +18,7 @@ from refinery.dedup.banding import candidate_probability, s_curve_markdown
 from refinery.dedup.exact import ExactDeduper
 from refinery.dedup.fuzzy import FuzzyDeduper
 from refinery.dedup.semantic import SemanticDeduper
+from refinery.dedup.semantic_tasks import distributed_deduper, remove_work
 from refinery.dedup.signature_parts import SignatureParts, signature_table_function
 from refinery.engine.resume import data_version, fingerprint, remove_scratch, scratch_folder, scratch_path
 from refinery.engine.slices import current_slice
@@ -195,11 +196,33 @@ def _quality(run: StageContext) -> BatchProcessor:
     return scorer
 
 
-def _semantic(run: StageContext) -> BatchProcessor:
-    device = run.resources.compute.torch_device()
-    deduper = SemanticDeduper.for_partition(run.storage, run.spec.upstream, run.source, run.params, device)
+@contextmanager
+def _semantic(run: StageContext) -> Iterator[BatchProcessor]:
+    """In this process (the local engine), or, on a distributed engine, as shuffle steps on its
+    workers (k-means on a sample here, the rule per cluster there): the same decisions."""
+    if run.engine.distributed:
+        runner, workers = run.engine.tasks()
+        slice_rows = int(getattr(run.engine, "slice_rows", 20_000))
+        deduper = distributed_deduper(
+            run.storage,
+            run.spec.upstream,
+            run.source,
+            run.params,
+            runner,
+            workers,
+            slice_rows,
+            run.engine.name,
+        )
+    else:
+        device = run.resources.compute.torch_device()
+        deduper = SemanticDeduper.for_partition(
+            run.storage, run.spec.upstream, run.source, run.params, device
+        )
     run.provenance["embeddings_model"] = deduper.embeddings_model  # compared sources: metadata only
-    return deduper
+    run.metadata["semantic_dedup_ran_on"] = run.engine.name
+    yield deduper
+    if run.engine.distributed:  # written: the shuffle's files go (a failed run leaves them for its retry)
+        remove_work(run.storage, run.source)
 
 
 raw_documents = ingest_asset(text.RAW_DOCUMENTS, SourceReader)

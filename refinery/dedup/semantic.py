@@ -86,6 +86,13 @@ class SemanticDedupParams(BaseModel):
     )
     clusters: int | None = Field(None, ge=1, description="Fixed number of k-means clusters.")
     kmeans_iterations: int = Field(25, ge=1, description="Lloyd iterations (stops early once stable).")
+    kmeans_sample_rows: int = Field(
+        100_000,
+        ge=1,
+        description="k-means is fitted on at most this many vectors, evenly spaced in reading order; every "
+        "document then goes to its nearest centroid. The in-process and the distributed paths fit the same "
+        "sample, so they decide alike.",
+    )
     seed: int = Field(0, description="k-means++ initialisation seed.")
     against_other_sources: bool = Field(
         True, description="Also remove paraphrases of documents that other partitions kept."
@@ -97,6 +104,14 @@ class SemanticDedupParams(BaseModel):
     @property
     def threshold(self) -> float:
         return 1.0 - self.epsilon
+
+
+def sample_positions(n: int, sample_rows: int) -> np.ndarray:
+    """At most ``sample_rows`` positions, evenly spaced over ``n`` rows (all of them when n fits):
+    the rows k-means is fitted on, the same whether one process holds the partition or workers do."""
+    if n <= sample_rows:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, sample_rows).round().astype(np.int64))
 
 
 def spherical_kmeans(
@@ -180,9 +195,11 @@ class StoredClaims:
         self.sources, self.skipped = {}, {}
         for other in self.storage.partitions(SEMANTIC_DEDUPLICATED):
             if other != self.partition:
-                yield from self._partition_blocks(other)
+                yield from self.partition_blocks(other)
 
-    def _partition_blocks(self, other: str) -> Iterator[tuple[list[str], np.ndarray]]:
+    def partition_blocks(self, other: str) -> Iterator[tuple[list[str], np.ndarray]]:
+        """The kept documents of partition ``other`` with their vectors, block by block (recorded in
+        ``sources``, or in ``skipped`` with the reason)."""
         path = self.storage.path(DOCUMENT_EMBEDDINGS, other)
         if not path.exists():
             self.skipped[other] = "no document_embeddings file"
@@ -381,10 +398,15 @@ def check_alignment(emb: Embeddings, storage: Storage, upstream: str, partition:
     if stale is None and position != len(emb.ids):
         stale = f"it has {len(emb.ids)} rows for {position} documents"
     if stale:
-        raise ValueError(
-            f"document_embeddings for partition '{partition}' is stale ({stale}): re-materialize "
-            f"document_embeddings for '{partition}' after {upstream}"
-        )
+        raise stale_error(partition, upstream, stale)
+
+
+def stale_error(partition: str, upstream: str, why: str) -> ValueError:
+    """The error for embeddings that are not those of the upstream documents (``why``: how)."""
+    return ValueError(
+        f"document_embeddings for partition '{partition}' is stale ({why}): re-materialize "
+        f"document_embeddings for '{partition}' after {upstream}"
+    )
 
 
 def _tiles(x, order: np.ndarray, tile: int):
@@ -491,7 +513,12 @@ def plan(
     if n == 0:
         return SemanticPlan({}, 0, claims, rule=params.rule)
     k = params.clusters or math.ceil(n / params.docs_per_cluster)
-    centroids, assign = spherical_kmeans(vectors, k, params.kmeans_iterations, params.seed, device)
+    sample = vectors[sample_positions(n, params.kmeans_sample_rows)]
+    centroids, _ = spherical_kmeans(sample, k, params.kmeans_iterations, params.seed, device)
+    # Every document to its nearest final centroid (what k-means returns once it has converged;
+    # also when it stopped at kmeans_iterations, and for rows outside the sample).
+    x = torch.as_tensor(vectors, dtype=torch.float32, device=device)
+    assign = _nearest(x, centroids).cpu().numpy()
     seconds_kmeans = time.perf_counter() - started
     k = centroids.shape[0]
     threshold = params.threshold
@@ -502,7 +529,6 @@ def plan(
         best = BestClaims(np.full(n, -np.inf), [None] * n, {})
     seconds_claims = time.perf_counter() - claims_started
     keys = [doc_key(source, i) for i in ids]
-    x = torch.as_tensor(vectors, dtype=torch.float32, device=device)
     decide = _cluster_semdedup if params.rule == "semdedup" else _cluster_first_come
     decisions: dict[str, Decision] = {}
     sizes = np.bincount(assign, minlength=k).tolist()
@@ -522,6 +548,58 @@ def plan(
     return SemanticPlan(
         decisions, k, claims, seconds_kmeans, sizes, params.rule, best.compared, seconds_claims
     )
+
+
+def epsilon_grid(epsilon: float) -> list[float]:
+    """The ε values the metadata shows removal counts for (the chosen one included)."""
+    return sorted({0.01, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, epsilon})
+
+
+def semantic_report(
+    params: SemanticDedupParams,
+    clusters: int,
+    sizes: Sequence[int],
+    figures: dict,
+    sources: dict[str, int],
+    skipped: dict[str, str],
+    origins: dict[str, int],
+    removed_at: dict[float, int] | None,
+    total: int,
+) -> dict:
+    """The stage's metadata, from figures the in-process and the distributed paths both have:
+    cluster sizes (empty clusters counted), claims per source, removals per origin and per ε."""
+    out = {
+        "rule": params.rule,
+        "similarity_threshold": round(params.threshold, 6),
+        "clusters": clusters,
+        "cluster_size_max": int(max(sizes)) if len(sizes) else 0,
+        "cluster_size_median": float(np.median(sizes)) if len(sizes) else 0.0,
+        **figures,
+        "claims_from_sources": Markdown(
+            markdown.table(["source", "kept documents compared"], sorted(sources.items()))
+            if sources
+            else "_none: no other partition has been deduplicated yet_"
+        ),
+        "claims_skipped": Json(skipped),
+        "duplicates_within_or_across": Markdown(
+            markdown.table(["kept copy in", "removed here"], sorted(origins.items()))
+        ),
+    }
+    if removed_at is not None:
+        rows = [
+            (f"{e:g}", f"{1 - e:.2f}", removed_at[e], f"{removed_at[e] / total:.1%}" if total else "")
+            for e in sorted(removed_at)
+        ]
+        out["removed_at_epsilon"] = Markdown(
+            markdown.table(["ε", "cosine ≥", "would be removed", "share"], rows)
+        )
+    return out
+
+
+def origin_label(neighbour: str, source: str) -> str:
+    """Where a removed document's kept copy is, as the metadata's table names it."""
+    origin = neighbour.partition("/")[0]
+    return f"{origin} (this partition)" if origin == source else origin
 
 
 class SemanticDeduper(StageProcessor):
@@ -552,53 +630,36 @@ class SemanticDeduper(StageProcessor):
 
     def report(self) -> dict:
         decided, claims = self.plan, self.plan.claims
-        sizes = decided.cluster_sizes
-        sources = getattr(claims, "sources", {})
-        out = {
-            "rule": decided.rule,
-            "similarity_threshold": round(self.params.threshold, 6),
-            "clusters": decided.clusters,
-            "cluster_size_max": max(sizes) if sizes else 0,
-            "cluster_size_median": float(np.median(sizes)) if sizes else 0.0,
-            "kmeans_seconds": round(decided.seconds_kmeans, 3),
-            "claims_compared": decided.claims_compared,
-            "claims_seconds": round(decided.seconds_claims, 3),
-            "device": self.device,
-            "embeddings_model": self.embeddings_model,
-            "claims_from_sources": Markdown(
-                markdown.table(["source", "kept documents compared"], sorted(sources.items()))
-                if sources
-                else "_none: no other partition has been deduplicated yet_"
-            ),
-            "claims_skipped": Json(getattr(claims, "skipped", {})),
-            "duplicates_within_or_across": Markdown(
-                markdown.table(["kept copy in", "removed here"], sorted(self.origins().items()))
-            ),
-        }
-        if decided.rule == "semdedup":
-            grid = sorted({0.01, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, self.params.epsilon})
-            total = len(decided.decisions)
-            rows = [
-                (
-                    f"{e:g}",
-                    f"{1 - e:.2f}",
-                    decided.removed_at(e),
-                    f"{decided.removed_at(e) / total:.1%}" if total else "",
-                )
-                for e in grid
-            ]
-            out["removed_at_epsilon"] = Markdown(
-                markdown.table(["ε", "cosine ≥", "would be removed", "share"], rows)
-            )
-        return out
+        total = len(decided.decisions)
+        removed_at = (
+            {e: decided.removed_at(e) for e in epsilon_grid(self.params.epsilon)}
+            if decided.rule == "semdedup"
+            else None
+        )
+        return semantic_report(
+            self.params,
+            decided.clusters,
+            decided.cluster_sizes,
+            {
+                "kmeans_seconds": round(decided.seconds_kmeans, 3),
+                "claims_compared": decided.claims_compared,
+                "claims_seconds": round(decided.seconds_claims, 3),
+                "device": self.device,
+                "embeddings_model": self.embeddings_model,
+            },
+            getattr(claims, "sources", {}),
+            getattr(claims, "skipped", {}),
+            self.origins(),
+            removed_at,
+            total,
+        )
 
     def origins(self) -> dict[str, int]:
         """How many documents were removed in favour of a copy in each source (this one included)."""
         counts: dict[str, int] = {}
         for d in self.plan.decisions.values():
             if d.duplicate and d.neighbour:
-                origin = d.neighbour.partition("/")[0]
-                key = f"{origin} (this partition)" if origin == self.source else origin
+                key = origin_label(d.neighbour, self.source)
                 counts[key] = counts.get(key, 0) + 1
         return counts
 
@@ -613,9 +674,12 @@ class SemanticDeduper(StageProcessor):
         return text
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
+        return self.apply(frame, [self.plan.decisions[doc_id] for doc_id in frame["id"].tolist()])
+
+    def apply(self, frame: pd.DataFrame, decided: Sequence[Decision]) -> BatchResult:
+        """The frame's rows with their decisions (one per row, in order): kept, or removed with the reason."""
         reasons, duplicate_of, similarity, clusters, nn = [], [], [], [], []
-        for doc_id in frame["id"].tolist():
-            d = self.plan.decisions[doc_id]
+        for d in decided:
             clusters.append(d.cluster)
             nn.append(d.nn_similarity)
             if d.duplicate:

@@ -38,18 +38,14 @@ from refinery.dedup.semantic import (
     SemanticPlan,
     cluster_decisions,
     dedup_order,
+    sample_positions,
     spherical_kmeans,
 )
+
+__all__ = ["assign", "decide_cluster", "decide_group", "plan_by_cluster", "sample_positions", "shuffled"]
 from refinery.ids import doc_key
 
 ASSIGN_BLOCK = 65_536
-
-
-def sample_positions(n: int, sample_rows: int) -> np.ndarray:
-    """At most ``sample_rows`` positions, evenly spaced over ``n`` rows (all of them when n fits)."""
-    if n <= sample_rows:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, sample_rows).round().astype(np.int64))
 
 
 def assign(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -152,7 +148,7 @@ def plan_by_cluster(
     vectors: np.ndarray,
     claims,
     params: SemanticDedupParams,
-    sample_rows: int = 100_000,
+    sample_rows: int | None = None,
     engine: Any = None,
 ) -> SemanticPlan:
     """``plan``'s decisions, k-means fitted on a sample and each cluster decided on its own (on the
@@ -164,7 +160,7 @@ def plan_by_cluster(
     if n == 0:
         return SemanticPlan({}, 0, claims, rule=params.rule)
     k = params.clusters or math.ceil(n / params.docs_per_cluster)
-    sample = vectors[sample_positions(n, sample_rows)]
+    sample = vectors[sample_positions(n, sample_rows or params.kmeans_sample_rows)]
     centroids, _ = spherical_kmeans(sample, k, params.kmeans_iterations, params.seed)
     centroids = centroids.cpu().numpy()
     seconds_kmeans = time.perf_counter() - started
