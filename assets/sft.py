@@ -22,7 +22,7 @@ from refinery.stages import sft
 CHECK_STAMP = "check_plan"  # provenance key: the dedup outcomes' folder, relative to the storage root
 
 
-def _checks(run: StageContext):
+def make_checks(run: StageContext):
     """In this process: rules and claims batch by batch. On a distributed engine: the plan
     (rules on the workers, claims here), then each worker's copy checks its slices against it."""
     stamp = run.provenance.get(CHECK_STAMP)
@@ -73,7 +73,7 @@ def _checks_planned(run: StageContext) -> BatchProcessor:
     return SftChecker(SftRules(run.params), DecidedDedup(folder))
 
 
-def _selection(run: StageContext) -> BatchProcessor:
+def make_selection(run: StageContext) -> BatchProcessor:
     stamp = run.provenance.get(PLAN_STAMP)
     if stamp:  # a worker writing its slices: the step has made the plan
         return SftSelector.decided(run.storage.root / stamp, run.params)
@@ -94,5 +94,5 @@ def _selection(run: StageContext) -> BatchProcessor:
 
 
 raw_sft = ingest_asset(sft.RAW_SFT, SftReader)
-sft_checked = stage_asset(sft.SFT_CHECKED, _checks, resources=["dedup_index"], pool=DEDUP_POOL)
-sft_selected = stage_asset(sft.SFT_SELECTED, _selection, resources=["embedder"], gpu=True)
+sft_checked = stage_asset(sft.SFT_CHECKED, make_checks, resources=["dedup_index"], pool=DEDUP_POOL)
+sft_selected = stage_asset(sft.SFT_SELECTED, make_selection, resources=["embedder"], gpu=True)
