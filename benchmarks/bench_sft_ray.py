@@ -10,8 +10,8 @@ Every run's kept and rejected rows are checked equal to the local engine's (dist
 float noise). Reported: wall seconds (cold: the first run of an engine, which starts its actors
 and loads the model in each; warm: the second), and the speed-ups.
 
-Records are real text (``--real``: the prompts are the first ``--chars`` characters of the
-documents of benchmarks/real_corpus.py) or generated prose (refinery.sample.prose).
+Records are real text (``--real``: the prompts are consecutive ``--chars``-character pieces of
+the documents of benchmarks/real_corpus.py) or generated prose (refinery.sample.prose).
 
     .venv/bin/python -m benchmarks.bench_sft_ray --records 2000 --real
 """
@@ -36,9 +36,10 @@ def prompts(args) -> list[str]:
     if args.real:
         from benchmarks.real_corpus import ensure_real_corpus
 
-        corpus = ensure_real_corpus()
+        corpus = ensure_real_corpus(max_mb=args.real_mb)
         texts = pd.concat([pd.read_parquet(f, columns=["text"]) for f in corpus.files], ignore_index=True)
-        return [t[: args.chars] for t in texts["text"].head(args.records)]
+        pieces = [t[i : i + args.chars] for t in texts["text"] for i in range(0, len(t), args.chars)]
+        return [p for p in pieces if p.strip()][: args.records]
     from refinery.sample import prose
 
     rng = random.Random(7)
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=2000)
     parser.add_argument("--chars", type=int, default=400)
     parser.add_argument("--real", action="store_true", help="prompts from benchmarks/real_corpus.py")
+    parser.add_argument("--real-mb", type=float, default=2, help="size of the real corpus to build")
     parser.add_argument("--slice-rows", type=int, default=250)
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
