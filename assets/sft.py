@@ -10,23 +10,39 @@ from refinery.kernel.spec import StageContext
 from refinery.metadata import Json
 from refinery.names import DEDUP_POOL
 from refinery.sft.check import SftChecker
+from refinery.sft.check_plan import DecidedDedup, claim_in_order, rule_flags
+from refinery.sft.check_plan import new_plan_folder as new_check_folder
 from refinery.sft.dedup import SftPromptDeduper, open_group_indexes
 from refinery.sft.reader import SftReader
 from refinery.sft.rules import SftRules
-from refinery.sft.selector import SftSelector
+from refinery.sft.selection_plan import upstream_fingerprint
+from refinery.sft.selector import PLAN_STAMP, SftSelector, selection_pool
 from refinery.stages import sft
 
+CHECK_STAMP = "check_plan"  # provenance key: the dedup outcomes' folder, relative to the storage root
 
-@contextmanager
-def _checks(run: StageContext) -> Iterator[BatchProcessor]:
+
+def make_checks(run: StageContext):
+    """In this process: rules and claims batch by batch. On a distributed engine: the plan
+    (rules on the workers, claims here), then each worker's copy checks its slices against it."""
+    stamp = run.provenance.get(CHECK_STAMP)
+    if stamp:  # a worker writing its slices
+        return SftChecker(SftRules(run.params), DecidedDedup(run.storage.root / stamp))
+    if run.engine.distributed:
+        return _checks_planned(run)
+    return _checks_here(run)
+
+
+def _indexes(run: StageContext):
     dedup_index = run.resources.dedup_index
-    indexes = open_group_indexes(
+    return open_group_indexes(
         dedup_index.backend, run.layout, dedup_index.redis_url, dedup_index.namespace, run.params
     )
-    with SftPromptDeduper.claiming(indexes, run.source, run.params) as deduper:
-        yield SftChecker(SftRules(run.params), deduper)
+
+
+def _report_claims(run: StageContext, deduper: SftPromptDeduper) -> None:
     run.metadata.update(
-        index_backend=dedup_index.backend,
+        index_backend=run.resources.dedup_index.backend,
         index_sizes=Json(deduper.sizes),
         previous_entries_replaced=deduper.replaced,
         **withdrawn_claims(deduper.withdrawn),
@@ -34,11 +50,49 @@ def _checks(run: StageContext) -> Iterator[BatchProcessor]:
     run.summary["claims_withdrawn"] = deduper.withdrawn
 
 
-def _selection(run: StageContext) -> BatchProcessor:
-    embedder = run.resources.embedder.load()
-    return SftSelector(run.storage, run.spec.upstream, run.source, run.params, embedder, run.log)
+@contextmanager
+def _checks_here(run: StageContext) -> Iterator[BatchProcessor]:
+    with SftPromptDeduper.claiming(_indexes(run), run.source, run.params) as deduper:
+        yield SftChecker(SftRules(run.params), deduper)
+    _report_claims(run, deduper)
+
+
+def _checks_planned(run: StageContext) -> BatchProcessor:
+    upstream, storage = run.spec.upstream, run.storage
+    columns = storage.schema(upstream, run.source).names
+    passed = rule_flags(run.engine, storage.require(upstream, run.source), columns, run.params)
+    location = storage.require(upstream, run.source)
+    folder = new_check_folder(
+        storage.root, run.source, upstream_fingerprint(location, run.params.model_dump_json())
+    )
+    with SftPromptDeduper.claiming(_indexes(run), run.source, run.params) as deduper:
+        claimed = claim_in_order(storage, upstream, run.source, passed, deduper, folder)
+    _report_claims(run, deduper)
+    run.metadata.update(rules_checked_by=run.engine.name, records_claimed_in_step=claimed)
+    run.provenance[CHECK_STAMP] = str(folder.relative_to(storage.root))
+    return SftChecker(SftRules(run.params), DecidedDedup(folder))
+
+
+def make_selection(run: StageContext) -> BatchProcessor:
+    stamp = run.provenance.get(PLAN_STAMP)
+    if stamp:  # a worker writing its slices: the step has made the plan
+        return SftSelector.decided(run.storage.root / stamp, run.params)
+    loader = run.resources.embedder
+    selector = SftSelector.planned(
+        run.storage,
+        run.spec.upstream,
+        run.source,
+        run.params,
+        log=run.log,
+        loader=loader,
+        engine=run.engine,
+        pool=selection_pool(run.engine, loader.compute) if run.engine.distributed else None,
+    )
+    if run.engine.distributed:  # the workers that write the rows find the plan through it
+        run.provenance[PLAN_STAMP] = str(selector.folder.relative_to(run.storage.root))
+    return selector
 
 
 raw_sft = ingest_asset(sft.RAW_SFT, SftReader)
-sft_checked = stage_asset(sft.SFT_CHECKED, _checks, resources=["dedup_index"], pool=DEDUP_POOL)
-sft_selected = stage_asset(sft.SFT_SELECTED, _selection, resources=["embedder"], gpu=True)
+sft_checked = stage_asset(sft.SFT_CHECKED, make_checks, resources=["dedup_index"], pool=DEDUP_POOL)
+sft_selected = stage_asset(sft.SFT_SELECTED, make_selection, resources=["embedder"], gpu=True)

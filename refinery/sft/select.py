@@ -11,6 +11,17 @@ random, by the input's quality score (highest first), or nearest to the centroid
 k-means is plain Lloyd in numpy on L2-normalised float32 embeddings, with greedy k-means++
 seeding (several restarts on a subsample, the best kept) and distance blocks sized for the
 cache, so 100k records of 384 dimensions cluster in well under a minute on one core.
+
+Selection is four steps, each a function here, so the in-process stage and the distributed one
+(:mod:`refinery.sft.selection_plan`) run the same code and make the same choices:
+
+1. **fit**: k-means on a bounded sample (:func:`sample_positions`: every record while the
+   partition has at most ``kmeans_sample_rows``, else that many positions drawn with ``seed``);
+2. **assign**: every record to its nearest centroid (:func:`assign`), each row on its own;
+3. **allocate**: per-cluster quotas from the cluster sizes alone (:func:`allocate`);
+4. **choose**: within each cluster, the first ``taken`` records in the requested order, ties
+   broken by a hash of the record's position (:func:`tiebreak`), so a cluster is decided from its
+   own rows wherever it is decided (:func:`choose`).
 """
 
 from __future__ import annotations
@@ -50,6 +61,12 @@ class SelectionParams(BaseModel):
         8, description="k-means++ seedings tried on a subsample; the best is refined."
     )
     seed: int = Field(0, description="Seeds k-means and every random choice.")
+    kmeans_sample_rows: int = Field(
+        100_000,
+        ge=1,
+        description="k-means is fitted on at most this many records (drawn with seed), then every "
+        "record is assigned to its nearest centroid: the fit's memory stays bounded whatever the size.",
+    )
 
     @model_validator(mode="after")
     def _budget(self) -> SelectionParams:
@@ -250,31 +267,90 @@ class Selection:
         return float((self.taken > 0).sum() / nonempty) if nonempty else 1.0
 
 
+def sample_positions(n: int, params: SelectionParams) -> np.ndarray:
+    """The positions k-means is fitted on, ascending: all ``n`` while they fit in
+    ``kmeans_sample_rows``, else that many drawn without replacement with ``seed``."""
+    if n <= params.kmeans_sample_rows:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng([params.seed, 0x5F7])
+    return np.sort(rng.choice(n, size=params.kmeans_sample_rows, replace=False)).astype(np.int64)
+
+
+def fit(sample: np.ndarray, k: int, params: SelectionParams) -> KMeansResult:
+    """k-means on the sample (its rows in position order)."""
+    return kmeans(sample, k, params.kmeans_iterations, params.seed, params.kmeans_restarts)
+
+
+def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest centroid and its squared distance to it. The distance is computed row by
+    row (not from the blocked product), so it does not depend on which rows share a block."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not len(x) or not len(centroids):
+        return np.zeros(len(x), np.int32), np.zeros(len(x), np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("embeddings contain NaN or infinite values")
+    labels, _ = _nearest(x, centroids)
+    diff = x - centroids[labels]
+    return labels, np.einsum("ij,ij->i", diff, diff).astype(np.float32)
+
+
+def tiebreak(positions: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per position (splitmix64 of the position and seed): the random
+    order within a cluster, the same wherever the row is decided."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(positions, dtype=np.int64).view(np.uint64) + np.uint64(seed) * np.uint64(
+            0x632BE59BD9B4E019
+        )
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def preference(within: str, quality: np.ndarray | None, distances: np.ndarray) -> np.ndarray:
+    """The within-cluster sort key, lowest first: minus the quality (unscored records last), the
+    distance to the centroid, or nothing (the tiebreak alone: random)."""
+    n = len(distances)
+    if within == "quality":
+        q = np.full(n, -np.inf) if quality is None else np.asarray(quality, dtype=float)
+        return -np.where(np.isnan(q), -np.inf, q)
+    if within == "centroid":
+        return np.asarray(distances, dtype=float)
+    return np.zeros(n)
+
+
+def choose(
+    labels: np.ndarray, primary: np.ndarray, positions: np.ndarray, taken: np.ndarray, seed: int
+) -> np.ndarray:
+    """Which rows to keep: per cluster, the first ``taken[cluster]`` by (primary, tiebreak,
+    position). The rows may be any set of whole clusters, in any order."""
+    n = len(labels)
+    if not n:
+        return np.zeros(0, bool)
+    order = np.lexsort((positions, tiebreak(positions, seed), primary, labels))
+    sorted_labels = labels[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_labels)) + 1]
+    first = np.repeat(starts, np.diff(np.r_[starts, n]))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - first
+    return rank < np.asarray(taken)[labels]
+
+
 def select(embeddings: np.ndarray, quality: np.ndarray | None, params: SelectionParams) -> Selection:
-    """Which records to keep, and the clustering that decided it."""
+    """Which records to keep, and the clustering that decided it (the four steps, in memory)."""
     n = len(embeddings)
     budget = params.budget(n)
     k = params.clusters(n, budget)
-    km = kmeans(embeddings, k, params.kmeans_iterations, params.seed, params.kmeans_restarts)
-    sizes = np.bincount(km.labels, minlength=k) if n else np.zeros(0, np.int64)
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    km = fit(embeddings[sample_positions(n, params)], k, params)
+    k = len(km.centroids) if n else 0
+    labels, distances = assign(embeddings, km.centroids)
+    sizes = np.bincount(labels, minlength=k) if n else np.zeros(0, np.int64)
     taken = allocate(sizes, budget, params.allocation, params.seed)
-    rng = np.random.default_rng(params.seed + 1)
-    tiebreak = rng.random(n)
-    if params.within_cluster == "quality":
-        q = np.full(n, -np.inf) if quality is None else np.asarray(quality, dtype=float)
-        q = np.where(np.isnan(q), -np.inf, q)  # records without a score come after scored ones
-        primary = -q
-    elif params.within_cluster == "centroid":
-        primary = km.distances.astype(float)
-    else:
-        primary = np.zeros(n)
-    # One sort for every cluster: by cluster, then preference; take the first `taken` of each.
-    order = np.lexsort((tiebreak, primary, km.labels))
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if k else np.zeros(0, np.int64)
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n) - np.repeat(starts, sizes)
-    keep = rank < taken[km.labels] if n else np.zeros(0, bool)
-    return Selection(keep, km.labels, km.distances, sizes, taken, budget, k, km.iterations, km.inertia)
+    primary = preference(params.within_cluster, quality, distances)
+    keep = choose(labels, primary, np.arange(n), taken, params.seed + 1)
+    return Selection(keep, labels, distances, sizes, taken, budget, k, km.iterations, km.inertia)
 
 
 def pca_2d(x: np.ndarray) -> np.ndarray:

@@ -1,8 +1,12 @@
 """The ``sft_selected`` processor: decide the subset for the whole partition, then apply it.
 
-Selection needs every record at once (k-means over all embeddings, quotas per cluster), so the
-decision is made when the processor is built, and each streamed batch only looks its rows up:
-memory is one embedding matrix, not the records' text.
+Selection needs every record's cluster before any row is written (k-means, quotas per cluster),
+so the decision is made when the processor is built (:mod:`refinery.sft.selection_plan`: the
+embeddings written to files, k-means fitted on a bounded sample, assignment and per-cluster
+choice as tasks of the engine), and each streamed batch only looks its rows up. With the Ray
+engine the embeddings come from a pool of model actors, the tasks run on the workers, and the
+stage's rows are written by the workers too (the spec is ``parallel``): each worker's processor
+is :meth:`SftSelector.decided` over the plan's decision files, named in the provenance.
 
 What is embedded is ``dedup_text``, the record's documented key (:mod:`refinery.sft.dedup_keys`),
 not the first user turn: conversations that open with the same greeting must not land in one
@@ -10,6 +14,9 @@ cluster because of it, and what counts as one record for dedup is what is spread
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,89 +26,179 @@ from refinery.batch import BatchResult, split_batch
 from refinery.kernel.processor import StageProcessor
 from refinery.kernel.spec import StageLog
 from refinery.metadata import Markdown
-from refinery.models.embedder import Embedder
 from refinery.sft.schema import KEY_COLUMN
-from refinery.sft.select import Selection, SelectionParams, select, selection_plot
+from refinery.sft.select import SelectionParams, selection_plot
+from refinery.sft.selection_plan import (
+    READ_COLUMNS,
+    SelectionPlan,
+    embed_here,
+    embed_on_pool,
+    embedded_files,
+    embedded_rows,
+    load_counts,
+    load_decisions,
+    new_plan_folder,
+    plan_selection,
+    save_counts,
+    upstream_fingerprint,
+)
 from refinery.storage import Storage
 
-READ_COLUMNS = ["id", "kind", KEY_COLUMN, "quality"]
-PREVIEW_CHARS = 200  # of each embedded text, kept after encoding for the per-cluster table
+__all__ = ["PLAN_STAMP", "READ_COLUMNS", "SftSelector", "cluster_table", "selection_pool"]
+
+PLAN_STAMP = "selection_plan"  # provenance key: the plan's folder, relative to the storage root
+DECODE_CPUS = 0.25  # the decode step of text is reading a column: a quarter CPU beside each actor
+
+
+def selection_pool(engine: Any, compute: Any) -> Any:
+    """The embedding actors of a selection on Ray: one per worker of the engine (or the compute
+    resource's ``ray_actors``), its GPUs and batch size; each actor leaves room for a decode task."""
+    from refinery.engine.model_pool import ModelPool
+
+    cpus = float(getattr(engine, "cpus_per_worker", 1.0))
+    return ModelPool(
+        actors=int(getattr(compute, "ray_actors", 0) or engine.parallelism()),
+        num_gpus=float(compute.num_gpus or 0),
+        batch_size=int(compute.batch_size),
+        cpus_per_actor=max(cpus - DECODE_CPUS, DECODE_CPUS),
+        decode_cpus=DECODE_CPUS,
+    )
 
 
 class SftSelector(StageProcessor):
-    """Embeds the partition's record keys, selects, then marks each row kept or ``not_selected``."""
+    """Marks each row kept or ``not_selected`` from the partition's plan. :meth:`planned` makes the
+    plan (the step); :meth:`decided` reads one made before (a worker writing its slices)."""
 
     def __init__(
         self,
+        folder: Path,
+        params: SelectionParams,
+        plan: SelectionPlan | None = None,
+        model: str = "",
+        device: str = "",
+    ):
+        self.folder, self.params, self.plan = Path(folder), params, plan
+        self.model, self.device = model, device
+        self.sizes, self.taken = (plan.sizes, plan.taken) if plan is not None else load_counts(folder)
+        self._by_id = load_decisions(folder)
+
+    @classmethod
+    def decided(cls, folder: Path, params: SelectionParams) -> SftSelector:
+        return cls(folder, params)
+
+    @classmethod
+    def planned(
+        cls,
         storage: Storage,
         upstream: str,
         source: str,
         params: SelectionParams,
-        embedder: Embedder,
+        embedder: Any = None,
         log: StageLog | None = None,
-    ):
-        self.params, self.embedder = params, embedder
+        *,
+        loader: Any = None,
+        engine: Any = None,
+        pool: Any = None,
+    ) -> SftSelector:
+        """Embed, fit, assign and choose for the partition. ``embedder`` (a loaded model) or
+        ``loader`` (whose ``load()`` gives one) embeds in this process; with a distributed
+        ``engine`` and a ``pool`` the loader runs on the pool's model actors instead."""
         log = log or StageLog()
-        self.frame = storage.read(upstream, source, columns=READ_COLUMNS)
-        self.embeddings = embedder.encode(self.frame[KEY_COLUMN].tolist())
-        self.frame[KEY_COLUMN] = self.frame[KEY_COLUMN].str.slice(0, PREVIEW_CHARS)
-        quality = pd.to_numeric(self.frame["quality"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-        if params.within_cluster == "quality" and np.isnan(quality).all() and len(self.frame):
-            log.warning("within_cluster='quality' but no record has a quality score: order is random")
-        self.selection: Selection = select(self.embeddings, quality, params)
-        s = self.selection
-        self._by_id = {
-            doc_id: (int(c), float(d), bool(k))
-            for doc_id, c, d, k in zip(self.frame["id"], s.labels, s.distances, s.keep, strict=True)
-        }
-        if s.coverage < 1:
-            log.warning(
-                f"budget {s.budget} < {int((s.sizes > 0).sum())} clusters: "
-                f"only {s.coverage:.0%} of clusters represented"
+        model = loader.model if loader is not None else embedder.name
+        fingerprint = upstream_fingerprint(storage.require(upstream, source), params.model_dump_json(), model)
+        folder = new_plan_folder(storage.root, source, fingerprint)
+        expected = storage.row_count(upstream, source)
+        if engine is not None and engine.distributed:
+            if loader is None or pool is None:
+                raise ValueError("selection on a distributed engine needs the embedder's loader and a pool")
+            embed_on_pool(engine, storage.require(upstream, source), loader.load, folder, pool)
+            model, device = loader.model, "cuda" if pool.num_gpus else loader.compute.device
+        else:
+            embedder = embedder if embedder is not None else loader.load()
+            batches = storage.iter_batches(upstream, source, columns=READ_COLUMNS)
+            embed_here(batches, embedder.encode, folder / "embed")
+            model, device = embedder.name, embedder.device
+        got = embedded_rows(embedded_files(folder))
+        if got != expected:
+            raise RuntimeError(
+                f"{got} embeddings were written for the {expected} records of {upstream}[{source}] "
+                "(a batch lost or written twice): rerun the stage"
             )
+        if engine is not None:
+            runner, workers = engine.tasks()
+        else:
+            from refinery.engine.tasks import InProcessTasks
+
+            runner, workers = InProcessTasks(), 1
+        plan = plan_selection(folder, params, runner, workers)
+        save_counts(plan)
+        if params.within_cluster == "quality" and plan.rows and not plan.scored:
+            log.warning("within_cluster='quality' but no record has a quality score: order is random")
+        if plan.coverage < 1:
+            log.warning(
+                f"budget {plan.budget} < {int((plan.sizes > 0).sum())} clusters: "
+                f"only {plan.coverage:.0%} of clusters represented"
+            )
+        return cls(folder, params, plan, model, device)
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The vectors k-means was fitted on (every record's while the partition fits the sample),
+        at most ``PLOT_POINTS`` of them: what the projection plot shows."""
+        return self.plan.sample if self.plan is not None else np.zeros((0, 0), np.float32)
 
     def __call__(self, batch: pd.DataFrame) -> BatchResult:
         info = [self._by_id[i] for i in batch["id"]]
-        s, p = self.selection, self.params
+        p = self.params
         out = batch.assign(cluster=[c for c, _, _ in info], cluster_distance=[d for _, d, _ in info])
         reasons = [
             None
             if keep
             else (
                 "not_selected",
-                f"cluster {c}: {s.sizes[c]} → {s.taken[c]} ({p.allocation}, {p.within_cluster})",
+                f"cluster {c}: {self.sizes[c]} → {self.taken[c]} ({p.allocation}, {p.within_cluster})",
             )
             for c, _, keep in info
         ]
         return split_batch(out, reasons)
 
     def report(self) -> dict:
-        s, frame = self.selection, self.frame
-        kept_kinds = frame.loc[s.keep, "kind"].value_counts().to_dict() if len(frame) else {}
-        all_kinds = frame["kind"].value_counts().to_dict() if len(frame) else {}
+        s = self.plan
+        if s is None:  # a worker's copy: the step's processor reports
+            return {}
+        km = s.kmeans
         out = {
             "budget": s.budget,
             "clusters": s.k,
             "clusters_represented": int((s.taken > 0).sum()),
             "coverage": round(s.coverage, 4),
-            "kmeans_iterations": s.iterations,
+            "kmeans_iterations": km.iterations,
+            "kmeans_fitted_on": len(s.sample),
             "embedded_column": KEY_COLUMN,
-            "embedding_model": self.embedder.name,
-            "embedding_device": self.embedder.device,
-            "per_cluster": Markdown(cluster_table(frame, s) if len(frame) else "_empty_"),
+            "embedding_model": self.model,
+            "embedding_device": self.device,
+            "selection_tasks": s.tasks,
+            "per_cluster": Markdown(cluster_table(s) if s.rows else "_empty_"),
             "kinds_before_after": Markdown(
                 markdown.table(
-                    ["kind", "before", "after"], [(k, n, kept_kinds.get(k, 0)) for k, n in all_kinds.items()]
+                    ["kind", "before", "after"],
+                    [
+                        (k, n, s.kinds_after.get(k, 0))
+                        for k, n in sorted(s.kinds_before.items(), key=lambda kv: -kv[1])
+                    ],
                 )
             ),
         }
-        if len(frame) >= 2:
-            plot = selection_plot(self.embeddings, s.keep)
+        if len(s.sample) >= 2:
+            keep = np.array([self._by_id[i][2] for i in s.sample_ids])
+            plot = selection_plot(s.sample, keep)
             out["projection"] = Markdown(f"![kept vs dropped, PCA of record-key embeddings]({plot})")
         return out
 
     def summary(self) -> dict:
-        s = self.selection
+        s = self.plan
+        if s is None:
+            return {}
         return {
             "clusters": s.k,
             "coverage": s.coverage,
@@ -110,20 +207,14 @@ class SftSelector(StageProcessor):
         }
 
 
-def cluster_table(frame: pd.DataFrame, selection: Selection, limit: int = 20) -> str:
+def cluster_table(plan: SelectionPlan, limit: int = 20) -> str:
     """Largest clusters first: size before, kept after, and the start of the embedded key of the
     record nearest the centroid."""
-    examples = (
-        frame.assign(cluster=selection.labels, d=selection.distances)
-        .sort_values(["cluster", "d"])
-        .drop_duplicates("cluster")
-        .set_index("cluster")[KEY_COLUMN]
-    )
-    order = np.argsort(-selection.sizes, kind="stable")[:limit]
+    order = np.argsort(-plan.sizes, kind="stable")[:limit]
     rows = [
-        (int(c), int(selection.sizes[c]), int(selection.taken[c]), markdown.preview(examples.get(c, ""), 80))
+        (int(c), int(plan.sizes[c]), int(plan.taken[c]), markdown.preview(plan.examples.get(int(c), ""), 80))
         for c in order
     ]
-    more = len(selection.sizes) - len(order)
+    more = len(plan.sizes) - len(order)
     note = f"\n\n_{more} smaller clusters not shown_" if more > 0 else ""
     return markdown.table(["cluster", "before", "after", "typical prompt"], rows) + note

@@ -34,6 +34,9 @@ SFT_CHECKED = StageSpec(
     params=SftCheckParams,
     fields=tuple(CHECK_FIELDS),
     names_duplicates=True,
+    # On a distributed engine the claims are made in the step first (refinery.sft.check_plan);
+    # each row is then decided alone (its rules, its claim's outcome), so workers write the rows.
+    parallel=True,
     histograms={
         "response_chars": (10, 50, 100, 250, 500, 1000, 2000, 4000, 8000),
         "prompt_overlap": (0.1, 0.25, 0.5, 0.75, 0.9, 0.95),
@@ -56,6 +59,9 @@ SFT_SELECTED = StageSpec(
     score_columns=("kind", "cluster", "cluster_distance"),
     text_column=TEXT_COLUMN,
     kinds=frozenset({"pytorch"}),
+    # The plan (embeddings, k-means, quotas, per-cluster choice) is made before any row is written;
+    # each row is then looked up alone, so the Ray engine writes the rows on its workers.
+    parallel=True,
     description="A diverse subset to a budget (count or fraction): embeddings of `dedup_text` "
     "(sentence-transformers), "
     "k-means, then per-cluster sampling (proportional or uniform; random, by quality score, or nearest the "

@@ -60,7 +60,7 @@ def test_selector_embeds_the_record_key_not_the_greeting(tmp_path):
     pq.write_table(table, storage.path("sft_checked", "chat"))
 
     embedder = load_embedder(device="cpu")
-    selector = SftSelector(
+    selector = SftSelector.planned(
         storage, "sft_checked", "chat", SelectionParams(budget_count=2, n_clusters=2), embedder
     )
     keys = [d[KEY_COLUMN] for d in docs]

@@ -1,0 +1,358 @@
+"""The selection of one SFT partition as files and tasks, the same steps on every engine.
+
+:func:`refinery.sft.select.select` decides a selection in memory. Here the same four steps run
+over Parquet files, so a partition of any size is selected with bounded memory in the step and
+the per-row work on an engine's workers:
+
+1. **embed**: every record's ``dedup_text`` is embedded, and written with its reading position,
+   id, kind and quality score to ``embed/`` (in this process for the local engine; on Ray by the
+   model actors of :mod:`refinery.engine.model_pool`, each loading the model once);
+2. **fit**: the step reads only the sample positions (:func:`~refinery.sft.select.sample_positions`)
+   and fits k-means on them: memory is ``kmeans_sample_rows`` vectors;
+3. **assign** (a task per embeddings file): each row to its nearest centroid, then a shuffle by
+   cluster (:mod:`refinery.dedup.shuffle`: every cluster goes to one reducer); each task returns
+   only its cluster sizes and kind counts, from which the step allocates the quotas;
+4. **choose** (a task per reducer): each cluster decided alone (:func:`~refinery.sft.select.choose`)
+   and the decisions written as Parquet (id, cluster, distance, keep).
+
+The tasks go through the engine's task runner (``engine.tasks()``: this process, or Ray tasks).
+Nothing in steps 2–4 depends on how rows were cut into files or reducers, so the decisions equal
+:func:`~refinery.sft.select.select` on the same embeddings (tests/unit/test_sft_selection_plan.py).
+What is order-dependent is written in docs/sft.md: the sample and the random order within a
+cluster follow reading positions (the upstream's row order), so reordering the input changes them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from refinery.dedup.shuffle import TaskOutput, WorkDir, gather
+from refinery.sft.schema import KEY_COLUMN
+from refinery.sft.select import (
+    KMeansResult,
+    SelectionParams,
+    allocate,
+    assign,
+    choose,
+    fit,
+    preference,
+    sample_positions,
+)
+
+READ_COLUMNS = ["id", "kind", KEY_COLUMN, "quality"]
+PREVIEW_CHARS = 200  # of each embedded key, kept for the per-cluster table
+PLAN_DIR = ("_shuffle", "sft_selected")
+DECISIONS = "decisions.parquet"
+PLOT_POINTS = 4000
+
+
+def run_name(source: str, fingerprint: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(f"{source}\0{fingerprint}".encode()).hexdigest()[:16]
+
+
+def upstream_fingerprint(location: Path, *parts: object) -> str:
+    """What fixes a plan: the upstream files (names and sizes) and the given values (parameters)."""
+    from refinery.storage import parquet_files
+
+    files = [(f.name, f.stat().st_size) for f in parquet_files(location)]
+    return repr((files, *parts))
+
+
+def plan_root(storage_root: Path, source: str) -> Path:
+    return Path(storage_root).joinpath(*PLAN_DIR, source)
+
+
+def new_plan_folder(storage_root: Path, source: str, fingerprint: str = "") -> Path:
+    """A fresh folder for this run's plan, named by ``fingerprint`` (what fixes the run's results,
+    so the provenance that names it is the same when a run is repeated); earlier runs' plans of
+    the source are removed."""
+    root = plan_root(storage_root, source)
+    if root.is_dir():
+        for old in root.iterdir():
+            shutil.rmtree(old, ignore_errors=True)
+    folder = root / run_name(source, fingerprint)
+    (folder / "embed").mkdir(parents=True)
+    return folder
+
+
+# -- step 1: the embeddings, written with their positions ----------------------------------------
+def quality_of(frame: pd.DataFrame) -> np.ndarray:
+    if "quality" not in frame:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame["quality"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def write_embedded(folder: Path, positions: np.ndarray, frame: pd.DataFrame, vectors: np.ndarray) -> None:
+    """One embeddings file (named by its first position, written whole by a rename, so a retried
+    batch rewrites the same file)."""
+    if not len(frame):
+        return
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    dim = vectors.shape[1]
+    table = pa.table(
+        {
+            "pos": pa.array(np.asarray(positions, dtype=np.int64)),
+            "id": pa.array(frame["id"].astype(str).tolist(), pa.string()),
+            "kind": pa.array(frame["kind"].astype(str).tolist(), pa.string()),
+            "quality": pa.array(quality_of(frame), pa.float64()),
+            "preview": pa.array(
+                frame[KEY_COLUMN].fillna("").str.slice(0, PREVIEW_CHARS).tolist(), pa.string()
+            ),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+        }
+    )
+    target = Path(folder) / f"e-{int(positions[0]):012d}.parquet"
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, temp)
+    temp.replace(target)
+
+
+def embed_here(batches, encode: Callable[[list[str]], np.ndarray], folder: Path) -> int:
+    """Step 1 in this process: each batch embedded and written; returns the rows seen."""
+    pos = 0
+    for frame in batches:
+        frame = frame.reset_index(drop=True)
+        vectors = encode(frame[KEY_COLUMN].fillna("").tolist())
+        write_embedded(folder, np.arange(pos, pos + len(frame)), frame, vectors)
+        pos += len(frame)
+    return pos
+
+
+def vectors_of(table: pa.Table) -> np.ndarray:
+    column = table.column("vector").combine_chunks()
+    dim = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+
+
+def embedded_files(folder: Path) -> list[Path]:
+    return sorted((Path(folder) / "embed").glob("e-*.parquet"))
+
+
+def embedded_rows(files: list[Path]) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+# -- step 2: the sample the k-means is fitted on --------------------------------------------------
+def read_sample(files: list[Path], positions: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
+    """The vectors (and pos, id) of the sample positions, in position order; only those are held."""
+    wanted = pa.array(positions)
+    tables = []
+    for f in files:
+        t = pq.read_table(f, columns=["pos", "id", "vector"])
+        tables.append(t.filter(pc.is_in(t.column("pos"), value_set=wanted)))
+    if not tables:
+        return np.zeros((0, 0), np.float32), pd.DataFrame({"pos": [], "id": []})
+    table = pa.concat_tables(tables).sort_by("pos")
+    return vectors_of(table), table.select(["pos", "id"]).to_pandas()
+
+
+# -- step 3: assignment and the shuffle by cluster ------------------------------------------------
+def reducer_of(labels: np.ndarray, reducers: int) -> np.ndarray:
+    return np.asarray(labels, dtype=np.int64) % reducers
+
+
+def assign_task(step: str, index: int, file: str, centroids: np.ndarray, reducers: int) -> dict:
+    """Assign one embeddings file's rows and send each to its cluster's reducer; returns the
+    file's cluster sizes and kinds."""
+    out = TaskOutput(Path(step), index)
+    table = pq.read_table(file)
+    labels, distances = assign(vectors_of(table), centroids)
+    rows = table.drop(["vector"]).append_column("cluster", pa.array(labels, pa.int32()))
+    rows = rows.append_column("distance", pa.array(distances, pa.float32()))
+    out.scatter(rows, reducer_of(labels, reducers), reducers)
+    kinds = pd.Series(table.column("kind").to_pylist(), dtype=object).value_counts().to_dict()
+    quality = table.column("quality").to_numpy(zero_copy_only=False).astype(float)
+    scored = int((~np.isnan(quality)).sum())
+    sizes = np.bincount(labels, minlength=len(centroids)).tolist()
+    return out.commit({"sizes": sizes, "kinds": kinds, "scored": scored})
+
+
+# -- step 4: each cluster decided alone -----------------------------------------------------------
+def choose_task(step: str, index: int, assigned: str, taken: list[int], params: dict) -> dict:
+    """Decide every cluster of reducer ``index``; write its decisions and return, per cluster, the
+    key preview of the record nearest the centroid, and the kinds kept."""
+    p = SelectionParams.model_validate(params)
+    out = TaskOutput(Path(step), index)
+    table = gather(Path(assigned), index)
+    if table is None:
+        return out.commit({"examples": {}, "kept_kinds": {}})
+    frame = table.to_pandas()
+    labels = frame["cluster"].to_numpy(np.int64)
+    primary = preference(
+        p.within_cluster, frame["quality"].to_numpy(float), frame["distance"].to_numpy(float)
+    )
+    frame["keep"] = choose(labels, primary, frame["pos"].to_numpy(np.int64), np.asarray(taken), p.seed + 1)
+    out.write(
+        DECISIONS,
+        pa.Table.from_pandas(frame[["pos", "id", "cluster", "distance", "keep"]], preserve_index=False),
+    )
+    nearest = frame.sort_values(["cluster", "distance", "pos"]).drop_duplicates("cluster")
+    return out.commit(
+        {
+            "examples": {
+                str(int(c)): str(t) for c, t in zip(nearest["cluster"], nearest["preview"], strict=True)
+            },
+            "kept_kinds": frame.loc[frame["keep"], "kind"].value_counts().to_dict(),
+        }
+    )
+
+
+@dataclass
+class SelectionPlan:
+    """What the step keeps of a selection: figures per cluster, the fit, a sample for the plot,
+    and the folder whose decision files the rows are looked up in."""
+
+    folder: Path
+    rows: int
+    budget: int
+    k: int
+    sizes: np.ndarray
+    taken: np.ndarray
+    kmeans: KMeansResult
+    sample: np.ndarray  # at most PLOT_POINTS of the fit's vectors, in position order (for the plot)
+    sample_ids: list[str]
+    examples: dict[int, str] = field(default_factory=dict)
+    kinds_before: dict[str, int] = field(default_factory=dict)
+    kinds_after: dict[str, int] = field(default_factory=dict)
+    scored: int = 0  # records with a quality score
+    tasks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def coverage(self) -> float:
+        nonempty = int((self.sizes > 0).sum())
+        return float((self.taken > 0).sum() / nonempty) if nonempty else 1.0
+
+
+def plan_selection(folder: Path, params: SelectionParams, runner: Any, workers: int) -> SelectionPlan:
+    """Steps 2–4 over the embeddings under ``folder`` with the task runner ``runner``."""
+    files = embedded_files(folder)
+    n = embedded_rows(files)
+    budget = params.budget(n)
+    k = params.clusters(n, budget)
+    sample, sample_frame = read_sample(files, sample_positions(n, params))
+    if n and len(sample) != min(n, params.kmeans_sample_rows):
+        raise RuntimeError(
+            f"the embeddings of {folder} hold {len(sample)} of the sample's rows: rerun the stage"
+        )
+    km = fit(sample, k, params) if n else fit(np.zeros((0, 1), np.float32), 0, params)
+    k = len(km.centroids)
+    shown = np.arange(len(sample))
+    if len(sample) > PLOT_POINTS:  # the step keeps only what the plot shows
+        shown = np.sort(np.random.default_rng(params.seed).choice(len(sample), PLOT_POINTS, replace=False))
+    sample, sample_ids = sample[shown], [sample_frame["id"].iloc[i] for i in shown]
+    work = WorkDir(folder / "shuffle")
+    reducers = max(1, min(workers, k))
+    assigned = work.run(
+        runner, "assign", assign_task, [(str(f), km.centroids, reducers) for f in files] if k else []
+    )
+    sizes = np.zeros(k, np.int64)
+    kinds: dict[str, int] = {}
+    scored = 0
+    for r in assigned:
+        scored += r["scored"]
+        sizes += np.asarray(r["sizes"], dtype=np.int64)
+        for kind, count in r["kinds"].items():
+            kinds[kind] = kinds.get(kind, 0) + count
+    if int(sizes.sum()) != n:
+        raise RuntimeError(f"assignment saw {int(sizes.sum())} of {n} rows")
+    taken = allocate(sizes, budget, params.allocation, params.seed)
+    shared = (str(work.step("assign")), taken.tolist(), params.model_dump())  # one object for every task
+    chosen = work.run(runner, "choose", choose_task, [shared] * reducers if k else [])
+    work.clear_from("assign")  # the rows' copies; the decisions stay until the stage is written
+    shutil.rmtree(folder / "embed", ignore_errors=True)
+    kept_kinds: dict[str, int] = {}
+    examples: dict[int, str] = {}
+    for r in chosen:
+        examples.update({int(c): t for c, t in r["examples"].items()})
+        for kind, count in r["kept_kinds"].items():
+            kept_kinds[kind] = kept_kinds.get(kind, 0) + count
+    return SelectionPlan(
+        folder, n, budget, k, sizes, taken, km, sample, sample_ids, examples, kinds,
+        kept_kinds, scored, {"runner": getattr(runner, "name", "?"), "assign_tasks": len(files),
+        "reducers": reducers},
+    )  # fmt: skip
+
+
+PLAN_FILE = "plan.json"
+
+
+def save_counts(plan: SelectionPlan) -> None:
+    """The per-cluster counts a worker needs to name each row's reason (the folder is the plan)."""
+    import json
+
+    (plan.folder / PLAN_FILE).write_text(
+        json.dumps({"sizes": plan.sizes.tolist(), "taken": plan.taken.tolist()})
+    )
+
+
+def load_counts(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    import json
+
+    counts = json.loads((Path(folder) / PLAN_FILE).read_text())
+    return np.asarray(counts["sizes"], np.int64), np.asarray(counts["taken"], np.int64)
+
+
+def decision_files(folder: Path) -> list[Path]:
+    return sorted((Path(folder) / "shuffle" / "choose").glob(f"t-*/{DECISIONS}"))
+
+
+def load_decisions(folder: Path) -> dict[str, tuple[int, float, bool]]:
+    """id -> (cluster, distance, keep) for every record of the plan."""
+    out: dict[str, tuple[int, float, bool]] = {}
+    for f in decision_files(folder):
+        t = pq.read_table(f, columns=["id", "cluster", "distance", "keep"])
+        cols = [t.column(c).to_pylist() for c in ("id", "cluster", "distance", "keep")]
+        out.update({i: (int(c), float(d), bool(k)) for i, c, d, k in zip(*cols, strict=True)})
+    return out
+
+
+# -- step 1 on Ray: the model actors write the embeddings ----------------------------------------
+POS = "__pos"
+
+
+def with_positions(offsets: list[int], frame: pd.DataFrame) -> pd.DataFrame:
+    """The decode step on Ray's CPU tasks: each row's reading position from its (slice, row)."""
+    from refinery.engine.model_pool import ORDER
+
+    order = frame[ORDER].to_numpy(np.int64)
+    starts = np.asarray(offsets, dtype=np.int64)[order >> 32]
+    return frame.assign(**{POS: starts + (order & 0xFFFFFFFF)})
+
+
+def encode_and_write(folder: str, model: Any, frame: pd.DataFrame) -> np.ndarray:
+    """The model actors' step: embed a batch and write it; only a byte per row goes back."""
+    vectors = model.encode(frame[KEY_COLUMN].fillna("").tolist())
+    write_embedded(Path(folder), frame[POS].to_numpy(np.int64), frame, vectors)
+    return np.zeros(len(frame), np.int8)
+
+
+def embed_on_pool(engine: Any, location: Path, load: Callable[[], Any], folder: Path, pool: Any) -> None:
+    """Step 1 on the engine's Ray cluster: decode tasks, then ``pool``'s model actors (each runs
+    ``load`` once) embedding and writing (:func:`refinery.engine.model_pool.run_model_stage`)."""
+    from functools import partial
+
+    from refinery.engine.model_pool import ModelStage, run_model_stage
+    from refinery.engine.slices import plan_slices
+
+    slices = plan_slices(location, engine.slice_rows)  # the plan run_model_stage makes, for offsets
+    offsets = np.r_[0, np.cumsum([s.rows for s in slices])].tolist()
+    stage = ModelStage(
+        READ_COLUMNS,
+        load,
+        partial(encode_and_write, str(folder / "embed")),
+        decode=partial(with_positions, offsets),
+    )
+    run_model_stage(engine, location, stage, pool)
