@@ -7,6 +7,7 @@ comes from its spec through ``assets/factory.py``.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 
 from assets.factory import ingest_asset, stage_asset
@@ -17,13 +18,15 @@ from refinery.dedup.banding import candidate_probability, s_curve_markdown
 from refinery.dedup.exact import ExactDeduper
 from refinery.dedup.fuzzy import FuzzyDeduper, signature_function
 from refinery.dedup.semantic import SemanticDeduper
+from refinery.engine.model_pool import ModelStage
+from refinery.engine.model_stages import PooledStage, execute_model_stage
 from refinery.filters.language_routing import LanguageFilter
 from refinery.ingest.text_reader import SourceReader
 from refinery.kernel.report import withdrawn_claims
 from refinery.kernel.spec import StageContext
 from refinery.metadata import Markdown
 from refinery.names import DEDUP_POOL
-from refinery.quality.classifier import QualityScorer
+from refinery.quality.classifier import QualityScorer, attach_scores, load_for_pool, score_rows
 from refinery.quality.perplexity import PerplexityScorer, perplexity_function
 from refinery.stages import text
 
@@ -118,6 +121,27 @@ def _quality(run: StageContext) -> BatchProcessor:
     return scorer
 
 
+def _quality_pool(run: StageContext) -> PooledStage:
+    """quality_scored on a Ray actor pool: the driver reads the classifier's header (provenance,
+    cutoff), the actors load and score, CPU tasks keep or remove. The classifier is numpy: its
+    actors ask for no GPU whatever ``compute.num_gpus`` says."""
+    loader = run.resources.quality_model
+    card, info = loader.describe(run.layout)
+    scorer = QualityScorer.for_model(card, info, run.params, run.source)
+    run.provenance.update(scorer.provenance())
+    model = ModelStage(
+        ["id", "text"],
+        load=partial(load_for_pool, loader, run.layout),
+        infer=partial(score_rows, source=run.source),
+    )
+    return PooledStage(
+        model=model,
+        attach=partial(attach_scores, run.params, run.source, scorer.cutoff, scorer.cutoff_origin),
+        report=lambda model: scorer,
+        pool=replace(run.resources.compute.model_pool(), num_gpus=0.0),
+    )
+
+
 def _semantic(run: StageContext) -> BatchProcessor:
     device = run.resources.compute.torch_device()
     deduper = SemanticDeduper.for_partition(run.storage, run.spec.upstream, run.source, run.params, device)
@@ -136,6 +160,11 @@ multilingual_filtered = stage_asset(
 exact_deduplicated = stage_asset(text.EXACT_DEDUPLICATED, _exact, resources=["dedup_index"], pool=DEDUP_POOL)
 fuzzy_deduplicated = stage_asset(text.FUZZY_DEDUPLICATED, _fuzzy, resources=["dedup_index"], pool=DEDUP_POOL)
 perplexity_scored = stage_asset(text.PERPLEXITY_SCORED, _perplexity, resources=["kenlm"])
-quality_scored = stage_asset(text.QUALITY_SCORED, _quality, resources=["quality_model"])
+quality_scored = stage_asset(
+    text.QUALITY_SCORED,
+    _quality,
+    resources=["quality_model", "compute"],
+    execute=partial(execute_model_stage, plan=_quality_pool),
+)
 semantic_deduplicated = stage_asset(text.SEMANTIC_DEDUPLICATED, _semantic, resources=["compute"], gpu=True)
 pretrain_corpus = stage_asset(text.PRETRAIN_CORPUS, lambda run: keep_all)

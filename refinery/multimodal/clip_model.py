@@ -448,6 +448,9 @@ _LOADED: dict[tuple, ClipModel] = {}
 def _load_cached(source: ClipSource, stamp: tuple, device: str, half: bool, batch_size: int) -> ClipModel:
     key = (source.key(), stamp, device, half, batch_size)
     if key not in _LOADED:
+        from refinery.models import loads
+
+        loads.record("clip")
         model, preprocess, tokenizer, image_size, context_length = _build(source, device)
         if half:
             model = model.half()
