@@ -258,6 +258,14 @@ class PoolActor:
         }
 
 
+def describe_model(payload: bytes) -> dict:
+    """A worker loads the model only to describe it (an empty partition: no actor was started)."""
+    from ray import cloudpickle
+
+    stage: ModelStage = cloudpickle.loads(payload)
+    return stage.describe(stage.load()) if stage.describe is not None else {}
+
+
 def _write_atomic(target: Path, text: str) -> None:
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     temp.write_text(text)
@@ -339,8 +347,9 @@ def run_pooled(
         for r in reports:
             loads[r["worker"]] = max(loads.get(r["worker"], 0), int(r["loads"]))
         model_file = scratch / MODEL_FILE
-        if not model_file.exists() and stage.describe is not None:  # an empty partition: no actor ran
-            _write_atomic(model_file, json.dumps({}))
+        if not filled and stage.describe is not None:  # an empty partition: one task describes the model
+            probe = ray.remote(num_cpus=pool.cpus_per_actor, num_gpus=pool.num_gpus or None)(describe_model)
+            _write_atomic(model_file, json.dumps(ray.get(probe.remote(payload)), default=str))
         model = json.loads(model_file.read_text()) if model_file.exists() else {}
         runner, _ = engine.tasks()
         finishing = cloudpickle.dumps(finish)  # one object: the runner sends it to the store once

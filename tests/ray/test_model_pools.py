@@ -158,7 +158,9 @@ def _home(tmp_path, name: str, upstream: str, frame: pd.DataFrame, row_group: in
     layout = Layout.at(tmp_path / name)
     target = Storage(layout.storage).path(upstream, SOURCE)
     target.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), target, row_group_size=row_group)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.cast(pa.schema([pa.field(f.name, pa.string()) if f.type == pa.large_string() else f for f in table.schema]))
+    pq.write_table(table, target, row_group_size=row_group)
     return layout
 
 
@@ -251,3 +253,42 @@ def test_quality_scored_on_a_ray_pool_equals_in_process(ray_cluster, tmp_path, m
         np.testing.assert_allclose(got["quality_score"], want["quality_score"], rtol=1e-9)
     assert rejected["reason"].tolist() == want_rejected["reason"].tolist()
     assert (rejected["reason"] == "quality.no_tokens").any()
+
+
+def test_document_embeddings_on_a_ray_pool_equal_in_process(ray_cluster, partition, tmp_path, monkeypatch):  # noqa: F811
+    import ray
+
+    from assets.text_embeddings import document_embeddings
+    from refinery import names
+    from refinery.models import loads
+    from refinery.quality.embeddings import read_embeddings
+    from refinery.storage import PROVENANCE_KEY, Storage
+    from resources.embedder import EmbedderResource
+
+    address, _ = ray_cluster
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    _, frame = partition
+    upstream = names.QUALITY_SCORED
+    on_ray, local = _home(tmp_path, "ray", upstream, frame), _home(tmp_path, "local", upstream, frame)
+    compute = _pool_compute()
+    before = loads.counts()
+    try:
+        meta = _materialize(
+            document_embeddings, on_ray, _ray_engine(address), compute=compute, embedder=EmbedderResource(compute=compute)
+        )
+    finally:
+        ray.shutdown()
+    pool = _check_loads(meta, before)
+    assert pool["slices"] == 8
+    local_meta = _materialize(document_embeddings, local, {"kind": "local"}, embedder=EmbedderResource(compute=compute))
+    for key in ("model", "dimension", "backend", "quantize", "batch_size"):
+        assert meta[key].value == local_meta[key].value, key
+    got, want = read_embeddings(Storage(on_ray.storage), SOURCE), read_embeddings(Storage(local.storage), SOURCE)
+    assert got.ids == want.ids == frame["id"].tolist() and got.text_hashes == want.text_hashes
+    np.testing.assert_allclose(got.vectors, want.vectors, atol=1e-5)
+    # One file, stamped like the in-process one (the model as the actors described it).
+    stamps = [
+        pq.read_schema(Storage(home.storage).path(names.DOCUMENT_EMBEDDINGS, SOURCE)).metadata[PROVENANCE_KEY]
+        for home in (on_ray, local)
+    ]
+    assert stamps[0] == stamps[1]
