@@ -44,27 +44,10 @@ from typing import Any
 import numpy as np
 
 from refinery.engine.slices import Slice, plan_slices
+from refinery.models import loads
+from refinery.models.pool import ModelPool
 
 ORDER = "__order"
-
-
-@dataclass(frozen=True)
-class ModelPool:
-    """The shape of a model stage's actor pool on Ray."""
-
-    actors: int = 1
-    num_gpus: float = 0.0
-    batch_size: int = 64
-    cpus_per_actor: float = 1.0
-    decode_cpus: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.actors < 1:
-            raise ValueError(f"a model pool needs at least one actor, got {self.actors}")
-        if self.num_gpus < 0 or self.batch_size < 1:
-            raise ValueError(
-                f"num_gpus must be ≥ 0 and batch_size ≥ 1, got {self.num_gpus}, {self.batch_size}"
-            )
 
 
 @dataclass(frozen=True)
@@ -222,8 +205,6 @@ class PoolActor:
     def __init__(self, payload: bytes, scratch: str):
         import ray
         from ray import cloudpickle
-
-        from refinery.models import loads
 
         self.stage: ModelStage = cloudpickle.loads(payload)
         self.scratch = Path(scratch)

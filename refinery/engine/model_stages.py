@@ -94,7 +94,10 @@ def run_pooled_stage(ctx: StageContext, pooled: PooledStage) -> tuple[StageRun, 
     spec = ctx.spec
     upstream = ctx.storage.require(spec.upstream, ctx.source)
     schema, rejected_schema = output_schemas(
-        ctx.storage.schema(spec.upstream, ctx.source), list(spec.fields), spec.names_duplicates, ctx.provenance
+        ctx.storage.schema(spec.upstream, ctx.source),
+        list(spec.fields),
+        spec.names_duplicates,
+        ctx.provenance,
     )
     writer = PartsWriter(ctx.storage, spec.name, ctx.source)
     job = WriteSlice(

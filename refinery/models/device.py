@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from refinery.models.pool import ModelPool
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -40,12 +42,10 @@ class Compute:
     ray_cpus_per_actor: float = 1.0
     ray_decode_cpus: float = 1.0
 
-    def model_pool(self):
+    def model_pool(self) -> ModelPool:
         """The actor pool of a model stage on Ray: ``ray_actors`` actors of ``num_gpus`` GPUs
         (fractional: 0.25 puts four on one GPU) and ``ray_cpus_per_actor`` CPUs each, ``batch_size``
         rows a call, decode tasks of ``ray_decode_cpus`` CPUs ahead of them."""
-        from refinery.engine.model_pool import ModelPool
-
         return ModelPool(
             actors=self.ray_actors,
             num_gpus=self.num_gpus,

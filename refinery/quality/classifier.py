@@ -718,7 +718,9 @@ def classifier_card(path: str | Path) -> ClassifierCard:
         with safe_open(str(path), framework="numpy") as fh:
             config = json.loads((fh.metadata() or {})["config"])
     except (SafetensorError, OSError, ValueError, KeyError) as err:
-        raise ClassifierError(f"{path} is not a quality classifier written by quality_classifier: {err}") from err
+        raise ClassifierError(
+            f"{path} is not a quality classifier written by quality_classifier: {err}"
+        ) from err
     return ClassifierCard(path, file_sha256(path), config)
 
 

@@ -336,7 +336,11 @@ class EmbeddingPart:
 
         info = EmbedderInfo(**model)
         schema = embeddings_schema(info.dim).with_metadata(
-            {PROVENANCE_KEY: json.dumps(_stamp(self.provenance, info, self.params), sort_keys=True, default=str).encode()}
+            {
+                PROVENANCE_KEY: json.dumps(
+                    _stamp(self.provenance, info, self.params), sort_keys=True, default=str
+                ).encode()
+            }
         )
         rows = read_slice(piece, ["id", "text"])
         texts = rows["text"].tolist()
@@ -427,7 +431,9 @@ def write_embeddings_pooled(
         shutil.rmtree(staging, ignore_errors=True)
     info = EmbedderInfo(**pooled.model)
     rows = sum(p["rows"] for p in pooled.parts)
-    storage.write_stats(DOCUMENT_EMBEDDINGS, partition, {"rows_out": rows, "dim": info.dim, "model": info.name})
+    storage.write_stats(
+        DOCUMENT_EMBEDDINGS, partition, {"rows_out": rows, "dim": info.dim, "model": info.name}
+    )
     chars = sum(p["chars"] for p in pooled.parts)
     run = EmbeddingRun(target, rows, info.dim, time.perf_counter() - started, chars)
     return run, info, pooled.describe()

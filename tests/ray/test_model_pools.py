@@ -159,7 +159,9 @@ def _home(tmp_path, name: str, upstream: str, frame: pd.DataFrame, row_group: in
     target = Storage(layout.storage).path(upstream, SOURCE)
     target.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    table = table.cast(pa.schema([pa.field(f.name, pa.string()) if f.type == pa.large_string() else f for f in table.schema]))
+    table = table.cast(
+        pa.schema([pa.field(f.name, pa.string()) if f.type == pa.large_string() else f for f in table.schema])
+    )
     pq.write_table(table, target, row_group_size=row_group)
     return layout
 
@@ -237,7 +239,12 @@ def test_quality_scored_on_a_ray_pool_equals_in_process(ray_cluster, tmp_path, m
     before = loads.counts()
     try:
         meta = _materialize(
-            quality_scored, on_ray, _ray_engine(address), config, quality_model=quality, compute=_pool_compute()
+            quality_scored,
+            on_ray,
+            _ray_engine(address),
+            config,
+            quality_model=quality,
+            compute=_pool_compute(),
         )
     finally:
         ray.shutdown()
@@ -274,16 +281,25 @@ def test_document_embeddings_on_a_ray_pool_equal_in_process(ray_cluster, partiti
     before = loads.counts()
     try:
         meta = _materialize(
-            document_embeddings, on_ray, _ray_engine(address), compute=compute, embedder=EmbedderResource(compute=compute)
+            document_embeddings,
+            on_ray,
+            _ray_engine(address),
+            compute=compute,
+            embedder=EmbedderResource(compute=compute),
         )
     finally:
         ray.shutdown()
     pool = _check_loads(meta, before)
     assert pool["slices"] == 8
-    local_meta = _materialize(document_embeddings, local, {"kind": "local"}, embedder=EmbedderResource(compute=compute))
+    local_meta = _materialize(
+        document_embeddings, local, {"kind": "local"}, embedder=EmbedderResource(compute=compute)
+    )
     for key in ("model", "dimension", "backend", "quantize", "batch_size"):
         assert meta[key].value == local_meta[key].value, key
-    got, want = read_embeddings(Storage(on_ray.storage), SOURCE), read_embeddings(Storage(local.storage), SOURCE)
+    got, want = (
+        read_embeddings(Storage(on_ray.storage), SOURCE),
+        read_embeddings(Storage(local.storage), SOURCE),
+    )
     assert got.ids == want.ids == frame["id"].tolist() and got.text_hashes == want.text_hashes
     np.testing.assert_allclose(got.vectors, want.vectors, atol=1e-5)
     # One file, stamped like the in-process one (the model as the actors described it).
@@ -292,3 +308,62 @@ def test_document_embeddings_on_a_ray_pool_equal_in_process(ray_cluster, partiti
         for home in (on_ray, local)
     ]
     assert stamps[0] == stamps[1]
+
+
+def test_clip_scored_on_a_ray_pool_equals_in_process(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
+    """Images decoded by CPU tasks, CLIP on the actors, parts attached by CPU tasks: the same scores
+    and decode failures as the in-process stage, the tiny CLIP loaded once per actor."""
+    import dagster as dg
+    import ray
+
+    from assets.multimodal import clip_scored, image_text_checked, raw_image_text
+    from refinery import names
+    from refinery.models import loads
+    from refinery.paths import Layout
+    from refinery.sample.multimodal_sample import build_image_text_sample
+    from refinery.storage import Storage
+    from resources.clip import ClipResource
+    from tests.dagster.conftest import resources_for
+
+    address, _ = ray_cluster
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    sample = Layout.at(tmp_path / "sample")
+    build_image_text_sample(sample.inbox_kind("image_text"), seed=5, pairs=12)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("image_text_source", ["shapes"])
+        assert dg.materialize(
+            [raw_image_text, image_text_checked],
+            partition_key="shapes",
+            instance=instance,
+            resources=resources_for(sample),
+        ).success
+    frame = Storage(sample.storage).read(names.IMAGE_TEXT_CHECKED, "shapes")
+    broken = frame.iloc[[0]].assign(id="broken", image=[b"not an image"])
+    frame = pd.concat([frame.iloc[:11], broken], ignore_index=True)
+    upstream = names.IMAGE_TEXT_CHECKED
+    on_ray, local = _home(tmp_path, "ray", upstream, frame, 3), _home(tmp_path, "local", upstream, frame, 3)
+    compute = _pool_compute()
+    before = loads.counts()
+    try:
+        meta = _materialize(
+            clip_scored, on_ray, _ray_engine(address), None, "image_text_source",
+            compute=compute, clip=ClipResource(compute=compute),
+        )  # fmt: skip
+    finally:
+        ray.shutdown()
+    pool = _check_loads(meta, before)
+    assert pool["slices"] == 3 and pool["batch_size"] == 8
+    local_meta = _materialize(
+        clip_scored, local, {"kind": "local"}, None, "image_text_source", clip=ClipResource(compute=compute)
+    )
+    assert meta["model"].value == local_meta["model"].value
+    assert meta["mean_cosine"].value == pytest.approx(local_meta["mean_cosine"].value, abs=1e-4)
+    kept, rejected = _frames(on_ray, names.CLIP_SCORED)
+    want_kept, want_rejected = _frames(local, names.CLIP_SCORED)
+    assert kept["id"].tolist() == want_kept["id"].tolist() and len(kept) == 11
+    np.testing.assert_allclose(kept["clip_cosine"], want_kept["clip_cosine"], atol=1e-5)
+    assert (
+        rejected["id"].tolist() == ["broken"]
+        and rejected["reason"].tolist() == want_rejected["reason"].tolist()
+    )
+    assert rejected["reason_detail"].tolist() == want_rejected["reason_detail"].tolist()
