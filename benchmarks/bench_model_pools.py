@@ -110,6 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=600)
     parser.add_argument("--pairs", type=int, default=96)
+    parser.add_argument("--corpus-mb", type=float, default=2, help="size cap of the real corpus read")
     parser.add_argument("--slice-rows", type=int, default=100)
     parser.add_argument("--ray-cpus", type=int, default=4, help="logical CPUs of the in-process Ray cluster")
     args = parser.parse_args()
@@ -136,7 +137,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-model-pools-"))
     try:
-        ids, texts = real_texts(args.docs, 32)
+        ids, texts = real_texts(args.docs, args.corpus_mb)
         frame = pd.DataFrame({"id": ids, "text": texts})
         rng = random.Random(3)
         negatives = [(f"junk/{i}", prose.keyword_spam(rng)) for i in range(200)]

@@ -38,6 +38,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -109,11 +110,12 @@ def run_model_stage(engine: Any, location: Path, stage: ModelStage, pool: ModelP
     dataset = ray.data.from_items(
         [{"slice": pickle.dumps(s)} for s in slices], override_num_blocks=len(slices)
     )
-    decoded = dataset.map_batches(  # a function: Ray runs it as tasks, on CPUs only
+    decoded = dataset.map_batches(  # a function: Ray runs it as tasks, on CPUs only (never fused)
         decode_slices,
         fn_kwargs={"payload": payload},
         batch_size=1,
         num_cpus=pool.decode_cpus,
+        ray_remote_args_fn=partial(decode_task_args, pool.decode_cpus),
     )
     rows = decoded.map_batches(
         ModelActor,
@@ -141,7 +143,12 @@ def decode_slices(batch: dict, payload: bytes) -> Any:
     frames = []
     for raw in batch["slice"]:
         frame = read_slice(pickle.loads(raw), stage.columns)
-        frames.append(stage.decode(frame) if stage.decode is not None else frame)
+        if stage.decode is not None:
+            decoded = stage.decode(frame.drop(columns=[ORDER]))
+            if len(decoded) != len(frame):
+                raise ValueError(f"decode returned {len(decoded)} rows for {len(frame)}")
+            frame = decoded.reset_index(drop=True).assign(**{ORDER: frame[ORDER].to_numpy()})
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -239,6 +246,10 @@ class PoolActor:
         }
 
 
+def decode_task_args(cpus: float) -> dict:
+    return {"num_cpus": cpus}
+
+
 def describe_model(payload: bytes) -> dict:
     """A worker loads the model only to describe it (an empty partition: no actor was started)."""
     from ray import cloudpickle
@@ -313,7 +324,13 @@ def run_pooled(
                 [{"slice": pickle.dumps(s)} for s in filled], override_num_blocks=len(filled)
             )
             decoded = dataset.map_batches(  # a function: Ray runs it as tasks, on CPUs only
-                decode_slices, fn_kwargs={"payload": payload}, batch_size=1, num_cpus=pool.decode_cpus
+                decode_slices,
+                fn_kwargs={"payload": payload},
+                batch_size=1,
+                num_cpus=pool.decode_cpus,
+                # Ray Data would fuse a task step into the actor step after it (the actors would
+                # decode); a remote-args function keeps decoding in tasks of its own, ahead.
+                ray_remote_args_fn=partial(decode_task_args, pool.decode_cpus),
             )
             reports = decoded.map_batches(
                 PoolActor,
