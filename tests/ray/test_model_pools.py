@@ -367,6 +367,7 @@ def test_clip_scored_on_a_ray_pool_equals_in_process(ray_cluster, tmp_path, monk
         rejected["id"].tolist() == ["broken"]
         and rejected["reason"].tolist() == want_rejected["reason"].tolist()
     )
+
     def detail(frame):  # PIL names the BytesIO object by its address: not part of the reason
         return [re.sub(r" at 0x[0-9a-f]+", "", d) for d in frame["reason_detail"]]
 
