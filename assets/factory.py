@@ -10,7 +10,7 @@ No ``from __future__ import annotations`` here: Dagster reads the asset function
 and the ``Config`` class of each asset is made at run time.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import dagster as dg
@@ -197,12 +197,14 @@ def stage_asset(
     pool: str | None = None,
     gpu: bool = False,
     automatic: bool = True,
+    execute: Callable[[StageContext, ProcessorMaker, float], StageOutcome] = execute_stage,
 ) -> dg.AssetsDefinition:
     """The asset of a partitioned stage: ``make(ctx)`` gives the batch processor for a partition
     (or a context manager yielding it). ``resources`` names the resources ``make`` reads from
     ``ctx.resources`` (each handed over as its ``plain()`` library value: resources/__init__.py);
     ``pool`` and ``gpu`` place the step (see assets/gpu.py); ``automatic=False``
-    leaves it out of the automation that follows upstream updates."""
+    leaves it out of the automation that follows upstream updates. ``execute`` runs the stage
+    (a model stage's runs it on a Ray actor pool: refinery.engine.model_stages)."""
     config_type = config_class(spec.params)
     resources = tuple(resources)
 
@@ -211,7 +213,7 @@ def stage_asset(
         params = config if spec.params is not None else None
         gpus = context.resources.compute.num_gpus if gpu else 0
         ctx = stage_context(context, spec, params, resources)
-        return _outcome_result(retrying(context, lambda: execute_stage(ctx, make, gpus)))
+        return _outcome_result(retrying(context, lambda: execute(ctx, make, gpus)))
 
     return register(spec.name, _stage)
 

@@ -12,8 +12,19 @@ from functools import partial
 from assets.factory import ingest_asset, stage_asset
 from refinery import names
 from refinery.batch import BatchProcessor, bound
+from refinery.engine.model_pool import ModelStage
+from refinery.engine.model_stages import PooledStage, execute_model_stage
 from refinery.kernel.spec import StageContext
-from refinery.multimodal.clip_score import FilterProcess, ScoreAttacher
+from refinery.multimodal.clip_model import calibrated_threshold, trained_on_generated_scenes
+from refinery.multimodal.clip_pool import (
+    PoolReport,
+    attach_slice,
+    decode_images,
+    describe_clip,
+    load_clip_model,
+    score_pairs,
+)
+from refinery.multimodal.clip_score import FilterProcess, ScoreAttacher, domain_info
 from refinery.multimodal.image_text_check import check_batch
 from refinery.multimodal.image_text_reader import ImageTextReader
 from refinery.multimodal.keyframe_report import every_frame_note
@@ -39,6 +50,33 @@ def _clip_scores(run: StageContext) -> BatchProcessor:
         f"({s.pairs_per_second:.1f} pairs/s, {s.encode_seconds:.2f}s in CLIP) on {model.device}"
     )
     return attach
+
+
+def _clip_pool(run: StageContext) -> PooledStage:
+    """clip_scored on a Ray actor pool: the driver resolves the weights' files (never loads them),
+    decode tasks preprocess the images, the CLIP actors score, CPU tasks attach and write."""
+    clip = run.resources.clip
+    source = clip.source()
+    run.provenance.update(clip_model=source.name, clip_threshold=calibrated_threshold(source.weights))
+    path = run.storage.require(run.spec.upstream, run.source)
+    domain, warning = domain_info(run.spec.name, path, trained_on_generated_scenes(source.weights))
+    if warning:
+        run.log.warning(warning)
+        run.provenance["clip_model_warning"] = warning
+    model = ModelStage(
+        ["image", "caption"],
+        load=partial(load_clip_model, clip),
+        infer=score_pairs,
+        decode=partial(decode_images, source),
+        describe=describe_clip,
+    )
+    pairs = run.params.contact_sheet_pairs
+    return PooledStage(
+        model=model,
+        attach=partial(attach_slice, pairs),
+        report=lambda described: PoolReport(pairs, domain, described),
+        pool=clip.compute.model_pool(),
+    )
 
 
 def _clip_filter(run: StageContext) -> BatchProcessor:
@@ -77,7 +115,13 @@ def _keyframes(run: StageContext, method: str) -> Iterator[BatchProcessor]:
 
 raw_image_text = ingest_asset(image_text.RAW_IMAGE_TEXT, ImageTextReader)
 image_text_checked = stage_asset(image_text.IMAGE_TEXT_CHECKED, lambda run: bound(check_batch, run.params))
-clip_scored = stage_asset(image_text.CLIP_SCORED, _clip_scores, resources=["clip"], gpu=True)
+clip_scored = stage_asset(
+    image_text.CLIP_SCORED,
+    _clip_scores,
+    resources=["clip"],
+    gpu=True,
+    execute=partial(execute_model_stage, plan=_clip_pool),
+)
 clip_filtered = stage_asset(image_text.CLIP_FILTERED, _clip_filter)
 
 raw_videos = ingest_asset(video.RAW_VIDEOS, VideoReaderSource)

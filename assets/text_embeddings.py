@@ -13,12 +13,15 @@ from assets.gpu import gpu_asset_kwargs
 from assets.partitions import text_source
 from refinery import names
 from refinery.kernel.report import provenance
+from refinery.metadata import Json
 from refinery.quality.embeddings import (
     EMBEDDING_CHECKS,
+    EmbedderInfo,
     EmbeddingParams,
     embedding_checks,
     embedding_report,
     write_embeddings,
+    write_embeddings_pooled,
 )
 from refinery.stages import text as text_stages
 from resources import EmbedderResource, EngineResource, RefineryHome
@@ -48,28 +51,33 @@ def document_embeddings(
     engine: EngineResource,
 ) -> dg.MaterializeResult:
     source, storage = context.partition_key, refinery.storage()
-    model = embedder.load()
     stamp = provenance(names.DOCUMENT_EMBEDDINGS, source, config)
     params = EmbeddingParams.model_validate(config.model_dump())  # travels to the engine's workers
-    run = write_embeddings(
-        storage,
-        text_stages.DOCUMENT_EMBEDDINGS.upstream,
-        source,
-        model,
-        stamp,
-        params,
-        engine=engine.engine(),
-        load=embedder.plain().load,  # a plain loader: it travels to the engine's workers
-        gpus=embedder.compute.num_gpus,
-    )
-    storage.write_stats(
-        names.DOCUMENT_EMBEDDINGS, source, {"rows_out": run.rows, "dim": run.dim, "model": model.name}
-    )
+    runner = engine.engine()
+    extra = {}
+    if runner.distributed:  # a Ray actor pool: the actors load the model, this process never does
+        run, model, pool = write_embeddings_pooled(
+            storage,
+            text_stages.DOCUMENT_EMBEDDINGS.upstream,
+            source,
+            embedder.plain().load,  # a plain loader: it travels to the actors
+            stamp,
+            params,
+            runner,
+            embedder.compute.model_pool(),
+        )
+        extra = {"engine": Json({**runner.describe(), "model_pool": pool})}
+    else:
+        loaded = embedder.load()
+        run = write_embeddings(
+            storage, text_stages.DOCUMENT_EMBEDDINGS.upstream, source, loaded, stamp, params, engine=runner
+        )
+        model = EmbedderInfo.of(loaded)
     context.log.info(
         f"{names.DOCUMENT_EMBEDDINGS}[{source}]: {run.rows} documents on {model.device} in {run.seconds:.2f}s"
     )
     return materialize_result(
-        embedding_report(run, model, config),
+        {**embedding_report(run, model, config), **extra},
         embedding_checks(storage, text_stages.DOCUMENT_EMBEDDINGS.upstream, source),
     )
 

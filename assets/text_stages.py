@@ -8,6 +8,7 @@ comes from its spec through ``assets/factory.py``.
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 
 from assets.factory import ingest_asset, stage_asset
@@ -20,6 +21,8 @@ from refinery.dedup.fuzzy import FuzzyDeduper
 from refinery.dedup.semantic import SemanticDeduper
 from refinery.dedup.semantic_tasks import distributed_deduper, remove_work
 from refinery.dedup.signature_parts import SignatureParts, signature_table_function
+from refinery.engine.model_pool import ModelStage
+from refinery.engine.model_stages import PooledStage, execute_model_stage
 from refinery.engine.resume import data_version, fingerprint, remove_scratch, scratch_folder, scratch_path
 from refinery.engine.slices import current_slice
 from refinery.filters.language_routing import LanguageFilter
@@ -28,7 +31,7 @@ from refinery.kernel.report import withdrawn_claims
 from refinery.kernel.spec import StageContext
 from refinery.metadata import Json, Markdown
 from refinery.names import DEDUP_POOL
-from refinery.quality.classifier import QualityScorer
+from refinery.quality.classifier import QualityScorer, attach_scores, load_for_pool, score_rows
 from refinery.quality.normalize import NORMALIZATION_VERSION
 from refinery.quality.perplexity import PerplexityScorer, ScoreParts, score_sketch, score_table_function
 from refinery.quantiles import QuantileSketch
@@ -196,6 +199,27 @@ def _quality(run: StageContext) -> BatchProcessor:
     return scorer
 
 
+def _quality_pool(run: StageContext) -> PooledStage:
+    """quality_scored on a Ray actor pool: the driver reads the classifier's header (provenance,
+    cutoff), the actors load and score, CPU tasks keep or remove. The classifier is numpy: its
+    actors ask for no GPU whatever ``compute.num_gpus`` says."""
+    loader = run.resources.quality_model
+    card, info = loader.describe(run.layout)
+    scorer = QualityScorer.for_model(card, info, run.params, run.source)
+    run.provenance.update(scorer.provenance())
+    model = ModelStage(
+        ["id", "text"],
+        load=partial(load_for_pool, loader, run.layout),
+        infer=partial(score_rows, source=run.source),
+    )
+    return PooledStage(
+        model=model,
+        attach=partial(attach_scores, run.params, run.source, scorer.cutoff, scorer.cutoff_origin),
+        report=lambda model: scorer,
+        pool=replace(run.resources.compute.model_pool(), num_gpus=0.0),
+    )
+
+
 @contextmanager
 def _semantic(run: StageContext) -> Iterator[BatchProcessor]:
     """In this process (the local engine), or, on a distributed engine, as shuffle steps on its
@@ -236,6 +260,11 @@ multilingual_filtered = stage_asset(
 exact_deduplicated = stage_asset(text.EXACT_DEDUPLICATED, _exact, resources=["dedup_index"], pool=DEDUP_POOL)
 fuzzy_deduplicated = stage_asset(text.FUZZY_DEDUPLICATED, _fuzzy, resources=["dedup_index"], pool=DEDUP_POOL)
 perplexity_scored = stage_asset(text.PERPLEXITY_SCORED, _perplexity, resources=["kenlm"])
-quality_scored = stage_asset(text.QUALITY_SCORED, _quality, resources=["quality_model"])
+quality_scored = stage_asset(
+    text.QUALITY_SCORED,
+    _quality,
+    resources=["quality_model", "compute"],
+    execute=partial(execute_model_stage, plan=_quality_pool),
+)
 semantic_deduplicated = stage_asset(text.SEMANTIC_DEDUPLICATED, _semantic, resources=["compute"], gpu=True)
 pretrain_corpus = stage_asset(text.PRETRAIN_CORPUS, lambda run: keep_all)

@@ -18,20 +18,32 @@ class ComputeResource(dg.ConfigurableResource):
     ray_actors: int = Field(
         1,
         ge=1,
-        description="Actors of a model stage's Ray actor pool (refinery.engine.model_pool; each loads the "
-        "model once). The assets' own Ray path does not read it yet: see docs/scale-models.md.",
+        description="Actors of a model stage's Ray actor pool (engine 'ray'): embeddings, quality_scored and "
+        "clip_scored run their model on this many actors, each loading it once (docs/scale-models.md).",
+    )
+    ray_cpus_per_actor: float = Field(
+        1.0, gt=0, description="CPUs each model actor asks for (engine 'ray'; fractional allowed)."
+    )
+    ray_decode_cpus: float = Field(
+        1.0, gt=0, description="CPUs each decode task ahead of the model actors asks for (engine 'ray')."
     )
 
     def model_pool(self):
-        """The actor pool of a model stage on Ray: ``ray_actors`` actors of ``num_gpus`` GPUs each
-        (fractional allowed), ``batch_size`` rows per call."""
-        from refinery.engine.model_pool import ModelPool
-
-        return ModelPool(actors=self.ray_actors, num_gpus=self.num_gpus, batch_size=self.batch_size)
+        """The actor pool of a model stage on Ray (see :meth:`Compute.model_pool`)."""
+        return self.plain().model_pool()
 
     def plain(self) -> Compute:
         """The library's value of this resource (what a stage's maker gets)."""
-        return Compute(self.device, self.batch_size, self.fp16, self.dataloader_workers, self.num_gpus)
+        return Compute(
+            self.device,
+            self.batch_size,
+            self.fp16,
+            self.dataloader_workers,
+            self.num_gpus,
+            self.ray_actors,
+            self.ray_cpus_per_actor,
+            self.ray_decode_cpus,
+        )
 
     def torch_device(self) -> str:
         return self.plain().torch_device()

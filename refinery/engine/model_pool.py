@@ -12,9 +12,17 @@ steps over the partition's slices (:mod:`refinery.engine.slices`):
    (fractional: 0.25 puts four actors on one GPU) and ``cpus_per_actor`` CPUs.
 
 Ray Data streams the two steps, so decoding runs ahead of the model actors and a GPU does not wait
-for a CPU to decode its next batch. The driver only plans slices and gathers the per-row outputs,
-which it puts back in row order (``run_model_stage`` returns them stacked, row i of the partition
-first to last): the same array the in-process stage computes.
+for a CPU to decode its next batch.
+
+Two ways to collect what the actors compute:
+
+- :func:`run_pooled` (what the stages use): the actors write their outputs as small Parquet
+  files into a scratch folder beside the data, then one CPU task per slice (``finish``) reads its
+  slice's outputs back in row order and writes the slice's part (a stage's kept and rejected
+  rows, or its embeddings). The driver holds per-part metadata only: counts, stats, the model's
+  description (written by the actors: the driver never loads the model) and the loads per actor.
+- :func:`run_model_stage`: the per-row outputs gathered in the driver, stacked in row order
+  (small outputs, tests).
 
 The pool's shape comes from the ``compute`` resource (:class:`ModelPool`, built by
 ``ComputeResource.model_pool()``): ``num_gpus``, ``ray_actors`` and ``batch_size``.
@@ -22,36 +30,25 @@ The pool's shape comes from the ``compute`` resource (:class:`ModelPool`, built 
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import shutil
+import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from refinery.engine.slices import Slice, plan_slices
+from refinery.models import loads
+from refinery.models.pool import ModelPool
 
 ORDER = "__order"
-
-
-@dataclass(frozen=True)
-class ModelPool:
-    """The shape of a model stage's actor pool on Ray."""
-
-    actors: int = 1
-    num_gpus: float = 0.0
-    batch_size: int = 64
-    cpus_per_actor: float = 1.0
-    decode_cpus: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.actors < 1:
-            raise ValueError(f"a model pool needs at least one actor, got {self.actors}")
-        if self.num_gpus < 0 or self.batch_size < 1:
-            raise ValueError(
-                f"num_gpus must be ≥ 0 and batch_size ≥ 1, got {self.num_gpus}, {self.batch_size}"
-            )
 
 
 @dataclass(frozen=True)
@@ -62,8 +59,10 @@ class ModelStage:
 
     columns: list[str]
     load: Callable[[], Any]
-    infer: Callable[[Any, Any], np.ndarray]
+    infer: Callable[[Any, Any], Any]  # an array (one row per input row) or a DataFrame of columns
     decode: Callable[[Any], Any] | None = None
+    # What the stage reports about the model, taken from an actor's loaded model (JSON-ready).
+    describe: Callable[[Any], dict] | None = None
 
 
 def read_slice(piece: Slice, columns: list[str]):
@@ -111,11 +110,12 @@ def run_model_stage(engine: Any, location: Path, stage: ModelStage, pool: ModelP
     dataset = ray.data.from_items(
         [{"slice": pickle.dumps(s)} for s in slices], override_num_blocks=len(slices)
     )
-    decoded = dataset.map_batches(  # a function: Ray runs it as tasks, on CPUs only
+    decoded = dataset.map_batches(  # a function: Ray runs it as tasks, on CPUs only (never fused)
         decode_slices,
         fn_kwargs={"payload": payload},
         batch_size=1,
         num_cpus=pool.decode_cpus,
+        ray_remote_args_fn=partial(decode_task_args, pool.decode_cpus),
     )
     rows = decoded.map_batches(
         ModelActor,
@@ -143,5 +143,225 @@ def decode_slices(batch: dict, payload: bytes) -> Any:
     frames = []
     for raw in batch["slice"]:
         frame = read_slice(pickle.loads(raw), stage.columns)
-        frames.append(stage.decode(frame) if stage.decode is not None else frame)
+        if stage.decode is not None:
+            decoded = stage.decode(frame.drop(columns=[ORDER]))
+            if len(decoded) != len(frame):
+                raise ValueError(f"decode returned {len(decoded)} rows for {len(frame)}")
+            frame = decoded.reset_index(drop=True).assign(**{ORDER: frame[ORDER].to_numpy()})
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+# -- outputs written by the actors, parts written by per-slice tasks ------------------------------
+MODEL_FILE = "model.json"
+
+
+@dataclass
+class PoolRun:
+    """What the driver learns from a pooled run: per-slice results, in slice order, and metadata."""
+
+    parts: list[dict]  # what ``finish`` returned for each slice
+    model: dict  # ``describe(model)`` as an actor wrote it
+    loads: dict[str, int]  # models loaded per actor process ("node:pid"), counted in that process
+    nodes: int
+    batches: int
+    seconds: float
+    infer_seconds: float = 0.0  # summed over the actors
+    slices: int = 0
+    pool: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        """The pool's figures for a stage's metadata."""
+        return {
+            **self.pool,
+            "slices": self.slices,
+            "batches": self.batches,
+            "nodes": self.nodes,
+            "actors_used": len(self.loads),
+            "model_loads_per_actor": sorted(self.loads.values()),
+            "model_seconds": round(self.infer_seconds, 3),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def output_table(out: Any, rows: int) -> Any:
+    """An ``infer`` result as an Arrow table: a DataFrame's columns, or an array as ``output``
+    (a matrix as a fixed-size list per row)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if isinstance(out, pd.DataFrame):
+        table = pa.Table.from_pandas(out.reset_index(drop=True), preserve_index=False)
+    else:
+        array = np.asarray(out)
+        if array.ndim == 2:
+            flat = pa.array(np.ascontiguousarray(array).reshape(-1))
+            column = pa.FixedSizeListArray.from_arrays(flat, array.shape[1])
+        else:
+            column = pa.array(array)
+        table = pa.table({"output": column})
+    if table.num_rows != rows:
+        raise ValueError(f"the model stage returned {table.num_rows} rows for {rows}")
+    return table
+
+
+class PoolActor:
+    """The model step of :func:`run_pooled`: loads the model once in ``__init__``, then writes the
+    outputs of every batch it is given into the scratch folder, one file per slice it touches."""
+
+    def __init__(self, payload: bytes, scratch: str):
+        import ray
+        from ray import cloudpickle
+
+        self.stage: ModelStage = cloudpickle.loads(payload)
+        self.scratch = Path(scratch)
+        self.model = self.stage.load()
+        self.worker = f"{ray.get_runtime_context().get_node_id()}:{os.getpid()}"
+        self.loads = loads.total
+        if self.stage.describe is not None:
+            _write_atomic(self.scratch / MODEL_FILE, json.dumps(self.stage.describe(self.model), default=str))
+
+    def __call__(self, frame) -> dict[str, list]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        started = time.perf_counter()
+        order = frame[ORDER].to_numpy(dtype=np.int64)
+        table = output_table(self.stage.infer(self.model, frame.drop(columns=[ORDER])), len(frame))
+        seconds = time.perf_counter() - started
+        table = table.append_column(ORDER, pa.array(order, pa.int64()))
+        slices = order >> 32
+        for piece in np.unique(slices):
+            rows = np.flatnonzero(slices == piece)
+            first = int(order[rows].min() & 0xFFFFFFFF)
+            target = self.scratch / f"out-{int(piece):05d}-{first:09d}.parquet"
+            temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+            pq.write_table(table.take(pa.array(rows)), temp)
+            os.replace(temp, target)  # a retried batch rewrites the same name
+        return {
+            "worker": [self.worker],
+            "rows": [len(frame)],
+            "loads": [self.loads()],
+            "seconds": [seconds],
+        }
+
+
+def decode_task_args(cpus: float) -> dict:
+    return {"num_cpus": cpus}
+
+
+def describe_model(payload: bytes) -> dict:
+    """A worker loads the model only to describe it (an empty partition: no actor was started)."""
+    from ray import cloudpickle
+
+    stage: ModelStage = cloudpickle.loads(payload)
+    return stage.describe(stage.load()) if stage.describe is not None else {}
+
+
+def _write_atomic(target: Path, text: str) -> None:
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    temp.write_text(text)
+    os.replace(temp, target)
+
+
+def slice_outputs(scratch: str, piece: Slice) -> Any:
+    """The outputs the actors wrote for one slice, in row order (one row per input row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(scratch).glob(f"out-{piece.index:05d}-*.parquet"))
+    if not files:
+        raise RuntimeError(f"slice {piece.index}: the model actors wrote no outputs")
+    table = pa.concat_tables([pq.read_table(f) for f in files]).combine_chunks()
+    table = table.take(pc.sort_indices(table, [(ORDER, "ascending")]))
+    order = table.column(ORDER).to_numpy()
+    if len(order) and len(np.unique(order)) != len(order):  # a retried batch cut differently
+        keep = np.concatenate([[True], order[1:] != order[:-1]])
+        table = table.filter(pa.array(keep))
+    if table.num_rows != piece.rows:
+        raise RuntimeError(f"slice {piece.index}: {table.num_rows} outputs for {piece.rows} rows")
+    return table.drop_columns([ORDER])
+
+
+def finish_slice(payload: bytes, piece: Slice, scratch: str) -> dict:
+    """The CPU task after the actors: the slice's outputs (None for an empty slice) handed to the
+    stage's ``finish``."""
+    from ray import cloudpickle
+
+    finish = cloudpickle.loads(payload)
+    model_file = Path(scratch) / MODEL_FILE
+    model = json.loads(model_file.read_text()) if model_file.exists() else {}
+    return finish(piece, slice_outputs(scratch, piece) if piece.rows else None, model)
+
+
+def run_pooled(
+    engine: Any,
+    location: Path,
+    stage: ModelStage,
+    pool: ModelPool,
+    finish: Callable[[Slice, Any, dict], dict],
+    scratch_root: Path,
+) -> PoolRun:
+    """``stage`` over the partition at ``location`` on the engine's Ray cluster: decode tasks, the
+    pool of model actors writing their outputs under ``scratch_root``, then ``finish(slice,
+    outputs, model)`` as one CPU task per slice (it writes the slice's part and returns a small
+    dict). The scratch folder is removed afterwards, whatever happened."""
+    import ray.data
+    from ray import cloudpickle
+
+    started = time.perf_counter()
+    engine.connect()
+    slices = plan_slices(location, engine.slice_rows)
+    scratch = Path(scratch_root) / f"pool-{uuid.uuid4().hex[:12]}"
+    scratch.mkdir(parents=True)
+    payload = cloudpickle.dumps(stage)
+    filled = [s for s in slices if s.rows]
+    reports: list[dict] = []
+    try:
+        if filled:
+            dataset = ray.data.from_items(
+                [{"slice": pickle.dumps(s)} for s in filled], override_num_blocks=len(filled)
+            )
+            decoded = dataset.map_batches(  # a function: Ray runs it as tasks, on CPUs only
+                decode_slices,
+                fn_kwargs={"payload": payload},
+                batch_size=1,
+                num_cpus=pool.decode_cpus,
+                # Ray Data would fuse a task step into the actor step after it (the actors would
+                # decode); a remote-args function keeps decoding in tasks of its own, ahead.
+                ray_remote_args_fn=partial(decode_task_args, pool.decode_cpus),
+            )
+            reports = decoded.map_batches(
+                PoolActor,
+                fn_constructor_kwargs={"payload": payload, "scratch": str(scratch)},
+                batch_size=pool.batch_size,
+                batch_format="pandas",
+                compute=ray.data.ActorPoolStrategy(size=min(pool.actors, len(filled))),
+                num_cpus=pool.cpus_per_actor,
+                num_gpus=pool.num_gpus or None,
+            ).take_all()
+        loads: dict[str, int] = {}
+        for r in reports:
+            loads[r["worker"]] = max(loads.get(r["worker"], 0), int(r["loads"]))
+        model_file = scratch / MODEL_FILE
+        if not filled and stage.describe is not None:  # an empty partition: one task describes the model
+            probe = ray.remote(num_cpus=pool.cpus_per_actor, num_gpus=pool.num_gpus or None)(describe_model)
+            _write_atomic(model_file, json.dumps(ray.get(probe.remote(payload)), default=str))
+        model = json.loads(model_file.read_text()) if model_file.exists() else {}
+        runner, _ = engine.tasks()
+        finishing = cloudpickle.dumps(finish)  # one object: the runner sends it to the store once
+        parts = runner.map(finish_slice, [(finishing, s, str(scratch)) for s in slices])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return PoolRun(
+        parts=parts,
+        model=model,
+        loads=loads,
+        nodes=len({w.split(":")[0] for w in loads}),
+        batches=len(reports),
+        seconds=time.perf_counter() - started,
+        infer_seconds=float(sum(float(r["seconds"]) for r in reports)),
+        slices=len(slices),
+        pool={"actors": pool.actors, "num_gpus": pool.num_gpus, "batch_size": pool.batch_size},
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from refinery.models.pool import ModelPool
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -36,6 +38,21 @@ class Compute:
     fp16: bool = True
     dataloader_workers: int = 2
     num_gpus: float = 0.0
+    ray_actors: int = 1  # a model stage's actor pool on Ray (refinery.engine.model_pool)
+    ray_cpus_per_actor: float = 1.0
+    ray_decode_cpus: float = 1.0
+
+    def model_pool(self) -> ModelPool:
+        """The actor pool of a model stage on Ray: ``ray_actors`` actors of ``num_gpus`` GPUs
+        (fractional: 0.25 puts four on one GPU) and ``ray_cpus_per_actor`` CPUs each, ``batch_size``
+        rows a call, decode tasks of ``ray_decode_cpus`` CPUs ahead of them."""
+        return ModelPool(
+            actors=self.ray_actors,
+            num_gpus=self.num_gpus,
+            batch_size=self.batch_size,
+            cpus_per_actor=self.ray_cpus_per_actor,
+            decode_cpus=self.ray_decode_cpus,
+        )
 
     def torch_device(self) -> str:
         return resolve_device(self.device)

@@ -108,9 +108,12 @@ def load_embedder(
 
     ``quantize`` and ``threads`` (0: one per physical core, ONNX Runtime's default) apply to the
     onnx backend."""
+    from refinery.models import loads
+
     _offline()
     path = resolve_model_path(model)
     backend, resolved = choose_backend(backend, device)
+    loads.record("embedder")
     if backend == "onnx":
         return load_onnx_embedder(path, model, batch_size, threads, quantize)
     from sentence_transformers import SentenceTransformer

@@ -448,6 +448,9 @@ _LOADED: dict[tuple, ClipModel] = {}
 def _load_cached(source: ClipSource, stamp: tuple, device: str, half: bool, batch_size: int) -> ClipModel:
     key = (source.key(), stamp, device, half, batch_size)
     if key not in _LOADED:
+        from refinery.models import loads
+
+        loads.record("clip")
         model, preprocess, tokenizer, image_size, context_length = _build(source, device)
         if half:
             model = model.half()
@@ -508,3 +511,21 @@ class ClipLoader:
 
     def dataloader_workers(self) -> int:
         return self.compute.dataloader_workers
+
+    def source(self) -> ClipSource:
+        """The files this loader would load, resolved without loading them (what a Ray driver
+        records while the actors load the model)."""
+        _offline()
+        return resolve_source(self.model_name, self.pretrained, self.checkpoint, self.cache_dir)
+
+
+def clip_transform(source: ClipSource):
+    """(the image preprocessing of ``source``'s model, its image size), from its configuration
+    alone: what the CPU decode tasks ahead of the model actors apply."""
+    import open_clip
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    cfg = (open_clip.get_model_config(source.builtin) or {}) if source.builtin else (source.model_cfg or {})
+    size = cfg.get("vision_cfg", {}).get("image_size", 224)
+    size = size[0] if isinstance(size, tuple | list) else int(size)
+    return image_transform_v2(PreprocessCfg(**{"size": size, **source.preprocess_cfg}), is_train=False), size

@@ -207,7 +207,12 @@ def generated_texts(path: Path, column: str, batch_rows: int = 4096) -> tuple[in
 def domain_check(stage: str, path: Path, clip: ClipModel, column: str = "caption") -> tuple[dict, str | None]:
     """For the tiny CLIP only: how much of the partition is of the kind it was trained on, and the
     warning to give when too little is (see :func:`clip_model.synthetic_domain_warning`)."""
-    if not clip.synthetic:
+    return domain_info(stage, path, clip.synthetic, column)
+
+
+def domain_info(stage: str, path: Path, synthetic: bool, column: str = "caption") -> tuple[dict, str | None]:
+    """:func:`domain_check` for a model known only by whether it is the tiny CLIP (``synthetic``)."""
+    if not synthetic:
         return {}, None
     hits, total = generated_texts(path, column)
     warning = synthetic_domain_warning(stage, hits, total, f"{column}s")

@@ -400,8 +400,10 @@ class QualityClassifier:
 def _load(path: str, size: int, mtime_ns: int) -> QualityClassifier:
     from safetensors import SafetensorError, safe_open
 
+    from refinery.models import loads
     from refinery.quality.artifacts import file_sha256
 
+    loads.record("classifier")
     try:
         with safe_open(path, framework="numpy") as fh:
             meta = fh.metadata() or {}
@@ -506,11 +508,17 @@ class QualityScorer(StageProcessor):
         feats = [self.classifier.features(t) for t in frame["text"].tolist()]
         keys = [doc_key(self.source, i) for i in frame["id"].tolist()]
         scores = self.classifier.score_features(feats, keys)
+        return self.decide(frame, scores, np.array([len(f) > 0 for f in feats], dtype=bool))
+
+    def decide(self, frame: pd.DataFrame, scores: np.ndarray, has_tokens: np.ndarray) -> BatchResult:
+        """Keep or remove each row by its score (``has_tokens``: whether anything was left to
+        score after normalization)."""
+        keys = [doc_key(self.source, i) for i in frame["id"].tolist()]
         p = self.params
         noise = pareto_noise(keys, p.pareto_alpha, p.seed) if p.mode == "pareto" else np.zeros(len(frame))
         reasons = []
-        for f, s, x in zip(feats, scores, noise, strict=True):
-            if not len(f):
+        for f, s, x in zip(has_tokens.tolist(), scores, noise, strict=True):
+            if not f:
                 reasons.append(("quality.no_tokens", "nothing left to score after normalization"))
             elif p.mode == "pareto":
                 keep = x > 1.0 - s
@@ -669,3 +677,93 @@ class QualityModelLoader:
                 "quality_classifier asset first, or set the quality_classifier resource's model_path"
             )
         return load_classifier(artifact.path), artifact.info
+
+    def describe(self, layout: Layout) -> tuple[ClassifierCard, dict]:
+        """What :meth:`load` would load, read from the file's header and sidecar without loading
+        the tensors (what a Ray driver records while the actors load the model)."""
+        from refinery.quality.artifacts import current, models_dir, sidecar
+
+        if self.model_path:
+            path = Path(self.model_path).expanduser()
+            return classifier_card(path), sidecar(path.resolve()) or {}
+        artifact = current(models_dir(layout.home, QUALITY_CLASSIFIER))
+        if artifact is None:
+            return self.load(layout)  # raises the missing-model error
+        return classifier_card(artifact.path), artifact.info
+
+
+@dataclass(frozen=True)
+class ClassifierCard:
+    """A classifier file described without its tensors: the same ``describe()`` as the loaded
+    :class:`QualityClassifier`, so the provenance is the same on every engine."""
+
+    path: Path
+    sha256: str
+    config: dict
+
+    def describe(self) -> dict:
+        return {"path": str(self.path), "sha256": self.sha256, **self.config}
+
+
+def classifier_card(path: str | Path) -> ClassifierCard:
+    """The header of a classifier file (its config) and its hash; the same errors as loading."""
+    from safetensors import SafetensorError, safe_open
+
+    from refinery.quality.artifacts import file_sha256
+
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        load_classifier(path)  # raises the missing-file error
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            config = json.loads((fh.metadata() or {})["config"])
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
+        raise ClassifierError(
+            f"{path} is not a quality classifier written by quality_classifier: {err}"
+        ) from err
+    return ClassifierCard(path, file_sha256(path), config)
+
+
+# -- on a Ray actor pool (refinery.engine.model_stages) ------------------------------------------
+
+
+def load_for_pool(loader: QualityModelLoader, layout: Layout) -> QualityClassifier:
+    """What each model actor loads (once)."""
+    return loader.load(layout)[0]
+
+
+def score_rows(classifier: QualityClassifier, frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """An actor's work on one batch: each row's score and whether it had tokens to score."""
+    feats = [classifier.features(t) for t in frame["text"].tolist()]
+    keys = [doc_key(source, i) for i in frame["id"].tolist()]
+    return pd.DataFrame(
+        {
+            "quality_score": classifier.score_features(feats, keys),
+            "has_tokens": np.array([len(f) > 0 for f in feats], dtype=bool),
+        }
+    )
+
+
+class ScoredQuality(StageProcessor):
+    """The keep/remove decision over one slice whose scores the actors computed, row for row."""
+
+    def __init__(self, scorer: QualityScorer, outputs: pa.Table | None):
+        self.scorer = scorer
+        self.scores = outputs.column("quality_score").to_numpy() if outputs is not None else np.zeros(0)
+        self.has_tokens = (
+            outputs.column("has_tokens").to_numpy(zero_copy_only=False) if outputs is not None else None
+        )
+        self.offset = 0
+
+    def __call__(self, frame: pd.DataFrame) -> BatchResult:
+        end = self.offset + len(frame)
+        scores, tokens = self.scores[self.offset : end], self.has_tokens[self.offset : end]
+        self.offset = end
+        return self.scorer.decide(frame, scores, tokens)
+
+
+def attach_scores(
+    params: QualityParams, source: str, cutoff: float, origin: str, outputs: pa.Table | None, model: dict
+) -> ScoredQuality:
+    """The per-slice processor of the pooled stage (no model: the scores are the actors')."""
+    return ScoredQuality(QualityScorer(None, params, source, cutoff, origin), outputs)  # type: ignore[arg-type]

@@ -133,7 +133,8 @@ def write_embeddings(
     partition's stats file (rows, dimension, model) beside it.
 
     With an ``engine`` (and ``load``, which loads the model on a worker), the vectors are computed
-    by the engine's workers over slices of the partition, then written here in document order."""
+    by the engine's workers over slices of the partition, then written here in document order
+    (:func:`write_embeddings_pooled` is the Ray path that never brings them to this process)."""
     started = time.perf_counter()
     params = params or EmbeddingParams()
     target = storage.path(DOCUMENT_EMBEDDINGS, partition)
@@ -281,3 +282,170 @@ def embedding_report(run: EmbeddingRun, embedder: Embedder, params: EmbeddingPar
         "chars_per_second": round(run.chars / run.seconds, 1) if run.seconds > 0 else 0.0,
         "parameters": Json(params.model_dump()),
     }
+
+
+# -- on a Ray actor pool: the actors embed, the workers write -------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    """What the report shows about the embedder, as the actor that loaded it described it."""
+
+    name: str
+    dim: int
+    device: str
+    backend: str
+    quantize: str
+    batch_size: int
+
+    @classmethod
+    def of(cls, embedder: Embedder) -> EmbedderInfo:
+        return cls(
+            embedder.name,
+            int(embedder.dim),
+            str(embedder.device),
+            getattr(embedder, "backend", "torch"),
+            getattr(embedder, "quantize", "none"),
+            int(embedder.batch_size),
+        )
+
+
+def describe_embedder(embedder: Embedder) -> dict:
+    """An actor's description of its loaded model (written for the driver and the part tasks)."""
+    from dataclasses import asdict
+
+    return asdict(EmbedderInfo.of(embedder))
+
+
+def _embed_frame(params: EmbeddingParams, embedder: Embedder, frame) -> np.ndarray:
+    return embed_documents(embedder, frame["text"].tolist(), params)
+
+
+def _stamp(provenance: dict, info: EmbedderInfo, params: EmbeddingParams) -> dict:
+    return {
+        **provenance,
+        "model": info.name,
+        "backend": info.backend,
+        "quantize": info.quantize,
+        "dim": info.dim,
+        "normalized": True,
+        "chunking": params.model_dump(),
+    }
+
+
+@dataclass
+class EmbeddingPart:
+    """The per-slice task: the slice's ids and text hashes beside the vectors the actors wrote,
+    as one part file in the staging folder."""
+
+    staging: str
+    provenance: dict
+    params: EmbeddingParams
+
+    def __call__(self, piece, outputs, model: dict) -> dict:
+        from refinery.engine.model_pool import read_slice
+        from refinery.storage import PartsWriter
+
+        info = EmbedderInfo(**model)
+        schema = embeddings_schema(info.dim).with_metadata(
+            {
+                PROVENANCE_KEY: json.dumps(
+                    _stamp(self.provenance, info, self.params), sort_keys=True, default=str
+                ).encode()
+            }
+        )
+        rows = read_slice(piece, ["id", "text"])
+        texts = rows["text"].tolist()
+        if outputs is None:
+            vectors = pa.FixedSizeListArray.from_arrays(pa.array([], pa.float32()), info.dim)
+        else:
+            vectors = outputs.column("output").combine_chunks().cast(pa.list_(pa.float32(), info.dim))
+        flat = vectors.values.to_numpy(zero_copy_only=False)
+        if len(vectors) != len(texts) or not np.isfinite(flat).all():
+            raise ValueError(
+                f"the embedder returned {len(vectors)} vectors (finite: {bool(np.isfinite(flat).all())}) for "
+                f"{len(texts)} texts of slice {piece.index}"
+            )
+        table = pa.Table.from_arrays(
+            [
+                pa.array(rows["id"].tolist(), type=pa.string()),
+                pa.array([text_hash(t) for t in texts], type=pa.string()),
+                vectors,
+            ],
+            schema=schema,
+        )
+        target = Path(self.staging) / PartsWriter.part_name(piece.index)
+        temp = temp_path(target)
+        pq.write_table(table, temp, compression="zstd")
+        publish_file(temp, target)
+        return {"index": piece.index, "rows": len(texts), "chars": sum(len(t) for t in texts)}
+
+
+def merge_parts(staging: str, target: str, parts: int) -> dict:
+    """A worker's task: the parts, in order, streamed into the partition's one file (the layout
+    every reader of the embeddings expects), published atomically."""
+    from refinery.storage import PartsWriter
+
+    folder, out = Path(staging), Path(target)
+    files = [folder / PartsWriter.part_name(i) for i in range(parts)]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise RuntimeError(f"{len(missing)} of {parts} embedding parts were not written: {missing[:3]}")
+    schema = pq.read_schema(files[0])
+    temp = temp_path(out)
+    rows = 0
+    with pq.ParquetWriter(temp, schema, compression="zstd") as writer:
+        for file in files:
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=4096):
+                writer.write_batch(batch)
+                rows += batch.num_rows
+    publish_file(temp, out)
+    return {"rows": rows}
+
+
+def write_embeddings_pooled(
+    storage: Storage,
+    upstream: str,
+    partition: str,
+    load: Callable[[], Embedder],
+    provenance: dict,
+    params: EmbeddingParams,
+    engine: Engine,
+    pool,
+) -> tuple[EmbeddingRun, EmbedderInfo, dict]:
+    """document_embeddings on a Ray actor pool (:func:`refinery.engine.model_pool.run_pooled`):
+    the actors load the model (once each; never this process) and embed batches, CPU tasks write
+    each slice's part, then one task streams the parts into the partition's file. Returns the
+    run, the model as the actors described it, and the pool's figures."""
+    import shutil
+
+    from refinery.engine.model_pool import ModelStage, run_pooled
+
+    started = time.perf_counter()
+    target = storage.path(DOCUMENT_EMBEDDINGS, partition)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stray(target.parent)
+    staging = temp_path(target, "parts")
+    staging.mkdir()
+    stage = ModelStage(["text"], load=load, infer=partial(_embed_frame, params), describe=describe_embedder)
+    try:
+        pooled = run_pooled(
+            engine,
+            storage.require(upstream, partition),
+            stage,
+            pool,
+            EmbeddingPart(str(staging), provenance, params),
+            storage.root / ".model_pool",
+        )
+        runner, _ = engine.tasks()
+        runner.map(merge_parts, [(str(staging), str(target), len(pooled.parts))])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    info = EmbedderInfo(**pooled.model)
+    rows = sum(p["rows"] for p in pooled.parts)
+    storage.write_stats(
+        DOCUMENT_EMBEDDINGS, partition, {"rows_out": rows, "dim": info.dim, "model": info.name}
+    )
+    chars = sum(p["chars"] for p in pooled.parts)
+    run = EmbeddingRun(target, rows, info.dim, time.perf_counter() - started, chars)
+    return run, info, pooled.describe()

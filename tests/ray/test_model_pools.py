@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from dataclasses import replace
 from functools import partial
 
@@ -144,3 +145,230 @@ def test_semantic_dedup_decided_per_cluster_on_ray_equals_one_process(ray_cluste
     assert {i: fields(d) for i, d in got.decisions.items()} == {
         i: fields(d) for i, d in want.decisions.items()
     }
+
+
+# -- the model stages through Dagster on the two nodes --------------------------------------------
+SOURCE = "s"
+
+
+def _home(tmp_path, name: str, upstream: str, frame: pd.DataFrame, row_group: int = 5):
+    """A home whose ``upstream`` partition is ``frame`` in small row groups (several slices)."""
+    from refinery.paths import Layout
+    from refinery.storage import Storage
+
+    layout = Layout.at(tmp_path / name)
+    target = Storage(layout.storage).path(upstream, SOURCE)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.cast(
+        pa.schema([pa.field(f.name, pa.string()) if f.type == pa.large_string() else f for f in table.schema])
+    )
+    pq.write_table(table, target, row_group_size=row_group)
+    return layout
+
+
+def _materialize(asset, layout, engine: dict, config=None, partitions: str = "text_source", **resources):
+    import dagster as dg
+
+    from resources.engine import EngineResource
+    from tests.dagster.conftest import resources_for
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(partitions, [SOURCE])
+        result = dg.materialize(
+            [asset],
+            partition_key=SOURCE,
+            instance=instance,
+            resources=resources_for(layout, engine=EngineResource(**engine), **resources),
+            run_config={"ops": {asset.key.path[-1]: {"config": config}}} if config else None,
+        )
+        assert result.success
+        return result.asset_materializations_for_node(asset.key.path[-1])[0].metadata
+
+
+def _ray_engine(address: str) -> dict:
+    return {"kind": "ray", "address": address, "node_ip_address": "127.0.0.1", "slice_rows": 5}
+
+
+def _pool_compute(**extra):
+    """Two actors of half a CPU (the loopback nodes have one CPU each), batches of 8 rows."""
+    return ComputeResource(
+        device="cpu", batch_size=8, ray_actors=2, ray_cpus_per_actor=0.5, ray_decode_cpus=0.5, **extra
+    )
+
+
+def _check_loads(metadata, before: dict) -> dict:
+    """Each actor loaded its model once; the driver (this process) loaded none."""
+    from refinery.models import loads
+
+    pool = metadata["engine"].value["model_pool"]
+    assert pool["actors_used"] >= 1 and pool["model_loads_per_actor"] == [1] * pool["actors_used"], pool
+    assert loads.counts() == before, "the driver loaded a model"
+    return pool
+
+
+def _frames(layout, asset: str):
+    from refinery.storage import Storage
+
+    storage = Storage(layout.storage)
+    return storage.read(asset, SOURCE), storage.read(asset, SOURCE, rejected=True)
+
+
+def test_quality_scored_on_a_ray_pool_equals_in_process(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
+    import ray
+
+    from assets.text_stages import quality_scored
+    from refinery import names
+    from refinery.models import loads
+    from refinery.quality.classifier import save_classifier, train_classifier
+    from resources.quality import QualityClassifierResource
+    from tests.unit.test_quality_classifier import PARAMS, junk
+
+    address, _ = ray_cluster
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    rng = random.Random(8)
+    positives = [(f"ref/{i}", prose.article(rng, paragraphs=2)) for i in range(40)]
+    negatives = [(f"web/{i}", junk(rng)) for i in range(40)]
+    model = tmp_path / "classifier.safetensors"
+    save_classifier(train_classifier(positives, negatives, PARAMS), model)
+    texts = [prose.article(rng, paragraphs=1) if i % 2 else junk(rng) for i in range(30)] + ["", "!!"]
+    frame = pd.DataFrame({"id": [f"d{i}" for i in range(len(texts))], "text": texts})
+    upstream = names.PERPLEXITY_SCORED
+    on_ray, local = _home(tmp_path, "ray", upstream, frame), _home(tmp_path, "local", upstream, frame)
+    quality = QualityClassifierResource(model_path=str(model))
+    config = {"threshold": 0.5}
+    before = loads.counts()
+    try:
+        meta = _materialize(
+            quality_scored,
+            on_ray,
+            _ray_engine(address),
+            config,
+            quality_model=quality,
+            compute=_pool_compute(),
+        )
+    finally:
+        ray.shutdown()
+    pool = _check_loads(meta, before)
+    assert pool["slices"] == 7 and pool["actors"] == 2
+    local_meta = _materialize(quality_scored, local, {"kind": "local"}, config, quality_model=quality)
+    assert meta["model_sha256"].value == local_meta["model_sha256"].value
+    kept, rejected = _frames(on_ray, names.QUALITY_SCORED)
+    want_kept, want_rejected = _frames(local, names.QUALITY_SCORED)
+    assert len(kept) and len(rejected)  # both decisions are exercised
+    for got, want in ((kept, want_kept), (rejected, want_rejected)):
+        assert got["id"].tolist() == want["id"].tolist()
+        np.testing.assert_allclose(got["quality_score"], want["quality_score"], rtol=1e-9)
+    assert rejected["reason"].tolist() == want_rejected["reason"].tolist()
+    assert (rejected["reason"] == "quality.no_tokens").any()
+
+
+def test_document_embeddings_on_a_ray_pool_equal_in_process(ray_cluster, partition, tmp_path, monkeypatch):  # noqa: F811
+    import ray
+
+    from assets.text_embeddings import document_embeddings
+    from refinery import names
+    from refinery.models import loads
+    from refinery.quality.embeddings import read_embeddings
+    from refinery.storage import PROVENANCE_KEY, Storage
+    from resources.embedder import EmbedderResource
+
+    address, _ = ray_cluster
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    _, frame = partition
+    upstream = names.QUALITY_SCORED
+    on_ray, local = _home(tmp_path, "ray", upstream, frame), _home(tmp_path, "local", upstream, frame)
+    compute = _pool_compute()
+    before = loads.counts()
+    try:
+        meta = _materialize(
+            document_embeddings,
+            on_ray,
+            _ray_engine(address),
+            compute=compute,
+            embedder=EmbedderResource(compute=compute),
+        )
+    finally:
+        ray.shutdown()
+    pool = _check_loads(meta, before)
+    assert pool["slices"] == 8
+    local_meta = _materialize(
+        document_embeddings, local, {"kind": "local"}, embedder=EmbedderResource(compute=compute)
+    )
+    for key in ("model", "dimension", "backend", "quantize", "batch_size"):
+        assert meta[key].value == local_meta[key].value, key
+    got, want = (
+        read_embeddings(Storage(on_ray.storage), SOURCE),
+        read_embeddings(Storage(local.storage), SOURCE),
+    )
+    assert got.ids == want.ids == frame["id"].tolist() and got.text_hashes == want.text_hashes
+    np.testing.assert_allclose(got.vectors, want.vectors, atol=1e-5)
+    # One file, stamped like the in-process one (the model as the actors described it).
+    stamps = [
+        pq.read_schema(Storage(home.storage).path(names.DOCUMENT_EMBEDDINGS, SOURCE)).metadata[PROVENANCE_KEY]
+        for home in (on_ray, local)
+    ]
+    assert stamps[0] == stamps[1]
+
+
+def test_clip_scored_on_a_ray_pool_equals_in_process(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
+    """Images decoded by CPU tasks, CLIP on the actors, parts attached by CPU tasks: the same scores
+    and decode failures as the in-process stage, the tiny CLIP loaded once per actor."""
+    import dagster as dg
+    import ray
+
+    from assets.multimodal import clip_scored, image_text_checked, raw_image_text
+    from refinery import names
+    from refinery.models import loads
+    from refinery.paths import Layout
+    from refinery.sample.multimodal_sample import build_image_text_sample
+    from refinery.storage import Storage
+    from resources.clip import ClipResource
+    from tests.dagster.conftest import resources_for
+
+    address, _ = ray_cluster
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    sample = Layout.at(tmp_path / "sample")
+    build_image_text_sample(sample.inbox_kind("image_text"), seed=5, pairs=12)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("image_text_source", ["shapes"])
+        assert dg.materialize(
+            [raw_image_text, image_text_checked],
+            partition_key="shapes",
+            instance=instance,
+            resources=resources_for(sample),
+        ).success
+    frame = Storage(sample.storage).read(names.IMAGE_TEXT_CHECKED, "shapes")
+    broken = frame.iloc[[0]].assign(id="broken", image=[b"not an image"])
+    frame = pd.concat([frame.iloc[:11], broken], ignore_index=True)
+    upstream = names.IMAGE_TEXT_CHECKED
+    on_ray, local = _home(tmp_path, "ray", upstream, frame, 3), _home(tmp_path, "local", upstream, frame, 3)
+    compute = _pool_compute()
+    before = loads.counts()
+    try:
+        meta = _materialize(
+            clip_scored, on_ray, _ray_engine(address), None, "image_text_source",
+            compute=compute, clip=ClipResource(compute=compute),
+        )  # fmt: skip
+    finally:
+        ray.shutdown()
+    pool = _check_loads(meta, before)
+    assert pool["slices"] == 2 and pool["batch_size"] == 8  # row groups of 3, slices of ≥ 5 rows
+    local_meta = _materialize(
+        clip_scored, local, {"kind": "local"}, None, "image_text_source", clip=ClipResource(compute=compute)
+    )
+    assert meta["model"].value == local_meta["model"].value
+    assert meta["mean_cosine"].value == pytest.approx(local_meta["mean_cosine"].value, abs=1e-4)
+    kept, rejected = _frames(on_ray, names.CLIP_SCORED)
+    want_kept, want_rejected = _frames(local, names.CLIP_SCORED)
+    assert kept["id"].tolist() == want_kept["id"].tolist() and len(kept) == 11
+    np.testing.assert_allclose(kept["clip_cosine"], want_kept["clip_cosine"], atol=1e-5)
+    assert (
+        rejected["id"].tolist() == ["broken"]
+        and rejected["reason"].tolist() == want_rejected["reason"].tolist()
+    )
+
+    def detail(frame):  # PIL names the BytesIO object by its address: not part of the reason
+        return [re.sub(r" at 0x[0-9a-f]+", "", d) for d in frame["reason_detail"]]
+
+    assert detail(rejected) == detail(want_rejected) and "cannot identify image" in detail(rejected)[0]
