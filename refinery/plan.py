@@ -9,9 +9,9 @@ is sampled: every file's size is read, a few files per source are opened to coun
 The memory model is the code's own, per document: a MinHash signature is ``4·num_perm`` bytes and
 13 band rows 234 bytes; ``fuzzy_deduplicated``'s step streams the signature parts the workers wrote,
 one slice at a time, and perplexity's merges one quantile sketch per part (at most 16 KB each); the
-embeddings still gather one array per partition into the step (``map_slices``), so their driver
-memory grows with the largest partition; ``corpus_fuzzy_dedup``'s step holds per-piece metadata only
-and its tasks a bounded share.
+embeddings run on a pool of model actors whose per-slice tasks write the parts, so the step holds
+per-slice metadata only and an actor one model and one batch; ``corpus_fuzzy_dedup``'s step holds
+per-piece metadata only and its tasks a bounded share.
 """
 
 from __future__ import annotations
@@ -182,9 +182,9 @@ def plan_stages(
             cpu,
             wall,
             1_700,
-            DRIVER_BASE_MB + largest * EMBEDDING_BYTES / 1e6,
+            DRIVER_BASE_MB + math.ceil(largest / cluster.slice_rows) * 300 / 1e6,
             documents * EMBEDDING_BYTES / 1e9,
-            (note + "; " if note else "") + "embeddings of the largest partition gathered in the step",
+            (note + "; " if note else "") + "model actors; per-slice tasks write the parts",
         )
     )
     return plans

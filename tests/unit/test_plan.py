@@ -43,7 +43,8 @@ def test_plan_prints_every_stage_and_warns_when_the_step_outgrows_a_node(tmp_pat
     cpu_hours, wall_hours = (float(x.replace(",", "")) for x in row.split("|")[2:4])
     assert cpu_hours == pytest.approx(1e12 / 1e6 / 1.0 / 3600, rel=1e-3)
     assert wall_hours == pytest.approx(cpu_hours / 100, abs=0.01)  # 100 cores
-    assert "WARNING: document_embeddings: the Dagster step needs" in big  # map_slices gathers
+    assert "the Dagster step needs" not in big  # no stage gathers a partition into the step
+    assert "WARNING: document_embeddings: 10 tasks of 1,700 MB" in big  # an actor's model and batch
     assert "WARNING: fuzzy_deduplicated" not in big and "WARNING: perplexity_scored" not in big
     assert "WARNING: corpus_fuzzy_dedup" not in big  # its step holds per-piece metadata only
 
