@@ -144,7 +144,9 @@ def decode_slices(batch: dict, payload: bytes) -> Any:
     for raw in batch["slice"]:
         frame = read_slice(pickle.loads(raw), stage.columns)
         if stage.decode is not None:
-            decoded = stage.decode(frame.drop(columns=[ORDER]))
+            # decode sees each row's position (ORDER: SFT's embeddings turn it into a reading
+            # position); the rows keep the positions read here, whatever decode returns in it.
+            decoded = stage.decode(frame)
             if len(decoded) != len(frame):
                 raise ValueError(f"decode returned {len(decoded)} rows for {len(frame)}")
             frame = decoded.reset_index(drop=True).assign(**{ORDER: frame[ORDER].to_numpy()})

@@ -38,8 +38,14 @@ NEEDS_CLUSTER = {
     },
     # tests/dagster/test_concurrent_dedup.py, test_corpus_fuzzy_dedup.py (real redis-server, Redis Cluster)
     "dedup_index": {"backend", "redis_url", "namespace"},
-    # GPU placement: a device machine (docs/scale-models.md); tests/ray/ for the actor pool
-    "compute": {"device", "fp16", "num_gpus", "ray_actors"},
+    # GPU placement: a device machine (docs/scale-models.md); tests/ray/test_model_pools.py for the
+    # actor pool's shape (ray_actors, ray_cpus_per_actor, ray_decode_cpus)
+    "compute": {"device", "fp16", "num_gpus", "ray_actors", "ray_cpus_per_actor", "ray_decode_cpus"},
+    # a Ray job through dagster-ray's Pipes client: tests/ray/test_ray_job.py (a head with its dashboard)
+    "corpus_fuzzy_dedup": {"submit", "ray_dashboard", "ray_job_python", "ray_job_env"},
+    # byte ranges of a large JSONL are cut on a distributed engine only:
+    # tests/ray/test_ray_cluster.py::test_ingest_per_file_and_range_on_two_nodes_equals_the_local_engine
+    "raw_sft": {"split_bytes"},
 }
 
 # Not yet set by an options test (each asset's own test file exercises some of them: named).

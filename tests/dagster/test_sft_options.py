@@ -54,6 +54,7 @@ ROUNDS: dict[str, dict] = {
             "kmeans_iterations": 5,
             "kmeans_restarts": 2,
             "seed": 4,
+            "kmeans_sample_rows": 5,  # k-means fitted on 5 records drawn with seed; every record assigned
         },
     },
     "chat": {
@@ -163,6 +164,7 @@ def _selection(storage, source):
 def test_selection_budget_clusters_centroid(rounds):
     kept, dropped = _selection(rounds, "alpaca")
     assert len(kept) == 6
+    assert len(kept) + len(dropped) > 5  # more records than the k-means sample: all were assigned
     clusters = set(kept["cluster"]) | set(dropped["cluster"])
     assert clusters <= {0, 1, 2} and len(clusters) == 3
     per_cluster = kept["cluster"].value_counts()
