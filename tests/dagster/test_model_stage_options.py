@@ -399,7 +399,7 @@ def test_semantic_fixed_clusters_first_come(chain):
     kept = storage.read("semantic_deduplicated", "alpha")
     rejected = storage.read("semantic_deduplicated", "alpha", rejected=True)
     assert set(kept["semantic_cluster"]) | set(rejected["semantic_cluster"]) == {0, 1}
-    assert len(kept) + len(rejected) > SEMANTIC_FIXED["kmeans_sample_rows"]  # fitted on a sample, all assigned
+    assert len(kept) + len(rejected) > SEMANTIC_FIXED["kmeans_sample_rows"]  # a sample fitted, all assigned
     assert len(rejected) > 0 and (rejected["similarity"] >= 0.7).all()
     assert (rejected["similarity"] < 0.93).any()  # removed only because ε is wider than 0.07
     order = {doc: i for i, doc in enumerate(storage.read("quality_scored", "alpha")["id"])}
