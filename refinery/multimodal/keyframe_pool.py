@@ -149,10 +149,9 @@ class ChooseVideo:
     def __call__(self, piece: Slice, outputs: Any, model: dict) -> dict:
         started = time.perf_counter()
         result = KeyframePass(self.method)
-        self.store.written = 0
         found: dict = {"index": piece.index, "picked": [], "uniform": []}
         if outputs is None:
-            return {**found, "plan": result, "written": 0}
+            return {**found, "plan": result}
         rows = read_slice(piece, VIDEO_COLUMNS)
         for row, similarity, embed_seconds, raw in zip(
             rows.to_dict("records"),
@@ -178,7 +177,7 @@ class ChooseVideo:
             )
             found["picked"] += picked
             found["uniform"] += uniform
-        return {**found, "plan": result, "written": self.store.written}
+        return {**found, "plan": result}
 
 
 class _LazyJpegs:
@@ -217,10 +216,22 @@ def write_jobs(groups: list, jobs: list[VideoJob], target: Path) -> None:
             "questions": [json.dumps(g["question"].tolist()) for _, g in groups],
         }
     )
-    target.mkdir(parents=True)
-    pq.write_table(
-        pa.Table.from_pandas(frame, preserve_index=False), target / "part-0.parquet", row_group_size=1
+    schema = pa.schema(
+        [
+            ("job", pa.int64()),
+            ("path", pa.string()),
+            ("video_file", pa.string()),
+            ("video_id", pa.string()),
+            ("size", pa.int64()),
+            ("frames", pa.int64()),
+            ("fps", pa.float64()),
+            ("qids", pa.string()),
+            ("questions", pa.string()),
+        ]
     )
+    target.mkdir(parents=True)
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    pq.write_table(table, target / "part-0.parquet", row_group_size=1)
 
 
 @dataclass
@@ -296,7 +307,8 @@ def run_keyframes_pooled(
             plan.videos.update(chosen.videos)
             picked += found["picked"]
             uniform += found["uniform"]
-            store.written += int(found["written"])
+        # Counted on disk: two videos with the same content (one video_id) share their frames.
+        store.written = sum(1 for _ in store.temp.rglob("*.jpg"))
         plan.mean_scores(picked, uniform)
         plan.seconds = time.perf_counter() - started
         job = WriteSlice(
