@@ -2,7 +2,8 @@
 
 clip_scored and the keyframe stages use the clip resource, so they run in the ``gpu`` pool with the
 Kubernetes GPU request (assets/gpu.py); on a machine without a GPU they run on the CPU (compute
-``device: auto``).
+``device: auto``). On the Ray engine they run on pools of CLIP actors (refinery/multimodal/
+clip_pool.py, keyframe_pool.py), with the images and frames decoded by CPU tasks ahead of them.
 """
 
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from refinery.multimodal.clip_pool import (
 from refinery.multimodal.clip_score import FilterProcess, ScoreAttacher, domain_info
 from refinery.multimodal.image_text_check import check_batch
 from refinery.multimodal.image_text_reader import ImageTextReader
+from refinery.multimodal.keyframe_pool import execute_keyframes
 from refinery.multimodal.keyframe_report import every_frame_note
 from refinery.multimodal.keyframes import FrameStore, KeyframeAttach, keyframe_pass
 from refinery.multimodal.video_reader import VideoReaderSource
@@ -126,8 +128,16 @@ clip_filtered = stage_asset(image_text.CLIP_FILTERED, _clip_filter)
 
 raw_videos = ingest_asset(video.RAW_VIDEOS, VideoReaderSource)
 video_keyframes = stage_asset(
-    video.VIDEO_KEYFRAMES, partial(_keyframes, method="query"), resources=["clip"], gpu=True
+    video.VIDEO_KEYFRAMES,
+    partial(_keyframes, method="query"),
+    resources=["clip"],
+    gpu=True,
+    execute=partial(execute_keyframes, method="query", columns=VIDEO_INDEX_COLUMNS),
 )
 uniform_keyframes = stage_asset(
-    video.UNIFORM_KEYFRAMES, partial(_keyframes, method="uniform"), resources=["clip"], gpu=True
+    video.UNIFORM_KEYFRAMES,
+    partial(_keyframes, method="uniform"),
+    resources=["clip"],
+    gpu=True,
+    execute=partial(execute_keyframes, method="uniform", columns=VIDEO_INDEX_COLUMNS),
 )

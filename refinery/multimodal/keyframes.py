@@ -357,6 +357,12 @@ class KeyframePass:
     uniform_mean_score: float = float("nan")
     domain_warning: str | None = None  # the tiny CLIP asked about things it was not trained on
 
+    def mean_scores(self, picked: list[float], uniform: list[float]) -> None:
+        """Query mode: the picks' and the uniform frames' mean similarities over the questions."""
+        if picked:
+            self.selected_mean_score = float(np.mean(picked))
+            self.uniform_mean_score = float(np.mean(uniform))
+
     @property
     def every_frame_videos(self) -> list[str]:
         return [v.video_file for v in self.videos.values() if v.every_frame]
@@ -371,6 +377,103 @@ def _embed_frames(clip: ClipModel, pixels) -> np.ndarray:
 
 def _unit(text_emb: np.ndarray) -> np.ndarray:
     return text_emb / np.maximum(np.linalg.norm(text_emb, axis=1, keepdims=True), 1e-12)
+
+
+def video_jobs(rows: pd.DataFrame, folder: Path) -> tuple[list, list[VideoJob]]:
+    """The partition's questions grouped per video (first appearance order), and a job per video."""
+    groups = list(rows.groupby(["video_file", "video_id"], sort=False))
+    jobs = [
+        VideoJob(
+            str(folder / file),
+            video_id,
+            int(g["video_bytes"].iloc[0]),
+            int(g["frames"].iloc[0]),
+            float(g["fps"].iloc[0]),
+        )
+        for (file, video_id), g in groups
+    ]
+    return groups, jobs
+
+
+def question_similarity(clip: ClipModel, pixels, questions: list[str]) -> np.ndarray:
+    """Candidates × questions: each frame's embedding against each question's unit embedding."""
+    frame_emb = _embed_frames(clip, pixels)
+    text_emb = clip.encode_texts(questions)
+    return frame_emb @ _unit(text_emb).T
+
+
+def choose_frames(
+    result: KeyframePass,
+    video: tuple[str, str],
+    qids: list[str],
+    job: VideoJob,
+    item: dict,
+    similarity: np.ndarray,
+    store: FrameStore,
+    params: KeyframeParams | UniformParams,
+    timing: tuple[float, float],
+) -> tuple[list[float], list[float]]:
+    """One decoded video's frames chosen for each of its questions (``similarity``: candidates ×
+    questions), the chosen JPEGs written to ``store``, the video's stats recorded in ``result``.
+    ``item`` is what :class:`VideoFrames` returned for it; ``timing`` (embed seconds, the time
+    the video's work started). Returns the query mode's (picked, uniform) mean scores."""
+    video_file, video_id = video
+    method = result.method
+    picked_scores: list[float] = []
+    uniform_scores: list[float] = []
+    if item["error"]:
+        for qid in qids:
+            result.rejected[qid] = tuple(item["error"])
+        return picked_scores, uniform_scores
+    embed_seconds, video_started = timing
+    indices = np.asarray(item["indices"], dtype=np.int64)
+    fps = job.fps
+    times = indices / fps
+    chosen: dict[str, np.ndarray] = {}
+    for column, qid in enumerate(qids):
+        if not len(indices):
+            result.rejected[qid] = ("no_frames", "the video yielded no frames to choose from")
+            continue
+        if method == "query":
+            scores = similarity[:, column]
+            if params.min_score is not None:
+                scores = np.where(scores >= params.min_score, scores, -np.inf)
+            positions = select_keyframes(scores, times, params.k, params.min_gap_seconds)
+            uniform_times = uniform_indices(job.frames, params.k) / fps
+            nearest = np.unique(np.abs(times[None, :] - uniform_times[:, None]).argmin(1))
+            picked_scores.append(float(similarity[positions, column].mean()))
+            uniform_scores.append(float(similarity[nearest, column].mean()))
+        else:
+            positions = np.arange(len(indices))
+        chosen[qid] = positions
+    # Write the chosen frames: the decoder encoded every candidate it decoded, so nothing is decoded twice.
+    wanted = sorted({int(p) for positions in chosen.values() for p in positions})
+    paths = {p: store.write(video_id, int(indices[p]), item["jpegs"][p]) for p in wanted}
+    for column, qid in enumerate(qids):
+        if qid not in chosen:
+            continue
+        positions = chosen[qid]
+        result.results[qid] = QuestionResult(
+            frame_indices=[int(indices[p]) for p in positions],
+            timestamps=[round(float(times[p]), 4) for p in positions],
+            scores=[float(similarity[p, column]) for p in positions],
+            frame_paths=[paths[int(p)] for p in positions],
+            video_key=video_id,
+        )
+    result.videos[video_file] = VideoStats(
+        video_file=video_file,
+        frames=int(item["frames"]),
+        candidates=len(indices),
+        converted=len(indices),
+        decoded=int(item["decoded"]),
+        keyframes=int(item["keyframes"]),
+        every_frame=method == "query" and params.sample_fps >= fps and len(indices) == int(item["frames"]),
+        decode_seconds=float(item["decode_seconds"]),
+        embed_seconds=embed_seconds,
+        total_seconds=float(item["decode_seconds"]) + time.perf_counter() - video_started,
+        questions=len(qids),
+    )
+    return picked_scores, uniform_scores
 
 
 def keyframe_pass(
@@ -394,17 +497,7 @@ def keyframe_pass(
         result.domain_warning = synthetic_domain_warning(
             f"{method} keyframes", in_domain, len(rows), "questions"
         )
-    groups = list(rows.groupby(["video_file", "video_id"], sort=False))
-    jobs = [
-        VideoJob(
-            str(folder / file),
-            video_id,
-            int(g["video_bytes"].iloc[0]),
-            int(g["frames"].iloc[0]),
-            float(g["fps"].iloc[0]),
-        )
-        for (file, video_id), g in groups
-    ]
+    groups, jobs = video_jobs(rows, folder)
     if not jobs:
         return result
     dataset = VideoFrames(jobs, clip.preprocess, clip.image_size, method, params)
@@ -416,71 +509,27 @@ def keyframe_pass(
     picked_scores, uniform_scores = [], []
     for item in loader:
         video_started = time.perf_counter()
-        (video_file, video_id), group = groups[item["job"]]
-        job = jobs[item["job"]]
-        if item["error"]:
-            for qid in group["id"]:
-                result.rejected[qid] = item["error"]
-            continue
-        indices = np.asarray(item["indices"], dtype=np.int64)
-        fps = job.fps
-        times = indices / fps
-        embed_started = time.perf_counter()
-        pixels = item["pixels"]
-        frame_emb = _embed_frames(clip, pixels)
-        questions = [params.query_template.format(question=q) for q in group["question"]]
-        text_emb = clip.encode_texts(questions)
-        similarity = frame_emb @ _unit(text_emb).T  # candidates × questions
-        embed_seconds = time.perf_counter() - embed_started
-        chosen: dict[str, np.ndarray] = {}
-        for column, qid in enumerate(group["id"]):
-            if not len(indices):
-                result.rejected[qid] = ("no_frames", "the video yielded no frames to choose from")
-                continue
-            if method == "query":
-                scores = similarity[:, column]
-                if params.min_score is not None:
-                    scores = np.where(scores >= params.min_score, scores, -np.inf)
-                positions = select_keyframes(scores, times, params.k, params.min_gap_seconds)
-                uniform_times = uniform_indices(job.frames, params.k) / fps
-                nearest = np.unique(np.abs(times[None, :] - uniform_times[:, None]).argmin(1))
-                picked_scores.append(float(similarity[positions, column].mean()))
-                uniform_scores.append(float(similarity[nearest, column].mean()))
-            else:
-                positions = np.arange(len(indices))
-            chosen[qid] = positions
-        # Write the chosen frames: the worker encoded every candidate it decoded, so nothing is decoded twice.
-        wanted = sorted({int(p) for positions in chosen.values() for p in positions})
-        paths = {p: store.write(video_id, int(indices[p]), item["jpegs"][p]) for p in wanted}
-        for column, qid in enumerate(group["id"]):
-            if qid not in chosen:
-                continue
-            positions = chosen[qid]
-            result.results[qid] = QuestionResult(
-                frame_indices=[int(indices[p]) for p in positions],
-                timestamps=[round(float(times[p]), 4) for p in positions],
-                scores=[float(similarity[p, column]) for p in positions],
-                frame_paths=[paths[int(p)] for p in positions],
-                video_key=video_id,
-            )
-        result.videos[video_file] = VideoStats(
-            video_file=video_file,
-            frames=int(item["frames"]),
-            candidates=len(indices),
-            converted=len(indices),
-            decoded=int(item["decoded"]),
-            keyframes=int(item["keyframes"]),
-            every_frame=method == "query"
-            and params.sample_fps >= fps
-            and len(indices) == int(item["frames"]),
-            decode_seconds=float(item["decode_seconds"]),
-            embed_seconds=embed_seconds,
-            total_seconds=float(item["decode_seconds"]) + time.perf_counter() - video_started,
-            questions=len(group),
+        video, group = groups[item["job"]]
+        similarity, embed_seconds = np.zeros((0, len(group))), 0.0
+        if not item["error"]:
+            embed_started = time.perf_counter()
+            questions = [params.query_template.format(question=q) for q in group["question"]]
+            similarity = question_similarity(clip, item["pixels"], questions)
+            embed_seconds = time.perf_counter() - embed_started
+        picked, uniform = choose_frames(
+            result,
+            video,
+            group["id"].tolist(),
+            jobs[item["job"]],
+            item,
+            similarity,
+            store,
+            params,
+            (embed_seconds, video_started),
         )
-    if picked_scores:
-        result.selected_mean_score = float(np.mean(picked_scores))
-        result.uniform_mean_score = float(np.mean(uniform_scores))
+        picked_scores += picked
+        uniform_scores += uniform
+    result.mean_scores(picked_scores, uniform_scores)
     result.seconds = time.perf_counter() - started
     return result
 

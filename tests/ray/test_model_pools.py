@@ -5,9 +5,11 @@ GPU pool runs (Ray only adds the GPU request to each actor)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
+import shutil
 from dataclasses import replace
 from functools import partial
 
@@ -372,3 +374,125 @@ def test_clip_scored_on_a_ray_pool_equals_in_process(ray_cluster, tmp_path, monk
         return [re.sub(r" at 0x[0-9a-f]+", "", d) for d in frame["reason_detail"]]
 
     assert detail(rejected) == detail(want_rejected) and "cannot identify image" in detail(rejected)[0]
+
+
+def _video_home(tmp_path, name: str):
+    """Three short videos (one asked about twice) and a fourth that changes after ingest."""
+    from refinery.multimodal.video_synth import Stretch, write_stretches
+    from refinery.paths import Layout
+
+    layout = Layout.at(tmp_path / name)
+    folder = layout.inbox_source("video", SOURCE)
+    folder.mkdir(parents=True)
+    size = {"fps": 4, "width": 64, "height": 48}
+    write_stretches(
+        folder / "a.mp4", [Stretch(3, "red", "circle"), Stretch(3, "blue", "square")], seed=1, **size
+    )
+    write_stretches(folder / "b.mkv", [Stretch(2), Stretch(4, "yellow", "cross")], seed=2, **size)
+    write_stretches(folder / "c.avi", [Stretch(5, "green", "triangle")], seed=3, **size)
+    write_stretches(folder / "d.mp4", [Stretch(3, "red", "square")], seed=4, **size)
+    questions = [
+        ("q1", "a.mp4", "a red circle"),
+        ("q2", "b.mkv", "a yellow cross"),
+        ("q3", "a.mp4", "a blue square"),
+        ("q4", "c.avi", "a green triangle"),
+        ("q5", "d.mp4", "a red square"),
+        ("q6", "b.mkv", "a blue circle"),
+    ]
+    (folder / "questions.jsonl").write_text(
+        "".join(json.dumps({"id": i, "video": v, "question": q}) + "\n" for i, v, q in questions)
+    )
+    return layout
+
+
+def test_keyframes_on_a_ray_pool_equal_in_process(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
+    """Both keyframe stages on the two nodes: frames decoded by CPU tasks, CLIP on the actors
+    (loaded once each, never on the driver), the choice per video on CPU tasks. The same frames,
+    scores, JPEGs and quarantined video as the in-process stages."""
+    import ray
+
+    from assets.multimodal import raw_videos, uniform_keyframes, video_keyframes
+    from refinery.models import loads
+    from refinery.multimodal.video_synth import Stretch, write_stretches
+    from refinery.storage import Storage
+    from resources.clip import ClipResource
+    from tests.dagster.test_multimodal_assets import require_tiny_clip
+
+    require_tiny_clip()
+    address, _ = ray_cluster
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    from refinery.paths import Layout
+
+    homes = {"ray": _video_home(tmp_path, "ray"), "local": Layout.at(tmp_path / "local")}
+    shutil.copytree(homes["ray"].inbox_source("video", SOURCE), homes["local"].inbox_source("video", SOURCE))
+    for home in homes.values():
+        _materialize(raw_videos, home, {"kind": "local"}, None, "video_source")
+        # changed after ingest: quarantined by the keyframe stages, not misread
+        changed = home.inbox_source("video", SOURCE) / "d.mp4"
+        if home is homes["ray"]:
+            write_stretches(changed, [Stretch(2, "blue", "cross")], fps=4, width=64, height=48, seed=9)
+        else:
+            shutil.copyfile(homes["ray"].inbox_source("video", SOURCE) / "d.mp4", changed)
+    compute = _pool_compute()
+    configs = {video_keyframes: {"k": 2, "min_gap_seconds": 1.5}, uniform_keyframes: {"k": 3}}
+    before = loads.counts()
+    metas = {}
+    try:
+        for asset, config in configs.items():
+            metas[asset] = _materialize(
+                asset, homes["ray"], _ray_engine(address), config, "video_source",
+                compute=compute, clip=ClipResource(compute=compute),
+            )  # fmt: skip
+    finally:
+        ray.shutdown()
+    for meta in metas.values():
+        pool = _check_loads(meta, before)
+        assert pool["slices"] == 4 and pool["batches"] == 4 and pool["batch_size"] == 1, pool
+    for asset, config in configs.items():
+        local = _materialize(
+            asset,
+            homes["local"],
+            {"kind": "local"},
+            config,
+            "video_source",
+            clip=ClipResource(compute=compute),
+        )
+        meta = metas[asset]
+        name = asset.key.path[-1]
+        for key in (
+            "model",
+            "frames_in_videos",
+            "frames_converted",
+            "frames_decoded_estimated",
+            "frames_written",
+        ):
+            assert meta[key].value == local[key].value, key
+        # the same report on both, apart from how the model ran
+        assert set(local) - set(meta) == {"dataloader_workers"}
+        assert set(meta) - set(local) <= {"engine", "ray_actors", "num_gpus"}
+        if name == "video_keyframes":
+            for key in ("mean_score_selected", "mean_score_uniform_same_k"):
+                assert meta[key].value == pytest.approx(local[key].value, abs=1e-4), key
+        kept, rejected = _frames(homes["ray"], name)
+        want_kept, want_rejected = _frames(homes["local"], name)
+        assert kept["id"].tolist() == want_kept["id"].tolist() == ["q1", "q2", "q3", "q4", "q6"]
+        for column in ("frame_indices", "timestamps", "frame_paths"):
+            assert [list(v) for v in kept[column]] == [list(v) for v in want_kept[column]], column
+        for column in ("frames_decoded", "frames_converted", "method"):
+            assert kept[column].tolist() == want_kept[column].tolist(), column
+        for got, want in zip(kept["scores"], want_kept["scores"], strict=True):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+        assert rejected["id"].tolist() == ["q5"] and rejected["reason"].tolist() == ["video_changed"]
+        assert (
+            rejected["reason_detail"].str.replace(str(homes["ray"].home), "").tolist()
+            == want_rejected["reason_detail"].str.replace(str(homes["local"].home), "").tolist()
+        )
+        jpegs = {
+            key: {
+                p.relative_to(Storage(home.storage).root).as_posix(): p.read_bytes()
+                for p in (home.storage / name / SOURCE).rglob("*.jpg")
+            }
+            for key, home in homes.items()
+        }
+        assert jpegs["ray"] == jpegs["local"] and len(jpegs["ray"]) == meta["frames_written"].value > 0
+    assert not list((homes["ray"].storage / ".model_pool").glob("*"))  # the scratch is gone
