@@ -105,6 +105,7 @@ def run_model_stage(engine: Any, location: Path, stage: ModelStage, pool: ModelP
     from ray import cloudpickle
 
     engine.connect()
+    pool = pool.fitted(ray.cluster_resources().get("CPU", 1.0))
     slices = plan_slices(location, engine.slice_rows)
     payload = cloudpickle.dumps(stage)
     dataset = ray.data.from_items(
@@ -314,6 +315,7 @@ def run_pooled(
 
     started = time.perf_counter()
     engine.connect()
+    pool = pool.fitted(ray.cluster_resources().get("CPU", 1.0))
     slices = plan_slices(location, engine.slice_rows)
     scratch = Path(scratch_root) / f"pool-{uuid.uuid4().hex[:12]}"
     scratch.mkdir(parents=True)
@@ -365,5 +367,11 @@ def run_pooled(
         seconds=time.perf_counter() - started,
         infer_seconds=float(sum(float(r["seconds"]) for r in reports)),
         slices=len(slices),
-        pool={"actors": pool.actors, "num_gpus": pool.num_gpus, "batch_size": pool.batch_size},
+        pool={
+            "actors": pool.actors,
+            "num_gpus": pool.num_gpus,
+            "batch_size": pool.batch_size,
+            "cpus_per_actor": round(pool.cpus_per_actor, 3),
+            "decode_cpus": round(pool.decode_cpus, 3),
+        },
     )
