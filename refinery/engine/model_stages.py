@@ -87,19 +87,30 @@ class WriteSlice:
         return {"index": piece.index, "stats": stats, "summary": dict(process.summary())}
 
 
-def run_pooled_stage(ctx: StageContext, pooled: PooledStage) -> tuple[StageRun, Processor]:
-    """Run a model row stage on the context's (Ray) engine; returns the run and the driver's
-    report processor."""
-    started = time.perf_counter()
+def slice_outputs(ctx: StageContext) -> tuple[Any, Any, Any, PartsWriter]:
+    """What a pooled stage writes with: the upstream's location, the kept and rejected schemas
+    (the upstream's plus the stage's fields and provenance), and the writer of its part files."""
     spec = ctx.spec
-    upstream = ctx.storage.require(spec.upstream, ctx.source)
     schema, rejected_schema = output_schemas(
         ctx.storage.schema(spec.upstream, ctx.source),
         list(spec.fields),
         spec.names_duplicates,
         ctx.provenance,
     )
-    writer = PartsWriter(ctx.storage, spec.name, ctx.source)
+    return (
+        ctx.storage.require(spec.upstream, ctx.source),
+        schema,
+        rejected_schema,
+        PartsWriter(ctx.storage, spec.name, ctx.source),
+    )
+
+
+def run_pooled_stage(ctx: StageContext, pooled: PooledStage) -> tuple[StageRun, Processor]:
+    """Run a model row stage on the context's (Ray) engine; returns the run and the driver's
+    report processor."""
+    started = time.perf_counter()
+    spec = ctx.spec
+    upstream, schema, rejected_schema, writer = slice_outputs(ctx)
     job = WriteSlice(
         pooled.attach,
         writer,

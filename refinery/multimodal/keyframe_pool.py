@@ -41,10 +41,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.engine.model_pool import ModelStage, PoolRun, read_slice, run_pooled
-from refinery.engine.model_stages import SCRATCH, WriteSlice
+from refinery.engine.model_stages import SCRATCH, WriteSlice, slice_outputs
 from refinery.engine.slices import Slice, plan_slices
 from refinery.kernel.execute import StageOutcome, execute_stage, finish
-from refinery.kernel.runner import StageRun, output_schemas
+from refinery.kernel.runner import StageRun
 from refinery.kernel.spec import ProcessorMaker, StageContext
 from refinery.models.pool import ModelPool
 from refinery.multimodal.clip_model import (
@@ -67,7 +67,6 @@ from refinery.multimodal.keyframes import (
 )
 from refinery.multimodal.tiny_clip_train import is_generated_caption
 from refinery.stats import Histogram, StageStats
-from refinery.storage import PartsWriter
 from refinery.tempfiles import fsync_dir, fsync_tree
 
 VIDEO_COLUMNS = ["job", "path", "video_file", "video_id", "size", "frames", "fps", "qids", "questions"]
@@ -270,14 +269,7 @@ def run_keyframes_pooled(
     groups, jobs = video_jobs(rows, folder)
     scratch = Path(ctx.storage.root) / SCRATCH / f"keyframes-{uuid.uuid4().hex[:12]}"
     jpegs = scratch / "jpegs"
-    upstream = ctx.storage.require(spec.upstream, ctx.source)
-    schema, rejected_schema = output_schemas(
-        ctx.storage.schema(spec.upstream, ctx.source),
-        list(spec.fields),
-        spec.names_duplicates,
-        ctx.provenance,
-    )
-    writer = PartsWriter(ctx.storage, spec.name, ctx.source)
+    upstream, schema, rejected_schema, writer = slice_outputs(ctx)
     source = loader.source()
     stage = ModelStage(
         VIDEO_COLUMNS,
