@@ -5,12 +5,13 @@ from contextlib import contextmanager
 
 from assets.factory import ingest_asset, stage_asset
 from refinery.batch import BatchProcessor
+from refinery.engine.resume import data_version, fingerprint, remove_scratch, scratch_folder
 from refinery.kernel.report import withdrawn_claims
 from refinery.kernel.spec import StageContext
 from refinery.metadata import Json
 from refinery.names import DEDUP_POOL
 from refinery.sft.check import SftChecker
-from refinery.sft.check_plan import DecidedDedup, claim_in_order, rule_flags
+from refinery.sft.check_plan import DecidedDedup, claim_in_order, rule_parts
 from refinery.sft.check_plan import new_plan_folder as new_check_folder
 from refinery.sft.dedup import SftPromptDeduper, open_group_indexes
 from refinery.sft.reader import SftReader
@@ -60,15 +61,23 @@ def _checks_here(run: StageContext) -> Iterator[BatchProcessor]:
 def _checks_planned(run: StageContext) -> BatchProcessor:
     upstream, storage = run.spec.upstream, run.storage
     columns = storage.schema(upstream, run.source).names
-    passed = rule_flags(run.engine, storage.require(upstream, run.source), columns, run.params)
     location = storage.require(upstream, run.source)
+    key = fingerprint(data_version(location), run.params.model_dump_json(), run.engine.describe())
+    scratch = scratch_folder(storage, run.spec.name, run.source, "rules", key)
+    outcomes = rule_parts(run.engine, location, columns, run.params, scratch)
     folder = new_check_folder(
         storage.root, run.source, upstream_fingerprint(location, run.params.model_dump_json())
     )
     with SftPromptDeduper.claiming(_indexes(run), run.source, run.params) as deduper:
-        claimed = claim_in_order(storage, upstream, run.source, passed, deduper, folder)
+        claimed = claim_in_order(storage, upstream, run.source, outcomes, deduper, folder)
+    remove_scratch(scratch)  # claimed and committed: the flags and signatures are spent
     _report_claims(run, deduper)
-    run.metadata.update(rules_checked_by=run.engine.name, records_claimed_in_step=claimed)
+    run.metadata.update(
+        rules_checked_by=run.engine.name,
+        signatures_computed_by=run.engine.name,
+        records_claimed_in_step=claimed,
+        rule_rows_held_at_once=outcomes.peak_rows_held,
+    )
     run.provenance[CHECK_STAMP] = str(folder.relative_to(storage.root))
     return SftChecker(SftRules(run.params), DecidedDedup(folder))
 

@@ -19,7 +19,7 @@ from refinery.dedup.banding import candidate_probability, s_curve_markdown
 from refinery.dedup.exact import ExactDeduper
 from refinery.dedup.fuzzy import FuzzyDeduper
 from refinery.dedup.semantic import SemanticDeduper
-from refinery.dedup.semantic_tasks import distributed_deduper, remove_work
+from refinery.dedup.semantic_tasks import distributed_deduper, plan_stamp, remove_work, slice_deduper
 from refinery.dedup.signature_parts import SignatureParts, signature_table_function
 from refinery.engine.model_pool import ModelStage
 from refinery.engine.model_stages import PooledStage, execute_model_stage
@@ -220,10 +220,22 @@ def _quality_pool(run: StageContext) -> PooledStage:
     )
 
 
-@contextmanager
-def _semantic(run: StageContext) -> Iterator[BatchProcessor]:
+SEMANTIC_STAMP = "semantic_plan"  # provenance key: the shuffle's folder, for the workers writing slices
+
+
+def _semantic(run: StageContext):
     """In this process (the local engine), or, on a distributed engine, as shuffle steps on its
-    workers (k-means on a sample here, the rule per cluster there): the same decisions."""
+    workers (k-means on a sample here, the rule per cluster there): the same decisions. There the
+    workers also write the output, each slice with its rows' decisions (:class:`SliceDecisions`)."""
+    stamp = run.provenance.get(SEMANTIC_STAMP)
+    if stamp:  # a worker writing its slices: the step has run the shuffle
+        model = run.provenance.get("embeddings_model", "")
+        return slice_deduper(run.storage, run.spec.upstream, run.source, run.params, stamp, model)
+    return _semantic_plan(run)
+
+
+@contextmanager
+def _semantic_plan(run: StageContext) -> Iterator[BatchProcessor]:
     if run.engine.distributed:
         runner, workers = run.engine.tasks()
         slice_rows = int(getattr(run.engine, "slice_rows", 20_000))
@@ -237,6 +249,7 @@ def _semantic(run: StageContext) -> Iterator[BatchProcessor]:
             slice_rows,
             run.engine.name,
         )
+        run.provenance[SEMANTIC_STAMP] = plan_stamp(run.storage, deduper.job)
     else:
         device = run.resources.compute.torch_device()
         deduper = SemanticDeduper.for_partition(

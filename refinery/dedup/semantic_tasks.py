@@ -20,8 +20,10 @@ other partitions hold the earlier claims (their kept documents); ``R`` reducers 
    claim, the resolution to a kept copy); the decisions go back to the member's piece;
 5. ``collect`` (P): a piece's decisions in row order, one file, with its counts.
 
-The stage's processor (:class:`ShuffledSemanticDeduper`) then streams those files beside the
-upstream rows, one batch at a time. Memory per task: one piece (``slice_rows`` vectors), or in
+The engine's workers then write the stage, a slice each (:class:`SliceDecisions`): a slice's rows
+with their decisions, read by position from the ``collect`` files that hold them; the step never
+reads a row. (:class:`ShuffledSemanticDeduper` streams the same files beside the upstream rows, a
+batch at a time, where one process writes.) Memory per task: one piece (``slice_rows`` vectors), or in
 ``decide`` the largest cluster (its members' and claims' vectors, the similarity tiles) plus one
 256-row group per input file (P plus the claims' chunks: a term that grows with the corpus, by
 0.4 MB per file at dimension 384); the driver holds the sample, the centroids and per-task counts.
@@ -66,7 +68,7 @@ from refinery.dedup.semantic import (
 )
 from refinery.dedup.semantic_shuffle import assign, decide_cluster
 from refinery.dedup.shuffle import TaskOutput, WorkDir, task_dir
-from refinery.engine.slices import Slice, plan_slices
+from refinery.engine.slices import Slice, current_slice, plan_slices, slice_start
 from refinery.engine.tasks import TaskRunner
 from refinery.ids import doc_key
 from refinery.names import DOCUMENT_EMBEDDINGS, SEMANTIC_DEDUPLICATED
@@ -615,6 +617,40 @@ def decision_files(job: SemanticJob) -> list[Path]:
     return [task_dir(job.step("collect"), p) / "decisions.parquet" for p in range(len(job.pieces))]
 
 
+def decisions_of(batch: pa.RecordBatch | pa.Table) -> Iterator[tuple[str, Decision]]:
+    """(key, decision) per row of a ``collect`` file's batch, in its order."""
+    for row in batch.to_pylist():
+        yield (
+            row["key"],
+            Decision(
+                row["cluster"],
+                row["similarity"],
+                row["neighbour"],
+                row["duplicate"],
+                row["nn_similarity"],
+                row["trigger"],
+                row["trigger_similarity"],
+                row["score"],
+            ),
+        )
+
+
+def take_decisions(
+    stream: Iterator[tuple[str, Decision]], source: str, frame: pd.DataFrame
+) -> list[Decision]:
+    """The next decisions of ``stream``, one per row of ``frame``, each checked to be that row's."""
+    decided = []
+    for doc_id in frame["id"].tolist():
+        key, decision = next(stream, (None, None))
+        if key != doc_key(source, doc_id):
+            raise RuntimeError(
+                f"semantic dedup of '{source}': the decision for row {doc_id!r} is for {key!r}: "
+                "the upstream partition changed during the run; materialize it again"
+            )
+        decided.append(decision)
+    return decided
+
+
 class ShuffledSemanticDeduper(SemanticDeduper):
     """Applies the decisions the tasks wrote, read one row group at a time beside the upstream
     batches (the partition's rows in order: each decision's key must be the row's)."""
@@ -631,32 +667,10 @@ class ShuffledSemanticDeduper(SemanticDeduper):
     def _decisions(self) -> Iterator[tuple[str, Decision]]:
         for file in decision_files(self.job):
             for batch in pq.ParquetFile(file).iter_batches(batch_size=8192):
-                for row in batch.to_pylist():
-                    yield (
-                        row["key"],
-                        Decision(
-                            row["cluster"],
-                            row["similarity"],
-                            row["neighbour"],
-                            row["duplicate"],
-                            row["nn_similarity"],
-                            row["trigger"],
-                            row["trigger_similarity"],
-                            row["score"],
-                        ),
-                    )
+                yield from decisions_of(batch)
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
-        decided = []
-        for doc_id in frame["id"].tolist():
-            key, decision = next(self._stream, (None, None))
-            if key != doc_key(self.source, doc_id):
-                raise RuntimeError(
-                    f"semantic dedup of '{self.source}': the decision for row {doc_id!r} is for {key!r}: "
-                    "the upstream partition changed during the run; materialize it again"
-                )
-            decided.append(decision)
-        return self.apply(frame, decided)
+        return self.apply(frame, take_decisions(self._stream, self.source, frame))
 
     def origins(self) -> dict[str, int]:
         return dict(self.figures.origins)
@@ -697,6 +711,59 @@ class ShuffledSemanticDeduper(SemanticDeduper):
         return out
 
 
+class SliceDecisions(SemanticDeduper):
+    """A worker's copy of the stage on a distributed engine: it writes the slices it is given, each
+    with the decisions of that slice's rows, read from the ``collect`` files that hold them (by
+    position, the partition's row order). The step ran the shuffle and never reads the rows; each
+    worker holds one slice's decisions."""
+
+    def __init__(self, work: Path, upstream: Path, params: SemanticDedupParams, source: str, model: str = ""):
+        super().__init__(SemanticPlan({}, 0, None, rule=params.rule), params, source, "cpu", model)
+        self.work, self.upstream = Path(work), Path(upstream)
+        self._slice: int | None = None
+        self._stream: Iterator[tuple[str, Decision]] = iter(())
+
+    def _files(self) -> list[tuple[int, Path]]:
+        """(first position, file) of each collect file, in row order."""
+        out, start = [], 0
+        for file in sorted(self.work.joinpath("collect").glob("t-*/decisions.parquet")):
+            out.append((start, file))
+            start += pq.ParquetFile(file).metadata.num_rows
+        return out
+
+    def _slice_decisions(self, start: int, rows: int) -> Iterator[tuple[str, Decision]]:
+        stop = start + rows
+        files = self._files()
+        for i, (first, file) in enumerate(files):
+            end = files[i + 1][0] if i + 1 < len(files) else math.inf
+            if end <= start or first >= stop:
+                continue
+            table = pq.read_table(file)
+            yield from decisions_of(table.slice(max(0, start - first), min(stop, end) - max(start, first)))
+
+    def __call__(self, frame: pd.DataFrame) -> BatchResult:
+        piece = current_slice()
+        if piece is None:
+            raise RuntimeError("semantic_deduplicated's decided copy runs per slice on an engine's workers")
+        if piece.index != self._slice:
+            start = slice_start(self.upstream, piece)
+            self._slice, self._stream = piece.index, self._slice_decisions(start, piece.rows)
+        return self.apply(frame, take_decisions(self._stream, self.source, frame))
+
+
+def plan_stamp(storage: Storage, job: SemanticJob) -> str:
+    """What the step puts in the provenance for the workers: the shuffle's folder, relative to the
+    storage root (named by the inputs' fingerprint, so a repeated run stamps the same)."""
+    return str(Path(job.work).relative_to(storage.root))
+
+
+def slice_deduper(
+    storage: Storage, upstream: str, source: str, params: SemanticDedupParams, stamp: str, model: str = ""
+) -> SliceDecisions:
+    """The processor a worker builds from the step's :func:`plan_stamp`."""
+    return SliceDecisions(storage.root / stamp, storage.require(upstream, source), params, source, model)
+
+
 def remove_work(storage: Storage, source: str) -> None:
     """The partition's shuffle files (this run's, and those of runs over inputs since changed)."""
     shutil.rmtree(storage.root / SHUFFLE_DIR / SEMANTIC_DEDUPLICATED / source, ignore_errors=True)
@@ -724,9 +791,12 @@ def distributed_deduper(
 
 __all__ = [
     "ShuffledSemanticDeduper",
+    "SliceDecisions",
     "clusters_of",
     "distributed_deduper",
     "make_job",
+    "plan_stamp",
     "remove_work",
     "run_shuffle",
+    "slice_deduper",
 ]

@@ -45,34 +45,54 @@ def read_signatures(path: Path, num_perm: int) -> np.ndarray:
 
 
 class SignatureParts:
-    """The partition's signatures in row order, read a part at a time as the claimer takes them."""
+    """The partition's signatures in row order, read a part at a time as the claimer takes them.
 
-    def __init__(self, folder: Path, parts: Sequence[int], num_perm: int, rows: int):
-        self.folder, self.num_perm, self.rows = Path(folder), num_perm, rows
+    ``flags``, when given, names a boolean column written beside the signatures (e.g. which rows
+    passed the rules ahead of the claims): :meth:`take_flagged` hands it out with them.
+    """
+
+    def __init__(
+        self, folder: Path, parts: Sequence[int], num_perm: int, rows: int, flags: str | None = None
+    ):
+        self.folder, self.num_perm, self.rows, self.flags = Path(folder), num_perm, rows, flags
         self._queue = list(parts)
         self._buffer = np.zeros((0, num_perm), dtype=np.uint32)
+        self._flag_buffer = np.zeros(0, dtype=bool)
         self.taken = 0
         self.peak_rows_held = 0
 
-    def take(self, n: int) -> np.ndarray:
-        """The next ``n`` rows' signatures (reading the next parts as needed)."""
-        pieces = []
+    def _read_next(self, n: int) -> None:
+        if not self._queue:
+            raise ValueError(
+                f"{n} more signatures asked for after all {self.taken} of the parts: the "
+                "partition changed after it was signed"
+            )
+        path = self.folder / PartsWriter.part_name(self._queue.pop(0))
+        self._buffer = read_signatures(path, self.num_perm)
+        if self.flags is not None:
+            column = pq.read_table(path, columns=[self.flags]).column(self.flags)
+            self._flag_buffer = column.to_numpy().astype(bool)
+        self.peak_rows_held = max(self.peak_rows_held, len(self._buffer))
+
+    def take_flagged(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next ``n`` rows' flags and signatures (reading the next parts as needed)."""
+        pieces, flags = [], []
         while n > 0:
             if not len(self._buffer):
-                if not self._queue:
-                    raise ValueError(
-                        f"{n} more signatures asked for after all {self.taken} of the parts: the "
-                        "partition changed after it was signed"
-                    )
-                self._buffer = read_signatures(
-                    self.folder / PartsWriter.part_name(self._queue.pop(0)), self.num_perm
-                )
-                self.peak_rows_held = max(self.peak_rows_held, len(self._buffer))
+                self._read_next(n)
                 continue
             piece, self._buffer = self._buffer[:n], self._buffer[n:]
+            flag, self._flag_buffer = self._flag_buffer[:n], self._flag_buffer[n:]
             pieces.append(piece)
+            flags.append(flag)
             n -= len(piece)
             self.taken += len(piece)
         if not pieces:
-            return np.zeros((0, self.num_perm), dtype=np.uint32)
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            return np.zeros(0, dtype=bool), np.zeros((0, self.num_perm), dtype=np.uint32)
+        if len(pieces) == 1:
+            return flags[0], pieces[0]
+        return np.concatenate(flags), np.concatenate(pieces)
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` rows' signatures (reading the next parts as needed)."""
+        return self.take_flagged(n)[1]

@@ -10,9 +10,9 @@ rewrites the same part names.
 **Ordering rule.** Part ``i`` holds slice ``i``, slices follow the upstream files and row groups
 in order, and rows keep their order within a slice: reading the parts in name order gives the
 rows, reasons and columns the local engine writes, in the same order. Only stages whose processor
-decides each row from that row alone (``StageSpec.parallel``) are split; the others (dedup with
-its shared index, semantic dedup and selection over the whole partition) run on the driver, as
-with the local engine.
+decides each row from that row alone, or from a plan the step made first (``StageSpec.parallel``),
+are split; the others (exact and fuzzy dedup with their shared, first-come indexes: the claims are
+made in the step, the signatures by the workers) write from the driver, as with the local engine.
 
 A processor that counts across batches (e.g. PII totals) offers ``absorb(summary)``: each slice
 returns what its counts grew by, and the driver's own processor absorbs them for the report.

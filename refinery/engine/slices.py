@@ -74,6 +74,19 @@ def plan_slices(location: Path, slice_rows: int) -> list[Slice]:
     return slices
 
 
+def slice_start(location: Path, piece: Slice) -> int:
+    """The partition row at which ``piece`` starts, from the files' metadata alone: a worker that
+    holds only its slice finds its rows in a file written in partition order (a plan's decisions)."""
+    start = 0
+    for file in parquet_files(location):
+        metadata = pq.ParquetFile(file).metadata
+        if str(file) == piece.file:
+            first = piece.row_groups[0] if piece.row_groups else metadata.num_row_groups
+            return start + sum(metadata.row_group(g).num_rows for g in range(first))
+        start += metadata.num_rows
+    raise ValueError(f"slice {piece.index} names {piece.file}, which is not a file of {location}")
+
+
 def process_slice(
     piece: Slice,
     process: Processor,

@@ -58,8 +58,9 @@ class StageSpec:
     reads_also: tuple[str, ...] = ()  # other assets it depends on (models, embeddings)
     kinds: frozenset[str] = frozenset()  # technologies it uses beyond Python and Parquet
     batch_rows: int = DEFAULT_BATCH_ROWS
-    # Each row is decided from that row alone (no index, no whole-partition plan), so an engine
-    # may split the partition over workers and get the same rows and reasons in the same order.
+    # Each row is decided from that row alone, or from a plan the step made first and the workers
+    # read (perplexity's corpus cut-offs, semantic dedup's shuffle, SFT's claims), so an engine may
+    # split the partition over workers and get the same rows and reasons in the same order.
     parallel: bool = False
     # A table written beside the documents (the embeddings): neither a filter nor the next stage's
     # upstream (refinery.kernel.pipeline.chain skips it).

@@ -155,9 +155,13 @@ class SftPromptDeduper:
         self.replaced = sum(fuzzy.replaced for _, fuzzy in self.runs.values())
         self.sizes = {g: {"exact": e.size, "fuzzy": f.size} for g, (e, f) in self.runs.items()}
 
-    def decide(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def decide(self, frame: pd.DataFrame, signatures: np.ndarray | None = None) -> pd.DataFrame:
         """Per row of ``frame`` (records that passed the rules): reason, detail, duplicate_of,
-        similarity, content_hash, near_dup_similarity, indexed like ``frame``."""
+        similarity, content_hash, near_dup_similarity, indexed like ``frame``.
+
+        ``signatures``, when given, are the rows' MinHash signatures in ``frame``'s order, computed
+        ahead by an engine's workers (:func:`refinery.sft.check_plan.rule_table_function`);
+        otherwise the fuzzy groups' prompts are signed here."""
         out = pd.DataFrame(
             {
                 "reason": pd.Series([None] * len(frame), dtype=object),
@@ -181,7 +185,11 @@ class SftPromptDeduper:
                 self._record(out, result, position, "content_hash")
                 survivors = result.kept
             if self.params.fuzzy and group in self.params.fuzzy_groups and len(survivors):
-                result = self._fuzzy[group](survivors[["id", "text"]])
+                fuzzy = self._fuzzy[group]
+                if signatures is not None:  # the survivors' rows of the signatures computed ahead
+                    rows = frame.index.get_indexer([position[i] for i in survivors["id"]])
+                    fuzzy = FuzzyDeduper(self.runs[group][1], signatures[rows])
+                result = fuzzy(survivors[["id", "text"]])
                 self._record(out, result, position, "near_dup_similarity")
         return out
 

@@ -159,6 +159,7 @@ SEMANTIC_DEDUPLICATED = StageSpec(
     params=SemanticDedupParams,
     fields=tuple(SEMANTIC_FIELDS),
     names_duplicates=True,
+    parallel=True,  # on a distributed engine the workers write it, from the shuffle's decisions
     histograms={"semantic_nn_similarity": (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.99)},
     score_columns=("semantic_nn_similarity", "semantic_cluster"),
     kinds=frozenset({"pytorch"}),

@@ -1,7 +1,8 @@
 """semantic_deduplicated on a real two-node Ray cluster on loopback, through Dagster ``materialize``:
 k-means fitted on a sample in the step, assignment, the rule per cluster and the collection of the
-decisions as Ray tasks on the workers. Three partitions in turn (each later one against the kept
-documents of the earlier ones): the rows, reasons and figures equal the local engine's."""
+decisions as Ray tasks on the workers, then the output written by the workers, a slice each. Three
+partitions in turn (each later one against the kept documents of the earlier ones): the rows,
+reasons and figures equal the local engine's."""
 
 from __future__ import annotations
 
@@ -79,6 +80,9 @@ def test_semantic_dedup_on_two_nodes_equals_the_local_engine(ray_cluster, tmp_pa
         )
         assert distributed["peak_rss_mb_per_task"]["decide"] > 0  # measured in the Ray workers
         nodes.add(distributed["nodes"])
+        written = m["engine"]  # the output written by the workers, a slice each, never by the step
+        assert written["engine"] == "ray" and written["slices"] > 1, written
+        assert written["slices_processed"] == written["slices"]
     assert removed >= 20 and max(nodes) == 2  # tasks ran on both nodes
     reasons = on_ray.read(SEMANTIC_DEDUPLICATED, "gamma", rejected=True)
     assert reasons["duplicate_of"].str.startswith(("alpha/", "beta/")).any()  # across partitions

@@ -1,6 +1,7 @@
-"""sft_checked's distributed path (refinery.sft.check_plan: rule flags from the engine's map_slices,
-claims in order in the step, each row then checked against the recorded outcome) decides what the
-in-process checker decides, row for row, reason for reason, on the sample's sources in turn."""
+"""sft_checked's distributed path (refinery.sft.check_plan: rule flags and prompt signatures written
+as parts by the engine's workers, claims in order in the step with those signatures, each row then
+checked against the recorded outcome) decides what the in-process checker decides, row for row,
+reason for reason, on the sample's sources in turn."""
 
 import pandas as pd
 import pytest
@@ -10,7 +11,7 @@ from refinery.kernel.ingest import ingest_with_reader
 from refinery.paths import Layout
 from refinery.sample.sft_sample import build_sft_sample
 from refinery.sft.check import SftChecker, SftCheckParams
-from refinery.sft.check_plan import DecidedDedup, claim_in_order, new_plan_folder, rule_flags
+from refinery.sft.check_plan import DecidedDedup, claim_in_order, new_plan_folder, rule_parts
 from refinery.sft.dedup import SftPromptDeduper, open_group_indexes
 from refinery.sft.reader import SftIngestParams, SftReader
 from refinery.sft.rules import SftRules
@@ -44,12 +45,15 @@ def test_rules_on_workers_and_claims_in_the_step_decide_as_in_process(raw, tmp_p
         ) as d:
             want = SftChecker(rules, d)(frame)
         location = raw.require("raw_sft", source)
-        flags = rule_flags(LocalEngine(), location, raw.schema("raw_sft", source).names, params)
+        columns = raw.schema("raw_sft", source).names
+        outcomes = rule_parts(LocalEngine(), location, columns, params, tmp_path / "rules" / source)
+        again = rule_parts(LocalEngine(), location, columns, params, tmp_path / "again" / source)
+        flags = again.take_flagged(len(frame))[0]
         assert flags.tolist() == [r is None for r in rules.apply(frame)[1]]
         folder = new_plan_folder(tmp_path / "plans", source, "x")
         indexes = open_group_indexes("local", planned, "", "t", params)
         with SftPromptDeduper.claiming(indexes, source, params) as d:
-            claimed = claim_in_order(raw, "raw_sft", source, flags, d, folder, batch_rows=5)
+            claimed = claim_in_order(raw, "raw_sft", source, outcomes, d, folder, batch_rows=5)
         assert claimed == int(flags.sum())
         got = SftChecker(rules, DecidedDedup(folder))(frame)
         for g, w in zip(_frames(got), _frames(want), strict=True):
