@@ -16,11 +16,17 @@ from refinery import markdown
 from refinery.batch import BatchProcessor, keep_all
 from refinery.clean.cleaning import Cleaner
 from refinery.dedup.banding import candidate_probability, s_curve_markdown
-from refinery.dedup.exact import ExactDeduper
-from refinery.dedup.fuzzy import FuzzyDeduper
+from refinery.dedup.claim_plan import STAMP as CLAIMS_STAMP
+from refinery.dedup.claim_plan import (
+    DecidedClaims,
+    claim_parts,
+    hash_table_function,
+    signature_id_table_function,
+)
+from refinery.dedup.exact import EXACT_FIELDS, ExactDeduper
+from refinery.dedup.fuzzy import FUZZY_FIELDS, FuzzyDeduper
 from refinery.dedup.semantic import SemanticDeduper
 from refinery.dedup.semantic_tasks import distributed_deduper, plan_stamp, remove_work, slice_deduper
-from refinery.dedup.signature_parts import SignatureParts, signature_table_function
 from refinery.engine.model_pool import ModelStage
 from refinery.engine.model_stages import PooledStage, execute_model_stage
 from refinery.engine.resume import data_version, fingerprint, remove_scratch, scratch_folder, scratch_path
@@ -50,11 +56,30 @@ def _language_filter(run: StageContext, main: bool) -> BatchProcessor:
     return LanguageFilter(routing, run.params, main=main)
 
 
+def _exact(run: StageContext):
+    """In this process: hashes and claims batch by batch. On a distributed engine: hashes on the
+    workers, claims here (:mod:`refinery.dedup.claim_plan`), the rows written by the workers."""
+    if CLAIMS_STAMP in run.provenance:  # a worker writing its slices: the step has claimed
+        return DecidedClaims(run.storage.root / run.provenance[CLAIMS_STAMP]["folder"], "content_hash")
+    return _exact_claims(run)
+
+
 @contextmanager
-def _exact(run: StageContext) -> Iterator[BatchProcessor]:
+def _exact_claims(run: StageContext) -> Iterator[BatchProcessor]:
     dedup_index = run.resources.dedup_index
     with dedup_index.exact(run.layout).claiming(run.source) as claims:
-        yield ExactDeduper(claims, run.params)
+        if run.engine.distributed:
+            normalization = run.params.normalization
+            yield from _planned_claims(
+                run,
+                "exact",
+                partial(hash_table_function, normalization),
+                lambda frame, keys: ExactDeduper(claims, run.params, keys)(frame),
+                EXACT_FIELDS[0],
+                {"normalization": normalization},
+            )
+        else:
+            yield ExactDeduper(claims, run.params)
     run.metadata.update(
         index_backend=dedup_index.backend,
         index_size=claims.size,
@@ -64,35 +89,57 @@ def _exact(run: StageContext) -> Iterator[BatchProcessor]:
     run.summary["claims_withdrawn"] = claims.withdrawn
 
 
+def _planned_claims(
+    run: StageContext, kind: str, key_function, decide, score, key_params: dict, num_perm: int = 0
+):
+    """The three steps of :mod:`refinery.dedup.claim_plan` inside the index's claiming block: keys
+    on the workers, claims here, then the processor the workers write with (the outcome folder
+    and its digest stamped in the provenance). The key and outcome parts go once it is committed."""
+    location = run.storage.require(run.spec.upstream, run.source)
+    key = fingerprint(data_version(location), kind, key_params, run.engine.describe())
+    keys = scratch_folder(run.storage, run.spec.name, run.source, "keys", key)
+    parts = run.engine.map_to_parts(location, key_function, ["id", "text"], keys, run.params.batch_rows)
+    outcomes = scratch_folder(run.storage, run.spec.name, run.source, "outcomes", key)
+    figures = claim_parts(keys, parts, kind, decide, score, outcomes, run.params.batch_rows, num_perm)
+    run.provenance[CLAIMS_STAMP] = {
+        "folder": str(outcomes.relative_to(run.storage.root)),
+        "digest": figures.digest,
+    }
+    run.metadata["claims_plan"] = Json(
+        {**figures.metadata(), "keys_computed_by": run.engine.name, "rows_written_by": run.engine.name}
+    )
+    yield DecidedClaims(outcomes, score.name)
+    remove_scratch(keys)  # written and committed: the keys and outcomes are spent (a failure keeps them)
+    remove_scratch(outcomes)
+
+
+def _fuzzy(run: StageContext):
+    """In this process: signatures and claims batch by batch. On a distributed engine: signatures on
+    the workers, claims here, the rows written by the workers (:mod:`refinery.dedup.claim_plan`)."""
+    if CLAIMS_STAMP in run.provenance:  # a worker writing its slices: the step has claimed
+        return DecidedClaims(run.storage.root / run.provenance[CLAIMS_STAMP]["folder"], "near_dup_similarity")
+    return _fuzzy_claims(run)
+
+
 @contextmanager
-def _fuzzy(run: StageContext) -> Iterator[BatchProcessor]:
+def _fuzzy_claims(run: StageContext) -> Iterator[BatchProcessor]:
     dedup_index = run.resources.dedup_index
     index = dedup_index.fuzzy(run.layout, run.params.index_params())
     lsh = index.params
-    signatures, folder = None, None
-    if run.engine.distributed:  # sign on the engine's workers into parts; claim here, part by part
-        location = run.storage.require(run.spec.upstream, run.source)
-        key = fingerprint(data_version(location), lsh, run.engine.describe())
-        folder = scratch_folder(run.storage, run.spec.name, run.source, "signatures", key)
-        parts = run.engine.map_to_parts(
-            location, partial(signature_table_function, lsh), ["text"], folder, run.params.batch_rows
-        )
-        rows = sum(p["rows"] for p in parts)
-        signatures = SignatureParts(folder, [p["index"] for p in parts], lsh["num_perm"], rows)
-        run.metadata["signature_parts"] = Json(
-            {
-                "parts": len(parts),
-                "rows": rows,
-                "reused_from_an_earlier_attempt": sum(p["reused"] for p in parts),
-                "worker_seconds": round(sum(p["seconds"] for p in parts), 3),
-            }
-        )
     run.metadata["signatures_computed_by"] = run.engine.name
     with index.claiming(run.source) as claims:
-        yield FuzzyDeduper(claims, signatures)
-    if folder is not None:  # committed: the signatures are no longer needed (a failure keeps them)
-        run.metadata["signature_rows_held_at_once"] = signatures.peak_rows_held
-        remove_scratch(folder)
+        if run.engine.distributed:
+            yield from _planned_claims(
+                run,
+                "fuzzy",
+                partial(signature_id_table_function, lsh),
+                lambda frame, keys: FuzzyDeduper(claims, keys)(frame),
+                FUZZY_FIELDS[0],
+                lsh,
+                int(lsh["num_perm"]),
+            )
+        else:
+            yield FuzzyDeduper(claims)
     at_threshold = float(candidate_probability(lsh["threshold"], lsh["bands"], lsh["rows"]))
     run.metadata.update(
         index_backend=dedup_index.backend,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Literal
 
 import pandas as pd
@@ -47,14 +48,28 @@ class ExactDeduper(StageProcessor):
     occurrence in reading order stands for the batch). A row is kept where its own claim won;
     every other row names the owner, whether another partition's document, an earlier batch's, or
     an earlier row of the same batch.
+
+    ``hashes``, when given, are the content hashes of exactly the frame it is called with, computed
+    ahead by an engine's workers (:mod:`refinery.dedup.claim_plan`); otherwise each batch is hashed
+    here.
     """
 
-    def __init__(self, claims: ExactRun, params: ExactDedupParams):
+    def __init__(self, claims: ExactRun, params: ExactDedupParams, hashes: Sequence[bytes] | None = None):
         self.claims, self.params = claims, params
+        self._ahead = hashes
+
+    def _hashes(self, frame: pd.DataFrame) -> list[bytes]:
+        if self._ahead is None:
+            return [content_hash(t, self.params.normalization) for t in frame["text"].tolist()]
+        if len(self._ahead) != len(frame):
+            raise ValueError(
+                f"{len(self._ahead)} content hashes computed ahead for a batch of {len(frame)} rows"
+            )
+        return list(self._ahead)
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
         source = self.claims.source
-        hashes = [content_hash(t, self.params.normalization) for t in frame["text"].tolist()]
+        hashes = self._hashes(frame)
         ids = frame["id"].tolist()
         first: dict[bytes, int] = {}
         for row, h in enumerate(hashes):

@@ -167,10 +167,19 @@ def test_text_chain_on_two_nodes_equals_the_local_engine(ray_cluster, redis_clea
     # The exact duplicate of alpha in beta was found through the shared Redis index.
     _, rejected = frames(on_ray, names.EXACT_DEDUPLICATED, "beta")
     assert (rejected["reason"] == "exact_duplicate").any()
-    # The MinHash signatures were computed by the cluster's workers, the claims in the step.
+    # The hashes and MinHash signatures were computed by the cluster's workers, the claims made in
+    # the step, and the rows written by the workers from the claims' outcomes, a slice each.
     with dg.DagsterInstance.from_config(str(on_ray.dagster_home)) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey(names.FUZZY_DEDUPLICATED))
     assert event.asset_materialization.metadata["signatures_computed_by"].value == "ray"
+    for stage in (names.EXACT_DEDUPLICATED, names.FUZZY_DEDUPLICATED):
+        engine = storage.read_stats(stage)["beta"]["engine"]
+        assert (
+            engine["engine"] == "ray"
+            and engine["slices"] > 1
+            and engine["slices_processed"] == engine["slices"]
+        )
+        assert len(storage.files(stage, "beta")) == engine["slices"]
 
 
 def test_an_unreachable_address_fails_naming_it_and_writes_nothing(redis_clean, tmp_path):
