@@ -10,7 +10,7 @@ steps, and writes what the in-process stage writes, row for row and reason for r
 2. **claims** (the step): the ``id``, ``kind`` and ``dedup_text`` of the records that passed are
    read in order, in batches, with their flags and signatures a part at a time, and claimed
    through :class:`~refinery.sft.dedup.SftPromptDeduper`
-   exactly as in-process; each claim's outcome is written to ``dedup.parquet`` of the plan folder
+   exactly as in-process; each claim's outcome is written to ``dedup/part-<slice>.parquet`` of the plan folder
    (``<storage>/_shuffle/sft_checked/<source>/<run>/``), never held whole;
 3. **write** (the workers, the stage's slices): each worker runs the rules again on its rows (they
    are cheap next to a second read of the rows by the step) and looks each passing record's dedup
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,15 +35,16 @@ import pyarrow.parquet as pq
 
 from refinery.dedup.fuzzy import signature_function
 from refinery.dedup.signature_parts import SIGNATURE_COLUMN, SignatureParts
+from refinery.engine.slices import current_slice
 from refinery.sft.check import SftCheckParams
 from refinery.sft.dedup import SftPromptDeduper
 from refinery.sft.rules import SftRules
 from refinery.sft.schema import KEY_COLUMN, KIND_GROUPS
 from refinery.sft.selection_plan import run_name
-from refinery.storage import DEFAULT_BATCH_ROWS, Storage
+from refinery.storage import DEFAULT_BATCH_ROWS, PartsWriter, Storage, parquet_files
 
 PLAN_DIR = ("_shuffle", "sft_checked")
-DEDUP_FILE = "dedup.parquet"
+DEDUP_DIR = "dedup"  # the claims' outcomes, one part per slice
 DECISION_COLUMNS = [
     "reason",
     "reason_detail",
@@ -111,73 +113,126 @@ def rule_table_function(params: SftCheckParams) -> Callable[[pd.DataFrame], pa.T
     return table
 
 
+@dataclass
+class RuleParts:
+    """Step 1's parts: each row's flag and signature, streamed back in row order (``reader``), and
+    the rows of each slice, in slice order (``sizes``: the claims' outcomes are written per slice)."""
+
+    reader: SignatureParts
+    sizes: list[int]
+
+
 def rule_parts(
     engine: Any, location: Path, columns: list[str], params: SftCheckParams, folder: Path
-) -> SignatureParts:
+) -> RuleParts:
     """Step 1 on the engine's workers, written as parts in ``folder`` (a retried run reuses the
     parts already written): each row's flag and signature, streamed back in row order by the
     claims, a part at a time; the step never holds the partition's flags or signatures."""
     Path(folder).mkdir(parents=True, exist_ok=True)
     parts = engine.map_to_parts(location, partial(rule_table_function, params), columns, folder)
-    rows = sum(p["rows"] for p in parts)
-    return SignatureParts(
-        folder, [p["index"] for p in parts], int(params.num_perm), rows, flags=PASSED_COLUMN
+    parts = sorted(parts, key=lambda p: p["index"])
+    sizes = [int(p["rows"]) for p in parts]
+    reader = SignatureParts(
+        folder, [p["index"] for p in parts], int(params.num_perm), sum(sizes), PASSED_COLUMN
     )
+    return RuleParts(reader, sizes)
+
+
+class SliceOutcomes:
+    """The claims' outcomes written per slice (``dedup/part-<slice>.parquet``, every slice a file,
+    empty where no record of it passed the rules), so a worker reads only its slice's."""
+
+    def __init__(self, folder: Path, sizes: list[int]):
+        self.folder = Path(folder) / DEDUP_DIR
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.bounds = np.cumsum(sizes, dtype=np.int64)
+        self._writers: dict[int, pq.ParquetWriter] = {}
+
+    def write(self, positions: np.ndarray, table: pa.Table) -> None:
+        slices = np.searchsorted(self.bounds, positions, side="right")
+        for index in np.unique(slices).tolist():
+            rows = np.flatnonzero(slices == index)
+            self._writer(index).write_table(table.take(pa.array(rows)))
+
+    def _writer(self, index: int) -> pq.ParquetWriter:
+        for earlier in [i for i in self._writers if i < index]:  # positions only grow
+            self._writers.pop(earlier).close()
+        if index not in self._writers:
+            self._writers[index] = pq.ParquetWriter(self._temp(index), DEDUP_SCHEMA)
+        return self._writers[index]
+
+    def _temp(self, index: int) -> Path:
+        return self.folder / f".{PartsWriter.part_name(index)}.tmp"
+
+    def close(self) -> None:
+        for index in range(len(self.bounds)):
+            if index in self._writers:
+                self._writers.pop(index).close()
+            elif not self._temp(index).exists():
+                pq.write_table(DEDUP_SCHEMA.empty_table(), self._temp(index))
+            self._temp(index).replace(self.folder / PartsWriter.part_name(index))
 
 
 def claim_in_order(
     storage: Storage,
     upstream: str,
     source: str,
-    outcomes: SignatureParts,
+    rules: RuleParts,
     deduper: SftPromptDeduper,
     folder: Path,
     batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> int:
     """Step 2: the passing records' keys claimed in reading order, with the signatures the workers
-    computed; outcomes written to the plan. Returns how many records claimed."""
-    claimed = 0
-    target = folder / DEDUP_FILE
-    temp = target.with_name(f".{target.name}.tmp")
-    with pq.ParquetWriter(temp, DEDUP_SCHEMA) as writer:
-        for frame in storage.iter_batches(upstream, source, batch_rows, columns=["id", "kind", KEY_COLUMN]):
-            try:
-                mask, signatures = outcomes.take_flagged(len(frame))
-            except ValueError as exc:
-                changed = f"{upstream}[{source}] changed while it was checked: rerun the stage"
-                raise RuntimeError(changed) from exc
-            keys = frame.loc[mask].reset_index(drop=True)
-            if not len(keys):
-                continue
-            decided = deduper.decide(keys, signatures[mask])
-            out = pd.DataFrame({"id": keys["id"].astype(str)})
-            for col in DECISION_COLUMNS:
-                out[col] = decided[col].to_numpy()
-            writer.write_table(pa.Table.from_pandas(out, schema=DEDUP_SCHEMA, preserve_index=False))
-            claimed += len(keys)
+    computed; outcomes written to the plan, per slice. Returns how many records claimed."""
+    claimed, offset = 0, 0
+    outcomes = rules.reader
+    written = SliceOutcomes(folder, rules.sizes)
+    for frame in storage.iter_batches(upstream, source, batch_rows, columns=["id", "kind", KEY_COLUMN]):
+        try:
+            mask, signatures = outcomes.take_flagged(len(frame))
+        except ValueError as exc:
+            changed = f"{upstream}[{source}] changed while it was checked: rerun the stage"
+            raise RuntimeError(changed) from exc
+        positions = offset + np.flatnonzero(mask)
+        offset += len(frame)
+        keys = frame.loc[mask].reset_index(drop=True)
+        if not len(keys):
+            continue
+        decided = deduper.decide(keys, signatures[mask])
+        out = pd.DataFrame({"id": keys["id"].astype(str)})
+        for col in DECISION_COLUMNS:
+            out[col] = decided[col].to_numpy()
+        written.write(positions, pa.Table.from_pandas(out, schema=DEDUP_SCHEMA, preserve_index=False))
+        claimed += len(keys)
     if outcomes.taken != outcomes.rows:
         raise RuntimeError(f"{upstream}[{source}] changed while it was checked: rerun the stage")
-    temp.replace(target)
+    written.close()
     return claimed
 
 
 class DecidedDedup:
     """The dedup outcomes of a plan, answering :meth:`SftPromptDeduper.decide` by lookup: what a
-    worker writing its slices uses in place of the indexes."""
+    worker writing its slices uses in place of the indexes. A worker reads its slice's outcomes
+    only; outside a slice (one process) every slice's."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self._table: pd.DataFrame | None = None  # read on a worker's first batch, never by the step
+        self._slice: int | None = None
 
     @property
     def table(self) -> pd.DataFrame:
-        if self._table is None:
-            table = pq.read_table(self.folder / DEDUP_FILE).to_pandas().set_index("id")
+        piece = current_slice()
+        index = None if piece is None else piece.index
+        if self._table is None or index != self._slice:
+            folder = self.folder / DEDUP_DIR
+            files = [folder / PartsWriter.part_name(index)] if index is not None else parquet_files(folder)
+            tables = [pq.read_table(f) for f in files]
+            table = (pa.concat_tables(tables) if tables else DEDUP_SCHEMA.empty_table()).to_pandas()
+            table = table.set_index("id")
             if not table.index.is_unique:
-                raise RuntimeError(
-                    f"record ids repeat in {self.folder / DEDUP_FILE}: cannot look outcomes up"
-                )
-            self._table = table
+                raise RuntimeError(f"record ids repeat in {folder}: cannot look outcomes up")
+            self._table, self._slice = table, index
         return self._table
 
     def decide(self, frame: pd.DataFrame) -> pd.DataFrame:

@@ -48,7 +48,7 @@ def test_rules_on_workers_and_claims_in_the_step_decide_as_in_process(raw, tmp_p
         columns = raw.schema("raw_sft", source).names
         outcomes = rule_parts(LocalEngine(), location, columns, params, tmp_path / "rules" / source)
         again = rule_parts(LocalEngine(), location, columns, params, tmp_path / "again" / source)
-        flags = again.take_flagged(len(frame))[0]
+        flags = again.reader.take_flagged(len(frame))[0]
         assert flags.tolist() == [r is None for r in rules.apply(frame)[1]]
         folder = new_plan_folder(tmp_path / "plans", source, "x")
         indexes = open_group_indexes("local", planned, "", "t", params)
