@@ -6,8 +6,8 @@ write the rows; the step reads one part of ids and signatures at a time and clai
 step read every row (text included) to claim and wrote the output itself. A two-node loopback
 cluster (one CPU per node) is started here; one partition of ``--docs`` generated documents (every
 tenth a near copy) is materialized through the Dagster CLI by each checkout, into a fresh home.
-CPU seconds are the CLI's and its children's (``RUSAGE_CHILDREN``), Ray's workers excluded (they
-are the raylet's children).
+CPU seconds are the CLI's and its children's (``RUSAGE_CHILDREN``, which includes the
+``refinery partitions`` call before it), Ray's workers excluded (they are the raylet's children).
 
     flock /tmp/refinery-heavy.lock .venv/bin/python -m benchmarks.bench_claims_driver \\
         --docs 100000 --baseline /tmp/refinery-base   # git archive <commit> | tar -x -C /tmp/refinery-base
@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from benchmarks.bench_driver_memory import loopback_cluster  # noqa: E402
 from refinery import names  # noqa: E402
 from refinery.paths import Layout  # noqa: E402
 from refinery.storage import Storage  # noqa: E402
-from tests.ray.driver_memory import TreePeak, write_corpus  # noqa: E402
+from tests.ray.driver_memory import materialize_measured, write_corpus  # noqa: E402
 
 BIN = Path(sys.executable).parent
 OUT = ROOT / "benchmarks" / "out"
@@ -40,42 +39,16 @@ OUT = ROOT / "benchmarks" / "out"
 
 def materialize(home: Layout, engine: dict, code: Path, source: str) -> dict:
     """fuzzy_deduplicated[source] by the Dagster CLI of checkout ``code``; wall s, peak RSS, CPU s."""
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_DISABLE_USAGE_STATS": "1",
-        "PYTHONPATH": str(code),
-        "REFINERY_HOME": str(home.home),
-        "DAGSTER_HOME": str(home.dagster_home),
-    }
-    home.dagster_home.mkdir(parents=True, exist_ok=True)
-    (home.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    subprocess.run(
-        [BIN / "refinery", "--home", str(home.home), "partitions"],
-        env=env,
-        cwd=code,
-        check=True,
-        capture_output=True,
-    )
-    config = {"resources": {"engine": {"config": engine}}}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [BIN / "dagster", "asset", "materialize", "-m", "definitions", "--select", names.FUZZY_DEDUPLICATED,
-         "--partition", source, "--config-json", json.dumps(config)],
-        env=env, cwd=code, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    meter = TreePeak(proc.pid)
-    out, _ = proc.communicate(timeout=1800)
+    rc, peak, out = materialize_measured(home, engine, code, 1800, names.FUZZY_DEDUPLICATED, source)
     wall = time.perf_counter() - started
-    peak = meter.stop()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
+    if rc:
         print(out[-3000:])
         raise SystemExit(f"{code}: fuzzy_deduplicated failed")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    storage = Storage(home.storage)
-    kept = storage.row_count(names.FUZZY_DEDUPLICATED, source)
+    kept = Storage(home.storage).row_count(names.FUZZY_DEDUPLICATED, source)
     return {"wall_s": round(wall, 1), "peak_mb": round(peak / 2**20, 1), "cpu_s": round(cpu, 1), "kept": kept}
 
 

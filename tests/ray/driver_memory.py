@@ -95,10 +95,16 @@ class TreePeak:
 
 
 def materialize_measured(
-    home: Layout, engine: dict, code: Path = ROOT, timeout_s: int = 900
+    home: Layout,
+    engine: dict,
+    code: Path = ROOT,
+    timeout_s: int = 900,
+    select: str = names.CORPUS_FUZZY_DEDUP,
+    partition: str | None = None,
 ) -> tuple[int, int, str]:
-    """(return code, peak RSS bytes of the Dagster process tree, output) of corpus_fuzzy_dedup
-    materialized by the Dagster CLI with ``engine`` and no incremental replay."""
+    """(return code, peak RSS bytes of the Dagster process tree, output) of ``select`` (by default
+    corpus_fuzzy_dedup, with no incremental replay) materialized by the Dagster CLI of checkout
+    ``code`` with ``engine``."""
     env = {
         **os.environ,
         "RAY_AUTH_MODE": "disabled",
@@ -116,13 +122,13 @@ def materialize_measured(
         check=True,
         capture_output=True,
     )
-    config = {
-        "resources": {"engine": {"config": engine}},
-        "ops": {names.CORPUS_FUZZY_DEDUP: {"config": {"replay_incremental": False}}},
-    }
+    config: dict = {"resources": {"engine": {"config": engine}}}
+    if select == names.CORPUS_FUZZY_DEDUP:
+        config["ops"] = {names.CORPUS_FUZZY_DEDUP: {"config": {"replay_incremental": False}}}
+    command = [BIN / "dagster", "asset", "materialize", "-m", "definitions", "--select", select]
+    command += ["--partition", partition] if partition else []
     proc = subprocess.Popen(
-        [BIN / "dagster", "asset", "materialize", "-m", "definitions", "--select", names.CORPUS_FUZZY_DEDUP,
-         "--config-json", json.dumps(config)],
+        [*command, "--config-json", json.dumps(config)],
         env=env, cwd=code, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     meter = TreePeak(proc.pid)
