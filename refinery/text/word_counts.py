@@ -100,6 +100,28 @@ def _per_document(positions: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return np.diff(np.searchsorted(positions, bounds))
 
 
+@cache
+def _ascii_flags() -> bytes:
+    """:func:`_flag_table` for the 128 ASCII code points, as a :meth:`bytes.translate` table."""
+    return bytes(_flag_table()[:128].tolist()) + bytes(128)
+
+
+def _flags(texts: Sequence[str]) -> np.ndarray:
+    """The flags of every character of ``texts``, each text followed by a newline. An ASCII batch
+    goes through :meth:`bytes.translate` (one C pass over its bytes, twice as fast); any other is
+    decoded to code points and looked up in :func:`_flag_table`."""
+    text = "\n".join(texts) + "\n"
+    if text.isascii():
+        return np.frombuffer(text.encode("ascii").translate(_ascii_flags()), dtype=np.uint8)
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    table = _flag_table()
+    flags = table[:0x10000][np.minimum(cps, 0xFFFF)]  # a 64 KB table stays in cache
+    astral = np.flatnonzero(cps > 0xFFFF)
+    if len(astral):
+        flags[astral] = table[cps[astral]]
+    return flags
+
+
 def word_counts(texts: Sequence[str]) -> WordCounts:
     """:class:`WordCounts` of ``texts`` (see the module docstring for why they are exact)."""
     n = len(texts)
@@ -110,13 +132,7 @@ def word_counts(texts: Sequence[str]) -> WordCounts:
     # Document i is [bounds[i], bounds[i] + lengths[i]), then its newline.
     bounds = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths + 1, out=bounds[1:])
-    cps = np.frombuffer(("\n".join(texts) + "\n").encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    table = _flag_table()
-    flags = table[:0x10000][np.minimum(cps, 0xFFFF)]  # a 64 KB table stays in cache
-    astral = np.flatnonzero(cps > 0xFFFF)
-    if len(astral):
-        flags[astral] = table[cps[astral]]
-    del cps
+    flags = _flags(texts)
     word = (flags & WORD).view(np.bool_)
     # A joiner between two word characters joins them (never the first or the last character:
     # a joiner at 0 has no left neighbour, and the last is a newline).
