@@ -2,7 +2,7 @@
 
 Tokens become integer ids once per document; every n-gram is then a wrapped 64-bit linear
 combination of its ids, computed for all positions at once with numpy. Most documents have no
-repeated 5-gram at all, which one sort proves, so the sequential scan that the "duplicate
+repeated 5-gram at all, which one hash-table pass proves, so the sequential scan that the "duplicate
 n-gram" rule needs runs only on documents that actually repeat themselves, and there only over
 the positions of the n-grams that repeat.
 
@@ -86,10 +86,14 @@ def ngram_hashes(ids: np.ndarray, max_n: int) -> list[np.ndarray]:
 
 
 def top_ngram_chars(h: np.ndarray, cum: np.ndarray, n: int) -> int:
-    """Characters covered by the most frequent n-gram (first seen wins ties) × its count."""
-    _, first, counts = np.unique(h, return_index=True, return_counts=True)
+    """Characters covered by the most frequent n-gram (first seen wins ties) × its count.
+
+    :func:`pandas.factorize` numbers the n-grams in order of first appearance, so among the most
+    frequent ones the lowest number is the first seen."""
+    codes = pd.factorize(h)[0]
+    counts = np.bincount(codes)
     best = counts.max()
-    i = int(first[counts == best].min())
+    i = int(np.argmax(codes == np.argmax(counts == best)))
     return int(cum[i + n] - cum[i] + (n - 1)) * int(best)
 
 
@@ -101,16 +105,10 @@ def duplicate_ngram_chars(h: np.ndarray, cum: np.ndarray, n: int) -> int:
     An n-gram that occurs once in the document can neither count nor make another count, so
     only the positions of n-grams that occur more than once are walked (in order, with the same
     rules): the same result as walking every position, in time proportional to the repeats."""
-    order = np.argsort(h, kind="stable")
-    sorted_h = h[order]
-    starts_group = np.empty(len(h), dtype=bool)
-    starts_group[0] = True
-    np.not_equal(sorted_h[1:], sorted_h[:-1], out=starts_group[1:])
-    if starts_group.all():
-        return 0
-    group = np.empty(len(h), dtype=np.int64)
-    group[order] = np.cumsum(starts_group) - 1
+    group = pd.factorize(h)[0]
     sizes = np.bincount(group)
+    if len(sizes) == len(h):
+        return 0
     positions = np.flatnonzero(sizes[group] > 1)
     spans = (cum[positions + n] - cum[positions]).tolist()
     seen = bytearray(len(sizes))
