@@ -52,7 +52,8 @@ def expected(text: str) -> tuple[int, int, int, int]:
 
 def counted(texts: list[str]) -> list[tuple[int, int, int, int]]:
     c = word_counts(texts)
-    return list(zip(c.words.tolist(), c.word_length.tolist(), c.letter_words.tolist(), c.tokens.tolist()))
+    columns = (c.words, c.word_length, c.letter_words, c.tokens)
+    return list(zip(*(col.tolist() for col in columns), strict=True))
 
 
 def test_word_counts_equal_the_lists_on_real_and_crafted_text():
