@@ -8,6 +8,13 @@ default), or with ``--config-json`` for the variants given. Reported: MB/s per c
 UTF-8 bytes over the CPU seconds of the whole process (user + system, start-up and imports
 included: what the issue measured), the wall time, and each step's own time from Dagster's log.
 
+Our modules' bytecode is compiled once per checkout before the timed runs (into a
+``PYTHONPYCACHEPREFIX`` outside the checkout), as an installed package's is; ``--no-bytecode``
+compiles them from source in every run instead, as the figures before 2026-12-07 did (this
+environment sets ``PYTHONDONTWRITEBYTECODE``; that compilation was ~0.3 CPU s a run).
+``--rounds N`` runs the variants N times, alternating with ``--baseline-code`` when given, and
+reports each one's median run (and datatrove's median of N).
+
 Baseline in the same run: datatrove's Gopher quality → Gopher repetition → C4 filters on the same
 documents (``benchmarks/adapters.py``, the ``bench`` extra), CPU seconds of the filters alone.
 
