@@ -200,7 +200,7 @@ def redact_batch(
     if not docs:
         return out, counts
     lines = [out[i].split("\n") for i in docs]
-    line_masks = candidate_masks(pa.array([ln for doc in lines for ln in doc], pa.large_string()), kinds)
+    line_masks = _line_masks(lines, {kind: mask[docs] for kind, mask in masks.items()})
     start = 0
     for i, doc_lines in zip(docs, lines, strict=True):
         end = start + len(doc_lines)
@@ -208,6 +208,23 @@ def redact_batch(
         out[i], counts[i] = _redact_lines(out[i], doc_lines, flagged, kinds, placeholder)
         start = end
     return out, counts
+
+
+def _line_masks(lines: list[list[str]], doc_masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:func:`candidate_masks` of every line of ``lines`` (one list per document), searching each
+    kind only in the lines of the documents where it has a candidate: a line's candidate is a
+    candidate of its document, so the others are False without a search."""
+    flat = pa.array([ln for doc in lines for ln in doc], pa.large_string())
+    line_doc = np.repeat(np.arange(len(lines)), [len(doc) for doc in lines])
+    out = {}
+    for kind, doc_mask in doc_masks.items():
+        searched = np.flatnonzero(doc_mask[line_doc])
+        mask = np.zeros(len(flat), dtype=bool)
+        if len(searched):
+            found = pc.match_substring_regex(flat.take(searched), candidates()[kind])
+            mask[searched[found.to_numpy(zero_copy_only=False)]] = True
+        out[kind] = mask
+    return out
 
 
 def _redact_lines(

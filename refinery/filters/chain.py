@@ -27,7 +27,7 @@ from pydantic import BaseModel, create_model
 
 from refinery.batch import BatchResult, split_batch
 from refinery.filters.rule import ChainParams, Document, Rule, Verdict
-from refinery.text.words import char_class_counts
+from refinery.text.word_counts import DocCounts, word_counts
 
 RULES_PACKAGE = "refinery.filters.rules"
 
@@ -77,12 +77,12 @@ class RuleChain:
         return [r for r in self.rules if getattr(p, r.switch)]
 
     def evaluate(
-        self, text: str, p: BaseModel, char_counts: tuple[int, int] | None = None
+        self, text: str, p: BaseModel, char_counts: tuple[int, int] | DocCounts | None = None
     ) -> tuple[Verdict, dict, str]:
         """Run the chain on one document: (first failure or None, scores, text to keep).
 
-        ``char_counts``: the text's (word characters, other non-space characters), as
-        :func:`char_class_counts` gives them for a batch (see :class:`Document`)."""
+        ``char_counts``: the text's counts, as :func:`word_counts` gives them for a batch, or its
+        (word characters, other non-space characters) (see :class:`Document`)."""
         return run_rules(self.active(p), text, p, char_counts)
 
     def filter_batch(self, frame: pd.DataFrame, params: BaseModel) -> BatchResult:
@@ -92,9 +92,10 @@ class RuleChain:
         reasons, kept_texts = [], []
         columns: dict[str, list] = {c: [] for c in self.int_scores + self.float_scores}
         texts = frame["text"].tolist()
-        word_chars, other_chars = char_class_counts(texts)
-        for text, w, o in zip(texts, word_chars.tolist(), other_chars.tolist(), strict=True):
-            verdict, scores, kept_text = run_rules(rules, text, params, (w, o))
+        # Word and token counts for the whole batch at once: no word is listed for the documents
+        # that Gopher quality rejects (most of them, on real corpora).
+        for text, counts in zip(texts, word_counts(texts).rows(), strict=True):
+            verdict, scores, kept_text = run_rules(rules, text, params, counts)
             reasons.append(verdict)
             kept_texts.append(kept_text)
             for name, values in columns.items():
@@ -116,7 +117,10 @@ class RuleChain:
 
 
 def run_rules(
-    rules: Sequence[type[Rule]], text: str, p: BaseModel, char_counts: tuple[int, int] | None = None
+    rules: Sequence[type[Rule]],
+    text: str,
+    p: BaseModel,
+    char_counts: tuple[int, int] | DocCounts | None = None,
 ) -> tuple[Verdict, dict, str]:
     """The first failure among ``rules`` (in order), the scores of those that ran, and the text to
     keep: as it came in when a rule failed, else as the rules left it."""
@@ -156,7 +160,7 @@ SCORE_FIELDS = CHAIN.fields
 
 
 def evaluate(
-    text: str, p: BaseModel, char_counts: tuple[int, int] | None = None
+    text: str, p: BaseModel, char_counts: tuple[int, int] | DocCounts | None = None
 ) -> tuple[Verdict, dict, str]:
     """:meth:`RuleChain.evaluate` of the chain of ``refinery/filters/rules/``."""
     return CHAIN.evaluate(text, p, char_counts)

@@ -7,14 +7,13 @@ English stop words.
 
 from __future__ import annotations
 
-import re
-from itertools import filterfalse, repeat
+from itertools import repeat
 
 from pydantic import BaseModel, Field, field_validator
 
 from refinery.text.english import GOPHER_STOP_WORDS
+from refinery.text.word_counts import letter_word_count
 
-_ANY_ALPHA = re.compile(r"[^\W\d_]")
 _ELLIPSES = ("...", "…")
 
 Verdict = tuple[str, str] | None
@@ -51,15 +50,31 @@ class GopherStopWordParams(BaseModel):
 def gopher_quality(text: str, n_tokens: int, wrds: list[str], p: GopherQualityParams, out: dict) -> Verdict:
     """Fill ``out`` with the scores; return the first failed rule as (code, detail). ``n_tokens`` is
     ``len(tokens(text))`` (the chain counts it without building the list)."""
+    return gopher_quality_counts(
+        text, n_tokens, len(wrds), sum(map(len, wrds)), letter_word_count(wrds), p, out
+    )
+
+
+def gopher_quality_counts(
+    text: str,
+    n_tokens: int,
+    n_words: int,
+    word_length: int,
+    letter_words: int,
+    p: GopherQualityParams,
+    out: dict,
+) -> Verdict:
+    """:func:`gopher_quality` from the counts of the document's words (how many, their total
+    length, how many hold a letter) instead of their list: the chain has them for a whole batch
+    from :func:`refinery.text.word_counts.word_counts`, without listing any word."""
     n_tokens = n_tokens or 1
-    n_words = len(wrds)
     out["word_count"] = n_words
     if p.min_doc_words is not None and n_words < p.min_doc_words:
         return "gopher_quality.short_doc", f"{n_words} words < {p.min_doc_words}"
     if p.max_doc_words is not None and n_words > p.max_doc_words:
         return "gopher_quality.long_doc", f"{n_words} words > {p.max_doc_words}"
 
-    mean_len = sum(map(len, wrds)) / n_words if n_words else 0.0
+    mean_len = word_length / n_words if n_words else 0.0
     out["mean_word_length"] = mean_len
     if p.min_avg_word_length is not None and mean_len < p.min_avg_word_length:
         return "gopher_quality.mean_word_length_low", f"{mean_len:.2f} < {p.min_avg_word_length}"
@@ -91,10 +106,8 @@ def gopher_quality(text: str, n_tokens: int, wrds: list[str], p: GopherQualityPa
             f"{ellipsis_lines:.2f} of lines > {p.max_ellipsis_lines_ratio}",
         )
 
-    pure_alpha = sum(map(str.isalpha, wrds))
-    # words with a letter that are not all letters ("don't", "mp3"), counted in C iterators
-    mixed = sum(map(bool, map(_ANY_ALPHA.search, filterfalse(str.isalpha, wrds))))
-    alpha_ratio = (pure_alpha + mixed) / n_tokens
+    # words with a letter: all-letter ones and mixed ones ("don't", "mp3")
+    alpha_ratio = letter_words / n_tokens
     out["alpha_words_ratio"] = alpha_ratio
     if p.min_alpha_words_ratio is not None and alpha_ratio < p.min_alpha_words_ratio:
         return "gopher_quality.low_alpha_words", f"{alpha_ratio:.2f} < {p.min_alpha_words_ratio}"

@@ -2,8 +2,9 @@
 
 Tokens become integer ids once per document; every n-gram is then a wrapped 64-bit linear
 combination of its ids, computed for all positions at once with numpy. Most documents have no
-repeated 5-gram at all, which one ``np.unique`` proves, so the sequential scan that the
-"duplicate n-gram" rule needs runs only on documents that actually repeat themselves.
+repeated 5-gram at all, which one hash-table pass proves, so the sequential scan that the "duplicate
+n-gram" rule needs runs only on documents that actually repeat themselves, and there only over
+the positions of the n-grams that repeat.
 
 Semantics follow the reference implementations: paragraph and line duplicates count every
 repeat after the first; the top n-gram fraction is (characters of the most frequent n-gram,
@@ -13,10 +14,10 @@ left to right, and on each repeated n-gram counts its characters and jumps past 
 
 from __future__ import annotations
 
-import itertools
 import re
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel
 
 _PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
@@ -85,32 +86,41 @@ def ngram_hashes(ids: np.ndarray, max_n: int) -> list[np.ndarray]:
 
 
 def top_ngram_chars(h: np.ndarray, cum: np.ndarray, n: int) -> int:
-    """Characters covered by the most frequent n-gram (first seen wins ties) × its count."""
-    _, first, counts = np.unique(h, return_index=True, return_counts=True)
+    """Characters covered by the most frequent n-gram (first seen wins ties) × its count.
+
+    :func:`pandas.factorize` numbers the n-grams in order of first appearance, so among the most
+    frequent ones the lowest number is the first seen."""
+    codes = pd.factorize(h)[0]
+    counts = np.bincount(codes)
     best = counts.max()
-    i = int(first[counts == best].min())
+    i = int(np.argmax(codes == np.argmax(counts == best)))
     return int(cum[i + n] - cum[i] + (n - 1)) * int(best)
 
 
 def duplicate_ngram_chars(h: np.ndarray, cum: np.ndarray, n: int) -> int:
-    """Characters of repeated n-grams, scanning left to right and skipping past each repeat."""
-    uniq, first = np.unique(h, return_index=True)
-    if len(uniq) == len(h):
+    """Characters of repeated n-grams, scanning left to right and skipping past each repeat.
+
+    The scan visits every position not inside a skip; a visited n-gram counts (and starts a skip
+    of ``n``) iff an earlier visited position holds the same n-gram, else it joins the seen set.
+    An n-gram that occurs once in the document can neither count nor make another count, so
+    only the positions of n-grams that occur more than once are walked (in order, with the same
+    rules): the same result as walking every position, in time proportional to the repeats."""
+    group = pd.factorize(h)[0]
+    sizes = np.bincount(group)
+    if len(sizes) == len(h):
         return 0
-    repeat = np.ones(len(h), dtype=bool)
-    repeat[first] = False
-    start = int(np.argmax(repeat))  # nothing before the first repeat can count
-    hl = h.tolist()
-    seen = set(hl[:start])
-    i, m, chars = start, len(hl), 0
-    while i < m:
-        x = hl[i]
-        if x in seen:
-            chars += int(cum[i + n] - cum[i])
-            i += n
+    positions = np.flatnonzero(sizes[group] > 1)
+    spans = (cum[positions + n] - cum[positions]).tolist()
+    seen = bytearray(len(sizes))
+    skip_until = chars = 0
+    for i, g, span in zip(positions.tolist(), group[positions].tolist(), spans, strict=True):
+        if i < skip_until:
+            continue
+        if seen[g]:
+            chars += span
+            skip_until = i + n
         else:
-            seen.add(x)
-            i += 1
+            seen[g] = 1
     return chars
 
 
@@ -145,8 +155,8 @@ def gopher_repetition(text: str, toks: list[str], p: GopherRepetitionParams, out
     max_n = max([n for n, _ in top + dup], default=0)
     if not toks or not max_n:
         return None
-    vocab: dict[str, int] = {}
-    ids = np.fromiter(map(vocab.setdefault, toks, itertools.count()), dtype=np.uint64, count=len(toks))
+    # Token ids in order of first appearance (a hash table in C); only their equality matters.
+    ids = pd.factorize(np.array(toks, dtype=object))[0].astype(np.uint64)
     cum = np.zeros(len(toks) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, toks), dtype=np.int64, count=len(toks)), out=cum[1:])
     hashes = ngram_hashes(ids, max_n)

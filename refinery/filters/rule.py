@@ -14,44 +14,66 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, model_validator
 
+from refinery.text.word_counts import DocCounts, letter_word_count
 from refinery.text.words import token_count, tokens, word_tokens, words
 
 Verdict = tuple[str, str] | None
 
 
 class Document:
-    """One document as the rules see it: its text, and its tokens and words, each split once.
+    """One document as the rules see it: its text, its token and word counts, and its tokens and
+    words, each split once and only if a rule asks for them.
 
-    ``char_counts``: the text's (word characters, other non-space characters), as
-    :func:`refinery.text.words.char_class_counts` gives them for a batch. A document heavy in
-    symbols (code, man pages, tables: likely to fail Gopher's alphabetic-token share) then has its
-    tokens counted from them and its words listed alone; the token list is built only if a rule
-    asks for it. The results are the same either way; only the work differs.
+    ``char_counts``: either the document's :class:`refinery.text.word_counts.DocCounts` (the
+    chain computes them for a whole batch at once, :func:`refinery.text.word_counts.word_counts`:
+    then no list is built until a rule asks for one, and Gopher quality, which rejects most
+    documents of real corpora, works from the counts alone), or the text's (word characters, other
+    non-space characters), as :func:`refinery.text.words.char_class_counts` gives them: a document
+    heavy in symbols then has its tokens counted and its words listed alone. Without either, the
+    tokens and words are split here. The results are the same every way; only the work differs.
 
     A rule that rewrites the text (C4 keeps only some lines) sets :attr:`text`; ``tokens`` and
     ``words`` stay those of the text as it came in.
     """
 
-    __slots__ = ("_tokens", "n_tokens", "text", "words")
+    __slots__ = ("_source", "_tokens", "_words", "counts", "n_tokens", "text")
 
-    def __init__(self, text: str, char_counts: tuple[int, int] | None = None):
-        self.text = text
-        self._tokens: list[str] | None
-        if char_counts is not None and symbol_heavy(*char_counts):
-            self._tokens = None
-            self.words = words(text)
-            self.n_tokens = token_count(self.words, *char_counts)
+    def __init__(self, text: str, char_counts: tuple[int, int] | DocCounts | None = None):
+        self.text = self._source = text
+        self._tokens: list[str] | None = None
+        self._words: list[str] | None = None
+        self.counts: DocCounts | None = None
+        if isinstance(char_counts, DocCounts):
+            self.counts = char_counts
+            self.n_tokens = char_counts.tokens
+        elif char_counts is not None and symbol_heavy(*char_counts):
+            self._words = words(text)
+            self.n_tokens = token_count(self._words, *char_counts)
         else:
             self._tokens = tokens(text)
-            self.words = word_tokens(self._tokens)
+            self._words = word_tokens(self._tokens)
             self.n_tokens = len(self._tokens)
 
     @property
     def tokens(self) -> list[str]:
         """Words and single symbol characters, in order (built on first use)."""
         if self._tokens is None:
-            self._tokens = tokens(self.text)
+            self._tokens = tokens(self._source)
         return self._tokens
+
+    @property
+    def words(self) -> list[str]:
+        """The word tokens (built on first use: from the tokens when they are there)."""
+        if self._words is None:
+            self._words = words(self._source) if self._tokens is None else word_tokens(self._tokens)
+        return self._words
+
+    def word_stats(self) -> tuple[int, int, int]:
+        """(words, their total length, words holding a letter): from the counts when given."""
+        if self.counts is not None:
+            return self.counts.words, self.counts.word_length, self.counts.letter_words
+        wrds = self.words
+        return len(wrds), sum(map(len, wrds)), letter_word_count(wrds)
 
 
 def symbol_heavy(word_chars: int, other_chars: int) -> bool:

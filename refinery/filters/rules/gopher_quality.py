@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from refinery.filters.gopher_quality import GopherQualityParams, gopher_quality
+from refinery.filters.gopher_quality import GopherQualityParams, gopher_quality_counts
 from refinery.filters.rule import Document, Rule, Verdict
 
 
@@ -47,4 +47,4 @@ class GopherQuality(Rule):
 
     @staticmethod
     def check(doc: Document, p: GopherQualityParams, scores: dict) -> Verdict:
-        return gopher_quality(doc.text, doc.n_tokens, doc.words, p, scores)
+        return gopher_quality_counts(doc.text, doc.n_tokens, *doc.word_stats(), p, scores)

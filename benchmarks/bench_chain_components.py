@@ -1,0 +1,95 @@
+"""The rule-based chain's parts, this checkout against another, alternating (CPU s, best of ``--repeat``).
+
+Each round runs one fresh process per checkout (``PYTHONPATH`` pointing at it) that times, on the
+real corpus (``benchmarks/real_corpus.py``): the clean_documents processor (default config,
+fastText labels), PII redaction, the heuristic chain under three configurations (default; with
+``min_alpha_words_ratio: null``, where most documents reach every rule, as on web text; with
+``gopher_repetition: false``) and the stage statistics' whitespace token count. The parts are
+library calls, not Dagster runs: ``bench_chain_dagster.py`` measures those.
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_chain_components.py --baseline-code /tmp/base
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, sys, time
+root, mb, repeat = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+sys.path.insert(0, root)
+import pandas as pd, pyarrow as pa
+import refinery
+assert refinery.__file__.startswith(root), refinery.__file__
+from benchmarks.real_corpus import ensure_real_corpus
+from refinery.clean.cleaning import Cleaner, CleanParams
+from refinery.clean.pii import PII_KINDS, redact_batch
+from refinery.filters.chain import filter_batch
+from refinery.filters.params import HeuristicParams
+from refinery.stages.text import CLEAN_DOCUMENTS
+from refinery.stats import whitespace_tokens
+batches = ensure_real_corpus(mb).iter_batches(columns=("text",))
+texts = [t for b in batches for t in b.column("text").to_pylist()]
+frame = pd.DataFrame({"id": [f"d{i}" for i in range(len(texts))], "text": texts, "source": "bench"})
+languages = CLEAN_DOCUMENTS.params().language_id()
+Cleaner(CleanParams(), languages)(frame.head(3))
+out = {}
+def timed(name, fn):
+    best, value = float("inf"), None
+    for _ in range(repeat):
+        started = time.process_time()
+        value = fn()
+        best = min(best, time.process_time() - started)
+    out[name] = round(best, 3)
+    return value
+clean = timed("clean_documents processor", lambda: Cleaner(CleanParams(), languages)(frame).kept)
+arr = pa.array(texts, pa.large_string())
+timed("PII redaction", lambda: redact_batch(texts, arr, set(PII_KINDS)))
+for name, overrides in (
+    ("heuristics, default", {}),
+    ("heuristics, min_alpha_words_ratio null", {"min_alpha_words_ratio": None}),
+    ("heuristics, gopher_repetition off", {"gopher_repetition": False}),
+):
+    timed(name, lambda o=overrides: filter_batch(clean, HeuristicParams(**o)))
+timed("stage statistics' whitespace tokens", lambda: whitespace_tokens(arr))
+print(json.dumps(out))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--baseline-code", type=Path, required=True, help="the other checkout")
+    parser.add_argument("--real-mb", type=float, default=24)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    results: dict[str, list[dict]] = {}
+    for _ in range(args.rounds):
+        for name, code in (("this code", ROOT), ("baseline code", args.baseline_code.resolve())):
+            env["PYTHONPATH"] = str(code)
+            cmd = [sys.executable, "-c", CHILD, str(code), str(args.real_mb), str(args.repeat)]
+            done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+            parts = json.loads(done.stdout.strip().splitlines()[-1])
+            results.setdefault(name, []).append(parts)
+            print(f"{name} (load {os.getloadavg()[0]:.1f}): {parts}", flush=True)
+    for part in results["this code"][0]:
+        ours = min(r[part] for r in results["this code"])
+        theirs = min(r[part] for r in results["baseline code"])
+        print(f"{part}: {theirs:.3f} -> {ours:.3f} CPU s ({theirs / ours:.2f}x)")
+    path = ROOT / "benchmarks" / "out" / "chain_components.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
