@@ -29,6 +29,7 @@ import httpx
 
 HOLD_S = 5.0
 
+
 @dataclass(frozen=True)
 class Seen:
     at: float  # time.monotonic() when the request arrived

@@ -5,6 +5,7 @@ has no quality: what is checked is what was asked of it, and what the stages did
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import dagster as dg
@@ -60,7 +61,7 @@ OPTIONS = {
     "llm": [
         {"base_url": "<the server>", "model": "<its model>", "max_concurrency": 2, "cache_path": "<a file>"},
         # the client's failure handling, against the fault proxy in front of the server (below)
-        {"api_key_env": "<a variable of the test's own>", "timeout_s": 0.5, "max_retries": 3, "backoff_s": 0.1},
+        {"api_key_env": "<a test variable>", "timeout_s": 0.5, "max_retries": 3, "backoff_s": 0.1},
     ],
 }
 
@@ -239,9 +240,7 @@ def faulty(server, tmp_path_factory):
         add_partition(instance, "text", "faults")
 
         def judge(**options) -> dg.ExecuteInProcessResult:
-            endpoint = LlmResource(
-                base_url=proxy.base_url, model=server.model, cache_path="off", **options
-            )
+            endpoint = LlmResource(base_url=proxy.base_url, model=server.model, cache_path="off", **options)
             return dg.materialize(
                 [llm_judged],
                 partition_key="faults",
@@ -262,7 +261,7 @@ def step_errors(result) -> str:
 
 
 def gaps(attempts) -> list[float]:
-    return [b.at - a.at for a, b in zip(attempts, attempts[1:])]
+    return [b.at - a.at for a, b in itertools.pairwise(attempts)]
 
 
 def test_api_key_env_sends_the_named_variable(faulty, monkeypatch):
