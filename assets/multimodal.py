@@ -49,7 +49,8 @@ def _clip_scores(run: StageContext) -> BatchProcessor:
     s = attach.scores
     run.log.info(
         f"{run.spec.name}[{run.source}]: {len(s.cosine)} pairs in {s.seconds:.2f}s "
-        f"({s.pairs_per_second:.1f} pairs/s, {s.encode_seconds:.2f}s in CLIP) on {model.device}"
+        f"({s.pairs_per_second:.1f} pairs/s, {s.encode_seconds:.2f}s in CLIP) on {model.device}, "
+        f"images decoded by {s.decode_processes or 'the step itself, no'} DataLoader worker process(es)"
     )
     return attach
 

@@ -73,7 +73,7 @@ CLIP_TAG = {
     "model_name": "ViT-B-32",
     "checkpoint": "",
 }
-OPTIONS = {"image_vector_index": [INDEX], "clip": [CLIP, CLIP_TAG]}
+OPTIONS = {"image_vector_index": [INDEX], "clip": [CLIP, CLIP_TAG], "compute": [{"dataloader_workers": 0}]}
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +200,27 @@ def test_clip_resource_options(rounds, tmp_path):
         e.event_specific_data.error.to_string() for e in refused.all_events if e.is_step_failure
     )
     assert not refused.success and str(cache) in errors
+
+
+def test_dataloader_workers_decode_in_that_many_processes(rounds):
+    """compute.dataloader_workers: 0 decodes the images in the step's own process, 2 in two worker
+    processes (batches of 4, so there is a batch for each); the scores are the same either way,
+    and the metadata says how many worker processes decoded."""
+    from resources import build_resources
+
+    layout, instance, storage = rounds
+
+    def scored(workers: int) -> tuple[dict, object]:
+        compute = build_resources(
+            "local", home=str(layout.home), device="cpu", batch_size=4, dataloader_workers=workers
+        )
+        result = dg.materialize([clip_scored], partition_key="tables", instance=instance, resources=compute)
+        assert result.success
+        cosine = storage.read("clip_scored", "tables").set_index("id")["clip_cosine"]
+        return _meta(result, "clip_scored"), cosine
+
+    (in_step, none), (in_workers, two) = scored(0), scored(2)
+    assert len(none) > 8  # more than two batches of 4
+    assert (in_step["dataloader_workers"], in_step["decode_processes"]) == (0, 0)
+    assert (in_workers["dataloader_workers"], in_workers["decode_processes"]) == (2, 2)
+    assert none.index.equals(two.index) and (none - two).abs().max() < 1e-6
