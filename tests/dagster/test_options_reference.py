@@ -44,8 +44,11 @@ def test_the_options_page_lists_every_option():
         section = page.split(f"`{target}`\n", 1)
         assert len(section) == 2, f"{target} has no section in docs/options.md"
         body = section[1].split("\n#", 1)[0]
-        listed = set(re.findall(r"^\| `([^`]+)` \|", body, flags=re.M))
-        assert listed == names - {"compute"}, target
+        rows = re.findall(r"^\| `([^`]+)` \|.*\| (.*) \|$", body, flags=re.M)
+        assert {name for name, _ in rows} == names - {"compute"}, target
+        assert not [name for name, text in rows if not text.strip()], (
+            f"{target}: options without a description"
+        )
 
 
 # -- what the prose pages name ------------------------------------------------------------------
