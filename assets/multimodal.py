@@ -105,7 +105,7 @@ def _keyframes(run: StageContext, method: str) -> Iterator[BatchProcessor]:
             run.log.warning(plan.domain_warning)
         if plan.every_frame_videos:
             run.log.info(every_frame_note(plan))
-        info = {"model": model.name, "device": model.device, "dataloader_workers": workers}
+        info = {"model": model.name, "device": model.device, "dataloader_workers": plan.workers}
         yield KeyframeAttach(plan, store, rows, run.params.strip_samples, info)
     frames = sum(v.frames for v in plan.videos.values())
     decoded = sum(v.decoded for v in plan.videos.values())

@@ -358,6 +358,7 @@ class KeyframePass:
     selected_mean_score: float = float("nan")
     uniform_mean_score: float = float("nan")
     domain_warning: str | None = None  # the tiny CLIP asked about things it was not trained on
+    workers: int = 0  # DataLoader workers used: dataloader_workers, at most one per video
 
     def mean_scores(self, picked: list[float], uniform: list[float]) -> None:
         """Query mode: the picks' and the uniform frames' mean similarities over the questions."""
@@ -503,7 +504,7 @@ def keyframe_pass(
     if not jobs:
         return result
     dataset = VideoFrames(jobs, clip.preprocess, clip.image_size, method, params)
-    workers = min(workers, len(jobs))
+    result.workers = workers = min(workers, len(jobs))
     kwargs = (
         {"multiprocessing_context": "spawn" if clip.device.startswith("cuda") else "fork"} if workers else {}
     )
