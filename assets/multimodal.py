@@ -49,7 +49,8 @@ def _clip_scores(run: StageContext) -> BatchProcessor:
     s = attach.scores
     run.log.info(
         f"{run.spec.name}[{run.source}]: {len(s.cosine)} pairs in {s.seconds:.2f}s "
-        f"({s.pairs_per_second:.1f} pairs/s, {s.encode_seconds:.2f}s in CLIP) on {model.device}"
+        f"({s.pairs_per_second:.1f} pairs/s, {s.encode_seconds:.2f}s in CLIP) on {model.device}, "
+        f"images decoded by {s.decode_processes or 'the step itself, no'} DataLoader worker process(es)"
     )
     return attach
 
@@ -104,7 +105,7 @@ def _keyframes(run: StageContext, method: str) -> Iterator[BatchProcessor]:
             run.log.warning(plan.domain_warning)
         if plan.every_frame_videos:
             run.log.info(every_frame_note(plan))
-        info = {"model": model.name, "device": model.device, "dataloader_workers": workers}
+        info = {"model": model.name, "device": model.device, "dataloader_workers": plan.workers}
         yield KeyframeAttach(plan, store, rows, run.params.strip_samples, info)
     frames = sum(v.frames for v in plan.videos.values())
     decoded = sum(v.decoded for v in plan.videos.values())

@@ -10,7 +10,12 @@ class ComputeResource(dg.ConfigurableResource):
     device: str = Field("auto", description="'auto' (GPU if torch sees one), 'cpu' or 'cuda'.")
     batch_size: int = Field(64, description="Items per forward pass.")
     fp16: bool = Field(True, description="Half precision on GPU (ignored on CPU).")
-    dataloader_workers: int = Field(2, description="Worker processes for decoding inputs (images, video).")
+    dataloader_workers: int = Field(
+        2,
+        ge=0,
+        description="DataLoader worker processes that decode images and video beside the model (engine "
+        "'local'; 0: in the step's own process). On engine 'ray' decode tasks take ray_decode_cpus instead.",
+    )
     num_gpus: float = Field(
         0.0, description="GPUs each Ray actor of a GPU stage asks for (engine 'ray'; 0 on CPU clusters)."
     )

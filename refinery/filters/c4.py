@@ -48,19 +48,29 @@ Verdict = tuple[str, str] | None
 class C4Params(BaseModel):
     """C4's line and page rules, with c4_utils' thresholds."""
 
-    c4: bool = True
+    c4: bool = Field(True, description="Run C4's rules (off: none of the c4_* rules runs).")
     c4_rewrite_lines: bool = Field(
         True, description="Keep only the lines C4 keeps (terminal punctuation, ≥3 words, no policy/JS)."
     )
-    c4_terminal_punctuation: bool = True
-    c4_remove_citations: bool = True
-    c4_min_words_per_line: int | None = 3
-    c4_max_word_length: int | None = 1000
-    c4_min_sentences: int | None = 5
-    c4_lorem_ipsum: bool = True
-    c4_javascript: bool = True
-    c4_curly_bracket: bool = True
-    c4_policy: bool = True
+    c4_terminal_punctuation: bool = Field(
+        True, description="Drop lines that do not end in . ? ! or a quote (or that end in '...')."
+    )
+    c4_remove_citations: bool = Field(
+        True, description="Remove citation markers from lines: [1], [edit], [citation needed]."
+    )
+    c4_min_words_per_line: int | None = Field(3, description="Drop lines with fewer words (null: off).")
+    c4_max_word_length: int | None = Field(
+        1000, description="Drop lines holding a longer word, in characters (null: off)."
+    )
+    c4_min_sentences: int | None = Field(
+        5, description="Reject pages with fewer sentences in their kept lines (null: off)."
+    )
+    c4_lorem_ipsum: bool = Field(True, description="Reject pages with 'lorem ipsum' in a kept line.")
+    c4_javascript: bool = Field(True, description="Drop lines that mention 'javascript'.")
+    c4_curly_bracket: bool = Field(True, description="Reject pages with '{' in a kept line (code).")
+    c4_policy: bool = Field(
+        True, description="Drop lines with a policy phrase ('terms of use', 'privacy policy', cookies)."
+    )
     c4_badwords: bool = Field(
         False,
         description="C4's bad-words page filter (LDNOOBW English list). C4 applies it (drops any page "

@@ -22,24 +22,32 @@ Verdict = tuple[str, str] | None
 class GopherQualityParams(BaseModel):
     """Gopher's quality thresholds (the stop-word rule has its own, :class:`GopherStopWordParams`)."""
 
-    gopher_quality: bool = True
-    min_doc_words: int | None = 50
-    max_doc_words: int | None = 100_000
-    min_avg_word_length: float | None = 3
-    max_avg_word_length: float | None = 10
+    gopher_quality: bool = Field(True, description="Run Gopher's quality rules and its stop-word rule.")
+    min_doc_words: int | None = Field(50, description="Fewer words: short_doc (null: off).")
+    max_doc_words: int | None = Field(100_000, description="More words: long_doc (null: off).")
+    min_avg_word_length: float | None = Field(3, description="Mean word length in characters, at least.")
+    max_avg_word_length: float | None = Field(10, description="Mean word length in characters, at most.")
     max_hash_word_ratio: float | None = Field(0.1, description="'#' characters per token.")
     max_ellipsis_word_ratio: float | None = Field(0.1, description="Ellipses per token.")
-    max_bullet_lines_ratio: float | None = 0.9
-    max_ellipsis_lines_ratio: float | None = 0.3
+    max_bullet_lines_ratio: float | None = Field(
+        0.9, description="Share of lines that start with a bullet prefix, at most."
+    )
+    max_ellipsis_lines_ratio: float | None = Field(
+        0.3, description="Share of lines that end in an ellipsis, at most."
+    )
     min_alpha_words_ratio: float | None = Field(0.8, description="Tokens with a letter / all tokens.")
-    bullet_prefixes: list[str] = ["•", "-", "*", "·"]
+    bullet_prefixes: list[str] = Field(
+        ["•", "-", "*", "·"], description="What starts a bullet line (max_bullet_lines_ratio)."
+    )
 
 
 class GopherStopWordParams(BaseModel):
     """Gopher's stop-word rule; it runs under the ``gopher_quality`` switch."""
 
-    min_stop_words: int | None = 2
-    stop_words: list[str] = list(GOPHER_STOP_WORDS)
+    min_stop_words: int | None = Field(2, description="Distinct stop words a document holds, at least.")
+    stop_words: list[str] = Field(
+        list(GOPHER_STOP_WORDS), description="The stop words min_stop_words counts (lowercased)."
+    )
 
     @field_validator("stop_words")
     @classmethod

@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 _PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
 _LINE_SPLIT = re.compile(r"\n+")
@@ -33,20 +33,46 @@ Verdict = tuple[str, str] | None
 class GopherRepetitionParams(BaseModel):
     """Gopher's repetition thresholds (table A1)."""
 
-    gopher_repetition: bool = True
-    max_dup_para_frac: float | None = 0.30
-    max_dup_para_char_frac: float | None = 0.20
-    max_dup_line_frac: float | None = 0.30
-    max_dup_line_char_frac: float | None = 0.20
-    max_top_2gram_char_frac: float | None = 0.20
-    max_top_3gram_char_frac: float | None = 0.18
-    max_top_4gram_char_frac: float | None = 0.16
-    max_dup_5gram_char_frac: float | None = 0.15
-    max_dup_6gram_char_frac: float | None = 0.14
-    max_dup_7gram_char_frac: float | None = 0.13
-    max_dup_8gram_char_frac: float | None = 0.12
-    max_dup_9gram_char_frac: float | None = 0.11
-    max_dup_10gram_char_frac: float | None = 0.10
+    gopher_repetition: bool = Field(True, description="Run Gopher's repetition rules (table A1).")
+    max_dup_para_frac: float | None = Field(
+        0.30, description="Share of paragraphs that repeat an earlier one, at most."
+    )
+    max_dup_para_char_frac: float | None = Field(
+        0.20, description="Share of characters in repeated paragraphs, at most."
+    )
+    max_dup_line_frac: float | None = Field(
+        0.30, description="Share of lines that repeat an earlier one, at most."
+    )
+    max_dup_line_char_frac: float | None = Field(
+        0.20, description="Share of characters in repeated lines, at most."
+    )
+    max_top_2gram_char_frac: float | None = Field(
+        0.20, description="Share of characters in the most frequent word 2-gram, at most."
+    )
+    max_top_3gram_char_frac: float | None = Field(
+        0.18, description="Share of characters in the most frequent word 3-gram, at most."
+    )
+    max_top_4gram_char_frac: float | None = Field(
+        0.16, description="Share of characters in the most frequent word 4-gram, at most."
+    )
+    max_dup_5gram_char_frac: float | None = Field(
+        0.15, description="Share of characters in word 5-grams that occur more than once, at most."
+    )
+    max_dup_6gram_char_frac: float | None = Field(
+        0.14, description="Share of characters in word 6-grams that occur more than once, at most."
+    )
+    max_dup_7gram_char_frac: float | None = Field(
+        0.13, description="Share of characters in word 7-grams that occur more than once, at most."
+    )
+    max_dup_8gram_char_frac: float | None = Field(
+        0.12, description="Share of characters in word 8-grams that occur more than once, at most."
+    )
+    max_dup_9gram_char_frac: float | None = Field(
+        0.11, description="Share of characters in word 9-grams that occur more than once, at most."
+    )
+    max_dup_10gram_char_frac: float | None = Field(
+        0.10, description="Share of characters in word 10-grams that occur more than once, at most."
+    )
 
     def top_ngram_limits(self) -> list[tuple[int, float]]:
         return [(n, v) for n in (2, 3, 4) if (v := getattr(self, f"max_top_{n}gram_char_frac")) is not None]

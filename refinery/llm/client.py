@@ -221,10 +221,12 @@ class ChatClient:
         error, transport = "", False
         for attempt in range(ep.max_retries + 1):
             wait = min(ep.backoff_max_s, ep.backoff_s * 2**attempt) * (0.5 + random.random())
-            try:
-                response = await http.post(ep.chat_url, json=body)
+            try:  # timeout_s bounds the whole answer, not only each read (a trickling server)
+                response = await asyncio.wait_for(http.post(ep.chat_url, json=body), ep.timeout_s)
             except httpx.TransportError as err:  # refused, reset, timed out
                 error, transport = f"{type(err).__name__}: {err}", True
+            except TimeoutError:
+                error, transport = f"TimeoutError: no complete answer within {ep.timeout_s:g} s", True
             else:
                 if response.status_code == 200:
                     try:

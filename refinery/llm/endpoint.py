@@ -74,8 +74,22 @@ class LlmEndpoint:
         return self.base_url.rstrip("/") + "/chat/completions"
 
     def api_key(self) -> str | None:
-        """The key from the named environment variable (None when unset: local servers need none)."""
-        return os.environ.get(self.api_key_env) or None if self.api_key_env else None
+        """The key from the named environment variable. The default variable may be unset (local
+        servers need no key) and ``''`` sends none; a variable the user named is required: unset,
+        every request would go out unauthenticated and every row come back a 401, so it is a clear
+        error before any request instead."""
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if key:
+            return key
+        if self.api_key_env != DEFAULT_KEY_ENV:
+            raise ValueError(
+                f"the llm resource's api_key_env names ${self.api_key_env}, which is not set (or empty) "
+                "where the step runs: export it there, or set api_key_env to '' for a server that "
+                "needs no key"
+            )
+        return None
 
     def describe(self) -> dict:
         """What provenance records about the endpoint: where and which model, never the key."""

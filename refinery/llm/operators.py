@@ -55,7 +55,7 @@ class LlmStageParams(SamplingParams):
 class JudgeParams(LlmStageParams):
     """LLM-judge scoring: a score in [0, scale] and a one-sentence rationale per row."""
 
-    max_tokens: int = 128
+    max_tokens: int = Field(128, ge=1, description="Completion tokens at most; more ends as too_long.")
     scale: float = Field(5.0, gt=0, description="The top of the score range the prompt asks for.")
     min_score: float | None = Field(
         None, description="Rows scored below this are rejected as judge_below_threshold (None: keep all)."
@@ -65,7 +65,7 @@ class JudgeParams(LlmStageParams):
 class RewriteParams(LlmStageParams):
     """Which documents are rephrased: a perplexity bucket and/or a quality-score range."""
 
-    max_tokens: int = 1024
+    max_tokens: int = Field(1024, ge=1, description="Completion tokens at most; more ends as too_long.")
     perplexity_buckets: list[str] = Field(
         ["tail"], description="Rewrite documents in these perplexity buckets ([] ignores the bucket)."
     )
@@ -83,7 +83,7 @@ class RewriteParams(LlmStageParams):
 class SynthesisParams(LlmStageParams):
     """Question–answer pairs from each document, written as an SFT inbox source of their own."""
 
-    max_tokens: int = 512
+    max_tokens: int = Field(512, ge=1, description="Completion tokens at most; more ends as too_long.")
     pairs_per_document: int = Field(3, ge=1, le=20, description="Pairs asked for (and kept at most).")
     sft_source: str = Field(
         "", description="The SFT inbox source the pairs are written to ('' → 'llm-<text source>')."

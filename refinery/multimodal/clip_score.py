@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,9 @@ class ClipFilterParams(BaseModel):
 
 # -- the scoring pass ---------------------------------------------------------------------------
 class ParquetImages:
-    """Map-style dataset over the ``image`` column of a Parquet file: (pixels, ok, error).
+    """Map-style dataset over the ``image`` column of a Parquet file: (pixels, ok, error, pid), the
+    pid of the process that decoded the row (a DataLoader worker, or the step itself with 0 workers:
+    what the stage reports as the decode processes it actually used).
 
     Each worker keeps the row group it last read, and the DataLoader hands consecutive batches
     to the workers in turn, so every row group is read by a few workers at most. Picklable (for
@@ -105,9 +108,10 @@ class ParquetImages:
             self._images, self._group = table.column("image").to_pylist(), group
         data = self._images[index - self.offsets[group]]
         try:
-            return self.preprocess(decode_rgb(data)), True, ""
+            return self.preprocess(decode_rgb(data)), True, "", os.getpid()
         except Exception as err:  # reported per row by the stage, never fails the batch
-            return torch.zeros(3, self.image_size, self.image_size), False, f"{type(err).__name__}: {err}"
+            blank = torch.zeros(3, self.image_size, self.image_size)
+            return blank, False, f"{type(err).__name__}: {err}", os.getpid()
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_group": None, "_images": None}
@@ -119,7 +123,8 @@ class ScorePass:
     errors: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
     encode_seconds: float = 0.0
-    workers: int = 0
+    workers: int = 0  # DataLoader workers asked for (dataloader_workers, at most one per batch)
+    decode_processes: int = 0  # worker processes that decoded rows (0: the step's own process)
 
     @property
     def pairs_per_second(self) -> float:
@@ -149,14 +154,15 @@ def score_file(path: Path, clip: ClipModel, workers: int, text_column: str = "ca
     started = time.perf_counter()
     dataset = ParquetImages(path, clip.preprocess, clip.image_size)
     cosine = np.full(len(dataset), np.nan, dtype=np.float32)
-    result = ScorePass(cosine, workers=workers)
+    result = ScorePass(cosine, workers=0)
     if not len(dataset):
         return result
-    workers = min(workers, math.ceil(len(dataset) / clip.batch_size))
+    result.workers = workers = min(workers, math.ceil(len(dataset) / clip.batch_size))
     loader = dataloader(dataset, clip.batch_size, workers, clip.device)
     texts = ColumnChunks(path, text_column, clip.batch_size)
-    start = 0
-    for pixels, ok, errors in loader:
+    start, decoders = 0, set()
+    for pixels, ok, errors, pids in loader:
+        decoders.update(pids.tolist())
         captions = texts.take(len(ok))
         encode_started = time.perf_counter()
         image_emb = clip.encode_pixels(pixels)
@@ -169,6 +175,7 @@ def score_file(path: Path, clip: ClipModel, workers: int, text_column: str = "ca
         for i in np.flatnonzero(~flags):
             result.errors[start + int(i)] = errors[i]
         start += len(scores)
+    result.decode_processes = len(decoders - {os.getpid()})
     result.seconds = time.perf_counter() - started
     return result
 
@@ -245,7 +252,8 @@ class ScoreAttacher(StageProcessor):
         """Score every pair of the upstream file first (batched, images decoded in workers)."""
         scores = score_file(path, clip, workers)
         domain, warning = domain_check(stage, path, clip)
-        return cls(scores, params.contact_sheet_pairs, {**clip.describe(workers), **domain}, warning)
+        described = {**clip.describe(scores.workers), "decode_processes": scores.decode_processes}
+        return cls(scores, params.contact_sheet_pairs, {**described, **domain}, warning)
 
     def report(self) -> dict:
         s = self.scores

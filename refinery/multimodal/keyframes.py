@@ -83,10 +83,12 @@ class KeyframeParams(BaseModel):
 class UniformParams(BaseModel):
     k: int = Field(8, ge=1, description="Frames per question, evenly spaced.")
     query_template: str = Field("{question}", description="Used to score the frames against the question.")
-    jpeg_quality: int = Field(90, ge=1, le=100)
-    frame_max_side: int = Field(0, ge=0)
-    decode_chunk: int = Field(32, ge=1)
-    strip_samples: int = Field(3, ge=0)
+    jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of the stored frames.")
+    frame_max_side: int = Field(
+        0, ge=0, description="Stored frames are shrunk to this longest side (0: as decoded)."
+    )
+    decode_chunk: int = Field(32, ge=1, description="Frames per get_batch call (bounds memory per worker).")
+    strip_samples: int = Field(3, ge=0, description="Questions shown as frame strips in the metadata.")
 
 
 # -- indices and selection (pure functions) -----------------------------------------------------
@@ -356,6 +358,7 @@ class KeyframePass:
     selected_mean_score: float = float("nan")
     uniform_mean_score: float = float("nan")
     domain_warning: str | None = None  # the tiny CLIP asked about things it was not trained on
+    workers: int = 0  # DataLoader workers used: dataloader_workers, at most one per video
 
     def mean_scores(self, picked: list[float], uniform: list[float]) -> None:
         """Query mode: the picks' and the uniform frames' mean similarities over the questions."""
@@ -501,7 +504,7 @@ def keyframe_pass(
     if not jobs:
         return result
     dataset = VideoFrames(jobs, clip.preprocess, clip.image_size, method, params)
-    workers = min(workers, len(jobs))
+    result.workers = workers = min(workers, len(jobs))
     kwargs = (
         {"multiprocessing_context": "spawn" if clip.device.startswith("cuda") else "fork"} if workers else {}
     )

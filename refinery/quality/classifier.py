@@ -114,7 +114,7 @@ class ClassifierTrainParams(BaseModel):
         5, ge=1, le=200, description="Passes over the training share (fastText's default: 5)."
     )
     learning_rate: float = Field(0.01, gt=0, description="Adam step size (higher memorizes small corpora).")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="Documents per training step.")
     seed: int = Field(
         0, description="Seeds initialisation and shuffling: the same data gives the same model."
     )

@@ -96,7 +96,7 @@ def write_clip_embeddings(
             loader = dataloader(
                 dataset, clip.batch_size, min(workers, math.ceil(len(dataset) / clip.batch_size)), clip.device
             )
-            for pixels, ok, _ in loader:
+            for pixels, ok, _, _ in loader:
                 batch_ids, captions = ids.take(len(ok)), texts.take(len(ok))
                 flags = ok.numpy().astype(bool)
                 if not flags.any():

@@ -100,7 +100,9 @@ class SftRuleParams(BaseModel):
     )
     refusal_patterns: list[str] = Field(DEFAULT_REFUSALS, description="Case-insensitive regexes.")
     language_gate: bool = Field(True, description="Reject records that are not English.")
-    min_english_word_fraction: float | None = 0.10
+    min_english_word_fraction: float | None = Field(
+        0.10, description="Share of English function words below which a record is not English."
+    )
     language_gate_min_words: int = Field(20, description="Shorter records skip the gate.")
 
     @model_validator(mode="after")

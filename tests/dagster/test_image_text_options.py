@@ -73,7 +73,7 @@ CLIP_TAG = {
     "model_name": "ViT-B-32",
     "checkpoint": "",
 }
-OPTIONS = {"image_vector_index": [INDEX], "clip": [CLIP, CLIP_TAG]}
+OPTIONS = {"image_vector_index": [INDEX], "clip": [CLIP, CLIP_TAG], "compute": [{"dataloader_workers": 0}]}
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +200,34 @@ def test_clip_resource_options(rounds, tmp_path):
         e.event_specific_data.error.to_string() for e in refused.all_events if e.is_step_failure
     )
     assert not refused.success and str(cache) in errors
+
+
+def test_dataloader_workers_decode_in_that_many_processes(rounds):
+    """compute.dataloader_workers: 0 decodes the images in the step's own process, 2 in two worker
+    processes (batches of 2, so there is a batch for each); the scores are the same either way,
+    and the metadata says how many worker processes decoded (the default-config source
+    ``shards``, whose pairs the rounds' filters do not thin out)."""
+    from resources import build_resources
+
+    layout, instance, storage = rounds
+    if "shards" not in instance.get_dynamic_partitions("image_text_source"):
+        instance.add_dynamic_partitions("image_text_source", ["shards"])
+    upstream = [raw_image_text, image_text_checked]
+    assert dg.materialize(
+        upstream, partition_key="shards", instance=instance, resources=resources(layout)
+    ).success
+
+    def scored(workers: int) -> tuple[dict, object]:
+        compute = build_resources(
+            "local", home=str(layout.home), device="cpu", batch_size=2, dataloader_workers=workers
+        )
+        result = dg.materialize([clip_scored], partition_key="shards", instance=instance, resources=compute)
+        assert result.success
+        cosine = storage.read("clip_scored", "shards").set_index("id")["clip_cosine"]
+        return _meta(result, "clip_scored"), cosine
+
+    (in_step, none), (in_workers, two) = scored(0), scored(2)
+    assert len(none) > 4  # more than two batches of 2
+    assert (in_step["dataloader_workers"], in_step["decode_processes"]) == (0, 0)
+    assert (in_workers["dataloader_workers"], in_workers["decode_processes"]) == (2, 2)
+    assert none.index.equals(two.index) and (none - two).abs().max() < 1e-6

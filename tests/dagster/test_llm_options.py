@@ -5,6 +5,7 @@ has no quality: what is checked is what was asked of it, and what the stages did
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import dagster as dg
@@ -16,6 +17,7 @@ from refinery.llm.prompts import JUDGE_DOCUMENT, REWRITE_WIKI, SYNTHESIS_QA
 from refinery.paths import Layout
 from refinery.storage import Storage
 from tests.dagster.test_llm_assets import SOURCE, add_partition, llm, metadata, write_corpus
+from tests.llm_fault_proxy import FaultProxy
 from tests.llm_server import start_server, stop_server
 
 SAMPLING = {"temperature": 0.7, "top_p": 0.9, "seed": 3, "stop": ["<<end>>"], "max_input_chars": 120}
@@ -57,14 +59,22 @@ OPTIONS = {
     "llm_rewritten": [REWRITE],
     "llm_sft_synthesized": [SYNTH],
     "llm": [
-        {"base_url": "<the server>", "model": "<its model>", "max_concurrency": 2, "cache_path": "<a file>"}
+        {"base_url": "<the server>", "model": "<its model>", "max_concurrency": 2, "cache_path": "<a file>"},
+        # the client's failure handling, against the fault proxy in front of the server (below)
+        {"api_key_env": "<a test variable>", "timeout_s": 0.5, "max_retries": 3, "backoff_s": 0.1},
     ],
 }
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("llm-options-server"))
+def server(tmp_path_factory):
+    served = start_server(tmp_path_factory.mktemp("llm-options-server"))
+    yield served
+    stop_server(served)
+
+
+@pytest.fixture(scope="module")
+def run(server, tmp_path_factory):
     layout = Layout.at(tmp_path_factory.mktemp("llm-options") / "home")
     corpus = write_corpus(layout, SOURCE, 8)
     cache = layout.home / "my-cache.sqlite"
@@ -77,17 +87,14 @@ def run(tmp_path_factory):
         batch_size=16,
         llm=llm(server, max_concurrency=2, cache_path=str(cache)),
     )
-    try:
-        with dg.instance_for_test() as instance:
-            add_partition(instance, "text", SOURCE)
-            config = {"ops": {"llm_judged": {"config": JUDGE}, "llm_rewritten": {"config": REWRITE},
-                              "llm_sft_synthesized": {"config": SYNTH}}}  # fmt: skip
-            result = dg.materialize(
-                LLM_TEXT, partition_key=SOURCE, instance=instance, resources=resources, run_config=config
-            )
-            yield layout, corpus, result, cache, (instance, resources)
-    finally:
-        stop_server(server)
+    with dg.instance_for_test() as instance:
+        add_partition(instance, "text", SOURCE)
+        config = {"ops": {"llm_judged": {"config": JUDGE}, "llm_rewritten": {"config": REWRITE},
+                          "llm_sft_synthesized": {"config": SYNTH}}}  # fmt: skip
+        result = dg.materialize(
+            LLM_TEXT, partition_key=SOURCE, instance=instance, resources=resources, run_config=config
+        )
+        yield layout, corpus, result, cache, (instance, resources)
 
 
 def rows(storage: Storage, asset: str) -> pd.DataFrame:
@@ -211,3 +218,114 @@ def test_sft_judge_options(run):
     assert kept["judge_score"].between(2.0, 10.0).all()
     stamp = storage.provenance("sft_judged", "alpaca")["params"]
     assert (stamp["scale"], stamp["batch_rows"], stamp["max_input_chars"]) == (10.0, 2, 120)
+
+
+# -- the llm resource's failure handling, through a fault-injecting proxy in front of the server --
+KEY_ENV = "REFINERY_TEST_OPTIONS_LLM_KEY"
+FAULT_DOCS = 2
+SLACK_S = 0.15  # scheduling delay allowed on each measured wait (a loaded 2-core machine)
+# The server sees a wait as the time between two arrivals, which is the client's wait give or take
+# the difference of the two requests' trips (the first may open the connection): a few ms.
+EARLY_S = 0.05
+
+
+@pytest.fixture(scope="module")
+def faulty(server, tmp_path_factory):
+    """``judge(**llm_options)`` materializes ``llm_judged`` on 2 documents through the proxy (no
+    cache: every run sends its requests), returning the result; the proxy records what arrived."""
+    from assets.llm import llm_judged
+    from resources import LlmResource, build_resources
+
+    proxy = FaultProxy(server.base_url)
+    layout = Layout.at(tmp_path_factory.mktemp("llm-faults") / "home")
+    write_corpus(layout, "faults", FAULT_DOCS)
+    with dg.instance_for_test() as instance:
+        add_partition(instance, "text", "faults")
+
+        def judge(**options) -> dg.ExecuteInProcessResult:
+            endpoint = LlmResource(base_url=proxy.base_url, model=server.model, cache_path="off", **options)
+            return dg.materialize(
+                [llm_judged],
+                partition_key="faults",
+                instance=instance,
+                resources=build_resources("local", home=str(layout.home), device="cpu", llm=endpoint),
+                run_config={"ops": {"llm_judged": {"config": {"max_tokens": 8}}}},
+                raise_on_error=False,
+            )
+
+        try:
+            yield proxy, judge
+        finally:
+            proxy.stop()
+
+
+def step_errors(result) -> str:
+    return " ".join(e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure)
+
+
+def gaps(attempts) -> list[float]:
+    return [b.at - a.at for a, b in itertools.pairwise(attempts)]
+
+
+def test_api_key_env_sends_the_named_variable(faulty, monkeypatch):
+    proxy, judge = faulty
+    monkeypatch.setenv(KEY_ENV, "sk-from-the-named-variable")
+    monkeypatch.setenv("REFINERY_LLM_API_KEY", "sk-from-the-default-variable")
+    proxy.script()
+    assert judge(api_key_env=KEY_ENV).success
+    assert len(proxy.seen) == FAULT_DOCS
+    assert {s.authorization for s in proxy.seen} == {"Bearer sk-from-the-named-variable"}
+    proxy.script()  # '' sends no key, whatever the default variable holds
+    assert judge(api_key_env="").success
+    assert len(proxy.seen) == FAULT_DOCS and {s.authorization for s in proxy.seen} == {None}
+    # a variable the user named but did not set: a clear error before any request goes out
+    monkeypatch.delenv(KEY_ENV)
+    proxy.script()
+    failed = judge(api_key_env=KEY_ENV)
+    assert not failed.success and f"api_key_env names ${KEY_ENV}, which is not set" in step_errors(failed)
+    assert proxy.seen == []
+
+
+def test_max_retries_and_backoff_s_against_a_failing_server(faulty):
+    """Three 503s per request: max_retries 3 gets through on the 4th attempt, after waits of
+    backoff_s · 2^k (k = 0, 1, 2; jitter ×0.5–1.5) as the server sees them; max_retries 2 gives up
+    after 3 attempts and the step fails naming the error."""
+    proxy, judge = faulty
+    backoff = 0.1
+    proxy.script("503", "503", "503")
+    done = judge(max_retries=3, backoff_s=backoff)
+    assert done.success, step_errors(done)
+    by_request = proxy.attempts()
+    assert len(by_request) == FAULT_DOCS
+    for attempts in by_request.values():
+        assert [s.fault for s in attempts] == ["503", "503", "503", None]
+        for k, gap in enumerate(gaps(attempts)):
+            assert 0.5 * backoff * 2**k - EARLY_S <= gap <= 1.5 * backoff * 2**k + SLACK_S, (k, gap)
+        # the default backoff (0.5 s) would wait at least 0.25 + 0.5 + 1.0 s in all
+        assert sum(gaps(attempts)) < 1.75
+    assert metadata(done, "llm_judged")["llm_retries"].value == 3 * FAULT_DOCS
+
+    proxy.script("503", "503", "503")
+    failed = judge(max_retries=2, backoff_s=backoff)
+    assert not failed.success
+    assert f"none of {FAULT_DOCS} requests reached the LLM endpoint" in step_errors(failed)
+    assert "HTTP 503" in step_errors(failed)
+    assert [len(a) for a in proxy.attempts().values()] == [3] * FAULT_DOCS
+
+
+@pytest.mark.parametrize("fault", ["stall", "trickle"])
+def test_timeout_s_bounds_the_whole_answer(faulty, fault):
+    """A server that accepts the request and never answers (stall), or answers a byte at a time
+    and never finishes (trickle), is given up on after timeout_s and the request retried: the
+    server sees the second attempt timeout_s (+ the backoff) after the first, not the 5 s the
+    proxy holds the first one for."""
+    proxy, judge = faulty
+    timeout = 0.5
+    proxy.script(fault)
+    done = judge(timeout_s=timeout, max_retries=1, backoff_s=0.05)
+    assert done.success, step_errors(done)
+    for attempts in proxy.attempts().values():
+        assert [s.fault for s in attempts] == [fault, None]
+        (gap,) = gaps(attempts)
+        assert timeout - EARLY_S <= gap <= timeout + 0.075 + 2 * SLACK_S, gap
+    assert metadata(done, "llm_judged")["llm_retries"].value == FAULT_DOCS

@@ -140,6 +140,7 @@ def test_scores_equal_a_direct_forward_across_row_groups_and_workers(random_clip
     )
     np.testing.assert_allclose(result.cosine[good], want, atol=1e-5)
     assert np.isnan(result.cosine[6]) and "UnidentifiedImageError" in result.errors[6]
+    assert (result.workers, result.decode_processes) == (workers, workers)  # 4 batches: one each at least
     np.testing.assert_allclose(clip_score(np.array([-0.3, 0.0, 0.4])), [0.0, 0.0, 1.0], atol=1e-6)
 
 
