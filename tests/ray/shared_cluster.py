@@ -1,0 +1,155 @@
+"""One two-node Ray loopback cluster for the whole test session, shared by the pytest-xdist workers.
+
+A cluster costs tens of seconds to start on two cores, and each Ray test file used to start its
+own (two at once under two workers). Now the first test that asks for ``ray_cluster`` starts it
+(:mod:`refinery.engine.loopback`: one CPU per node, the dashboard on the head for the Ray job test)
+and records it in the session folder; later tests, in any worker, reuse it. The controller (or the
+only process, with ``-n 0``) stops it when the session ends.
+
+The cluster is used by one test at a time (a lock held for the test's duration): the tests count
+nodes and actors, and kill workers on purpose. Before each test the fixture checks the cluster
+(every node's process alive, the head answering) and starts a new one if a test broke it; the
+markers folder (``$REFINERY_TEST_MARKERS`` on every node, for the fault-injection helpers) is
+emptied. After each test, a Ray connection the test left in this process is closed, so its
+actors free their CPUs.
+
+Registered for every test by ``pytest_plugins`` in tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from refinery.engine.loopback import LoopbackCluster, start_loopback_cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+SESSION_ENV = "REFINERY_TEST_SESSION_DIR"  # set by the controller, inherited by the xdist workers
+MARKERS_ENV = "REFINERY_TEST_MARKERS"
+NODES, CPUS_PER_NODE = 2, 1
+
+
+def session_dir() -> Path:
+    folder = os.environ.get(SESSION_ENV)
+    if not folder:  # imported outside a pytest session that loaded this plugin
+        folder = os.environ[SESSION_ENV] = tempfile.mkdtemp(prefix="refinery-tests-")
+    return Path(folder)
+
+
+def markers_dir() -> Path:
+    return session_dir() / "markers"
+
+
+def _record() -> Path:
+    return session_dir() / "ray-cluster.json"
+
+
+@contextlib.contextmanager
+def _exclusive() -> Iterator[None]:
+    """The session's Ray lock, across processes: one test (and one start) at a time."""
+    with open(session_dir() / "ray.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _recorded() -> LoopbackCluster | None:
+    record = _record()
+    return LoopbackCluster.from_json(record.read_text()) if record.exists() else None
+
+
+def _running_cluster() -> LoopbackCluster:
+    """The recorded cluster if it is healthy, else a new one (the broken one stopped first).
+    Called with the lock held."""
+    cluster = _recorded()
+    if cluster is not None and cluster.alive():
+        return cluster
+    if cluster is not None:
+        cluster.stop()
+    markers_dir().mkdir(exist_ok=True)
+    env = {"PYTHONPATH": str(ROOT), MARKERS_ENV: str(markers_dir())}
+    cluster = start_loopback_cluster(NODES, CPUS_PER_NODE, dashboard=True, env=env)
+    _record().write_text(cluster.to_json())
+    return cluster
+
+
+def _empty_markers() -> None:
+    folder = markers_dir()
+    for path in (folder, folder.parent / f"{folder.name}-dedup-kills"):  # see tests/ray/dedup_faults.py
+        shutil.rmtree(path, ignore_errors=True)
+    folder.mkdir()
+
+
+def _disconnect() -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def _using_cluster() -> Iterator[LoopbackCluster]:
+    with _exclusive():
+        cluster = _running_cluster()
+        _empty_markers()
+        try:
+            yield cluster
+        finally:
+            _disconnect()
+
+
+@pytest.fixture
+def ray_cluster() -> Iterator[tuple[str, Path]]:
+    """The session's two-node cluster (one CPU per node, on 127.0.0.1), this test its only user:
+    (head address, markers folder: ``$REFINERY_TEST_MARKERS`` on every node, empty now)."""
+    with _using_cluster() as cluster:
+        yield cluster.address, markers_dir()
+
+
+@pytest.fixture
+def ray_job_cluster() -> Iterator[str]:
+    """The same cluster, for Ray job submission: its dashboard's URL (the job server)."""
+    with _using_cluster() as cluster:
+        yield cluster.dashboard_url
+
+
+CLUSTER_FIXTURES = frozenset({"ray_cluster", "ray_job_cluster"})
+RAY_GROUP = "ray-cluster"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it appends them to the node ids)
+def pytest_collection_modifyitems(config, items) -> None:
+    """Groups for ``--dist loadgroup`` (what scripts/test.sh runs): every file its own group, as
+    ``loadfile`` would (a file's module fixtures stay in one process), except that the files with
+    a test on the shared cluster are one group: one worker runs them one after the other while the
+    other runs the rest, instead of waiting for the cluster's lock. A file's explicit
+    ``xdist_group`` wins."""
+    on_cluster = {item.path for item in items if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ()))}
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            group = RAY_GROUP if item.path in on_cluster else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_configure(config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller, or the only process
+        os.environ[SESSION_ENV] = tempfile.mkdtemp(prefix="refinery-tests-")
+
+
+def pytest_unconfigure(config) -> None:
+    if hasattr(config, "workerinput") or not os.environ.get(SESSION_ENV):
+        return
+    with _exclusive():
+        cluster = _recorded()
+        if cluster is not None:
+            cluster.stop()
+    shutil.rmtree(session_dir(), ignore_errors=True)
