@@ -223,29 +223,41 @@ def _ray_cli() -> str:
     return str(beside) if beside.exists() else (shutil.which("ray") or "ray")
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """``/proc/<pid>/stat`` after the command name: state, parent, process group, ...; None when
+    the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
 def _running(pid: int) -> bool:
-    """The process exists and is not a zombie (a child that exited but was not waited for yet)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (FileNotFoundError, IndexError, ProcessLookupError):
+    """The process exists and is not a zombie (one that exited but was not waited for yet)."""
+    if not Path("/proc/self/stat").exists():  # no procfs: a signal tells whether it exists
         return _reap(pid) is None and _signal_reaches(pid)
-    return state not in ("Z", "X")
-
-
-def _signal_reaches(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
 
 
 def _group_exists(pgid: int) -> bool:
+    """A process of the group is still running (zombies, which wait for a parent that may be
+    another process, do not count)."""
     _reap(pgid)
+    if not Path("/proc/self/stat").exists():
+        return _signal_reaches(-pgid)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(entry.name)
+            if stat is not None and stat[2] == str(pgid) and stat[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+def _signal_reaches(pid: int) -> bool:
+    """Signal 0 to ``pid`` (a negative one: a process group) finds a process."""
     try:
-        os.killpg(pgid, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import sys
@@ -123,21 +124,45 @@ def ray_job_cluster() -> Iterator[str]:
 
 
 CLUSTER_FIXTURES = frozenset({"ray_cluster", "ray_job_cluster"})
-RAY_GROUP = "ray-cluster"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it appends them to the node ids)
+def _cluster_files_record() -> Path:
+    return session_dir() / "cluster-files.json"
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Groups for ``--dist loadgroup`` (what scripts/test.sh runs): every file its own group, as
-    ``loadfile`` would (a file's module fixtures stay in one process), except that the files with
-    a test on the shared cluster are one group: one worker runs them one after the other while the
-    other runs the rest, instead of waiting for the cluster's lock. A file's explicit
-    ``xdist_group`` wins."""
-    on_cluster = {item.path for item in items if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ()))}
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            group = RAY_GROUP if item.path in on_cluster else item.nodeid.split("::")[0]
-            item.add_marker(pytest.mark.xdist_group(group))
+    """Records which files have a test on the shared cluster (each worker collects the same), for
+    the controller's scheduler below."""
+    files = sorted({item.nodeid.split("::")[0] for item in items if CLUSTER_FIXTURES & _fixtures(item)})
+    record = _cluster_files_record()
+    partial = record.with_name(f"{record.name}.{os.getpid()}")
+    partial.write_text(json.dumps(files))
+    partial.replace(record)
+
+
+def _fixtures(item) -> set[str]:
+    return set(getattr(item, "fixturenames", ()))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``--dist loadfile`` (scripts/test.sh): every file a unit of work, as before, except
+    the files with a test on the shared cluster, which are one unit: one worker runs them one after
+    the other while the other runs the rest, instead of the two waiting on the cluster's lock."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ClusterFilesTogether(LoadFileScheduling):
+        cluster_files: set[str] | None = None  # read once every worker has collected
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            if self.cluster_files is None:
+                record = _cluster_files_record()
+                self.cluster_files = set(json.loads(record.read_text())) if record.exists() else set()
+            return "shared Ray cluster" if path in self.cluster_files else path
+
+    return ClusterFilesTogether(config, log)
 
 
 def pytest_configure(config) -> None:
