@@ -34,15 +34,22 @@ from refinery.engine.loopback import LoopbackCluster, start_loopback_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSION_ENV = "REFINERY_TEST_SESSION_DIR"  # set by the controller, inherited by the xdist workers
+OWNER_ENV = "REFINERY_TEST_SESSION_OWNER"  # the process that made it, and stops the cluster
 MARKERS_ENV = "REFINERY_TEST_MARKERS"
 NODES, CPUS_PER_NODE = 2, 1
 
 
 def session_dir() -> Path:
-    folder = os.environ.get(SESSION_ENV)
-    if not folder:  # imported outside a pytest session that loaded this plugin
-        folder = os.environ[SESSION_ENV] = tempfile.mkdtemp(prefix="refinery-tests-")
-    return Path(folder)
+    """The session's folder: made by the controller (or the only process), inherited by the xdist
+    workers through the environment; its maker stops the cluster at the end."""
+    if not os.environ.get(SESSION_ENV):  # a worker whose controller did not load this plugin
+        _make_session_dir()
+    return Path(os.environ[SESSION_ENV])
+
+
+def _make_session_dir() -> None:
+    os.environ[SESSION_ENV] = tempfile.mkdtemp(prefix="refinery-tests-")
+    os.environ[OWNER_ENV] = str(os.getpid())
 
 
 def markers_dir() -> Path:
@@ -167,11 +174,11 @@ def pytest_xdist_make_scheduler(config, log):
 
 def pytest_configure(config) -> None:
     if not hasattr(config, "workerinput"):  # the controller, or the only process
-        os.environ[SESSION_ENV] = tempfile.mkdtemp(prefix="refinery-tests-")
+        _make_session_dir()
 
 
 def pytest_unconfigure(config) -> None:
-    if hasattr(config, "workerinput") or not os.environ.get(SESSION_ENV):
+    if os.environ.get(OWNER_ENV) != str(os.getpid()) or not os.environ.get(SESSION_ENV):
         return
     with _exclusive():
         cluster = _recorded()
