@@ -17,7 +17,8 @@ from refinery.engine.loopback import LoopbackCluster, start_loopback_cluster
 
 def _session_states(pid: int) -> list[str]:
     """The state of every process of the session ``pid`` leads (the group: one per session here)."""
-    return subprocess.run(["ps", "-o", "stat=", "-s", str(pid)], capture_output=True, text=True).stdout.split()
+    done = subprocess.run(["ps", "-o", "stat=", "-s", str(pid)], capture_output=True, text=True)
+    return done.stdout.split()
 
 
 def _node(ignore_term: bool = False) -> subprocess.Popen:
