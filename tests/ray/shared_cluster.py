@@ -151,6 +151,7 @@ def _fixtures(item) -> set[str]:
     return set(getattr(item, "fixturenames", ()))
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown without xdist (-p no:xdist)
 def pytest_xdist_make_scheduler(config, log):
     """Under ``--dist loadfile`` (scripts/test.sh): every file a unit of work, as before, except
     the files with a test on the shared cluster, which are one unit: one worker runs them one after
