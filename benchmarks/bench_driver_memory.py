@@ -17,18 +17,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from refinery.engine import loopback  # noqa: E402
 from refinery.paths import Layout  # noqa: E402
 from tests.ray.driver_memory import materialize_measured, write_corpus  # noqa: E402
 
@@ -36,91 +34,12 @@ BIN = Path(sys.executable).parent
 OUT = ROOT / "benchmarks" / "out"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
-def loopback_cluster(cpus_per_node: int = 1, nodes: int = 2):
-    """A head and ``nodes - 1`` more nodes on 127.0.0.1, each its own process group (stopped at the
-    end); yields the head's address once every node has joined."""
-    port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT), "RAY_DISABLE_USAGE_STATS": "1"}
-    common = [
-        "--block",
-        "--node-ip-address",
-        "127.0.0.1",
-        "--num-cpus",
-        str(cpus_per_node),
-        "--disable-usage-stats",
-    ]
-    temp = Path("/tmp") / f"refinery-bench-ray-{os.getpid()}-{port}"
-    procs = [
-        subprocess.Popen(
-            [
-                BIN / "ray",
-                "start",
-                "--head",
-                "--port",
-                str(port),
-                "--include-dashboard",
-                "false",
-                "--temp-dir",
-                str(temp),
-                *common,
-            ],
-            env=env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    ]
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        for _ in range(nodes - 1):
-            procs.append(
-                subprocess.Popen(
-                    [BIN / "ray", "start", "--address", f"127.0.0.1:{port}", *common],
-                    env=env,
-                    start_new_session=True,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        _wait_for_nodes(f"127.0.0.1:{port}", nodes, env)
-        yield f"127.0.0.1:{port}"
-    finally:
-        for proc in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _wait_for_nodes(address: str, count: int, env: dict) -> None:
-    """Every node alive, asked from a separate process (this one stays unattached to Ray)."""
-    probe = (
-        "import ray, time\n"
-        f"ray.init(address='{address}', _node_ip_address='127.0.0.1', log_to_driver=False)\n"
-        "deadline = time.time() + 120\n"
-        f"while len([n for n in ray.nodes() if n['Alive']]) < {count} and time.time() < deadline:\n"
-        "    time.sleep(0.5)\n"
-        f"assert len([n for n in ray.nodes() if n['Alive']]) >= {count}\n"
-    )
-    subprocess.run([sys.executable, "-c", probe], env=env, check=True, timeout=240, capture_output=True)
+def loopback_cluster(cpus_per_node: int = 1, nodes: int = 2) -> Iterator[str]:
+    """The address of a loopback cluster (:mod:`refinery.engine.loopback`) whose workers import
+    this checkout (benchmarks/scale_suite.py uses it too)."""
+    with loopback.loopback_cluster(nodes, cpus_per_node, env={"PYTHONPATH": str(ROOT)}) as cluster:
+        yield cluster.address
 
 
 def main() -> None:
@@ -135,7 +54,10 @@ def main() -> None:
         [("before (baseline)", args.baseline)] if args.baseline else []
     )
     rows = []
-    with loopback_cluster() as address, tempfile.TemporaryDirectory(prefix="driver-mem-") as tmp:
+    with (
+        loopback_cluster() as address,
+        tempfile.TemporaryDirectory(prefix="driver-mem-") as tmp,
+    ):
         engine = {
             "kind": "ray",
             "address": address,

@@ -21,6 +21,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 from refinery.paths import Layout
 
+# The session's shared Ray loopback cluster (fixtures ray_cluster and ray_job_cluster, started on
+# first use, stopped by the controller at the end).
+pytest_plugins = ["tests.ray.shared_cluster"]
+
 
 def _redis_server_binary() -> str:
     found = shutil.which("redis-server")

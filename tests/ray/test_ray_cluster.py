@@ -1,8 +1,9 @@
 """The text chain on a real two-node Ray cluster on loopback, through the Dagster CLI.
 
-A head and a second worker node are started with ``ray start`` (each in its own process group,
-both stopped at the end), Redis holds the dedup indexes, and ``dagster asset materialize`` runs
-the rule-based chain with the ``ray`` engine. The outputs must equal the local engine's, row for
+The session's loopback cluster (a head and a second worker node, ``ray start`` each in its own
+process group: the ``ray_cluster`` fixture of tests/ray/shared_cluster.py), Redis holding the
+dedup indexes, and ``dagster asset materialize`` running the rule-based chain with the ``ray``
+engine. The outputs must equal the local engine's, row for
 row and reason for reason. Also: an unreachable address fails naming it before anything is
 written, and a worker killed in the middle of a stage is retried, the partition complete.
 
@@ -11,11 +12,9 @@ Run alone with ``pytest -m ray``; it also runs in the default suite.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,12 +25,14 @@ import pandas as pd
 import pytest
 
 from refinery import names
+from refinery.engine.loopback import free_port
 from refinery.paths import Layout
 from refinery.stages import text as text_stages
 from refinery.storage import Storage
 from tests.conftest import write_source
 from tests.dagster.conftest import build_inbox, jsonl, resources_for
 from tests.dagster.corpus_dedup_scenario import corpus, materialize_corpus
+from tests.ray.shared_cluster import ray_cluster  # noqa: F401  (the session's cluster; other files import it from here)
 
 pytestmark = pytest.mark.ray
 
@@ -40,73 +41,10 @@ BIN = Path(sys.executable).parent
 PREFILTER = ",".join(text_stages.TEXT_PREFILTER_STAGES)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_port(port: int, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds}s")
-
-
 def _base_env(**extra: str) -> dict:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT), "RAY_DISABLE_USAGE_STATS": "1"}
     env.update(extra)
     return env
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """A head node and one more node, one CPU each, on 127.0.0.1; (address, markers folder)."""
-    port = _free_port()
-    temp = Path("/tmp") / f"refinery-ray-{os.getpid()}-{port}"  # socket paths must stay short
-    markers = tmp_path_factory.mktemp("markers")
-    env = _base_env(REFINERY_TEST_MARKERS=str(markers))
-    common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
-    head = subprocess.Popen(
-        [BIN / "ray", "start", "--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir",
-         str(temp), *common],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    procs = [head]
-    try:
-        _wait_port(port, 120)
-        worker = subprocess.Popen(
-            [BIN / "ray", "start", "--address", f"127.0.0.1:{port}", *common],
-            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        procs.append(worker)
-        _wait_for_nodes(f"127.0.0.1:{port}", 2, env)
-        yield f"127.0.0.1:{port}", markers
-    finally:
-        for proc in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _wait_for_nodes(address: str, count: int, env: dict) -> None:
-    probe = (
-        "import ray, time\n"
-        f"ray.init(address='{address}', _node_ip_address='127.0.0.1', log_to_driver=False)\n"
-        f"deadline = time.time() + 120\n"
-        f"while len([n for n in ray.nodes() if n['Alive']]) < {count} and time.time() < deadline:\n"
-        "    time.sleep(1)\n"
-        f"assert len([n for n in ray.nodes() if n['Alive']]) >= {count}\n"
-    )
-    subprocess.run([sys.executable, "-c", probe], env=env, check=True, timeout=240, capture_output=True)
 
 
 def materialize(home: Layout, select: str, partition: str, config: dict, module: str = "definitions"):
@@ -143,7 +81,7 @@ def frames(home: Layout, stage: str, source: str) -> tuple[pd.DataFrame, pd.Data
     return storage.read(stage, source), storage.read(stage, source, rejected=True)
 
 
-def test_text_chain_on_two_nodes_equals_the_local_engine(ray_cluster, redis_clean, tmp_path):
+def test_text_chain_on_two_nodes_equals_the_local_engine(ray_cluster, redis_clean, tmp_path):  # noqa: F811
     address, _ = ray_cluster
     on_ray, local = Layout.at(tmp_path / "ray"), Layout.at(tmp_path / "local")
     for home in (on_ray, local):
@@ -185,7 +123,7 @@ def test_text_chain_on_two_nodes_equals_the_local_engine(ray_cluster, redis_clea
 def test_an_unreachable_address_fails_naming_it_and_writes_nothing(redis_clean, tmp_path):
     home = Layout.at(tmp_path / "home")
     build_inbox(home)
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     done = materialize(home, PREFILTER, "alpha", run_config(ray_engine(address), redis_clean, "down"))
     assert done.returncode != 0
     assert f"cannot reach the Ray cluster at '{address}'" in done.stdout + done.stderr
@@ -193,7 +131,7 @@ def test_an_unreachable_address_fails_naming_it_and_writes_nothing(redis_clean, 
     assert not list(home.storage.rglob("*.parquet"))
 
 
-def test_a_killed_worker_is_retried_and_the_partition_is_complete(ray_cluster, tmp_path):
+def test_a_killed_worker_is_retried_and_the_partition_is_complete(ray_cluster, tmp_path):  # noqa: F811
     address, markers = ray_cluster
     home = Layout.at(tmp_path / "home")
     texts = [f"Document number {i} has a few words of its own, {i * 7} of them." for i in range(24)]
@@ -249,7 +187,7 @@ def _metadata(result) -> dict:
     return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
 
 
-def test_corpus_fuzzy_dedup_on_two_nodes_equals_the_local_engine(ray_cluster, tmp_path, monkeypatch):
+def test_corpus_fuzzy_dedup_on_two_nodes_equals_the_local_engine(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
     """corpus_fuzzy_dedup with the ray engine, this process attached to the loopback cluster: every
     step of the shuffle as Ray tasks on the workers (several pieces per partition), with the first
     bucket reducer and the first large-star task of the components killing their own worker
@@ -315,7 +253,7 @@ def test_corpus_fuzzy_dedup_on_two_nodes_equals_the_local_engine(ray_cluster, tm
     assert all(c.passed for c in on_ray.get_asset_check_evaluations())
 
 
-def test_the_dagster_process_holds_no_rows_of_the_corpus_wide_dedup(ray_cluster, tmp_path):
+def test_the_dagster_process_holds_no_rows_of_the_corpus_wide_dedup(ray_cluster, tmp_path):  # noqa: F811
     """The Dagster CLI's process tree (the cluster's workers excluded), corpus_fuzzy_dedup on the
     ray engine: its peak RSS grows by at most 1.25x when the corpus grows 4x. Measured with the code
     before the shuffle (benchmarks/bench_driver_memory.py, same corpora): 524 -> 786 MB, 1.50x, since the
@@ -369,7 +307,7 @@ def _ingest_inbox(home: Layout) -> int:
     return len(head) + len(bad) // 2
 
 
-def test_ingest_per_file_and_range_on_two_nodes_equals_the_local_engine(ray_cluster, tmp_path, monkeypatch):
+def test_ingest_per_file_and_range_on_two_nodes_equals_the_local_engine(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
     """raw_documents and raw_sft on the ray engine through Dagster: one task per file and per byte
     range of the large JSONL (split_bytes), on the cluster's workers; rows, ids, line numbers,
     quarantine reasons, counts and stats equal the local engine's, and a manifest lists the parts."""

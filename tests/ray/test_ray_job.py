@@ -1,19 +1,15 @@
 """corpus_fuzzy_dedup submitted as a Ray job (dagster-ray's PipesRayJobClient) to a real loopback
-cluster started with its dashboard (the job server), results back through Dagster Pipes.
+cluster with its dashboard (the job server), results back through Dagster Pipes.
 
-A head (with the dashboard) and a worker node, each in its own process group, stopped at the end.
+The session's cluster (tests/ray/shared_cluster.py: a head with the dashboard and a worker node,
+each in its own process group); ``ray_job_cluster`` gives its dashboard's URL.
 The step in this process never attaches to Ray: it submits over HTTP, and the table, the figures,
 the checks and the data version come from the job's Pipes messages.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
 import sys
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -25,45 +21,9 @@ from refinery.paths import Layout
 from refinery.storage import Storage
 from tests.dagster.conftest import resources_for
 from tests.dagster.corpus_dedup_scenario import corpus, materialize_corpus
-from tests.ray.test_ray_cluster import BIN, ROOT, _base_env, _free_port, _wait_for_nodes, _wait_port
+from tests.ray.shared_cluster import ROOT
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def ray_job_cluster():
-    """A head with the dashboard and one more node, one CPU each, on 127.0.0.1: the dashboard URL."""
-    port, dashboard = _free_port(), _free_port()
-    temp = Path("/tmp") / f"refinery-rayjob-{os.getpid()}-{port}"  # socket paths must stay short
-    env = _base_env()
-    common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
-    head = subprocess.Popen(
-        [BIN / "ray", "start", "--head", "--port", str(port), "--include-dashboard", "true",
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-         "--dashboard-agent-listen-port", str(_free_port()), "--temp-dir", str(temp), *common],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    procs = [head]
-    try:
-        _wait_port(port, 120)
-        worker = subprocess.Popen(
-            [BIN / "ray", "start", "--address", f"127.0.0.1:{port}",
-             "--dashboard-agent-listen-port", str(_free_port()), *common],
-            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        procs.append(worker)
-        _wait_for_nodes(f"127.0.0.1:{port}", 2, env)
-        _wait_port(dashboard, 120)
-        yield f"http://127.0.0.1:{dashboard}"
-    finally:
-        for proc in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _metadata(result) -> dict:
