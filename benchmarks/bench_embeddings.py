@@ -7,9 +7,14 @@ first ``--docs`` documents are embedded by:
   change, ``backend="torch"``) — the baseline, measured in the same run;
 - ``onnx-fp32``: ONNX Runtime, full graph optimizations, batches formed by token length, texts cut
   before tokenizing (``quantize="none"``);
-- ``onnx-int8``: the same with dynamic int8 quantization (``quantize="int8"``, the default).
+- ``onnx-int8-v2``: the int8 graph of the last wave (recipe 2: SkipLayerNormalization fused, the
+  early feed-forward down-projections whole in fp32), one text per run;
+- ``onnx-int8``: the current default (recipe 3: outlier channels of those projections split into a
+  small fp32 MatMul, the rest int8; residual add + LayerNormalization unfused), one text per run;
+- ``onnx-int8-2t``: the same graph with two intra-op threads (its CPU seconds still count both
+  cores, so docs per CPU-second says what a second thread adds per core).
 
-Each runs with one intra-op thread (torch.set_num_threads(1) / ORT intra_op_num_threads=1), so
+Each other backend runs with one intra-op thread (torch.set_num_threads(1) / ORT intra_op_num_threads=1), so
 documents per CPU-second is a per-core rate; CPU seconds are the process's (``time.process_time``),
 which a busy machine inflates less than wall time. Reported per backend: docs per CPU-second, its
 ratio to torch, the cosine of each document's vector with torch's (min, 1st percentile, mean, and
@@ -90,11 +95,28 @@ def main() -> None:
     print(f"{len(texts)} real documents, {sum(map(len, texts)) / 1e6:.2f} MB; {len(query_texts)} queries")
     load1 = os.getloadavg()[0]
 
+    from refinery.models.embedder import resolve_model_path
+    from refinery.models.onnx_embedder import load_onnx_embedder
+
+    path = resolve_model_path(DEFAULT_MODEL)
     backends = {
         "torch": load_embedder(DEFAULT_MODEL, "cpu", 64, True, backend="torch"),
         "onnx-fp32": load_embedder(DEFAULT_MODEL, "cpu", 64, True, "onnx", "none", 1),
+        "onnx-int8-v2": load_onnx_embedder(path, DEFAULT_MODEL, 64, 1, "int8", recipe=2),
         "onnx-int8": load_embedder(DEFAULT_MODEL, "cpu", 64, True, "onnx", "int8", 1),
+        "onnx-int8-2t": load_onnx_embedder(path, DEFAULT_MODEL, 64, 2, "int8"),
     }
+    tokenizer = backends["onnx-int8"]
+    tokenizer.tokenize(texts[:4])
+    cpu = time.process_time()
+    encodings = tokenizer.tokenize(texts)
+    tokenize_cpu = time.process_time() - cpu
+    lengths = np.array([len(e.ids) for e in encodings])
+    print(
+        f"tokenizing (cut at a space, then exact): {tokenize_cpu / len(texts) * 1e3:.2f} ms/doc CPU; "
+        f"word pieces per doc: mean {lengths.mean():.1f}, "
+        f"{np.mean(lengths == lengths.max()):.0%} at the window"
+    )
     results: dict[str, dict] = {}
     base = base_removed = base_top = None
     for name, embedder in backends.items():
@@ -108,6 +130,7 @@ def main() -> None:
         recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, base_top, strict=True)]))
         results[name] = {
             "docs_per_cpu_s": len(texts) / cpu,
+            "ms_per_doc_cpu": cpu / len(texts) * 1e3,
             "docs_per_wall_s": len(texts) / wall,
             "speedup_cpu": base_cpu / cpu,
             "cos_min": float(cos.min()),
@@ -135,7 +158,17 @@ def main() -> None:
     print(f"1-minute load average: {load1:.2f} at start, {load2:.2f} at end ({os.cpu_count()} CPUs)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"docs": len(texts), "load": [load1, load2], "results": results}, fh, indent=1)
+            json.dump(
+                {
+                    "docs": len(texts),
+                    "load": [load1, load2],
+                    "tokenize_ms_per_doc": tokenize_cpu / len(texts) * 1e3,
+                    "mean_pieces": float(lengths.mean()),
+                    "results": results,
+                },
+                fh,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,78 @@
+"""The int8 graph's outlier split (recipe 3): the split alone leaves the function unchanged, it picks
+the channels with the largest activations, and the int8 graph keeps only those small MatMuls in fp32."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from refinery.models.embedder import DEFAULT_MODEL, resolve_model_path
+from refinery.models.onnx_embedder import calibration_feeds, onnx_graph
+from refinery.models.onnx_outliers import (
+    OUTLIER_CHANNELS,
+    activation_peaks,
+    down_projections,
+    split_outlier_channels,
+)
+from tests.unit.real_text import real_documents
+
+
+@pytest.fixture(scope="module")
+def path():
+    return resolve_model_path(DEFAULT_MODEL)
+
+
+def _outputs(model: onnx.ModelProto, feeds: list[dict]) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    return [session.run(None, {k: v for k, v in feed.items() if k in names})[0] for feed in feeds]
+
+
+def test_split_keeps_the_function_and_picks_the_largest_channels(path):
+    fused = onnx.load(str(onnx_graph(path, "none")))
+    split = onnx.ModelProto()
+    split.CopyFrom(fused)
+    assert len(calibration_feeds(path)) >= 10
+    feeds = calibration_feeds(path)[:4]  # a few keep the test short; the build uses them all
+    targets = down_projections(fused.graph)
+    assert len(targets) == 3  # layers 0-2 of the six
+    peaks = activation_peaks(fused, [n.input[0] for n in targets], feeds)
+    for peak in peaks.values():  # outliers exist: the few largest channels dwarf the median
+        assert np.sort(peak)[-1] > 3 * np.median(peak)
+
+    kept = split_outlier_channels(split, feeds)
+    assert sorted(kept) == sorted(f"{n.name}_outlier" for n in targets)
+    splits = [n for n in split.graph.node if n.op_type == "Split"]
+    assert len(splits) == 3
+    after = activation_peaks(split, [f"{n.name}_outlier_x" for n in targets], feeds)
+    for node in targets:  # the fp32 part holds the k largest channels of the calibration texts
+        assert np.allclose(
+            np.sort(after[f"{node.name}_outlier_x"]), np.sort(peaks[node.input[0]])[-OUTLIER_CHANNELS:]
+        )
+
+    texts = [t for t in real_documents(debian_limit=10) if len(t) > 500][:3]
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tokenizer.enable_truncation(256)
+    real = []
+    for text in texts:
+        ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)
+        real.append(
+            {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        )
+    for got, want in zip(_outputs(split, real), _outputs(fused, real), strict=True):
+        np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def test_int8_graph_keeps_only_the_outlier_matmuls_in_fp32(path):
+    graph = onnx.load(str(onnx_graph(path, "int8")), load_external_data=False).graph
+    ops = [n.op_type for n in graph.node]
+    fp32 = [n.name for n in graph.node if n.op_type == "MatMul"]
+    assert len(fp32) == 3 and all(name.endswith("_outlier") for name in fp32)
+    assert ops.count("Split") == 3 and "SkipLayerNormalization" not in ops
+    assert ops.count("QAttention") == 6
