@@ -299,7 +299,12 @@ def main() -> None:
                         engine.connect()
                         connect_s = time.perf_counter() - t
                         print(f"  {label} {stage}", flush=True)
-                        m = measure(runner(stage), engine, args.repeats, wants[stage])
+                        try:
+                            m = measure(runner(stage), engine, args.repeats, wants[stage])
+                        except Exception as err:  # reported in the table; the other runs go on
+                            print(f"    failed: {type(err).__name__}: {err}", flush=True)
+                            results[stage][label] = {"error": f"{type(err).__name__}: {str(err)[:200]}"}
+                            continue
                         m.pop("outputs")
                         results[stage][label] = {**summarize(m), "connect_s": connect_s}
             finally:
@@ -326,14 +331,18 @@ def render(doc: dict) -> list[str]:
         f"`{doc['load_after']}`.",
         "",
         "| stage | engine | wall s (runs) | first run s | driver serial s | pool start-up s | work span s | "
-        "drain s | slice CPU s | busy s per worker | machine busy cores | 2 over 1, wall / work | same |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
+        "drain s | slice CPU s | cores the slices got | busy s per worker | machine busy cores | "
+        "2 over 1, wall / work | same |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
     ]
     for stage, by_engine in doc["results"].items():
         for label, r in by_engine.items():
+            if "error" in r:
+                lines.append(f"| {stage} | {label} | **failed**: {r['error']} |" + " |" * 10)
+                continue
             ratio = ""
             one = by_engine.get(label.replace("2 nodes", "1 node"))
-            if "2 nodes" in label and one:
+            if "2 nodes" in label and one and "error" not in one:
                 ratio = f"{one['seconds'] / r['seconds']:.2f}x"
                 if r.get("work_s") == r.get("work_s") and r.get("work_s"):
                     ratio += f" / {one['work_s'] / r['work_s']:.2f}x"
@@ -346,6 +355,7 @@ def render(doc: dict) -> list[str]:
                 f"{r['first_s']:.2f} | {fmt(serial) if 'ray' in label else '–'} | "
                 f"{fmt(r.get('startup_s'))} | "
                 f"{fmt(r.get('work_s'))} | {fmt(r.get('drain_s'))} | {fmt(r.get('slice_cpu_s'))} | "
+                f"{fmt((r.get('slice_cpu_s') or 0) / r['work_s'] if r.get('work_s') else None)} | "
                 f"{r.get('busy_s') or '–'} | {r['machine_busy_cores']:.2f} | {ratio} | "
                 f"{'yes' if r['equal'] else '**no**'} |"
             )
