@@ -320,7 +320,8 @@ class RayEngine:
         remote = ray.remote(
             num_cpus=self.cpus_per_worker, num_gpus=gpus or 0, max_restarts=-1, max_task_retries=-1
         )(PooledActor)
-        pool = [remote.remote(actor, payload) for _ in range(min(self.pool_size(), len(slices)))]
+        shared = ray.put(payload)  # once in the object store, whatever the pool's size (and for restarts)
+        pool = [remote.remote(actor, shared) for _ in range(min(self.pool_size(), len(slices)))]
         queue = [pickle.dumps(s) for s in reversed(slices)]
         pending: dict[Any, Any] = {}
         rows: list[dict] = []
