@@ -81,6 +81,10 @@ class RayEngine:
     runtime_env: dict = field(default_factory=dict)
     connect_timeout_s: float = 10.0
     node_ip_address: str | None = None  # e.g. 127.0.0.1 when the cluster listens on loopback only
+    # How slices reach the pool: "actors" (Ray actors fed one slice at a time by this process, each
+    # taking the next as it finishes) or "ray-data" (Ray Data's map_batches over an actor pool, the
+    # earlier path, kept for comparison: benchmarks/bench_ray_scaling.py).
+    dispatch: str = "actors"
     name = "ray"
     distributed = True
 
@@ -90,6 +94,7 @@ class RayEngine:
             "address": self.address,
             "workers": self.workers,
             "slice_rows": self.slice_rows,
+            "dispatch": self.dispatch,
         }
 
     # -- connecting ---------------------------------------------------------------------------
@@ -196,13 +201,23 @@ class RayEngine:
         reused = {s.index: done for s in slices if (done := writer.done(s.index)) is not None}
         todo = [s for s in slices if s.index not in reused]
         # On failure the staging folders stay, under the fingerprint, for the retry to resume.
+        planned = time.perf_counter()
+        map_started = time.time()
         results = self._map(job, todo, gpus) if todo else []
+        mapped = time.perf_counter()
         results += [{**done, "index": i} for i, done in reused.items()]
         stats = _merge_stats(results, spec.histograms, spec.text_column)
         for delta in (r["summary"] for r in sorted(results, key=lambda r: r["index"])):
             if delta:
                 process.absorb(delta)
         path, rejected_path = writer.commit(len(slices))
+        timings = slice_timings(
+            [r["timing"] for r in results if r.get("timing")],
+            map_started,
+            plan_s=planned - started,
+            map_s=mapped - planned,
+            finish_s=time.perf_counter() - mapped,
+        )
         ctx.log.info(
             f"{spec.name}[{ctx.source}]: {len(slices)} slices on Ray ({self.address}), "
             f"{len(todo)} processed, {len(reused)} reused from an earlier attempt, "
@@ -218,6 +233,7 @@ class RayEngine:
             "slices_reused": len(reused),
             "nodes": len({r["node"] for r in results}),
             "workers_used": len({r["worker"] for r in results}),
+            "timings": timings,
         }
         return run
 
@@ -233,23 +249,12 @@ class RayEngine:
         ``make_fn`` once: a model loads once per actor), stacked in row order **in this process**:
         only for results small enough to hold here. A column the size of the partition goes
         through :meth:`map_to_parts`, which leaves it in part files."""
-        import ray.data
         from ray import cloudpickle
 
         self.connect()
         slices = plan_slices(location, self.slice_rows)
         payload = cloudpickle.dumps((make_fn, columns, batch_rows))
-        dataset = ray.data.from_items(
-            [{"slice": pickle.dumps(s)} for s in slices], override_num_blocks=len(slices)
-        )
-        rows = dataset.map_batches(
-            ColumnActor,
-            fn_constructor_kwargs={"payload": payload},
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=min(self.pool_size(), len(slices))),
-            num_cpus=self.cpus_per_worker,
-            num_gpus=gpus or None,
-        ).take_all()
+        rows = self.pool_map(ColumnActor, payload, slices, gpus)
         parts = [pickle.loads(r["array"]) for r in sorted(rows, key=lambda r: int(r["index"]))]
         non_empty = [a for a in parts if len(a)]
         return np.concatenate(non_empty) if non_empty else parts[0]
@@ -269,7 +274,6 @@ class RayEngine:
         part ``{index, rows, summary, seconds, reused}`` in slice order (``summary =
         summarize(part)``, computed by the worker: keep it small). The column never comes here.
         Slices whose part is complete from an earlier attempt (their done marker) are not sent."""
-        import ray.data
         from ray import cloudpickle
 
         self.connect()
@@ -279,17 +283,7 @@ class RayEngine:
         results = [{**done, "reused": True} for done in reused.values()]
         if todo:
             payload = cloudpickle.dumps((make_fn, columns, str(folder), batch_rows, summarize))
-            dataset = ray.data.from_items(
-                [{"slice": pickle.dumps(s)} for s in todo], override_num_blocks=len(todo)
-            )
-            rows = dataset.map_batches(
-                PartsActor,
-                fn_constructor_kwargs={"payload": payload},
-                batch_size=1,
-                compute=ray.data.ActorPoolStrategy(size=min(self.pool_size(), len(todo))),
-                num_cpus=self.cpus_per_worker,
-                num_gpus=gpus or None,
-            ).take_all()
+            rows = self.pool_map(PartsActor, payload, todo, gpus)
             raise_failed([r for r in rows if r["error"]], len(slices))
             results += [pickle.loads(r["result"]) for r in rows]
         return sorted(results, key=lambda r: r["index"])
@@ -313,25 +307,66 @@ class RayEngine:
         self.connect()
         return self.pool_size()
 
-    def _map(self, job: SliceJob, slices: list[Slice], gpus: float) -> list[dict]:
+    def pool_map(self, actor: type, payload: bytes, slices: list[Slice], gpus: float) -> list[dict]:
+        """``actor(payload)`` started ``min(pool size, slices)`` times, every slice given to one of
+        them; one row dict per slice, in the order they finished. A pool actor's process that dies
+        is restarted by Ray and its slice retried there (``max_restarts``/``max_task_retries`` -1);
+        an exception raised by the stage itself comes back in the slice's row (``error``) and is
+        not retried."""
+        if self.dispatch == "ray-data":
+            return self._ray_data_map(actor, payload, slices, gpus)
+        import ray
+
+        remote = ray.remote(
+            num_cpus=self.cpus_per_worker, num_gpus=gpus or 0, max_restarts=-1, max_task_retries=-1
+        )(PooledActor)
+        shared = ray.put(payload)  # once in the object store, whatever the pool's size (and for restarts)
+        pool = [remote.remote(actor, shared) for _ in range(min(self.pool_size(), len(slices)))]
+        queue = [pickle.dumps(s) for s in reversed(slices)]
+        pending: dict[Any, Any] = {}
+        rows: list[dict] = []
+        try:
+            # One slice in flight per actor: the next goes to whichever finishes first, so a slow
+            # slice holds one worker, not the slices queued behind it (no uneven tail).
+            for worker in pool:
+                if queue:
+                    pending[worker.run.remote({"slice": [queue.pop()]})] = worker
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                worker = pending.pop(done[0])
+                if queue:
+                    pending[worker.run.remote({"slice": [queue.pop()]})] = worker
+                out = ray.get(done[0])
+                rows += [dict(zip(out, values, strict=True)) for values in zip(*out.values(), strict=True)]
+        finally:
+            for worker in pool:
+                ray.kill(worker)
+        return rows
+
+    def _ray_data_map(self, actor: type, payload: bytes, slices: list[Slice], gpus: float) -> list[dict]:
+        """The earlier path: Ray Data's ``map_batches`` over an actor pool (restarts and retries
+        as above: its defaults)."""
         import ray.data
+
+        items = [{"slice": pickle.dumps(s)} for s in slices]
+        return (
+            ray.data.from_items(items, override_num_blocks=len(items))
+            .map_batches(
+                actor,
+                fn_constructor_kwargs={"payload": payload},
+                batch_size=1,
+                compute=ray.data.ActorPoolStrategy(size=min(self.pool_size(), len(slices))),
+                num_cpus=self.cpus_per_worker,
+                num_gpus=gpus or None,
+            )
+            .take_all()
+        )
+
+    def _map(self, job: SliceJob, slices: list[Slice], gpus: float) -> list[dict]:
         from ray import cloudpickle
 
         payload = cloudpickle.dumps(job)  # makers may be lambdas; cloudpickle sends them by value
-        items = [{"slice": pickle.dumps(s)} for s in slices]
-        dataset = ray.data.from_items(items, override_num_blocks=len(items))
-        # Ray Data restarts a map actor whose process died and retries its task there (its default
-        # max_restarts/max_task_retries of -1); an exception raised by the stage itself is not
-        # retried and fails the stage.
-        out = dataset.map_batches(
-            SliceActor,
-            fn_constructor_kwargs={"payload": payload},
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=min(self.pool_size(), len(slices))),
-            num_cpus=self.cpus_per_worker,
-            num_gpus=gpus or None,
-        )
-        rows = out.take_all()
+        rows = self.pool_map(SliceActor, payload, slices, gpus)
         raise_failed([r for r in rows if r["error"]], len(slices))
         return [
             {
@@ -340,9 +375,21 @@ class RayEngine:
                 "summary": pickle.loads(r["summary"]),
                 "node": r["node"],
                 "worker": r["worker"],
+                "timing": pickle.loads(r["timing"]),
             }
             for r in rows
         ]
+
+
+class PooledActor:
+    """A pool actor of :meth:`RayEngine.pool_map`: ``actor(payload)`` built once (its processor or
+    model with it), then ``run`` per slice."""
+
+    def __init__(self, actor: type, payload: bytes):
+        self.inner = actor(payload)
+
+    def run(self, batch: dict[str, Any]) -> dict[str, list]:
+        return self.inner(batch)
 
 
 @dataclass
@@ -361,9 +408,12 @@ class SliceActor:
     """One Ray actor: builds the stage's processor once, then processes the slices it is given."""
 
     def __init__(self, payload: bytes):
+        started = time.time()
         self.job: SliceJob = pickle.loads(payload)
         self.process = make_processor(replace(self.job.context, log=StageLog(log)), self.job.make)
         self.before: dict = dict(self.process.summary())
+        self.ready = time.time()
+        self.init_s = self.ready - started
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         import os
@@ -377,10 +427,12 @@ class SliceActor:
             "node": [],
             "worker": [],
             "error": [],
+            "timing": [],
         }
         job, spec = self.job, self.job.context.spec
         for raw in batch["slice"]:
             piece: Slice = pickle.loads(raw)
+            began, cpu = time.time(), time.process_time()
             try:
                 stats = process_slice(
                     piece,
@@ -397,6 +449,7 @@ class SliceActor:
                     out[name].append(b"" if name in ("stats", "summary") else "")
                 out["index"].append(piece.index)
                 out["error"].append(_portable_error(err))
+                out["timing"].append(b"")
                 continue
             after = dict(self.process.summary())
             node = ray.get_runtime_context().get_node_id()
@@ -413,6 +466,18 @@ class SliceActor:
             out["node"].append(result["node"])
             out["worker"].append(result["worker"])
             out["error"].append(b"")
+            out["timing"].append(
+                pickle.dumps(
+                    {
+                        "start": began,
+                        "end": time.time(),
+                        "cpu": time.process_time() - cpu,
+                        "worker": result["worker"],
+                        "init_s": self.init_s,
+                        "ready": self.ready,
+                    }
+                )
+            )
             self.before = after
         return out
 
@@ -458,6 +523,44 @@ def _portable(ctx: StageContext) -> StageContext:
     # The library's own parameter class (the orchestrator's config class need not exist remotely).
     params = ctx.spec.params.model_validate(ctx.params.model_dump()) if ctx.params is not None else None
     return replace(ctx, params=params, log=StageLog(), metadata={}, summary={})
+
+
+def slice_timings(
+    timings: list[dict], map_started: float, plan_s: float, map_s: float, finish_s: float
+) -> dict:
+    """Where a stage's wall time went, from the driver's clock and each slice's (same machine
+    clock on a loopback cluster; across machines the spans carry their clocks' skew):
+
+    - ``plan_s``: the driver's planning (slices, schemas, fingerprint, markers);
+    - ``map_s``: the pool's whole run, of which ``startup_s`` passed before the first slice began
+      (Ray Data's executor, the actors' processes, imports, the processors built: ``init_s`` per
+      actor), ``work_s`` from the first slice's start to the last one's end, and ``drain_s`` from
+      there to the pool's results in hand (the actors' shutdown, the results gathered);
+    - ``slice_s`` / ``slice_cpu_s``: the slices' own seconds, wall and CPU, summed over workers;
+      ``busy`` each worker's share of them, so an uneven tail shows;
+    - ``finish_s``: the driver's merge of the stats and the commit of the parts.
+    """
+    if not timings:
+        return {"plan_s": round(plan_s, 3), "map_s": round(map_s, 3), "finish_s": round(finish_s, 3)}
+    first = min(t["start"] for t in timings)
+    last = max(t["end"] for t in timings)
+    busy: dict[str, float] = {}
+    init: dict[str, float] = {}
+    for t in timings:
+        busy[t["worker"]] = busy.get(t["worker"], 0.0) + t["end"] - t["start"]
+        init[t["worker"]] = t["init_s"]
+    return {
+        "plan_s": round(plan_s, 3),
+        "map_s": round(map_s, 3),
+        "startup_s": round(first - map_started, 3),
+        "work_s": round(last - first, 3),
+        "slice_s": round(sum(busy.values()), 3),
+        "slice_cpu_s": round(sum(t["cpu"] for t in timings), 3),
+        "init_s": sorted(round(s, 3) for s in init.values()),
+        "busy_s": sorted(round(s, 3) for s in busy.values()),
+        "drain_s": round(map_started + map_s - last, 3),
+        "finish_s": round(finish_s, 3),
+    }
 
 
 def _delta(after: Any, before: Any) -> Any:

@@ -10,8 +10,10 @@ back to the caller: the rows stay in the files.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from refinery.kernel.spec import Task, TaskRunner
@@ -38,11 +40,18 @@ class RayTasks:
     retries: int = 4
     in_flight: int = 64
     name: str = "ray"
+    # Per map: where its wall time went (see step_timings); kept for the caller's metadata/benchmarks.
+    steps: list[dict] = field(default_factory=list)
 
     def map(self, fn: Task, args: Sequence[tuple]) -> list[dict]:
         import ray
 
-        remote = ray.remote(num_cpus=self.cpus, max_retries=self.retries, retry_exceptions=False)(fn)
+        def timed(*args: Any) -> tuple[Any, dict]:
+            return _timed(fn, *args)
+
+        timed.__name__ = timed.__qualname__ = getattr(fn, "__name__", "task")
+        remote = ray.remote(num_cpus=self.cpus, max_retries=self.retries, retry_exceptions=False)(timed)
+        submitted = time.time()
         results: list[Any] = [None] * len(args)
         pending: dict[Any, int] = {}
         queue = list(enumerate(args))
@@ -63,4 +72,32 @@ class RayTasks:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 results[pending.pop(ref)] = ray.get(ref)
-        return results
+        self.steps.append(step_timings(getattr(fn, "__name__", str(fn)), [t for _, t in results], submitted))
+        return [r for r, _ in results]
+
+
+def _timed(fn: Task, *args: Any) -> tuple[Any, dict]:
+    """``fn(*args)`` with its wall span, CPU seconds and process (the worker that ran it)."""
+    began, cpu = time.time(), time.process_time()
+    result = fn(*args)
+    return result, {"start": began, "end": time.time(), "cpu": time.process_time() - cpu, "pid": os.getpid()}
+
+
+def step_timings(step: str, timings: list[dict], submitted: float) -> dict:
+    """One map's wall time split: ``startup_s`` from its submission to the first task's start
+    (worker processes started, the function and its imports loaded), ``work_s`` from there to the
+    last task's end, ``drain_s`` to the results in hand; ``task_cpu_s`` summed; ``processes`` the
+    worker processes that ran its tasks."""
+    if not timings:
+        return {"step": step, "tasks": 0}
+    first, last = min(t["start"] for t in timings), max(t["end"] for t in timings)
+    return {
+        "step": step,
+        "tasks": len(timings),
+        "startup_s": round(first - submitted, 3),
+        "work_s": round(last - first, 3),
+        "drain_s": round(time.time() - last, 3),
+        "task_s": round(sum(t["end"] - t["start"] for t in timings), 3),
+        "task_cpu_s": round(sum(t["cpu"] for t in timings), 3),
+        "processes": len({t["pid"] for t in timings}),
+    }

@@ -1,0 +1,410 @@
+"""1 vs 2 Ray worker nodes on the row stages and ingest, with the time split into fixed and per-row parts.
+
+The scale suite (``benchmarks/scale_suite.py``) times each asset as a user sees it: one
+``dg.materialize`` per stage, the actor pool's start included, on a corpus where the filters leave
+238 documents. This benchmark asks *where* the time goes, on enough work per stage:
+
+- the input: the real corpus (:mod:`benchmarks.real_corpus`) repeated ``--copies`` times (ids
+  suffixed; the row stages here decide each row alone, so a copy costs what the original does) plus
+  ``--generated`` documents of the generated corpus (:mod:`benchmarks.corpus`), written as
+  ``raw_documents`` in row groups of ``--group-rows``;
+- the stages the ray engine splits over its workers, each fed its real upstream: clean_documents
+  (the raw documents), heuristic_filtered (clean_documents' output), and ingest (the same documents
+  as JSONL files in the inbox, one task per file or byte range);
+- engines: the local engine (in this process: the baseline), then the ray engine on a loopback
+  cluster of **1 node x 1 CPU** and of **2 nodes x 1 CPU** (``ray start`` per node, each its own
+  process tree; one worker per cluster CPU), every run repeated ``--repeats`` times (median), the
+  first run on a fresh cluster reported apart (it starts Ray's worker processes);
+- per run, from the engine's own timings (:func:`refinery.engine.ray_engine.slice_timings`): the
+  driver's planning, the pool's start-up (Ray Data's executor, the actor processes, imports, the
+  processor built per actor), the **work span** (first slice's start to the last one's end), the
+  drain and the commit; the slices' CPU seconds; each worker's busy seconds (an uneven tail shows);
+  and the machine's busy cores over the run from ``/proc/stat`` (this process, Ray and every other
+  job on the machine: the contention the run had).
+
+Every ray run's output is checked equal to the local engine's (rows, order, reasons).
+
+    flock /tmp/refinery-heavy.lock .venv/bin/python -m benchmarks.bench_ray_scaling --copies 3
+
+Writes ``benchmarks/out/ray_scaling.md`` and ``.json`` and prints the Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from refinery import names  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "out"
+DISPATCH = ("actors", "ray-data")
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU jiffies of the whole machine so far (every process, ours and others')."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def _spin(seconds: float, out) -> None:
+    """Pure-Python work for ``seconds`` of wall time (a tokenizer-like loop): its count goes to ``out``."""
+    words = ("the quick brown fox jumps over the lazy dog " * 50).split()
+    done, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        counts: dict[str, int] = {}
+        for w in words:
+            counts[w] = counts.get(w, 0) + 1
+        done += 1
+    out.put(done)
+
+
+def machine_ceiling(seconds: float = 3.0, repeats: int = 3) -> dict:
+    """What two busy processes get on this machine against one: the most any 2-worker run can gain
+    here (1.0 per process on two free cores; less when the cores are shared, hyperthreads or busy)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    ratios = []
+    for _ in range(repeats):
+        counts = []
+        for n in (1, 2):
+            queue = ctx.Queue()
+            procs = [ctx.Process(target=_spin, args=(seconds, queue)) for _ in range(n)]
+            for proc in procs:
+                proc.start()
+            counts.append(sum(queue.get() for _ in procs))
+            for proc in procs:
+                proc.join()
+        ratios.append(counts[1] / counts[0])
+    return {"two_over_one": round(statistics.median(ratios), 3), "runs": [round(r, 3) for r in ratios]}
+
+
+def load_documents(args) -> pd.DataFrame:
+    from benchmarks.real_corpus import ensure_real_corpus
+
+    corpus = ensure_real_corpus(max_mb=args.real_mb, log=lambda *_: None)
+    real = pd.concat([pd.read_parquet(f, columns=["id", "text"]) for f in corpus.files], ignore_index=True)
+    frames = [real.assign(id=real["id"].astype(str) + f"-c{c}") for c in range(args.copies)]
+    if args.generated:
+        from benchmarks.corpus import generate_shard
+
+        frames.append(generate_shard(7, 0, 0, args.generated).to_pandas()[["id", "text"]])
+    frame = pd.concat(frames, ignore_index=True)
+    frame["id"] = frame["id"].astype(str)
+    return frame.assign(source="bench", url=None, meta=None, file="f", line=1)
+
+
+def write_raw(storage, frame: pd.DataFrame, group_rows: int) -> None:
+    from refinery.schema import DOCUMENT_SCHEMA
+
+    with storage.writer(names.RAW_DOCUMENTS, "bench", DOCUMENT_SCHEMA, DOCUMENT_SCHEMA, {}) as writer:
+        for start in range(0, len(frame), group_rows):
+            writer.write(frame.iloc[start : start + group_rows], None)
+
+
+def write_inbox(folder: Path, frame: pd.DataFrame, files: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        part = frame.iloc[i::files]
+        with (folder / f"part-{i:02d}.jsonl").open("w", encoding="utf-8") as out:
+            for doc_id, text in zip(part["id"], part["text"], strict=True):
+                out.write(json.dumps({"id": doc_id, "text": text}) + "\n")
+
+
+def stage_runner(storage, layout, stage: str):
+    """A function (engine) -> (seconds, timings, kept, rejected) running ``stage`` on 'bench'."""
+    from refinery.clean.cleaning import Cleaner
+    from refinery.filters.language_routing import LanguageFilter, LanguageRouting
+    from refinery.kernel.spec import StageContext
+    from refinery.stages import text
+
+    specs = {
+        names.CLEAN_DOCUMENTS: (
+            text.CLEAN_DOCUMENTS,
+            lambda run: Cleaner(run.params, run.params.language_id()),
+        ),
+        # As the asset runs it: the main languages' side of the language routing.
+        names.HEURISTIC_FILTERED: (
+            text.HEURISTIC_FILTERED,
+            lambda run: LanguageFilter(LanguageRouting(), run.params, main=True),
+        ),
+    }
+    spec, make = specs[stage]
+
+    def run(engine):
+        ctx = StageContext(spec=spec, source="bench", params=spec.params(), layout=layout, storage=storage,
+                           engine=engine, provenance={"asset": spec.name})  # fmt: skip
+        started = time.perf_counter()
+        stage_run, _ = engine.run(ctx, make)
+        seconds = time.perf_counter() - started
+        timings = stage_run.extra.get("engine", {}).get("timings", {})
+        return seconds, timings, storage.read(stage, "bench"), storage.read(stage, "bench", rejected=True)
+
+    return run
+
+
+def ingest_runner(storage, layout, split_bytes: int):
+    from refinery.engine.tasks import InProcessTasks
+    from refinery.ingest.text_reader import IngestParams, SourceReader
+    from refinery.kernel.ingest import ingest_with_reader
+    from refinery.kernel.ingest_tasks import ingest_in_tasks
+
+    folder = layout.inbox_source("text", "bench")
+    params = IngestParams(split_bytes=split_bytes)
+
+    def run(engine):
+        reader = SourceReader(folder, "bench", params)
+        started = time.perf_counter()
+        if engine is None:
+            ingest_with_reader(reader, storage, names.RAW_DOCUMENTS, {"asset": names.RAW_DOCUMENTS})
+            timings = {}
+        else:
+            runner, workers = engine.tasks() if engine != "inprocess" else (InProcessTasks(), 1)
+            stage_run = ingest_in_tasks(reader, storage, names.RAW_DOCUMENTS, {"asset": names.RAW_DOCUMENTS},
+                                        runner, workers, split_bytes, params)  # fmt: skip
+            timings = dict(stage_run.extra["engine"])
+        seconds = time.perf_counter() - started
+        steps = getattr(runner, "steps", None) if engine is not None else None
+        if steps:  # the maps' start-up, work and drain summed; the rest is the driver's own work
+            mapped = {
+                k: sum(s.get(k, 0) for s in steps) for k in ("startup_s", "work_s", "drain_s", "task_cpu_s")
+            }
+            in_maps = mapped["startup_s"] + mapped["work_s"] + mapped["drain_s"]
+            timings.update(mapped, slice_cpu_s=mapped["task_cpu_s"], steps=steps, finish_s=seconds - in_maps)
+        return (
+            seconds,
+            timings,
+            storage.read(names.RAW_DOCUMENTS, "bench"),
+            storage.read(names.RAW_DOCUMENTS, "bench", rejected=True),
+        )
+
+    return run
+
+
+def measure(run, engine, repeats: int, want) -> dict:
+    """``repeats`` runs (the first kept apart as 'first'), each with the machine's busy cores."""
+    runs = []
+    for _ in range(repeats + 1):
+        busy0, total0 = machine_busy()
+        cpu0 = time.process_time()
+        seconds, timings, kept, rejected = run(engine)
+        busy1, total1 = machine_busy()
+        cores = os.cpu_count() or 1
+        equal = True
+        if want is not None:
+            equal = kept.reset_index(drop=True).equals(
+                want[0].reset_index(drop=True)
+            ) and rejected.reset_index(drop=True).equals(want[1].reset_index(drop=True))
+        runs.append({
+            "seconds": seconds,
+            "timings": timings,
+            "driver_cpu_s": time.process_time() - cpu0,
+            "machine_busy_cores": cores * (busy1 - busy0) / max(1.0, total1 - total0),
+            "equal": bool(equal),
+            "rows": len(kept),
+        })  # fmt: skip
+        print(f"    {seconds:7.2f} s  {json.dumps(timings)[:300]}", flush=True)
+    return {"first": runs[0], "runs": runs[1:], "outputs": (kept, rejected)}
+
+
+def median(values) -> float:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(m: dict) -> dict:
+    runs = m["runs"]
+    t = [r["timings"] for r in runs]
+    return {
+        "seconds": median(r["seconds"] for r in runs),
+        "seconds_all": [round(r["seconds"], 2) for r in runs],
+        "first_s": m["first"]["seconds"],
+        "startup_s": median(x.get("startup_s") for x in t),
+        "work_s": median(x.get("work_s") for x in t),
+        "plan_s": median(x.get("plan_s") for x in t),
+        "drain_s": median(x.get("drain_s") for x in t),
+        "finish_s": median(x.get("finish_s") for x in t),
+        # What the driver did outside the slices' map: its own processor built (make), the stats written.
+        "driver_other_s": median(
+            r["seconds"] - sum(r["timings"].get(k, 0) for k in ("plan_s", "map_s", "finish_s"))
+            for r in runs
+            if "map_s" in r["timings"]
+        ),
+        "slice_cpu_s": median(x.get("slice_cpu_s") for x in t),
+        "slice_s": median(x.get("slice_s") for x in t),
+        "busy_s": t[len(t) // 2].get("busy_s"),
+        "init_s": t[len(t) // 2].get("init_s"),
+        "driver_cpu_s": median(r["driver_cpu_s"] for r in runs),
+        "machine_busy_cores": median(r["machine_busy_cores"] for r in runs),
+        "equal": all(r["equal"] for r in [m["first"], *runs]),
+        "rows": runs[0]["rows"],
+        "tasks": t[0].get("tasks"),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--real-mb", type=float, default=48)
+    p.add_argument("--copies", type=int, default=3, help="times the real corpus is repeated")
+    p.add_argument("--generated", type=int, default=0, help="generated documents added")
+    p.add_argument("--group-rows", type=int, default=100)
+    p.add_argument("--slices", type=int, default=32, help="slices per partition (slice_rows = docs / slices)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--files", type=int, default=8, help="JSONL files in the inbox for ingest")
+    p.add_argument("--split-mb", type=float, default=256, help="ingest's split_bytes, in MB")
+    p.add_argument("--stages", default="ingest,clean_documents,heuristic_filtered")
+    p.add_argument("--dispatch", default="actors,ray-data", help=f"the ray engine's dispatch, of {DISPATCH}")
+    p.add_argument("--ceiling-only", action="store_true", help="only 2 busy processes against 1")
+    p.add_argument("--out", type=Path, default=OUT / "ray_scaling.md")
+    args = p.parse_args()
+    for k, v in {"RAY_AUTH_MODE": "disabled", "RAY_DISABLE_USAGE_STATS": "1", "OMP_NUM_THREADS": "1",
+                 "RAYON_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}.items():  # fmt: skip
+        os.environ.setdefault(k, v)
+    import ray
+
+    from benchmarks.bench_driver_memory import loopback_cluster
+    from refinery.engine.local import LocalEngine
+    from refinery.engine.ray_engine import RayEngine
+    from refinery.paths import Layout
+    from refinery.storage import Storage
+
+    load_before, date = uptime(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if args.ceiling_only:
+        print(
+            json.dumps(
+                {"date": date, "load_before": load_before, **machine_ceiling(), "load_after": uptime()}
+            )
+        )
+        return
+    ceiling = machine_ceiling()
+    print(f"2 busy processes over 1 on this machine: {ceiling}", flush=True)
+    frame = load_documents(args)
+    mb = frame["text"].str.encode("utf-8").str.len().sum() / 1e6
+    tmp = Path(tempfile.mkdtemp(prefix="ray-scaling-"))
+    layout = Layout.at(tmp / "home")
+    storage = Storage(layout.storage)
+    write_raw(storage, frame, args.group_rows)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    if "ingest" in stages:
+        write_inbox(layout.inbox_source("text", "bench"), frame[["id", "text"]], args.files)
+    slice_rows = max(1, len(frame) // args.slices)
+    print(
+        f"{len(frame):,} documents, {mb:.1f} MB; slices of {slice_rows} rows; load: {load_before}", flush=True
+    )
+    results: dict[str, dict[str, dict]] = {s: {} for s in stages}
+    wants: dict[str, tuple] = {}
+    split = int(args.split_mb * 1e6)
+
+    def runner(stage):
+        return (
+            ingest_runner(storage, layout, split)
+            if stage == "ingest"
+            else stage_runner(storage, layout, stage)
+        )
+
+    # The local engine first: its outputs are the reference and each next stage's input.
+    for stage in stages:
+        print(f"  local {stage}", flush=True)
+        m = measure(runner(stage), None if stage == "ingest" else LocalEngine(), args.repeats, None)
+        wants[stage] = m.pop("outputs")
+        results[stage]["local"] = summarize(m)
+    for nodes in (1, 2):
+        with loopback_cluster(nodes=nodes) as address:
+            try:
+                for stage in stages:
+                    for dispatch in args.dispatch.split(",") if stage != "ingest" else ["tasks"]:
+                        label = f"ray {nodes} node{'s' if nodes > 1 else ''}, {dispatch}"
+                        engine = RayEngine(
+                            address=address,
+                            node_ip_address="127.0.0.1",
+                            slice_rows=slice_rows,
+                            dispatch=dispatch if dispatch != "tasks" else "actors",
+                        )
+                        t = time.perf_counter()
+                        engine.connect()
+                        connect_s = time.perf_counter() - t
+                        print(f"  {label} {stage}", flush=True)
+                        try:
+                            m = measure(runner(stage), engine, args.repeats, wants[stage])
+                        except Exception as err:  # reported in the table; the other runs go on
+                            print(f"    failed: {type(err).__name__}: {err}", flush=True)
+                            results[stage][label] = {"error": f"{type(err).__name__}: {str(err)[:200]}"}
+                            continue
+                        m.pop("outputs")
+                        results[stage][label] = {**summarize(m), "connect_s": connect_s}
+            finally:
+                ray.shutdown()
+    load_after = uptime()
+    doc = {"date": date, "documents": len(frame), "text_mb": round(mb, 2), "slice_rows": slice_rows,
+           "args": {k: str(v) for k, v in vars(args).items()}, "load_before": load_before,
+           "load_after": load_after, "ceiling": ceiling, "results": results}  # fmt: skip
+    text = "\n".join(render(doc))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=float))
+    print("\n" + text)
+
+
+def fmt(x, pattern="{:.2f}") -> str:
+    return "–" if x is None or x != x else pattern.format(x)
+
+
+def render(doc: dict) -> list[str]:
+    lines = [
+        f"{doc['date']}; {doc['documents']:,} documents, {doc['text_mb']} MB; slices of {doc['slice_rows']} "
+        f"rows; median of the repeats after a first run. Load before `{doc['load_before']}`, after "
+        f"`{doc['load_after']}`. Two busy processes over one on this machine, same run: "
+        f"{doc['ceiling']['two_over_one']:.2f}x (the most a 2-worker run can gain here).",
+        "",
+        "| stage | engine | wall s (runs) | first run s | driver serial s | pool start-up s | work span s | "
+        "drain s | slice CPU s | cores the slices got | busy s per worker | machine busy cores | "
+        "2 over 1, wall / work | same |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
+    ]
+    for stage, by_engine in doc["results"].items():
+        for label, r in by_engine.items():
+            if "error" in r:
+                lines.append(f"| {stage} | {label} | **failed**: {r['error']} |" + " |" * 10)
+                continue
+            ratio = ""
+            one = by_engine.get(label.replace("2 nodes", "1 node"))
+            if "2 nodes" in label and one and "error" not in one:
+                ratio = f"{one['seconds'] / r['seconds']:.2f}x"
+                if r.get("work_s") == r.get("work_s") and r.get("work_s"):
+                    ratio += f" / {one['work_s'] / r['work_s']:.2f}x"
+            # The driver's own serial work: its processor built, the plan, the stats merged and the commit.
+            serial = sum(
+                v for v in (r.get("plan_s"), r.get("finish_s"), r.get("driver_other_s")) if v == v and v
+            )
+            lines.append(
+                f"| {stage} | {label} | {r['seconds']:.2f} ({', '.join(map(str, r['seconds_all']))}) | "
+                f"{r['first_s']:.2f} | {fmt(serial) if 'ray' in label else '–'} | "
+                f"{fmt(r.get('startup_s'))} | "
+                f"{fmt(r.get('work_s'))} | {fmt(r.get('drain_s'))} | {fmt(r.get('slice_cpu_s'))} | "
+                f"{fmt((r.get('slice_cpu_s') or 0) / r['work_s'] if r.get('work_s') else None)} | "
+                f"{r.get('busy_s') or '–'} | {r['machine_busy_cores']:.2f} | {ratio} | "
+                f"{'yes' if r['equal'] else '**no**'} |"
+            )
+    return lines
+
+
+if __name__ == "__main__":
+    main()
