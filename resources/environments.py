@@ -34,6 +34,7 @@ ENVIRONMENTS = ("local", "cluster")
 ENVIRONMENT_ENV = "REFINERY_ENVIRONMENT"
 REDIS_URL_ENV = "REFINERY_REDIS_URL"
 DEDUP_BACKEND_ENV = "REFINERY_DEDUP_BACKEND"
+STORAGE_ROOT_ENV = "REFINERY_STORAGE_ROOT"  # a folder or a pyarrow.fs URI (s3://…); default <home>/storage
 
 
 def _from_env(name: str, default: str = "") -> str | dg.EnvVar:
@@ -70,7 +71,9 @@ def build_resources(
     else:
         dedup = DedupIndexResource()
     resources: dict[str, Any] = {
-        "refinery": RefineryHome(home=home if home is not None else _from_env(HOME_ENV)),
+        "refinery": RefineryHome(
+            home=home if home is not None else _from_env(HOME_ENV), storage_root=_from_env(STORAGE_ROOT_ENV)
+        ),
         "dedup_index": dedup,
         "compute": compute,
         "embedder": EmbedderResource(compute=compute),
