@@ -97,3 +97,13 @@ def uri(filesystem: pafs.FileSystem, path: str) -> str:
     local path."""
     kind = filesystem.type_name
     return str(path) if kind == "local" else f"{kind}://{path}"
+
+
+def child(root: str | os.PathLike, *parts: str) -> str:
+    """A path under a storage root, as a root of its own: ``s3://b/p?opts`` → ``s3://b/p/a/b?opts`` (the
+    filesystem's options kept), a local folder → the local folder below it."""
+    text = os.fspath(root)
+    if is_local(text):
+        return str(local_path(text).joinpath(*parts))
+    head, _, query = text.partition("?")
+    return join(head, *parts) + (f"?{query}" if query else "")
