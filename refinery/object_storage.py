@@ -264,11 +264,12 @@ class ObjectPartitionWriter:
 
     @property
     def path(self) -> str:
-        return self._out.folder
+        """The output's folder as a URI (``s3://bucket/…``): what the metadata shows."""
+        return self.store.uri(self._out.folder)
 
     @property
     def rejected_path(self) -> str:
-        return self._rejected.folder
+        return self.store.uri(self._rejected.folder)
 
     @property
     def rows_out(self) -> int:

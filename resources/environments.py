@@ -18,7 +18,7 @@ from typing import Any
 
 import dagster as dg
 
-from refinery.paths import HOME_ENV
+from refinery.paths import HOME_ENV, STORAGE_ROOT_ENV
 from resources.clip import ClipResource
 from resources.compute import ComputeResource
 from resources.dedup_index import DedupIndexResource
@@ -34,7 +34,6 @@ ENVIRONMENTS = ("local", "cluster")
 ENVIRONMENT_ENV = "REFINERY_ENVIRONMENT"
 REDIS_URL_ENV = "REFINERY_REDIS_URL"
 DEDUP_BACKEND_ENV = "REFINERY_DEDUP_BACKEND"
-STORAGE_ROOT_ENV = "REFINERY_STORAGE_ROOT"  # a folder or a pyarrow.fs URI (s3://…); default <home>/storage
 
 
 def _from_env(name: str, default: str = "") -> str | dg.EnvVar:

@@ -3,15 +3,18 @@
 asset checks read back from S3, DuckDB views over the manifests' parts, and the same rows, reasons
 and statistics as a run on a local root."""
 
+import io
+
 import dagster as dg
 import pandas as pd
 import pyarrow.fs as pafs
 
 from assets import TEXT_PREFILTER
 from refinery.object_storage import ObjectStorage
-from refinery.paths import Layout
+from refinery.paths import STORAGE_ROOT_ENV, Layout
 from refinery.sql import connect
 from refinery.storage import Storage
+from refinery_cli.commands import main as cli_main
 from resources import RefineryHome, build_resources
 from tests.dagster.conftest import build_inbox
 from tests.s3_server import s3_credentials, s3_root
@@ -21,11 +24,10 @@ SOURCES = ("alpha", "beta")
 STAGES = [a.key.to_user_string() for a in TEXT_PREFILTER]
 
 
-def run_chain(
-    instance, layout: Layout, storage_root: str = "", sources=SOURCES
-) -> dict[str, dg.ExecuteInProcessResult]:
-    refinery = RefineryHome(home=str(layout.home), storage_root=storage_root)
-    resources = build_resources("local", home=str(layout.home), device="cpu", refinery=refinery)
+def run_chain(instance, layout: Layout, sources=SOURCES) -> dict[str, dg.ExecuteInProcessResult]:
+    """The rule-based chain per source, with the resources as deployed: the storage root comes
+    from ``$REFINERY_STORAGE_ROOT`` when set (an ``EnvVar`` of the ``refinery`` resource)."""
+    resources = build_resources("local", home=str(layout.home), device="cpu")
     results = {}
     for source in sources:
         if source not in instance.get_dynamic_partitions("text_source"):
@@ -40,12 +42,14 @@ def without_timing(stats: dict) -> dict:
     return {k: v for k, v in stats.items() if k not in ("seconds", "mb_per_s", "engine")}
 
 
-def test_prefilter_chain_on_s3_equals_a_local_root(tmp_path, instance, s3_root):
+def test_prefilter_chain_on_s3_equals_a_local_root(tmp_path, instance, s3_root, monkeypatch, capsys):
     local_home, s3_home = Layout.at(tmp_path / "local"), Layout.at(tmp_path / "s3")
     for layout in (local_home, s3_home):  # the same inbox; each run its own dedup indexes
         build_inbox(layout)
+    monkeypatch.delenv(STORAGE_ROOT_ENV, raising=False)
     local_results = run_chain(instance, local_home)
-    s3_results = run_chain(instance, s3_home, s3_root)
+    monkeypatch.setenv(STORAGE_ROOT_ENV, s3_root)
+    s3_results = run_chain(instance, s3_home)
     local = Storage(local_home.storage)
     store = RefineryHome(home=str(s3_home.home), storage_root=s3_root).storage()
     assert isinstance(store, ObjectStorage)
@@ -84,8 +88,12 @@ def test_prefilter_chain_on_s3_equals_a_local_root(tmp_path, instance, s3_root):
     assert (
         connect(s3_root).execute(joined).fetchone() == connect(local_home.storage).execute(joined).fetchone()
     )
+    # `refinery sql` reads the same root from $REFINERY_STORAGE_ROOT.
+    capsys.readouterr()
+    assert cli_main(["--home", str(s3_home.home), "sql", query, "--format", "csv"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(capsys.readouterr().out)), on_disk)
 
     # A rerun on the same input: the same manifest versions, the old run's parts gone.
     versions = {s: store.manifest(s, "alpha")["version"] for s in STAGES}
-    assert run_chain(instance, s3_home, s3_root, ["alpha"])["alpha"].success
+    assert run_chain(instance, s3_home, ["alpha"])["alpha"].success
     assert {s: store.manifest(s, "alpha")["version"] for s in STAGES} == versions

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from refinery.engine.tasks import InProcessTasks
 from refinery.ingest.text_reader import IngestParams, SourceReader
@@ -89,3 +90,42 @@ def _selector(folder: str):
     import pyarrow.fs as pafs
 
     return pafs.FileSelector(folder)
+
+
+def test_a_single_process_writer_on_s3_commits_by_manifest_and_aborts_cleanly(s3_root):
+    from refinery.object_storage import ObjectPartitionWriter
+
+    store = open_storage(s3_root)
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    rejected_schema = schema.append(pa.field("reason", pa.string()))
+    frame = pd.DataFrame({"id": [f"d{i}" for i in range(40)], "text": [f"text {i} " * 20 for i in range(40)]})
+    reasons = frame.head(3).assign(reason="too_short")
+    # Parts roll past part_bytes: several parts, read back in order.
+    with ObjectPartitionWriter(
+        store, "clean", "w", schema, rejected_schema, {"v": 1}, part_bytes=1
+    ) as writer:
+        for start in range(0, 40, 10):
+            writer.write(frame.iloc[start : start + 10], reasons if start == 0 else None)
+    assert writer.path.startswith("s3://") and (writer.rows_out, writer.rows_rejected) == (40, 3)
+    assert len(store.manifest("clean", "w")["parts"]) == 4 and store.row_count("clean", "w") == 40
+    pd.testing.assert_frame_equal(store.read("clean", "w"), frame)
+    pd.testing.assert_frame_equal(store.read("clean", "w", rejected=True), reasons.reset_index(drop=True))
+    assert store.provenance("clean", "w") == {"v": 1}
+    version = store.manifest("clean", "w")["version"]
+
+    # A run that fails mid-write: nothing of it is visible and its parts are gone; the old output stays.
+    with (
+        pytest.raises(RuntimeError, match="killed"),
+        store.writer("clean", "w", schema, rejected_schema, {"v": 2}) as failing,
+    ):
+        failing.write(frame.head(5))
+        raise RuntimeError("killed")
+    assert store.manifest("clean", "w")["version"] == version
+    names = {i.base_name for i in store.fs.get_file_info(_selector(store.parts_path("clean", "w")))}
+    assert names == {p["name"] for p in store.manifest("clean", "w")["parts"]} | {"_manifest.json"}
+
+    # No rows: one empty part that carries the schema.
+    with store.writer("clean", "empty", schema, rejected_schema, {"v": 1}):
+        pass
+    assert store.row_count("clean", "empty") == 0 and store.schema("clean", "empty").names == schema.names
+    assert store.read("clean", "empty").empty and store.partitions("clean") == ["empty", "w"]
