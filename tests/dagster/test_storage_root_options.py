@@ -21,6 +21,9 @@ from tests.s3_server import s3_credentials, s3_root
 
 s3 = (s3_root, s3_credentials)  # fixtures, used by name
 SOURCES = ("alpha", "beta")
+# The option this file exercises (tests/dagster/test_option_coverage.py reads it): the refinery
+# resource's storage_root, set through $REFINERY_STORAGE_ROOT to a bucket on moto's S3 server.
+ROUNDS = {"s3": {"refinery": {"storage_root": "s3://refinery-test/refinery?endpoint_override=…"}}}
 STAGES = [a.key.to_user_string() for a in TEXT_PREFILTER]
 
 
