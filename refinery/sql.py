@@ -122,6 +122,11 @@ def register_hits(con: duckdb.DuckDBPyConnection, hits: pd.DataFrame, name: str 
 
 def write_catalog(storage_root: Path, path: Path) -> list[str]:
     """A DuckDB database file holding the views (paths are absolute, data stays in Parquet)."""
+    if not is_local(storage_root):
+        raise ValueError(
+            f"a DuckDB catalog file cannot hold views over {storage_root} (an object store's views are "
+            "Arrow datasets registered on a connection): use refinery.sql.connect(root)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     try:
