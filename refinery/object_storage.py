@@ -147,6 +147,16 @@ class ObjectStorage:
     def uri(self, path: str) -> str:
         return uri(self.fs, path)
 
+    def path(self, asset: str, partition: str) -> str:
+        """A single local file per partition is the local layout's; here a stage that writes one
+        through a path of its own (the embeddings' side table) is refused, naming the root."""
+        raise NotImplementedError(
+            f"{asset}[{partition}] writes a single file through a local path: it needs a local storage "
+            f"root, not {self.root} (docs/running.md lists what works on an object store)"
+        )
+
+    rejected_path = path
+
     def writer(
         self,
         asset: str,
