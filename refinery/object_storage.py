@@ -1,33 +1,49 @@
 """Asset partitions on an object store (``s3://bucket/prefix``…), through :mod:`pyarrow.fs`.
 
-An object store has no atomic rename, so the local layout's commit (a staging folder moved into
-place) does not carry over. Here a partition is ``<root>/<asset>/<partition>/`` (its quarantine
-``<root>/rejected/<asset>/<partition>/``) holding parts named after the run that wrote them
-(``part-00000-<run>.parquet``) and ``_manifest.json``, which lists them and is written last: the
-manifest is the commit point. Readers read only the parts the current manifest lists, so a run in
-progress or one that died is never seen, and the parts of older runs are deleted once a newer
+An object store has no atomic rename, so the local layout's commit (a temporary file or staging
+folder renamed into place) does not carry over. Here a partition is ``<root>/<asset>/<partition>/``
+(its quarantine ``<root>/rejected/<asset>/<partition>/``) holding parts named after the run that
+wrote them (``part-00000-<run>.parquet``) and ``_manifest.json``, which lists them and is written
+last: the manifest is the commit point. Readers read only the parts the current manifest lists, so a
+run in progress or one that died is never seen, and the parts of older runs are deleted once a newer
 manifest replaces theirs.
 
-What works on such a root today: ingest on a distributed engine (one task per file or range,
-:mod:`refinery.kernel.ingest_tasks`, which writes this layout) and the readers below (rows, batches,
-counts, schema, provenance, partitions, stats). Stages that write one file from one process
-(:class:`refinery.storage.PartitionWriter`), DuckDB views and the loader need a local root (or a
-mounted bucket): see docs/running.md.
+Who writes this layout: a stage that streams a partition from one process (:meth:`ObjectStorage.writer`,
+:class:`ObjectPartitionWriter`: the ingest and every row stage on the local engine) and ingest on a
+distributed engine (one task per file or range, :mod:`refinery.kernel.ingest_tasks`). Unpartitioned
+tables are one object each (an upload appears whole or not at all). The readers (rows, batches,
+counts, schema, provenance, partitions, stats), the invariant checks, DuckDB views
+(:mod:`refinery.sql_views`) read it through the same filesystem. What still needs a local root is
+listed in docs/running.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from refinery.fs import exists, is_local, join, listing, split_root
-from refinery.manifest import MANIFEST, read_manifest_at
+from refinery.fs import exists, is_local, join, listing, split_root, uri
+from refinery.manifest import MANIFEST, read_manifest_at, write_manifest_at
 from refinery.paths import check_source_name
-from refinery.storage import DEFAULT_BATCH_ROWS, PROVENANCE_KEY, REJECTED_DIR, STATS_DIR, Storage
+from refinery.storage import (
+    DEFAULT_BATCH_ROWS,
+    PROVENANCE_KEY,
+    REJECTED_DIR,
+    STATS_DIR,
+    Storage,
+    stamped,
+    table_from_frame,
+)
+from refinery.tempfiles import temp_path
+
+PART_BYTES = 512 << 20  # a part closes past this size: objects stay far below multipart upload limits
 
 
 def open_storage(root: str) -> Storage | ObjectStorage:
@@ -128,8 +144,181 @@ class ObjectStorage:
                     out[info.base_name.removesuffix(".json")] = json.loads(handle.read())
         return out
 
-    def writer(self, asset: str, partition: str, *args, **kwargs):
+    def uri(self, path: str) -> str:
+        return uri(self.fs, path)
+
+    def path(self, asset: str, partition: str) -> str:
+        """A single local file per partition is the local layout's; here a stage that writes one
+        through a path of its own (the embeddings' side table) is refused, naming the root."""
         raise NotImplementedError(
-            f"{asset}[{partition}]: a stage that writes one file from one process needs a local storage "
-            f"root, not {self.root}; on an object store only ingest on a distributed engine writes so far"
+            f"{asset}[{partition}] writes a single file through a local path: it needs a local storage "
+            f"root, not {self.root} (docs/running.md lists what works on an object store)"
         )
+
+    rejected_path = path
+
+    def writer(
+        self,
+        asset: str,
+        partition: str,
+        schema: pa.Schema,
+        rejected_schema: pa.Schema,
+        provenance: dict | None = None,
+    ) -> ObjectPartitionWriter:
+        return ObjectPartitionWriter(self, asset, partition, schema, rejected_schema, provenance or {})
+
+    # -- unpartitioned assets: one object each, <root>/<asset>/<name or asset>.parquet -------------
+    def table_path(self, asset: str, name: str | None = None) -> str:
+        return join(self.base, asset, f"{check_source_name(name or asset)}.parquet")
+
+    def require_table(self, asset: str, name: str | None = None) -> str:
+        path = self.table_path(asset, name)
+        if not exists(self.fs, path):
+            raise FileNotFoundError(f"no output of '{asset}' at {self.uri(path)}: materialize {asset} first")
+        return path
+
+    def write_table(self, asset: str, table: pa.Table, provenance: dict, name: str | None = None) -> str:
+        """One object, uploaded whole (it appears complete or not at all), stamped with what made it."""
+        path = self.table_path(asset, name)
+        schema = stamped(table.schema, provenance)
+        pq.write_table(
+            table.replace_schema_metadata(schema.metadata), path, filesystem=self.fs, compression="zstd"
+        )
+        return path
+
+    def read_table(self, asset: str, name: str | None = None, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.require_table(asset, name), columns=columns, filesystem=self.fs)
+
+    def table_provenance(self, asset: str, name: str | None = None) -> dict:
+        raw = (pq.read_schema(self.require_table(asset, name), filesystem=self.fs).metadata or {}).get(
+            PROVENANCE_KEY
+        )
+        return json.loads(raw) if raw else {}
+
+
+class _RollingParts:
+    """One folder's parts of one run, streamed: a part closes past ``part_bytes`` and the next opens.
+    An object appears when its upload completes; none is read before the manifest lists it."""
+
+    def __init__(self, filesystem, folder: str, schema: pa.Schema, run: str, part_bytes: int):
+        self.fs, self.folder, self.schema, self.run = filesystem, folder, schema, run
+        self.part_bytes = part_bytes
+        self.names: list[str] = []
+        self.rows = 0
+        self._stream = self._writer = None
+
+    def _open(self) -> None:
+        name = f"part-{len(self.names):05d}-{self.run}.parquet"
+        self._stream = self.fs.open_output_stream(join(self.folder, name))
+        self._writer = pq.ParquetWriter(self._stream, self.schema, compression="zstd")
+        self.names.append(name)
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._stream.close()
+            self._stream = self._writer = None
+
+    def write(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        if self._writer is None:
+            self._open()
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+        if self._stream.tell() >= self.part_bytes:
+            self._close()
+
+    def finish(self) -> list[str]:
+        """Close the last part; an output with no rows still gets one (empty) part: its schema."""
+        if not self.names:
+            self._open()
+        self._close()
+        return self.names
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self._close()
+        for name in self.names:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                self.fs.delete_file(join(self.folder, name))
+
+
+class ObjectPartitionWriter:
+    """A stage's kept and rejected rows of one partition, streamed from one process to an object
+    store: both manifests are written at commit (the quarantine's first, then the output's, the
+    commit point), so both land, or neither does. The same interface as
+    :class:`refinery.storage.PartitionWriter`."""
+
+    def __init__(
+        self,
+        store: ObjectStorage,
+        asset: str,
+        partition: str,
+        schema: pa.Schema,
+        rejected_schema: pa.Schema,
+        provenance: dict,
+        part_bytes: int = PART_BYTES,
+    ):
+        self.store, self.asset, self.partition = store, asset, check_source_name(partition)
+        self.provenance = provenance
+        self.schema = stamped(schema.remove_metadata(), provenance)
+        self.rejected_schema = stamped(rejected_schema.remove_metadata(), provenance)
+        self.run = temp_path(Path("x")).name.split(".")[2]  # host-pid-random: names this run's parts
+        self._out = _RollingParts(
+            store.fs, store.parts_path(asset, partition), self.schema, self.run, part_bytes
+        )
+        self._rejected = _RollingParts(
+            store.fs, store.parts_path(asset, partition, True), self.rejected_schema, self.run, part_bytes
+        )
+
+    @property
+    def path(self) -> str:
+        """The output's folder as a URI (``s3://bucket/…``): what the metadata shows."""
+        return self.store.uri(self._out.folder)
+
+    @property
+    def rejected_path(self) -> str:
+        return self.store.uri(self._rejected.folder)
+
+    @property
+    def rows_out(self) -> int:
+        return self._out.rows
+
+    @property
+    def rows_rejected(self) -> int:
+        return self._rejected.rows
+
+    def write(self, kept: pd.DataFrame | None = None, rejected: pd.DataFrame | None = None) -> None:
+        if kept is not None and len(kept):
+            self._out.write(table_from_frame(kept, self.schema))
+        if rejected is not None and len(rejected):
+            self._rejected.write(table_from_frame(rejected, self.rejected_schema))
+
+    def commit(self) -> None:
+        parts = [(p, p.finish()) for p in (self._rejected, self._out)]
+        for p, names in parts:  # the quarantine first: who finds the output finds its rejections
+            write_manifest_at(self.store.fs, p.folder, names, self.provenance)
+        for p, names in parts:  # older runs' parts, and those of runs that died
+            for info in listing(self.store.fs, p.folder):
+                if info.base_name.startswith("part-") and info.base_name not in names:
+                    with contextlib.suppress(FileNotFoundError, OSError):
+                        self.store.fs.delete_file(info.path)
+
+    def abort(self) -> None:
+        self._rejected.discard()
+        self._out.discard()
+
+    def __enter__(self) -> ObjectPartitionWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HOME_ENV = "REFINERY_HOME"
+# Where the assets' data lives when not under the home: a folder or a pyarrow.fs URI (s3://bucket/prefix?…)
+STORAGE_ROOT_ENV = "REFINERY_STORAGE_ROOT"
 DEFAULT_HOME = ".refinery"
 
 # Partition keys become file names; keep them to characters that are safe on every filesystem
@@ -33,6 +35,12 @@ def check_source_name(name: str) -> str:
             "(starting with a letter or digit, at most 128 characters)"
         )
     return name
+
+
+def storage_root(layout: Layout) -> str | Path:
+    """The data's root: ``$REFINERY_STORAGE_ROOT`` when set (a folder or an object store URI), else
+    the home's ``storage`` folder. What the ``refinery`` resource and ``refinery sql`` read."""
+    return os.environ.get(STORAGE_ROOT_ENV) or layout.storage
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
+from refinery.fs import is_local, local_path, split_root
 from refinery.storage import PART_PATTERN, REJECTED_DIR, STATS_DIR
 
 
@@ -88,12 +89,21 @@ def _vector_views(con: duckdb.DuckDBPyConnection, storage_root: Path) -> list[st
     return names
 
 
-def connect(storage_root: Path) -> duckdb.DuckDBPyConnection:
+def connect(storage_root: Path | str) -> duckdb.DuckDBPyConnection:
+    """A connection with the views of a storage root: a local folder (or ``file://`` URI), or an
+    object store URI (``s3://…``: the committed parts as registered Arrow datasets,
+    :mod:`refinery.sql_views`)."""
     from refinery.tokens.views import create_trace_views
 
     con = duckdb.connect()
-    _create_views(con, storage_root)
-    _vector_views(con, storage_root)
+    if is_local(storage_root):
+        storage_root = local_path(storage_root)
+        _create_views(con, storage_root)
+        _vector_views(con, storage_root)
+    else:
+        from refinery.sql_views import register_storage_views
+
+        register_storage_views(con, *split_root(storage_root))
     create_trace_views(con)  # trace_steps, trace_documents (once training_tokens exists)
     return con
 
@@ -112,6 +122,11 @@ def register_hits(con: duckdb.DuckDBPyConnection, hits: pd.DataFrame, name: str 
 
 def write_catalog(storage_root: Path, path: Path) -> list[str]:
     """A DuckDB database file holding the views (paths are absolute, data stays in Parquet)."""
+    if not is_local(storage_root):
+        raise ValueError(
+            f"a DuckDB catalog file cannot hold views over {storage_root} (an object store's views are "
+            "Arrow datasets registered on a connection): use refinery.sql.connect(root)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     try:

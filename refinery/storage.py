@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from refinery.fs import local_path
@@ -93,6 +94,8 @@ class Storage:
     def __init__(self, root: str | os.PathLike):
         # A folder or a file:// URI; an object store root (s3://…) is refinery.object_storage's.
         self.root = local_path(root)
+        # What readers that serve every root (checks, views, loaders) open files with: refinery.fs's.
+        self.fs = pafs.LocalFileSystem()
 
     def path(self, asset: str, partition: str) -> Path:
         """The single-file location (which may not exist; see :meth:`location`)."""

@@ -47,9 +47,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    from refinery.paths import storage_root
     from refinery.sql import connect
 
-    con = connect(layout_of(args).storage)
+    con = connect(storage_root(layout_of(args)))
     try:
         frame = con.execute(args.query).df()
     except Exception as err:  # duckdb raises many types; show the message, not a traceback

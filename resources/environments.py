@@ -18,7 +18,7 @@ from typing import Any
 
 import dagster as dg
 
-from refinery.paths import HOME_ENV
+from refinery.paths import HOME_ENV, STORAGE_ROOT_ENV
 from resources.clip import ClipResource
 from resources.compute import ComputeResource
 from resources.dedup_index import DedupIndexResource
@@ -70,7 +70,9 @@ def build_resources(
     else:
         dedup = DedupIndexResource()
     resources: dict[str, Any] = {
-        "refinery": RefineryHome(home=home if home is not None else _from_env(HOME_ENV)),
+        "refinery": RefineryHome(
+            home=home if home is not None else _from_env(HOME_ENV), storage_root=_from_env(STORAGE_ROOT_ENV)
+        ),
         "dedup_index": dedup,
         "compute": compute,
         "embedder": EmbedderResource(compute=compute),

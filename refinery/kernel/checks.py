@@ -7,11 +7,15 @@ either kept or rejected with a reason.
 
 from __future__ import annotations
 
-import pyarrow.compute as pc
+from typing import Any
 
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from refinery.fs import iter_parquet_batches, parquet_rows, read_parquet_files
 from refinery.kernel.runner import StageRun
 from refinery.metadata import CheckOutcome
-from refinery.storage import count_rows, iter_path_batches, read_path
+from refinery.storage import parquet_files
 
 INVARIANT_CHECKS = ("unique_ids", "non_empty_text", "rows_accounted")
 
@@ -25,17 +29,30 @@ def invariant_descriptions(text_column: str = "text") -> dict[str, str]:
     }
 
 
-def invariant_checks(run: StageRun, rows_in: int, text_column: str = "text") -> list[CheckOutcome]:
-    path = run.path
-    ids = read_path(path, columns=["id"]).column("id")
+def invariant_checks(
+    run: StageRun, rows_in: int, text_column: str = "text", storage: Any = None
+) -> list[CheckOutcome]:
+    """The checks over what ``run`` wrote, read through ``storage``'s filesystem (any root: a local
+    folder, an object store); without ``storage``, the local files at ``run.path``."""
+    if storage is None:
+        fs, files, rejected_files = (
+            pafs.LocalFileSystem(),
+            parquet_files(run.path),
+            parquet_files(run.rejected_path),
+        )
+    else:
+        fs = storage.fs
+        files = storage.files(run.asset, run.partition)
+        rejected_files = storage.files(run.asset, run.partition, rejected=True)
+    ids = read_parquet_files(fs, files, columns=["id"]).column("id")
     distinct = pc.count_distinct(ids).as_py() if len(ids) else 0
     empty = 0
-    for batch in iter_path_batches(path, 20_000, [text_column]):
+    for batch in iter_parquet_batches(fs, files, 20_000, [text_column]):
         column = batch.column(0)
         trimmed = pc.utf8_trim_whitespace(column)
         empty += int(pc.sum(pc.equal(pc.utf8_length(trimmed), 0)).as_py() or 0) + column.null_count
-    out = count_rows(path)
-    rejected = count_rows(run.rejected_path)
+    out = parquet_rows(fs, files)
+    rejected = parquet_rows(fs, rejected_files)
     return [
         CheckOutcome("unique_ids", distinct == len(ids), {"rows": len(ids), "distinct_ids": distinct}),
         CheckOutcome("non_empty_text", empty == 0, {"empty_rows": empty}),

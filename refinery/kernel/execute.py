@@ -120,4 +120,4 @@ def finish(ctx: StageContext, run: StageRun, process: Reporting, rows_in: int) -
     }
     if "engine" in run.extra:
         metadata["engine"] = Json(run.extra["engine"])
-    return StageOutcome(run, metadata, invariant_checks(run, rows_in, ctx.spec.text_column))
+    return StageOutcome(run, metadata, invariant_checks(run, rows_in, ctx.spec.text_column, ctx.storage))

@@ -157,7 +157,11 @@ def domain_index(groups: list[RowGroup]) -> tuple[list[str], np.ndarray]:
     chunks = [
         chunk
         for f in files
-        for chunk in pq.read_table(f, columns=["domain"], read_dictionary=["domain"]).column(0).chunks
+        for chunk in pq.read_table(
+            f, columns=["domain"], read_dictionary=["domain"], filesystem=groups[0].filesystem
+        )
+        .column(0)
+        .chunks
     ]
     if any(c.null_count for c in chunks):
         raise ScheduleError("the schedule has documents without a domain: re-materialize training_schedule")
@@ -171,7 +175,7 @@ def domain_index(groups: list[RowGroup]) -> tuple[list[str], np.ndarray]:
 
 def schedule_domains(root: str | Path, split: str = "train") -> tuple[list[str], np.ndarray, str | None, int]:
     """(domains, documents per domain, schedule id, docs_per_step) of a split of the schedule."""
-    groups, _, per_step, ident = discover_row_groups(Path(root), split)
+    groups, _, per_step, ident = discover_row_groups(root, split)
     names, codes = domain_index(groups)
     return names, np.bincount(codes, minlength=len(names)), ident, per_step
 
@@ -507,7 +511,7 @@ class AdaptiveReader:
         transform: Callable[[dict], object] | None = None,
         steps: int | None = None,
     ):
-        self.root, self.split = Path(root), split
+        self.root, self.split = root, split  # a local path or a pyarrow.fs URI (s3://…)
         self.groups, self.total, self.docs_per_step, self.schedule_id = discover_row_groups(self.root, split)
         g = self.docs_per_step
         check_consumer(rank, world_size, g, batch_size, worker, num_workers, start_step)

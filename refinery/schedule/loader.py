@@ -97,7 +97,7 @@ class ScheduleReader:
         last_step: LastStep = "pad",
         transform: Callable[[dict], object] | None = None,
     ):
-        self.root, self.split = Path(root), split
+        self.root, self.split = root, split  # a local path or a pyarrow.fs URI (s3://…)
         self.groups, self.total, self.docs_per_step, self.schedule_id = discover_row_groups(self.root, split)
         check_consumer(rank, world_size, self.docs_per_step, batch_size, worker, num_workers, start_step)
         if last_step not in LAST_STEP_CHOICES:
@@ -171,7 +171,7 @@ class ScheduleReader:
             if self._mine(np.arange(group.first, group.first + group.rows, dtype=np.int64)).any():
                 by_file.setdefault(group.path, []).append(group)
         for path, groups in by_file.items():
-            parquet = pq.ParquetFile(path)
+            parquet = pq.ParquetFile(str(path), filesystem=groups[0].filesystem)
             # The positions the chosen row groups must hold, in order: checked against the file.
             expected = np.concatenate([np.arange(g.first, g.first + g.rows, dtype=np.int64) for g in groups])
             seen = 0

@@ -13,39 +13,49 @@ import json
 import keyword
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from refinery.schedule.shards import INDEX_FILE, read_shard_meta, shard_dir
+from refinery.fs import join, listing, split_root
+from refinery.schedule.shards import INDEX_FILE, read_shard_meta
 
 DEFAULT_COLUMNS = ("position", "step", "domain", "source", "id", "text")
 
 
 @dataclass(frozen=True)
 class RowGroup:
-    path: Path
+    path: str  # on ``filesystem``
     index: int
     first: int  # global position of its first row
     rows: int
+    filesystem: Any = field(default=None, compare=False)  # a pyarrow.fs filesystem (None: local)
 
 
 class ScheduleError(ValueError):
     pass
 
 
-def discover_row_groups(root: Path, split: str) -> tuple[list[RowGroup], int, int, str | None]:
-    """Row groups in position order, total documents, docs_per_step, schedule id (checked)."""
-    index_path = root / "shards" / INDEX_FILE
-    if not index_path.exists():
-        raise ScheduleError(f"no schedule shards under {root}: materialize training_schedule first")
-    index = json.loads(index_path.read_text())
+def discover_row_groups(root: Path | str, split: str) -> tuple[list[RowGroup], int, int, str | None]:
+    """Row groups in position order, total documents, docs_per_step, schedule id (checked).
+    ``root`` is storage/training_schedule: a local path or a :mod:`pyarrow.fs` URI (``s3://…``)."""
+    filesystem, base = split_root(root)
+    try:
+        with filesystem.open_input_stream(join(base, "shards", INDEX_FILE)) as handle:
+            index = json.loads(handle.read())
+    except FileNotFoundError:
+        raise ScheduleError(f"no schedule shards under {root}: materialize training_schedule first") from None
     if split not in index["splits"]:
         raise ScheduleError(f"the schedule has no split {split!r}; it has {sorted(index['splits'])}")
-    folder = shard_dir(root, split)
-    files = sorted(folder.glob("shard-*.parquet")) if folder.is_dir() else []
+    folder = join(base, "shards", split)
+    files = [
+        i.path
+        for i in listing(filesystem, folder)
+        if i.base_name.startswith("shard-") and i.base_name.endswith(".parquet")
+    ]
     if not files:
         if index["splits"][split]["documents"]:
             raise ScheduleError(f"the shards of split {split!r} are missing from {folder}")
@@ -53,7 +63,7 @@ def discover_row_groups(root: Path, split: str) -> tuple[list[RowGroup], int, in
     groups, position = [], 0
     ident = steps = total = None
     for path in files:
-        meta = read_shard_meta(path)
+        meta = read_shard_meta(path, filesystem)
         if ident is None:
             ident, steps, total = meta["schedule_id"], meta["docs_per_step"], meta["total"]
         if (meta["schedule_id"], meta["split"]) != (ident, split):
@@ -64,10 +74,10 @@ def discover_row_groups(root: Path, split: str) -> tuple[list[RowGroup], int, in
             raise ScheduleError(
                 f"{path} starts at {meta['first_position']}, expected {position}: a shard is missing"
             )
-        md = pq.ParquetFile(path).metadata
+        md = pq.ParquetFile(path, filesystem=filesystem).metadata
         for i in range(md.num_row_groups):
             rows = md.row_group(i).num_rows
-            groups.append(RowGroup(path, i, position, rows))
+            groups.append(RowGroup(path, i, position, rows, filesystem))
             position += rows
     if position != total:
         raise ScheduleError(f"shards of {split!r} hold {position} documents, the schedule says {total}")
@@ -103,7 +113,7 @@ class PositionReader:
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[int, tuple[list[list], int]] = OrderedDict()
         self._held = 0
-        self._files: dict[Path, pq.ParquetFile] = {}
+        self._files: dict[str, pq.ParquetFile] = {}
         self.decoded_groups = 0  # row groups read from disk (a measure of read amplification)
 
     def _group(self, g: int) -> list[list]:
@@ -114,7 +124,7 @@ class PositionReader:
         group = self.groups[g]
         parquet = self._files.get(group.path)
         if parquet is None:
-            parquet = self._files[group.path] = pq.ParquetFile(group.path)
+            parquet = self._files[group.path] = pq.ParquetFile(group.path, filesystem=group.filesystem)
         table = parquet.read_row_group(group.index, columns=self.read_cols)
         found = table.column(0).to_numpy()
         if not np.array_equal(found, np.arange(group.first, group.first + group.rows)):

@@ -214,8 +214,8 @@ class _RowSource:
         return head
 
 
-def read_shard_meta(path: Path) -> dict:
-    raw = (pq.read_schema(path).metadata or {}).get(SHARD_META_KEY)
+def read_shard_meta(path: Path | str, filesystem=None) -> dict:
+    raw = (pq.read_schema(str(path), filesystem=filesystem).metadata or {}).get(SHARD_META_KEY)
     if raw is None:
         raise ValueError(f"{path} is not a schedule shard (no {SHARD_META_KEY.decode()} metadata)")
     return json.loads(raw)

@@ -42,7 +42,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pyarrow.fs as pafs
 
+from refinery.fs import exists, join, split_root
 from refinery.tokens.megatron import MegatronShard
 
 IGNORE = -100
@@ -53,27 +55,34 @@ class TokenLoaderError(ValueError):
     pass
 
 
+def shards_folder(root: str | Path) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, folder holding index.json) of ``root``: storage/training_tokens or its shards
+    folder, a local path or a :mod:`pyarrow.fs` URI (``s3://bucket/prefix/training_tokens?…``)."""
+    filesystem, base = split_root(root)
+    return filesystem, base if exists(filesystem, join(base, "index.json")) else join(base, "shards")
+
+
 def read_index(root: str | Path) -> dict:
     """``training_tokens``' shard index; ``root`` is storage/training_tokens (or its shards folder)."""
-    root = Path(root)
-    path = root / "index.json" if (root / "index.json").exists() else root / "shards" / "index.json"
-    if not path.exists():
-        raise TokenLoaderError(f"no token shards under {root}: materialize training_tokens first")
-    return json.loads(path.read_text())
+    filesystem, folder = shards_folder(root)
+    try:
+        with filesystem.open_input_stream(join(folder, "index.json")) as handle:
+            return json.loads(handle.read())
+    except FileNotFoundError:
+        raise TokenLoaderError(f"no token shards under {root}: materialize training_tokens first") from None
 
 
 class TokenShards:
     """A split's Megatron shards as one array of sequences (``shards[i]``, ``shards.take(idx)``)."""
 
     def __init__(self, root: str | Path, split: str, index: dict):
-        root = Path(root)
-        folder = root if (root / "index.json").exists() else root / "shards"
+        filesystem, folder = shards_folder(root)
         if split not in index["splits"]:
             raise TokenLoaderError(
                 f"the token shards have no split {split!r}; they have {sorted(index['splits'])}"
             )
         entry = index["splits"][split]
-        self.shards = [MegatronShard(folder / s["prefix"]) for s in entry["megatron"]]
+        self.shards = [MegatronShard(join(folder, s["prefix"]), filesystem) for s in entry["megatron"]]
         self.firsts = np.array([s["first"] for s in entry["megatron"]], dtype=np.int64)
         self.count = int(entry["sequences"])
         self.tokens = int(entry["tokens"])  # real tokens; the rest of the last sequence is padding

@@ -75,12 +75,42 @@ def write_shard(prefix: Path, sequences: np.ndarray, lengths: np.ndarray | None 
     tmp_idx.replace(idx_path)
 
 
-class MegatronShard:
-    """One ``.bin``/``.idx`` pair, memory-mapped: ``shard[i]`` is sequence i (a numpy view)."""
+class RangeTokens:
+    """The tokens of a ``.bin`` on a :mod:`pyarrow.fs` filesystem (an object store), read by byte range
+    on slicing: what :class:`MegatronShard` holds where a file cannot be memory-mapped."""
 
-    def __init__(self, prefix: str | Path):
-        prefix = Path(prefix)
-        idx = prefix.with_suffix(".idx").read_bytes()
+    def __init__(self, handle, dtype: np.dtype, size: int):
+        self.handle, self.dtype = handle, dtype
+        self.count = size // dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("token ranges are read by slice")
+        start, stop, step = key.indices(self.count)
+        if step != 1:
+            raise ValueError("token ranges are contiguous")
+        if stop <= start:
+            return np.zeros(0, self.dtype)
+        size = self.dtype.itemsize
+        return np.frombuffer(self.handle.read_at((stop - start) * size, start * size), self.dtype)
+
+
+class MegatronShard:
+    """One ``.bin``/``.idx`` pair: ``shard[i]`` is sequence i. Memory-mapped when local; on another
+    :mod:`pyarrow.fs` filesystem (``filesystem``, ``prefix`` a path on it) the index is read whole
+    and the tokens by byte range (:class:`RangeTokens`)."""
+
+    def __init__(self, prefix: str | Path, filesystem=None):
+        remote = filesystem is not None and filesystem.type_name != "local"
+        if remote:
+            with filesystem.open_input_stream(f"{prefix}.idx") as handle:
+                idx = handle.read()
+        else:
+            prefix = Path(prefix)
+            idx = prefix.with_suffix(".idx").read_bytes()
         if idx[: len(MAGIC)] != MAGIC:
             raise ValueError(f"{prefix}.idx is not a Megatron index (bad magic)")
         version, code, count, docs = struct.unpack_from("<QBQQ", idx, len(MAGIC))
@@ -93,6 +123,10 @@ class MegatronShard:
         self.pointers = np.frombuffer(idx, np.int64, count, offset)
         offset += 8 * count
         self.documents = np.frombuffer(idx, np.int64, docs, offset)
+        if remote:
+            handle = filesystem.open_input_file(f"{prefix}.bin")
+            self.tokens = RangeTokens(handle, self.dtype, handle.size())
+            return
         bin_path = prefix.with_suffix(".bin")
         size = bin_path.stat().st_size
         self.tokens = np.memmap(bin_path, dtype=self.dtype, mode="r") if size else np.zeros(0, self.dtype)

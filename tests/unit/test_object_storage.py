@@ -9,10 +9,6 @@ deletes the old ones; the same rows give the same version. ``file://`` roots are
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -26,45 +22,9 @@ from refinery.kernel.ingest import ingest_with_reader
 from refinery.kernel.ingest_tasks import ingest_in_tasks
 from refinery.object_storage import ObjectStorage, open_storage
 from refinery.storage import Storage
+from tests.s3_server import s3_credentials, s3_root
 
-BUCKET = "refinery-test"
-
-
-@pytest.fixture(scope="module")
-def s3_root(tmp_path_factory):
-    """A moto S3 server on a free loopback port; the storage root URI of a bucket on it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        root = f"s3://{BUCKET}/refinery?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
-        store = ObjectStorage(root + "&allow_bucket_creation=true")
-        store.fs.create_dir(BUCKET)
-        yield root
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+s3 = (s3_root, s3_credentials)  # fixtures, used by name
 
 
 def inbox(folder: Path, extra: int = 0) -> Path:
@@ -115,8 +75,6 @@ def test_ingest_parts_on_s3_equal_the_local_reading_and_commit_by_manifest(tmp_p
     ingest(folder, store, params)
     assert store.manifest("raw", "src")["version"] != first["version"]
     assert store.row_count("raw", "src", rejected=True) == local.row_count("raw", "src", rejected=True) + 5
-    with pytest.raises(NotImplementedError, match="local storage root"):
-        store.writer("clean", "src")
 
 
 def test_a_file_uri_root_is_local_storage(tmp_path):
@@ -132,3 +90,51 @@ def _selector(folder: str):
     import pyarrow.fs as pafs
 
     return pafs.FileSelector(folder)
+
+
+def test_a_single_process_writer_on_s3_commits_by_manifest_and_aborts_cleanly(s3_root):
+    from refinery.object_storage import ObjectPartitionWriter
+
+    store = open_storage(s3_root)
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    rejected_schema = schema.append(pa.field("reason", pa.string()))
+    frame = pd.DataFrame({"id": [f"d{i}" for i in range(40)], "text": [f"text {i} " * 20 for i in range(40)]})
+    reasons = frame.head(3).assign(reason="too_short")
+    # Parts roll past part_bytes: several parts, read back in order.
+    with ObjectPartitionWriter(
+        store, "clean", "w", schema, rejected_schema, {"v": 1}, part_bytes=1
+    ) as writer:
+        for start in range(0, 40, 10):
+            writer.write(frame.iloc[start : start + 10], reasons if start == 0 else None)
+    assert writer.path.startswith("s3://") and (writer.rows_out, writer.rows_rejected) == (40, 3)
+    assert len(store.manifest("clean", "w")["parts"]) == 4 and store.row_count("clean", "w") == 40
+    pd.testing.assert_frame_equal(store.read("clean", "w"), frame)
+    pd.testing.assert_frame_equal(store.read("clean", "w", rejected=True), reasons.reset_index(drop=True))
+    assert store.provenance("clean", "w") == {"v": 1}
+    version = store.manifest("clean", "w")["version"]
+
+    # A run that fails mid-write: nothing of it is visible and its parts are gone; the old output stays.
+    with (
+        pytest.raises(RuntimeError, match="killed"),
+        store.writer("clean", "w", schema, rejected_schema, {"v": 2}) as failing,
+    ):
+        failing.write(frame.head(5))
+        raise RuntimeError("killed")
+    assert store.manifest("clean", "w")["version"] == version
+    names = {i.base_name for i in store.fs.get_file_info(_selector(store.parts_path("clean", "w")))}
+    assert names == {p["name"] for p in store.manifest("clean", "w")["parts"]} | {"_manifest.json"}
+
+    # No rows: one empty part that carries the schema.
+    with store.writer("clean", "empty", schema, rejected_schema, {"v": 1}):
+        pass
+    assert store.row_count("clean", "empty") == 0 and store.schema("clean", "empty").names == schema.names
+    assert store.read("clean", "empty").empty and store.partitions("clean") == ["empty", "w"]
+    with pytest.raises(NotImplementedError, match="needs a local storage root"):
+        store.path("document_embeddings", "w")  # a side table written through a local path
+
+
+def test_a_catalog_file_refuses_an_object_store_root(tmp_path, s3_root):
+    from refinery.sql import write_catalog
+
+    with pytest.raises(ValueError, match=r"refinery\.sql\.connect"):
+        write_catalog(s3_root, tmp_path / "catalog.duckdb")
