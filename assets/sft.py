@@ -76,7 +76,7 @@ def _checks_planned(run: StageContext) -> BatchProcessor:
         rules_checked_by=run.engine.name,
         signatures_computed_by=run.engine.name,
         records_claimed_in_step=claimed,
-        rule_rows_held_at_once=outcomes.peak_rows_held,
+        rule_rows_held_at_once=outcomes.reader.peak_rows_held,
     )
     run.provenance[CHECK_STAMP] = str(folder.relative_to(storage.root))
     return SftChecker(SftRules(run.params), DecidedDedup(folder))
