@@ -64,19 +64,19 @@ def _checks_planned(run: StageContext) -> BatchProcessor:
     location = storage.require(upstream, run.source)
     key = fingerprint(data_version(location), run.params.model_dump_json(), run.engine.describe())
     scratch = scratch_folder(storage, run.spec.name, run.source, "rules", key)
-    outcomes = rule_parts(run.engine, location, columns, run.params, scratch)
+    rules = rule_parts(run.engine, location, columns, run.params, scratch)
     folder = new_check_folder(
         storage.root, run.source, upstream_fingerprint(location, run.params.model_dump_json())
     )
     with SftPromptDeduper.claiming(_indexes(run), run.source, run.params) as deduper:
-        claimed = claim_in_order(storage, upstream, run.source, outcomes, deduper, folder)
+        claimed = claim_in_order(storage, upstream, run.source, rules, deduper, folder)
     remove_scratch(scratch)  # claimed and committed: the flags and signatures are spent
     _report_claims(run, deduper)
     run.metadata.update(
         rules_checked_by=run.engine.name,
         signatures_computed_by=run.engine.name,
         records_claimed_in_step=claimed,
-        rule_rows_held_at_once=outcomes.peak_rows_held,
+        rule_rows_held_at_once=rules.reader.peak_rows_held,
     )
     run.provenance[CHECK_STAMP] = str(folder.relative_to(storage.root))
     return SftChecker(SftRules(run.params), DecidedDedup(folder))
