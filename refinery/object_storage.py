@@ -37,9 +37,9 @@ from refinery.storage import (
     PROVENANCE_KEY,
     REJECTED_DIR,
     STATS_DIR,
+    RowsAndRejections,
     Storage,
     stamped,
-    table_from_frame,
 )
 from refinery.tempfiles import temp_path
 
@@ -244,7 +244,7 @@ class _RollingParts:
                 self.fs.delete_file(join(self.folder, name))
 
 
-class ObjectPartitionWriter:
+class ObjectPartitionWriter(RowsAndRejections):
     """A stage's kept and rejected rows of one partition, streamed from one process to an object
     store: both manifests are written at commit (the quarantine's first, then the output's, the
     commit point), so both land, or neither does. The same interface as
@@ -280,20 +280,6 @@ class ObjectPartitionWriter:
     @property
     def rejected_path(self) -> str:
         return self.store.uri(self._rejected.folder)
-
-    @property
-    def rows_out(self) -> int:
-        return self._out.rows
-
-    @property
-    def rows_rejected(self) -> int:
-        return self._rejected.rows
-
-    def write(self, kept: pd.DataFrame | None = None, rejected: pd.DataFrame | None = None) -> None:
-        if kept is not None and len(kept):
-            self._out.write(table_from_frame(kept, self.schema))
-        if rejected is not None and len(rejected):
-            self._rejected.write(table_from_frame(rejected, self.rejected_schema))
 
     def commit(self) -> None:
         parts = [(p, p.finish()) for p in (self._rejected, self._out)]

@@ -290,7 +290,31 @@ class _AtomicParquet:
         self.temp.unlink(missing_ok=True)
 
 
-class PartitionWriter:
+class RowsAndRejections:
+    """What every partition writer shares: the kept rows go to ``_out`` and the rejected to
+    ``_rejected`` (each with a ``write(table)`` and ``rows``), cast to the stage's schemas."""
+
+    schema: pa.Schema
+    rejected_schema: pa.Schema
+    _out: Any
+    _rejected: Any
+
+    @property
+    def rows_out(self) -> int:
+        return self._out.rows
+
+    @property
+    def rows_rejected(self) -> int:
+        return self._rejected.rows
+
+    def write(self, kept: pd.DataFrame | None = None, rejected: pd.DataFrame | None = None) -> None:
+        if kept is not None and len(kept):
+            self._out.write(table_from_frame(kept, self.schema))
+        if rejected is not None and len(rejected):
+            self._rejected.write(table_from_frame(rejected, self.rejected_schema))
+
+
+class PartitionWriter(RowsAndRejections):
     """Writes a stage's kept rows and rejected rows together; both land, or neither does."""
 
     def __init__(
@@ -313,20 +337,6 @@ class PartitionWriter:
     @property
     def rejected_path(self) -> Path:
         return self._rejected.target
-
-    @property
-    def rows_out(self) -> int:
-        return self._out.rows
-
-    @property
-    def rows_rejected(self) -> int:
-        return self._rejected.rows
-
-    def write(self, kept: pd.DataFrame | None = None, rejected: pd.DataFrame | None = None) -> None:
-        if kept is not None and len(kept):
-            self._out.write(table_from_frame(kept, self.schema))
-        if rejected is not None and len(rejected):
-            self._rejected.write(table_from_frame(rejected, self.rejected_schema))
 
     def __enter__(self) -> PartitionWriter:
         return self

@@ -63,7 +63,8 @@ def publish_file(temp: Path, target: Path) -> None:
     fsync_dir(target.parent)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Signal 0 to ``pid`` (a negative one: a process group) finds a process."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -80,7 +81,7 @@ def clean_stray(folder: Path) -> list[Path]:
         return removed
     for entry in folder.iterdir():
         match = _STRAY.match(entry.name)
-        if not match or match["host"] != _HOST or _alive(int(match["pid"])):
+        if not match or match["host"] != _HOST or pid_alive(int(match["pid"])):
             continue
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)

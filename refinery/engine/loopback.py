@@ -30,6 +30,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from refinery.tempfiles import pid_alive
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -235,7 +237,7 @@ def _stat(pid: int | str) -> list[str] | None:
 def _running(pid: int) -> bool:
     """The process exists and is not a zombie (one that exited but was not waited for yet)."""
     if not Path("/proc/self/stat").exists():  # no procfs: a signal tells whether it exists
-        return _reap(pid) is None and _signal_reaches(pid)
+        return _reap(pid) is None and pid_alive(pid)
     stat = _stat(pid)
     return stat is not None and stat[0] not in ("Z", "X")
 
@@ -245,24 +247,13 @@ def _group_exists(pgid: int) -> bool:
     another process, do not count)."""
     _reap(pgid)
     if not Path("/proc/self/stat").exists():
-        return _signal_reaches(-pgid)
+        return pid_alive(-pgid)
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             stat = _stat(entry.name)
             if stat is not None and stat[2] == str(pgid) and stat[0] not in ("Z", "X"):
                 return True
     return False
-
-
-def _signal_reaches(pid: int) -> bool:
-    """Signal 0 to ``pid`` (a negative one: a process group) finds a process."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _reap(pid: int) -> int | None:
