@@ -23,7 +23,6 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
 import pandas as pd
 import pyarrow as pa
@@ -294,17 +293,3 @@ class ObjectPartitionWriter(RowsAndRejections):
     def abort(self) -> None:
         self._rejected.discard()
         self._out.discard()
-
-    def __enter__(self) -> ObjectPartitionWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()

@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import pandas as pd
 import pyarrow as pa
@@ -313,6 +313,27 @@ class RowsAndRejections:
         if rejected is not None and len(rejected):
             self._rejected.write(table_from_frame(rejected, self.rejected_schema))
 
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Commit when the block ends normally, abort when it raises: both outputs land, or neither."""
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
 
 class PartitionWriter(RowsAndRejections):
     """Writes a stage's kept rows and rejected rows together; both land, or neither does."""
@@ -338,22 +359,14 @@ class PartitionWriter(RowsAndRejections):
     def rejected_path(self) -> Path:
         return self._rejected.target
 
-    def __enter__(self) -> PartitionWriter:
-        return self
+    def commit(self) -> None:
+        # Rejected first: a reader that finds the new output also finds its rejections.
+        self._rejected.commit()
+        self._out.commit()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            # Rejected first: a reader that finds the new output also finds its rejections.
-            self._rejected.commit()
-            self._out.commit()
-        else:
-            self._rejected.abort()
-            self._out.abort()
+    def abort(self) -> None:
+        self._rejected.abort()
+        self._out.abort()
 
 
 class PartsWriter:
