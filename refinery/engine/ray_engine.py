@@ -1,18 +1,18 @@
 """The Ray engine: a stage's slices processed by a pool of Ray actors, parts committed as a whole.
 
-The library operators run unchanged: Ray Data ``map_batches`` over the partition's slices
-(:mod:`refinery.engine.slices`), each actor building the stage's processor once (so a model is
-loaded once per actor) and writing the two part files of every slice it is given. The driver
-commits the parts folder only when every slice's parts are there (:class:`PartsWriter`), so a
-partition is complete or absent, never partial; a slice whose worker died is retried by Ray and
-rewrites the same part names.
+The library operators run unchanged: a pool of Ray actors fed the partition's slices one at a time
+(:mod:`refinery.engine.slices`; Ray Data's ``map_batches`` with ``dispatch="ray-data"``), each
+actor building the stage's processor once (so a model is loaded once per actor) and writing the
+two part files of every slice it is given. The driver commits the parts folder only when every
+slice's parts are there (:class:`PartsWriter`), so a partition is complete or absent, never
+partial; a slice whose worker died is retried by Ray and rewrites the same part names.
 
 **Ordering rule.** Part ``i`` holds slice ``i``, slices follow the upstream files and row groups
 in order, and rows keep their order within a slice: reading the parts in name order gives the
 rows, reasons and columns the local engine writes, in the same order. Only stages whose processor
-decides each row from that row alone, or from a plan the step made first (``StageSpec.parallel``),
-are split; the others (exact and fuzzy dedup with their shared, first-come indexes: the claims are
-made in the step, the signatures by the workers) write from the driver, as with the local engine.
+decides each row from that row alone, or from a plan the step made first (``StageSpec.parallel``:
+perplexity's corpus cut-offs, the dedup stages' claims, semantic dedup's shuffle, SFT's checks and
+selection) are split; the others write from the driver, as with the local engine.
 
 A processor that counts across batches (e.g. PII totals) offers ``absorb(summary)``: each slice
 returns what its counts grew by, and the driver's own processor absorbs them for the report.
