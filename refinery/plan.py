@@ -7,11 +7,12 @@ step (the driver), and the disk written; it warns when a step's memory exceeds a
 is sampled: every file's size is read, a few files per source are opened to count documents.
 
 The memory model is the code's own, per document: a MinHash signature is ``4·num_perm`` bytes and
-13 band rows 234 bytes; ``fuzzy_deduplicated``'s step streams the signature parts the workers wrote,
-one slice at a time, and perplexity's merges one quantile sketch per part (at most 16 KB each); the
-embeddings run on a pool of model actors whose per-slice tasks write the parts, so the step holds
-per-slice metadata only and an actor one model and one batch; ``corpus_fuzzy_dedup``'s step holds
-per-piece metadata only and its tasks a bounded share.
+13 band rows 234 bytes; ``exact_`` and ``fuzzy_deduplicated``'s step claims from the key parts the
+workers wrote (content hashes, signatures), one slice at a time, and the workers write the rows;
+perplexity's merges one quantile sketch per part (at most 16 KB each); the embeddings run on a pool
+of model actors whose per-slice tasks write the parts, so the step holds per-slice metadata only
+and an actor one model and one batch; ``corpus_fuzzy_dedup``'s step holds per-piece metadata only
+and its tasks a bounded share.
 """
 
 from __future__ import annotations
@@ -158,7 +159,8 @@ def plan_stages(
             DRIVER_BASE_MB + streamed,
             text_bytes / 1e9,
             (note + "; " if note else "")
-            + "signed on the workers; the step claims in order, streaming one part of signatures",
+            + "signed on the workers, which write the rows; the step claims in order, one part of ids and "
+            "signatures at a time",
         )
     )
     cpu, wall, note = hours("corpus_fuzzy_dedup")
