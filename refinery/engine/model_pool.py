@@ -98,6 +98,25 @@ class ModelActor:
         return pd.DataFrame({ORDER: [pickle.dumps(frame[ORDER].to_numpy())], "array": [pickle.dumps(out)]})
 
 
+def decoded_slices(slices: list[Slice], payload: bytes, pool: ModelPool) -> Any:
+    """A Ray dataset of ``slices`` decoded by CPU tasks (``decode_slices``), ahead of the model
+    actors that the caller maps over it."""
+    import ray.data
+
+    dataset = ray.data.from_items(
+        [{"slice": pickle.dumps(s)} for s in slices], override_num_blocks=len(slices)
+    )
+    return dataset.map_batches(  # a function: Ray runs it as tasks, on CPUs only
+        decode_slices,
+        fn_kwargs={"payload": payload},
+        batch_size=1,
+        num_cpus=pool.decode_cpus,
+        # Ray Data would fuse a task step into the actor step after it (the actors would decode);
+        # a remote-args function keeps decoding in tasks of its own, ahead.
+        ray_remote_args_fn=partial(decode_task_args, pool.decode_cpus),
+    )
+
+
 def run_model_stage(engine: Any, location: Path, stage: ModelStage, pool: ModelPool) -> np.ndarray:
     """Every row's model output for the partition at ``location``, in row order, computed on the
     engine's Ray cluster by ``pool`` (decode tasks, then the model actors)."""
@@ -108,25 +127,19 @@ def run_model_stage(engine: Any, location: Path, stage: ModelStage, pool: ModelP
     pool = pool.fitted(ray.cluster_resources().get("CPU", 1.0))
     slices = plan_slices(location, engine.slice_rows)
     payload = cloudpickle.dumps(stage)
-    dataset = ray.data.from_items(
-        [{"slice": pickle.dumps(s)} for s in slices], override_num_blocks=len(slices)
+    rows = (
+        decoded_slices(slices, payload, pool)
+        .map_batches(
+            ModelActor,
+            fn_constructor_kwargs={"payload": payload},
+            batch_size=pool.batch_size,
+            batch_format="pandas",
+            compute=ray.data.ActorPoolStrategy(size=pool.actors),
+            num_cpus=pool.cpus_per_actor,
+            num_gpus=pool.num_gpus or None,
+        )
+        .take_all()
     )
-    decoded = dataset.map_batches(  # a function: Ray runs it as tasks, on CPUs only (never fused)
-        decode_slices,
-        fn_kwargs={"payload": payload},
-        batch_size=1,
-        num_cpus=pool.decode_cpus,
-        ray_remote_args_fn=partial(decode_task_args, pool.decode_cpus),
-    )
-    rows = decoded.map_batches(
-        ModelActor,
-        fn_constructor_kwargs={"payload": payload},
-        batch_size=pool.batch_size,
-        batch_format="pandas",
-        compute=ray.data.ActorPoolStrategy(size=pool.actors),
-        num_cpus=pool.cpus_per_actor,
-        num_gpus=pool.num_gpus or None,
-    ).take_all()
     order = np.concatenate([pickle.loads(r[ORDER]) for r in rows]) if rows else np.zeros(0, np.int64)
     arrays = [pickle.loads(r["array"]) for r in rows]
     if not arrays:
@@ -324,27 +337,19 @@ def run_pooled(
     reports: list[dict] = []
     try:
         if filled:
-            dataset = ray.data.from_items(
-                [{"slice": pickle.dumps(s)} for s in filled], override_num_blocks=len(filled)
+            reports = (
+                decoded_slices(filled, payload, pool)
+                .map_batches(
+                    PoolActor,
+                    fn_constructor_kwargs={"payload": payload, "scratch": str(scratch)},
+                    batch_size=pool.batch_size,
+                    batch_format="pandas",
+                    compute=ray.data.ActorPoolStrategy(size=min(pool.actors, len(filled))),
+                    num_cpus=pool.cpus_per_actor,
+                    num_gpus=pool.num_gpus or None,
+                )
+                .take_all()
             )
-            decoded = dataset.map_batches(  # a function: Ray runs it as tasks, on CPUs only
-                decode_slices,
-                fn_kwargs={"payload": payload},
-                batch_size=1,
-                num_cpus=pool.decode_cpus,
-                # Ray Data would fuse a task step into the actor step after it (the actors would
-                # decode); a remote-args function keeps decoding in tasks of its own, ahead.
-                ray_remote_args_fn=partial(decode_task_args, pool.decode_cpus),
-            )
-            reports = decoded.map_batches(
-                PoolActor,
-                fn_constructor_kwargs={"payload": payload, "scratch": str(scratch)},
-                batch_size=pool.batch_size,
-                batch_format="pandas",
-                compute=ray.data.ActorPoolStrategy(size=min(pool.actors, len(filled))),
-                num_cpus=pool.cpus_per_actor,
-                num_gpus=pool.num_gpus or None,
-            ).take_all()
         loads: dict[str, int] = {}
         for r in reports:
             loads[r["worker"]] = max(loads.get(r["worker"], 0), int(r["loads"]))
