@@ -141,17 +141,17 @@ def render(doc: dict) -> list[str]:
         f"`{doc['load_before']}`, after `{doc['load_after']}`. Two busy processes over one, same run: "
         f"{doc['ceiling']['two_over_one']:.2f}x.",
         "",
-        "| engine | wall s (runs) | warm-up s | sum of steps' work spans s | tasks' CPU s | machine busy cores | "
-        "removed | component rounds | same table |",
+        "| engine | wall s (runs) | warm-up s | sum of steps' work spans s | tasks' CPU s | "
+        "machine busy cores | removed | component rounds | same table |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for label, m in r.items():
         span = "–" if m["work_span_s"] is None else f"{m['work_span_s']:.2f}"
         cpu = "–" if m["task_cpu_s"] is None else f"{m['task_cpu_s']:.2f}"
         lines.append(
-            f"| {label} | {m['wall_s']:.2f} ({', '.join(map(str, m['wall_all']))}) | {m['first_s']:.2f} | {span} "
-            f"| {cpu} | {m['machine_busy_cores']:.2f} | {m['removed']:,} | {m['rounds']} | "
-            f"{'yes' if m['same'] else 'NO'} |"
+            f"| {label} | {m['wall_s']:.2f} ({', '.join(map(str, m['wall_all']))}) | "
+            f"{m['first_s']:.2f} | {span} | {cpu} | {m['machine_busy_cores']:.2f} | "
+            f"{m['removed']:,} | {m['rounds']} | {'yes' if m['same'] else 'NO'} |"
         )
     one, two = r.get("ray 1 node"), r.get("ray 2 nodes")
     if one and two:
@@ -161,7 +161,8 @@ def render(doc: dict) -> list[str]:
             f"**{one['work_span_s'] / two['work_span_s']:.2f}x**; 2 Ray nodes over the local engine: "
             f"{r['local']['wall_s'] / two['wall_s']:.2f}x.",
             "",
-            "Per step (the median run): wall s local / 1 node / 2 nodes, and the 2 nodes' work span and tasks:",
+            "Per step (the median run): wall s local / 1 node / 2 nodes, and the 2 nodes' work span and "
+            "tasks:",
             "",
             "| step | local s | 1 node s | 2 nodes s | 2 nodes: work span s, tasks, task CPU s |",
             "|---|---:|---:|---:|---|",
@@ -196,7 +197,9 @@ def main() -> None:
         files, docs, mb = build_input(tmp, args.real_mb, args.generated)
         print(f"{docs:,} documents, {mb:.1f} MB; load {load_before}", flush=True)
         print("  local", flush=True)
-        results["local"] = measure(files, InProcessTasks(), 1, tmp / "work", args.piece_rows, args.repeats, None)
+        results["local"] = measure(
+            files, InProcessTasks(), 1, tmp / "work", args.piece_rows, args.repeats, None
+        )
         want = results["local"]["table"]
         for nodes in (1, 2):
             label = f"ray {nodes} node{'s' if nodes > 1 else ''}"
@@ -210,9 +213,18 @@ def main() -> None:
                     ray.shutdown()
     for m in results.values():
         m.pop("table")
-    doc = {"date": date, "documents": docs, "text_mb": round(mb, 2), "piece_rows": args.piece_rows,
-           "repeats": args.repeats, "args": f"real {args.real_mb:g} MB + {args.generated:,} generated",
-           "load_before": load_before, "load_after": uptime(), "ceiling": ceiling, "results": results}  # fmt: skip
+    doc = {
+        "date": date,
+        "documents": docs,
+        "text_mb": round(mb, 2),
+        "piece_rows": args.piece_rows,
+        "repeats": args.repeats,
+        "args": f"real {args.real_mb:g} MB + {args.generated:,} generated",
+        "load_before": load_before,
+        "load_after": uptime(),
+        "ceiling": ceiling,
+        "results": results,
+    }
     text = "\n".join(render(doc))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")
