@@ -12,7 +12,9 @@ read only the parts a manifest lists), and deletes every part no manifest lists.
 Nothing a reader sees changes before that commit: a failed or killed attempt leaves parts that no
 manifest names (and its markers). The retry computes the same fingerprint, so it finds them and
 sends only the slices without a valid marker; a changed input gets another fingerprint, and the
-next commit of the partition deletes the older attempts' parts.
+next commit of the partition deletes the older attempts' parts. A step run again over the same input
+(the same fingerprint, after a commit) uploads the same bytes under the names the manifest lists: a
+reader of the committed output reads the same rows throughout.
 
 What travels to the workers is the root's URI (its query carries the endpoint and options; the
 credentials come from the query or each worker's environment), never a filesystem object.
