@@ -29,8 +29,16 @@ from refinery.dedup.semantic import SemanticDeduper
 from refinery.dedup.semantic_tasks import distributed_deduper, plan_stamp, remove_work, slice_deduper
 from refinery.engine.model_pool import ModelStage
 from refinery.engine.model_stages import PooledStage, execute_model_stage
-from refinery.engine.resume import data_version, fingerprint, remove_scratch, scratch_folder, scratch_path
-from refinery.engine.slices import current_slice
+from refinery.engine.resume import (
+    data_version,
+    fingerprint,
+    remove_scratch,
+    scratch_folder,
+    scratch_path,
+    scratch_relative,
+    under_root,
+)
+from refinery.engine.slices import current_slice, slice_location
 from refinery.filters.language_routing import LanguageFilter
 from refinery.ingest.text_reader import SourceReader
 from refinery.kernel.report import withdrawn_claims
@@ -60,7 +68,7 @@ def _exact(run: StageContext):
     """In this process: hashes and claims batch by batch. On a distributed engine: hashes on the
     workers, claims here (:mod:`refinery.dedup.claim_plan`), the rows written by the workers."""
     if CLAIMS_STAMP in run.provenance:  # a worker writing its slices: the step has claimed
-        return DecidedClaims(run.storage.root / run.provenance[CLAIMS_STAMP]["folder"], "content_hash")
+        return DecidedClaims(under_root(run.storage, run.provenance[CLAIMS_STAMP]["folder"]), "content_hash")
     return _exact_claims(run)
 
 
@@ -95,14 +103,14 @@ def _planned_claims(
     """The three steps of :mod:`refinery.dedup.claim_plan` inside the index's claiming block: keys
     on the workers, claims here, then the processor the workers write with (the outcome folder
     and its digest stamped in the provenance). The key and outcome parts go once it is committed."""
-    location = run.storage.require(run.spec.upstream, run.source)
+    location = slice_location(run.storage, run.spec.upstream, run.source)  # a URI on an object store
     key = fingerprint(data_version(location), kind, key_params, run.engine.describe())
     keys = scratch_folder(run.storage, run.spec.name, run.source, "keys", key)
     parts = run.engine.map_to_parts(location, key_function, ["id", "text"], keys, run.params.batch_rows)
     outcomes = scratch_folder(run.storage, run.spec.name, run.source, "outcomes", key)
     figures = claim_parts(keys, parts, kind, decide, score, outcomes, run.params.batch_rows, num_perm)
     run.provenance[CLAIMS_STAMP] = {
-        "folder": str(outcomes.relative_to(run.storage.root)),
+        "folder": scratch_relative(run.spec.name, run.source, "outcomes", key),
         "digest": figures.digest,
     }
     run.metadata["claims_plan"] = Json(
@@ -117,7 +125,9 @@ def _fuzzy(run: StageContext):
     """In this process: signatures and claims batch by batch. On a distributed engine: signatures on
     the workers, claims here, the rows written by the workers (:mod:`refinery.dedup.claim_plan`)."""
     if CLAIMS_STAMP in run.provenance:  # a worker writing its slices: the step has claimed
-        return DecidedClaims(run.storage.root / run.provenance[CLAIMS_STAMP]["folder"], "near_dup_similarity")
+        return DecidedClaims(
+            under_root(run.storage, run.provenance[CLAIMS_STAMP]["folder"]), "near_dup_similarity"
+        )
     return _fuzzy_claims(run)
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from refinery.fs import exists, is_local, join, listing, split_root, uri
+from refinery.fs import child, exists, is_local, join, listing, split_root, uri
 from refinery.manifest import MANIFEST, read_manifest_at, write_manifest_at
 from refinery.paths import check_source_name
 from refinery.storage import (
@@ -57,6 +57,20 @@ class ObjectStorage:
     def __init__(self, root: str):
         self.root = root
         self.fs, self.base = split_root(root)
+
+    def __getstate__(self) -> dict:
+        """Only the root travels (to a cluster's workers): a filesystem object need not pickle and
+        would carry this process's credentials; the worker opens the filesystem from the URI."""
+        return {"root": self.root}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["root"])
+
+    def location_uri(self, asset: str, partition: str, rejected: bool = False) -> str:
+        """The partition's folder as a URI with the root's query (a worker opens the filesystem from
+        it: :func:`refinery.engine.slices.plan_slices`)."""
+        relative = [REJECTED_DIR, asset] if rejected else [asset]
+        return child(self.root, *relative, check_source_name(partition))
 
     def parts_path(self, asset: str, partition: str, rejected: bool = False) -> str:
         folder = join(self.base, REJECTED_DIR, asset) if rejected else join(self.base, asset)

@@ -36,10 +36,11 @@ import pyarrow.parquet as pq
 
 from refinery.batch import BatchResult, split_batch
 from refinery.dedup.exact import content_hash
-from refinery.dedup.signature_parts import read_signatures, signature_table_function
+from refinery.dedup.signature_parts import signature_table_function, signatures_of
+from refinery.engine.root_folder import RootFolder
 from refinery.engine.slices import current_slice
 from refinery.kernel.processor import StageProcessor
-from refinery.storage import PartsWriter, parquet_files
+from refinery.storage import PART_NAME, PartsWriter, part_order
 
 HASH_COLUMN = "hash"
 ROW = "__row"  # a row's position in its part, carried through the processor to put outcomes back in order
@@ -105,36 +106,39 @@ class ClaimFigures:
         }
 
 
-def _keys(path: Path, kind: str, num_perm: int) -> tuple[list[str], list[bytes] | np.ndarray]:
-    table = pq.read_table(path)
+def _keys(
+    folder: RootFolder, name: str, kind: str, num_perm: int
+) -> tuple[list[str], list[bytes] | np.ndarray]:
+    table = folder.read_table(name)
     ids = table.column("id").to_pylist()
     if kind == "exact":
         return ids, table.column(HASH_COLUMN).to_pylist()
-    return ids, read_signatures(path, num_perm)
+    return ids, signatures_of(table, num_perm)
 
 
 def claim_parts(
-    key_folder: Path,
+    key_folder: Path | str,
     parts: list[dict],
     kind: str,
     decide: Callable[[pd.DataFrame, list[bytes] | np.ndarray], BatchResult],
     score: pa.Field,
-    out_folder: Path,
+    out_folder: Path | str,
     batch_rows: int,
     num_perm: int = 0,
 ) -> ClaimFigures:
     """Step 2: every key part in order, ``batch_rows`` rows at a time, through ``decide(frame,
     keys)`` (the stage's processor with the keys handed ahead; ``frame`` holds ``id`` and the row's
-    position); one outcome part per key part, in ``out_folder``."""
+    position); one outcome part per key part, in ``out_folder``. Both folders are local paths or
+    URIs on the storage root's object store (the workers write the keys and read the outcomes)."""
     figures = ClaimFigures(parts=len(parts))
     figures.reused_key_parts = sum(bool(p.get("reused")) for p in parts)
     figures.worker_seconds = sum(float(p.get("seconds", 0.0)) for p in parts)
     digest = hashlib.sha256()
     schema = outcome_schema(score)
-    out_folder.mkdir(parents=True, exist_ok=True)
+    keys_at, out = RootFolder.of(key_folder), RootFolder.of(out_folder).make()
     for part in sorted(parts, key=lambda p: p["index"]):
         name = PartsWriter.part_name(part["index"])
-        ids, keys = _keys(key_folder / name, kind, num_perm)
+        ids, keys = _keys(keys_at, name, kind, num_perm)
         figures.rows_held_at_once = max(figures.rows_held_at_once, len(ids))
         pieces = []
         for lo in range(0, len(ids), batch_rows):
@@ -146,11 +150,12 @@ def claim_parts(
         figures.rows += len(ids)
         figures.removed += int(outcome["reason"].notna().sum())
         table = pa.Table.from_pandas(outcome, schema=schema, preserve_index=False)
-        temp = out_folder / f".{name}.tmp"
-        pq.write_table(table, temp)
-        temp.replace(out_folder / name)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        data = sink.getvalue().to_pybytes()
+        out.write_bytes(name, data)  # atomically: renamed into place, or one upload
         digest.update(name.encode())
-        digest.update((out_folder / name).read_bytes())
+        digest.update(data)
     figures.digest = digest.hexdigest()[:16]
     return figures
 
@@ -179,28 +184,29 @@ class DecidedClaims(StageProcessor):
     part of its index (what the step's claims decided), so no index is opened on a worker. Outside
     a slice (one process writing the partition) it reads the parts in order as the rows come."""
 
-    def __init__(self, folder: Path, score: str):
-        self.folder, self.score = Path(folder), score
+    def __init__(self, folder: Path | str, score: str):
+        self.folder, self.score = RootFolder.of(folder), score
         self._slice: int | None = None
         self._outcome: pd.DataFrame | None = None
         self._offset = 0
-        self._queue: list[Path] | None = None
+        self._queue: list[str] | None = None
 
-    def _read(self, path: Path) -> None:
+    def _read(self, name: str) -> None:
         # without the stored pandas metadata, string nulls come back as None
-        self._outcome, self._offset = pq.read_table(path).to_pandas(ignore_metadata=True), 0
+        self._outcome, self._offset = self.folder.read_table(name).to_pandas(ignore_metadata=True), 0
 
     def _take(self, n: int) -> pd.DataFrame:
         piece = current_slice()
         if piece is not None:  # a worker's slice: its own part
             if piece.index != self._slice or self._outcome is None:
-                self._read(self.folder / PartsWriter.part_name(piece.index))
+                self._read(PartsWriter.part_name(piece.index))
                 self._slice = piece.index
             rows = self._outcome.iloc[self._offset : self._offset + n]
             self._offset += len(rows)
             return rows
         if self._queue is None:  # one process: every part, in order
-            self._queue = list(parquet_files(self.folder))
+            names = [n for n in self.folder.names() if PART_NAME.match(n)]
+            self._queue = sorted(names, key=part_order)
         taken = []
         while n > 0:
             if self._outcome is None or self._offset >= len(self._outcome):

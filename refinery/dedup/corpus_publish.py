@@ -179,6 +179,19 @@ def check_outcomes(table: pd.DataFrame, documents_in: int) -> list[CheckOutcome]
     return [once, one_kept]
 
 
+def refuse_object_store_root(storage: Any) -> None:
+    """The shuffle commits each task's folder, and then the table, by renaming and hard-linking local
+    folders: on an object store root that is refused before anything is read or written, naming the
+    root (what to do instead: docs/running.md)."""
+    if isinstance(storage, Storage):
+        return
+    raise NotImplementedError(
+        f"corpus_fuzzy_dedup needs a local storage root (a folder, or the bucket mounted as one), not "
+        f"{storage.uri(storage.base)}: its shuffle commits task folders and the table by renaming and "
+        "hard-linking them. Nothing was written. See docs/running.md, 'Not yet on an object-store root'."
+    )
+
+
 def publish_corpus_dedup(
     storage: Storage,
     params: CorpusFuzzyDedupParams,
@@ -188,6 +201,7 @@ def publish_corpus_dedup(
 ) -> Published:
     """Run the batch pass over every source as shuffles on the engine's workers (this process holds
     counts, never rows), commit the table's parts, compare with the incremental path per source."""
+    refuse_object_store_root(storage)
     read, missing_exact = corpus_sources(storage, sources)
     meter = Meter()
     path, plan, result = run_shuffle(storage, read, params, engine, meter, stamp)

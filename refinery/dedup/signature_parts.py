@@ -40,7 +40,12 @@ def signature_table_function(index_params: dict) -> Callable[[pd.DataFrame], pa.
 
 def read_signatures(path: Path, num_perm: int) -> np.ndarray:
     """One part's signatures, ``(rows, num_perm)`` uint32."""
-    column = pq.read_table(path, columns=[SIGNATURE_COLUMN]).column(SIGNATURE_COLUMN).combine_chunks()
+    return signatures_of(pq.read_table(path, columns=[SIGNATURE_COLUMN]), num_perm)
+
+
+def signatures_of(table: pa.Table, num_perm: int) -> np.ndarray:
+    """A part's signature column (read from any filesystem) as ``(rows, num_perm)`` uint32."""
+    column = table.column(SIGNATURE_COLUMN).combine_chunks()
     return column.values.to_numpy(zero_copy_only=False).astype(np.uint32).reshape(-1, num_perm)
 
 

@@ -45,10 +45,10 @@ class LocalEngine:
 
     def map_to_parts(
         self,
-        location: Path,
+        location: Path | str,
         make_fn: Callable[[], ColumnFn],
         columns: list[str],
-        folder: Path,
+        folder: Path | str,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         gpus: float = 0,
         summarize: Summarize | None = None,

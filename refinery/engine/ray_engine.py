@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from refinery.engine.object_parts import ObjectResumableParts
 from refinery.engine.resume import ResumableParts, data_version, fingerprint, read_marker
 from refinery.engine.slices import (
     ColumnFn,
@@ -46,6 +47,7 @@ from refinery.engine.slices import (
     Summarize,
     plan_slices,
     process_slice,
+    slice_location,
     write_column_part,
 )
 from refinery.kernel.execute import entered, make_processor, run_partition
@@ -172,7 +174,7 @@ class RayEngine:
     ) -> StageRun:
         started = time.perf_counter()
         spec = ctx.spec
-        upstream = ctx.storage.require(spec.upstream, ctx.source)
+        upstream = slice_location(ctx.storage, spec.upstream, ctx.source)
         slices = plan_slices(upstream, self.slice_rows)
         schema, rejected_schema = output_schemas(
             ctx.storage.schema(spec.upstream, ctx.source),
@@ -188,7 +190,7 @@ class RayEngine:
             ctx.provenance,
             str(schema),
         )
-        writer = ResumableParts(ctx.storage, spec.name, ctx.source, key)
+        writer = resumable_parts(ctx, key)
         job = SliceJob(
             context=_portable(ctx),
             make=make,
@@ -264,13 +266,14 @@ class RayEngine:
         location: Any,
         make_fn: Callable[[], ColumnFn],
         columns: list[str],
-        folder: Path,
+        folder: Path | str,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         gpus: float = 0,
         summarize: Summarize | None = None,
     ) -> list[dict]:
         """``fn(batch)`` (a frame of columns, one row per input row) for every slice of a partition,
-        computed and written by a pool of actors as ``folder/part-<slice>.parquet``; returns per
+        computed and written by a pool of actors as ``folder/part-<slice>.parquet`` (``folder`` a local
+        path, or a URI on the storage root's object store, which every worker opens); returns per
         part ``{index, rows, summary, seconds, reused}`` in slice order (``summary =
         summarize(part)``, computed by the worker: keep it small). The column never comes here.
         Slices whose part is complete from an earlier attempt (their done marker) are not sent."""
@@ -381,6 +384,14 @@ class RayEngine:
         ]
 
 
+def resumable_parts(ctx: StageContext, key: str) -> ResumableParts | ObjectResumableParts:
+    """Where the workers write a stage's parts: staging folders renamed into place on a local root,
+    or in place, committed by the manifest, on an object store root (:mod:`refinery.engine.object_parts`)."""
+    if isinstance(ctx.storage.root, Path):
+        return ResumableParts(ctx.storage, ctx.spec.name, ctx.source, key)
+    return ObjectResumableParts(str(ctx.storage.root), ctx.spec.name, ctx.source, key, ctx.provenance)
+
+
 class PooledActor:
     """A pool actor of :meth:`RayEngine.pool_map`: ``actor(payload)`` built once (its processor or
     model with it), then ``run`` per slice."""
@@ -398,7 +409,7 @@ class SliceJob:
 
     context: StageContext
     make: ProcessorMaker
-    writer: ResumableParts
+    writer: ResumableParts | ObjectResumableParts
     schema: Any
     rejected_schema: Any
     batch_rows: int
@@ -589,14 +600,12 @@ class ColumnActor:
         self.fn = make_fn()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        import pyarrow.parquet as pq
-
         out: dict[str, list] = {"index": [], "array": []}
         for raw in batch["slice"]:
             piece: Slice = pickle.loads(raw)
             arrays = []
             if piece.row_groups:
-                parquet = pq.ParquetFile(piece.file)
+                parquet = piece.parquet()
                 for b in parquet.iter_batches(
                     self.batch_rows, row_groups=list(piece.row_groups), columns=self.columns
                 ):
@@ -617,8 +626,7 @@ class PartsActor:
     def __init__(self, payload: bytes):
         from ray import cloudpickle
 
-        make_fn, self.columns, folder, self.batch_rows, self.summarize = cloudpickle.loads(payload)
-        self.folder = Path(folder)
+        make_fn, self.columns, self.folder, self.batch_rows, self.summarize = cloudpickle.loads(payload)
         self.fn = make_fn()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:

@@ -27,9 +27,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from refinery.manifest import read_manifest
+import pyarrow.fs as pafs
+
+from refinery.engine.root_folder import RootFolder, file_sizes
+from refinery.fs import child, is_local, listing
+from refinery.manifest import read_manifest, read_manifest_at
 from refinery.storage import PartsWriter, Storage, parquet_files
-from refinery.tempfiles import publish_file, temp_path
 
 SCRATCH_DIR = "_staging"  # beside the assets: pass-one columns (scores, signatures) by fingerprint
 TOKEN_PREFIX = "retry-"
@@ -41,10 +44,18 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(canonical).hexdigest()[:16]
 
 
-def data_version(location: Path) -> str:
+def data_version(location: Path | str) -> str:
     """The upstream's data version: its manifest's hash where it has one, else the names, sizes
     and modification times of its files (a rewritten upstream, even with the same rows, starts a
-    retry clean; that errs on the safe side)."""
+    retry clean; that errs on the safe side). ``location`` may be an object store URI (its
+    partitions always have a manifest)."""
+    if isinstance(location, str) and not is_local(location):
+        folder = RootFolder(location)
+        manifest = read_manifest_at(folder.fs, folder.path)
+        if not manifest:
+            raise FileNotFoundError(f"no committed output at {location.partition('?')[0]}")
+        return str(manifest["version"])
+    location = Path(location)
     if location.is_dir():
         manifest = read_manifest(location)
         if manifest and manifest.get("version"):
@@ -53,34 +64,38 @@ def data_version(location: Path) -> str:
     return fingerprint([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files])
 
 
+def marker_name(index: int) -> str:
+    return f".{PartsWriter.part_name(index)}.done"
+
+
 def marker_path(folder: Path, index: int) -> Path:
-    return folder / f".{PartsWriter.part_name(index)}.done"
+    return Path(folder) / marker_name(index)
 
 
-def write_marker(folder: Path, index: int, files: Iterable[Path], info: Any) -> None:
-    """Slice ``index`` is complete: ``files`` (its parts, written before) and what the driver needs
-    of it (its statistics, its summary), atomically."""
-    body = {"files": {str(f): f.stat().st_size for f in files}, "info": info}
-    target = marker_path(folder, index)
-    temp = temp_path(target)
-    temp.write_bytes(pickle.dumps(body))
-    publish_file(temp, target)
+def write_marker(folder: Path | str | RootFolder, index: int, files: Iterable[Path | str], info: Any) -> None:
+    """Slice ``index`` is complete: ``files`` (its parts, written before: paths on the folder's
+    filesystem) and what the driver needs of it (its statistics, its summary), atomically (a
+    local file renamed into place, or one object)."""
+    where = RootFolder.of(folder)
+    names = [str(f) for f in files]
+    body = {"files": dict(zip(names, file_sizes(where.fs, names), strict=True)), "info": info}
+    where.write_bytes(marker_name(index), pickle.dumps(body))
 
 
-def read_marker(folder: Path, index: int) -> Any | None:
+def read_marker(folder: Path | str | RootFolder, index: int) -> Any | None:
     """The info of a complete slice, or None when it has no marker or its parts are not what the
     marker names (then it is redone)."""
-    path = marker_path(folder, index)
-    if not path.is_file():
+    where = RootFolder.of(folder)
+    raw = where.read_bytes(marker_name(index))
+    if raw is None:
         return None
     try:
-        body = pickle.loads(path.read_bytes())
+        body = pickle.loads(raw)
     except Exception:  # a marker from another version of the code: redo the slice
         return None
-    for name, size in body["files"].items():
-        file = Path(name)
-        if not file.is_file() or file.stat().st_size != size:
-            return None
+    names = list(body["files"])
+    if file_sizes(where.fs, names) != [body["files"][n] for n in names]:
+        return None
     return body["info"]
 
 
@@ -114,16 +129,37 @@ class ResumableParts(PartsWriter):
         return super().commit(parts)
 
 
-def scratch_path(storage: Storage, asset: str, partition: str, purpose: str, key: str) -> Path:
+def scratch_relative(asset: str, partition: str, purpose: str, key: str) -> str:
+    """A scratch folder's path under the storage root (what a provenance stamp records)."""
+    return f"{SCRATCH_DIR}/{asset}/{partition}/{purpose}-{key}"
+
+
+def scratch_path(storage: Any, asset: str, partition: str, purpose: str, key: str) -> Path | str:
     """``<storage>/_staging/<asset>/<partition>/<purpose>-<key>/``: where a step keeps pass-one
-    parts (the perplexities, the MinHash signatures) across attempts under their fingerprint."""
-    return storage.root / SCRATCH_DIR / asset / partition / f"{purpose}-{key}"
+    parts (the perplexities, the MinHash signatures) across attempts under their fingerprint. On
+    an object store root, a URI with the root's options (every worker reads and writes it)."""
+    return under_root(storage, scratch_relative(asset, partition, purpose, key))
 
 
-def scratch_folder(storage: Storage, asset: str, partition: str, purpose: str, key: str) -> Path:
+def under_root(storage: Any, relative: str) -> Path | str:
+    """A folder under the storage root: a local path, or (an object store root) a URI keeping the
+    root's query, so a worker opens the same filesystem from it."""
+    root = storage.root
+    if isinstance(root, Path):
+        return root / relative
+    return child(str(root), *relative.split("/"))
+
+
+def scratch_folder(storage: Any, asset: str, partition: str, purpose: str, key: str) -> Path | str:
     """:func:`scratch_path`, created; the same purpose's folders of other fingerprints are
     removed first (a changed input starts clean)."""
     folder = scratch_path(storage, asset, partition, purpose, key)
+    if isinstance(folder, str):
+        base = RootFolder(_parent_uri(folder))
+        for name in _subfolders(base):
+            if name.startswith(f"{purpose}-") and name != f"{purpose}-{key}":
+                base.sub(name).remove()
+        return folder
     base = folder.parent
     if base.is_dir():
         for old in base.glob(f"{purpose}-*"):
@@ -133,8 +169,21 @@ def scratch_folder(storage: Storage, asset: str, partition: str, purpose: str, k
     return folder
 
 
-def remove_scratch(folder: Path) -> None:
+def _parent_uri(uri: str) -> str:
+    head, _, query = uri.partition("?")
+    return head.rstrip("/").rsplit("/", 1)[0] + (f"?{query}" if query else "")
+
+
+def _subfolders(folder: RootFolder) -> list[str]:
+    return [i.base_name for i in listing(folder.fs, folder.path) if i.type == pafs.FileType.Directory]
+
+
+def remove_scratch(folder: Path | str) -> None:
     """Drop a step's pass-one parts once its output is committed (and empty parents)."""
+    if isinstance(folder, str) and not is_local(folder):
+        RootFolder(folder).remove()  # an object store has no empty folders to drop
+        return
+    folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     for parent in (folder.parent, folder.parent.parent):
         try:

@@ -21,18 +21,28 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.engine.resume import read_marker, write_marker
+from refinery.engine.root_folder import RootFolder, filesystem_of
+from refinery.fs import is_local, join
 from refinery.kernel.processor import Processor, routed_input
+from refinery.manifest import read_manifest_at
 from refinery.stats import Histogram, StageStats
 from refinery.storage import PartsWriter, parquet_files, table_from_frame
-from refinery.tempfiles import publish_file, temp_path
 
 
 @dataclass(frozen=True)
 class Slice:
     index: int
-    file: str
+    file: str  # a local path, or a path on the filesystem of ``fs_uri``
     row_groups: tuple[int, ...]
     rows: int
+    fs_uri: str = ""  # the partition's URI on an object store root ("" for a local file)
+
+    def parquet(self) -> pq.ParquetFile:
+        """The slice's file, opened through its filesystem (a worker opens it from the URI)."""
+        if not self.fs_uri:
+            return pq.ParquetFile(self.file)
+        filesystem, _ = filesystem_of(self.fs_uri)
+        return pq.ParquetFile(filesystem.open_input_file(self.file))
 
 
 _CURRENT: ContextVar[Slice | None] = ContextVar("refinery_slice", default=None)
@@ -53,24 +63,47 @@ def processing(piece: Slice) -> Iterator[Slice]:
         _CURRENT.reset(token)
 
 
-def plan_slices(location: Path, slice_rows: int) -> list[Slice]:
+def slice_location(storage: Any, asset: str, partition: str) -> Path | str:
+    """Where a partition's slices are read from: its local file or folder, or, on an object store
+    root, its folder's URI with the root's options (what a worker opens the filesystem from)."""
+    found = storage.require(asset, partition)
+    if hasattr(storage, "location_uri"):  # refinery.object_storage.ObjectStorage
+        return storage.location_uri(asset, partition)
+    return found
+
+
+def _partition_files(location: Path | str) -> tuple[list[str], str]:
+    """(the partition's files in row order, the URI to open them through: "" when local)."""
+    if isinstance(location, str) and not is_local(location):
+        filesystem, folder = filesystem_of(location)
+        manifest = read_manifest_at(filesystem, folder)
+        if not manifest:
+            raise FileNotFoundError(f"no committed output at {location.partition('?')[0]}")
+        return [join(folder, p["name"]) for p in manifest["parts"]], location
+    return [str(f) for f in parquet_files(Path(location))], ""
+
+
+def plan_slices(location: Path | str, slice_rows: int) -> list[Slice]:
     """Consecutive row groups of each upstream file, about ``slice_rows`` rows per slice (a row
-    group is never split, so a slice may be larger); at least one slice, even when empty."""
+    group is never split, so a slice may be larger); at least one slice, even when empty.
+    ``location`` is a local file or folder, or a partition's URI on an object store root (its
+    manifest's parts, read through the URI's filesystem: :func:`slice_location`)."""
     slices: list[Slice] = []
-    for file in parquet_files(location):
-        metadata = pq.ParquetFile(file).metadata
+    files, fs_uri = _partition_files(location)
+    for file in files:
+        metadata = Slice(0, file, (), 0, fs_uri).parquet().metadata
         groups: list[int] = []
         rows = 0
         for g in range(metadata.num_row_groups):
             groups.append(g)
             rows += metadata.row_group(g).num_rows
             if rows >= slice_rows:
-                slices.append(Slice(len(slices), str(file), tuple(groups), rows))
+                slices.append(Slice(len(slices), str(file), tuple(groups), rows, fs_uri))
                 groups, rows = [], 0
         if groups:
-            slices.append(Slice(len(slices), str(file), tuple(groups), rows))
+            slices.append(Slice(len(slices), str(file), tuple(groups), rows, fs_uri))
     if not slices:
-        slices.append(Slice(0, str(parquet_files(location)[0]), (), 0))
+        slices.append(Slice(0, files[0], (), 0, fs_uri))
     return slices
 
 
@@ -118,7 +151,7 @@ def _process_batches(
     batch_rows: int,
 ) -> None:
     if piece.row_groups:
-        parquet = pq.ParquetFile(piece.file)
+        parquet = piece.parquet()
         for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=list(piece.row_groups)):
             frame, routed = routed_input(process, batch.to_pandas())
             stats.rows_routed += routed
@@ -147,7 +180,7 @@ def column_part_path(folder: Path, index: int) -> Path:
 def slice_frames(piece: Slice, columns: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
     """The slice's rows in order, ``columns`` only, in batches (an empty slice gives no batch)."""
     if piece.row_groups:
-        parquet = pq.ParquetFile(piece.file)
+        parquet = piece.parquet()
         for batch in parquet.iter_batches(batch_rows, row_groups=list(piece.row_groups), columns=columns):
             yield batch.to_pandas()
 
@@ -156,13 +189,14 @@ def write_column_part(
     piece: Slice,
     fn: ColumnFn,
     columns: list[str],
-    folder: Path,
+    folder: Path | str,
     batch_rows: int,
     summarize: Summarize | None = None,
 ) -> dict:
     """``fn`` over one slice's batches, written as ``folder/part-<slice>.parquet`` (rows in order),
     then the slice's done marker with ``summarize(table)``; returns the small dict the driver
-    keeps (index, rows, summary, seconds). A slice whose marker is there is not computed again."""
+    keeps (index, rows, summary, seconds). A slice whose marker is there is not computed again.
+    ``folder`` is a local folder or a URI on the storage root's object store."""
     done = read_marker(folder, piece.index)
     if done is not None:
         return {**done, "reused": True}
@@ -173,10 +207,7 @@ def write_column_part(
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     if table.num_rows != piece.rows:
         raise RuntimeError(f"slice {piece.index}: {table.num_rows} rows computed for {piece.rows} read")
-    target = column_part_path(folder, piece.index)
-    temp = temp_path(target)
-    pq.write_table(table, temp, compression="zstd")
-    publish_file(temp, target)
+    target = RootFolder.of(folder).write_table(PartsWriter.part_name(piece.index), table)
     info = {
         "index": piece.index,
         "rows": table.num_rows,

@@ -132,10 +132,10 @@ class Engine(Protocol):
 
     def map_to_parts(
         self,
-        location: Path,
+        location: Path | str,
         make_fn: Callable[[], Callable[[pd.DataFrame], pd.DataFrame | pa.Table]],
         columns: list[str],
-        folder: Path,
+        folder: Path | str,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         gpus: float = 0,
         summarize: Callable[[pa.Table], Any] | None = None,
@@ -145,7 +145,9 @@ class Engine(Protocol):
         plan), each followed by a done marker; returns per part ``{index, rows, summary, seconds,
         reused}`` in order, ``summary = summarize(part)`` computed by the worker (keep it small: a
         quantile sketch). The column never comes to the caller. Parts already complete in
-        ``folder`` (an earlier attempt's) are skipped."""
+        ``folder`` (an earlier attempt's) are skipped. On an object store root ``location`` and
+        ``folder`` are URIs with the root's options (:func:`refinery.engine.slices.slice_location`,
+        :func:`refinery.engine.resume.scratch_folder`)."""
         ...
 
     def map_groups(
