@@ -212,7 +212,9 @@ def redact_batch(
     lines = [out[i].split("\n") for i in docs]
     bounds = np.zeros(len(docs) + 1, dtype=np.int64)
     np.cumsum([len(doc_lines) for doc_lines in lines], out=bounds[1:])
-    line_masks = _line_masks(arr.take(pa.array(docs)), bounds, {kind: mask[docs] for kind, mask in masks.items()})
+    line_masks = _line_masks(
+        arr.take(pa.array(docs)), bounds, {kind: mask[docs] for kind, mask in masks.items()}
+    )
     # Per kind, the flagged lines (ascending) and where each document's share of them starts.
     hits = {kind: np.flatnonzero(mask) for kind, mask in line_masks.items()}
     cuts = {kind: np.searchsorted(found, bounds).tolist() for kind, found in hits.items()}
@@ -227,7 +229,9 @@ def redact_batch(
     return out, counts
 
 
-def _line_masks(docs: pa.Array, bounds: np.ndarray, doc_masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _line_masks(
+    docs: pa.Array, bounds: np.ndarray, doc_masks: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """:func:`candidate_masks` of every line of ``docs`` (lines cut at each "\\n", as
     ``str.split("\\n")`` cuts them; ``bounds``: the first line of each document, and the total),
     searching each kind only in the lines of the documents where it has a candidate: a line's

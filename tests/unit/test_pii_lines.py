@@ -53,7 +53,15 @@ def _parses(text: str) -> bool:
 def test_ipv6_shortcut_agrees_with_ipaddress():
     rng = random.Random(3)
     alphabet = "0123456789abcdefABCDEF:::"
-    cases = ["::1", "fe80::1", "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8:9", "10:23:45", ":1:2:3:4:5:6:7"]
+    cases = [
+        "::1",
+        "fe80::1",
+        "1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7",
+        "1:2:3:4:5:6:7:8:9",
+        "10:23:45",
+        ":1:2:3:4:5:6:7",
+    ]
     cases += ["".join(rng.choice(alphabet) for _ in range(rng.randint(2, 40))) for _ in range(30_000)]
     for text in cases:
         colons = text.count(":")
