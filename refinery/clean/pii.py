@@ -71,6 +71,11 @@ def _ipv6_ok(match: str) -> bool:
     colons = match.count(":")
     if colons < 2 or len(match) - colons < 2:
         return False
+    if colons != 7 and "::" not in match:
+        # ipaddress's own rule, decided before it parses: without "::" an address has exactly
+        # eight groups (no "." can occur here, so no IPv4 tail). Times such as 10:23:45 in
+        # changelogs are most of this detector's candidates.
+        return False
     try:
         ipaddress.IPv6Address(match)
     except ValueError:
@@ -86,6 +91,11 @@ def _phone_ok(match: str) -> bool:
     return 7 <= digits <= 15
 
 
+def accept_all(match: str) -> bool:
+    """The validator of a detector whose pattern alone decides (e-mail addresses)."""
+    return True
+
+
 @dataclass(frozen=True)
 class Detector:
     kind: str
@@ -97,7 +107,7 @@ class Detector:
 # Order matters: card numbers before phones (a card's digit groups look like a phone number),
 # IPv6 before phones (hex groups of digits) and e-mails before everything (digits in user names).
 DETECTORS = (
-    Detector("email", _EMAIL, lambda m: True, lambda t: "@" in t),
+    Detector("email", _EMAIL, accept_all, lambda t: "@" in t),
     Detector("credit_card", _CARD, _card_ok, lambda t: True),
     Detector("ip", _IPV6, _ipv6_ok, lambda t: "::" in t or t.count(":") >= 5),
     Detector("ip", _IPV4, _ipv4_ok, lambda t: "." in t),
@@ -200,22 +210,37 @@ def redact_batch(
     if not docs:
         return out, counts
     lines = [out[i].split("\n") for i in docs]
-    line_masks = _line_masks(lines, {kind: mask[docs] for kind, mask in masks.items()})
-    start = 0
-    for i, doc_lines in zip(docs, lines, strict=True):
-        end = start + len(doc_lines)
-        flagged = {kind: set(np.flatnonzero(mask[start:end]).tolist()) for kind, mask in line_masks.items()}
+    bounds = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum([len(doc_lines) for doc_lines in lines], out=bounds[1:])
+    line_masks = _line_masks(
+        arr.take(pa.array(docs)), bounds, {kind: mask[docs] for kind, mask in masks.items()}
+    )
+    # Per kind, the flagged lines (ascending) and where each document's share of them starts.
+    hits = {kind: np.flatnonzero(mask) for kind, mask in line_masks.items()}
+    cuts = {kind: np.searchsorted(found, bounds).tolist() for kind, found in hits.items()}
+    hit_lists = {kind: found.tolist() for kind, found in hits.items()}
+    starts = bounds.tolist()
+    for n, (i, doc_lines) in enumerate(zip(docs, lines, strict=True)):
+        flagged = {
+            kind: {j - starts[n] for j in found[cuts[kind][n] : cuts[kind][n + 1]]}
+            for kind, found in hit_lists.items()
+        }
         out[i], counts[i] = _redact_lines(out[i], doc_lines, flagged, kinds, placeholder)
-        start = end
     return out, counts
 
 
-def _line_masks(lines: list[list[str]], doc_masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """:func:`candidate_masks` of every line of ``lines`` (one list per document), searching each
-    kind only in the lines of the documents where it has a candidate: a line's candidate is a
-    candidate of its document, so the others are False without a search."""
-    flat = pa.array([ln for doc in lines for ln in doc], pa.large_string())
-    line_doc = np.repeat(np.arange(len(lines)), [len(doc) for doc in lines])
+def _line_masks(
+    docs: pa.Array, bounds: np.ndarray, doc_masks: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """:func:`candidate_masks` of every line of ``docs`` (lines cut at each "\\n", as
+    ``str.split("\\n")`` cuts them; ``bounds``: the first line of each document, and the total),
+    searching each kind only in the lines of the documents where it has a candidate: a line's
+    candidate is a candidate of its document, so the others are False without a search."""
+    split = pc.split_pattern(docs, "\n")
+    flat = pc.list_flatten(split)
+    if len(flat) != bounds[-1]:  # Arrow cut the lines differently: never seen, but fail loudly
+        raise RuntimeError(f"Arrow split {len(flat)} lines where Python split {bounds[-1]}")
+    line_doc = np.repeat(np.arange(len(docs)), np.diff(bounds))
     out = {}
     for kind, doc_mask in doc_masks.items():
         searched = np.flatnonzero(doc_mask[line_doc])
@@ -236,14 +261,53 @@ def _redact_lines(
     for det in DETECTORS:
         if det.kind not in kinds or not det.needs(text) or (det.kind != "email" and not has_digits):
             continue
-        _replace = _replacer(det, placeholder.format(kind=det.kind.upper()), counts)
-
-        touched = False
-        for j in sorted(flagged[det.kind] | changed):
-            new = det.pattern.sub(_replace, lines[j])
-            if new != lines[j]:
-                lines[j], touched = new, True
-                changed.add(j)
+        token = placeholder.format(kind=det.kind.upper())
+        _replace = _replacer(det, token, counts)
+        todo = sorted(flagged[det.kind] | changed)
+        if "\n" in token:  # a replacement that breaks lines: one line at a time
+            touched = False
+            for j in todo:
+                new = det.pattern.sub(_replace, lines[j])
+                if new != lines[j]:
+                    lines[j], touched = new, True
+                    changed.add(j)
+        elif det.valid is accept_all:  # every match is replaced: no callback per match
+            literal = token.replace("\\", "\\\\")  # a template with no escapes or group references
+            touched = _sub_lines(det.pattern, literal, lines, todo, changed, counts, det.kind)
+        else:
+            touched = _sub_lines(det.pattern, _replace, lines, todo, changed)
         if touched:
             text = "\n".join(lines)
     return text, counts
+
+
+def _sub_lines(
+    pattern: re.Pattern,
+    replace,
+    lines: list[str],
+    todo: list[int],
+    changed: set[int],
+    counts: dict[str, int] | None = None,
+    kind: str = "",
+) -> bool:
+    """``pattern.sub(replace, ...)`` on each of ``lines[j]`` for ``j`` in ``todo`` (ascending), in one
+    call over those lines joined by newlines: no detector matches a newline or sees past one (see
+    :func:`redact_batch`), so each line gets the same matches, in the same order, as alone; the
+    replacement holds no newline, so the result splits back into the same lines. Marks the lines
+    that changed; True if any did. With ``counts``, ``replace`` is a literal string and every
+    match is counted under ``kind`` (what the callback of an always-valid detector would do)."""
+    if not todo:
+        return False
+    chunk = "\n".join([lines[j] for j in todo])
+    if counts is None:
+        new = pattern.sub(replace, chunk)
+    else:
+        new, n = pattern.subn(replace, chunk)
+        counts[kind] += n
+    if new == chunk:
+        return False
+    for j, part in zip(todo, new.split("\n"), strict=True):
+        if part != lines[j]:
+            lines[j] = part
+            changed.add(j)
+    return True

@@ -109,10 +109,15 @@ def _ascii_flags() -> bytes:
 def _flags(texts: Sequence[str]) -> np.ndarray:
     """The flags of every character of ``texts``, each text followed by a newline. An ASCII batch
     goes through :meth:`bytes.translate` (one C pass over its bytes, twice as fast); any other is
-    decoded to code points and looked up in :func:`_flag_table`."""
+    read as UTF-16 (:func:`_utf16_flags`: half the bytes of UTF-32), or, where it holds a lone
+    surrogate, decoded to UTF-32 code points and looked up in :func:`_flag_table`."""
     text = "\n".join(texts) + "\n"
     if text.isascii():
         return np.frombuffer(text.encode("ascii").translate(_ascii_flags()), dtype=np.uint8)
+    try:
+        return _utf16_flags(text.encode("utf-16-le"), len(text))  # strict: lone surrogates raise
+    except UnicodeEncodeError:
+        pass
     cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     table = _flag_table()
     flags = table[:0x10000][np.minimum(cps, 0xFFFF)]  # a 64 KB table stays in cache
@@ -120,6 +125,22 @@ def _flags(texts: Sequence[str]) -> np.ndarray:
     if len(astral):
         flags[astral] = table[cps[astral]]
     return flags
+
+
+def _utf16_flags(encoded: bytes, length: int) -> np.ndarray:
+    """:func:`_flag_table` of each of the ``length`` code points of a text without lone surrogates,
+    from its UTF-16 bytes: a unit is its own code point except in the surrogate pairs of characters
+    beyond U+FFFF (then the only surrogates there are), whose code point is looked up at the high
+    unit and whose low unit is dropped."""
+    table = _flag_table()
+    units = np.frombuffer(encoded, dtype=np.uint16)
+    flags = np.take(table[:0x10000], units)  # a 64 KB table stays in cache
+    if len(units) == length:
+        return flags
+    high = np.flatnonzero((units & 0xFC00) == 0xD800)
+    low = units[high + 1].astype(np.uint32) - 0xDC00
+    flags[high] = table[0x10000 + ((units[high].astype(np.uint32) - 0xD800) << 10) + low]
+    return np.delete(flags, high + 1)
 
 
 def word_counts(texts: Sequence[str]) -> WordCounts:

@@ -1,0 +1,69 @@
+"""The batch redaction's line paths: detectors run over a document's flagged lines joined in one
+call, e-mails replaced without a callback, and the IPv6 validator's shortcut, each equal to the
+per-document reference (:func:`refinery.clean.pii.redact`) or to ``ipaddress`` itself."""
+
+import ipaddress
+import random
+
+import pyarrow as pa
+import pytest
+
+from refinery.clean.pii import PII_KINDS, _ipv6_ok, redact, redact_batch
+from tests.unit.real_text import real_documents
+from tests.unit.test_clean_batch import PII_CASES
+
+CHANGELOG = (
+    "pkg (1.2-3) unstable; urgency=medium\n\n  * Fix bob@example.com's report (Closes: #123)\n\n"
+    " -- Jane Doe <jane@example.org>  Mon, 12 Jan 2020 10:23:45 +0100\n"
+    "served from fe80::1ff:fe23:4567:890a and 2001:db8:0:0:0:0:2:1 at 12:30:00 +44 20 7946 0958\n"
+)
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return [*real_documents(), *PII_CASES, CHANGELOG, CHANGELOG * 3 + "\n".join(PII_CASES)]
+
+
+@pytest.mark.parametrize(
+    ("kinds", "placeholder"),
+    [
+        (PII_KINDS, "<{kind}>"),
+        (("email", "ip"), r"\1\g<0>[{kind}]\\"),  # escapes and group references stay literal
+        (PII_KINDS, "<\n{kind}\n>"),  # a placeholder that breaks lines: one line at a time
+        (("phone", "credit_card"), "{kind} 555-123-4567"),  # the replacement is a later candidate
+    ],
+    ids=["default", "template-chars", "newline", "digits"],
+)
+def test_batch_equals_per_document(texts, kinds, placeholder):
+    expected = [redact(t, set(kinds), placeholder) for t in texts]
+    got = redact_batch(texts, pa.array(texts, pa.large_string()), set(kinds), placeholder)
+    assert got[0] == [t for t, _ in expected]
+    assert got[1] == [c for _, c in expected]
+    assert any(sum(c.values()) for _, c in expected)
+
+
+def _parses(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_ipv6_shortcut_agrees_with_ipaddress():
+    rng = random.Random(3)
+    alphabet = "0123456789abcdefABCDEF:::"
+    cases = [
+        "::1",
+        "fe80::1",
+        "1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7",
+        "1:2:3:4:5:6:7:8:9",
+        "10:23:45",
+        ":1:2:3:4:5:6:7",
+    ]
+    cases += ["".join(rng.choice(alphabet) for _ in range(rng.randint(2, 40))) for _ in range(30_000)]
+    for text in cases:
+        colons = text.count(":")
+        plain = colons >= 2 and len(text) - colons >= 2 and _parses(text)
+        assert _ipv6_ok(text) == plain, text
