@@ -43,8 +43,11 @@ from typing import Any
 import numpy as np
 
 QUANTIZE = ("none", "int8")
-RECIPE = 3  # bump when fusing or quantize_int8 changes, so cached graphs of an older recipe are not reused
-RECIPES = (2, 3)  # 2: SkipLayerNorm fused, early down-projections whole in fp32 (kept for the benchmark)
+RECIPE = 4  # bump when fusing or quantize_int8 changes, so cached graphs of an older recipe are not reused
+# 2: SkipLayerNorm fused, early down-projections whole in fp32; 3: their outlier channels split off
+# (both kept for the benchmark's before/after); 4: 3 + unmasked flash attention, split at the up-projection
+RECIPES = (2, 3, 4)
+FUSED_RECIPE = {2: 2, 3: 3, 4: 3}  # the fp32 fused graph each recipe starts from (4 changes only int8)
 UNFUSED = ["SkipLayerNormFusion"]  # ORT's own fusions not applied to a recipe-3 graph (slower here)
 CUT_CHARS_PER_TOKEN = 8  # a text longer than window x this is cut before tokenizing (then checked)
 _EXPORT_LOCK = threading.Lock()
@@ -181,17 +184,22 @@ def quantize_int8(source: Path, target: Path, model_dir: Path | None = None, rec
     attention's projection (not the products of two activations), activations quantized per call.
     Recipe 3 first splits the early down-projections' outlier channels into fp32 MatMuls
     (:func:`onnx_outliers.split_outlier_channels`, calibrated on texts from ``model_dir``); recipe 2
-    keeps those projections whole in fp32."""
+    keeps those projections whole in fp32. Recipe 4 also rewrites the fused attention as Q/K/V
+    MatMuls and an unmasked ``MultiHeadAttention`` (:mod:`refinery.models.onnx_attention`; valid
+    because the int8 graph encodes each text alone) and splits at the up-projection."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from refinery.models.onnx_attention import attention_to_unmasked_mha
     from refinery.models.onnx_outliers import split_outlier_channels
 
     temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     split = target.with_name(f".{target.name}.{os.getpid()}.split.onnx")
     if recipe >= 3 and model_dir is not None:
         model = onnx.load(str(source))
-        keep = split_outlier_channels(model, calibration_feeds(model_dir))
+        if recipe >= 4:  # the int8 graph runs one text at a time: no mask, ORT's flash attention
+            attention_to_unmasked_mha(model)
+        keep = split_outlier_channels(model, calibration_feeds(model_dir), split_up=recipe >= 4)
         onnx.save(model, str(split))
         source = split
     else:
@@ -250,7 +258,7 @@ def onnx_graph(path: Path, quantize: str = "none", recipe: int = RECIPE) -> Path
         raise ValueError(f"unknown graph recipe {recipe!r}; choose one of {RECIPES}")
     folder = cache_root() / f"{path.name}-{model_fingerprint(path)}"
     exported = folder / "model.onnx"
-    fused = folder / f"model.fused-v{recipe}.onnx"
+    fused = folder / f"model.fused-v{FUSED_RECIPE[recipe]}.onnx"
     wanted = fused if quantize == "none" else folder / f"model.int8-v{recipe}.onnx"
     with _EXPORT_LOCK:
         if not exported.exists():
@@ -330,6 +338,8 @@ class OnnxEmbedder:
         return encodings
 
     def _encode_batch(self, encodings: list, width: int) -> np.ndarray:
+        if self.quantize == "int8" and len(encodings) > 1:  # its attention has no mask (recipe 4)
+            raise ValueError("the int8 graph encodes one text per run; padded batches would change vectors")
         ids = np.zeros((len(encodings), width), dtype=np.int64)
         mask = np.zeros_like(ids)
         for row, enc in enumerate(encodings):
@@ -350,8 +360,12 @@ def load_onnx_embedder(
     threads: int = 0,
     quantize: str = "none",
     recipe: int = RECIPE,
+    spin: bool = True,
 ) -> OnnxEmbedder:
-    """An :class:`OnnxEmbedder` over the cached graph of the model at ``path`` (exported if absent)."""
+    """An :class:`OnnxEmbedder` over the cached graph of the model at ``path`` (exported if absent).
+
+    ``spin=False`` stops ORT's intra-op workers from busy-waiting between kernels (only matters with
+    more than one thread; measured in benchmarks/bench_embeddings.py)."""
     _check_pooling(path)
     graph = onnx_graph(path, quantize, recipe)
     import onnxruntime as ort
@@ -362,6 +376,8 @@ def load_onnx_embedder(
     options.intra_op_num_threads = max(0, int(threads))  # 0: ORT's default, one per physical core
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(
         str(graph),
         options,
