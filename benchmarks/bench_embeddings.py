@@ -15,7 +15,9 @@ first ``--docs`` documents are embedded by:
   split made at the up-projection instead of by a Split), one text per run;
 - ``onnx-int8-2t``: the same graph with two intra-op threads (its CPU seconds still count both
   cores, so docs per CPU-second says what a second thread adds per core), and ``onnx-int8-2t-nospin``
-  with ORT's spinning workers off (``session.intra_op.allow_spinning=0``).
+  with ORT's spinning workers off (``session.intra_op.allow_spinning=0``);
+- ``onnx-int8-2w``: the default layout with ``threads=2``: two texts at a time, each run on one
+  thread of the same session (docs per wall-second is its figure).
 
 Each backend encodes all documents ``--repeats`` times (the backends take turns each round, so a
 change in the machine's load hits them alike); the figure is the median round.
@@ -86,6 +88,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--max-mb", type=float, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="rounds; the median round is reported")
+    parser.add_argument(
+        "--backends", help="comma-separated subset to run (the torch baseline always runs first)"
+    )
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
 
@@ -111,9 +116,15 @@ def main() -> None:
         "onnx-fp32": load_embedder(DEFAULT_MODEL, "cpu", 64, True, "onnx", "none", 1),
         "onnx-int8-v3": load_onnx_embedder(path, DEFAULT_MODEL, 64, 1, "int8", recipe=3),
         "onnx-int8": load_embedder(DEFAULT_MODEL, "cpu", 64, True, "onnx", "int8", 1),
-        "onnx-int8-2t": load_onnx_embedder(path, DEFAULT_MODEL, 64, 2, "int8"),
-        "onnx-int8-2t-nospin": load_onnx_embedder(path, DEFAULT_MODEL, 64, 2, "int8", spin=False),
+        "onnx-int8-2t": load_onnx_embedder(path, DEFAULT_MODEL, 64, 2, "int8", parallel_texts=False),
+        "onnx-int8-2t-nospin": load_onnx_embedder(
+            path, DEFAULT_MODEL, 64, 2, "int8", spin=False, parallel_texts=False
+        ),
+        "onnx-int8-2w": load_onnx_embedder(path, DEFAULT_MODEL, 64, 2, "int8"),
     }
+    if args.backends:
+        wanted = {"torch", *args.backends.split(",")}
+        backends = {name: embedder for name, embedder in backends.items() if name in wanted}
     tokenizer = backends["onnx-int8"]
     tokenizer.tokenize(texts[:4])
     cpu = time.process_time()

@@ -78,3 +78,15 @@ def test_int8_embedder_refuses_padded_batches():
         embedder._encode_batch(encodings, max(len(e.ids) for e in encodings))
     vectors = embedder.encode(["one text", "another, longer text than the first"], batch_size=8)
     np.testing.assert_allclose(vectors[0], embedder.encode(["one text"])[0], atol=1e-6)
+
+
+def test_int8_threads_run_texts_side_by_side_with_the_same_vectors():
+    import builtins
+
+    docs = [getattr(builtins, name).__doc__ or "" for name in ("dict", "int", "open", "print", "str", "zip")]
+    texts = [t[:n] for t in docs for n in (40, 900, 4_000)]  # real text, short and long
+    alone = load_embedder(DEFAULT_MODEL, "cpu", 16, True, backend="onnx", quantize="int8", threads=1)
+    side_by_side = load_embedder(DEFAULT_MODEL, "cpu", 16, True, backend="onnx", quantize="int8", threads=2)
+    assert (alone.workers, side_by_side.workers) == (1, 2)
+    assert side_by_side.session.get_session_options().intra_op_num_threads == 1
+    np.testing.assert_allclose(side_by_side.encode(texts), alone.encode(texts), atol=1e-6)
