@@ -7,12 +7,20 @@ first ``--docs`` documents are embedded by:
   change, ``backend="torch"``) — the baseline, measured in the same run;
 - ``onnx-fp32``: ONNX Runtime, full graph optimizations, batches formed by token length, texts cut
   before tokenizing (``quantize="none"``);
-- ``onnx-int8-v2``: the int8 graph of the last wave (recipe 2: SkipLayerNormalization fused, the
-  early feed-forward down-projections whole in fp32), one text per run;
-- ``onnx-int8``: the current default (recipe 3: outlier channels of those projections split into a
-  small fp32 MatMul, the rest int8; residual add + LayerNormalization unfused), one text per run;
+- ``onnx-int8-v3``: the int8 graph of the last wave (recipe 3: outlier channels of the early
+  feed-forward down-projections split into a small fp32 MatMul, the rest int8; residual add +
+  LayerNormalization unfused), one text per run;
+- ``onnx-int8``: the current default (recipe 4: recipe 3 with the fused attention rewritten as
+  Q/K/V MatMuls + an unmasked MultiHeadAttention, ORT's CPU flash-attention path, and the outlier
+  split made at the up-projection instead of by a Split), one text per run;
 - ``onnx-int8-2t``: the same graph with two intra-op threads (its CPU seconds still count both
-  cores, so docs per CPU-second says what a second thread adds per core).
+  cores, so docs per CPU-second says what a second thread adds per core), and ``onnx-int8-2t-nospin``
+  with ORT's spinning workers off (``session.intra_op.allow_spinning=0``);
+- ``onnx-int8-2w``: the default layout with ``threads=2``: two texts at a time, each run on one
+  thread of the same session (docs per wall-second is its figure).
+
+Each backend encodes all documents ``--repeats`` times (the backends take turns each round, so a
+change in the machine's load hits them alike); the figure is the median round.
 
 Each other backend runs with one intra-op thread (torch.set_num_threads(1) / ORT intra_op_num_threads=1), so
 documents per CPU-second is a per-core rate; CPU seconds are the process's (``time.process_time``),
@@ -79,6 +87,10 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=400)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--max-mb", type=float, default=4)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds; the median round is reported")
+    parser.add_argument(
+        "--backends", help="comma-separated subset to run (the torch baseline always runs first)"
+    )
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
 
@@ -102,10 +114,17 @@ def main() -> None:
     backends = {
         "torch": load_embedder(DEFAULT_MODEL, "cpu", 64, True, backend="torch"),
         "onnx-fp32": load_embedder(DEFAULT_MODEL, "cpu", 64, True, "onnx", "none", 1),
-        "onnx-int8-v2": load_onnx_embedder(path, DEFAULT_MODEL, 64, 1, "int8", recipe=2),
+        "onnx-int8-v3": load_onnx_embedder(path, DEFAULT_MODEL, 64, 1, "int8", recipe=3),
         "onnx-int8": load_embedder(DEFAULT_MODEL, "cpu", 64, True, "onnx", "int8", 1),
-        "onnx-int8-2t": load_onnx_embedder(path, DEFAULT_MODEL, 64, 2, "int8"),
+        "onnx-int8-2t": load_onnx_embedder(path, DEFAULT_MODEL, 64, 2, "int8", parallel_texts=False),
+        "onnx-int8-2t-nospin": load_onnx_embedder(
+            path, DEFAULT_MODEL, 64, 2, "int8", spin=False, parallel_texts=False
+        ),
+        "onnx-int8-2w": load_onnx_embedder(path, DEFAULT_MODEL, 64, 2, "int8"),
     }
+    if args.backends:
+        wanted = {"torch", *args.backends.split(",")}
+        backends = {name: embedder for name, embedder in backends.items() if name in wanted}
     tokenizer = backends["onnx-int8"]
     tokenizer.tokenize(texts[:4])
     cpu = time.process_time()
@@ -117,10 +136,19 @@ def main() -> None:
         f"word pieces per doc: mean {lengths.mean():.1f}, "
         f"{np.mean(lengths == lengths.max()):.0%} at the window"
     )
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in backends}
+    vectors_of: dict[str, np.ndarray] = {}
+    for _ in range(args.repeats):
+        for name, embedder in backends.items():
+            vectors, cpu, wall = timed(embedder.encode, texts)
+            rounds[name].append((cpu, wall))
+            vectors_of[name] = vectors
     results: dict[str, dict] = {}
     base = base_removed = base_top = None
     for name, embedder in backends.items():
-        vectors, cpu, wall = timed(embedder.encode, texts)
+        vectors = vectors_of[name]
+        cpu = float(np.median([c for c, _ in rounds[name]]))
+        wall = float(np.median([w for _, w in rounds[name]]))
         queries = embedder.encode(query_texts)
         removed = semdedup(ids, vectors)
         top = top10(queries, vectors)
@@ -130,9 +158,13 @@ def main() -> None:
         recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, base_top, strict=True)]))
         results[name] = {
             "docs_per_cpu_s": len(texts) / cpu,
+            "docs_per_cpu_s_rounds": [len(texts) / c for c, _ in rounds[name]],
             "ms_per_doc_cpu": cpu / len(texts) * 1e3,
             "docs_per_wall_s": len(texts) / wall,
             "speedup_cpu": base_cpu / cpu,
+            "speedup_cpu_rounds": [
+                t / c for (t, _), (c, _) in zip(rounds["torch"], rounds[name], strict=True)
+            ],
             "cos_min": float(cos.min()),
             "cos_p1": float(np.percentile(cos, 1)),
             "cos_mean": float(cos.mean()),
@@ -144,7 +176,8 @@ def main() -> None:
         }
         r = results[name]
         print(
-            f"{name:10s} {r['docs_per_cpu_s']:7.1f} docs/CPU-s ({r['speedup_cpu']:.2f}x torch), "
+            f"{name:10s} {r['docs_per_cpu_s']:7.1f} docs/CPU-s ({r['speedup_cpu']:.2f}x torch; rounds "
+            f"{', '.join(f'{x:.1f}' for x in r['docs_per_cpu_s_rounds'])}), "
             f"{r['docs_per_wall_s']:6.1f} docs/wall-s | cosine vs torch min {r['cos_min']:.4f} "
             f"p1 {r['cos_p1']:.4f} mean {r['cos_mean']:.4f}, {r['under_0_99']} under 0.99 | SemDeDup removes "
             f"{r['semdedup_removed']} (+{len(r['semdedup_only_here'])} / "

@@ -19,7 +19,10 @@ This path:
 dynamic int8 quantization to the fused graph (weights int8 per channel, activations quantized per
 call). The few activation channels that would spoil one int8 scale (the feed-forward outliers of
 the early layers) go through a small fp32 MatMul of their own (:mod:`refinery.models.onnx_outliers`,
-recipe 3); every document measured keeps cosine >= 0.99 with the fp32 vector (benchmarks/RESULTS.md).
+recipe 3, split at the up-projection since recipe 4); every document measured keeps cosine >= 0.99
+with the fp32 vector (benchmarks/RESULTS.md). Since recipe 4 the fused attention is rewritten as
+Q/K/V MatMuls and a ``MultiHeadAttention`` without a mask (:mod:`refinery.models.onnx_attention`),
+which takes ORT's CPU flash-attention kernel; that is exact only because each text runs alone.
 Residual adds and layer norms stay two ops, not ORT's ``SkipLayerNormalization``: that kernel took
 0.52 ms on a 256 x 384 tensor here against 0.06 ms for ``LayerNormalization``. Since activations
 are quantized per call, the int8 graph encodes each text alone: a vector never depends on its
@@ -43,8 +46,11 @@ from typing import Any
 import numpy as np
 
 QUANTIZE = ("none", "int8")
-RECIPE = 3  # bump when fusing or quantize_int8 changes, so cached graphs of an older recipe are not reused
-RECIPES = (2, 3)  # 2: SkipLayerNorm fused, early down-projections whole in fp32 (kept for the benchmark)
+RECIPE = 4  # bump when fusing or quantize_int8 changes, so cached graphs of an older recipe are not reused
+# 2: SkipLayerNorm fused, early down-projections whole in fp32; 3: their outlier channels split off
+# (both kept for the benchmark's before/after); 4: 3 + unmasked flash attention, split at the up-projection
+RECIPES = (2, 3, 4)
+FUSED_RECIPE = {2: 2, 3: 3, 4: 3}  # the fp32 fused graph each recipe starts from (4 changes only int8)
 UNFUSED = ["SkipLayerNormFusion"]  # ORT's own fusions not applied to a recipe-3 graph (slower here)
 CUT_CHARS_PER_TOKEN = 8  # a text longer than window x this is cut before tokenizing (then checked)
 _EXPORT_LOCK = threading.Lock()
@@ -181,17 +187,22 @@ def quantize_int8(source: Path, target: Path, model_dir: Path | None = None, rec
     attention's projection (not the products of two activations), activations quantized per call.
     Recipe 3 first splits the early down-projections' outlier channels into fp32 MatMuls
     (:func:`onnx_outliers.split_outlier_channels`, calibrated on texts from ``model_dir``); recipe 2
-    keeps those projections whole in fp32."""
+    keeps those projections whole in fp32. Recipe 4 also rewrites the fused attention as Q/K/V
+    MatMuls and an unmasked ``MultiHeadAttention`` (:mod:`refinery.models.onnx_attention`; valid
+    because the int8 graph encodes each text alone) and splits at the up-projection."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from refinery.models.onnx_attention import attention_to_unmasked_mha
     from refinery.models.onnx_outliers import split_outlier_channels
 
     temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     split = target.with_name(f".{target.name}.{os.getpid()}.split.onnx")
     if recipe >= 3 and model_dir is not None:
         model = onnx.load(str(source))
-        keep = split_outlier_channels(model, calibration_feeds(model_dir))
+        if recipe >= 4:  # the int8 graph runs one text at a time: no mask, ORT's flash attention
+            attention_to_unmasked_mha(model)
+        keep = split_outlier_channels(model, calibration_feeds(model_dir), split_up=recipe >= 4)
         onnx.save(model, str(split))
         source = split
     else:
@@ -250,7 +261,7 @@ def onnx_graph(path: Path, quantize: str = "none", recipe: int = RECIPE) -> Path
         raise ValueError(f"unknown graph recipe {recipe!r}; choose one of {RECIPES}")
     folder = cache_root() / f"{path.name}-{model_fingerprint(path)}"
     exported = folder / "model.onnx"
-    fused = folder / f"model.fused-v{recipe}.onnx"
+    fused = folder / f"model.fused-v{FUSED_RECIPE[recipe]}.onnx"
     wanted = fused if quantize == "none" else folder / f"model.int8-v{recipe}.onnx"
     with _EXPORT_LOCK:
         if not exported.exists():
@@ -288,6 +299,7 @@ class OnnxEmbedder:
     quantize: str = "none"
     device: str = "cpu"
     backend: str = "onnx"
+    workers: int = 1  # int8: texts encoded at once, each by a one-thread run of the shared session
     _inputs: tuple[str, ...] = field(default=())
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
@@ -301,9 +313,23 @@ class OnnxEmbedder:
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         order = np.argsort(lengths, kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(order), size):
+        starts = range(0, len(order), size)
+
+        def run(start: int) -> None:
             chosen = order[start : start + size]
             out[chosen] = self._encode_batch([encodings[i] for i in chosen], int(lengths[chosen].max()))
+
+        if self.workers > 1 and size == 1 and len(order) > 1:
+            # ORT's run releases the GIL and a session may be run from several threads at once:
+            # one-thread runs side by side cost half the CPU per text of one run on two intra-op
+            # threads, which wait on each other inside every kernel (RESULTS.md, recipe 4)
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(self.workers, len(order))) as pool:
+                list(pool.map(run, starts))
+        else:
+            for start in starts:
+                run(start)
         return out
 
     def tokenize(self, texts: list[str]) -> list:
@@ -330,6 +356,8 @@ class OnnxEmbedder:
         return encodings
 
     def _encode_batch(self, encodings: list, width: int) -> np.ndarray:
+        if self.quantize == "int8" and len(encodings) > 1:  # its attention has no mask (recipe 4)
+            raise ValueError("the int8 graph encodes one text per run; padded batches would change vectors")
         ids = np.zeros((len(encodings), width), dtype=np.int64)
         mask = np.zeros_like(ids)
         for row, enc in enumerate(encodings):
@@ -350,18 +378,34 @@ def load_onnx_embedder(
     threads: int = 0,
     quantize: str = "none",
     recipe: int = RECIPE,
+    spin: bool = True,
+    parallel_texts: bool = True,
 ) -> OnnxEmbedder:
-    """An :class:`OnnxEmbedder` over the cached graph of the model at ``path`` (exported if absent)."""
+    """An :class:`OnnxEmbedder` over the cached graph of the model at ``path`` (exported if absent).
+
+    ``threads`` (0: every usable core): for fp32, ORT's intra-op threads; for int8, which encodes
+    one text per run, that many texts run side by side on one thread each (``parallel_texts``;
+    ``False`` gives the int8 graph intra-op threads instead, for the benchmark's comparison).
+
+    ``spin=False`` stops ORT's intra-op workers from busy-waiting between kernels (only matters with
+    more than one thread; measured in benchmarks/bench_embeddings.py)."""
     _check_pooling(path)
     graph = onnx_graph(path, quantize, recipe)
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
+    threads = max(0, int(threads))
+    workers = 1
+    if quantize == "int8" and parallel_texts:  # one text per run: run texts side by side instead
+        workers = threads or usable_cores()
+        threads = 1
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = max(0, int(threads))  # 0: ORT's default, one per physical core
+    options.intra_op_num_threads = threads  # 0: ORT's default, one per physical core
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(
         str(graph),
         options,
@@ -374,4 +418,14 @@ def load_onnx_embedder(
     tokenizer.no_padding()
     dim = int(json.loads((path / "config.json").read_text())["hidden_size"])
     inputs = tuple(i.name for i in session.get_inputs())
-    return OnnxEmbedder(session, tokenizer, name, dim, batch_size, limit, quantize, _inputs=inputs)
+    return OnnxEmbedder(
+        session, tokenizer, name, dim, batch_size, limit, quantize, workers=workers, _inputs=inputs
+    )
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask, so a container's or a Ray actor's limit)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

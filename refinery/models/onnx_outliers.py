@@ -20,6 +20,10 @@ This module splits each of them in two instead, as LLM.int8() does for its outli
   activation scale. The outlier part (k x 384 weights) stays in fp32 and costs about 1% of the
   GEMM. The two are added.
 
+Recipe 4 (``split_up=True``) makes the cut one step earlier: the up-projection and its GELU are
+split in two by columns (the ordinary ones, int8, and the ``k`` outliers, fp32), so the two parts
+come out apart and the ``Split`` copy of the 256 x 1536 activation is gone. The numbers are the same.
+
 The calibration texts ship with the code: the model's own README (when its directory has one) and
 the docstrings of Python's builtins. They are not drawn from the corpus being embedded, so the
 graph does not depend on the data. They only choose which channels count as outliers, and a
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import builtins
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +94,18 @@ def activation_peaks(
 
 
 def split_outlier_channels(
-    model: Any, feeds: list[dict[str, np.ndarray]], k: int = OUTLIER_CHANNELS
+    model: Any,
+    feeds: list[dict[str, np.ndarray]],
+    k: int = OUTLIER_CHANNELS,
+    split_up: bool = False,
 ) -> list[str]:
     """Rewrite ``model`` (an ``onnx.ModelProto``, in place): each down-projection fed by
     ``BiasGelu(MatMul(x, W_up), b)`` becomes ``Split`` -> int8-able MatMul + fp32 outlier MatMul -> Add.
+
+    ``split_up`` (recipe 4) splits one step earlier instead: the up-projection and the GELU become
+    two each (the ordinary columns, int8, and the ``k`` outlier columns, fp32), so the two parts of
+    the activation are produced apart and no ``Split`` copies the 256 x 1536 tensor (measured ~2%
+    of the int8 graph's time). The products are the same numbers either way.
 
     Returns the names of the outlier MatMuls, which the quantizer must leave in fp32. A projection
     whose producers are not that pattern (another architecture, an unfused GELU) is left alone and
@@ -102,10 +115,12 @@ def split_outlier_channels(
     graph = model.graph
     weights = {init.name: init for init in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
+    uses = Counter(name for node in graph.node for name in node.input)
     targets = down_projections(graph)
     peaks = activation_peaks(model, [node.input[0] for node in targets], feeds)
     keep_fp32: list[str] = []
     replaced: dict[str, list[Any]] = {}
+    dropped: set[str] = set()  # the up-projections and GELUs that split_up replaced
     for node in targets:
         gelu = producer.get(node.input[0])
         up = producer.get(gelu.input[0]) if gelu is not None else None
@@ -115,6 +130,7 @@ def split_outlier_channels(
             or gelu.op_type != "BiasGelu"
             or up.op_type != "MatMul"
             or not {up.input[1], gelu.input[1], node.input[1]} <= weights.keys()
+            or (split_up and (uses[up.output[0]] != 1 or uses[gelu.output[0]] != 1))
         ):
             keep_fp32.append(node.name)
             continue
@@ -136,19 +152,29 @@ def split_outlier_channels(
         sizes = f"{base}_split_sizes"
         graph.initializer.extend(
             [
-                numpy_helper.from_array(np.array([channels - k, k], dtype=np.int64), sizes),
                 numpy_helper.from_array(np.ascontiguousarray(w_down[ordinary]), f"{base}_ordinary_W"),
                 numpy_helper.from_array(np.ascontiguousarray(w_down[outliers]), f"{base}_outlier_W"),
             ]
         )
+        if split_up:
+            split = _split_up_projection(graph, base, up, gelu, w_up, bias, (ordinary, outliers))
+            dropped |= {up.name, gelu.name}
+            keep_fp32.append(f"{base}_outlier_up")
+        else:
+            graph.initializer.append(
+                numpy_helper.from_array(np.array([channels - k, k], dtype=np.int64), sizes)
+            )
+            split = [
+                helper.make_node(
+                    "Split",
+                    [node.input[0], sizes],
+                    [f"{base}_ordinary_x", f"{base}_outlier_x"],
+                    axis=-1,
+                    name=f"{base}_split",
+                )
+            ]
         replaced[base] = [
-            helper.make_node(
-                "Split",
-                [node.input[0], sizes],
-                [f"{base}_ordinary_x", f"{base}_outlier_x"],
-                axis=-1,
-                name=f"{base}_split",
-            ),
+            *split,
             helper.make_node(
                 "MatMul",
                 [f"{base}_ordinary_x", f"{base}_ordinary_W"],
@@ -168,6 +194,8 @@ def split_outlier_channels(
         keep_fp32.append(f"{base}_outlier")
     nodes = []
     for node in graph.node:
+        if node.name in dropped:
+            continue
         nodes += replaced.get(node.name, [node]) if node in targets else [node]
     del graph.node[:]
     graph.node.extend(nodes)
@@ -176,3 +204,36 @@ def split_outlier_channels(
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return keep_fp32
+
+
+def _split_up_projection(
+    graph: Any, base: str, up: Any, gelu: Any, w_up: np.ndarray, bias: np.ndarray, parts: tuple
+) -> list[Any]:
+    """Two ``MatMul`` + ``BiasGelu`` pairs over the same input: the ``ordinary`` columns of the
+    up-projection give ``{base}_ordinary_x`` and the ``outliers`` give ``{base}_outlier_x``."""
+    from onnx import helper, numpy_helper
+
+    nodes = []
+    for part, columns in zip(("ordinary", "outlier"), parts, strict=True):
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.ascontiguousarray(w_up[:, columns]), f"{base}_{part}_up_W"),
+                numpy_helper.from_array(np.ascontiguousarray(bias[columns]), f"{base}_{part}_up_b"),
+            ]
+        )
+        nodes += [
+            helper.make_node(
+                "MatMul",
+                [up.input[0], f"{base}_{part}_up_W"],
+                [f"{base}_{part}_up"],
+                name=f"{base}_{part}_up",
+            ),
+            helper.make_node(
+                gelu.op_type,
+                [f"{base}_{part}_up", f"{base}_{part}_up_b"],
+                [f"{base}_{part}_x"],
+                name=f"{base}_{part}_gelu",
+                domain=gelu.domain,
+            ),
+        ]
+    return nodes

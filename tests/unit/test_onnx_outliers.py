@@ -1,5 +1,6 @@
-"""The int8 graph's outlier split (recipe 3): the split alone leaves the function unchanged, it picks
-the channels with the largest activations, and the int8 graph keeps only those small MatMuls in fp32."""
+"""The int8 graph's outlier split (recipes 3 and 4): the split alone leaves the function unchanged, it
+picks the channels with the largest activations, and the int8 graph keeps only those small MatMuls in
+fp32 (recipe 4: split at the up-projection, no Split node; attention without a mask)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def _outputs(model: onnx.ModelProto, feeds: list[dict]) -> list[np.ndarray]:
     return [session.run(None, {k: v for k, v in feed.items() if k in names})[0] for feed in feeds]
 
 
-def test_split_keeps_the_function_and_picks_the_largest_channels(path):
+@pytest.mark.parametrize("split_up", [True])  # recipe 4; recipe 3's Split (False) runs in the benchmark only
+def test_split_keeps_the_function_and_picks_the_largest_channels(path, split_up):
     fused = onnx.load(str(onnx_graph(path, "none")))
     split = onnx.ModelProto()
     split.CopyFrom(fused)
@@ -44,10 +46,13 @@ def test_split_keeps_the_function_and_picks_the_largest_channels(path):
     for peak in peaks.values():  # outliers exist: the few largest channels dwarf the median
         assert np.sort(peak)[-1] > 3 * np.median(peak)
 
-    kept = split_outlier_channels(split, feeds)
-    assert sorted(kept) == sorted(f"{n.name}_outlier" for n in targets)
+    kept = split_outlier_channels(split, feeds, split_up=split_up)
+    outlier_ups = [f"{n.name}_outlier_up" for n in targets] if split_up else []
+    assert sorted(kept) == sorted([f"{n.name}_outlier" for n in targets] + outlier_ups)
     splits = [n for n in split.graph.node if n.op_type == "Split"]
-    assert len(splits) == 3
+    assert len(splits) == (0 if split_up else 3)
+    gelus = [n for n in split.graph.node if n.op_type == "BiasGelu"]
+    assert len(gelus) == (9 if split_up else 6)  # split_up: two GELUs in each of layers 0-2
     after = activation_peaks(split, [f"{n.name}_outlier_x" for n in targets], feeds)
     for node in targets:  # the fp32 part holds the k largest channels of the calibration texts
         assert np.allclose(
@@ -72,7 +77,10 @@ def test_split_keeps_the_function_and_picks_the_largest_channels(path):
 def test_int8_graph_keeps_only_the_outlier_matmuls_in_fp32(path):
     graph = onnx.load(str(onnx_graph(path, "int8")), load_external_data=False).graph
     ops = [n.op_type for n in graph.node]
-    fp32 = [n.name for n in graph.node if n.op_type == "MatMul"]
-    assert len(fp32) == 3 and all(name.endswith("_outlier") for name in fp32)
-    assert ops.count("Split") == 3 and "SkipLayerNormalization" not in ops
-    assert ops.count("QAttention") == 6
+    fp32 = sorted(n.name for n in graph.node if n.op_type == "MatMul")
+    assert len(fp32) == 6 and all(name.endswith(("_outlier", "_outlier_up")) for name in fp32)
+    assert "Split" not in ops and "SkipLayerNormalization" not in ops
+    assert ops.count("MultiHeadAttention") == 6 and "QAttention" not in ops and "Attention" not in ops
+    # no mask: ORT's flash-attention kernel; Q, K, V quantized (18 of the 36 int8 products)
+    assert all(len(n.input) == 4 for n in graph.node if n.op_type == "MultiHeadAttention")
+    assert ops.count("MatMulInteger") == 36
