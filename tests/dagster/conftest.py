@@ -89,3 +89,15 @@ def materialize_report(instance, layout) -> dg.ExecuteInProcessResult:
 def instance():
     with dg.instance_for_test() as inst:
         yield inst
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory):
+    """One ``transformers serve`` on the tiny chat model for every LLM test file of the session (its
+    start costs tens of seconds on two cores); the scheduler in tests/ray/shared_cluster.py puts the
+    files that take it on one worker. The tests send it requests only, never stop or restart it."""
+    from tests.llm_server import start_server, stop_server
+
+    server = start_server(tmp_path_factory.mktemp("llm-server"))
+    yield server
+    stop_server(server)

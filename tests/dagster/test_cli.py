@@ -3,7 +3,6 @@
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from refinery.storage import Storage
 from refinery_cli import launch
 from tests.conftest import write_source
 from tests.dagster.conftest import ALPHA, jsonl
+from tests.dagster.dev_server import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -122,13 +122,8 @@ def test_dagster_dev_loads_the_workspace_without_warnings(home, cli_env, tmp_pat
         assert location["__typename"] == "RepositoryLocation", location
         keys = {n["assetKey"]["path"][0] for n in location["repositories"][0]["assetNodes"]}
         assert {"raw_documents", "pretrain_corpus", "corpus_report"} <= keys
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:  # dagster dev stops webserver, daemon and code server in turn: under load it can take minutes
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:  # what is asserted is the load and its log, not the shutdown
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+    finally:  # what is asserted is the load and its log, not the shutdown: killed after a short grace
+        stop_process_group(proc)
     warnings = [
         line
         for line in log.read_text().splitlines()

@@ -28,7 +28,6 @@ from refinery.sample import prose
 from refinery.schema import DOCUMENT_SCHEMA
 from refinery.storage import Storage
 from resources import LlmResource, build_resources
-from tests.llm_server import start_server, stop_server
 
 SOURCE = "web"
 BUCKETS = ["head", "middle", "tail"]
@@ -36,10 +35,8 @@ SAMPLING = {"temperature": 1.0, "seed": 7, "max_input_chars": 300}
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("llm-server"))
-    yield server
-    stop_server(server)
+def served(llm_server):
+    return llm_server  # the session's server (tests/dagster/conftest.py)
 
 
 def write_corpus(layout: Layout, source: str, count: int) -> pd.DataFrame:

@@ -18,7 +18,6 @@ from refinery.paths import Layout
 from refinery.storage import Storage
 from tests.dagster.test_llm_assets import SOURCE, add_partition, llm, metadata, write_corpus
 from tests.llm_fault_proxy import FaultProxy
-from tests.llm_server import start_server, stop_server
 
 SAMPLING = {"temperature": 0.7, "top_p": 0.9, "seed": 3, "stop": ["<<end>>"], "max_input_chars": 120}
 JUDGE = {
@@ -67,10 +66,8 @@ OPTIONS = {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    served = start_server(tmp_path_factory.mktemp("llm-options-server"))
-    yield served
-    stop_server(served)
+def server(llm_server):
+    return llm_server  # the session's server (tests/dagster/conftest.py)
 
 
 @pytest.fixture(scope="module")

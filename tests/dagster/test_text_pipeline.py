@@ -4,11 +4,14 @@ changed input, empty partitions, and the Redis index backend."""
 import hashlib
 import itertools
 import logging
+import shutil
 
+import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
 from refinery.dedup.backends import open_exact_index
+from refinery.paths import Layout
 from refinery.sql import connect
 from refinery.storage import Storage
 from resources import DedupIndexResource
@@ -48,10 +51,25 @@ def rejected(storage, asset, source):
     return storage.read(asset, source, rejected=True)
 
 
+@pytest.fixture(scope="module")
+def alpha_beta_once(tmp_path_factory):
+    """alpha, then beta, through the rule-based chain once per module (the costliest part of these
+    tests); each test below works on a copy of that home (:func:`run_alpha_beta`)."""
+    layout = Layout.at(tmp_path_factory.mktemp("alpha-beta") / "home")
+    layout.inbox_kind("text").mkdir(parents=True)
+    lines = build_inbox(layout)
+    with dg.instance_for_test() as instance:
+        results = {s: materialize_source(instance, layout, s) for s in ("alpha", "beta")}
+    return layout, lines, results
+
+
 @pytest.fixture
-def run_alpha_beta(home, instance):
-    lines = build_inbox(home)
-    results = {s: materialize_source(instance, home, s) for s in ("alpha", "beta")}
+def run_alpha_beta(home, instance, alpha_beta_once):
+    """This test's home holds alpha and beta as the chain left them (inbox, outputs and the local
+    dedup index, copied: a test may change them), its instance knows both partitions."""
+    layout, lines, results = alpha_beta_once
+    shutil.copytree(layout.home, home.home, dirs_exist_ok=True)
+    instance.add_dynamic_partitions("text_source", ["alpha", "beta"])
     return lines, results
 
 
@@ -232,8 +250,6 @@ def test_report_and_sql_over_all_sources(home, instance, run_alpha_beta):
 
 
 def test_redis_backend_makes_the_same_decisions(home, instance, redis_clean, tmp_path):
-    from refinery.paths import Layout
-
     build_inbox(home)
     redis_home = Layout.at(tmp_path / "redis-home")
     for source in ("alpha", "beta"):

@@ -131,19 +131,29 @@ def ray_job_cluster() -> Iterator[str]:
 
 
 CLUSTER_FIXTURES = frozenset({"ray_cluster", "ray_job_cluster"})
+# Files whose tests take one of these session fixtures run on one worker, one after the other, as a
+# single unit of work: the Ray files, so the two workers never wait on the cluster's lock; the LLM
+# files, so one ``transformers serve`` (tests/dagster/conftest.py's ``llm_server``) serves them all
+# instead of one per file.
+SHARED_UNITS = {"shared Ray cluster": CLUSTER_FIXTURES, "shared LLM server": frozenset({"llm_server"})}
 
 
-def _cluster_files_record() -> Path:
-    return session_dir() / "cluster-files.json"
+def _unit_files_record() -> Path:
+    return session_dir() / "unit-files.json"
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Records which files have a test on the shared cluster (each worker collects the same), for
-    the controller's scheduler below."""
-    files = sorted({item.nodeid.split("::")[0] for item in items if CLUSTER_FIXTURES & _fixtures(item)})
-    record = _cluster_files_record()
+    """Records which files have a test on each shared fixture of :data:`SHARED_UNITS` (each worker
+    collects the same), for the controller's scheduler below."""
+    files = {
+        item.nodeid.split("::")[0]: unit
+        for item in items
+        for unit, fixtures in SHARED_UNITS.items()
+        if fixtures & _fixtures(item)
+    }
+    record = _unit_files_record()
     partial = record.with_name(f"{record.name}.{os.getpid()}")
-    partial.write_text(json.dumps(files))
+    partial.write_text(json.dumps(files, sort_keys=True))
     partial.replace(record)
 
 
@@ -154,23 +164,23 @@ def _fixtures(item) -> set[str]:
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown without xdist (-p no:xdist)
 def pytest_xdist_make_scheduler(config, log):
     """Under ``--dist loadfile`` (scripts/test.sh): every file a unit of work, as before, except
-    the files with a test on the shared cluster, which are one unit: one worker runs them one after
-    the other while the other runs the rest, instead of the two waiting on the cluster's lock."""
+    the files of each shared unit (:data:`SHARED_UNITS`), which are one unit: one worker runs them
+    one after the other while the other runs the rest."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
 
-    class ClusterFilesTogether(LoadFileScheduling):
-        cluster_files: set[str] | None = None  # read once every worker has collected
+    class SharedFixturesTogether(LoadFileScheduling):
+        unit_of: dict[str, str] | None = None  # file -> unit, read once every worker has collected
 
         def _split_scope(self, nodeid: str) -> str:
             path = super()._split_scope(nodeid)
-            if self.cluster_files is None:
-                record = _cluster_files_record()
-                self.cluster_files = set(json.loads(record.read_text())) if record.exists() else set()
-            return "shared Ray cluster" if path in self.cluster_files else path
+            if self.unit_of is None:
+                record = _unit_files_record()
+                self.unit_of = json.loads(record.read_text()) if record.exists() else {}
+            return self.unit_of.get(path, path)
 
-    return ClusterFilesTogether(config, log)
+    return SharedFixturesTogether(config, log)
 
 
 def pytest_configure(config) -> None:
