@@ -9,8 +9,11 @@ on a local root. A stage failing once on one slice is retried by Dagster, and th
 the slices without a done marker on S3. Afterwards the bucket holds the manifests and the parts
 they list, nothing else: no marker, no scratch part, no part of the failed attempt.
 
-The workers were started without the test's AWS variables: the credentials reach them in the
-root's URI (``s3://key:secret@bucket/…``), as the endpoint does in its query.
+The workers learn the endpoint from the root's URI alone (its query): nothing else tells them where
+the S3 server listens. The root here also carries the access key in its authority
+(``s3://key:secret@bucket/…``), the form for workers with no credentials of their own; moto does not
+check credentials, so what this proves is that such a URI is parsed right everywhere (paths, parts,
+scratch folders), not that the key was needed.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ STAGES = [a.key.to_user_string() for a in TEXT_PREFILTER]
 
 
 def with_credentials(root: str) -> str:
-    """The root URI with the access key in its authority: what a worker with no AWS variables needs."""
+    """The root URI with the access key in its authority (for workers with no credentials of their own)."""
     key, secret = CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
     return root.replace("s3://", f"s3://{key}:{secret}@", 1)
 
