@@ -162,7 +162,8 @@ class ObjectStorage:
 
     def path(self, asset: str, partition: str) -> str:
         """A single local file per partition is the local layout's; here a stage that writes one
-        through a path of its own (the embeddings' side table) is refused, naming the root."""
+        through a path of its own (the CLIP embeddings, a Ray pool's staging) is refused, naming the
+        root. ``document_embeddings`` writes its parts through :class:`ObjectTableWriter`."""
         raise NotImplementedError(
             f"{asset}[{partition}] writes a single file through a local path: it needs a local storage "
             f"root, not {self.root} (docs/running.md lists what works on an object store)"
@@ -307,3 +308,44 @@ class ObjectPartitionWriter(RowsAndRejections):
     def abort(self) -> None:
         self._rejected.discard()
         self._out.discard()
+
+
+class ObjectTableWriter:
+    """One partition's table with no quarantine (a side table such as ``document_embeddings``),
+    streamed from one process to an object store: parts of this run, then the manifest (the commit
+    point), then the parts of older runs deleted. :mod:`refinery.partition_tables` picks it or the
+    local file's writer for a storage root."""
+
+    def __init__(
+        self,
+        store: ObjectStorage,
+        asset: str,
+        partition: str,
+        schema: pa.Schema,
+        provenance: dict,
+        part_bytes: int = PART_BYTES,
+    ):
+        self.store, self.provenance = store, provenance
+        run = temp_path(Path("x")).name.split(".")[2]  # host-pid-random: names this run's parts
+        self._parts = _RollingParts(store.fs, store.parts_path(asset, partition), schema, run, part_bytes)
+
+    @property
+    def path(self) -> str:
+        """The partition's folder as a URI (``s3://bucket/…``): what the metadata shows."""
+        return self.store.uri(self._parts.folder)
+
+    def write(self, table: pa.Table) -> None:
+        self._parts.write(table)
+
+    def commit(self) -> dict:
+        """The manifest of this run's parts, written last; returns it."""
+        names = self._parts.finish()
+        manifest = write_manifest_at(self.store.fs, self._parts.folder, names, self.provenance)
+        for info in listing(self.store.fs, self._parts.folder):  # older runs' parts, and dead runs'
+            if info.base_name.startswith("part-") and info.base_name not in names:
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    self.store.fs.delete_file(info.path)
+        return manifest
+
+    def abort(self) -> None:
+        self._parts.discard()

@@ -101,9 +101,10 @@ def connect(storage_root: Path | str) -> duckdb.DuckDBPyConnection:
         _create_views(con, storage_root)
         _vector_views(con, storage_root)
     else:
-        from refinery.sql_views import register_storage_views
+        from refinery.sql_views import register_storage_views, register_vector_views
 
         register_storage_views(con, *split_root(storage_root))
+        register_vector_views(con, *split_root(storage_root))
     create_trace_views(con)  # trace_steps, trace_documents (once training_tokens exists)
     return con
 

@@ -76,3 +76,39 @@ def register_storage_views(con: Any, filesystem: pafs.FileSystem, base: str) -> 
         con.register(name, dataset_of(filesystem, files))
         names.append(name)
     return names
+
+
+def register_vector_views(con: Any, filesystem: pafs.FileSystem, base: str) -> list[str]:
+    """``vectors_<collection>`` (source, id, embedding) on an object store, as the local views have
+    them: one dataset over the committed parts of every partition of the collection's asset, its
+    ``source`` column the partition folder's name, the vector cast to DuckDB's fixed-size ARRAY (so
+    ``array_inner_product`` applies) when every partition has one dimension."""
+    from refinery.vector_collections import COLLECTIONS
+
+    names = []
+    for which in COLLECTIONS.values():
+        folder = join(base, which.asset)
+        files = [f for f in asset_files(filesystem, folder) if f.rsplit("/", 1)[1].startswith("part-")]
+        if not files:
+            continue
+        partitioning = ds.DirectoryPartitioning(pa.schema([("source", pa.string())]))
+        dataset = ds.dataset(
+            files,
+            filesystem=filesystem,
+            format="parquet",
+            partitioning=partitioning,
+            partition_base_dir=folder,
+        )
+        dims = {
+            pq.read_schema(f, filesystem=filesystem).field(which.column).type.list_size
+            for f in {f.rsplit("/", 1)[0]: f for f in files}.values()  # one footer per partition
+        }
+        cast = f"::FLOAT[{dims.pop()}]" if len(dims) == 1 else ""
+        hidden = f"_vectors_{which.name}_parts"
+        con.register(hidden, dataset)
+        con.execute(
+            f'CREATE OR REPLACE VIEW "vectors_{which.name}" AS '
+            f'SELECT source, id, "{which.column}"{cast} AS embedding FROM "{hidden}"'
+        )
+        names.append(f"vectors_{which.name}")
+    return names

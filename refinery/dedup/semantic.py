@@ -42,6 +42,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
@@ -51,8 +52,9 @@ from refinery.ids import doc_key
 from refinery.kernel.processor import StageProcessor
 from refinery.metadata import Json, Markdown
 from refinery.names import DOCUMENT_EMBEDDINGS, SEMANTIC_DEDUPLICATED
+from refinery.partition_tables import read_schema, table_files
 from refinery.quality.embeddings import Embeddings, read_embeddings, text_hash
-from refinery.storage import PROVENANCE_KEY, Storage, parquet_files
+from refinery.storage import PROVENANCE_KEY, Storage
 
 SEMANTIC_FIELDS = [
     pa.field("semantic_cluster", pa.int32()),
@@ -200,20 +202,22 @@ class StoredClaims:
     def partition_blocks(self, other: str) -> Iterator[tuple[list[str], np.ndarray]]:
         """The kept documents of partition ``other`` with their vectors, block by block (recorded in
         ``sources``, or in ``skipped`` with the reason)."""
-        path = self.storage.path(DOCUMENT_EMBEDDINGS, other)
-        if not path.exists():
+        files = table_files(self.storage, DOCUMENT_EMBEDDINGS, other)
+        if not files:
             self.skipped[other] = "no document_embeddings file"
             return
-        schema = pq.read_schema(path)
+        fs = self.storage.fs  # a local root's or an object store's: the same walk
+        schema = read_schema(self.storage, files)
         model = json.loads((schema.metadata or {}).get(PROVENANCE_KEY, b"{}")).get("model", "unknown")
         dim = schema.field("embedding").type.list_size
         if model != self.model or dim != self.dim:
             self.skipped[other] = f"embedded with {model} (dim {dim}), not {self.model} (dim {self.dim})"
             return
-        kept = _column_values(self.storage.require(SEMANTIC_DEDUPLICATED, other), "id", self.block_rows)
+        kept_files = table_files(self.storage, SEMANTIC_DEDUPLICATED, other)
+        kept = _column_values(fs, kept_files, "id", self.block_rows)
         want = next(kept, None)
         used = 0
-        for batch in _row_group_batches(path, ["id", "embedding"], self.block_rows):
+        for batch in _row_group_batches(fs, files, ["id", "embedding"], self.block_rows):
             ids = batch.column("id").to_pylist()
             rows = []
             for r, doc_id in enumerate(ids):
@@ -231,17 +235,21 @@ class StoredClaims:
         self.sources[other] = used
 
 
-def _row_group_batches(path, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """A Parquet file one row group at a time, in batches: memory holds one row group (the writer's
-    size; document_embeddings writes 2,000 rows per group), where ``iter_batches`` reads ahead."""
-    for file in parquet_files(path):  # a single file or a folder of parts (the data contract)
-        parquet = pq.ParquetFile(file)
-        for group in range(parquet.num_row_groups):
-            yield from parquet.read_row_group(group, columns=columns).to_batches(max_chunksize=batch_rows)
+def _row_group_batches(
+    filesystem: pafs.FileSystem, files: list[str], columns: list[str], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """Parquet files (paths on ``filesystem``, in row order) one row group at a time, in batches:
+    memory holds one row group (the writer's size; document_embeddings writes 2,000 rows per
+    group), where ``iter_batches`` reads ahead."""
+    for file in files:  # a single file, a folder's parts, or the parts a manifest lists
+        with filesystem.open_input_file(file) as handle:
+            parquet = pq.ParquetFile(handle)
+            for group in range(parquet.num_row_groups):
+                yield from parquet.read_row_group(group, columns=columns).to_batches(max_chunksize=batch_rows)
 
 
-def _column_values(path, column: str, batch_rows: int) -> Iterator:
-    for batch in _row_group_batches(path, [column], batch_rows):
+def _column_values(filesystem: pafs.FileSystem, files: list[str], column: str, batch_rows: int) -> Iterator:
+    for batch in _row_group_batches(filesystem, files, [column], batch_rows):
         yield from batch.column(0).to_pylist()
 
 

@@ -1,4 +1,6 @@
-"""Document embeddings at rest: ``storage/document_embeddings/<source>.parquet``.
+"""Document embeddings at rest: ``storage/document_embeddings/<source>.parquet`` on a local root; on
+an object-store root the folder ``<source>/`` of parts and ``_manifest.json`` (written last), as
+:mod:`refinery.partition_tables` writes and reads either.
 
 One row per document of the upstream partition, in its order: ``id``, ``text_hash`` (so a reader
 can tell the embedding still belongs to the text it sits beside) and ``embedding``, a fixed-size
@@ -33,11 +35,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from refinery.fs import iter_parquet_batches, read_parquet_files
 from refinery.kernel.spec import Engine
 from refinery.metadata import CheckOutcome, FilePath, Json
 from refinery.models.embedder import Embedder
 from refinery.names import DOCUMENT_EMBEDDINGS
-from refinery.storage import PROVENANCE_KEY, Storage, iter_path_batches
+from refinery.object_storage import ObjectStorage
+from refinery.partition_tables import PartitionTable, table_files, table_location
+from refinery.storage import DEFAULT_BATCH_ROWS, PROVENANCE_KEY, Storage
 from refinery.tempfiles import clean_stray, publish_file, temp_path
 
 
@@ -106,7 +111,7 @@ def embeddings_schema(dim: int) -> pa.Schema:
 
 @dataclass
 class EmbeddingRun:
-    path: Path
+    path: Path | str  # the partition's file, or its folder's URI on an object store
     rows: int
     dim: int
     seconds: float
@@ -118,7 +123,7 @@ class EmbeddingRun:
 
 
 def write_embeddings(
-    storage: Storage,
+    storage: Storage | ObjectStorage,
     upstream: str,
     partition: str,
     embedder: Embedder,
@@ -137,10 +142,6 @@ def write_embeddings(
     (:func:`write_embeddings_pooled` is the Ray path that never brings them to this process)."""
     started = time.perf_counter()
     params = params or EmbeddingParams()
-    target = storage.path(DOCUMENT_EMBEDDINGS, partition)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    clean_stray(target.parent)
-    temp = temp_path(target)
     stamp = {
         **provenance,
         "model": embedder.name,
@@ -160,8 +161,8 @@ def write_embeddings(
         precomputed = engine.map_slices(
             location, partial(_embedding_fn, load, params), ["text"], batch_rows, gpus
         )
-    writer = pq.ParquetWriter(temp, schema, compression="zstd")
-    try:
+    # A local root: one file renamed into place; an object store: parts, then the manifest.
+    with PartitionTable(storage, DOCUMENT_EMBEDDINGS, partition, schema, stamp) as out:
         for batch in storage.iter_batches(upstream, partition, batch_rows=batch_rows, columns=["id", "text"]):
             texts = batch["text"].tolist()
             if precomputed is None:
@@ -182,19 +183,13 @@ def write_embeddings(
                 ],
                 schema=schema,
             )
-            writer.write_table(table)
+            out.write(table)
             rows += len(texts)
             chars += sum(len(t) for t in texts)
-        writer.close()
-        publish_file(temp, target)
-    except BaseException:
-        writer.close()
-        temp.unlink(missing_ok=True)
-        raise
     storage.write_stats(
         DOCUMENT_EMBEDDINGS, partition, {"rows_out": rows, "dim": embedder.dim, "model": embedder.name}
     )
-    return EmbeddingRun(target, rows, embedder.dim, time.perf_counter() - started, chars)
+    return EmbeddingRun(out.path, rows, embedder.dim, time.perf_counter() - started, chars)
 
 
 @dataclass
@@ -206,15 +201,16 @@ class Embeddings:
     dim: int
 
 
-def read_embeddings(storage: Storage, partition: str) -> Embeddings:
+def read_embeddings(storage: Storage | ObjectStorage, partition: str) -> Embeddings:
     """The stored embeddings of a partition (raises with the command to run if there are none)."""
-    path = storage.path(DOCUMENT_EMBEDDINGS, partition)
-    if not path.exists():
+    files = table_files(storage, DOCUMENT_EMBEDDINGS, partition)
+    if not files:
         raise FileNotFoundError(
-            f"no document embeddings for partition '{partition}' at {path}: materialize document_embeddings "
+            f"no document embeddings for partition '{partition}' at "
+            f"{table_location(storage, DOCUMENT_EMBEDDINGS, partition)}: materialize document_embeddings "
             "for it first"
         )
-    table = pq.read_table(path)
+    table = read_parquet_files(storage.fs, files)
     meta = json.loads((table.schema.metadata or {}).get(PROVENANCE_KEY, b"{}"))
     dim = table.schema.field("embedding").type.list_size
     column = table.column("embedding").combine_chunks()
@@ -235,11 +231,13 @@ EMBEDDING_CHECKS = {
 }
 
 
-def embedding_checks(storage: Storage, upstream: str, partition: str) -> list[CheckOutcome]:
+def embedding_checks(storage: Storage | ObjectStorage, upstream: str, partition: str) -> list[CheckOutcome]:
     """Read back what was written: one row per upstream document in order, unit-norm vectors."""
-    ids = pq.read_table(storage.path(DOCUMENT_EMBEDDINGS, partition), columns=["id"]).column("id")
+    files = table_files(storage, DOCUMENT_EMBEDDINGS, partition)
+    ids = read_parquet_files(storage.fs, files, columns=["id"]).column("id")
+    upstream_files = [str(f) for f in storage.files(upstream, partition)]
     upstream_ids = pa.chunked_array(
-        [b.column(0) for b in iter_path_batches(storage.require(upstream, partition), columns=["id"])],
+        [b.column(0) for b in iter_parquet_batches(storage.fs, upstream_files, DEFAULT_BATCH_ROWS, ["id"])],
         type=pa.string(),
     )
     vectors = read_embeddings(storage, partition).vectors
@@ -421,6 +419,12 @@ def write_embeddings_pooled(
 
     from refinery.engine.model_pool import ModelStage, run_pooled
 
+    if isinstance(storage, ObjectStorage):
+        raise NotImplementedError(
+            f"document_embeddings[{partition}] on a Ray actor pool stages its parts as local files: it "
+            f"needs a local storage root, not {storage.root} (on an object-store root use the local engine; "
+            "docs/running.md lists what works there)"
+        )
     started = time.perf_counter()
     target = storage.path(DOCUMENT_EMBEDDINGS, partition)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -503,10 +503,14 @@ class ScoreParts:
     current: Callable[[], int]
 
     def read(self, index: int) -> PartitionScores:
-        import pyarrow.parquet as pq
+        # Through the folder's own filesystem: on an object-store root ``folder`` is a URI with its
+        # query (endpoint, region), which a path string joined by hand would lose.
+        from refinery.engine.root_folder import RootFolder
 
-        path = f"{self.folder}/part-{index:05d}.parquet"
-        return PartitionScores.from_table(pq.read_table(path, columns=list(SCORE_PART_COLUMNS)))
+        table = RootFolder(self.folder).read_table(
+            f"part-{index:05d}.parquet", columns=list(SCORE_PART_COLUMNS)
+        )
+        return PartitionScores.from_table(table)
 
 
 def score_table_function(

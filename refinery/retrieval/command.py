@@ -63,15 +63,16 @@ def _print(frame, fmt: str, width: int) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from refinery.object_storage import open_storage
+    from refinery.paths import storage_root
     from refinery.retrieval.index import VectorIndex
     from refinery.retrieval.search import search, unindexed
     from refinery.retrieval.search_sql import search_sql
-    from refinery.storage import Storage
 
     layout = Layout.at(args.home)
     try:
         if args.update:
-            VectorIndex.at(layout, args.collection).sync(Storage(layout.storage))
+            VectorIndex.at(layout, args.collection).sync(open_storage(storage_root(layout)))
         missing = unindexed(layout.home, args.collection)
         if missing:
             print(
@@ -105,11 +106,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_index_vectors(args: argparse.Namespace) -> int:
+    from refinery.object_storage import open_storage
+    from refinery.paths import storage_root
     from refinery.retrieval.index import VectorIndex
-    from refinery.storage import Storage
 
     layout = Layout.at(args.home)
-    storage = Storage(layout.storage)
+    storage = open_storage(storage_root(layout))  # $REFINERY_STORAGE_ROOT when set
     for name in args.collection or sorted(COLLECTIONS):
         index = VectorIndex.at(layout, name)
         if not args.status:

@@ -32,11 +32,13 @@ import numpy as np
 import pandas as pd
 
 from refinery.metadata import CheckOutcome, FilePath, Json
+from refinery.object_storage import ObjectStorage
 from refinery.paths import Layout, check_source_name
 from refinery.retrieval.segment import (
     IndexParams,
     Segment,
     SegmentManifest,
+    SourceFingerprint,
     StaleSegment,
     build_segment,
     fsync_dir,
@@ -114,10 +116,14 @@ class VectorIndex:
         fsync_dir(self.folder)
 
     # -- writing ----------------------------------------------------------------------------------
-    def update(self, storage: Storage, partition: str, params: IndexParams | None = None) -> SegmentManifest:
-        """(Re)build the partition's segment from ``storage/<asset>/<partition>.parquet`` and switch to it."""
+    def update(
+        self, storage: Storage | ObjectStorage, partition: str, params: IndexParams | None = None
+    ) -> SegmentManifest:
+        """(Re)build the partition's segment from its stored vectors (``storage/<asset>/<partition>.parquet``,
+        or the parts its manifest lists on an object-store root) and switch to it."""
         params = params or IndexParams()
-        source = storage.require(self.collection.asset, partition)
+        storage.require(self.collection.asset, partition)
+        source = SourceFingerprint.of_table(storage, self.collection.asset, partition)
         segments = self.folder / SEGMENTS_DIR
         segments.mkdir(parents=True, exist_ok=True)
         with self._locked(partition):
@@ -154,14 +160,15 @@ class VectorIndex:
         self._open.pop(partition, None)
         return existed
 
-    def sync(self, storage: Storage, params: IndexParams | None = None) -> dict[str, str]:
+    def sync(self, storage: Storage | ObjectStorage, params: IndexParams | None = None) -> dict[str, str]:
         """Bring the index in line with storage: build missing or stale partitions, drop vanished ones."""
         actions: dict[str, str] = {}
         present = set(storage.partitions(self.collection.asset))
         for partition in sorted(present):
             manifest = self.manifest(partition)
-            source = storage.path(self.collection.asset, partition)
-            if manifest is None or not manifest.fingerprint.matches(source):
+            if manifest is None or not manifest.fingerprint.matches_table(
+                storage, self.collection.asset, partition
+            ):
                 self.update(storage, partition, params)
                 actions[partition] = "built" if manifest is None else "rebuilt"
         for partition in self.partitions():
@@ -221,7 +228,7 @@ class VectorIndex:
             )
         return next(iter(seen))
 
-    def status(self, storage: Storage | None = None) -> pd.DataFrame:
+    def status(self, storage: Storage | ObjectStorage | None = None) -> pd.DataFrame:
         """One row per partition: indexed rows, model, and whether the segment matches its source file."""
         rows = []
         names = set(self.partitions())
@@ -229,11 +236,7 @@ class VectorIndex:
             names |= set(storage.partitions(self.collection.asset))
         for p in sorted(names):
             m = self.manifest(p)
-            state = (
-                "missing"
-                if m is None
-                else ("fresh" if m.fingerprint.matches(Path(m.source["file"])) else "stale")
-            )
+            state = "missing" if m is None else ("fresh" if m.fingerprint.is_current() else "stale")
             rows.append(
                 {
                     "partition": p,
@@ -349,7 +352,11 @@ class VectorIndex:
 
 
 def index_report(
-    layout: Layout, storage: Storage, collections: tuple[str, ...], partition: str, params: IndexParams
+    layout: Layout,
+    storage: Storage | ObjectStorage,
+    collections: tuple[str, ...],
+    partition: str,
+    params: IndexParams,
 ) -> tuple[dict, list[CheckOutcome]]:
     """Update the partition's segment in each collection; what the index assets show, and the
     self-recall check (stored vectors must find themselves through the graph)."""

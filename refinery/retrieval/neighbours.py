@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from refinery.fs import read_parquet_files
 from refinery.ids import doc_key
 from refinery.retrieval.index import VectorIndex
 from refinery.retrieval.segment import Segment
@@ -184,8 +184,10 @@ def nearest_neighbours(
 
 
 def kept_ids(storage: Storage, asset: str, partition: str) -> pa.Array:
-    """The ids a partition kept at ``asset`` (its output file), as an Arrow array."""
-    return pq.read_table(storage.path(asset, partition), columns=["id"]).column("id").combine_chunks()
+    """The ids a partition kept at ``asset`` (its output: a file, parts, or an object store's
+    manifest parts), as an Arrow array."""
+    files = [str(f) for f in storage.files(asset, partition)]
+    return read_parquet_files(storage.fs, files, columns=["id"]).column("id").combine_chunks()
 
 
 def kept_neighbours(

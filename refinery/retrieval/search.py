@@ -9,12 +9,12 @@ final stage, rejected by a later stage (with the reason), or not yet processed f
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from refinery.paths import Layout
+from refinery.object_storage import ObjectStorage, open_storage
+from refinery.paths import Layout, storage_root
 from refinery.retrieval.index import ModelMismatch, VectorIndex
 from refinery.retrieval.stage_lookup import StageLookup
 from refinery.storage import Storage
@@ -78,7 +78,7 @@ def _index(layout: Layout, which: Collection) -> VectorIndex:
 
 
 def describe_hits(
-    storage: Storage, hits: pd.DataFrame, which: Collection, lookup: StageLookup | None = None
+    storage: Storage | ObjectStorage, hits: pd.DataFrame, which: Collection, lookup: StageLookup | None = None
 ) -> pd.DataFrame:
     """Add stage, status (final / rejected / pending / missing), the rejection and the stage's columns.
 
@@ -168,7 +168,7 @@ def search(
     hits = index.search(vectors, k, model=model, exact=exact, partitions=partitions, expansion=expansion)
     hits = hits.drop(columns=["row"])
     if with_stage:
-        hits = describe_hits(Storage(layout.storage), hits, which, lookup)
+        hits = describe_hits(open_storage(storage_root(layout)), hits, which, lookup)
     else:
         hits = hits.rename(columns={"partition": "source"})
     hits.insert(0, "query", [texts[i] for i in hits.pop("query")])
@@ -180,7 +180,7 @@ def unindexed(home: str | os.PathLike | None, collection_name: str = "documents"
     layout = Layout.at(home)
     which = collection(collection_name)
     indexed = set(VectorIndex.at(layout, which).partitions())
-    folder = Path(layout.storage) / which.asset
-    return (
-        sorted(p.stem for p in folder.glob("*.parquet") if p.stem not in indexed) if folder.is_dir() else []
-    )
+    stored = open_storage(storage_root(layout)).partitions(
+        which.asset
+    )  # the root $REFINERY_STORAGE_ROOT names
+    return sorted(p for p in stored if p not in indexed)

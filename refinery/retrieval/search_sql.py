@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from refinery.paths import Layout
+from refinery.paths import Layout, storage_root
 from refinery.retrieval.search import search
 from refinery.sql import connect, register_hits
 
@@ -25,7 +25,7 @@ def search_sql(
     hits = search(
         query, k, home=layout.home, collection_name=collection, exact=exact, with_stage=False, **search_kwargs
     )
-    con = connect(layout.storage)
+    con = connect(storage_root(layout))  # $REFINERY_STORAGE_ROOT when set, as `refinery sql`
     try:
         register_hits(con, hits)
         return con.execute(sql).df()

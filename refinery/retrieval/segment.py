@@ -29,15 +29,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from refinery.storage import PROVENANCE_KEY
+from refinery.object_storage import ObjectStorage
+from refinery.partition_tables import table_files, table_location
+from refinery.storage import PROVENANCE_KEY, Storage
 
 FORMAT_VERSION = 1
 GRAPH_FILE = "graph.faiss"
@@ -69,18 +73,36 @@ class StaleSegment(RuntimeError):
 
 @dataclass
 class SourceFingerprint:
-    """Identifies the version of a source file: files are replaced whole (atomic rename), so a new
-    version has a new inode / size / modification time."""
+    """Identifies the version of a partition's stored vectors. A local file is replaced whole (atomic
+    rename), so a new version has a new inode / size / modification time. On an object-store root
+    (``root`` set) the source is the parts the partition's manifest lists, and the manifest's version
+    (a hash of the parts' rows and bytes) identifies it; ``file`` then names the folder."""
 
     file: str
     size: int
     mtime_ns: int
     inode: int
+    root: str = ""  # the object-store root's URI (empty: a local file)
+    asset: str = ""
+    partition: str = ""
+    version: str = ""
 
     @classmethod
     def of(cls, path: Path) -> SourceFingerprint:
         st = path.stat()
         return cls(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+    @classmethod
+    def of_table(cls, storage: Storage | ObjectStorage, asset: str, partition: str) -> SourceFingerprint:
+        """The current version of ``asset``'s partition on a storage root (FileNotFoundError if none)."""
+        if not isinstance(storage, ObjectStorage):
+            return cls.of(storage.path(asset, partition))
+        manifest = storage.manifest(asset, partition)
+        if manifest is None:
+            raise FileNotFoundError(f"no committed {asset}[{partition}] under {storage.root}")
+        size = sum(int(p["bytes"]) for p in manifest["parts"])
+        where = table_location(storage, asset, partition)
+        return cls(where, size, 0, 0, storage.root, asset, partition, manifest["version"])
 
     def matches(self, path: Path) -> bool:
         try:
@@ -89,6 +111,31 @@ class SourceFingerprint:
             )
         except FileNotFoundError:
             return False
+
+    def matches_table(self, storage: Storage | ObjectStorage, asset: str, partition: str) -> bool:
+        try:
+            return SourceFingerprint.of_table(storage, asset, partition) == self
+        except FileNotFoundError:
+            return False
+
+    def is_current(self) -> bool:
+        """The source still holds the version the fingerprint was taken of."""
+        if not self.root:
+            return self.matches(Path(self.file))
+        return self.matches_table(_store(self.root), self.asset, self.partition)
+
+    def files(self) -> tuple[pafs.FileSystem, list[str]]:
+        """(the filesystem, the source's files in row order) to read the vectors from."""
+        if not self.root:
+            return pafs.LocalFileSystem(), [self.file]
+        store = _store(self.root)
+        return store.fs, table_files(store, self.asset, self.partition)
+
+
+@lru_cache(maxsize=16)
+def _store(root: str) -> ObjectStorage:
+    """One filesystem per object-store root for a process (freshness is checked on every search)."""
+    return ObjectStorage(root)
 
 
 @dataclass
@@ -124,39 +171,44 @@ class SegmentManifest:
         return SourceFingerprint(**self.source)
 
 
-def read_provenance(path: Path) -> dict:
-    meta = pq.read_schema(path).metadata or {}
+def read_provenance(source: SourceFingerprint) -> dict:
+    filesystem, files = source.files()
+    meta = pq.read_schema(files[0], filesystem=filesystem).metadata or {}
     raw = meta.get(PROVENANCE_KEY)
     return json.loads(raw) if raw else {}
 
 
-def vector_dim(path: Path, column: str) -> int:
-    field = pq.read_schema(path).field(column)
+def vector_dim(source: SourceFingerprint, column: str) -> int:
+    filesystem, files = source.files()
+    field = pq.read_schema(files[0], filesystem=filesystem).field(column)
     if not pa.types.is_fixed_size_list(field.type):
-        raise TypeError(f"{path}: column {column!r} is {field.type}, not a fixed-size list of float32")
+        raise TypeError(f"{source.file}: column {column!r} is {field.type}, not a fixed-size list of float32")
     return field.type.list_size
 
 
-def iter_source_vectors(path: Path, column: str, batch_rows: int, with_ids: bool = False) -> Iterator[tuple]:
-    """(first row, ids or None, vectors (n, dim) float32) per batch of the file, in row order.
+def iter_source_vectors(
+    source: SourceFingerprint, column: str, batch_rows: int, with_ids: bool = False
+) -> Iterator[tuple]:
+    """(first row, ids or None, vectors (n, dim) float32) per batch of the source's files, in row order.
 
     One row group is decoded at a time (``iter_batches`` over the whole file reads ahead and can hold
     every row group at once), so memory is bounded by the writer's row groups (2,000 rows for
     document_embeddings) and ``batch_rows``.
     """
-    dim = vector_dim(path, column)
-    parquet = pq.ParquetFile(path)
+    dim = vector_dim(source, column)
+    filesystem, files = source.files()
     start = 0
     columns = ["id", column] if with_ids else [column]
-    for group in range(parquet.metadata.num_row_groups):
-        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns, row_groups=[group]):
-            yield _vectors_of(batch, path, column, dim, with_ids, start)
-            start += batch.num_rows
+    for file in files:
+        with filesystem.open_input_file(file) as handle:
+            parquet = pq.ParquetFile(handle)
+            for group in range(parquet.metadata.num_row_groups):
+                for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns, row_groups=[group]):
+                    yield _vectors_of(batch, source.file, column, dim, with_ids, start)
+                    start += batch.num_rows
 
 
-def _vectors_of(
-    batch: pa.RecordBatch, path: Path, column: str, dim: int, with_ids: bool, start: int
-) -> tuple:
+def _vectors_of(batch: pa.RecordBatch, path: str, column: str, dim: int, with_ids: bool, start: int) -> tuple:
     values = batch.column(column)
     if values.null_count:
         raise ValueError(f"{path}: {values.null_count} rows have no {column}")
@@ -210,22 +262,23 @@ def new_graph(dim: int, params: IndexParams):
 
 def build_segment(
     folder: Path,
-    source: Path,
+    source: SourceFingerprint,
     column: str,
     collection: str,
     partition: str,
     params: IndexParams,
 ) -> SegmentManifest:
-    """Build the graph and ids of ``source`` into ``folder`` (which must not exist yet), fsynced.
+    """Build the graph and ids of the vectors ``source`` fingerprints (a local file, or an
+    object-store partition's parts) into ``folder`` (which must not exist yet), fsynced.
 
     The manifest is returned, not written: the caller publishes it (see ``VectorIndex.update``).
     """
     started = time.perf_counter()
-    fingerprint = SourceFingerprint.of(source)
+    fingerprint = source
     provenance = read_provenance(source)
     dim = vector_dim(source, column)
     if provenance.get("dim") not in (None, dim):
-        raise ValueError(f"{source}: provenance says dim {provenance['dim']} but the column holds {dim}")
+        raise ValueError(f"{source.file}: provenance says dim {provenance['dim']} but the column holds {dim}")
     folder.mkdir(parents=True)
     graph = new_graph(dim, params)
     ids: list[str] = []
@@ -235,12 +288,12 @@ def build_segment(
         ):
             if not np.isfinite(vectors).all():
                 raise ValueError(
-                    f"{source}: rows {start}..{start + len(vectors) - 1} hold NaN or infinite values"
+                    f"{source.file}: rows {start}..{start + len(vectors) - 1} hold NaN or infinite values"
                 )
             graph.add(np.ascontiguousarray(vectors))  # faiss labels: 0, 1, ... = row numbers
             ids.extend(batch_ids)
-    if not fingerprint.matches(source):
-        raise StaleSegment(f"{source} was replaced while its segment was being built; build again")
+    if not fingerprint.is_current():
+        raise StaleSegment(f"{source.file} was replaced while its segment was being built; build again")
     import faiss
 
     faiss.write_index(graph, str(folder / GRAPH_FILE))
@@ -286,11 +339,12 @@ class Segment:
         return self.manifest.rows
 
     @property
-    def source(self) -> Path:
-        return Path(self.manifest.source["file"])
+    def source(self) -> str:
+        """The stored vectors' file (local) or partition folder (object store), as a person names it."""
+        return self.manifest.source["file"]
 
     def is_fresh(self) -> bool:
-        return self.manifest.fingerprint.matches(self.source)
+        return self.manifest.fingerprint.is_current()
 
     def require_fresh(self) -> None:
         if not self.is_fresh():
@@ -338,7 +392,7 @@ class Segment:
         """The segment's vectors, exactly as stored in the source file, one block at a time."""
         self.require_fresh()
         seen = 0
-        for start, _, vectors in iter_source_vectors(self.source, self.column, block_rows):
+        for start, _, vectors in iter_source_vectors(self.manifest.fingerprint, self.column, block_rows):
             seen = start + len(vectors)
             yield start, vectors
         if seen != self.rows:

@@ -16,11 +16,11 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from refinery.storage import Storage
@@ -29,9 +29,16 @@ DEFAULT_BUDGET_BYTES = 256 * 1024 * 1024  # decoded row groups kept between quer
 SKIPPED_COLUMNS = ("image", "video_bytes")  # media payloads: never part of a hit's description
 
 
-def _stamp(path: Path) -> tuple[int, int, int]:
-    st = os.stat(path)
-    return st.st_ino, st.st_size, st.st_mtime_ns
+def _stamp(filesystem: pafs.FileSystem, path: str) -> tuple[int, int, int]:
+    """A file's identity: inode, size and mtime on a local disk; size and mtime on an object store
+    (where a committed part is never rewritten: a new run writes parts of new names)."""
+    if filesystem.type_name == "local":
+        st = os.stat(path)
+        return st.st_ino, st.st_size, st.st_mtime_ns
+    info = filesystem.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(path)
+    return 0, int(info.size or 0), int(info.mtime_ns or 0)
 
 
 def _shown(field: pa.Field) -> bool:
@@ -62,13 +69,14 @@ class StageLookup:
         self._held = 0
         self._lock = threading.Lock()
 
-    def _index(self, path: Path) -> _FileIndex:
-        key, stamp = str(path), _stamp(path)
+    def _index(self, filesystem: pafs.FileSystem, path: str) -> _FileIndex:
+        key, stamp = path, _stamp(filesystem, path)
         found = self._files.get(key)
         if found is not None and found.stamp == stamp:
             return found
-        parquet = pq.ParquetFile(path)
-        ids = parquet.read(columns=["id"]).column("id").to_pylist()
+        with filesystem.open_input_file(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            ids = parquet.read(columns=["id"]).column("id").to_pylist()
         rows_of: dict[str, list[int]] = {}
         for row, doc in enumerate(ids):
             rows_of.setdefault(doc, []).append(row)
@@ -81,13 +89,16 @@ class StageLookup:
         self._files[key] = found
         return found
 
-    def _group(self, path: Path, index: _FileIndex, group: int) -> pa.Table:
-        key = (str(path), index.stamp, group)
+    def _group(self, filesystem: pafs.FileSystem, path: str, index: _FileIndex, group: int) -> pa.Table:
+        key = (path, index.stamp, group)
         table = self._groups.get(key)
         if table is not None:
             self._groups.move_to_end(key)
             return table
-        table = pq.ParquetFile(path, metadata=index.metadata).read_row_group(group, columns=index.columns)
+        with filesystem.open_input_file(path) as handle:
+            table = pq.ParquetFile(handle, metadata=index.metadata).read_row_group(
+                group, columns=index.columns
+            )
         self._groups[key] = table
         self._held += table.nbytes
         while self._held > self.budget_bytes and len(self._groups) > 1:
@@ -95,8 +106,10 @@ class StageLookup:
             self._held -= dropped.nbytes
         return table
 
-    def _file_rows(self, path: Path, ids: list[str], source: str) -> pd.DataFrame | None:
-        index = self._index(path)
+    def _file_rows(
+        self, filesystem: pafs.FileSystem, path: str, ids: list[str], source: str
+    ) -> pd.DataFrame | None:
+        index = self._index(filesystem, path)
         rows = sorted({r for doc in ids for r in index.rows_of.get(doc, ())})
         if not rows:
             return None
@@ -105,7 +118,7 @@ class StageLookup:
         parts = []
         for group in np.unique(groups).tolist():
             local = rows_arr[groups == group] - index.group_starts[group]
-            parts.append(self._group(path, index, group).take(pa.array(local)))
+            parts.append(self._group(filesystem, path, index, group).take(pa.array(local)))
         frame = pa.concat_tables(parts).to_pandas()
         return frame[frame["source"] == source] if "source" in frame.columns else None
 
@@ -118,7 +131,7 @@ class StageLookup:
         for source, ids in hits.groupby("source", sort=True)["id"]:
             wanted = list(dict.fromkeys(ids.tolist()))
             for path in storage.files(asset, source, rejected):
-                found = self._file_rows(Path(path), wanted, source)
+                found = self._file_rows(storage.fs, str(path), wanted, source)
                 if found is not None and len(found):
                     frames.append(found)
         if not frames:

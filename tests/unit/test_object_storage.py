@@ -130,7 +130,7 @@ def test_a_single_process_writer_on_s3_commits_by_manifest_and_aborts_cleanly(s3
     assert store.row_count("clean", "empty") == 0 and store.schema("clean", "empty").names == schema.names
     assert store.read("clean", "empty").empty and store.partitions("clean") == ["empty", "w"]
     with pytest.raises(NotImplementedError, match="needs a local storage root"):
-        store.path("document_embeddings", "w")  # a side table written through a local path
+        store.path("clip_embeddings", "w")  # a side table written through a local path
 
 
 def test_a_catalog_file_refuses_an_object_store_root(tmp_path, s3_root):

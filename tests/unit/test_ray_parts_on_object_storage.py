@@ -11,6 +11,7 @@ loopback, the writer and storage pickled as they are sent to a worker.
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import pandas as pd
@@ -25,6 +26,7 @@ from refinery.engine.root_folder import RootFolder
 from refinery.engine.slices import plan_slices, process_slice, slice_location, write_column_part
 from refinery.kernel.processor import as_processor
 from refinery.object_storage import ObjectStorage
+from refinery.quality.perplexity import SCORE_PART_SCHEMA, ScoreParts
 from refinery.storage import table_from_frame
 from tests.s3_server import s3_credentials, s3_root
 
@@ -130,6 +132,16 @@ def test_pass_one_parts_under_an_object_store_root(s3_root):
     again = write_column_part(slices[1], lengths, ["text"], folder, 2)
     assert again["reused"] and read_marker(folder, 1)["rows"] == 3
     assert RootFolder(folder).read_table("part-00001.parquet").num_rows == 3
+    # perplexity's second pass reads its first pass's score parts back from such a folder (a URI)
+    scores = pa.table(
+        {"id": ["a", "b"], "perplexity": [12.5, None], "perplexity_tokens": [3, 0],
+         "paragraph_perplexity": [[12.5], []]},
+        schema=SCORE_PART_SCHEMA,
+    )  # fmt: skip
+    RootFolder(folder).write_table("part-00002.parquet", scores)
+    read = ScoreParts(folder, current=lambda: 2).read(2)
+    assert len(read) == 2 and read.perplexity[0] == 12.5 and math.isnan(read.perplexity[1])
+    assert list(read.tokens) == [3, 0]
     remove_scratch(folder)
     assert not RootFolder(folder).names()
 
