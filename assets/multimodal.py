@@ -34,6 +34,7 @@ from refinery.multimodal.keyframes import KeyframeAttach, keyframe_pass
 from refinery.multimodal.object_root import frame_store, local_partition
 from refinery.multimodal.video_reader import VideoReaderSource
 from refinery.stages import image_text, video
+from refinery.table_store import refuse_object_root
 
 VIDEO_INDEX_COLUMNS = ["id", "question", "video_file", "video_id", "video_bytes", "frames", "fps"]
 
@@ -66,6 +67,8 @@ def _scored(run: StageContext, clip, model, path) -> BatchProcessor:
 def _clip_pool(run: StageContext) -> PooledStage:
     """clip_scored on a Ray actor pool: the driver resolves the weights' files (never loads them),
     decode tasks preprocess the images, the CLIP actors score, CPU tasks attach and write."""
+    why = "its decode tasks and CLIP actors read the upstream parts by local path"
+    refuse_object_root(run.storage, "clip_scored on a distributed engine", why)
     clip = run.resources.clip
     source = clip.source()
     run.provenance.update(clip_model=source.name, clip_threshold=calibrated_threshold(source.weights))
