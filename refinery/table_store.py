@@ -20,6 +20,7 @@ whoever finds it finds them. Readers here take either storage and read through i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -168,6 +169,8 @@ def put_file(storage: AnyStorage, asset: str, local: Path, name: str) -> str | P
         _upload(storage.fs, local, str(target))
     finally:
         local.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            local.parent.rmdir()  # local_scratch's temp folder, when it made one
     return target
 
 

@@ -301,13 +301,16 @@ def publish_training_tokens(storage: AnyStorage, params: TrainingTokensParams, s
         raise
     finally:
         con.close()
-    final = commit_folder(storage, TRAINING_TOKENS, staging)
-    committed = sink.commit()
     try:
+        final = commit_folder(storage, TRAINING_TOKENS, staging)
+        committed = sink.commit()
         problems = verify(final, index, committed, storage.fs)
         path = (
             put_file(storage, TRAINING_TOKENS, committed, Path(target).name) if is_object(storage) else target
         )
+    except BaseException:
+        sink.abort()  # a no-op once committed
+        raise
     finally:
         if is_object(storage):
             shutil.rmtree(local_lineage.parent, ignore_errors=True)
