@@ -28,6 +28,7 @@ from refinery.paths import STORAGE_ROOT_ENV, Layout
 from refinery.sample.multimodal_sample import build_image_text_sample, build_video_sample
 from refinery.sample.sft_sample import build_sft_sample
 from refinery.storage import Storage
+from refinery.table_store import local_root
 from resources import build_resources
 from tests.dagster.test_multimodal_assets import KEYFRAMES, require_tiny_clip
 from tests.s3_server import CREDENTIALS, s3_credentials, s3_root
@@ -93,7 +94,9 @@ def roots(tmp_path_factory, s3_root):
         local_results = run_chains(instance, local_home)
         patch.setenv(STORAGE_ROOT_ENV, s3_root)
         s3_results = run_chains(instance, s3_home)
-    yield local_home, s3_home, ObjectStorage(s3_root), local_results, s3_results
+    store = ObjectStorage(s3_root)
+    yield local_home, s3_home, store, local_results, s3_results
+    shutil.rmtree(local_root(store), ignore_errors=True)  # the SFT plan's scratch (named after the root)
 
 
 @pytest.mark.parametrize("chain", list(CHAINS))
