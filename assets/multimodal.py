@@ -30,17 +30,26 @@ from refinery.multimodal.image_text_check import check_batch
 from refinery.multimodal.image_text_reader import ImageTextReader
 from refinery.multimodal.keyframe_pool import execute_keyframes
 from refinery.multimodal.keyframe_report import every_frame_note
-from refinery.multimodal.keyframes import FrameStore, KeyframeAttach, keyframe_pass
+from refinery.multimodal.keyframes import KeyframeAttach, keyframe_pass
+from refinery.multimodal.object_root import frame_store, local_partition
 from refinery.multimodal.video_reader import VideoReaderSource
 from refinery.stages import image_text, video
+from refinery.table_store import refuse_object_root
 
 VIDEO_INDEX_COLUMNS = ["id", "question", "video_file", "video_id", "video_bytes", "frames", "fps"]
 
 
-def _clip_scores(run: StageContext) -> BatchProcessor:
+@contextmanager
+def _clip_scores(run: StageContext) -> Iterator[BatchProcessor]:
+    """CLIP reads the upstream partition by path (DataLoader workers): on an object-store root, from
+    a local copy staged for the stage (refinery/multimodal/object_root.py)."""
     clip = run.resources.clip
     model = clip.load()
-    path = run.storage.require(run.spec.upstream, run.source)
+    with local_partition(run.storage, run.spec.upstream, run.source) as path:
+        yield _scored(run, clip, model, path)
+
+
+def _scored(run: StageContext, clip, model, path) -> BatchProcessor:
     attach = ScoreAttacher.score(path, model, clip.dataloader_workers(), run.params)
     run.provenance.update(clip_model=model.name, clip_threshold=model.threshold)
     if attach.warning:  # the tiny CLIP on data it was not trained on: clip_filtered repeats it
@@ -58,6 +67,8 @@ def _clip_scores(run: StageContext) -> BatchProcessor:
 def _clip_pool(run: StageContext) -> PooledStage:
     """clip_scored on a Ray actor pool: the driver resolves the weights' files (never loads them),
     decode tasks preprocess the images, the CLIP actors score, CPU tasks attach and write."""
+    why = "its decode tasks and CLIP actors read the upstream parts by local path"
+    refuse_object_root(run.storage, "clip_scored on a distributed engine", why)
     clip = run.resources.clip
     source = clip.source()
     run.provenance.update(clip_model=source.name, clip_threshold=calibrated_threshold(source.weights))
@@ -82,14 +93,14 @@ def _clip_pool(run: StageContext) -> PooledStage:
     )
 
 
-def _clip_filter(run: StageContext) -> BatchProcessor:
+@contextmanager
+def _clip_filter(run: StageContext) -> Iterator[BatchProcessor]:
     scored = run.storage.provenance(run.spec.upstream, run.source)
-    process = FilterProcess.for_partition(
-        run.storage.require(run.spec.upstream, run.source), scored, run.params
-    )
-    if process.warning:
-        run.log.warning(process.warning)
-    return process
+    with local_partition(run.storage, run.spec.upstream, run.source) as path:
+        process = FilterProcess.for_partition(path, scored, run.params)
+        if process.warning:
+            run.log.warning(process.warning)
+        yield process
 
 
 @contextmanager
@@ -98,7 +109,7 @@ def _keyframes(run: StageContext, method: str) -> Iterator[BatchProcessor]:
     model, workers = clip.load(), clip.dataloader_workers()
     rows = run.storage.read(names.RAW_VIDEOS, run.source, columns=VIDEO_INDEX_COLUMNS)
     folder = run.layout.inbox_source(run.spec.kind, run.source)
-    with FrameStore(run.storage.root, run.spec.name, run.source) as store:
+    with frame_store(run.storage, run.spec.name, run.source) as store:  # uploaded on an object store
         plan = keyframe_pass(rows, folder, model, store, method, run.params, workers)
         run.provenance["clip_model"] = model.name
         if plan.domain_warning:

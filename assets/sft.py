@@ -19,6 +19,7 @@ from refinery.sft.rules import SftRules
 from refinery.sft.selection_plan import upstream_fingerprint
 from refinery.sft.selector import PLAN_STAMP, SftSelector, selection_pool
 from refinery.stages import sft
+from refinery.table_store import refuse_object_root
 
 CHECK_STAMP = "check_plan"  # provenance key: the dedup outcomes' folder, relative to the storage root
 
@@ -60,6 +61,8 @@ def _checks_here(run: StageContext) -> Iterator[BatchProcessor]:
 
 def _checks_planned(run: StageContext) -> BatchProcessor:
     upstream, storage = run.spec.upstream, run.storage
+    why = "its rule parts and claim outcomes are folders under the root that the workers share"
+    refuse_object_root(storage, "sft_checked on a distributed engine", why)
     columns = storage.schema(upstream, run.source).names
     location = storage.require(upstream, run.source)
     key = fingerprint(data_version(location), run.params.model_dump_json(), run.engine.describe())
@@ -87,6 +90,9 @@ def make_selection(run: StageContext) -> BatchProcessor:
     if stamp:  # a worker writing its slices: the step has made the plan
         return SftSelector.decided(run.storage.root / stamp, run.params)
     loader = run.resources.embedder
+    if run.engine.distributed:
+        why = "the workers that write the rows read its plan from a folder under the root"
+        refuse_object_root(run.storage, "sft_selected on a distributed engine", why)
     selector = SftSelector.planned(
         run.storage,
         run.spec.upstream,

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from refinery.fs import iter_parquet_batches
 from refinery.names import PRETRAIN_CORPUS
 from refinery.stats import whitespace_tokens
-from refinery.storage import Storage, iter_path_batches
+from refinery.storage import Storage
 
 
 @dataclass
@@ -47,13 +48,14 @@ def iter_corpus(
     else the source. ``columns`` that a source lacks come back as nulls.
     """
     for source in sources if sources is not None else corpus_sources(storage, asset):
-        path = storage.require(asset, source)
+        storage.require(asset, source)
+        files = [str(f) for f in storage.files(asset, source)]
         names = set(storage.schema(asset, source).names)
         wanted = ["id", "text"] + [c for c in (columns or []) if c in names and c not in ("id", "text")]
         if domain_column and domain_column in names and domain_column not in wanted:
             wanted.append(domain_column)
         row = 0
-        for batch in iter_path_batches(path, batch_rows, wanted):
+        for batch in iter_parquet_batches(storage.fs, files, batch_rows, wanted):
             tokens = whitespace_tokens(batch.column("text"))
             frame = batch.to_pandas()
             domain = pd.Series(source, index=frame.index, dtype=object)

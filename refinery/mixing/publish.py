@@ -29,6 +29,7 @@ from refinery.names import (
 from refinery.paths import Layout
 from refinery.plots import markdown_image
 from refinery.storage import Storage
+from refinery.table_store import read_frame, shown
 
 MIXTURE_COLUMNS = ["domain", "source", "id", "row", "tokens", "perplexity"]
 WEIGHT_COLUMNS = ["natural", "uniform", "dsir", "doremi", "weight"]
@@ -57,7 +58,7 @@ def publish_domain_weights(
         "weights": Markdown(_table_md(table.round(4), ["domain", "documents", "tokens", *WEIGHT_COLUMNS])),
         "weights_json": Json(dict(zip(table["domain"], table["weight"].round(6), strict=False))),
         "plot_weights": Markdown(markdown_image(weights_plot(table), "domain weights")),
-        "output": FilePath.of(path),
+        "output": FilePath.of(shown(storage, path)),
         "parameters": Json(params.model_dump()),
         "notes": bullet_list(result.notes),
     }
@@ -78,7 +79,7 @@ def _dsir_outputs(storage: Storage, result: WeightsResult, stamp: dict) -> dict:
         return {}
     path = _write(storage, DOMAIN_WEIGHTS_DOCUMENTS, result.documents, stamp)
     return {
-        "dsir_document_weights": FilePath.of(path),
+        "dsir_document_weights": FilePath.of(shown(storage, path)),
         "dsir_target_documents": result.target.documents,
         "dsir_target_quarantined": result.target.quarantined,
         "dsir_by_domain": Markdown(
@@ -98,7 +99,7 @@ def _doremi_outputs(storage: Storage, result: WeightsResult, stamp: dict) -> dic
     columns = ["domain", "doremi_reference_loss", "doremi_proxy_loss", "doremi_mean_excess", "doremi"]
     return {
         "doremi_losses": Markdown(_table_md(result.table.round(4), columns)),
-        "doremi_trajectory": FilePath.of(path),
+        "doremi_trajectory": FilePath.of(shown(storage, path)),
         "plot_doremi_trajectory": Markdown(markdown_image(trajectory_plot(trajectory), "trajectory")),
         "doremi_seconds": round(r.seconds, 2),
         "doremi_model_parameters": r.parameters,
@@ -109,7 +110,7 @@ def mixture_weights(storage: Storage, params: MixtureParams) -> dict[str, float]
     """The weights the mixture follows: given by hand, or a column of domain_weights."""
     if params.manual_weights:
         return dict(params.manual_weights)
-    table = pd.read_parquet(storage.require_table(DOMAIN_WEIGHTS))
+    table = read_frame(storage, DOMAIN_WEIGHTS)
     if params.weights not in table.columns:
         raise ValueError(f"domain_weights has no column {params.weights!r} (has {list(table.columns)})")
     return dict(zip(table["domain"], table[params.weights].fillna(0.0), strict=True))
@@ -126,14 +127,12 @@ def mixture_candidates(storage: Storage, params: MixtureParams) -> pd.DataFrame:
     docs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MIXTURE_COLUMNS)
     docs["id"] = docs["id"].astype(str)
     if params.within_domain == "importance":
-        importance = pd.read_parquet(
-            storage.require_table(DOMAIN_WEIGHTS_DOCUMENTS), columns=["source", "id", "log_weight"]
-        )
+        importance = read_frame(storage, DOMAIN_WEIGHTS_DOCUMENTS, columns=["source", "id", "log_weight"])
         docs = docs.merge(importance, on=["source", "id"], how="left")
         if docs["log_weight"].isna().any():
             raise ValueError("some documents have no DSIR weight: re-materialize domain_weights")
     if params.split is not None:
-        splits = pd.read_parquet(storage.require_table(DATASET_SPLITS), columns=["source", "id", "split"])
+        splits = read_frame(storage, DATASET_SPLITS, columns=["source", "id", "split"])
         docs = docs.merge(splits, on=["source", "id"], how="left")
         unassigned = int(docs["split"].isna().sum())
         if unassigned:
@@ -207,7 +206,7 @@ def publish_mixture(storage: Storage, params: MixtureParams, stamp: dict) -> Pub
         "per_domain": Markdown(markdown.table(headers, rows)),
         "max_epochs_seen": round(max((p.epochs for p in plans), default=0.0), 3),
         "repetition_warnings": bullet_list([w for w in warnings if "repeated" in w]),
-        "output": FilePath.of(path),
+        "output": FilePath.of(shown(storage, path)),
         "parameters": Json(params.model_dump()),
         "weights_followed": Json({k: round(float(v), 6) for k, v in weights.items()}),
         "preview": Markdown(_table_md(mixture.head(8), ["domain", "source", "id", "tokens", "epoch"])),

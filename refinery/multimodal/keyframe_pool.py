@@ -67,6 +67,7 @@ from refinery.multimodal.keyframes import (
 )
 from refinery.multimodal.tiny_clip_train import is_generated_caption
 from refinery.stats import Histogram, StageStats
+from refinery.table_store import refuse_object_root
 from refinery.tempfiles import fsync_dir, fsync_tree
 
 VIDEO_COLUMNS = ["job", "path", "video_file", "video_id", "size", "frames", "fps", "qids", "questions"]
@@ -354,6 +355,8 @@ def execute_keyframes(
     shape from its ``compute`` (``model_pool()``). ``columns``: raw_videos' index columns."""
     if not ctx.engine.distributed:
         return execute_stage(ctx, make, gpus)
+    why = "its decode tasks write the frames into a folder under the root that the step then moves"
+    refuse_object_root(ctx.storage, f"{ctx.spec.name} on a distributed engine", why)
     loader = ctx.resources.clip
     source = loader.source()
     ctx.provenance["clip_model"] = source.name

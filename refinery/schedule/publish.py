@@ -8,8 +8,6 @@ shards back: each split's shards hold exactly the manifest's positions 0…n−1
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -17,14 +15,16 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from refinery import markdown
+from refinery.fs import join, listing
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published
 from refinery.mixing.plots import schedule_plot
 from refinery.names import DATASET_SPLITS, PRETRAIN_MIXTURE, TRAINING_SCHEDULE
 from refinery.plots import markdown_image
 from refinery.schedule.order import ScheduleParams, eval_order, order_mixture
-from refinery.schedule.shards import shard_dir, write_shards
+from refinery.schedule.shards import build_shards
 from refinery.schedule.splits import SplitParams, assign_splits
 from refinery.storage import Storage
+from refinery.table_store import AnyStorage, commit_folder, discard_staging, folder_staging, read_frame, shown
 
 MANIFEST_COLUMNS = [
     "split",
@@ -83,7 +83,7 @@ def publish_splits(storage: Storage, params: SplitsParams, stamp: dict) -> Publi
         "largest_group": int(groups["group_size"].max()) if len(groups) else 0,
         "grouped_documents": int((result.assignment["group_size"] > 1).sum()),
         "relations": Json(result.edges),
-        "output": FilePath.of(path),
+        "output": FilePath.of(shown(storage, path)),
         "parameters": Json(params.model_dump()),
     }
     check = CheckOutcome(
@@ -148,13 +148,23 @@ def build_manifest(
     return manifest.astype(MANIFEST_DTYPES)[MANIFEST_COLUMNS], train, measure, warnings
 
 
-def verify_shards(root: Path, manifest: pd.DataFrame) -> list[str]:
-    """Problems found reading the shards back: each split must hold positions 0…n−1 in order."""
+def verify_shards(filesystem, shards: str, manifest: pd.DataFrame) -> list[str]:
+    """Problems found reading the committed shards back (``shards`` on ``filesystem``, a local one
+    or an object store): each split must hold positions 0…n−1 in order."""
     problems = []
     for name, count in manifest.groupby("split").size().items():
-        files = sorted(shard_dir(root, name).glob("shard-*.parquet"))
+        files = [
+            i.path
+            for i in listing(filesystem, join(shards, name))
+            if i.base_name.startswith("shard-") and i.base_name.endswith(".parquet")
+        ]
         positions = (
-            np.concatenate([pq.read_table(f, columns=["position"]).column(0).to_numpy() for f in files])
+            np.concatenate(
+                [
+                    pq.read_table(f, columns=["position"], filesystem=filesystem).column(0).to_numpy()
+                    for f in files
+                ]
+            )
             if files
             else np.zeros(0, np.int64)
         )
@@ -163,32 +173,40 @@ def verify_shards(root: Path, manifest: pd.DataFrame) -> list[str]:
     return problems
 
 
-def publish_schedule(storage: Storage, params: ScheduleParams, stamp: dict) -> Published:
+def publish_schedule(storage: AnyStorage, params: ScheduleParams, stamp: dict) -> Published:
     """Order the mixture, write the shards and the manifest, then check the shards."""
-    mixture = pd.read_parquet(storage.require_table(PRETRAIN_MIXTURE))
+    mixture = read_frame(storage, PRETRAIN_MIXTURE)
     mixture_split = storage.table_provenance(PRETRAIN_MIXTURE)["params"].get("split")
-    splits = pd.read_parquet(storage.require_table(DATASET_SPLITS))
+    splits = read_frame(storage, DATASET_SPLITS)
     split_fractions = storage.table_provenance(DATASET_SPLITS)["params"].get("fractions", {})
     manifest, train, measure, warnings = build_manifest(mixture, mixture_split, splits, params)
     train_name = mixture_split or "train"
     table = pa.Table.from_pandas(manifest, preserve_index=False)
-    root = storage.table_path(TRAINING_SCHEDULE).parent
-    root.mkdir(parents=True, exist_ok=True)
-    summary = write_shards(
-        storage,
-        table,
-        root,
-        params.docs_per_step,
-        params.shard_docs,
-        params.row_group_docs,
-        split_names=sorted(set(split_fractions) | set(splits["split"]) | {train_name})
-        if mixture_split is not None
-        else [train_name],
-    )
+    staging = folder_staging(storage, TRAINING_SCHEDULE)
+    try:
+        summary = build_shards(
+            storage,
+            table,
+            staging,
+            params.docs_per_step,
+            params.shard_docs,
+            params.row_group_docs,
+            split_names=sorted(set(split_fractions) | set(splits["split"]) | {train_name})
+            if mixture_split is not None
+            else [train_name],
+        )
+    except BaseException:
+        discard_staging(storage, staging)
+        raise
+    shards = commit_folder(storage, TRAINING_SCHEDULE, staging)
     path = storage.write_table(TRAINING_SCHEDULE, table, stamp | {"difficulty_measure": measure})
-    problems = verify_shards(root, manifest)
+    problems = verify_shards(storage.fs, str(shards), manifest)
     meta = _schedule_metadata(manifest, train, params, measure)
-    meta.update(splits=Json(summary), manifest=FilePath.of(path), shards=FilePath.of(root / "shards"))
+    meta.update(
+        splits=Json(summary),
+        manifest=FilePath.of(shown(storage, path)),
+        shards=FilePath.of(shown(storage, shards)),
+    )
     check = CheckOutcome(
         "shards_match_manifest",
         not problems,

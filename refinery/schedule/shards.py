@@ -10,7 +10,10 @@ documents (several epochs) are written once per copy: the shards are what traini
 
 Every shard's schema metadata carries the schedule's identity (a digest of the manifest), its
 split, first position and ``docs_per_step``, so the loader can refuse a mix of two runs.
-The shard folder is built beside the old one and swapped in by renames when complete.
+The shard folder is built beside the old one and swapped in by renames when complete
+(:func:`write_shards`); the ``training_schedule`` asset builds it in a staging folder with
+:func:`build_shards` and commits it through :mod:`refinery.table_store`, so it can also live on an
+object store (uploaded, ``index.json`` last).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.names import PRETRAIN_CORPUS
-from refinery.storage import Storage, parquet_view
+from refinery.storage import Storage
 from refinery.tempfiles import clean_stray, fsync_dir, fsync_tree, temp_path
 
 SHARD_META_KEY = b"refinery_schedule"
@@ -57,24 +60,58 @@ def write_shards(
     corpus_asset: str = PRETRAIN_CORPUS,
     split_names: list[str] | None = None,
 ) -> dict[str, dict]:
-    """Materialise every split of ``manifest`` under ``root/shards``; returns per-split counts.
-
-    ``shards/index.json`` lists every split (``split_names`` too, with 0 documents when the
-    manifest has none), so a loader can tell an empty split from a misspelt one."""
-    schedule_id = manifest_digest(manifest)
-    sources = sorted(set(manifest.column("source").to_pylist()))
-    files = [str(f) for s in sources for f in storage.files(corpus_asset, s)]
+    """Materialise every split of ``manifest`` under the local folder ``root/shards``; returns
+    per-split counts. The folder is built beside the old one and swapped in by renames."""
     root.mkdir(parents=True, exist_ok=True)
     clean_stray(root)  # staging folders of killed runs
     staging = temp_path(root / "shards")
     staging.mkdir(parents=True)
+    try:
+        summary = build_shards(storage, manifest, staging, docs_per_step, shard_docs, row_group_docs,
+                               corpus_asset, split_names)  # fmt: skip
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    final = root / "shards"
+    fsync_tree(staging)  # every shard durable before the folder becomes visible
+    old = temp_path(final, "old")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    fsync_dir(root)
+    shutil.rmtree(old, ignore_errors=True)
+    return summary
+
+
+def build_shards(
+    storage,
+    manifest: pa.Table,
+    staging: Path,
+    docs_per_step: int,
+    shard_docs: int,
+    row_group_docs: int,
+    corpus_asset: str = PRETRAIN_CORPUS,
+    split_names: list[str] | None = None,
+) -> dict[str, dict]:
+    """Every split of ``manifest`` into the new local folder ``staging`` (its ``index.json`` last),
+    reading the corpus from ``storage`` (a local root or an object store); per-split counts.
+
+    ``index.json`` lists every split (``split_names`` too, with 0 documents when the manifest has
+    none), so a loader can tell an empty split from a misspelt one."""
+    from refinery.table_store import register_files
+
+    schedule_id = manifest_digest(manifest)
+    sources = sorted(set(manifest.column("source").to_pylist()))
+    files = [f for s in sources for f in storage.files(corpus_asset, s)]
     summary: dict[str, dict] = {}
     import duckdb  # on use: a second of import time for every process that loads the definitions
 
     con = duckdb.connect()
     try:
         con.register("manifest", manifest)
-        parquet_view(con, "corpus", files, {"source": "VARCHAR", "id": "VARCHAR", "text": "VARCHAR"})
+        register_files(
+            con, storage, "corpus", files, {"source": "VARCHAR", "id": "VARCHAR", "text": "VARCHAR"}
+        )
         for split in sorted(set(manifest.column("split").to_pylist())):
             expected = int(
                 con.sql("SELECT count(*) FROM manifest WHERE split = ?", params=[split]).fetchall()[0][0]
@@ -100,19 +137,8 @@ def write_shards(
             summary.setdefault(name, {"documents": 0, "shards": 0})
         index = {"schedule_id": schedule_id, "docs_per_step": docs_per_step, "splits": summary}
         (staging / INDEX_FILE).write_text(json.dumps(index, indent=1, sort_keys=True))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     finally:
         con.close()
-    final = root / "shards"
-    fsync_tree(staging)  # every shard durable before the folder becomes visible
-    old = temp_path(final, "old")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    fsync_dir(root)
-    shutil.rmtree(old, ignore_errors=True)
     return summary
 
 

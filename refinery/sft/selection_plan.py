@@ -63,11 +63,16 @@ def run_name(source: str, fingerprint: str) -> str:
     return hashlib.sha256(f"{source}\0{fingerprint}".encode()).hexdigest()[:16]
 
 
-def upstream_fingerprint(location: Path, *parts: object) -> str:
-    """What fixes a plan: the upstream files (names and sizes) and the given values (parameters)."""
+def upstream_fingerprint(location: Path | str, *parts: object) -> str:
+    """What fixes a plan: the upstream files (names and sizes; on an object store the manifest's
+    version, given as ``location``) and the given values (parameters)."""
     from refinery.storage import parquet_files
 
-    files = [(f.name, f.stat().st_size) for f in parquet_files(location)]
+    files = (
+        [(f.name, f.stat().st_size) for f in parquet_files(location)]
+        if isinstance(location, Path)
+        else location
+    )
     return repr((files, *parts))
 
 

@@ -43,6 +43,7 @@ from refinery.sft.selection_plan import (
     upstream_fingerprint,
 )
 from refinery.storage import Storage
+from refinery.table_store import local_root, partition_identity
 
 __all__ = ["PLAN_STAMP", "READ_COLUMNS", "SftSelector", "cluster_table", "selection_pool"]
 
@@ -105,8 +106,9 @@ class SftSelector(StageProcessor):
         ``engine`` and a ``pool`` the loader runs on the pool's model actors instead."""
         log = log or StageLog()
         model = loader.model if loader is not None else embedder.name
-        fingerprint = upstream_fingerprint(storage.require(upstream, source), params.model_dump_json(), model)
-        folder = new_plan_folder(storage.root, source, fingerprint)
+        identity = partition_identity(storage, upstream, source)
+        fingerprint = upstream_fingerprint(identity, params.model_dump_json(), model)
+        folder = new_plan_folder(local_root(storage), source, fingerprint)  # local scratch, any root
         expected = storage.row_count(upstream, source)
         if engine is not None and engine.distributed:
             if loader is None or pool is None:

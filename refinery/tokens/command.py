@@ -12,10 +12,12 @@ from refinery.paths import Layout
 def cmd_trace(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from refinery.storage import Storage
+    from refinery.object_storage import open_storage
+    from refinery.paths import storage_root
     from refinery.tokens.trace import TraceError, trace_document, trace_step
 
-    storage = Storage(Layout.at(args.home).storage)
+    layout = Layout.at(args.home)
+    storage = open_storage(str(storage_root(layout)))  # $REFINERY_STORAGE_ROOT, as `refinery sql`
     geometry = {
         "micro_batch_size": args.micro_batch,
         "ranks": args.ranks,
@@ -23,7 +25,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     }
     try:
         if args.step is not None:
-            frame = trace_step(storage, args.step, args.split, **geometry)
+            frame = trace_step(storage, args.step, args.split, **geometry, inbox=layout.inbox_kind("text"))
         else:
             found = trace_document(storage, args.doc, args.source, **geometry)
             if args.format == "json":

@@ -64,11 +64,13 @@ def step_of(
     }
 
 
-def read_step(path: Path, split: str, first: int, last: int) -> pa.Table:
-    """Pieces of sequences first…last (inclusive) of a split: row groups chosen by statistics."""
+def read_step(path: Path | str, split: str, first: int, last: int, filesystem=None) -> pa.Table:
+    """Pieces of sequences first…last (inclusive) of a split: row groups chosen by statistics
+    (``filesystem``: the object store the table is on, if not local)."""
     return pq.read_table(
         path,
         filters=[("split", "=", split), ("sequence", ">=", first), ("sequence", "<=", last)],
+        filesystem=filesystem,
     )
 
 

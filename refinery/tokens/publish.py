@@ -12,29 +12,41 @@ Before anything is written: every source's ``tokenized_corpus`` must have been m
 current tokenizer (same digest), and the vocabulary must fit the chosen dtype. Scheduled
 documents that have no tokens (rejected by ``tokenized_corpus``, e.g. empty after tokenization)
 are counted by reason in the metadata, not lost silently. The shard folder is built beside the
-old one and swapped in by renames when complete, as the schedule's shards are.
+old one and swapped in by renames when complete, as the schedule's shards are; on an object-store
+root it is built in a local staging folder and uploaded, ``index.json`` last (the commit point), and
+the lineage table is uploaded whole after it (:mod:`refinery.table_store`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, Field, model_validator
 
 from refinery import markdown
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published
 from refinery.names import TOKENIZED_CORPUS, TRAINING_SCHEDULE, TRAINING_TOKENS
 from refinery.schedule.shards import manifest_digest
-from refinery.storage import Storage, parquet_view
-from refinery.tempfiles import clean_stray, fsync_dir, fsync_tree, temp_path
+from refinery.storage import Storage
+from refinery.table_store import (
+    AnyStorage,
+    commit_folder,
+    discard_staging,
+    folder_staging,
+    is_object,
+    put_file,
+    read_table,
+    register_files,
+    shown,
+    table_size,
+)
 from refinery.tokens import lineage
 from refinery.tokens.megatron import MegatronShard, write_shard
 from refinery.tokens.packing import Packer, flatten_tokens
@@ -81,7 +93,7 @@ class TrainingTokensParams(BaseModel):
         return self.micro_batch_size * self.data_parallel_size * self.grad_accumulation
 
 
-def check_inputs(storage: Storage, sources: list[str], params: TrainingTokensParams) -> tuple[dict, str]:
+def check_inputs(storage: AnyStorage, sources: list[str], params: TrainingTokensParams) -> tuple[dict, str]:
     """(tokenizer info, dtype), or a clear error before anything is written."""
     info = stored_info(storage)
     dtype = dtype_for(int(info["vocab_size"]), params.dtype)
@@ -234,19 +246,15 @@ def pack_split(
     return entry, skipped_ids
 
 
-def publish_training_tokens(storage: Storage, params: TrainingTokensParams, stamp: dict) -> Published:
+def publish_training_tokens(storage: AnyStorage, params: TrainingTokensParams, stamp: dict) -> Published:
     """Check, pack every split, write the index and lineage, then verify from the files."""
     import duckdb
 
-    manifest = pq.read_table(storage.require_table(TRAINING_SCHEDULE))
+    manifest = read_table(storage, TRAINING_SCHEDULE)
     sources = sorted(set(manifest.column("source").to_pylist()))
     info, dtype = check_inputs(storage, sources, params)  # before any file is written
-    root = storage.table_path(TRAINING_TOKENS).parent
-    root.mkdir(parents=True, exist_ok=True)
-    clean_stray(root)
-    staging = temp_path(root / "shards")
-    staging.mkdir(parents=True)
-    files = [str(f) for s in sources for f in storage.files(TOKENIZED_CORPUS, s)]
+    staging = folder_staging(storage, TRAINING_TOKENS)
+    files = [f for s in sources for f in storage.files(TOKENIZED_CORPUS, s)]
     geometry = {
         "seq_len": params.seq_len,
         "sequences_per_step": params.sequences_per_step,
@@ -256,14 +264,20 @@ def publish_training_tokens(storage: Storage, params: TrainingTokensParams, stam
     }
     head = {"tokenizer_digest": info["digest"], "dtype": dtype, **geometry}
     domains = sorted(set(manifest.column("domain").to_pylist()))
-    sink = lineage.LineageSink(
-        storage.table_path(TRAINING_TOKENS), stamp | {"index": head}, domains, params.sequences_per_step
+    target = storage.table_path(TRAINING_TOKENS)
+    local_lineage = (  # on an object store, written locally and uploaded whole once complete
+        Path(tempfile.mkdtemp(prefix="refinery-lineage-")) / Path(target).name
+        if is_object(storage)
+        else Path(target)
     )
+    sink = lineage.LineageSink(local_lineage, stamp | {"index": head}, domains, params.sequences_per_step)
     con = duckdb.connect()
     splits, skipped = {}, []
     try:
         con.register("manifest", manifest)
-        parquet_view(con, "tokens", files, {"source": "VARCHAR", "id": "VARCHAR", "tokens": "INTEGER[]"})
+        register_files(
+            con, storage, "tokens", files, {"source": "VARCHAR", "id": "VARCHAR", "tokens": "INTEGER[]"}
+        )
         for split in sorted(set(manifest.column("split").to_pylist())):
             entry, gone = pack_split(con, split, staging / split, params, dtype, int(info["pad_id"]), sink)
             splits[split], skipped = entry, skipped + gone
@@ -280,30 +294,36 @@ def publish_training_tokens(storage: Storage, params: TrainingTokensParams, stam
         }
         (staging / INDEX_FILE).write_text(json.dumps(index, indent=1, sort_keys=True))
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(storage, staging)
         sink.abort()
+        if is_object(storage):
+            shutil.rmtree(local_lineage.parent, ignore_errors=True)
         raise
     finally:
         con.close()
-    final = root / "shards"
-    fsync_tree(staging)
-    old = temp_path(final, "old")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    fsync_dir(root)
-    shutil.rmtree(old, ignore_errors=True)
-    path = sink.commit()
-    problems = verify(final, index, path)
+    try:
+        final = commit_folder(storage, TRAINING_TOKENS, staging)
+        committed = sink.commit()
+        problems = verify(final, index, committed, storage.fs)
+        path = (
+            put_file(storage, TRAINING_TOKENS, committed, Path(target).name) if is_object(storage) else target
+        )
+    except BaseException:
+        sink.abort()  # a no-op once committed
+        raise
+    finally:
+        if is_object(storage):
+            shutil.rmtree(local_lineage.parent, ignore_errors=True)
     return _published(storage, index, sink, path, final, problems, skipped, sources, params)
 
 
-def verify(root: Path, index: dict, lineage_path: Path) -> list[str]:
-    """From the files: per split, the shards hold the index's sequences, and the lineage pieces
-    tile the real tokens exactly once, in order (sequence by sequence, offsets back to back)."""
+def verify(root: str | Path, index: dict, lineage_path: Path, filesystem=None) -> list[str]:
+    """From the files: per split, the shards hold the index's sequences (read through ``filesystem``
+    when the shards are on an object store), and the lineage pieces tile the real tokens exactly
+    once, in order (sequence by sequence, offsets back to back)."""
     problems = []
     for split, entry in index["splits"].items():
-        count = sum(len(MegatronShard(root / s["prefix"])) for s in entry["megatron"])
+        count = sum(len(MegatronShard(f"{root}/{s['prefix']}", filesystem)) for s in entry["megatron"])
         if count != entry["sequences"]:
             problems.append(
                 f"{split}: {count} sequences in the Megatron shards, index says {entry['sequences']}"
@@ -360,11 +380,11 @@ def _published(storage, index, sink, path, root, problems, skipped, sources, par
         "tokens_per_source": Json({k: int(v) for k, v in by_source.items()}),
         "documents_without_tokens": Json({k: int(v) for k, v in reasons.items()}),
         "lineage_bytes_per_sequence": round(
-            path.stat().st_size / max(sum(e["sequences"] for e in index["splits"].values()), 1), 2
+            table_size(storage, path) / max(sum(e["sequences"] for e in index["splits"].values()), 1), 2
         ),
         "trace_step_0": Markdown(sample),
-        "lineage": FilePath.of(path),
-        "shards": FilePath.of(root),
+        "lineage": FilePath.of(shown(storage, path)),
+        "shards": FilePath.of(shown(storage, root)),
         "parameters": Json(params.model_dump()),
     }
     check = CheckOutcome(

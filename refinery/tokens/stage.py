@@ -11,7 +11,7 @@ from __future__ import annotations
 from refinery import names
 from refinery.kernel.spec import StageContext, StageSpec
 from refinery.tokens.tokenize import TOKEN_FIELDS, DocumentTokenizer, TokenizeParams
-from refinery.tokens.tokenizer import load, special_ids, stored_info, tokenizer_path
+from refinery.tokens.tokenizer import load_stored, special_ids, stored_info
 
 TOKENIZED_CORPUS = StageSpec(
     name=names.TOKENIZED_CORPUS,
@@ -33,7 +33,7 @@ TOKENIZED_CORPUS = StageSpec(
 
 def make_document_tokenizer(run: StageContext) -> DocumentTokenizer:
     info = stored_info(run.storage)
-    tokenizer = load(tokenizer_path(run.storage))
+    tokenizer = load_stored(run.storage)
     eos, _ = special_ids(tokenizer, info["eos_token"], None)
     run.provenance["tokenizer_digest"] = info["digest"]
     run.metadata["tokenizer_digest"] = info["digest"]

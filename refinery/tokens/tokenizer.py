@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, model_validator
 from refinery.metadata import FilePath, Json, Markdown, Published
 from refinery.names import PRETRAIN_CORPUS, TOKENIZER
 from refinery.storage import Storage
+from refinery.table_store import AnyStorage, file_path, local_scratch, put_file, read_bytes, shown
 
 TOKENIZER_FILE = "tokenizer.json"
 EOS_TOKEN = "<|endoftext|>"
@@ -69,13 +70,18 @@ class TokenizerParams(BaseModel):
         return self
 
 
-def tokenizer_path(storage: Storage) -> Path:
-    return storage.table_path(TOKENIZER).parent / TOKENIZER_FILE
+def tokenizer_path(storage: AnyStorage) -> Path | str:
+    """Where the tokenizer asset keeps its file: a local path, or a path on the object store."""
+    return file_path(storage, TOKENIZER, TOKENIZER_FILE)
 
 
 def digest_of(path: Path) -> str:
     """A tokenizer's identity: the digest of its ``tokenizer.json``."""
-    return hashlib.blake2b(path.read_bytes(), digest_size=12).hexdigest()
+    return digest_bytes(path.read_bytes())
+
+
+def digest_bytes(content: bytes) -> str:
+    return hashlib.blake2b(content, digest_size=12).hexdigest()
 
 
 def resolve_user_tokenizer(path: str | Path) -> Path:
@@ -179,8 +185,6 @@ def bytes_per_token(tokenizer, held: pd.DataFrame) -> pd.DataFrame:
 def publish_tokenizer(storage: Storage, params: TokenizerParams, stamp: dict) -> Published:
     """Train or load the tokenizer, write ``tokenizer.json`` and the held-out table."""
     train, held = sample_corpus(storage, params)
-    target = tokenizer_path(storage)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if params.mode == "train":
         tokenizer = train_bpe(train["text"].tolist(), params)
         origin = f"byte-level BPE trained on {len(train)} documents"
@@ -189,10 +193,10 @@ def publish_tokenizer(storage: Storage, params: TokenizerParams, stamp: dict) ->
         tokenizer = load(source)
         origin = f"loaded from {source}"
     eos, pad = special_ids(tokenizer, params.eos_token, params.pad_token)
-    staging = target.with_name(f".{TOKENIZER_FILE}.tmp")
+    staging = local_scratch(storage, TOKENIZER, TOKENIZER_FILE)
     tokenizer.save(str(staging))
-    staging.replace(target)
-    digest = digest_of(target)
+    digest = digest_of(staging)
+    target = put_file(storage, TOKENIZER, staging, TOKENIZER_FILE)  # before the table that names it
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     table = bytes_per_token(tokenizer, held)
     info = {
@@ -216,7 +220,7 @@ def publish_tokenizer(storage: Storage, params: TokenizerParams, stamp: dict) ->
         "trained_on_bytes": int(sum(len(t.encode("utf-8")) for t in train["text"])) if sample else 0,
         "bytes_per_token": Markdown(_markdown(table)),
         "mean_bytes_per_token": round(float(table["bytes"].sum() / max(table["tokens"].sum(), 1)), 3),
-        "tokenizer": FilePath.of(target),
+        "tokenizer": FilePath.of(shown(storage, target)),
         "parameters": Json(params.model_dump()),
     }
     line = f"tokenizer {digest}: {vocab} tokens, {origin}"
@@ -231,12 +235,24 @@ def _markdown(table: pd.DataFrame) -> str:
     return markdown.table(list(table.columns), table.round(3).itertuples(index=False))
 
 
-def stored_info(storage: Storage) -> dict:
+def stored_info(storage: AnyStorage) -> dict:
     """The tokenizer asset's identity (digest, vocab_size, eos_id, pad_id), checked against its file."""
-    path = tokenizer_path(storage)
-    if not path.is_file():
+    return _stored(storage)[0]
+
+
+def load_stored(storage: AnyStorage):
+    """The tokenizer asset's ``tokenizers.Tokenizer``, read through the storage root's filesystem."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(_stored(storage)[1].decode())
+
+
+def _stored(storage: AnyStorage) -> tuple[dict, bytes]:
+    path = shown(storage, tokenizer_path(storage))
+    content = read_bytes(storage, TOKENIZER, TOKENIZER_FILE)
+    if content is None:
         raise TokenizerError(f"no tokenizer at {path}: materialize the tokenizer asset first")
     info = storage.table_provenance(TOKENIZER)
-    if info.get("digest") != digest_of(path):
+    if info.get("digest") != digest_bytes(content):
         raise TokenizerError(f"{path} changed since the tokenizer asset wrote it: re-materialize tokenizer")
-    return info
+    return info, content

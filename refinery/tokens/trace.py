@@ -9,22 +9,23 @@
   is not in the schedule (not drawn by the mixture).
 
 Both read only the files: the lineage table (row groups chosen by statistics), the corpus
-partitions of the sources involved and the rejected tables.
+partitions of the sources involved and the rejected tables, through the storage root's filesystem
+(a local folder or an object store).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from refinery import names
 from refinery.stages.text import TEXT_FILTER_STAGES
 from refinery.storage import Storage
+from refinery.table_store import AnyStorage, dataset, is_object, read_table, rejected_partitions, table_exists
 from refinery.tokens import lineage
 
 # Corpus columns that say where a document came from (the rest of its non-text columns are scores).
@@ -48,11 +49,14 @@ def geometry(storage: Storage, micro_batch_size=None, ranks=None, grad_accumulat
     }
 
 
-def _lineage_path(storage: Storage):
-    path = storage.table_path(names.TRAINING_TOKENS)
-    if not path.exists():
+def _lineage_path(storage: AnyStorage):
+    if not table_exists(storage, names.TRAINING_TOKENS):
         raise TraceError("no lineage table: materialize training_tokens first")
-    return path
+    return storage.table_path(names.TRAINING_TOKENS)
+
+
+def _lineage_fs(storage: AnyStorage):
+    return storage.fs if is_object(storage) else None
 
 
 def corpus_rows(storage: Storage, keys: pd.DataFrame) -> pd.DataFrame:
@@ -62,9 +66,9 @@ def corpus_rows(storage: Storage, keys: pd.DataFrame) -> pd.DataFrame:
         files = storage.files(names.PRETRAIN_CORPUS, source)
         if not files:
             continue
-        dataset = ds.dataset([str(f) for f in files], format="parquet")
-        columns = [c for c in dataset.schema.names if c != "text"]
-        table = dataset.to_table(columns=columns, filter=pc.field("id").isin(part["id"].unique().tolist()))
+        found = dataset(storage, files)
+        columns = [c for c in found.schema.names if c != "text"]
+        table = found.to_table(columns=columns, filter=pc.field("id").isin(part["id"].unique().tolist()))
         frames.append(table.to_pandas())
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["source", "id"])
 
@@ -78,24 +82,29 @@ def scores_of(row: pd.Series) -> dict:
 
 
 def trace_step(
-    storage: Storage,
+    storage: AnyStorage,
     step: int,
     split: str = "train",
     micro_batch_size: int | None = None,
     ranks: int | None = None,
     grad_accumulation: int | None = None,
+    inbox: Path | None = None,
 ) -> pd.DataFrame:
-    """One row per (sequence, document) piece of global step ``step``, in training order."""
+    """One row per (sequence, document) piece of global step ``step``, in training order.
+    ``inbox`` is the text inbox the raw files are named in (default: beside a local root)."""
     geo = geometry(storage, micro_batch_size, ranks, grad_accumulation)
     g = geo["micro_batch_size"] * geo["ranks"] * geo["grad_accumulation"]
-    pieces = lineage.read_step(_lineage_path(storage), split, step * g, (step + 1) * g - 1).to_pandas()
+    path = _lineage_path(storage)
+    pieces = lineage.read_step(path, split, step * g, (step + 1) * g - 1, _lineage_fs(storage)).to_pandas()
     if not len(pieces):
         raise TraceError(f"step {step} of split {split!r} has no sequences (G = {g} sequences per step)")
     pieces = pieces.sort_values(["sequence", "offset"]).reset_index(drop=True)
     where = lineage.step_of(pieces["sequence"].to_numpy(), **geo)
     pieces = pieces.assign(step=where["step"], rank=where["rank"], micro_batch=where["micro_batch"])
     corpus = corpus_rows(storage, pieces[["source", "id"]].drop_duplicates())
-    layout_root = storage.root.parent / "inbox" / "text"
+    layout_root = inbox or (
+        Path("inbox") / "text" if is_object(storage) else storage.root.parent / "inbox" / "text"
+    )
     origin = corpus.set_index(["source", "id"]) if len(corpus) else None
     files, lines, scores = [], [], []
     for source, doc in zip(pieces["source"], pieces["id"], strict=True):
@@ -175,12 +184,12 @@ def trace_document(
 ) -> DocumentTrace:
     """Where the document ``ref`` (``source/id``, or an id with ``source``) went."""
     source, doc = _split_ref(ref, source)
-    path = storage.table_path(names.TRAINING_TOKENS)
-    if path.exists():
+    if table_exists(storage, names.TRAINING_TOKENS):
         cond = pc.field("id") == doc
         if source is not None:
             cond = cond & (pc.field("source") == source)
-        found = ds.dataset(str(path), format="parquet").to_table(filter=cond).to_pandas()
+        path = storage.table_path(names.TRAINING_TOKENS)
+        found = dataset(storage, [path]).to_table(filter=cond).to_pandas()
         if len(found):
             geo = geometry(storage, micro_batch_size, ranks, grad_accumulation)
             where = lineage.step_of(found["sequence"].to_numpy(), **geo)
@@ -212,25 +221,20 @@ def _rejections(storage: Storage, source: str | None, doc: str) -> pd.DataFrame:
             files = storage.files(stage, part, rejected=True)
             if not files:
                 continue
-            dataset = ds.dataset([str(f) for f in files], format="parquet")
+            found = dataset(storage, files)
             wanted = [
                 c
                 for c in ("source", "id", "reason", "reason_detail", "duplicate_of")
-                if c in dataset.schema.names
+                if c in found.schema.names
             ]
-            table = dataset.to_table(columns=wanted, filter=pc.field("id") == doc)
+            table = found.to_table(columns=wanted, filter=pc.field("id") == doc)
             for r in table.to_pylist():
                 rows.append({"stage": stage, "source": r.get("source", part), **r})
     return pd.DataFrame(rows, columns=["stage", "source", "id", "reason", "reason_detail", "duplicate_of"])
 
 
-def _rejected_partitions(storage: Storage, stage: str) -> list[str]:
-    folder = storage.rejected_path(stage, "x").parent
-    if not folder.is_dir():
-        return []
-    return sorted(
-        {p.stem for p in folder.glob("*.parquet")} | {p.name for p in folder.iterdir() if p.is_dir()}
-    )
+def _rejected_partitions(storage: AnyStorage, stage: str) -> list[str]:
+    return rejected_partitions(storage, stage)
 
 
 def lineage_schema() -> list[str]:
@@ -238,4 +242,5 @@ def lineage_schema() -> list[str]:
 
 
 def read_pieces(storage: Storage) -> pd.DataFrame:
-    return pq.read_table(_lineage_path(storage)).to_pandas()
+    _lineage_path(storage)
+    return read_table(storage, names.TRAINING_TOKENS).to_pandas()
