@@ -26,7 +26,10 @@ class EmbedderResource(dg.ConfigurableResource):
         "or 'none' (fp32).",
     )
     threads: int = Field(
-        0, ge=0, description="onnx backend: intra-op threads per process; 0 = one per physical core."
+        0,
+        ge=0,
+        description="onnx backend, cores per process; 0 = every usable core. int8 (one text per run) "
+        "encodes this many texts side by side, one thread each; fp32 uses them as ORT intra-op threads.",
     )
 
     def plain(self) -> EmbedderLoader:

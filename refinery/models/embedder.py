@@ -106,8 +106,9 @@ def load_embedder(
 ) -> Embedder | OnnxEmbedder:
     """Load once per (model, device, batch size, precision, backend) in this process.
 
-    ``quantize`` and ``threads`` (0: one per physical core, ONNX Runtime's default) apply to the
-    onnx backend."""
+    ``quantize`` and ``threads`` apply to the onnx backend. ``threads`` (0: every usable core) is,
+    for int8, how many texts run side by side on one thread each, and for fp32 ORT's intra-op
+    threads (:func:`refinery.models.onnx_embedder.load_onnx_embedder`)."""
     from refinery.models import loads
 
     _offline()
@@ -138,7 +139,7 @@ class EmbedderLoader:
     compute: Compute = field(default_factory=Compute)
     backend: str = "auto"  # auto (ONNX Runtime on CPU, torch on a GPU), onnx, torch
     quantize: str = "int8"  # onnx backend: int8 or none
-    threads: int = 0  # onnx backend: intra-op threads; 0 = one per physical core
+    threads: int = 0  # onnx backend: cores (int8: texts side by side; fp32: intra-op); 0 = all usable
 
     def load(self) -> Embedder | OnnxEmbedder:
         c = self.compute
