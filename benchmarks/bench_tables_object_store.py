@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from benchmarks.bench_tokens import schedule_manifest
 from benchmarks.corpus import Corpus, ensure_corpus
 from benchmarks.real_corpus import ensure_real_corpus
 from refinery.engine.local import LocalEngine
@@ -44,7 +45,6 @@ from refinery.kernel.spec import StageContext
 from refinery.names import PRETRAIN_CORPUS, TOKENIZED_CORPUS, TRAINING_SCHEDULE
 from refinery.object_storage import ObjectStorage
 from refinery.paths import Layout
-from refinery.schedule.publish import MANIFEST_COLUMNS, MANIFEST_DTYPES
 from refinery.schedule.shards import build_shards
 from refinery.storage import Storage
 from refinery.table_store import commit_folder, folder_staging
@@ -100,24 +100,7 @@ def corpus_frame(corpus: Corpus, source: str) -> pd.DataFrame:
 
 
 def manifest_for(frame: pd.DataFrame, source: str) -> pa.Table:
-    n = len(frame)
-    rows = pd.DataFrame(
-        {
-            "split": "train",
-            "position": np.arange(n),
-            "step": np.arange(n) // 64,
-            "phase": 0,
-            "shard": 0,
-            "domain": source,
-            "source": source,
-            "id": frame["id"],
-            "epoch": 0,
-            "replay": False,
-            "tokens": 1,
-            "difficulty": np.nan,
-        }
-    )[MANIFEST_COLUMNS].astype(MANIFEST_DTYPES)
-    return pa.Table.from_pandas(rows, preserve_index=False)
+    return schedule_manifest(frame.assign(source=source), tokens=1)
 
 
 def timed(fn) -> float:

@@ -189,6 +189,11 @@ def tokenize_bench(name: str, frame: pd.DataFrame, home: Path, train_docs: int) 
 
 
 def write_manifest(storage: Storage, frame: pd.DataFrame) -> None:
+    storage.write_table("training_schedule", schedule_manifest(frame, tokens=0), {})
+
+
+def schedule_manifest(frame: pd.DataFrame, tokens: int) -> pa.Table:
+    """A training schedule over ``frame``'s rows (``id``, ``source``) in order, 64 documents a step."""
     n = len(frame)
     rows = pd.DataFrame(
         {
@@ -202,11 +207,11 @@ def write_manifest(storage: Storage, frame: pd.DataFrame) -> None:
             "id": frame["id"],
             "epoch": 0,
             "replay": False,
-            "tokens": 0,
+            "tokens": tokens,
             "difficulty": np.nan,
         }
     )[MANIFEST_COLUMNS].astype(MANIFEST_DTYPES)
-    storage.write_table("training_schedule", pa.Table.from_pandas(rows, preserve_index=False), {})
+    return pa.Table.from_pandas(rows, preserve_index=False)
 
 
 def loader_bench(home: Path, frame: pd.DataFrame, seq_len: int, batch: int) -> dict:

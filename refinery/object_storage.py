@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from refinery.fs import child, exists, is_local, join, listing, split_root, uri
@@ -258,6 +259,16 @@ class _RollingParts:
                 self.fs.delete_file(join(self.folder, name))
 
 
+def delete_unlisted_parts(fs: pafs.FileSystem, folder: str, names: list[str]) -> None:
+    """Delete every part of ``folder`` that its just-written manifest (``names``) does not list:
+    older runs' parts, and those of runs that died. Called after the commit, so no reader of the
+    new manifest needs them; one already gone is fine."""
+    for info in listing(fs, folder):
+        if info.base_name.startswith("part-") and info.base_name not in names:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                fs.delete_file(info.path)
+
+
 class ObjectPartitionWriter(RowsAndRejections):
     """A stage's kept and rejected rows of one partition, streamed from one process to an object
     store: both manifests are written at commit (the quarantine's first, then the output's, the
@@ -299,11 +310,8 @@ class ObjectPartitionWriter(RowsAndRejections):
         parts = [(p, p.finish()) for p in (self._rejected, self._out)]
         for p, names in parts:  # the quarantine first: who finds the output finds its rejections
             write_manifest_at(self.store.fs, p.folder, names, self.provenance)
-        for p, names in parts:  # older runs' parts, and those of runs that died
-            for info in listing(self.store.fs, p.folder):
-                if info.base_name.startswith("part-") and info.base_name not in names:
-                    with contextlib.suppress(FileNotFoundError, OSError):
-                        self.store.fs.delete_file(info.path)
+        for p, names in parts:
+            delete_unlisted_parts(self.store.fs, p.folder, names)
 
     def abort(self) -> None:
         self._rejected.discard()
@@ -341,10 +349,7 @@ class ObjectTableWriter:
         """The manifest of this run's parts, written last; returns it."""
         names = self._parts.finish()
         manifest = write_manifest_at(self.store.fs, self._parts.folder, names, self.provenance)
-        for info in listing(self.store.fs, self._parts.folder):  # older runs' parts, and dead runs'
-            if info.base_name.startswith("part-") and info.base_name not in names:
-                with contextlib.suppress(FileNotFoundError, OSError):
-                    self.store.fs.delete_file(info.path)
+        delete_unlisted_parts(self.store.fs, self._parts.folder, names)
         return manifest
 
     def abort(self) -> None:
