@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from refinery.models.onnx_outliers import set_nodes
+
 
 def attention_to_unmasked_mha(model: Any) -> int:
     """Rewrite ``model`` (an ``onnx.ModelProto``, in place): each ``com.microsoft`` ``Attention``
@@ -84,10 +86,5 @@ def attention_to_unmasked_mha(model: Any) -> int:
             )
         )
         rewritten += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    kept_weights = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept_weights)
+    set_nodes(graph, nodes)
     return rewritten

@@ -197,13 +197,19 @@ def split_outlier_channels(
         if node.name in dropped:
             continue
         nodes += replaced.get(node.name, [node]) if node in targets else [node]
+    set_nodes(graph, nodes)
+    return keep_fp32
+
+
+def set_nodes(graph: Any, nodes: list[Any]) -> None:
+    """Make ``nodes`` the graph's node list, dropping the initializers no node reads any more (the
+    weights of replaced nodes would otherwise stay in the saved model)."""
     del graph.node[:]
     graph.node.extend(nodes)
     used = {name for node in graph.node for name in node.input}
     kept = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    return keep_fp32
 
 
 def _split_up_projection(
