@@ -19,6 +19,7 @@ document, run afterwards, is removed in full.
 from __future__ import annotations
 
 import itertools
+import shutil
 
 import dagster as dg
 import pandas as pd
@@ -28,6 +29,7 @@ from assets import TEXT_PREFILTER
 from refinery.dedup.exact import content_hash
 from refinery.dedup.fuzzy import FuzzyDedupParams
 from refinery.dedup.minhash import MinHasher, jaccard
+from refinery.paths import Layout
 from refinery.storage import Storage
 from resources import DedupIndexResource, build_resources
 from tests.conftest import write_source
@@ -102,15 +104,28 @@ def _step_spans(instance, stage: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_concurrent_partitions_keep_every_duplicate_once(home, case, shared_instance):
-    mode, backend, url = case
+@pytest.fixture(scope="module")
+def upstream_once(tmp_path_factory) -> tuple[Layout, list[str]]:
+    """The four partitions through the stages before dedup, once for the four cases (those stages
+    use no dedup index, so every case starts from the same files); each case copies the home."""
+    layout = Layout.at(tmp_path_factory.mktemp("upstream") / "home")
     partitions = build_partitions(per_kind=20)  # steps long enough to overlap
     sources = sorted(partitions)
     for source, frame in partitions.items():
-        write_source(home, source, {"docs.jsonl": jsonl(frame.to_dict("records"))})
+        write_source(layout, source, {"docs.jsonl": jsonl(frame.to_dict("records"))})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("text_source", sources)
+        for source in sources:  # not raced: only the dedup stages are
+            _materialize(instance, layout, source, UPSTREAM, _dedup("local", ""))
+    return layout, sources
+
+
+def test_concurrent_partitions_keep_every_duplicate_once(home, case, shared_instance, upstream_once):
+    mode, backend, url = case
+    upstream, sources = upstream_once
+    own = shutil.ignore_patterns(upstream.index.name, upstream.dagster_home.name)  # index: empty, per case
+    shutil.copytree(upstream.home, home.home, ignore=own, dirs_exist_ok=True)
     shared_instance.add_dynamic_partitions("text_source", [*sources, "probe"])
-    for source in sources:  # not raced: only the dedup stages are
-        _materialize(shared_instance, home, source, UPSTREAM, _dedup(backend, url))
 
     env = {
         "DAGSTER_HOME": str(home.dagster_home),
