@@ -34,7 +34,12 @@ class InProcessTasks:
 @dataclass
 class RayTasks:
     """Every task as a Ray task (``cpus`` each), at most ``in_flight`` submitted at once; a task
-    whose worker died is retried up to ``retries`` times by Ray. The caller has connected."""
+    whose worker died is retried up to ``retries`` times by Ray. The caller has connected.
+
+    Tasks are placed with Ray's ``SPREAD`` strategy. With the default one, every task that takes
+    the shared plan (an object the driver put in its node's store) is leased where that object
+    lives: on a loopback cluster of two 1-CPU nodes, 11 of the corpus dedup's 14 maps ran all their
+    tasks in one process while the other node idled (benchmarks/RESULTS.md)."""
 
     cpus: float = 1.0
     retries: int = 4
@@ -50,7 +55,9 @@ class RayTasks:
             return _timed(fn, *args)
 
         timed.__name__ = timed.__qualname__ = getattr(fn, "__name__", "task")
-        remote = ray.remote(num_cpus=self.cpus, max_retries=self.retries, retry_exceptions=False)(timed)
+        remote = ray.remote(
+            num_cpus=self.cpus, max_retries=self.retries, retry_exceptions=False, scheduling_strategy="SPREAD"
+        )(timed)
         submitted = time.time()
         results: list[Any] = [None] * len(args)
         pending: dict[Any, int] = {}
