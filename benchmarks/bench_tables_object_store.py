@@ -38,21 +38,16 @@ import pyarrow as pa
 from benchmarks.bench_tokens import schedule_manifest
 from benchmarks.corpus import Corpus, ensure_corpus
 from benchmarks.real_corpus import ensure_real_corpus
-from refinery.engine.local import LocalEngine
-from refinery.kernel.execute import execute_stage
 from refinery.kernel.report import provenance
-from refinery.kernel.spec import StageContext
-from refinery.names import PRETRAIN_CORPUS, TOKENIZED_CORPUS, TRAINING_SCHEDULE
+from refinery.names import PRETRAIN_CORPUS, TRAINING_SCHEDULE
 from refinery.object_storage import ObjectStorage
 from refinery.paths import Layout
 from refinery.schedule.shards import build_shards
 from refinery.storage import Storage
 from refinery.table_store import commit_folder, folder_staging
 from refinery.tokens.publish import TrainingTokensParams, publish_training_tokens
-from refinery.tokens.stage import TOKENIZED_CORPUS as SPEC
-from refinery.tokens.stage import make_document_tokenizer
-from refinery.tokens.tokenize import TokenizeParams
 from refinery.tokens.tokenizer import TokenizerParams, publish_tokenizer
+from tests.unit.token_helpers import tokenize
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -116,17 +111,7 @@ def measure(storage, layout: Layout, frame: pd.DataFrame, source: str) -> dict:
         writer.write(kept=frame)
     params = TokenizerParams(vocab_size=4096, sample_documents=2_000, held_out_per_source=20)
     publish_tokenizer(storage, params, provenance("tokenizer", "all", params))
-    config = TokenizeParams()
-    ctx = StageContext(
-        SPEC,
-        source,
-        config,
-        layout,
-        storage,
-        LocalEngine(),
-        provenance=provenance(TOKENIZED_CORPUS, source, config),
-    )
-    out = {"tokenized_corpus": timed(lambda: execute_stage(ctx, make_document_tokenizer))}
+    out = {"tokenized_corpus": timed(lambda: tokenize(layout, storage, [source]))}
     manifest = manifest_for(frame, source)
     storage.write_table(TRAINING_SCHEDULE, manifest, {"asset": TRAINING_SCHEDULE})
     pack = TrainingTokensParams(seq_len=2048, shard_sequences=2048)
