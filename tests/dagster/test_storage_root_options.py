@@ -1,7 +1,9 @@
 """The rule-based text chain through Dagster with the ``refinery`` resource rooted on an object store
 (moto's S3 server on loopback, through pyarrow.fs): every stage's parts and manifest on S3, the
 asset checks read back from S3, DuckDB views over the manifests' parts, and the same rows, reasons
-and statistics as a run on a local root."""
+and statistics as a run on a local root. Then, on the same two homes, the model stages
+(:mod:`tests.dagster.model_stages_s3`: models, scores, embeddings, semantic dedup, the vector index
+and search), so the chain runs once per root for both."""
 
 import io
 
@@ -17,6 +19,7 @@ from refinery.storage import Storage
 from refinery_cli.commands import main as cli_main
 from resources import RefineryHome, build_resources
 from tests.dagster.conftest import build_inbox
+from tests.dagster.model_stages_s3 import check_model_stages_on_s3
 from tests.s3_server import s3_credentials, s3_root
 
 s3 = (s3_root, s3_credentials)  # fixtures, used by name
@@ -100,3 +103,5 @@ def test_prefilter_chain_on_s3_equals_a_local_root(tmp_path, instance, s3_root, 
     versions = {s: store.manifest(s, "alpha")["version"] for s in STAGES}
     assert run_chain(instance, s3_home, ["alpha"])["alpha"].success
     assert {s: store.manifest(s, "alpha")["version"] for s in STAGES} == versions
+
+    check_model_stages_on_s3(instance, local_home, s3_home, s3_root, monkeypatch, capsys)

@@ -1,9 +1,11 @@
-"""The model stages through Dagster with the ``refinery`` resource rooted on an object store (moto's S3
-server on loopback): reference_lm and quality_classifier (the classifier reads its negatives from
-S3), perplexity_scored, quality_scored, document_embeddings (parts + manifest, the bundled MiniLM),
-semantic_deduplicated, pretrain_corpus and vector_index; then ``refinery search``, the vector index's
-exact search and the ``vectors_documents`` view read from S3. Every output equals a local root's,
-row for row, reason for reason, vector for vector (within float tolerance)."""
+"""What tests/dagster/test_storage_root_options.py runs after the rule-based chain on both roots (so
+the chain runs once per root): the model stages through Dagster with the ``refinery`` resource rooted
+on an object store (moto's S3 server on loopback): reference_lm and quality_classifier (the classifier
+reads its negatives from S3), perplexity_scored, quality_scored, document_embeddings (parts +
+manifest, the bundled MiniLM), semantic_deduplicated, pretrain_corpus and vector_index; then
+``refinery search``, the vector index's exact search and the ``vectors_documents`` view read from S3.
+Every output equals a local root's, row for row, reason for reason, vector for vector (within float
+tolerance)."""
 
 import io
 
@@ -23,10 +25,8 @@ from refinery.sample.reference_sample import build_reference_sample
 from refinery.sql import connect
 from refinery.storage import Storage
 from refinery_cli.commands import main as cli_main
-from tests.dagster.conftest import ALPHA, build_inbox, materialize_source, resources_for
-from tests.s3_server import s3_credentials, s3_root
+from tests.dagster.conftest import ALPHA, resources_for
 
-s3 = (s3_root, s3_credentials)  # fixtures, used by name
 SOURCES = ("alpha", "beta")
 ROW_STAGES = [
     names.PERPLEXITY_SCORED,
@@ -39,12 +39,9 @@ HIT_COLUMNS = ["rank", "source", "id", "stage", "status", "rejected_by", "reason
 
 
 def run_models_chain(instance, layout: Layout) -> list[dg.ExecuteInProcessResult]:
-    """The rule-based chain, the two models, then the model stages per source, as `refinery run`
-    does; the storage root comes from ``$REFINERY_STORAGE_ROOT`` (read by build_resources)."""
-    build_inbox(layout)
+    """After the rule-based chain: the two models, then the model stages per source, as `refinery
+    run` does; the storage root comes from ``$REFINERY_STORAGE_ROOT`` (read by build_resources)."""
     build_reference_sample(layout.inbox_kind("reference"))
-    for source in SOURCES:
-        assert materialize_source(instance, layout, source).success
     results = [dg.materialize(TEXT_MODELS, instance=instance, resources=resources_for(layout))]
     for source in SOURCES:
         results.append(
@@ -55,8 +52,10 @@ def run_models_chain(instance, layout: Layout) -> list[dg.ExecuteInProcessResult
     return results
 
 
-def test_model_stages_on_s3_equal_a_local_root(tmp_path, instance, s3_root, monkeypatch, capsys):
-    local_home, s3_home = Layout.at(tmp_path / "local"), Layout.at(tmp_path / "s3")
+def check_model_stages_on_s3(
+    instance, local_home: Layout, s3_home: Layout, s3_root: str, monkeypatch, capsys
+):
+    """The model stages on both homes (whose rule-based chain has run), then every assertion."""
     monkeypatch.delenv(STORAGE_ROOT_ENV, raising=False)
     local_results = run_models_chain(instance, local_home)
     monkeypatch.setenv(STORAGE_ROOT_ENV, s3_root)
