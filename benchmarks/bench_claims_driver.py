@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_driver_memory import loopback_cluster  # noqa: E402
+from benchmarks.bench_driver_memory import loopback_engine  # noqa: E402
 from refinery import names  # noqa: E402
 from refinery.paths import Layout  # noqa: E402
 from refinery.storage import Storage  # noqa: E402
@@ -63,13 +63,10 @@ def main() -> None:
     codes = [("claims plan (this checkout)", ROOT)] + ([("baseline", args.baseline)] if args.baseline else [])
     rows = []
     load = os.getloadavg()
-    with loopback_cluster() as address, tempfile.TemporaryDirectory(prefix="claims-driver-") as tmp:
-        engine = {
-            "kind": "ray",
-            "address": address,
-            "node_ip_address": "127.0.0.1",
-            "slice_rows": args.slice_rows,
-        }
+    with (
+        loopback_engine(args.slice_rows) as engine,
+        tempfile.TemporaryDirectory(prefix="claims-driver-") as tmp,
+    ):
         for label, code in codes:
             home = Layout.at(Path(tmp) / f"{len(rows)}")
             (source,) = write_corpus(home, args.docs, sources=1)

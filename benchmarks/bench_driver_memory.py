@@ -42,6 +42,13 @@ def loopback_cluster(cpus_per_node: int = 1, nodes: int = 2) -> Iterator[str]:
         yield cluster.address
 
 
+@contextlib.contextmanager
+def loopback_engine(slice_rows: int) -> Iterator[dict]:
+    """The ``engine`` resource's config for a fresh loopback cluster (:func:`loopback_cluster`)."""
+    with loopback_cluster() as address:
+        yield {"kind": "ray", "address": address, "node_ip_address": "127.0.0.1", "slice_rows": slice_rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -55,15 +62,9 @@ def main() -> None:
     )
     rows = []
     with (
-        loopback_cluster() as address,
+        loopback_engine(args.slice_rows) as engine,
         tempfile.TemporaryDirectory(prefix="driver-mem-") as tmp,
     ):
-        engine = {
-            "kind": "ray",
-            "address": address,
-            "node_ip_address": "127.0.0.1",
-            "slice_rows": args.slice_rows,
-        }
         for label, code in codes:
             for docs in args.docs:
                 home = Layout.at(Path(tmp) / f"{len(rows)}")

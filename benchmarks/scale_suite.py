@@ -288,13 +288,12 @@ def render_dedup(r: dict) -> list[str]:
 
 
 def section_driver(args) -> dict:
-    from benchmarks.bench_driver_memory import loopback_cluster
+    from benchmarks.bench_driver_memory import loopback_engine
     from refinery.paths import Layout
     from tests.ray.driver_memory import materialize_measured, write_corpus
 
     rows = []
-    with loopback_cluster() as address, tempfile.TemporaryDirectory(prefix="scale-driver-") as tmp:
-        engine = {"kind": "ray", "address": address, "node_ip_address": "127.0.0.1", "slice_rows": 10_000}
+    with loopback_engine(10_000) as engine, tempfile.TemporaryDirectory(prefix="scale-driver-") as tmp:
         for docs in args.driver_docs:
             home = Layout.at(Path(tmp) / str(docs))
             write_corpus(home, docs)
