@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import socket
@@ -19,7 +20,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-from refinery.paths import Layout
+# Child processes of the tests (DataLoader workers, torch.multiprocessing ranks) start from a
+# forkserver, not by forking the pytest worker: by the time a loader test runs, its xdist worker may
+# hold the threads of a Ray driver (the shared cluster's tests connect in-process) and of Dagster,
+# and a child forked from a threaded process can crash at random (CI once saw a DataLoader worker
+# abort with "double free or corruption"). Python 3.14 makes forkserver Linux's default for this
+# reason. The server imports torch and the datasets' modules once, so each worker starts at fork speed.
+multiprocessing.set_start_method("forkserver", force=True)
+multiprocessing.set_forkserver_preload(
+    ["torch", "pyarrow.parquet", "refinery.schedule.loader", "refinery.tokens.dataset"]
+)
+
+from refinery.paths import Layout  # noqa: E402
 
 # The session's shared Ray loopback cluster (fixtures ray_cluster and ray_job_cluster, started on
 # first use, stopped by the controller at the end).

@@ -226,9 +226,11 @@ def test_a_worker_waits_for_feedback_and_says_so_when_none_comes(schedule, tmp_p
 
 
 def test_spawned_workers_follow_the_log_too(schedule, tmp_path):
-    """The channel is a path: nothing but the dataset is pickled to a spawned worker."""
+    """The channel is a path: nothing but the dataset is pickled to a spawned worker. (The other
+    workers come from the suite's forkserver, see tests/conftest.py: forking the pytest worker
+    itself can crash the child.)"""
     spawned = run_rank(schedule, tmp_path / "spawn", 0, 1, workers=1, context="spawn")
-    forked = run_rank(schedule, tmp_path / "fork", 0, 1, workers=1, context="fork")
+    forked = run_rank(schedule, tmp_path / "fork", 0, 1, workers=1, context="forkserver")
     assert spawned == forked and len(spawned) == -(-N // G) * G
 
 
@@ -250,12 +252,13 @@ def test_ranks_under_torch_distributed_share_weights_through_all_reduce(schedule
     torch = pytest.importorskip("torch")
     import torch.multiprocessing as mp
 
-    # fork: spawned ranks would spawn their DataLoader workers too, each importing torch anew
+    # forkserver: spawned ranks would spawn their DataLoader workers too, each importing torch anew;
+    # forking the pytest worker can crash the child (see tests/conftest.py)
     mp.start_processes(
         _ddp_rank,
         args=(schedule, tmp_path / "fb", tmp_path, tmp_path / "init"),
         nprocs=2,
-        start_method="fork",
+        start_method="forkserver",
     )
     logs = [lines(log_path(tmp_path / "fb", r)) for r in range(2)]
     assert logs[0] == logs[1] and len(logs[0]) == 1 + -(-N // G)

@@ -99,14 +99,28 @@ def dataset(schedule):
     )
 
 
+# Module-level functions, not lambdas: the workers start from the suite's forkserver (see
+# tests/conftest.py), so what the DataLoader and the dataset hold is pickled.
+def _rows_unchanged(rows):
+    return rows
+
+
+def _text_length_mapping(row):
+    return {"n": len(row["text"])}
+
+
+def _text_length(row):
+    return len(row["text"])
+
+
 @pytest.mark.parametrize(
     ("options", "workers"),
     [
         ({"batch_size": 4}, 0),
         ({"batch_size": 5}, 1),
         ({}, 0),
-        ({"batch_size": 4, "collate_fn": lambda rows: rows}, 0),
-        ({"batch_size": 2, "collate_fn": lambda rows: rows}, 1),
+        ({"batch_size": 4, "collate_fn": _rows_unchanged}, 0),
+        ({"batch_size": 2, "collate_fn": _rows_unchanged}, 1),
     ],
     ids=["same-size", "other-size-worker", "default-size-1", "custom-collate", "custom-collate-worker"],
 )
@@ -149,10 +163,10 @@ def test_transform_and_collate_must_give_mappings_and_keep_the_pad_flag(schedule
     from refinery.schedule.loader import ScheduleDataset
 
     ds = ScheduleDataset(
-        schedule, "train", batch_size=8, rank=7, world_size=RANKS, transform=lambda r: {"n": len(r["text"])}
+        schedule, "train", batch_size=8, rank=7, world_size=RANKS, transform=_text_length_mapping
     )
     last = list(ds.loader(num_workers=2))[-1]
     assert set(last) == {"n", "is_pad"} and last["is_pad"].all()  # rank 7's last step is all pads
-    bad = ScheduleDataset(schedule, "train", batch_size=8, transform=lambda r: len(r["text"]))
+    bad = ScheduleDataset(schedule, "train", batch_size=8, transform=_text_length)
     with pytest.raises(ScheduleError, match="must produce a mapping"):
         next(iter(bad.loader()))
