@@ -50,6 +50,13 @@ def config_class(params: type[BaseModel] | None) -> type[dg.Config]:
     )
 
 
+def library_params(params: type[BaseModel] | None, config: dg.Config) -> BaseModel | None:
+    """The run config as the library's own parameter model. The config class is made at import
+    time and standard pickle cannot find it by name, so a value holding it could not travel to a
+    stage's worker processes (forkserver or spawned DataLoader workers); the library's class can."""
+    return None if params is None else params.model_validate(config.model_dump())
+
+
 def metadata_value(value: Any) -> Any:
     """One library value as Dagster metadata (scalars pass through)."""
     if isinstance(value, Markdown):
@@ -210,7 +217,7 @@ def stage_asset(
 
     @dg.asset(**_asset_args(spec, [*resources, "engine", "compute"], pool, gpu, automatic))
     def _stage(context: dg.AssetExecutionContext, config: config_type) -> dg.MaterializeResult:
-        params = config if spec.params is not None else None
+        params = library_params(spec.params, config)
         gpus = context.resources.compute.num_gpus if gpu else 0
         ctx = stage_context(context, spec, params, resources)
         return _outcome_result(retrying(context, lambda: execute(ctx, make, gpus)))
@@ -230,9 +237,10 @@ def ingest_asset(
     # range (refinery.kernel.ingest_tasks); an unreachable cluster fails the run before anything is written.
     @dg.asset(**_asset_args(spec, [*resources, "engine"], None, False, automatic=False))
     def _ingest(context: dg.AssetExecutionContext, config: config_type) -> dg.MaterializeResult:
-        ctx = stage_context(context, spec, config)
+        params = library_params(spec.params, config)
+        ctx = stage_context(context, spec, params)
         folder = ctx.layout.inbox_source(spec.kind, ctx.source)
-        return _outcome_result(execute_ingest(ctx, reader(folder, ctx.source, config)))
+        return _outcome_result(execute_ingest(ctx, reader(folder, ctx.source, params)))
 
     return register(spec.name, _ingest)
 

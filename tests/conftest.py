@@ -24,14 +24,24 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # forkserver, not by forking the pytest worker: by the time a loader test runs, its xdist worker may
 # hold the threads of a Ray driver (the shared cluster's tests connect in-process) and of Dagster,
 # and a child forked from a threaded process can crash at random (CI once saw a DataLoader worker
-# abort with "double free or corruption"). Python 3.14 makes forkserver Linux's default for this
-# reason. The server imports torch and the datasets' modules once, so each worker starts at fork speed.
-multiprocessing.set_start_method("forkserver", force=True)
-multiprocessing.set_forkserver_preload(
-    ["torch", "pyarrow.parquet", "refinery.schedule.loader", "refinery.tokens.dataset"]
-)
+# abort with "double free or corruption"). The multimodal stages do the same on their own
+# (refinery.models.device.worker_context); the server, started once per xdist worker by whichever
+# test needs it first, imports the modules of every dataset the tests' workers unpickle.
+from refinery.models.device import worker_context
+from refinery.paths import Layout
 
-from refinery.paths import Layout  # noqa: E402
+multiprocessing.set_start_method("forkserver", force=True)
+worker_context(
+    "cpu",
+    [
+        "pyarrow.parquet",
+        "refinery.schedule.loader",
+        "refinery.tokens.dataset",
+        "open_clip",
+        "refinery.multimodal.clip_score",
+        "refinery.multimodal.keyframes",
+    ],
+)
 
 # The session's shared Ray loopback cluster (fixtures ray_cluster and ray_job_cluster, started on
 # first use, stopped by the controller at the end).

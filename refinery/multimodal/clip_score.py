@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field, model_validator
 from refinery.batch import BatchResult, split_batch
 from refinery.kernel.processor import StageProcessor
 from refinery.metadata import Markdown
+from refinery.models.device import worker_context
 from refinery.multimodal.clip_model import ClipModel, synthetic_domain_warning
 from refinery.multimodal.images import decode_rgb
 from refinery.multimodal.preview import Extremes, sheet_markdown
@@ -132,12 +133,12 @@ class ScorePass:
 
 
 def dataloader(dataset, batch_size: int, workers: int, device: str):
-    """Workers fork on CPU; with CUDA they spawn (a forked child cannot use CUDA)."""
+    """Workers come from a forkserver on CPU and spawn with CUDA (see ``worker_context``)."""
     from torch.utils.data import DataLoader
 
     kwargs: dict = {}
     if workers > 0:
-        kwargs["multiprocessing_context"] = "spawn" if device.startswith("cuda") else "fork"
+        kwargs["multiprocessing_context"] = worker_context(device, ["open_clip", __name__])
         kwargs["prefetch_factor"] = 4
     return DataLoader(
         dataset,

@@ -42,6 +42,7 @@ from pydantic import BaseModel, Field
 
 from refinery.batch import BatchResult, split_batch
 from refinery.kernel.processor import StageProcessor
+from refinery.models.device import worker_context
 from refinery.multimodal.clip_model import ClipModel, synthetic_domain_warning
 from refinery.multimodal.tiny_clip_train import is_generated_caption
 from refinery.multimodal.video_reader import file_digest, open_video
@@ -505,9 +506,9 @@ def keyframe_pass(
         return result
     dataset = VideoFrames(jobs, clip.preprocess, clip.image_size, method, params)
     result.workers = workers = min(workers, len(jobs))
-    kwargs = (
-        {"multiprocessing_context": "spawn" if clip.device.startswith("cuda") else "fork"} if workers else {}
-    )
+    kwargs = {}
+    if workers:
+        kwargs["multiprocessing_context"] = worker_context(clip.device, ["open_clip", __name__])
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_no_collate, **kwargs)
     picked_scores, uniform_scores = [], []
     for item in loader:
