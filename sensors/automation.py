@@ -22,6 +22,12 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "default_automation_condition_sensor",
     target=EVERYTHING,
     minimum_interval_seconds=int(os.environ.get(INTERVAL_ENV) or 30),
+    # Runs, not backfills: a tick that requests two sources' partitions of one stage would otherwise
+    # emit an asset backfill, which Dagster's backfill daemon advances one level of the graph per
+    # 30-second loop (a fixed interval), so a chain of stages waited half a minute per level. Runs
+    # hold each partition's whole requested chain; a stage whose upstream is in another run (a model)
+    # waits for it (will_be_requested counts only within one run), and the run queue caps concurrency.
+    emit_backfills=False,
     description="Evaluates the automation conditions of every asset: stages follow their upstream "
     "partitions, models retrain on their cron or a changed reference corpus, the cross-source tables "
     "refresh at most once per interval.",
