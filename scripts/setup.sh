@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras="${1:-}"
+started=$SECONDS
+step() { # prints how long the setup took so far, so a slow step shows in CI's log
+  echo "setup: $1 ($((SECONDS - started)) s since setup started)"
+}
 python="${PYTHON:-python3}"
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
   echo "setup: Refinery needs Python 3.11 or newer (found: $("$python" --version 2>&1)); set PYTHON=..." >&2
@@ -39,13 +43,17 @@ if [[ ",$extras," == *",dev,"* ]] && [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 
+step "packages ready"
 # KenLM's trainer (lmplz, build_binary) for the reference language model; skips itself when built.
 scripts/build_kenlm.sh
+step "KenLM ready"
 
 # The project's tiny CLIP for the image–text and video stages (no CLIP weights can be downloaded):
 # trained once on generated scenes and cached under .tools/models/tiny-clip/<config hash>/.
 .venv/bin/python -m refinery.multimodal.tiny_clip_train
+step "tiny CLIP ready"
 
 # The project's tiny chat model, served by `transformers serve` in the LLM tests and bench_llm (no
 # weights can be downloaded; its text has no quality): cached under .tools/models/tiny-chat/<hash>/.
 .venv/bin/python -m refinery.llm.tiny_chat_model
+step "tiny chat model ready"
