@@ -21,9 +21,10 @@ call). The few activation channels that would spoil one int8 scale (the feed-for
 the early layers) go through a small fp32 MatMul of their own (:mod:`refinery.models.onnx_outliers`,
 recipe 3, split at the up-projection since recipe 4); every document measured keeps cosine >= 0.99
 with the fp32 vector (benchmarks/RESULTS.md). Since recipe 5 the int8 graph's GELU is the tanh form
-(:mod:`refinery.models.onnx_gelu`), and only the outliers' down-projections stay fp32. Since recipe 4 the fused attention is rewritten as
-Q/K/V MatMuls and a ``MultiHeadAttention`` without a mask (:mod:`refinery.models.onnx_attention`),
-which takes ORT's CPU flash-attention kernel; that is exact only because each text runs alone.
+(:mod:`refinery.models.onnx_gelu`), and only the outliers' down-projections stay fp32.
+Since recipe 4 the fused attention is rewritten as Q/K/V MatMuls and a ``MultiHeadAttention``
+without a mask (:mod:`refinery.models.onnx_attention`), which takes ORT's CPU flash-attention
+kernel; that is exact only because each text runs alone.
 Residual adds and layer norms stay two ops, not ORT's ``SkipLayerNormalization``: that kernel took
 0.52 ms on a 256 x 384 tensor here against 0.06 ms for ``LayerNormalization``. Since activations
 are quantized per call, the int8 graph encodes each text alone: a vector never depends on its
@@ -52,7 +53,8 @@ RECIPE = 5  # bump when fusing or quantize_int8 changes, so cached graphs of an 
 # (both kept for the benchmark's before/after); 4: 3 + unmasked flash attention, split at the up-projection;
 # 5: 4 + tanh GELU (FastGelu) and the outlier columns of the up-projections in int8 too
 RECIPES = (2, 3, 4, 5)
-FUSED_RECIPE = {2: 2, 3: 3, 4: 3, 5: 3}  # the fp32 fused graph each recipe starts from (4, 5 change only int8)
+# the fp32 fused graph each recipe starts from (4 and 5 change only the int8 graph)
+FUSED_RECIPE = {2: 2, 3: 3, 4: 3, 5: 3}
 UNFUSED = ["SkipLayerNormFusion"]  # ORT's own fusions not applied to a recipe-3 graph (slower here)
 # a text longer than window x chars is cut before tokenizing; a cut that fills fewer pieces than the
 # window is retried at the next width, then whole. 6 then 24: 0.48 ms/doc on the real corpus against
