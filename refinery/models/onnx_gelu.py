@@ -4,7 +4,7 @@ Why: after the int8 weight MatMuls (which run near this CPU's VNNI rate) and the
 feed-forward GELU is the next cost of the int8 graph: 256 x 1,536 values per layer and per text.
 ORT's ``BiasGelu`` evaluates ``erf``; its ``FastGelu`` evaluates the tanh approximation
 ``0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`` (Hendrycks & Gimpel's, GPT-2's ``gelu_new``),
-which differs from the exact GELU by at most 4.7e-4 and took 0.23 against 0.33 ms on a 256 x 1,504
+which differs from the exact GELU by at most 4.7e-4 and took 0.24 against 0.33 ms on a 256 x 1,504
 tensor on one core here. Both ops take the same inputs (the MatMul output and the bias), so the swap
 is a rename. Measured on real text, the int8 graph gained 2.6% per document and every vector kept
 its cosine with the fp32 model above 0.99 (benchmarks/RESULTS.md, "Embeddings on CPU, recipe 5").
