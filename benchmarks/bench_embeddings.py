@@ -10,9 +10,12 @@ first ``--docs`` documents are embedded by:
 - ``onnx-int8-v3``: the int8 graph of the last wave (recipe 3: outlier channels of the early
   feed-forward down-projections split into a small fp32 MatMul, the rest int8; residual add +
   LayerNormalization unfused), one text per run;
-- ``onnx-int8``: the current default (recipe 4: recipe 3 with the fused attention rewritten as
-  Q/K/V MatMuls + an unmasked MultiHeadAttention, ORT's CPU flash-attention path, and the outlier
-  split made at the up-projection instead of by a Split), one text per run;
+- ``onnx-int8-v4``: the last wave's default (recipe 4: recipe 3 with the fused attention rewritten
+  as Q/K/V MatMuls + an unmasked MultiHeadAttention, ORT's CPU flash-attention path, and the
+  outlier split made at the up-projection instead of by a Split), one text per run;
+- ``onnx-int8``: the current default (recipe 5: recipe 4 with the tanh GELU, ``FastGelu``, and the
+  outlier columns of the up-projections in int8; only the outliers' down-projections stay fp32),
+  one text per run;
 - ``onnx-int8-2t``: the same graph with two intra-op threads (its CPU seconds still count both
   cores, so docs per CPU-second says what a second thread adds per core), and ``onnx-int8-2t-nospin``
   with ORT's spinning workers off (``session.intra_op.allow_spinning=0``);
@@ -115,6 +118,7 @@ def main() -> None:
         "torch": load_embedder(DEFAULT_MODEL, "cpu", 64, True, backend="torch"),
         "onnx-fp32": load_embedder(DEFAULT_MODEL, "cpu", 64, True, "onnx", "none", 1),
         "onnx-int8-v3": load_onnx_embedder(path, DEFAULT_MODEL, 64, 1, "int8", recipe=3),
+        "onnx-int8-v4": load_onnx_embedder(path, DEFAULT_MODEL, 64, 1, "int8", recipe=4),
         "onnx-int8": load_embedder(DEFAULT_MODEL, "cpu", 64, True, "onnx", "int8", 1),
         "onnx-int8-2t": load_onnx_embedder(path, DEFAULT_MODEL, 64, 2, "int8", parallel_texts=False),
         "onnx-int8-2t-nospin": load_onnx_embedder(

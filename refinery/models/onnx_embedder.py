@@ -20,9 +20,11 @@ dynamic int8 quantization to the fused graph (weights int8 per channel, activati
 call). The few activation channels that would spoil one int8 scale (the feed-forward outliers of
 the early layers) go through a small fp32 MatMul of their own (:mod:`refinery.models.onnx_outliers`,
 recipe 3, split at the up-projection since recipe 4); every document measured keeps cosine >= 0.99
-with the fp32 vector (benchmarks/RESULTS.md). Since recipe 4 the fused attention is rewritten as
-Q/K/V MatMuls and a ``MultiHeadAttention`` without a mask (:mod:`refinery.models.onnx_attention`),
-which takes ORT's CPU flash-attention kernel; that is exact only because each text runs alone.
+with the fp32 vector (benchmarks/RESULTS.md). Since recipe 5 the int8 graph's GELU is the tanh form
+(:mod:`refinery.models.onnx_gelu`), and only the outliers' down-projections stay fp32.
+Since recipe 4 the fused attention is rewritten as Q/K/V MatMuls and a ``MultiHeadAttention``
+without a mask (:mod:`refinery.models.onnx_attention`), which takes ORT's CPU flash-attention
+kernel; that is exact only because each text runs alone.
 Residual adds and layer norms stay two ops, not ORT's ``SkipLayerNormalization``: that kernel took
 0.52 ms on a 256 x 384 tensor here against 0.06 ms for ``LayerNormalization``. Since activations
 are quantized per call, the int8 graph encodes each text alone: a vector never depends on its
@@ -46,11 +48,13 @@ from typing import Any
 import numpy as np
 
 QUANTIZE = ("none", "int8")
-RECIPE = 4  # bump when fusing or quantize_int8 changes, so cached graphs of an older recipe are not reused
+RECIPE = 5  # bump when fusing or quantize_int8 changes, so cached graphs of an older recipe are not reused
 # 2: SkipLayerNorm fused, early down-projections whole in fp32; 3: their outlier channels split off
-# (both kept for the benchmark's before/after); 4: 3 + unmasked flash attention, split at the up-projection
-RECIPES = (2, 3, 4)
-FUSED_RECIPE = {2: 2, 3: 3, 4: 3}  # the fp32 fused graph each recipe starts from (4 changes only int8)
+# (both kept for the benchmark's before/after); 4: 3 + unmasked flash attention, split at the up-projection;
+# 5: 4 + tanh GELU (FastGelu) and the outlier columns of the up-projections in int8 too
+RECIPES = (2, 3, 4, 5)
+# the fp32 fused graph each recipe starts from (4 and 5 change only the int8 graph)
+FUSED_RECIPE = {2: 2, 3: 3, 4: 3, 5: 3}
 UNFUSED = ["SkipLayerNormFusion"]  # ORT's own fusions not applied to a recipe-3 graph (slower here)
 # a text longer than window x chars is cut before tokenizing; a cut that fills fewer pieces than the
 # window is retried at the next width, then whole. 6 then 24: 0.48 ms/doc on the real corpus against
@@ -192,11 +196,15 @@ def quantize_int8(source: Path, target: Path, model_dir: Path | None = None, rec
     (:func:`onnx_outliers.split_outlier_channels`, calibrated on texts from ``model_dir``); recipe 2
     keeps those projections whole in fp32. Recipe 4 also rewrites the fused attention as Q/K/V
     MatMuls and an unmasked ``MultiHeadAttention`` (:mod:`refinery.models.onnx_attention`; valid
-    because the int8 graph encodes each text alone) and splits at the up-projection."""
+    because the int8 graph encodes each text alone) and splits at the up-projection. Recipe 5 also
+    uses the tanh GELU (:func:`onnx_gelu.tanh_gelu`) and quantizes the outlier columns of the
+    up-projections: their input is the layer norm's output, which the ordinary columns quantize
+    anyway; only the outliers' down-projections, whose inputs hold the large values, stay fp32."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from refinery.models.onnx_attention import attention_to_unmasked_mha
+    from refinery.models.onnx_gelu import tanh_gelu
     from refinery.models.onnx_outliers import split_outlier_channels
 
     temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -206,6 +214,9 @@ def quantize_int8(source: Path, target: Path, model_dir: Path | None = None, rec
         if recipe >= 4:  # the int8 graph runs one text at a time: no mask, ORT's flash attention
             attention_to_unmasked_mha(model)
         keep = split_outlier_channels(model, calibration_feeds(model_dir), split_up=recipe >= 4)
+        if recipe >= 5:  # the up-projection's outlier columns read the layer norm: int8 keeps them
+            keep = [name for name in keep if not name.endswith("_outlier_up")]
+            tanh_gelu(model)
         onnx.save(model, str(split))
         source = split
     else:
@@ -353,7 +364,7 @@ class OnnxEmbedder:
                 for i in pending
             ]
             retry = []
-            for i, text, enc in zip(pending, cut, self.tokenizer.encode_batch(cut), strict=True):
+            for i, text, enc in zip(pending, cut, self._encode_texts(cut), strict=True):
                 encodings[i] = enc
                 if len(enc.ids) < self.max_tokens and len(text) < len(whole[i]):
                     retry.append(i)
@@ -361,6 +372,13 @@ class OnnxEmbedder:
             if not pending:
                 break
         return encodings
+
+    def _encode_texts(self, texts: list[str]) -> list:
+        """The tokenizer's encodings of ``texts``. ``encode_batch_fast`` (tokenizers >= 0.20) skips the
+        character offsets, which nothing here reads: the same ids in 0.38 against 0.48 ms per document
+        of the real corpus (benchmarks/RESULTS.md, recipe 5)."""
+        fast = getattr(self.tokenizer, "encode_batch_fast", None)
+        return fast(texts) if fast is not None else self.tokenizer.encode_batch(texts)
 
     def _encode_batch(self, encodings: list, width: int) -> np.ndarray:
         if self.quantize == "int8" and len(encodings) > 1:  # its attention has no mask (recipe 4)

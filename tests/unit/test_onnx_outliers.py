@@ -1,6 +1,7 @@
 """The int8 graph's outlier split (recipes 3 and 4): the split alone leaves the function unchanged, it
 picks the channels with the largest activations, and the int8 graph keeps only those small MatMuls in
-fp32 (recipe 4: split at the up-projection, no Split node; attention without a mask)."""
+fp32 (recipe 4: split at the up-projection, no Split node; attention without a mask; recipe 5: only
+the outliers' down-projections in fp32, the tanh GELU)."""
 
 from __future__ import annotations
 
@@ -77,10 +78,14 @@ def test_split_keeps_the_function_and_picks_the_largest_channels(path, split_up)
 def test_int8_graph_keeps_only_the_outlier_matmuls_in_fp32(path):
     graph = onnx.load(str(onnx_graph(path, "int8")), load_external_data=False).graph
     ops = [n.op_type for n in graph.node]
+    # recipe 5: only the outliers' down-projections (inputs up to ~24) stay fp32; their
+    # up-projection columns read the layer norm's output and are int8 like the ordinary ones
     fp32 = sorted(n.name for n in graph.node if n.op_type == "MatMul")
-    assert len(fp32) == 6 and all(name.endswith(("_outlier", "_outlier_up")) for name in fp32)
+    assert len(fp32) == 3 and all(name.endswith("_outlier") for name in fp32)
+    # the tanh GELU everywhere (two in each split layer)
+    assert ops.count("FastGelu") == 9 and "BiasGelu" not in ops
     assert "Split" not in ops and "SkipLayerNormalization" not in ops
     assert ops.count("MultiHeadAttention") == 6 and "QAttention" not in ops and "Attention" not in ops
     # no mask: ORT's flash-attention kernel; Q, K, V quantized (18 of the 36 int8 products)
     assert all(len(n.input) == 4 for n in graph.node if n.op_type == "MultiHeadAttention")
-    assert ops.count("MatMulInteger") == 36
+    assert ops.count("MatMulInteger") == 39
