@@ -34,7 +34,7 @@ from refinery.multimodal.keyframes import KeyframeAttach, keyframe_pass
 from refinery.multimodal.object_root import frame_store, local_partition
 from refinery.multimodal.video_reader import VideoReaderSource
 from refinery.stages import image_text, video
-from refinery.table_store import refuse_object_root
+from refinery.table_store import is_object
 
 VIDEO_INDEX_COLUMNS = ["id", "question", "video_file", "video_id", "video_bytes", "frames", "fps"]
 
@@ -66,14 +66,17 @@ def _scored(run: StageContext, clip, model, path) -> BatchProcessor:
 
 def _clip_pool(run: StageContext) -> PooledStage:
     """clip_scored on a Ray actor pool: the driver resolves the weights' files (never loads them),
-    decode tasks preprocess the images, the CLIP actors score, CPU tasks attach and write."""
-    why = "its decode tasks and CLIP actors read the upstream parts by local path"
-    refuse_object_root(run.storage, "clip_scored on a distributed engine", why)
+    decode tasks preprocess the images, the CLIP actors score, CPU tasks attach and write. On an
+    object store root the tasks and actors read the upstream parts and write theirs through the
+    root's URI (refinery/engine/model_stages.py); the driver streams the caption column alone."""
     clip = run.resources.clip
     source = clip.source()
     run.provenance.update(clip_model=source.name, clip_threshold=calibrated_threshold(source.weights))
     path = run.storage.require(run.spec.upstream, run.source)
-    domain, warning = domain_info(run.spec.name, path, trained_on_generated_scenes(source.weights))
+    if is_object(run.storage):  # the committed parts, read through the root's filesystem
+        path = [str(f) for f in run.storage.files(run.spec.upstream, run.source)]
+    synthetic = trained_on_generated_scenes(source.weights)
+    domain, warning = domain_info(run.spec.name, path, synthetic, filesystem=run.storage.fs)
     if warning:
         run.log.warning(warning)
         run.provenance["clip_model_warning"] = warning

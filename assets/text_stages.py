@@ -183,7 +183,7 @@ def _scores_path(run: StageContext, scoring, location) -> tuple[str, str]:
 
 def _perplexity(run: StageContext):
     scoring = run.resources.kenlm.load(run.layout)
-    location = run.storage.require(run.spec.upstream, run.source)
+    location = slice_location(run.storage, run.spec.upstream, run.source)  # a URI on an object store
     if run.params.bucket_reference == "corpus" and "bucket_cutoffs_origin" in run.provenance:
         # A worker deciding slices of a partition split over many: the driver took the cut from
         # the first pass's sketches; the scores are read back from that pass's part for the slice.

@@ -781,7 +781,18 @@ def distributed_deduper(
     measure: bool | None = None,
 ) -> ShuffledSemanticDeduper:
     """Run the steps for ``source`` on ``runner`` and return the processor that applies their
-    decisions. Call :func:`remove_work` once the stage's files are written."""
+    decisions. Call :func:`remove_work` once the stage's files are written.
+
+    The shuffle's task folders are local folders under the root (committed by renaming): an
+    object store root is refused here, before anything is written."""
+    if not isinstance(storage.root, Path):
+        raise NotImplementedError(
+            f"{SEMANTIC_DEDUPLICATED}[{source}] on the {engine or runner.name} engine runs its shuffle in "
+            f"task folders committed by renaming local folders: it needs a local storage root, not the "
+            f"object store root {storage.uri(storage.base)}. Run it on the local engine there (it reads "
+            "and writes the object store), or use a local root or the bucket mounted as a folder "
+            "(docs/running.md lists what works on an object store)"
+        )
     measure = runner.name != "local" if measure is None else measure
     job = make_job(storage, upstream, source, params, workers, slice_rows, measure)
     upstream_rows = storage.row_count(upstream, source)

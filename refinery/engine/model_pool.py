@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from refinery.engine.root_folder import RootFolder
 from refinery.engine.slices import Slice, plan_slices
 from refinery.models import loads
 from refinery.models.pool import ModelPool
@@ -68,12 +68,9 @@ class ModelStage:
 def read_slice(piece: Slice, columns: list[str]):
     """A slice's rows as pandas, with each row's (slice, row) position in :data:`ORDER`."""
     import pandas as pd
-    import pyarrow.parquet as pq
 
-    if piece.row_groups:
-        frame = (
-            pq.ParquetFile(piece.file).read_row_groups(list(piece.row_groups), columns=columns).to_pandas()
-        )
+    if piece.row_groups:  # a local file, or a part on the root's object store (opened from its URI)
+        frame = piece.parquet().read_row_groups(list(piece.row_groups), columns=columns).to_pandas()
     else:
         frame = pd.DataFrame({c: [] for c in columns})
     frame[ORDER] = [piece.index * (1 << 32) + i for i in range(len(frame))]
@@ -223,23 +220,25 @@ def output_table(out: Any, rows: int) -> Any:
 
 class PoolActor:
     """The model step of :func:`run_pooled`: loads the model once in ``__init__``, then writes the
-    outputs of every batch it is given into the scratch folder, one file per slice it touches."""
+    outputs of every batch it is given into the scratch folder, one file per slice it touches.
+    ``scratch`` is a local folder or a URI on the storage root's object store (the actor opens
+    its filesystem from it); the names it wrote go back to the driver with the batch's figures."""
 
     def __init__(self, payload: bytes, scratch: str):
         import ray
         from ray import cloudpickle
 
         self.stage: ModelStage = cloudpickle.loads(payload)
-        self.scratch = Path(scratch)
+        self.scratch = RootFolder(scratch).make()
         self.model = self.stage.load()
         self.worker = f"{ray.get_runtime_context().get_node_id()}:{os.getpid()}"
         self.loads = loads.total
         if self.stage.describe is not None:
-            _write_atomic(self.scratch / MODEL_FILE, json.dumps(self.stage.describe(self.model), default=str))
+            described = json.dumps(self.stage.describe(self.model), default=str)
+            self.scratch.write_bytes(MODEL_FILE, described.encode())
 
     def __call__(self, frame) -> dict[str, list]:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         started = time.perf_counter()
         order = frame[ORDER].to_numpy(dtype=np.int64)
@@ -247,14 +246,16 @@ class PoolActor:
         seconds = time.perf_counter() - started
         table = table.append_column(ORDER, pa.array(order, pa.int64()))
         slices = order >> 32
+        written = []
         for piece in np.unique(slices):
             rows = np.flatnonzero(slices == piece)
             first = int(order[rows].min() & 0xFFFFFFFF)
-            target = self.scratch / f"out-{int(piece):05d}-{first:09d}.parquet"
-            temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-            pq.write_table(table.take(pa.array(rows)), temp)
-            os.replace(temp, target)  # a retried batch rewrites the same name
+            name = output_name(int(piece), first)
+            # a retried batch rewrites the same name
+            self.scratch.write_table(name, table.take(pa.array(rows)))
+            written.append(name)
         return {
+            "files": [json.dumps(written)],
             "worker": [self.worker],
             "rows": [len(frame)],
             "loads": [self.loads()],
@@ -274,22 +275,28 @@ def describe_model(payload: bytes) -> dict:
     return stage.describe(stage.load()) if stage.describe is not None else {}
 
 
-def _write_atomic(target: Path, text: str) -> None:
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    temp.write_text(text)
-    os.replace(temp, target)
+def output_name(piece: int, first: int) -> str:
+    """The actors' output file of slice ``piece`` whose first row is ``first`` (a batch can span
+    slices, and a slice several batches)."""
+    return f"out-{piece:05d}-{first:09d}.parquet"
 
 
-def slice_outputs(scratch: str, piece: Slice) -> Any:
-    """The outputs the actors wrote for one slice, in row order (one row per input row)."""
+def slice_of(name: str) -> int:
+    return int(name.split("-")[1])
+
+
+def slice_outputs(scratch: str, piece: Slice, files: list[str] | None = None) -> Any:
+    """The outputs the actors wrote for one slice, in row order (one row per input row).
+    ``files``: their names, as the actors reported them (None: found by listing the folder)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    files = sorted(Path(scratch).glob(f"out-{piece.index:05d}-*.parquet"))
+    folder = RootFolder(scratch)
+    if files is None:
+        files = [n for n in folder.names() if n.startswith("out-") and slice_of(n) == piece.index]
     if not files:
         raise RuntimeError(f"slice {piece.index}: the model actors wrote no outputs")
-    table = pa.concat_tables([pq.read_table(f) for f in files]).combine_chunks()
+    table = pa.concat_tables([folder.read_table(f) for f in sorted(files)]).combine_chunks()
     table = table.take(pc.sort_indices(table, [(ORDER, "ascending")]))
     order = table.column(ORDER).to_numpy()
     if len(order) and len(np.unique(order)) != len(order):  # a retried batch cut differently
@@ -300,29 +307,37 @@ def slice_outputs(scratch: str, piece: Slice) -> Any:
     return table.drop_columns([ORDER])
 
 
-def finish_slice(payload: bytes, piece: Slice, scratch: str) -> dict:
+def finish_slice(payload: bytes, piece: Slice, scratch: str, files: list[str] | None = None) -> dict:
     """The CPU task after the actors: the slice's outputs (None for an empty slice) handed to the
     stage's ``finish``."""
     from ray import cloudpickle
 
     finish = cloudpickle.loads(payload)
-    model_file = Path(scratch) / MODEL_FILE
-    model = json.loads(model_file.read_text()) if model_file.exists() else {}
-    return finish(piece, slice_outputs(scratch, piece) if piece.rows else None, model)
+    return finish(piece, slice_outputs(scratch, piece, files) if piece.rows else None, read_model(scratch))
+
+
+def read_model(scratch: str) -> dict:
+    """The model's description an actor wrote ({} when the stage has none)."""
+    found = RootFolder(scratch).read_bytes(MODEL_FILE)
+    return json.loads(found) if found else {}
 
 
 def run_pooled(
     engine: Any,
-    location: Path,
+    location: Path | str,
     stage: ModelStage,
     pool: ModelPool,
     finish: Callable[[Slice, Any, dict], dict],
-    scratch_root: Path,
+    scratch_root: Path | str,
 ) -> PoolRun:
     """``stage`` over the partition at ``location`` on the engine's Ray cluster: decode tasks, the
     pool of model actors writing their outputs under ``scratch_root``, then ``finish(slice,
     outputs, model)`` as one CPU task per slice (it writes the slice's part and returns a small
-    dict). The scratch folder is removed afterwards, whatever happened."""
+    dict). The scratch folder is removed afterwards, whatever happened.
+
+    ``location`` and ``scratch_root`` are local paths, or URIs on the storage root's object store
+    (with the root's query: :func:`refinery.engine.slices.slice_location`), which every actor and
+    task opens itself; the driver sees only the names of the files the actors wrote."""
     import ray.data
     from ray import cloudpickle
 
@@ -330,8 +345,7 @@ def run_pooled(
     engine.connect()
     pool = pool.fitted(ray.cluster_resources().get("CPU", 1.0))
     slices = plan_slices(location, engine.slice_rows)
-    scratch = Path(scratch_root) / f"pool-{uuid.uuid4().hex[:12]}"
-    scratch.mkdir(parents=True)
+    scratch = RootFolder.of(scratch_root).sub(f"pool-{uuid.uuid4().hex[:12]}").make()
     payload = cloudpickle.dumps(stage)
     filled = [s for s in slices if s.rows]
     reports: list[dict] = []
@@ -341,7 +355,7 @@ def run_pooled(
                 decoded_slices(filled, payload, pool)
                 .map_batches(
                     PoolActor,
-                    fn_constructor_kwargs={"payload": payload, "scratch": str(scratch)},
+                    fn_constructor_kwargs={"payload": payload, "scratch": scratch.name},
                     batch_size=pool.batch_size,
                     batch_format="pandas",
                     compute=ray.data.ActorPoolStrategy(size=min(pool.actors, len(filled))),
@@ -351,18 +365,22 @@ def run_pooled(
                 .take_all()
             )
         loads: dict[str, int] = {}
+        outputs: dict[int, set[str]] = {s.index: set() for s in slices}
         for r in reports:
             loads[r["worker"]] = max(loads.get(r["worker"], 0), int(r["loads"]))
-        model_file = scratch / MODEL_FILE
+            for name in json.loads(r["files"]):
+                outputs[slice_of(name)].add(name)
         if not filled and stage.describe is not None:  # an empty partition: one task describes the model
             probe = ray.remote(num_cpus=pool.cpus_per_actor, num_gpus=pool.num_gpus or None)(describe_model)
-            _write_atomic(model_file, json.dumps(ray.get(probe.remote(payload)), default=str))
-        model = json.loads(model_file.read_text()) if model_file.exists() else {}
+            scratch.write_bytes(MODEL_FILE, json.dumps(ray.get(probe.remote(payload)), default=str).encode())
+        model = read_model(scratch.name)
         runner, _ = engine.tasks()
         finishing = cloudpickle.dumps(finish)  # one object: the runner sends it to the store once
-        parts = runner.map(finish_slice, [(finishing, s, str(scratch)) for s in slices])
+        parts = runner.map(
+            finish_slice, [(finishing, s, scratch.name, sorted(outputs[s.index])) for s in slices]
+        )
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.remove()
     return PoolRun(
         parts=parts,
         model=model,

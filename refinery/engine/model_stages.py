@@ -19,12 +19,16 @@ summary. It commits the parts folder when every slice's parts are there, as the 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from refinery.engine.model_pool import ModelPool, ModelStage, PoolRun, run_pooled
-from refinery.engine.slices import Slice, process_slice
+from refinery.engine.object_parts import ObjectResumableParts
+from refinery.engine.resume import under_root
+from refinery.engine.slices import Slice, process_slice, slice_location
 from refinery.kernel.execute import StageOutcome, execute_stage, finish
 from refinery.kernel.processor import Processor, as_processor
 from refinery.kernel.runner import StageRun, output_schemas
@@ -87,9 +91,12 @@ class WriteSlice:
         return {"index": piece.index, "stats": stats, "summary": dict(process.summary())}
 
 
-def slice_outputs(ctx: StageContext) -> tuple[Any, Any, Any, PartsWriter]:
-    """What a pooled stage writes with: the upstream's location, the kept and rejected schemas
-    (the upstream's plus the stage's fields and provenance), and the writer of its part files."""
+def slice_outputs(ctx: StageContext) -> tuple[Any, Any, Any, PartsWriter | ObjectResumableParts]:
+    """What a pooled stage writes with: the upstream's location (a local path, or its URI on an
+    object store root), the kept and rejected schemas (the upstream's plus the stage's fields and
+    provenance), and the writer of its part files: staging folders renamed into place on a local
+    root; on an object store root the parts written in place under the run's name, committed by the
+    manifests (:class:`~refinery.engine.object_parts.ObjectResumableParts`)."""
     spec = ctx.spec
     schema, rejected_schema = output_schemas(
         ctx.storage.schema(spec.upstream, ctx.source),
@@ -97,12 +104,13 @@ def slice_outputs(ctx: StageContext) -> tuple[Any, Any, Any, PartsWriter]:
         spec.names_duplicates,
         ctx.provenance,
     )
-    return (
-        ctx.storage.require(spec.upstream, ctx.source),
-        schema,
-        rejected_schema,
-        PartsWriter(ctx.storage, spec.name, ctx.source),
-    )
+    upstream = slice_location(ctx.storage, spec.upstream, ctx.source)
+    if isinstance(ctx.storage.root, Path):
+        return upstream, schema, rejected_schema, PartsWriter(ctx.storage, spec.name, ctx.source)
+    # Named after this run (a pooled stage computes every slice again on a retry, as on a local root).
+    run = uuid.uuid4().hex[:12]
+    writer = ObjectResumableParts(str(ctx.storage.root), spec.name, ctx.source, run, ctx.provenance)
+    return upstream, schema, rejected_schema, writer
 
 
 def run_pooled_stage(ctx: StageContext, pooled: PooledStage) -> tuple[StageRun, Processor]:
@@ -122,7 +130,7 @@ def run_pooled_stage(ctx: StageContext, pooled: PooledStage) -> tuple[StageRun, 
     )
     try:
         pool_run: PoolRun = run_pooled(
-            ctx.engine, upstream, pooled.model, pooled.pool, job, ctx.storage.root / SCRATCH
+            ctx.engine, upstream, pooled.model, pooled.pool, job, under_root(ctx.storage, SCRATCH)
         )
         path, rejected_path = writer.commit(len(pool_run.parts))
     except BaseException:

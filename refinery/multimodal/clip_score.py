@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field, model_validator
 
@@ -200,12 +201,20 @@ def clip_score(cosine: np.ndarray) -> np.ndarray:
     return (CLIPSCORE_WEIGHT * np.maximum(cosine, 0)).astype(np.float32)
 
 
-def generated_texts(path: Path, column: str, batch_rows: int = 4096) -> tuple[int, int]:
-    """(texts of the scene generator's grammar, texts) in a Parquet column, streamed."""
+def generated_texts(
+    path: Path | list[str], column: str, batch_rows: int = 4096, filesystem: pafs.FileSystem | None = None
+) -> tuple[int, int]:
+    """(texts of the scene generator's grammar, texts) in a Parquet column, streamed. ``path``: a
+    local file, or a partition's committed files on ``filesystem`` (an object store root's)."""
+    from refinery.fs import iter_parquet_batches
     from refinery.multimodal.tiny_clip_train import is_generated_caption
 
+    if isinstance(path, list):
+        batches = iter_parquet_batches(filesystem or pafs.LocalFileSystem(), path, batch_rows, [column])
+    else:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column])
     hits = total = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column]):
+    for batch in batches:
         values = batch.column(0).to_pylist()
         hits += sum(is_generated_caption(v) for v in values)
         total += len(values)
@@ -218,11 +227,18 @@ def domain_check(stage: str, path: Path, clip: ClipModel, column: str = "caption
     return domain_info(stage, path, clip.synthetic, column)
 
 
-def domain_info(stage: str, path: Path, synthetic: bool, column: str = "caption") -> tuple[dict, str | None]:
-    """:func:`domain_check` for a model known only by whether it is the tiny CLIP (``synthetic``)."""
+def domain_info(
+    stage: str,
+    path: Path | list[str],
+    synthetic: bool,
+    column: str = "caption",
+    filesystem: pafs.FileSystem | None = None,
+) -> tuple[dict, str | None]:
+    """:func:`domain_check` for a model known only by whether it is the tiny CLIP (``synthetic``);
+    ``path`` as :func:`generated_texts` takes it."""
     if not synthetic:
         return {}, None
-    hits, total = generated_texts(path, column)
+    hits, total = generated_texts(path, column, filesystem=filesystem)
     warning = synthetic_domain_warning(stage, hits, total, f"{column}s")
     info = {"texts_of_the_models_kind": round(hits / total, 4) if total else 1.0}
     if warning:

@@ -334,15 +334,23 @@ def _stamp(provenance: dict, info: EmbedderInfo, params: EmbeddingParams) -> dic
 @dataclass
 class EmbeddingPart:
     """The per-slice task: the slice's ids and text hashes beside the vectors the actors wrote,
-    as one part file in the staging folder."""
+    as one part file in ``staging``: a local staging folder, or (an object store root, ``run``
+    set) the partition's own folder as a URI, the part named after the run until a manifest lists it."""
 
     staging: str
     provenance: dict
     params: EmbeddingParams
+    run: str = ""
+
+    @staticmethod
+    def part_name(index: int, run: str = "") -> str:
+        from refinery.storage import PartsWriter
+
+        return f"part-{index:05d}-{run}.parquet" if run else PartsWriter.part_name(index)
 
     def __call__(self, piece, outputs, model: dict) -> dict:
         from refinery.engine.model_pool import read_slice
-        from refinery.storage import PartsWriter
+        from refinery.engine.root_folder import RootFolder
 
         info = EmbedderInfo(**model)
         schema = embeddings_schema(info.dim).with_metadata(
@@ -372,10 +380,7 @@ class EmbeddingPart:
             ],
             schema=schema,
         )
-        target = Path(self.staging) / PartsWriter.part_name(piece.index)
-        temp = temp_path(target)
-        pq.write_table(table, temp, compression="zstd")
-        publish_file(temp, target)
+        RootFolder(self.staging).write_table(self.part_name(piece.index, self.run), table)  # atomic
         return {"index": piece.index, "rows": len(texts), "chars": sum(len(t) for t in texts)}
 
 
@@ -402,7 +407,7 @@ def merge_parts(staging: str, target: str, parts: int) -> dict:
 
 
 def write_embeddings_pooled(
-    storage: Storage,
+    storage: Storage | ObjectStorage,
     upstream: str,
     partition: str,
     load: Callable[[], Embedder],
@@ -415,23 +420,34 @@ def write_embeddings_pooled(
     the actors load the model (once each; never this process) and embed batches, CPU tasks write
     each slice's part, then one task streams the parts into the partition's file. Returns the
     run, the model as the actors described it, and the pool's figures."""
+    from refinery.engine.model_pool import ModelStage
+
+    started = time.perf_counter()
+    stage = ModelStage(["text"], load=load, infer=partial(_embed_frame, params), describe=describe_embedder)
+    write = _pooled_into_parts if isinstance(storage, ObjectStorage) else _pooled_into_file
+    pooled, target = write(storage, upstream, partition, stage, provenance, params, engine, pool)
+    info = EmbedderInfo(**pooled.model)
+    rows = sum(p["rows"] for p in pooled.parts)
+    storage.write_stats(
+        DOCUMENT_EMBEDDINGS, partition, {"rows_out": rows, "dim": info.dim, "model": info.name}
+    )
+    chars = sum(p["chars"] for p in pooled.parts)
+    run = EmbeddingRun(target, rows, info.dim, time.perf_counter() - started, chars)
+    return run, info, pooled.describe()
+
+
+def _pooled_into_file(storage: Storage, upstream, partition, stage, provenance, params, engine, pool):
+    """A local root: the parts staged beside the partition's file, then one task streams them into
+    it (the local layout of the embeddings is one file); returns the pool's run and the file."""
     import shutil
 
-    from refinery.engine.model_pool import ModelStage, run_pooled
+    from refinery.engine.model_pool import run_pooled
 
-    if isinstance(storage, ObjectStorage):
-        raise NotImplementedError(
-            f"document_embeddings[{partition}] on a Ray actor pool stages its parts as local files: it "
-            f"needs a local storage root, not {storage.root} (on an object-store root use the local engine; "
-            "docs/running.md lists what works there)"
-        )
-    started = time.perf_counter()
     target = storage.path(DOCUMENT_EMBEDDINGS, partition)
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stray(target.parent)
     staging = temp_path(target, "parts")
     staging.mkdir()
-    stage = ModelStage(["text"], load=load, infer=partial(_embed_frame, params), describe=describe_embedder)
     try:
         pooled = run_pooled(
             engine,
@@ -445,11 +461,44 @@ def write_embeddings_pooled(
         runner.map(merge_parts, [(str(staging), str(target), len(pooled.parts))])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    info = EmbedderInfo(**pooled.model)
-    rows = sum(p["rows"] for p in pooled.parts)
-    storage.write_stats(
-        DOCUMENT_EMBEDDINGS, partition, {"rows_out": rows, "dim": info.dim, "model": info.name}
-    )
-    chars = sum(p["chars"] for p in pooled.parts)
-    run = EmbeddingRun(target, rows, info.dim, time.perf_counter() - started, chars)
-    return run, info, pooled.describe()
+    return pooled, target
+
+
+def _pooled_into_parts(storage: ObjectStorage, upstream, partition, stage, provenance, params, engine, pool):
+    """An object store root: the part tasks write each slice's part straight into the partition's
+    folder, named after this run; this process then writes the manifest (the commit point, as
+    :class:`~refinery.object_storage.ObjectTableWriter` does) and deletes the parts it does not
+    list. A failed run deletes its own parts; returns the pool's run and the folder's URI."""
+    from refinery.engine.model_pool import run_pooled
+    from refinery.engine.resume import under_root
+    from refinery.engine.slices import slice_location
+    from refinery.manifest import write_manifest_at
+    from refinery.object_storage import delete_unlisted_parts
+
+    run = temp_path(Path("x")).name.split(".")[2]  # host-pid-random, as ObjectTableWriter names its parts
+    folder = storage.parts_path(DOCUMENT_EMBEDDINGS, partition)
+    try:
+        pooled = run_pooled(
+            engine,
+            slice_location(storage, upstream, partition),
+            stage,
+            pool,
+            EmbeddingPart(storage.location_uri(DOCUMENT_EMBEDDINGS, partition), provenance, params, run),
+            under_root(storage, ".model_pool"),
+        )
+    except BaseException:
+        _delete_run_parts(storage, folder, run)
+        raise
+    names = [EmbeddingPart.part_name(i, run) for i in range(len(pooled.parts))]
+    stamp = _stamp(provenance, EmbedderInfo(**pooled.model), params)
+    write_manifest_at(storage.fs, folder, names, stamp)
+    delete_unlisted_parts(storage.fs, folder, names)  # older runs' parts
+    return pooled, storage.uri(folder)
+
+
+def _delete_run_parts(storage: ObjectStorage, folder: str, run: str) -> None:
+    from refinery.fs import listing
+
+    for info in listing(storage.fs, folder):
+        if info.base_name.endswith(f"-{run}.parquet"):
+            storage.fs.delete_file(info.path)

@@ -16,6 +16,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -25,6 +26,8 @@ from refinery.sample import prose
 from resources.compute import ComputeResource
 from tests.ray import model_loads
 from tests.ray.test_ray_cluster import ray_cluster  # noqa: F401 (the two-node cluster fixture)
+from tests.ray.test_ray_on_object_storage import with_credentials
+from tests.s3_server import s3_credentials, s3_root  # noqa: F401 (fixtures, used by name)
 
 pytestmark = pytest.mark.ray
 
@@ -167,6 +170,23 @@ def _home(tmp_path, name: str, upstream: str, frame: pd.DataFrame, row_group: in
     )
     pq.write_table(table, target, row_group_size=row_group)
     return layout
+
+
+def _s3_upstream(root: str, upstream: str, frame: pd.DataFrame, row_group: int):
+    """``upstream``'s partition on the object store root: ``frame`` as one part in small row groups
+    (several slices), committed by its manifest."""
+    from refinery.manifest import write_manifest_at
+    from refinery.object_storage import ObjectStorage
+
+    store = ObjectStorage(root)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.cast(
+        pa.schema([pa.field(f.name, pa.string()) if f.type == pa.large_string() else f for f in table.schema])
+    )
+    folder = store.parts_path(upstream, SOURCE)
+    pq.write_table(table, f"{folder}/part-00000.parquet", filesystem=store.fs, row_group_size=row_group)
+    write_manifest_at(store.fs, folder, ["part-00000.parquet"], {})
+    return store
 
 
 def _materialize(asset, layout, engine: dict, config=None, partitions: str = "text_source", **resources):
@@ -313,16 +333,19 @@ def test_document_embeddings_on_a_ray_pool_equal_in_process(ray_cluster, partiti
     assert stamps[0] == stamps[1]
 
 
-def test_clip_scored_on_a_ray_pool_equals_in_process(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
+def test_clip_scored_on_a_ray_pool_equals_in_process(ray_cluster, tmp_path, s3_root, monkeypatch):  # noqa: F811
     """Images decoded by CPU tasks, CLIP on the actors, parts attached by CPU tasks: the same scores
-    and decode failures as the in-process stage, the tiny CLIP loaded once per actor."""
+    and decode failures as the in-process stage, the tiny CLIP loaded once per actor. The pool runs
+    over an object store root (moto's S3): its tasks and actors read the upstream parts, write their
+    scratch outputs and the stage's parts through the root's URI; the step writes the manifests. The
+    in-process stage runs on a local root."""
     import dagster as dg
     import ray
 
     from assets.multimodal import clip_scored, image_text_checked, raw_image_text
     from refinery import names
     from refinery.models import loads
-    from refinery.paths import Layout
+    from refinery.paths import STORAGE_ROOT_ENV, Layout
     from refinery.sample.multimodal_sample import build_image_text_sample
     from refinery.storage import Storage
     from resources.clip import ClipResource
@@ -344,9 +367,12 @@ def test_clip_scored_on_a_ray_pool_equals_in_process(ray_cluster, tmp_path, monk
     broken = frame.iloc[[0]].assign(id="broken", image=[b"not an image"])
     frame = pd.concat([frame.iloc[:11], broken], ignore_index=True)
     upstream = names.IMAGE_TEXT_CHECKED
-    on_ray, local = _home(tmp_path, "ray", upstream, frame, 3), _home(tmp_path, "local", upstream, frame, 3)
+    local = _home(tmp_path, "local", upstream, frame, 3)
+    on_ray, root = Layout.at(tmp_path / "ray"), with_credentials(s3_root)
+    store = _s3_upstream(root, upstream, frame, 3)
     compute = _pool_compute()
     before = loads.counts()
+    monkeypatch.setenv(STORAGE_ROOT_ENV, root)
     try:
         meta = _materialize(
             clip_scored, on_ray, _ray_engine(address), None, "image_text_source",
@@ -354,6 +380,7 @@ def test_clip_scored_on_a_ray_pool_equals_in_process(ray_cluster, tmp_path, monk
         )  # fmt: skip
     finally:
         ray.shutdown()
+        monkeypatch.delenv(STORAGE_ROOT_ENV)
     pool = _check_loads(meta, before)
     assert pool["slices"] == 2 and pool["batch_size"] == 8  # row groups of 3, slices of ≥ 5 rows
     local_meta = _materialize(
@@ -361,9 +388,15 @@ def test_clip_scored_on_a_ray_pool_equals_in_process(ray_cluster, tmp_path, monk
     )
     assert meta["model"].value == local_meta["model"].value
     assert meta["mean_cosine"].value == pytest.approx(local_meta["mean_cosine"].value, abs=1e-4)
-    kept, rejected = _frames(on_ray, names.CLIP_SCORED)
+    kept = store.read(names.CLIP_SCORED, SOURCE)
+    rejected = store.read(names.CLIP_SCORED, SOURCE, rejected=True)
     want_kept, want_rejected = _frames(local, names.CLIP_SCORED)
     assert kept["id"].tolist() == want_kept["id"].tolist() and len(kept) == 11
+    assert not on_ray.storage.exists()  # only the bucket holds data; no scratch or marker left there
+    scratch = [f"{store.base}/{top}" for top in ("_work", "_staging", ".model_pool")]
+    assert [i.path for top in scratch
+            for i in store.fs.get_file_info(pafs.FileSelector(top, allow_not_found=True, recursive=True))
+            if i.type == pafs.FileType.File] == []  # fmt: skip
     np.testing.assert_allclose(kept["clip_cosine"], want_kept["clip_cosine"], atol=1e-5)
     assert (
         rejected["id"].tolist() == ["broken"]

@@ -14,6 +14,9 @@ the S3 server listens. The root here also carries the access key in its authorit
 (``s3://key:secret@bucket/…``), the form for workers with no credentials of their own; moto does not
 check credentials, so what this proves is that such a URI is parsed right everywhere (paths, parts,
 scratch folders), not that the key was needed.
+
+Then, on the same homes, the model stages: the ray engine over S3 against the local engine on a local
+root (:mod:`tests.ray.model_stages_on_s3`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from refinery.sample import prose
 from refinery.storage import Storage
 from resources import EngineResource
 from tests.dagster.conftest import ALPHA, NEAR_COPY, build_inbox, jsonl, resources_for
+from tests.ray.model_stages_on_s3 import check_model_stages_on_ray_over_s3
 from tests.ray.shared_cluster import ray_cluster  # noqa: F401  (the session's cluster)
 from tests.s3_server import CREDENTIALS, s3_credentials, s3_root
 
@@ -132,3 +136,6 @@ def test_rule_chain_on_ray_over_s3_equals_the_local_engine(ray_cluster, tmp_path
         if i.type == pafs.FileType.File
     ]
     assert leftovers == []
+
+    # Then the model stages on the same homes: the ray engine over S3 against the local engine.
+    check_model_stages_on_ray_over_s3(homes, root, engine, monkeypatch)
