@@ -75,14 +75,16 @@ def _whitespace_token_counts(arr: pa.Array) -> np.ndarray:
         if len(wide):
             space = space.copy()
             space[wide] = True
-    after_space = np.empty(len(data), dtype=bool)
-    after_space[0] = True
-    after_space[1:] = space[:-1]
     first, end = offsets[:-1], offsets[1:]
     filled = end > first
-    after_space[first[filled]] = True  # each text's first character
-    starts = np.flatnonzero(after_space & ~space)
-    words = np.diff(np.searchsorted(starts, offsets))
+    # A token starts at each non-space byte after a space byte (a "\x01\x00" pair of the space
+    # flags, counted by bytes.count within each text: no index array of every start) and at a
+    # text's first byte when that is not a space.
+    flags = space.tobytes()
+    count = flags.count
+    pairs = [count(b"\x01\x00", a, b) for a, b in zip(first.tolist(), end.tolist(), strict=True)]
+    words = np.array(pairs, dtype=np.int64)
+    words[filled] += ~space[first[filled]]
     # Arrow's split also yields an empty string for whitespace at the start, one for whitespace
     # at the end, a second one when that trailing run is two characters or more, and one for an
     # empty text (tests/unit/test_stats_tokens.py holds this to pc.utf8_split_whitespace).
