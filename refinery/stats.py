@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from refinery.batch import BatchResult
-from refinery.text.lookup import byte_lookup
 
 # Document length bins in whitespace tokens, shared by every stage and the corpus report.
 LENGTH_EDGES = [10, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000]
@@ -48,8 +47,6 @@ UNICODE_SPACES = (
 _ASCII_SPACE = np.zeros(256, dtype=bool)
 _ASCII_SPACE[[ord(c) for c in UNICODE_SPACES if ord(c) < 0x80]] = True
 _WIDE_SPACES = [c.encode() for c in UNICODE_SPACES if ord(c) >= 0x80]
-_WIDE_LEAD = np.zeros(256, dtype=bool)
-_WIDE_LEAD[[seq[0] for seq in _WIDE_SPACES]] = True
 
 
 def _whitespace_token_counts(arr: pa.Array) -> np.ndarray:
@@ -60,31 +57,25 @@ def _whitespace_token_counts(arr: pa.Array) -> np.ndarray:
         return np.zeros(n, dtype=np.int64)
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     offsets = offsets - offsets[0]
-    space = byte_lookup(_ASCII_SPACE, data)  # read-only: copied below if a wide space is found
+    space = _ASCII_SPACE[data]
     # Multi-byte whitespace: every byte of the sequence is whitespace (lead bytes 0xC2, 0xE1-0xE3).
-    leads = np.flatnonzero(byte_lookup(_WIDE_LEAD, data))
+    padded = np.concatenate([data, np.zeros(2, dtype=np.uint8)])
+    leads = np.flatnonzero((data == 0xC2) | ((data >= 0xE1) & (data <= 0xE3)))
     if len(leads):
-        hits = []
         for seq in _WIDE_SPACES:
-            hit = leads[data[leads] == seq[0]]
+            hit = leads[padded[leads] == seq[0]]
             for k in range(1, len(seq)):
-                hit = hit[hit + k < len(data)]
-                hit = hit[data[hit + k] == seq[k]]
-            hits += [hit + k for k in range(len(seq))]
-        wide = np.concatenate(hits)
-        if len(wide):
-            space = space.copy()
-            space[wide] = True
+                hit = hit[padded[hit + k] == seq[k]]
+            for k in range(len(seq)):
+                space[hit + k] = True
+    after_space = np.empty(len(data), dtype=bool)
+    after_space[0] = True
+    after_space[1:] = space[:-1]
     first, end = offsets[:-1], offsets[1:]
     filled = end > first
-    # A token starts at each non-space byte after a space byte (a "\x01\x00" pair of the space
-    # flags, counted by bytes.count within each text: no index array of every start) and at a
-    # text's first byte when that is not a space.
-    flags = space.tobytes()
-    count = flags.count
-    pairs = [count(b"\x01\x00", a, b) for a, b in zip(first.tolist(), end.tolist(), strict=True)]
-    words = np.array(pairs, dtype=np.int64)
-    words[filled] += ~space[first[filled]]
+    after_space[first[filled]] = True  # each text's first character
+    starts = np.flatnonzero(after_space & ~space)
+    words = np.diff(np.searchsorted(starts, offsets))
     # Arrow's split also yields an empty string for whitespace at the start, one for whitespace
     # at the end, a second one when that trailing run is two characters or more, and one for an
     # empty text (tests/unit/test_stats_tokens.py holds this to pc.utf8_split_whitespace).

@@ -113,7 +113,7 @@ def _flags(texts: Sequence[str]) -> np.ndarray:
     goes through :meth:`bytes.translate` (one C pass over its bytes, twice as fast); any other is
     read as UTF-16 (:func:`_utf16_flags`: half the bytes of UTF-32), or, where it holds a lone
     surrogate, decoded to UTF-32 code points and looked up in :func:`_flag_table`."""
-    text = "\n".join(texts) + "\n"
+    text = "\n".join([*texts, ""])  # the final newline without a second copy of the whole batch
     if text.isascii():
         return np.frombuffer(text.encode("ascii").translate(_ascii_flags()), dtype=np.uint8)
     try:
