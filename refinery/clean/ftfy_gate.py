@@ -222,6 +222,20 @@ def _badness_re2() -> str:
 
 BADNESS_RE2 = _badness_re2()
 
+_LIGATURE_OR_WIDTH_RE2 = f"{_LIGATURES_RE2}|{_WIDTH_RE2}"
+
+
+def _either(first: str, second: str) -> str:
+    """One RE2 pattern matching where ``first`` (BADNESS_RE2, whose ``(?m)`` it keeps) or
+    ``second`` (no ``^`` or ``$``, so the flag leaves it as it is) matches: one scan, not two."""
+    if not first.startswith("(?m)") or "^" in second or "$" in second:
+        raise RuntimeError("cannot join these patterns under one (?m)")
+    return f"(?m)(?:{first[4:]})|(?:{second})"
+
+
+_NOT_SUBSTITUTABLE_RE2 = _either(BADNESS_RE2, NOT_SIMPLE_RE2)  # bad, or something hard
+_BLOCKED_RE2 = _either(BADNESS_RE2, AFTER_RE2)  # what pass two must not find
+
 
 def _mask(arr: pa.Array, pattern: str) -> list[bool]:
     return pc.match_substring_regex(arr, pattern).to_pylist()
@@ -231,8 +245,11 @@ def _substituted(texts: list[str], positions: list[int]) -> dict[int, str]:
     """The substitution path: ``NFC(uncurl(width(ligatures(t))))`` for each text, kept only where
     pass two would change nothing (no badness, no entity, nothing left to substitute)."""
     arr = pa.array(texts, pa.large_string())
-    tables = [(_mask(arr, _LIGATURES_RE2), chardata.LIGATURES), (_mask(arr, _WIDTH_RE2), chardata.WIDTH_MAP)]
-    if any(any(m) for m, _ in tables):
+    if any(_mask(arr, _LIGATURE_OR_WIDTH_RE2)):  # rare: one scan rules out both tables
+        tables = [
+            (_mask(arr, _LIGATURES_RE2), chardata.LIGATURES),
+            (_mask(arr, _WIDTH_RE2), chardata.WIDTH_MAP),
+        ]
         for mask, table in tables:  # str.translate with these tables is slow: only where needed
             texts = [t.translate(table) if m else t for t, m in zip(texts, mask, strict=True)]
         arr = pa.array(texts, pa.large_string())
@@ -240,9 +257,7 @@ def _substituted(texts: list[str], positions: list[int]) -> dict[int, str]:
     arr = pc.replace_substring_regex(arr, _SINGLE_RE2, "'")
     fixed = [t if t.isascii() else unicodedata.normalize("NFC", t) for t in arr.to_pylist()]
     arr = pa.array(fixed, pa.large_string())
-    blocked = pc.or_(
-        pc.match_substring_regex(arr, BADNESS_RE2), pc.match_substring_regex(arr, AFTER_RE2)
-    ).to_pylist()
+    blocked = _mask(arr, _BLOCKED_RE2)
     return {i: f for i, f, b in zip(positions, fixed, blocked, strict=True) if not b}
 
 
@@ -311,9 +326,8 @@ def fix_texts(texts: Sequence[str]) -> list[str]:
     if not todo:
         return out
     sub = pa.array([out[i] for i in todo], pa.large_string())
-    simple = [not h for h in _mask(sub, NOT_SIMPLE_RE2)]
-    bad = _mask(sub, BADNESS_RE2)
-    candidates = [k for k, i in enumerate(todo) if simple[k] and not bad[k] and len(out[i]) < limit]
+    ruled_out = _mask(sub, _NOT_SUBSTITUTABLE_RE2)
+    candidates = [k for k, i in enumerate(todo) if not ruled_out[k] and len(out[i]) < limit]
     done: dict[int, str] = {}
     if candidates:
         done = _substituted([out[todo[k]] for k in candidates], [todo[k] for k in candidates])
