@@ -4,7 +4,8 @@ Each round runs one fresh process per checkout (``PYTHONPATH`` pointing at it) t
 real corpus (``benchmarks/real_corpus.py``): the clean_documents processor (default config,
 fastText labels), PII redaction, the heuristic chain under three configurations (default; with
 ``min_alpha_words_ratio: null``, where most documents reach every rule, as on web text; with
-``gopher_repetition: false``) and the stage statistics' whitespace token count. The parts are
+``gopher_repetition: false``), the stage statistics' whitespace token count, the ftfy gate and the
+heuristics' word counts (both on 5,000-document batches, as the stages see them). The parts are
 library calls, not Dagster runs: ``bench_chain_dagster.py`` measures those.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_chain_components.py --baseline-code /tmp/base
@@ -59,6 +60,11 @@ for name, overrides in (
 ):
     timed(name, lambda o=overrides: filter_batch(clean, HeuristicParams(**o)))
 timed("stage statistics' whitespace tokens", lambda: whitespace_tokens(arr))
+from refinery.clean import ftfy_gate
+from refinery.text.word_counts import word_counts
+parts = [texts[i : i + 5000] for i in range(0, len(texts), 5000)]  # the stages' batch size
+timed("ftfy gate (fix_texts), 5,000-document batches", lambda: [ftfy_gate.fix_texts(p) for p in parts])
+timed("word counts, 5,000-document batches", lambda: [word_counts(p) for p in parts])
 print(json.dumps(out))
 """
 

@@ -13,7 +13,10 @@ Our modules' bytecode is compiled once per checkout before the timed runs (into 
 compiles them from source in every run instead, as the figures before 2026-12-07 did (this
 environment sets ``PYTHONDONTWRITEBYTECODE``; that compilation was ~0.3 CPU s a run).
 ``--rounds N`` runs the variants N times, alternating with ``--baseline-code`` when given, and
-reports each one's median run (and datatrove's median of N).
+reports each one's median run (and datatrove's median of N). With ``--baseline-code`` every run's
+kept and rejected tables of every stage are compared with the baseline code's run of the same
+round and variant (``same_outputs``: equal frames, every column), and the benchmark fails if any
+differ.
 
 Baseline in the same run: datatrove's Gopher quality → Gopher repetition → C4 filters on the same
 documents (``benchmarks/adapters.py``, the ``bench`` extra), CPU seconds of the filters alone.
@@ -130,7 +133,29 @@ def materialize(texts: list[str], config: dict | None, code: Path = ROOT) -> dic
         raise RuntimeError(f"materialize failed (rc {rc}):\n{log[-3000:]}")
     steps = {m[1]: float(m[2]) / (1000 if m[3] == "ms" else 1) for m in STEP.finditer(log)}
     imports_cpu, _, _, _ = run([py, "-c", "import definitions"], home, code)
-    return {"cpu_s": cpu, "wall_s": wall, "steps_s": steps, "import_definitions_cpu_s": imports_cpu}
+    return {
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "steps_s": steps,
+        "import_definitions_cpu_s": imports_cpu,
+        "home": str(home),
+    }
+
+
+def same_outputs(home_a: str, home_b: str) -> int:
+    """Assert that two runs wrote equal kept and rejected rows for every stage (every column, in
+    order; ``pandas.testing.assert_frame_equal``); returns how many tables were compared."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    tables = sorted(p.relative_to(home_a) for p in Path(home_a, "storage").rglob("*.parquet"))
+    other = sorted(p.relative_to(home_b) for p in Path(home_b, "storage").rglob("*.parquet"))
+    if tables != other or not tables:
+        raise AssertionError(f"the runs wrote different tables: {tables} vs {other}")
+    for rel in tables:
+        a, b = (pq.read_table(Path(h, rel)).to_pandas() for h in (home_a, home_b))
+        pd.testing.assert_frame_equal(a, b, obj=str(rel))
+    return len(tables)
 
 
 def best_cpu(fn, repeat: int) -> float:
@@ -301,6 +326,16 @@ def main() -> None:
                 f"round {round_ + 1} {name}: {out['mb_per_s_per_core']:.2f} MB/s per core "
                 f"({out['cpu_s']:.1f} CPU s, {out['wall_s']:.1f} s wall); steps (s): {steps}; import "
                 f"definitions {out['import_definitions_cpu_s']:.1f} CPU s; load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+    if args.baseline_code:
+        for variant in dict.fromkeys(v for v, _, _ in runs):
+            for ours, theirs in zip(done[variant], done[f"{variant} [baseline code]"], strict=True):
+                compared = same_outputs(ours["home"], theirs["home"])
+            results.setdefault("same_outputs", {})[variant] = f"{compared} tables x {args.rounds} rounds"
+            print(
+                f"{variant}: kept and rejected rows equal to the baseline code's ({compared} tables "
+                f"per run, {args.rounds} rounds)",
                 flush=True,
             )
     for name, outs in done.items():

@@ -222,6 +222,20 @@ def _badness_re2() -> str:
 
 BADNESS_RE2 = _badness_re2()
 
+_LIGATURE_OR_WIDTH_RE2 = f"{_LIGATURES_RE2}|{_WIDTH_RE2}"
+
+
+def _either(first: str, second: str) -> str:
+    """One RE2 pattern matching where ``first`` (BADNESS_RE2, whose ``(?m)`` it keeps) or
+    ``second`` (no ``^`` or ``$``, so the flag leaves it as it is) matches: one scan, not two."""
+    if not first.startswith("(?m)") or "^" in second or "$" in second:
+        raise RuntimeError("cannot join these patterns under one (?m)")
+    return f"(?m)(?:{first[4:]})|(?:{second})"
+
+
+_NOT_SUBSTITUTABLE_RE2 = _either(BADNESS_RE2, NOT_SIMPLE_RE2)  # bad, or something hard
+_BLOCKED_RE2 = _either(BADNESS_RE2, AFTER_RE2)  # what pass two must not find
+
 
 def _mask(arr: pa.Array, pattern: str) -> list[bool]:
     return pc.match_substring_regex(arr, pattern).to_pylist()
@@ -231,8 +245,11 @@ def _substituted(texts: list[str], positions: list[int]) -> dict[int, str]:
     """The substitution path: ``NFC(uncurl(width(ligatures(t))))`` for each text, kept only where
     pass two would change nothing (no badness, no entity, nothing left to substitute)."""
     arr = pa.array(texts, pa.large_string())
-    tables = [(_mask(arr, _LIGATURES_RE2), chardata.LIGATURES), (_mask(arr, _WIDTH_RE2), chardata.WIDTH_MAP)]
-    if any(any(m) for m, _ in tables):
+    if any(_mask(arr, _LIGATURE_OR_WIDTH_RE2)):  # rare: one scan rules out both tables
+        tables = [
+            (_mask(arr, _LIGATURES_RE2), chardata.LIGATURES),
+            (_mask(arr, _WIDTH_RE2), chardata.WIDTH_MAP),
+        ]
         for mask, table in tables:  # str.translate with these tables is slow: only where needed
             texts = [t.translate(table) if m else t for t, m in zip(texts, mask, strict=True)]
         arr = pa.array(texts, pa.large_string())
@@ -240,14 +257,42 @@ def _substituted(texts: list[str], positions: list[int]) -> dict[int, str]:
     arr = pc.replace_substring_regex(arr, _SINGLE_RE2, "'")
     fixed = [t if t.isascii() else unicodedata.normalize("NFC", t) for t in arr.to_pylist()]
     arr = pa.array(fixed, pa.large_string())
-    blocked = pc.or_(
-        pc.match_substring_regex(arr, BADNESS_RE2), pc.match_substring_regex(arr, AFTER_RE2)
-    ).to_pylist()
+    blocked = _mask(arr, _BLOCKED_RE2)
     return {i: f for i, f, b in zip(positions, fixed, blocked, strict=True) if not b}
 
 
 def fix_segments(text: str) -> str:
-    """``ftfy.fix_text(text)``, with ``fix_and_explain`` called only on the segments that need it."""
+    """``ftfy.fix_text(text)``, with ``fix_and_explain`` called only on the segments that need it.
+
+    A document shorter than ``max_decode_length`` is cut only after each ``\n``, and when it is
+    NFC-normalized so is every such segment (see the module docstring). Then a segment needs ftfy
+    iff a match of :data:`_TRIGGER_PY` lies in it (no match spans a ``\n``: the pattern is single
+    characters, none of them ``\n``, or an entity without one), so the trigger matches of the whole
+    document are found in one scan and the lines between them are copied in one slice each,
+    instead of a Python iteration per line (a man page has thousands). A segment is fixed with
+    HTML unescaping off from the first segment holding a ``<`` on, as :func:`_fix_each_segment`
+    does (ftfy's own rule)."""
+    config = FTFY_CONFIG
+    if len(text) >= config.max_decode_length or not unicodedata.is_normalized("NFC", text):
+        return _fix_each_segment(text)
+    first_lt = text.find("<") if config.unescape_html == "auto" else -1
+    out, pos = [], 0
+    for match in _TRIGGER_PY.finditer(text):
+        at = match.start()
+        if at < pos:  # in a segment already fixed
+            continue
+        start = text.rfind("\n", 0, at) + 1
+        end = text.find("\n", at) + 1 or len(text)
+        out.append(text[pos:start])
+        segment_config = _NO_HTML if 0 <= first_lt < end else config
+        out.append(ftfy.fix_and_explain(text[start:end], segment_config)[0])
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _fix_each_segment(text: str) -> str:
+    """:func:`fix_segments` one segment at a time (ftfy's own loop, any length and normal form)."""
     out, pos, config = [], 0, FTFY_CONFIG
     limit = config.max_decode_length
     while pos < len(text):
@@ -281,9 +326,8 @@ def fix_texts(texts: Sequence[str]) -> list[str]:
     if not todo:
         return out
     sub = pa.array([out[i] for i in todo], pa.large_string())
-    simple = [not h for h in _mask(sub, NOT_SIMPLE_RE2)]
-    bad = _mask(sub, BADNESS_RE2)
-    candidates = [k for k, i in enumerate(todo) if simple[k] and not bad[k] and len(out[i]) < limit]
+    ruled_out = _mask(sub, _NOT_SUBSTITUTABLE_RE2)
+    candidates = [k for k, i in enumerate(todo) if not ruled_out[k] and len(out[i]) < limit]
     done: dict[int, str] = {}
     if candidates:
         done = _substituted([out[todo[k]] for k in candidates], [todo[k] for k in candidates])

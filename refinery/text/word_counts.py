@@ -29,6 +29,8 @@ from itertools import filterfalse
 
 import numpy as np
 
+from refinery.text.lookup import unit_lookup
+
 WORD, SPACE, LETTER, JOINER = 1, 2, 4, 8
 _ANY_LETTER = re.compile(r"[^\W\d_]")
 
@@ -111,7 +113,7 @@ def _flags(texts: Sequence[str]) -> np.ndarray:
     goes through :meth:`bytes.translate` (one C pass over its bytes, twice as fast); any other is
     read as UTF-16 (:func:`_utf16_flags`: half the bytes of UTF-32), or, where it holds a lone
     surrogate, decoded to UTF-32 code points and looked up in :func:`_flag_table`."""
-    text = "\n".join(texts) + "\n"
+    text = "\n".join([*texts, ""])  # the final newline without a second copy of the whole batch
     if text.isascii():
         return np.frombuffer(text.encode("ascii").translate(_ascii_flags()), dtype=np.uint8)
     try:
@@ -134,7 +136,7 @@ def _utf16_flags(encoded: bytes, length: int) -> np.ndarray:
     unit and whose low unit is dropped."""
     table = _flag_table()
     units = np.frombuffer(encoded, dtype=np.uint16)
-    flags = np.take(table[:0x10000], units)  # a 64 KB table stays in cache
+    flags = unit_lookup(table[:0x10000], units)  # a 64 KB table stays in cache; no intp copy
     if len(units) == length:
         return flags
     high = np.flatnonzero((units & 0xFC00) == 0xD800)
