@@ -17,7 +17,7 @@ from refinery.dedup.components import connected_components
 from refinery.dedup.corpus_dedup import CorpusDedupParams, corpus_dedup
 from refinery.dedup.corpus_shuffle import plan_pieces, shuffle_dedup, table_parts
 from refinery.dedup.distributed_components import star_rounds, write_for_large_star
-from refinery.dedup.shuffle import TaskOutput, WorkDir, gather, node_partition
+from refinery.dedup.marked_shuffle import TaskOutput, WorkDir, gather, node_partition
 from refinery.engine.tasks import InProcessTasks
 from refinery.sample import prose
 
@@ -102,7 +102,7 @@ def test_star_rounds_equal_union_find(tmp_path, seed):
     keep = a != b
     a, b = a[keep], b[keep]
     want = connected_components(n, a, b)
-    work = WorkDir(tmp_path / "w")
+    work = WorkDir(str(tmp_path / "w"))
     parts = 3
     for i in range(2):  # two senders, as verification tasks would be
         out = TaskOutput(work.step("edges"), i)
@@ -140,7 +140,7 @@ def test_an_interrupted_step_resumes_from_the_committed_tasks(tmp_path, monkeypa
     monkeypatch.setattr(corpus_shuffle, "verify_task", dies_on_third)
     with pytest.raises(MemoryError):
         shuffle_dedup(pieces, params, InProcessTasks(), tmp_path / "work", 2, {}, {})
-    signed = sorted((tmp_path / "work").glob("*/sign/t-*"))
+    signed = sorted((tmp_path / "work").glob("*/sign/sig/t-*"))
     assert len(signed) == len(pieces)
     stamps = [p.stat().st_mtime_ns for p in signed]
     monkeypatch.setattr(corpus_shuffle, "verify_task", real)
