@@ -25,6 +25,7 @@ and the marker is renamed into place, so local and object store runs share every
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from refinery.dedup.shuffle import bucket_partition, node_partition
 from refinery.engine.root_folder import RootFolder
 from refinery.engine.tasks import TaskRunner
 from refinery.fs import child, listing
+from refinery.tempfiles import temp_path
 
 DONE_DIR = "_done"
 
@@ -113,10 +115,16 @@ class TaskOutput:
 
     def commit(self, result: dict) -> dict:
         """The marker, written last (one object, or a local file renamed into place)."""
-        marker = {"result": result, "files": self.files}
-        self.step.write_bytes(
-            f"{DONE_DIR}/t-{self.index:08d}/{self.attempt}.json", json.dumps(marker, sort_keys=True).encode()
-        )
+        marker = json.dumps({"result": result, "files": self.files}, sort_keys=True).encode()
+        name = f"{DONE_DIR}/t-{self.index:08d}/{self.attempt}.json"
+        if self.step.local:  # renamed into place, not fsynced: scratch, as the files it lists
+            target = Path(self.step.file(name))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = temp_path(target)
+            temp.write_bytes(marker)
+            os.replace(temp, target)
+        else:
+            self.step.write_bytes(name, marker)
         return result
 
 
