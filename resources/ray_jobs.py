@@ -115,7 +115,7 @@ def run_corpus_dedup_job(pipes: Any) -> None:
     cluster (``address: auto``, which the job's driver gets from Ray), then Pipes reports."""
     from refinery.dedup.corpus_publish import CorpusFuzzyDedupParams, publish_corpus_dedup
     from refinery.engine.ray_engine import RayEngine
-    from refinery.storage import Storage
+    from refinery.object_storage import open_storage
 
     extras = pipes.extras
     engine_settings = extras.get("engine") or {}
@@ -130,7 +130,7 @@ def run_corpus_dedup_job(pipes: Any) -> None:
         f"corpus_fuzzy_dedup as a Ray job: {len(extras['sources'])} sources, storage {extras['storage']}"
     )
     published = publish_corpus_dedup(
-        Storage(extras["storage"]), params, engine, extras["stamp"], list(extras["sources"])
+        open_storage(extras["storage"]), params, engine, extras["stamp"], list(extras["sources"])
     )
     version = published.metadata["manifest"].value["version"]
     report_published(pipes, published, version)

@@ -52,7 +52,8 @@ from refinery.ids import doc_key
 from refinery.kernel.spec import Engine
 from refinery.manifest import read_manifest
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published, bullet_list
-from refinery.names import EXACT_DEDUPLICATED
+from refinery.names import CORPUS_FUZZY_DEDUP, EXACT_DEDUPLICATED
+from refinery.object_storage import ObjectStorage
 from refinery.storage import Storage, iter_path_batches
 
 KEEP_RULE = (
@@ -179,21 +180,15 @@ def check_outcomes(table: pd.DataFrame, documents_in: int) -> list[CheckOutcome]
     return [once, one_kept]
 
 
-def refuse_object_store_root(storage: Any) -> None:
-    """The shuffle commits each task's folder, and then the table, by renaming and hard-linking local
-    folders: on an object store root that is refused before anything is read or written, naming the
-    root (what to do instead: docs/running.md)."""
-    if isinstance(storage, Storage):
-        return
-    raise NotImplementedError(
-        f"corpus_fuzzy_dedup needs a local storage root (a folder, or the bucket mounted as one), not "
-        f"{storage.uri(storage.base)}: its shuffle commits task folders and the table by renaming and "
-        "hard-linking them. Nothing was written. See docs/running.md, 'Not yet on an object-store root'."
-    )
+def table_manifest(storage: Storage | ObjectStorage) -> dict:
+    """The committed table's manifest (its version is the asset's data version)."""
+    if isinstance(storage, ObjectStorage):
+        return storage.manifest(CORPUS_FUZZY_DEDUP, CORPUS_FUZZY_DEDUP) or {}
+    return read_manifest(storage.parts_path(CORPUS_FUZZY_DEDUP, CORPUS_FUZZY_DEDUP)) or {}
 
 
 def publish_corpus_dedup(
-    storage: Storage,
+    storage: Storage | ObjectStorage,
     params: CorpusFuzzyDedupParams,
     engine: Engine,
     stamp: dict,
@@ -201,7 +196,6 @@ def publish_corpus_dedup(
 ) -> Published:
     """Run the batch pass over every source as shuffles on the engine's workers (this process holds
     counts, never rows), commit the table's parts, compare with the incremental path per source."""
-    refuse_object_store_root(storage)
     read, missing_exact = corpus_sources(storage, sources)
     meter = Meter()
     path, plan, result = run_shuffle(storage, read, params, engine, meter, stamp)
@@ -210,7 +204,7 @@ def publish_corpus_dedup(
     replayed = replay_incremental(storage, read, params, meter) if params.replay_incremental else None
     runner, _, _ = engine_tasks(engine)
     counts, compared, missing_fuzzy, only_batch, only_incremental = compare_sources(
-        storage, plan, path, runner, params.threshold, params.examples
+        storage, plan, runner, params.threshold, params.examples
     )
     index = params.index_params()
     at_threshold = float(candidate_probability(params.threshold, index["bands"], index["rows"]))
@@ -294,7 +288,7 @@ def publish_corpus_dedup(
         "sources_read": len(read),
         "sources_without_exact_deduplicated": bullet_list(missing_exact),
         "output": FilePath.of(path),
-        "manifest": Json({k: v for k, v in (read_manifest(path) or {}).items() if k != "parts"}),
+        "manifest": Json({k: v for k, v in table_manifest(storage).items() if k != "parts"}),
     }
     if replayed is not None:
         metadata["removed_by_incremental_replay"] = len(replayed)

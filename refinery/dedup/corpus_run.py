@@ -4,7 +4,15 @@ comparison with the incremental path per source; the caller (the Dagster step) h
 The engine gives the task runner (in this process for ``local``, Ray tasks for ``ray``) and the
 piece size; the same steps run either way, so both write the same table. The shuffle's files live
 under ``<storage>/_shuffle/corpus_fuzzy_dedup/<fingerprint>`` until the table is committed: a step
-retried after a failure (a worker lost, the Dagster step re-executed) resumes from them.
+retried after a failure (a worker lost, the Dagster step re-executed) resumes from them
+(:mod:`refinery.dedup.marked_shuffle`: files named after their attempt, committed by done markers,
+on a local folder and on an object store alike).
+
+The table's commit differs by root. Local: the table tasks' parts are hard-linked into a staging
+folder with its manifest, renamed into place as a whole. Object store (no rename): the table tasks
+wrote their parts straight into the table's folder, named after their attempt; the manifest,
+written last, lists the committed attempts' parts (the commit point), then every part it does not
+list (an older run's, a killed attempt's) is deleted.
 """
 
 from __future__ import annotations
@@ -20,12 +28,16 @@ import pyarrow.parquet as pq
 
 from refinery.dedup.corpus_compare import Meter, incremental_decisions
 from refinery.dedup.corpus_dedup import CorpusDedupParams
-from refinery.dedup.corpus_shuffle import ShufflePlan, ShuffleResult, plan_pieces, shuffle_dedup, table_parts
+from refinery.dedup.corpus_shuffle import TABLE_SCHEMA, ShufflePlan, ShuffleResult, plan_pieces, shuffle_dedup
+from refinery.engine.root_folder import RootFolder
+from refinery.engine.slices import slice_location
 from refinery.engine.tasks import TaskRunner
+from refinery.fs import child, listing
 from refinery.ids import doc_key
-from refinery.manifest import write_manifest
+from refinery.manifest import write_manifest, write_manifest_at
 from refinery.names import CORPUS_FUZZY_DEDUP, EXACT_DEDUPLICATED
-from refinery.storage import Storage, part_order, replace_partition
+from refinery.object_storage import ObjectStorage, delete_unlisted_parts, open_storage
+from refinery.storage import Storage, replace_partition, stamped
 from refinery.tempfiles import fsync_tree, temp_path
 
 SHUFFLE_DIR = "_shuffle"
@@ -40,40 +52,77 @@ def engine_tasks(engine: Any) -> tuple[TaskRunner, int, int]:
 
 
 def run_shuffle(
-    storage: Storage,
+    storage: Storage | ObjectStorage,
     sources: list[str],
     params: CorpusDedupParams,
     engine: Any,
     meter: Meter,
     stamp: dict,
-) -> tuple[Path, ShufflePlan, ShuffleResult]:
-    """The batch pass over ``sources`` (sorted) as shuffles on ``engine``; the table committed."""
+) -> tuple[str, ShufflePlan, ShuffleResult]:
+    """The batch pass over ``sources`` (sorted) as shuffles on ``engine``; the table committed
+    (its folder, as a person names it)."""
     runner, workers, piece_rows = engine_tasks(engine)
-    locations = [(s, storage.require(EXACT_DEDUPLICATED, s)) for s in sources]
+    locations = [(s, slice_location(storage, EXACT_DEDUPLICATED, s)) for s in sources]
+    table_folder = (
+        storage.location_uri(CORPUS_FUZZY_DEDUP, CORPUS_FUZZY_DEDUP)
+        if isinstance(storage, ObjectStorage)
+        else ""
+    )
     seconds: dict = {}
     with meter.session():
         plan, result = shuffle_dedup(
             plan_pieces(locations, piece_rows),
             params,
             runner,
-            storage.root / SHUFFLE_DIR / CORPUS_FUZZY_DEDUP,
+            child(storage.root, SHUFFLE_DIR, CORPUS_FUZZY_DEDUP),
             workers,
             stamp,
             seconds,
             meter.step,
+            table_folder,
         )
     result.stats["seconds"] = seconds
-    path = commit_table(storage, plan, stamp)
+    if isinstance(storage, ObjectStorage):
+        path = commit_object_table(storage, plan, result.parts, stamp)
+    else:
+        path = str(commit_table(storage, plan, result.parts, stamp))
+    remove_shuffles(plan)
     return path, plan, result
 
 
-def commit_table(storage: Storage, plan: ShufflePlan, stamp: dict) -> Path:
+def remove_shuffles(plan: ShufflePlan) -> None:
+    """This run's shuffle, and those of earlier runs over inputs that have changed since (a failed
+    run leaves its files for a retry over the same inputs; once the table is committed they are dead)."""
+    parent = RootFolder(_parent_of(plan.work))
+    for info in listing(parent.fs, parent.path):
+        parent.sub(info.base_name).remove()
+
+
+def _parent_of(work: str) -> str:
+    """The folder holding ``work`` (a path, or a URI whose query is kept)."""
+    head, mark, query = work.partition("?")
+    return head.rstrip("/").rpartition("/")[0] + mark + query
+
+
+def commit_object_table(storage: ObjectStorage, plan: ShufflePlan, parts: list[str], stamp: dict) -> str:
+    """The manifest of the table tasks' parts (written in place in piece order), written last;
+    then every part of the folder it does not list is deleted. An empty corpus gets one empty part."""
+    folder = storage.parts_path(CORPUS_FUZZY_DEDUP, CORPUS_FUZZY_DEDUP)
+    names = [p.rpartition("/")[2] for p in parts]
+    if not names:
+        names = [f"part-{0:08d}-{os.urandom(6).hex()}.parquet"]
+        RootFolder(plan.table_folder).write_table(names[0], stamped(TABLE_SCHEMA, stamp).empty_table())
+    write_manifest_at(storage.fs, folder, names, stamp)
+    delete_unlisted_parts(storage.fs, folder, names)
+    return storage.uri(folder)
+
+
+def commit_table(storage: Storage, plan: ShufflePlan, parts: list[str], stamp: dict) -> Path:
     """The table's parts, linked into a staging folder as ``part-<piece>.parquet`` and moved into
     place as a whole (replacing the single-file layout of older runs); then the shuffle's files go."""
     final = storage.parts_path(CORPUS_FUZZY_DEDUP, CORPUS_FUZZY_DEDUP)
     staging = temp_path(final, "parts")
     staging.mkdir(parents=True)
-    parts = table_parts(plan)
     width = max(8, len(str(len(parts))))
     for p, part in enumerate(parts):
         target = staging / f"part-{p:0{width}d}.parquet"
@@ -82,29 +131,24 @@ def commit_table(storage: Storage, plan: ShufflePlan, stamp: dict) -> Path:
         except OSError:  # another filesystem, or no hard links
             shutil.copy2(part, target)
     if not parts:
-        from refinery.dedup.corpus_shuffle import TABLE_SCHEMA
-        from refinery.storage import stamped
-
         pq.write_table(stamped(TABLE_SCHEMA, stamp).empty_table(), staging / f"part-{0:0{width}d}.parquet")
     write_manifest(staging, stamp)  # last: a folder with a manifest is complete
     fsync_tree(staging)
     replace_partition(staging, final, storage.table_path(CORPUS_FUZZY_DEDUP))
-    # This run's shuffle, and those of earlier runs over inputs that have changed since (a failed
-    # run leaves its files for a retry over the same inputs; once the table is committed they are dead).
-    for work in Path(plan.work).parent.iterdir():
-        shutil.rmtree(work, ignore_errors=True)
     return final
 
 
 def compare_task(root: str, source: str, parts: list[str], threshold: float, examples: int) -> dict:
     """The batch and incremental removals of one source: counts and the first examples of each
     difference (in the table's order), computed where the source's rows are."""
-    storage = Storage(root)
+    storage = open_storage(root)
     decisions, missing = incremental_decisions(storage, [source])
     if missing:
         return {"missing": True}
     frames = [
-        pq.read_table(p, columns=["source", "id", "kept", "duplicate_of", "similarity"]).to_pandas()
+        pq.read_table(
+            p, columns=["source", "id", "kept", "duplicate_of", "similarity"], filesystem=storage.fs
+        ).to_pandas()
         for p in parts
     ]
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["id", "kept"])
@@ -129,11 +173,11 @@ def compare_task(root: str, source: str, parts: list[str], threshold: float, exa
 
 
 def compare_sources(
-    storage: Storage, plan: ShufflePlan, table: Path, runner: TaskRunner, threshold: float, examples: int
+    storage: Storage | ObjectStorage, plan: ShufflePlan, runner: TaskRunner, threshold: float, examples: int
 ) -> tuple[dict, list[str], list[str], pd.DataFrame, pd.DataFrame]:
     """Per source on the runner: (summed counts, sources compared, sources fuzzy_deduplicated has
     not materialized, the first only-batch and only-incremental examples)."""
-    files = sorted(table.glob("part-*.parquet"), key=part_order)
+    files = storage.files(CORPUS_FUZZY_DEDUP, CORPUS_FUZZY_DEDUP)  # the committed parts, in piece order
     by_source: dict[str, list[str]] = {}
     for piece, file in zip(plan.pieces, files, strict=False):
         by_source.setdefault(piece.source, []).append(str(file))

@@ -50,10 +50,19 @@ import pyarrow.parquet as pq
 from refinery.dedup.banding import band_bucket
 from refinery.dedup.corpus_dedup import CorpusDedupParams, candidate_pairs, unique_pairs
 from refinery.dedup.distributed_components import local_stars, star_rounds, write_for_large_star
+from refinery.dedup.marked_shuffle import (
+    TaskOutput,
+    WorkDir,
+    bucket_partition,
+    gather,
+    read_task_file,
+    task_files,
+)
 from refinery.dedup.minhash import MinHasher
-from refinery.dedup.shuffle import TaskOutput, WorkDir, bucket_partition, gather, task_dir
+from refinery.engine.root_folder import RootFolder, filesystem_of
 from refinery.engine.slices import plan_slices
 from refinery.engine.tasks import TaskRunner
+from refinery.fs import child
 from refinery.ids import doc_key
 from refinery.storage import stamped
 
@@ -76,9 +85,15 @@ TABLE_SCHEMA = pa.schema(
 @dataclass(frozen=True)
 class Piece:
     source: str
-    file: str
+    file: str  # a local path, or a path on the filesystem of ``fs_uri``
     row_groups: tuple[int, ...]
     rows: int
+    fs_uri: str = ""  # the partition's URI on an object store root ("" for a local file)
+
+    def parquet(self) -> pq.ParquetFile:
+        if not self.fs_uri:
+            return pq.ParquetFile(self.file)
+        return pq.ParquetFile(filesystem_of(self.fs_uri)[0].open_input_file(self.file))
 
 
 @dataclass
@@ -90,7 +105,8 @@ class ShufflePlan:
     params: dict
     reducers: int
     parts: int
-    work: str
+    work: str  # a local path, or a URI with the root's query (what workers open the filesystem from)
+    table_folder: str = ""  # object store roots: the table's folder (URI), where table tasks write parts
 
     @property
     def documents(self) -> int:
@@ -99,8 +115,8 @@ class ShufflePlan:
     def piece_of(self, doc: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.starts, doc, side="right") - 1
 
-    def step(self, name: str) -> Path:
-        return Path(self.work) / name
+    def step(self, name: str) -> str:
+        return child(self.work, name)
 
 
 @dataclass
@@ -111,18 +127,25 @@ class ShuffleResult:
     sample: pd.DataFrame
     checks: dict
     sizes: dict = field(default_factory=dict)
+    parts: list[str] = field(default_factory=list)  # the table's parts, in piece order
 
 
-def plan_pieces(locations: list[tuple[str, Path]], piece_rows: int) -> list[Piece]:
+def plan_pieces(locations: list[tuple[str, Path | str]], piece_rows: int) -> list[Piece]:
     """The pieces of every source's input, in first-come order (``locations`` sorted by source)."""
     pieces = []
     for source, location in locations:
         for s in plan_slices(location, piece_rows):
-            pieces.append(Piece(source, s.file, s.row_groups, s.rows))
+            pieces.append(Piece(source, s.file, s.row_groups, s.rows, s.fs_uri))
     return pieces
 
 
-def make_plan(pieces: list[Piece], params: CorpusDedupParams, work_root: Path, workers: int) -> ShufflePlan:
+def make_plan(
+    pieces: list[Piece],
+    params: CorpusDedupParams,
+    work_root: Path | str,
+    workers: int,
+    table_folder: str = "",
+) -> ShufflePlan:
     index = params.index_params()
     rows = np.array([p.rows for p in pieces], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64) if len(rows) else rows
@@ -147,18 +170,23 @@ def make_plan(pieces: list[Piece], params: CorpusDedupParams, work_root: Path, w
             sort_keys=True,
         ).encode()
     ).hexdigest()[:16]
-    return ShufflePlan(pieces, starts, fixed, reducers, parts, str(work_root / fingerprint))
+    return ShufflePlan(pieces, starts, fixed, reducers, parts, child(work_root, fingerprint), table_folder)
 
 
 def _identity(piece: Piece) -> list:
-    stat = os.stat(piece.file)
-    return [piece.source, piece.file, list(piece.row_groups), piece.rows, stat.st_size, stat.st_mtime_ns]
+    if piece.fs_uri:
+        info = filesystem_of(piece.fs_uri)[0].get_file_info(piece.file)
+        size, mtime = info.size, info.mtime_ns
+    else:
+        stat = os.stat(piece.file)
+        size, mtime = stat.st_size, stat.st_mtime_ns
+    return [piece.source, piece.file, list(piece.row_groups), piece.rows, size, mtime]
 
 
 # -- reading what earlier steps wrote -------------------------------------------------------------
 def load_signed(plan: ShufflePlan, p: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, signatures) of piece ``p`` as the sign step stored them."""
-    table = pq.read_table(task_dir(plan.step("sign"), p) / "sig.parquet")
+    table = read_task_file(plan.step("sign"), p, "sig")
     ids = table.column("id").to_numpy(zero_copy_only=False).astype(object)
     return ids, _sig_matrix(table.column("sig"), plan.params["num_perm"])
 
@@ -181,12 +209,12 @@ def _column(table: pa.Table | None, name: str, dtype=np.int64) -> np.ndarray:
 
 # -- 1. signatures, and the band rows sent to their reducers -----------------------------------------
 def sign_task(step: str, p: int, plan: ShufflePlan) -> dict:
-    out = TaskOutput(Path(step), p)
+    out = TaskOutput(step, p)
     piece, par = plan.pieces[p], plan.params
     hasher = MinHasher(par["num_perm"], par["ngram"], par["seed"])
     ids, sigs = [], []
     if piece.row_groups:
-        parquet = pq.ParquetFile(piece.file)
+        parquet = piece.parquet()
         for batch in parquet.iter_batches(
             par["batch_rows"], row_groups=list(piece.row_groups), columns=["id", "text"]
         ):
@@ -199,7 +227,7 @@ def sign_task(step: str, p: int, plan: ShufflePlan) -> dict:
         raise RuntimeError(
             f"{piece.file}: {len(signatures)} rows read where the footer says {piece.rows}: the input changed"
         )
-    out.write("sig.parquet", pa.table({"id": pa.array(id_array, pa.string()), "sig": _sig_array(signatures)}))
+    out.write("sig", pa.table({"id": pa.array(id_array, pa.string()), "sig": _sig_array(signatures)}))
     n, bands, rows = len(signatures), par["bands"], par["rows"]
     buckets = (
         np.concatenate([band_bucket(signatures, b, rows) for b in range(bands)])
@@ -219,7 +247,7 @@ def sign_task(step: str, p: int, plan: ShufflePlan) -> dict:
 
 # -- 2. candidate pairs per reducer, sent to the piece of their first document -------------------------
 def pairs_task(step: str, r: int, plan: ShufflePlan) -> dict:
-    out = TaskOutput(Path(step), r)
+    out = TaskOutput(step, r)
     rows = gather(plan.step("sign"), r)
     frame = rows.to_pandas() if rows is not None else pd.DataFrame({"band": [], "bucket": [], "doc": []})
     pairs, stats = candidate_pairs(frame, plan.params["max_bucket_all_pairs"], plan.params["anchors"])
@@ -237,7 +265,7 @@ def pairs_task(step: str, r: int, plan: ShufflePlan) -> dict:
 
 # -- 3. verification: a join with the signature parts, by a then by b ---------------------------------
 def join_task(step: str, p: int, plan: ShufflePlan) -> dict:
-    out = TaskOutput(Path(step), p)
+    out = TaskOutput(step, p)
     found = gather(plan.step("pairs"), p)
     pairs = unique_pairs(_column(found, "a"), _column(found, "b"))  # every pair with its a here: unique
     a, b = pairs["a"].to_numpy(np.int64), pairs["b"].to_numpy(np.int64)
@@ -249,7 +277,7 @@ def join_task(step: str, p: int, plan: ShufflePlan) -> dict:
 
 
 def verify_task(step: str, p: int, plan: ShufflePlan) -> dict:
-    out = TaskOutput(Path(step), p)
+    out = TaskOutput(step, p)
     found = gather(plan.step("join"), p)
     if found is None or not found.num_rows:
         return out.commit({"verified_edges": 0, "dropped": 0})
@@ -266,15 +294,15 @@ def verify_task(step: str, p: int, plan: ShufflePlan) -> dict:
 
 # -- 5. removals back to each piece -------------------------------------------------------------
 def members_task(step: str, k: int, plan: ShufflePlan, final: str) -> dict:
-    out = TaskOutput(Path(step), k)
-    found = gather(Path(final), k)
+    out = TaskOutput(step, k)
+    found = gather(final, k)
     leaf, root = _column(found, "u"), _column(found, "v")
     out.scatter(pa.table({"leaf": leaf, "root": root}), plan.piece_of(root), len(plan.pieces))
     return out.commit({"members": len(leaf)})
 
 
 def owners_task(step: str, p: int, plan: ShufflePlan) -> dict:
-    out = TaskOutput(Path(step), p)
+    out = TaskOutput(step, p)
     found = gather(plan.step("members"), p)
     if found is None or not found.num_rows:
         return out.commit({"components": 0, "largest": 1})
@@ -302,7 +330,7 @@ def owners_task(step: str, p: int, plan: ShufflePlan) -> dict:
 def table_task(step: str, p: int, plan: ShufflePlan, stamp: dict, key_parts: int) -> dict:
     """Piece ``p``'s rows of the output table, written here; its keys sent for the uniqueness
     check, its removed rows' owners to the owner's piece for the owner check."""
-    out = TaskOutput(Path(step), p)
+    out = TaskOutput(step, p)
     piece, start = plan.pieces[p], int(plan.starts[p])
     ids, sigs = load_signed(plan, p)
     n = len(ids)
@@ -335,7 +363,12 @@ def table_task(step: str, p: int, plan: ShufflePlan, stamp: dict, key_parts: int
         },
         schema=TABLE_SCHEMA,
     )
-    out.write("part.parquet", table.replace_schema_metadata(stamped(TABLE_SCHEMA, stamp).metadata))
+    table = table.replace_schema_metadata(stamped(TABLE_SCHEMA, stamp).metadata)
+    if plan.table_folder:  # an object store: the part goes where the manifest will list it
+        name = f"part-{p:0{part_width(plan)}d}-{out.attempt}.parquet"
+        part = out.write_at(RootFolder(plan.table_folder), name, "part", table)
+    else:  # a local root: linked into the table's folder at the commit
+        part = out.write("part", table)
     keys = np.array([doc_key(piece.source, str(i)) for i in ids], dtype=object)
     hashes = pd.util.hash_array(keys) if n else np.zeros(0, np.uint64)
     key_rows = pa.table({"key": pa.array(keys, pa.string())})
@@ -353,12 +386,12 @@ def table_task(step: str, p: int, plan: ShufflePlan, stamp: dict, key_parts: int
         [piece.source, str(ids[i]), duplicate_of[i], float(similarity[i]), int(size[i])]
         for i in removed[:SAMPLE_ROWS]
     ]
-    return out.commit({"rows": n, "removed": len(removed), "sample": sample})
+    return out.commit({"rows": n, "removed": len(removed), "sample": sample, "part": part})
 
 
 # -- checks over the written parts ------------------------------------------------------------------
 def keys_task(step: str, k: int, plan: ShufflePlan) -> dict:
-    out = TaskOutput(Path(step), k)
+    out = TaskOutput(step, k)
     found = gather(plan.step("table"), k)
     keys = found.column("key").to_numpy(zero_copy_only=False) if found is not None else np.zeros(0, object)
     return out.commit({"keys": len(keys), "repeated": int(len(keys) - len(pd.unique(keys)))})
@@ -367,9 +400,9 @@ def keys_task(step: str, k: int, plan: ShufflePlan) -> dict:
 def owner_check_task(step: str, p: int, plan: ShufflePlan, key_parts: int) -> dict:
     """The removed rows naming a component of piece ``p``, against piece ``p``'s written rows: the
     component's row is kept, is its own component, carries the named key and counts the members."""
-    out = TaskOutput(Path(step), p)
+    out = TaskOutput(step, p)
     start = int(plan.starts[p])
-    written = pq.read_table(task_dir(plan.step("table"), p) / "part.parquet")
+    written = read_task_file(plan.step("table"), p, "part")
     kept = written.column("kept").to_numpy(zero_copy_only=False)
     component = written.column("component").to_numpy()
     sizes = written.column("component_size").to_numpy()
@@ -405,16 +438,18 @@ def shuffle_dedup(
     pieces: list[Piece],
     params: CorpusDedupParams,
     runner: TaskRunner,
-    work_root: Path,
+    work_root: Path | str,
     workers: int,
     stamp: dict,
     seconds: dict,
     phase: Callable[[str], AbstractContextManager] = lambda name: nullcontext(),
+    table_folder: str = "",
 ) -> tuple[ShufflePlan, ShuffleResult]:
     """Every step over ``pieces`` (first-come order) with ``runner``; the table's parts stay in the
-    ``table`` step's folders until :func:`commit_table` moves them into place."""
-    plan = make_plan(pieces, params, work_root, workers)
-    work = WorkDir(Path(plan.work))
+    ``table`` step's files (a local root) or unlisted in the table's folder (``table_folder``, an
+    object store root) until :func:`refinery.dedup.corpus_run.commit_table` commits them."""
+    plan = make_plan(pieces, params, work_root, workers, table_folder)
+    work = WorkDir(plan.work)
     every_piece = [(plan,)] * len(pieces)
     key_parts = plan.parts
     clock = time.perf_counter
@@ -435,7 +470,7 @@ def shuffle_dedup(
         t0 = clock()
         final, rounds = star_rounds(work, runner, "verify", plan.parts)
         seconds["components"] = round(clock() - t0, 4)
-        timed("members", members_task, [(plan, str(work.step(final)))] * plan.parts)
+        timed("members", members_task, [(plan, work.step(final))] * plan.parts)
         owned = timed("owners", owners_task, every_piece)
         written = timed("table", table_task, [(plan, stamp, key_parts)] * len(pieces))
         keyed = timed("keys", keys_task, [(plan,)] * key_parts)
@@ -473,9 +508,15 @@ def shuffle_dedup(
         "removed_rows_not_naming_the_kept_first": sum(r["wrong_owner"] for r in owners_ok),
         "components_without_exactly_one_kept": sum(r["bad_components"] for r in owners_ok),
     }
-    return plan, ShuffleResult(stats, sample, checks)
+    return plan, ShuffleResult(stats, sample, checks, parts=[r["part"] for r in written])
 
 
-def table_parts(plan: ShufflePlan) -> list[Path]:
-    """The written parts of the output table, in piece (first-come) order."""
-    return [task_dir(plan.step("table"), p) / "part.parquet" for p in range(len(plan.pieces))]
+def table_parts(plan: ShufflePlan) -> list[str]:
+    """The written parts of the output table, in piece (first-come) order (paths on the root's
+    filesystem, from the table tasks' markers)."""
+    return [task_files(plan.step("table"), p)["part"] for p in range(len(plan.pieces))]
+
+
+def part_width(plan: ShufflePlan) -> int:
+    """Digits of the table's part numbers: names sort in piece order at any count."""
+    return max(8, len(str(len(plan.pieces))))

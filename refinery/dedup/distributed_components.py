@@ -22,13 +22,11 @@ already contracted per verification task, so most duplicate groups are stars bef
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 
 from refinery.dedup.components import connected_components
-from refinery.dedup.shuffle import TaskOutput, WorkDir, gather, node_partition
+from refinery.dedup.marked_shuffle import TaskOutput, WorkDir, gather, node_partition
 from refinery.engine.tasks import TaskRunner
 
 MAX_ROUNDS = 64  # O(log n) in theory; reached only by a bug, never by a graph
@@ -63,7 +61,7 @@ def write_for_small_star(out: TaskOutput, x: np.ndarray, y: np.ndarray, parts: i
 
 
 def _rows(source: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-    table = gather(Path(source), k)
+    table = gather(source, k)
     if table is None or not table.num_rows:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     pairs = np.unique(
@@ -82,7 +80,7 @@ def _group_min(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
 def large_star_task(step: str, index: int, source: str, parts: int) -> dict:
     """One large-star reducer: rows ``(u, v)`` of partition ``index`` in both directions."""
-    out = TaskOutput(Path(step), index)
+    out = TaskOutput(step, index)
     u, v = _rows(source, index)
     if not len(u):
         return out.commit({"stars": True, "edges": 0})
@@ -102,7 +100,7 @@ def large_star_task(step: str, index: int, source: str, parts: int) -> dict:
 def small_star_task(step: str, index: int, source: str, parts: int) -> dict:
     """One small-star reducer: rows ``(u, v)``, ``v < u``, of partition ``index``; its output is
     contracted locally before it is written for the next large-star round."""
-    out = TaskOutput(Path(step), index)
+    out = TaskOutput(step, index)
     u, v = _rows(source, index)
     if not len(u):
         return out.commit({"edges": 0})
@@ -122,13 +120,13 @@ def star_rounds(
 ) -> tuple[str, int]:
     """Alternate the rounds from the step ``first`` (rows for large-star) until the graph is stars;
     returns the step whose files hold the final ``(leaf, root)`` rows, keyed by leaf, and the rounds."""
-    source = str(work.step(first))
+    source = work.step(first)
     for round_ in range(MAX_ROUNDS):
         large = f"{prefix}-{round_:03d}-large"
         results = work.run(runner, large, large_star_task, [(source, parts)] * parts)
         if all(r["stars"] for r in results):
             return large, round_ + 1
         small = f"{prefix}-{round_:03d}-small"
-        work.run(runner, small, small_star_task, [(str(work.step(large)), parts)] * parts)
-        source = str(work.step(small))
+        work.run(runner, small, small_star_task, [(work.step(large), parts)] * parts)
+        source = work.step(small)
     raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")

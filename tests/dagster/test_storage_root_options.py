@@ -19,6 +19,7 @@ from refinery.storage import Storage
 from refinery_cli.commands import main as cli_main
 from resources import RefineryHome, build_resources
 from tests.dagster.conftest import build_inbox
+from tests.dagster.corpus_dedup_s3 import check_corpus_dedup_on_s3
 from tests.dagster.model_stages_s3 import check_model_stages_on_s3
 from tests.s3_server import s3_credentials, s3_root
 
@@ -104,4 +105,5 @@ def test_prefilter_chain_on_s3_equals_a_local_root(tmp_path, instance, s3_root, 
     assert run_chain(instance, s3_home, ["alpha"])["alpha"].success
     assert {s: store.manifest(s, "alpha")["version"] for s in STAGES} == versions
 
+    check_corpus_dedup_on_s3(instance, local_home, s3_home, s3_root, monkeypatch)
     check_model_stages_on_s3(instance, local_home, s3_home, s3_root, monkeypatch, capsys)

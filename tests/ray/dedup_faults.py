@@ -13,7 +13,7 @@ import os
 import signal
 from pathlib import Path
 
-from refinery.dedup.corpus_shuffle import pairs_task
+from refinery.dedup.corpus_shuffle import pairs_task, table_task
 from refinery.dedup.distributed_components import large_star_task
 
 
@@ -42,3 +42,36 @@ def pairs_task_dying_once(step: str, r: int, plan) -> dict:
 def large_star_task_dying_once(step: str, index: int, source: str, parts: int) -> dict:
     _die_first_time("large-star")
     return large_star_task(step, index, source, parts)
+
+
+def claims_folder() -> Path:
+    """Where the mid-write faults claim their first attempt (apart from :func:`kills_folder`, whose
+    contents a test lists)."""
+    markers = Path(os.environ["REFINERY_TEST_MARKERS"])
+    folder = markers.parent / f"{markers.name}-dedup-mid-write"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def _claim(step: str) -> bool:
+    """True for the first caller across the cluster (its pid recorded), False afterwards."""
+    try:
+        fd = os.open(claims_folder() / step, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
+def table_task_dying_mid_write(step: str, p: int, plan, stamp: dict, key_parts: int) -> dict:
+    """The first attempt of piece 0's table task writes every file (its part straight into the
+    table's folder on the object store, its key and claim files) and dies before its done marker."""
+    if p == 0 and _claim("table-mid-write"):
+        from refinery.dedup.marked_shuffle import TaskOutput
+
+        def die(self, result):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        TaskOutput.commit = die  # this worker process dies at the commit, so nothing else sees it
+    return table_task(step, p, plan, stamp, key_parts)

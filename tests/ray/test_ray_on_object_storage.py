@@ -34,6 +34,7 @@ from refinery.sample import prose
 from refinery.storage import Storage
 from resources import EngineResource
 from tests.dagster.conftest import ALPHA, NEAR_COPY, build_inbox, jsonl, resources_for
+from tests.ray.corpus_dedup_s3 import check_corpus_dedup_on_ray_over_s3
 from tests.ray.model_stages_on_s3 import check_model_stages_on_ray_over_s3
 from tests.ray.shared_cluster import ray_cluster  # noqa: F401  (the session's cluster)
 from tests.s3_server import CREDENTIALS, s3_credentials, s3_root
@@ -54,7 +55,7 @@ def test_rule_chain_on_ray_over_s3_equals_the_local_engine(ray_cluster, tmp_path
 
     from tests.ray.flaky_stage import flaky_copy
 
-    address, _ = ray_cluster
+    address, markers_root = ray_cluster
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.delenv(STORAGE_ROOT_ENV, raising=False)
     homes = {kind: Layout.at(tmp_path / kind) for kind in ("local", "ray")}
@@ -94,6 +95,8 @@ def test_rule_chain_on_ray_over_s3_equals_the_local_engine(ray_cluster, tmp_path
                 ray.shutdown()
             assert results[kind].success
         retries = instance.all_logs(results["ray"].run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+        # corpus_fuzzy_dedup over the same homes (a table task killed mid-write on the ray run).
+        check_corpus_dedup_on_ray_over_s3(instance, homes, engine, root, markers_root, monkeypatch)
     store, local = ObjectStorage(root), Storage(homes["local"].storage)
     assert not homes["ray"].storage.exists()  # only the bucket holds data
 

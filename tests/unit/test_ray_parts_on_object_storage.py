@@ -156,27 +156,3 @@ def test_a_local_root_folder_writes_atomically(tmp_path):
     assert folder.read_bytes("missing") is None
     folder.remove()
     assert not (tmp_path / "a" / "b").exists()
-
-
-def test_corpus_fuzzy_dedup_on_an_object_store_root_is_refused_naming_it(tmp_path, s3_root, monkeypatch):
-    import dagster as dg
-
-    from assets import corpus_fuzzy_dedup
-    from refinery.paths import STORAGE_ROOT_ENV, Layout
-    from tests.dagster.conftest import resources_for
-
-    monkeypatch.setenv(STORAGE_ROOT_ENV, s3_root)
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [corpus_fuzzy_dedup],
-            instance=instance,
-            resources=resources_for(Layout.at(tmp_path)),
-            raise_on_error=False,
-        )
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.cause
-    assert (
-        "needs a local storage root" in failure.message and "s3://refinery-test/refinery" in failure.message
-    )
-    assert "endpoint_override" not in failure.message  # the URI's options (and any credentials) stay out
-    assert not ObjectStorage(s3_root).partitions("corpus_fuzzy_dedup")

@@ -1,0 +1,222 @@
+"""Hash-partitioned shuffles written as Parquet on any storage root (a local folder or an object
+store URI), step by step, each resumable from its files, committed by done markers, not renames.
+
+An object store has no atomic rename, so a task cannot commit a folder by renaming it. Instead
+task ``i`` of step ``s`` writes every file straight under the step, named after its attempt
+(``<s>/<stem>/t-<i>.<attempt>.parquet``; a scatter's stems are ``to-<k>``, one per destination
+that gets rows), and then one small marker object, ``<s>/_done/t-<i>/<attempt>.json``, listing
+them with what the task returned (counts). The marker is the commit point: readers take a task's
+files only from an attempt that has a marker, so a killed attempt's leftovers are never read (and
+go with the work folder once the table is committed). Two attempts of one task that both finish
+(a task Ray retried while the first still ran) write the same rows; every reader takes the
+smallest attempt name, so all agree on one.
+
+The reducer ``k`` of the next step lists ``<s>/to-<k>/`` and ``<s>/_done/`` (two listings, no
+per-file lookups) and reads the marked files in task order. Rerun after a failure (a worker
+killed, the Dagster step retried), a step runs only the tasks without a marker and reads the
+others' results from their markers: finished work is never redone. The driver handles only task
+numbers and these small dicts; workers get the step's name (a path, or a URI with its query),
+never a filesystem object (:class:`refinery.engine.root_folder.RootFolder`).
+
+On a local root the same scheme holds: files are written in place (no staging folder to rename)
+and the marker is renamed into place, so local and object store runs share every line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from refinery.dedup.shuffle import bucket_partition, node_partition
+from refinery.engine.root_folder import RootFolder
+from refinery.engine.tasks import TaskRunner
+from refinery.fs import child, listing
+from refinery.tempfiles import temp_path
+
+DONE_DIR = "_done"
+
+__all__ = [
+    "DONE_DIR",
+    "TaskOutput",
+    "WorkDir",
+    "bucket_partition",
+    "done_attempts",
+    "gather",
+    "node_partition",
+    "task_files",
+]
+
+
+def to_stem(k: int) -> str:
+    return f"to-{k:08d}"
+
+
+def _task_name(index: int, attempt: str) -> str:
+    return f"t-{index:08d}.{attempt}.parquet"
+
+
+def _write(folder: RootFolder, relative: str, table: pa.Table) -> str:
+    """``table`` as one Parquet file at ``relative`` under ``folder``, written in place: the name
+    carries the attempt, and nothing reads it before the attempt's marker lists it."""
+    path = folder.file(relative)
+    if folder.local:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, filesystem=folder.fs, compression="zstd")
+    return path
+
+
+class TaskOutput:
+    """The files of one attempt of one task, written in place, committed by its marker."""
+
+    def __init__(self, step: str, index: int):
+        self.step = RootFolder.of(step)
+        self.index = index
+        self.attempt = uuid.uuid4().hex[:16]
+        self.files: dict[str, str] = {}  # stem -> path on the step's filesystem
+
+    def write(self, stem: str, table: pa.Table) -> str:
+        """The task's file ``stem`` (``sig``, ``part``…)."""
+        path = _write(self.step, f"{stem}/{_task_name(self.index, self.attempt)}", table)
+        self.files[stem] = path
+        return path
+
+    def write_at(self, folder: RootFolder, name: str, stem: str, table: pa.Table) -> str:
+        """A file of this attempt outside the step (a table's part written where it is committed);
+        ``name`` must carry the attempt (:attr:`attempt`)."""
+        if self.attempt not in name:
+            raise ValueError(f"{name}: a file written in place must carry its attempt {self.attempt}")
+        path = _write(folder, name, table)
+        self.files[stem] = path
+        return path
+
+    def scatter(self, table: pa.Table, destination: np.ndarray, parts: int) -> None:
+        """One ``to-<k>`` file per destination ``k`` that gets rows (rows keep their order)."""
+        if not table.num_rows:
+            return
+        order = np.argsort(destination, kind="stable")
+        sorted_dest = destination[order]
+        bounds = np.flatnonzero(np.diff(sorted_dest)) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [len(order)]])
+        for s, e in zip(starts, ends, strict=True):
+            k = int(sorted_dest[s])
+            if not 0 <= k < parts:
+                raise ValueError(f"destination {k} outside [0, {parts})")
+            self.write(to_stem(k), table.take(pa.array(order[s:e])))
+
+    def commit(self, result: dict) -> dict:
+        """The marker, written last (one object, or a local file renamed into place)."""
+        marker = json.dumps({"result": result, "files": self.files}, sort_keys=True).encode()
+        name = f"{DONE_DIR}/t-{self.index:08d}/{self.attempt}.json"
+        if self.step.local:  # renamed into place, not fsynced: scratch, as the files it lists
+            target = Path(self.step.file(name))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = temp_path(target)
+            temp.write_bytes(marker)
+            os.replace(temp, target)
+        else:
+            self.step.write_bytes(name, marker)
+        return result
+
+
+def done_attempts(step: str | RootFolder) -> dict[int, str]:
+    """Each committed task's attempt (the smallest name where two committed): one listing."""
+    folder = RootFolder.of(step)
+    found: dict[int, str] = {}
+    for info in listing(folder.fs, folder.file(DONE_DIR), recursive=True):
+        name, parent = info.base_name, info.path.rsplit("/", 2)[-2]
+        if info.type != pafs.FileType.File or name.startswith(".") or not name.endswith(".json"):
+            continue  # a local marker's temporary, or a folder
+        index, attempt = int(parent.removeprefix("t-")), name.removesuffix(".json")
+        if index not in found or attempt < found[index]:
+            found[index] = attempt
+    return found
+
+
+def read_marker(step: str | RootFolder, index: int, attempt: str) -> dict:
+    folder = RootFolder.of(step)
+    raw = folder.read_bytes(f"{DONE_DIR}/t-{index:08d}/{attempt}.json")
+    if raw is None:
+        raise FileNotFoundError(f"{folder.name}: task {index}'s marker {attempt} vanished")
+    return json.loads(raw)
+
+
+def task_files(step: str | RootFolder, index: int) -> dict[str, str]:
+    """The files (stem -> path) of task ``index``'s committed attempt."""
+    folder = RootFolder.of(step)
+    attempt = done_attempts_of(folder, index)
+    if attempt is None:
+        raise FileNotFoundError(f"{folder.name}: task {index} has not committed")
+    return read_marker(folder, index, attempt)["files"]
+
+
+def done_attempts_of(folder: RootFolder, index: int) -> str | None:
+    names = [
+        i.base_name.removesuffix(".json")
+        for i in listing(folder.fs, folder.file(f"{DONE_DIR}/t-{index:08d}"))
+        if i.base_name.endswith(".json") and not i.base_name.startswith(".")
+    ]
+    return min(names) if names else None
+
+
+def read_task_file(
+    step: str | RootFolder, index: int, stem: str, columns: list[str] | None = None
+) -> pa.Table:
+    folder = RootFolder.of(step)
+    return pq.read_table(task_files(folder, index)[stem], columns=columns, filesystem=folder.fs)
+
+
+def gather(step: str | RootFolder, k: int, columns: list[str] | None = None) -> pa.Table | None:
+    """Every row the committed tasks of ``step`` sent to destination ``k``, in task order (None: none)."""
+    folder = RootFolder.of(step)
+    valid = done_attempts(folder)
+    files = []
+    for info in listing(folder.fs, folder.file(to_stem(k))):
+        stem, _, rest = info.base_name.partition(".")
+        attempt = rest.removesuffix(".parquet")
+        if stem.startswith("t-") and valid.get(int(stem.removeprefix("t-"))) == attempt:
+            files.append(info.path)
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f, columns=columns, filesystem=folder.fs) for f in files])
+
+
+@dataclass
+class WorkDir:
+    """The folder of one run's shuffle files (a local path or a URI with its query), named by what
+    fixes its results (the inputs and the parameters), so a rerun over the same inputs resumes and
+    any change starts afresh."""
+
+    root: str
+
+    def step(self, name: str) -> str:
+        return child(self.root, name)
+
+    def run(
+        self, runner: TaskRunner, name: str, fn: Callable[..., dict], args: Sequence[tuple]
+    ) -> list[dict]:
+        """Task ``i`` is ``fn(step, i, *args[i])``; tasks already committed are skipped. Returns
+        every task's result, in order."""
+        step = RootFolder(self.step(name)).make()
+        done = done_attempts(step)
+        results: list[dict | None] = [
+            read_marker(step, i, done[i])["result"] if i in done else None for i in range(len(args))
+        ]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            fresh = runner.map(fn, [(step.name, i, *args[i]) for i in todo])
+            for i, r in zip(todo, fresh, strict=True):
+                results[i] = r
+        return [r for r in results if r is not None]
+
+    def remove(self) -> None:
+        RootFolder(self.root).remove()
