@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.bench_corpus_dedup_scaling import build_input
 from benchmarks.bench_ray_scaling import uptime
+from benchmarks.bench_tables_object_store import CREDENTIALS, free_port, moto
 from refinery.dedup.corpus_dedup import CorpusDedupParams
 from refinery.dedup.corpus_shuffle import plan_pieces, shuffle_dedup
 from refinery.engine.root_folder import RootFolder
@@ -32,33 +31,11 @@ from refinery.engine.tasks import InProcessTasks
 from refinery.fs import child
 from refinery.object_storage import ObjectStorage
 
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-
 
 def moto_root() -> tuple[subprocess.Popen, str]:
     """A moto S3 server on a free loopback port and a bucket's root URI on it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                server.terminate()
-                raise
-            time.sleep(0.2)
+    port = free_port()
+    server = moto(port)
     root = f"s3://bench/refinery?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
     ObjectStorage(root + "&allow_bucket_creation=true").fs.create_dir("bench")
     return server, root

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from refinery.dedup.shuffle import bucket_partition, node_partition
+from refinery.dedup.shuffle import bucket_partition, node_partition, scatter_groups
 from refinery.engine.root_folder import RootFolder
 from refinery.engine.tasks import TaskRunner
 from refinery.fs import child, listing
@@ -100,18 +100,8 @@ class TaskOutput:
 
     def scatter(self, table: pa.Table, destination: np.ndarray, parts: int) -> None:
         """One ``to-<k>`` file per destination ``k`` that gets rows (rows keep their order)."""
-        if not table.num_rows:
-            return
-        order = np.argsort(destination, kind="stable")
-        sorted_dest = destination[order]
-        bounds = np.flatnonzero(np.diff(sorted_dest)) + 1
-        starts = np.concatenate([[0], bounds])
-        ends = np.concatenate([bounds, [len(order)]])
-        for s, e in zip(starts, ends, strict=True):
-            k = int(sorted_dest[s])
-            if not 0 <= k < parts:
-                raise ValueError(f"destination {k} outside [0, {parts})")
-            self.write(to_stem(k), table.take(pa.array(order[s:e])))
+        for k, rows in scatter_groups(table, destination, parts):
+            self.write(to_stem(k), rows)
 
     def commit(self, result: dict) -> dict:
         """The marker, written last (one object, or a local file renamed into place)."""

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,23 @@ def to_name(k: int) -> str:
     return f"to-{k:08d}.parquet"
 
 
+def scatter_groups(table: pa.Table, destination: np.ndarray, parts: int) -> Iterator[tuple[int, pa.Table]]:
+    """The rows of ``table`` grouped by their destination in ``[0, parts)``: one ``(k, rows)`` per
+    destination that gets rows, rows in their order (what a shuffle task writes to each reducer)."""
+    if not table.num_rows:
+        return
+    order = np.argsort(destination, kind="stable")
+    sorted_dest = destination[order]
+    bounds = np.flatnonzero(np.diff(sorted_dest)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(order)]])
+    for s, e in zip(starts, ends, strict=True):
+        k = int(sorted_dest[s])
+        if not 0 <= k < parts:
+            raise ValueError(f"destination {k} outside [0, {parts})")
+        yield k, table.take(pa.array(order[s:e]))
+
+
 class TaskOutput:
     """The files of one task, written under a temporary folder and committed by one rename."""
 
@@ -54,18 +71,8 @@ class TaskOutput:
 
     def scatter(self, table: pa.Table, destination: np.ndarray, parts: int) -> None:
         """One ``to-<k>`` file per destination ``k`` that gets rows (rows keep their order)."""
-        if not table.num_rows:
-            return
-        order = np.argsort(destination, kind="stable")
-        sorted_dest = destination[order]
-        bounds = np.flatnonzero(np.diff(sorted_dest)) + 1
-        starts = np.concatenate([[0], bounds])
-        ends = np.concatenate([bounds, [len(order)]])
-        for s, e in zip(starts, ends, strict=True):
-            k = int(sorted_dest[s])
-            if not 0 <= k < parts:
-                raise ValueError(f"destination {k} outside [0, {parts})")
-            self.write(to_name(k), table.take(pa.array(order[s:e])))
+        for k, rows in scatter_groups(table, destination, parts):
+            self.write(to_name(k), rows)
 
     def commit(self, result: dict) -> dict:
         (self.temp / DONE).write_text(json.dumps(result, sort_keys=True))

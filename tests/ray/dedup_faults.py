@@ -17,21 +17,32 @@ from refinery.dedup.corpus_shuffle import pairs_task, table_task
 from refinery.dedup.distributed_components import large_star_task
 
 
-def kills_folder() -> Path:
+def _markers_folder(suffix: str) -> Path:
     markers = Path(os.environ["REFINERY_TEST_MARKERS"])
-    folder = markers.parent / f"{markers.name}-dedup-kills"
+    folder = markers.parent / f"{markers.name}-{suffix}"
     folder.mkdir(exist_ok=True)
     return folder
 
 
-def _die_first_time(step: str) -> None:
+def kills_folder() -> Path:
+    return _markers_folder("dedup-kills")
+
+
+def _first_caller(folder: Path, step: str) -> bool:
+    """True for the first caller across the cluster (its pid recorded in ``folder/step``), False
+    afterwards."""
     try:
-        fd = os.open(kills_folder() / step, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        fd = os.open(folder / step, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        return
+        return False
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
-    os.kill(os.getpid(), signal.SIGKILL)
+    return True
+
+
+def _die_first_time(step: str) -> None:
+    if _first_caller(kills_folder(), step):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def pairs_task_dying_once(step: str, r: int, plan) -> dict:
@@ -47,27 +58,13 @@ def large_star_task_dying_once(step: str, index: int, source: str, parts: int) -
 def claims_folder() -> Path:
     """Where the mid-write faults claim their first attempt (apart from :func:`kills_folder`, whose
     contents a test lists)."""
-    markers = Path(os.environ["REFINERY_TEST_MARKERS"])
-    folder = markers.parent / f"{markers.name}-dedup-mid-write"
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
-def _claim(step: str) -> bool:
-    """True for the first caller across the cluster (its pid recorded), False afterwards."""
-    try:
-        fd = os.open(claims_folder() / step, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    return True
+    return _markers_folder("dedup-mid-write")
 
 
 def table_task_dying_mid_write(step: str, p: int, plan, stamp: dict, key_parts: int) -> dict:
     """The first attempt of piece 0's table task writes every file (its part straight into the
     table's folder on the object store, its key and claim files) and dies before its done marker."""
-    if p == 0 and _claim("table-mid-write"):
+    if p == 0 and _first_caller(claims_folder(), "table-mid-write"):
         from refinery.dedup.marked_shuffle import TaskOutput
 
         def die(self, result):
