@@ -10,8 +10,9 @@ sums them per file, with the worker and the span each file took in the run::
         -n 2 --dist loadfile --no-loadscope-reorder
     .venv/bin/python -m benchmarks.suite_timeline /tmp/timeline
 
-Measurement only: nothing in the suite depends on it, and it records nothing unless the variable
-is set. (docs/testing.md has the figures it gave.)
+Measurement only: nothing in the suite depends on the plugin, and it records nothing unless the
+variable is set. ``--write-durations tests/file_durations.json`` turns a run's figures into the file
+tests/conftest.py orders the suite by (the longest files first). (docs/testing.md has the figures it gave.)
 """
 
 from __future__ import annotations
@@ -82,11 +83,29 @@ def summarize(folder: Path) -> list[str]:
     return lines
 
 
+def file_seconds(folder: Path) -> dict[str, float]:
+    """Seconds per test file in a run (every phase of every test), for tests/file_durations.json."""
+    per_file: dict[str, float] = collections.defaultdict(float)
+    for path in sorted(folder.glob("*.jsonl")):
+        for line in path.open():
+            record = json.loads(line)
+            per_file[record["id"].split("::")[0]] += record["end"] - record["start"]
+    return {name: round(seconds, 1) for name, seconds in sorted(per_file.items())}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="the $REFINERY_SUITE_TIMELINE folder of a run")
     parser.add_argument("--top", type=int, default=40, help="files shown (slowest first)")
+    parser.add_argument(
+        "--write-durations",
+        type=Path,
+        default=None,
+        help="also write each file's seconds as JSON (tests/file_durations.json orders the suite's files)",
+    )
     args = parser.parse_args(argv)
+    if args.write_durations:
+        args.write_durations.write_text(json.dumps(file_seconds(args.folder), indent=1) + "\n")
     lines = summarize(args.folder)
     print("\n".join(lines[: 3 + args.top]))
     return 0

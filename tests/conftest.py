@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -144,13 +145,20 @@ def write_source(layout: Layout, source: str, files: dict[str, bytes | str]) -> 
 
 # The longest files first: under xdist's loadfile scheduling (with --no-loadscope-reorder, which
 # scripts/test.sh passes; by default xdist puts the files with most tests first) the first files go
-# out first, so the daemon test (minutes of waiting on the real daemon) overlaps everything else
-# instead of running alone at the end.
+# out first. The daemon test (minutes of waiting on the real daemon) starts at once and overlaps
+# everything else, the Ray files follow each other on the shared cluster, and then the other files
+# go longest first (tests/file_durations.json, the seconds each took in a measured run: rewrite it
+# with `python -m benchmarks.suite_timeline FOLDER --write-durations tests/file_durations.json`), so
+# the last files to start are short and the two workers finish together.
 SLOW_FIRST = ("daemon", "ray", "browser")
+FILE_DURATIONS = Path(__file__).with_name("file_durations.json")
 
 
 def pytest_collection_modifyitems(config, items):
-    def rank(item) -> int:
-        return next((i for i, m in enumerate(SLOW_FIRST) if item.get_closest_marker(m)), len(SLOW_FIRST))
+    seconds = json.loads(FILE_DURATIONS.read_text()) if FILE_DURATIONS.exists() else {}
+
+    def rank(item) -> tuple[int, float]:
+        marker = next((i for i, m in enumerate(SLOW_FIRST) if item.get_closest_marker(m)), len(SLOW_FIRST))
+        return marker, -seconds.get(item.nodeid.split("::")[0], 0.0)
 
     items.sort(key=rank)  # stable: each file's tests stay together and in order
