@@ -38,7 +38,8 @@ BY_NAME = {a.key.to_user_string(): a for a in TEXT_QUALITY}
 # One small source: the classifier trains on its few documents (the check must not stop the chain).
 CLASSIFIER = {"min_documents_per_class": 2, "min_heldout_auc": 0.0, "epochs": 2}
 # Several clusters over the sample's few documents: the shuffle's reducers each take some.
-SEMANTIC = {"ops": {names.SEMANTIC_DEDUPLICATED: {"config": {"docs_per_cluster": 4}}}}
+# epsilon: the chain's exact and near copies are gone by now; articles on one topic are still alike.
+SEMANTIC = {"ops": {names.SEMANTIC_DEDUPLICATED: {"config": {"docs_per_cluster": 4, "epsilon": 0.2}}}}
 
 
 def _model_stages(instance, home: Layout, **overrides) -> dg.ExecuteInProcessResult:
@@ -116,7 +117,8 @@ def check_model_stages_on_ray_over_s3(homes: dict[str, Layout], root: str, engin
     removed = local.read(names.SEMANTIC_DEDUPLICATED, "alpha", rejected=True)
     assert len(removed) and removed["duplicate_of"].notna().all()
     meta = ray_semantic.asset_materializations_for_node(names.SEMANTIC_DEDUPLICATED)[0].metadata
-    assert meta["semantic_dedup_ran_on"].value == "ray" and meta["engine"].value["slices"] > 2
+    assert meta["semantic_dedup_ran_on"].value == "ray"
+    assert store.read_stats(names.SEMANTIC_DEDUPLICATED)["alpha"]["engine"]["slices"] > 2
 
     # Each output: its manifests and exactly the parts they list; no scratch, marker or staging left.
     for stage, sides in (
