@@ -1,7 +1,7 @@
 """Corpus-wide fuzzy dedup as shuffles over Parquet files: no step on one node.
 
 The same decisions as :func:`refinery.dedup.corpus_dedup.corpus_dedup` (every row of the table
-equal), computed by tasks that each read and write files (:mod:`refinery.dedup.shuffle`); the
+equal), computed by tasks that each read and write files (:mod:`refinery.dedup.marked_shuffle`); the
 driver holds the list of pieces, their row counts and the tasks' small results.
 
 Pieces are the input's slices (runs of row groups of one file, :func:`plan_slices`), sources in

@@ -1,15 +1,16 @@
 """Hash-partitioned shuffles written as Parquet on any storage root (a local folder or an object
 store URI), step by step, each resumable from its files, committed by done markers, not renames.
 
-An object store has no atomic rename, so a task cannot commit a folder by renaming it. Instead
-task ``i`` of step ``s`` writes every file straight under the step, named after its attempt
-(``<s>/<stem>/t-<i>.<attempt>.parquet``; a scatter's stems are ``to-<k>``, one per destination
-that gets rows), and then one small marker object, ``<s>/_done/t-<i>/<attempt>.json``, listing
-them with what the task returned (counts). The marker is the commit point: readers take a task's
-files only from an attempt that has a marker, so a killed attempt's leftovers are never read (and
-go with the work folder once the table is committed). Two attempts of one task that both finish
-(a task Ray retried while the first still ran) write the same rows; every reader takes the
-smallest attempt name, so all agree on one.
+An object store has no atomic rename, so a task cannot commit a folder by renaming it. Instead task
+``i`` of step ``s`` writes every file straight under the step, named after its attempt
+(``<s>/<stem>/t-<i>.<attempt>.parquet``; a scatter's stems are ``to-<k>``, one per destination that
+gets rows; a task that spills several sorted chunks to one destination numbers them,
+``t-<i>.<attempt>.<chunk>.parquet``), and then one small marker object,
+``<s>/_done/t-<i>/<attempt>.json``, listing them with what the task returned (counts). The marker is
+the commit point: readers take a task's files only from an attempt that has a marker, so a killed
+attempt's leftovers are never read (and go with the work folder once the table is committed). Two
+attempts of one task that both finish (a task Ray retried while the first still ran) write the same
+rows; every reader takes the smallest attempt name, so all agree on one.
 
 The reducer ``k`` of the next step lists ``<s>/to-<k>/`` and ``<s>/_done/`` (two listings, no
 per-file lookups) and reads the marked files in task order. Rerun after a failure (a worker
@@ -27,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,41 +37,86 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from refinery.dedup.shuffle import bucket_partition, node_partition, scatter_groups
 from refinery.engine.root_folder import RootFolder
 from refinery.engine.tasks import TaskRunner
 from refinery.fs import child, listing
 from refinery.tempfiles import temp_path
 
 DONE_DIR = "_done"
+_MIX = np.uint64(0x9E3779B97F4A7C15)
 
 __all__ = [
     "DONE_DIR",
     "TaskOutput",
     "WorkDir",
     "bucket_partition",
+    "committed",
     "done_attempts",
     "gather",
     "node_partition",
+    "scatter_groups",
     "task_files",
 ]
+
+
+def scatter_groups(table: pa.Table, destination: np.ndarray, parts: int) -> Iterator[tuple[int, pa.Table]]:
+    """The rows of ``table`` grouped by their destination in ``[0, parts)``: one ``(k, rows)`` per
+    destination that gets rows, rows in their order (what a shuffle task writes to each reducer)."""
+    if not table.num_rows:
+        return
+    order = np.argsort(destination, kind="stable")
+    sorted_dest = destination[order]
+    bounds = np.flatnonzero(np.diff(sorted_dest)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(order)]])
+    for s, e in zip(starts, ends, strict=True):
+        k = int(sorted_dest[s])
+        if not 0 <= k < parts:
+            raise ValueError(f"destination {k} outside [0, {parts})")
+        yield k, table.take(pa.array(order[s:e]))
+
+
+def node_partition(nodes: np.ndarray, parts: int) -> np.ndarray:
+    """A node's partition among ``parts``: a multiplicative hash, so runs of ids spread evenly."""
+    with np.errstate(over="ignore"):
+        mixed = np.asarray(nodes, dtype=np.int64).view(np.uint64) * _MIX
+    return ((mixed >> np.uint64(17)) % np.uint64(parts)).astype(np.int64)
+
+
+def bucket_partition(buckets: np.ndarray, parts: int) -> np.ndarray:
+    """A band bucket's reducer (the bucket is already a 64-bit hash)."""
+    return (np.asarray(buckets, dtype=np.int64).view(np.uint64) % np.uint64(parts)).astype(np.int64)
 
 
 def to_stem(k: int) -> str:
     return f"to-{k:08d}"
 
 
-def _task_name(index: int, attempt: str) -> str:
-    return f"t-{index:08d}.{attempt}.parquet"
+def _task_name(index: int, attempt: str, chunk: int | None = None) -> str:
+    tail = "" if chunk is None else f".{chunk:05d}"
+    return f"t-{index:08d}.{attempt}{tail}.parquet"
 
 
-def _write(folder: RootFolder, relative: str, table: pa.Table) -> str:
+def _parse_task_name(name: str) -> tuple[int, str, int] | None:
+    """(task, attempt, chunk) of ``t-<task>.<attempt>[.<chunk>].parquet`` (chunk 0 when absent);
+    None for any other name."""
+    if not name.startswith("t-") or not name.endswith(".parquet"):
+        return None
+    fields = name.removesuffix(".parquet").split(".")
+    if len(fields) not in (2, 3) or not fields[0][2:].isdigit():
+        return None
+    chunk = fields[2] if len(fields) == 3 else "0"
+    return (int(fields[0][2:]), fields[1], int(chunk)) if chunk.isdigit() else None
+
+
+def _write(folder: RootFolder, relative: str, table: pa.Table, **options) -> str:
     """``table`` as one Parquet file at ``relative`` under ``folder``, written in place: the name
-    carries the attempt, and nothing reads it before the attempt's marker lists it."""
+    carries the attempt, and nothing reads it before the attempt's marker lists it. ``options``
+    go to :func:`pyarrow.parquet.write_table` (``row_group_size``: what a reader buffers)."""
     path = folder.file(relative)
     if folder.local:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, filesystem=folder.fs, compression="zstd")
+    pq.write_table(table, path, filesystem=folder.fs, **{"compression": "zstd", **options})
     return path
 
 
@@ -83,10 +129,11 @@ class TaskOutput:
         self.attempt = uuid.uuid4().hex[:16]
         self.files: dict[str, str] = {}  # stem -> path on the step's filesystem
 
-    def write(self, stem: str, table: pa.Table) -> str:
-        """The task's file ``stem`` (``sig``, ``part``…)."""
-        path = _write(self.step, f"{stem}/{_task_name(self.index, self.attempt)}", table)
-        self.files[stem] = path
+    def write(self, stem: str, table: pa.Table, chunk: int | None = None, **options) -> str:
+        """The task's file ``stem`` (``sig``, ``part``…); a task that spills several files to one
+        stem numbers them (``chunk``). ``options`` as :func:`pyarrow.parquet.write_table`'s."""
+        path = _write(self.step, f"{stem}/{_task_name(self.index, self.attempt, chunk)}", table, **options)
+        self.files[stem if chunk is None else f"{stem}.{chunk:05d}"] = path
         return path
 
     def write_at(self, folder: RootFolder, name: str, stem: str, table: pa.Table) -> str:
@@ -165,16 +212,23 @@ def read_task_file(
     return pq.read_table(task_files(folder, index)[stem], columns=columns, filesystem=folder.fs)
 
 
+def committed(step: str | RootFolder, stem: str) -> list[tuple[int, int, str]]:
+    """``(task, chunk, path)`` of every file the committed attempts wrote to ``stem`` (paths on the
+    step's filesystem), in task and chunk order: two listings, no per-file lookups."""
+    folder = RootFolder.of(step)
+    valid = done_attempts(folder)
+    found = []
+    for info in listing(folder.fs, folder.file(stem)):
+        parsed = _parse_task_name(info.base_name)
+        if parsed is not None and valid.get(parsed[0]) == parsed[1]:
+            found.append((parsed[0], parsed[2], info.path))
+    return sorted(found)
+
+
 def gather(step: str | RootFolder, k: int, columns: list[str] | None = None) -> pa.Table | None:
     """Every row the committed tasks of ``step`` sent to destination ``k``, in task order (None: none)."""
     folder = RootFolder.of(step)
-    valid = done_attempts(folder)
-    files = []
-    for info in listing(folder.fs, folder.file(to_stem(k))):
-        stem, _, rest = info.base_name.partition(".")
-        attempt = rest.removesuffix(".parquet")
-        if stem.startswith("t-") and valid.get(int(stem.removeprefix("t-"))) == attempt:
-            files.append(info.path)
+    files = [path for _, _, path in committed(folder, to_stem(k))]
     if not files:
         return None
     return pa.concat_tables([pq.read_table(f, columns=columns, filesystem=folder.fs) for f in files])

@@ -1,10 +1,12 @@
 """Semantic dedup as Parquet shuffle steps on an engine's tasks: no process holds the partition.
 
 The decisions of :func:`refinery.dedup.semantic.plan` (same removals, same reasons, same
-``duplicate_of``), computed by tasks that read and write files (:mod:`refinery.dedup.shuffle`,
-run by the engine's :class:`~refinery.engine.tasks.TaskRunner`: Ray tasks on the cluster, or this
-process). ``P`` pieces are runs of row groups of the partition's ``document_embeddings``; ``C``
-other partitions hold the earlier claims (their kept documents); ``R`` reducers take the clusters.
+``duplicate_of``), computed by tasks that read and write files on the storage root, a local folder
+or an object store (:mod:`refinery.dedup.marked_shuffle`: files named after their task's attempt,
+committed by a done marker per task, so a retried step runs only the tasks without one), run by the
+engine's :class:`~refinery.engine.tasks.TaskRunner` (Ray tasks on the cluster, or this process).
+``P`` pieces are runs of row groups of the partition's ``document_embeddings``; ``C`` other
+partitions hold the earlier claims (their kept documents); ``R`` reducers take the clusters.
 
 1. ``sample`` (P): a piece checks its rows against the upstream documents at the same positions
    (ids and text hashes: stale embeddings fail the step, naming the partition) and writes its
@@ -22,7 +24,10 @@ other partitions hold the earlier claims (their kept documents); ``R`` reducers 
 
 The engine's workers then write the stage, a slice each (:class:`SliceDecisions`): a slice's rows
 with their decisions, read by position from the ``collect`` files that hold them; the step never
-reads a row. (:class:`ShuffledSemanticDeduper` streams the same files beside the upstream rows, a
+reads a row. On an object store root the tasks and the workers get the shuffle folder's URI (with
+the root's query), never a filesystem object, and the stage's parts are committed as every other
+ray stage's there (:mod:`refinery.engine.object_parts`: written in place, the manifest last).
+(:class:`ShuffledSemanticDeduper` streams the same files beside the upstream rows, a
 batch at a time, where one process writes.) Memory per task: one piece (``slice_rows`` vectors), or in
 ``decide`` the largest cluster (its members' and claims' vectors, the similarity tiles) plus one
 256-row group per input file (P plus the claims' chunks: a term that grows with the corpus, by
@@ -41,11 +46,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,6 +58,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.batch import BatchResult
+from refinery.dedup.marked_shuffle import TaskOutput, WorkDir, committed, to_stem
 from refinery.dedup.semantic import (
     Decision,
     SemanticDeduper,
@@ -67,13 +73,23 @@ from refinery.dedup.semantic import (
     stale_error,
 )
 from refinery.dedup.semantic_shuffle import assign, decide_cluster
-from refinery.dedup.shuffle import TaskOutput, WorkDir, task_dir
-from refinery.engine.slices import Slice, current_slice, plan_slices, slice_start
+from refinery.engine.resume import data_version, under_root
+from refinery.engine.root_folder import RootFolder
+from refinery.engine.slices import (
+    Slice,
+    current_slice,
+    partition_files,
+    plan_slices,
+    slice_location,
+    slice_start,
+)
 from refinery.engine.tasks import TaskRunner
 from refinery.ids import doc_key
 from refinery.names import DOCUMENT_EMBEDDINGS, SEMANTIC_DEDUPLICATED
+from refinery.object_storage import ObjectStorage, open_storage
+from refinery.partition_tables import read_schema, table_files, table_location
 from refinery.quality.embeddings import text_hash
-from refinery.storage import PROVENANCE_KEY, Storage, parquet_files
+from refinery.storage import PROVENANCE_KEY, Storage
 
 SHUFFLE_DIR = "_shuffle"
 ROW_GROUP_ROWS = 256  # the reducer buffers one row group of each file it merges (~0.4 MB at dim 384)
@@ -102,7 +118,7 @@ class SemanticJob:
 
     source: str
     upstream: str
-    root: str  # the storage root
+    root: str  # the storage root (a path, or an object store URI with its query)
     pieces: list[Slice]
     starts: list[int]
     claim_sources: list[str]  # other partitions, in the order plan() streams them
@@ -110,15 +126,17 @@ class SemanticJob:
     dim: int
     params: SemanticDedupParams
     reducers: int
-    work: str
+    work: str  # the shuffle's folder: a path, or a URI with the root's query
     measure: bool = False  # record each task's peak RSS (reset per task: for worker processes)
+    upstream_at: str = ""  # the upstream partition's location (a path, or its folder's URI)
+    stamp: str = ""  # the shuffle's folder relative to the root (what the workers are told)
 
     @property
     def rows(self) -> int:
         return int(self.starts[-1] + self.pieces[-1].rows) if self.pieces else 0
 
-    def step(self, name: str) -> Path:
-        return Path(self.work) / name
+    def step(self, name: str) -> str:
+        return RootFolder(self.work).sub(name).name
 
     def piece_of(self, positions: np.ndarray) -> np.ndarray:
         return np.searchsorted(np.asarray(self.starts), positions, side="right") - 1
@@ -196,17 +214,19 @@ def _vector_array(vectors: np.ndarray, dim: int) -> pa.Array:
 
 
 def _read_piece(piece: Slice, columns: list[str]) -> pa.Table:
+    parquet = piece.parquet()
     if not piece.row_groups:
-        return pq.read_schema(piece.file).empty_table().select(columns)
-    return pq.ParquetFile(piece.file).read_row_groups(list(piece.row_groups), columns=columns)
+        return parquet.schema_arrow.empty_table().select(columns)
+    return parquet.read_row_groups(list(piece.row_groups), columns=columns)
 
 
-def read_range(location: Path, start: int, stop: int, columns: list[str]) -> pa.Table:
-    """Rows ``[start, stop)`` of a partition (a file or a folder of parts), reading only the row
-    groups that overlap them."""
+def read_range(location: Path | str, start: int, stop: int, columns: list[str]) -> pa.Table:
+    """Rows ``[start, stop)`` of a partition (a file or a folder of parts, or a partition's URI on
+    an object store root), reading only the row groups that overlap them."""
     tables, offset = [], 0
-    for file in parquet_files(location):
-        parquet = pq.ParquetFile(file)
+    files, fs_uri = partition_files(location)
+    for file in files:
+        parquet = Slice(0, file, (), 0, fs_uri).parquet()
         for g in range(parquet.metadata.num_row_groups):
             rows = parquet.metadata.row_group(g).num_rows
             lo, hi = max(start, offset), min(stop, offset + rows)
@@ -218,13 +238,13 @@ def read_range(location: Path, start: int, stop: int, columns: list[str]) -> pa.
         if offset >= stop:
             break
     if not tables:
-        return pq.read_schema(parquet_files(location)[0]).empty_table().select(columns)
+        return Slice(0, files[0], (), 0, fs_uri).parquet().schema_arrow.empty_table().select(columns)
     return pa.concat_tables(tables)
 
 
 class Spill:
-    """A task's rows for each destination, written as chunks ``to-<k>.<chunk>.parquet``, each sorted
-    by ``sort_by``, whenever ``limit`` rows wait: a task's memory holds at most ``limit`` rows."""
+    """A task's rows for each destination, written as chunks (``to-<k>/t-<task>.<attempt>.<chunk>.parquet``),
+    each sorted by ``sort_by``, whenever ``limit`` rows wait: a task's memory holds at most ``limit`` rows."""
 
     def __init__(self, out: TaskOutput, parts: int, sort_by: Sequence[str], limit: int = SPILL_ROWS):
         self.out, self.parts, self.sort_by, self.limit = out, parts, list(sort_by), limit
@@ -251,25 +271,28 @@ class Spill:
             k = int(sorted_dest[s])
             if not 0 <= k < self.parts:
                 raise ValueError(f"destination {k} outside [0, {self.parts})")
-            pq.write_table(
-                table.take(pa.array(order[s:e])),
-                self.out.path(f"to-{k:08d}.{self.chunk:05d}.parquet"),
-                row_group_size=ROW_GROUP_ROWS,
-                compression="zstd",
+            self.out.write(
+                to_stem(k), table.take(pa.array(order[s:e])), chunk=self.chunk, row_group_size=ROW_GROUP_ROWS
             )
         self.pending, self.rows, self.chunk = [], 0, self.chunk + 1
 
 
-def sent_to(step: Path, k: int) -> list[Path]:
-    """Every chunk the tasks of ``step`` sent to destination ``k``."""
-    return sorted(step.glob(f"t-*/to-{k:08d}.*.parquet"))
+def sent_to(step: str, k: int) -> list[str]:
+    """Every chunk the committed tasks of ``step`` sent to destination ``k`` (paths on the step's
+    filesystem), in task and chunk order."""
+    return [path for _, _, path in committed(step, to_stem(k))]
+
+
+def _open(path: str | Path, filesystem: Any = None) -> pq.ParquetFile:
+    """A Parquet file, read through ``filesystem`` (None: a local path)."""
+    return pq.ParquetFile(filesystem.open_input_file(str(path)) if filesystem is not None else path)
 
 
 class _Cursor:
     """One file sorted by cluster, read a row group at a time."""
 
-    def __init__(self, path: Path):
-        self.file = pq.ParquetFile(path)
+    def __init__(self, path: str | Path, filesystem: Any = None):
+        self.file = _open(path, filesystem)
         self.group = 0
         self.buffer: pa.Table | None = None
         self.clusters = np.zeros(0, np.int64)
@@ -293,9 +316,10 @@ class _Cursor:
         return out
 
 
-def clusters_of(files: Sequence[Path]) -> Iterator[tuple[int, pa.Table]]:
-    """Each cluster's rows from files sorted by cluster, one cluster at a time in ascending order."""
-    cursors = [_Cursor(f) for f in files]
+def clusters_of(files: Sequence[str | Path], filesystem: Any = None) -> Iterator[tuple[int, pa.Table]]:
+    """Each cluster's rows from files sorted by cluster (paths on ``filesystem``; None: local), one
+    cluster at a time in ascending order."""
+    cursors = [_Cursor(f, filesystem) for f in files]
     while True:
         heads = [h for h in (c.head() for c in cursors) if h is not None]
         if not heads:
@@ -306,10 +330,10 @@ def clusters_of(files: Sequence[Path]) -> Iterator[tuple[int, pa.Table]]:
 
 # -- 1. the alignment check and the sample -----------------------------------------------------
 def sample_task(step: str, p: int, job: SemanticJob, upstream_path: str, positions: np.ndarray) -> dict:
-    out, peak = TaskOutput(Path(step), p), PeakMemory(job.measure)
+    out, peak = TaskOutput(step, p), PeakMemory(job.measure)
     piece, start = job.pieces[p], int(job.starts[p])
     table = _read_piece(piece, ["id", "text_hash", "embedding"])
-    documents = read_range(Path(upstream_path), start, start + table.num_rows, ["id", "text"])
+    documents = read_range(upstream_path, start, start + table.num_rows, ["id", "text"])
     stale = None
     if table.column("id").to_pylist() != documents.column("id").to_pylist():
         stale = "the documents differ"
@@ -320,7 +344,7 @@ def sample_task(step: str, p: int, job: SemanticJob, upstream_path: str, positio
     local = np.asarray(positions, np.int64) - start
     vectors = _vectors(table.column("embedding"), job.dim)[local]
     out.write(
-        "sample.parquet",
+        "sample",
         pa.table({"position": pa.array(positions, pa.int64()), "vector": _vector_array(vectors, job.dim)}),
     )
     return out.commit({"rows": table.num_rows, "stale": stale, **peak.result()})
@@ -341,7 +365,7 @@ def _rows(clusters, kind: int, positions, keys, vectors, dim: int) -> pa.Table:
 
 def assign_task(step: str, i: int, job: SemanticJob, centroids: np.ndarray) -> dict:
     """Task ``i < P``: piece ``i``'s documents; ``i >= P``: claim source ``i - P``'s kept documents."""
-    out, peak = TaskOutput(Path(step), i), PeakMemory(job.measure)
+    out, peak = TaskOutput(step, i), PeakMemory(job.measure)
     spill = Spill(out, job.reducers, ["cluster", "kind", "position"])
     pieces = len(job.pieces)
     if i < pieces:
@@ -355,7 +379,8 @@ def assign_task(step: str, i: int, job: SemanticJob, centroids: np.ndarray) -> d
     else:
         rank = i - pieces
         other = job.claim_sources[rank]
-        claims = StoredClaims(Storage(job.root), job.source, job.model, job.dim, job.params.claims_block_rows)
+        storage = open_storage(job.root)
+        claims = StoredClaims(storage, job.source, job.model, job.dim, job.params.claims_block_rows)
         row = 0
         for keys, block in claims.partition_blocks(other):
             clusters = assign(np.asarray(block, np.float32), centroids)
@@ -388,12 +413,13 @@ def _decision_table(positions: np.ndarray, keys: list[str], decisions: list[Deci
 
 
 def decide_task(step: str, r: int, job: SemanticJob, centroids: np.ndarray) -> dict:
-    out, peak = TaskOutput(Path(step), r), PeakMemory(job.measure)
+    out, peak = TaskOutput(step, r), PeakMemory(job.measure)
     spill = Spill(out, len(job.pieces), ["position"])
     sizes: list[list[int]] = []
     largest_rows = 0
-    files = sent_to(job.step("assign"), r)
-    for cluster, rows in clusters_of(files):
+    assigned = job.step("assign")
+    files = sent_to(assigned, r)
+    for cluster, rows in clusters_of(files, RootFolder(assigned).fs):
         largest_rows = max(largest_rows, rows.num_rows)
         frame = rows.select(["kind", "position", "key"]).to_pandas()
         members = np.flatnonzero(frame["kind"].to_numpy() == 0)
@@ -425,14 +451,16 @@ def decide_task(step: str, r: int, job: SemanticJob, centroids: np.ndarray) -> d
 
 # -- 5. a piece's decisions in row order ---------------------------------------------------------
 def collect_task(step: str, p: int, job: SemanticJob) -> dict:
-    out, peak = TaskOutput(Path(step), p), PeakMemory(job.measure)
-    files = sent_to(job.step("decide"), p)
-    table = pa.concat_tables([pq.read_table(f) for f in files]) if files else DECISION_SCHEMA.empty_table()
+    out, peak = TaskOutput(step, p), PeakMemory(job.measure)
+    decided = job.step("decide")
+    files, filesystem = sent_to(decided, p), RootFolder(decided).fs
+    tables = [pq.read_table(f, filesystem=filesystem) for f in files]
+    table = pa.concat_tables(tables) if tables else DECISION_SCHEMA.empty_table()
     table = table.take(pa.array(np.argsort(table.column("position").to_numpy(), kind="stable")))
     start, rows = int(job.starts[p]), job.pieces[p].rows
     if not np.array_equal(table.column("position").to_numpy(), np.arange(start, start + rows)):
         raise RuntimeError(f"piece {p} of {job.source}: {table.num_rows} decisions for {rows} documents")
-    pq.write_table(table, out.path("decisions.parquet"), row_group_size=8192, compression="zstd")
+    out.write("decisions", table, row_group_size=8192)
     duplicate = table.column("duplicate").to_numpy(zero_copy_only=False)
     score = table.column("score").to_numpy()
     origins: dict[str, int] = {}
@@ -453,21 +481,32 @@ def collect_task(step: str, p: int, job: SemanticJob) -> dict:
 
 
 # -- the driver --------------------------------------------------------------------------------
-def embeddings_identity(storage: Storage, source: str) -> tuple[Path, str, int]:
-    """(the partition's document_embeddings, its model, its dimension), or the error ``plan``'s path gives."""
-    path = storage.path(DOCUMENT_EMBEDDINGS, source)
-    if not path.exists():
+def embeddings_identity(storage: Storage | ObjectStorage, source: str) -> tuple[Path | str, str, int]:
+    """(where the partition's document_embeddings are: a path, or its folder's URI on an object
+    store root; its model; its dimension), or the error ``plan``'s path gives."""
+    files = table_files(storage, DOCUMENT_EMBEDDINGS, source)
+    if not files:
         raise FileNotFoundError(
-            f"no document embeddings for partition '{source}' at {path}: materialize document_embeddings "
+            f"no document embeddings for partition '{source}' at "
+            f"{table_location(storage, DOCUMENT_EMBEDDINGS, source)}: materialize document_embeddings "
             "for it first"
         )
-    schema = pq.read_schema(parquet_files(path)[0])
+    schema = read_schema(storage, files)
     meta = json.loads((schema.metadata or {}).get(PROVENANCE_KEY, b"{}"))
-    return path, meta.get("model", "unknown"), schema.field("embedding").type.list_size
+    location = slice_location(storage, DOCUMENT_EMBEDDINGS, source)
+    return location, meta.get("model", "unknown"), schema.field("embedding").type.list_size
+
+
+def _version(storage: Storage | ObjectStorage, asset: str, partition: str) -> str | None:
+    """What changes when a partition's rows change (its manifest's hash, or its files' names, sizes
+    and times), None when it has none: a changed input gives the shuffle another folder."""
+    if not table_files(storage, asset, partition):
+        return None
+    return data_version(slice_location(storage, asset, partition))
 
 
 def make_job(
-    storage: Storage,
+    storage: Storage | ObjectStorage,
     upstream: str,
     source: str,
     params: SemanticDedupParams,
@@ -484,36 +523,30 @@ def make_job(
     claim_rows = sum(storage.row_count(SEMANTIC_DEDUPLICATED, p) for p in claim_sources)
     reducers = max(1, workers, -(-(int(rows.sum()) + claim_rows) // ROWS_PER_REDUCER))
     identity = [[p.file, list(p.row_groups), p.rows] for p in pieces]
-    files = [path, *(storage.require(SEMANTIC_DEDUPLICATED, p) for p in claim_sources)]
-    files += [storage.path(DOCUMENT_EMBEDDINGS, p) for p in claim_sources]
-    stats = [[str(f), *_stat(f)] for f in files]
-    upstream_path = storage.require(upstream, source)
+    versions = [[DOCUMENT_EMBEDDINGS, source, _version(storage, DOCUMENT_EMBEDDINGS, source)]]
+    for other in claim_sources:
+        for asset in (SEMANTIC_DEDUPLICATED, DOCUMENT_EMBEDDINGS):
+            versions.append([asset, other, _version(storage, asset, other)])
+    upstream_at = slice_location(storage, upstream, source)
     fingerprint = hashlib.sha256(
         json.dumps(
             {
                 "params": params.model_dump(),
                 "pieces": identity,
                 "claims": claim_sources,
-                "files": stats,
-                "upstream": [str(upstream_path), *_stat(upstream_path)],
+                "files": versions,
+                "upstream": [str(upstream_at), data_version(upstream_at)],
                 "reducers": reducers,
             },
             sort_keys=True,
             default=str,
         ).encode()
     ).hexdigest()[:16]
-    work = storage.root / SHUFFLE_DIR / SEMANTIC_DEDUPLICATED / source / fingerprint
+    stamp = f"{SHUFFLE_DIR}/{SEMANTIC_DEDUPLICATED}/{source}/{fingerprint}"
     return SemanticJob(
         source, upstream, str(storage.root), pieces, starts, claim_sources, model, dim, params, reducers,
-        str(work), measure,
+        str(under_root(storage, stamp)), measure, str(upstream_at), stamp,
     )  # fmt: skip
-
-
-def _stat(path: Path) -> list[int]:
-    if not path.exists():
-        return [0, 0]
-    stat = path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
 
 
 @dataclass
@@ -541,7 +574,7 @@ class ShuffleFigures:
 def run_shuffle(job: SemanticJob, upstream_rows: int, runner: TaskRunner) -> ShuffleFigures:
     """Every step of ``job`` with ``runner``; the decisions stay in the ``collect`` folders."""
     figures = ShuffleFigures()
-    work = WorkDir(Path(job.work))
+    work = WorkDir(job.work)
     clock = time.perf_counter
 
     def timed(name: str, fn, args) -> list[dict]:
@@ -565,19 +598,21 @@ def run_shuffle(job: SemanticJob, upstream_rows: int, runner: TaskRunner) -> Shu
         return figures
     positions = sample_positions(n, params.kmeans_sample_rows)
     owner = job.piece_of(positions)
-    upstream_path = str(Storage(job.root).require(job.upstream, job.source))
     sampled = timed(
         "sample",
         sample_task,
-        [(job, upstream_path, positions[owner == p]) for p in range(len(job.pieces))],
+        [(job, job.upstream_at, positions[owner == p]) for p in range(len(job.pieces))],
     )
     for result in sampled:
         if result["stale"]:
             raise stale_error(job.source, job.upstream, result["stale"])
     t0 = clock()
-    tables = [
-        pq.read_table(task_dir(job.step("sample"), p) / "sample.parquet") for p in range(len(job.pieces))
-    ]
+    samples = RootFolder(job.step("sample"))
+    files = committed(samples, "sample")
+    if [task for task, _, _ in files] != list(range(len(job.pieces))):
+        where = samples.name.partition("?")[0]
+        raise RuntimeError(f"semantic dedup of '{job.source}': a sample task's file is missing under {where}")
+    tables = [pq.read_table(path, filesystem=samples.fs) for _, _, path in files]
     sample = _vectors(pa.concat_tables(tables).column("vector"), job.dim)
     k = params.clusters or math.ceil(n / params.docs_per_cluster)
     centroids = spherical_kmeans(sample, k, params.kmeans_iterations, params.seed)[0].cpu().numpy()
@@ -610,11 +645,24 @@ def run_shuffle(job: SemanticJob, upstream_rows: int, runner: TaskRunner) -> Shu
     return figures
 
 
-def decision_files(job: SemanticJob) -> list[Path]:
-    """The ``collect`` step's files, in row order (none for an empty partition)."""
+def decision_files(job: SemanticJob) -> list[str]:
+    """The ``collect`` step's files, in row order (none for an empty partition): paths on the
+    filesystem of ``job.step("collect")`` (local paths on a local root)."""
     if not job.rows:
         return []
-    return [task_dir(job.step("collect"), p) / "decisions.parquet" for p in range(len(job.pieces))]
+    return _collected(job.step("collect"), len(job.pieces))
+
+
+def _collected(step: str, pieces: int | None = None) -> list[str]:
+    """The committed ``decisions`` files of the ``collect`` step, one per piece in row order."""
+    files = committed(step, "decisions")
+    tasks = [task for task, _, _ in files]
+    if tasks != list(range(pieces if pieces is not None else len(files))):
+        raise RuntimeError(
+            f"semantic dedup: the collect step under {step.partition('?')[0]} is incomplete (tasks {tasks}): "
+            "materialize the partition again"
+        )
+    return [path for _, _, path in files]
 
 
 def decisions_of(batch: pa.RecordBatch | pa.Table) -> Iterator[tuple[str, Decision]]:
@@ -665,8 +713,9 @@ class ShuffledSemanticDeduper(SemanticDeduper):
         self._stream = self._decisions()
 
     def _decisions(self) -> Iterator[tuple[str, Decision]]:
+        filesystem = RootFolder(self.job.step("collect")).fs
         for file in decision_files(self.job):
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=8192):
+            for batch in _open(file, filesystem).iter_batches(batch_size=8192):
                 yield from decisions_of(batch)
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
@@ -717,28 +766,42 @@ class SliceDecisions(SemanticDeduper):
     position, the partition's row order). The step ran the shuffle and never reads the rows; each
     worker holds one slice's decisions."""
 
-    def __init__(self, work: Path, upstream: Path, params: SemanticDedupParams, source: str, model: str = ""):
+    def __init__(
+        self,
+        work: Path | str,
+        upstream: Path | str,
+        params: SemanticDedupParams,
+        source: str,
+        model: str = "",
+    ):
         super().__init__(SemanticPlan({}, 0, None, rule=params.rule), params, source, "cpu", model)
-        self.work, self.upstream = Path(work), Path(upstream)
+        # Local paths, or URIs with the root's query (an object store root): opened per process.
+        self.work, self.upstream = str(work), upstream
         self._slice: int | None = None
         self._stream: Iterator[tuple[str, Decision]] = iter(())
+        self._index: list[tuple[int, str]] | None = None
 
-    def _files(self) -> list[tuple[int, Path]]:
-        """(first position, file) of each collect file, in row order."""
-        out, start = [], 0
-        for file in sorted(self.work.joinpath("collect").glob("t-*/decisions.parquet")):
-            out.append((start, file))
-            start += pq.ParquetFile(file).metadata.num_rows
-        return out
+    def _files(self) -> list[tuple[int, str]]:
+        """(first position, file) of each collect file, in row order: listed and their footers read
+        once per worker (the step committed them before any worker started)."""
+        if self._index is None:
+            step = RootFolder(self.work).sub("collect")
+            out, start = [], 0
+            for file in _collected(step.name):
+                out.append((start, file))
+                start += _open(file, step.fs).metadata.num_rows
+            self._index = out
+        return self._index
 
     def _slice_decisions(self, start: int, rows: int) -> Iterator[tuple[str, Decision]]:
         stop = start + rows
         files = self._files()
+        filesystem = RootFolder(self.work).fs
         for i, (first, file) in enumerate(files):
             end = files[i + 1][0] if i + 1 < len(files) else math.inf
             if end <= start or first >= stop:
                 continue
-            table = pq.read_table(file)
+            table = pq.read_table(file, filesystem=filesystem)
             yield from decisions_of(table.slice(max(0, start - first), min(stop, end) - max(start, first)))
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
@@ -751,26 +814,33 @@ class SliceDecisions(SemanticDeduper):
         return self.apply(frame, take_decisions(self._stream, self.source, frame))
 
 
-def plan_stamp(storage: Storage, job: SemanticJob) -> str:
+def plan_stamp(storage: Storage | ObjectStorage, job: SemanticJob) -> str:
     """What the step puts in the provenance for the workers: the shuffle's folder, relative to the
     storage root (named by the inputs' fingerprint, so a repeated run stamps the same)."""
-    return str(Path(job.work).relative_to(storage.root))
+    return job.stamp
 
 
 def slice_deduper(
-    storage: Storage, upstream: str, source: str, params: SemanticDedupParams, stamp: str, model: str = ""
+    storage: Storage | ObjectStorage,
+    upstream: str,
+    source: str,
+    params: SemanticDedupParams,
+    stamp: str,
+    model: str = "",
 ) -> SliceDecisions:
-    """The processor a worker builds from the step's :func:`plan_stamp`."""
-    return SliceDecisions(storage.root / stamp, storage.require(upstream, source), params, source, model)
+    """The processor a worker builds from the step's :func:`plan_stamp` (on any root: the folders
+    travel as paths or URIs)."""
+    work = under_root(storage, stamp)
+    return SliceDecisions(work, slice_location(storage, upstream, source), params, source, model)
 
 
-def remove_work(storage: Storage, source: str) -> None:
+def remove_work(storage: Storage | ObjectStorage, source: str) -> None:
     """The partition's shuffle files (this run's, and those of runs over inputs since changed)."""
-    shutil.rmtree(storage.root / SHUFFLE_DIR / SEMANTIC_DEDUPLICATED / source, ignore_errors=True)
+    RootFolder(str(under_root(storage, f"{SHUFFLE_DIR}/{SEMANTIC_DEDUPLICATED}/{source}"))).remove()
 
 
 def distributed_deduper(
-    storage: Storage,
+    storage: Storage | ObjectStorage,
     upstream: str,
     source: str,
     params: SemanticDedupParams,
@@ -783,16 +853,9 @@ def distributed_deduper(
     """Run the steps for ``source`` on ``runner`` and return the processor that applies their
     decisions. Call :func:`remove_work` once the stage's files are written.
 
-    The shuffle's task folders are local folders under the root (committed by renaming): an
-    object store root is refused here, before anything is written."""
-    if not isinstance(storage.root, Path):
-        raise NotImplementedError(
-            f"{SEMANTIC_DEDUPLICATED}[{source}] on the {engine or runner.name} engine runs its shuffle in "
-            f"task folders committed by renaming local folders: it needs a local storage root, not the "
-            f"object store root {storage.uri(storage.base)}. Run it on the local engine there (it reads "
-            "and writes the object store), or use a local root or the bucket mounted as a folder "
-            "(docs/running.md lists what works on an object store)"
-        )
+    The shuffle's files go under ``<root>/_shuffle/semantic_deduplicated/<source>/<fingerprint>/``
+    on a local root or an object store root alike (committed by done markers, not renames); a
+    rerun over the same inputs skips the tasks already committed."""
     measure = runner.name != "local" if measure is None else measure
     job = make_job(storage, upstream, source, params, workers, slice_rows, measure)
     upstream_rows = storage.row_count(upstream, source)

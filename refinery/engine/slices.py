@@ -83,6 +83,12 @@ def _partition_files(location: Path | str) -> tuple[list[str], str]:
     return [str(f) for f in parquet_files(Path(location))], ""
 
 
+def partition_files(location: Path | str) -> tuple[list[str], str]:
+    """(the partition's files in row order, the URI a worker opens them through: "" when local) of
+    a local file or folder, or a partition's URI on an object store root (its manifest's parts)."""
+    return _partition_files(location)
+
+
 def plan_slices(location: Path | str, slice_rows: int) -> list[Slice]:
     """Consecutive row groups of each upstream file, about ``slice_rows`` rows per slice (a row
     group is never split, so a slice may be larger); at least one slice, even when empty.
@@ -107,12 +113,14 @@ def plan_slices(location: Path | str, slice_rows: int) -> list[Slice]:
     return slices
 
 
-def slice_start(location: Path, piece: Slice) -> int:
+def slice_start(location: Path | str, piece: Slice) -> int:
     """The partition row at which ``piece`` starts, from the files' metadata alone: a worker that
-    holds only its slice finds its rows in a file written in partition order (a plan's decisions)."""
+    holds only its slice finds its rows in a file written in partition order (a plan's decisions).
+    ``location`` as :func:`plan_slices`'s (a local path, or a partition's URI)."""
     start = 0
-    for file in parquet_files(location):
-        metadata = pq.ParquetFile(file).metadata
+    files, fs_uri = _partition_files(location)
+    for file in files:
+        metadata = Slice(0, file, (), 0, fs_uri).parquet().metadata
         if str(file) == piece.file:
             first = piece.row_groups[0] if piece.row_groups else metadata.num_row_groups
             return start + sum(metadata.row_group(g).num_rows for g in range(first))

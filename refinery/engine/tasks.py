@@ -1,6 +1,6 @@
 """Independent tasks, run in this process or as Ray tasks on the cluster's workers.
 
-A step of a shuffle (:mod:`refinery.dedup.shuffle`) is a list of tasks that each read files,
+A step of a shuffle (:mod:`refinery.dedup.marked_shuffle`) is a list of tasks that each read files,
 write files and return a small dict of counts. :class:`InProcessTasks` runs them one after the
 other here (the local engine); :class:`RayTasks` submits them as Ray tasks, one CPU each, which
 Ray retries on another worker when the process running one dies (a task's outputs are committed

@@ -10,7 +10,8 @@ the per-row work on an engine's workers:
 2. **fit**: the step reads only the sample positions (:func:`~refinery.sft.select.sample_positions`)
    and fits k-means on them: memory is ``kmeans_sample_rows`` vectors;
 3. **assign** (a task per embeddings file): each row to its nearest centroid, then a shuffle by
-   cluster (:mod:`refinery.dedup.shuffle`: every cluster goes to one reducer); each task returns
+   cluster (:mod:`refinery.dedup.marked_shuffle`: every cluster goes to one reducer; each task's
+   files committed by its done marker, so a rerun skips the tasks already done); each task returns
    only its cluster sizes and kind counts, from which the step allocates the quotas;
 4. **choose** (a task per reducer): each cluster decided alone (:func:`~refinery.sft.select.choose`)
    and the decisions written as Parquet (id, cluster, distance, keep).
@@ -37,7 +38,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from refinery.dedup.shuffle import TaskOutput, WorkDir, gather
+from refinery.dedup.marked_shuffle import TaskOutput, WorkDir, committed, gather
+from refinery.engine.root_folder import RootFolder
 from refinery.sft.schema import KEY_COLUMN
 from refinery.sft.select import (
     KMeansResult,
@@ -53,7 +55,7 @@ from refinery.sft.select import (
 READ_COLUMNS = ["id", "kind", KEY_COLUMN, "quality"]
 PREVIEW_CHARS = 200  # of each embedded key, kept for the per-cluster table
 PLAN_DIR = ("_shuffle", "sft_selected")
-DECISIONS = "decisions.parquet"
+DECISIONS = "decisions"  # the choose step's files: choose/decisions/t-<reducer>.<attempt>.parquet
 PLOT_POINTS = 4000
 
 
@@ -172,7 +174,7 @@ def reducer_of(labels: np.ndarray, reducers: int) -> np.ndarray:
 def assign_task(step: str, index: int, file: str, centroids: np.ndarray, reducers: int) -> dict:
     """Assign one embeddings file's rows and send each to its cluster's reducer; returns the
     file's cluster sizes and kinds."""
-    out = TaskOutput(Path(step), index)
+    out = TaskOutput(step, index)
     table = pq.read_table(file)
     labels, distances = assign(vectors_of(table), centroids)
     rows = table.drop(["vector"]).append_column("cluster", pa.array(labels, pa.int32()))
@@ -190,8 +192,8 @@ def choose_task(step: str, index: int, assigned: str, taken: list[int], params: 
     """Decide every cluster of reducer ``index``; write its decisions and return, per cluster, the
     key preview of the record nearest the centroid, and the kinds kept."""
     p = SelectionParams.model_validate(params)
-    out = TaskOutput(Path(step), index)
-    table = gather(Path(assigned), index)
+    out = TaskOutput(step, index)
+    table = gather(assigned, index)
     if table is None:
         return out.commit({"examples": {}, "kept_kinds": {}})
     frame = table.to_pandas()
@@ -258,7 +260,7 @@ def plan_selection(folder: Path, params: SelectionParams, runner: Any, workers: 
     if len(sample) > PLOT_POINTS:  # the step keeps only what the plot shows
         shown = np.sort(np.random.default_rng(params.seed).choice(len(sample), PLOT_POINTS, replace=False))
     sample, sample_ids = sample[shown], [sample_frame["id"].iloc[i] for i in shown]
-    work = WorkDir(folder / "shuffle")
+    work = WorkDir(str(folder / "shuffle"))
     reducers = max(1, min(workers, k))
     assigned = work.run(
         runner, "assign", assign_task, [(str(f), km.centroids, reducers) for f in files] if k else []
@@ -276,7 +278,7 @@ def plan_selection(folder: Path, params: SelectionParams, runner: Any, workers: 
     taken = allocate(sizes, budget, params.allocation, params.seed)
     shared = (str(work.step("assign")), taken.tolist(), params.model_dump())  # one object for every task
     chosen = work.run(runner, "choose", choose_task, [shared] * reducers if k else [])
-    work.clear_from("assign")  # the rows' copies; the decisions stay until the stage is written
+    RootFolder(work.step("assign")).remove()  # the rows' copies; the decisions stay until written
     shutil.rmtree(folder / "embed", ignore_errors=True)
     kept_kinds: dict[str, int] = {}
     examples: dict[int, str] = {}
@@ -311,7 +313,8 @@ def load_counts(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decision_files(folder: Path) -> list[Path]:
-    return sorted((Path(folder) / "shuffle" / "choose").glob(f"t-*/{DECISIONS}"))
+    """The committed decision files of the choose step, in reducer order."""
+    return [Path(path) for _, _, path in committed(str(Path(folder) / "shuffle" / "choose"), DECISIONS)]
 
 
 def load_decisions(folder: Path) -> dict[str, tuple[int, float, bool]]:

@@ -96,4 +96,4 @@ def test_sft_chain_on_two_nodes_equals_the_local_engine(ray_cluster, tmp_path, m
         assert picked["kmeans_fitted_on"] == 12 < got.row_count("sft_checked", source)
     # the plans' row copies are gone; only the decisions of the last run stay
     plans = on_ray.storage / "_shuffle"
-    assert not list(plans.rglob("e-*.parquet")) and not list(plans.rglob("to-*.parquet"))
+    assert not list(plans.rglob("e-*.parquet")) and not list(plans.rglob("to-*"))

@@ -11,6 +11,7 @@ import pytest
 
 from refinery.dedup import semantic_tasks
 from refinery.dedup.semantic import SemanticDeduper, SemanticDedupParams
+from refinery.engine.root_folder import RootFolder
 from refinery.engine.tasks import InProcessTasks
 from refinery.names import SEMANTIC_DEDUPLICATED
 from refinery.storage import Storage
@@ -119,3 +120,35 @@ def test_an_empty_partition_runs_no_task_and_reports_as_the_plan(tmp_path):
         k: v for k, v in want_report.items() if not k.endswith("seconds")
     }
     assert got.figures.tasks == {} and semantic_tasks.decision_files(got.job) == []
+
+
+class _Counting(InProcessTasks):
+    """Runs tasks here and counts them per step."""
+
+    def __init__(self):
+        self.ran: dict[str, int] = {}
+
+    def map(self, fn, args):
+        self.ran[fn.__name__] = self.ran.get(fn.__name__, 0) + len(args)
+        return super().map(fn, args)
+
+
+def test_a_rerun_resumes_from_the_committed_tasks(tmp_path):
+    storage = _storage(tmp_path)
+    params = SemanticDedupParams(docs_per_cluster=15, kmeans_sample_rows=60)
+    first = semantic_tasks.distributed_deduper(
+        storage, UPSTREAM, "target", params, _Counting(), 2, slice_rows=32
+    )
+    want = [pq.read_table(f).to_pylist() for f in semantic_tasks.decision_files(first.job)]
+    # A decide task's attempt that died before its marker (its file written, no marker), and the
+    # collect step lost: the rerun runs only collect again, and never reads the dead attempt's file.
+    decide = RootFolder(first.job.step("decide"))
+    dead = decide.file("to-00000000/t-00000000.deadbeefdeadbeef.00000.parquet")
+    pq.write_table(pq.read_table(semantic_tasks.sent_to(decide.name, 0)[0]).slice(0, 1), dead)
+    RootFolder(first.job.step("collect")).remove()
+    counting = _Counting()
+    again = semantic_tasks.distributed_deduper(
+        storage, UPSTREAM, "target", params, counting, 2, slice_rows=32
+    )
+    assert again.job.work == first.job.work and counting.ran == {"collect_task": 4}
+    assert [pq.read_table(f).to_pylist() for f in semantic_tasks.decision_files(again.job)] == want
