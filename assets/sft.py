@@ -5,31 +5,37 @@ from contextlib import contextmanager
 
 from assets.factory import ingest_asset, stage_asset
 from refinery.batch import BatchProcessor
-from refinery.engine.resume import data_version, fingerprint, remove_scratch, scratch_folder
+from refinery.engine.resume import data_version, fingerprint, remove_scratch, scratch_folder, under_root
+from refinery.engine.root_folder import RootFolder
+from refinery.engine.slices import slice_location
 from refinery.kernel.report import withdrawn_claims
 from refinery.kernel.spec import StageContext
 from refinery.metadata import Json
 from refinery.names import DEDUP_POOL
 from refinery.sft.check import SftChecker
+from refinery.sft.check_plan import PLAN_DIR as CHECK_DIR
 from refinery.sft.check_plan import DecidedDedup, claim_in_order, rule_parts
 from refinery.sft.check_plan import new_plan_folder as new_check_folder
 from refinery.sft.dedup import SftPromptDeduper, open_group_indexes
+from refinery.sft.plan_folder import plan_relative
 from refinery.sft.reader import SftReader
 from refinery.sft.rules import SftRules
-from refinery.sft.selection_plan import upstream_fingerprint
+from refinery.sft.selection_plan import run_name, upstream_fingerprint
 from refinery.sft.selector import PLAN_STAMP, SftSelector, selection_pool
 from refinery.stages import sft
-from refinery.table_store import refuse_object_root
+from refinery.table_store import partition_identity
 
 CHECK_STAMP = "check_plan"  # provenance key: the dedup outcomes' folder, relative to the storage root
 
 
 def make_checks(run: StageContext):
     """In this process: rules and claims batch by batch. On a distributed engine: the plan
-    (rules on the workers, claims here), then each worker's copy checks its slices against it."""
+    (rules on the workers, claims here), then each worker's copy checks its slices against it. The
+    plan's folders are under the storage root (a local folder or an object store's URI), which the
+    workers open from its name."""
     stamp = run.provenance.get(CHECK_STAMP)
     if stamp:  # a worker writing its slices
-        return SftChecker(SftRules(run.params), DecidedDedup(run.storage.root / stamp))
+        return SftChecker(SftRules(run.params), DecidedDedup(under_root(run.storage, stamp)))
     if run.engine.distributed:
         return _checks_planned(run)
     return _checks_here(run)
@@ -59,18 +65,17 @@ def _checks_here(run: StageContext) -> Iterator[BatchProcessor]:
     _report_claims(run, deduper)
 
 
-def _checks_planned(run: StageContext) -> BatchProcessor:
+@contextmanager
+def _checks_planned(run: StageContext) -> Iterator[BatchProcessor]:
     upstream, storage = run.spec.upstream, run.storage
-    why = "its rule parts and claim outcomes are folders under the root that the workers share"
-    refuse_object_root(storage, "sft_checked on a distributed engine", why)
     columns = storage.schema(upstream, run.source).names
-    location = storage.require(upstream, run.source)
+    location = slice_location(storage, upstream, run.source)  # a URI on an object store
     key = fingerprint(data_version(location), run.params.model_dump_json(), run.engine.describe())
     scratch = scratch_folder(storage, run.spec.name, run.source, "rules", key)
     rules = rule_parts(run.engine, location, columns, run.params, scratch)
-    folder = new_check_folder(
-        storage.root, run.source, upstream_fingerprint(location, run.params.model_dump_json())
-    )
+    identity = partition_identity(storage, upstream, run.source)
+    plan_key = upstream_fingerprint(identity, run.params.model_dump_json())
+    folder = new_check_folder(storage.root, run.source, plan_key)
     with SftPromptDeduper.claiming(_indexes(run), run.source, run.params) as deduper:
         claimed = claim_in_order(storage, upstream, run.source, rules, deduper, folder)
     remove_scratch(scratch)  # claimed and committed: the flags and signatures are spent
@@ -81,19 +86,26 @@ def _checks_planned(run: StageContext) -> BatchProcessor:
         records_claimed_in_step=claimed,
         rule_rows_held_at_once=rules.reader.peak_rows_held,
     )
-    run.provenance[CHECK_STAMP] = str(folder.relative_to(storage.root))
-    return SftChecker(SftRules(run.params), DecidedDedup(folder))
+    run.provenance[CHECK_STAMP] = plan_relative(CHECK_DIR, run.source, run_name(run.source, plan_key))
+    yield SftChecker(SftRules(run.params), DecidedDedup(folder))
+    RootFolder.of(folder).remove()  # written and committed: the outcomes are spent (a failure keeps them)
 
 
-def make_selection(run: StageContext) -> BatchProcessor:
+def make_selection(run: StageContext):
+    """In this process: the plan, then the rows. On a distributed engine the plan's folder is under
+    the storage root (a local folder, or a URI on an object store) and named in the provenance for
+    the workers that write the rows; it goes once they are committed."""
     stamp = run.provenance.get(PLAN_STAMP)
     if stamp:  # a worker writing its slices: the step has made the plan
-        return SftSelector.decided(run.storage.root / stamp, run.params)
-    loader = run.resources.embedder
+        return SftSelector.decided(under_root(run.storage, stamp), run.params)
     if run.engine.distributed:
-        why = "the workers that write the rows read its plan from a folder under the root"
-        refuse_object_root(run.storage, "sft_selected on a distributed engine", why)
-    selector = SftSelector.planned(
+        return _selection_planned(run)
+    return _selector(run)
+
+
+def _selector(run: StageContext) -> SftSelector:
+    loader = run.resources.embedder
+    return SftSelector.planned(
         run.storage,
         run.spec.upstream,
         run.source,
@@ -103,9 +115,14 @@ def make_selection(run: StageContext) -> BatchProcessor:
         engine=run.engine,
         pool=selection_pool(run.engine, loader.compute) if run.engine.distributed else None,
     )
-    if run.engine.distributed:  # the workers that write the rows find the plan through it
-        run.provenance[PLAN_STAMP] = str(selector.folder.relative_to(run.storage.root))
-    return selector
+
+
+@contextmanager
+def _selection_planned(run: StageContext) -> Iterator[BatchProcessor]:
+    selector = _selector(run)
+    run.provenance[PLAN_STAMP] = selector.stamp  # the workers that write the rows find the plan through it
+    yield selector
+    RootFolder.of(selector.folder).remove()  # written and committed: the decisions are spent
 
 
 raw_sft = ingest_asset(sft.RAW_SFT, SftReader)

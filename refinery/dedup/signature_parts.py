@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from refinery.dedup.fuzzy import signature_function
+from refinery.engine.root_folder import RootFolder
 from refinery.storage import PartsWriter
 
 SIGNATURE_COLUMN = "signature"
@@ -38,11 +38,6 @@ def signature_table_function(index_params: dict) -> Callable[[pd.DataFrame], pa.
     return table
 
 
-def read_signatures(path: Path, num_perm: int) -> np.ndarray:
-    """One part's signatures, ``(rows, num_perm)`` uint32."""
-    return signatures_of(pq.read_table(path, columns=[SIGNATURE_COLUMN]), num_perm)
-
-
 def signatures_of(table: pa.Table, num_perm: int) -> np.ndarray:
     """A part's signature column (read from any filesystem) as ``(rows, num_perm)`` uint32."""
     column = table.column(SIGNATURE_COLUMN).combine_chunks()
@@ -53,13 +48,19 @@ class SignatureParts:
     """The partition's signatures in row order, read a part at a time as the claimer takes them.
 
     ``flags``, when given, names a boolean column written beside the signatures (e.g. which rows
-    passed the rules ahead of the claims): :meth:`take_flagged` hands it out with them.
+    passed the rules ahead of the claims): :meth:`take_flagged` hands it out with them. ``folder``
+    is a local path or a URI on the storage root's object store (the workers wrote the parts there).
     """
 
     def __init__(
-        self, folder: Path, parts: Sequence[int], num_perm: int, rows: int, flags: str | None = None
+        self,
+        folder: Path | str | RootFolder,
+        parts: Sequence[int],
+        num_perm: int,
+        rows: int,
+        flags: str | None = None,
     ):
-        self.folder, self.num_perm, self.rows, self.flags = Path(folder), num_perm, rows, flags
+        self.folder, self.num_perm, self.rows, self.flags = RootFolder.of(folder), num_perm, rows, flags
         self._queue = list(parts)
         self._buffer = np.zeros((0, num_perm), dtype=np.uint32)
         self._flag_buffer = np.zeros(0, dtype=bool)
@@ -72,11 +73,11 @@ class SignatureParts:
                 f"{n} more signatures asked for after all {self.taken} of the parts: the "
                 "partition changed after it was signed"
             )
-        path = self.folder / PartsWriter.part_name(self._queue.pop(0))
-        self._buffer = read_signatures(path, self.num_perm)
+        columns = [SIGNATURE_COLUMN] if self.flags is None else [SIGNATURE_COLUMN, self.flags]
+        table = self.folder.read_table(PartsWriter.part_name(self._queue.pop(0)), columns)
+        self._buffer = signatures_of(table, self.num_perm)
         if self.flags is not None:
-            column = pq.read_table(path, columns=[self.flags]).column(self.flags)
-            self._flag_buffer = column.to_numpy().astype(bool)
+            self._flag_buffer = table.column(self.flags).to_numpy().astype(bool)
         self.peak_rows_held = max(self.peak_rows_held, len(self._buffer))
 
     def take_flagged(self, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,11 +17,13 @@ steps, and writes what the in-process stage writes, row for row and reason for r
    outcome up in the plan (:class:`DecidedDedup`), through the same :func:`~refinery.sft.check.check_batch`.
 
 The step's memory is one batch of keys; every row's text and responses are read by workers only.
+Every folder here is a local path or a URI on the storage root's object store (the workers open
+it from its name: :class:`~refinery.engine.root_folder.RootFolder`); an outcome part appears whole
+(renamed into place, or one upload), and the workers read only those.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -35,13 +37,16 @@ import pyarrow.parquet as pq
 
 from refinery.dedup.fuzzy import signature_function
 from refinery.dedup.signature_parts import SIGNATURE_COLUMN, SignatureParts
+from refinery.engine.root_folder import RootFolder
 from refinery.engine.slices import current_slice
+from refinery.fs import child
 from refinery.sft.check import SftCheckParams
 from refinery.sft.dedup import SftPromptDeduper
+from refinery.sft.plan_folder import fresh_run_folder
 from refinery.sft.rules import SftRules
 from refinery.sft.schema import KEY_COLUMN, KIND_GROUPS
 from refinery.sft.selection_plan import run_name
-from refinery.storage import DEFAULT_BATCH_ROWS, PartsWriter, Storage, parquet_files
+from refinery.storage import DEFAULT_BATCH_ROWS, PART_NAME, PartsWriter, Storage
 
 PLAN_DIR = ("_shuffle", "sft_checked")
 DEDUP_DIR = "dedup"  # the claims' outcomes, one part per slice
@@ -66,17 +71,11 @@ DEDUP_SCHEMA = pa.schema(
 )
 
 
-def new_plan_folder(storage_root: Path, source: str, fingerprint: str = "") -> Path:
-    """A fresh folder for this run, named by ``fingerprint`` (what fixes the run's results, so the
-    provenance that names it is the same when a run is repeated); earlier runs' folders of the
-    source are removed."""
-    root = Path(storage_root).joinpath(*PLAN_DIR, source)
-    if root.is_dir():
-        for old in root.iterdir():
-            shutil.rmtree(old, ignore_errors=True)
-    folder = root / run_name(source, fingerprint)
-    folder.mkdir(parents=True)
-    return folder
+def new_plan_folder(storage_root: Path | str, source: str, fingerprint: str = "") -> Path | str:
+    """A fresh folder for this run (a local path, or a URI under an object store root), named by
+    ``fingerprint`` (what fixes the run's results, so the provenance that names it is the same when
+    a run is repeated); earlier runs' folders of the source are removed."""
+    return fresh_run_folder(child(storage_root, *PLAN_DIR, source), run_name(source, fingerprint))
 
 
 PASSED_COLUMN = "passed"
@@ -123,12 +122,13 @@ class RuleParts:
 
 
 def rule_parts(
-    engine: Any, location: Path, columns: list[str], params: SftCheckParams, folder: Path
+    engine: Any, location: Path | str, columns: list[str], params: SftCheckParams, folder: Path | str
 ) -> RuleParts:
-    """Step 1 on the engine's workers, written as parts in ``folder`` (a retried run reuses the
-    parts already written): each row's flag and signature, streamed back in row order by the
-    claims, a part at a time; the step never holds the partition's flags or signatures."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
+    """Step 1 on the engine's workers, written as parts in ``folder`` (a local path or a URI; a
+    retried run reuses the parts already written): each row's flag and signature, streamed back in
+    row order by the claims, a part at a time; the step never holds the partition's flags or
+    signatures."""
+    RootFolder.of(folder).make()
     parts = engine.map_to_parts(location, partial(rule_table_function, params), columns, folder)
     parts = sorted(parts, key=lambda p: p["index"])
     sizes = [int(p["rows"]) for p in parts]
@@ -140,13 +140,15 @@ def rule_parts(
 
 class SliceOutcomes:
     """The claims' outcomes written per slice (``dedup/part-<slice>.parquet``, every slice a file,
-    empty where no record of it passed the rules), so a worker reads only its slice's."""
+    empty where no record of it passed the rules), so a worker reads only its slice's. A part is
+    written under a temporary name and renamed into place on a local root; on an object store it
+    is one upload, which appears when its writer closes."""
 
-    def __init__(self, folder: Path, sizes: list[int]):
-        self.folder = Path(folder) / DEDUP_DIR
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def __init__(self, folder: Path | str, sizes: list[int]):
+        self.folder = RootFolder.of(folder).sub(DEDUP_DIR).make()
         self.bounds = np.cumsum(sizes, dtype=np.int64)
         self._writers: dict[int, pq.ParquetWriter] = {}
+        self._opened: set[int] = set()
 
     def write(self, positions: np.ndarray, table: pa.Table) -> None:
         slices = np.searchsorted(self.bounds, positions, side="right")
@@ -158,19 +160,27 @@ class SliceOutcomes:
         for earlier in [i for i in self._writers if i < index]:  # positions only grow
             self._writers.pop(earlier).close()
         if index not in self._writers:
-            self._writers[index] = pq.ParquetWriter(self._temp(index), DEDUP_SCHEMA)
+            self._opened.add(index)
+            self._writers[index] = pq.ParquetWriter(
+                self._temp(index), DEDUP_SCHEMA, filesystem=self.folder.fs
+            )
         return self._writers[index]
 
-    def _temp(self, index: int) -> Path:
-        return self.folder / f".{PartsWriter.part_name(index)}.tmp"
+    def _final(self, index: int) -> str:
+        return self.folder.file(PartsWriter.part_name(index))
+
+    def _temp(self, index: int) -> str:
+        name = PartsWriter.part_name(index)
+        return self.folder.file(f".{name}.tmp") if self.folder.local else self._final(index)
 
     def close(self) -> None:
         for index in range(len(self.bounds)):
             if index in self._writers:
                 self._writers.pop(index).close()
-            elif not self._temp(index).exists():
-                pq.write_table(DEDUP_SCHEMA.empty_table(), self._temp(index))
-            self._temp(index).replace(self.folder / PartsWriter.part_name(index))
+            elif index not in self._opened:  # no record of the slice passed the rules
+                pq.write_table(DEDUP_SCHEMA.empty_table(), self._temp(index), filesystem=self.folder.fs)
+            if self.folder.local:
+                Path(self._temp(index)).replace(self._final(index))
 
 
 def claim_in_order(
@@ -179,7 +189,7 @@ def claim_in_order(
     source: str,
     rules: RuleParts,
     deduper: SftPromptDeduper,
-    folder: Path,
+    folder: Path | str,
     batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> int:
     """Step 2: the passing records' keys claimed in reading order, with the signatures the workers
@@ -213,10 +223,10 @@ def claim_in_order(
 class DecidedDedup:
     """The dedup outcomes of a plan, answering :meth:`SftPromptDeduper.decide` by lookup: what a
     worker writing its slices uses in place of the indexes. A worker reads its slice's outcomes
-    only; outside a slice (one process) every slice's."""
+    only; outside a slice (one process) every slice's. ``folder``: a local path or a URI."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
+    def __init__(self, folder: Path | str):
+        self.folder = RootFolder.of(folder)
         self._table: pd.DataFrame | None = None  # read on a worker's first batch, never by the step
         self._slice: int | None = None
 
@@ -225,9 +235,10 @@ class DecidedDedup:
         piece = current_slice()
         index = None if piece is None else piece.index
         if self._table is None or index != self._slice:
-            folder = self.folder / DEDUP_DIR
-            files = [folder / PartsWriter.part_name(index)] if index is not None else parquet_files(folder)
-            tables = [pq.read_table(f) for f in files]
+            folder = self.folder.sub(DEDUP_DIR)
+            names = [n for n in folder.names() if PART_NAME.match(n)]
+            files = [PartsWriter.part_name(index)] if index is not None else names
+            tables = [folder.read_table(f) for f in files]
             table = (pa.concat_tables(tables) if tables else DEDUP_SCHEMA.empty_table()).to_pandas()
             table = table.set_index("id")
             if not table.index.is_unique:

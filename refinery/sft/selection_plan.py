@@ -21,12 +21,16 @@ Nothing in steps 2–4 depends on how rows were cut into files or reducers, so t
 :func:`~refinery.sft.select.select` on the same embeddings (tests/unit/test_sft_selection_plan.py).
 What is order-dependent is written in docs/sft.md: the sample and the random order within a
 cluster follow reading positions (the upstream's row order), so reordering the input changes them.
+
+The plan folder is a local path or, on the Ray engine over an object-store root, a URI under the
+root (``<root>/_shuffle/sft_selected/<source>/<run>``) that the model actors and the tasks open from
+its name (:class:`~refinery.engine.root_folder.RootFolder`): every file here is written whole
+(renamed into place, or one upload).
 """
 
 from __future__ import annotations
 
-import shutil
-import uuid
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +43,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from refinery.dedup.marked_shuffle import TaskOutput, WorkDir, committed, gather
-from refinery.engine.root_folder import RootFolder
+from refinery.engine.root_folder import RootFolder, filesystem_of
+from refinery.fs import child
+from refinery.sft.plan_folder import fresh_run_folder
 from refinery.sft.schema import KEY_COLUMN
 from refinery.sft.select import (
     KMeansResult,
@@ -78,20 +84,12 @@ def upstream_fingerprint(location: Path | str, *parts: object) -> str:
     return repr((files, *parts))
 
 
-def plan_root(storage_root: Path, source: str) -> Path:
-    return Path(storage_root).joinpath(*PLAN_DIR, source)
-
-
-def new_plan_folder(storage_root: Path, source: str, fingerprint: str = "") -> Path:
-    """A fresh folder for this run's plan, named by ``fingerprint`` (what fixes the run's results,
-    so the provenance that names it is the same when a run is repeated); earlier runs' plans of
-    the source are removed."""
-    root = plan_root(storage_root, source)
-    if root.is_dir():
-        for old in root.iterdir():
-            shutil.rmtree(old, ignore_errors=True)
-    folder = root / run_name(source, fingerprint)
-    (folder / "embed").mkdir(parents=True)
+def new_plan_folder(storage_root: Path | str, source: str, fingerprint: str = "") -> Path | str:
+    """A fresh folder for this run's plan (a local path, or a URI under an object-store root), named
+    by ``fingerprint`` (what fixes the run's results, so the provenance that names it is the same
+    when a run is repeated); earlier runs' plans of the source are removed."""
+    folder = fresh_run_folder(child(storage_root, *PLAN_DIR, source), run_name(source, fingerprint))
+    RootFolder.of(folder).sub("embed").make()
     return folder
 
 
@@ -102,9 +100,11 @@ def quality_of(frame: pd.DataFrame) -> np.ndarray:
     return pd.to_numeric(frame["quality"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
-def write_embedded(folder: Path, positions: np.ndarray, frame: pd.DataFrame, vectors: np.ndarray) -> None:
-    """One embeddings file (named by its first position, written whole by a rename, so a retried
-    batch rewrites the same file)."""
+def write_embedded(
+    folder: Path | str, positions: np.ndarray, frame: pd.DataFrame, vectors: np.ndarray
+) -> None:
+    """One embeddings file (named by its first position, written whole: renamed into place, or one
+    upload; a retried batch rewrites the same file)."""
     if not len(frame):
         return
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -121,13 +121,10 @@ def write_embedded(folder: Path, positions: np.ndarray, frame: pd.DataFrame, vec
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
         }
     )
-    target = Path(folder) / f"e-{int(positions[0]):012d}.parquet"
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, temp)
-    temp.replace(target)
+    RootFolder.of(folder).write_table(f"e-{int(positions[0]):012d}.parquet", table)
 
 
-def embed_here(batches, encode: Callable[[list[str]], np.ndarray], folder: Path) -> int:
+def embed_here(batches, encode: Callable[[list[str]], np.ndarray], folder: Path | str) -> int:
     """Step 1 in this process: each batch embedded and written; returns the rows seen."""
     pos = 0
     for frame in batches:
@@ -144,21 +141,34 @@ def vectors_of(table: pa.Table) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
 
 
-def embedded_files(folder: Path) -> list[Path]:
-    return sorted((Path(folder) / "embed").glob("e-*.parquet"))
+def embedded_files(folder: Path | str) -> list[str]:
+    """The embeddings files of a plan, by name (a local path, or a URI with the root's query: what
+    a task on a worker opens)."""
+    embed = RootFolder.of(folder).sub("embed")
+    return [child(embed.name, n) for n in embed.names() if n.startswith("e-") and n.endswith(".parquet")]
 
 
-def embedded_rows(files: list[Path]) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+def read_embedded(file: str, columns: list[str] | None = None) -> pa.Table:
+    """One embeddings file (:func:`embedded_files`), through its root's filesystem."""
+    filesystem, path = filesystem_of(file)
+    return pq.read_table(path, columns=columns, filesystem=filesystem)
+
+
+def embedded_rows(files: list[str]) -> int:
+    total = 0
+    for f in files:
+        filesystem, path = filesystem_of(f)
+        total += pq.read_metadata(path, filesystem=filesystem).num_rows
+    return total
 
 
 # -- step 2: the sample the k-means is fitted on --------------------------------------------------
-def read_sample(files: list[Path], positions: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
+def read_sample(files: list[str], positions: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
     """The vectors (and pos, id) of the sample positions, in position order; only those are held."""
     wanted = pa.array(positions)
     tables = []
     for f in files:
-        t = pq.read_table(f, columns=["pos", "id", "vector"])
+        t = read_embedded(f, ["pos", "id", "vector"])
         tables.append(t.filter(pc.is_in(t.column("pos"), value_set=wanted)))
     if not tables:
         return np.zeros((0, 0), np.float32), pd.DataFrame({"pos": [], "id": []})
@@ -175,7 +185,7 @@ def assign_task(step: str, index: int, file: str, centroids: np.ndarray, reducer
     """Assign one embeddings file's rows and send each to its cluster's reducer; returns the
     file's cluster sizes and kinds."""
     out = TaskOutput(step, index)
-    table = pq.read_table(file)
+    table = read_embedded(file)
     labels, distances = assign(vectors_of(table), centroids)
     rows = table.drop(["vector"]).append_column("cluster", pa.array(labels, pa.int32()))
     rows = rows.append_column("distance", pa.array(distances, pa.float32()))
@@ -222,7 +232,7 @@ class SelectionPlan:
     """What the step keeps of a selection: figures per cluster, the fit, a sample for the plot,
     and the folder whose decision files the rows are looked up in."""
 
-    folder: Path
+    folder: Path | str
     rows: int
     budget: int
     k: int
@@ -243,7 +253,7 @@ class SelectionPlan:
         return float((self.taken > 0).sum() / nonempty) if nonempty else 1.0
 
 
-def plan_selection(folder: Path, params: SelectionParams, runner: Any, workers: int) -> SelectionPlan:
+def plan_selection(folder: Path | str, params: SelectionParams, runner: Any, workers: int) -> SelectionPlan:
     """Steps 2–4 over the embeddings under ``folder`` with the task runner ``runner``."""
     files = embedded_files(folder)
     n = embedded_rows(files)
@@ -260,10 +270,10 @@ def plan_selection(folder: Path, params: SelectionParams, runner: Any, workers: 
     if len(sample) > PLOT_POINTS:  # the step keeps only what the plot shows
         shown = np.sort(np.random.default_rng(params.seed).choice(len(sample), PLOT_POINTS, replace=False))
     sample, sample_ids = sample[shown], [sample_frame["id"].iloc[i] for i in shown]
-    work = WorkDir(str(folder / "shuffle"))
+    work = WorkDir(child(folder, "shuffle"))
     reducers = max(1, min(workers, k))
     assigned = work.run(
-        runner, "assign", assign_task, [(str(f), km.centroids, reducers) for f in files] if k else []
+        runner, "assign", assign_task, [(f, km.centroids, reducers) for f in files] if k else []
     )
     sizes = np.zeros(k, np.int64)
     kinds: dict[str, int] = {}
@@ -279,7 +289,7 @@ def plan_selection(folder: Path, params: SelectionParams, runner: Any, workers: 
     shared = (str(work.step("assign")), taken.tolist(), params.model_dump())  # one object for every task
     chosen = work.run(runner, "choose", choose_task, [shared] * reducers if k else [])
     RootFolder(work.step("assign")).remove()  # the rows' copies; the decisions stay until written
-    shutil.rmtree(folder / "embed", ignore_errors=True)
+    RootFolder.of(folder).sub("embed").remove()
     kept_kinds: dict[str, int] = {}
     examples: dict[int, str] = {}
     for r in chosen:
@@ -298,30 +308,30 @@ PLAN_FILE = "plan.json"
 
 def save_counts(plan: SelectionPlan) -> None:
     """The per-cluster counts a worker needs to name each row's reason (the folder is the plan)."""
-    import json
-
-    (plan.folder / PLAN_FILE).write_text(
-        json.dumps({"sizes": plan.sizes.tolist(), "taken": plan.taken.tolist()})
-    )
+    counts = json.dumps({"sizes": plan.sizes.tolist(), "taken": plan.taken.tolist()})
+    RootFolder.of(plan.folder).write_bytes(PLAN_FILE, counts.encode())
 
 
-def load_counts(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    import json
-
-    counts = json.loads((Path(folder) / PLAN_FILE).read_text())
+def load_counts(folder: Path | str) -> tuple[np.ndarray, np.ndarray]:
+    raw = RootFolder.of(folder).read_bytes(PLAN_FILE)
+    if raw is None:
+        raise FileNotFoundError(f"{folder} has no {PLAN_FILE}: the selection plan is incomplete")
+    counts = json.loads(raw)
     return np.asarray(counts["sizes"], np.int64), np.asarray(counts["taken"], np.int64)
 
 
-def decision_files(folder: Path) -> list[Path]:
-    """The committed decision files of the choose step, in reducer order."""
-    return [Path(path) for _, _, path in committed(str(Path(folder) / "shuffle" / "choose"), DECISIONS)]
+def decision_files(folder: Path | str) -> list[str]:
+    """The committed decision files of the choose step, in reducer order (paths on the plan's
+    filesystem)."""
+    return [path for _, _, path in committed(child(folder, "shuffle", "choose"), DECISIONS)]
 
 
-def load_decisions(folder: Path) -> dict[str, tuple[int, float, bool]]:
+def load_decisions(folder: Path | str) -> dict[str, tuple[int, float, bool]]:
     """id -> (cluster, distance, keep) for every record of the plan."""
     out: dict[str, tuple[int, float, bool]] = {}
+    filesystem = RootFolder.of(folder).fs
     for f in decision_files(folder):
-        t = pq.read_table(f, columns=["id", "cluster", "distance", "keep"])
+        t = pq.read_table(f, columns=["id", "cluster", "distance", "keep"], filesystem=filesystem)
         cols = [t.column(c).to_pylist() for c in ("id", "cluster", "distance", "keep")]
         out.update({i: (int(c), float(d), bool(k)) for i, c, d, k in zip(*cols, strict=True)})
     return out
@@ -343,11 +353,13 @@ def with_positions(offsets: list[int], frame: pd.DataFrame) -> pd.DataFrame:
 def encode_and_write(folder: str, model: Any, frame: pd.DataFrame) -> np.ndarray:
     """The model actors' step: embed a batch and write it; only a byte per row goes back."""
     vectors = model.encode(frame[KEY_COLUMN].fillna("").tolist())
-    write_embedded(Path(folder), frame[POS].to_numpy(np.int64), frame, vectors)
+    write_embedded(folder, frame[POS].to_numpy(np.int64), frame, vectors)
     return np.zeros(len(frame), np.int8)
 
 
-def embed_on_pool(engine: Any, location: Path, load: Callable[[], Any], folder: Path, pool: Any) -> None:
+def embed_on_pool(
+    engine: Any, location: Path | str, load: Callable[[], Any], folder: Path | str, pool: Any
+) -> None:
     """Step 1 on the engine's Ray cluster: decode tasks, then ``pool``'s model actors (each runs
     ``load`` once) embedding and writing (:func:`refinery.engine.model_pool.run_model_stage`)."""
     from functools import partial
@@ -360,7 +372,7 @@ def embed_on_pool(engine: Any, location: Path, load: Callable[[], Any], folder: 
     stage = ModelStage(
         READ_COLUMNS,
         load,
-        partial(encode_and_write, str(folder / "embed")),
+        partial(encode_and_write, child(folder, "embed")),
         decode=partial(with_positions, offsets),
     )
     run_model_stage(engine, location, stage, pool)

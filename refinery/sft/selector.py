@@ -23,12 +23,16 @@ import pandas as pd
 
 from refinery import markdown
 from refinery.batch import BatchResult, split_batch
+from refinery.engine.slices import slice_location
+from refinery.fs import child
 from refinery.kernel.processor import StageProcessor
 from refinery.kernel.spec import StageLog
 from refinery.metadata import Markdown
+from refinery.sft.plan_folder import plan_relative
 from refinery.sft.schema import KEY_COLUMN
 from refinery.sft.select import SelectionParams, selection_plot
 from refinery.sft.selection_plan import (
+    PLAN_DIR,
     READ_COLUMNS,
     SelectionPlan,
     embed_here,
@@ -39,11 +43,12 @@ from refinery.sft.selection_plan import (
     load_decisions,
     new_plan_folder,
     plan_selection,
+    run_name,
     save_counts,
     upstream_fingerprint,
 )
 from refinery.storage import Storage
-from refinery.table_store import local_root, partition_identity
+from refinery.table_store import is_object, local_root, partition_identity
 
 __all__ = ["PLAN_STAMP", "READ_COLUMNS", "SftSelector", "cluster_table", "selection_pool"]
 
@@ -72,19 +77,20 @@ class SftSelector(StageProcessor):
 
     def __init__(
         self,
-        folder: Path,
+        folder: Path | str,
         params: SelectionParams,
         plan: SelectionPlan | None = None,
         model: str = "",
         device: str = "",
     ):
-        self.folder, self.params, self.plan = Path(folder), params, plan
+        self.folder, self.params, self.plan = folder, params, plan
+        self.stamp = ""  # the plan folder relative to the storage root (set by planned on a cluster)
         self.model, self.device = model, device
         self.sizes, self.taken = (plan.sizes, plan.taken) if plan is not None else load_counts(folder)
         self._by_id = load_decisions(folder)
 
     @classmethod
-    def decided(cls, folder: Path, params: SelectionParams) -> SftSelector:
+    def decided(cls, folder: Path | str, params: SelectionParams) -> SftSelector:
         return cls(folder, params)
 
     @classmethod
@@ -103,22 +109,29 @@ class SftSelector(StageProcessor):
     ) -> SftSelector:
         """Embed, fit, assign and choose for the partition. ``embedder`` (a loaded model) or
         ``loader`` (whose ``load()`` gives one) embeds in this process; with a distributed
-        ``engine`` and a ``pool`` the loader runs on the pool's model actors instead."""
+        ``engine`` and a ``pool`` the loader runs on the pool's model actors instead.
+
+        The plan is scratch: on a local root, under it; on an object store, local scratch in this
+        process (:func:`~refinery.table_store.local_root`) but under the root itself on a
+        distributed engine, whose actors and tasks open it from its URI. :attr:`stamp` is then
+        its path relative to the root, for the workers that write the rows."""
         log = log or StageLog()
         model = loader.model if loader is not None else embedder.name
         identity = partition_identity(storage, upstream, source)
         fingerprint = upstream_fingerprint(identity, params.model_dump_json(), model)
-        folder = new_plan_folder(local_root(storage), source, fingerprint)  # local scratch, any root
+        distributed = engine is not None and engine.distributed
+        shared = distributed or not is_object(storage)
+        folder = new_plan_folder(storage.root if shared else local_root(storage), source, fingerprint)
         expected = storage.row_count(upstream, source)
-        if engine is not None and engine.distributed:
+        if distributed:
             if loader is None or pool is None:
                 raise ValueError("selection on a distributed engine needs the embedder's loader and a pool")
-            embed_on_pool(engine, storage.require(upstream, source), loader.load, folder, pool)
+            embed_on_pool(engine, slice_location(storage, upstream, source), loader.load, folder, pool)
             model, device = loader.model, "cuda" if pool.num_gpus else loader.compute.device
         else:
             embedder = embedder if embedder is not None else loader.load()
             batches = storage.iter_batches(upstream, source, columns=READ_COLUMNS)
-            embed_here(batches, embedder.encode, folder / "embed")
+            embed_here(batches, embedder.encode, child(folder, "embed"))
             model, device = embedder.name, embedder.device
         got = embedded_rows(embedded_files(folder))
         if got != expected:
@@ -141,7 +154,9 @@ class SftSelector(StageProcessor):
                 f"budget {plan.budget} < {int((plan.sizes > 0).sum())} clusters: "
                 f"only {plan.coverage:.0%} of clusters represented"
             )
-        return cls(folder, params, plan, model, device)
+        selector = cls(folder, params, plan, model, device)
+        selector.stamp = plan_relative(PLAN_DIR, source, run_name(source, fingerprint))
+        return selector
 
     @property
     def embeddings(self) -> np.ndarray:

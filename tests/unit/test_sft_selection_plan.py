@@ -3,6 +3,7 @@ selection decides on the same embeddings, however the rows are cut into files an
 with k-means fitted on a sample smaller than the partition."""
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -64,6 +65,6 @@ def test_a_missing_batch_is_an_error_not_a_smaller_selection(tmp_path):
     x, _ = blobs()
     folder = new_plan_folder(tmp_path, "s")
     _write(folder, x, np.full(len(x), np.nan), [100])
-    embedded_files(folder)[0].unlink()  # positions 0..99 lost: the sample is short
+    Path(embedded_files(folder)[0]).unlink()  # positions 0..99 lost: the sample is short
     with pytest.raises(RuntimeError, match="sample"):
         plan_selection(folder, SelectionParams(kmeans_sample_rows=50, n_clusters=4), InProcessTasks(), 1)
