@@ -1,7 +1,12 @@
 """The corpus report: every partition's journey through the text stages, in one place.
 
 Built from the small per-partition stats files each stage writes, so it costs nothing to
-refresh however large the corpus is.
+refresh however large the corpus is. On any storage root: the stats files and the report's two
+tables (``<root>/corpus_report/stages.parquet``, ``reasons.parquet``) go through the root's
+filesystem, a local folder or an object store; the Markdown and the DuckDB catalog stay under
+``$REFINERY_HOME/reports`` (local). An object store's SQL views are datasets registered on a
+connection (:mod:`refinery.sql_views`), which a catalog file cannot hold: there the report lists the
+views and ``refinery sql`` (or :func:`refinery.sql.connect`) opens them.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from refinery import markdown
 from refinery.metadata import FilePath, Json, Markdown
@@ -19,6 +25,7 @@ from refinery.names import CORPUS_REPORT, HEURISTIC_FILTERED, MULTILINGUAL_FILTE
 from refinery.stages.text import TEXT_FILTER_STAGES
 from refinery.stats import LENGTH_EDGES, Histogram
 from refinery.storage import Storage
+from refinery.table_store import AnyStorage, is_object
 
 TEXT_STAGES = list(TEXT_FILTER_STAGES)
 # The chain, with the other-languages output beside the stage that routes to it.
@@ -108,7 +115,7 @@ class CorpusReport:
         return "\n".join(parts) + "\n"
 
 
-def build_report(storage: Storage, stages: list[str] = REPORT_STAGES) -> CorpusReport:
+def build_report(storage: Storage | AnyStorage, stages: list[str] = REPORT_STAGES) -> CorpusReport:
     rows, reason_rows = [], []
     lengths = Histogram(LENGTH_EDGES)
     for order, stage in enumerate(stages):
@@ -137,21 +144,19 @@ def build_report(storage: Storage, stages: list[str] = REPORT_STAGES) -> CorpusR
     )
 
 
-def publish_report(storage: Storage, reports: Path) -> dict:
-    """Build the report, write its tables and Markdown, refresh the DuckDB catalog; returns what
-    the corpus_report asset shows."""
-    from refinery.sql import views, write_catalog
-
+def publish_report(storage: AnyStorage, reports: Path) -> dict:
+    """Build the report, write its tables (under the storage root, each written whole) and Markdown,
+    refresh the DuckDB catalog (a local root) or list the views (an object store); returns what the
+    corpus_report asset shows."""
     report = build_report(storage)
-    folder = storage.root / CORPUS_REPORT
-    folder.mkdir(parents=True, exist_ok=True)
-    report.stages.to_parquet(folder / "stages.parquet", index=False)
-    report.reasons.to_parquet(folder / "reasons.parquet", index=False)
+    provenance = {"asset": CORPUS_REPORT, "stages": list(REPORT_STAGES)}
+    for name, frame in (("stages", report.stages), ("reasons", report.reasons)):
+        storage.write_table(
+            CORPUS_REPORT, pa.Table.from_pandas(frame, preserve_index=False), provenance, name
+        )
     text = report.markdown()
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "corpus_report.md").write_text(text)
-    catalog = reports / "catalog.duckdb"
-    write_catalog(storage.root, catalog)
     totals = report.totals()
     final = totals[totals["stage"] == TEXT_STAGES[-1]]
     return {
@@ -160,6 +165,23 @@ def publish_report(storage: Storage, reports: Path) -> dict:
         "final_tokens": int(final["tokens_out"].sum()) if len(final) else 0,
         "report": Markdown(text),
         "report_file": FilePath.of(reports / "corpus_report.md"),
-        "duckdb_catalog": FilePath.of(catalog),
-        "sql_views": Json(views(storage.root)),
+        **_sql(storage, reports),
     }
+
+
+def _sql(storage: AnyStorage, reports: Path) -> dict:
+    """The report's SQL entry: a DuckDB catalog file over a local root's Parquet; on an object store
+    the names of the views ``refinery sql`` registers (a catalog file cannot hold them)."""
+    from refinery.sql import views, write_catalog
+    from refinery.sql_views import storage_views
+
+    if is_object(storage):
+        return {
+            "sql_views": Json(sorted(storage_views(storage.fs, storage.base))),
+            "sql": f"`refinery sql` with $REFINERY_STORAGE_ROOT at {storage.uri(storage.base)}, or "
+            "refinery.sql.connect(root): views registered on a connection over the manifests' parts "
+            "(a DuckDB catalog file cannot hold them)",
+        }
+    catalog = reports / "catalog.duckdb"
+    write_catalog(storage.root, catalog)
+    return {"duckdb_catalog": FilePath.of(catalog), "sql_views": Json(views(storage.root))}

@@ -38,10 +38,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from refinery.object_storage import open_storage
+    from refinery.paths import storage_root
     from refinery.report import build_report
-    from refinery.storage import Storage
 
-    report = build_report(Storage(layout_of(args).storage))
+    report = build_report(open_storage(str(storage_root(layout_of(args)))))  # $REFINERY_STORAGE_ROOT
     print(report.markdown())
     return 0
 

@@ -3,7 +3,8 @@ the chain runs once per root): the model stages through Dagster with the ``refin
 on an object store (moto's S3 server on loopback): reference_lm and quality_classifier (the classifier
 reads its negatives from S3), perplexity_scored, quality_scored, document_embeddings (parts +
 manifest, the bundled MiniLM), semantic_deduplicated, pretrain_corpus and vector_index; then
-``refinery search``, the vector index's exact search and the ``vectors_documents`` view read from S3.
+``refinery search``, the vector index's exact search and the ``vectors_documents`` view read from S3;
+last ``corpus_report`` (its tables written to S3, its Markdown under the home) and ``refinery status``.
 Every output equals a local root's, row for row, reason for reason, vector for vector (within float
 tolerance)."""
 
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
-from assets import TEXT_MODELS, TEXT_QUALITY
+from assets import TEXT_MODELS, TEXT_QUALITY, corpus_report
 from refinery import names
 from refinery.object_storage import ObjectStorage, open_storage
 from refinery.paths import STORAGE_ROOT_ENV, Layout
@@ -24,6 +25,7 @@ from refinery.retrieval.search import search
 from refinery.sample.reference_sample import build_reference_sample
 from refinery.sql import connect
 from refinery.storage import Storage
+from refinery.table_store import read_frame
 from refinery_cli.commands import main as cli_main
 from tests.dagster.conftest import ALPHA, resources_for
 
@@ -95,6 +97,7 @@ def check_model_stages_on_s3(
     index = VectorIndex.at(s3_home)
     assert index.partitions() == list(SOURCES)
     assert set(index.status(store)["state"]) == {"fresh"}
+
     answers = {}
     for home, root in ((local_home, None), (s3_home, s3_root)):
         if root:
@@ -144,3 +147,29 @@ def check_model_stages_on_s3(
     folder = store.parts_path(names.DOCUMENT_EMBEDDINGS, "alpha")
     assert len(store.fs.get_file_info(pafs.FileSelector(folder))) == 2  # one part and the manifest
     assert set(index.status(store)["state"]) == {"fresh"}
+
+    # The report over both sources: its tables on S3 and its Markdown equal a local root's.
+    reports = {}
+    for home, root in ((local_home, None), (s3_home, s3_root)):
+        if root:
+            monkeypatch.setenv(STORAGE_ROOT_ENV, root)
+        else:
+            monkeypatch.delenv(STORAGE_ROOT_ENV, raising=False)
+        reports[root] = dg.materialize([corpus_report], instance=instance, resources=resources_for(home))
+        assert reports[root].success
+    for name in ("stages", "reasons"):
+        on_s3, on_disk = (
+            read_frame(store, names.CORPUS_REPORT, name),
+            read_frame(local, names.CORPUS_REPORT, name),
+        )
+        assert len(on_s3) and not on_s3.empty
+        pd.testing.assert_frame_equal(on_s3, on_disk)
+    text = (s3_home.reports / "corpus_report.md").read_text()
+    assert text == (local_home.reports / "corpus_report.md").read_text() and "alpha, beta" in text
+    meta = reports[s3_root].asset_materializations_for_node(names.CORPUS_REPORT)[0].metadata
+    assert meta["final_documents"].value == sum(kept.values())
+    assert {names.PRETRAIN_CORPUS, names.CORPUS_REPORT} <= set(meta["sql_views"].value)
+    assert "duckdb_catalog" not in meta and not (s3_home.reports / "catalog.duckdb").exists()
+    capsys.readouterr()  # `refinery status` prints the report from $REFINERY_STORAGE_ROOT (S3's now)
+    assert cli_main(["--home", str(s3_home.home), "status"]) == 0
+    assert capsys.readouterr().out.strip() == text.strip()
