@@ -20,6 +20,12 @@
 The driver reads raw_videos' index columns (one short row per question, no pixels) to plan one
 job per video, resolves the weights' files without loading them, and gathers per video only the
 chosen frames' indices, scores and paths and the decode counts.
+
+On any storage root: the scratch folder (the jobs table, the candidates' JPEGs) is under the root,
+a local path or a URI that every task opens from its name
+(:class:`~refinery.engine.root_folder.RootFolder`). On an object store the chosen frames go to a
+staging folder of the run under the root, and the step publishes them under the frame folder before
+it writes the manifests, the commit point (:class:`~refinery.multimodal.object_root.StagedFrameStore`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -42,10 +49,13 @@ import pyarrow.parquet as pq
 
 from refinery.engine.model_pool import ModelStage, PoolRun, read_slice, run_pooled
 from refinery.engine.model_stages import SCRATCH, WriteSlice, slice_outputs
+from refinery.engine.resume import under_root
+from refinery.engine.root_folder import RootFolder
 from refinery.engine.slices import Slice, plan_slices
 from refinery.kernel.execute import StageOutcome, execute_stage, finish
 from refinery.kernel.runner import StageRun
 from refinery.kernel.spec import ProcessorMaker, StageContext
+from refinery.manifest import write_manifest_at
 from refinery.models.pool import ModelPool
 from refinery.multimodal.clip_model import (
     ClipModel,
@@ -65,9 +75,9 @@ from refinery.multimodal.keyframes import (
     question_similarity,
     video_jobs,
 )
+from refinery.multimodal.object_root import StagedFrameStore, pooled_frame_store
 from refinery.multimodal.tiny_clip_train import is_generated_caption
 from refinery.stats import Histogram, StageStats
-from refinery.table_store import refuse_object_root
 from refinery.tempfiles import fsync_dir, fsync_tree
 
 VIDEO_COLUMNS = ["job", "path", "video_file", "video_id", "size", "frames", "fps", "qids", "questions"]
@@ -91,15 +101,14 @@ def _job(row: Any) -> VideoJob:
 
 def decode_videos(source, method: str, params, jpegs: str, frame: pd.DataFrame) -> pd.DataFrame:
     """The CPU step: each video's candidates decoded and preprocessed (pixels as an .npy), their
-    JPEGs written under ``jpegs/<job>/``; a broken video carries its error."""
+    JPEGs written under ``jpegs/<job>/`` (a local path or a URI); a broken video carries its error."""
     transform, size = clip_transform(source)
     out: dict[str, list] = {"job": [], "pixels": [], "texts": [], "item": []}
     for _, row in frame.iterrows():
         item = VideoFrames([_job(row)], transform, size, method, params)[0]
-        folder = Path(jpegs) / f"{int(row['job']):07d}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = RootFolder(jpegs).sub(f"{int(row['job']):07d}").make()
         for position, jpeg in enumerate(item.pop("jpegs", [])):
-            (folder / f"{position:06d}.jpg").write_bytes(jpeg)
+            folder.write_bytes(f"{position:06d}.jpg", jpeg)
         pixels = item.pop("pixels").numpy().astype(np.float32)
         out["job"].append(int(row["job"]))
         out["pixels"].append(_npy(pixels))
@@ -162,8 +171,7 @@ class ChooseVideo:
         ):
             item = json.loads(raw)
             if not item["error"]:
-                folder = Path(self.jpegs) / f"{int(row['job']):07d}"
-                item["jpegs"] = _LazyJpegs(folder)
+                item["jpegs"] = _LazyJpegs(RootFolder(self.jpegs).sub(f"{int(row['job']):07d}"))
             picked, uniform = choose_frames(
                 result,
                 (row["video_file"], row["video_id"]),
@@ -183,11 +191,15 @@ class ChooseVideo:
 class _LazyJpegs:
     """A video's candidate JPEGs by position, read from the scratch folder when chosen."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: RootFolder):
         self.folder = folder
 
     def __getitem__(self, position: int) -> bytes:
-        return (self.folder / f"{int(position):06d}.jpg").read_bytes()
+        name = f"{int(position):06d}.jpg"
+        data = self.folder.read_bytes(name)
+        if data is None:
+            raise FileNotFoundError(f"{self.folder.name}: candidate frame {name} was not written")
+        return data
 
 
 def keyframe_attach(plan: KeyframePass, outputs: Any, model: dict) -> KeyframeAttach:
@@ -201,8 +213,9 @@ def write_slice(payload: bytes, piece: Slice) -> dict:
     return cloudpickle.loads(payload)(piece, None, {})
 
 
-def write_jobs(groups: list, jobs: list[VideoJob], target: Path) -> None:
-    """One row per video (a row group each: a slice each) for the pool to read."""
+def write_jobs(groups: list, jobs: list[VideoJob], target: RootFolder) -> Path | str:
+    """One row per video (a row group each: a slice each) for the pool to read; returns the
+    location the pool reads (an object store's folder committed by its manifest)."""
     frame = pd.DataFrame(
         {
             "job": list(range(len(jobs))),
@@ -229,9 +242,13 @@ def write_jobs(groups: list, jobs: list[VideoJob], target: Path) -> None:
             ("questions", pa.string()),
         ]
     )
-    target.mkdir(parents=True)
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-    pq.write_table(table, target / "part-0.parquet", row_group_size=1)
+    target.make()
+    pq.write_table(table, target.file("part-0.parquet"), row_group_size=1, filesystem=target.fs)
+    if target.local:
+        return Path(target.path)
+    write_manifest_at(target.fs, target.path, ["part-0.parquet"], {})
+    return target.name
 
 
 @dataclass
@@ -247,14 +264,15 @@ def run_keyframes_pooled(
     folder: Path,
     loader: Any,
     pool: ModelPool,
-    store: FrameStore,
+    store: FrameStore | StagedFrameStore,
     method: str,
     synthetic: bool,
+    before_commit: Callable[[], None] | None = None,
 ) -> KeyframePoolRun:
     """A keyframe stage over the partition on the context's Ray engine (see the module doc):
     decode tasks, CLIP actors, per-video choose tasks, then per-slice part tasks. The frames are
-    written into ``store``'s temporary folder (the caller commits them); returns the run and the
-    gathered plan."""
+    written into ``store``'s temporary folder (the caller commits them; ``before_commit`` runs
+    just before the parts' commit); returns the run and the gathered plan."""
     from ray import cloudpickle
 
     if method not in METHODS:
@@ -268,29 +286,29 @@ def run_keyframes_pooled(
             f"{method} keyframes", in_domain, len(rows), "questions"
         )
     groups, jobs = video_jobs(rows, folder)
-    scratch = Path(ctx.storage.root) / SCRATCH / f"keyframes-{uuid.uuid4().hex[:12]}"
-    jpegs = scratch / "jpegs"
+    scratch = RootFolder.of(under_root(ctx.storage, SCRATCH)).sub(f"keyframes-{uuid.uuid4().hex[:12]}")
+    jpegs = scratch.sub("jpegs")
     upstream, schema, rejected_schema, writer = slice_outputs(ctx)
     source = loader.source()
     stage = ModelStage(
         VIDEO_COLUMNS,
         load=partial(load_clip, loader),
         infer=embed_videos,
-        decode=partial(decode_videos, source, method, params, str(jpegs)),
+        decode=partial(decode_videos, source, method, params, jpegs.name),
         describe=describe_clip,
     )
     try:
-        write_jobs(groups, jobs, scratch / "videos")
+        videos = write_jobs(groups, jobs, scratch.sub("videos"))
         # One video per slice, one video per actor call: the actor embeds its candidates in
         # batches of compute.batch_size, as the in-process pass does.
         engine = replace(ctx.engine, slice_rows=1)
         pool_run = run_pooled(
             engine,
-            scratch / "videos",
+            videos,
             stage,
             replace(pool, batch_size=1),
-            ChooseVideo(method, params, store, str(jpegs)),
-            scratch,
+            ChooseVideo(method, params, store, jpegs.name),
+            scratch.name,
         )
         picked, uniform = [], []
         for found in sorted(pool_run.parts, key=lambda p: p["index"]):
@@ -301,7 +319,7 @@ def run_keyframes_pooled(
             picked += found["picked"]
             uniform += found["uniform"]
         # Counted on disk: two videos with the same content (one video_id) share their frames.
-        store.written = sum(1 for _ in store.temp.rglob("*.jpg"))
+        store.written = store.stored()
         plan.mean_scores(picked, uniform)
         plan.seconds = time.perf_counter() - started
         job = WriteSlice(
@@ -317,12 +335,14 @@ def run_keyframes_pooled(
         slices = plan_slices(upstream, ctx.engine.slice_rows)
         payload = cloudpickle.dumps(job)  # one object: the runner sends it to the store once
         parts = runner.map(write_slice, [(payload, s) for s in slices])
+        if before_commit is not None:
+            before_commit()
         path, rejected_path = writer.commit(len(parts))
     except BaseException:
         writer.abort()
         raise
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.remove()
     stats = StageStats(
         histograms={n: Histogram(e) for n, e in spec.histograms.items()}, text_column=spec.text_column
     )
@@ -355,20 +375,23 @@ def execute_keyframes(
     shape from its ``compute`` (``model_pool()``). ``columns``: raw_videos' index columns."""
     if not ctx.engine.distributed:
         return execute_stage(ctx, make, gpus)
-    why = "its decode tasks write the frames into a folder under the root that the step then moves"
-    refuse_object_root(ctx.storage, f"{ctx.spec.name} on a distributed engine", why)
     loader = ctx.resources.clip
     source = loader.source()
     ctx.provenance["clip_model"] = source.name
     rows = ctx.storage.read(ctx.spec.upstream, ctx.source, columns=columns)
     folder = ctx.layout.inbox_source(ctx.spec.kind, ctx.source)
     pool = loader.compute.model_pool()
-    store = FrameStore(ctx.storage.root, ctx.spec.name, ctx.source)
+    store = pooled_frame_store(ctx.storage, ctx.spec.name, ctx.source)
+    staged = isinstance(store, StagedFrameStore)  # an object store: published before the manifests
     try:
         done = run_keyframes_pooled(
-            ctx, rows, folder, loader, pool, store, method, trained_on_generated_scenes(source.weights)
-        )
-        frames_beside_parts(store, done.run.path)
+            ctx, rows, folder, loader, pool, store, method, trained_on_generated_scenes(source.weights),
+            before_commit=store.publish if staged else None,
+        )  # fmt: skip
+        if staged:
+            store.commit()  # committed: the frames no row names go, then the staging folder
+        else:
+            frames_beside_parts(store, done.run.path)
     except BaseException:
         store.abort()
         raise

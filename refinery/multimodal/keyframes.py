@@ -293,6 +293,10 @@ class FrameStore:
             self.written += 1
         return (self.relative / name).as_posix()
 
+    def stored(self) -> int:
+        """The frames in the temporary folder (two videos of one content share theirs)."""
+        return sum(1 for _ in self.temp.rglob("*.jpg"))
+
     def open(self, relative: str) -> Image.Image:
         """A stored frame, before or after :meth:`commit`."""
         inner = Path(relative).relative_to(self.relative)

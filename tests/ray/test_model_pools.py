@@ -438,15 +438,21 @@ def _video_home(tmp_path, name: str):
     return layout
 
 
-def test_keyframes_on_a_ray_pool_equal_in_process(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
+def test_keyframes_on_a_ray_pool_equal_in_process(ray_cluster, tmp_path, s3_root, monkeypatch):  # noqa: F811
     """Both keyframe stages on the two nodes: frames decoded by CPU tasks, CLIP on the actors
     (loaded once each, never on the driver), the choice per video on CPU tasks. The same frames,
-    scores, JPEGs and quarantined video as the in-process stages."""
+    scores, JPEGs and quarantined video as the in-process stages on a local root. video_keyframes
+    runs over a local root, uniform_keyframes over an object store (moto's S3): there the tasks
+    read the jobs and write the candidates and the chosen frames under the root's URI, the step
+    publishes the frames under the keys the rows name before the manifests; no scratch is left."""
     import ray
 
     from assets.multimodal import raw_videos, uniform_keyframes, video_keyframes
+    from refinery.fs import join, listing
     from refinery.models import loads
     from refinery.multimodal.video_synth import Stretch, write_stretches
+    from refinery.object_storage import ObjectStorage
+    from refinery.paths import STORAGE_ROOT_ENV
     from refinery.storage import Storage
     from resources.clip import ClipResource
     from tests.dagster.test_multimodal_assets import require_tiny_clip
@@ -458,6 +464,12 @@ def test_keyframes_on_a_ray_pool_equal_in_process(ray_cluster, tmp_path, monkeyp
 
     homes = {"ray": _video_home(tmp_path, "ray"), "local": Layout.at(tmp_path / "local")}
     shutil.copytree(homes["ray"].inbox_source("video", SOURCE), homes["local"].inbox_source("video", SOURCE))
+    root = with_credentials(s3_root)
+    on_s3 = {uniform_keyframes}  # the ray home's keyframe stages over S3 (the others on its local root)
+    monkeypatch.setenv(STORAGE_ROOT_ENV, root)
+    _materialize(raw_videos, homes["ray"], {"kind": "local"}, None, "video_source")
+    monkeypatch.delenv(STORAGE_ROOT_ENV)
+    store = ObjectStorage(root)
     for home in homes.values():
         _materialize(raw_videos, home, {"kind": "local"}, None, "video_source")
         # changed after ingest: quarantined by the keyframe stages, not misread
@@ -472,12 +484,16 @@ def test_keyframes_on_a_ray_pool_equal_in_process(ray_cluster, tmp_path, monkeyp
     metas = {}
     try:
         for asset, config in configs.items():
+            if asset in on_s3:
+                monkeypatch.setenv(STORAGE_ROOT_ENV, root)
             metas[asset] = _materialize(
                 asset, homes["ray"], _ray_engine(address), config, "video_source",
                 compute=compute, clip=ClipResource(compute=compute),
             )  # fmt: skip
+            monkeypatch.delenv(STORAGE_ROOT_ENV, raising=False)
     finally:
         ray.shutdown()
+        monkeypatch.delenv(STORAGE_ROOT_ENV, raising=False)
     for meta in metas.values():
         pool = _check_loads(meta, before)
         assert pool["slices"] == 4 and pool["batches"] == 4 and pool["batch_size"] == 1, pool
@@ -506,7 +522,10 @@ def test_keyframes_on_a_ray_pool_equal_in_process(ray_cluster, tmp_path, monkeyp
         if name == "video_keyframes":
             for key in ("mean_score_selected", "mean_score_uniform_same_k"):
                 assert meta[key].value == pytest.approx(local[key].value, abs=1e-4), key
-        kept, rejected = _frames(homes["ray"], name)
+        if asset in on_s3:
+            kept, rejected = store.read(name, SOURCE), store.read(name, SOURCE, rejected=True)
+        else:
+            kept, rejected = _frames(homes["ray"], name)
         want_kept, want_rejected = _frames(homes["local"], name)
         assert kept["id"].tolist() == want_kept["id"].tolist() == ["q1", "q2", "q3", "q4", "q6"]
         for column in ("frame_indices", "timestamps", "frame_paths"):
@@ -527,5 +546,17 @@ def test_keyframes_on_a_ray_pool_equal_in_process(ray_cluster, tmp_path, monkeyp
             }
             for key, home in homes.items()
         }
+        if asset in on_s3:  # the frames under the keys the rows name; the folder holds no others
+            assert not jpegs["ray"]
+            for info in listing(store.fs, join(store.base, name, SOURCE), recursive=True):
+                if info.base_name.endswith(".jpg"):
+                    with store.fs.open_input_stream(info.path) as handle:
+                        jpegs["ray"][info.path[len(store.base) + 1 :]] = handle.read()
+        named = {p for paths in kept["frame_paths"] for p in paths}
+        assert set(jpegs["ray"]) == named
         assert jpegs["ray"] == jpegs["local"] and len(jpegs["ray"]) == meta["frames_written"].value > 0
     assert not list((homes["ray"].storage / ".model_pool").glob("*"))  # the scratch is gone
+    scratch = [f"{store.base}/{top}" for top in ("_work", "_staging", ".model_pool")]
+    assert [i.path for top in scratch
+            for i in store.fs.get_file_info(pafs.FileSelector(top, allow_not_found=True, recursive=True))
+            if i.type == pafs.FileType.File] == []  # fmt: skip
