@@ -77,15 +77,6 @@ def partition_identity(storage: AnyStorage, asset: str, partition: str) -> objec
     return storage.require(asset, partition)
 
 
-def refuse_object_root(storage: AnyStorage, what: str, why: str) -> None:
-    """A clear error where a piece needs a local root: what, why, and what to do."""
-    if is_object(storage):
-        raise NotImplementedError(
-            f"{what} needs a local storage root, not {storage.root}: {why}. Use the local engine, a local "
-            "root, or the bucket mounted as a folder (docs/running.md lists what works on an object store)"
-        )
-
-
 # -- tables --------------------------------------------------------------------------------------
 def read_table(
     storage: AnyStorage, asset: str, name: str | None = None, columns: list[str] | None = None

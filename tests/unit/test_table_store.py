@@ -10,7 +10,7 @@ import pytest
 from refinery.fs import child, exists, join
 from refinery.object_storage import ObjectStorage
 from refinery.storage import Storage
-from refinery.table_store import commit_folder, folder_staging, read_bytes, refuse_object_root
+from refinery.table_store import commit_folder, folder_staging, read_bytes
 from refinery.tokens.loader import TokenLoaderError, read_index
 from tests.s3_server import s3_credentials, s3_root
 
@@ -60,7 +60,7 @@ def test_a_failed_upload_leaves_no_index(s3_root, monkeypatch):
     assert read_bytes(store, "training_tokens", "shards/index.json") == b"{}"
 
 
-def test_a_local_root_renames_and_refuses_nothing(tmp_path):
+def test_a_local_root_renames_into_place(tmp_path):
     storage = Storage(tmp_path / "storage")
     final = commit_folder(storage, "training_tokens", stage(storage, {"index.json": b"{}", "x/y.bin": b"1"}))
     assert (
@@ -68,13 +68,3 @@ def test_a_local_root_renames_and_refuses_nothing(tmp_path):
         and (final / "x" / "y.bin").read_bytes() == b"1"
     )
     assert [p.name for p in final.parent.iterdir()] == ["shards"]  # no staging folder left
-    refuse_object_root(storage, "a piece", "it needs a folder")
-
-
-def test_pieces_that_need_a_local_root_say_so(s3_root):
-    with pytest.raises(
-        NotImplementedError, match="sft_selected on a distributed engine needs a local storage root"
-    ):
-        refuse_object_root(
-            ObjectStorage(s3_root), "sft_selected on a distributed engine", "its plan is a folder"
-        )
