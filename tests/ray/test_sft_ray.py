@@ -1,11 +1,11 @@
 """The SFT chain on a real two-node Ray cluster on loopback, through Dagster's materialize(): the
 same rows, reasons and selection as the local engine, with the per-row work on the workers.
 
-raw_sft writes row groups of 4 records and the engine slices by 4, so every partition is cut into
-several slices for the two nodes. sft_checked's rules run on the workers and its claims in the step
-(refinery.sft.check_plan); sft_selected's embeddings come from model actors, its k-means is fitted
-on a sample smaller than the partition, and its assignment and per-cluster choice run as Ray tasks
-(refinery.sft.selection_plan). Both stages' rows are written by the workers as parts.
+raw_sft writes row groups of 4 records and the engine slices by 8 (two row groups), so every
+partition is cut into several slices for the two nodes. sft_checked's rules run on the workers and
+its claims in the step (refinery.sft.check_plan); sft_selected's embeddings come from model actors,
+its k-means is fitted on a sample smaller than the partition, and its assignment and per-cluster
+choice run as Ray tasks (refinery.sft.selection_plan). Both stages' rows are written by the workers as parts.
 
 The ray home keeps its data on a local root for the first source and on an object store (moto's S3
 on loopback, the key in the root's URI: the workers have no credentials of their own) for the
@@ -78,7 +78,7 @@ def test_sft_chain_on_two_nodes_equals_the_local_engine(ray_cluster, tmp_path, s
     local, on_ray = Layout.at(tmp_path / "local"), Layout.at(tmp_path / "ray")
     for home in (local, on_ray):
         build_sft_sample(home.inbox_kind("sft"), seed=3, records_per_source=24)
-    engine = EngineResource(kind="ray", address=address, node_ip_address="127.0.0.1", slice_rows=4)
+    engine = EngineResource(kind="ray", address=address, node_ip_address="127.0.0.1", slice_rows=8)
     results = {}
     with dg.instance_for_test() as instance:
         try:
