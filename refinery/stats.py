@@ -44,9 +44,25 @@ UNICODE_SPACES = (
     *map(chr, range(0x2000, 0x200B)),
     *"\u2028\u2029\u202f\u205f\u3000",
 )
-_ASCII_SPACE = np.zeros(256, dtype=bool)
-_ASCII_SPACE[[ord(c) for c in UNICODE_SPACES if ord(c) < 0x80]] = True
+if sorted(ord(c) for c in UNICODE_SPACES if ord(c) < 0x80) != [*range(9, 14), *range(28, 33)]:
+    raise RuntimeError("ASCII whitespace is no longer 9-13 and 28-32: update _whitespace_token_counts")
 _WIDE_SPACES = [c.encode() for c in UNICODE_SPACES if ord(c) >= 0x80]
+
+
+def _true_per_text(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """How many of ``flags[offsets[i]:offsets[i + 1]]`` are True, for each text ``i``: one
+    ``count_nonzero`` per text where texts are long (no index array of the True positions,
+    which is most of the cost over long documents), positions and ``searchsorted`` where most
+    texts are short (a Python call per text would then dominate)."""
+    n = len(offsets) - 1
+    if n > len(flags) // 256:
+        return np.diff(np.searchsorted(np.flatnonzero(flags), offsets))
+    out = np.empty(n, dtype=np.int64)
+    count = np.count_nonzero
+    bounds = offsets.tolist()
+    for i in range(n):
+        out[i] = count(flags[bounds[i] : bounds[i + 1]])
+    return out
 
 
 def _whitespace_token_counts(arr: pa.Array) -> np.ndarray:
@@ -57,25 +73,31 @@ def _whitespace_token_counts(arr: pa.Array) -> np.ndarray:
         return np.zeros(n, dtype=np.int64)
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     offsets = offsets - offsets[0]
-    space = _ASCII_SPACE[data]
+    # ASCII whitespace is 9-13 and 28-32: two unsigned wrap-around compares. A table lookup
+    # (``table[data]``) first casts the bytes to an ``intp`` index, eight bytes each: a
+    # temporary of 8x the batch, freshly mapped on every call, whose page faults cost more
+    # than the count itself (refinery/text/lookup.py says the same of the word counts).
+    space = np.less(data - np.uint8(9), 5)
+    space |= np.less(data - np.uint8(28), 5)
     # Multi-byte whitespace: every byte of the sequence is whitespace (lead bytes 0xC2, 0xE1-0xE3).
-    padded = np.concatenate([data, np.zeros(2, dtype=np.uint8)])
-    leads = np.flatnonzero((data == 0xC2) | ((data >= 0xE1) & (data <= 0xE3)))
+    leads = np.less(data - np.uint8(0xE1), 3)
+    leads |= data == 0xC2
+    leads = np.flatnonzero(leads)
     if len(leads):
+        padded = np.concatenate([data, np.zeros(2, dtype=np.uint8)])
         for seq in _WIDE_SPACES:
             hit = leads[padded[leads] == seq[0]]
             for k in range(1, len(seq)):
                 hit = hit[padded[hit + k] == seq[k]]
             for k in range(len(seq)):
                 space[hit + k] = True
-    after_space = np.empty(len(data), dtype=bool)
-    after_space[0] = True
-    after_space[1:] = space[:-1]
+    # A token starts at each non-space byte after a space byte or at the start of its text.
+    start = ~space
+    start[1:] &= space[:-1]
     first, end = offsets[:-1], offsets[1:]
     filled = end > first
-    after_space[first[filled]] = True  # each text's first character
-    starts = np.flatnonzero(after_space & ~space)
-    words = np.diff(np.searchsorted(starts, offsets))
+    start[first[filled]] = ~space[first[filled]]
+    words = _true_per_text(start, offsets)
     # Arrow's split also yields an empty string for whitespace at the start, one for whitespace
     # at the end, a second one when that trailing run is two characters or more, and one for an
     # empty text (tests/unit/test_stats_tokens.py holds this to pc.utf8_split_whitespace).
