@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from refinery.batch import BatchResult
+from refinery.text.span_counts import true_per_span
 
 # Document length bins in whitespace tokens, shared by every stage and the corpus report.
 LENGTH_EDGES = [10, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000]
@@ -47,22 +48,6 @@ UNICODE_SPACES = (
 if sorted(ord(c) for c in UNICODE_SPACES if ord(c) < 0x80) != [*range(9, 14), *range(28, 33)]:
     raise RuntimeError("ASCII whitespace is no longer 9-13 and 28-32: update _whitespace_token_counts")
 _WIDE_SPACES = [c.encode() for c in UNICODE_SPACES if ord(c) >= 0x80]
-
-
-def _true_per_text(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """How many of ``flags[offsets[i]:offsets[i + 1]]`` are True, for each text ``i``: one
-    ``count_nonzero`` per text where texts are long (no index array of the True positions,
-    which is most of the cost over long documents), positions and ``searchsorted`` where most
-    texts are short (a Python call per text would then dominate)."""
-    n = len(offsets) - 1
-    if n > len(flags) // 256:
-        return np.diff(np.searchsorted(np.flatnonzero(flags), offsets))
-    out = np.empty(n, dtype=np.int64)
-    count = np.count_nonzero
-    bounds = offsets.tolist()
-    for i in range(n):
-        out[i] = count(flags[bounds[i] : bounds[i + 1]])
-    return out
 
 
 def _whitespace_token_counts(arr: pa.Array) -> np.ndarray:
@@ -97,7 +82,7 @@ def _whitespace_token_counts(arr: pa.Array) -> np.ndarray:
     first, end = offsets[:-1], offsets[1:]
     filled = end > first
     start[first[filled]] = ~space[first[filled]]
-    words = _true_per_text(start, offsets)
+    words = true_per_span(start, offsets)
     # Arrow's split also yields an empty string for whitespace at the start, one for whitespace
     # at the end, a second one when that trailing run is two characters or more, and one for an
     # empty text (tests/unit/test_stats_tokens.py holds this to pc.utf8_split_whitespace).
