@@ -82,12 +82,14 @@ class Cleaned:
     tidy_list: list[str] | None = None
 
 
-def _clean_texts(texts: list[str], params: CleanParams) -> Cleaned:
-    out = fix_unicode_batch(texts) if params.fix_unicode else list(texts)
+def _clean_texts(texts: list[str], params: CleanParams, original: pa.Array | None = None) -> Cleaned:
+    """``original``: ``texts`` as an Arrow large_string array, when the caller has them (the
+    stage's column): then nothing is converted from Python but the texts that repair changed."""
+    out = fix_unicode_batch(texts, original) if params.fix_unicode else list(texts)
     if params.unicode_form != "none":
         out = [t if t.isascii() else normalize_form(t, params.unicode_form) for t in out]
     try:
-        arr = pa.array(out, pa.large_string())
+        arr = pa.array(out, pa.large_string()) if original is None else _replaced(original, texts, out)
     except (UnicodeEncodeError, pa.ArrowInvalid):
         return Cleaned(*_clean_one_by_one(out, params, fixed=True))
     if params.strip_invisible:
@@ -98,25 +100,39 @@ def _clean_texts(texts: list[str], params: CleanParams) -> Cleaned:
     return Cleaned(*redact_batch(tidy_list, arr, set(params.redact), params.placeholder), arr, tidy_list)
 
 
+def _replaced(arr: pa.Array, before: list[str], after: list[str]) -> pa.Array:
+    """``arr`` (the strings ``before``) with the rows where ``after`` holds another object set to
+    it: ``pa.array(after)`` without converting the rows that did not change."""
+    changed = [i for i, (new, old) in enumerate(zip(after, before, strict=True)) if new is not old]
+    if not changed:
+        return arr
+    mask = np.zeros(len(arr), dtype=bool)
+    mask[changed] = True
+    return pc.replace_with_mask(arr, mask, pa.array([after[i] for i in changed], arr.type))
+
+
 def text_column(cleaned: Cleaned, index: pd.Index) -> pd.Series | list[str]:
     """The cleaned text as the stage's column: from the Arrow array with the redacted rows set,
     instead of converting every cleaned string back from Python (the same values and type as a
     column built from ``cleaned.texts``)."""
     if cleaned.tidy is None or cleaned.tidy_list is None:
         return cleaned.texts
-    redacted = [
-        i for i, (new, old) in enumerate(zip(cleaned.texts, cleaned.tidy_list, strict=True)) if new is not old
-    ]
-    arr = cleaned.tidy
-    if redacted:
-        mask = np.zeros(len(arr), dtype=bool)
-        mask[redacted] = True
-        arr = pc.replace_with_mask(arr, mask, pa.array([cleaned.texts[i] for i in redacted], arr.type))
-    column = arr.to_pandas().set_axis(index)
+    column = _replaced(cleaned.tidy, cleaned.tidy_list, cleaned.texts).to_pandas().set_axis(index)
     return column if column.dtype == _STR_DTYPE else cleaned.texts
 
 
 _STR_DTYPE = pd.Series(["text"]).dtype  # what a column built from a list of strings is
+
+
+def _large_strings(column: pd.Series) -> pa.Array | None:
+    """The column's strings as one Arrow large_string array when it holds them so (the stage's
+    text column, read from Parquet), else None (the caller converts its list)."""
+    if column.dtype != _STR_DTYPE or column.hasnans:
+        return None
+    arr = pa.array(column)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], pa.large_string())
+    return arr if arr.type == pa.large_string() else None
 
 
 def _clean_one_by_one(texts: list[str], params: CleanParams, fixed: bool) -> tuple[list[str], list[dict]]:
@@ -130,7 +146,7 @@ def clean_batch(frame: pd.DataFrame, params: CleanParams) -> BatchResult:
     if unknown:
         raise ValueError(f"unknown PII kinds {sorted(unknown)}; choose from {list(PII_KINDS)}")
     originals = frame["text"].tolist()
-    cleaned = _clean_texts(originals, params)
+    cleaned = _clean_texts(originals, params, _large_strings(frame["text"]))
     texts, found = cleaned.texts, cleaned.counts
     changed = [a != b for a, b in zip(texts, originals, strict=True)]
     counts = {f"pii_{kind}": [c[kind] for c in found] for kind in PII_KINDS}

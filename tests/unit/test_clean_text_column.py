@@ -1,5 +1,6 @@
-"""clean_batch's text column (the Arrow array with only the redacted rows set) equals the column
-built from the cleaned strings, as the stage built it before, on any index."""
+"""clean_batch's text column (the stage's Arrow column with only the rows that repair and
+redaction changed set) equals the column built from the cleaned strings, as the stage built it
+before, on any index; the labels from prefixes cut in Arrow equal the list path's."""
 
 import pandas as pd
 
@@ -21,7 +22,15 @@ def _reference(frame: pd.DataFrame, params: CleanParams):
 
 
 def test_text_column_equals_the_list_built_column():
-    docs = [*real_documents(30), *PII_CASES, "\u200b", "  ", "a\x00b"]
+    docs = [
+        *real_documents(30),
+        *PII_CASES,
+        "\u200b",
+        "  ",
+        "a\x00b",
+        "doesn\u00e2\u20ac\u2122t \u201cso\u201d",
+        "cafe\u0301",
+    ]
     frame = pd.DataFrame(
         {"id": [f"d{i}" for i in range(len(docs))], "text": docs}, index=range(7, 7 + 3 * len(docs), 3)
     )
