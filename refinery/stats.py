@@ -50,6 +50,29 @@ if sorted(ord(c) for c in UNICODE_SPACES if ord(c) < 0x80) != [*range(9, 14), *r
 _WIDE_SPACES = [c.encode() for c in UNICODE_SPACES if ord(c) >= 0x80]
 
 
+# The multi-byte whitespace sequences as integers of their bytes (big-endian), by length.
+_WIDE_2 = np.array([int.from_bytes(b, "big") for b in _WIDE_SPACES if len(b) == 2], dtype=np.uint32)
+_WIDE_3 = np.array([int.from_bytes(b, "big") for b in _WIDE_SPACES if len(b) == 3], dtype=np.uint32)
+if len(_WIDE_2) + len(_WIDE_3) != len(_WIDE_SPACES):
+    raise RuntimeError("a whitespace character of four UTF-8 bytes: extend _mark_wide_spaces")
+
+
+def _mark_wide_spaces(data: np.ndarray, leads: np.ndarray, space: np.ndarray) -> None:
+    """Set ``space`` on every byte of each multi-byte whitespace character starting at one of
+    ``leads`` (the positions of its possible lead bytes): the two bytes after each lead are read
+    once, and each candidate compared with all sequences at once (on man pages, groff's curly
+    quotes and dashes make millions of 0xE2 leads)."""
+    last = len(data) - 1
+    second = data[np.minimum(leads + 1, last)].astype(np.uint32)
+    third = data[np.minimum(leads + 2, last)].astype(np.uint32)
+    lead_second = (data[leads].astype(np.uint32) << 8) | second
+    two = leads[np.isin(lead_second, _WIDE_2) & (leads + 1 <= last)]
+    three = leads[np.isin((lead_second << 8) | third, _WIDE_3) & (leads + 2 <= last)]
+    for hit, length in ((two, 2), (three, 3)):
+        for k in range(length):
+            space[hit + k] = True
+
+
 def _whitespace_token_counts(arr: pa.Array) -> np.ndarray:
     n = len(arr)
     dtype = np.int64 if pa.types.is_large_string(arr.type) else np.int32
@@ -69,13 +92,7 @@ def _whitespace_token_counts(arr: pa.Array) -> np.ndarray:
     leads |= data == 0xC2
     leads = np.flatnonzero(leads)
     if len(leads):
-        padded = np.concatenate([data, np.zeros(2, dtype=np.uint8)])
-        for seq in _WIDE_SPACES:
-            hit = leads[padded[leads] == seq[0]]
-            for k in range(1, len(seq)):
-                hit = hit[padded[hit + k] == seq[k]]
-            for k in range(len(seq)):
-                space[hit + k] = True
+        _mark_wide_spaces(data, leads, space)
     # A token starts at each non-space byte after a space byte or at the start of its text.
     start = ~space
     start[1:] &= space[:-1]
