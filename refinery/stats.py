@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from refinery.batch import BatchResult
+from refinery.text.span_counts import true_per_span
 
 # Document length bins in whitespace tokens, shared by every stage and the corpus report.
 LENGTH_EDGES = [10, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000]
@@ -44,9 +45,32 @@ UNICODE_SPACES = (
     *map(chr, range(0x2000, 0x200B)),
     *"\u2028\u2029\u202f\u205f\u3000",
 )
-_ASCII_SPACE = np.zeros(256, dtype=bool)
-_ASCII_SPACE[[ord(c) for c in UNICODE_SPACES if ord(c) < 0x80]] = True
+if sorted(ord(c) for c in UNICODE_SPACES if ord(c) < 0x80) != [*range(9, 14), *range(28, 33)]:
+    raise RuntimeError("ASCII whitespace is no longer 9-13 and 28-32: update _whitespace_token_counts")
 _WIDE_SPACES = [c.encode() for c in UNICODE_SPACES if ord(c) >= 0x80]
+
+
+# The multi-byte whitespace sequences as integers of their bytes (big-endian), by length.
+_WIDE_2 = np.array([int.from_bytes(b, "big") for b in _WIDE_SPACES if len(b) == 2], dtype=np.uint32)
+_WIDE_3 = np.array([int.from_bytes(b, "big") for b in _WIDE_SPACES if len(b) == 3], dtype=np.uint32)
+if len(_WIDE_2) + len(_WIDE_3) != len(_WIDE_SPACES):
+    raise RuntimeError("a whitespace character of four UTF-8 bytes: extend _mark_wide_spaces")
+
+
+def _mark_wide_spaces(data: np.ndarray, leads: np.ndarray, space: np.ndarray) -> None:
+    """Set ``space`` on every byte of each multi-byte whitespace character starting at one of
+    ``leads`` (the positions of its possible lead bytes): the two bytes after each lead are read
+    once, and each candidate compared with all sequences at once (on man pages, groff's curly
+    quotes and dashes make millions of 0xE2 leads)."""
+    last = len(data) - 1
+    second = data[np.minimum(leads + 1, last)].astype(np.uint32)
+    third = data[np.minimum(leads + 2, last)].astype(np.uint32)
+    lead_second = (data[leads].astype(np.uint32) << 8) | second
+    two = leads[np.isin(lead_second, _WIDE_2) & (leads + 1 <= last)]
+    three = leads[np.isin((lead_second << 8) | third, _WIDE_3) & (leads + 2 <= last)]
+    for hit, length in ((two, 2), (three, 3)):
+        for k in range(length):
+            space[hit + k] = True
 
 
 def _whitespace_token_counts(arr: pa.Array) -> np.ndarray:
@@ -57,25 +81,25 @@ def _whitespace_token_counts(arr: pa.Array) -> np.ndarray:
         return np.zeros(n, dtype=np.int64)
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     offsets = offsets - offsets[0]
-    space = _ASCII_SPACE[data]
+    # ASCII whitespace is 9-13 and 28-32: two unsigned wrap-around compares. A table lookup
+    # (``table[data]``) first casts the bytes to an ``intp`` index, eight bytes each: a
+    # temporary of 8x the batch, freshly mapped on every call, whose page faults cost more
+    # than the count itself (refinery/text/lookup.py says the same of the word counts).
+    space = np.less(data - np.uint8(9), 5)
+    space |= np.less(data - np.uint8(28), 5)
     # Multi-byte whitespace: every byte of the sequence is whitespace (lead bytes 0xC2, 0xE1-0xE3).
-    padded = np.concatenate([data, np.zeros(2, dtype=np.uint8)])
-    leads = np.flatnonzero((data == 0xC2) | ((data >= 0xE1) & (data <= 0xE3)))
+    leads = np.less(data - np.uint8(0xE1), 3)
+    leads |= data == 0xC2
+    leads = np.flatnonzero(leads)
     if len(leads):
-        for seq in _WIDE_SPACES:
-            hit = leads[padded[leads] == seq[0]]
-            for k in range(1, len(seq)):
-                hit = hit[padded[hit + k] == seq[k]]
-            for k in range(len(seq)):
-                space[hit + k] = True
-    after_space = np.empty(len(data), dtype=bool)
-    after_space[0] = True
-    after_space[1:] = space[:-1]
+        _mark_wide_spaces(data, leads, space)
+    # A token starts at each non-space byte after a space byte or at the start of its text.
+    start = ~space
+    start[1:] &= space[:-1]
     first, end = offsets[:-1], offsets[1:]
     filled = end > first
-    after_space[first[filled]] = True  # each text's first character
-    starts = np.flatnonzero(after_space & ~space)
-    words = np.diff(np.searchsorted(starts, offsets))
+    start[first[filled]] = ~space[first[filled]]
+    words = true_per_span(start, offsets)
     # Arrow's split also yields an empty string for whitespace at the start, one for whitespace
     # at the end, a second one when that trailing run is two characters or more, and one for an
     # empty text (tests/unit/test_stats_tokens.py holds this to pc.utf8_split_whitespace).

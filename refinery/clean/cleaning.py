@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from refinery import markdown
@@ -62,18 +65,74 @@ def clean_texts(texts: list[str], params: CleanParams) -> tuple[list[str], list[
     ``ipaddress``, digit counts) only on documents with a candidate. Text that Arrow cannot hold
     (lone surrogates) takes :func:`clean_text` one document at a time.
     """
-    out = fix_unicode_batch(texts) if params.fix_unicode else list(texts)
+    cleaned = _clean_texts(texts, params)
+    return cleaned.texts, cleaned.counts
+
+
+@dataclass
+class Cleaned:
+    """A batch's cleaned texts and PII counts, and, where the batch went through Arrow, the Arrow
+    array of the texts before redaction (``tidy``) with its strings as listed (``tidy_list``):
+    a text that redaction left is the very object of ``tidy_list``, so the cleaned column can be
+    ``tidy`` with only the redacted rows replaced (:func:`text_column`)."""
+
+    texts: list[str]
+    counts: list[dict[str, int]]
+    tidy: pa.Array | None = None
+    tidy_list: list[str] | None = None
+
+
+def _clean_texts(texts: list[str], params: CleanParams, original: pa.Array | None = None) -> Cleaned:
+    """``original``: ``texts`` as an Arrow large_string array, when the caller has them (the
+    stage's column): then nothing is converted from Python but the texts that repair changed."""
+    out = fix_unicode_batch(texts, original) if params.fix_unicode else list(texts)
     if params.unicode_form != "none":
         out = [t if t.isascii() else normalize_form(t, params.unicode_form) for t in out]
     try:
-        arr = pa.array(out, pa.large_string())
+        arr = pa.array(out, pa.large_string()) if original is None else _replaced(original, texts, out)
     except (UnicodeEncodeError, pa.ArrowInvalid):
-        return _clean_one_by_one(out, params, fixed=True)
+        return Cleaned(*_clean_one_by_one(out, params, fixed=True))
     if params.strip_invisible:
         arr = strip_invisible_batch(arr)
     if params.normalize_whitespace:
         arr = normalize_whitespace_batch(arr)
-    return redact_batch(arr.to_pylist(), arr, set(params.redact), params.placeholder)
+    tidy_list = arr.to_pylist()
+    return Cleaned(*redact_batch(tidy_list, arr, set(params.redact), params.placeholder), arr, tidy_list)
+
+
+def _replaced(arr: pa.Array, before: list[str], after: list[str]) -> pa.Array:
+    """``arr`` (the strings ``before``) with the rows where ``after`` holds another object set to
+    it: ``pa.array(after)`` without converting the rows that did not change."""
+    changed = [i for i, (new, old) in enumerate(zip(after, before, strict=True)) if new is not old]
+    if not changed:
+        return arr
+    mask = np.zeros(len(arr), dtype=bool)
+    mask[changed] = True
+    return pc.replace_with_mask(arr, mask, pa.array([after[i] for i in changed], arr.type))
+
+
+def text_column(cleaned: Cleaned, index: pd.Index) -> pd.Series | list[str]:
+    """The cleaned text as the stage's column: from the Arrow array with the redacted rows set,
+    instead of converting every cleaned string back from Python (the same values and type as a
+    column built from ``cleaned.texts``)."""
+    if cleaned.tidy is None or cleaned.tidy_list is None:
+        return cleaned.texts
+    column = _replaced(cleaned.tidy, cleaned.tidy_list, cleaned.texts).to_pandas().set_axis(index)
+    return column if column.dtype == _STR_DTYPE else cleaned.texts
+
+
+_STR_DTYPE = pd.Series(["text"]).dtype  # what a column built from a list of strings is
+
+
+def _large_strings(column: pd.Series) -> pa.Array | None:
+    """The column's strings as one Arrow large_string array when it holds them so (the stage's
+    text column, read from Parquet), else None (the caller converts its list)."""
+    if column.dtype != _STR_DTYPE or column.hasnans:
+        return None
+    arr = pa.array(column)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], pa.large_string())
+    return arr if arr.type == pa.large_string() else None
 
 
 def _clean_one_by_one(texts: list[str], params: CleanParams, fixed: bool) -> tuple[list[str], list[dict]]:
@@ -87,11 +146,12 @@ def clean_batch(frame: pd.DataFrame, params: CleanParams) -> BatchResult:
     if unknown:
         raise ValueError(f"unknown PII kinds {sorted(unknown)}; choose from {list(PII_KINDS)}")
     originals = frame["text"].tolist()
-    texts, found = clean_texts(originals, params)
+    cleaned = _clean_texts(originals, params, _large_strings(frame["text"]))
+    texts, found = cleaned.texts, cleaned.counts
     changed = [a != b for a, b in zip(texts, originals, strict=True)]
     counts = {f"pii_{kind}": [c[kind] for c in found] for kind in PII_KINDS}
     reasons = [None if t else ("empty_after_cleaning", "no text left after cleaning") for t in texts]
-    out = frame.assign(text=texts, text_changed=changed, **counts)
+    out = frame.assign(text=text_column(cleaned, frame.index), text_changed=changed, **counts)
     return split_batch(out, reasons)
 
 

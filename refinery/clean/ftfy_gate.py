@@ -313,13 +313,15 @@ def fix_text_one(text: str) -> str:
     return fix_texts([text])[0]
 
 
-def fix_texts(texts: Sequence[str]) -> list[str]:
-    """``[ftfy.fix_text(t) for t in texts]``, computed where it can differ from the input only."""
+def fix_texts(texts: Sequence[str], arr: pa.Array | None = None) -> list[str]:
+    """``[ftfy.fix_text(t) for t in texts]``, computed where it can differ from the input only.
+    ``arr``: the same strings as an Arrow array, when the caller has them (not converted again)."""
     out = list(texts)
-    try:
-        arr = pa.array(out, pa.large_string())
-    except (UnicodeEncodeError, pa.ArrowInvalid):  # lone surrogates: ftfy replaces them
-        return [fix_segments(t) for t in out]
+    if arr is None:
+        try:
+            arr = pa.array(out, pa.large_string())
+        except (UnicodeEncodeError, pa.ArrowInvalid):  # lone surrogates: ftfy replaces them
+            return [fix_segments(t) for t in out]
     flagged = _mask(arr, TRIGGER_RE2)
     limit = FTFY_CONFIG.max_decode_length
     todo = [i for i, (t, f) in enumerate(zip(out, flagged, strict=True)) if f or not _nfc_and_short(t, limit)]

@@ -45,9 +45,10 @@ def fix_unicode(text: str) -> str:
     return fix_text_one(text)
 
 
-def fix_unicode_batch(texts: list[str]) -> list[str]:
-    """:func:`fix_unicode` over a batch: one vectorized pre-check, ftfy only where it may act."""
-    return fix_texts(texts)
+def fix_unicode_batch(texts: list[str], arr: pa.Array | None = None) -> list[str]:
+    """:func:`fix_unicode` over a batch: one vectorized pre-check, ftfy only where it may act
+    (``arr``: the same strings in Arrow, when the caller has them)."""
+    return fix_texts(texts, arr)
 
 
 def normalize_form(text: str, form: str) -> str:

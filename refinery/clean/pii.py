@@ -180,13 +180,34 @@ def candidates() -> dict[str, str]:
     return patterns
 
 
+@cache
+def any_candidate(kinds: tuple[str, ...]) -> str:
+    """One RE2 pattern matching wherever any of ``kinds``' candidate patterns does (their
+    alternation): a string it misses holds no candidate of any of them."""
+    return "|".join(f"(?:{candidates()[kind]})" for kind in kinds)
+
+
+def _masks_of_hits(arr: pa.Array | pa.ChunkedArray, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """:func:`candidate_masks` in two levels: one scan of every string for any candidate, then
+    each kind's pattern only over the strings that hold one (on the real-text corpus, 7 % of the
+    lines of the documents with a candidate; the alternation's scan costs about one kind's)."""
+    hit = np.flatnonzero(pc.match_substring_regex(arr, any_candidate(kinds)).to_numpy(zero_copy_only=False))
+    found = arr.take(pa.array(hit, pa.int64())) if len(hit) else None
+    out = {}
+    for kind in kinds:
+        mask = np.zeros(len(arr), dtype=bool)
+        if found is not None:
+            mask[hit[pc.match_substring_regex(found, candidates()[kind]).to_numpy(zero_copy_only=False)]] = (
+                True
+            )
+        out[kind] = mask
+    return out
+
+
 def candidate_masks(arr: pa.Array, kinds: frozenset[str] | set[str]) -> dict[str, np.ndarray]:
     """Per enabled kind, per string: could its detector match? False guarantees it cannot."""
-    return {
-        kind: pc.match_substring_regex(arr, candidates()[kind]).to_numpy(zero_copy_only=False)
-        for kind in PII_KINDS
-        if kind in kinds
-    }
+    enabled = tuple(kind for kind in PII_KINDS if kind in kinds)
+    return _masks_of_hits(arr, enabled) if enabled else {}
 
 
 def redact_batch(
@@ -233,23 +254,16 @@ def _line_masks(
     docs: pa.Array, bounds: np.ndarray, doc_masks: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """:func:`candidate_masks` of every line of ``docs`` (lines cut at each "\\n", as
-    ``str.split("\\n")`` cuts them; ``bounds``: the first line of each document, and the total),
-    searching each kind only in the lines of the documents where it has a candidate: a line's
-    candidate is a candidate of its document, so the others are False without a search."""
+    ``str.split("\\n")`` cuts them; ``bounds``: the first line of each document, and the total)
+    for the kinds of ``doc_masks``."""
     split = pc.split_pattern(docs, "\n")
     flat = pc.list_flatten(split)
     if len(flat) != bounds[-1]:  # Arrow cut the lines differently: never seen, but fail loudly
         raise RuntimeError(f"Arrow split {len(flat)} lines where Python split {bounds[-1]}")
-    line_doc = np.repeat(np.arange(len(docs)), np.diff(bounds))
-    out = {}
-    for kind, doc_mask in doc_masks.items():
-        searched = np.flatnonzero(doc_mask[line_doc])
-        mask = np.zeros(len(flat), dtype=bool)
-        if len(searched):
-            found = pc.match_substring_regex(flat.take(searched), candidates()[kind])
-            mask[searched[found.to_numpy(zero_copy_only=False)]] = True
-        out[kind] = mask
-    return out
+    # A line's candidate is one of its document (the document holds the line), so the lines that
+    # match a kind's pattern are exactly its candidates: no need to restrict the search to the
+    # documents where the kind has one.
+    return _masks_of_hits(flat, tuple(doc_masks))
 
 
 def _redact_lines(

@@ -100,7 +100,7 @@ class RuleChain:
             kept_texts.append(kept_text)
             for name, values in columns.items():
                 values.append(scores.get(name, math.nan))
-        out = frame.assign(text=kept_texts, **columns)
+        out = frame.assign(text=kept_text_column(frame["text"], texts, kept_texts), **columns)
         for name in self.int_scores:
             out[name] = out[name].astype("Int32")
         return split_batch(out, reasons)
@@ -114,6 +114,25 @@ class RuleChain:
             missing = sorted(set(named) - set(fields))
             if missing:
                 raise ValueError(f"rule {rule.name!r} names parameters no rule declares: {missing}")
+
+
+def kept_text_column(column: pd.Series, texts: list[str], kept: list[str]) -> pd.Series | list[str]:
+    """The text column to write: ``kept`` as a new column holds it. Most rules keep a text as it
+    came (the same object), so when the column already has the type a list of strings becomes,
+    only the rewritten rows (C4's dropped lines) are set in a copy of it: the rest of the batch's
+    text is not converted from Python strings again."""
+    if column.dtype != _STR_DTYPE:
+        return kept
+    rewritten = [i for i, (new, old) in enumerate(zip(kept, texts, strict=True)) if new is not old]
+    if len(rewritten) > len(kept) // 2:
+        return kept
+    column = column.copy()
+    if rewritten:
+        column.iloc[rewritten] = [kept[i] for i in rewritten]
+    return column
+
+
+_STR_DTYPE = pd.Series(["text"]).dtype  # what a column built from a list of strings is
 
 
 def run_rules(

@@ -102,9 +102,14 @@ def gopher_quality_counts(
 
     lines = text.splitlines() or [text]
     prefixes = tuple(p.bullet_prefixes)
-    # map() over C methods instead of a generator: the same counts, no Python frame per line.
-    bullet = sum(map(str.startswith, map(str.lstrip, lines), repeat(prefixes))) / len(lines)
-    ellipsis_lines = sum(map(str.endswith, map(str.rstrip, lines), repeat(_ELLIPSES))) / len(lines)
+    # map() over C methods instead of a generator: the same counts, no Python frame per line. A
+    # line can only start with a prefix the text holds, and only end in an ellipsis the text
+    # holds (counted above): where there is none, no line is walked and the share is 0.0.
+    bullet = ellipsis_lines = 0.0
+    if any(prefix in text for prefix in prefixes):
+        bullet = sum(map(str.startswith, map(str.lstrip, lines), repeat(prefixes))) / len(lines)
+    if ellipsis_ratio:
+        ellipsis_lines = sum(map(str.endswith, map(str.rstrip, lines), repeat(_ELLIPSES))) / len(lines)
     out["bullet_lines_ratio"], out["ellipsis_lines_ratio"] = bullet, ellipsis_lines
     if p.max_bullet_lines_ratio is not None and bullet > p.max_bullet_lines_ratio:
         return "gopher_quality.too_many_bullets", f"{bullet:.2f} of lines > {p.max_bullet_lines_ratio}"

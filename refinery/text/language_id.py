@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from refinery.text.language_models import UNKNOWN, Labeller, LanguageModel, labeller  # noqa: F401 (UNKNOWN: re-exported)
@@ -123,9 +124,18 @@ class LanguageLabelParams(BaseModel):
 def label_batch(frame: pd.DataFrame, params: LanguageIdParams | None = None) -> pd.DataFrame:
     """The frame with ``language`` and ``language_score`` columns (replacing existing ones)."""
     params = params or LanguageIdParams()
-    texts = frame[params.text_column].fillna("").astype(str).tolist()
-    languages, scores = label_texts(texts, params)
+    column = frame[params.text_column].fillna("")
+    if params.max_chars and len(column) and column.dtype == _STR_DTYPE:
+        # The prefixes cut in Arrow (code points, as Python slices): the rest of each text is
+        # never turned into a Python string.
+        prefixes = pc.utf8_slice_codeunits(pa.array(column), 0, params.max_chars).to_pylist()
+        languages, scores = detector(params).label(prefixes)
+    else:
+        languages, scores = label_texts(column.astype(str).tolist(), params)
     return frame.assign(
         language=pd.Series(languages, index=frame.index, dtype=object),
         language_score=pd.Series(scores, index=frame.index, dtype="float32"),
     )
+
+
+_STR_DTYPE = pd.Series(["text"]).dtype  # what a column built from a list of strings is

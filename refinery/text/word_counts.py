@@ -30,6 +30,7 @@ from itertools import filterfalse
 import numpy as np
 
 from refinery.text.lookup import unit_lookup
+from refinery.text.span_counts import true_per_span
 
 WORD, SPACE, LETTER, JOINER = 1, 2, 4, 8
 _ANY_LETTER = re.compile(r"[^\W\d_]")
@@ -174,8 +175,9 @@ def word_counts(texts: Sequence[str]) -> WordCounts:
         # holds a letter iff the word does.
         has_letter = np.logical_or.reduceat((flags & LETTER).view(np.bool_), word_start)
         np.cumsum(has_letter, out=letter_sum[1:])
-    other = _per_document(np.flatnonzero((flags & (WORD | SPACE)) == 0), bounds)
-    space = _per_document(np.flatnonzero(flags & SPACE), bounds) - 1  # less the newline
+    # Counted in place per document (no index of every space or symbol position).
+    other = lengths + 1 - true_per_span(flags & (WORD | SPACE), bounds)
+    space = true_per_span(flags & SPACE, bounds) - 1  # less the newline
     word_chars = lengths - other - space
     return WordCounts(
         word_chars=word_chars,

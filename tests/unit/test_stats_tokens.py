@@ -31,6 +31,8 @@ def test_counts_equal_arrow_on_real_and_generated_text():
         pa.array(docs, pa.string()),
         pa.array(docs, pa.large_string()).slice(7, 5_000),
         pa.chunked_array([pa.array(docs[:9], pa.large_string()), pa.array(docs[9:], pa.large_string())]),
+        # long texts with the crafted ones among them: counted one text at a time (_true_per_text)
+        pa.array(generated[:300] + docs[:40] + ["", " ", "  a  ", "a\u3000 "], pa.large_string()),
     ):
         assert whitespace_tokens(arr).tolist() == arrow_counts(arr).tolist()
     assert whitespace_tokens(docs).tolist() == arrow_counts(pa.array(docs)).tolist()
