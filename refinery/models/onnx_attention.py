@@ -86,7 +86,9 @@ def attention_to_unmasked_mha(model: Any, bias_in_matmuls: bool = False) -> int:
                         np.ascontiguousarray(bias[index * hidden : (index + 1) * hidden]), f"{name}_b"
                     )
                 )
-                nodes.append(helper.make_node("Add", [name, f"{name}_b"], [f"{name}_biased"], name=f"{name}_bias"))
+                nodes.append(
+                    helper.make_node("Add", [name, f"{name}_b"], [f"{name}_biased"], name=f"{name}_bias")
+                )
                 name = f"{name}_biased"
             parts.append(name)
         kept = {k: v for k, v in attributes.items() if k in ("num_heads", "mask_filter_value", "scale")}

@@ -50,7 +50,9 @@ def bias_into_matmuls(model: Any) -> int:
             and lone_matmul(node.input[0])
         ):
             biased = f"{node.name}_biased"
-            nodes.append(helper.make_node("Add", [node.input[0], node.input[1]], [biased], name=f"{node.name}_bias"))
+            nodes.append(
+                helper.make_node("Add", [node.input[0], node.input[1]], [biased], name=f"{node.name}_bias")
+            )
             del node.input[1]
             node.input[0] = biased
             nodes.append(node)

@@ -69,7 +69,10 @@ def unfuse_embeddings(model: Any, zero_token_types: bool = False) -> int:
             helper.make_node("Gather", [word, ids], [f"{base}_word"], name=f"{base}_word", axis=0),
             helper.make_node("Shape", [ids], [f"{base}_shape"], name=f"{base}_shape"),
             helper.make_node(
-                "Slice", [f"{base}_shape", f"{base}_one", f"{base}_two"], [f"{base}_length"], name=f"{base}_length"
+                "Slice",
+                [f"{base}_shape", f"{base}_one", f"{base}_two"],
+                [f"{base}_length"],
+                name=f"{base}_length",
             ),
             helper.make_node(
                 "Slice",
@@ -77,7 +80,9 @@ def unfuse_embeddings(model: Any, zero_token_types: bool = False) -> int:
                 [f"{base}_position"],
                 name=f"{base}_position",
             ),
-            helper.make_node("Add", [f"{base}_word", f"{base}_position"], [summed], name=f"{base}_add_position"),
+            helper.make_node(
+                "Add", [f"{base}_word", f"{base}_position"], [summed], name=f"{base}_add_position"
+            ),
             helper.make_node(
                 "LayerNormalization",
                 [f"{base}_total", gamma, beta],

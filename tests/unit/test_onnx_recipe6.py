@@ -52,7 +52,9 @@ def test_recipe6_rewrites_keep_the_hidden_states():
     feeds = []
     for text in texts:  # the full window and a short text: the position slice follows the length
         ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)
-        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+        feeds.append(
+            {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        )
     assert max(f["input_ids"].shape[1] for f in feeds) == 256
     for got, want in zip(_run(rewritten, feeds), _run(reference, feeds), strict=True):
         np.testing.assert_allclose(got, want, atol=2e-4)
