@@ -15,6 +15,11 @@ copy is made. The projection's bias goes to ``MultiHeadAttention``, which adds i
 transposes to heads. The function is unchanged for an unpadded input (tested to 2e-4); a padded
 batch would attend to its padding, so :class:`refinery.models.onnx_embedder.OnnxEmbedder` refuses
 batches on such a graph.
+
+Since recipe 6 (``bias_in_matmuls``) the projection's bias is an ``Add`` after each of the three
+MatMuls, which ORT folds into the int8 GEMM (it adds the bias as it writes the output), and
+``MultiHeadAttention`` gets no bias: it then only transposes Q, K and V to heads, instead of adding
+as it transposes. Measured with the other recipe-6 changes (benchmarks/RESULTS.md, recipe 6).
 """
 
 from __future__ import annotations
@@ -26,13 +31,14 @@ import numpy as np
 from refinery.models.onnx_outliers import set_nodes
 
 
-def attention_to_unmasked_mha(model: Any) -> int:
+def attention_to_unmasked_mha(model: Any, bias_in_matmuls: bool = False) -> int:
     """Rewrite ``model`` (an ``onnx.ModelProto``, in place): each ``com.microsoft`` ``Attention``
     node becomes Q, K and V MatMuls feeding a ``MultiHeadAttention`` with no mask.
 
     Returns how many nodes were rewritten. An ``Attention`` with attributes or inputs this rewrite
     does not reproduce (past state, unidirectional, attention bias, unequal Q/K/V sizes, weights
-    that are not initializers) is refused with a ``ValueError`` rather than changed silently."""
+    that are not initializers) is refused with a ``ValueError`` rather than changed silently.
+    ``bias_in_matmuls`` adds the packed bias's three parts after the MatMuls (module docstring)."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -62,6 +68,7 @@ def attention_to_unmasked_mha(model: Any) -> int:
         hidden = packed.shape[1] // 3
         if packed.shape[1] != 3 * hidden:
             raise ValueError(f"{node.name}: Q, K and V projections of unequal width are not supported")
+        bias = numpy_helper.to_array(weights[node.input[2]]) if bias_in_matmuls else None
         parts = []
         for index, part in enumerate("qkv"):
             name = f"{node.name}_{part}"
@@ -73,12 +80,22 @@ def attention_to_unmasked_mha(model: Any) -> int:
             nodes.append(
                 helper.make_node("MatMul", [node.input[0], f"{name}_W"], [name], name=f"{name}_MatMul")
             )
+            if bias is not None:
+                graph.initializer.append(
+                    numpy_helper.from_array(
+                        np.ascontiguousarray(bias[index * hidden : (index + 1) * hidden]), f"{name}_b"
+                    )
+                )
+                nodes.append(
+                    helper.make_node("Add", [name, f"{name}_b"], [f"{name}_biased"], name=f"{name}_bias")
+                )
+                name = f"{name}_biased"
             parts.append(name)
         kept = {k: v for k, v in attributes.items() if k in ("num_heads", "mask_filter_value", "scale")}
         nodes.append(
             helper.make_node(
                 "MultiHeadAttention",
-                [*parts, node.input[2]],
+                parts if bias_in_matmuls else [*parts, node.input[2]],
                 [node.output[0]],
                 name=f"{node.name}_mha",
                 domain="com.microsoft",

@@ -48,13 +48,14 @@ from typing import Any
 import numpy as np
 
 QUANTIZE = ("none", "int8")
-RECIPE = 5  # bump when fusing or quantize_int8 changes, so cached graphs of an older recipe are not reused
+RECIPE = 6  # bump when fusing or quantize_int8 changes, so cached graphs of an older recipe are not reused
 # 2: SkipLayerNorm fused, early down-projections whole in fp32; 3: their outlier channels split off
 # (both kept for the benchmark's before/after); 4: 3 + unmasked flash attention, split at the up-projection;
-# 5: 4 + tanh GELU (FastGelu) and the outlier columns of the up-projections in int8 too
-RECIPES = (2, 3, 4, 5)
-# the fp32 fused graph each recipe starts from (4 and 5 change only the int8 graph)
-FUSED_RECIPE = {2: 2, 3: 3, 4: 3, 5: 3}
+# 5: 4 + tanh GELU (FastGelu) and the outlier columns of the up-projections in int8 too;
+# 6: 5 + biases in the int8 GEMMs (Q/K/V, GELU, split down-projections) and plain embedding ops
+RECIPES = (2, 3, 4, 5, 6)
+# the fp32 fused graph each recipe starts from (4 to 6 change only the int8 graph)
+FUSED_RECIPE = {2: 2, 3: 3, 4: 3, 5: 3, 6: 3}
 UNFUSED = ["SkipLayerNormFusion"]  # ORT's own fusions not applied to a recipe-3 graph (slower here)
 # a text longer than window x chars is cut before tokenizing; a cut that fills fewer pieces than the
 # window is retried at the next width, then whole. 6 then 24: 0.48 ms/doc on the real corpus against
@@ -199,11 +200,16 @@ def quantize_int8(source: Path, target: Path, model_dir: Path | None = None, rec
     because the int8 graph encodes each text alone) and splits at the up-projection. Recipe 5 also
     uses the tanh GELU (:func:`onnx_gelu.tanh_gelu`) and quantizes the outlier columns of the
     up-projections: their input is the layer norm's output, which the ordinary columns quantize
-    anyway; only the outliers' down-projections, whose inputs hold the large values, stay fp32."""
+    anyway; only the outliers' down-projections, whose inputs hold the large values, stay fp32.
+    Recipe 6 also moves biases into the int8 GEMMs (:mod:`refinery.models.onnx_bias`, and the Q/K/V
+    biases out of ``MultiHeadAttention``) and writes the embedding layer as plain ops with token type
+    0 folded in (:mod:`refinery.models.onnx_embed`): the graph reads only ``input_ids``."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from refinery.models.onnx_attention import attention_to_unmasked_mha
+    from refinery.models.onnx_bias import bias_into_matmuls
+    from refinery.models.onnx_embed import unfuse_embeddings
     from refinery.models.onnx_gelu import tanh_gelu
     from refinery.models.onnx_outliers import split_outlier_channels
 
@@ -212,11 +218,14 @@ def quantize_int8(source: Path, target: Path, model_dir: Path | None = None, rec
     if recipe >= 3 and model_dir is not None:
         model = onnx.load(str(source))
         if recipe >= 4:  # the int8 graph runs one text at a time: no mask, ORT's flash attention
-            attention_to_unmasked_mha(model)
+            attention_to_unmasked_mha(model, bias_in_matmuls=recipe >= 6)
         keep = split_outlier_channels(model, calibration_feeds(model_dir), split_up=recipe >= 4)
         if recipe >= 5:  # the up-projection's outlier columns read the layer norm: int8 keeps them
             keep = [name for name in keep if not name.endswith("_outlier_up")]
             tanh_gelu(model)
+        if recipe >= 6:  # biases added by the int8 GEMMs, not by passes of their own; plain embeddings
+            bias_into_matmuls(model)
+            unfuse_embeddings(model, zero_token_types=True)
         onnx.save(model, str(split))
         source = split
     else:
@@ -383,15 +392,25 @@ class OnnxEmbedder:
     def _encode_batch(self, encodings: list, width: int) -> np.ndarray:
         if self.quantize == "int8" and len(encodings) > 1:  # its attention has no mask (recipe 4)
             raise ValueError("the int8 graph encodes one text per run; padded batches would change vectors")
-        ids = np.zeros((len(encodings), width), dtype=np.int64)
-        mask = np.zeros_like(ids)
-        for row, enc in enumerate(encodings):
-            ids[row, : len(enc.ids)] = enc.ids
-            mask[row, : len(enc.ids)] = 1
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
-        weights = mask[:, :, None].astype(np.float32)
-        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        if len(encodings) == 1 and len(encodings[0].ids) == width:
+            # one unpadded text (every int8 run): no mask to build, and the recipe-6 int8 graph reads
+            # only the ids; mean pooling is the plain mean
+            ids = np.array([encodings[0].ids], dtype=np.int64)
+            feeds = {"input_ids": ids}
+            for name in self._inputs:
+                if name != "input_ids":
+                    feeds[name] = np.ones_like(ids) if name == "attention_mask" else np.zeros_like(ids)
+            pooled = self.session.run(None, feeds)[0].mean(axis=1)
+        else:
+            ids = np.zeros((len(encodings), width), dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for row, enc in enumerate(encodings):
+                ids[row, : len(enc.ids)] = enc.ids
+                mask[row, : len(enc.ids)] = 1
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+            weights = mask[:, :, None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 

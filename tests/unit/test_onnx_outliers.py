@@ -1,7 +1,8 @@
 """The int8 graph's outlier split (recipes 3 and 4): the split alone leaves the function unchanged, it
 picks the channels with the largest activations, and the int8 graph keeps only those small MatMuls in
 fp32 (recipe 4: split at the up-projection, no Split node; attention without a mask; recipe 5: only
-the outliers' down-projections in fp32, the tanh GELU)."""
+the outliers' down-projections in fp32, the tanh GELU; recipe 6: biases in the int8 GEMMs, plain
+embedding ops)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,11 @@ def test_int8_graph_keeps_only_the_outlier_matmuls_in_fp32(path):
     assert ops.count("FastGelu") == 9 and "BiasGelu" not in ops
     assert "Split" not in ops and "SkipLayerNormalization" not in ops
     assert ops.count("MultiHeadAttention") == 6 and "QAttention" not in ops and "Attention" not in ops
-    # no mask: ORT's flash-attention kernel; Q, K, V quantized (18 of the 36 int8 products)
-    assert all(len(n.input) == 4 for n in graph.node if n.op_type == "MultiHeadAttention")
+    # no mask: ORT's flash-attention kernel; Q, K, V quantized (18 of the 36 int8 products);
+    # recipe 6: their biases follow the MatMuls (folded into the int8 GEMMs), none in the attention
+    assert all(len(n.input) == 3 for n in graph.node if n.op_type == "MultiHeadAttention")
     assert ops.count("MatMulInteger") == 39
+    # recipe 6: GELU biases moved into the up-projections, embeddings as plain ops, ids only
+    assert all(len(n.input) == 1 for n in graph.node if n.op_type == "FastGelu")
+    assert "EmbedLayerNormalization" not in ops and [i.name for i in graph.input] == ["input_ids"]
+    assert sum(n.name.endswith("_sum_bias") for n in graph.node) == 3  # split down-projections' bias
