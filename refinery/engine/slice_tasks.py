@@ -81,11 +81,15 @@ def task_map(
     queue = [pickle.dumps(s) for s in reversed(slices)]
     pending: set[Any] = set()
     rows: list[dict] = []
-    while queue or pending:
-        while queue and len(pending) < in_flight:
-            pending.add(remote.remote(actor, nonce, shared, queue.pop()))
-        done, _ = ray.wait(list(pending), num_returns=1)
-        pending.discard(done[0])
-        out = ray.get(done[0])
-        rows += [dict(zip(out, values, strict=True)) for values in zip(*out.values(), strict=True)]
+    try:
+        while queue or pending:
+            while queue and len(pending) < in_flight:
+                pending.add(remote.remote(actor, nonce, shared, queue.pop()))
+            done, _ = ray.wait(list(pending), num_returns=1)
+            pending.discard(done[0])
+            out = ray.get(done[0])
+            rows += [dict(zip(out, values, strict=True)) for values in zip(*out.values(), strict=True)]
+    finally:
+        for ref in pending:  # a task that failed for good (or an interrupt): the rest stop too
+            ray.cancel(ref)
     return rows
