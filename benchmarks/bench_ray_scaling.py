@@ -385,6 +385,7 @@ def main() -> None:
     p.add_argument("--files", type=int, default=8, help="JSONL files in the inbox for ingest")
     p.add_argument("--split-mb", type=float, default=256, help="ingest's split_bytes, in MB")
     p.add_argument("--stages", default="ingest,clean_documents,heuristic_filtered")
+    p.add_argument("--ingest", default="tasks", help="tasks (8 pieces per worker) or files (as before)")
     p.add_argument("--dispatch", default="tasks,actors", help=f"the ray engine's dispatch, of {DISPATCH}")
     p.add_argument("--ceiling-only", action="store_true", help="only 2 busy processes against 1")
     p.add_argument("--out", type=Path, default=OUT / "ray_scaling.md")
@@ -454,14 +455,18 @@ def main() -> None:
             try:
                 for stage in stages:
                     # Ingest is Ray tasks (refinery.kernel.ingest_tasks): the dispatch is the row stages'.
-                    for dispatch in args.dispatch.split(",") if stage != "ingest" else ["tasks"]:
+                    for dispatch in args.dispatch.split(",") if stage != "ingest" else args.ingest.split(","):
                         label = f"ray {nodes} node{'s' if nodes > 1 else ''}, {dispatch}"
                         engine = RayEngine(
                             address=address,
                             node_ip_address="127.0.0.1",
                             slice_rows=slice_rows,
-                            dispatch=dispatch,
+                            dispatch=dispatch if stage != "ingest" else "tasks",
                         )
+                        if stage == "ingest":  # "files": the split before session 6 (no finer ranges)
+                            from refinery.kernel import ingest_tasks
+
+                            ingest_tasks.PIECES_PER_WORKER = 0 if dispatch == "files" else 8
                         t = time.perf_counter()
                         engine.connect()
                         connect_s = time.perf_counter() - t

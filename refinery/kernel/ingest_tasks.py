@@ -104,7 +104,7 @@ class TaskIds(IdAssigner):
 
 # -- the driver ------------------------------------------------------------------------------------
 def plan_pieces(
-    reader: RowCollector, split_bytes: int, workers: int = 1, per_worker: int = PIECES_PER_WORKER
+    reader: RowCollector, split_bytes: int, workers: int = 1, per_worker: int | None = None
 ) -> list[FilePiece]:
     """The folder's files in reading order, a plain JSONL file over the range size cut in ranges of
     that size (their first line numbers are filled in by :func:`count_lines` tasks). The range size
@@ -114,6 +114,7 @@ def plan_pieces(
     files = [
         (path, path.relative_to(folder).as_posix(), path.stat().st_size) for path in source_files(folder)
     ]
+    per_worker = PIECES_PER_WORKER if per_worker is None else per_worker
     split = range_bytes([size for _, _, size in files], split_bytes, workers, per_worker)
     pieces: list[FilePiece] = []
     for path, rel, size in files:
