@@ -1,4 +1,4 @@
-"""The Ray engine: a stage's slices processed by a pool of Ray actors, parts committed as a whole.
+"""The Ray engine: a stage's slices processed on the cluster's workers, parts committed as a whole.
 
 The library operators run unchanged: the partition's slices (:mod:`refinery.engine.slices`) go
 to the cluster's workers as Ray tasks on warm worker processes (:mod:`refinery.engine.slice_tasks`;
