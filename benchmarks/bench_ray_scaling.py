@@ -10,7 +10,9 @@ The scale suite (``benchmarks/scale_suite.py``) times each asset as a user sees 
   ``raw_documents`` in row groups of ``--group-rows``;
 - the stages the ray engine splits over its workers, each fed its real upstream: clean_documents
   (the raw documents), heuristic_filtered (clean_documents' output), and ingest (the same documents
-  as JSONL files in the inbox, one task per file or byte range);
+  as JSONL files in the inbox, one task per file or byte range); with ``--stages`` also
+  perplexity_scored (the same documents as its upstream; the reference model trained once on the
+  bundled reference sample; a first pass on the workers, the cut from merged sketches, a second);
 - engines: the local engine (in this process: the baseline), then the ray engine on a loopback
   cluster of **1 node x 1 CPU** and of **2 nodes x 1 CPU** (``ray start`` per node, each its own
   process tree; one worker per cluster CPU), every run repeated ``--repeats`` times (median), the
@@ -50,7 +52,7 @@ import pandas as pd  # noqa: E402
 from refinery import names  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out"
-DISPATCH = ("actors", "ray-data")
+DISPATCH = ("tasks", "actors", "ray-data")
 
 
 def uptime() -> str:
@@ -108,14 +110,16 @@ def load_documents(args) -> pd.DataFrame:
 
         frames.append(generate_shard(7, 0, 0, args.generated).to_pandas()[["id", "text"]])
     frame = pd.concat(frames, ignore_index=True)
+    if args.max_docs:
+        frame = frame.iloc[: args.max_docs]
     frame["id"] = frame["id"].astype(str)
     return frame.assign(source="bench", url=None, meta=None, file="f", line=1)
 
 
-def write_raw(storage, frame: pd.DataFrame, group_rows: int) -> None:
+def write_raw(storage, frame: pd.DataFrame, group_rows: int, asset: str = names.RAW_DOCUMENTS) -> None:
     from refinery.schema import DOCUMENT_SCHEMA
 
-    with storage.writer(names.RAW_DOCUMENTS, "bench", DOCUMENT_SCHEMA, DOCUMENT_SCHEMA, {}) as writer:
+    with storage.writer(asset, "bench", DOCUMENT_SCHEMA, DOCUMENT_SCHEMA, {}) as writer:
         for start in range(0, len(frame), group_rows):
             writer.write(frame.iloc[start : start + group_rows], None)
 
@@ -147,16 +151,106 @@ def stage_runner(storage, layout, stage: str):
             lambda run: LanguageFilter(LanguageRouting(), run.params, main=True),
         ),
     }
+    resources = None
+    if stage == names.PERPLEXITY_SCORED:  # the asset's own maker: a first pass on the workers, then the cut
+        from assets.text_stages import _perplexity
+        from refinery.kernel.spec import StageResources
+
+        specs[stage] = (text.PERPLEXITY_SCORED, _perplexity)
+        resources = StageResources({"kenlm": reference_model(layout).plain()})
     spec, make = specs[stage]
 
     def run(engine):
         ctx = StageContext(spec=spec, source="bench", params=spec.params(), layout=layout, storage=storage,
-                           engine=engine, provenance={"asset": spec.name})  # fmt: skip
+                           engine=engine, provenance={"asset": spec.name},
+                           **({"resources": resources} if resources else {}))  # fmt: skip
         started = time.perf_counter()
         stage_run, _ = engine.run(ctx, make)
         seconds = time.perf_counter() - started
         timings = stage_run.extra.get("engine", {}).get("timings", {})
         return seconds, timings, storage.read(stage, "bench"), storage.read(stage, "bench", rejected=True)
+
+    return run
+
+
+def reference_model(layout):
+    """The reference n-gram model perplexity_scored loads, trained once on the bundled reference
+    sample (as the reference_lm asset does), and the kenlm resource that finds it."""
+    from refinery.quality.reference import ReferenceLMParams, train_reference_lm
+    from refinery.sample.reference_sample import build_reference_sample
+    from resources.kenlm import KenLMResource
+
+    kenlm = KenLMResource()
+    if not (layout.home / "models" / names.REFERENCE_LM).exists():
+        build_reference_sample(layout.inbox_kind("reference"))
+        train_reference_lm(layout, ReferenceLMParams(), kenlm.order)
+    return kenlm
+
+
+MODEL_STAGES = (names.QUALITY_SCORED, names.DOCUMENT_EMBEDDINGS)
+# document_embeddings reads the documents from here: its own upstream (quality_scored) is rewritten
+# with quality_scored's kept rows when that stage is measured before it.
+EMBEDDINGS_INPUT = "bench_embeddings_input"
+
+
+def quality_model(layout, storage):
+    """The quality classifier quality_scored loads, trained once (as the quality_classifier asset
+    does: the reference sample against the raw documents), and the resource that finds it."""
+    from refinery.quality.classifier import ClassifierTrainParams, train_quality_classifier
+    from resources.quality import QualityClassifierResource
+
+    if not (layout.home / "models" / names.QUALITY_CLASSIFIER).exists():
+        from refinery.sample.reference_sample import build_reference_sample
+
+        if not layout.inbox_kind("reference").exists():
+            build_reference_sample(layout.inbox_kind("reference"))
+        train_quality_classifier(layout, storage, ClassifierTrainParams())
+    return QualityClassifierResource()
+
+
+def model_runner(storage, layout, stage: str):
+    """A function (engine) -> (seconds, timings, kept, rejected) for a model stage: on the local
+    engine its in-process path, on Ray its pooled path with as many model copies as cluster CPUs
+    (``compute.ray_actors``), as a user scaling out sets it."""
+    from refinery.engine.model_stages import run_pooled_stage
+    from refinery.kernel.spec import StageContext, StageResources
+    from refinery.stages import text
+    from resources.compute import ComputeResource
+
+    if stage == names.QUALITY_SCORED:
+        from assets.text_stages import _quality, _quality_pool
+
+        quality = quality_model(layout, storage).plain()
+    else:
+        from refinery.quality.embeddings import EmbeddingParams, write_embeddings, write_embeddings_pooled
+        from resources import EmbedderResource
+
+        embedder = EmbedderResource(compute=ComputeResource(device="cpu"))
+
+    def run(engine):
+        started = time.perf_counter()
+        actors = engine.pool_size() if engine.distributed else 1
+        compute = ComputeResource(device="cpu", ray_actors=actors)
+        if stage == names.DOCUMENT_EMBEDDINGS:
+            upstream, params = EMBEDDINGS_INPUT, EmbeddingParams()
+            stamp = {"asset": stage}
+            if engine.distributed:
+                write_embeddings_pooled(storage, upstream, "bench", embedder.plain().load, stamp, params,
+                                        engine, compute.model_pool())  # fmt: skip
+            else:
+                write_embeddings(storage, upstream, "bench", embedder.load(), stamp, params, engine=engine)
+            seconds = time.perf_counter() - started
+            return seconds, {}, storage.read(stage, "bench"), pd.DataFrame()
+        spec = text.QUALITY_SCORED
+        resources = StageResources({"quality_model": quality, "compute": compute.plain()})
+        ctx = StageContext(spec=spec, source="bench", params=spec.params(), layout=layout, storage=storage,
+                           engine=engine, provenance={"asset": spec.name}, resources=resources)  # fmt: skip
+        if engine.distributed:
+            run_pooled_stage(ctx, _quality_pool(ctx))
+        else:
+            engine.run(ctx, _quality)
+        seconds = time.perf_counter() - started
+        return seconds, {}, storage.read(stage, "bench"), storage.read(stage, "bench", rejected=True)
 
     return run
 
@@ -210,9 +304,7 @@ def measure(run, engine, repeats: int, want) -> dict:
         cores = os.cpu_count() or 1
         equal = True
         if want is not None:
-            equal = kept.reset_index(drop=True).equals(
-                want[0].reset_index(drop=True)
-            ) and rejected.reset_index(drop=True).equals(want[1].reset_index(drop=True))
+            equal = same_rows(kept, want[0]) and same_rows(rejected, want[1])
         runs.append({
             "seconds": seconds,
             "timings": timings,
@@ -223,6 +315,27 @@ def measure(run, engine, repeats: int, want) -> dict:
         })  # fmt: skip
         print(f"    {seconds:7.2f} s  {json.dumps(timings)[:300]}", flush=True)
     return {"first": runs[0], "runs": runs[1:], "outputs": (kept, rejected)}
+
+
+def same_rows(got: pd.DataFrame, want: pd.DataFrame) -> bool:
+    """Equal frames: rows, order, every value; vectors (document_embeddings) within 1e-5, since
+    a model's batches are cut differently on a pool than in one process."""
+    got, want = got.reset_index(drop=True), want.reset_index(drop=True)
+    if got.equals(want):
+        return True
+    if list(got.columns) != list(want.columns) or len(got) != len(want):
+        return False
+    import numpy as np
+
+    for column in got.columns:
+        a, b = got[column], want[column]
+        if a.equals(b):
+            continue
+        if a.dtype != object or not len(a) or not hasattr(a.iloc[0], "__len__") or isinstance(a.iloc[0], str):
+            return False
+        if not np.allclose(np.stack(a.to_numpy()), np.stack(b.to_numpy()), atol=1e-5):
+            return False
+    return True
 
 
 def median(values) -> float:
@@ -265,13 +378,15 @@ def main() -> None:
     p.add_argument("--real-mb", type=float, default=48)
     p.add_argument("--copies", type=int, default=3, help="times the real corpus is repeated")
     p.add_argument("--generated", type=int, default=0, help="generated documents added")
+    p.add_argument("--max-docs", type=int, default=0, help="keep only the first N documents (0: all)")
     p.add_argument("--group-rows", type=int, default=100)
     p.add_argument("--slices", type=int, default=32, help="slices per partition (slice_rows = docs / slices)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--files", type=int, default=8, help="JSONL files in the inbox for ingest")
     p.add_argument("--split-mb", type=float, default=256, help="ingest's split_bytes, in MB")
     p.add_argument("--stages", default="ingest,clean_documents,heuristic_filtered")
-    p.add_argument("--dispatch", default="actors,ray-data", help=f"the ray engine's dispatch, of {DISPATCH}")
+    p.add_argument("--ingest", default="tasks", help="tasks (8 pieces per worker) or files (as before)")
+    p.add_argument("--dispatch", default="tasks,actors", help=f"the ray engine's dispatch, of {DISPATCH}")
     p.add_argument("--ceiling-only", action="store_true", help="only 2 busy processes against 1")
     p.add_argument("--out", type=Path, default=OUT / "ray_scaling.md")
     args = p.parse_args()
@@ -303,6 +418,15 @@ def main() -> None:
     storage = Storage(layout.storage)
     write_raw(storage, frame, args.group_rows)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    # The scoring stages' upstreams: the same documents (each row is scored alone).
+    upstreams = {names.PERPLEXITY_SCORED: names.FUZZY_DEDUPLICATED,
+                 names.QUALITY_SCORED: names.PERPLEXITY_SCORED,
+                 names.DOCUMENT_EMBEDDINGS: EMBEDDINGS_INPUT}  # fmt: skip
+    for stage in stages:
+        if stage in upstreams:
+            write_raw(storage, frame, args.group_rows, upstreams[stage])
+    if names.QUALITY_SCORED in stages and names.CLEAN_DOCUMENTS not in stages:  # the classifier's raw class
+        write_raw(storage, frame, args.group_rows, names.CLEAN_DOCUMENTS)
     if "ingest" in stages:
         write_inbox(layout.inbox_source("text", "bench"), frame[["id", "text"]], args.files)
     slice_rows = max(1, len(frame) // args.slices)
@@ -314,11 +438,11 @@ def main() -> None:
     split = int(args.split_mb * 1e6)
 
     def runner(stage):
-        return (
-            ingest_runner(storage, layout, split)
-            if stage == "ingest"
-            else stage_runner(storage, layout, stage)
-        )
+        if stage == "ingest":
+            return ingest_runner(storage, layout, split)
+        if stage in MODEL_STAGES:
+            return model_runner(storage, layout, stage)
+        return stage_runner(storage, layout, stage)
 
     # The local engine first: its outputs are the reference and each next stage's input.
     for stage in stages:
@@ -330,14 +454,19 @@ def main() -> None:
         with loopback_cluster(nodes=nodes) as address:
             try:
                 for stage in stages:
-                    for dispatch in args.dispatch.split(",") if stage != "ingest" else ["tasks"]:
+                    # Ingest is Ray tasks (refinery.kernel.ingest_tasks): the dispatch is the row stages'.
+                    for dispatch in args.dispatch.split(",") if stage != "ingest" else args.ingest.split(","):
                         label = f"ray {nodes} node{'s' if nodes > 1 else ''}, {dispatch}"
                         engine = RayEngine(
                             address=address,
                             node_ip_address="127.0.0.1",
                             slice_rows=slice_rows,
-                            dispatch=dispatch if dispatch != "tasks" else "actors",
+                            dispatch=dispatch if stage != "ingest" else "tasks",
                         )
+                        if stage == "ingest":  # "files": the split before session 6 (no finer ranges)
+                            from refinery.kernel import ingest_tasks
+
+                            ingest_tasks.PIECES_PER_WORKER = 0 if dispatch == "files" else 8
                         t = time.perf_counter()
                         engine.connect()
                         connect_s = time.perf_counter() - t

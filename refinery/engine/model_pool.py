@@ -12,7 +12,9 @@ steps over the partition's slices (:mod:`refinery.engine.slices`):
    (fractional: 0.25 puts four actors on one GPU) and ``cpus_per_actor`` CPUs.
 
 Ray Data streams the two steps, so decoding runs ahead of the model actors and a GPU does not wait
-for a CPU to decode its next batch.
+for a CPU to decode its next batch. A pool that asks for no GPU, on the ray engine's default
+dispatch, skips Ray Data: one task per slice decodes and infers on warm workers, the model loaded
+once per worker process and run (:mod:`refinery.engine.model_tasks`), the outputs written as here.
 
 Two ways to collect what the actors compute:
 
@@ -43,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from refinery.engine.model_tasks import model_reports
 from refinery.engine.root_folder import RootFolder
 from refinery.engine.slices import Slice, plan_slices
 from refinery.models import loads
@@ -350,7 +353,9 @@ def run_pooled(
     filled = [s for s in slices if s.rows]
     reports: list[dict] = []
     try:
-        if filled:
+        if filled and not pool.num_gpus and getattr(engine, "dispatch", "") == "tasks":  # CPU: warm tasks
+            reports = model_reports(filled, payload, scratch.name, pool, PoolActor, decode_slices)
+        elif filled:
             reports = (
                 decoded_slices(filled, payload, pool)
                 .map_batches(

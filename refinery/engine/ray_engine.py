@@ -1,9 +1,11 @@
-"""The Ray engine: a stage's slices processed by a pool of Ray actors, parts committed as a whole.
+"""The Ray engine: a stage's slices processed on the cluster's workers, parts committed as a whole.
 
-The library operators run unchanged: a pool of Ray actors fed the partition's slices one at a time
-(:mod:`refinery.engine.slices`; Ray Data's ``map_batches`` with ``dispatch="ray-data"``), each
-actor building the stage's processor once (so a model is loaded once per actor) and writing the
-two part files of every slice it is given. The driver commits the parts folder only when every
+The library operators run unchanged: the partition's slices (:mod:`refinery.engine.slices`) go
+to the cluster's workers as Ray tasks on warm worker processes (:mod:`refinery.engine.slice_tasks`;
+a pool of Ray actors fed one slice at a time with ``dispatch="actors"`` or when a stage asks for
+GPUs; Ray Data's ``map_batches`` with ``dispatch="ray-data"``), each worker building the stage's
+processor once per run (so a model is loaded once per worker) and writing the two part files of
+every slice it is given. The driver commits the parts folder only when every
 slice's parts are there (:class:`PartsWriter`), so a partition is complete or absent, never
 partial; a slice whose worker died is retried by Ray and rewrites the same part names.
 
@@ -41,6 +43,7 @@ import numpy as np
 
 from refinery.engine.object_parts import ObjectResumableParts
 from refinery.engine.resume import ResumableParts, data_version, fingerprint, read_marker
+from refinery.engine.slice_tasks import prestart, task_map
 from refinery.engine.slices import (
     ColumnFn,
     Slice,
@@ -83,10 +86,12 @@ class RayEngine:
     runtime_env: dict = field(default_factory=dict)
     connect_timeout_s: float = 10.0
     node_ip_address: str | None = None  # e.g. 127.0.0.1 when the cluster listens on loopback only
-    # How slices reach the pool: "actors" (Ray actors fed one slice at a time by this process, each
-    # taking the next as it finishes) or "ray-data" (Ray Data's map_batches over an actor pool, the
-    # earlier path, kept for comparison: benchmarks/bench_ray_scaling.py).
-    dispatch: str = "actors"
+    # How slices reach the workers: "tasks" (Ray tasks on the job's warm worker processes, each
+    # building the processor once per map: refinery.engine.slice_tasks; stages asking for GPUs use
+    # actors), "actors" (a pool of Ray actors per map, fed one slice at a time by this process, each
+    # taking the next as it finishes) or "ray-data" (Ray Data's map_batches over an actor pool).
+    # The last two are kept for comparison: benchmarks/bench_ray_scaling.py.
+    dispatch: str = "tasks"
     name = "ray"
     distributed = True
 
@@ -164,6 +169,8 @@ class RayEngine:
             with entered(make(ctx)) as process:  # needs the whole partition in order: on the driver
                 return run_partition(ctx, process), process
         self.connect()
+        if self.dispatch == "tasks" and not gpus:  # the workers start while the driver builds and plans
+            prestart(self.pool_size(), self.cpus_per_worker)
         # The driver's own processor: loads once, updates the provenance, gives the report; a maker
         # may hold something for the run (perplexity's first pass), released once it is committed.
         with entered(make(ctx)) as process:
@@ -311,13 +318,18 @@ class RayEngine:
         return self.pool_size()
 
     def pool_map(self, actor: type, payload: bytes, slices: list[Slice], gpus: float) -> list[dict]:
-        """``actor(payload)`` started ``min(pool size, slices)`` times, every slice given to one of
-        them; one row dict per slice, in the order they finished. A pool actor's process that dies
-        is restarted by Ray and its slice retried there (``max_restarts``/``max_task_retries`` -1);
+        """Every slice through ``actor(payload)``; one row dict per slice, in the order they finished.
+        With ``dispatch="tasks"`` (and no GPUs) the slices are Ray tasks on warm worker processes
+        (:func:`refinery.engine.slice_tasks.task_map`); otherwise ``actor(payload)`` is started
+        ``min(pool size, slices)`` times as actors and every slice given to one of them. A pool
+        actor's process that dies is restarted by Ray and its slice retried there
+        (``max_restarts``/``max_task_retries`` -1);
         an exception raised by the stage itself comes back in the slice's row (``error``) and is
         not retried."""
         if self.dispatch == "ray-data":
             return self._ray_data_map(actor, payload, slices, gpus)
+        if self.dispatch == "tasks" and not gpus:
+            return task_map(actor, payload, slices, self.cpus_per_worker)
         import ray
 
         remote = ray.remote(

@@ -219,12 +219,16 @@ def _pool_compute(**extra):
     )
 
 
-def _check_loads(metadata, before: dict) -> dict:
-    """Each actor loaded its model once; the driver (this process) loaded none."""
+def _check_loads(metadata, before: dict, warm: bool = False) -> dict:
+    """Each worker process loaded its model once; the driver (this process) loaded none. ``warm``:
+    a later stage of the same driver, whose worker processes may hold the model already (their
+    per-process cache: 0 loads this run), but none loads it twice."""
     from refinery.models import loads
 
     pool = metadata["engine"].value["model_pool"]
-    assert pool["actors_used"] >= 1 and pool["model_loads_per_actor"] == [1] * pool["actors_used"], pool
+    want = [1] * pool["actors_used"]
+    per_worker = pool["model_loads_per_actor"]
+    assert pool["actors_used"] >= 1 and (max(per_worker) <= 1 if warm else per_worker == want), pool
     assert loads.counts() == before, "the driver loaded a model"
     return pool
 
@@ -494,8 +498,8 @@ def test_keyframes_on_a_ray_pool_equal_in_process(ray_cluster, tmp_path, s3_root
     finally:
         ray.shutdown()
         monkeypatch.delenv(STORAGE_ROOT_ENV, raising=False)
-    for meta in metas.values():
-        pool = _check_loads(meta, before)
+    for i, meta in enumerate(metas.values()):
+        pool = _check_loads(meta, before, warm=i > 0)  # uniform_keyframes: on warm workers
         assert pool["slices"] == 4 and pool["batches"] == 4 and pool["batch_size"] == 1, pool
     for asset, config in configs.items():
         local = _materialize(

@@ -135,3 +135,29 @@ def test_sft_records_in_ranges(tmp_path):
     (folder / "b.json").write_text(json.dumps([{"prompt": "Say 1.", "completion": "ok"}]))
     _, tasks, _ = run_both(folder, tmp_path, SftReader, SftIngestParams(split_bytes=200), "raw_sft")
     assert tasks.read("raw_sft", "s", rejected=True)["reason"].tolist().count("duplicate_id") == 4
+
+
+def test_few_files_per_worker_are_cut_finer_and_keep_the_order(tmp_path, monkeypatch):
+    """With fewer files than PIECES_PER_WORKER per worker, JSONL files are read as smaller ranges
+    (down to MIN_RANGE_BYTES, shrunk here to fit a small test file), and the parts still read in
+    the order of one sequential reading."""
+    from refinery.kernel import ingest_tasks
+
+    folder = tmp_path / "inbox" / "s"
+    text_source(folder)
+    params = IngestParams(batch_rows=7)  # the default split_bytes (256 MiB): no file is that large
+    assert (
+        sum(
+            p.path == "a.jsonl" for p in plan_pieces(SourceReader(folder, "s", params), params.split_bytes, 2)
+        )
+        == 1
+    )
+    monkeypatch.setattr(ingest_tasks, "MIN_RANGE_BYTES", 200)
+    pieces = plan_pieces(SourceReader(folder, "s", params), params.split_bytes, 2)
+    ranges = [p for p in pieces if p.path == "a.jsonl"]
+    assert len(ranges) > 5 and [p.start for p in ranges] == sorted(p.start for p in ranges)
+    assert ingest_tasks.range_bytes([100, 100], 0, 8) == 0  # 0: never split, whatever the workers
+    assert ingest_tasks.range_bytes([10**9] * 16, 256 << 20, 2) == 256 << 20  # enough files: as asked
+    _, tasks, run = run_both(folder, tmp_path, SourceReader, params)
+    assert run.extra["engine"]["ranges"] == len(ranges)
+    assert tasks.read("raw", "s")["id"].is_unique

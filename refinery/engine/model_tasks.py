@@ -1,0 +1,54 @@
+"""A CPU model stage's model step as Ray tasks on warm workers, one slice per task.
+
+:func:`refinery.engine.model_pool.run_pooled` streams a partition through Ray Data: decode tasks,
+then a pool of model actors. On GPUs that is the right shape (decoding runs ahead, the GPU never
+waits). On CPUs it only adds fixed costs: Ray Data's executor started in the step and a fresh actor
+process per model copy, each paid by every stage run whatever its rows (RESULTS.md, "Row stages on
+warm task workers"). Here, when the pool asks for no GPU, each filled slice is one task
+(:func:`refinery.engine.slice_tasks.task_map`) that reads and decodes its rows and runs the model
+over them in batches of ``batch_size``, on a worker process that loads the model once per run
+(:class:`SliceModel`, built on the process's first slice and reused for the next). The pool's
+``actors`` bounds the tasks at once, so no more model copies than asked for are in memory at once
+(a worker that Ray replaces loads its own). The outputs go to the scratch folder exactly as the
+actors write them (:class:`refinery.engine.model_pool.PoolActor` does the writing), so the
+per-slice ``finish`` tasks after them are unchanged.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+from refinery.engine.slice_tasks import task_map
+
+
+class SliceModel:
+    """The model loaded once (a :class:`PoolActor` in this process); each call runs one slice."""
+
+    def __init__(self, payload: bytes):
+        from refinery.models import loads
+
+        actor, self.decode, self.stage_payload, scratch, self.batch_size = pickle.loads(payload)
+        self.loads_before = loads.total()  # what this run loaded in this process, not earlier runs
+        self.actor = actor(self.stage_payload, scratch)
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        frame = self.decode(batch, self.stage_payload)
+        out: dict[str, list] = {}
+        for start in range(0, len(frame), self.batch_size):
+            report = self.actor(frame.iloc[start : start + self.batch_size].reset_index(drop=True))
+            report["loads"] = [int(report["loads"][0]) - self.loads_before]
+            for key, values in report.items():
+                out.setdefault(key, []).extend(values)
+        return out
+
+
+def model_reports(
+    slices: list[Any], stage_payload: bytes, scratch: str, pool: Any, actor: type, decode: Callable
+) -> list[dict]:
+    """The filled ``slices`` through the model as tasks (``pool.actors`` at once, each asking for
+    the pool's CPUs per actor); one report per batch, as the actor pool gives them. ``actor`` and
+    ``decode`` are model_pool's ``PoolActor`` and ``decode_slices`` (passed in: no import cycle)."""
+    payload = pickle.dumps((actor, decode, stage_payload, scratch, pool.batch_size))
+    return task_map(SliceModel, payload, slices, pool.cpus_per_actor, in_flight=pool.actors)
