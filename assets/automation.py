@@ -40,9 +40,28 @@ _IDLE = ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.any_deps
 # upstream updated, is requested once its upstream is there.
 _HANDLED = dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
 
+# A dep partition updated by a run that did not also hold this asset (a sensor's raw_* run, a model's
+# run), seen once and then confirmed on the next evaluation. Why not Dagster's any_deps_updated()
+# alone: its "executed with the root target" test looks only at the dep's latest materialization of
+# ANY partition (dagster's AssetGraphView._compute_latest_asset_run_matches), so while two
+# partitions' chains run side by side, a dep update of partition A looks foreign whenever B's came
+# after it; the evaluation that sees it can also miss A's own materialization of this asset (a later
+# event) and find A no longer in progress, and A's stage ran twice (seen in
+# tests/dagster/test_automation_daemon.py). One evaluation later this asset's own update is seen,
+# which resets the trigger first. Cost: a refresh from outside starts one evaluation later.
+_DEP_UPDATED = dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.newly_updated() & ~dg.AutomationCondition.executed_with_root_target()
+).since(_HANDLED)
+_DEP_UPDATED_CONFIRMED = (_DEP_UPDATED & ~_DEP_UPDATED.newly_true()).with_label(
+    "a dep updated outside this asset's run, still unhandled one evaluation later"
+)
+# A dep requested in this same evaluation: the stage joins the dep's run (one run per partition).
+_DEP_REQUESTED = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
+
 STAGE = (
-    (dg.AutomationCondition.missing().newly_true() | dg.AutomationCondition.any_deps_updated()).since(
-        _HANDLED
+    (
+        (dg.AutomationCondition.missing().newly_true() | _DEP_REQUESTED).since(_HANDLED)
+        | _DEP_UPDATED_CONFIRMED
     )
     & ~dg.AutomationCondition.any_deps_missing()
     & _IDLE
