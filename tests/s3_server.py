@@ -61,3 +61,20 @@ CREDENTIALS = {
 def s3_credentials(monkeypatch):
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
+
+
+SCRATCH_TOPS = ("_work", "_staging", ".model_pool", "_shuffle")
+
+
+def scratch_leftovers(store, tops: tuple[str, ...] = SCRATCH_TOPS) -> list[str]:
+    """The files left under an object-store root's scratch folders (a committed run leaves none)."""
+    import pyarrow.fs as pafs
+
+    return [
+        i.path
+        for top in tops
+        for i in store.fs.get_file_info(
+            pafs.FileSelector(f"{store.base}/{top}", allow_not_found=True, recursive=True)
+        )
+        if i.type == pafs.FileType.File
+    ]

@@ -31,6 +31,7 @@ from refinery.quality.embeddings import read_embeddings
 from refinery.sample.reference_sample import build_reference_sample
 from refinery.storage import Storage
 from tests.dagster.conftest import resources_for
+from tests.s3_server import scratch_leftovers
 
 POOLED = [names.PERPLEXITY_SCORED, names.QUALITY_SCORED, names.DOCUMENT_EMBEDDINGS]
 ROW_STAGES = [names.PERPLEXITY_SCORED, names.QUALITY_SCORED]
@@ -131,12 +132,4 @@ def check_model_stages_on_ray_over_s3(homes: dict[str, Layout], root: str, engin
             listed = {p["name"] for p in store.manifest(stage, "alpha", rejected)["parts"]}
             found = {i.base_name for i in store.fs.get_file_info(pafs.FileSelector(folder))}
             assert found == listed | {"_manifest.json"}, (stage, rejected)
-    leftovers = [
-        i.path
-        for top in ("_work", "_staging", ".model_pool", "_shuffle")
-        for i in store.fs.get_file_info(
-            pafs.FileSelector(f"{store.base}/{top}", allow_not_found=True, recursive=True)
-        )
-        if i.type == pafs.FileType.File
-    ]
-    assert leftovers == []
+    assert scratch_leftovers(store) == []

@@ -29,7 +29,7 @@ from refinery.storage import Storage
 from resources import EngineResource, build_resources
 from tests.ray.test_ray_cluster import ray_cluster  # noqa: F401 (the two-node cluster fixture)
 from tests.ray.test_ray_on_object_storage import with_credentials
-from tests.s3_server import s3_credentials, s3_root
+from tests.s3_server import s3_credentials, s3_root, scratch_leftovers
 
 pytestmark = pytest.mark.ray
 s3 = (s3_root, s3_credentials)  # fixtures, used by name
@@ -115,15 +115,7 @@ def test_sft_chain_on_two_nodes_equals_the_local_engine(ray_cluster, tmp_path, s
     # Written and committed, the plans are gone from both roots: no embeddings, copies or decisions.
     assert not [p for p in (on_ray.storage / "_shuffle").rglob("*") if p.is_file()]
     assert store.partitions("sft_checked") == ["chat"]
-    leftovers = [
-        i.path
-        for top in ("_shuffle", "_staging", "_work", ".model_pool")
-        for i in store.fs.get_file_info(
-            pafs.FileSelector(f"{store.base}/{top}", allow_not_found=True, recursive=True)
-        )
-        if i.type == pafs.FileType.File
-    ]
-    assert leftovers == []
+    assert scratch_leftovers(store) == []
     for stage in ("raw_sft", *STAGES):  # each output: its manifests and exactly the parts they list
         for rejected in (False, True):
             folder = store.parts_path(stage, "chat", rejected)

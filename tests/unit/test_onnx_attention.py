@@ -6,22 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
 from refinery.models.embedder import DEFAULT_MODEL, load_embedder, resolve_model_path
 from refinery.models.onnx_attention import attention_to_unmasked_mha
 from refinery.models.onnx_embedder import onnx_graph
+from tests.unit.onnx_run import run_graph
 from tests.unit.real_text import real_documents
-
-
-def _run(model: onnx.ModelProto, feeds: list[dict]) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-    return [session.run(None, {k: v for k, v in feed.items() if k in names})[0] for feed in feeds]
 
 
 def test_unmasked_mha_keeps_the_hidden_states_of_unpadded_texts():
@@ -42,7 +34,7 @@ def test_unmasked_mha_keeps_the_hidden_states_of_unpadded_texts():
             {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         )
     assert max(f["input_ids"].shape[1] for f in feeds) == 256
-    for got, want in zip(_run(rewritten, feeds), _run(fused, feeds), strict=True):
+    for got, want in zip(run_graph(rewritten, feeds), run_graph(fused, feeds), strict=True):
         np.testing.assert_allclose(got, want, atol=2e-4)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer
 
@@ -17,15 +16,8 @@ from refinery.models.onnx_bias import bias_into_matmuls
 from refinery.models.onnx_embed import unfuse_embeddings
 from refinery.models.onnx_embedder import onnx_graph
 from refinery.models.onnx_gelu import tanh_gelu
+from tests.unit.onnx_run import run_graph
 from tests.unit.real_text import real_documents
-
-
-def _run(model: onnx.ModelProto, feeds: list[dict]) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-    return [session.run(None, {k: v for k, v in feed.items() if k in names})[0] for feed in feeds]
 
 
 def test_recipe6_rewrites_keep_the_hidden_states():
@@ -56,7 +48,7 @@ def test_recipe6_rewrites_keep_the_hidden_states():
             {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         )
     assert max(f["input_ids"].shape[1] for f in feeds) == 256
-    for got, want in zip(_run(rewritten, feeds), _run(reference, feeds), strict=True):
+    for got, want in zip(run_graph(rewritten, feeds), run_graph(reference, feeds), strict=True):
         np.testing.assert_allclose(got, want, atol=2e-4)
 
 
@@ -94,4 +86,4 @@ def test_bias_after_a_split_sum_moves_to_the_matmul():
     assert list(by_name["sum_bias"].input) == ["y", "bias"] and "add_bias" not in by_name
     assert list(by_name["sum"].output) == ["out"]
     feed = {"x": rng.normal(size=(4, 8)).astype(np.float32), "o": rng.normal(size=(4, 3)).astype(np.float32)}
-    np.testing.assert_allclose(_run(model, [feed])[0], _run(before, [feed])[0], atol=1e-5)
+    np.testing.assert_allclose(run_graph(model, [feed])[0], run_graph(before, [feed])[0], atol=1e-5)
