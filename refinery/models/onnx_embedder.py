@@ -37,9 +37,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -445,7 +447,8 @@ def load_onnx_embedder(
         threads = 1
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads  # 0: ORT's default, one per physical core
+    # 0: ORT's default, one per physical core; in a Ray task or actor, the CPUs Ray assigned it
+    options.intra_op_num_threads = threads or ray_assigned_cpus()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if not spin:
@@ -468,8 +471,25 @@ def load_onnx_embedder(
 
 
 def usable_cores() -> int:
-    """CPUs this process may run on (its affinity mask, so a container's or a Ray actor's limit)."""
+    """CPUs this process may run on: its affinity mask (a container's limit), and in a Ray task or
+    actor the CPUs Ray assigned it. Ray sets no affinity, so without the second a worker of one CPU
+    ran as many threads as the node has cores, and two workers on one node each took every core."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    assigned = ray_assigned_cpus()
+    return min(cores, assigned) if assigned else cores
+
+
+def ray_assigned_cpus() -> int:
+    """The CPUs Ray assigned the task or actor running in this process, rounded up (0: not in a
+    Ray task, e.g. the driver or a process without Ray). Never imports Ray."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return 0
+    context = ray.get_runtime_context()
+    if context.worker.mode != ray.WORKER_MODE:  # the driver: no task, no assigned CPUs
+        return 0
+    cpus = context.get_assigned_resources().get("CPU", 0.0)
+    return math.ceil(cpus) if cpus > 0 else 0

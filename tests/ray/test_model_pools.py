@@ -564,3 +564,27 @@ def test_keyframes_on_a_ray_pool_equal_in_process(ray_cluster, tmp_path, s3_root
     assert [i.path for top in scratch
             for i in store.fs.get_file_info(pafs.FileSelector(top, allow_not_found=True, recursive=True))
             if i.type == pafs.FileType.File] == []  # fmt: skip
+
+
+def _cores_seen() -> tuple[int, int]:
+    from refinery.models.onnx_embedder import ray_assigned_cpus, usable_cores
+
+    return usable_cores(), ray_assigned_cpus()
+
+
+def test_a_one_cpu_task_runs_the_embedder_on_one_core(ray_cluster, monkeypatch):  # noqa: F811
+    """Ray sets no CPU affinity: a task of one CPU must size the embedder's threads (texts side by
+    side, ORT's intra-op threads) from what Ray assigned it, or every task on a node takes all cores."""
+    import ray
+
+    from refinery.models.onnx_embedder import ray_assigned_cpus
+
+    address, _ = ray_cluster
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    ray.init(address=address, log_to_driver=False)
+    try:
+        assert ray_assigned_cpus() == 0  # the driver: not a task
+        assert ray.get(ray.remote(num_cpus=1)(_cores_seen).remote()) == (1, 1)
+        assert ray.get(ray.remote(num_cpus=0.5)(_cores_seen).remote()) == (1, 1)
+    finally:
+        ray.shutdown()
