@@ -41,18 +41,21 @@ _IDLE = ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.any_deps
 _HANDLED = dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated()
 
 # A dep partition updated by a run that did not also hold this asset (a sensor's raw_* run, a model's
-# run), seen once and then confirmed on the next evaluation. Why not Dagster's any_deps_updated()
-# alone: its "executed with the root target" test looks only at the dep's latest materialization of
-# ANY partition (dagster's AssetGraphView._compute_latest_asset_run_matches), so while two
-# partitions' chains run side by side, a dep update of partition A looks foreign whenever B's came
-# after it; the evaluation that sees it can also miss A's own materialization of this asset (a later
-# event) and find A no longer in progress, and A's stage ran twice (seen in
-# tests/dagster/test_automation_daemon.py). One evaluation later this asset's own update is seen,
-# which resets the trigger first. Cost: a refresh from outside starts one evaluation later.
+# run). Why not Dagster's any_deps_updated() alone: its "executed with the root target" test looks
+# only at the dep's latest materialization of ANY partition (dagster's
+# AssetGraphView._compute_latest_asset_run_matches), so while two partitions' chains run side by
+# side, a dep update of partition A looks foreign whenever B's came after it. An evaluation reads the
+# materializations up to an event id fixed at its start but the runs' status as it is, so it can find
+# A's run over (A's stage no longer in progress) without seeing A's own materialization of the stage,
+# and A's stage ran twice (tests/dagster/test_automation_daemon.py, twice in one session). So such an
+# update requests the stage only once it has held for one more evaluation and the stage's own run did
+# not end in this one: by then the stage's materialization from that run is seen and resets it.
+# Cost: a refresh from outside starts one evaluation later.
 _DEP_UPDATED = dg.AutomationCondition.any_deps_match(
     dg.AutomationCondition.newly_updated() & ~dg.AutomationCondition.executed_with_root_target()
 ).since(_HANDLED)
-_DEP_UPDATED_CONFIRMED = (_DEP_UPDATED & ~_DEP_UPDATED.newly_true()).with_label(
+_RUN_JUST_ENDED = (~dg.AutomationCondition.in_progress()).newly_true()
+_DEP_UPDATED_CONFIRMED = (_DEP_UPDATED & ~_DEP_UPDATED.newly_true() & ~_RUN_JUST_ENDED).with_label(
     "a dep updated outside this asset's run, still unhandled one evaluation later"
 )
 # A dep requested in this same evaluation: the stage joins the dep's run (one run per partition).
