@@ -15,3 +15,23 @@ def run_graph(model: onnx.ModelProto, feeds: list[dict]) -> list[np.ndarray]:
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     return [session.run(None, {k: v for k, v in feed.items() if k in names})[0] for feed in feeds]
+
+
+def real_text_feeds(model_path) -> list[dict]:
+    """Feeds for two long real documents (the full 256-piece window) and a short query: the shapes
+    a rewrite must keep (the position slice follows the length)."""
+    from tokenizers import Tokenizer
+
+    from tests.unit.real_text import real_documents
+
+    tokenizer = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+    tokenizer.enable_truncation(256)
+    texts = [*[t for t in real_documents(debian_limit=10) if len(t) > 500][:2], "a short query"]
+    feeds = []
+    for text in texts:
+        ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)
+        feeds.append(
+            {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        )
+    assert max(f["input_ids"].shape[1] for f in feeds) == 256
+    return feeds

@@ -7,13 +7,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from tokenizers import Tokenizer
 
 from refinery.models.embedder import DEFAULT_MODEL, load_embedder, resolve_model_path
 from refinery.models.onnx_attention import attention_to_unmasked_mha
 from refinery.models.onnx_embedder import onnx_graph
-from tests.unit.onnx_run import run_graph
-from tests.unit.real_text import real_documents
+from tests.unit.onnx_run import real_text_feeds, run_graph
 
 
 def test_unmasked_mha_keeps_the_hidden_states_of_unpadded_texts():
@@ -24,16 +22,7 @@ def test_unmasked_mha_keeps_the_hidden_states_of_unpadded_texts():
     assert attention_to_unmasked_mha(rewritten) == 6
     ops = [n.op_type for n in rewritten.graph.node]
     assert "Attention" not in ops and ops.count("MultiHeadAttention") == 6
-    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-    tokenizer.enable_truncation(256)
-    texts = [*[t for t in real_documents(debian_limit=10) if len(t) > 500][:2], "a short query"]
-    feeds = []
-    for text in texts:  # one long (the full window), one short
-        ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)
-        feeds.append(
-            {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-        )
-    assert max(f["input_ids"].shape[1] for f in feeds) == 256
+    feeds = real_text_feeds(path)
     for got, want in zip(run_graph(rewritten, feeds), run_graph(fused, feeds), strict=True):
         np.testing.assert_allclose(got, want, atol=2e-4)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from tokenizers import Tokenizer
 
 from refinery.models.embedder import DEFAULT_MODEL, resolve_model_path
 from refinery.models.onnx_attention import attention_to_unmasked_mha
@@ -16,8 +15,7 @@ from refinery.models.onnx_bias import bias_into_matmuls
 from refinery.models.onnx_embed import unfuse_embeddings
 from refinery.models.onnx_embedder import onnx_graph
 from refinery.models.onnx_gelu import tanh_gelu
-from tests.unit.onnx_run import run_graph
-from tests.unit.real_text import real_documents
+from tests.unit.onnx_run import real_text_feeds, run_graph
 
 
 def test_recipe6_rewrites_keep_the_hidden_states():
@@ -38,16 +36,7 @@ def test_recipe6_rewrites_keep_the_hidden_states():
     assert all(len(n.input) == 1 for n in rewritten.graph.node if n.op_type == "FastGelu")
     assert [i.name for i in rewritten.graph.input] == ["input_ids"]
 
-    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-    tokenizer.enable_truncation(256)
-    texts = [*[t for t in real_documents(debian_limit=10) if len(t) > 500][:2], "a short query"]
-    feeds = []
-    for text in texts:  # the full window and a short text: the position slice follows the length
-        ids = np.array([tokenizer.encode(text).ids], dtype=np.int64)
-        feeds.append(
-            {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-        )
-    assert max(f["input_ids"].shape[1] for f in feeds) == 256
+    feeds = real_text_feeds(path)
     for got, want in zip(run_graph(rewritten, feeds), run_graph(reference, feeds), strict=True):
         np.testing.assert_allclose(got, want, atol=2e-4)
 
