@@ -9,7 +9,9 @@
 # Idempotent: exits at once when both programs are already there and run. The Debian packages
 # are installed only when missing (needs root; otherwise it says which to install).
 # Environment: KENLM_SDIST=/path/kenlm-x.y.z.tar.gz uses a local sdist instead of pip;
-# REFINERY_KENLM_PREFIX overrides the install folder (default <repo>/.tools/kenlm).
+# REFINERY_KENLM_PREFIX overrides the install folder (default <repo>/.tools/kenlm);
+# REFINERY_TOOL_CACHE is the machine-wide cache another clone's build is copied from (default
+# ~/.cache/refinery/tools; "off" turns it off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
@@ -26,6 +28,39 @@ works() {
 if works; then
   echo "build_kenlm: lmplz and build_binary already in $bin"
   exit 0
+fi
+
+python="$repo/.venv/bin/python"
+[ -x "$python" ] || python="${PYTHON:-python3}"
+version="$("$python" -c 'import importlib.metadata as m; print(m.version("kenlm"))' 2>/dev/null || true)"
+
+# The machine-wide tool cache (refinery/tool_cache.py): the programs another clone built from the
+# same KenLM version with this same script are copied instead of compiled. Off with
+# REFINERY_TOOL_CACHE=off, and for a KENLM_SDIST of one's own.
+cached=""
+if [ -z "${KENLM_SDIST:-}" ] && [ -n "$version" ]; then
+  if [ -z "${REFINERY_TOOL_CACHE+set}" ]; then
+    cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/refinery/tools"
+  else
+    cache_root="$REFINERY_TOOL_CACHE"
+    case "${cache_root,,}" in off | 0 | none | false) cache_root="" ;; esac
+  fi
+  if [ -n "$cache_root" ]; then
+    key="$version-$(uname -m)-$(sha256sum "$repo/scripts/build_kenlm.sh" | cut -c1-12)"
+    cached="${cache_root/#\~/$HOME}/kenlm/$key"
+  fi
+fi
+if [ -n "$cached" ] && [ -x "$cached/lmplz" ] && [ -x "$cached/build_binary" ]; then
+  mkdir -p "$bin"
+  for program in lmplz build_binary; do
+    install -m 0755 "$cached/$program" "$bin/$program.tmp"
+    mv -f "$bin/$program.tmp" "$bin/$program"
+  done
+  if works; then
+    echo "build_kenlm: copied lmplz and build_binary from the tool cache ($cached) to $bin"
+    exit 0
+  fi
+  echo "build_kenlm: the cached programs in $cached do not run here; building" >&2
 fi
 
 packages=(cmake g++ make libboost-program-options-dev libboost-system-dev libboost-thread-dev
@@ -46,14 +81,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python="$repo/.venv/bin/python"
-[ -x "$python" ] || python="${PYTHON:-python3}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/refinery-kenlm.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
 sdist="${KENLM_SDIST:-}"
 if [ -z "$sdist" ]; then
-  version="$("$python" -c 'import importlib.metadata as m; print(m.version("kenlm"))' 2>/dev/null || true)"
   spec="kenlm${version:+==$version}"
   echo "build_kenlm: fetching the $spec source distribution"
   # --no-binary kenlm (not :all:): only kenlm comes as source; its build backend comes as wheels.
@@ -83,3 +115,12 @@ for program in lmplz build_binary; do
 done
 works || { echo "build_kenlm: $bin/lmplz does not run after the build" >&2; exit 1; }
 echo "build_kenlm: installed lmplz and build_binary in $bin"
+if [ -n "$cached" ]; then # keep a copy for other clones (a failure here costs them a build, no more)
+  staging="$cached.$$.tmp"
+  if mkdir -p "$staging" && cp "$bin/lmplz" "$bin/build_binary" "$staging/" \
+    && rm -rf "$cached" && mv "$staging" "$cached"; then
+    echo "build_kenlm: kept a copy for other clones in $cached"
+  else
+    rm -rf "$staging"
+  fi
+fi

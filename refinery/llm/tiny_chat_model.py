@@ -16,7 +16,8 @@ concurrency), never to judge what a real model would produce.
 
 The output is ``<out>/<config hash>/`` (a Hugging Face model folder ``transformers serve`` loads
 by path); a finished folder is reused. Default ``<repo>/.tools/models/tiny-chat/``
-(``$REFINERY_TINY_CHAT_DIR`` overrides). About a minute on 2 CPU cores.
+(``$REFINERY_TINY_CHAT_DIR`` overrides). About a minute on 2 CPU cores, once per machine: a finished
+folder is also kept in the tool cache (:mod:`refinery.tool_cache`) for other clones.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from refinery import tool_cache
 from refinery.llm.prompts import JUDGE_DOCUMENT, JUDGE_SFT, REWRITE_WIKI, SYNTHESIS_QA, PromptTemplate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_CHAT_ENV = "REFINERY_TINY_CHAT_DIR"
 DEFAULT_ROOT = REPO_ROOT / ".tools" / "models" / "tiny-chat"
+CACHE_KIND = "tiny-chat"  # its folder in the machine-wide tool cache (refinery/tool_cache.py)
 RECIPE_VERSION = 1
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
@@ -210,11 +213,20 @@ def train(config: TinyChatConfig = DEFAULT_CONFIG, log=print):
 
 
 def build(
-    root: Path | None = None, config: TinyChatConfig = DEFAULT_CONFIG, force: bool = False, log=print
+    root: Path | None = None,
+    config: TinyChatConfig = DEFAULT_CONFIG,
+    force: bool = False,
+    log=print,
+    shared_cache: bool = False,
 ) -> Path:
-    """The model folder, trained and saved first unless already there."""
+    """The model folder, trained and saved first unless already there. ``shared_cache`` (what
+    setup asks for): copy it from the machine-wide tool cache when another clone trained it, and
+    keep a copy there after training."""
     folder = default_model_dir(root, config)
     if is_built(folder) and not force:
+        return folder
+    if shared_cache and not force and tool_cache.restore(CACHE_KIND, config.digest(), folder, is_built):
+        log(f"tiny chat model: copied from the tool cache to {folder}")
         return folder
     model, tokenizer, loss = train(config, log)
     staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
@@ -226,6 +238,8 @@ def build(
     )
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
+    if shared_cache:
+        tool_cache.store(CACHE_KIND, config.digest(), folder)
     return folder
 
 
@@ -236,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--force", action="store_true", help="retrain even if built")
     args = parser.parse_args(argv)
-    folder = build(args.out, force=args.force)
+    folder = build(args.out, force=args.force, shared_cache=True)
     print(f"tiny chat model: {folder}")
     return 0
 

@@ -18,7 +18,8 @@ pairs (target ≥ 0.9) and the cosine distributions of both.
 
 The output folder is ``<out>/<config hash>/``; a finished folder is reused, so running it again
 is instant. Default ``<repo>/.tools/models/tiny-clip/`` (``$REFINERY_TINY_CLIP_DIR`` overrides).
-A few minutes on 2 CPU cores.
+A few minutes on 2 CPU cores, once per machine: a finished folder is also kept in the tool cache
+(:mod:`refinery.tool_cache`), from which another clone copies it instead of training.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from refinery import tool_cache
 from refinery.multimodal import synthetic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +49,7 @@ CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 EVAL_FILE = "eval.json"
 TRAIN_COMMAND = ".venv/bin/python -m refinery.multimodal.tiny_clip_train"
+CACHE_KIND = "tiny-clip"  # its folder in the machine-wide tool cache (refinery/tool_cache.py)
 # Bump when the generator or the training loop changes what a config produces.
 RECIPE_VERSION = 1
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -370,16 +373,28 @@ def save(model, evaluation: dict, config: TinyClipConfig, folder: Path) -> Path:
 
 
 def build(
-    root: Path | None = None, config: TinyClipConfig = DEFAULT_CONFIG, force: bool = False, log=print
+    root: Path | None = None,
+    config: TinyClipConfig = DEFAULT_CONFIG,
+    force: bool = False,
+    log=print,
+    shared_cache: bool = False,
 ) -> Path:
-    """The checkpoint folder for ``config``, trained and saved unless it already exists."""
+    """The checkpoint folder for ``config``, trained and saved unless it already exists.
+    ``shared_cache`` (what setup asks for): copy it from the machine-wide tool cache when another
+    clone trained it, and keep a copy there after training."""
     folder = default_checkpoint_dir(root, config)
     if is_built(folder) and not force:
         log(f"tiny-clip: already built at {folder} ({_auc_line(folder)})")
         return folder
+    if shared_cache and not force and tool_cache.restore(CACHE_KIND, config.digest(), folder, is_built):
+        log(f"tiny-clip: copied from the tool cache to {folder} ({_auc_line(folder)})")
+        return folder
     model, evaluation = train(config, log)
     save(model, evaluation, config, folder)
     log(f"tiny-clip: saved {folder}")
+    shared = tool_cache.store(CACHE_KIND, config.digest(), folder) if shared_cache else None
+    if shared is not None:
+        log(f"tiny-clip: kept a copy for other clones in {shared}")
     log(f"tiny-clip: {_auc_line(folder)}")
     return folder
 
@@ -401,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="override the number of steps (new hash)")
     args = parser.parse_args(argv)
     config = DEFAULT_CONFIG if args.steps is None else TinyClipConfig(steps=args.steps)
-    folder = build(args.out, config, force=args.force)
+    folder = build(args.out, config, force=args.force, shared_cache=True)
     info = json.loads((folder / EVAL_FILE).read_text())
     if info["roc_auc"] < 0.9:
         print(f"tiny-clip: ROC AUC {info['roc_auc']:.4f} is below the 0.9 target", file=sys.stderr)
