@@ -1,6 +1,7 @@
 """Thin Dagster assets over the refinery library: stage specs wired by the factory, plus the models,
 the cross-source tables and the report."""
 
+from assets import stage_defaults
 from assets.corpus_dedup import corpus_fuzzy_dedup
 from assets.factory import STAGE_ASSETS
 from assets.llm import llm_judged, llm_rewritten, llm_sft_synthesized, sft_judged
@@ -73,6 +74,7 @@ ALL_ASSETS = [
     *LLM_SFT,
     *TOKENS,
 ]
+stage_defaults.check_all_used()  # every config class is made by now: an unknown name in the file fails
 
 __all__ = [
     "ALL_ASSETS",

@@ -27,7 +27,7 @@ from resources.ray_jobs import submit_corpus_dedup
 SUBMIT_FIELDS = {"submit", "ray_dashboard", "ray_job_python", "ray_job_env"}
 
 
-class CorpusFuzzyDedupConfig(config_class(CorpusFuzzyDedupParams)):
+class CorpusFuzzyDedupConfig(config_class(CorpusFuzzyDedupParams, names.CORPUS_FUZZY_DEDUP)):
     """The library's parameters, and where the pass runs (not part of the output's provenance)."""
 
     submit: Literal["step", "ray_job"] = Field(

@@ -17,6 +17,7 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import BaseModel
 
+from assets import stage_defaults
 from assets.automation import STAGE
 from assets.gpu import gpu_asset_kwargs
 from assets.partitions import partitions_of
@@ -40,14 +41,16 @@ class _NoParams(dg.Config):
     """Stages without parameters take no run config."""
 
 
-def config_class(params: type[BaseModel] | None) -> type[dg.Config]:
+def config_class(params: type[BaseModel] | None, asset: str | None = None) -> type[dg.Config]:
     """The run-config class of a parameter model: the model itself, as a Dagster ``Config``, so
-    an asset's config *is* its library parameters (no copying field by field)."""
+    an asset's config *is* its library parameters (no copying field by field). With ``asset``, the
+    deployment's own defaults for it from ``$REFINERY_STAGE_DEFAULTS`` (assets/stage_defaults.py)."""
     if params is None:
         return _NoParams
-    return type(
+    config = type(
         params.__name__.removesuffix("Params") + "Config", (dg.Config, params), {"__doc__": params.__doc__}
     )
+    return config if asset is None else stage_defaults.with_defaults(config, params, asset)
 
 
 def library_params(params: type[BaseModel] | None, config: dg.Config) -> BaseModel | None:
@@ -212,7 +215,7 @@ def stage_asset(
     ``pool`` and ``gpu`` place the step (see assets/gpu.py); ``automatic=False``
     leaves it out of the automation that follows upstream updates. ``execute`` runs the stage
     (a model stage's runs it on a Ray actor pool: refinery.engine.model_stages)."""
-    config_type = config_class(spec.params)
+    config_type = config_class(spec.params, spec.name)
     resources = tuple(resources)
 
     @dg.asset(**_asset_args(spec, [*resources, "engine", "compute"], pool, gpu, automatic))
@@ -231,7 +234,7 @@ def ingest_asset(
     """The asset that parses ``inbox/<kind>/<source>/`` with ``reader(folder, source, params)``
     (in the step, or on the engine's workers for a reader whose files read on their own); its kind's
     inbox sensor requests it when the folder's files change."""
-    config_type = config_class(spec.params)
+    config_type = config_class(spec.params, spec.name)
 
     # On a distributed engine (ray) the inbox is read by its workers, one task per file or JSONL byte
     # range (refinery.kernel.ingest_tasks); an unreachable cluster fails the run before anything is written.

@@ -11,8 +11,8 @@ from refinery.mixing.publish import publish_domain_weights, publish_mixture
 from refinery.mixing.weights import DomainWeightsParams
 from resources import RefineryHome
 
-DomainWeightsConfig = config_class(DomainWeightsParams)
-MixtureConfig = config_class(MixtureParams)
+DomainWeightsConfig = config_class(DomainWeightsParams, names.DOMAIN_WEIGHTS)
+MixtureConfig = config_class(MixtureParams, names.PRETRAIN_MIXTURE)
 
 
 @dg.asset(

@@ -17,11 +17,12 @@ from refinery.retrieval.index import IndexParams, index_report
 from resources import RefineryHome
 from resources.clip import ClipResource
 
-IndexConfig = config_class(IndexParams)
 SELF_RECALL = "≥ 99% of 256 sampled stored vectors find themselves through the graph."
 
 
 def _index_asset(name: str, upstream: str, partitions, collections: tuple[str, ...], description: str):
+    config_type = config_class(IndexParams, name)
+
     @dg.asset(
         name=name,
         partitions_def=partitions,
@@ -32,7 +33,7 @@ def _index_asset(name: str, upstream: str, partitions, collections: tuple[str, .
         check_specs=[dg.AssetCheckSpec("self_recall", asset=name, blocking=True, description=SELF_RECALL)],
         description=description,
     )
-    def _index(context: dg.AssetExecutionContext, config: IndexConfig, refinery: RefineryHome):
+    def _index(context: dg.AssetExecutionContext, config: config_type, refinery: RefineryHome):
         report, checks = index_report(
             refinery.layout(), refinery.storage(), collections, context.partition_key, config
         )

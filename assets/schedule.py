@@ -10,8 +10,8 @@ from refinery.schedule.order import ScheduleParams
 from refinery.schedule.publish import SplitsParams, publish_schedule, publish_splits
 from resources import RefineryHome
 
-SplitConfig = config_class(SplitsParams)
-ScheduleConfig = config_class(ScheduleParams)
+SplitConfig = config_class(SplitsParams, names.DATASET_SPLITS)
+ScheduleConfig = config_class(ScheduleParams, names.TRAINING_SCHEDULE)
 
 
 @dg.asset(

@@ -26,7 +26,7 @@ from refinery.quality.embeddings import (
 from refinery.stages import text as text_stages
 from resources import EmbedderResource, EngineResource, RefineryHome
 
-EmbeddingConfig = config_class(EmbeddingParams)
+EmbeddingConfig = config_class(EmbeddingParams, names.DOCUMENT_EMBEDDINGS)
 
 
 @dg.asset(

@@ -25,8 +25,8 @@ from resources import RefineryHome
 from resources.kenlm import KenLMResource
 
 MODELS_GROUP = "text_models"
-ReferenceLMConfig = config_class(ReferenceLMParams)
-QualityClassifierConfig = config_class(ClassifierTrainParams)
+ReferenceLMConfig = config_class(ReferenceLMParams, names.REFERENCE_LM)
+QualityClassifierConfig = config_class(ClassifierTrainParams, names.QUALITY_CLASSIFIER)
 
 
 def _observe_reference(refinery: RefineryHome) -> dg.DataVersion:

@@ -10,8 +10,8 @@ from refinery.tokens.stage import TOKENIZED_CORPUS, make_document_tokenizer
 from refinery.tokens.tokenizer import TokenizerParams, publish_tokenizer
 from resources import RefineryHome
 
-TokenizerConfig = config_class(TokenizerParams)
-TrainingTokensConfig = config_class(TrainingTokensParams)
+TokenizerConfig = config_class(TokenizerParams, names.TOKENIZER)
+TrainingTokensConfig = config_class(TrainingTokensParams, names.TRAINING_TOKENS)
 
 
 @dg.asset(

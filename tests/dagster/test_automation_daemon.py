@@ -16,17 +16,19 @@ from collections import Counter
 import dagster as dg
 import pandas as pd
 import pytest
+import yaml
 
 from refinery import names
 from refinery.sample import prose
 from refinery.sample.reference_sample import build_reference_sample
 from refinery.sample.target_sample import build_target_sample
 from refinery.stages import text as text_stages
-from refinery.storage import Storage
+from refinery.storage import Storage, read_provenance
 from refinery_cli import launch
 from tests.conftest import write_source
 from tests.dagster.conftest import build_inbox, jsonl
 from tests.dagster.dev_server import dagster_dev
+from tests.dagster.test_mixing_schedule_assets import DOREMI
 
 pytestmark = pytest.mark.daemon
 
@@ -90,8 +92,14 @@ def test_new_and_changed_sources_flow_through_every_stage(home, tmp_path):
     home.inbox_source("text", "empty").rmdir()  # two sources are enough; fewer runs
     build_reference_sample(home.inbox_kind("reference"))
     build_target_sample(home.inbox_kind("target"))
+    # The deployment's run-config defaults (assets/stage_defaults.py), the only config an automated
+    # run gets: a small DoReMi, as test_mixing_schedule_assets uses (the default trains for about a
+    # minute per refresh here, and this test is about which runs happen, not the weights).
+    defaults = tmp_path / "stage_defaults.yaml"
+    defaults.write_text(yaml.safe_dump({names.DOMAIN_WEIGHTS: DOREMI}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
     env.update(
+        REFINERY_STAGE_DEFAULTS=str(defaults),
         REFINERY_HOME=str(home.home),
         DAGSTER_HOME=str(home.dagster_home),
         REFINERY_REFRESH_CRON="* * * * *",  # cross-source tables: at most once a minute here
@@ -159,5 +167,8 @@ def test_new_and_changed_sources_flow_through_every_stage(home, tmp_path):
     mixture = pd.read_parquet(storage.require_table(names.PRETRAIN_MIXTURE))
     in_mixture = bool(((mixture["source"] == "alpha") & (mixture["id"] == "a-new")).any())
     in_manifest = bool(((manifest["source"] == "alpha") & (manifest["id"] == "a-new")).any())
+    # The automated runs took their config from the deployment's defaults file.
+    params = read_provenance(storage.require_table(names.DOMAIN_WEIGHTS))["params"]
+    assert {k: params[k] for k in DOREMI} == DOREMI, params
     # Held-out splits go into the schedule whole; train documents as the mixture sampled them.
     assert in_manifest == (row["split"].iloc[0] != "train" or in_mixture)
