@@ -44,6 +44,9 @@ if [[ ",$extras," == *",dev,"* ]] && [ ! -x /usr/bin/chromium ]; then
 fi
 
 step "packages ready"
+# The three builds below are minutes of CPU that depend on their recipe, not on the clone: each keeps a
+# copy in the machine-wide tool cache ($REFINERY_TOOL_CACHE, default ~/.cache/refinery/tools; "off" turns
+# it off: refinery/tool_cache.py), and a fresh clone (CI's) copies it from there instead of building.
 # KenLM's trainer (lmplz, build_binary) for the reference language model; skips itself when built.
 scripts/build_kenlm.sh
 step "KenLM ready"
