@@ -14,7 +14,7 @@ matches no configurable asset fails the load with the reason, never silently.
     domain_weights:
       doremi_steps: 400
     heuristic_filtered:
-      min_words: 30
+      min_doc_words: 30
 """
 
 from __future__ import annotations
