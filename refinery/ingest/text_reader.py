@@ -179,7 +179,7 @@ class SourceReader(RowCollector):
         if not isinstance(text, str):
             self._quarantine(rel, line, "text_not_string", f"'text' is {type(text).__name__}", raw)
             return
-        if not text.strip():
+        if not text or text.isspace():  # `not text.strip()` without copying the text
             self._quarantine(rel, line, "empty_text", "'text' is empty or whitespace only", raw)
             return
         if len(text) > self.params.max_document_chars:
@@ -271,7 +271,7 @@ class SourceReader(RowCollector):
         body = raw.rstrip(b"\r\n")
         if body.startswith(codecs.BOM_UTF8):
             body = body[len(codecs.BOM_UTF8) :]
-        if not body.strip():
+        if not body or body.isspace():  # what `not body.strip()` finds, without copying the line
             self.stats.blank_lines += 1
             return
         if len(body) > 4 * self.params.max_document_chars + 1024:

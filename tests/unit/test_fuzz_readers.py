@@ -706,9 +706,11 @@ def test_lone_surrogate_escape_is_quarantined_not_a_writer_crash():
     """``"\\ud800"`` is valid JSON that Python returns as a str UTF-8 cannot encode: the Parquet
     writer failed the whole partition."""
     line = b'{"text": "a\\ud800b", "meta": {"k": ["\\udfff"]}}\n{"text": "pair \\ud83d\\ude00 ok"}\n'
-    out = ingest(SourceReader, IngestParams(), {"a.jsonl": line})
-    assert _reasons(out) == ["invalid_unicode"] and out.rejected[0]["raw"] == line.split(b"\n")[0]
+    upper = b'{"text": "upper \\uDC80 escape"}\n'  # JSON escapes take either case
+    out = ingest(SourceReader, IngestParams(), {"a.jsonl": line + upper})
+    assert _reasons(out) == ["invalid_unicode"] * 2 and out.rejected[0]["raw"] == line.split(b"\n")[0]
     assert out.rejected[0]["reason_detail"] == "lone surrogate in record.text"
+    assert out.rejected[1]["raw"] == upper.rstrip(b"\n")
     assert [r["text"] for r in out.kept] == ["pair \U0001f600 ok"]  # a valid pair is one character
     sft = b'[{"prompt": "hi", "completion": "\\udc80"}, {"prompt": "hi", "completion": "yo"}]'
     out = ingest(SftReader, SftIngestParams(), {"a.json": sft})
