@@ -152,6 +152,9 @@ def make_plan(
     documents = int(rows.sum())
     band_total = documents * index["bands"]
     reducers = max(1, workers, -(-band_total // BAND_ROWS_PER_REDUCER))
+    # A whole number of reducers per worker: three on two workers left one worker idle for a third
+    # of the pairs step (benchmarks/RESULTS.md, "corpus-wide dedup ... 266 MB").
+    reducers = -(-reducers // max(1, workers)) * max(1, workers)
     parts = max(1, workers, -(-documents // EDGES_PER_PARTITION))
     fixed = {
         "num_perm": params.num_perm,

@@ -352,9 +352,12 @@ def run_pooled(
     payload = cloudpickle.dumps(stage)
     filled = [s for s in slices if s.rows]
     reports: list[dict] = []
+    finishing = cloudpickle.dumps(finish)  # one object: the runner sends it to the store once
+    in_task: dict[int, dict] = {}  # slices finished in their model task (the warm-task path)
     try:
         if filled and not pool.num_gpus and getattr(engine, "dispatch", "") == "tasks":  # CPU: warm tasks
-            reports = model_reports(filled, payload, scratch.name, pool, PoolActor, decode_slices)
+            reports = model_reports(filled, payload, scratch.name, pool, PoolActor, decode_slices, finishing)
+            in_task = {int(r["slice"]): r["part"] for r in reports}
         elif filled:
             reports = (
                 decoded_slices(filled, payload, pool)
@@ -380,10 +383,12 @@ def run_pooled(
             scratch.write_bytes(MODEL_FILE, json.dumps(ray.get(probe.remote(payload)), default=str).encode())
         model = read_model(scratch.name)
         runner, _ = engine.tasks()
-        finishing = cloudpickle.dumps(finish)  # one object: the runner sends it to the store once
-        parts = runner.map(
-            finish_slice, [(finishing, s, scratch.name, sorted(outputs[s.index])) for s in slices]
+        rest = [s for s in slices if s.index not in in_task]  # empty slices, or the actors' path
+        finished = runner.map(
+            finish_slice, [(finishing, s, scratch.name, sorted(outputs[s.index])) for s in rest]
         )
+        done = {**in_task, **{s.index: part for s, part in zip(rest, finished, strict=True)}}
+        parts = [done[s.index] for s in slices]
     finally:
         scratch.remove()
     return PoolRun(
@@ -391,7 +396,7 @@ def run_pooled(
         model=model,
         loads=loads,
         nodes=len({w.split(":")[0] for w in loads}),
-        batches=len(reports),
+        batches=sum(int(r.get("batches", 1)) for r in reports),
         seconds=time.perf_counter() - started,
         infer_seconds=float(sum(float(r["seconds"]) for r in reports)),
         slices=len(slices),

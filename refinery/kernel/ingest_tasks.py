@@ -54,7 +54,7 @@ ROOT_PATTERN = r"^(doc-[0-9a-f]{20})(?:-\d+)?$"  # a derived id and the suffixed
 SAMPLE = 5
 SAMPLE_VALUE = 1024  # a sample's text or raw bytes travel cut to this (the metadata shows 160 characters)
 BUCKET_BYTES = 1 << 30
-PIECES_PER_WORKER = 8  # a folder of few large JSONL files is cut finer, so no one late task decides the span
+PIECES_PER_WORKER = 4  # a folder of few large JSONL files is cut finer, so no one late task decides the span
 MIN_RANGE_BYTES = 4 << 20  # ... but not into ranges smaller than this (a task's fixed cost is milliseconds)
 
 
@@ -119,8 +119,9 @@ def plan_pieces(
     pieces: list[FilePiece] = []
     for path, rel, size in files:
         if split > 0 and size > split and _splittable(reader, path):
-            for start in range(0, size, split):
-                pieces.append(FilePiece(len(pieces), rel, size, start, min(start + split, size)))
+            step = -(-size // -(-size // split))  # equal ranges, none above the range size: no sliver
+            for start in range(0, size, step):
+                pieces.append(FilePiece(len(pieces), rel, size, start, min(start + step, size)))
         else:
             pieces.append(FilePiece(len(pieces), rel, size))
     return pieces
@@ -130,9 +131,12 @@ def range_bytes(sizes: list[int], split_bytes: int, workers: int, per_worker: in
     """The byte range size: ``split_bytes``, cut down to ``total / (per_worker × workers)`` (not below
     :data:`MIN_RANGE_BYTES`) when the files alone give fewer pieces than that.
 
-    Why: with a few equal files per worker, the span of the step is decided by the task that starts
-    last; measured on 1 vs 2 loopback workers, 8 files of 32 MB gave 2.2–3.9 s for the same work
-    (benchmarks/RESULTS.md). Smaller ranges leave a shorter tail. 0 (never split) stays 0."""
+    Why: with one or two large files per worker, the span of the step is decided by the task that
+    starts last; smaller ranges leave a shorter tail (and the pieces go out largest first). But
+    every piece costs a task, two parts and its id-key files, and ranges need a line-counting
+    step first: eight ranges per worker cost 23% more CPU than four whole files per worker for
+    the same 256 MB, and lost on 1 vs 2 workers (benchmarks/RESULTS.md, "Ingest on 1 vs 2 Ray
+    workers, seventh session"). So four pieces per worker. 0 (never split) stays 0."""
     if split_bytes <= 0 or len(sizes) >= per_worker * workers:
         return split_bytes
     target = -(-sum(sizes) // max(1, per_worker * workers))
@@ -189,7 +193,9 @@ def ingest_in_tasks(
         if not pieces:  # an empty or missing folder: one empty part each, as the local engine's empty files
             with target.open_part(0, job.schema), target.open_part(0, job.rejected_schema, rejected=True):
                 pass
-        results = {r["index"]: r for r in runner.map(read_piece, [(job, p) for p in pieces])}
+        # Largest first: the last task to start is a small one, so the workers end together.
+        largest = sorted(pieces, key=lambda p: (-_piece_bytes(p), p.index))
+        results = {r["index"]: r for r in runner.map(read_piece, [(job, p) for p in largest])}
         fixed = resolve_ids(job, pieces, runner) if job.buckets else {}
         for index, update in fixed.items():
             if update.get("reread"):
@@ -386,6 +392,10 @@ def fix_piece(job: IngestJob, piece: FilePiece) -> dict:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+def _piece_bytes(piece: FilePiece) -> int:
+    return piece.size if piece.end is None else piece.end - piece.start
+
+
 def _splittable(reader: RowCollector, path: Path) -> bool:
     try:
         return reader.splittable(path)
