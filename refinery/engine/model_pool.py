@@ -240,12 +240,16 @@ class PoolActor:
             described = json.dumps(self.stage.describe(self.model), default=str)
             self.scratch.write_bytes(MODEL_FILE, described.encode())
 
+    def outputs(self, frame) -> Any:
+        """The model's outputs for ``frame``'s rows (decoded, with :data:`ORDER`) as an Arrow table."""
+        return output_table(self.stage.infer(self.model, frame.drop(columns=[ORDER])), len(frame))
+
     def __call__(self, frame) -> dict[str, list]:
         import pyarrow as pa
 
         started = time.perf_counter()
         order = frame[ORDER].to_numpy(dtype=np.int64)
-        table = output_table(self.stage.infer(self.model, frame.drop(columns=[ORDER])), len(frame))
+        table = self.outputs(frame)
         seconds = time.perf_counter() - started
         table = table.append_column(ORDER, pa.array(order, pa.int64()))
         slices = order >> 32

@@ -64,16 +64,13 @@ class SliceModel:
         """The slice's outputs computed batch by batch, kept here, and its part written by ``finish``."""
         import pyarrow as pa
 
-        from refinery.engine.model_pool import ORDER, output_table
-
         piece = pickle.loads(batch["slice"][0])
-        frame = self.decode(batch, self.stage_payload).drop(columns=[ORDER])
-        stage, model = self.actor.stage, self.actor.model
+        frame = self.decode(batch, self.stage_payload)
         tables, seconds = [], 0.0
         for start in range(0, len(frame), self.batch_size):
             rows = frame.iloc[start : start + self.batch_size].reset_index(drop=True)
             began = time.perf_counter()
-            tables.append(output_table(stage.infer(model, rows), len(rows)))
+            tables.append(self.actor.outputs(rows))
             seconds += time.perf_counter() - began
         outputs = pa.concat_tables(tables).combine_chunks() if tables else None
         if outputs is not None and outputs.num_rows != piece.rows:
