@@ -119,9 +119,10 @@ def plan_pieces(
     pieces: list[FilePiece] = []
     for path, rel, size in files:
         if split > 0 and size > split and _splittable(reader, path):
-            step = -(-size // -(-size // split))  # equal ranges, none above the range size: no sliver
-            for start in range(0, size, step):
-                pieces.append(FilePiece(len(pieces), rel, size, start, min(start + step, size)))
+            count = -(-size // split)  # equal ranges (none above the range size): no sliver at the end
+            for i in range(count):
+                start, end = i * size // count, (i + 1) * size // count
+                pieces.append(FilePiece(len(pieces), rel, size, start, end))
         else:
             pieces.append(FilePiece(len(pieces), rel, size))
     return pieces
