@@ -33,7 +33,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -194,9 +194,10 @@ def ingest_in_tasks(
         if not pieces:  # an empty or missing folder: one empty part each, as the local engine's empty files
             with target.open_part(0, job.schema), target.open_part(0, job.rejected_schema, rejected=True):
                 pass
-        # Largest first: the last task to start is a small one, so the workers end together.
+        # Largest first, each to the first worker free: the workers end together.
         largest = sorted(pieces, key=lambda p: (-_piece_bytes(p), p.index))
-        results = {r["index"]: r for r in runner.map(read_piece, [(job, p) for p in largest])}
+        reads = pulled(runner, workers).map(read_piece, [(job, p) for p in largest])
+        results = {r["index"]: r for r in reads}
         fixed = resolve_ids(job, pieces, runner) if job.buckets else {}
         for index, update in fixed.items():
             if update.get("reread"):
@@ -393,6 +394,19 @@ def fix_piece(job: IngestJob, piece: FilePiece) -> dict:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+def pulled(runner: TaskRunner, workers: int) -> TaskRunner:
+    """``runner`` with no more tasks submitted at once than there are workers (where it has such a
+    cap: Ray's), so each piece goes to the first worker free instead of being placed ahead.
+
+    Why: submitted all at once, Ray's ``SPREAD`` placed 8 equal pieces on two loopback workers
+    sometimes 4 and 4 (1.69 s), sometimes 5 and 3 (2.26 s): the same run's repeats
+    (benchmarks/RESULTS.md, "Ingest on 1 vs 2 Ray workers, seventh session"). A piece is a tenth
+    of a second or more of work; the driver's round trip before the next one is milliseconds."""
+    if is_dataclass(runner) and hasattr(runner, "in_flight"):
+        return replace(runner, in_flight=max(1, workers), steps=runner.steps)  # the same step log
+    return runner
+
+
 def _piece_bytes(piece: FilePiece) -> int:
     return piece.size if piece.end is None else piece.end - piece.start
 
