@@ -403,8 +403,8 @@ def keys_task(step: str, k: int, plan: ShufflePlan) -> dict:
 def checks_task(step: str, i: int, plan: ShufflePlan, key_parts: int) -> dict:
     """Task ``i`` of the checks: the key partitions' uniqueness first (``i < key_parts``), then
     each piece's owner check. Why one map: two maps of small tasks paid two barriers and two
-    dispatches, a fixed cost that did not shrink on two workers (benchmarks/RESULTS.md, "corpus-wide
-    dedup ... seventh session")."""
+    dispatches, a fixed cost that did not shrink on two workers (benchmarks/RESULTS.md, "Ingest,
+    embeddings and the corpus dedup on 1 vs 2 Ray workers, seventh session")."""
     if i < key_parts:
         return keys_task(step, i, plan)
     return owner_check_task(step, i - key_parts, plan, key_parts, slot=i)

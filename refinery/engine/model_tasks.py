@@ -13,10 +13,9 @@ over them in batches of ``batch_size``, on a worker process that loads the model
 
 A task holds every output of its slice, so it also runs the stage's ``finish`` on them (the slice's
 part written) in the same task: no output files in the scratch folder, read back by a second round
-of ``finish`` tasks after a barrier (measured on 1 vs 2 workers, that round and its files cost
-document_embeddings its last few percent: benchmarks/RESULTS.md, "document_embeddings ... seventh
-session"). Without ``finish`` the outputs go to the scratch folder exactly as the actors write them
-(:class:`refinery.engine.model_pool.PoolActor` does the writing).
+of ``finish`` tasks after a barrier (benchmarks/RESULTS.md, "Ingest, embeddings and the corpus dedup
+on 1 vs 2 Ray workers, seventh session"). Without ``finish`` the outputs go to the scratch folder
+exactly as the actors write them (:class:`refinery.engine.model_pool.PoolActor` does the writing).
 """
 
 from __future__ import annotations

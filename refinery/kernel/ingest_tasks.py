@@ -133,11 +133,12 @@ def range_bytes(sizes: list[int], split_bytes: int, workers: int, per_worker: in
     :data:`MIN_RANGE_BYTES`) when the files alone give fewer pieces than that.
 
     Why: with one or two large files per worker, the span of the step is decided by the task that
-    starts last; smaller ranges leave a shorter tail (and the pieces go out largest first). But
-    every piece costs a task, two parts and its id-key files, and ranges need a line-counting
-    step first: eight ranges per worker cost 23% more CPU than four whole files per worker for
-    the same 256 MB, and lost on 1 vs 2 workers (benchmarks/RESULTS.md, "Ingest on 1 vs 2 Ray
-    workers, seventh session"). So four pieces per worker. 0 (never split) stays 0."""
+    starts last; smaller ranges leave a shorter tail (the pieces also go out largest first, each
+    to the first free worker: :func:`pulled`). But every piece costs a task, two parts and its
+    id-key files, and ranges need a line-counting step first: on 2 workers, 20 ranges of 256 MB
+    took 3.56 s against 2.71 s for its 8 files, same run (benchmarks/RESULTS.md, "Ingest, embeddings
+    and the corpus dedup on 1 vs 2 Ray workers, seventh session"). So four pieces per worker. 0
+    (never split) stays 0."""
     if split_bytes <= 0 or len(sizes) >= per_worker * workers:
         return split_bytes
     target = -(-sum(sizes) // max(1, per_worker * workers))
@@ -400,7 +401,8 @@ def pulled(runner: TaskRunner, workers: int) -> TaskRunner:
 
     Why: submitted all at once, Ray's ``SPREAD`` placed 8 equal pieces on two loopback workers
     sometimes 4 and 4 (1.69 s), sometimes 5 and 3 (2.26 s): the same run's repeats
-    (benchmarks/RESULTS.md, "Ingest on 1 vs 2 Ray workers, seventh session"). A piece is a tenth
+    (benchmarks/RESULTS.md, "Ingest, embeddings and the corpus dedup on 1 vs 2 Ray workers,
+    seventh session"). A piece is a tenth
     of a second or more of work; the driver's round trip before the next one is milliseconds."""
     if is_dataclass(runner) and hasattr(runner, "in_flight"):
         return replace(runner, in_flight=max(1, workers), steps=runner.steps)  # the same step log

@@ -80,8 +80,9 @@ class LocalTarget:
         """A part, renamed into its staging folder when complete. Not flushed here: the commit
         flushes every staged file before it writes a manifest (``fsync_tree``), and a run that dies
         before its commit is discarded whole. Why: a flush per part, and two per scratch file, were
-        most of ingest's wall time on the task path (0.68 of 2.3 s for 48 MB in 16 pieces), and two
-        workers' flushes wait on the same disk (benchmarks/RESULTS.md, "Ingest ... seventh session")."""
+        0.68 of 2.3 s of ingest's task path for 48 MB in 16 pieces, in one process under cProfile
+        (benchmarks/RESULTS.md, "Ingest, embeddings and the corpus dedup on 1 vs 2 Ray workers,
+        seventh session")."""
         target = Path(self.part_path(index, rejected))
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = temp_path(target)
