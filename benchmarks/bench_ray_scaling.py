@@ -188,6 +188,9 @@ def reference_model(layout):
 
 
 MODEL_STAGES = (names.QUALITY_SCORED, names.DOCUMENT_EMBEDDINGS)
+# --ingest: "tasks" is this code's split; "files" never cuts a file finer; "ranges8": 8 per worker.
+INGEST_SPLITS = {"files": 0, "ranges8": 8}
+DEFAULT_PIECES = None  # set in main(): refinery.kernel.ingest_tasks.PIECES_PER_WORKER as imported
 # document_embeddings reads the documents from here: its own upstream (quality_scored) is rewritten
 # with quality_scored's kept rows when that stage is measured before it.
 EMBEDDINGS_INPUT = "bench_embeddings_input"
@@ -370,6 +373,8 @@ def summarize(m: dict) -> dict:
         "equal": all(r["equal"] for r in [m["first"], *runs]),
         "rows": runs[0]["rows"],
         "tasks": t[0].get("tasks"),
+        # the median run's maps (ingest): where its span went, step by step
+        "steps": sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]["timings"].get("steps"),
     }
 
 
@@ -385,7 +390,7 @@ def main() -> None:
     p.add_argument("--files", type=int, default=8, help="JSONL files in the inbox for ingest")
     p.add_argument("--split-mb", type=float, default=256, help="ingest's split_bytes, in MB")
     p.add_argument("--stages", default="ingest,clean_documents,heuristic_filtered")
-    p.add_argument("--ingest", default="tasks", help="tasks (8 pieces per worker) or files (as before)")
+    p.add_argument("--ingest", default="tasks", help="tasks (this code's split), files or ranges8")
     p.add_argument("--dispatch", default="tasks,actors", help=f"the ray engine's dispatch, of {DISPATCH}")
     p.add_argument("--ceiling-only", action="store_true", help="only 2 busy processes against 1")
     p.add_argument("--out", type=Path, default=OUT / "ray_scaling.md")
@@ -401,6 +406,10 @@ def main() -> None:
     from refinery.paths import Layout
     from refinery.storage import Storage
 
+    global DEFAULT_PIECES
+    from refinery.kernel import ingest_tasks
+
+    DEFAULT_PIECES = ingest_tasks.PIECES_PER_WORKER
     load_before, date = uptime(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if args.ceiling_only:
         print(
@@ -463,10 +472,10 @@ def main() -> None:
                             slice_rows=slice_rows,
                             dispatch=dispatch if stage != "ingest" else "tasks",
                         )
-                        if stage == "ingest":  # "files": the split before session 6 (no finer ranges)
+                        if stage == "ingest":  # "files": no finer ranges; "ranges8": session 6's split
                             from refinery.kernel import ingest_tasks
 
-                            ingest_tasks.PIECES_PER_WORKER = 0 if dispatch == "files" else 8
+                            ingest_tasks.PIECES_PER_WORKER = INGEST_SPLITS.get(dispatch, DEFAULT_PIECES)
                         t = time.perf_counter()
                         engine.connect()
                         connect_s = time.perf_counter() - t
@@ -532,6 +541,27 @@ def render(doc: dict) -> list[str]:
                 f"{r.get('busy_s') or '–'} | {r['machine_busy_cores']:.2f} | {ratio} | "
                 f"{'yes' if r['equal'] else '**no**'} |"
             )
+    steps = [
+        (stage, label, r["steps"])
+        for stage, by_engine in doc["results"].items()
+        for label, r in by_engine.items()
+        if r.get("steps")
+    ]
+    if steps:
+        lines += [
+            "",
+            "Maps of the median run (tasks; start-up, work span, drain and the tasks' CPU, s):",
+            "",
+            "| stage | engine | map | tasks | start-up s | work span s | drain s | task CPU s | processes |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for stage, label, maps in steps:
+            for m in maps:
+                lines.append(
+                    f"| {stage} | {label} | {m['step']} | {m['tasks']} | {fmt(m.get('startup_s'))} | "
+                    f"{fmt(m.get('work_s'))} | {fmt(m.get('drain_s'))} | {fmt(m.get('task_cpu_s'))} | "
+                    f"{m.get('processes', '–')} |"
+                )
     return lines
 
 

@@ -24,7 +24,7 @@ Steps (each a list of tasks; ``P`` pieces, ``R`` bucket reducers, ``K`` componen
 5. ``members`` (K): ``(document, root)`` sent to the piece of the root; ``owners`` (P): component
    sizes, the root's key and signature, sent back to the piece of each member; ``table`` (P): the
    piece's rows of the output table (component, size, kept, duplicate_of, similarity), written by
-   the worker; ``keys`` and ``owner_check`` verify the written parts (checks).
+   the worker; ``checks`` (keys' uniqueness and the owner check, one map) verify the written parts.
 
 Memory per task: one piece's signatures (``4·num_perm`` B per document) or one reducer's share of
 the band rows (``18·bands/R`` B per document); ``R`` grows with the corpus
@@ -152,6 +152,9 @@ def make_plan(
     documents = int(rows.sum())
     band_total = documents * index["bands"]
     reducers = max(1, workers, -(-band_total // BAND_ROWS_PER_REDUCER))
+    # A whole number of reducers per worker: three on two workers left one worker idle for a third
+    # of the pairs step (benchmarks/RESULTS.md, "corpus-wide dedup ... 266 MB").
+    reducers = -(-reducers // max(1, workers)) * max(1, workers)
     parts = max(1, workers, -(-documents // EDGES_PER_PARTITION))
     fixed = {
         "num_perm": params.num_perm,
@@ -397,10 +400,21 @@ def keys_task(step: str, k: int, plan: ShufflePlan) -> dict:
     return out.commit({"keys": len(keys), "repeated": int(len(keys) - len(pd.unique(keys)))})
 
 
-def owner_check_task(step: str, p: int, plan: ShufflePlan, key_parts: int) -> dict:
+def checks_task(step: str, i: int, plan: ShufflePlan, key_parts: int) -> dict:
+    """Task ``i`` of the checks: the key partitions' uniqueness first (``i < key_parts``), then
+    each piece's owner check. Why one map: two maps of small tasks paid two barriers and two
+    dispatches, a fixed cost that did not shrink on two workers (benchmarks/RESULTS.md, "Ingest,
+    embeddings and the corpus dedup on 1 vs 2 Ray workers, seventh session")."""
+    if i < key_parts:
+        return keys_task(step, i, plan)
+    return owner_check_task(step, i - key_parts, plan, key_parts, slot=i)
+
+
+def owner_check_task(step: str, p: int, plan: ShufflePlan, key_parts: int, slot: int | None = None) -> dict:
     """The removed rows naming a component of piece ``p``, against piece ``p``'s written rows: the
-    component's row is kept, is its own component, carries the named key and counts the members."""
-    out = TaskOutput(step, p)
+    component's row is kept, is its own component, carries the named key and counts the members.
+    ``slot``: the task's number in its step, when not ``p``."""
+    out = TaskOutput(step, p if slot is None else slot)
     start = int(plan.starts[p])
     written = read_task_file(plan.step("table"), p, "part")
     kept = written.column("kept").to_numpy(zero_copy_only=False)
@@ -473,8 +487,9 @@ def shuffle_dedup(
         timed("members", members_task, [(plan, work.step(final))] * plan.parts)
         owned = timed("owners", owners_task, every_piece)
         written = timed("table", table_task, [(plan, stamp, key_parts)] * len(pieces))
-        keyed = timed("keys", keys_task, [(plan,)] * key_parts)
-        owners_ok = timed("owner_check", owner_check_task, [(plan, key_parts)] * len(pieces))
+        # one map: the two checks read only the table step's files (no barrier between them)
+        checked = timed("checks", checks_task, [(plan, key_parts)] * (key_parts + len(pieces)))
+        keyed, owners_ok = checked[:key_parts], checked[key_parts:]
 
     documents = sum(r["rows"] for r in signed)
     stats = {

@@ -240,12 +240,16 @@ class PoolActor:
             described = json.dumps(self.stage.describe(self.model), default=str)
             self.scratch.write_bytes(MODEL_FILE, described.encode())
 
+    def outputs(self, frame) -> Any:
+        """The model's outputs for ``frame``'s rows (decoded, with :data:`ORDER`) as an Arrow table."""
+        return output_table(self.stage.infer(self.model, frame.drop(columns=[ORDER])), len(frame))
+
     def __call__(self, frame) -> dict[str, list]:
         import pyarrow as pa
 
         started = time.perf_counter()
         order = frame[ORDER].to_numpy(dtype=np.int64)
-        table = output_table(self.stage.infer(self.model, frame.drop(columns=[ORDER])), len(frame))
+        table = self.outputs(frame)
         seconds = time.perf_counter() - started
         table = table.append_column(ORDER, pa.array(order, pa.int64()))
         slices = order >> 32
@@ -352,9 +356,12 @@ def run_pooled(
     payload = cloudpickle.dumps(stage)
     filled = [s for s in slices if s.rows]
     reports: list[dict] = []
+    finishing = cloudpickle.dumps(finish)  # one object: the runner sends it to the store once
+    in_task: dict[int, dict] = {}  # slices finished in their model task (the warm-task path)
     try:
         if filled and not pool.num_gpus and getattr(engine, "dispatch", "") == "tasks":  # CPU: warm tasks
-            reports = model_reports(filled, payload, scratch.name, pool, PoolActor, decode_slices)
+            reports = model_reports(filled, payload, scratch.name, pool, PoolActor, decode_slices, finishing)
+            in_task = {int(r["slice"]): r["part"] for r in reports}
         elif filled:
             reports = (
                 decoded_slices(filled, payload, pool)
@@ -380,10 +387,12 @@ def run_pooled(
             scratch.write_bytes(MODEL_FILE, json.dumps(ray.get(probe.remote(payload)), default=str).encode())
         model = read_model(scratch.name)
         runner, _ = engine.tasks()
-        finishing = cloudpickle.dumps(finish)  # one object: the runner sends it to the store once
-        parts = runner.map(
-            finish_slice, [(finishing, s, scratch.name, sorted(outputs[s.index])) for s in slices]
+        rest = [s for s in slices if s.index not in in_task]  # empty slices, or the actors' path
+        finished = runner.map(
+            finish_slice, [(finishing, s, scratch.name, sorted(outputs[s.index])) for s in rest]
         )
+        done = {**in_task, **{s.index: part for s, part in zip(rest, finished, strict=True)}}
+        parts = [done[s.index] for s in slices]
     finally:
         scratch.remove()
     return PoolRun(
@@ -391,7 +400,7 @@ def run_pooled(
         model=model,
         loads=loads,
         nodes=len({w.split(":")[0] for w in loads}),
-        batches=len(reports),
+        batches=sum(int(r.get("batches", 1)) for r in reports),
         seconds=time.perf_counter() - started,
         infer_seconds=float(sum(float(r["seconds"]) for r in reports)),
         slices=len(slices),

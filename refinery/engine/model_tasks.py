@@ -9,14 +9,20 @@ warm task workers"). Here, when the pool asks for no GPU, each filled slice is o
 over them in batches of ``batch_size``, on a worker process that loads the model once per run
 (:class:`SliceModel`, built on the process's first slice and reused for the next). The pool's
 ``actors`` bounds the tasks at once, so no more model copies than asked for are in memory at once
-(a worker that Ray replaces loads its own). The outputs go to the scratch folder exactly as the
-actors write them (:class:`refinery.engine.model_pool.PoolActor` does the writing), so the
-per-slice ``finish`` tasks after them are unchanged.
+(a worker that Ray replaces loads its own).
+
+A task holds every output of its slice, so it also runs the stage's ``finish`` on them (the slice's
+part written) in the same task: no output files in the scratch folder, read back by a second round
+of ``finish`` tasks after a barrier (benchmarks/RESULTS.md, "Ingest, embeddings and the corpus dedup
+on 1 vs 2 Ray workers, seventh session"). Without ``finish`` the outputs go to the scratch folder
+exactly as the actors write them (:class:`refinery.engine.model_pool.PoolActor` does the writing).
 """
 
 from __future__ import annotations
 
+import json
 import pickle
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,11 +35,21 @@ class SliceModel:
     def __init__(self, payload: bytes):
         from refinery.models import loads
 
-        actor, self.decode, self.stage_payload, scratch, self.batch_size = pickle.loads(payload)
+        actor, self.decode, self.stage_payload, scratch, self.batch_size, finish = pickle.loads(payload)
         self.loads_before = loads.total()  # what this run loaded in this process, not earlier runs
         self.actor = actor(self.stage_payload, scratch)
+        self.finish = None
+        if finish is not None:
+            from ray import cloudpickle
+
+            self.finish = cloudpickle.loads(finish)
+            describe = self.actor.stage.describe
+            # as the finish tasks read it back from the actor's model file (JSON): the same types
+            self.model = json.loads(json.dumps(describe(self.actor.model), default=str)) if describe else {}
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        if self.finish is not None:
+            return self.finished(batch)
         frame = self.decode(batch, self.stage_payload)
         out: dict[str, list] = {}
         for start in range(0, len(frame), self.batch_size):
@@ -43,12 +59,47 @@ class SliceModel:
                 out.setdefault(key, []).extend(values)
         return out
 
+    def finished(self, batch: dict[str, list]) -> dict[str, list]:
+        """The slice's outputs computed batch by batch, kept here, and its part written by ``finish``."""
+        import pyarrow as pa
+
+        piece = pickle.loads(batch["slice"][0])
+        frame = self.decode(batch, self.stage_payload)
+        tables, seconds = [], 0.0
+        for start in range(0, len(frame), self.batch_size):
+            rows = frame.iloc[start : start + self.batch_size].reset_index(drop=True)
+            began = time.perf_counter()
+            tables.append(self.actor.outputs(rows))
+            seconds += time.perf_counter() - began
+        outputs = pa.concat_tables(tables).combine_chunks() if tables else None
+        if outputs is not None and outputs.num_rows != piece.rows:
+            raise RuntimeError(f"slice {piece.index}: {outputs.num_rows} outputs for {piece.rows} rows")
+        part = self.finish(piece, outputs, self.model)
+        return {
+            "files": ["[]"],
+            "worker": [self.actor.worker],
+            "rows": [len(frame)],
+            "loads": [int(self.actor.loads()) - self.loads_before],
+            "seconds": [seconds],
+            "batches": [len(tables)],
+            "slice": [piece.index],
+            "part": [part],
+        }
+
 
 def model_reports(
-    slices: list[Any], stage_payload: bytes, scratch: str, pool: Any, actor: type, decode: Callable
+    slices: list[Any],
+    stage_payload: bytes,
+    scratch: str,
+    pool: Any,
+    actor: type,
+    decode: Callable,
+    finish: bytes | None = None,
 ) -> list[dict]:
     """The filled ``slices`` through the model as tasks (``pool.actors`` at once, each asking for
-    the pool's CPUs per actor); one report per batch, as the actor pool gives them. ``actor`` and
-    ``decode`` are model_pool's ``PoolActor`` and ``decode_slices`` (passed in: no import cycle)."""
-    payload = pickle.dumps((actor, decode, stage_payload, scratch, pool.batch_size))
+    the pool's CPUs per actor); one report per batch, as the actor pool gives them, or with
+    ``finish`` (the stage's cloudpickled finish) one per slice, its ``part`` being what ``finish``
+    returned. ``actor`` and ``decode`` are model_pool's ``PoolActor`` and ``decode_slices`` (passed
+    in: no import cycle)."""
+    payload = pickle.dumps((actor, decode, stage_payload, scratch, pool.batch_size, finish))
     return task_map(SliceModel, payload, slices, pool.cpus_per_actor, in_flight=pool.actors)

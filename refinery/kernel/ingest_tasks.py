@@ -33,7 +33,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ ROOT_PATTERN = r"^(doc-[0-9a-f]{20})(?:-\d+)?$"  # a derived id and the suffixed
 SAMPLE = 5
 SAMPLE_VALUE = 1024  # a sample's text or raw bytes travel cut to this (the metadata shows 160 characters)
 BUCKET_BYTES = 1 << 30
-PIECES_PER_WORKER = 8  # a folder of few large JSONL files is cut finer, so no one late task decides the span
+PIECES_PER_WORKER = 4  # a folder of few large JSONL files is cut finer, so no one late task decides the span
 MIN_RANGE_BYTES = 4 << 20  # ... but not into ranges smaller than this (a task's fixed cost is milliseconds)
 
 
@@ -119,8 +119,10 @@ def plan_pieces(
     pieces: list[FilePiece] = []
     for path, rel, size in files:
         if split > 0 and size > split and _splittable(reader, path):
-            for start in range(0, size, split):
-                pieces.append(FilePiece(len(pieces), rel, size, start, min(start + split, size)))
+            count = -(-size // split)  # equal ranges (none above the range size): no sliver at the end
+            for i in range(count):
+                start, end = i * size // count, (i + 1) * size // count
+                pieces.append(FilePiece(len(pieces), rel, size, start, end))
         else:
             pieces.append(FilePiece(len(pieces), rel, size))
     return pieces
@@ -130,9 +132,13 @@ def range_bytes(sizes: list[int], split_bytes: int, workers: int, per_worker: in
     """The byte range size: ``split_bytes``, cut down to ``total / (per_worker × workers)`` (not below
     :data:`MIN_RANGE_BYTES`) when the files alone give fewer pieces than that.
 
-    Why: with a few equal files per worker, the span of the step is decided by the task that starts
-    last; measured on 1 vs 2 loopback workers, 8 files of 32 MB gave 2.2–3.9 s for the same work
-    (benchmarks/RESULTS.md). Smaller ranges leave a shorter tail. 0 (never split) stays 0."""
+    Why: with one or two large files per worker, the span of the step is decided by the task that
+    starts last; smaller ranges leave a shorter tail (the pieces also go out largest first, each
+    to the first free worker: :func:`pulled`). But every piece costs a task, two parts and its
+    id-key files, and ranges need a line-counting step first: on 2 workers, 20 ranges of 256 MB
+    took 3.56 s against 2.71 s for its 8 files, same run (benchmarks/RESULTS.md, "Ingest, embeddings
+    and the corpus dedup on 1 vs 2 Ray workers, seventh session"). So four pieces per worker. 0
+    (never split) stays 0."""
     if split_bytes <= 0 or len(sizes) >= per_worker * workers:
         return split_bytes
     target = -(-sum(sizes) // max(1, per_worker * workers))
@@ -189,7 +195,10 @@ def ingest_in_tasks(
         if not pieces:  # an empty or missing folder: one empty part each, as the local engine's empty files
             with target.open_part(0, job.schema), target.open_part(0, job.rejected_schema, rejected=True):
                 pass
-        results = {r["index"]: r for r in runner.map(read_piece, [(job, p) for p in pieces])}
+        # Largest first, each to the first worker free: the workers end together.
+        largest = sorted(pieces, key=lambda p: (-_piece_bytes(p), p.index))
+        reads = pulled(runner, workers).map(read_piece, [(job, p) for p in largest])
+        results = {r["index"]: r for r in reads}
         fixed = resolve_ids(job, pieces, runner) if job.buckets else {}
         for index, update in fixed.items():
             if update.get("reread"):
@@ -386,6 +395,24 @@ def fix_piece(job: IngestJob, piece: FilePiece) -> dict:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+def pulled(runner: TaskRunner, workers: int) -> TaskRunner:
+    """``runner`` with no more tasks submitted at once than there are workers (where it has such a
+    cap: Ray's), so each piece goes to the first worker free instead of being placed ahead.
+
+    Why: submitted all at once, Ray's ``SPREAD`` placed 8 equal pieces on two loopback workers
+    sometimes 4 and 4 (1.69 s), sometimes 5 and 3 (2.26 s): the same run's repeats
+    (benchmarks/RESULTS.md, "Ingest, embeddings and the corpus dedup on 1 vs 2 Ray workers,
+    seventh session"). A piece is a tenth
+    of a second or more of work; the driver's round trip before the next one is milliseconds."""
+    if is_dataclass(runner) and hasattr(runner, "in_flight"):
+        return replace(runner, in_flight=max(1, workers), steps=runner.steps)  # the same step log
+    return runner
+
+
+def _piece_bytes(piece: FilePiece) -> int:
+    return piece.size if piece.end is None else piece.end - piece.start
+
+
 def _splittable(reader: RowCollector, path: Path) -> bool:
     try:
         return reader.splittable(path)

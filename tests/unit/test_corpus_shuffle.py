@@ -60,7 +60,9 @@ def _want(sources: dict[str, list[str]], params: CorpusDedupParams) -> pd.DataFr
 
 
 @pytest.mark.parametrize(("piece_rows", "workers", "max_bucket"), [(1_000, 1, 64), (3, 3, 4), (2, 2, 3)])
-def test_the_shuffle_writes_the_in_memory_table_row_for_row(tmp_path, piece_rows, workers, max_bucket):
+def test_the_shuffle_writes_the_in_memory_table_row_for_row(
+    tmp_path, monkeypatch, piece_rows, workers, max_bucket
+):
     sources = _sources()
     params = CorpusDedupParams(max_bucket_all_pairs=max_bucket, anchors=2)
     want = _want(sources, params)
@@ -91,7 +93,11 @@ def test_the_shuffle_writes_the_in_memory_table_row_for_row(tmp_path, piece_rows
     }
     if workers > 1:
         assert plan.reducers == workers and len(pieces) > len(sources)
-    assert set(seconds) >= {"sign", "pairs", "join", "verify", "components", "owners", "table"}
+    assert set(seconds) >= {"sign", "pairs", "join", "verify", "components", "owners", "table", "checks"}
+    # band rows for one reducer more than the workers: a whole number per worker (2 each), none idle
+    band_total = plan.documents * plan.params["bands"]
+    monkeypatch.setattr(corpus_shuffle, "BAND_ROWS_PER_REDUCER", band_total // (workers + 1) + 1)
+    assert corpus_shuffle.make_plan(pieces, params, tmp_path / "again", workers).reducers == 2 * workers
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -156,6 +156,8 @@ def test_few_files_per_worker_are_cut_finer_and_keep_the_order(tmp_path, monkeyp
     pieces = plan_pieces(SourceReader(folder, "s", params), params.split_bytes, 2)
     ranges = [p for p in pieces if p.path == "a.jsonl"]
     assert len(ranges) > 5 and [p.start for p in ranges] == sorted(p.start for p in ranges)
+    sizes = [p.end - p.start for p in ranges]  # equal ranges: no sliver at the file's end
+    assert max(sizes) - min(sizes) <= 1 and ranges[-1].end == ranges[-1].size
     assert ingest_tasks.range_bytes([100, 100], 0, 8) == 0  # 0: never split, whatever the workers
     assert ingest_tasks.range_bytes([10**9] * 16, 256 << 20, 2) == 256 << 20  # enough files: as asked
     _, tasks, run = run_both(folder, tmp_path, SourceReader, params)
