@@ -228,8 +228,9 @@ def actor_reports(
         max_task_retries=-1,
         scheduling_strategy="SPREAD",
     )(ModelHost)
-    shared = ray.put(stage_payload)  # once in the object store, for every actor and decode task
-    hosts = [host.remote(actor, args, decode, shared, pool.batch_size) for _ in range(count)]
+    shared = ray.put(stage_payload)  # once in the object store, for the decode tasks
+    # the payload inline (a few KB): a restarted actor finds it in its creation spec
+    hosts = [host.remote(actor, args, decode, stage_payload, pool.batch_size) for _ in range(count)]
     starting = {h.ready.remote(): h for h in hosts}
     feeder = _Feeder(pool, nodes, count, expected_nodes(pool, nodes, count), shared, decode)
     queue = deque(_Slot(pickle.dumps(s)) for s in slices)
