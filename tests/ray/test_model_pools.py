@@ -128,7 +128,8 @@ def test_embeddings_and_classifier_on_model_actors_equal_in_process(
         assert str(os.getpid()) not in pids
     described = run.describe()
     assert described["model_loads_per_actor"] == [1] * described["actors_used"], described
-    assert described["nodes"] == 2 and described["slices"] == 8, described
+    # (which nodes ran slices is a race: a restarted actor may come back after the other finished)
+    assert described["slices"] == 8 and described["actors"] == 2, described
     # the actors hold both CPUs: no decode task fits beside them, so they decode themselves
     assert described["decode_cpus"] == 0 and described["slices_decoded_by_actors"] == 8, described
     assert {p["model"]["kind"] for p in run.parts} == {type(load_classifier(path)).__name__}
