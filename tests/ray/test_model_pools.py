@@ -12,7 +12,6 @@ import random
 import re
 import shutil
 import signal
-from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -75,13 +74,12 @@ def test_embeddings_and_classifier_on_model_actors_equal_in_process(
     tmp_path,
     monkeypatch,
 ):
-    """The GPU path (model actors fed by decode tasks) with num_gpus=0, on the two one-CPU nodes.
-    The embedder runs with the pool's defaults as a user leaves them (one CPU per actor and per
-    decode task, an actor per node): the Ray Data pipeline it replaced waited forever there (its
-    decode task fit on no node beside the actors); here the actors decode their own slices. The
-    classifier runs as the stages run it (run_pooled, outputs written by the actors, parts by the
-    finish tasks) on half-CPU actors, decode tasks beside them, and loses an actor mid-slice: Ray
-    restarts it, the slice is retried, the outputs are whole."""
+    """The GPU path (model actors fed by decode tasks) with num_gpus=0, on the two one-CPU nodes,
+    with the pool's defaults as a user leaves them (one CPU per actor and per decode task, an actor
+    per node): the Ray Data pipeline it replaced waited forever there (its decode task fit on no
+    node beside the actors). The classifier runs as the stages run it (run_pooled, outputs written
+    by the actors, parts by the finish tasks) and loses an actor mid-slice: Ray restarts it, the
+    slice is retried, the outputs are whole."""
     import ray
 
     from refinery.engine.model_pool import run_pooled
@@ -114,10 +112,7 @@ def test_embeddings_and_classifier_on_model_actors_equal_in_process(
     try:
         with _deadline(90):
             vectors = run_model_stage(engine, folder, stage, pool)
-            # half a CPU per actor: decode tasks of the other half run beside them
-            halves = replace(pool, cpus_per_actor=0.5, decode_cpus=1.0)
-            finish = model_loads.scores_of_slice
-            run = run_pooled(engine, folder, scored, halves, finish, tmp_path / "scratch")
+            run = run_pooled(engine, folder, scored, pool, model_loads.scores_of_slice, tmp_path / "scratch")
     finally:
         ray.shutdown()
 
@@ -135,11 +130,8 @@ def test_embeddings_and_classifier_on_model_actors_equal_in_process(
     assert described["model_loads_per_actor"] == [1] * described["actors_used"], described
     # (which nodes ran slices is a race: a restarted actor may come back after the other finished)
     assert described["slices"] == 8 and described["actors"] == 2, described
-    # each decode task asks for what an actor leaves on its node (half a CPU, not the one asked for);
-    # whether a slice is decoded by a task or by an idle actor is a race, but each is decoded once
-    # (1 CPU when Ray put both actors on one node: the other node's CPU is free)
-    assert described["decode_cpus"] in (0.5, 1.0) and described["decode_ahead"] == 4, described
-    assert described["slices_decoded_by_tasks"] + described["slices_decoded_by_actors"] == 8, described
+    # the actors hold both CPUs: no decode task fits beside them, so they decode themselves
+    assert described["decode_cpus"] == 0 and described["slices_decoded_by_actors"] == 8, described
     assert {p["model"]["kind"] for p in run.parts} == {type(load_classifier(path)).__name__}
 
     # The same outputs as in-process, in row order.
