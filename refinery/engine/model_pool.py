@@ -1,19 +1,22 @@
 """Model stages on Ray: CPU decoding as tasks, then a pool of model actors, each loading once.
 
-A model stage (embeddings, the quality classifier, CLIP scoring, keyframes) is two Ray Data
-steps over the partition's slices (:mod:`refinery.engine.slices`):
+A model stage (embeddings, the quality classifier, CLIP scoring, keyframes) is two steps over the
+partition's slices (:mod:`refinery.engine.slices`):
 
 1. **decode** (tasks, CPU only): each slice's rows are read from Parquet and turned into model
    inputs by ``decode`` (image bytes to arrays, frames out of a video; for text the identity), with
    every row's (slice, row) position carried along;
-2. **infer** (an actor pool): :class:`ModelActor`, a callable class, loads the model in
-   ``__init__`` (once per actor, never on the driver) and runs ``infer`` on batches of
+2. **infer** (actors): the actor class (:class:`PoolActor`, :class:`ModelActor`) loads the model
+   in ``__init__`` (once per actor, never on the driver) and runs ``infer`` on batches of
    ``batch_size`` decoded rows. The pool has ``actors`` actors, each asking for ``num_gpus`` GPUs
    (fractional: 0.25 puts four actors on one GPU) and ``cpus_per_actor`` CPUs.
 
-Ray Data streams the two steps, so decoding runs ahead of the model actors and a GPU does not wait
-for a CPU to decode its next batch. A pool that asks for no GPU, on the ray engine's default
-dispatch, skips Ray Data: one task per slice decodes and infers on warm workers, the model loaded
+:mod:`refinery.engine.model_actors` runs them: long-lived actors fed one decoded slice at a time,
+decode tasks running ahead (bounded), sized from the CPUs the actors leave on their nodes, and an
+idle actor decoding a slice itself rather than waiting on a decode task that cannot start; so a GPU
+does not wait for CPU decoding, and no cluster shape makes the run wait forever (the Ray Data
+pipeline it replaced hung on two one-CPU nodes). A pool that asks for no GPU, on the ray engine's
+default dispatch, runs one task per slice that decodes and infers on warm workers, the model loaded
 once per worker process and run (:mod:`refinery.engine.model_tasks`), the outputs written as here.
 
 Two ways to collect what the actors compute:
@@ -24,7 +27,7 @@ Two ways to collect what the actors compute:
   rows, or its embeddings). The driver holds per-part metadata only: counts, stats, the model's
   description (written by the actors: the driver never loads the model) and the loads per actor.
 - :func:`run_model_stage`: the per-row outputs gathered in the driver, stacked in row order
-  (small outputs, tests).
+  (small outputs: SFT's selection writes its own files from ``infer``, tests).
 
 The pool's shape comes from the ``compute`` resource (:class:`ModelPool`, built by
 ``ComputeResource.model_pool()``): ``num_gpus``, ``ray_actors`` and ``batch_size``.
@@ -39,12 +42,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from refinery.engine.model_actors import actor_reports, alive_nodes, fit_actor
 from refinery.engine.model_tasks import model_reports
 from refinery.engine.root_folder import RootFolder
 from refinery.engine.slices import Slice, plan_slices
@@ -98,53 +101,18 @@ class ModelActor:
         return pd.DataFrame({ORDER: [pickle.dumps(frame[ORDER].to_numpy())], "array": [pickle.dumps(out)]})
 
 
-def decoded_slices(slices: list[Slice], payload: bytes, pool: ModelPool) -> Any:
-    """A Ray dataset of ``slices`` decoded by CPU tasks (``decode_slices``), ahead of the model
-    actors that the caller maps over it."""
-    import ray.data
-
-    dataset = ray.data.from_items(
-        [{"slice": pickle.dumps(s)} for s in slices], override_num_blocks=len(slices)
-    )
-    return dataset.map_batches(  # a function: Ray runs it as tasks, on CPUs only
-        decode_slices,
-        fn_kwargs={"payload": payload},
-        batch_size=1,
-        num_cpus=pool.decode_cpus,
-        # Ray Data would fuse a task step into the actor step after it (the actors would decode);
-        # a remote-args function keeps decoding in tasks of its own, ahead.
-        ray_remote_args_fn=partial(decode_task_args, pool.decode_cpus),
-    )
-
-
 def run_model_stage(engine: Any, location: Path, stage: ModelStage, pool: ModelPool) -> np.ndarray:
     """Every row's model output for the partition at ``location``, in row order, computed on the
     engine's Ray cluster by ``pool`` (decode tasks, then the model actors)."""
-    import ray.data
     from ray import cloudpickle
 
     engine.connect()
-    pool = pool.fitted(ray.cluster_resources().get("CPU", 1.0))
-    slices = plan_slices(location, engine.slice_rows)
-    payload = cloudpickle.dumps(stage)
-    rows = (
-        decoded_slices(slices, payload, pool)
-        .map_batches(
-            ModelActor,
-            fn_constructor_kwargs={"payload": payload},
-            batch_size=pool.batch_size,
-            batch_format="pandas",
-            compute=ray.data.ActorPoolStrategy(size=pool.actors),
-            num_cpus=pool.cpus_per_actor,
-            num_gpus=pool.num_gpus or None,
-        )
-        .take_all()
-    )
-    order = np.concatenate([pickle.loads(r[ORDER]) for r in rows]) if rows else np.zeros(0, np.int64)
-    arrays = [pickle.loads(r["array"]) for r in rows]
-    if not arrays:
+    slices = [s for s in plan_slices(location, engine.slice_rows) if s.rows]
+    if not slices:
         return np.zeros((0,))
-    stacked = np.concatenate(arrays)
+    rows, _ = actor_reports(slices, cloudpickle.dumps(stage), pool, ModelActor, (), decode_slices)
+    order = np.concatenate([pickle.loads(r[ORDER]) for r in rows])
+    stacked = np.concatenate([pickle.loads(r["array"]) for r in rows])
     return stacked[np.argsort(order, kind="stable")]
 
 
@@ -270,10 +238,6 @@ class PoolActor:
         }
 
 
-def decode_task_args(cpus: float) -> dict:
-    return {"num_cpus": cpus}
-
-
 def describe_model(payload: bytes) -> dict:
     """A worker loads the model only to describe it (an empty partition: no actor was started)."""
     from ray import cloudpickle
@@ -345,12 +309,12 @@ def run_pooled(
     ``location`` and ``scratch_root`` are local paths, or URIs on the storage root's object store
     (with the root's query: :func:`refinery.engine.slices.slice_location`), which every actor and
     task opens itself; the driver sees only the names of the files the actors wrote."""
-    import ray.data
+    import ray
     from ray import cloudpickle
 
     started = time.perf_counter()
     engine.connect()
-    pool = pool.fitted(ray.cluster_resources().get("CPU", 1.0))
+    pool = fit_actor(pool, alive_nodes())  # an actor's CPUs cut to what one node has
     slices = plan_slices(location, engine.slice_rows)
     scratch = RootFolder.of(scratch_root).sub(f"pool-{uuid.uuid4().hex[:12]}").make()
     payload = cloudpickle.dumps(stage)
@@ -358,24 +322,14 @@ def run_pooled(
     reports: list[dict] = []
     finishing = cloudpickle.dumps(finish)  # one object: the runner sends it to the store once
     in_task: dict[int, dict] = {}  # slices finished in their model task (the warm-task path)
+    shape: dict = {"cpus_per_actor": pool.cpus_per_actor, "decode_cpus": pool.decode_cpus}
     try:
         if filled and not pool.num_gpus and getattr(engine, "dispatch", "") == "tasks":  # CPU: warm tasks
             reports = model_reports(filled, payload, scratch.name, pool, PoolActor, decode_slices, finishing)
             in_task = {int(r["slice"]): r["part"] for r in reports}
-        elif filled:
-            reports = (
-                decoded_slices(filled, payload, pool)
-                .map_batches(
-                    PoolActor,
-                    fn_constructor_kwargs={"payload": payload, "scratch": scratch.name},
-                    batch_size=pool.batch_size,
-                    batch_format="pandas",
-                    compute=ray.data.ActorPoolStrategy(size=min(pool.actors, len(filled))),
-                    num_cpus=pool.cpus_per_actor,
-                    num_gpus=pool.num_gpus or None,
-                )
-                .take_all()
-            )
+        elif filled:  # GPUs (or dispatch "actors"): model actors fed by decode tasks
+            reports, used = actor_reports(filled, payload, pool, PoolActor, (scratch.name,), decode_slices)
+            shape = used.describe()
         loads: dict[str, int] = {}
         outputs: dict[int, set[str]] = {s.index: set() for s in slices}
         for r in reports:
@@ -408,7 +362,6 @@ def run_pooled(
             "actors": pool.actors,
             "num_gpus": pool.num_gpus,
             "batch_size": pool.batch_size,
-            "cpus_per_actor": round(pool.cpus_per_actor, 3),
-            "decode_cpus": round(pool.decode_cpus, 3),
+            **{k: round(v, 3) if isinstance(v, float) else v for k, v in shape.items()},
         },
     )

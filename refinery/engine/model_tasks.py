@@ -1,10 +1,10 @@
 """A CPU model stage's model step as Ray tasks on warm workers, one slice per task.
 
-:func:`refinery.engine.model_pool.run_pooled` streams a partition through Ray Data: decode tasks,
-then a pool of model actors. On GPUs that is the right shape (decoding runs ahead, the GPU never
-waits). On CPUs it only adds fixed costs: Ray Data's executor started in the step and a fresh actor
-process per model copy, each paid by every stage run whatever its rows (RESULTS.md, "Row stages on
-warm task workers"). Here, when the pool asks for no GPU, each filled slice is one task
+:func:`refinery.engine.model_pool.run_pooled` runs a GPU pool as decode tasks ahead of long-lived
+model actors (:mod:`refinery.engine.model_actors`). On GPUs that is the right shape (decoding runs
+ahead, the GPU never waits). On CPUs it only adds fixed costs: a fresh actor process per model copy
+(and, before session 7, Ray Data's executor), paid by every stage run whatever its rows (RESULTS.md,
+"Row stages on warm task workers"). Here, when the pool asks for no GPU, each filled slice is one task
 (:func:`refinery.engine.slice_tasks.task_map`) that reads and decodes its rows and runs the model
 over them in batches of ``batch_size``, on a worker process that loads the model once per run
 (:class:`SliceModel`, built on the process's first slice and reused for the next). The pool's

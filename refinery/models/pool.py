@@ -1,9 +1,10 @@
 """The shape of a model stage's actor pool on Ray (what the ``compute`` resource sets; the pool
-itself runs in :mod:`refinery.engine.model_pool`)."""
+itself runs in :mod:`refinery.engine.model_pool`; how the requests are fitted to the cluster's
+nodes: :mod:`refinery.engine.model_actors`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -23,18 +24,3 @@ class ModelPool:
             raise ValueError(
                 f"num_gpus must be ≥ 0 and batch_size ≥ 1, got {self.num_gpus}, {self.batch_size}"
             )
-
-    def fitted(self, cluster_cpus: float) -> ModelPool:
-        """This pool, its CPU requests scaled down to fit a cluster of ``cluster_cpus`` CPUs.
-
-        The actors hold their CPUs for the whole stage while the decode tasks stream beside them, so
-        a pool asking for more than the cluster has would wait forever (the defaults, one actor and
-        one decode CPU, need two: a one-CPU cluster would hang). Ray's CPUs are a scheduling count,
-        so smaller fractions only share the cores; the GPUs asked for are left as they are."""
-        needed = self.actors * self.cpus_per_actor + self.decode_cpus
-        if needed <= cluster_cpus or needed <= 0:
-            return self
-        factor = max(cluster_cpus, 0.01) / needed
-        return replace(
-            self, cpus_per_actor=self.cpus_per_actor * factor, decode_cpus=self.decode_cpus * factor
-        )

@@ -44,3 +44,20 @@ def classify(model, frame) -> np.ndarray:
 def first_words(frame):
     """A CPU decode step: what reaches the model is already transformed (its first 30 words)."""
     return frame.assign(text=[" ".join(t.split()[:30]) for t in frame["text"]])
+
+
+def classify_dying_once(markers: str, model, frame) -> np.ndarray:
+    """:func:`classify`, but the first call in the whole cluster kills its own process (an actor
+    lost mid-slice: Ray must restart it and retry the slice there)."""
+    flag = Path(markers) / "killed-once"
+    try:
+        flag.touch(exist_ok=False)
+    except FileExistsError:
+        return classify(model, frame)
+    os._exit(1)
+
+
+def scores_of_slice(piece, outputs, model: dict) -> dict:
+    """A pooled run's per-slice finish: the slice's scores, back to the driver (a test's few rows)."""
+    scores = [] if outputs is None else outputs.column("output").to_pylist()
+    return {"index": piece.index, "scores": scores, "model": model}

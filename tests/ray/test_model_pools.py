@@ -5,12 +5,13 @@ GPU pool runs (Ray only adds the GPU request to each actor)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
 import shutil
-from dataclasses import replace
+import signal
 from functools import partial
 
 import numpy as np
@@ -51,62 +52,93 @@ def _markers(folder, what: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(what + "-"))
 
 
-def test_embeddings_and_classifier_on_actor_pools_equal_in_process(
+@contextlib.contextmanager
+def _deadline(seconds: int):
+    """Fails the test (TimeoutError in the main thread) instead of hanging past ``seconds``."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"the model pool did not finish in {seconds} s: it hangs")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_embeddings_and_classifier_on_model_actors_equal_in_process(
     ray_cluster,  # noqa: F811
     partition,
     tmp_path,
     monkeypatch,
 ):
+    """The GPU path (model actors fed by decode tasks) with num_gpus=0, on the two one-CPU nodes,
+    with the pool's defaults as a user leaves them (one CPU per actor and per decode task, an actor
+    per node): the Ray Data pipeline it replaced waited forever there (its decode task fit on no
+    node beside the actors). The classifier runs as the stages run it (run_pooled, outputs written
+    by the actors, parts by the finish tasks) and loses an actor mid-slice: Ray restarts it, the
+    slice is retried, the outputs are whole."""
     import ray
+
+    from refinery.engine.model_pool import run_pooled
 
     address, _ = ray_cluster
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     folder, frame = partition
     markers = tmp_path / "loads"
     markers.mkdir()
-    engine = RayEngine(address=address, node_ip_address="127.0.0.1", slice_rows=5)
+    engine = RayEngine(address=address, node_ip_address="127.0.0.1", slice_rows=5, dispatch="actors")
     pool = ComputeResource(ray_actors=2, batch_size=8, num_gpus=0).model_pool()
-    assert pool == ModelPool(actors=2, num_gpus=0.0, batch_size=8)
-    # The two nodes have one CPU each: half a CPU per actor leaves room for the decode tasks.
-    pool = replace(pool, cpus_per_actor=0.5, decode_cpus=0.5)
+    assert pool == ModelPool(actors=2, num_gpus=0.0, batch_size=8, cpus_per_actor=1.0, decode_cpus=1.0)
 
+    from refinery.quality.classifier import save_classifier, train_classifier
+    from tests.unit.test_quality_classifier import PARAMS, junk
+
+    rng = random.Random(8)
+    positives = [(f"ref/{i}", prose.article(rng, paragraphs=2)) for i in range(40)]
+    negatives = [(f"web/{i}", junk(rng)) for i in range(40)]
+    path = tmp_path / "classifier.safetensors"
+    save_classifier(train_classifier(positives, negatives, PARAMS), path)
     stage = ModelStage(["text"], partial(model_loads.load_embedder, str(markers)), model_loads.embed)
+    scored = ModelStage(
+        ["text", "key"],
+        partial(model_loads.load_classifier, str(markers), str(path)),
+        partial(model_loads.classify_dying_once, str(markers)),
+        decode=model_loads.first_words,
+        describe=lambda model: {"kind": type(model).__name__},
+    )
     try:
-        vectors = run_model_stage(engine, folder, stage, pool)
-
-        from refinery.quality.classifier import save_classifier, train_classifier
-        from tests.unit.test_quality_classifier import PARAMS, junk
-
-        rng = random.Random(8)
-        positives = [(f"ref/{i}", prose.article(rng, paragraphs=2)) for i in range(40)]
-        negatives = [(f"web/{i}", junk(rng)) for i in range(40)]
-        path = tmp_path / "classifier.safetensors"
-        save_classifier(train_classifier(positives, negatives, PARAMS), path)
-        scored = ModelStage(
-            ["text", "key"],
-            partial(model_loads.load_classifier, str(markers), str(path)),
-            model_loads.classify,
-            decode=model_loads.first_words,
-        )
-        scores = run_model_stage(engine, folder, scored, pool)
+        with _deadline(90):
+            vectors = run_model_stage(engine, folder, stage, pool)
+            run = run_pooled(engine, folder, scored, pool, model_loads.scores_of_slice, tmp_path / "scratch")
     finally:
         ray.shutdown()
 
-    # Loaded once per actor, never on the driver.
-    for what in ("embedder", "classifier"):
-        loads = _markers(markers, what)
-        pids = {name.split("-")[1] for name in loads}
-        # one load per actor process (Ray may not start every actor of the pool for 8 slices)
-        assert len(loads) == len(pids) and 1 <= len(pids) <= pool.actors, loads
-        assert str(os.getpid()) not in pids
-
-    # The same outputs as in-process, in row order.
     from refinery.models.embedder import load_embedder
     from refinery.quality.classifier import load_classifier
 
+    # Loaded once per actor, never on the driver; the lost actor's process loaded it again.
+    assert (markers / "killed-once").exists()
+    for what, most in (("embedder", pool.actors), ("classifier", pool.actors + 1)):
+        loads = _markers(markers, what)
+        pids = {name.split("-")[1] for name in loads}
+        assert len(loads) == len(pids) and 1 <= len(pids) <= most, loads
+        assert str(os.getpid()) not in pids
+    described = run.describe()
+    assert described["model_loads_per_actor"] == [1] * described["actors_used"], described
+    # (which nodes ran slices is a race: a restarted actor may come back after the other finished)
+    assert described["slices"] == 8 and described["actors"] == 2, described
+    # the actors hold both CPUs: no decode task fits beside them, so they decode themselves
+    assert described["decode_cpus"] == 0 and described["slices_decoded_by_actors"] == 8, described
+    assert {p["model"]["kind"] for p in run.parts} == {type(load_classifier(path)).__name__}
+
+    # The same outputs as in-process, in row order.
     expected = model_loads.embed(load_embedder(device="cpu", batch_size=16), frame)
     assert vectors.shape == expected.shape == (40, expected.shape[1])
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    scores = [s for part in sorted(run.parts, key=lambda p: p["index"]) for s in part["scores"]]
     decoded = model_loads.first_words(frame)
     np.testing.assert_allclose(scores, model_loads.classify(load_classifier(path), decoded), rtol=1e-12)
     assert not np.allclose(scores, model_loads.classify(load_classifier(path), frame))  # decode ran

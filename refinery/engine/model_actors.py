@@ -1,0 +1,348 @@
+"""A model stage on long-lived model actors fed by decode tasks: the path of every pool that asks
+for GPUs (and of ``dispatch="actors"``), with no way to deadlock on the cluster's CPUs.
+
+**Why not Ray Data.** The earlier path was Ray Data's ``map_batches`` (decode tasks, then an
+``ActorPoolStrategy`` pool). Ray Data starts the pool's actors before any task and keeps them for the
+whole run, so the decode tasks get only the CPUs the actors leave, **on some node**. The pool was
+sized against the cluster's total CPUs (:meth:`refinery.models.pool.ModelPool.fitted`), not per
+node: on two nodes of one CPU, two actors of 2/3 CPU left 1/3 CPU per node and a decode task asked
+for 2/3, so no decode task could ever start and the run hung with the actors idle (RESULTS.md,
+"The GPU path without the hang"; Ray's own issue ray-project/ray#44687, "Dataset hangs if you
+launch actors on all CPUs"). A dead actor in a fixed-size Ray Data pool can hang the same way
+(ray-project/ray#62746).
+
+**What runs instead** (:func:`actor_reports`):
+
+- ``min(pool.actors, slices)`` actors (:class:`ModelHost`), each asking for ``num_gpus`` (fractional
+  allowed: 0.25 puts four on one GPU) and ``cpus_per_actor``; each loads the model once in its
+  ``__init__`` (never on the driver) and is fed one decoded slice at a time by this process, the
+  next going to whichever actor finishes first;
+- decode tasks (CPU only) run ahead of the actors, at most :func:`ahead` slices decoded or
+  decoding at once (bounded memory: decoded video frames are large), each asking for the CPUs the
+  actors leave free **on a node where they are placed** (the request is cut to the largest free
+  share there, and no decode task is sent when the actors hold every CPU);
+- progress never depends on a decode task being scheduled: an actor that is idle while no decoded
+  slice is ready decodes the next undecoded slice itself (work that would otherwise wait), and after
+  :data:`STEAL_AFTER_S` without any decode finishing it also takes a slice whose decode task has
+  not come back (a task held up by another job's actors on the same cluster); its late result is
+  dropped. So the GPU never waits while a decoded slice is ready, and never waits forever;
+- a killed actor is restarted by Ray and its call retried there (``max_restarts``,
+  ``max_task_retries``: -1), the model loaded again in the new process; a retried call rewrites
+  the same output names. A decode task whose worker dies is retried by Ray (``max_retries``).
+
+Each call returns the per-batch reports the actor class gives (``PoolActor`` writes its outputs to
+the scratch folder; ``ModelActor`` returns them), so the callers in
+:mod:`refinery.engine.model_pool` collect them as before.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+#: An idle actor takes over a decode task that has not come back after this long with no decode
+#: finishing anywhere (only when no undecoded slice is left to take).
+STEAL_AFTER_S = 10.0
+#: Decode tasks sent ahead per actor beyond the slices being inferred (the free CPUs may raise it).
+AHEAD_PER_ACTOR = 2
+
+
+class PoolDoesNotFit(ValueError):
+    """No node of the cluster can hold one model actor: Ray would wait for it forever."""
+
+
+@dataclass
+class PoolShape:
+    """What the pool was given on this cluster: the requests as sent, and what the run did."""
+
+    actors: int
+    cpus_per_actor: float
+    num_gpus: float
+    decode_cpus: float  # per decode task (0: the actors decode every slice themselves)
+    ahead: int
+    decoded_by_tasks: int = 0
+    decoded_by_actors: int = 0
+    actor_nodes: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict:
+        return {
+            "cpus_per_actor": round(self.cpus_per_actor, 3),
+            "decode_cpus": round(self.decode_cpus, 3),
+            "decode_ahead": self.ahead,
+            "slices_decoded_by_tasks": self.decoded_by_tasks,
+            "slices_decoded_by_actors": self.decoded_by_actors,
+        }
+
+
+def alive_nodes() -> list[dict]:
+    """Each alive node's ``{"id", "CPU", "GPU"}`` as the cluster reports its totals."""
+    import ray
+
+    return [
+        {
+            "id": n["NodeID"],
+            "CPU": float(n["Resources"].get("CPU", 0.0)),
+            "GPU": float(n["Resources"].get("GPU", 0.0)),
+        }
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
+
+
+def fit_actor(pool: Any, nodes: list[dict]) -> Any:
+    """``pool`` with its actor's request cut to fit the largest node that can hold it.
+
+    An actor's GPUs must be on one node: none with ``num_gpus`` free raises :class:`PoolDoesNotFit`
+    (Ray would queue it forever). Its CPUs are a scheduling count (a fraction only shares the
+    cores), so a request larger than every such node's CPUs is cut to the largest; the decode
+    tasks are sized later, from where the actors landed (:func:`decode_share`)."""
+    hosts = [n for n in nodes if n["GPU"] + 1e-9 >= pool.num_gpus and n["CPU"] > 0]
+    if not hosts:
+        shapes = ", ".join(f"{n['CPU']:g} CPU / {n['GPU']:g} GPU" for n in nodes) or "no alive node"
+        raise PoolDoesNotFit(
+            f"a model actor asks for {pool.num_gpus:g} GPU and no node of the Ray cluster has it "
+            f"({shapes}); set compute.num_gpus to what one node holds (0 runs on CPUs)"
+        )
+    largest = max(n["CPU"] for n in hosts)
+    if pool.cpus_per_actor > largest:
+        return replace(pool, cpus_per_actor=largest)
+    return pool
+
+
+def decode_share(pool: Any, nodes: list[dict], actor_nodes: list[str]) -> float:
+    """The CPUs one decode task asks for: ``pool.decode_cpus``, cut to the largest share the
+    actors leave free on one node (0: they hold every CPU, and decode in the actors)."""
+    free = []
+    for node in nodes:
+        held = pool.cpus_per_actor * sum(1 for a in actor_nodes if a == node["id"])
+        free.append(node["CPU"] - held)
+    room = max(free, default=0.0)
+    if room < 0.01:
+        return 0.0
+    return min(pool.decode_cpus, room)
+
+
+def ahead(actors: int, decode_cpus: float, nodes: list[dict], actor_nodes: list[str], cpus: float) -> int:
+    """How many slices may be decoding or decoded and waiting at once: two per actor, or as many
+    decode tasks as the free CPUs run side by side, up to four per actor (decoded frames wait in
+    the object store: a bound on them is a bound on its memory)."""
+    if decode_cpus <= 0:
+        return 0
+    free = sum(max(n["CPU"] - cpus * actor_nodes.count(n["id"]), 0.0) for n in nodes)
+    slots = math.floor(free / decode_cpus + 1e-9)
+    return max(AHEAD_PER_ACTOR * actors, min(slots, 2 * AHEAD_PER_ACTOR * actors))
+
+
+def expected_nodes(pool: Any, nodes: list[dict], count: int) -> list[str]:
+    """Where ``count`` actors are expected to land, spread one per node in turn over the nodes
+    with room (what Ray's SPREAD does on an idle cluster): the decode tasks start at once, sized
+    from it, and are sized again from where the actors really are once all have started."""
+    room = {n["id"]: [n["CPU"], n["GPU"]] for n in nodes}
+    placed: list[str] = []
+    while len(placed) < count:
+        before = len(placed)
+        for node_id, (cpus, gpus) in room.items():
+            if len(placed) < count and cpus + 1e-9 >= pool.cpus_per_actor and gpus + 1e-9 >= pool.num_gpus:
+                room[node_id] = [cpus - pool.cpus_per_actor, gpus - pool.num_gpus]
+                placed.append(node_id)
+        if len(placed) == before:  # the rest cannot be placed now: they wait, holding nothing
+            break
+    return placed
+
+
+class ModelHost:
+    """One model actor: ``actor(stage_payload, *args)`` built once (the model loaded in this
+    process), then run on a slice's decoded rows in batches of ``batch_size``."""
+
+    def __init__(self, actor: type, args: tuple, decode: Callable, stage_payload: bytes, batch_size: int):
+        import os
+
+        import ray
+
+        from refinery.models import loads
+
+        self.loads_before = loads.total()  # a restarted actor is a new process: counted anew
+        self.decode, self.stage_payload, self.batch_size = decode, stage_payload, batch_size
+        self.actor = actor(stage_payload, *args)
+        self.node = ray.get_runtime_context().get_node_id()
+        self.worker = f"{self.node}:{os.getpid()}"
+
+    def ready(self) -> str:
+        """The node it runs on (the driver sizes the decode tasks from it)."""
+        return self.node
+
+    def run(self, frame: Any) -> dict[str, list]:
+        """A slice decoded by a decode task."""
+        return self._infer(frame)
+
+    def decode_and_run(self, raw_slice: bytes) -> dict[str, list]:
+        """A slice no decode task has brought: decoded here, on this actor's CPUs."""
+        return self._infer(self.decode({"slice": [raw_slice]}, self.stage_payload))
+
+    def _infer(self, frame: Any) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for start in range(0, len(frame), self.batch_size):
+            report = self.actor(frame.iloc[start : start + self.batch_size].reset_index(drop=True))
+            if hasattr(report, "to_dict"):  # a DataFrame of columns
+                report = report.to_dict(orient="list")
+            if "loads" in report:
+                report["loads"] = [int(n) - self.loads_before for n in report["loads"]]
+            for key, values in report.items():
+                out.setdefault(key, []).extend(values)
+        return out
+
+
+def decode_one(decode: Callable, stage_payload: bytes, raw_slice: bytes) -> Any:
+    """A decode task: one slice's rows read and decoded, for an actor to take."""
+    return decode({"slice": [raw_slice]}, stage_payload)
+
+
+def actor_reports(
+    slices: list[Any],
+    stage_payload: bytes,
+    pool: Any,
+    actor: type,
+    args: tuple,
+    decode: Callable,
+    steal_after_s: float = STEAL_AFTER_S,
+) -> tuple[list[dict], PoolShape]:
+    """The filled ``slices`` through the model on actors of ``pool``'s shape (see the module's
+    docstring); one report row per batch, and the shape the run used. ``actor`` and ``decode`` are
+    model_pool's actor class and ``decode_slices`` (passed in: no import cycle); ``args`` follow
+    the stage's payload in the actor's constructor."""
+    import pickle
+
+    import ray
+
+    nodes = alive_nodes()
+    pool = fit_actor(pool, nodes)
+    count = max(1, min(pool.actors, len(slices)))
+    host = ray.remote(
+        num_cpus=pool.cpus_per_actor,
+        num_gpus=pool.num_gpus or 0,
+        max_restarts=-1,
+        max_task_retries=-1,
+        scheduling_strategy="SPREAD",
+    )(ModelHost)
+    shared = ray.put(stage_payload)  # once in the object store, for the decode tasks
+    # the payload inline (a few KB): a restarted actor finds it in its creation spec
+    hosts = [host.remote(actor, args, decode, stage_payload, pool.batch_size) for _ in range(count)]
+    starting = {h.ready.remote(): h for h in hosts}
+    feeder = _Feeder(pool, nodes, count, expected_nodes(pool, nodes, count), shared, decode)
+    queue = deque(_Slot(pickle.dumps(s)) for s in slices)
+    running: dict[Any, Any] = {}  # actor call ref -> the actor
+    idle: list[Any] = []
+    rows: list[dict] = []
+    try:
+        while queue or feeder.decoding or feeder.decoded or running:
+            feeder.send(queue)
+            while idle and feeder.decoded:  # a decoded slice to every idle actor first
+                slot, worker = feeder.decoded.popleft(), idle.pop()
+                running[worker.run.remote(slot.ref)] = worker
+            while idle and (queue or feeder.stale(steal_after_s)):
+                # Nothing decoded for an idle actor: it decodes a slice itself, so no run waits on a
+                # decode task that cannot be scheduled.
+                slot = queue.popleft() if queue else feeder.take_back()
+                worker = idle.pop()
+                running[worker.decode_and_run.remote(slot.raw)] = worker
+                feeder.shape.decoded_by_actors += 1
+            patience = feeder.patience(steal_after_s) if idle and feeder.decoding else None
+            done, _ = ray.wait([*starting, *feeder.decoding, *running], num_returns=1, timeout=patience)
+            for ref in done:
+                if ref in starting:
+                    worker = starting.pop(ref)
+                    feeder.placed(ray.get(ref), all_started=not starting)  # raises: the model failed to load
+                    idle.append(worker)
+                elif ref in feeder.decoding:
+                    feeder.came_back(ref)
+                else:
+                    out = ray.get(ref)  # a stage's exception (decode's or the model's) fails the run
+                    rows += [dict(zip(out, v, strict=True)) for v in zip(*out.values(), strict=True)]
+                    idle.append(running.pop(ref))
+    finally:
+        for ref in feeder.decoding:
+            ray.cancel(ref)
+        for worker in hosts:
+            ray.kill(worker)
+    return rows, feeder.shape
+
+
+@dataclass
+class _Slot:
+    """A slice on its way: its decode task (None: not sent), when it was sent."""
+
+    raw: bytes
+    ref: Any = None
+    sent: float = 0.0
+
+
+class _Feeder:
+    """The decode tasks ahead of the actors: sized from where the actors are (expected at first,
+    then as they report), bounded in number, timed so an idle actor knows when to stop waiting."""
+
+    def __init__(
+        self, pool: Any, nodes: list[dict], count: int, where: list[str], shared: Any, decode: Callable
+    ):
+        self.pool, self.nodes, self.count, self.shared, self.decode = pool, nodes, count, shared, decode
+        self.shape = PoolShape(count, pool.cpus_per_actor, pool.num_gpus, 0.0, 0)
+        self.decoding: dict[Any, _Slot] = {}  # decode task ref -> its slot, in the order sent
+        self.decoded: deque[_Slot] = deque()
+        self.last = time.monotonic()  # when a decode task last came back (or the run began)
+        self.longest = 0.0  # the longest a decode task has taken
+        self.started: list[str] = []
+        self.task: Any = None
+        self._size(where)
+
+    def _size(self, where: list[str]) -> None:
+        import ray
+
+        self.shape.decode_cpus = decode_share(self.pool, self.nodes, where)
+        self.shape.ahead = ahead(
+            self.count, self.shape.decode_cpus, self.nodes, where, self.pool.cpus_per_actor
+        )
+        self.task = None
+        if self.shape.decode_cpus > 0:
+            self.task = ray.remote(num_cpus=self.shape.decode_cpus, max_retries=4)(decode_one)
+
+    def placed(self, node: str, all_started: bool) -> None:
+        """An actor reported its node; once all have, the decode tasks are sized from where they are."""
+        self.started.append(node)
+        if all_started:
+            self.shape.actor_nodes = list(self.started)
+            self._size(self.started)
+
+    def send(self, queue: deque) -> None:
+        """Decode tasks for the next slices, up to the bound."""
+        while self.task is not None and queue and len(self.decoding) + len(self.decoded) < self.shape.ahead:
+            slot = queue.popleft()
+            slot.ref, slot.sent = self.task.remote(self.decode, self.shared, slot.raw), time.monotonic()
+            self.decoding[slot.ref] = slot
+
+    def came_back(self, ref: Any) -> None:
+        slot = self.decoding.pop(ref)
+        self.last = time.monotonic()
+        self.longest = max(self.longest, self.last - slot.sent)
+        self.decoded.append(slot)
+        self.shape.decoded_by_tasks += 1
+
+    def patience(self, after: float) -> float:
+        """How long an idle actor waits for a decode task: ``after``, or three times the longest
+        decode seen when decoding is that slow."""
+        return max(after, 3 * self.longest)
+
+    def stale(self, after: float) -> bool:
+        """Decode tasks are out and none has come back for :meth:`patience` seconds."""
+        return bool(self.decoding) and time.monotonic() - self.last >= self.patience(after)
+
+    def take_back(self) -> _Slot:
+        """The newest decode task not come back, cancelled: an idle actor decodes its slice."""
+        import ray
+
+        slot = self.decoding.pop(next(reversed(self.decoding)))
+        ray.cancel(slot.ref)
+        self.last = time.monotonic()  # the next one waits its own patience
+        return slot
