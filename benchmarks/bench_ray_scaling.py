@@ -393,6 +393,7 @@ def main() -> None:
     p.add_argument("--ingest", default="tasks", help="tasks (this code's split), files or ranges8")
     p.add_argument("--dispatch", default="tasks,actors", help=f"the ray engine's dispatch, of {DISPATCH}")
     p.add_argument("--ceiling-only", action="store_true", help="only 2 busy processes against 1")
+    p.add_argument("--s3", action="store_true", help="the storage root on moto's S3 (row stages only)")
     p.add_argument("--out", type=Path, default=OUT / "ray_scaling.md")
     args = p.parse_args()
     for k, v in {"RAY_AUTH_MODE": "disabled", "RAY_DISABLE_USAGE_STATS": "1", "OMP_NUM_THREADS": "1",
@@ -424,7 +425,18 @@ def main() -> None:
     mb = frame["text"].str.encode("utf-8").str.len().sum() / 1e6
     tmp = Path(tempfile.mkdtemp(prefix="ray-scaling-"))
     layout = Layout.at(tmp / "home")
-    storage = Storage(layout.storage)
+    if args.s3:  # the row stages over an s3:// root: moto on loopback (benchmarks/s3_loopback.py)
+        import atexit
+        import contextlib
+
+        from benchmarks.s3_loopback import moto_root
+        from refinery.object_storage import ObjectStorage
+
+        server = contextlib.ExitStack()
+        atexit.register(server.close)
+        storage = ObjectStorage(server.enter_context(moto_root()))
+    else:
+        storage = Storage(layout.storage)
     write_raw(storage, frame, args.group_rows)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     # The scoring stages' upstreams: the same documents (each row is scored alone).
@@ -492,6 +504,7 @@ def main() -> None:
                 ray.shutdown()
     load_after = uptime()
     doc = {"date": date, "documents": len(frame), "text_mb": round(mb, 2), "slice_rows": slice_rows,
+           "root": "s3:// (moto on loopback)" if args.s3 else "local folder",
            "args": {k: str(v) for k, v in vars(args).items()}, "load_before": load_before,
            "load_after": load_after, "ceiling": ceiling, "results": results}  # fmt: skip
     text = "\n".join(render(doc))
@@ -507,7 +520,8 @@ def fmt(x, pattern="{:.2f}") -> str:
 
 def render(doc: dict) -> list[str]:
     lines = [
-        f"{doc['date']}; {doc['documents']:,} documents, {doc['text_mb']} MB; slices of {doc['slice_rows']} "
+        f"{doc['date']}; {doc['documents']:,} documents, {doc['text_mb']} MB; storage root: "
+        f"{doc.get('root', 'local folder')}; slices of {doc['slice_rows']} "
         f"rows; median of the repeats after a first run. Load before `{doc['load_before']}`, after "
         f"`{doc['load_after']}`. Two busy processes over one on this machine, same run: "
         f"{doc['ceiling']['two_over_one']:.2f}x (the most a 2-worker run can gain here).",
