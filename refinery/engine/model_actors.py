@@ -27,8 +27,10 @@ launch actors on all CPUs"). A dead actor in a fixed-size Ray Data pool can hang
   not come back (a task held up by another job's actors on the same cluster); its late result is
   dropped. So the GPU never waits while a decoded slice is ready, and never waits forever;
 - a killed actor is restarted by Ray and its call retried there (``max_restarts``,
-  ``max_task_retries``: -1), the model loaded again in the new process; a retried call rewrites
-  the same output names. A decode task whose worker dies is retried by Ray (``max_retries``).
+  ``max_task_retries``: :data:`RESTARTS`, as a slice task's retries), the model loaded again in the
+  new process; a retried call rewrites the same output names. Bounded, not -1: a slice that kills
+  its actor every time (an input that runs it out of memory) fails the run with Ray's error
+  instead of restarting it forever. A decode task whose worker dies is retried by Ray (``max_retries``).
 
 Each call returns the per-batch reports the actor class gives (``PoolActor`` writes its outputs to
 the scratch folder; ``ModelActor`` returns them), so the callers in
@@ -47,6 +49,8 @@ from typing import Any
 #: An idle actor takes over a decode task that has not come back after this long with no decode
 #: finishing anywhere (only when no undecoded slice is left to take).
 STEAL_AFTER_S = 10.0
+#: Restarts of a model actor, and retries of a call on it, before the run fails (as a slice task's).
+RESTARTS = 4
 #: Decode tasks sent ahead per actor beyond the slices being inferred (the free CPUs may raise it).
 AHEAD_PER_ACTOR = 2
 
@@ -224,8 +228,8 @@ def actor_reports(
     host = ray.remote(
         num_cpus=pool.cpus_per_actor,
         num_gpus=pool.num_gpus or 0,
-        max_restarts=-1,
-        max_task_retries=-1,
+        max_restarts=RESTARTS,
+        max_task_retries=RESTARTS,
         scheduling_strategy="SPREAD",
     )(ModelHost)
     shared = ray.put(stage_payload)  # once in the object store, for the decode tasks

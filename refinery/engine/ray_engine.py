@@ -323,7 +323,8 @@ class RayEngine:
         (:func:`refinery.engine.slice_tasks.task_map`); otherwise ``actor(payload)`` is started
         ``min(pool size, slices)`` times as actors and every slice given to one of them. A pool
         actor's process that dies is restarted by Ray and its slice retried there
-        (``max_restarts``/``max_task_retries`` -1);
+        (``max_restarts``/``max_task_retries`` 4, as a slice task's retries: a slice that kills its
+        process every time fails the run instead of restarting it forever);
         an exception raised by the stage itself comes back in the slice's row (``error``) and is
         not retried."""
         if self.dispatch == "ray-data":
@@ -333,7 +334,7 @@ class RayEngine:
         import ray
 
         remote = ray.remote(
-            num_cpus=self.cpus_per_worker, num_gpus=gpus or 0, max_restarts=-1, max_task_retries=-1
+            num_cpus=self.cpus_per_worker, num_gpus=gpus or 0, max_restarts=4, max_task_retries=4
         )(PooledActor)
         shared = ray.put(payload)  # once in the object store, whatever the pool's size (and for restarts)
         pool = [remote.remote(actor, shared) for _ in range(min(self.pool_size(), len(slices)))]
