@@ -4,10 +4,12 @@ module to use them."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,11 +17,11 @@ import pytest
 BUCKET = "refinery-test"
 
 
-@pytest.fixture(scope="module")
-def s3_root():
-    """A moto S3 server on a free loopback port; the storage root URI of a bucket on it."""
-    from refinery.object_storage import ObjectStorage
-
+@contextlib.contextmanager
+def moto_root_uri(timeout: float = 30) -> Iterator[str]:
+    """moto's S3 server on a free loopback port, stopped on exit; the storage root URI of
+    :data:`BUCKET` on it (the bucket is not made here: that needs the credentials). The benchmarks
+    over an S3 root start the same server (benchmarks/s3_loopback.py)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -29,7 +31,7 @@ def s3_root():
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), 1).close()
@@ -38,16 +40,24 @@ def s3_root():
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        root = f"s3://{BUCKET}/refinery?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+        yield f"s3://{BUCKET}/refinery?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def s3_root():
+    """A moto S3 server on a free loopback port; the storage root URI of a bucket on it."""
+    from refinery.object_storage import ObjectStorage
+
+    with moto_root_uri() as root:
         with pytest.MonkeyPatch.context() as patch:  # the bucket is made with the test credentials
             for name, value in CREDENTIALS.items():
                 patch.setenv(name, value)
             store = ObjectStorage(root + "&allow_bucket_creation=true")
             store.fs.create_dir(BUCKET)
         yield root
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 CREDENTIALS = {
