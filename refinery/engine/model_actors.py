@@ -43,7 +43,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 #: An idle actor takes over a decode task that has not come back after this long with no decode
@@ -70,7 +70,6 @@ class PoolShape:
     ahead: int
     decoded_by_tasks: int = 0
     decoded_by_actors: int = 0
-    actor_nodes: list[str] = field(default_factory=list)
 
     def describe(self) -> dict:
         return {
@@ -117,14 +116,16 @@ def fit_actor(pool: Any, nodes: list[dict]) -> Any:
     return pool
 
 
+def free_cpus(nodes: list[dict], actor_nodes: list[str], cpus_per_actor: float) -> list[float]:
+    """Each node's CPUs left once the actors placed on it (``actor_nodes``, one node id per actor)
+    hold theirs."""
+    return [n["CPU"] - cpus_per_actor * actor_nodes.count(n["id"]) for n in nodes]
+
+
 def decode_share(pool: Any, nodes: list[dict], actor_nodes: list[str]) -> float:
     """The CPUs one decode task asks for: ``pool.decode_cpus``, cut to the largest share the
     actors leave free on one node (0: they hold every CPU, and decode in the actors)."""
-    free = []
-    for node in nodes:
-        held = pool.cpus_per_actor * sum(1 for a in actor_nodes if a == node["id"])
-        free.append(node["CPU"] - held)
-    room = max(free, default=0.0)
+    room = max(free_cpus(nodes, actor_nodes, pool.cpus_per_actor), default=0.0)
     if room < 0.01:
         return 0.0
     return min(pool.decode_cpus, room)
@@ -136,7 +137,7 @@ def ahead(actors: int, decode_cpus: float, nodes: list[dict], actor_nodes: list[
     the object store: a bound on them is a bound on its memory)."""
     if decode_cpus <= 0:
         return 0
-    free = sum(max(n["CPU"] - cpus * actor_nodes.count(n["id"]), 0.0) for n in nodes)
+    free = sum(max(f, 0.0) for f in free_cpus(nodes, actor_nodes, cpus))
     slots = math.floor(free / decode_cpus + 1e-9)
     return max(AHEAD_PER_ACTOR * actors, min(slots, 2 * AHEAD_PER_ACTOR * actors))
 
@@ -316,7 +317,6 @@ class _Feeder:
         """An actor reported its node; once all have, the decode tasks are sized from where they are."""
         self.started.append(node)
         if all_started:
-            self.shape.actor_nodes = list(self.started)
             self._size(self.started)
 
     def send(self, queue: deque) -> None:

@@ -3,7 +3,7 @@
 :func:`refinery.engine.model_pool.run_pooled` runs a GPU pool as decode tasks ahead of long-lived
 model actors (:mod:`refinery.engine.model_actors`). On GPUs that is the right shape (decoding runs
 ahead, the GPU never waits). On CPUs it only adds fixed costs: a fresh actor process per model copy
-(and, before session 7, Ray Data's executor), paid by every stage run whatever its rows (RESULTS.md,
+paid by every stage run whatever its rows (RESULTS.md,
 "Row stages on warm task workers"). Here, when the pool asks for no GPU, each filled slice is one task
 (:func:`refinery.engine.slice_tasks.task_map`) that reads and decodes its rows and runs the model
 over them in batches of ``batch_size``, on a worker process that loads the model once per run
@@ -14,8 +14,8 @@ over them in batches of ``batch_size``, on a worker process that loads the model
 A task holds every output of its slice, so it also runs the stage's ``finish`` on them (the slice's
 part written) in the same task: no output files in the scratch folder, read back by a second round
 of ``finish`` tasks after a barrier (benchmarks/RESULTS.md, "Ingest, embeddings and the corpus dedup
-on 1 vs 2 Ray workers, seventh session"). Without ``finish`` the outputs go to the scratch folder
-exactly as the actors write them (:class:`refinery.engine.model_pool.PoolActor` does the writing).
+on 1 vs 2 Ray workers, seventh session"). The scratch folder gets only the model's description,
+which :class:`refinery.engine.model_pool.PoolActor` writes (the empty slices' ``finish`` reads it).
 """
 
 from __future__ import annotations
@@ -33,33 +33,19 @@ class SliceModel:
     """The model loaded once (a :class:`PoolActor` in this process); each call runs one slice."""
 
     def __init__(self, payload: bytes):
+        from ray import cloudpickle
+
         from refinery.models import loads
 
         actor, self.decode, self.stage_payload, scratch, self.batch_size, finish = pickle.loads(payload)
         self.loads_before = loads.total()  # what this run loaded in this process, not earlier runs
-        self.actor = actor(self.stage_payload, scratch)
-        self.finish = None
-        if finish is not None:
-            from ray import cloudpickle
-
-            self.finish = cloudpickle.loads(finish)
-            describe = self.actor.stage.describe
-            # as the finish tasks read it back from the actor's model file (JSON): the same types
-            self.model = json.loads(json.dumps(describe(self.actor.model), default=str)) if describe else {}
+        self.actor = actor(self.stage_payload, scratch)  # writes the model's description there
+        self.finish = cloudpickle.loads(finish)
+        describe = self.actor.stage.describe
+        # as the finish tasks read it back from the actor's model file (JSON): the same types
+        self.model = json.loads(json.dumps(describe(self.actor.model), default=str)) if describe else {}
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        if self.finish is not None:
-            return self.finished(batch)
-        frame = self.decode(batch, self.stage_payload)
-        out: dict[str, list] = {}
-        for start in range(0, len(frame), self.batch_size):
-            report = self.actor(frame.iloc[start : start + self.batch_size].reset_index(drop=True))
-            report["loads"] = [int(report["loads"][0]) - self.loads_before]
-            for key, values in report.items():
-                out.setdefault(key, []).extend(values)
-        return out
-
-    def finished(self, batch: dict[str, list]) -> dict[str, list]:
         """The slice's outputs computed batch by batch, kept here, and its part written by ``finish``."""
         import pyarrow as pa
 
@@ -94,12 +80,11 @@ def model_reports(
     pool: Any,
     actor: type,
     decode: Callable,
-    finish: bytes | None = None,
+    finish: bytes,
 ) -> list[dict]:
     """The filled ``slices`` through the model as tasks (``pool.actors`` at once, each asking for
-    the pool's CPUs per actor); one report per batch, as the actor pool gives them, or with
-    ``finish`` (the stage's cloudpickled finish) one per slice, its ``part`` being what ``finish``
-    returned. ``actor`` and ``decode`` are model_pool's ``PoolActor`` and ``decode_slices`` (passed
-    in: no import cycle)."""
+    the pool's CPUs per actor); one report per slice, its ``part`` being what ``finish`` (the
+    stage's cloudpickled finish) returned. ``actor`` and ``decode`` are model_pool's ``PoolActor``
+    and ``decode_slices`` (passed in: no import cycle)."""
     payload = pickle.dumps((actor, decode, stage_payload, scratch, pool.batch_size, finish))
     return task_map(SliceModel, payload, slices, pool.cpus_per_actor, in_flight=pool.actors)
