@@ -28,6 +28,7 @@ from refinery.kernel.report import provenance
 from refinery.kernel.spec import ProcessorMaker, StageContext, StageLog, StageResources, StageSpec
 from refinery.kinds import KINDS
 from refinery.metadata import CheckOutcome, FilePath, Json, Markdown, Published
+from refinery.storage import Storage
 from resources import RefineryHome
 
 STAGE_KINDS = frozenset({"python", "parquet"})
@@ -93,14 +94,18 @@ def materialize_result(
     checks: Iterable[CheckOutcome] = (),
     schema: pa.Schema | None = None,
     row_count: int | None = None,
+    data_version: str | None = None,
 ) -> dg.MaterializeResult:
     """Library results as a MaterializeResult; ``schema`` and ``row_count`` fill Dagster's own
-    column-schema and row-count entries."""
+    column-schema and row-count entries, ``data_version`` (a partition's ``storage.version``) the
+    version Dagster compares downstream."""
     head: dict[str, Any] = {} if row_count is None else {"dagster/row_count": row_count}
     if schema is not None:
         head["dagster/column_schema"] = column_schema(schema)
     return dg.MaterializeResult(
-        metadata={**head, **to_metadata(metadata)}, check_results=to_check_results(checks)
+        metadata={**head, **to_metadata(metadata)},
+        check_results=to_check_results(checks),
+        data_version=None if data_version is None else dg.DataVersion(data_version),
     )
 
 
@@ -168,11 +173,14 @@ def retrying(context: dg.AssetExecutionContext, step):
         raise
 
 
-def _outcome_result(outcome: StageOutcome) -> dg.MaterializeResult:
+def _outcome_result(outcome: StageOutcome, storage: Storage) -> dg.MaterializeResult:
+    """The step's result; the output's hash is its data version (``storage.version``)."""
     run = outcome.run
     head = {"dagster/row_count": run.stats.rows_out, "dagster/column_schema": column_schema(run.schema)}
     return dg.MaterializeResult(
-        metadata={**head, **to_metadata(outcome.metadata)}, check_results=to_check_results(outcome.checks)
+        metadata={**head, **to_metadata(outcome.metadata)},
+        check_results=to_check_results(outcome.checks),
+        data_version=dg.DataVersion(storage.version(run.asset, run.partition)),
     )
 
 
@@ -223,7 +231,7 @@ def stage_asset(
         params = library_params(spec.params, config)
         gpus = context.resources.compute.num_gpus if gpu else 0
         ctx = stage_context(context, spec, params, resources)
-        return _outcome_result(retrying(context, lambda: execute(ctx, make, gpus)))
+        return _outcome_result(retrying(context, lambda: execute(ctx, make, gpus)), ctx.storage)
 
     return register(spec.name, _stage)
 
@@ -243,7 +251,7 @@ def ingest_asset(
         params = library_params(spec.params, config)
         ctx = stage_context(context, spec, params)
         folder = ctx.layout.inbox_source(spec.kind, ctx.source)
-        return _outcome_result(execute_ingest(ctx, reader(folder, ctx.source, params)))
+        return _outcome_result(execute_ingest(ctx, reader(folder, ctx.source, params)), ctx.storage)
 
     return register(spec.name, _ingest)
 

@@ -71,7 +71,9 @@ def clip_embeddings(context: dg.AssetExecutionContext, refinery: RefineryHome, c
     run = write_clip_embeddings(
         storage, names.IMAGE_TEXT_CHECKED, source, model, stamp, clip.dataloader_workers()
     )
-    return materialize_result(run.report(), row_count=run.rows)
+    return materialize_result(
+        run.report(), row_count=run.rows, data_version=storage.version(names.CLIP_EMBEDDINGS, source)
+    )
 
 
 image_vector_index = _index_asset(

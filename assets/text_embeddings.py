@@ -79,6 +79,7 @@ def document_embeddings(
     return materialize_result(
         {**embedding_report(run, model, config), **extra},
         embedding_checks(storage, text_stages.DOCUMENT_EMBEDDINGS.upstream, source),
+        data_version=storage.version(names.DOCUMENT_EMBEDDINGS, source),
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from refinery.storage import parquet_files
+from refinery.part_files import parquet_files
 from refinery.tempfiles import publish_file, temp_path
 
 MANIFEST = "_manifest.json"

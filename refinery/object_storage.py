@@ -80,6 +80,15 @@ class ObjectStorage:
     def manifest(self, asset: str, partition: str, rejected: bool = False) -> dict | None:
         return read_manifest_at(self.fs, self.parts_path(asset, partition, rejected))
 
+    def version(self, asset: str, partition: str) -> str:
+        """The committed output's data version: its manifest's hash (see :meth:`Storage.version`)."""
+        manifest = self.manifest(asset, partition)
+        if not manifest:
+            raise FileNotFoundError(
+                f"no committed output of '{asset}' for partition '{partition}' under {self.root}"
+            )
+        return str(manifest["version"])
+
     def location(self, asset: str, partition: str, rejected: bool = False) -> str | None:
         folder = self.parts_path(asset, partition, rejected)
         return folder if exists(self.fs, join(folder, MANIFEST)) else None

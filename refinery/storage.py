@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from refinery.fs import local_path
+from refinery.manifest import build_manifest, read_manifest, write_manifest
+from refinery.part_files import PART_NAME, PART_PATTERN, parquet_files, part_order
 from refinery.paths import check_source_name
 from refinery.tempfiles import clean_stray, fsync_dir, fsync_file, fsync_tree, publish_file, temp_path
 
@@ -30,16 +31,6 @@ REJECTED_DIR = "rejected"
 STATS_DIR = "_stats"
 DEFAULT_BATCH_ROWS = 5_000
 PROVENANCE_KEY = b"refinery"
-PART_PATTERN = "part-*.parquet"
-PART_NAME = re.compile(r"^part-(\d{5,})\.parquet$")
-
-
-def part_order(path: Path | str) -> tuple[int, str]:
-    """Sort key of a part file: its number, so ``part-100000`` follows ``part-99999`` at any count
-    (names are zero-padded to five digits and grow beyond); other names after, by name."""
-    name = Path(path).name
-    found = PART_NAME.match(name)
-    return (int(found.group(1)), name) if found else (1 << 62, name)
 
 
 def table_from_frame(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -48,18 +39,6 @@ def table_from_frame(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     if missing:
         raise KeyError(f"batch lacks columns {missing} required by the output schema")
     return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-
-
-def parquet_files(path: Path | None) -> list[Path]:
-    """The files of one partition's output, in row order: the file itself, or a folder's
-    ``part-*.parquet`` files in the order of their numbers (:func:`part_order`)."""
-    if path is None:
-        return []
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        return sorted(path.glob(PART_PATTERN), key=part_order)
-    return []
 
 
 def count_rows(path: Path | None) -> int:
@@ -122,6 +101,17 @@ class Storage:
 
     def exists(self, asset: str, partition: str) -> bool:
         return self.location(asset, partition) is not None
+
+    def version(self, asset: str, partition: str) -> str:
+        """The committed output's data version, as Dagster is given it: its manifest's hash (parts
+        written by workers), else the same hash computed from a single file's footer (name, rows,
+        bytes) and the provenance stamped in it. No clocks or run ids: the same rows written again by
+        the same code and parameters give the same version, so nothing downstream looks changed."""
+        location = self.require(asset, partition)
+        manifest = read_manifest(location) if location.is_dir() else None
+        if manifest and manifest.get("version"):
+            return str(manifest["version"])
+        return str(build_manifest(location, read_provenance(parquet_files(location)[0]))["version"])
 
     def require(self, asset: str, partition: str) -> Path:
         """The output's location (a file, or a folder of parts that pyarrow and DuckDB read as one)."""
@@ -375,8 +365,10 @@ class PartsWriter:
     Each worker writes the kept and rejected rows of its slice ``i`` as ``part-{i:05d}.parquet``
     into the staging folders named by ``token`` (temporary file, then rename, so a retried slice
     simply rewrites its part). :meth:`commit` checks that every slice's two parts are there and
-    moves the folders into place (rejected first, as for single files); :meth:`abort` removes them.
-    The output is then complete or absent, never partial.
+    seals each folder with its manifest (``_manifest.json``: the parts, their rows and bytes, and the
+    provenance stamped in them; its hash is the output's data version) and moves the folders into
+    place (rejected first, as for single files); :meth:`abort` removes them. The output is then
+    complete or absent, never partial.
     """
 
     def __init__(self, storage: Storage, asset: str, partition: str, token: str | None = None):
@@ -417,6 +409,9 @@ class PartsWriter:
             for entry in self.staging(rejected).iterdir():
                 if not PART_NAME.match(entry.name):
                     entry.unlink(missing_ok=True)
+            # Last into the folder: its parts, rows and provenance; its hash is the data version.
+            first = self.staging(rejected) / self.part_name(0)
+            write_manifest(self.staging(rejected), read_provenance(first) if parts else {})
         located = []
         for rejected in (True, False):
             final = self.storage.parts_path(self.asset, self.partition, rejected)

@@ -149,14 +149,26 @@ def test_metadata_a_user_checks_first(run_alpha_beta):
     assert "lsh_bands" in events["fuzzy_deduplicated"]
 
 
+def data_versions(result) -> dict[str, str]:
+    """Each asset's data version as Dagster recorded it for this run's materialization."""
+    return {
+        e.asset_key.to_user_string(): e.materialization.tags["dagster/data_version"]
+        for e in result.get_asset_materialization_events()
+    }
+
+
 def test_rematerializing_unchanged_input_is_byte_identical(home, instance, run_alpha_beta):
     storage = Storage(home.storage)
     stages = [*TEXT_STAGES, OTHER_LANGUAGES]
     before = {s: file_digest(storage.path(s, "alpha")) for s in stages}
     before_rej = {s: file_digest(storage.rejected_path(s, "alpha")) for s in stages}
-    assert materialize_source(instance, home, "alpha").success  # after beta: alpha keeps its claims
+    again = materialize_source(instance, home, "alpha")
+    assert again.success  # after beta: alpha keeps its claims
     assert {s: file_digest(storage.path(s, "alpha")) for s in stages} == before
     assert {s: file_digest(storage.rejected_path(s, "alpha")) for s in stages} == before_rej
+    # The output's hash is its data version: the same rows again, the same version (no clocks, no run id).
+    first = data_versions(run_alpha_beta[1]["alpha"])
+    assert set(first) >= set(stages) and data_versions(again) == first
 
 
 def test_changed_input_replaces_contribution(home, instance, run_alpha_beta):
@@ -171,6 +183,8 @@ def test_changed_input_replaces_contribution(home, instance, run_alpha_beta):
     )
     result = materialize_source(instance, home, "alpha")
     assert result.success
+    changed, first = data_versions(result), data_versions(run_alpha_beta[1]["alpha"])
+    assert all(changed[s] != first[s] for s in TEXT_STAGES)  # new rows, new versions
     meta = next(
         e.materialization.metadata
         for e in result.get_asset_materialization_events()

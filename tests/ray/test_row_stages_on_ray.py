@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from refinery import names
+from refinery.manifest import read_manifest
 from refinery.paths import Layout
 from refinery.sample import prose
 from refinery.sample.reference_sample import build_reference_sample
@@ -157,6 +158,13 @@ def test_a_retried_step_processes_only_the_slices_not_yet_written(ray_cluster, t
                 ray.shutdown()
             assert result.success
             outputs_of[kind] = outputs(Storage(home.storage), "flaky_copy", "many")
+            # The workers' parts are sealed with a manifest; its hash is the version Dagster records.
+            manifest = read_manifest(Storage(home.storage).parts_path("flaky_copy", "many"))
+            recorded = [
+                e.materialization.tags["dagster/data_version"]
+                for e in result.get_asset_materialization_events()
+            ]
+            assert manifest["rows"] == len(outputs_of[kind][0]) and recorded == [manifest["version"]]
             engine = Storage(home.storage).read_stats("flaky_copy")["many"]["engine"]
             retries = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
             retried_at = [entry.timestamp for entry in retries]

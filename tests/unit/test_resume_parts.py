@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 
 from refinery.engine.local import LocalEngine
 from refinery.engine.resume import ResumableParts, scratch_folder
+from refinery.manifest import read_manifest
 from refinery.quantiles import QuantileSketch
 from refinery.storage import Storage
 
@@ -32,7 +33,11 @@ def test_a_retry_finds_the_slices_marked_done_and_a_new_fingerprint_starts_clean
         retry.write_part(i, table(2, 2 * i))
     path, _ = retry.commit(3)
     assert pd.read_parquet(path)["x"].tolist() == list(range(6))
-    assert not [p for p in path.iterdir() if not p.name.startswith("part-")]  # markers are not output
+    # markers are not output; the manifest, written last, lists the parts
+    assert sorted(p.name for p in path.iterdir() if not p.name.startswith("part-")) == ["_manifest.json"]
+    assert [(p["name"], p["rows"]) for p in read_manifest(path)["parts"]] == [
+        (f"part-0000{i}.parquet", 2) for i in range(3)
+    ]
     stale = ResumableParts(storage, "stage", "src", "bbbb")
     stale.write_part(0, table(1))
     stale.write_part(0, table(0), rejected=True)
