@@ -66,35 +66,13 @@ class CorpusFuzzyDedupParams(CorpusDedupParams):
     """corpus_fuzzy_dedup's parameters: the batch pass (MinHash and banding as fuzzy_deduplicated's,
     so the two compare), and what the comparison with the incremental path does."""
 
-    replay_incremental: bool | None = Field(
-        None,
+    replay_incremental: bool = Field(
+        True,
         description="Also replay the incremental path over the same documents in the same order (against a "
-        "temporary index) to measure its time and peak memory beside the batch pass's. The replay reads "
-        "every document in the step, on one core, and doubles the work. Unset (the default): on with the "
-        "local engine, off on a distributed one (ray), where the step holds metadata only; true or false "
-        "forces it.",
+        "temporary index) to measure its time and peak memory beside the batch pass's. Doubles the work: "
+        "turn off for a large backfill.",
     )
     examples: int = Field(5, ge=0, description="Example documents listed per difference.")
-
-
-def replay_chosen(params: CorpusFuzzyDedupParams, engine: Engine) -> bool:
-    """Whether the step replays the incremental path: as set, else only where the step may read rows
-    (the local engine). On a distributed engine the replay would stream the whole corpus through the
-    step on one core, which the rule "the driver holds metadata only" forbids by default."""
-    if params.replay_incremental is not None:
-        return params.replay_incremental
-    return not engine.distributed
-
-
-def replay_note(params: CorpusFuzzyDedupParams, engine: Engine, replay: bool) -> str:
-    """The metadata's one line on the replay: done or not, and why."""
-    if params.replay_incremental is not None:
-        return f"{'on' if replay else 'off'} (replay_incremental: {str(replay).lower()})"
-    if replay:
-        return f"on (default with the {engine.name} engine)"
-    return (
-        f"off (default on the distributed {engine.name} engine: the replay reads every document in the step)"
-    )
 
 
 def corpus_sources(storage: Storage, sources: list[str] | None = None) -> tuple[list[str], list[str]]:
@@ -223,8 +201,7 @@ def publish_corpus_dedup(
     path, plan, result = run_shuffle(storage, read, params, engine, meter, stamp)
     stats = result.stats
     documents_in = sum(storage.row_count(EXACT_DEDUPLICATED, s) for s in read)
-    replay = replay_chosen(params, engine)
-    replayed = replay_incremental(storage, read, params, meter) if replay else None
+    replayed = replay_incremental(storage, read, params, meter) if params.replay_incremental else None
     runner, _, _ = engine_tasks(engine)
     counts, compared, missing_fuzzy, only_batch, only_incremental = compare_sources(
         storage, plan, runner, params.threshold, params.examples
@@ -313,7 +290,6 @@ def publish_corpus_dedup(
         "output": FilePath.of(path),
         "manifest": Json({k: v for k, v in table_manifest(storage).items() if k != "parts"}),
     }
-    metadata["incremental_replay"] = replay_note(params, engine, replay)
     if replayed is not None:
         metadata["removed_by_incremental_replay"] = len(replayed)
     info = [

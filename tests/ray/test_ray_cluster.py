@@ -259,7 +259,8 @@ def test_corpus_fuzzy_dedup_on_two_nodes_equals_the_local_engine(ray_cluster, tm
                 [corpus_fuzzy_dedup],
                 instance=instance,
                 resources=resources_for(home, engine=engine),
-            )  # replay_incremental unset: off on a distributed engine
+                run_config=no_replay,
+            )
         finally:
             ray.shutdown()
     assert on_ray.success
@@ -275,8 +276,6 @@ def test_corpus_fuzzy_dedup_on_two_nodes_equals_the_local_engine(ray_cluster, tm
     assert not list((home.storage / "_shuffle").rglob("*.parquet"))  # the shuffle's files are gone
     meta, want_meta = _metadata(on_ray), _metadata(local)
     assert meta["signatures_computed_by"] == meta["pairs_grouped_by"] == "ray"
-    assert meta["incremental_replay"].startswith("off (default on the distributed ray engine")
-    assert "removed_by_incremental_replay" not in meta and "incremental_replay" not in meta["seconds"]
     assert want_meta["signatures_computed_by"] == want_meta["pairs_grouped_by"] == "local"
     for figure in ("candidate_pairs", "verified_edges", "lsh_false_candidates_dropped", "shared_buckets",
                    "removed_by_batch", "removed_by_incremental", "only_batch", "kept", "removed",
