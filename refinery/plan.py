@@ -139,7 +139,27 @@ def plan_stages(
             wall = max(wall, serial_h)
         return cpu, wall, note
 
-    for name in ("clean_documents", "heuristic_filtered", "exact_deduplicated", "perplexity_scored"):
+    cpu, wall, note = hours("raw_documents")
+    plans.append(
+        StagePlan(
+            "raw_documents",
+            cpu,
+            wall,
+            slice_mb,
+            DRIVER_BASE_MB,
+            text_bytes / 1e9,
+            (note + "; " if note else "")
+            + "a task per inbox file or JSONL byte range; the rate is JSON Lines' "
+            "(HTML parses at ~7.4 MB/s per core)",
+        )
+    )
+    for name in (
+        "clean_documents",
+        "heuristic_filtered",
+        "exact_deduplicated",
+        "perplexity_scored",
+        "quality_scored",
+    ):
         cpu, wall, note = hours(name)
         parts = math.ceil(largest / cluster.slice_rows)
         driver = DRIVER_BASE_MB + (parts * SKETCH_BYTES / 1e6 if name == "perplexity_scored" else 0)

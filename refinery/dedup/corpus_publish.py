@@ -66,13 +66,18 @@ class CorpusFuzzyDedupParams(CorpusDedupParams):
     """corpus_fuzzy_dedup's parameters: the batch pass (MinHash and banding as fuzzy_deduplicated's,
     so the two compare), and what the comparison with the incremental path does."""
 
-    replay_incremental: bool = Field(
-        True,
+    replay_incremental: bool | None = Field(
+        None,
         description="Also replay the incremental path over the same documents in the same order (against a "
-        "temporary index) to measure its time and peak memory beside the batch pass's. Doubles the work: "
-        "turn off for a large backfill.",
+        "temporary index) to measure its time and peak memory beside the batch pass's. It runs in the step's "
+        "process and reads every document there (it is sequential), doubling the work. None (default): on "
+        "with the local engine, off with a distributed one; true or false: always or never.",
     )
     examples: int = Field(5, ge=0, description="Example documents listed per difference.")
+
+    def replays(self, distributed: bool) -> bool:
+        """Whether this run replays the incremental path (on a distributed engine only when asked)."""
+        return self.replay_incremental if self.replay_incremental is not None else not distributed
 
 
 def corpus_sources(storage: Storage, sources: list[str] | None = None) -> tuple[list[str], list[str]]:
@@ -201,7 +206,8 @@ def publish_corpus_dedup(
     path, plan, result = run_shuffle(storage, read, params, engine, meter, stamp)
     stats = result.stats
     documents_in = sum(storage.row_count(EXACT_DEDUPLICATED, s) for s in read)
-    replayed = replay_incremental(storage, read, params, meter) if params.replay_incremental else None
+    replay = params.replays(engine.distributed)
+    replayed = replay_incremental(storage, read, params, meter) if replay else None
     runner, _, _ = engine_tasks(engine)
     counts, compared, missing_fuzzy, only_batch, only_incremental = compare_sources(
         storage, plan, runner, params.threshold, params.examples
@@ -292,6 +298,14 @@ def publish_corpus_dedup(
     }
     if replayed is not None:
         metadata["removed_by_incremental_replay"] = len(replayed)
+    metadata["incremental_replay"] = (
+        "replayed in this step"
+        if replay
+        else "skipped (replay_incremental false)"
+        if params.replay_incremental is False
+        else f"skipped on the {engine.name} engine: the replay reads every document in the step "
+        "(replay_incremental true runs it)"
+    )
     info = [
         f"corpus fuzzy dedup over {len(read)} sources: {documents_in} documents, "
         f"{metadata['removed']} removed in {metadata['components_with_duplicates']} components "

@@ -270,6 +270,9 @@ class PerplexityScorer(StageProcessor):
         self.score_parts: ScoreParts | None = None  # a worker's second pass: its slice's scores
         self._part: int | None = None
         self.first_pass: dict = {}
+        # Documents the model scored while their rows were decided: 0 when a first pass's scores
+        # are read back (scored once), every document when there is no first pass.
+        self.scored_while_deciding = 0
 
     @classmethod
     def for_model(
@@ -394,6 +397,7 @@ class PerplexityScorer(StageProcessor):
             self._load_slice_scores()
         scores = self.prescored
         if scores is None:
+            self.scored_while_deciding += len(frame)
             for text in frame["text"].tolist():
                 yield self.score(text)
             return
@@ -476,7 +480,7 @@ class PerplexityScorer(StageProcessor):
                 percentile_markdown(self.partition_percentiles)
             )
         if self.first_pass:
-            out["first_pass"] = Json(self.first_pass)
+            out["first_pass"] = Json({**self.first_pass, "scored_again": self.scored_while_deciding})
             out["first_pass_seconds"] = self.first_pass["seconds"]
         return out
 
@@ -486,11 +490,13 @@ class PerplexityScorer(StageProcessor):
             "bucket_reference": self.params.bucket_reference,
             "bucket_cutoffs": list(self.cutoffs) if self.cutoffs else None,
             "partition_perplexity_percentiles": self.partition_percentiles,
+            "scored_while_deciding": self.scored_while_deciding,
         }
 
     def absorb(self, summary: dict) -> None:
         """Add another worker's bucket counts (the Ray engine scores slices in parallel)."""
         self.buckets.update(summary.get("perplexity_buckets", {}))
+        self.scored_while_deciding += summary.get("scored_while_deciding", 0)
 
 
 @dataclass

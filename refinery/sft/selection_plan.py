@@ -326,12 +326,16 @@ def decision_files(folder: Path | str) -> list[str]:
     return [path for _, _, path in committed(child(folder, "shuffle", "choose"), DECISIONS)]
 
 
-def load_decisions(folder: Path | str) -> dict[str, tuple[int, float, bool]]:
-    """id -> (cluster, distance, keep) for every record of the plan."""
+def load_decisions(folder: Path | str, ids: list[str] | None = None) -> dict[str, tuple[int, float, bool]]:
+    """id -> (cluster, distance, keep) for every record of the plan, or for ``ids`` only (what the
+    step's report needs: the plotted sample, never the partition)."""
     out: dict[str, tuple[int, float, bool]] = {}
     filesystem = RootFolder.of(folder).fs
+    wanted = None if ids is None else pa.array(ids, pa.string())
     for f in decision_files(folder):
         t = pq.read_table(f, columns=["id", "cluster", "distance", "keep"], filesystem=filesystem)
+        if wanted is not None:
+            t = t.filter(pc.is_in(t.column("id"), value_set=wanted))
         cols = [t.column(c).to_pylist() for c in ("id", "cluster", "distance", "keep")]
         out.update({i: (int(c), float(d), bool(k)) for i, c, d, k in zip(*cols, strict=True)})
     return out

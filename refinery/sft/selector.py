@@ -87,7 +87,17 @@ class SftSelector(StageProcessor):
         self.stamp = ""  # the plan folder relative to the storage root (set by planned on a cluster)
         self.model, self.device = model, device
         self.sizes, self.taken = (plan.sizes, plan.taken) if plan is not None else load_counts(folder)
-        self._by_id = load_decisions(folder)
+        # Every record's decision, read when the first batch is decided: on a distributed engine the
+        # step never decides a batch, so it never holds them. The report needs the plotted sample's
+        # only, read now (the plan folder is scratch: it may be gone when the report is made).
+        self._by_id: dict[str, tuple[int, float, bool]] | None = None
+        self._shown = load_decisions(folder, plan.sample_ids) if plan is not None else {}
+
+    @property
+    def by_id(self) -> dict[str, tuple[int, float, bool]]:
+        if self._by_id is None:
+            self._by_id = load_decisions(self.folder)
+        return self._by_id
 
     @classmethod
     def decided(cls, folder: Path | str, params: SelectionParams) -> SftSelector:
@@ -165,7 +175,7 @@ class SftSelector(StageProcessor):
         return self.plan.sample if self.plan is not None else np.zeros((0, 0), np.float32)
 
     def __call__(self, batch: pd.DataFrame) -> BatchResult:
-        info = [self._by_id[i] for i in batch["id"]]
+        info = [self.by_id[i] for i in batch["id"]]
         p = self.params
         out = batch.assign(cluster=[c for c, _, _ in info], cluster_distance=[d for _, d, _ in info])
         reasons = [
@@ -207,7 +217,7 @@ class SftSelector(StageProcessor):
             ),
         }
         if len(s.sample) >= 2:
-            keep = np.array([self._by_id[i][2] for i in s.sample_ids])
+            keep = np.array([self._shown[i][2] for i in s.sample_ids])
             plot = selection_plot(s.sample, keep)
             out["projection"] = Markdown(f"![kept vs dropped, PCA of record-key embeddings]({plot})")
         return out

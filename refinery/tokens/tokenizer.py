@@ -133,9 +133,13 @@ def dtype_for(vocab_size: int, choice: str = "auto") -> str:
     return choice
 
 
+SAMPLE_COLUMNS = ["source", "id", "text"]
+
+
 def sample_corpus(storage: Storage, params: TokenizerParams) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training sample, held-out documents): a seeded share of every source, ``held_out_per_source``
-    documents of each kept apart."""
+    documents of each kept apart. The positions are drawn from the row counts and the partitions are
+    streamed a batch at a time, so only the sampled rows are held (never a whole source's text)."""
     sources = storage.partitions(PRETRAIN_CORPUS)
     if not sources:
         raise TokenizerError("pretrain_corpus has no partitions: materialize the text pipeline first")
@@ -144,13 +148,30 @@ def sample_corpus(storage: Storage, params: TokenizerParams) -> tuple[pd.DataFra
     rng = np.random.default_rng(params.seed)
     train_parts, held_parts = [], []
     for source in sources:
-        frame = storage.read(PRETRAIN_CORPUS, source, columns=["source", "id", "text"])
-        order = rng.permutation(len(frame))
-        held = min(params.held_out_per_source, len(frame) // 2)
-        share = max(1, round(params.sample_documents * counts[source] / total)) if len(frame) else 0
-        held_parts.append(frame.iloc[order[:held]])
-        train_parts.append(frame.iloc[order[held : held + share]])
+        rows = counts[source]
+        order = rng.permutation(rows)
+        held = min(params.held_out_per_source, rows // 2)
+        share = max(1, round(params.sample_documents * rows / total)) if rows else 0
+        picked = rows_at(storage, source, order[: held + share])
+        held_parts.append(picked.iloc[:held])
+        train_parts.append(picked.iloc[held : held + share])
     return pd.concat(train_parts, ignore_index=True), pd.concat(held_parts, ignore_index=True)
+
+
+def rows_at(storage: Storage, source: str, positions: np.ndarray) -> pd.DataFrame:
+    """``pretrain_corpus[source]``'s rows at ``positions`` (reading positions, distinct), in that
+    order, read one batch at a time."""
+    wanted = np.sort(positions)
+    taken, start = [], 0
+    for batch in storage.iter_batches(PRETRAIN_CORPUS, source, columns=SAMPLE_COLUMNS):
+        lo, hi = np.searchsorted(wanted, [start, start + len(batch)])
+        if hi > lo:
+            taken.append(batch.iloc[wanted[lo:hi] - start])
+        start += len(batch)
+    if len(wanted) and wanted[-1] >= start:
+        raise TokenizerError(f"pretrain_corpus[{source}] has {start} rows where its count said more: rerun")
+    found = pd.concat(taken, ignore_index=True) if taken else pd.DataFrame(columns=SAMPLE_COLUMNS)
+    return found.iloc[np.searchsorted(wanted, positions)].reset_index(drop=True)
 
 
 def train_bpe(texts: list[str], params: TokenizerParams):

@@ -56,6 +56,7 @@ def test_corpus_fuzzy_dedup_options(home, instance):
     assert meta["large_buckets"] > 0
     # replay_incremental off: no replay of the incremental path
     assert "removed_by_incremental_replay" not in meta and "incremental_replay" not in meta["peak_memory_mb"]
+    assert meta["incremental_replay"] == "skipped (replay_incremental false)"
     # examples 1: one example per difference
     assert len([r for r in meta["only_batch_examples"].splitlines() if "/" in r]) <= 1
     # ngram 3, seed 5, threshold 0.7: no two kept documents reach 0.7 under that hasher, and every

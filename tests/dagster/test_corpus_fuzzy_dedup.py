@@ -103,6 +103,7 @@ def test_batch_dedup_over_every_partition_beside_the_incremental_path(home, inst
     # Replayed in sorted order on the same documents, the incremental path removes what the stage did
     # (zlate's edit included: the replay reads every source).
     assert meta["removed_by_incremental_replay"] == len(incremental) + 1
+    assert meta["incremental_replay"] == "replayed in this step"  # the default, on the local engine
     assert "part2/chainC" in meta["removed_sample"] or meta["removed"] > 10
     # The parts folder's manifest, written last: its hash is the materialization's data version.
     folder = storage.require(names.CORPUS_FUZZY_DEDUP, names.CORPUS_FUZZY_DEDUP)

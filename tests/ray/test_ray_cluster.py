@@ -254,12 +254,9 @@ def test_corpus_fuzzy_dedup_on_two_nodes_equals_the_local_engine(ray_cluster, tm
         monkeypatch.setattr(
             distributed_components, "large_star_task", dedup_faults.large_star_task_dying_once
         )
-        try:
+        try:  # replay_incremental left at its default: skipped on a distributed engine
             on_ray = dg.materialize(
-                [corpus_fuzzy_dedup],
-                instance=instance,
-                resources=resources_for(home, engine=engine),
-                run_config=no_replay,
+                [corpus_fuzzy_dedup], instance=instance, resources=resources_for(home, engine=engine)
             )
         finally:
             ray.shutdown()
@@ -282,6 +279,8 @@ def test_corpus_fuzzy_dedup_on_two_nodes_equals_the_local_engine(ray_cluster, tm
                    "components_with_duplicates", "largest_component"):  # fmt: skip
         assert meta[figure] == want_meta[figure], figure
     assert meta["shuffle"]["reducers"] == 2 and want_meta["shuffle"]["reducers"] == 1
+    assert meta["incremental_replay"].startswith("skipped on the ray engine")  # nothing read in the step
+    assert "removed_by_incremental_replay" not in meta and "incremental_replay" not in meta["peak_memory_mb"]
     assert all(c.passed for c in on_ray.get_asset_check_evaluations())
 
 

@@ -109,6 +109,8 @@ def test_perplexity_scored_once_on_workers_equals_local(ray_cluster, tmp_path, m
     first = meta["ray"]["first_pass"].value
     assert first["where"] == "ray" and first["parts"] == 6 and first["reused_from_an_earlier_attempt"] == 0
     assert meta["local"]["first_pass"].value["where"] == "this process"
+    # scored once: the deciding pass read every score back, on the workers and in process
+    assert first["scored_again"] == 0 and meta["local"]["first_pass"].value["scored_again"] == 0
     assert meta["ray"]["engine"].value["slices"] == 6
     assert meta["ray"]["bucket_cutoffs"].value == meta["local"]["bucket_cutoffs"].value
     assert (

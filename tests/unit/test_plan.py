@@ -36,6 +36,7 @@ def test_plan_prints_every_stage_and_warns_when_the_step_outgrows_a_node(tmp_pat
     small = capsys.readouterr().out
     assert "| clean_documents |" in small and "| corpus_fuzzy_dedup |" in small and "WARNING" not in small
     assert "| heuristic_filtered | – | – |" in small  # no rate given: said, not invented
+    assert "| raw_documents | – | – |" in small and "| quality_scored | – | – |" in small  # all listed
     argv = ["--home", home, "plan", "--rates", str(rates), "--scale-to", "1TB", "--memory-gb", "16"]
     assert cli.main([*argv, "--nodes", "10", "--cores", "10"]) == 0
     big = capsys.readouterr().out
@@ -47,6 +48,10 @@ def test_plan_prints_every_stage_and_warns_when_the_step_outgrows_a_node(tmp_pat
     assert "WARNING: document_embeddings: 10 tasks of 1,700 MB" in big  # an actor's model and batch
     assert "WARNING: fuzzy_deduplicated" not in big and "WARNING: perplexity_scored" not in big
     assert "WARNING: corpus_fuzzy_dedup" not in big  # its step holds per-piece metadata only
+    # 100 TB in one source: perplexity's step would hold one sketch per part, past a 4 GB node.
+    argv = ["--home", home, "plan", "--rates", str(rates), "--scale-to", "100TB", "--memory-gb", "4"]
+    assert cli.main(argv) == 0
+    assert "WARNING: perplexity_scored: the Dagster step needs" in capsys.readouterr().out
 
 
 def test_sizes_parse():

@@ -57,8 +57,10 @@ def test_files_and_tasks_decide_as_in_memory(tmp_path, within, sample_rows, work
     assert plan.sizes.tolist() == want.sizes.tolist() and plan.taken.tolist() == want.taken.tolist()
     assert plan.kinds_before == {"instruction": len(x)} and plan.kinds_after == {"instruction": want.budget}
     assert len(plan.examples) == int((plan.sizes > 0).sum())
+    shown = plan.sample_ids  # the step's report reads only these decisions, never the partition's
+    assert load_decisions(folder, shown) == {i: got[i] for i in shown}
     if sample_rows < len(x):  # fitted on the sample only
-        assert len(plan.sample) <= sample_rows
+        assert len(plan.sample) <= sample_rows and len(shown) < len(got)
 
 
 def test_a_missing_batch_is_an_error_not_a_smaller_selection(tmp_path):
