@@ -1,0 +1,63 @@
+"""Per-code-point class tables for the compiled kernels, built from Python itself.
+
+Each bit of :func:`char_flags` is what a Python regex class or ``str`` predicate says of that code
+point, found by running it over every code point once (no hand-written ranges): so a kernel that
+tests a bit agrees with the Python path that uses the regex or the predicate. Surrogate code points
+(U+D800–U+DFFF) never reach a kernel (Arrow holds only valid UTF-8), and their entries are 0.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+import numpy as np
+
+WORD = 1  # \w
+SPACE = 2  # \s
+LETTER = 4  # [^\W\d_]
+JOINER = 8  # ['’.\-]: joins two \w runs into one word
+STRIP = 16  # str.isspace: what str.strip / lstrip / rstrip remove
+BREAK = 32  # a line boundary of str.splitlines
+
+_REGEX_BITS = ((r"\w+", WORD), (r"\s+", SPACE), (r"[^\W\d_]+", LETTER), (r"['’.\-]+", JOINER))
+
+
+@cache
+def _every_code_point() -> tuple[np.ndarray, str]:
+    cps = np.arange(0x110000, dtype=np.uint32)
+    every = cps[(cps < 0xD800) | (cps >= 0xE000)]
+    return every, every.tobytes().decode("utf-32-le")
+
+
+@cache
+def char_flags() -> np.ndarray:
+    """uint8 per code point (0x110000 entries): the bits above."""
+    every, text = _every_code_point()
+    table = np.zeros(0x110000, dtype=np.uint8)
+    for pattern, bit in _REGEX_BITS:
+        for m in re.finditer(pattern, text):
+            table[every[m.start() : m.end()]] |= bit
+    table[every[np.frombuffer(_predicate_mask(text, str.isspace), dtype=np.bool_)]] |= STRIP
+    # splitlines: every line it cuts from the text of all code points ends in one break character
+    # (no two breaks are adjacent there but "\r" and "\n" are not: U+000E lies between them);
+    # the kernels pair "\r\n" as one break, as splitlines does.
+    lines = text.splitlines(keepends=True)
+    ends = [ord(line[-1]) for line in lines[:-1]]
+    if lines and lines[-1].splitlines() != [lines[-1]]:
+        ends.append(ord(lines[-1][-1]))
+    table[ends] |= BREAK
+    return table
+
+
+def _predicate_mask(text: str, predicate) -> bytes:
+    return bytes(map(predicate, text))
+
+
+def class_table(pattern: re.Pattern[str]) -> np.ndarray:
+    """bool per code point (0x110000 entries): whether the one-character class ``pattern`` matches it."""
+    every, text = _every_code_point()
+    table = np.zeros(0x110000, dtype=np.bool_)
+    for m in re.finditer(f"(?:{pattern.pattern})+", text, pattern.flags):
+        table[every[m.start() : m.end()]] = True
+    return table
