@@ -17,6 +17,8 @@ def large_strings(values: pd.Series | list[str] | pa.Array) -> pa.Array | None:
         return None
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks else pa.array([], pa.large_string())
+    if not len(arr):
+        return pa.array([], pa.large_string())
     if arr.type == pa.string():
         arr = arr.cast(pa.large_string())
     if arr.type != pa.large_string() or arr.null_count:
