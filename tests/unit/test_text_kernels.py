@@ -6,7 +6,9 @@
   empty documents) and generated strings, under several bullet-prefix sets;
 - ``filter_batch`` (kernel counts) gives the rows, reasons and scores of the list path
   (:func:`evaluate` without counts) under bullet prefixes other than the default;
-- text Arrow cannot hold (a lone surrogate) takes the Python path.
+- text Arrow cannot hold (a lone surrogate) takes the Python path;
+- cleaning's :func:`tidy_batch` (invisible characters and whitespace in one pass) equals the
+  Python steps and the RE2 passes it replaced, under each combination of its two switches.
 """
 
 from itertools import repeat
@@ -16,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from refinery.clean import normalize
 from refinery.filters.chain import batch_rows, evaluate, filter_batch
 from refinery.filters.params import HeuristicParams
 from refinery.text.kernels.doc_counts import batch_counts
@@ -72,17 +75,16 @@ def counted(texts: list[str], prefixes: tuple[str, ...]) -> list[tuple]:
     out = []
     for r in rows:
         s = r.shape
-        out.append(
-            (r.words, r.word_length, r.letter_words, r.tokens)
-            + (s.hashes, s.ellipses, s.lines, s.bullet_lines, s.ellipsis_lines)
-        )
+        words_part = (r.words, r.word_length, r.letter_words, r.tokens)
+        out.append((*words_part, s.hashes, s.ellipses, s.lines, s.bullet_lines, s.ellipsis_lines))
     return out
 
 
-@pytest.mark.parametrize("prefixes", PREFIX_SETS)
-def test_doc_counts_equal_python_on_real_and_crafted_text(prefixes):
+def test_doc_counts_equal_python_on_real_and_crafted_text():
     docs = list(real_documents()) + CRAFTED
-    assert counted(docs, prefixes) == [expected(t, prefixes) for t in docs]
+    assert counted(docs, PREFIX_SETS[0]) == [expected(t, PREFIX_SETS[0]) for t in docs]
+    for prefixes in PREFIX_SETS[1:]:
+        assert counted(CRAFTED, prefixes) == [expected(t, prefixes) for t in CRAFTED]
 
 
 def test_doc_counts_of_a_sliced_array_and_an_empty_batch():
@@ -94,7 +96,7 @@ def test_doc_counts_of_a_sliced_array_and_an_empty_batch():
     assert batch_counts(large_strings([]), ("-",)).rows() == []
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.text(alphabet=ALPHABET, max_size=40), max_size=6), st.sampled_from(PREFIX_SETS))
 def test_doc_counts_equal_python_on_generated_text(texts, prefixes):
     assert counted(texts, prefixes) == [expected(t, prefixes) for t in texts]
@@ -109,7 +111,7 @@ def test_doc_counts_equal_python_on_generated_text(texts, prefixes):
     ],
 )
 def test_filter_batch_with_kernel_counts_equals_the_list_path(overrides):
-    docs = list(real_documents(40)) + CRAFTED + ["- item one\n- item two...\n" * 20, "the cat sat… " * 40]
+    docs = list(real_documents(15)) + CRAFTED + ["- item one\n- item two...\n" * 20, "the cat sat… " * 40]
     params = HeuristicParams(**overrides)
     result = filter_batch(pd.DataFrame({"id": range(len(docs)), "text": docs}), params)
     got = {
@@ -130,3 +132,49 @@ def test_text_arrow_cannot_hold_takes_the_python_path():
     rows = batch_rows(pd.Series(texts, dtype=object), texts, HeuristicParams())
     assert [r.shape for r in rows] == [None, None]
     assert [r.words for r in rows] == [3, 2]
+
+
+TIDY_CRAFTED = [
+    *CRAFTED,
+    "\r\r\n\r\x00\n x \u200b y\u00ad\ufeff",
+    "  a \t\u00a0 b\u3000\u2000c \n \n\n \t \n\nd  ",
+    "\x85\x1c\x1f start\u2028end \x0b\x0c",
+    "a\u200b \u200b b",
+    "\u202a\u2066bidi\u2069\u202e",
+    "\n\n\n",
+    "\t",
+]
+TIDY_ALPHABET = "ab é😀\n\r\t\x00\x0b\x0c\x1c\x1f\x7f\x85\u00a0\u00ad\u200b\u2028\u3000\ufeff"
+
+
+def python_tidy(text: str, invisible: bool, whitespace: bool) -> str:
+    if invisible:
+        text = normalize.strip_invisible(text)
+    return normalize.normalize_whitespace(text) if whitespace else text
+
+
+def re2_tidy(arr, invisible: bool, whitespace: bool):
+    if invisible:
+        arr = normalize.strip_invisible_batch(arr)
+    return normalize.normalize_whitespace_batch(arr) if whitespace else arr
+
+
+SWITCHES = [(True, True), (True, False), (False, True)]
+
+
+@pytest.mark.parametrize(("invisible", "whitespace"), SWITCHES)
+def test_tidy_equals_python_and_re2_on_real_and_crafted_text(invisible, whitespace):
+    docs = list(real_documents()) + TIDY_CRAFTED
+    arr = large_strings(docs)
+    got = normalize.tidy_batch(arr, invisible, whitespace)
+    assert got.to_pylist() == [python_tidy(t, invisible, whitespace) for t in docs]
+    assert got.equals(re2_tidy(arr, invisible, whitespace))
+    sliced = arr[len(docs) - 7 :]  # an array with an offset
+    assert normalize.tidy_batch(sliced, invisible, whitespace).equals(re2_tidy(sliced, invisible, whitespace))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet=TIDY_ALPHABET, max_size=30), max_size=5), st.sampled_from(SWITCHES))
+def test_tidy_equals_python_on_generated_text(texts, switches):
+    got = normalize.tidy_batch(large_strings(texts), *switches).to_pylist()
+    assert got == [python_tidy(t, *switches) for t in texts]

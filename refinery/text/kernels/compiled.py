@@ -127,3 +127,86 @@ def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
         row = out[d]
         row[0], row[1], row[2], row[3], row[4] = word_chars, other, words, word_length, letter_words
         row[5], row[6], row[7], row[8], row[9] = hashes, ellipses, lines, bullets, ellipsis_lines
+
+
+@numba.njit(cache=True, nogil=True)
+def _trimmed(out, lo, hi, table, trim):
+    """[lo', hi') inside out[lo:hi] without the leading and trailing code points flagged ``trim``."""
+    while lo < hi:
+        cp, nxt = decode(out, lo)
+        if not table[cp] & trim:
+            break
+        lo = nxt
+    while hi > lo:
+        k = hi - 1
+        while out[k] & 0xC0 == 0x80:  # back to the lead byte
+            k -= 1
+        cp, _ = decode(out, k)
+        if not table[cp] & trim:
+            break
+        hi = k
+    return lo, hi
+
+
+@numba.njit(cache=True, nogil=True)
+def tidy(offsets, data, table, invisible, spaces, trim, strip_invisible, collapse, out_offsets, out):
+    """Per document: (``strip_invisible``) every CR a LF, a LF right after a CR dropped, code points
+    flagged ``invisible`` dropped; then (``collapse``) each run of code points flagged ``spaces`` and
+    LFs written as one space when it holds no LF, else as one or two LFs (as many as it holds, at most
+    two), and the code points flagged ``trim`` cut from both ends. Writes ``out``/``out_offsets``."""
+    pos = 0
+    out_offsets[0] = 0
+    for d in range(len(offsets) - 1):
+        i, end, start = offsets[d], offsets[d + 1], pos
+        in_run = False
+        newlines = 0
+        while i < end:
+            first = i
+            cp, i = decode(data, i)
+            if strip_invisible:
+                if cp == 0x0D:
+                    cp = 0x0A
+                    if i < end and data[i] == 0x0A:
+                        i += 1
+                elif table[cp] & invisible:
+                    continue
+            if collapse:
+                if cp == 0x0A:
+                    in_run = True
+                    newlines += 1
+                    continue
+                if table[cp] & spaces:
+                    in_run = True
+                    continue
+                if in_run:
+                    if newlines == 0:
+                        out[pos] = 0x20
+                        pos += 1
+                    else:
+                        for _ in range(min(newlines, 2)):
+                            out[pos] = 0x0A
+                            pos += 1
+                    in_run = False
+                    newlines = 0
+            if cp == 0x0A:
+                out[pos] = 0x0A
+                pos += 1
+            else:
+                for j in range(first, i):
+                    out[pos] = data[j]
+                    pos += 1
+        if collapse:
+            if in_run:
+                if newlines == 0:
+                    out[pos] = 0x20
+                    pos += 1
+                else:
+                    for _ in range(min(newlines, 2)):
+                        out[pos] = 0x0A
+                        pos += 1
+            lo, hi = _trimmed(out, start, pos, table, trim)
+            if lo > start:
+                for j in range(lo, hi):
+                    out[start + j - lo] = out[j]
+            pos = start + (hi - lo)
+        out_offsets[d + 1] = pos

@@ -61,3 +61,18 @@ def class_table(pattern: re.Pattern[str]) -> np.ndarray:
     for m in re.finditer(f"(?:{pattern.pattern})+", text, pattern.flags):
         table[every[m.start() : m.end()]] = True
     return table
+
+
+def bits_table(classes: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    """uint8 per code point: each (bool table, bit) of ``classes`` or-ed in."""
+    table = np.zeros(0x110000, dtype=np.uint8)
+    for member, bit in classes:
+        table[member] |= bit
+    return table
+
+
+def chars_table(chars: str) -> np.ndarray:
+    """bool per code point: whether it is one of ``chars``."""
+    table = np.zeros(0x110000, dtype=np.bool_)
+    table[[ord(c) for c in chars]] = True
+    return table
