@@ -25,7 +25,7 @@ from refinery.clean.ftfy_gate import (
     regex_class_chars,
 )
 from refinery.text.kernels import tidy as tidy_kernel
-from refinery.text.kernels.tables import bits_table, chars_table, class_table
+from refinery.text.kernels.tables import bits_table, chars_table, class_table, stored
 
 # C0/C1 controls except tab and newline, plus format characters that carry no text.
 _INVISIBLE = re.compile(
@@ -99,10 +99,15 @@ def tidy_batch(arr: pa.Array, strip_invisible: bool, normalize_whitespace: bool)
 @cache
 def _tidy_table() -> np.ndarray:
     """Per code point: INVISIBLE (``_INVISIBLE``), SPACES (``_SPACES``' class), TRIM (``str.strip``'s)."""
-    return bits_table(
-        [
-            (class_table(_INVISIBLE), tidy_kernel.INVISIBLE),
-            (class_table(re.compile(_SPACES.pattern.removesuffix("+"))), tidy_kernel.SPACES),
-            (chars_table(_PY_WHITESPACE), tidy_kernel.TRIM),
-        ]
+    spaces = re.compile(_SPACES.pattern.removesuffix("+"))
+    return stored(
+        "tidy",
+        repr((_INVISIBLE.pattern, spaces.pattern, _PY_WHITESPACE)),
+        lambda: bits_table(
+            [
+                (class_table(_INVISIBLE), tidy_kernel.INVISIBLE),
+                (class_table(spaces), tidy_kernel.SPACES),
+                (chars_table(_PY_WHITESPACE), tidy_kernel.TRIM),
+            ]
+        ),
     )

@@ -4,12 +4,24 @@ Each bit of :func:`char_flags` is what a Python regex class or ``str`` predicate
 point, found by running it over every code point once (no hand-written ranges): so a kernel that
 tests a bit agrees with the Python path that uses the regex or the predicate. Surrogate code points
 (U+D800–U+DFFF) never reach a kernel (Arrow holds only valid UTF-8), and their entries are 0.
+
+Building a table takes 0.05–0.2 CPU s (Python's regex and predicates over 1.1 M code points), paid by
+every process that uses a kernel; :func:`stored` keeps each built table on disk, keyed by the Python
+version, its Unicode database and what the table is made of, so a later process loads it (~1 ms).
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import os
 import re
+import sys
+import tempfile
+import unicodedata
+from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -30,9 +42,42 @@ def _every_code_point() -> tuple[np.ndarray, str]:
     return every, every.tobytes().decode("utf-32-le")
 
 
+def stored(name: str, recipe: str, build: Callable[[], np.ndarray]) -> np.ndarray:
+    """``build()``, kept as ``<name>-<key>.npy`` beside this module (``__pycache__/``) or, where that
+    is read-only, under ``~/.cache/refinery/tables``; the key hashes ``recipe`` (what the table is made
+    of), this module's source, the Python version and its Unicode database. A table that cannot be
+    read or written is built in memory: the cache only saves time."""
+    key = hashlib.sha1(
+        "\0".join(
+            [recipe, inspect.getsource(sys.modules[__name__]), sys.version, unicodedata.unidata_version]
+        ).encode()
+    ).hexdigest()[:16]
+    for folder in (Path(__file__).parent / "__pycache__", Path.home() / ".cache" / "refinery" / "tables"):
+        path = folder / f"{name}-{key}.npy"
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            pass
+    table = build()
+    for folder in (Path(__file__).parent / "__pycache__", Path.home() / ".cache" / "refinery" / "tables"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, suffix=".npy", delete=False) as tmp:
+                np.save(tmp, table, allow_pickle=False)
+            os.replace(tmp.name, folder / f"{name}-{key}.npy")
+            break
+        except OSError:
+            continue
+    return table
+
+
 @cache
 def char_flags() -> np.ndarray:
-    """uint8 per code point (0x110000 entries): the bits above."""
+    """uint8 per code point (0x110000 entries): the bits above (built once, :func:`stored`)."""
+    return stored("char_flags", repr(_REGEX_BITS), _char_flags)
+
+
+def _char_flags() -> np.ndarray:
     every, text = _every_code_point()
     table = np.zeros(0x110000, dtype=np.uint8)
     for pattern, bit in _REGEX_BITS:
