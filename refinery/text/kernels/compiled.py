@@ -32,53 +32,63 @@ def decode(data, i):
 
 
 @numba.njit(cache=True, nogil=True)
+def _bullet(data, s, e, prefix_offsets, prefix_data):
+    """Whether data[s:e] starts with one of the prefixes (UTF-8 bytes, wholly inside it)."""
+    for p in range(len(prefix_offsets) - 1):
+        lo, hi = prefix_offsets[p], prefix_offsets[p + 1]
+        if s + (hi - lo) > e:
+            continue
+        matched = True
+        for j in range(hi - lo):
+            if data[s + j] != prefix_data[lo + j]:
+                matched = False
+                break
+        if matched:
+            return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
 def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
-    n_docs = len(offsets) - 1
-    longest = 0
-    for d in range(n_docs):
-        longest = max(longest, offsets[d + 1] - offsets[d])
-    cps = np.empty(longest + 1, dtype=np.int64)
-    flags = np.empty(longest + 1, dtype=np.uint8)
-    starts = np.empty(longest + 2, dtype=np.int64)  # byte position of each code point
-    n_prefixes = len(prefix_offsets) - 1
-    for d in range(n_docs):
-        i, end, n = offsets[d], offsets[d + 1], 0
-        while i < end:
-            starts[n] = i
-            cp, i = decode(data, i)
-            cps[n] = cp
-            flags[n] = table[cp]
-            n += 1
-        starts[n] = end
+    """One streaming pass per document (see :mod:`refinery.text.kernels.doc_counts`). A joiner after
+    a word character is pending until the next character says whether it joins; a line's first
+    non-space byte and its last non-space character (with the run of dots ending there) are
+    tracked as it goes, so no position is revisited."""
+    for d in range(len(offsets) - 1):
+        i, end = offsets[d], offsets[d + 1]
         word_chars = other = words = word_length = letter_words = 0
         hashes = ellipses = dots = 0
-        in_word = False
-        has_letter = False
-        for k in range(n):
-            f = flags[k]
-            cp = cps[k]
+        lines = bullets = ellipsis_lines = 0
+        prev_word = pending = has_letter = False
+        line_start, first_ns, last_ns, ns_dots, run_dots = i, -1, 0, 0, 0
+        while i < end:
+            p = i
+            b = data[i]
+            if b < 0x80:
+                cp = np.int64(b)
+                i += 1
+            else:
+                cp, i = decode(data, i)
+            f = table[cp]
             if f & WORD:
                 word_chars += 1
-                w = True
-            elif f & SPACE:
-                w = False
-            else:
-                other += 1
-                w = (
-                    (f & JOINER) != 0
-                    and 0 < k < n - 1
-                    and (flags[k - 1] & WORD) != 0
-                    and (flags[k + 1] & WORD) != 0
-                )
-            if w:
+                if not prev_word:
+                    if pending:
+                        word_length += 1  # the joiner between two word characters
+                    else:
+                        words += 1
+                        has_letter = False
                 word_length += 1
-                if not in_word:
-                    words += 1
-                    has_letter = False
                 if not has_letter and f & LETTER:
                     has_letter = True
                     letter_words += 1
-            in_word = w
+                prev_word = True
+                pending = False
+            else:
+                if not f & SPACE:
+                    other += 1
+                pending = prev_word and (f & JOINER) != 0
+                prev_word = False
             if cp == 0x2E:
                 dots += 1
             else:
@@ -88,42 +98,32 @@ def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
                     hashes += 1
                 elif cp == 0x2026:
                     ellipses += 1
-        ellipses += dots // 3
-        # Lines as str.splitlines cuts them; an empty text is one empty line ("or [text]").
-        lines = bullets = ellipsis_lines = 0
-        k = 0
-        while k < n or (k == 0 and n == 0):
-            e = k
-            while e < n and not flags[e] & BREAK:
-                e += 1
-            lines += 1
-            s = k
-            while s < e and flags[s] & STRIP:
-                s += 1
-            for p in range(n_prefixes):
-                lo, hi = prefix_offsets[p], prefix_offsets[p + 1]
-                size = hi - lo
-                if starts[s] + size > starts[e]:
-                    continue
-                matched = True
-                for j in range(size):
-                    if data[starts[s] + j] != prefix_data[lo + j]:
-                        matched = False
-                        break
-                if matched:
+            if f & BREAK:
+                lines += 1
+                s = first_ns if first_ns >= 0 else p
+                if _bullet(data, s, p, prefix_offsets, prefix_data):
                     bullets += 1
-                    break
-            r = e
-            while r > s and flags[r - 1] & STRIP:
-                r -= 1
-            if r > s and (
-                cps[r - 1] == 0x2026
-                or (r - s >= 3 and cps[r - 1] == 0x2E and cps[r - 2] == 0x2E and cps[r - 3] == 0x2E)
-            ):
+                if first_ns >= 0 and (last_ns == 0x2026 or ns_dots >= 3):
+                    ellipsis_lines += 1
+                if cp == 0x0D and i < end and data[i] == 0x0A:
+                    i += 1  # "\r\n" is one break; "\n" is space, which "\r" already was
+                line_start, first_ns, last_ns, ns_dots, run_dots = i, -1, 0, 0, 0
+            elif f & STRIP:
+                run_dots = 0
+            else:
+                if first_ns < 0:
+                    first_ns = p
+                last_ns = cp
+                run_dots = run_dots + 1 if cp == 0x2E else 0
+                ns_dots = run_dots
+        ellipses += dots // 3
+        if line_start < end or offsets[d] == end:  # the last line, or an empty text's one line
+            lines += 1
+            s = first_ns if first_ns >= 0 else end
+            if _bullet(data, s, end, prefix_offsets, prefix_data):
+                bullets += 1
+            if first_ns >= 0 and (last_ns == 0x2026 or ns_dots >= 3):
                 ellipsis_lines += 1
-            if e >= n:
-                break
-            k = e + 2 if cps[e] == 0x0D and e + 1 < n and cps[e + 1] == 0x0A else e + 1
         row = out[d]
         row[0], row[1], row[2], row[3], row[4] = word_chars, other, words, word_length, letter_words
         row[5], row[6], row[7], row[8], row[9] = hashes, ellipses, lines, bullets, ellipsis_lines
