@@ -7,12 +7,15 @@
 - ``filter_batch`` (kernel counts) gives the rows, reasons and scores of the list path
   (:func:`evaluate` without counts) under bullet prefixes other than the default;
 - text Arrow cannot hold (a lone surrogate) takes the Python path;
+- Gopher repetition's compiled n-gram counts equal the numpy reference (hashes, first-seen top
+  n-gram, the duplicate scan) on random token ids with many repeats;
 - cleaning's :func:`tidy_batch` (invisible characters and whitespace in one pass) equals the
   Python steps and the RE2 passes it replaced, under each combination of its two switches.
 """
 
 from itertools import repeat
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -20,6 +23,12 @@ from hypothesis import strategies as st
 
 from refinery.clean import normalize
 from refinery.filters.chain import batch_rows, evaluate, filter_batch
+from refinery.filters.gopher_repetition import (
+    duplicate_ngram_chars,
+    ngram_char_counts,
+    ngram_hashes,
+    top_ngram_chars,
+)
 from refinery.filters.params import HeuristicParams
 from refinery.text.kernels.doc_counts import batch_counts
 from refinery.text.kernels.utf8 import large_strings
@@ -178,3 +187,16 @@ def test_tidy_equals_python_and_re2_on_real_and_crafted_text(invisible, whitespa
 def test_tidy_equals_python_on_generated_text(texts, switches):
     got = normalize.tidy_batch(large_strings(texts), *switches).to_pylist()
     assert got == [python_tidy(t, *switches) for t in texts]
+
+
+def test_ngram_char_counts_equal_the_numpy_reference():
+    rng = np.random.default_rng(11)
+    top_ns, dup_ns = [2, 3, 4], [5, 6, 7, 8, 9, 10]
+    for _ in range(1500):
+        m, k = int(rng.integers(1, 60)), int(rng.integers(1, 8))
+        ids = rng.integers(0, k, size=m).astype(np.uint64)
+        cum = np.concatenate([[0], np.cumsum(rng.integers(1, 9, size=m))]).astype(np.int64)
+        hashes = ngram_hashes(ids, 10)
+        tops, dups = ngram_char_counts(ids, cum, top_ns, dup_ns)
+        assert tops == {n: top_ngram_chars(hashes[n], cum, n) for n in top_ns if len(hashes[n])}
+        assert dups == {n: duplicate_ngram_chars(hashes[n], cum, n) for n in dup_ns if len(hashes[n])}

@@ -210,3 +210,85 @@ def tidy(offsets, data, table, invisible, spaces, trim, strip_invisible, collaps
                     out[start + j - lo] = out[j]
             pos = start + (hi - lo)
         out_offsets[d + 1] = pos
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_seen_codes(h, m):
+    """Codes of h[:m] numbered in order of first appearance (equal values, equal codes), the number
+    of codes, and each code's first position: ``pandas.factorize`` of the values, as an open-addressing
+    table over the exact 64-bit values."""
+    size = 16
+    while size < 2 * m:
+        size <<= 1
+    mask = np.uint64(size - 1)
+    keys = np.empty(size, dtype=np.uint64)
+    slots = np.full(size, -1, dtype=np.int64)
+    codes = np.empty(m, dtype=np.int64)
+    first = np.empty(m, dtype=np.int64)
+    k = 0
+    for i in range(m):
+        x = h[i]
+        s = (x ^ (x >> np.uint64(31))) & mask
+        while slots[s] >= 0 and keys[s] != x:
+            s = (s + np.uint64(1)) & mask
+        if slots[s] < 0:
+            slots[s] = k
+            keys[s] = x
+            first[k] = i
+            k += 1
+        codes[i] = slots[s]
+    return codes, k, first
+
+
+@numba.njit(cache=True, nogil=True)
+def ngram_chars(ids, cum, mult, top_ns, dup_ns, top_out, dup_out):
+    """For word n-grams hashed as ``sum(ids[i + k] * mult[k])`` (mod 2**64, as
+    :func:`refinery.filters.gopher_repetition.ngram_hashes`): per n of ``top_ns``, the characters of the
+    most frequent n-gram (first seen wins ties) times its count; per n of ``dup_ns``, the characters of
+    repeated n-grams in a left-to-right scan that skips past each repeat. ``cum``: cumulative token
+    lengths. An n longer than the document gives -1."""
+    m = len(ids)
+    max_n = 0
+    for n in top_ns:
+        max_n = max(max_n, n)
+    for n in dup_ns:
+        max_n = max(max_n, n)
+    cur = np.zeros(m, dtype=np.uint64)
+    for n in range(1, max_n + 1):
+        if m < n:
+            break
+        step = mult[n - 1]
+        for i in range(m - n + 1):
+            cur[i] = cur[i] + ids[i + n - 1] * step
+        count = m - n + 1
+        for t in range(len(top_ns)):
+            if top_ns[t] == n:
+                codes, k, first = _first_seen_codes(cur, count)
+                counts = np.zeros(k, dtype=np.int64)
+                for i in range(count):
+                    counts[codes[i]] += 1
+                best, code = 0, 0
+                for c in range(k):
+                    if counts[c] > best:
+                        best, code = counts[c], c
+                i = first[code]
+                top_out[t] = (cum[i + n] - cum[i] + (n - 1)) * best
+        for t in range(len(dup_ns)):
+            if dup_ns[t] == n:
+                codes, k, first = _first_seen_codes(cur, count)
+                seen = np.zeros(k, dtype=np.bool_)
+                chars, i = 0, 0
+                while i < count:
+                    if seen[codes[i]]:
+                        chars += cum[i + n] - cum[i]
+                        i += n
+                    else:
+                        seen[codes[i]] = True
+                        i += 1
+                dup_out[t] = chars
+    for t in range(len(top_ns)):
+        if m < top_ns[t]:
+            top_out[t] = -1
+    for t in range(len(dup_ns)):
+        if m < dup_ns[t]:
+            dup_out[t] = -1
