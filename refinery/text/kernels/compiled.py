@@ -154,6 +154,12 @@ def tidy(offsets, data, table, invisible, spaces, trim, strip_invisible, collaps
     flagged ``invisible`` dropped; then (``collapse``) each run of code points flagged ``spaces`` and
     LFs written as one space when it holds no LF, else as one or two LFs (as many as it holds, at most
     two), and the code points flagged ``trim`` cut from both ends. Writes ``out``/``out_offsets``."""
+    # ASCII bytes no step acts on: copied as they are while no space run is pending.
+    plain = np.zeros(256, dtype=np.bool_)
+    for b in range(0x80):
+        acted = b == 0x0A or (collapse and table[b] & spaces != 0)
+        acted = acted or (strip_invisible and (b == 0x0D or table[b] & invisible != 0))
+        plain[b] = not acted
     pos = 0
     out_offsets[0] = 0
     for d in range(len(offsets) - 1):
@@ -161,6 +167,19 @@ def tidy(offsets, data, table, invisible, spaces, trim, strip_invisible, collaps
         in_run = False
         newlines = 0
         while i < end:
+            b = data[i]
+            if not in_run:
+                if plain[b]:  # an ASCII byte no step acts on, outside a space run
+                    out[pos] = b
+                    pos += 1
+                    i += 1
+                    continue
+                if b == 0x20 and i + 1 < end and plain[data[i + 1]]:  # a lone space between such bytes
+                    out[pos] = 0x20
+                    out[pos + 1] = data[i + 1]
+                    pos += 2
+                    i += 2
+                    continue
             first = i
             cp, i = decode(data, i)
             if strip_invisible:
