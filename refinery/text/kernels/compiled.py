@@ -64,6 +64,18 @@ def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
         while i < end:
             p = i
             b = data[i]
+            if prev_word and b < 0x80 and table[b] & WORD:
+                # An ASCII word character inside a word: only the word counts and the line's last
+                # non-space character change (no dot run or joiner can be pending after a word character).
+                word_chars += 1
+                word_length += 1
+                if not has_letter and table[b] & LETTER:
+                    has_letter = True
+                    letter_words += 1
+                last_ns = np.int64(b)
+                run_dots = ns_dots = 0
+                i += 1
+                continue
             if b < 0x80:
                 cp = np.int64(b)
                 i += 1
