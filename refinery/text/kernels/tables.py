@@ -47,11 +47,8 @@ def stored(name: str, recipe: str, build: Callable[[], np.ndarray]) -> np.ndarra
     is read-only, under ``~/.cache/refinery/tables``; the key hashes ``recipe`` (what the table is made
     of), this module's source, the Python version and its Unicode database. A table that cannot be
     read or written is built in memory: the cache only saves time."""
-    key = hashlib.sha1(
-        "\0".join(
-            [recipe, inspect.getsource(sys.modules[__name__]), sys.version, unicodedata.unidata_version]
-        ).encode()
-    ).hexdigest()[:16]
+    parts = [recipe, _own_source(), sys.version, unicodedata.unidata_version]
+    key = hashlib.sha1("\0".join(parts).encode()).hexdigest()[:16]
     for folder in (Path(__file__).parent / "__pycache__", Path.home() / ".cache" / "refinery" / "tables"):
         path = folder / f"{name}-{key}.npy"
         try:
@@ -69,6 +66,16 @@ def stored(name: str, recipe: str, build: Callable[[], np.ndarray]) -> np.ndarra
         except OSError:
             continue
     return table
+
+
+@cache
+def _own_source() -> str:
+    """This module's source (a change to how tables are built changes every key); empty where the
+    interpreter has no source to give (then the version and the recipe still key the tables)."""
+    try:
+        return inspect.getsource(sys.modules[__name__])
+    except (OSError, TypeError):
+        return ""
 
 
 @cache
