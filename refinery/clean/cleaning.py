@@ -18,9 +18,8 @@ from refinery.clean.normalize import (
     fix_unicode_batch,
     normalize_form,
     normalize_whitespace,
-    normalize_whitespace_batch,
     strip_invisible,
-    strip_invisible_batch,
+    tidy_batch,
 )
 from refinery.clean.pii import PII_KINDS, redact, redact_batch
 from refinery.kernel.processor import StageProcessor
@@ -60,9 +59,10 @@ def clean_texts(texts: list[str], params: CleanParams) -> tuple[list[str], list[
 
     Each step runs over the whole batch where a vectorized kernel exists: ftfy behind a pre-check
     that proves where it cannot act (:mod:`refinery.clean.ftfy_gate`); NFC per document (a C
-    quick-check, ASCII skipped); invisible characters and whitespace as RE2 substitutions over an
-    Arrow array; PII as RE2 candidate searches, the Python detectors (and their validators: Luhn,
-    ``ipaddress``, digit counts) only on documents with a candidate. Text that Arrow cannot hold
+    quick-check, ASCII skipped); invisible characters and whitespace in one compiled pass over an
+    Arrow array (:func:`refinery.clean.normalize.tidy_batch`); PII as RE2 candidate searches, the
+    Python detectors (and their validators: Luhn, ``ipaddress``, digit counts) only on documents
+    with a candidate. Text that Arrow cannot hold
     (lone surrogates) takes :func:`clean_text` one document at a time.
     """
     cleaned = _clean_texts(texts, params)
@@ -92,10 +92,7 @@ def _clean_texts(texts: list[str], params: CleanParams, original: pa.Array | Non
         arr = pa.array(out, pa.large_string()) if original is None else _replaced(original, texts, out)
     except (UnicodeEncodeError, pa.ArrowInvalid):
         return Cleaned(*_clean_one_by_one(out, params, fixed=True))
-    if params.strip_invisible:
-        arr = strip_invisible_batch(arr)
-    if params.normalize_whitespace:
-        arr = normalize_whitespace_batch(arr)
+    arr = tidy_batch(arr, params.strip_invisible, params.normalize_whitespace)
     tidy_list = arr.to_pylist()
     return Cleaned(*redact_batch(tidy_list, arr, set(params.redact), params.placeholder), arr, tidy_list)
 

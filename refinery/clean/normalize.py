@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import cache
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -22,6 +24,8 @@ from refinery.clean.ftfy_gate import (
     re2_class,
     regex_class_chars,
 )
+from refinery.text.kernels import tidy as tidy_kernel
+from refinery.text.kernels.tables import bits_table, chars_table, class_table, stored
 
 # C0/C1 controls except tab and newline, plus format characters that carry no text.
 _INVISIBLE = re.compile(
@@ -81,3 +85,29 @@ def normalize_whitespace_batch(arr: pa.Array) -> pa.Array:
     arr = pc.replace_substring_regex(arr, " +\n *|\n +", "\n")  # " *\n *" where it is not "\n" alone
     arr = pc.replace_substring_regex(arr, "\n{3,}", "\n\n")
     return pc.utf8_trim(arr, characters=_PY_WHITESPACE)
+
+
+def tidy_batch(arr: pa.Array, strip_invisible: bool, normalize_whitespace: bool) -> pa.Array:
+    """:func:`strip_invisible_batch` then :func:`normalize_whitespace_batch` (each when switched on)
+    in one compiled pass over the array's UTF-8 (:mod:`refinery.text.kernels.tidy`): the same
+    strings, with the classes taken from this module's regexes."""
+    if not (strip_invisible or normalize_whitespace):
+        return arr
+    return tidy_kernel.tidy_batch(arr, _tidy_table(), strip_invisible, normalize_whitespace)
+
+
+@cache
+def _tidy_table() -> np.ndarray:
+    """Per code point: INVISIBLE (``_INVISIBLE``), SPACES (``_SPACES``' class), TRIM (``str.strip``'s)."""
+    spaces = re.compile(_SPACES.pattern.removesuffix("+"))
+    return stored(
+        "tidy",
+        repr((_INVISIBLE.pattern, spaces.pattern, _PY_WHITESPACE)),
+        lambda: bits_table(
+            [
+                (class_table(_INVISIBLE), tidy_kernel.INVISIBLE),
+                (class_table(spaces), tidy_kernel.SPACES),
+                (chars_table(_PY_WHITESPACE), tidy_kernel.TRIM),
+            ]
+        ),
+    )

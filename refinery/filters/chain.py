@@ -27,6 +27,8 @@ from pydantic import BaseModel, create_model
 
 from refinery.batch import BatchResult, split_batch
 from refinery.filters.rule import ChainParams, Document, Rule, Verdict
+from refinery.text.kernels.doc_counts import batch_counts
+from refinery.text.kernels.utf8 import large_strings
 from refinery.text.word_counts import DocCounts, word_counts
 
 RULES_PACKAGE = "refinery.filters.rules"
@@ -94,7 +96,7 @@ class RuleChain:
         texts = frame["text"].tolist()
         # Word and token counts for the whole batch at once: no word is listed for the documents
         # that Gopher quality rejects (most of them, on real corpora).
-        for text, counts in zip(texts, word_counts(texts).rows(), strict=True):
+        for text, counts in zip(texts, batch_rows(frame["text"], texts, params), strict=True):
             verdict, scores, kept_text = run_rules(rules, text, params, counts)
             reasons.append(verdict)
             kept_texts.append(kept_text)
@@ -114,6 +116,17 @@ class RuleChain:
             missing = sorted(set(named) - set(fields))
             if missing:
                 raise ValueError(f"rule {rule.name!r} names parameters no rule declares: {missing}")
+
+
+def batch_rows(column: pd.Series, texts: list[str], params: BaseModel) -> list[DocCounts]:
+    """Each document's counts for the rules: from the compiled pass over the column's Arrow buffer
+    (words, and Gopher quality's '#', ellipsis and line counts;
+    :mod:`refinery.text.kernels.doc_counts`), or, where Arrow cannot hold the texts (a lone
+    surrogate), from the numpy pass over the strings (:func:`word_counts`: words only)."""
+    arr = large_strings(column)
+    if arr is None or len(arr) != len(texts):
+        return word_counts(texts).rows()
+    return batch_counts(arr, getattr(params, "bullet_prefixes", ())).rows()
 
 
 def kept_text_column(column: pd.Series, texts: list[str], kept: list[str]) -> pd.Series | list[str]:

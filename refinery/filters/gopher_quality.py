@@ -12,7 +12,7 @@ from itertools import repeat
 from pydantic import BaseModel, Field, field_validator
 
 from refinery.text.english import GOPHER_STOP_WORDS
-from refinery.text.word_counts import letter_word_count
+from refinery.text.word_counts import DocShape, letter_word_count
 
 _ELLIPSES = ("...", "…")
 
@@ -71,10 +71,16 @@ def gopher_quality_counts(
     letter_words: int,
     p: GopherQualityParams,
     out: dict,
+    shape: DocShape | None = None,
 ) -> Verdict:
     """:func:`gopher_quality` from the counts of the document's words (how many, their total
     length, how many hold a letter) instead of their list: the chain has them for a whole batch
-    from :func:`refinery.text.word_counts.word_counts`, without listing any word."""
+    from :func:`refinery.text.word_counts.word_counts`, without listing any word. ``shape``: the
+    text's '#', ellipsis and line counts from the compiled batch pass
+    (:mod:`refinery.text.kernels.doc_counts`); used when counted with these bullet prefixes,
+    else counted here from the text (the same numbers)."""
+    if shape is not None and shape.bullet_prefixes != tuple(p.bullet_prefixes):
+        shape = None
     n_tokens = n_tokens or 1
     out["word_count"] = n_words
     if p.min_doc_words is not None and n_words < p.min_doc_words:
@@ -89,8 +95,11 @@ def gopher_quality_counts(
     if p.max_avg_word_length is not None and mean_len > p.max_avg_word_length:
         return "gopher_quality.mean_word_length_high", f"{mean_len:.2f} > {p.max_avg_word_length}"
 
-    hash_ratio = text.count("#") / n_tokens
-    ellipsis_ratio = (text.count("...") + text.count("…")) / n_tokens
+    if shape is None:
+        hash_ratio = text.count("#") / n_tokens
+        ellipsis_ratio = (text.count("...") + text.count("…")) / n_tokens
+    else:
+        hash_ratio, ellipsis_ratio = shape.hashes / n_tokens, shape.ellipses / n_tokens
     out["hash_ratio"], out["ellipsis_ratio"] = hash_ratio, ellipsis_ratio
     if p.max_hash_word_ratio is not None and hash_ratio > p.max_hash_word_ratio:
         return "gopher_quality.too_many_hashes", f"{hash_ratio:.3f} '#' per token > {p.max_hash_word_ratio}"
@@ -100,16 +109,10 @@ def gopher_quality_counts(
             f"{ellipsis_ratio:.3f} per token > {p.max_ellipsis_word_ratio}",
         )
 
-    lines = text.splitlines() or [text]
-    prefixes = tuple(p.bullet_prefixes)
-    # map() over C methods instead of a generator: the same counts, no Python frame per line. A
-    # line can only start with a prefix the text holds, and only end in an ellipsis the text
-    # holds (counted above): where there is none, no line is walked and the share is 0.0.
-    bullet = ellipsis_lines = 0.0
-    if any(prefix in text for prefix in prefixes):
-        bullet = sum(map(str.startswith, map(str.lstrip, lines), repeat(prefixes))) / len(lines)
-    if ellipsis_ratio:
-        ellipsis_lines = sum(map(str.endswith, map(str.rstrip, lines), repeat(_ELLIPSES))) / len(lines)
+    if shape is None:
+        bullet, ellipsis_lines = _line_shares(text, tuple(p.bullet_prefixes), ellipsis_ratio)
+    else:
+        bullet, ellipsis_lines = shape.bullet_lines / shape.lines, shape.ellipsis_lines / shape.lines
     out["bullet_lines_ratio"], out["ellipsis_lines_ratio"] = bullet, ellipsis_lines
     if p.max_bullet_lines_ratio is not None and bullet > p.max_bullet_lines_ratio:
         return "gopher_quality.too_many_bullets", f"{bullet:.2f} of lines > {p.max_bullet_lines_ratio}"
@@ -125,6 +128,20 @@ def gopher_quality_counts(
     if p.min_alpha_words_ratio is not None and alpha_ratio < p.min_alpha_words_ratio:
         return "gopher_quality.low_alpha_words", f"{alpha_ratio:.2f} < {p.min_alpha_words_ratio}"
     return None
+
+
+def _line_shares(text: str, prefixes: tuple[str, ...], ellipsis_ratio: float) -> tuple[float, float]:
+    """Shares of the text's lines that start with a bullet prefix and end in an ellipsis (stripped)."""
+    lines = text.splitlines() or [text]
+    # map() over C methods instead of a generator: the same counts, no Python frame per line. A
+    # line can only start with a prefix the text holds, and only end in an ellipsis the text
+    # holds (counted before): where there is none, no line is walked and the share is 0.0.
+    bullet = ellipsis_lines = 0.0
+    if any(prefix in text for prefix in prefixes):
+        bullet = sum(map(str.startswith, map(str.lstrip, lines), repeat(prefixes))) / len(lines)
+    if ellipsis_ratio:
+        ellipsis_lines = sum(map(str.endswith, map(str.rstrip, lines), repeat(_ELLIPSES))) / len(lines)
+    return bullet, ellipsis_lines
 
 
 def gopher_stop_words(wrds: list[str], p: GopherStopWordParams, out: dict) -> Verdict:

@@ -1,10 +1,11 @@
 """Gopher repetition rules (Rae et al. 2021, table A1), with n-grams as integer hashes.
 
 Tokens become integer ids once per document; every n-gram is then a wrapped 64-bit linear
-combination of its ids, computed for all positions at once with numpy. Most documents have no
-repeated 5-gram at all, which one hash-table pass proves, so the sequential scan that the "duplicate
-n-gram" rule needs runs only on documents that actually repeat themselves, and there only over
-the positions of the n-grams that repeat.
+combination of its ids. The chain computes the hashes, the top n-gram and the duplicate n-gram
+counts in one compiled pass per document (:func:`ngram_char_counts`); the numpy functions below
+(:func:`ngram_hashes`, :func:`top_ngram_chars`, :func:`duplicate_ngram_chars`) are the reference
+the tests hold it equal to (in the reference, most documents have no repeated 5-gram, which one
+hash-table pass proves, so its sequential scan runs only over the positions of n-grams that repeat).
 
 Semantics follow the reference implementations: paragraph and line duplicates count every
 repeat after the first; the top n-gram fraction is (characters of the most frequent n-gram,
@@ -150,6 +151,25 @@ def duplicate_ngram_chars(h: np.ndarray, cum: np.ndarray, n: int) -> int:
     return chars
 
 
+def ngram_char_counts(
+    ids: np.ndarray, cum: np.ndarray, top_ns: list[int], dup_ns: list[int]
+) -> tuple[dict[int, int], dict[int, int]]:
+    """``{n: top_ngram_chars(hashes[n], cum, n)}`` for ``top_ns`` and ``{n: duplicate_ngram_chars(...)}``
+    for ``dup_ns``, the hashes of :func:`ngram_hashes`, in one compiled pass
+    (:func:`refinery.text.kernels.compiled.ngram_chars`: the same 64-bit hashes, the same first-seen
+    order and scan, no per-n Python and pandas calls); an n longer than the document is left out."""
+    from refinery.text.kernels.compiled import ngram_chars
+
+    top_out = np.zeros(len(top_ns), dtype=np.int64)
+    dup_out = np.zeros(len(dup_ns), dtype=np.int64)
+    ngram_chars(
+        ids, cum, MULT, np.array(top_ns, dtype=np.int64), np.array(dup_ns, dtype=np.int64), top_out, dup_out
+    )
+    tops = {n: c for n, c in zip(top_ns, top_out.tolist(), strict=True) if c >= 0}
+    dups = {n: c for n, c in zip(dup_ns, dup_out.tolist(), strict=True) if c >= 0}
+    return tops, dups
+
+
 def gopher_repetition(text: str, toks: list[str], p: GopherRepetitionParams, out: dict) -> Verdict:
     text_len = len(text) or 1
 
@@ -185,22 +205,22 @@ def gopher_repetition(text: str, toks: list[str], p: GopherRepetitionParams, out
     ids = pd.factorize(np.array(toks, dtype=object))[0].astype(np.uint64)
     cum = np.zeros(len(toks) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, toks), dtype=np.int64, count=len(toks)), out=cum[1:])
-    hashes = ngram_hashes(ids, max_n)
+    top_chars, dup_chars = ngram_char_counts(ids, cum, [n for n, _ in top], [n for n, _ in dup])
 
     for n, limit in top:
-        if len(hashes[n]) == 0:
+        if len(ids) < n:
             continue
-        frac = top_ngram_chars(hashes[n], cum, n) / text_len
+        frac = top_chars[n] / text_len
         out[f"top_{n}gram_char_frac"] = frac
         if frac > limit:
             return f"gopher_repetition.top_{n}gram", f"{frac:.3f} > {limit}"
 
     no_repeats_from = None  # if no n-gram repeats, no longer one can either
     for n, limit in dup:
-        if len(hashes[n]) == 0 or (no_repeats_from is not None and n > no_repeats_from):
+        if len(ids) < n or (no_repeats_from is not None and n > no_repeats_from):
             out[f"dup_{n}gram_char_frac"] = 0.0
             continue
-        chars = duplicate_ngram_chars(hashes[n], cum, n)
+        chars = dup_chars[n]
         if chars == 0:
             no_repeats_from = n
         frac = chars / text_len

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, model_validator
 
-from refinery.text.word_counts import DocCounts, letter_word_count
+from refinery.text.word_counts import DocCounts, DocShape, letter_word_count
 from refinery.text.words import token_count, tokens, word_tokens, words
 
 Verdict = tuple[str, str] | None
@@ -67,6 +67,14 @@ class Document:
         if self._words is None:
             self._words = words(self._source) if self._tokens is None else word_tokens(self._tokens)
         return self._words
+
+    @property
+    def shape(self) -> DocShape | None:
+        """The text's line and symbol counts from the batch pass, while the text is the one they
+        were counted on (no rule has rewritten it)."""
+        if self.counts is None or self.text is not self._source:
+            return None
+        return self.counts.shape
 
     def word_stats(self) -> tuple[int, int, int]:
         """(words, their total length, words holding a letter): from the counts when given."""

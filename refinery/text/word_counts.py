@@ -75,6 +75,22 @@ class DocCounts:
     word_length: int
     letter_words: int
     tokens: int
+    shape: DocShape | None = None  # from the compiled pass (refinery.text.kernels.doc_counts)
+
+
+@dataclass(frozen=True, slots=True)
+class DocShape:
+    """What Gopher quality reads of a document besides its words, counted by the compiled pass:
+    ``text.count("#")``, ``text.count("...") + text.count("…")``, ``len(text.splitlines() or
+    [text])``, and the lines that, stripped, start with one of ``bullet_prefixes`` or end in an
+    ellipsis."""
+
+    hashes: int
+    ellipses: int
+    lines: int
+    bullet_lines: int
+    ellipsis_lines: int
+    bullet_prefixes: tuple[str, ...]
 
 
 def letter_word_count(wrds: list[str]) -> int:

@@ -47,4 +47,4 @@ class GopherQuality(Rule):
 
     @staticmethod
     def check(doc: Document, p: GopherQualityParams, scores: dict) -> Verdict:
-        return gopher_quality_counts(doc.text, doc.n_tokens, *doc.word_stats(), p, scores)
+        return gopher_quality_counts(doc.text, doc.n_tokens, *doc.word_stats(), p, scores, doc.shape)

@@ -1,0 +1,325 @@
+"""The compiled kernels (numba). Imported only by the wrappers that use them, on first use, so
+``import refinery`` and ``import definitions`` do not import numba; ``cache=True`` keeps the machine
+code between processes (see :mod:`refinery.text.kernels`)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from refinery.text.kernels.tables import BREAK, JOINER, LETTER, SPACE, STRIP, WORD
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def decode(data, i):
+    b = data[i]
+    if b < 0x80:
+        return np.int64(b), i + 1
+    if b < 0xE0:
+        return ((np.int64(b) & 0x1F) << 6) | (np.int64(data[i + 1]) & 0x3F), i + 2
+    if b < 0xF0:
+        return (
+            ((np.int64(b) & 0x0F) << 12)
+            | ((np.int64(data[i + 1]) & 0x3F) << 6)
+            | (np.int64(data[i + 2]) & 0x3F)
+        ), i + 3
+    return (
+        ((np.int64(b) & 0x07) << 18)
+        | ((np.int64(data[i + 1]) & 0x3F) << 12)
+        | ((np.int64(data[i + 2]) & 0x3F) << 6)
+        | (np.int64(data[i + 3]) & 0x3F)
+    ), i + 4
+
+
+@numba.njit(cache=True, nogil=True)
+def _bullet(data, s, e, prefix_offsets, prefix_data):
+    """Whether data[s:e] starts with one of the prefixes (UTF-8 bytes, wholly inside it)."""
+    for p in range(len(prefix_offsets) - 1):
+        lo, hi = prefix_offsets[p], prefix_offsets[p + 1]
+        if s + (hi - lo) > e:
+            continue
+        matched = True
+        for j in range(hi - lo):
+            if data[s + j] != prefix_data[lo + j]:
+                matched = False
+                break
+        if matched:
+            return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
+    """One streaming pass per document (see :mod:`refinery.text.kernels.doc_counts`). A joiner after
+    a word character is pending until the next character says whether it joins; a line's first
+    non-space byte and its last non-space character (with the run of dots ending there) are
+    tracked as it goes, so no position is revisited."""
+    for d in range(len(offsets) - 1):
+        i, end = offsets[d], offsets[d + 1]
+        word_chars = other = words = word_length = letter_words = 0
+        hashes = ellipses = dots = 0
+        lines = bullets = ellipsis_lines = 0
+        prev_word = pending = has_letter = False
+        line_start, first_ns, last_ns, ns_dots, run_dots = i, -1, 0, 0, 0
+        while i < end:
+            p = i
+            b = data[i]
+            if prev_word and b < 0x80 and table[b] & WORD:
+                # An ASCII word character inside a word: only the word counts and the line's last
+                # non-space character change (no dot run or joiner can be pending after a word character).
+                word_chars += 1
+                word_length += 1
+                if not has_letter and table[b] & LETTER:
+                    has_letter = True
+                    letter_words += 1
+                last_ns = np.int64(b)
+                run_dots = ns_dots = 0
+                i += 1
+                continue
+            if b < 0x80:
+                cp = np.int64(b)
+                i += 1
+            else:
+                cp, i = decode(data, i)
+            f = table[cp]
+            if f & WORD:
+                word_chars += 1
+                if not prev_word:
+                    if pending:
+                        word_length += 1  # the joiner between two word characters
+                    else:
+                        words += 1
+                        has_letter = False
+                word_length += 1
+                if not has_letter and f & LETTER:
+                    has_letter = True
+                    letter_words += 1
+                prev_word = True
+                pending = False
+            else:
+                if not f & SPACE:
+                    other += 1
+                pending = prev_word and (f & JOINER) != 0
+                prev_word = False
+            if cp == 0x2E:
+                dots += 1
+            else:
+                ellipses += dots // 3
+                dots = 0
+                if cp == 0x23:
+                    hashes += 1
+                elif cp == 0x2026:
+                    ellipses += 1
+            if f & BREAK:
+                lines += 1
+                s = first_ns if first_ns >= 0 else p
+                if _bullet(data, s, p, prefix_offsets, prefix_data):
+                    bullets += 1
+                if first_ns >= 0 and (last_ns == 0x2026 or ns_dots >= 3):
+                    ellipsis_lines += 1
+                if cp == 0x0D and i < end and data[i] == 0x0A:
+                    i += 1  # "\r\n" is one break; "\n" is space, which "\r" already was
+                line_start, first_ns, last_ns, ns_dots, run_dots = i, -1, 0, 0, 0
+            elif f & STRIP:
+                run_dots = 0
+            else:
+                if first_ns < 0:
+                    first_ns = p
+                last_ns = cp
+                run_dots = run_dots + 1 if cp == 0x2E else 0
+                ns_dots = run_dots
+        ellipses += dots // 3
+        if line_start < end or offsets[d] == end:  # the last line, or an empty text's one line
+            lines += 1
+            s = first_ns if first_ns >= 0 else end
+            if _bullet(data, s, end, prefix_offsets, prefix_data):
+                bullets += 1
+            if first_ns >= 0 and (last_ns == 0x2026 or ns_dots >= 3):
+                ellipsis_lines += 1
+        row = out[d]
+        row[0], row[1], row[2], row[3], row[4] = word_chars, other, words, word_length, letter_words
+        row[5], row[6], row[7], row[8], row[9] = hashes, ellipses, lines, bullets, ellipsis_lines
+
+
+@numba.njit(cache=True, nogil=True)
+def _trimmed(out, lo, hi, table, trim):
+    """[lo', hi') inside out[lo:hi] without the leading and trailing code points flagged ``trim``."""
+    while lo < hi:
+        cp, nxt = decode(out, lo)
+        if not table[cp] & trim:
+            break
+        lo = nxt
+    while hi > lo:
+        k = hi - 1
+        while out[k] & 0xC0 == 0x80:  # back to the lead byte
+            k -= 1
+        cp, _ = decode(out, k)
+        if not table[cp] & trim:
+            break
+        hi = k
+    return lo, hi
+
+
+@numba.njit(cache=True, nogil=True)
+def tidy(offsets, data, table, invisible, spaces, trim, strip_invisible, collapse, out_offsets, out):
+    """Per document: (``strip_invisible``) every CR a LF, a LF right after a CR dropped, code points
+    flagged ``invisible`` dropped; then (``collapse``) each run of code points flagged ``spaces`` and
+    LFs written as one space when it holds no LF, else as one or two LFs (as many as it holds, at most
+    two), and the code points flagged ``trim`` cut from both ends. Writes ``out``/``out_offsets``."""
+    # ASCII bytes no step acts on: copied as they are while no space run is pending.
+    plain = np.zeros(256, dtype=np.bool_)
+    for b in range(0x80):
+        acted = b == 0x0A or (collapse and table[b] & spaces != 0)
+        acted = acted or (strip_invisible and (b == 0x0D or table[b] & invisible != 0))
+        plain[b] = not acted
+    pos = 0
+    out_offsets[0] = 0
+    for d in range(len(offsets) - 1):
+        i, end, start = offsets[d], offsets[d + 1], pos
+        in_run = False
+        newlines = 0
+        while i < end:
+            b = data[i]
+            if not in_run:
+                if plain[b]:  # an ASCII byte no step acts on, outside a space run
+                    out[pos] = b
+                    pos += 1
+                    i += 1
+                    continue
+                if b == 0x20 and i + 1 < end and plain[data[i + 1]]:  # a lone space between such bytes
+                    out[pos] = 0x20
+                    out[pos + 1] = data[i + 1]
+                    pos += 2
+                    i += 2
+                    continue
+            first = i
+            cp, i = decode(data, i)
+            if strip_invisible:
+                if cp == 0x0D:
+                    cp = 0x0A
+                    if i < end and data[i] == 0x0A:
+                        i += 1
+                elif table[cp] & invisible:
+                    continue
+            if collapse:
+                if cp == 0x0A:
+                    in_run = True
+                    newlines += 1
+                    continue
+                if table[cp] & spaces:
+                    in_run = True
+                    continue
+                if in_run:
+                    if newlines == 0:
+                        out[pos] = 0x20
+                        pos += 1
+                    else:
+                        for _ in range(min(newlines, 2)):
+                            out[pos] = 0x0A
+                            pos += 1
+                    in_run = False
+                    newlines = 0
+            if cp == 0x0A:
+                out[pos] = 0x0A
+                pos += 1
+            else:
+                for j in range(first, i):
+                    out[pos] = data[j]
+                    pos += 1
+        if collapse:
+            if in_run:
+                if newlines == 0:
+                    out[pos] = 0x20
+                    pos += 1
+                else:
+                    for _ in range(min(newlines, 2)):
+                        out[pos] = 0x0A
+                        pos += 1
+            lo, hi = _trimmed(out, start, pos, table, trim)
+            if lo > start:
+                for j in range(lo, hi):
+                    out[start + j - lo] = out[j]
+            pos = start + (hi - lo)
+        out_offsets[d + 1] = pos
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_seen_codes(h, m):
+    """Codes of h[:m] numbered in order of first appearance (equal values, equal codes), the number
+    of codes, and each code's first position: ``pandas.factorize`` of the values, as an open-addressing
+    table over the exact 64-bit values."""
+    size = 16
+    while size < 2 * m:
+        size <<= 1
+    mask = np.uint64(size - 1)
+    keys = np.empty(size, dtype=np.uint64)
+    slots = np.full(size, -1, dtype=np.int64)
+    codes = np.empty(m, dtype=np.int64)
+    first = np.empty(m, dtype=np.int64)
+    k = 0
+    for i in range(m):
+        x = h[i]
+        s = (x ^ (x >> np.uint64(31))) & mask
+        while slots[s] >= 0 and keys[s] != x:
+            s = (s + np.uint64(1)) & mask
+        if slots[s] < 0:
+            slots[s] = k
+            keys[s] = x
+            first[k] = i
+            k += 1
+        codes[i] = slots[s]
+    return codes, k, first
+
+
+@numba.njit(cache=True, nogil=True)
+def ngram_chars(ids, cum, mult, top_ns, dup_ns, top_out, dup_out):
+    """For word n-grams hashed as ``sum(ids[i + k] * mult[k])`` (mod 2**64, as
+    :func:`refinery.filters.gopher_repetition.ngram_hashes`): per n of ``top_ns``, the characters of the
+    most frequent n-gram (first seen wins ties) times its count; per n of ``dup_ns``, the characters of
+    repeated n-grams in a left-to-right scan that skips past each repeat. ``cum``: cumulative token
+    lengths. An n longer than the document gives -1."""
+    m = len(ids)
+    max_n = 0
+    for n in top_ns:
+        max_n = max(max_n, n)
+    for n in dup_ns:
+        max_n = max(max_n, n)
+    cur = np.zeros(m, dtype=np.uint64)
+    for n in range(1, max_n + 1):
+        if m < n:
+            break
+        step = mult[n - 1]
+        for i in range(m - n + 1):
+            cur[i] = cur[i] + ids[i + n - 1] * step
+        count = m - n + 1
+        for t in range(len(top_ns)):
+            if top_ns[t] == n:
+                codes, k, first = _first_seen_codes(cur, count)
+                counts = np.zeros(k, dtype=np.int64)
+                for i in range(count):
+                    counts[codes[i]] += 1
+                best, code = 0, 0
+                for c in range(k):
+                    if counts[c] > best:
+                        best, code = counts[c], c
+                i = first[code]
+                top_out[t] = (cum[i + n] - cum[i] + (n - 1)) * best
+        for t in range(len(dup_ns)):
+            if dup_ns[t] == n:
+                codes, k, first = _first_seen_codes(cur, count)
+                seen = np.zeros(k, dtype=np.bool_)
+                chars, i = 0, 0
+                while i < count:
+                    if seen[codes[i]]:
+                        chars += cum[i + n] - cum[i]
+                        i += n
+                    else:
+                        seen[codes[i]] = True
+                        i += 1
+                dup_out[t] = chars
+    for t in range(len(top_ns)):
+        if m < top_ns[t]:
+            top_out[t] = -1
+    for t in range(len(dup_ns)):
+        if m < dup_ns[t]:
+            dup_out[t] = -1

@@ -1,0 +1,202 @@
+"""The compiled kernels (``refinery/text/kernels/``) equal the Python paths they replace.
+
+- :func:`batch_counts` (one pass over a batch's UTF-8 bytes) equals the word lists, ``str.count``,
+  ``splitlines`` / ``lstrip`` / ``rstrip`` per document, on real text, crafted edge cases (``\\r\\n``,
+  every ``splitlines`` break, ``\\x1f`` which is space but no break, combining marks, CJK, emoji,
+  empty documents) and generated strings, under several bullet-prefix sets;
+- ``filter_batch`` (kernel counts) gives the rows, reasons and scores of the list path
+  (:func:`evaluate` without counts) under bullet prefixes other than the default;
+- text Arrow cannot hold (a lone surrogate) takes the Python path;
+- Gopher repetition's compiled n-gram counts equal the numpy reference (hashes, first-seen top
+  n-gram, the duplicate scan) on random token ids with many repeats;
+- cleaning's :func:`tidy_batch` (invisible characters and whitespace in one pass) equals the
+  Python steps and the RE2 passes it replaced, under each combination of its two switches.
+"""
+
+from itertools import repeat
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from refinery.clean import normalize
+from refinery.filters.chain import batch_rows, evaluate, filter_batch
+from refinery.filters.gopher_repetition import (
+    duplicate_ngram_chars,
+    ngram_char_counts,
+    ngram_hashes,
+    top_ngram_chars,
+)
+from refinery.filters.params import HeuristicParams
+from refinery.text.kernels.doc_counts import batch_counts
+from refinery.text.kernels.utf8 import large_strings
+from refinery.text.word_counts import letter_word_count
+from refinery.text.words import tokens, words
+from tests.unit.real_text import real_documents
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+CRAFTED = [
+    "",
+    " ",
+    "\n",
+    "\r\n",
+    "a\r\n\r\nb\rc\n",
+    "...",
+    "....",
+    "......",
+    "… ...… . .. ...",
+    "ab...\n  - x ...  \n\t• y…\u2028* z\x85· w\x1c-\x1d-\x1e-\x0b-\x0c-\x1f-",
+    "-a\n--\n -\n\u3000•\u00a0*",
+    "#hash ## tag #",
+    "don't stop-me.now 3.5 x",
+    "ÀÉ __ _a_ ’’ a’b -a- a--b e\u0301\u0301 n\u0303",
+    "𝒥ohn 😀 𝟘 ²³ ½ ٣٤ x² 👩\u200d👩\u200d👧",
+    "中文文本，没有空格。日本語のテキスト…",
+    "tabs\tand\nnewlines\x00\x1b",
+    "line\u2029para\u2028sep\x0bvt\x0cff",
+    "  \n   \n",
+]
+ALPHABET = "aZé_1²٣'’.-#…•*· \n\r\t\x0b\x0c\x1c\x1f\x85\u2028\u00a0!{}😀𝟘中"
+PREFIX_SETS = [("•", "-", "*", "·"), (), ("",), ("->", "- ", "••"), ("\n", "a")]
+
+
+def expected(text: str, prefixes: tuple[str, ...]) -> tuple:
+    wrds = words(text)
+    lines = text.splitlines() or [text]
+    return (
+        len(wrds),
+        sum(map(len, wrds)),
+        letter_word_count(wrds),
+        len(tokens(text)),
+        text.count("#"),
+        text.count("...") + text.count("…"),
+        len(lines),
+        sum(map(str.startswith, map(str.lstrip, lines), repeat(prefixes))),
+        sum(map(str.endswith, map(str.rstrip, lines), repeat(("...", "…")))),
+    )
+
+
+def counted(texts: list[str], prefixes: tuple[str, ...]) -> list[tuple]:
+    rows = batch_counts(large_strings(texts), prefixes).rows()
+    out = []
+    for r in rows:
+        s = r.shape
+        words_part = (r.words, r.word_length, r.letter_words, r.tokens)
+        out.append((*words_part, s.hashes, s.ellipses, s.lines, s.bullet_lines, s.ellipsis_lines))
+    return out
+
+
+def test_doc_counts_equal_python_on_real_and_crafted_text():
+    docs = list(real_documents()) + CRAFTED
+    assert counted(docs, PREFIX_SETS[0]) == [expected(t, PREFIX_SETS[0]) for t in docs]
+    for prefixes in PREFIX_SETS[1:]:
+        assert counted(CRAFTED, prefixes) == [expected(t, prefixes) for t in CRAFTED]
+
+
+def test_doc_counts_of_a_sliced_array_and_an_empty_batch():
+    arr = large_strings(CRAFTED)[3:9]
+    rows = batch_counts(arr, ("-",)).rows()
+    assert [(r.words, r.shape.lines, r.shape.bullet_lines) for r in rows] == [
+        (e[0], e[6], e[7]) for e in (expected(t, ("-",)) for t in CRAFTED[3:9])
+    ]
+    assert batch_counts(large_strings([]), ("-",)).rows() == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet=ALPHABET, max_size=40), max_size=6), st.sampled_from(PREFIX_SETS))
+def test_doc_counts_equal_python_on_generated_text(texts, prefixes):
+    assert counted(texts, prefixes) == [expected(t, prefixes) for t in texts]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"bullet_prefixes": ["->", "#", "•"], "min_alpha_words_ratio": None, "max_hash_word_ratio": None},
+        {"bullet_prefixes": [], "max_bullet_lines_ratio": 0.0, "min_alpha_words_ratio": None},
+        {"max_ellipsis_lines_ratio": 0.0, "min_alpha_words_ratio": None, "min_doc_words": None},
+    ],
+)
+def test_filter_batch_with_kernel_counts_equals_the_list_path(overrides):
+    docs = list(real_documents(15)) + CRAFTED + ["- item one\n- item two...\n" * 20, "the cat sat… " * 40]
+    params = HeuristicParams(**overrides)
+    result = filter_batch(pd.DataFrame({"id": range(len(docs)), "text": docs}), params)
+    got = {
+        **{row.id: (None, row.text) for row in result.kept.itertuples()},
+        **{row.id: ((row.reason, row.reason_detail), None) for row in result.rejected.itertuples()},
+    }
+    scores = pd.concat([result.kept, result.rejected]).set_index("id")
+    for i, text in enumerate(docs):
+        verdict, want_scores, kept_text = evaluate(text, params)  # no counts: the list path
+        assert got[i] == (verdict, None if verdict else kept_text), text[:80]
+        for name, value in want_scores.items():
+            assert scores.at[i, name] == pytest.approx(value, rel=1e-6), (name, text[:80])
+
+
+def test_text_arrow_cannot_hold_takes_the_python_path():
+    texts = ["fine text here", "lone \ud800 surrogate"]
+    assert large_strings(texts) is None
+    rows = batch_rows(pd.Series(texts, dtype=object), texts, HeuristicParams())
+    assert [r.shape for r in rows] == [None, None]
+    assert [r.words for r in rows] == [3, 2]
+
+
+TIDY_CRAFTED = [
+    *CRAFTED,
+    "\r\r\n\r\x00\n x \u200b y\u00ad\ufeff",
+    "  a \t\u00a0 b\u3000\u2000c \n \n\n \t \n\nd  ",
+    "\x85\x1c\x1f start\u2028end \x0b\x0c",
+    "a\u200b \u200b b",
+    "\u202a\u2066bidi\u2069\u202e",
+    "\n\n\n",
+    "\t",
+]
+TIDY_ALPHABET = "ab é😀\n\r\t\x00\x0b\x0c\x1c\x1f\x7f\x85\u00a0\u00ad\u200b\u2028\u3000\ufeff"
+
+
+def python_tidy(text: str, invisible: bool, whitespace: bool) -> str:
+    if invisible:
+        text = normalize.strip_invisible(text)
+    return normalize.normalize_whitespace(text) if whitespace else text
+
+
+def re2_tidy(arr, invisible: bool, whitespace: bool):
+    if invisible:
+        arr = normalize.strip_invisible_batch(arr)
+    return normalize.normalize_whitespace_batch(arr) if whitespace else arr
+
+
+SWITCHES = [(True, True), (True, False), (False, True)]
+
+
+@pytest.mark.parametrize(("invisible", "whitespace"), SWITCHES)
+def test_tidy_equals_python_and_re2_on_real_and_crafted_text(invisible, whitespace):
+    docs = list(real_documents()) + TIDY_CRAFTED
+    arr = large_strings(docs)
+    got = normalize.tidy_batch(arr, invisible, whitespace)
+    assert got.to_pylist() == [python_tidy(t, invisible, whitespace) for t in docs]
+    assert got.equals(re2_tidy(arr, invisible, whitespace))
+    sliced = arr[len(docs) - 7 :]  # an array with an offset
+    assert normalize.tidy_batch(sliced, invisible, whitespace).equals(re2_tidy(sliced, invisible, whitespace))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet=TIDY_ALPHABET, max_size=30), max_size=5), st.sampled_from(SWITCHES))
+def test_tidy_equals_python_on_generated_text(texts, switches):
+    got = normalize.tidy_batch(large_strings(texts), *switches).to_pylist()
+    assert got == [python_tidy(t, *switches) for t in texts]
+
+
+def test_ngram_char_counts_equal_the_numpy_reference():
+    rng = np.random.default_rng(11)
+    top_ns, dup_ns = [2, 3, 4], [5, 6, 7, 8, 9, 10]
+    for _ in range(1500):
+        m, k = int(rng.integers(1, 60)), int(rng.integers(1, 8))
+        ids = rng.integers(0, k, size=m).astype(np.uint64)
+        cum = np.concatenate([[0], np.cumsum(rng.integers(1, 9, size=m))]).astype(np.int64)
+        hashes = ngram_hashes(ids, 10)
+        tops, dups = ngram_char_counts(ids, cum, top_ns, dup_ns)
+        assert tops == {n: top_ngram_chars(hashes[n], cum, n) for n in top_ns if len(hashes[n])}
+        assert dups == {n: duplicate_ngram_chars(hashes[n], cum, n) for n in dup_ns if len(hashes[n])}
