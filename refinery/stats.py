@@ -195,6 +195,19 @@ class StageStats:
         self.tokens_out += int(tokens.sum())
         self.length_tokens.add(tokens)
 
+    def observe_output_table(self, kept: pa.Table) -> None:
+        """:meth:`observe_output` for kept rows already in Arrow (ingest's blocks): the same
+        counts from the text column as it is, without a round trip through pandas."""
+        if not kept.num_rows or not self.text_column:
+            return
+        text = kept.column(self.text_column)
+        if text.null_count or not pa.types.is_large_string(text.type):
+            text = pc.cast(pc.fill_null(text, ""), pa.large_string())
+        tokens = whitespace_tokens(text)
+        self.chars_out += int(pc.sum(pc.utf8_length(text)).as_py())
+        self.tokens_out += int(tokens.sum())
+        self.length_tokens.add(tokens)
+
     def merge(self, other: StageStats, sample_size: int = 5) -> None:
         """Fold in the statistics of a later slice of the same partition (slices merged in input
         order give exactly the statistics of one pass over the whole partition)."""
@@ -232,3 +245,12 @@ class StageStats:
 def _fill_sample(sample: list[dict], frame: pd.DataFrame, size: int) -> None:
     if len(sample) < size and len(frame):
         sample.extend(frame.head(size - len(sample)).to_dict("records"))
+
+
+def sample_table(sample: list[dict], table: pa.Table, size: int) -> None:
+    """Fill ``sample`` up to ``size`` rows from the head of ``table``, as the row dicts a frame of
+    the same rows built from dicts gives (``to_dict("records")``: a missing string is NaN in a
+    column of strings), so a sample reads the same whichever way its rows were collected."""
+    if len(sample) < size and table.num_rows:
+        head = pd.DataFrame(table.slice(0, size - len(sample)).to_pylist(), columns=table.column_names)
+        sample.extend(head.to_dict("records"))

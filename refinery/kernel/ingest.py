@@ -9,7 +9,7 @@ import pandas as pd
 
 from refinery.kernel.collector import RowCollector
 from refinery.kernel.runner import StageRun
-from refinery.stats import StageStats
+from refinery.stats import StageStats, sample_table
 from refinery.storage import Storage
 
 
@@ -28,8 +28,14 @@ def ingest_with_reader(
     schema, quarantine_schema, text_column = reader.SCHEMA, reader.QUARANTINE_SCHEMA, reader.TEXT_COLUMN
     started = time.perf_counter()
     stats = StageStats(text_column=text_column)
+    reader.arrow_blocks = on_batch is None  # on_batch sees frames: its readers build rows as dicts
     with storage.writer(asset, reader.source, schema, quarantine_schema, provenance) as writer:
         for batch in reader.batches():
+            if batch.table is not None:  # documents admitted as one Arrow block, before the rows below
+                writer.write_table(batch.table)
+                stats.rows_out += batch.table.num_rows
+                stats.observe_output_table(batch.table)
+                sample_table(stats.sample_kept, batch.table, 5)
             rows = pd.DataFrame(batch.documents, columns=schema.names)
             quarantine = pd.DataFrame(batch.quarantine, columns=quarantine_schema.names)
             writer.write(rows, quarantine)

@@ -47,7 +47,7 @@ from refinery.kernel.collector import FilePiece, IngestStats, RowCollector, sour
 from refinery.kernel.parts_target import LocalTarget, ObjectTarget, parts_target
 from refinery.kernel.runner import StageRun
 from refinery.kernel.spec import TaskRunner
-from refinery.stats import StageStats
+from refinery.stats import StageStats, sample_table
 from refinery.storage import Storage, stamped, table_from_frame
 
 ROOT_PATTERN = r"^(doc-[0-9a-f]{20})(?:-\d+)?$"  # a derived id and the suffixed ids it may become
@@ -308,7 +308,13 @@ def read_piece(job: IngestJob, piece: FilePiece, decided: dict | None = None) ->
         target.open_part(piece.index, schema) as out,
         target.open_part(piece.index, rejected_schema, rejected=True) as bad,
     ):
+        reader.arrow_blocks = True
         for batch in reader.read_piece(piece):
+            if batch.table is not None:  # documents admitted as one Arrow block, before the rows below
+                out.write(pa.Table.from_arrays(batch.table.columns, schema=schema))
+                stats.rows_out += batch.table.num_rows
+                stats.observe_output_table(batch.table)
+                sample_table(stats.sample_kept, batch.table, SAMPLE)
             rows = pd.DataFrame(batch.documents, columns=schema.names)
             quarantine = pd.DataFrame(batch.quarantine, columns=rejected_schema.names)
             if len(rows):
