@@ -245,12 +245,3 @@ class StageStats:
 def _fill_sample(sample: list[dict], frame: pd.DataFrame, size: int) -> None:
     if len(sample) < size and len(frame):
         sample.extend(frame.head(size - len(sample)).to_dict("records"))
-
-
-def sample_table(sample: list[dict], table: pa.Table, size: int) -> None:
-    """Fill ``sample`` up to ``size`` rows from the head of ``table``, as the row dicts a frame of
-    the same rows built from dicts gives (``to_dict("records")``: a missing string is NaN in a
-    column of strings), so a sample reads the same whichever way its rows were collected."""
-    if len(sample) < size and table.num_rows:
-        head = pd.DataFrame(table.slice(0, size - len(sample)).to_pylist(), columns=table.column_names)
-        sample.extend(head.to_dict("records"))
