@@ -25,7 +25,7 @@ import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from refinery.ingest.html import HTML_SUFFIXES, UndecodableHtml, decode_html, extract_html
-from refinery.ingest.jsonl_blocks import parse_block
+from refinery.ingest.jsonl_blocks import derived_ids, parse_block
 from refinery.ingest.pdf import PDF_SUFFIXES, PdfProblem, extract_pdf
 from refinery.ingest.warc import WARC_SUFFIXES, iter_warc, read_at_most
 from refinery.kernel.collector import (
@@ -318,7 +318,13 @@ class SourceReader(RowCollector):
             return False
         keep: list[int] = []
         doc_ids: list[str] = []
-        for i, value in enumerate(parsed.ids.to_pylist()):
+        given = parsed.ids.to_pylist()
+        bases = iter(derived_ids(parsed.texts, [i for i, value in enumerate(given) if value is None]))
+        for i, value in enumerate(given):
+            if value is None:  # the per-line path's IdAssigner.derived(text): claim(content_id(text))
+                keep.append(i)
+                doc_ids.append(self._ids.claim(next(bases)))
+                continue
             doc_id, error = self._ids.explicit(value)
             if error:
                 text = parsed.texts[i].as_py()

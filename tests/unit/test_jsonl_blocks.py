@@ -41,8 +41,6 @@ CLEAN = [b'{"id": "a", "text": "one two"}\n', b'{"id": "b", "text": "x\\u00e9\\u
         b'{"id": " c", "text": "x"}\n',  # padded id: stripped by the line path
         b'{"id": "\\u3000", "text": "x"}\n',
         b'{"id": "", "text": "x"}\n',
-        b'{"text": "x"}\n',  # derived id
-        b'{"id": null, "text": "x"}\n',
         b'{"id": "c", "text": ""}\n',
         b'{"id": "c", "text": " \\u001c\\u2028\\u00a0"}\n',  # whitespace only (str.isspace)
         b'{"id": "c", "text": null}\n',
@@ -59,11 +57,15 @@ def test_a_block_with_any_line_the_line_path_must_judge_is_refused(line):
 
 
 def test_a_clean_block_gives_json_loads_strings():
-    lines = [*CLEAN, b'{"url": null, "text": "\\u00a0tail\\\\u0041 ", "id": "q\\u00e9"}']  # no final newline
+    lines = [
+        *CLEAN,
+        b'{"text": "no id"}\n',
+        b'{"url": null, "text": "\\u00a0tail\\\\u0041 ", "id": "q\\u00e9"}',
+    ]
     parsed = parse_block(lines, 20)
     records = [json.loads(line) for line in lines]
     assert parsed.texts.to_pylist() == [r["text"] for r in records]
-    assert parsed.ids.to_pylist() == [r["id"] for r in records]
+    assert parsed.ids.to_pylist() == [r.get("id") for r in records]  # None: derived from the text
     assert parsed.urls.to_pylist() == [r.get("url") for r in records]
 
 
@@ -99,9 +101,11 @@ def mixed_lines(prefix: str) -> list[bytes]:
     ]
     return [
         *good[:4],  # a clean block
-        good[1],  # a block whose ids were seen before (duplicate_id from the block path)
+        good[1],  # a block: an id seen before (duplicate_id), derived ids (the second one "-2")
+        b'{"text": "same"}\n',
         good[4],
-        good[4],
+        b'{"id": null, "text": "same", "url": "u"}\n',
+        good[4],  # a block: an id seen in the block before
         good[5],
         *good[6:8],  # a block with a bad line: read line by line
         b"not json\n",
@@ -119,8 +123,10 @@ def test_blocks_give_the_line_paths_rows_reasons_and_counts(tmp_path):
     BLOCK_ROWS.clear()
     blocks, lines = both_ways(folder, IngestParams(batch_rows=4))
     assert blocks == lines
-    assert BLOCK_ROWS == [4, 2, 3, 3]  # both files read partly as blocks (one with ids seen before)
-    _, rejected, _ = blocks
+    assert BLOCK_ROWS == [4, 3, 3, 1, 3, 3]  # both files read partly as blocks
+    kept, rejected, _ = blocks
+    same = [r["id"] for r in kept if r["text"] == "same"]  # one source: later copies get -2, -3…
+    assert same == [same[0], *(f"{same[0]}-{n}" for n in (2, 3, 4))]
     assert {r["reason"] for r in rejected} >= {"duplicate_id", "malformed_json", "corrupt_archive"}
     size = (folder / "a.jsonl").stat().st_size
     for start, end in ((0, size // 2), (size // 2, size)):  # byte ranges, as a cluster's tasks read them
@@ -147,7 +153,10 @@ ANY_RECORD = st.fixed_dictionaries(
     optional={"id": st.sampled_from(["a", "b", "c", " d", ""]) | st.integers(0, 3), "url": st.just("u")},
 )
 CLEAN_RECORD = st.fixed_dictionaries(  # most lines: the blocks are read as blocks, ids repeat
-    {"id": st.sampled_from("abcdefghij"), "text": st.one_of(*[st.text(min_size=1, max_size=8)] * 3, TEXTS)},
+    {
+        "id": st.sampled_from("abcdefghij") | st.none(),
+        "text": st.one_of(*[st.text(min_size=1, max_size=8)] * 3, TEXTS),
+    },
     optional={"url": st.just("u")},
 )
 RECORD = st.one_of(*[CLEAN_RECORD] * 8, ANY_RECORD)
