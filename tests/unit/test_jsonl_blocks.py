@@ -161,8 +161,21 @@ CLEAN_RECORD = st.fixed_dictionaries(  # most lines: the blocks are read as bloc
 )
 RECORD = st.one_of(*[CLEAN_RECORD] * 8, ANY_RECORD)
 JSON_LINE = st.builds(lambda r, ascii_: json.dumps(r, ensure_ascii=ascii_).encode(), RECORD, st.booleans())
-BAD_LINE = st.sampled_from([b"", b"{", b'{"id": "k", "text": "\\udc80"}', b"\xff"])
-LINE = st.one_of(*[JSON_LINE] * 12, BAD_LINE)
+BAD_LINE = (
+    st.sampled_from(  # and control bytes: between tokens (a tab, a CR: valid JSON), in a string, in a key
+        [
+            b"",
+            b"{",
+            b'{"id": "k", "text": "\\udc80"}',
+            b"\xff",
+            b'{"id": "t",\t"text": "a"}',
+            b'{"id": "r",\r"text": "a"}',
+        ]
+        + [b'{"id": "c", "text": "a%sb"}' % bytes([c]) for c in (0, 1, 9, 13, 31)]
+        + [b'{"id": "k",\x0b"text": "a"}', b'{"id": "k", "te\x01xt": "a"}']
+    )
+)
+LINE = st.one_of(*[JSON_LINE] * 10, BAD_LINE)
 
 
 @settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
