@@ -27,7 +27,12 @@ def split_key(key: str) -> tuple[str, str]:
 
 
 def content_id(text: str) -> str:
-    return "doc-" + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
+    return content_id_of_utf8(text.encode("utf-8", "surrogatepass"))
+
+
+def content_id_of_utf8(data: bytes | memoryview) -> str:
+    """:func:`content_id` of a text given as its UTF-8 bytes (a slice of an Arrow buffer)."""
+    return "doc-" + hashlib.blake2b(data, digest_size=10).hexdigest()
 
 
 def valid_id(raw_id: object) -> tuple[str | None, str | None]:

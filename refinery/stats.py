@@ -35,7 +35,33 @@ def whitespace_tokens(texts: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarr
     if arr.null_count or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         split = pc.utf8_split_whitespace(arr)
         return pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64)
-    return _whitespace_token_counts(arr)
+    return _counts_in_slices(arr)
+
+
+# Texts are counted in runs of about this many bytes: each pass's temporaries (a few bytes per byte
+# of text) then stay in the cache and are reused by the allocator, instead of being freshly mapped
+# per batch (page faults). On the 105 MB real corpus, batches of 5,000 documents: 0.51-0.56 CPU s
+# whole, 0.12 in runs of 256 KB (0.17 at 128 KB, 0.20 at 512 KB and 4 MB, 0.28 at 64 KB).
+_SLICE_BYTES = 1 << 18
+
+
+def _counts_in_slices(arr: pa.Array) -> np.ndarray:
+    """:func:`_whitespace_token_counts` over runs of whole texts of about ``_SLICE_BYTES`` (a text
+    longer than that alone): a text's count depends on its own bytes only, so the counts are the
+    same."""
+    n = len(arr)
+    dtype = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=dtype)[arr.offset : arr.offset + n + 1]
+    if n == 0 or offsets[-1] - offsets[0] <= _SLICE_BYTES:
+        return _whitespace_token_counts(arr)
+    # each run ends at the last text ending within _SLICE_BYTES of where it starts
+    ends = np.searchsorted(offsets, offsets[:-1] + _SLICE_BYTES, side="right") - 1
+    parts, start = [], 0
+    while start < n:
+        end = min(max(int(ends[start]), start + 1), n)
+        parts.append(_whitespace_token_counts(arr.slice(start, end - start)))
+        start = end
+    return np.concatenate(parts)
 
 
 # Every code point that str.isspace() and Arrow's utf8 whitespace kernels treat as whitespace
@@ -190,6 +216,21 @@ class StageStats:
         if not len(kept) or not self.text_column:
             return
         text = pa.array(kept[self.text_column].fillna(""), type=pa.large_string())
+        tokens = whitespace_tokens(text)
+        self.chars_out += int(pc.sum(pc.utf8_length(text)).as_py())
+        self.tokens_out += int(tokens.sum())
+        self.length_tokens.add(tokens)
+
+    def observe_output_table(self, kept: pa.Table) -> None:
+        """:meth:`observe_output` for kept rows already in Arrow (ingest's blocks): the same
+        counts from the text column as it is, without a round trip through pandas."""
+        if not kept.num_rows or not self.text_column:
+            return
+        text = kept.column(self.text_column)
+        if text.num_chunks == 1:
+            text = text.chunk(0)  # not combined: a copy of the batch's texts
+        if text.null_count or not pa.types.is_large_string(text.type):
+            text = pc.cast(pc.fill_null(text, ""), pa.large_string())
         tokens = whitespace_tokens(text)
         self.chars_out += int(pc.sum(pc.utf8_length(text)).as_py())
         self.tokens_out += int(tokens.sum())

@@ -303,6 +303,12 @@ class RowsAndRejections:
         if rejected is not None and len(rejected):
             self._rejected.write(table_from_frame(rejected, self.rejected_schema))
 
+    def write_table(self, kept: pa.Table) -> None:
+        """Kept rows already in Arrow with the stage's columns (ingest's blocks), in the
+        output's schema."""
+        if kept.num_rows:
+            self._out.write(pa.Table.from_arrays(kept.columns, schema=self.schema))
+
     def commit(self) -> None:
         raise NotImplementedError
 

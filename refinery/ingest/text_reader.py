@@ -16,13 +16,16 @@ import codecs
 import gzip
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from refinery.ingest.html import HTML_SUFFIXES, UndecodableHtml, decode_html, extract_html
+from refinery.ingest.jsonl_blocks import derived_ids, parse_block
 from refinery.ingest.pdf import PDF_SUFFIXES, PdfProblem, extract_pdf
 from refinery.ingest.warc import WARC_SUFFIXES, iter_warc, read_at_most
 from refinery.kernel.collector import (
@@ -230,14 +233,13 @@ class SourceReader(RowCollector):
             yield from self._read_jsonl_stream(path.open("rb"), rel)
 
     def _read_jsonl_stream(self, stream, rel: str) -> Iterator[IngestBatch]:
-        line_no = 0
+        read = [0]  # lines read so far, for where a corrupt archive broke
         try:
             with stream:
-                for line_no, raw in enumerate(stream, start=1):
-                    self._parse_jsonl_line(raw, rel, line_no)
-                    yield from self._drain(final=False)
+                yield from self._read_lines(stream, rel, 1, read)
         except (EOFError, OSError, zlib.error) as err:
             # A truncated or corrupt archive: keep what was read, record where it broke.
+            line_no = read[0]
             self._quarantine(
                 rel, line_no + 1, "corrupt_archive", f"stopped reading after line {line_no}: {err}", None
             )
@@ -247,25 +249,111 @@ class SourceReader(RowCollector):
     ) -> Iterator[IngestBatch]:
         """The lines that start in ``[start, end)``: a line crossing ``end`` is read whole here
         and skipped by the next range, so every line is read once, by the range it starts in."""
-        line_no = first_line - 1
+        read = [first_line - 1]
         try:
             with path.open("rb") as stream:
                 if start > 0:
                     stream.seek(start - 1)
                     stream.readline()  # the rest of the line the previous range reads
-                position = stream.tell()
-                while position < end:
-                    raw = stream.readline()
-                    if not raw:
-                        break
-                    line_no += 1
-                    position += len(raw)
-                    self._parse_jsonl_line(raw, rel, line_no)
-                    yield from self._drain(final=False)
+                yield from self._read_lines(_lines_before(stream, end), rel, first_line, read)
         except OSError as err:
+            line_no = read[0]
             self._quarantine(
                 rel, line_no + 1, "corrupt_archive", f"stopped reading after line {line_no}: {err}", None
             )
+
+    def _read_lines(
+        self, lines: Iterable[bytes], rel: str, first_line: int, read: list[int]
+    ) -> Iterator[IngestBatch]:
+        """Parse and admit every line of ``lines`` (numbered from ``first_line``; ``read[0]`` is
+        the number of the last one read). Where the batch is empty and blocks are on, the next
+        ``batch_rows`` lines are read as one block (:meth:`_admit_block`), else line by line; an
+        error from the stream is raised after the lines read before it are admitted."""
+        lines = iter(lines)
+        blocks = self._blocks_on()
+        line_no = first_line - 1
+        while True:
+            if blocks and not len(self._batch):
+                block, error = _take(lines, self.params.batch_rows)
+                if block and self._admit_block(block, rel, line_no + 1):
+                    line_no += len(block)
+                    read[0] = line_no
+                    yield from self._drain(final=False)
+                else:
+                    for raw in block:
+                        line_no += 1
+                        read[0] = line_no
+                        self._parse_jsonl_line(raw, rel, line_no)
+                        yield from self._drain(final=False)
+                if error is not None:
+                    raise error
+                if len(block) < self.params.batch_rows:
+                    return
+                continue
+            raw = next(lines, None)
+            if raw is None:
+                return
+            line_no += 1
+            read[0] = line_no
+            self._parse_jsonl_line(raw, rel, line_no)
+            yield from self._drain(final=False)
+
+    def _blocks_on(self) -> bool:
+        """Blocks only where the writer takes them and the admission is this class's own (a
+        subclass with its own record kind, SFT, reads line by line)."""
+        cls = type(self)
+        return (
+            self.arrow_blocks
+            and cls._admit is SourceReader._admit
+            and cls._parse_jsonl_line is SourceReader._parse_jsonl_line
+        )
+
+    def _admit_block(self, block: list[bytes], rel: str, first_line: int) -> bool:
+        """Admit a block of lines parsed straight into Arrow, as the per-line path would, when
+        :func:`parse_block` says every line is a clean record with its own id; False (nothing
+        admitted) otherwise. The ids go through the id assigner in order, so an id seen before
+        is quarantined here exactly as :meth:`_admit` does it."""
+        parsed = parse_block(block, self.params.max_document_chars)
+        if parsed is None:
+            return False
+        keep: list[int] = []
+        doc_ids: list[str] = []
+        given = parsed.ids.to_pylist()
+        bases = iter(derived_ids(parsed.texts, [i for i, value in enumerate(given) if value is None]))
+        for i, value in enumerate(given):
+            if value is None:  # the per-line path's IdAssigner.derived(text): claim(content_id(text))
+                keep.append(i)
+                doc_ids.append(self._ids.claim(next(bases)))
+                continue
+            doc_id, error = self._ids.explicit(value)
+            if error:
+                text = parsed.texts[i].as_py()
+                body = block[i].rstrip(b"\r\n")
+                self._quarantine(rel, first_line + i, error.split(":")[0], error, body, text=text)
+            else:
+                keep.append(i)
+                doc_ids.append(doc_id)
+        n = len(keep)
+        texts, urls = parsed.texts, parsed.urls
+        lines = np.arange(first_line, first_line + len(block), dtype=np.int64)
+        if n != len(block):
+            chosen = pa.array(keep, pa.int64())
+            texts, urls, lines = texts.take(chosen), urls.take(chosen), lines[keep]
+        self._batch.table = pa.Table.from_arrays(
+            [
+                pa.array(doc_ids, pa.string()),
+                texts,
+                pa.array([self.source] * n, pa.string()),
+                urls,
+                pa.nulls(n, pa.string()),
+                pa.array([rel] * n, pa.string()),
+                pa.array(lines, pa.int64()),
+            ],
+            schema=self.SCHEMA,
+        )
+        self.stats.files[rel] += n
+        self.stats.documents += n
+        return True
 
     def _parse_jsonl_line(self, raw: bytes, rel: str, line_no: int) -> None:
         body = raw.rstrip(b"\r\n")
@@ -447,6 +535,31 @@ class SourceReader(RowCollector):
     def _parquet_record(self, record: dict) -> dict:
         """One Parquet row as the record :meth:`_admit` validates."""
         return record
+
+
+def _take(lines: Iterator[bytes], n: int) -> tuple[list[bytes], Exception | None]:
+    """The next ``n`` lines (fewer at the end), and the stream's error if reading stopped on one:
+    the lines read before it are still admitted."""
+    block: list[bytes] = []
+    try:
+        for raw in lines:
+            block.append(raw)
+            if len(block) == n:
+                break
+    except (EOFError, OSError, zlib.error) as err:
+        return block, err
+    return block, None
+
+
+def _lines_before(stream, end: int) -> Iterator[bytes]:
+    """The lines of ``stream`` that start before byte ``end``."""
+    position = stream.tell()
+    while position < end:
+        raw = stream.readline()
+        if not raw:
+            return
+        position += len(raw)
+        yield raw
 
 
 def _unreadable(path: Path) -> str | None:

@@ -27,6 +27,13 @@ MAX_RAW_FILE_BYTES = 16 * 1024 * 1024  # file-level quarantine keeps the bytes u
 class IngestBatch:
     documents: list[dict] = field(default_factory=list)
     quarantine: list[dict] = field(default_factory=list)
+    # Documents admitted a block at a time, already in Arrow (the reader's SCHEMA); they come
+    # before ``documents`` in reading order. Only readers told ``arrow_blocks`` make them.
+    table: pa.Table | None = None
+
+    def __len__(self) -> int:
+        table_rows = 0 if self.table is None else self.table.num_rows
+        return len(self.documents) + len(self.quarantine) + table_rows
 
 
 @dataclass
@@ -87,6 +94,9 @@ class RowCollector:
     # captions table) leave it False and read the folder in one process.
     PER_FILE: bool = False
     piece: FilePiece | None = None  # set on a worker: read only this share of the folder
+    # Set by a writer that takes IngestBatch.table (refinery.kernel.ingest, ingest_tasks): the
+    # reader may then admit clean blocks of records straight into Arrow.
+    arrow_blocks: bool = False
 
     def __init__(self, folder: Path, source: str, params: BaseModel):
         self.folder = folder
@@ -97,7 +107,7 @@ class RowCollector:
         self._batch = IngestBatch()
 
     def _drain(self, final: bool) -> Iterator[IngestBatch]:
-        size = len(self._batch.documents) + len(self._batch.quarantine)
+        size = len(self._batch)
         if size and (final or size >= self.params.batch_rows):
             batch, self._batch = self._batch, IngestBatch()
             yield batch

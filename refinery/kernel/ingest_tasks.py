@@ -44,6 +44,7 @@ from pydantic import BaseModel
 from refinery.fs import join
 from refinery.ids import IdAssigner, content_id, valid_id
 from refinery.kernel.collector import FilePiece, IngestStats, RowCollector, source_files
+from refinery.kernel.ingest import batch_head
 from refinery.kernel.parts_target import LocalTarget, ObjectTarget, parts_target
 from refinery.kernel.runner import StageRun
 from refinery.kernel.spec import TaskRunner
@@ -308,7 +309,12 @@ def read_piece(job: IngestJob, piece: FilePiece, decided: dict | None = None) ->
         target.open_part(piece.index, schema) as out,
         target.open_part(piece.index, rejected_schema, rejected=True) as bad,
     ):
+        reader.arrow_blocks = True
         for batch in reader.read_piece(piece):
+            if batch.table is not None:  # documents admitted as one Arrow block, before the rows below
+                out.write(pa.Table.from_arrays(batch.table.columns, schema=schema))
+                stats.rows_out += batch.table.num_rows
+                stats.observe_output_table(batch.table)
             rows = pd.DataFrame(batch.documents, columns=schema.names)
             quarantine = pd.DataFrame(batch.quarantine, columns=rejected_schema.names)
             if len(rows):
@@ -318,7 +324,10 @@ def read_piece(job: IngestJob, piece: FilePiece, decided: dict | None = None) ->
             stats.rows_out += len(rows)
             stats.rows_rejected += len(quarantine)
             stats.observe_output(rows)
-            for sample, frame in ((stats.sample_kept, rows), (stats.sample_rejected, quarantine)):
+            kept = rows
+            if batch.table is not None and len(stats.sample_kept) < SAMPLE:
+                kept = batch_head(batch, schema.names, reader.TEXT_COLUMN, SAMPLE - len(stats.sample_kept))
+            for sample, frame in ((stats.sample_kept, kept), (stats.sample_rejected, quarantine)):
                 if len(sample) < SAMPLE and len(frame):
                     sample.extend(frame.head(SAMPLE - len(sample)).to_dict("records"))
     if ids is not None and decided is None:

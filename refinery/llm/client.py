@@ -17,11 +17,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-
-import httpx
+from typing import TYPE_CHECKING
 
 from refinery.llm.cache import RequestCache, request_key
 from refinery.llm.endpoint import LlmEndpoint
+
+if TYPE_CHECKING:  # imported where a request is sent: `import definitions` never needs it
+    import httpx
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -185,6 +187,8 @@ class ChatClient:
     async def _send_all(
         self, todo: dict[str, ChatRequest], cache: RequestCache | None
     ) -> dict[str, ChatResult]:
+        import httpx  # here, not at the top: loading the pipeline's definitions never sends a request
+
         ep = self.endpoint
         headers = {"Content-Type": "application/json", **ep.extra_headers}
         key = ep.api_key()
@@ -216,6 +220,8 @@ class ChatClient:
 
     async def _send(self, http: httpx.AsyncClient, body: dict) -> tuple[ChatResult, dict | None]:
         """POST one request with retries; the result and, when the server answered, its body."""
+        import httpx
+
         ep = self.endpoint
         started = time.perf_counter()
         error, transport = "", False

@@ -12,16 +12,22 @@ import heapq
 import io
 import textwrap
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from refinery.metadata import Markdown
 from refinery.multimodal.images import decode_rgb
+
+if TYPE_CHECKING:
+    from PIL import ImageDraw, ImageFont
 
 MAX_PREVIEW_BYTES = 150_000
 
 
 def _font() -> ImageFont.ImageFont:
+    from PIL import ImageFont  # here: drawing modules load fonts, ~0.1 s at every `import definitions`
+
     return ImageFont.load_default()
 
 
@@ -94,6 +100,8 @@ def contact_sheet(rows: list[tuple[str, list]], thumb: int = 76, label_lines: in
     columns = max((len(entries) for _, entries in rows), default=0) or 1
     cell_w, cell_h, title_h = thumb + 12, thumb + 16 + 11 * label_lines, 14
     sheet = Image.new("RGB", (columns * cell_w + 8, len(rows) * (cell_h + title_h) + 4), (250, 250, 250))
+    from PIL import ImageDraw
+
     draw = ImageDraw.Draw(sheet)
     y = 2
     for title, entries in rows:
@@ -125,6 +133,8 @@ def frame_strip(samples: list[tuple[str, list[tuple[Image.Image, str]]]], height
     width = max([sum(im.width + 4 for im, _ in smalls) for _, smalls in rows] + [240]) + 8
     row_h = height + 30
     strip = Image.new("RGB", (width, len(rows) * row_h + 4), (250, 250, 250))
+    from PIL import ImageDraw
+
     draw = ImageDraw.Draw(strip)
     y = 2
     for title, smalls in rows:

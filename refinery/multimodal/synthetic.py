@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
@@ -292,6 +292,8 @@ def render_objects(
     background: Background | np.ndarray, objects: tuple[Shape, ...] | list[Shape], width: int, height: int
 ) -> Image.Image:
     """Objects drawn on a background, supersampled twice for smooth edges."""
+    from PIL import ImageDraw  # here: its fonts module costs ~0.1 s at every `import definitions`
+
     base = background if isinstance(background, np.ndarray) else draw_background(background, width, height)
     big = Image.fromarray(base).resize((width * 2, height * 2), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(big)

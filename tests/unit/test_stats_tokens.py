@@ -33,6 +33,8 @@ def test_counts_equal_arrow_on_real_and_generated_text():
         pa.chunked_array([pa.array(docs[:9], pa.large_string()), pa.array(docs[9:], pa.large_string())]),
         # long texts with the crafted ones among them: counted one text at a time (_true_per_text)
         pa.array(generated[:300] + docs[:40] + ["", " ", "  a  ", "a\u3000 "], pa.large_string()),
+        # over the 256 KB runs the counts go in (_counts_in_slices), one text longer than a run
+        pa.array([*generated, " x\u3000" * 60_000, *docs, *generated], pa.large_string()).slice(3),
     ):
         assert whitespace_tokens(arr).tolist() == arrow_counts(arr).tolist()
     assert whitespace_tokens(docs).tolist() == arrow_counts(pa.array(docs)).tolist()
