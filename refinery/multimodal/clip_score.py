@@ -399,8 +399,8 @@ class FilterProcess(StageProcessor):
         return {
             "clip_extremes": {
                 "slice": str(self._slice),  # a string: summaries' numbers are taken as counts
-                "kept": _entries(self.kept._low),
-                "removed": _entries(self.removed._high),
+                "kept": _entries(self.kept.lowest()),
+                "removed": _entries(self.removed.highest()),
             }
         }
 

@@ -4,6 +4,9 @@ ranges cut between them (the Ray engine's run of the same steps: tests/ray/test_
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,3 +45,36 @@ def test_ranks_and_cut_equal_one_sort_of_the_partition(tmp_path, monkeypatch):
     pieces = plan_slices(path, engine.slice_rows)
     got = np.concatenate([on_workers.take(p.rows, p) for p in reversed(pieces)][::-1])
     np.testing.assert_array_equal(got, want)
+
+
+def test_a_rerun_redoes_only_the_slices_and_ranges_without_a_marker(tmp_path):
+    """What a retried step finds: the ranking's parts and tasks done before are not redone."""
+    from refinery.engine.resume import marker_path
+    from refinery.engine.tasks import InProcessTasks
+
+    class Counting(InProcessTasks):
+        def map(self, fn, args):
+            calls.append((fn.__name__, len(args)))
+            return super().map(fn, args)
+
+    calls: list = []
+    rng = np.random.default_rng(5)
+    n = 900
+    cosine = rng.uniform(-0.2, 0.7, n).astype(np.float32)
+    path = tmp_path / "scored.parquet"
+    pq.write_table(
+        pa.table({"id": [f"q{i:04d}" for i in range(n)], "clip_cosine": cosine}), path, row_group_size=100
+    )
+    engine = LocalEngine()
+    engine.slice_rows, engine.tasks = 300, lambda: (Counting(), 1)
+    storage = Storage(tmp_path / "storage")
+    first = clip_rank.plan_ranks(engine, storage, "clip_filtered", "s", path, 0.5, 256)
+    assert calls == [("scatter_task", 3), ("reduce_task", len(first.plan.offsets))]
+    marker_path(Path(first.folder) / "cosines", 1).unlink()  # slice 1 "killed" before its marker
+    shutil.rmtree(Path(first.folder) / "shuffle" / "reduce" / "_done" / "t-00000000")  # and range 0
+    calls.clear()
+    again = clip_rank.plan_ranks(engine, storage, "clip_filtered", "s", path, 0.5, 256)
+    assert again.plan == first.plan and again.info["slices_reused"] == 2
+    assert calls == [("reduce_task", 1)]  # the scatter tasks had committed: not rerun
+    ranks = clip_rank.SliceRanks(again.plan, again.plan.reduce_step(storage), again.slice_rows).take(n)
+    assert sorted(ranks.tolist()) == list(range(1, n + 1))
