@@ -62,14 +62,14 @@ def generated(rows: int, seed: int = 7):
     )
 
 
-def build(home: Path, rows: int, sample: bool) -> None:
+def build(home: Path, rows: int, sample: bool, partition: str = "generated") -> None:
     import pyarrow.parquet as pq
 
     from refinery.paths import Layout
     from refinery.storage import Storage
 
     layout = Layout.at(home)
-    path = Storage(layout.storage).path("clip_scored", "generated")
+    path = Storage(layout.storage).path("clip_scored", partition)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(generated(rows), path, row_group_size=5_000)
     if sample:  # the bundled sample through the real chain (the tiny CLIP scores it)
@@ -89,7 +89,7 @@ def build(home: Path, rows: int, sample: bool) -> None:
                     instance=instance,
                     resources=build_resources("local", home=str(home), device="cpu", batch_size=16),
                 ).success
-    print(json.dumps({"built": str(home), "rows": rows, "sample": sample}))
+    print(json.dumps({"built": str(home), "partition": partition, "rows": rows, "sample": sample}))
 
 
 def run(home: Path, mode: str, partition: str) -> dict:
@@ -170,6 +170,7 @@ def main() -> None:
     b.add_argument("--home", type=Path, required=True)
     b.add_argument("--rows", type=int, default=400_000)
     b.add_argument("--sample", action="store_true", help="also the bundled sample's clip_scored (tiny CLIP)")
+    b.add_argument("--partition", default="generated")
     r = sub.add_parser("run")
     r.add_argument("--home", type=Path, required=True)
     r.add_argument("--mode", choices=sorted(MODES), required=True)
@@ -180,7 +181,7 @@ def main() -> None:
     args = parser.parse_args()
     random.seed(0)
     if args.command == "build":
-        build(args.home, args.rows, args.sample)
+        build(args.home, args.rows, args.sample, args.partition)
     elif args.command == "run":
         run(args.home, args.mode, args.partition)
     else:
