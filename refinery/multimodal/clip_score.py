@@ -32,13 +32,15 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field, model_validator
 
 from refinery.batch import BatchResult, split_batch
+from refinery.engine.slices import current_slice
 from refinery.kernel.processor import StageProcessor
-from refinery.metadata import Markdown
+from refinery.metadata import Json, Markdown
 from refinery.models.device import worker_context
 from refinery.multimodal.clip_model import ClipModel, synthetic_domain_warning
+from refinery.multimodal.clip_rank import RankPlan, SliceRanks
 from refinery.multimodal.images import decode_rgb
 from refinery.multimodal.preview import Extremes, sheet_markdown
-from refinery.storage import iter_path_batches, parquet_files, read_path
+from refinery.storage import iter_path_batches, parquet_files
 
 SCORE_FIELDS = [pa.field("clip_cosine", pa.float32()), pa.field("clip_score", pa.float32())]
 RANK_FIELDS = [pa.field("clip_rank", pa.int64())]  # 1 = best of the partition
@@ -312,13 +314,14 @@ class ScoreAttacher(StageProcessor):
 # -- filtering ----------------------------------------------------------------------------------
 @dataclass
 class FilterPlan:
-    """What clip_filtered keeps: the cosine cut and, in top-fraction mode, the ranks."""
+    """What clip_filtered keeps: the cosine cut and, in top-fraction mode, where the ranks come from."""
 
     mode: str
     cutoff: float  # the lowest cosine kept (threshold mode: the threshold)
     keep_count: int | None  # top-fraction mode: exactly this many rows
-    ranks: dict[str, int]  # id -> rank (1 = best), top-fraction mode only
-    rows: int
+    ranks: SliceRanks | None  # top-fraction mode only: each row's exact rank (1 = best)
+    rows: int | None  # top-fraction mode: the partition's rows
+    ranking: dict = field(default_factory=dict)  # top-fraction mode: what the ranking steps did
 
 
 LAION_THRESHOLD = 0.28  # LAION-5B's cut for ViT-B-32 cosines
@@ -331,39 +334,44 @@ def resolve_threshold(p: ClipFilterParams, calibrated: float | None) -> float:
     return calibrated if calibrated is not None else LAION_THRESHOLD
 
 
-def plan_filter(path: Path, p: ClipFilterParams, threshold: float = LAION_THRESHOLD) -> FilterPlan:
-    """Threshold mode needs nothing; top-fraction mode ranks the partition by (cosine, id)."""
-    table = read_path(path, columns=["id", "clip_cosine"])
-    rows = table.num_rows
-    if p.mode == "threshold":
-        return FilterPlan("threshold", threshold, None, {}, rows)
-    ids = table.column("id").to_pylist()
-    cos = table.column("clip_cosine").to_numpy(zero_copy_only=False)
-    order = sorted(range(rows), key=lambda i: (-cos[i], ids[i]))  # ties: by id, so reruns agree
-    keep = min(rows, round(p.top_fraction * rows))
-    ranks = {ids[i]: rank for rank, i in enumerate(order, start=1)}
-    cutoff = float(cos[order[keep - 1]]) if keep else float("inf")
-    return FilterPlan("top_fraction", cutoff, keep, ranks, rows)
+def threshold_plan(threshold: float) -> FilterPlan:
+    """Threshold mode decides each row alone: nothing to read first."""
+    return FilterPlan("threshold", threshold, None, None, None)
+
+
+def ranked_plan(plan: RankPlan, ranks: SliceRanks, ranking: dict | None = None) -> FilterPlan:
+    """Top-fraction mode from the workers' ranking (:mod:`refinery.multimodal.clip_rank`)."""
+    return FilterPlan("top_fraction", plan.cutoff, plan.keep, ranks, plan.rows, ranking or {})
+
+
+def _entries(extremes: list) -> list[tuple]:
+    """Contact-sheet entries in the order they were seen (the driver's merge keeps first-seen ties)."""
+    return [(e.score, e.row_id, e.caption, e.image) for e in sorted(extremes, key=lambda e: -e.order)]
 
 
 class FilterProcess(StageProcessor):
-    """``run_stage``'s process for clip_filtered, remembering the pairs on both sides of the cut."""
+    """``run_stage``'s process for clip_filtered, remembering the pairs on both sides of the cut.
+
+    On an engine's workers each copy reports its slice's pairs on both sides of the cut in its
+    ``summary``; the step's own copy absorbs them in slice order, so its contact sheet is the one
+    a single pass over the partition draws."""
 
     def __init__(
         self, plan: FilterPlan, sheet_pairs: int = 6, scored_by: str = "unknown", warning: str | None = None
     ):
         self.plan = plan
+        self.sheet_pairs = sheet_pairs
         self.kept = Extremes(sheet_pairs)  # its lowest: the weakest pairs kept
         self.removed = Extremes(sheet_pairs)  # its highest: the best pairs removed
         self.scored_by = scored_by
         self.warning = warning  # the scoring stage's, carried in its provenance: log it again here
+        self._slice: int | None = None  # on a worker: the slice whose pairs kept/removed hold
+        self._absorbed: set[str] = set()  # the step's copy: slices whose pairs it has taken
 
     @classmethod
-    def for_partition(cls, path: Path, scored: dict, params: ClipFilterParams) -> FilterProcess:
-        """The plan for one scored file; ``scored`` is its provenance (the scoring model, its
-        calibrated threshold where it has one, and its warning where it was out of its domain)."""
-        threshold = resolve_threshold(params, scored.get("clip_threshold"))
-        plan = plan_filter(path, params, threshold)
+    def for_plan(cls, plan: FilterPlan, scored: dict, params: ClipFilterParams) -> FilterProcess:
+        """The process for one scored partition; ``scored`` is its provenance (the scoring model,
+        and its warning where it was out of its domain)."""
         warning = scored.get("clip_model_warning")
         if warning:
             warning = f"clip_filtered keeps and drops pairs by the scores of this warning: {warning}"
@@ -372,6 +380,7 @@ class FilterProcess(StageProcessor):
     def report(self) -> dict:
         plan = self.plan
         extra = {"clip_model_warning": Markdown(f"**Warning.** {self.warning}")} if self.warning else {}
+        ranking = {"top_fraction_ranking": Json(plan.ranking)} if plan.ranking else {}
         return {
             **extra,
             "mode": plan.mode,
@@ -381,25 +390,57 @@ class FilterProcess(StageProcessor):
                 [("weakest pairs kept", self.kept.lowest()), ("best pairs removed", self.removed.highest())],
                 "pairs on both sides of the cut",
             ),
+            **ranking,
         }
+
+    def summary(self) -> dict:
+        if self._slice is None:  # the step's own pass: nothing to hand on
+            return {}
+        return {
+            "clip_extremes": {
+                "slice": str(self._slice),  # a string: summaries' numbers are taken as counts
+                "kept": _entries(self.kept.lowest()),
+                "removed": _entries(self.removed.highest()),
+            }
+        }
+
+    def absorb(self, delta) -> None:
+        extremes = delta.get("clip_extremes")
+        if not extremes:
+            return
+        if extremes["slice"] in self._absorbed:  # an empty slice repeats its worker's last summary
+            return
+        self._absorbed.add(extremes["slice"])
+        for target, entries in ((self.kept, extremes["kept"]), (self.removed, extremes["removed"])):
+            for score, row_id, caption, image in entries:
+                target.add(score, row_id, caption, image)
+
+    def _enter(self, piece) -> None:
+        """A worker's copy starting a slice: its contact-sheet pairs are the slice's own."""
+        if piece is not None and piece.index != self._slice:
+            self._slice = piece.index
+            self.kept, self.removed = Extremes(self.sheet_pairs), Extremes(self.sheet_pairs)
 
     def __call__(self, frame: pd.DataFrame) -> BatchResult:
         plan = self.plan
-        reasons, ranks = [], []
-        for row_id, cos in zip(frame["id"].tolist(), frame["clip_cosine"].tolist(), strict=True):
-            if plan.mode == "threshold":
-                rank = None
+        piece = current_slice()
+        self._enter(piece)
+        reasons: list = []
+        ranks: list = []
+        if plan.mode == "threshold":
+            for cos in frame["clip_cosine"].tolist():
                 keep = cos >= plan.cutoff
-                reason = None if keep else ("clip.below_threshold", f"cosine {cos:.4f} < {plan.cutoff}")
-            else:
-                rank = plan.ranks[row_id]
-                keep = rank <= plan.keep_count
+                reasons.append(
+                    None if keep else ("clip.below_threshold", f"cosine {cos:.4f} < {plan.cutoff}")
+                )
+                ranks.append(None)
+        else:
+            ranks = plan.ranks.take(len(frame), piece).tolist()
+            for rank in ranks:
                 detail = (
                     f"rank {rank} of {plan.rows}; top {plan.keep_count} kept (cosine ≥ {plan.cutoff:.4f})"
                 )
-                reason = None if keep else ("clip.not_in_top_fraction", detail)
-            reasons.append(reason)
-            ranks.append(rank)
+                reasons.append(None if rank <= plan.keep_count else ("clip.not_in_top_fraction", detail))
         out = frame.assign(clip_rank=pd.array(ranks, dtype="Int64"))
         for row_id, caption, image, cos, reason in zip(
             out["id"], out["caption"], out["image"], out["clip_cosine"].tolist(), reasons, strict=True

@@ -75,6 +75,7 @@ CLIP_FILTERED = StageSpec(
     histograms={"clip_cosine": tuple(COSINE_EDGES)},
     score_columns=("clip_cosine", "clip_rank"),
     text_column=CAPTION_COLUMN,
+    parallel=True,
     description="Pairs kept by CLIP score: cosine ≥ threshold (by default the scoring model's calibrated cut "
     "where it has one, as the bundled tiny CLIP does, else 0.28, LAION-5B's for ViT-B-32: models differ in "
     "scale) or the top_fraction of the partition (DataComp's CLIP-score "

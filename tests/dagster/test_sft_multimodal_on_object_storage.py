@@ -2,7 +2,8 @@
 image_text_checked → clip_scored → clip_filtered) and the keyframe stages through Dagster with the
 ``refinery`` resource rooted on an object store (moto's S3 server on loopback): the same rows and
 reasons as a local root's, per stage; the chosen frames uploaded under the same keys as the local
-layout's files, the same bytes."""
+layout's files, the same bytes. clip_filtered runs in top_fraction mode: the ranking's scratch
+(sketched slices, the range shuffle) lives under the root's URI and is gone after."""
 
 from __future__ import annotations
 
@@ -43,7 +44,12 @@ CHAINS = {  # partition set, source, assets, their run config
         SFT,
         {"sft_selected": {"config": {"budget_count": 8, "allocation": "uniform"}}},
     ),
-    "image_text": ("image_text_source", "shapes", IMAGE_TEXT, {}),
+    "image_text": (  # top_fraction: its ranking's scratch files and tasks go through the root's URI
+        "image_text_source",
+        "shapes",
+        IMAGE_TEXT,
+        {"clip_filtered": {"config": {"mode": "top_fraction", "top_fraction": 0.5}}},
+    ),
     "video": (
         "video_source",
         "clips",
@@ -115,6 +121,8 @@ def test_chain_on_s3_equals_a_local_root(roots, chain):
             assert len(on_s3) == len(on_disk) and (len(on_s3) or rejected), (stage, rejected)
             pd.testing.assert_frame_equal(on_s3, on_disk, check_exact=False, rtol=1e-5, obj=stage)
     assert not s3_home.storage.exists()  # the plan, copies and frames were scratch: only S3 holds data
+    staged = join(store.base, "_staging", "clip_filtered")  # the ranking's scratch, removed
+    assert not [i for i in listing(store.fs, staged, recursive=True) if i.type == pafs.FileType.File]
 
 
 def test_keyframes_are_uploaded_where_the_rows_name_them(roots):

@@ -8,6 +8,10 @@ retried step that skips the slices already written.
   step, the retry processes only the slices the first attempt did not finish, and the output
   equals a clean run's.
 
+- clip_filtered in both modes on the same homes: threshold mode's slices on the workers, and
+  top_fraction's exact ranks from per-slice sketches and a range shuffle run as Ray tasks; rows,
+  ranks, reasons and the contact sheets equal the local engine's.
+
 (fuzzy_deduplicated's signatures, written by the workers and streamed by the claimer, are compared
 with the local engine's by test_ray_cluster.py's chain test.)
 """
@@ -54,6 +58,57 @@ def crawl(n: int = 60) -> pd.DataFrame:
     return pd.DataFrame({"id": [f"c{i:03d}" for i in range(n)], "text": texts})
 
 
+def scored_pairs(n: int = 60) -> pa.Table:
+    """clip_scored's output as clip_filtered reads it: tiny images, cosines with ties (two decimals)."""
+    import io
+
+    from PIL import Image
+
+    rng = random.Random(11)
+    images = []
+    for i in range(n):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (i * 4 % 256, 90, 255 - i * 4 % 256)).save(buffer, "PNG")
+        images.append(buffer.getvalue())
+    cosine = [round(rng.uniform(-0.1, 0.6), 2) for _ in range(n)]
+    ids = [f"p{i:03d}" for i in rng.sample(range(n), n)]
+    return pa.table(
+        {
+            "id": ids,
+            "caption": [f"a picture number {i}" for i in range(n)],
+            "image": pa.array(images, pa.binary()),
+            "clip_cosine": pa.array(cosine, pa.float32()),
+            "clip_score": pa.array([2.5 * max(c, 0) for c in cosine], pa.float32()),
+        }
+    )
+
+
+CLIP_MODES = {"threshold": {"threshold": 0.3}, "top_fraction": {"mode": "top_fraction", "top_fraction": 0.4}}
+CLIP_SAME_METADATA = ("mode", "cosine_cutoff", "contact_sheet", "rows_in", "rows_out", "rows_rejected")
+
+
+def clip_filtered_runs(instance, home: Layout, resources: dict) -> dict:
+    """clip_filtered over six slices in each mode: (kept, rejected, metadata) per mode."""
+    from assets.multimodal import clip_filtered
+
+    path = Storage(home.storage).path(names.CLIP_SCORED, "pairs")
+    path.parent.mkdir(parents=True)
+    pq.write_table(scored_pairs(), path, row_group_size=10)
+    runs = {}
+    for mode, options in CLIP_MODES.items():
+        result = dg.materialize(
+            [clip_filtered],
+            partition_key="pairs",
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {names.CLIP_FILTERED: {"config": options}}},
+        )
+        assert result.success
+        meta = result.asset_materializations_for_node(names.CLIP_FILTERED)[0].metadata
+        runs[mode] = (*outputs(Storage(home.storage), names.CLIP_FILTERED, "pairs"), meta)
+    return runs
+
+
 def outputs(storage: Storage, stage: str, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return storage.read(stage, source), storage.read(stage, source, rejected=True)
 
@@ -71,9 +126,11 @@ def test_perplexity_scored_once_on_workers_equals_local(ray_cluster, tmp_path, m
     # bucket_relative_accuracy off its default (0.001), through Dagster: both engines cut from it.
     options = {"drop_buckets": ["tail"], "bucket_relative_accuracy": 0.005}
     config = {"ops": {names.PERPLEXITY_SCORED: {"config": options}}}
-    results = {}
+    results, clip = {}, {}
+    monkeypatch.setattr("refinery.multimodal.clip_rank.RANK_ROWS_PER_REDUCER", 15)  # four cosine ranges
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("text_source", ["crawl"])
+        instance.add_dynamic_partitions("image_text_source", ["pairs"])
         for kind, home in homes.items():
             build_reference_sample(home.inbox_kind("reference"))
             path = Storage(home.storage).path(names.FUZZY_DEDUPLICATED, "crawl")
@@ -89,6 +146,7 @@ def test_perplexity_scored_once_on_workers_equals_local(ray_cluster, tmp_path, m
                     resources=resources_for(home, **engine),
                     run_config=config,
                 )
+                clip[kind] = clip_filtered_runs(instance, home, resources_for(home, **engine))
             finally:
                 ray.shutdown()
             assert results[kind].success
@@ -119,6 +177,26 @@ def test_perplexity_scored_once_on_workers_equals_local(ray_cluster, tmp_path, m
     )
     assert "relative accuracy 0.005" in first["sketch"]
     assert not list((homes["ray"].storage / "_staging").rglob("*.parquet"))  # the scores are gone
+    # clip_filtered: equal rows, ranks, reasons and report in both modes; top_fraction's ranks are
+    # those of one sort by (cosine desc, id), and the ranking ran on the workers (staging removed)
+    for mode in CLIP_MODES:
+        for got, want in zip(clip["ray"][mode][:2], clip["local"][mode][:2], strict=True):
+            pd.testing.assert_frame_equal(got, want)
+        for name in CLIP_SAME_METADATA:
+            assert clip["ray"][mode][2][name] == clip["local"][mode][2][name], (mode, name)
+        assert clip["ray"][mode][2]["engine"].value["slices"] == 6
+    kept, rejected, meta = clip["ray"]["top_fraction"]
+    ranked = pd.concat([kept, rejected]).sort_values(["clip_cosine", "id"], ascending=[False, True])
+    assert list(ranked["clip_rank"]) == list(range(1, 61)) and len(kept) == 24
+    assert (
+        meta["top_fraction_ranking"].value["where"] == "ray"
+        and meta["top_fraction_ranking"].value["ranges"] >= 3
+    )
+    assert (
+        clip["ray"]["threshold"][0]["clip_cosine"].min() >= 0.3
+        and clip["ray"]["threshold"][1]["clip_rank"].isna().all()
+    )
+    assert not list((homes["ray"].storage / "_staging").rglob("*.parquet"))  # the ranks are gone
 
 
 def test_a_retried_step_processes_only_the_slices_not_yet_written(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
