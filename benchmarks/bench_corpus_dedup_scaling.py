@@ -25,6 +25,7 @@ part that can scale; the rest is dispatch between steps.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import statistics
@@ -82,6 +83,8 @@ def one_run(files, runner, workers: int, work: Path, piece_rows: int) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     busy0, total0 = machine_busy()
     seconds: dict = {}
+    if hasattr(runner, "timeline"):
+        runner.timeline = []
     started = time.perf_counter()
     plan, result = shuffle_dedup(
         plan_pieces(files, piece_rows), CorpusDedupParams(), runner, work, workers, {}, seconds
@@ -95,6 +98,7 @@ def one_run(files, runner, workers: int, work: Path, piece_rows: int) -> dict:
         "wall_s": wall,
         "steps_s": seconds,
         "ray_steps": steps,
+        "losses": span_losses(runner.timeline, workers) if getattr(runner, "timeline", None) else [],
         "work_span_s": sum(s.get("work_s", 0.0) for s in steps) if steps else None,
         "task_cpu_s": sum(s.get("task_cpu_s", 0.0) for s in steps) if steps else None,
         "machine_busy_cores": 2 * (busy1 - busy0) / max(1.0, total1 - total0),
@@ -102,6 +106,40 @@ def one_run(files, runner, workers: int, work: Path, piece_rows: int) -> dict:
         "rounds": result.stats["component_rounds"],
         "table": read_table(plan),
     }
+
+
+def span_losses(timeline: list[dict], workers: int) -> list[dict]:
+    """Per map, where its work span goes beyond its tasks' seconds shared evenly over ``workers``:
+    ``tail_s``, workers idle at the barrier while another finishes its last task (summed over
+    workers); ``gaps_s``, time between one worker's consecutive tasks (dispatch), summed."""
+    found = []
+    for step in timeline:
+        tasks = step["tasks"]
+        if not tasks:
+            continue
+        first, last = min(t["start"] for t in tasks), max(t["end"] for t in tasks)
+        busy = sum(t["end"] - t["start"] for t in tasks)
+        by_pid: dict[int, list[dict]] = {}
+        for t in tasks:
+            by_pid.setdefault(t["pid"], []).append(t)
+        tail = sum(last - max(t["end"] for t in ts) for ts in by_pid.values())
+        tail += max(0, workers - len(by_pid)) * (last - first)  # a worker that ran none of them
+        gaps = 0.0
+        for ts in by_pid.values():
+            ts.sort(key=lambda t: t["start"])
+            gaps += sum(max(0.0, b["start"] - a["end"]) for a, b in itertools.pairwise(ts))
+        found.append(
+            {
+                "step": step["step"],
+                "tasks": len(tasks),
+                "span_s": round(last - first, 3),
+                "even_s": round(busy / workers, 3),
+                "tail_s": round(tail, 3),
+                "gaps_s": round(gaps, 3),
+                "longest_s": round(max(t["end"] - t["start"] for t in tasks), 3),
+            }
+        )
+    return found
 
 
 def measure(files, runner, workers, work, piece_rows, repeats, want) -> dict:
@@ -128,6 +166,7 @@ def measure(files, runner, workers, work, piece_rows, repeats, want) -> dict:
         "rounds": runs[0]["rounds"],
         "steps_s": middle["steps_s"],
         "ray_steps": middle["ray_steps"],
+        "losses": middle["losses"],
         "same": bool(same),
         "table": table,
     }
@@ -174,6 +213,22 @@ def render(doc: dict) -> list[str]:
             lines.append(
                 f"| {step} | {local_s:.2f} | {one['steps_s'].get(step, float('nan')):.2f} | "
                 f"{two['steps_s'].get(step, float('nan')):.2f} | {extra} |"
+            )
+    if two and two.get("losses"):
+        lines += [
+            "",
+            "Where the 2 nodes' work span goes (the median run): each map's span against its tasks' seconds "
+            "shared evenly over the two workers; idle at the barrier (summed over workers) and between one "
+            "worker's tasks:",
+            "",
+            "| map | tasks | work span s | even share s | idle at the barrier s | between tasks s "
+            "| longest task s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for x in two["losses"]:
+            lines.append(
+                f"| {x['step']} | {x['tasks']} | {x['span_s']:.3f} | {x['even_s']:.3f} | {x['tail_s']:.3f} | "
+                f"{x['gaps_s']:.3f} | {x['longest_s']:.3f} |"
             )
     return lines
 
