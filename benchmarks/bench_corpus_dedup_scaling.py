@@ -25,6 +25,7 @@ part that can scale; the rest is dispatch between steps.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import statistics
@@ -82,6 +83,8 @@ def one_run(files, runner, workers: int, work: Path, piece_rows: int) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     busy0, total0 = machine_busy()
     seconds: dict = {}
+    if hasattr(runner, "timeline"):
+        runner.timeline = []
     started = time.perf_counter()
     plan, result = shuffle_dedup(
         plan_pieces(files, piece_rows), CorpusDedupParams(), runner, work, workers, {}, seconds
@@ -95,6 +98,7 @@ def one_run(files, runner, workers: int, work: Path, piece_rows: int) -> dict:
         "wall_s": wall,
         "steps_s": seconds,
         "ray_steps": steps,
+        "losses": span_losses(runner.timeline, workers) if getattr(runner, "timeline", None) else [],
         "work_span_s": sum(s.get("work_s", 0.0) for s in steps) if steps else None,
         "task_cpu_s": sum(s.get("task_cpu_s", 0.0) for s in steps) if steps else None,
         "machine_busy_cores": 2 * (busy1 - busy0) / max(1.0, total1 - total0),
@@ -102,6 +106,40 @@ def one_run(files, runner, workers: int, work: Path, piece_rows: int) -> dict:
         "rounds": result.stats["component_rounds"],
         "table": read_table(plan),
     }
+
+
+def span_losses(timeline: list[dict], workers: int) -> list[dict]:
+    """Per map, where its work span goes beyond its tasks' seconds shared evenly over ``workers``:
+    ``tail_s``, workers idle at the barrier while another finishes its last task (summed over
+    workers); ``gaps_s``, time between one worker's consecutive tasks (dispatch), summed."""
+    found = []
+    for step in timeline:
+        tasks = step["tasks"]
+        if not tasks:
+            continue
+        first, last = min(t["start"] for t in tasks), max(t["end"] for t in tasks)
+        busy = sum(t["end"] - t["start"] for t in tasks)
+        by_pid: dict[int, list[dict]] = {}
+        for t in tasks:
+            by_pid.setdefault(t["pid"], []).append(t)
+        tail = sum(last - max(t["end"] for t in ts) for ts in by_pid.values())
+        tail += max(0, workers - len(by_pid)) * (last - first)  # a worker that ran none of them
+        gaps = 0.0
+        for ts in by_pid.values():
+            ts.sort(key=lambda t: t["start"])
+            gaps += sum(max(0.0, b["start"] - a["end"]) for a, b in itertools.pairwise(ts))
+        found.append(
+            {
+                "step": step["step"],
+                "tasks": len(tasks),
+                "span_s": round(last - first, 3),
+                "even_s": round(busy / workers, 3),
+                "tail_s": round(tail, 3),
+                "gaps_s": round(gaps, 3),
+                "longest_s": round(max(t["end"] - t["start"] for t in tasks), 3),
+            }
+        )
+    return found
 
 
 def measure(files, runner, workers, work, piece_rows, repeats, want) -> dict:
@@ -128,6 +166,7 @@ def measure(files, runner, workers, work, piece_rows, repeats, want) -> dict:
         "rounds": runs[0]["rounds"],
         "steps_s": middle["steps_s"],
         "ray_steps": middle["ray_steps"],
+        "losses": middle["losses"],
         "same": bool(same),
         "table": table,
     }
@@ -158,8 +197,12 @@ def render(doc: dict) -> list[str]:
         lines += [
             "",
             f"2 over 1: wall **{one['wall_s'] / two['wall_s']:.2f}x**, sum of work spans "
-            f"**{one['work_span_s'] / two['work_span_s']:.2f}x**; 2 Ray nodes over the local engine: "
-            f"{r['local']['wall_s'] / two['wall_s']:.2f}x.",
+            f"**{one['work_span_s'] / two['work_span_s']:.2f}x**"
+            + (
+                f"; 2 Ray nodes over the local engine: {r['local']['wall_s'] / two['wall_s']:.2f}x."
+                if "local" in r
+                else " (local engine not run)."
+            ),
             "",
             "Per step (the median run): wall s local / 1 node / 2 nodes, and the 2 nodes' work span and "
             "tasks:",
@@ -168,12 +211,29 @@ def render(doc: dict) -> list[str]:
             "|---|---:|---:|---:|---|",
         ]
         spans = {s["step"]: s for s in two["ray_steps"]}
-        for step, local_s in r["local"]["steps_s"].items():
+        local_steps = r["local"]["steps_s"] if "local" in r else dict.fromkeys(one["steps_s"], float("nan"))
+        for step, local_s in local_steps.items():
             s = spans.get(f"{step}_task") or spans.get(step) or {}
             extra = f"{s.get('work_s', '–')}, {s.get('tasks', '–')}, {s.get('task_cpu_s', '–')}" if s else "–"
             lines.append(
                 f"| {step} | {local_s:.2f} | {one['steps_s'].get(step, float('nan')):.2f} | "
                 f"{two['steps_s'].get(step, float('nan')):.2f} | {extra} |"
+            )
+    if two and two.get("losses"):
+        lines += [
+            "",
+            "Where the 2 nodes' work span goes (the median run): each map's span against its tasks' seconds "
+            "shared evenly over the two workers; idle at the barrier (summed over workers) and between one "
+            "worker's tasks:",
+            "",
+            "| map | tasks | work span s | even share s | idle at the barrier s | between tasks s "
+            "| longest task s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for x in two["losses"]:
+            lines.append(
+                f"| {x['step']} | {x['tasks']} | {x['span_s']:.3f} | {x['even_s']:.3f} | {x['tail_s']:.3f} | "
+                f"{x['gaps_s']:.3f} | {x['longest_s']:.3f} |"
             )
     return lines
 
@@ -185,6 +245,9 @@ def main() -> None:
     p.add_argument("--piece-rows", type=int, default=20_000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, default=OUT / "corpus_dedup_scaling.md")
+    p.add_argument(
+        "--no-local", action="store_true", help="skip the local engine (the Ray runs' tables go unchecked)"
+    )
     args = p.parse_args()
     import ray
 
@@ -196,11 +259,13 @@ def main() -> None:
         tmp = Path(tmp_name)
         files, docs, mb = build_input(tmp, args.real_mb, args.generated)
         print(f"{docs:,} documents, {mb:.1f} MB; load {load_before}", flush=True)
-        print("  local", flush=True)
-        results["local"] = measure(
-            files, InProcessTasks(), 1, tmp / "work", args.piece_rows, args.repeats, None
-        )
-        want = results["local"]["table"]
+        want = None
+        if not args.no_local:
+            print("  local", flush=True)
+            results["local"] = measure(
+                files, InProcessTasks(), 1, tmp / "work", args.piece_rows, args.repeats, None
+            )
+            want = results["local"]["table"]
         for nodes in (1, 2):
             label = f"ray {nodes} node{'s' if nodes > 1 else ''}"
             with loopback_cluster(nodes=nodes) as address:

@@ -89,6 +89,7 @@ class Piece:
     row_groups: tuple[int, ...]
     rows: int
     fs_uri: str = ""  # the partition's URI on an object store root ("" for a local file)
+    bytes: int = 0  # its row groups' uncompressed size (the signatures' work grows with the text)
 
     def parquet(self) -> pq.ParquetFile:
         if not self.fs_uri:
@@ -134,8 +135,12 @@ def plan_pieces(locations: list[tuple[str, Path | str]], piece_rows: int) -> lis
     """The pieces of every source's input, in first-come order (``locations`` sorted by source)."""
     pieces = []
     for source, location in locations:
+        footers: dict[str, pq.FileMetaData] = {}
         for s in plan_slices(location, piece_rows):
-            pieces.append(Piece(source, s.file, s.row_groups, s.rows, s.fs_uri))
+            if s.row_groups and s.file not in footers:
+                footers[s.file] = s.parquet().metadata
+            size = sum(footers[s.file].row_group(g).total_byte_size for g in s.row_groups)
+            pieces.append(Piece(source, s.file, s.row_groups, s.rows, s.fs_uri, size))
     return pieces
 
 
@@ -155,7 +160,11 @@ def make_plan(
     # A whole number of reducers per worker: three on two workers left one worker idle for a third
     # of the pairs step (benchmarks/RESULTS.md, "corpus-wide dedup ... 266 MB").
     reducers = -(-reducers // max(1, workers)) * max(1, workers)
-    parts = max(1, workers, -(-documents // EDGES_PER_PARTITION))
+    # Component partitions follow the corpus, not the workers: on two workers a 310k-document corpus
+    # took two partitions, one more star round than on one (each partition contracts only its own
+    # rows), and its few thousand edges cost more in dispatch than a second task saved
+    # (benchmarks/RESULTS.md, "The corpus-wide dedup at 174 MB, eighth session").
+    parts = max(1, -(-documents // EDGES_PER_PARTITION))
     fixed = {
         "num_perm": params.num_perm,
         "ngram": params.ngram,
@@ -467,28 +476,41 @@ def shuffle_dedup(
     every_piece = [(plan,)] * len(pieces)
     key_parts = plan.parts
     clock = time.perf_counter
+    # Pieces differ (a real corpus's long documents against short ones: 3.8 to 20.6 MB of text each
+    # at 174 MB). Ray's owner queues a map's tasks and hands the next to whichever leased worker
+    # finishes first, so submitted largest first they are scheduled longest-first: no worker ends a
+    # step waiting on the other's last large piece. Pulling one task per free worker from here
+    # instead (as ingest does) cost a driver round trip per task, 10-15 ms (benchmarks/RESULTS.md,
+    # "The corpus-wide dedup at 174 MB, eighth session").
+    text_bytes = [max(p.bytes, p.rows) for p in pieces]
+    rows = [p.rows for p in pieces]
 
-    def timed(name: str, fn, args) -> list[dict]:
+    def timed(name: str, fn, args, costs=None) -> list[dict]:
         t0 = clock()
-        found = work.run(runner, name, fn, args)
+        found = work.run(runner, name, fn, args, costs)
         seconds[name] = round(seconds.get(name, 0.0) + clock() - t0, 4)
         return found
 
     with phase("signatures"):
-        signed = timed("sign", sign_task, every_piece)
+        signed = timed("sign", sign_task, every_piece, text_bytes)
     with phase("bands_and_pairs"):
         paired = timed("pairs", pairs_task, [(plan,)] * plan.reducers)
-        joined = timed("join", join_task, every_piece)
+        joined = timed("join", join_task, every_piece, rows)
     with phase("edges_components_table"):
-        verified = timed("verify", verify_task, every_piece)
+        verified = timed("verify", verify_task, every_piece, rows)
         t0 = clock()
         final, rounds = star_rounds(work, runner, "verify", plan.parts)
         seconds["components"] = round(clock() - t0, 4)
         timed("members", members_task, [(plan, work.step(final))] * plan.parts)
-        owned = timed("owners", owners_task, every_piece)
-        written = timed("table", table_task, [(plan, stamp, key_parts)] * len(pieces))
+        owned = timed("owners", owners_task, every_piece, rows)
+        written = timed("table", table_task, [(plan, stamp, key_parts)] * len(pieces), rows)
         # one map: the two checks read only the table step's files (no barrier between them)
-        checked = timed("checks", checks_task, [(plan, key_parts)] * (key_parts + len(pieces)))
+        checked = timed(
+            "checks",
+            checks_task,
+            [(plan, key_parts)] * (key_parts + len(pieces)),
+            [plan.documents / key_parts] * key_parts + rows,  # a key partition holds 1/K of every key
+        )
         keyed, owners_ok = checked[:key_parts], checked[key_parts:]
 
     documents = sum(r["rows"] for r in signed)

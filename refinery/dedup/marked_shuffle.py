@@ -246,16 +246,25 @@ class WorkDir:
         return child(self.root, name)
 
     def run(
-        self, runner: TaskRunner, name: str, fn: Callable[..., dict], args: Sequence[tuple]
+        self,
+        runner: TaskRunner,
+        name: str,
+        fn: Callable[..., dict],
+        args: Sequence[tuple],
+        costs: Sequence[float] | None = None,
     ) -> list[dict]:
         """Task ``i`` is ``fn(step, i, *args[i])``; tasks already committed are skipped. Returns
-        every task's result, in order."""
+        every task's result, in order. ``costs`` (one per task, any unit): the tasks are handed to
+        the runner largest first, so a runner that pulls (one task per free worker) ends the step
+        with small tasks and no worker waits long on another's last large one."""
         step = RootFolder(self.step(name)).make()
         done = done_attempts(step)
         results: list[dict | None] = [
             read_marker(step, i, done[i])["result"] if i in done else None for i in range(len(args))
         ]
         todo = [i for i, r in enumerate(results) if r is None]
+        if costs is not None:
+            todo.sort(key=lambda i: -costs[i])  # stable: equal costs keep their order
         if todo:
             fresh = runner.map(fn, [(step.name, i, *args[i]) for i in todo])
             for i, r in zip(todo, fresh, strict=True):

@@ -26,11 +26,18 @@ launch actors on all CPUs"). A dead actor in a fixed-size Ray Data pool can hang
   :data:`STEAL_AFTER_S` without any decode finishing it also takes a slice whose decode task has
   not come back (a task held up by another job's actors on the same cluster); its late result is
   dropped. So the GPU never waits while a decoded slice is ready, and never waits forever;
-- a killed actor is restarted by Ray and its call retried there (``max_restarts``,
-  ``max_task_retries``: :data:`RESTARTS`, as a slice task's retries), the model loaded again in the
-  new process; a retried call rewrites the same output names. Bounded, not -1: a slice that kills
-  its actor every time (an input that runs it out of memory) fails the run with Ray's error
-  instead of restarting it forever. A decode task whose worker dies is retried by Ray (``max_retries``).
+- a killed actor is restarted by Ray (``max_restarts``: :data:`RESTARTS`), the model loaded again in
+  the new process, but its call is **not** retried there: the slice goes back to the front of the
+  queue (its decoded rows kept) for the first idle actor, so the run does not wait on the restart,
+  and the restarted actor rejoins once it reports the node it landed on, **from which the decode
+  tasks are sized again** (decode tasks already sent at a size that no longer fits are cancelled
+  and their slices sent again). Why: Ray places a restart wherever there is room; sized once from
+  where the actors first landed, a decode task could fit on no node after the restart and every
+  waiting slice was taken back only after :data:`STEAL_AFTER_S` (49.7 s for a run of 7.5 s,
+  benchmarks/RESULTS.md, "The GPU path after an actor restart"). A retried slice rewrites the same
+  output names. Bounded: a slice that kills its actor :data:`RESTARTS` + 1 times (an input that runs
+  it out of memory) fails the run with Ray's error instead of killing actors forever. A decode task
+  whose worker dies is retried by Ray (``max_retries``).
 
 Each call returns the per-batch reports the actor class gives (``PoolActor`` writes its outputs to
 the scratch folder; ``ModelActor`` returns them), so the callers in
@@ -53,6 +60,8 @@ STEAL_AFTER_S = 10.0
 RESTARTS = 4
 #: Decode tasks sent ahead per actor beyond the slices being inferred (the free CPUs may raise it).
 AHEAD_PER_ACTOR = 2
+#: How often a restarting actor is asked where it is (Ray answers "unavailable" until it is up).
+REJOIN_POLL_S = 0.2
 
 
 class PoolDoesNotFit(ValueError):
@@ -70,6 +79,8 @@ class PoolShape:
     ahead: int
     decoded_by_tasks: int = 0
     decoded_by_actors: int = 0
+    restarts: int = 0  # model actors lost mid-slice (each restarted by Ray, its slice run again)
+    resized: int = 0  # times the decode tasks were sized again from where the actors are now
 
     def describe(self) -> dict:
         return {
@@ -78,6 +89,8 @@ class PoolShape:
             "decode_ahead": self.ahead,
             "slices_decoded_by_tasks": self.decoded_by_tasks,
             "slices_decoded_by_actors": self.decoded_by_actors,
+            "actor_restarts": self.restarts,
+            "decode_resized": self.resized,
         }
 
 
@@ -177,7 +190,8 @@ class ModelHost:
         self.worker = f"{self.node}:{os.getpid()}"
 
     def ready(self) -> str:
-        """The node it runs on (the driver sizes the decode tasks from it)."""
+        """The node it runs on (the driver sizes the decode tasks from it); asked again after a
+        restart, it answers from the new process: where the actor is now."""
         return self.node
 
     def run(self, frame: Any) -> dict[str, list]:
@@ -226,48 +240,80 @@ def actor_reports(
     nodes = alive_nodes()
     pool = fit_actor(pool, nodes)
     count = max(1, min(pool.actors, len(slices)))
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
     host = ray.remote(
         num_cpus=pool.cpus_per_actor,
         num_gpus=pool.num_gpus or 0,
         max_restarts=RESTARTS,
-        max_task_retries=RESTARTS,
+        max_task_retries=0,  # a lost call comes back here: its slice goes to the first idle actor
         scheduling_strategy="SPREAD",
     )(ModelHost)
     shared = ray.put(stage_payload)  # once in the object store, for the decode tasks
     # the payload inline (a few KB): a restarted actor finds it in its creation spec
     hosts = [host.remote(actor, args, decode, stage_payload, pool.batch_size) for _ in range(count)]
-    starting = {h.ready.remote(): h for h in hosts}
+    starting = {h.ready.remote(): i for i, h in enumerate(hosts)}  # ready call -> actor number
     feeder = _Feeder(pool, nodes, count, expected_nodes(pool, nodes, count), shared, decode)
     queue = deque(_Slot(pickle.dumps(s)) for s in slices)
-    running: dict[Any, Any] = {}  # actor call ref -> the actor
-    idle: list[Any] = []
+    running: dict[Any, tuple[int, _Slot, bool]] = {}  # call -> (actor, its slot, decoded by the actor)
+    idle: list[int] = []
+    rejoin: dict[int, float] = {}  # a restarting actor -> when to ask again where it is
     rows: list[dict] = []
     try:
         while queue or feeder.decoding or feeder.decoded or running:
+            now = time.monotonic()
+            for i in [i for i, when in rejoin.items() if when <= now]:
+                del rejoin[i]
+                starting[hosts[i].ready.remote()] = i
             feeder.send(queue)
             while idle and feeder.decoded:  # a decoded slice to every idle actor first
-                slot, worker = feeder.decoded.popleft(), idle.pop()
-                running[worker.run.remote(slot.ref)] = worker
+                slot, i = feeder.decoded.popleft(), idle.pop()
+                running[hosts[i].run.remote(slot.ref)] = (i, slot, False)
             while idle and (queue or feeder.stale(steal_after_s)):
                 # Nothing decoded for an idle actor: it decodes a slice itself, so no run waits on a
                 # decode task that cannot be scheduled.
                 slot = queue.popleft() if queue else feeder.take_back()
-                worker = idle.pop()
-                running[worker.decode_and_run.remote(slot.raw)] = worker
-                feeder.shape.decoded_by_actors += 1
+                i = idle.pop()
+                running[hosts[i].decode_and_run.remote(slot.raw)] = (i, slot, True)
+            if not (idle or running or starting or rejoin):
+                raise RuntimeError("no model actor left to run the remaining slices")
             patience = feeder.patience(steal_after_s) if idle and feeder.decoding else None
+            if rejoin:
+                soonest = max(0.0, min(rejoin.values()) - time.monotonic())
+                patience = soonest if patience is None else min(patience, soonest)
             done, _ = ray.wait([*starting, *feeder.decoding, *running], num_returns=1, timeout=patience)
             for ref in done:
                 if ref in starting:
-                    worker = starting.pop(ref)
-                    feeder.placed(ray.get(ref), all_started=not starting)  # raises: the model failed to load
-                    idle.append(worker)
+                    i = starting.pop(ref)
+                    try:
+                        node = ray.get(ref)  # raises: the model failed to load
+                    except ActorUnavailableError:  # still restarting: asked again shortly
+                        rejoin[i] = time.monotonic() + REJOIN_POLL_S
+                        continue
+                    feeder.placed(i, node, queue)
+                    idle.append(i)
                 elif ref in feeder.decoding:
                     feeder.came_back(ref)
                 else:
-                    out = ray.get(ref)  # a stage's exception (decode's or the model's) fails the run
+                    i, slot, by_actor = running.pop(ref)
+                    try:
+                        out = ray.get(ref)  # a stage's exception (decode's or the model's) fails the run
+                    except RayActorError:
+                        # The actor's process died mid-slice. Its slice runs again on the first idle
+                        # actor; Ray restarts this one, which rejoins once it says where it is now.
+                        slot.lost += 1
+                        if slot.lost > RESTARTS:
+                            raise  # the slice kills every actor that takes it
+                        feeder.shape.restarts += 1
+                        if by_actor:
+                            queue.appendleft(slot)
+                        else:
+                            feeder.decoded.appendleft(slot)
+                        rejoin[i] = time.monotonic()
+                        continue
+                    feeder.shape.decoded_by_actors += by_actor
                     rows += [dict(zip(out, v, strict=True)) for v in zip(*out.values(), strict=True)]
-                    idle.append(running.pop(ref))
+                    idle.append(i)
     finally:
         for ref in feeder.decoding:
             ray.cancel(ref)
@@ -283,6 +329,7 @@ class _Slot:
     raw: bytes
     ref: Any = None
     sent: float = 0.0
+    lost: int = 0  # times an actor died running it
 
 
 class _Feeder:
@@ -298,26 +345,47 @@ class _Feeder:
         self.decoded: deque[_Slot] = deque()
         self.last = time.monotonic()  # when a decode task last came back (or the run began)
         self.longest = 0.0  # the longest a decode task has taken
-        self.started: list[str] = []
+        self.where = list(where)  # each actor's node: expected, then as each reports
+        self.reported: set[int] = set()
         self.task: Any = None
-        self._size(where)
+        self._size()
 
-    def _size(self, where: list[str]) -> None:
+    def _size(self) -> None:
         import ray
 
-        self.shape.decode_cpus = decode_share(self.pool, self.nodes, where)
+        self.shape.decode_cpus = decode_share(self.pool, self.nodes, self.where)
         self.shape.ahead = ahead(
-            self.count, self.shape.decode_cpus, self.nodes, where, self.pool.cpus_per_actor
+            self.count, self.shape.decode_cpus, self.nodes, self.where, self.pool.cpus_per_actor
         )
         self.task = None
         if self.shape.decode_cpus > 0:
             self.task = ray.remote(num_cpus=self.shape.decode_cpus, max_retries=4)(decode_one)
 
-    def placed(self, node: str, all_started: bool) -> None:
-        """An actor reported its node; once all have, the decode tasks are sized from where they are."""
-        self.started.append(node)
-        if all_started:
-            self._size(self.started)
+    def placed(self, actor: int, node: str, queue: deque) -> None:
+        """Actor ``actor`` reported its node (at its start, or after a restart). Once every actor
+        has, the decode tasks are sized from where they are now; decode tasks already sent that ask
+        for more than the new size are cancelled (they may fit on no node any more) and their
+        slices go back to the front of ``queue``."""
+        restarted = actor in self.reported
+        self.reported.add(actor)
+        self.where[actor] = node
+        if len(self.reported) < self.count:
+            return  # sized from where they are expected until every actor has said where it is
+        before = self.shape.decode_cpus
+        self._size()
+        self.shape.resized += restarted
+        if self.decoding and self.shape.decode_cpus < before - 1e-9:
+            self._send_again(queue)
+
+    def _send_again(self, queue: deque) -> None:
+        """The decode tasks out, cancelled; their slices back at the front of ``queue``, in order."""
+        import ray
+
+        for ref, slot in reversed(list(self.decoding.items())):
+            ray.cancel(ref)
+            slot.ref = None
+            queue.appendleft(slot)
+        self.decoding.clear()
 
     def send(self, queue: deque) -> None:
         """Decode tasks for the next slices, up to the bound."""

@@ -47,6 +47,8 @@ class RayTasks:
     name: str = "ray"
     # Per map: where its wall time went (see step_timings); kept for the caller's metadata/benchmarks.
     steps: list[dict] = field(default_factory=list)
+    # Per map, when a list: every task's own clock (start, end, cpu, pid), for a benchmark's timeline.
+    timeline: list[dict] | None = None
 
     def map(self, fn: Task, args: Sequence[tuple]) -> list[dict]:
         import ray
@@ -79,7 +81,10 @@ class RayTasks:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 results[pending.pop(ref)] = ray.get(ref)
-        self.steps.append(step_timings(getattr(fn, "__name__", str(fn)), [t for _, t in results], submitted))
+        step = getattr(fn, "__name__", str(fn))
+        self.steps.append(step_timings(step, [t for _, t in results], submitted))
+        if self.timeline is not None:
+            self.timeline.append({"step": step, "submitted": submitted, "tasks": [t for _, t in results]})
         return [r for r, _ in results]
 
 

@@ -79,7 +79,8 @@ def test_embeddings_and_classifier_on_model_actors_equal_in_process(
     per node): the Ray Data pipeline it replaced waited forever there (its decode task fit on no
     node beside the actors). The classifier runs as the stages run it (run_pooled, outputs written
     by the actors, parts by the finish tasks) and loses an actor mid-slice: Ray restarts it, the
-    slice is retried, the outputs are whole."""
+    slice is retried, the outputs are whole. Then the same on half-CPU actors with decode tasks
+    beside them."""
     import ray
 
     from refinery.engine.model_pool import run_pooled
@@ -109,10 +110,26 @@ def test_embeddings_and_classifier_on_model_actors_equal_in_process(
         decode=model_loads.first_words,
         describe=lambda model: {"kind": type(model).__name__},
     )
+    # Half-CPU actors with decode tasks beside them, an actor lost mid-slice again: its restart may
+    # land on another node, where the first sizing of the decode tasks no longer fits (49.7 s in
+    # the seventh session); the slice runs on the other actor, the decode tasks follow the restart.
+    beside = ModelPool(actors=2, num_gpus=0.0, batch_size=8, cpus_per_actor=0.5, decode_cpus=1.0)
+    again = tmp_path / "loads-beside"
+    again.mkdir()
+    scored_beside = ModelStage(
+        ["text", "key"],
+        partial(model_loads.load_classifier, str(again), str(path)),
+        partial(model_loads.classify_dying_once, str(again)),
+        decode=model_loads.first_words,
+    )
     try:
         with _deadline(90):
             vectors = run_model_stage(engine, folder, stage, pool)
             run = run_pooled(engine, folder, scored, pool, model_loads.scores_of_slice, tmp_path / "scratch")
+        with _deadline(30):
+            run_beside = run_pooled(
+                engine, folder, scored_beside, beside, model_loads.scores_of_slice, tmp_path / "scratch"
+            )
     finally:
         ray.shutdown()
 
@@ -142,6 +159,11 @@ def test_embeddings_and_classifier_on_model_actors_equal_in_process(
     decoded = model_loads.first_words(frame)
     np.testing.assert_allclose(scores, model_loads.classify(load_classifier(path), decoded), rtol=1e-12)
     assert not np.allclose(scores, model_loads.classify(load_classifier(path), frame))  # decode ran
+    shape = run_beside.describe()
+    assert (again / "killed-once").exists() and shape["actor_restarts"] == 1, shape
+    assert shape["slices"] == 8 and shape["decode_cpus"] > 0, shape  # decode tasks ran beside the actors
+    beside_scores = [s for part in sorted(run_beside.parts, key=lambda p: p["index"]) for s in part["scores"]]
+    np.testing.assert_allclose(beside_scores, scores, rtol=1e-12)
 
 
 def test_a_pool_needs_an_actor_and_a_batch():

@@ -212,3 +212,31 @@ def test_on_an_object_store_a_task_killed_mid_write_is_ignored_and_the_step_resu
         [pq.read_table(p, filesystem=store.fs).to_pandas() for p in result.parts], ignore_index=True
     )
     pd.testing.assert_frame_equal(got, _want(sources, params), check_dtype=False)
+
+
+class _Recording(InProcessTasks):
+    """In-process tasks, recording the order each map hands them out (task numbers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.order: dict[str, list[int]] = {}
+
+    def map(self, fn, args):
+        self.order.setdefault(fn.__name__, []).extend(a[1] for a in args)
+        return super().map(fn, args)
+
+
+def test_each_step_hands_out_its_largest_tasks_first(tmp_path):
+    """Longest first (what Ray's queue then schedules on the first free worker): the signatures by
+    the piece's text bytes, the per-piece steps by rows; the results still land by task number."""
+    sources = _sources()
+    sources["zeta"] = [t * 8 for t in sources["zeta"]]  # the last source's documents are the longest
+    pieces = plan_pieces(_write(tmp_path, sources, 3), 4)
+    runner = _Recording()
+    plan, _ = shuffle_dedup(pieces, CorpusDedupParams(), runner, tmp_path / "work", 2, {}, {})
+    by_bytes = sorted(range(len(pieces)), key=lambda i: -pieces[i].bytes)
+    assert runner.order["sign_task"] == by_bytes != list(range(len(pieces)))
+    assert pieces[by_bytes[0]].source == "zeta"
+    assert runner.order["table_task"] == sorted(range(len(pieces)), key=lambda i: -pieces[i].rows)
+    got = pd.concat([pq.read_table(p).to_pandas() for p in table_parts(plan)], ignore_index=True)
+    pd.testing.assert_frame_equal(got, _want(sources, CorpusDedupParams()), check_dtype=False)
