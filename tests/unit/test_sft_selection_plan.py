@@ -78,7 +78,8 @@ def test_files_and_tasks_decide_as_in_memory(tmp_path, within, sample_rows, work
         start += rows
     whole = PieceDecisions(folder)
     assert whole.take(ids)["cluster"].tolist() == want.labels.tolist() and whole.read == len(x)
-    with processing(Slice(0, "f", (), pieces[0])), pytest.raises(RuntimeError, match="record 'r1' is for 'r0'"):
+    wrong = pytest.raises(RuntimeError, match="record 'r1' is for 'r0'")
+    with processing(Slice(0, "f", (), pieces[0])), wrong:
         PieceDecisions(folder).take(ids[1:3])  # a row decided by another's decision: an error
 
 
