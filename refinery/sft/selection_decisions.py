@@ -33,6 +33,7 @@ from refinery.engine.slices import current_slice
 from refinery.sft.selection_plan import decision_files
 
 READ_BATCH = 8192  # decisions per read (the collect files' row group)
+COLUMNS = ["id", "cluster", "distance", "keep"]
 
 
 class PieceDecisions:
@@ -66,14 +67,15 @@ class PieceDecisions:
                 f"{len(files)} slices only (the stage was sliced differently): rerun the stage"
             )
         filesystem = RootFolder.of(self.folder).fs
-        opened = [pq.ParquetFile(filesystem.open_input_file(f)) for f in chosen]
-        if piece is not None and opened[0].metadata.num_rows != piece.rows:
-            raise RuntimeError(
-                f"slice {piece.index}: {opened[0].metadata.num_rows} decisions in the plan for its "
-                f"{piece.rows} records: rerun the stage"
-            )
+        if piece is not None:
+            rows = pq.ParquetFile(filesystem.open_input_file(chosen[0])).metadata.num_rows
+            if rows != piece.rows:
+                raise RuntimeError(
+                    f"slice {piece.index}: {rows} decisions in the plan for its {piece.rows} records: "
+                    "rerun the stage"
+                )
         self._piece, self._pending = piece, None
-        self._stream = (b for f in opened for b in f.iter_batches(READ_BATCH, columns=COLUMNS))
+        self._stream = _batches(filesystem, chosen)
 
     def take(self, ids: pd.Series) -> pd.DataFrame:
         """The decisions of the next ``len(ids)`` rows (``cluster``, ``distance``, ``keep``, on
@@ -119,4 +121,8 @@ class PieceDecisions:
         )
 
 
-COLUMNS = ["id", "cluster", "distance", "keep"]
+def _batches(filesystem: Any, files: list[str]) -> Iterator[pa.RecordBatch]:
+    """The decisions of ``files`` in order, :data:`READ_BATCH` at a time, one file open at a time."""
+    for file in files:
+        with filesystem.open_input_file(file) as handle:
+            yield from pq.ParquetFile(handle).iter_batches(READ_BATCH, columns=COLUMNS)
