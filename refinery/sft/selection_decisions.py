@@ -33,7 +33,8 @@ from refinery.engine.slices import current_slice
 from refinery.sft.selection_plan import decision_files
 
 READ_BATCH = 8192  # decisions per read (the collect files' row group)
-COLUMNS = ["id", "cluster", "distance", "keep"]
+SCHEMA = [("id", pa.string()), ("cluster", pa.int32()), ("distance", pa.float32()), ("keep", pa.bool_())]
+COLUMNS = [name for name, _ in SCHEMA]
 
 
 class PieceDecisions:
@@ -94,8 +95,8 @@ class PieceDecisions:
             self.read += batch.num_rows
             parts.append(pa.Table.from_batches([batch]))
             held += batch.num_rows
-        table = pa.concat_tables(parts) if parts else None
-        if table is None or table.num_rows < rows:
+        table = pa.concat_tables(parts) if parts else pa.schema(SCHEMA).empty_table()
+        if table.num_rows < rows:
             where = "the partition" if piece is None else f"slice {piece.index}"
             raise RuntimeError(
                 f"{where} has more records than the selection plan decided: the upstream changed "

@@ -90,3 +90,11 @@ def test_a_missing_batch_is_an_error_not_a_smaller_selection(tmp_path):
     Path(embedded_files(folder)[0]).unlink()  # positions 0..99 lost: the sample is short
     with pytest.raises(RuntimeError, match="sample"):
         plan_selection(folder, SelectionParams(kmeans_sample_rows=50, n_clusters=4), InProcessTasks(), 1)
+
+
+def test_an_empty_partition_has_one_empty_slice_of_decisions(tmp_path):
+    folder = new_plan_folder(tmp_path, "s")
+    plan = plan_selection(folder, SelectionParams(), InProcessTasks(), 2, [0])
+    assert (plan.rows, plan.k, plan.pieces) == (0, 0, 1)
+    decided = PieceDecisions(folder).take(pd.Series([], dtype=object))
+    assert decided.empty and list(decided.columns) == ["cluster", "distance", "keep"]
