@@ -379,7 +379,8 @@ def decision_files(folder: Path | str) -> list[str]:
 
 def load_decisions(folder: Path | str, ids: list[str] | None = None) -> dict[str, tuple[int, float, bool]]:
     """id -> (cluster, distance, keep) for every record of the plan, or for ``ids`` only (what the
-    step's report needs: the plotted sample, never the partition)."""
+    step's report needs: the plotted sample, never the partition). The rows are decided through
+    :class:`~refinery.sft.selection_decisions.PieceDecisions`, a slice at a time, never this dict."""
     out: dict[str, tuple[int, float, bool]] = {}
     filesystem = RootFolder.of(folder).fs
     wanted = None if ids is None else pa.array(ids, pa.string())
