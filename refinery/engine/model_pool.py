@@ -27,7 +27,8 @@ Two ways to collect what the actors compute:
   rows, or its embeddings). The driver holds per-part metadata only: counts, stats, the model's
   description (written by the actors: the driver never loads the model) and the loads per actor.
 - :func:`run_model_stage`: the per-row outputs gathered in the driver, stacked in row order
-  (small outputs: SFT's selection writes its own files from ``infer``, tests).
+  (tests; SFT's selection writes its own files from ``infer`` and returns per-slice counts:
+  :func:`refinery.sft.selection_plan.embed_on_pool`).
 
 The pool's shape comes from the ``compute`` resource (:class:`ModelPool`, built by
 ``ComputeResource.model_pool()``): ``num_gpus``, ``ray_actors`` and ``batch_size``.

@@ -13,8 +13,13 @@ the per-row work on an engine's workers:
    cluster (:mod:`refinery.dedup.marked_shuffle`: every cluster goes to one reducer; each task's
    files committed by its done marker, so a rerun skips the tasks already done); each task returns
    only its cluster sizes and kind counts, from which the step allocates the quotas;
-4. **choose** (a task per reducer): each cluster decided alone (:func:`~refinery.sft.select.choose`)
-   and the decisions written as Parquet (id, cluster, distance, keep).
+4. **choose** (a task per reducer): each cluster decided alone (:func:`~refinery.sft.select.choose`),
+   and each decision (pos, id, cluster, distance, keep) sent to the piece of its reading position;
+5. **collect** (a task per piece): a piece's decisions in position order, one Parquet file. The
+   pieces are the slices the rows are written in (the engine's ``slice_rows``), so a worker writing
+   slice ``i`` reads piece ``i``'s file only, a batch at a time
+   (:class:`~refinery.sft.selection_decisions.PieceDecisions`), and the step, writing every row on
+   the local engine, streams the files in order: no process holds the partition's decisions.
 
 The tasks go through the engine's task runner (``engine.tasks()``: this process, or Ray tasks).
 Nothing in steps 2–4 depends on how rows were cut into files or reducers, so the decisions equal
@@ -61,7 +66,8 @@ from refinery.sft.select import (
 READ_COLUMNS = ["id", "kind", KEY_COLUMN, "quality"]
 PREVIEW_CHARS = 200  # of each embedded key, kept for the per-cluster table
 PLAN_DIR = ("_shuffle", "sft_selected")
-DECISIONS = "decisions"  # the choose step's files: choose/decisions/t-<reducer>.<attempt>.parquet
+DECISIONS = "decisions"  # the collect step's files: collect/decisions/t-<piece>.<attempt>.parquet
+DECISION_COLUMNS = ["pos", "id", "cluster", "distance", "keep"]
 PLOT_POINTS = 4000
 
 
@@ -198,9 +204,17 @@ def assign_task(step: str, index: int, file: str, centroids: np.ndarray, reducer
 
 
 # -- step 4: each cluster decided alone -----------------------------------------------------------
-def choose_task(step: str, index: int, assigned: str, taken: list[int], params: dict) -> dict:
-    """Decide every cluster of reducer ``index``; write its decisions and return, per cluster, the
-    key preview of the record nearest the centroid, and the kinds kept."""
+def piece_of(positions: np.ndarray, starts: list[int]) -> np.ndarray:
+    """The piece (slice) holding each reading position; ``starts``: each piece's first position."""
+    return np.searchsorted(np.asarray(starts, np.int64), np.asarray(positions, np.int64), side="right") - 1
+
+
+def choose_task(
+    step: str, index: int, assigned: str, taken: list[int], params: dict, starts: list[int]
+) -> dict:
+    """Decide every cluster of reducer ``index``; send each decision to the piece of its reading
+    position (``starts``: the pieces' first positions) and return, per cluster, the key preview of
+    the record nearest the centroid, and the kinds kept."""
     p = SelectionParams.model_validate(params)
     out = TaskOutput(step, index)
     table = gather(assigned, index)
@@ -211,11 +225,10 @@ def choose_task(step: str, index: int, assigned: str, taken: list[int], params: 
     primary = preference(
         p.within_cluster, frame["quality"].to_numpy(float), frame["distance"].to_numpy(float)
     )
-    frame["keep"] = choose(labels, primary, frame["pos"].to_numpy(np.int64), np.asarray(taken), p.seed + 1)
-    out.write(
-        DECISIONS,
-        pa.Table.from_pandas(frame[["pos", "id", "cluster", "distance", "keep"]], preserve_index=False),
-    )
+    positions = frame["pos"].to_numpy(np.int64)
+    frame["keep"] = choose(labels, primary, positions, np.asarray(taken), p.seed + 1)
+    decided = pa.Table.from_pandas(frame[DECISION_COLUMNS], preserve_index=False)
+    out.scatter(decided, piece_of(positions, starts), len(starts))
     nearest = frame.sort_values(["cluster", "distance", "pos"]).drop_duplicates("cluster")
     return out.commit(
         {
@@ -225,6 +238,24 @@ def choose_task(step: str, index: int, assigned: str, taken: list[int], params: 
             "kept_kinds": frame.loc[frame["keep"], "kind"].value_counts().to_dict(),
         }
     )
+
+
+# -- step 5: each piece's decisions in position order ----------------------------------------------
+def collect_task(step: str, index: int, chosen: str, start: int, rows: int) -> dict:
+    """Piece ``index``'s decisions (positions ``[start, start + rows)``), sorted by position and
+    written as one file; every position must have exactly one."""
+    out = TaskOutput(step, index)
+    table = gather(chosen, index)
+    if table is None:
+        table = pa.schema(
+            [("pos", pa.int64()), ("id", pa.string()), ("cluster", pa.int32()),
+             ("distance", pa.float32()), ("keep", pa.bool_())]
+        ).empty_table()  # fmt: skip
+    table = table.take(pc.sort_indices(table, [("pos", "ascending")]))
+    if not np.array_equal(table.column("pos").to_numpy(), np.arange(start, start + rows)):
+        raise RuntimeError(f"selection piece {index}: {table.num_rows} decisions for its {rows} records")
+    out.write(DECISIONS, table, row_group_size=8192)
+    return out.commit({"rows": rows})
 
 
 @dataclass
@@ -246,6 +277,7 @@ class SelectionPlan:
     kinds_after: dict[str, int] = field(default_factory=dict)
     scored: int = 0  # records with a quality score
     tasks: dict[str, Any] = field(default_factory=dict)
+    pieces: int = 1  # the collect step's files (one per slice)
 
     @property
     def coverage(self) -> float:
@@ -253,10 +285,22 @@ class SelectionPlan:
         return float((self.taken > 0).sum() / nonempty) if nonempty else 1.0
 
 
-def plan_selection(folder: Path | str, params: SelectionParams, runner: Any, workers: int) -> SelectionPlan:
-    """Steps 2–4 over the embeddings under ``folder`` with the task runner ``runner``."""
+def plan_selection(
+    folder: Path | str,
+    params: SelectionParams,
+    runner: Any,
+    workers: int,
+    pieces: list[int] | None = None,
+) -> SelectionPlan:
+    """Steps 2–5 over the embeddings under ``folder`` with the task runner ``runner``. ``pieces``:
+    the rows of each slice the stage's rows are written in (None: one piece), whose decisions
+    the collect step writes to one file each."""
     files = embedded_files(folder)
     n = embedded_rows(files)
+    pieces = [n] if pieces is None else [int(r) for r in pieces]
+    if sum(pieces) != n:
+        raise RuntimeError(f"the slices hold {sum(pieces)} records, the embeddings {n}: rerun the stage")
+    starts = np.r_[0, np.cumsum(pieces)[:-1]].astype(np.int64).tolist()
     budget = params.budget(n)
     k = params.clusters(n, budget)
     sample, sample_frame = read_sample(files, sample_positions(n, params))
@@ -286,10 +330,13 @@ def plan_selection(folder: Path | str, params: SelectionParams, runner: Any, wor
     if int(sizes.sum()) != n:
         raise RuntimeError(f"assignment saw {int(sizes.sum())} of {n} rows")
     taken = allocate(sizes, budget, params.allocation, params.seed)
-    shared = (str(work.step("assign")), taken.tolist(), params.model_dump())  # one object for every task
+    shared = (str(work.step("assign")), taken.tolist(), params.model_dump(), starts)  # one object for all
     chosen = work.run(runner, "choose", choose_task, [shared] * reducers if k else [])
-    RootFolder(work.step("assign")).remove()  # the rows' copies; the decisions stay until written
+    RootFolder(work.step("assign")).remove()  # the rows' copies
     RootFolder.of(folder).sub("embed").remove()
+    chose = str(work.step("choose"))
+    work.run(runner, "collect", collect_task, [(chose, s, r) for s, r in zip(starts, pieces, strict=True)])
+    RootFolder(chose).remove()  # the decisions' scattered copies; collect's files stay until written
     kept_kinds: dict[str, int] = {}
     examples: dict[int, str] = {}
     for r in chosen:
@@ -299,7 +346,7 @@ def plan_selection(folder: Path | str, params: SelectionParams, runner: Any, wor
     return SelectionPlan(
         folder, n, budget, k, sizes, taken, km, sample, sample_ids, examples, kinds,
         kept_kinds, scored, {"runner": getattr(runner, "name", "?"), "assign_tasks": len(files),
-        "reducers": reducers},
+        "reducers": reducers}, len(pieces),
     )  # fmt: skip
 
 
@@ -321,14 +368,19 @@ def load_counts(folder: Path | str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decision_files(folder: Path | str) -> list[str]:
-    """The committed decision files of the choose step, in reducer order (paths on the plan's
-    filesystem)."""
-    return [path for _, _, path in committed(child(folder, "shuffle", "choose"), DECISIONS)]
+    """The collect step's decision files, one per piece in position order (paths on the plan's
+    filesystem); an error if a piece's is missing."""
+    files = committed(child(folder, "shuffle", "collect"), DECISIONS)
+    tasks = [task for task, _, _ in files]
+    if tasks != list(range(len(files))):
+        raise RuntimeError(f"the selection plan {folder} misses pieces' decisions ({tasks}): rerun the stage")
+    return [path for _, _, path in files]
 
 
 def load_decisions(folder: Path | str, ids: list[str] | None = None) -> dict[str, tuple[int, float, bool]]:
     """id -> (cluster, distance, keep) for every record of the plan, or for ``ids`` only (what the
-    step's report needs: the plotted sample, never the partition)."""
+    step's report needs: the plotted sample, never the partition). The rows are decided through
+    :class:`~refinery.sft.selection_decisions.PieceDecisions`, a slice at a time, never this dict."""
     out: dict[str, tuple[int, float, bool]] = {}
     filesystem = RootFolder.of(folder).fs
     wanted = None if ids is None else pa.array(ids, pa.string())
@@ -354,24 +406,51 @@ def with_positions(offsets: list[int], frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**{POS: starts + (order & 0xFFFFFFFF)})
 
 
-def encode_and_write(folder: str, model: Any, frame: pd.DataFrame) -> np.ndarray:
-    """The model actors' step: embed a batch and write it; only a byte per row goes back."""
+def encode_and_write(folder: str, model: Any, frame: pd.DataFrame) -> int:
+    """The model actors' step: embed a batch and write it; only its row count goes back."""
     vectors = model.encode(frame[KEY_COLUMN].fillna("").tolist())
     write_embedded(folder, frame[POS].to_numpy(np.int64), frame, vectors)
-    return np.zeros(len(frame), np.int8)
+    return len(frame)
+
+
+class CountingActor:
+    """The embed step's model actor: loads the model once (``__init__``), then has each batch
+    embedded and written (the stage's ``infer``), and reports how many rows of each slice it wrote:
+    one (slice, rows) pair per slice a batch touches, never a value per row."""
+
+    def __init__(self, payload: bytes):
+        from ray import cloudpickle
+
+        self.stage = cloudpickle.loads(payload)
+        self.model = self.stage.load()
+
+    def __call__(self, frame: pd.DataFrame) -> dict[str, list]:
+        from refinery.engine.model_pool import ORDER
+
+        written = self.stage.infer(self.model, frame.drop(columns=[ORDER]))
+        if written != len(frame):
+            raise ValueError(f"the embed step wrote {written} rows for {len(frame)}")
+        pieces, counts = np.unique(frame[ORDER].to_numpy(np.int64) >> 32, return_counts=True)
+        return {"slice": pieces.tolist(), "rows": counts.tolist()}
 
 
 def embed_on_pool(
     engine: Any, location: Path | str, load: Callable[[], Any], folder: Path | str, pool: Any
-) -> None:
+) -> list[int]:
     """Step 1 on the engine's Ray cluster: decode tasks, then ``pool``'s model actors (each runs
-    ``load`` once) embedding and writing (:func:`refinery.engine.model_pool.run_model_stage`)."""
+    ``load`` once) embedding and writing (:func:`refinery.engine.model_actors.actor_reports`).
+    Returns the rows embedded per slice (every slice's count checked against its rows): the step
+    receives a pair of numbers per batch, nothing per row."""
     from functools import partial
 
-    from refinery.engine.model_pool import ModelStage, run_model_stage
+    from ray import cloudpickle
+
+    from refinery.engine.model_actors import actor_reports
+    from refinery.engine.model_pool import ModelStage, decode_slices
     from refinery.engine.slices import plan_slices
 
-    slices = plan_slices(location, engine.slice_rows)  # the plan run_model_stage makes, for offsets
+    engine.connect()
+    slices = plan_slices(location, engine.slice_rows)  # the slices the workers write the rows in
     offsets = np.r_[0, np.cumsum([s.rows for s in slices])].tolist()
     stage = ModelStage(
         READ_COLUMNS,
@@ -379,4 +458,17 @@ def embed_on_pool(
         partial(encode_and_write, child(folder, "embed")),
         decode=partial(with_positions, offsets),
     )
-    run_model_stage(engine, location, stage, pool)
+    counts = np.zeros(len(slices), np.int64)
+    filled = [s for s in slices if s.rows]
+    if filled:
+        reports, _ = actor_reports(filled, cloudpickle.dumps(stage), pool, CountingActor, (), decode_slices)
+        for report in reports:
+            counts[int(report["slice"])] += int(report["rows"])
+    wrong = [s.index for s in slices if counts[s.index] != s.rows]
+    if wrong:
+        s = slices[wrong[0]]
+        raise RuntimeError(
+            f"slice {s.index}: {int(counts[s.index])} records embedded of {s.rows} "
+            f"({len(wrong)} slices wrong): rerun the stage"
+        )
+    return counts.tolist()

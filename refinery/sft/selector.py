@@ -23,7 +23,7 @@ import pandas as pd
 
 from refinery import markdown
 from refinery.batch import BatchResult, split_batch
-from refinery.engine.slices import slice_location
+from refinery.engine.slices import plan_slices, slice_location
 from refinery.fs import child
 from refinery.kernel.processor import StageProcessor
 from refinery.kernel.spec import StageLog
@@ -31,6 +31,7 @@ from refinery.metadata import Markdown
 from refinery.sft.plan_folder import plan_relative
 from refinery.sft.schema import KEY_COLUMN
 from refinery.sft.select import SelectionParams, selection_plot
+from refinery.sft.selection_decisions import PieceDecisions
 from refinery.sft.selection_plan import (
     PLAN_DIR,
     READ_COLUMNS,
@@ -53,6 +54,8 @@ from refinery.table_store import is_object, local_root, partition_identity
 __all__ = ["PLAN_STAMP", "READ_COLUMNS", "SftSelector", "cluster_table", "selection_pool"]
 
 PLAN_STAMP = "selection_plan"  # provenance key: the plan's folder, relative to the storage root
+DECISIONS_READ = "selection_decisions_read"  # summary key: decisions read beside the rows
+SLICE_ROWS = 20_000  # the decisions' pieces without an engine (the engines' default slice)
 DECODE_CPUS = 0.25  # the decode step of text is reading a column: a quarter CPU beside each actor
 
 
@@ -87,17 +90,12 @@ class SftSelector(StageProcessor):
         self.stamp = ""  # the plan folder relative to the storage root (set by planned on a cluster)
         self.model, self.device = model, device
         self.sizes, self.taken = (plan.sizes, plan.taken) if plan is not None else load_counts(folder)
-        # Every record's decision, read when the first batch is decided: on a distributed engine the
-        # step never decides a batch, so it never holds them. The report needs the plotted sample's
+        # The rows' decisions, read beside them a batch at a time: a worker its slice's file only,
+        # the local engine's step every piece's in order. The report needs the plotted sample's
         # only, read now (the plan folder is scratch: it may be gone when the report is made).
-        self._by_id: dict[str, tuple[int, float, bool]] | None = None
+        self.decisions = PieceDecisions(folder)
+        self.absorbed = 0  # decisions the workers read (their summaries, absorbed by the step's copy)
         self._shown = load_decisions(folder, plan.sample_ids) if plan is not None else {}
-
-    @property
-    def by_id(self) -> dict[str, tuple[int, float, bool]]:
-        if self._by_id is None:
-            self._by_id = load_decisions(self.folder)
-        return self._by_id
 
     @classmethod
     def decided(cls, folder: Path | str, params: SelectionParams) -> SftSelector:
@@ -133,16 +131,19 @@ class SftSelector(StageProcessor):
         shared = distributed or not is_object(storage)
         folder = new_plan_folder(storage.root if shared else local_root(storage), source, fingerprint)
         expected = storage.row_count(upstream, source)
+        location = slice_location(storage, upstream, source)
         if distributed:
             if loader is None or pool is None:
                 raise ValueError("selection on a distributed engine needs the embedder's loader and a pool")
-            embed_on_pool(engine, slice_location(storage, upstream, source), loader.load, folder, pool)
+            pieces = embed_on_pool(engine, location, loader.load, folder, pool)  # rows per slice
             model, device = loader.model, "cuda" if pool.num_gpus else loader.compute.device
         else:
             embedder = embedder if embedder is not None else loader.load()
             batches = storage.iter_batches(upstream, source, columns=READ_COLUMNS)
             embed_here(batches, embedder.encode, child(folder, "embed"))
             model, device = embedder.name, embedder.device
+            # the decisions' pieces: slices as a distributed engine would cut them (one file each)
+            pieces = [s.rows for s in plan_slices(location, getattr(engine, "slice_rows", SLICE_ROWS))]
         got = embedded_rows(embedded_files(folder))
         if got != expected:
             raise RuntimeError(
@@ -155,7 +156,7 @@ class SftSelector(StageProcessor):
             from refinery.engine.tasks import InProcessTasks
 
             runner, workers = InProcessTasks(), 1
-        plan = plan_selection(folder, params, runner, workers)
+        plan = plan_selection(folder, params, runner, workers, pieces)
         save_counts(plan)
         if params.within_cluster == "quality" and plan.rows and not plan.scored:
             log.warning("within_cluster='quality' but no record has a quality score: order is random")
@@ -175,9 +176,10 @@ class SftSelector(StageProcessor):
         return self.plan.sample if self.plan is not None else np.zeros((0, 0), np.float32)
 
     def __call__(self, batch: pd.DataFrame) -> BatchResult:
-        info = [self.by_id[i] for i in batch["id"]]
+        info = self.decisions.take(batch["id"])
         p = self.params
-        out = batch.assign(cluster=[c for c, _, _ in info], cluster_distance=[d for _, d, _ in info])
+        clusters = info["cluster"].tolist()
+        out = batch.assign(cluster=clusters, cluster_distance=info["distance"].tolist())
         reasons = [
             None
             if keep
@@ -185,9 +187,13 @@ class SftSelector(StageProcessor):
                 "not_selected",
                 f"cluster {c}: {self.sizes[c]} → {self.taken[c]} ({p.allocation}, {p.within_cluster})",
             )
-            for c, _, keep in info
+            for c, keep in zip(clusters, info["keep"].tolist(), strict=True)
         ]
         return split_batch(out, reasons)
+
+    def absorb(self, delta: dict) -> None:
+        """A worker's count of the decisions it read (the Ray engine writes slices in parallel)."""
+        self.absorbed += int(delta.get(DECISIONS_READ, 0))
 
     def report(self) -> dict:
         s = self.plan
@@ -224,9 +230,11 @@ class SftSelector(StageProcessor):
 
     def summary(self) -> dict:
         s = self.plan
-        if s is None:
-            return {}
+        read = {DECISIONS_READ: self.decisions.read + self.absorbed}  # each record's once, on any engine
+        if s is None:  # a worker's copy: what its slices read, summed by the step
+            return read
         return {
+            **read,
             "clusters": s.k,
             "coverage": s.coverage,
             "cluster_sizes": s.sizes.tolist(),

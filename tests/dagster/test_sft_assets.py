@@ -141,6 +141,8 @@ def test_selection_budget_coverage_and_plot(home, sft_run):
         assert "typical prompt" in meta["per_cluster"].value
     stats = json.loads(storage.stats_path("sft_selected", "alpaca").read_text())
     assert sum(stats["cluster_taken"]) == 10 and min(stats["cluster_taken"]) >= 1
+    # each record's decision read once, beside its row (streamed from the per-slice files)
+    assert stats["selection_decisions_read"] == storage.row_count("sft_checked", "alpaca")
 
 
 def test_prompt_dedup_across_sources_and_rematerialization(sft_home):

@@ -104,6 +104,11 @@ def test_sft_chain_on_two_nodes_equals_the_local_engine(ray_cluster, tmp_path, s
             # (how many of the two nodes took slices depends on Ray's timing: these slices are quick)
             assert stats["engine"] == "ray" and stats["slices"] > 1 and stats["nodes"] >= 1, (stage, stats)
             assert len(got.files(stage, source)) == stats["slices"]  # one part per slice, written by workers
+        # Each worker read its slices' decisions only: every record's once over all the slices (a
+        # worker holding the partition's would count it per slice), as the local engine's step.
+        rows = got.row_count("sft_checked", source)
+        read = [s.read_stats("sft_selected")[source]["selection_decisions_read"] for s in (want, got)]
+        assert read == [rows, rows], read
         rejected = want.read("sft_checked", source, rejected=True)
         assert rejected["reason"].notna().all() and len(rejected) >= 3
         selected = want.read("sft_selected", source)

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from refinery.engine.slices import Slice, processing
 from refinery.engine.tasks import InProcessTasks
 from refinery.sft.select import SelectionParams, select
+from refinery.sft.selection_decisions import PieceDecisions
 from refinery.sft.selection_plan import (
     embedded_files,
     load_decisions,
@@ -31,14 +33,14 @@ def _write(folder, x, quality, cuts):
 
 
 @pytest.mark.parametrize(
-    ("within", "sample_rows", "workers", "cuts"),
+    ("within", "sample_rows", "workers", "cuts", "slices"),
     [
-        ("random", 100_000, 1, [400]),
-        ("quality", 300, 3, [100, 101, 555]),
-        ("centroid", 250, 4, [7, 300]),
+        ("random", 100_000, 1, [400], []),
+        ("quality", 300, 3, [100, 101, 555], [250, 250, 500]),  # an empty slice among them
+        ("centroid", 250, 4, [7, 300], list(range(97, 787, 97))),
     ],
 )
-def test_files_and_tasks_decide_as_in_memory(tmp_path, within, sample_rows, workers, cuts):
+def test_files_and_tasks_decide_as_in_memory(tmp_path, within, sample_rows, workers, cuts, slices):
     x, _ = blobs()
     quality = np.random.default_rng(1).random(len(x))
     quality[::5] = np.nan
@@ -48,7 +50,8 @@ def test_files_and_tasks_decide_as_in_memory(tmp_path, within, sample_rows, work
     want = select(x, quality, params)
     folder = new_plan_folder(tmp_path, "s")
     _write(folder, x, quality, cuts)
-    plan = plan_selection(folder, params, InProcessTasks(), workers)
+    pieces = np.diff([0, *slices, len(x)]).tolist()  # the rows of each slice the stage writes
+    plan = plan_selection(folder, params, InProcessTasks(), workers, pieces)
     got = load_decisions(folder)
     assert plan.tasks["reducers"] == min(workers, 9) and not embedded_files(folder)  # embeddings removed
     assert [got[f"r{i}"][2] for i in range(len(x))] == want.keep.tolist()
@@ -61,6 +64,23 @@ def test_files_and_tasks_decide_as_in_memory(tmp_path, within, sample_rows, work
     assert load_decisions(folder, shown) == {i: got[i] for i in shown}
     if sample_rows < len(x):  # fitted on the sample only
         assert len(plan.sample) <= sample_rows and len(shown) < len(got)
+    ids = pd.Series([f"r{i}" for i in range(len(x))])
+    # A worker writing slice i reads slice i's decisions only (one file per slice, in row order),
+    # a batch at a time; a process writing the whole partition reads every record's once.
+    start, worker = 0, PieceDecisions(folder)  # one worker's copy, reused for every slice (warm)
+    for index, rows in enumerate(pieces):
+        before = worker.read
+        with processing(Slice(index, "f", (), rows)):
+            for lo in range(start, start + rows, 64):
+                decided = worker.take(ids[lo : min(lo + 64, start + rows)])
+                assert decided["keep"].tolist() == want.keep[lo : lo + len(decided)].tolist()
+        assert worker.read - before == rows  # its slice's records, not the partition's
+        start += rows
+    whole = PieceDecisions(folder)
+    assert whole.take(ids)["cluster"].tolist() == want.labels.tolist() and whole.read == len(x)
+    wrong = pytest.raises(RuntimeError, match="record 'r1' is for 'r0'")
+    with processing(Slice(0, "f", (), pieces[0])), wrong:
+        PieceDecisions(folder).take(ids[1:3])  # a row decided by another's decision: an error
 
 
 def test_a_missing_batch_is_an_error_not_a_smaller_selection(tmp_path):
@@ -70,3 +90,11 @@ def test_a_missing_batch_is_an_error_not_a_smaller_selection(tmp_path):
     Path(embedded_files(folder)[0]).unlink()  # positions 0..99 lost: the sample is short
     with pytest.raises(RuntimeError, match="sample"):
         plan_selection(folder, SelectionParams(kmeans_sample_rows=50, n_clusters=4), InProcessTasks(), 1)
+
+
+def test_an_empty_partition_has_one_empty_slice_of_decisions(tmp_path):
+    folder = new_plan_folder(tmp_path, "s")
+    plan = plan_selection(folder, SelectionParams(), InProcessTasks(), 2, [0])
+    assert (plan.rows, plan.k, plan.pieces) == (0, 0, 1)
+    decided = PieceDecisions(folder).take(pd.Series([], dtype=object))
+    assert decided.empty and list(decided.columns) == ["cluster", "distance", "keep"]
