@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refinery.clean import normalize
-from refinery.filters.chain import batch_rows, evaluate, filter_batch
+from refinery.filters.chain import batch_rows
 from refinery.filters.gopher_repetition import (
     duplicate_ngram_chars,
     ngram_char_counts,
@@ -34,6 +34,7 @@ from refinery.text.kernels.doc_counts import batch_counts
 from refinery.text.kernels.utf8 import large_strings
 from refinery.text.word_counts import letter_word_count
 from refinery.text.words import tokens, words
+from tests.unit.filter_paths import assert_filter_batch_equals_the_list_path
 from tests.unit.real_text import real_documents
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -121,18 +122,7 @@ def test_doc_counts_equal_python_on_generated_text(texts, prefixes):
 )
 def test_filter_batch_with_kernel_counts_equals_the_list_path(overrides):
     docs = list(real_documents(15)) + CRAFTED + ["- item one\n- item two...\n" * 20, "the cat sat… " * 40]
-    params = HeuristicParams(**overrides)
-    result = filter_batch(pd.DataFrame({"id": range(len(docs)), "text": docs}), params)
-    got = {
-        **{row.id: (None, row.text) for row in result.kept.itertuples()},
-        **{row.id: ((row.reason, row.reason_detail), None) for row in result.rejected.itertuples()},
-    }
-    scores = pd.concat([result.kept, result.rejected]).set_index("id")
-    for i, text in enumerate(docs):
-        verdict, want_scores, kept_text = evaluate(text, params)  # no counts: the list path
-        assert got[i] == (verdict, None if verdict else kept_text), text[:80]
-        for name, value in want_scores.items():
-            assert scores.at[i, name] == pytest.approx(value, rel=1e-6), (name, text[:80])
+    assert_filter_batch_equals_the_list_path(docs, HeuristicParams(**overrides))
 
 
 def test_text_arrow_cannot_hold_takes_the_python_path():

@@ -11,16 +11,15 @@
 """
 
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refinery.filters.chain import evaluate, filter_batch
 from refinery.filters.gopher_repetition import duplicate_ngram_chars, top_ngram_chars
 from refinery.filters.params import HeuristicParams
 from refinery.text.word_counts import letter_word_count, word_counts
 from refinery.text.words import tokens, words
+from tests.unit.filter_paths import assert_filter_batch_equals_the_list_path
 from tests.unit.real_text import real_documents
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -85,18 +84,7 @@ def test_word_counts_of_empty_batches():
 def test_filter_batch_equals_the_per_document_path(overrides):
     crafted = [t for t in CRAFTED if "\ud800" not in t]  # a frame's Arrow strings cannot hold it
     docs = list(real_documents(60)) + crafted + ["word " * 60 + "and the of to.", "the cat sat. " * 40]
-    params = HeuristicParams(**overrides)
-    result = filter_batch(pd.DataFrame({"id": range(len(docs)), "text": docs}), params)
-    got = {
-        **{row.id: (None, row.text) for row in result.kept.itertuples()},
-        **{row.id: ((row.reason, row.reason_detail), None) for row in result.rejected.itertuples()},
-    }
-    scores = pd.concat([result.kept, result.rejected]).set_index("id")
-    for i, text in enumerate(docs):
-        verdict, want_scores, kept_text = evaluate(text, params)  # no counts: the list path
-        assert got[i] == (verdict, None if verdict else kept_text), text[:80]
-        for name, value in want_scores.items():
-            assert scores.at[i, name] == pytest.approx(value, rel=1e-6), (name, text[:80])
+    assert_filter_batch_equals_the_list_path(docs, HeuristicParams(**overrides))
 
 
 def scan_reference(h: np.ndarray, cum: np.ndarray, n: int) -> int:

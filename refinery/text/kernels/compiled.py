@@ -160,6 +160,19 @@ def _trimmed(out, lo, hi, table, trim):
     return lo, hi
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _end_run(out, pos, newlines):
+    """Write a finished run of spaces and LFs at ``pos``: one space when it held no LF, else one or
+    two LFs (as many as it held, at most two); returns the position after it."""
+    if newlines == 0:
+        out[pos] = 0x20
+        return pos + 1
+    for _ in range(min(newlines, 2)):
+        out[pos] = 0x0A
+        pos += 1
+    return pos
+
+
 @numba.njit(cache=True, nogil=True)
 def tidy(offsets, data, table, invisible, spaces, trim, strip_invisible, collapse, out_offsets, out):
     """Per document: (``strip_invisible``) every CR a LF, a LF right after a CR dropped, code points
@@ -210,13 +223,7 @@ def tidy(offsets, data, table, invisible, spaces, trim, strip_invisible, collaps
                     in_run = True
                     continue
                 if in_run:
-                    if newlines == 0:
-                        out[pos] = 0x20
-                        pos += 1
-                    else:
-                        for _ in range(min(newlines, 2)):
-                            out[pos] = 0x0A
-                            pos += 1
+                    pos = _end_run(out, pos, newlines)
                     in_run = False
                     newlines = 0
             if cp == 0x0A:
@@ -228,13 +235,7 @@ def tidy(offsets, data, table, invisible, spaces, trim, strip_invisible, collaps
                     pos += 1
         if collapse:
             if in_run:
-                if newlines == 0:
-                    out[pos] = 0x20
-                    pos += 1
-                else:
-                    for _ in range(min(newlines, 2)):
-                        out[pos] = 0x0A
-                        pos += 1
+                pos = _end_run(out, pos, newlines)
             lo, hi = _trimmed(out, start, pos, table, trim)
             if lo > start:
                 for j in range(lo, hi):
