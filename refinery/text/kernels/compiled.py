@@ -48,6 +48,17 @@ def _bullet(data, s, e, prefix_offsets, prefix_data):
     return False
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _line_shares(data, stop, first_ns, last_ns, ns_dots, prefix_offsets, prefix_data):
+    """(bullet, ellipsis) of a line ending at ``stop``: 1 when it starts with a bullet prefix after its
+    leading whitespace (a blank line is tested from ``stop``), 1 when its last non-space is an
+    ellipsis (``…`` or three dots)."""
+    s = first_ns if first_ns >= 0 else stop
+    bullet = 1 if _bullet(data, s, stop, prefix_offsets, prefix_data) else 0
+    ellipsis = 1 if first_ns >= 0 and (last_ns == 0x2026 or ns_dots >= 3) else 0
+    return bullet, ellipsis
+
+
 @numba.njit(cache=True, nogil=True)
 def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
     """One streaming pass per document (see :mod:`refinery.text.kernels.doc_counts`). A joiner after
@@ -112,11 +123,11 @@ def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
                     ellipses += 1
             if f & BREAK:
                 lines += 1
-                s = first_ns if first_ns >= 0 else p
-                if _bullet(data, s, p, prefix_offsets, prefix_data):
-                    bullets += 1
-                if first_ns >= 0 and (last_ns == 0x2026 or ns_dots >= 3):
-                    ellipsis_lines += 1
+                bullet, ellipsis = _line_shares(
+                    data, p, first_ns, last_ns, ns_dots, prefix_offsets, prefix_data
+                )
+                bullets += bullet
+                ellipsis_lines += ellipsis
                 if cp == 0x0D and i < end and data[i] == 0x0A:
                     i += 1  # "\r\n" is one break; "\n" is space, which "\r" already was
                 line_start, first_ns, last_ns, ns_dots, run_dots = i, -1, 0, 0, 0
@@ -131,11 +142,11 @@ def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
         ellipses += dots // 3
         if line_start < end or offsets[d] == end:  # the last line, or an empty text's one line
             lines += 1
-            s = first_ns if first_ns >= 0 else end
-            if _bullet(data, s, end, prefix_offsets, prefix_data):
-                bullets += 1
-            if first_ns >= 0 and (last_ns == 0x2026 or ns_dots >= 3):
-                ellipsis_lines += 1
+            bullet, ellipsis = _line_shares(
+                data, end, first_ns, last_ns, ns_dots, prefix_offsets, prefix_data
+            )
+            bullets += bullet
+            ellipsis_lines += ellipsis
         row = out[d]
         row[0], row[1], row[2], row[3], row[4] = word_chars, other, words, word_length, letter_words
         row[5], row[6], row[7], row[8], row[9] = hashes, ellipses, lines, bullets, ellipsis_lines
