@@ -15,9 +15,8 @@ from refinery import names
 from refinery.batch import BatchProcessor, bound
 from refinery.engine.model_pool import ModelStage
 from refinery.engine.model_stages import PooledStage, execute_model_stage
-from refinery.engine.resume import remove_scratch
-from refinery.engine.slices import slice_location
 from refinery.kernel.spec import StageContext
+from refinery.multimodal.clip_filter_stage import clip_filter_processor
 from refinery.multimodal.clip_model import calibrated_threshold, trained_on_generated_scenes
 from refinery.multimodal.clip_pool import (
     PoolReport,
@@ -27,15 +26,7 @@ from refinery.multimodal.clip_pool import (
     load_clip_model,
     score_pairs,
 )
-from refinery.multimodal.clip_rank import PLAN_KEY, RankPlan, SliceRanks, plan_ranks
-from refinery.multimodal.clip_score import (
-    FilterProcess,
-    ScoreAttacher,
-    domain_info,
-    ranked_plan,
-    resolve_threshold,
-    threshold_plan,
-)
+from refinery.multimodal.clip_score import ScoreAttacher, domain_info
 from refinery.multimodal.image_text_check import check_batch
 from refinery.multimodal.image_text_reader import ImageTextReader
 from refinery.multimodal.keyframe_pool import execute_keyframes
@@ -106,49 +97,6 @@ def _clip_pool(run: StageContext) -> PooledStage:
     )
 
 
-def _clip_filter(run: StageContext):
-    """Threshold mode decides each row alone (on the workers as it is). Top-fraction mode ranks the
-    partition first (the driver's copy: refinery/multimodal/clip_rank.py, on the workers); the
-    workers' copies read the plan from the provenance it stamps and their slices' ranks."""
-    scored = run.storage.provenance(run.spec.upstream, run.source)
-    params = run.params
-    if params.mode == "threshold":
-        plan = threshold_plan(resolve_threshold(params, scored.get("clip_threshold")))
-        return _logged(run, FilterProcess.for_plan(plan, scored, params))
-    if PLAN_KEY in run.provenance:  # a worker's copy: the driver ranked the partition
-        ranked = RankPlan.from_stamp(run.provenance[PLAN_KEY])
-        ranks = SliceRanks(ranked, ranked.reduce_step(run.storage))
-        return FilterProcess.for_plan(ranked_plan(ranked, ranks), scored, params)
-    return _ranked_filter(run, scored)
-
-
-@contextmanager
-def _ranked_filter(run: StageContext, scored: dict) -> Iterator[BatchProcessor]:
-    location = slice_location(run.storage, run.spec.upstream, run.source)
-    ranking = plan_ranks(
-        run.engine,
-        run.storage,
-        run.spec.name,
-        run.source,
-        location,
-        run.params.top_fraction,
-        run.spec.batch_rows,
-    )
-    ranking.info["where"] = run.engine.name
-    run.provenance[PLAN_KEY] = ranking.plan.stamp()
-    ranks = SliceRanks(ranking.plan, ranking.plan.reduce_step(run.storage), ranking.slice_rows)
-    yield _logged(
-        run, FilterProcess.for_plan(ranked_plan(ranking.plan, ranks, ranking.info), scored, run.params)
-    )
-    remove_scratch(ranking.folder)  # the output is committed: the ranks go (kept for a retry on failure)
-
-
-def _logged(run: StageContext, process: FilterProcess) -> FilterProcess:
-    if process.warning:
-        run.log.warning(process.warning)
-    return process
-
-
 @contextmanager
 def _keyframes(run: StageContext, method: str) -> Iterator[BatchProcessor]:
     clip = run.resources.clip
@@ -182,7 +130,7 @@ clip_scored = stage_asset(
     gpu=True,
     execute=partial(execute_model_stage, plan=_clip_pool),
 )
-clip_filtered = stage_asset(image_text.CLIP_FILTERED, _clip_filter)
+clip_filtered = stage_asset(image_text.CLIP_FILTERED, clip_filter_processor)
 
 raw_videos = ingest_asset(video.RAW_VIDEOS, VideoReaderSource)
 video_keyframes = stage_asset(
