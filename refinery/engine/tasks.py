@@ -74,18 +74,43 @@ class RayTasks:
                 stored[id(value)] = ray.put(value)
             return stored[id(value)]
 
-        while queue or pending:
-            while queue and len(pending) < self.in_flight:
-                i, a = queue.pop(0)
-                pending[remote.remote(*(shared(v) for v in a))] = i
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                results[pending.pop(ref)] = ray.get(ref)
+        try:
+            while queue or pending:
+                while queue and len(pending) < self.in_flight:
+                    i, a = queue.pop(0)
+                    pending[remote.remote(*(shared(v) for v in a))] = i
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    results[pending.pop(ref)] = ray.get(ref)
+        except BaseException:
+            stop_tasks(list(pending))
+            raise
         step = getattr(fn, "__name__", str(fn))
         self.steps.append(step_timings(step, [t for _, t in results], submitted))
         if self.timeline is not None:
             self.timeline.append({"step": step, "submitted": submitted, "tasks": [t for _, t in results]})
         return [r for r, _ in results]
+
+
+def stop_tasks(refs: list, grace_s: float = 30.0) -> None:
+    """Cancel a failed map's tasks still running and wait until they have stopped.
+
+    Why: the caller's failure ends its step, and its retry may start at once on the same files; a
+    task of the failed attempt that finished afterwards would write over what the retry wrote
+    (an ingest's part rewritten by its id fix, then its unfixed first reading renamed over it). A
+    cancelled task gets a KeyboardInterrupt, so its open parts are discarded; one that does not
+    stop within ``grace_s`` has its worker process killed."""
+    import ray
+
+    if not refs:
+        return
+    for ref in refs:
+        ray.cancel(ref, force=False)
+    _, running = ray.wait(refs, num_returns=len(refs), timeout=grace_s)
+    for ref in running:
+        ray.cancel(ref, force=True)
+    if running:
+        ray.wait(running, num_returns=len(running), timeout=grace_s)
 
 
 def _timed(fn: Task, *args: Any) -> tuple[Any, dict]:

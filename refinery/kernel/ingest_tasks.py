@@ -45,7 +45,15 @@ from refinery.fs import join
 from refinery.ids import IdAssigner, content_id, valid_id
 from refinery.kernel.collector import FilePiece, IngestStats, RowCollector, source_files
 from refinery.kernel.ingest import batch_head
-from refinery.kernel.parts_target import LocalTarget, ObjectTarget, parts_target
+from refinery.kernel.ingest_resume import (
+    PLAN,
+    TOKEN_PREFIX,
+    ingest_fingerprint,
+    piece_marker,
+    read_marker,
+    write_marker,
+)
+from refinery.kernel.parts_target import LocalTarget, ObjectTarget, committed_parts, parts_target
 from refinery.kernel.runner import StageRun
 from refinery.kernel.spec import TaskRunner
 from refinery.stats import StageStats
@@ -175,46 +183,53 @@ def ingest_in_tasks(
     params: BaseModel,
 ) -> StageRun:
     """Ingest ``reader``'s folder as tasks on ``runner``; ``reader`` (not read) receives the merged
-    counts, so its ``report()`` and ``summary()`` show the whole source."""
+    counts, so its ``report()`` and ``summary()`` show the whole source. A retry after a failed
+    attempt over the same input reads only the pieces without a done marker
+    (:mod:`refinery.kernel.ingest_resume`)."""
     started = time.perf_counter()
-    pieces = plan_pieces(reader, split_bytes, workers)
-    pieces = number_lines(pieces, reader.folder, runner)
-    target = parts_target(str(storage.root), asset, reader.source)
+    root = str(storage.root)
+    key = ingest_fingerprint(
+        type(reader), reader.folder, params, provenance, committed_parts(root, asset, reader.source)
+    )
+    target = parts_target(root, asset, reader.source, f"{TOKEN_PREFIX}{key}")
+    target.sweep_other_attempts(TOKEN_PREFIX)  # a changed input starts clean
+    plan = read_marker(target, PLAN)
+    plan_resumed = plan is not None
+    if plan is None:
+        pieces = number_lines(plan_pieces(reader, split_bytes, workers), reader.folder, runner)
+        plan = {"pieces": pieces, "buckets": id_buckets(pieces, workers)}
+        write_marker(target, PLAN, [], plan)
+    pieces = plan["pieces"]
     job = IngestJob(
         reader=type(reader),
         folder=str(reader.folder),
         source=reader.source,
         params=params,
-        root=str(storage.root),
+        root=root,
         asset=asset,
         token=target.token,
         schema=stamped(reader.SCHEMA.remove_metadata(), provenance),
         rejected_schema=stamped(reader.QUARANTINE_SCHEMA.remove_metadata(), provenance),
-        buckets=id_buckets(pieces, workers),
+        buckets=plan["buckets"],
     )
-    try:
-        if not pieces:  # an empty or missing folder: one empty part each, as the local engine's empty files
-            with target.open_part(0, job.schema), target.open_part(0, job.rejected_schema, rejected=True):
-                pass
-        # Largest first, each to the first worker free: the workers end together.
-        largest = sorted(pieces, key=lambda p: (-_piece_bytes(p), p.index))
-        reads = pulled(runner, workers).map(read_piece, [(job, p) for p in largest])
-        results = {r["index"]: r for r in reads}
-        fixed = resolve_ids(job, pieces, runner) if job.buckets else {}
-        for index, update in fixed.items():
-            if update.get("reread"):
-                results[index] = update
-            else:  # the part's rows are the same, some ids changed: so do the sample's
-                results[index]["ids_fixed"] = update["ids_fixed"]
-                for row, new in zip(results[index]["stats"].sample_kept, update["sample_ids"], strict=False):
-                    row["id"] = new
-        ordered = [results[p.index] for p in pieces]
-        path, rejected_path = target.commit(max(1, len(pieces)), provenance)
-    except BaseException:
-        target.abort()
-        raise
-    finally:
-        target.clear_work()
+    # On failure nothing is removed: the retry finds the plan, the parts and their markers.
+    if not pieces:  # an empty or missing folder: one empty part each, as the local engine's empty files
+        with target.open_part(0, job.schema), target.open_part(0, job.rejected_schema, rejected=True):
+            pass
+    done = {p.index: info for p in pieces if (info := read_marker(target, piece_marker(p.index))) is not None}
+    todo = [p for p in pieces if p.index not in done]
+    # Largest first, each to the first worker free: the workers end together.
+    largest = sorted(todo, key=lambda p: (-_piece_bytes(p), p.index))
+    reads = pulled(runner, workers).map(read_piece, [(job, p) for p in largest])
+    results = {index: info["result"] for index, info in done.items()} | {r["index"]: r for r in reads}
+    fixed_before = {index for index, info in done.items() if info["fixed"]}
+    fixes_resumed = 0
+    if job.buckets:
+        fixes, fixes_resumed = resolve_ids(job, pieces, runner, results, fixed_before)
+        results.update(fixes)
+    ordered = [results[p.index] for p in pieces]
+    path, rejected_path = target.commit(max(1, len(pieces)), provenance)
+    target.clear_work()
     stats = merge_counts(reader, ordered)
     run = StageRun(
         asset, reader.source, path, rejected_path, time.perf_counter() - started, stats, reader.SCHEMA
@@ -226,6 +241,12 @@ def ingest_in_tasks(
         "ids_fixed": sum(r.get("ids_fixed", 0) for r in ordered),
         "pieces_reread": sum(bool(r.get("reread")) for r in ordered),
         "nodes": len({r["node"] for r in ordered}),
+        # A retry: the pieces read by this attempt, those an earlier attempt completed (skipped),
+        # the id fixes it had applied, and whether the plan (ranges, line numbers) was reused.
+        "pieces_read": len(todo),
+        "pieces_resumed": len(done),
+        "fixes_resumed": fixes_resumed,
+        "plan_resumed": plan_resumed,
     }
     return run
 
@@ -240,15 +261,28 @@ def id_buckets(pieces: list[FilePiece], workers: int) -> int:
     return max(1, min(len(pieces), 2 * workers), -(-size // BUCKET_BYTES))
 
 
-def resolve_ids(job: IngestJob, pieces: list[FilePiece], runner: TaskRunner) -> dict[int, dict]:
+def resolve_ids(
+    job: IngestJob,
+    pieces: list[FilePiece],
+    runner: TaskRunner,
+    results: dict[int, dict],
+    fixed_before: set[int] = frozenset(),  # type: ignore[assignment]
+) -> tuple[dict[int, dict], int]:
     """Bucket tasks find the keys a sequential reading decides otherwise; part tasks apply them.
-    Returns the new counts of the parts that changed."""
+    Returns the changed pieces' results, and how many pieces needed a fix that an earlier attempt
+    had applied (``fixed_before``: their markers say so; they are not fixed again).
+
+    The buckets always run (they read only the keys, which a resumed piece keeps): their fix files
+    are written afresh, the folder cleared first, so no earlier attempt's file is applied."""
+    target = job.target()
+    target.clear_folder(join(target.work, "fixes"))
     touched: set[int] = set()
     for result in runner.map(resolve_bucket, [(job, b) for b in range(job.buckets)]):
         touched.update(result["pieces"])
     by_index = {p.index: p for p in pieces}
-    fixes = runner.map(fix_piece, [(job, by_index[i]) for i in sorted(touched)])
-    return {f["index"]: f for f in fixes}
+    todo = sorted(touched - fixed_before)
+    fixes = runner.map(fix_piece, [(job, by_index[i], results[i]) for i in todo])
+    return {f["index"]: f for f in fixes}, len(touched & fixed_before)
 
 
 def merge_counts(reader: RowCollector, results: Sequence[dict]) -> StageStats:
@@ -297,7 +331,9 @@ def count_lines(folder: str, piece: FilePiece) -> dict:
 
 
 def read_piece(job: IngestJob, piece: FilePiece, decided: dict | None = None) -> dict:
-    """Read one piece into its two parts; return its counts (and write its id keys by bucket)."""
+    """Read one piece into its two parts; return its counts (and write its id keys by bucket, then
+    its done marker). With ``decided`` (:func:`fix_piece`'s rereading) no keys and no marker: the
+    fix writes the marker."""
     reader = job.reader(Path(job.folder), job.source, job.params)
     ids = TaskIds(decided or {}) if job.buckets else None
     if ids is not None:
@@ -330,8 +366,7 @@ def read_piece(job: IngestJob, piece: FilePiece, decided: dict | None = None) ->
             for sample, frame in ((stats.sample_kept, kept), (stats.sample_rejected, quarantine)):
                 if len(sample) < SAMPLE and len(frame):
                     sample.extend(frame.head(SAMPLE - len(sample)).to_dict("records"))
-    if ids is not None and decided is None:
-        _write_keys(job, target, piece.index, ids.keys)
+    keys = _write_keys(job, target, piece.index, ids.keys) if ids is not None and decided is None else []
     for row in (
         *stats.sample_kept,
         *stats.sample_rejected,
@@ -339,13 +374,23 @@ def read_piece(job: IngestJob, piece: FilePiece, decided: dict | None = None) ->
         for key, value in row.items():
             if isinstance(value, str | bytes) and len(value) > SAMPLE_VALUE:
                 row[key] = value[:SAMPLE_VALUE]
-    return {
+    result = {
         "index": piece.index,
         "stats": stats,
         "ingest": reader.stats,
         "counters": {k: dict(v) for k, v in vars(reader).items() if isinstance(v, Counter)},
         "node": _node(),
+        "keys": keys,  # its id-key files: a resumed piece's keys must be there too
     }
+    if decided is None:  # after both parts and the keys: a retry skips this piece
+        mark_piece(job, target, piece, result, fixed=False)
+    return result
+
+
+def mark_piece(job: IngestJob, target: Any, piece: FilePiece, result: dict, fixed: bool) -> None:
+    """The piece's done marker: its parts and key files with their sizes, and its result."""
+    files = [target.part_path(piece.index, rejected) for rejected in (False, True)] + result["keys"]
+    write_marker(target, piece_marker(piece.index), files, {"result": result, "fixed": fixed})
 
 
 def resolve_bucket(job: IngestJob, bucket: int) -> dict:
@@ -381,9 +426,14 @@ def resolve_bucket(job: IngestJob, bucket: int) -> dict:
     return {"pieces": sorted(int(p) for p in frame["piece"].unique())}
 
 
-def fix_piece(job: IngestJob, piece: FilePiece) -> dict:
+def fix_piece(job: IngestJob, piece: FilePiece, result: dict) -> dict:
     """Apply a piece's decided ids: rewrite its id column, or (an input id that is a duplicate)
-    read the piece again with every decision, so the row is quarantined as the reader does it."""
+    read the piece again with every decision, so the row is quarantined as the reader does it.
+    ``result`` is the piece's first reading's; returns the piece's result after the fix, also
+    written into its done marker (with the rewritten parts' sizes), so a retry skips the fix.
+
+    Applying a fix twice gives the same part (ids are set, never appended to), so a fix that dies
+    before its marker may be redone."""
     target = job.target()
     fixes = pd.concat([t.to_pandas() for t in target.tables(join(target.work, "fixes", f"p{piece.index}"))])
     if fixes["error"].notna().any():
@@ -391,16 +441,22 @@ def fix_piece(job: IngestJob, piece: FilePiece) -> dict:
             int(s): (None if pd.isna(i) else i, None if pd.isna(e) else e)
             for s, i, e in zip(fixes["seq"], fixes["id"], fixes["error"], strict=True)
         }
-        return {**read_piece(job, piece, decided), "ids_fixed": len(fixes), "reread": True}
-    table = target.read_part(piece.index)
-    ids = table.column("id").to_pylist()
-    for seq, new in zip(fixes["seq"], fixes["id"], strict=True):  # key n is document row n here
-        ids[int(seq)] = new
-    column = table.schema.get_field_index("id")
-    field_ = table.schema.field(column)
-    table = table.set_column(column, field_, pa.array(ids, field_.type))
-    target.put_table(target.part_path(piece.index), table.replace_schema_metadata(job.schema.metadata))
-    return {"index": piece.index, "ids_fixed": len(fixes), "sample_ids": ids[:SAMPLE]}
+        again = read_piece(job, piece, decided)
+        after = {**again, "ids_fixed": len(fixes), "reread": True, "keys": result["keys"]}
+    else:
+        table = target.read_part(piece.index)
+        ids = table.column("id").to_pylist()
+        for seq, new in zip(fixes["seq"], fixes["id"], strict=True):  # key n is document row n here
+            ids[int(seq)] = new
+        column = table.schema.get_field_index("id")
+        field_ = table.schema.field(column)
+        table = table.set_column(column, field_, pa.array(ids, field_.type))
+        target.put_table(target.part_path(piece.index), table.replace_schema_metadata(job.schema.metadata))
+        after = {**result, "ids_fixed": len(fixes)}
+        for row, new in zip(after["stats"].sample_kept, ids[:SAMPLE], strict=False):  # the sample's ids too
+            row["id"] = new
+    mark_piece(job, target, piece, after, fixed=True)
+    return after
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -431,18 +487,22 @@ def _splittable(reader: RowCollector, path: Path) -> bool:
 
 def _write_keys(
     job: IngestJob, target: LocalTarget | ObjectTarget, index: int, keys: list[tuple[str, str]]
-) -> None:
-    """The piece's keys (kind, value, their order), one file per bucket of their root's hash."""
+) -> list[str]:
+    """The piece's keys (kind, value, their order), one file per bucket of their root's hash;
+    returns the files' paths."""
     if not keys:
-        return
+        return []
     frame = pd.DataFrame(keys, columns=["kind", "value"])
     frame["seq"] = range(len(frame))
     frame["piece"] = index
     frame["root"] = frame["value"].str.extract(ROOT_PATTERN, expand=False).fillna(frame["value"])
     bucket = pd.util.hash_array(frame["root"].to_numpy(object)) % job.buckets
+    paths = []
     for b, rows in frame.groupby(bucket):
         path = join(target.work, "keys", f"b{b}", f"p{index}.parquet")
         target.put_table(path, pa.Table.from_pandas(rows, preserve_index=False))
+        paths.append(path)
+    return paths
 
 
 def _node() -> str:

@@ -11,8 +11,11 @@ Two layouts, one interface, chosen by the storage root (:func:`parts_target`):
   documents' manifest (the commit point: readers read only the parts it lists,
   :class:`refinery.object_storage.ObjectStorage`), then deletes the parts no manifest lists.
 
-Scratch files (an ingest's id keys) live under :attr:`work`, on the same filesystem, so every
-worker sees them; :meth:`clear_work` removes them.
+Scratch files (an ingest's id keys, its done markers) live under :attr:`work`, on the same
+filesystem, so every worker sees them; :meth:`clear_work` removes them. A run whose token names a
+fingerprint (``retry-<fingerprint>``: :mod:`refinery.kernel.ingest_resume`) keeps its parts and
+scratch files after a failure, for the retry; :meth:`sweep_other_attempts` removes those of other
+fingerprints.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from refinery.fs import is_local, join, listing, local_path, split_root
-from refinery.manifest import write_manifest, write_manifest_at
+from refinery.manifest import read_manifest_at, write_manifest, write_manifest_at
 from refinery.paths import check_source_name
 from refinery.storage import PART_PATTERN, REJECTED_DIR, PartsWriter, Storage, replace_partition
 from refinery.tempfiles import fsync_tree, temp_path
@@ -42,6 +45,14 @@ def parts_target(
     if is_local(root):
         return LocalTarget(root, asset, partition, token)
     return ObjectTarget(root, asset, partition, token)
+
+
+def committed_parts(root: str, asset: str, partition: str) -> list[str]:
+    """The part names of ``asset[partition]``'s committed output where a run writes in place (an
+    object store: :meth:`ObjectTarget.committed_parts`); none on a local root."""
+    if is_local(root):
+        return []
+    return ObjectTarget(root, asset, partition, "committed").committed_parts()
 
 
 class _SinkPart:
@@ -105,8 +116,37 @@ class LocalTarget:
     def tables(self, folder: str) -> list[pa.Table]:
         return [pq.read_table(p) for p in sorted(Path(folder).glob("*.parquet"))]
 
+    def put_bytes(self, path: str, data: bytes) -> None:
+        """A small scratch file (a done marker), atomically: written aside, then renamed."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = temp_path(target)
+        temp.write_bytes(data)
+        os.replace(temp, target)
+
+    def clear_folder(self, folder: str) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+
     def clear_work(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
+
+    def committed_parts(self) -> list[str]:
+        """Local parts are staged aside and moved into place: a run never writes over the committed
+        output, whatever its token (see :meth:`ObjectTarget.committed_parts`)."""
+        return []
+
+    def sweep_other_attempts(self, prefix: str) -> None:
+        """Remove the staging and scratch folders that other tokens starting with ``prefix`` left
+        (failed attempts over another input)."""
+        writer = self.writer
+        for rejected in (False, True):
+            final = self.storage.parts_path(writer.asset, writer.partition, rejected)
+            if not final.parent.is_dir():
+                continue
+            for kind in ("parts", "work"):
+                for old in final.parent.glob(f".{final.name}.{kind}.{prefix}*.tmp"):
+                    if old.name != f".{final.name}.{kind}.{self.token}.tmp":
+                        shutil.rmtree(old, ignore_errors=True)
 
     def commit(self, parts: int, provenance: dict) -> tuple[Path, Path]:
         writer, storage = self.writer, self.storage
@@ -174,9 +214,42 @@ class ObjectTarget:
         found = [i.path for i in listing(self.fs, folder) if i.path.endswith(".parquet")]
         return [pq.read_table(p, filesystem=self.fs) for p in found]
 
-    def clear_work(self) -> None:
+    def put_bytes(self, path: str, data: bytes) -> None:
+        """A small scratch file (a done marker): one object, whole or absent."""
+        with self.fs.open_output_stream(path) as out:
+            out.write(data)
+
+    def clear_folder(self, folder: str) -> None:
         with contextlib.suppress(OSError):  # FileNotFoundError included
-            self.fs.delete_dir(self.work)
+            self.fs.delete_dir(folder)
+
+    def clear_work(self) -> None:
+        self.clear_folder(self.work)
+
+    def committed_parts(self) -> list[str]:
+        """The part names the committed output's manifest lists. Why a resumable run needs them:
+        its parts are written in place under its token, and an ingest rewrites a part after its
+        first writing (:func:`refinery.kernel.ingest_tasks.fix_piece`); a run over the same input
+        after a commit must not write over the parts a reader is reading, so its fingerprint
+        includes these names and gives another token."""
+        manifest = read_manifest_at(self.fs, self.folder(False))
+        return [p["name"] for p in manifest["parts"]] if manifest else []
+
+    def sweep_other_attempts(self, prefix: str) -> None:
+        """Remove what other tokens starting with ``prefix`` left (failed attempts over another
+        input): their scratch folders, and their parts that no committed manifest lists."""
+        work = join(self.base, "_work", self.asset, self.partition)
+        for info in listing(self.fs, work):
+            if info.base_name.startswith(prefix) and info.base_name != self.token:
+                self.clear_folder(info.path)
+        for rejected in (False, True):
+            manifest = read_manifest_at(self.fs, self.folder(rejected))
+            listed = {p["name"] for p in manifest["parts"]} if manifest else set()
+            ours = f"-{self.token}.parquet"
+            for info in listing(self.fs, self.folder(rejected)):
+                name = info.base_name
+                if f"-{prefix}" in name and not name.endswith(ours) and name not in listed:
+                    self.fs.delete_file(info.path)
 
     def commit(self, parts: int, provenance: dict) -> tuple[str, str]:
         names = [self.part_name(i) for i in range(parts)]
