@@ -246,12 +246,15 @@ def ingest_asset(
 
     # On a distributed engine (ray) the inbox is read by its workers, one task per file or JSONL byte
     # range (refinery.kernel.ingest_tasks); an unreachable cluster fails the run before anything is written.
+    # A transient failure (a lost connection to the object store) is retried; on the ray engine the
+    # retry reads only the pieces the failed attempt did not finish (refinery.kernel.ingest_resume).
     @dg.asset(**_asset_args(spec, [*resources, "engine"], None, False, automatic=False))
     def _ingest(context: dg.AssetExecutionContext, config: config_type) -> dg.MaterializeResult:
         params = library_params(spec.params, config)
         ctx = stage_context(context, spec, params)
         folder = ctx.layout.inbox_source(spec.kind, ctx.source)
-        return _outcome_result(execute_ingest(ctx, reader(folder, ctx.source, params)), ctx.storage)
+        outcome = retrying(context, lambda: execute_ingest(ctx, reader(folder, ctx.source, params)))
+        return _outcome_result(outcome, ctx.storage)
 
     return register(spec.name, _ingest)
 

@@ -92,6 +92,12 @@ def execute_ingest(ctx: StageContext, reader: RowCollector) -> StageOutcome:
             reader, ctx.storage, ctx.spec.name, ctx.provenance, runner, workers, split, params
         )
         run.extra["engine"] = {**ctx.engine.describe(), **run.extra["engine"]}
+        engine = run.extra["engine"]
+        if engine["pieces_resumed"]:
+            ctx.log.info(
+                f"{ctx.spec.name}[{ctx.source}]: resumed an earlier attempt: {engine['pieces_resumed']} "
+                f"of {engine['tasks']} pieces already read, {engine['pieces_read']} read now"
+            )
     else:
         run = ingest_with_reader(reader, ctx.storage, ctx.spec.name, ctx.provenance)
     meta, warnings = inbox_metadata(run, reader.folder, reader.RECORD_UNIT)
