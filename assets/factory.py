@@ -246,8 +246,8 @@ def ingest_asset(
 
     # On a distributed engine (ray) the inbox is read by its workers, one task per file or JSONL byte
     # range (refinery.kernel.ingest_tasks); an unreachable cluster fails the run before anything is written.
-    # A transient failure (a lost connection to the object store) is retried; on the ray engine the
-    # retry reads only the pieces the failed attempt did not finish (refinery.kernel.ingest_resume).
+    # A transient failure (a refused or reset connection: `transient`) is retried; on the ray engine
+    # the retry reads only the pieces the failed attempt did not finish (refinery.kernel.ingest_resume).
     @dg.asset(**_asset_args(spec, [*resources, "engine"], None, False, automatic=False))
     def _ingest(context: dg.AssetExecutionContext, config: config_type) -> dg.MaterializeResult:
         params = library_params(spec.params, config)
