@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refinery.object_storage import ObjectStorage, ObjectTableWriter
-from refinery.storage import Storage
-from refinery.tempfiles import clean_stray, publish_file, temp_path
+from refinery.storage import Storage, replace_partition
+from refinery.tempfiles import clean_stray, fsync_file, temp_path
 
 
 class TableWriter(Protocol):
@@ -54,8 +54,11 @@ class LocalTableWriter:
         self._writer.write_table(table)
 
     def commit(self) -> Path:
+        """The file, renamed into place; the partition's parts folder, if an earlier run on workers
+        wrote one, removed (one layout at a time: readers would otherwise find both)."""
         self._writer.close()
-        publish_file(self.temp, self.target)
+        fsync_file(self.temp)
+        replace_partition(self.temp, self.target, self.target.with_suffix(""))
         return self.target
 
     def abort(self) -> None:

@@ -71,19 +71,22 @@ def _vector_views(con: duckdb.DuckDBPyConnection, storage_root: Path) -> list[st
     names = []
     for which in COLLECTIONS.values():
         folder = storage_root / which.asset
-        if not folder.is_dir() or not any(folder.glob("*.parquet")):
+        patterns = _patterns(folder) if folder.is_dir() else []
+        if not patterns:
             continue
-        files = sorted(folder.glob("*.parquet"))
+        # A partition is a file <source>.parquet, or a folder <source>/ of parts (written by workers).
+        files = sorted(folder.glob("*.parquet")) + sorted(folder.glob(f"*/{PART_PATTERN}"))
         dims = {pq.read_schema(f).field(which.column).type.list_size for f in files}
         # Parquet has no fixed-size list: cast back to DuckDB's ARRAY so array_inner_product applies
         # (files of several dimensions keep the variable-length list, and the index refuses them).
         cast = f"::FLOAT[{dims.pop()}]" if len(dims) == 1 else ""
-        pattern = str(folder / "*.parquet").replace("'", "''")
+        listing = ", ".join("'" + p.replace("'", "''") + "'" for p in patterns)
+        source = "regexp_extract(filename, '([^/]+)(/part-[0-9]+\\.parquet|\\.parquet)$', 1)"
         con.execute(
             f'CREATE OR REPLACE VIEW "vectors_{which.name}" AS '
-            f"SELECT regexp_extract(filename, '([^/]+)\\.parquet$', 1) AS source, id, "
+            f"SELECT {source} AS source, id, "
             f'"{which.column}"{cast} AS embedding '
-            f"FROM read_parquet('{pattern}', union_by_name = true, filename = true)"
+            f"FROM read_parquet([{listing}], union_by_name = true, filename = true)"
         )
         names.append(f"vectors_{which.name}")
     return names

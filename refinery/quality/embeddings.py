@@ -1,6 +1,7 @@
-"""Document embeddings at rest: ``storage/document_embeddings/<source>.parquet`` on a local root; on
-an object-store root the folder ``<source>/`` of parts and ``_manifest.json`` (written last), as
-:mod:`refinery.partition_tables` writes and reads either.
+"""Document embeddings at rest: ``storage/document_embeddings/<source>.parquet`` when one process
+wrote them (the local engine, on a local root); the folder ``<source>/`` of parts and its
+``_manifest.json`` (written last) when the ``ray`` engine's workers wrote them, or on an object-store
+root. Every reader takes either (:mod:`refinery.partition_tables`, :class:`refinery.storage.Storage`).
 
 One row per document of the upstream partition, in its order: ``id``, ``text_hash`` (so a reader
 can tell the embedding still belongs to the text it sits beside) and ``embedding``, a fixed-size
@@ -32,18 +33,25 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from refinery.fs import iter_parquet_batches, read_parquet_files
 from refinery.kernel.spec import Engine
+from refinery.manifest import write_manifest
 from refinery.metadata import CheckOutcome, FilePath, Json
 from refinery.models.embedder import Embedder
 from refinery.names import DOCUMENT_EMBEDDINGS
 from refinery.object_storage import ObjectStorage
 from refinery.partition_tables import PartitionTable, table_files, table_location
-from refinery.storage import DEFAULT_BATCH_ROWS, PROVENANCE_KEY, Storage
-from refinery.tempfiles import clean_stray, publish_file, temp_path
+from refinery.storage import (
+    DEFAULT_BATCH_ROWS,
+    PART_PATTERN,
+    PROVENANCE_KEY,
+    PartsWriter,
+    Storage,
+    replace_partition,
+)
+from refinery.tempfiles import fsync_tree, temp_path
 
 
 class EmbeddingParams(BaseModel):
@@ -384,28 +392,6 @@ class EmbeddingPart:
         return {"index": piece.index, "rows": len(texts), "chars": sum(len(t) for t in texts)}
 
 
-def merge_parts(staging: str, target: str, parts: int) -> dict:
-    """A worker's task: the parts, in order, streamed into the partition's one file (the layout
-    every reader of the embeddings expects), published atomically."""
-    from refinery.storage import PartsWriter
-
-    folder, out = Path(staging), Path(target)
-    files = [folder / PartsWriter.part_name(i) for i in range(parts)]
-    missing = [f.name for f in files if not f.exists()]
-    if missing:
-        raise RuntimeError(f"{len(missing)} of {parts} embedding parts were not written: {missing[:3]}")
-    schema = pq.read_schema(files[0])
-    temp = temp_path(out)
-    rows = 0
-    with pq.ParquetWriter(temp, schema, compression="zstd") as writer:
-        for file in files:
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=4096):
-                writer.write_batch(batch)
-                rows += batch.num_rows
-    publish_file(temp, out)
-    return {"rows": rows}
-
-
 def write_embeddings_pooled(
     storage: Storage | ObjectStorage,
     upstream: str,
@@ -418,13 +404,14 @@ def write_embeddings_pooled(
 ) -> tuple[EmbeddingRun, EmbedderInfo, dict]:
     """document_embeddings on a Ray actor pool (:func:`refinery.engine.model_pool.run_pooled`):
     the actors load the model (once each; never this process) and embed batches, CPU tasks write
-    each slice's part, then one task streams the parts into the partition's file. Returns the
-    run, the model as the actors described it, and the pool's figures."""
+    each slice's part, and the parts are the partition's output (a folder with its manifest, as
+    every stage split over workers writes; no step merges them). Returns the run, the model as the
+    actors described it, and the pool's figures."""
     from refinery.engine.model_pool import ModelStage
 
     started = time.perf_counter()
     stage = ModelStage(["text"], load=load, infer=partial(_embed_frame, params), describe=describe_embedder)
-    write = _pooled_into_parts if isinstance(storage, ObjectStorage) else _pooled_into_file
+    write = _pooled_into_parts if isinstance(storage, ObjectStorage) else _pooled_into_folder
     pooled, target = write(storage, upstream, partition, stage, provenance, params, engine, pool)
     info = EmbedderInfo(**pooled.model)
     rows = sum(p["rows"] for p in pooled.parts)
@@ -436,18 +423,20 @@ def write_embeddings_pooled(
     return run, info, pooled.describe()
 
 
-def _pooled_into_file(storage: Storage, upstream, partition, stage, provenance, params, engine, pool):
-    """A local root: the parts staged beside the partition's file, then one task streams them into
-    it (the local layout of the embeddings is one file); returns the pool's run and the file."""
-    import shutil
+def _pooled_into_folder(storage: Storage, upstream, partition, stage, provenance, params, engine, pool):
+    """A local root: the part tasks write each slice's part into a staging folder, which is sealed
+    with its manifest (written last; its hash is the data version) and moved into place as the
+    partition's parts folder (the single-file layout of an earlier run removed: one layout at a
+    time). Returns the pool's run and the folder.
 
+    Why no merge into one file: it was one task streaming every vector of the partition (some 380
+    GB for 1 TB of 4 KB documents at 384 dimensions) through one node, and every reader (semantic
+    dedup, the checks, the vector index and search, the DuckDB views) reads a parts folder."""
     from refinery.engine.model_pool import run_pooled
 
-    target = storage.path(DOCUMENT_EMBEDDINGS, partition)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    clean_stray(target.parent)
-    staging = temp_path(target, "parts")
-    staging.mkdir()
+    writer = PartsWriter(storage, DOCUMENT_EMBEDDINGS, partition)  # its staging: beside the partition
+    staging = writer.staging()
+    staging.mkdir(parents=True, exist_ok=True)
     try:
         pooled = run_pooled(
             engine,
@@ -457,10 +446,19 @@ def _pooled_into_file(storage: Storage, upstream, partition, stage, provenance, 
             EmbeddingPart(str(staging), provenance, params),
             storage.root / ".model_pool",
         )
-        runner, _ = engine.tasks()
-        runner.map(merge_parts, [(str(staging), str(target), len(pooled.parts))])
+        parts = len(pooled.parts)
+        written = sorted(p.name for p in staging.glob(PART_PATTERN))
+        if written != [PartsWriter.part_name(i) for i in range(parts)] or not parts:
+            raise RuntimeError(f"{len(written)} of {parts} embedding parts were written; nothing committed")
+        for entry in staging.iterdir():  # temporaries of part tasks whose worker died (rerun by Ray)
+            if entry.name not in written:
+                entry.unlink(missing_ok=True)
+        write_manifest(staging, _stamp(provenance, EmbedderInfo(**pooled.model), params))
+        fsync_tree(staging)
+        target = storage.parts_path(DOCUMENT_EMBEDDINGS, partition)
+        replace_partition(staging, target, storage.path(DOCUMENT_EMBEDDINGS, partition))
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        writer.abort()  # the staging folder, if it is still there
     return pooled, target
 
 

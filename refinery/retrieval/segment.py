@@ -39,7 +39,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from refinery.object_storage import ObjectStorage
+from refinery.manifest import read_manifest
+from refinery.object_storage import ObjectStorage, open_storage
 from refinery.partition_tables import table_files, table_location
 from refinery.storage import PROVENANCE_KEY, Storage
 
@@ -96,7 +97,14 @@ class SourceFingerprint:
     def of_table(cls, storage: Storage | ObjectStorage, asset: str, partition: str) -> SourceFingerprint:
         """The current version of ``asset``'s partition on a storage root (FileNotFoundError if none)."""
         if not isinstance(storage, ObjectStorage):
-            return cls.of(storage.path(asset, partition))
+            folder = storage.location(asset, partition)
+            if folder is None or not folder.is_dir():  # one file (or none: FileNotFoundError)
+                return cls.of(storage.path(asset, partition))
+            manifest = read_manifest(folder)  # a parts folder: its manifest identifies it, as below
+            if manifest is None:
+                raise FileNotFoundError(f"{folder} has no manifest: materialize {asset}[{partition}] again")
+            size = sum(int(p["bytes"]) for p in manifest["parts"])
+            return cls(str(folder), size, 0, 0, str(storage.root), asset, partition, manifest["version"])
         manifest = storage.manifest(asset, partition)
         if manifest is None:
             raise FileNotFoundError(f"no committed {asset}[{partition}] under {storage.root}")
@@ -133,9 +141,10 @@ class SourceFingerprint:
 
 
 @lru_cache(maxsize=16)
-def _store(root: str) -> ObjectStorage:
-    """One filesystem per object-store root for a process (freshness is checked on every search)."""
-    return ObjectStorage(root)
+def _store(root: str) -> Storage | ObjectStorage:
+    """One storage per root for a process (freshness is checked on every search): an object-store
+    root, or a local one whose partition is a parts folder."""
+    return open_storage(root)
 
 
 @dataclass

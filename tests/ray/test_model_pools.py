@@ -346,10 +346,15 @@ def test_quality_scored_on_a_ray_pool_equals_in_process(ray_cluster, tmp_path, m
 def test_document_embeddings_on_a_ray_pool_equal_in_process(ray_cluster, partition, tmp_path, monkeypatch):  # noqa: F811
     import ray
 
+    from assets.retrieval import vector_index
     from assets.text_embeddings import document_embeddings
+    from assets.text_stages import semantic_deduplicated
     from refinery import names
+    from refinery.manifest import read_manifest
     from refinery.models import loads
     from refinery.quality.embeddings import read_embeddings
+    from refinery.retrieval.search import search
+    from refinery.sql import connect
     from refinery.storage import PROVENANCE_KEY, Storage
     from resources.embedder import EmbedderResource
 
@@ -383,12 +388,49 @@ def test_document_embeddings_on_a_ray_pool_equal_in_process(ray_cluster, partiti
     )
     assert got.ids == want.ids == frame["id"].tolist() and got.text_hashes == want.text_hashes
     np.testing.assert_allclose(got.vectors, want.vectors, atol=1e-5)
-    # One file, stamped like the in-process one (the model as the actors described it).
+    # The workers' parts are the output (no step merges them): a parts folder sealed by its manifest,
+    # whose hash is the data version; stamped like the in-process file (the model as the actors
+    # described it).
+    ray_store, local_store = Storage(on_ray.storage), Storage(local.storage)
+    folder = ray_store.parts_path(names.DOCUMENT_EMBEDDINGS, SOURCE)
+    manifest = read_manifest(folder)
+    assert not ray_store.path(names.DOCUMENT_EMBEDDINGS, SOURCE).exists()
+    assert [p["name"] for p in manifest["parts"]] == [f"part-{i:05d}.parquet" for i in range(8)]
+    assert manifest["rows"] == len(frame)
+    assert ray_store.version(names.DOCUMENT_EMBEDDINGS, SOURCE) == manifest["version"]
     stamps = [
-        pq.read_schema(Storage(home.storage).path(names.DOCUMENT_EMBEDDINGS, SOURCE)).metadata[PROVENANCE_KEY]
-        for home in (on_ray, local)
+        pq.read_schema(store.files(names.DOCUMENT_EMBEDDINGS, SOURCE)[0]).metadata[PROVENANCE_KEY]
+        for store in (ray_store, local_store)
     ]
     assert stamps[0] == stamps[1]
+    assert not list(folder.parent.glob(".*"))  # no staging folder left
+
+    # Every reader takes the parts folder as it takes the file: the vector index and search, the
+    # DuckDB vector view, semantic dedup (on the local engine, both homes).
+    query = " ".join(frame["text"].iloc[7].split()[:30])
+    answers = {}
+    for name, home in (("ray", on_ray), ("local", local)):
+        _materialize(vector_index, home, {"kind": "local"})
+        hits = [search(query, 5, home=home.home, exact=exact, with_stage=False) for exact in (False, True)]
+        views = connect(home.storage).execute(
+            "SELECT source, count(*) AS n, round(sum(array_inner_product(embedding, embedding)), 3) AS norms "
+            "FROM vectors_documents GROUP BY 1"
+        )
+        _materialize(semantic_deduplicated, home, {"kind": "local"}, compute=compute)
+        answers[name] = (hits, views.df(), _frames(home, names.SEMANTIC_DEDUPLICATED))
+    assert answers["ray"][0][0]["id"].iloc[0] == "d7"
+    for got, want in zip(answers["ray"][0], answers["local"][0], strict=True):
+        assert got["id"].tolist() == want["id"].tolist()
+        np.testing.assert_allclose(got["score"], want["score"], atol=1e-5)
+    pd.testing.assert_frame_equal(answers["ray"][1], answers["local"][1])
+    assert answers["ray"][1]["source"].tolist() == [SOURCE] and answers["ray"][1]["n"].tolist() == [40]
+    for got, want in zip(answers["ray"][2], answers["local"][2], strict=True):
+        pd.testing.assert_frame_equal(got, want)
+
+    # The local engine over the ray home writes one file again, and removes the parts folder.
+    _materialize(document_embeddings, on_ray, {"kind": "local"}, embedder=EmbedderResource(compute=compute))
+    assert ray_store.path(names.DOCUMENT_EMBEDDINGS, SOURCE).is_file() and not folder.exists()
+    assert read_embeddings(ray_store, SOURCE).ids == frame["id"].tolist()
 
 
 def test_clip_scored_on_a_ray_pool_equals_in_process(ray_cluster, tmp_path, s3_root, monkeypatch):  # noqa: F811
