@@ -37,7 +37,7 @@ from typing import Any
 import pyarrow.fs as pafs
 from pydantic import BaseModel
 
-from refinery.fs import join
+from refinery.fs import join, listing
 from refinery.kernel.collector import source_files
 
 TOKEN_PREFIX = "retry-"
@@ -76,6 +76,11 @@ def marker_path(target: Any, name: str) -> str:
 
 def piece_marker(index: int) -> str:
     return f"piece-{index:09d}"
+
+
+def marker_names(target: Any) -> list[str]:
+    """The names of the markers there are (one listing of the folder)."""
+    return [i.base_name for i in listing(target.fs, join(target.work, "done"))]
 
 
 def write_marker(target: Any, name: str, files: list[str], info: Any) -> None:

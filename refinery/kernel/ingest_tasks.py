@@ -49,6 +49,7 @@ from refinery.kernel.ingest_resume import (
     PLAN,
     TOKEN_PREFIX,
     ingest_fingerprint,
+    marker_names,
     piece_marker,
     read_marker,
     write_marker,
@@ -216,7 +217,15 @@ def ingest_in_tasks(
     if not pieces:  # an empty or missing folder: one empty part each, as the local engine's empty files
         with target.open_part(0, job.schema), target.open_part(0, job.rejected_schema, rejected=True):
             pass
-    done = {p.index: info for p in pieces if (info := read_marker(target, piece_marker(p.index))) is not None}
+    # One listing, then only the markers there are read (a first attempt reads none: on an object
+    # store, a request per piece would cost a round trip each).
+    present = set(marker_names(target))
+    done = {
+        p.index: info
+        for p in pieces
+        if piece_marker(p.index) in present
+        and (info := read_marker(target, piece_marker(p.index))) is not None
+    }
     todo = [p for p in pieces if p.index not in done]
     # Largest first, each to the first worker free: the workers end together.
     largest = sorted(todo, key=lambda p: (-_piece_bytes(p), p.index))
