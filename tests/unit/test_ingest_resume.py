@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 import pandas as pd
+import pyarrow.fs as pafs
 import pytest
 
 from refinery.engine.tasks import InProcessTasks
@@ -20,9 +21,12 @@ from refinery.ingest.text_reader import IngestParams, SourceReader
 from refinery.kernel import ingest_tasks
 from refinery.kernel.ingest_tasks import ingest_in_tasks
 from refinery.manifest import read_manifest
+from refinery.object_storage import ObjectStorage
 from refinery.storage import Storage
+from tests.s3_server import s3_credentials, s3_root, scratch_leftovers
 from tests.unit.test_ingest_tasks import text_source
 
+s3 = (s3_root, s3_credentials)  # fixtures, used by name
 PARAMS = IngestParams(split_bytes=300, batch_rows=7)
 
 
@@ -50,7 +54,7 @@ class FailingTasks(InProcessTasks):
         return out
 
 
-def ingest(folder, storage: Storage, runner) -> ingest_tasks.StageRun:
+def ingest(folder, storage: Storage | ObjectStorage, runner) -> ingest_tasks.StageRun:
     reader = SourceReader(folder, "s", PARAMS)
     return ingest_in_tasks(reader, storage, "raw", {"p": 1}, runner, 2, PARAMS.split_bytes, PARAMS)
 
@@ -171,3 +175,44 @@ def test_an_ingest_run_again_after_its_commit_reads_everything(tmp_path, clean):
     assert run.extra["engine"]["pieces_resumed"] == 0
     assert len(again.calls["read_piece"]) == run.extra["engine"]["tasks"]
     assert_same(storage, outputs, run, clean_run)
+
+
+def test_on_an_object_store_a_retry_resumes_and_never_writes_over_the_committed_parts(
+    tmp_path, clean, s3_root
+):
+    """On an object store the parts are written in place, under the attempt's token, and a fix rewrites
+    a part after its first writing: a run over the same input after a commit takes another token
+    (the committed part names are in its fingerprint), so a failed run leaves the committed output
+    as it was, and its retry resumes."""
+    folder, outputs, _ = clean
+    head, _, query = s3_root.partition("?")
+    store = ObjectStorage(f"{head}/resume-{tmp_path.name}?{query}")
+    ingest(folder, store, InProcessTasks())
+    committed = {r: store.manifest("raw", "s", r) for r in (False, True)}
+    first = FailingTasks(fail="fix_piece", after=1)  # one part rewritten by its fix, then the failure
+    with pytest.raises(ConnectionError):
+        ingest(folder, store, first)
+    assert {r: store.manifest("raw", "s", r) for r in (False, True)} == committed
+    for rejected, want in ((False, outputs[0]), (True, outputs[1])):  # the committed rows, untouched
+        pd.testing.assert_frame_equal(store.read("raw", "s", rejected=rejected), want)
+        for part in committed[rejected]["parts"]:
+            path = f"{store.parts_path('raw', 's', rejected)}/{part['name']}"
+            assert store.fs.get_file_info(path).size == part["bytes"]
+    retry = FailingTasks()
+    run = ingest(folder, store, retry)
+    assert (
+        "read_piece" not in retry.calls
+        and run.extra["engine"]["pieces_resumed"] == run.extra["engine"]["tasks"]
+    )
+    assert run.extra["engine"]["fixes_resumed"] == 1
+    for rejected, want in ((False, outputs[0]), (True, outputs[1])):
+        pd.testing.assert_frame_equal(store.read("raw", "s", rejected=rejected), want)
+        assert store.manifest("raw", "s", rejected)["version"] == committed[rejected]["version"]
+        listed = {p["name"] for p in store.manifest("raw", "s", rejected)["parts"]}
+        assert listed.isdisjoint(p["name"] for p in committed[rejected]["parts"])  # another token
+        found = {
+            i.base_name
+            for i in store.fs.get_file_info(pafs.FileSelector(store.parts_path("raw", "s", rejected)))
+        }
+        assert found == listed | {"_manifest.json"}  # the older run's parts are gone
+    assert scratch_leftovers(store) == []
