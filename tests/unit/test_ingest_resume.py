@@ -216,3 +216,34 @@ def test_on_an_object_store_a_retry_resumes_and_never_writes_over_the_committed_
         }
         assert found == listed | {"_manifest.json"}  # the older run's parts are gone
     assert scratch_leftovers(store) == []
+
+
+def test_on_an_object_store_a_changed_inbox_starts_clean(tmp_path, clean, s3_root):
+    """The failed attempt's markers, keys and parts (under its token) go: its scratch folder when the
+    next attempt starts, its parts with the next commit."""
+    folder, _, _ = clean
+    head, _, query = s3_root.partition("?")
+    store = ObjectStorage(f"{head}/changed-{tmp_path.name}?{query}")
+    with pytest.raises(ConnectionError):
+        ingest(folder, store, FailingTasks(fail="read_piece", after=3))
+    assert scratch_leftovers(store)  # kept for a retry
+    (folder / "h.jsonl").write_text('{"text": "a file added before the retry"}\n')
+    retry = FailingTasks()
+    run = ingest(folder, store, retry)
+    assert (
+        run.extra["engine"]["pieces_resumed"] == 0
+        and len(retry.calls["read_piece"]) == run.extra["engine"]["tasks"]
+    )
+    assert scratch_leftovers(store) == []
+    fresh = Storage(tmp_path / "fresh")
+    ingest(folder, fresh, InProcessTasks())
+    for rejected in (False, True):
+        pd.testing.assert_frame_equal(
+            store.read("raw", "s", rejected=rejected), fresh.read("raw", "s", rejected=rejected)
+        )
+        listed = {p["name"] for p in store.manifest("raw", "s", rejected)["parts"]}
+        found = {
+            i.base_name
+            for i in store.fs.get_file_info(pafs.FileSelector(store.parts_path("raw", "s", rejected)))
+        }
+        assert found == listed | {"_manifest.json"}
