@@ -23,6 +23,10 @@ quarantine first, so the output is complete or absent: on a local root the stagi
 :class:`refinery.storage.PartsWriter` are moved into place; on an object store (``s3://…``) the
 manifest, written last, is the commit point (:mod:`refinery.kernel.parts_target`).
 
+A failed attempt leaves its plan, parts, id keys and per-piece done markers under a token named by
+the source's fingerprint; a retry over the same input reads only the pieces without a valid marker
+and fixes only the parts not yet fixed (:mod:`refinery.kernel.ingest_resume`).
+
 Known cost: the id keys are written per piece and bucket (one small file each where non-empty), so
 a source of very many files makes many small files in the scratch folder.
 """
