@@ -43,13 +43,22 @@ def _views(storage_root: Path) -> dict[str, Path]:
 
 def _patterns(folder: Path) -> list[str]:
     """The globs that hold an asset's rows: single-file partitions and part folders (both layouts
-    of the data contract); only those that match, since DuckDB refuses a glob with no file."""
+    of the data contract); only those that match, since DuckDB refuses a glob with no file.
+
+    A part folder's glob skips hidden folders: the staging folders of a run in progress, or of a
+    failed attempt kept for its retry (``.<source>.parts.retry-<fingerprint>.tmp``), hold parts that
+    no commit has published (DuckDB's ``*`` matches a leading dot; ``[!.]*`` does not)."""
     found = []
     if any(folder.glob("*.parquet")):
         found.append(str(folder / "*.parquet"))
-    if any(folder.glob(f"*/{PART_PATTERN}")):
-        found.append(str(folder / "*" / PART_PATTERN))
+    if _committed_parts(folder):
+        found.append(str(folder / "[!.]*" / PART_PATTERN))
     return found
+
+
+def _committed_parts(folder: Path) -> list[Path]:
+    """The part files of the asset's committed part folders (not the hidden staging folders)."""
+    return sorted(p for p in folder.glob(f"*/{PART_PATTERN}") if not p.parent.name.startswith("."))
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, storage_root: Path) -> list[str]:
@@ -75,7 +84,7 @@ def _vector_views(con: duckdb.DuckDBPyConnection, storage_root: Path) -> list[st
         if not patterns:
             continue
         # A partition is a file <source>.parquet, or a folder <source>/ of parts (written by workers).
-        files = sorted(folder.glob("*.parquet")) + sorted(folder.glob(f"*/{PART_PATTERN}"))
+        files = sorted(folder.glob("*.parquet")) + _committed_parts(folder)
         dims = {pq.read_schema(f).field(which.column).type.list_size for f in files}
         # Parquet has no fixed-size list: cast back to DuckDB's ARRAY so array_inner_product applies
         # (files of several dimensions keep the variable-length list, and the index refuses them).

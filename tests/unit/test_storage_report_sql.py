@@ -142,3 +142,22 @@ def test_report_and_sql_views(tmp_path):
     import duckdb
 
     assert duckdb.connect(str(catalog)).execute("SELECT count(*) FROM pretrain_corpus").fetchone() == (3,)
+
+
+def test_sql_views_skip_staging_folders(tmp_path):
+    """A failed attempt on workers keeps its staging folder for the retry (``.<source>.parts.retry-…
+    .tmp``): its parts are not committed, and the views must not read them (DuckDB's ``*`` matches a
+    leading dot). An asset with nothing but a staging folder has no view."""
+    import pyarrow.parquet as pq
+
+    for folder, rows in (
+        ("raw_documents/s", 2),  # committed parts
+        ("raw_documents/.s.parts.retry-0123.tmp", 5),  # the failed attempt's, kept for its retry
+        ("raw_documents/.t.parts.retry-4567.tmp", 7),
+        ("document_embeddings/.s.parts.retry-89ab.tmp", 1),
+    ):
+        (tmp_path / folder).mkdir(parents=True)
+        table = pa.table({"id": [f"{folder}-{i}" for i in range(rows)], "text": ["x"] * rows})
+        pq.write_table(table, tmp_path / folder / "part-00000.parquet")
+    assert set(views(tmp_path)) == {"raw_documents"}
+    assert connect(tmp_path).execute("SELECT count(*) FROM raw_documents").fetchone() == (2,)
