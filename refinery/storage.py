@@ -129,7 +129,8 @@ class Storage:
             return []
         names = {p.stem for p in folder.glob("*.parquet")}
         names |= {p.name for p in folder.iterdir() if p.is_dir() and any(p.glob(PART_PATTERN))}
-        return sorted(names)
+        # Hidden: the staging folders of a run in progress, or of a failed attempt kept for its retry.
+        return sorted(n for n in names if not n.startswith("."))
 
     def row_count(self, asset: str, partition: str, rejected: bool = False) -> int:
         return count_rows(self.location(asset, partition, rejected))

@@ -161,3 +161,5 @@ def test_sql_views_skip_staging_folders(tmp_path):
         pq.write_table(table, tmp_path / folder / "part-00000.parquet")
     assert set(views(tmp_path)) == {"raw_documents"}
     assert connect(tmp_path).execute("SELECT count(*) FROM raw_documents").fetchone() == (2,)
+    storage = Storage(tmp_path)
+    assert storage.partitions("raw_documents") == ["s"] and storage.partitions("document_embeddings") == []
