@@ -34,7 +34,7 @@ from refinery.fs import is_local, join, listing, local_path, split_root
 from refinery.manifest import read_manifest_at, write_manifest, write_manifest_at
 from refinery.paths import check_source_name
 from refinery.storage import PART_PATTERN, REJECTED_DIR, PartsWriter, Storage, replace_partition
-from refinery.tempfiles import fsync_tree, temp_path
+from refinery.tempfiles import clean_stray, fsync_tree, temp_path
 
 
 def parts_target(
@@ -143,6 +143,7 @@ class LocalTarget:
             final = self.storage.parts_path(writer.asset, writer.partition, rejected)
             if not final.parent.is_dir():
                 continue
+            clean_stray(final.parent)  # and the temporaries of dead writers, as a run of its own token does
             for kind in ("parts", "work"):
                 for old in final.parent.glob(f".{final.name}.{kind}.{prefix}*.tmp"):
                     if old.name != f".{final.name}.{kind}.{self.token}.tmp":
