@@ -255,7 +255,7 @@ def model_runner(storage, layout, stage: str):
                 write_embeddings_pooled(storage, upstream, "bench", embedder.plain().load, stamp, params,
                                         engine, compute.model_pool())  # fmt: skip
             else:
-                write_embeddings(storage, upstream, "bench", embedder.load(), stamp, params, engine=engine)
+                write_embeddings(storage, upstream, "bench", embedder.load(), stamp, params)
             seconds = time.perf_counter() - started
             return seconds, {}, storage.read(stage, "bench"), pd.DataFrame()
         spec = text.QUALITY_SCORED
