@@ -184,19 +184,32 @@ def serve(args) -> None:
     ray.shutdown()
 
 
-def process_ticks() -> dict[int, tuple[int, int]]:
-    """{pid: (session, CPU ticks so far)} of every process on the machine (a node's ``ray start``
-    leads a session: its raylet, GCS and workers are in it; a worker leads its own process group)."""
+def process_ticks() -> dict[int, tuple[int, int, str]]:
+    """{pid: (session, CPU ticks so far, name)} of every process on the machine (a node's ``ray
+    start`` leads a session: its raylet, GCS, agents and workers are in it)."""
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+            head, _, tail = Path(f"/proc/{entry}/stat").read_text().rpartition(")")
         except OSError:
             continue
-        found[int(entry)] = (int(fields[3]), int(fields[11]) + int(fields[12]))
+        fields = tail.split()
+        found[int(entry)] = (int(fields[3]), int(fields[11]) + int(fields[12]), head.partition("(")[2])
     return found
+
+
+def kind_of(pid: int, name: str, driver: int) -> str:
+    """Which part of a cluster a process is: the driver, a task worker, the raylet, the GCS, or
+    Ray's other processes (agents, monitors, ``ray start``)."""
+    if pid == driver:
+        return "driver"
+    if name in ("raylet", "gcs_server"):
+        return name
+    if name.startswith("ray::") and not name.startswith(("ray::Dashboard", "ray::RuntimeEnv")):
+        return "workers"
+    return "other Ray"
 
 
 def machine_ticks() -> int:
@@ -241,14 +254,20 @@ class Driver:
                 break
         ticks1, busy1 = process_ticks(), machine_ticks()
 
-        def cpu(pids_or_sessions) -> float:
+        kinds: dict[str, float] = {}
+
+        def cpu(pids_or_sessions, split: bool = False) -> float:
             used = 0
-            for pid, (session, t1) in ticks1.items():
+            for pid, (session, t1, name) in ticks1.items():
                 if pid in pids_or_sessions or session in pids_or_sessions:
-                    used += t1 - ticks0.get(pid, (session, 0))[1]
+                    ticks = t1 - ticks0.get(pid, (session, 0, name))[1]
+                    used += ticks
+                    if split:
+                        kind = kind_of(pid, name, self.proc.pid)
+                        kinds[kind] = kinds.get(kind, 0.0) + ticks / TICK
             return used / TICK
 
-        mine = cpu(self.groups() | {self.proc.pid})
+        mine = cpu(self.groups() | {self.proc.pid}, split=True)
         idle = cpu(set().union(*(d.groups() | {d.proc.pid} for d in everyone if d is not self)))
         machine = (busy1 - busy0) / TICK
         wall = result["wall_s"]
@@ -256,6 +275,10 @@ class Driver:
             load_start=load,
             cluster_cpu_s=mine,  # the measured cluster's processes and its driver
             overhead_cpu_s=mine - (result["task_cpu_s"] or 0),  # of which not in a task
+            cpu_by_kind={
+                **{k: round(v, 2) for k, v in sorted(kinds.items())},
+                "idle clusters": round(idle, 2),
+            },
             idle_clusters_cpu_s=idle,
             others_cores=max(0.0, machine - mine - idle) / wall,  # other jobs' cores while it ran
         )
@@ -295,6 +318,10 @@ def summary(first: dict, timed: list[dict], want: str | None) -> dict:
         "wall_all": [round(r["wall_s"], 2) for r in timed],
         **{k: med(k) for k in ("work_span_s", "task_cpu_s", "overhead_cpu_s", "others_cores", "load_start")},
         "others_all": [round(r["others_cores"], 2) for r in timed if "others_cores" in r],
+        "cpu_by_kind": {
+            k: round(statistics.median(r["cpu_by_kind"].get(k, 0.0) for r in timed), 2)
+            for k in sorted({k for r in timed for k in r.get("cpu_by_kind", {})})
+        },
         "removed": first["removed"],
         "rounds": first["rounds"],
         "steps_s": middle["steps_s"],
@@ -324,6 +351,14 @@ def render(doc: dict) -> list[str]:
             f"{', '.join(map(str, m.get('others_all') or [])) or '–'} | {m['removed']:,} | {m['rounds']} | "
             f"{'yes' if m['same'] else 'NO'} |"
         )
+    split = {label: m["cpu_by_kind"] for label, m in r.items() if m.get("cpu_by_kind")}
+    if split:
+        kinds = sorted({k for v in split.values() for k in v})
+        lines += ["", "CPU seconds per run by process (medians; the workers' include their tasks' CPU; "
+                  "the idle clusters: the other drivers' clusters, waiting meanwhile):", "",
+                  "| engine | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]  # fmt: skip
+        for label, v in split.items():
+            lines.append(f"| {label} | " + " | ".join(f"{v.get(k, 0.0):.2f}" for k in kinds) + " |")
     lines += ["", "Per round (2 over 1 from the same round's runs):", "",
               "| code | round | order | 1 node s | 2 nodes s | 2 over 1 | loads at start "
               "| other jobs' cores |", "|---|---:|---|---:|---:|---:|---|---|"]  # fmt: skip

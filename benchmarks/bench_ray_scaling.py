@@ -136,9 +136,29 @@ def write_inbox(folder: Path, frame: pd.DataFrame, files: int) -> None:
                 out.write(json.dumps({"id": doc_id, "text": text}) + "\n")
 
 
-def stage_runner(storage, layout, stage: str, main_languages: tuple[str, ...] = ("en",)):
+CLAIM_SECONDS: list[float] = []  # the claims step's seconds (exact/fuzzy on Ray: in the driver), per call
+
+
+def _timed_claims(claim_parts):
+    """``claim_parts`` timed: on a distributed engine exact and fuzzy dedup claim every key in the
+    step's process, between the workers' key map and their write map (refinery.dedup.claim_plan)."""
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return claim_parts(*args, **kwargs)
+        finally:
+            CLAIM_SECONDS.append(time.perf_counter() - started)
+
+    timed.timed = True  # type: ignore[attr-defined]
+    return timed
+
+
+def stage_runner(storage, layout, stage: str, main_languages: tuple[str, ...] = ("en",), index=None):
     """A function (engine) -> (seconds, timings, kept, rejected) running ``stage`` on 'bench'.
-    ``main_languages``: the language routing's main languages (the asset's default: English)."""
+    ``main_languages``: the language routing's main languages (the asset's default: English).
+    ``index``: (backend, redis URL, a function emptying the index) for exact and fuzzy dedup; every
+    run starts from an empty index (an index holding the last run's claims would remove every row)."""
     from refinery.batch import keep_all
     from refinery.clean.cleaning import Cleaner
     from refinery.filters.language_routing import LanguageFilter, LanguageRouting
@@ -165,6 +185,15 @@ def stage_runner(storage, layout, stage: str, main_languages: tuple[str, ...] = 
         names.PRETRAIN_CORPUS: (text.PRETRAIN_CORPUS, lambda run: keep_all),
     }
     resources = None
+    if stage in (names.EXACT_DEDUPLICATED, names.FUZZY_DEDUPLICATED):  # the assets' makers and index
+        from assets import text_stages
+
+        if not getattr(text_stages.claim_parts, "timed", False):
+            text_stages.claim_parts = _timed_claims(text_stages.claim_parts)
+        if stage == names.EXACT_DEDUPLICATED:
+            specs[stage] = (text.EXACT_DEDUPLICATED, text_stages._exact)
+        else:
+            specs[stage] = (text.FUZZY_DEDUPLICATED, text_stages._fuzzy)
     if stage == names.PERPLEXITY_SCORED:  # the asset's own maker: a first pass on the workers, then the cut
         from assets.text_stages import _perplexity
         from refinery.kernel.spec import StageResources
@@ -174,6 +203,15 @@ def stage_runner(storage, layout, stage: str, main_languages: tuple[str, ...] = 
     spec, make = specs[stage]
 
     def run(engine):
+        nonlocal resources
+        if stage in (names.EXACT_DEDUPLICATED, names.FUZZY_DEDUPLICATED):
+            from refinery.dedup.backends import DedupIndexes
+            from refinery.kernel.spec import StageResources
+
+            backend, url, empty = index
+            empty()
+            resources = StageResources({"dedup_index": DedupIndexes(backend, url, "bench")})
+            CLAIM_SECONDS.clear()
         params = spec.params() if spec.params else None  # pretrain_corpus has none
         ctx = StageContext(spec=spec, source="bench", params=params, layout=layout, storage=storage,
                            engine=engine, provenance={"asset": spec.name},
@@ -181,7 +219,9 @@ def stage_runner(storage, layout, stage: str, main_languages: tuple[str, ...] = 
         started = time.perf_counter()
         stage_run, _ = engine.run(ctx, make)
         seconds = time.perf_counter() - started
-        timings = stage_run.extra.get("engine", {}).get("timings", {})
+        timings = dict(stage_run.extra.get("engine", {}).get("timings", {}))
+        if CLAIM_SECONDS:
+            timings["claims_s"] = round(sum(CLAIM_SECONDS), 3)
         return seconds, timings, storage.read(stage, "bench"), storage.read(stage, "bench", rejected=True)
 
     return run
@@ -380,6 +420,7 @@ def summarize(m: dict) -> dict:
             if "map_s" in r["timings"]
         ),
         "slice_cpu_s": median(x.get("slice_cpu_s") for x in t),
+        "claims_s": median(x.get("claims_s") for x in t),
         "slice_s": median(x.get("slice_s") for x in t),
         "busy_s": t[len(t) // 2].get("busy_s"),
         "init_s": t[len(t) // 2].get("init_s"),
@@ -407,6 +448,13 @@ def main() -> None:
     p.add_argument("--stages", default="ingest,clean_documents,heuristic_filtered")
     p.add_argument("--ingest", default="tasks", help="tasks (this code's split), files or ranges8")
     p.add_argument("--dispatch", default="tasks,actors", help=f"the ray engine's dispatch, of {DISPATCH}")
+    p.add_argument(
+        "--index",
+        default="local",
+        choices=("local", "redis-cluster"),
+        help="exact/fuzzy dedup's index: SQLite in the home, or a Redis Cluster of --redis-nodes on loopback",
+    )
+    p.add_argument("--redis-nodes", type=int, default=3)
     p.add_argument(
         "--main-languages",
         default="en",
@@ -464,6 +512,8 @@ def main() -> None:
     upstreams = {names.PERPLEXITY_SCORED: names.FUZZY_DEDUPLICATED,
                  names.QUALITY_SCORED: names.PERPLEXITY_SCORED,
                  names.PRETRAIN_CORPUS: names.SEMANTIC_DEDUPLICATED,
+                 names.EXACT_DEDUPLICATED: names.HEURISTIC_FILTERED,
+                 names.FUZZY_DEDUPLICATED: names.EXACT_DEDUPLICATED,
                  names.DOCUMENT_EMBEDDINGS: EMBEDDINGS_INPUT}  # fmt: skip
     for stage in stages:
         if stage in upstreams:
@@ -471,6 +521,19 @@ def main() -> None:
     if names.QUALITY_SCORED in stages and names.CLEAN_DOCUMENTS not in stages:  # the classifier's raw class
         write_raw(storage, frame, args.group_rows, names.CLEAN_DOCUMENTS)
     main_languages = tuple(x.strip() for x in args.main_languages.split(",") if x.strip())
+    index = None
+    if names.EXACT_DEDUPLICATED in stages or names.FUZZY_DEDUPLICATED in stages:
+        import atexit
+        import shutil
+
+        if args.index == "redis-cluster":  # tests/redis_cluster.py: redis-server nodes on loopback
+            from tests.redis_cluster import LocalCluster
+
+            redis_nodes = LocalCluster(tmp / "redis", nodes=args.redis_nodes)
+            atexit.register(redis_nodes.stop)
+            index = ("redis-cluster", redis_nodes.url, redis_nodes.flush)
+        else:
+            index = ("local", "", lambda: shutil.rmtree(layout.index, ignore_errors=True))
     routed = {names.HEURISTIC_FILTERED, names.MULTILINGUAL_FILTERED}
     if routed & set(stages) and names.CLEAN_DOCUMENTS not in stages:  # their upstream, with its labels
         print("  clean_documents (the routed stages' input, local engine, not timed)", flush=True)
@@ -490,7 +553,7 @@ def main() -> None:
             return ingest_runner(storage, layout, split)
         if stage in MODEL_STAGES:
             return model_runner(storage, layout, stage)
-        return stage_runner(storage, layout, stage, main_languages)
+        return stage_runner(storage, layout, stage, main_languages, index)
 
     # The local engine first: its outputs are the reference and each next stage's input.
     for stage in stages:
@@ -573,9 +636,11 @@ def render(doc: dict) -> list[str]:
             serial = sum(
                 v for v in (r.get("plan_s"), r.get("finish_s"), r.get("driver_other_s")) if v == v and v
             )
+            claims = r.get("claims_s")  # exact/fuzzy on Ray: the claims (driver), in its serial time
+            claims = f" (claims {claims:.2f})" if claims == claims and claims else ""
             lines.append(
                 f"| {stage} | {label} | {r['seconds']:.2f} ({', '.join(map(str, r['seconds_all']))}) | "
-                f"{r['first_s']:.2f} | {fmt(serial) if 'ray' in label else '–'} | "
+                f"{r['first_s']:.2f} | {fmt(serial) if 'ray' in label else '–'}{claims} | "
                 f"{fmt(r.get('startup_s'))} | "
                 f"{fmt(r.get('work_s'))} | {fmt(r.get('drain_s'))} | {fmt(r.get('slice_cpu_s'))} | "
                 f"{fmt((r.get('slice_cpu_s') or 0) / r['work_s'] if r.get('work_s') else None)} | "
