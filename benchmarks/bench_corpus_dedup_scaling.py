@@ -12,7 +12,10 @@ check) on the same input:
   round ``i`` runs 1 then 2 nodes when ``i`` is even, 2 then 1 when odd, so a change in the
   machine's load (other jobs, the page cache, writeback) falls on both sides and both orders are
   measured. Session 8 ran every 1-node run, then every 2-node run on a fresh cluster: its two passes
-  gave 1.93x and 1.48x (the load rose from 1.6 to 3.2 during the second's 2-node runs).
+  gave 1.93x and 1.48x (the load rose from 1.6 to 3.2 during the second's 2-node runs). While one
+  cluster runs, the others are stopped (SIGSTOP to their sessions and drivers, SIGCONT after): idle,
+  a 1-node cluster's Ray processes take ~0.04 cores and a 2-node one's ~0.06, on the 2 cores the
+  measured run needs (``--no-freeze-idle`` leaves them running).
 - ``--before PATH``: the same two clusters and drivers again for another checkout (the code before a
   change), in the same rounds: round ``i`` runs this 1, this 2, before 1, before 2, reversed when odd.
 
@@ -35,11 +38,13 @@ the rest of the machine (other jobs): a run that lost to another job says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import itertools
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -224,7 +229,7 @@ class Driver:
     def __init__(self, label: str, nodes: int, code: Path, files: Path, work: Path, args, ports):
         from refinery.engine.loopback import start_loopback_cluster
 
-        self.label, self.nodes, self.runs = label, nodes, []
+        self.label, self.nodes, self.runs, self.freeze = label, nodes, [], args.freeze_idle
         env = {"PYTHONPATH": str(code), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self.cluster = start_loopback_cluster(nodes, 1, env=env, worker_ports=ports)
         command = [sys.executable, str(Path(__file__).resolve()), "--serve",
@@ -239,8 +244,20 @@ class Driver:
         """The sessions of the cluster's nodes (each ``ray start`` leads one)."""
         return set(self.cluster.pids)
 
+    def signal(self, signum: int) -> None:
+        """``signum`` to the driver and every process of the cluster's sessions (workers included)."""
+        sessions = self.groups()
+        for pid, (session, _, _) in process_ticks().items():
+            if pid == self.proc.pid or session in sessions:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
+
     def run(self, everyone: list[Driver]) -> dict:
         """One run, with where the machine's CPU went meanwhile."""
+        others = [d for d in everyone if d is not self]
+        if self.freeze:  # the waiting clusters stopped: their Ray processes' CPU is not taken from this run
+            for d in others:
+                d.signal(signal.SIGSTOP)
         load = os.getloadavg()[0]
         ticks0, busy0 = process_ticks(), machine_ticks()
         self.proc.stdin.write("run\n")
@@ -253,6 +270,8 @@ class Driver:
                 result = json.loads(line[len(RESULT) :])
                 break
         ticks1, busy1 = process_ticks(), machine_ticks()
+        for d in others if self.freeze else ():
+            d.signal(signal.SIGCONT)
 
         kinds: dict[str, float] = {}
 
@@ -286,6 +305,7 @@ class Driver:
         return result
 
     def close(self) -> None:
+        self.signal(signal.SIGCONT)  # a run that failed may have left it stopped
         try:
             self.proc.stdin.write("quit\n")
             self.proc.stdin.close()
@@ -415,6 +435,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="rounds after the warm-up (odd rounds reversed)")
     p.add_argument("--before", type=Path, help="another checkout (the code before), in the same rounds")
     p.add_argument("--worker-ports", default="27000-27999", help="Ray workers' ports, split by cluster")
+    p.add_argument(
+        "--freeze-idle",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="SIGSTOP the waiting clusters (and drivers) during each run; SIGCONT after it",
+    )
     p.add_argument("--out", type=Path, default=OUT / "corpus_dedup_scaling.md")
     p.add_argument(
         "--no-local", action="store_true", help="skip the local engine (the Ray runs' tables go unchecked)"
