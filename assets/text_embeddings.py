@@ -70,7 +70,7 @@ def document_embeddings(
     else:
         loaded = embedder.load()
         run = write_embeddings(
-            storage, text_stages.DOCUMENT_EMBEDDINGS.upstream, source, loaded, stamp, params, engine=runner
+            storage, text_stages.DOCUMENT_EMBEDDINGS.upstream, source, loaded, stamp, params
         )
         model = EmbedderInfo.of(loaded)
     context.log.info(

@@ -12,7 +12,10 @@ The scale suite (``benchmarks/scale_suite.py``) times each asset as a user sees 
   (the raw documents), heuristic_filtered (clean_documents' output), and ingest (the same documents
   as JSONL files in the inbox, one task per file or byte range); with ``--stages`` also
   perplexity_scored (the same documents as its upstream; the reference model trained once on the
-  bundled reference sample; a first pass on the workers, the cut from merged sketches, a second);
+  bundled reference sample; a first pass on the workers, the cut from merged sketches, a second),
+  multilingual_filtered (clean_documents' output: the rows not in a main language, each filtered by
+  its language's rules; clean_documents is run once, untimed, when not measured) and pretrain_corpus
+  (the same documents as its upstream, published as they are: read, split and written);
 - engines: the local engine (in this process: the baseline), then the ray engine on a loopback
   cluster of **1 node x 1 CPU** and of **2 nodes x 1 CPU** (``ray start`` per node, each its own
   process tree; one worker per cluster CPU), every run repeated ``--repeats`` times (median), the
@@ -133,13 +136,36 @@ def write_inbox(folder: Path, frame: pd.DataFrame, files: int) -> None:
                 out.write(json.dumps({"id": doc_id, "text": text}) + "\n")
 
 
-def stage_runner(storage, layout, stage: str):
-    """A function (engine) -> (seconds, timings, kept, rejected) running ``stage`` on 'bench'."""
+CLAIM_SECONDS: list[float] = []  # the claims step's seconds (exact/fuzzy on Ray: in the driver), per call
+
+
+def _timed_claims(claim_parts):
+    """``claim_parts`` timed: on a distributed engine exact and fuzzy dedup claim every key in the
+    step's process, between the workers' key map and their write map (refinery.dedup.claim_plan)."""
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return claim_parts(*args, **kwargs)
+        finally:
+            CLAIM_SECONDS.append(time.perf_counter() - started)
+
+    timed.timed = True  # type: ignore[attr-defined]
+    return timed
+
+
+def stage_runner(storage, layout, stage: str, main_languages: tuple[str, ...] = ("en",), index=None):
+    """A function (engine) -> (seconds, timings, kept, rejected) running ``stage`` on 'bench'.
+    ``main_languages``: the language routing's main languages (the asset's default: English).
+    ``index``: (backend, redis URL, a function emptying the index) for exact and fuzzy dedup; every
+    run starts from an empty index (an index holding the last run's claims would remove every row)."""
+    from refinery.batch import keep_all
     from refinery.clean.cleaning import Cleaner
     from refinery.filters.language_routing import LanguageFilter, LanguageRouting
     from refinery.kernel.spec import StageContext
     from refinery.stages import text
 
+    routing = LanguageRouting(languages=list(main_languages))
     specs = {
         names.CLEAN_DOCUMENTS: (
             text.CLEAN_DOCUMENTS,
@@ -148,10 +174,26 @@ def stage_runner(storage, layout, stage: str):
         # As the asset runs it: the main languages' side of the language routing.
         names.HEURISTIC_FILTERED: (
             text.HEURISTIC_FILTERED,
-            lambda run: LanguageFilter(LanguageRouting(), run.params, main=True),
+            lambda run: LanguageFilter(routing, run.params, main=True),
         ),
+        # The other side of the routing: every row not in a main language (clean_documents' labels).
+        names.MULTILINGUAL_FILTERED: (
+            text.MULTILINGUAL_FILTERED,
+            lambda run: LanguageFilter(routing, run.params, main=False),
+        ),
+        # The final corpus: its upstream's rows published as they are (a copy: read, split, write).
+        names.PRETRAIN_CORPUS: (text.PRETRAIN_CORPUS, lambda run: keep_all),
     }
     resources = None
+    if stage in (names.EXACT_DEDUPLICATED, names.FUZZY_DEDUPLICATED):  # the assets' makers and index
+        from assets import text_stages
+
+        if not getattr(text_stages.claim_parts, "timed", False):
+            text_stages.claim_parts = _timed_claims(text_stages.claim_parts)
+        if stage == names.EXACT_DEDUPLICATED:
+            specs[stage] = (text.EXACT_DEDUPLICATED, text_stages._exact)
+        else:
+            specs[stage] = (text.FUZZY_DEDUPLICATED, text_stages._fuzzy)
     if stage == names.PERPLEXITY_SCORED:  # the asset's own maker: a first pass on the workers, then the cut
         from assets.text_stages import _perplexity
         from refinery.kernel.spec import StageResources
@@ -161,13 +203,25 @@ def stage_runner(storage, layout, stage: str):
     spec, make = specs[stage]
 
     def run(engine):
-        ctx = StageContext(spec=spec, source="bench", params=spec.params(), layout=layout, storage=storage,
+        nonlocal resources
+        if stage in (names.EXACT_DEDUPLICATED, names.FUZZY_DEDUPLICATED):
+            from refinery.dedup.backends import DedupIndexes
+            from refinery.kernel.spec import StageResources
+
+            backend, url, empty = index
+            empty()
+            resources = StageResources({"dedup_index": DedupIndexes(backend, url, "bench")})
+            CLAIM_SECONDS.clear()
+        params = spec.params() if spec.params else None  # pretrain_corpus has none
+        ctx = StageContext(spec=spec, source="bench", params=params, layout=layout, storage=storage,
                            engine=engine, provenance={"asset": spec.name},
                            **({"resources": resources} if resources else {}))  # fmt: skip
         started = time.perf_counter()
         stage_run, _ = engine.run(ctx, make)
         seconds = time.perf_counter() - started
-        timings = stage_run.extra.get("engine", {}).get("timings", {})
+        timings = dict(stage_run.extra.get("engine", {}).get("timings", {}))
+        if CLAIM_SECONDS:
+            timings["claims_s"] = round(sum(CLAIM_SECONDS), 3)
         return seconds, timings, storage.read(stage, "bench"), storage.read(stage, "bench", rejected=True)
 
     return run
@@ -241,12 +295,13 @@ def model_runner(storage, layout, stage: str):
                 write_embeddings_pooled(storage, upstream, "bench", embedder.plain().load, stamp, params,
                                         engine, compute.model_pool())  # fmt: skip
             else:
-                write_embeddings(storage, upstream, "bench", embedder.load(), stamp, params, engine=engine)
+                write_embeddings(storage, upstream, "bench", embedder.load(), stamp, params)
             seconds = time.perf_counter() - started
             return seconds, {}, storage.read(stage, "bench"), pd.DataFrame()
         spec = text.QUALITY_SCORED
         resources = StageResources({"quality_model": quality, "compute": compute.plain()})
-        ctx = StageContext(spec=spec, source="bench", params=spec.params(), layout=layout, storage=storage,
+        params = spec.params() if spec.params else None  # pretrain_corpus has none
+        ctx = StageContext(spec=spec, source="bench", params=params, layout=layout, storage=storage,
                            engine=engine, provenance={"asset": spec.name}, resources=resources)  # fmt: skip
         if engine.distributed:
             run_pooled_stage(ctx, _quality_pool(ctx))
@@ -365,6 +420,7 @@ def summarize(m: dict) -> dict:
             if "map_s" in r["timings"]
         ),
         "slice_cpu_s": median(x.get("slice_cpu_s") for x in t),
+        "claims_s": median(x.get("claims_s") for x in t),
         "slice_s": median(x.get("slice_s") for x in t),
         "busy_s": t[len(t) // 2].get("busy_s"),
         "init_s": t[len(t) // 2].get("init_s"),
@@ -392,6 +448,19 @@ def main() -> None:
     p.add_argument("--stages", default="ingest,clean_documents,heuristic_filtered")
     p.add_argument("--ingest", default="tasks", help="tasks (this code's split), files or ranges8")
     p.add_argument("--dispatch", default="tasks,actors", help=f"the ray engine's dispatch, of {DISPATCH}")
+    p.add_argument(
+        "--index",
+        default="local",
+        choices=("local", "redis-cluster"),
+        help="exact/fuzzy dedup's index: SQLite in the home, or a Redis Cluster of --redis-nodes on loopback",
+    )
+    p.add_argument("--redis-nodes", type=int, default=3)
+    p.add_argument(
+        "--main-languages",
+        default="en",
+        help="the routing's main languages (comma-separated); 'de' puts this corpus's English rows on "
+        "multilingual_filtered's side, so that stage filters every row as heuristic_filtered does",
+    )
     p.add_argument("--ceiling-only", action="store_true", help="only 2 busy processes against 1")
     p.add_argument("--s3", action="store_true", help="the storage root on moto's S3 (row stages only)")
     p.add_argument("--out", type=Path, default=OUT / "ray_scaling.md")
@@ -442,12 +511,33 @@ def main() -> None:
     # The scoring stages' upstreams: the same documents (each row is scored alone).
     upstreams = {names.PERPLEXITY_SCORED: names.FUZZY_DEDUPLICATED,
                  names.QUALITY_SCORED: names.PERPLEXITY_SCORED,
+                 names.PRETRAIN_CORPUS: names.SEMANTIC_DEDUPLICATED,
+                 names.EXACT_DEDUPLICATED: names.HEURISTIC_FILTERED,
+                 names.FUZZY_DEDUPLICATED: names.EXACT_DEDUPLICATED,
                  names.DOCUMENT_EMBEDDINGS: EMBEDDINGS_INPUT}  # fmt: skip
     for stage in stages:
         if stage in upstreams:
             write_raw(storage, frame, args.group_rows, upstreams[stage])
     if names.QUALITY_SCORED in stages and names.CLEAN_DOCUMENTS not in stages:  # the classifier's raw class
         write_raw(storage, frame, args.group_rows, names.CLEAN_DOCUMENTS)
+    main_languages = tuple(x.strip() for x in args.main_languages.split(",") if x.strip())
+    index = None
+    if names.EXACT_DEDUPLICATED in stages or names.FUZZY_DEDUPLICATED in stages:
+        import atexit
+        import shutil
+
+        if args.index == "redis-cluster":  # tests/redis_cluster.py: redis-server nodes on loopback
+            from tests.redis_cluster import LocalCluster
+
+            redis_nodes = LocalCluster(tmp / "redis", nodes=args.redis_nodes)
+            atexit.register(redis_nodes.stop)
+            index = ("redis-cluster", redis_nodes.url, redis_nodes.flush)
+        else:
+            index = ("local", "", lambda: shutil.rmtree(layout.index, ignore_errors=True))
+    routed = {names.HEURISTIC_FILTERED, names.MULTILINGUAL_FILTERED}
+    if routed & set(stages) and names.CLEAN_DOCUMENTS not in stages:  # their upstream, with its labels
+        print("  clean_documents (the routed stages' input, local engine, not timed)", flush=True)
+        stage_runner(storage, layout, names.CLEAN_DOCUMENTS)(LocalEngine())
     if "ingest" in stages:
         write_inbox(layout.inbox_source("text", "bench"), frame[["id", "text"]], args.files)
     slice_rows = max(1, len(frame) // args.slices)
@@ -463,7 +553,7 @@ def main() -> None:
             return ingest_runner(storage, layout, split)
         if stage in MODEL_STAGES:
             return model_runner(storage, layout, stage)
-        return stage_runner(storage, layout, stage)
+        return stage_runner(storage, layout, stage, main_languages, index)
 
     # The local engine first: its outputs are the reference and each next stage's input.
     for stage in stages:
@@ -546,9 +636,11 @@ def render(doc: dict) -> list[str]:
             serial = sum(
                 v for v in (r.get("plan_s"), r.get("finish_s"), r.get("driver_other_s")) if v == v and v
             )
+            claims = r.get("claims_s")  # exact/fuzzy on Ray: the claims (driver), in its serial time
+            claims = f" (claims {claims:.2f})" if claims == claims and claims else ""
             lines.append(
                 f"| {stage} | {label} | {r['seconds']:.2f} ({', '.join(map(str, r['seconds_all']))}) | "
-                f"{r['first_s']:.2f} | {fmt(serial) if 'ray' in label else '–'} | "
+                f"{r['first_s']:.2f} | {fmt(serial) if 'ray' in label else '–'}{claims} | "
                 f"{fmt(r.get('startup_s'))} | "
                 f"{fmt(r.get('work_s'))} | {fmt(r.get('drain_s'))} | {fmt(r.get('slice_cpu_s'))} | "
                 f"{fmt((r.get('slice_cpu_s') or 0) / r['work_s'] if r.get('work_s') else None)} | "

@@ -15,9 +15,9 @@ of kept documents. For a backfill of a whole corpus, the batch pass is simpler a
 5. **one document kept per component**: the first in (source order, row order), the same "first
    come" order the incremental path follows when sources are materialized in sorted order.
 
-Each step is a separate function over arrays or tables, so a Ray Data pipeline can reuse them
-(``map_batches(signatures_of)``, ``groupby("shard").map_groups`` over whole buckets in
-:func:`refinery.dedup.grouping.group_pairs`, …).
+Each step is a separate function over arrays or tables: the distributed path
+(:mod:`refinery.dedup.corpus_shuffle`) runs the same per-bucket pairing (:func:`candidate_pairs`) in
+its reducers, over Parquet shuffles.
 
 Batch mode removes a superset of what the incremental path removes: components chain, so with
 A ~ B ~ C (A and C below the threshold) the incremental path keeps A and C (C is compared only with
@@ -110,7 +110,7 @@ def candidate_pairs(
     """Step 2b: group the rows by (band, bucket) and pair the members of every shared bucket.
 
     Returns unique ``(a, b)`` document pairs with ``a < b`` and what the grouping saw. Works on any
-    table whose groups are complete (all rows, one band, or one Ray ``map_groups`` batch)."""
+    table whose groups are complete (all rows, one band, or one reducer's share of the buckets)."""
     stats = PairStats(band_rows=len(rows))
     if len(rows) < 2:
         return pd.DataFrame({"a": np.zeros(0, np.int64), "b": np.zeros(0, np.int64)}), stats
@@ -218,8 +218,8 @@ def pairs_by_band(
     signatures: np.ndarray, bands: int, rows: int, max_bucket_all_pairs: int = 64, anchors: int = 4
 ) -> tuple[pd.DataFrame, PairStats]:
     """Step 2 in this process: the band rows of one band at a time, grouped by
-    :func:`candidate_pairs`; unique pairs over every band. (:func:`refinery.dedup.grouping.group_pairs`
-    does the same grouping on any engine, over shards of whole buckets.)"""
+    :func:`candidate_pairs`; unique pairs over every band (the shuffle's ``pairs`` reducers do the
+    same grouping, over their shares of whole buckets)."""
     stats = PairStats()
     pair_parts = []
     for band in range(bands):

@@ -7,8 +7,8 @@ files run by the engine (in this process for ``local``, as Ray tasks for ``ray``
 holds per-piece counts only (:mod:`refinery.dedup.corpus_run`). What it writes: the parts folder
 ``storage/corpus_fuzzy_dedup/corpus_fuzzy_dedup/`` with its ``_manifest.json``, one row per document:
 ``source``, ``id``, ``component``, ``component_size``, ``kept``, ``duplicate_of``, ``similarity``.
-:func:`batch_dedup` keeps the previous path (every step's arrays in this process) as the baseline
-the benchmarks measure against.
+:func:`batch_dedup` keeps the previous path (every step's arrays in this process, whatever the engine) as
+the in-memory baseline to compare with.
 
 **Keep rule.** Documents are numbered in first-come order; every connected component of the graph of
 verified near-duplicate pairs (estimated Jaccard ≥ threshold) keeps its first document, the one from
@@ -33,7 +33,6 @@ step, not the process RSS; with the Ray engine, the workers' memory is not inclu
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -43,11 +42,16 @@ from pydantic import Field
 from refinery import markdown
 from refinery.dedup.banding import candidate_probability
 from refinery.dedup.corpus_compare import PEAK_MEMORY_MEASURE, Meter, replay_incremental
-from refinery.dedup.corpus_dedup import CorpusDedupParams, CorpusDedupResult, dedup_signed, document_keys
+from refinery.dedup.corpus_dedup import (
+    CorpusDedupParams,
+    CorpusDedupResult,
+    dedup_signed,
+    document_keys,
+    pairs_by_band,
+)
 from refinery.dedup.corpus_run import compare_sources, engine_tasks, run_shuffle
 from refinery.dedup.corpus_shuffle import TABLE_SCHEMA
 from refinery.dedup.fuzzy import signature_function
-from refinery.dedup.grouping import group_pairs
 from refinery.ids import doc_key
 from refinery.kernel.spec import Engine
 from refinery.manifest import read_manifest
@@ -89,41 +93,33 @@ def corpus_sources(storage: Storage, sources: list[str] | None = None) -> tuple[
 
 
 def batch_dedup(
-    storage: Storage, sources: list[str], params: CorpusDedupParams, engine: Engine, meter: Meter
+    storage: Storage, sources: list[str], params: CorpusDedupParams, meter: Meter
 ) -> CorpusDedupResult:
-    """The five steps over ``sources`` (first-come order), steps 1 and 2 on ``engine``."""
+    """The five steps over ``sources`` (first-come order), every one in this process: the
+    signatures and band rows of the whole corpus held here (the baseline, not a path for a cluster)."""
     with meter.session():  # one trace: the later steps' peaks include the signatures they hold
-        return _batch_steps(storage, sources, params, engine, meter)
+        return _batch_steps(storage, sources, params, meter)
 
 
 def _batch_steps(
-    storage: Storage, sources: list[str], params: CorpusDedupParams, engine: Engine, meter: Meter
+    storage: Storage, sources: list[str], params: CorpusDedupParams, meter: Meter
 ) -> CorpusDedupResult:
     index = params.index_params()
     with meter.step("signatures"):
         key_parts, sig_parts = [], []
+        sign = signature_function(index)
         for source in sources:
             location = storage.require(EXACT_DEDUPLICATED, source)
-            sign = partial(signature_function, index)
-            signatures = engine.map_slices(location, sign, ["text"], params.batch_rows)
-            ids = [
-                b.column("id").to_numpy(zero_copy_only=False)
-                for b in iter_path_batches(location, columns=["id"])
-            ]
-            ids = np.concatenate(ids).astype(str) if ids else np.zeros(0, dtype=str)
-            if len(ids) != len(signatures):
-                raise RuntimeError(
-                    f"{EXACT_DEDUPLICATED}[{source}]: {len(signatures)} signatures for {len(ids)} rows: "
-                    "the partition changed while it was read"
-                )
-            key_parts.append(pd.DataFrame({"source": source, "id": ids}))
-            sig_parts.append(signatures)
+            for batch in iter_path_batches(location, params.batch_rows, ["id", "text"]):
+                frame = batch.to_pandas()
+                key_parts.append(pd.DataFrame({"source": source, "id": frame["id"].astype(str).to_numpy()}))
+                sig_parts.append(sign(frame))
         keys = document_keys(key_parts)
         signatures = np.concatenate(sig_parts) if sig_parts else np.zeros((0, params.num_perm), np.uint32)
         del sig_parts
     with meter.step("bands_and_pairs"):
-        pairs, pair_stats = group_pairs(
-            engine, signatures, index["bands"], index["rows"], params.max_bucket_all_pairs, params.anchors
+        pairs, pair_stats = pairs_by_band(
+            signatures, index["bands"], index["rows"], params.max_bucket_all_pairs, params.anchors
         )
     with meter.step("edges_components_table"):
         return dedup_signed(keys, signatures, pairs, pair_stats, params, dict(meter.seconds))

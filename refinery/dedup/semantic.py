@@ -702,6 +702,6 @@ class SemanticDeduper(StageProcessor):
         return split_batch(out, reasons, {"duplicate_of": duplicate_of, "similarity": similarity})
 
 
-# The per-cluster steps, public for the cluster-sharded plan (refinery.dedup.semantic_shuffle).
+# The per-cluster steps, public for the distributed path (refinery.dedup.semantic_shuffle, semantic_tasks).
 dedup_order = _dedup_order
 CLUSTER_RULES = {"semdedup": _cluster_semdedup, "first_come": _cluster_first_come}

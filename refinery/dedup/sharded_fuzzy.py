@@ -316,18 +316,24 @@ class ShardedFuzzyIndex(FuzzyIndex):
         self._fetch_docs({c for s in seen for c in s} - known.keys(), known)
         need = self.min_equal
         verified: list[dict[int, int]] = []  # per document: neighbour ticket -> equal positions
-        below = np.zeros(n, dtype=np.int64)  # best equal positions among unverified candidates
+        # Per document: the candidates below the threshold and their equal positions. A kept
+        # document's similarity is the best of the earlier ones that are kept (as the local index
+        # reports it), chosen once the chunk is decided: not the best of every candidate, whose
+        # value would depend on where the chunks are cut (a later document of the same chunk counted).
+        below: list[dict[int, int]] = []
         for i in range(n):
             cands = [c for c in seen[i] if c in known]
             neighbours: dict[int, int] = {}
+            unverified: dict[int, int] = {}
             if cands:
                 equal = np.count_nonzero(np.stack([known[c][0] for c in cands]) == sigs[i], axis=1)
                 for c, e in zip(cands, equal.tolist(), strict=True):
                     if e >= need:
                         neighbours[c] = e
-                    elif e > below[i]:
-                        below[i] = e
+                    elif e > 0:
+                        unverified[c] = e
             verified.append(neighbours)
+            below.append(unverified)
 
         state: dict[int, bytes] = {}  # foreign neighbours: b"k", b"" (gone) or a pending value
         self._probe(tickets, [{c for c in v if c not in local} for v in verified], state)
@@ -386,7 +392,6 @@ class ShardedFuzzyIndex(FuzzyIndex):
                 status = int(result[0])
                 if status == 1:
                     decided[i] = True
-                    equal_out[i] = below[i]
                 elif status == 0:
                     raise IndexUnavailable(
                         f"the fuzzy claim of {keys[i]} was released while its run was deciding it (its lease "
@@ -409,8 +414,29 @@ class ShardedFuzzyIndex(FuzzyIndex):
                             verified[i][c] = e
                         else:  # gone already (its signature withdrawn), or not a neighbour after all
                             del verified[i][c]
+                            if e:
+                                below[i][c] = e
                 self._poll(new_tickets, state)
+        for i, kept in decided.items():
+            if kept:
+                equal_out[i] = max(
+                    (
+                        e
+                        for c, e in below[i].items()
+                        if c < tickets[i] and self._kept_earlier(c, local, position, decided, state)
+                    ),
+                    default=0,
+                )
         return owners, equal_out
+
+    @staticmethod
+    def _kept_earlier(ticket: int, local: dict, position: dict, decided: dict, state: dict) -> bool:
+        """Whether a candidate with a smaller ticket counts for a kept document's similarity: one of
+        the chunk that was kept, or an indexed document of an earlier chunk or run (dropped ones
+        leave the index; one probed is counted only when kept)."""
+        if ticket in local:
+            return bool(decided.get(position[ticket]))
+        return state.get(ticket, KEPT) == KEPT
 
     # -- protocol steps, one pipeline each ----------------------------------------------------------
     def _step(self, name: str) -> None:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
 
 from refinery.engine.slices import ColumnFn, Summarize, plan_slices, write_column_part
 from refinery.kernel.execute import entered, run_partition
 from refinery.kernel.processor import Processor
 from refinery.kernel.runner import StageRun
 from refinery.kernel.spec import ProcessorMaker, StageContext, TaskRunner
-from refinery.storage import DEFAULT_BATCH_ROWS, iter_path_batches
+from refinery.storage import DEFAULT_BATCH_ROWS
 
 
 class LocalEngine:
@@ -28,20 +25,6 @@ class LocalEngine:
         with entered(make(ctx)) as process:
             run = run_partition(ctx, process)
         return run, process
-
-    def map_slices(
-        self,
-        location: Path,
-        make_fn: Callable[[], Callable[[pd.DataFrame], np.ndarray]],
-        columns: list[str],
-        batch_rows: int = DEFAULT_BATCH_ROWS,
-        gpus: float = 0,
-    ) -> np.ndarray:
-        """``fn(batch)`` for every batch of a partition, rows in order, stacked (``make_fn`` runs
-        once: it loads what ``fn`` needs, e.g. a model)."""
-        fn = make_fn()
-        parts = [fn(batch.to_pandas()) for batch in iter_path_batches(location, batch_rows, columns)]
-        return np.concatenate(parts) if parts else fn(pd.DataFrame({c: [] for c in columns}))
 
     def map_to_parts(
         self,
@@ -62,14 +45,6 @@ class LocalEngine:
                 fn = make_fn()
             out.append(write_column_part(piece, fn, columns, folder, batch_rows, summarize))
         return out
-
-    def map_groups(
-        self, frames: Iterable[pd.DataFrame], key: str, fn: Callable[[pd.DataFrame], pd.DataFrame]
-    ) -> pd.DataFrame:
-        """``fn`` per group of each frame in turn (a frame holds whole groups), so only one frame
-        is in memory at a time."""
-        out = [fn(group) for frame in frames for _, group in frame.groupby(key, sort=False)]
-        return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
     def parallelism(self) -> int:
         return 1

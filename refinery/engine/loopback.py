@@ -111,12 +111,15 @@ def start_loopback_cluster(
     env: Mapping[str, str] | None = None,
     temp_root: str | Path = "/tmp",
     timeout: float = 180,
+    worker_ports: tuple[int, int] | None = None,
 ) -> LoopbackCluster:
     """Starts a head and ``nodes - 1`` more nodes of ``cpus_per_node`` CPUs on 127.0.0.1 and
     returns once every node has joined. ``dashboard`` starts the dashboard (what Ray's job
     submission talks to) on the head. ``env`` is added to this process's environment for the nodes
     (their workers inherit it: ``PYTHONPATH`` for code the tasks import by reference, test
-    switches). Ray's temp folder goes under ``temp_root``: its socket paths must stay short."""
+    switches). Ray's temp folder goes under ``temp_root``: its socket paths must stay short.
+    ``worker_ports`` (first, last): the range every node's workers listen in, instead of Ray's
+    default 10002-19999 (a machine shared with other jobs that hold ports there)."""
     if nodes < 1 or cpus_per_node < 1:
         raise ValueError(f"a loopback cluster needs a node and a CPU per node, not {nodes} x {cpus_per_node}")
     node_env = {"RAY_AUTH_MODE": "disabled", "RAY_DISABLE_USAGE_STATS": "1", **os.environ, **(env or {})}
@@ -130,6 +133,8 @@ def start_loopback_cluster(
         str(cpus_per_node),
         "--disable-usage-stats",
     ]
+    if worker_ports:
+        common += ["--min-worker-port", str(worker_ports[0]), "--max-worker-port", str(worker_ports[1])]
     head = [
         "--head",
         "--port",

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -246,28 +246,6 @@ class RayEngine:
         }
         return run
 
-    def map_slices(
-        self,
-        location: Any,
-        make_fn: Callable[[], Callable[[Any], np.ndarray]],
-        columns: list[str],
-        batch_rows: int = DEFAULT_BATCH_ROWS,
-        gpus: float = 0,
-    ) -> np.ndarray:
-        """``fn(batch)`` for every batch of a partition, computed by a pool of actors (each runs
-        ``make_fn`` once: a model loads once per actor), stacked in row order **in this process**:
-        only for results small enough to hold here. A column the size of the partition goes
-        through :meth:`map_to_parts`, which leaves it in part files."""
-        from ray import cloudpickle
-
-        self.connect()
-        slices = plan_slices(location, self.slice_rows)
-        payload = cloudpickle.dumps((make_fn, columns, batch_rows))
-        rows = self.pool_map(ColumnActor, payload, slices, gpus)
-        parts = [pickle.loads(r["array"]) for r in sorted(rows, key=lambda r: int(r["index"]))]
-        non_empty = [a for a in parts if len(a)]
-        return np.concatenate(non_empty) if non_empty else parts[0]
-
     def map_to_parts(
         self,
         location: Any,
@@ -297,20 +275,6 @@ class RayEngine:
             raise_failed([r for r in rows if r["error"]], len(slices))
             results += [pickle.loads(r["result"]) for r in rows]
         return sorted(results, key=lambda r: r["index"])
-
-    def map_groups(self, frames: Iterable[Any], key: str, fn: Callable[[Any], Any]) -> Any:
-        """``fn`` per group of rows sharing ``key`` as a Ray Data shuffle: the frames become one
-        dataset (a block each), grouped by ``key`` over the cluster, ``fn`` run on the workers, the
-        results collected here."""
-        import ray.data
-
-        self.connect()
-        return (
-            ray.data.from_pandas(list(frames))
-            .groupby(key, num_partitions=max(1, self.pool_size()))
-            .map_groups(fn, batch_format="pandas", num_cpus=self.cpus_per_worker)
-            .to_pandas()
-        )
 
     def parallelism(self) -> int:
         """The actor pool size (connects to the cluster to count its CPUs when not set)."""
@@ -601,35 +565,6 @@ def _merge_stats(results: list[dict], histograms: dict, text_column: str) -> Sta
     for result in sorted(results, key=lambda r: r["index"]):
         merged.merge(result["stats"])
     return merged
-
-
-class ColumnActor:
-    """One Ray actor of :meth:`RayEngine.map_slices`: builds ``fn`` once, maps the slices it is given."""
-
-    def __init__(self, payload: bytes):
-        from ray import cloudpickle
-
-        make_fn, self.columns, self.batch_rows = cloudpickle.loads(payload)
-        self.fn = make_fn()
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {"index": [], "array": []}
-        for raw in batch["slice"]:
-            piece: Slice = pickle.loads(raw)
-            arrays = []
-            if piece.row_groups:
-                parquet = piece.parquet()
-                for b in parquet.iter_batches(
-                    self.batch_rows, row_groups=list(piece.row_groups), columns=self.columns
-                ):
-                    arrays.append(self.fn(b.to_pandas()))
-            if not arrays:
-                import pandas as pd
-
-                arrays.append(self.fn(pd.DataFrame({c: [] for c in self.columns})))
-            out["index"].append(piece.index)
-            out["array"].append(pickle.dumps(np.concatenate(arrays)))
-        return out
 
 
 class PartsActor:

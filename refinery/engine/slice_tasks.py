@@ -15,8 +15,8 @@ the slices that follow (:data:`_BUILT` holds one, keyed by the map's nonce, so a
 processor, a model perhaps, is dropped before the next one is built and never reused by another
 run). :func:`prestart` starts those processes while the driver builds its own processor and plans.
 
-The slices are the same, processed by the same wrappers (``SliceActor``, ``PartsActor``,
-``ColumnActor`` of :mod:`refinery.engine.ray_engine`), so the parts, markers, order and retry rules
+The slices are the same, processed by the same wrappers (``SliceActor`` and ``PartsActor`` of
+:mod:`refinery.engine.ray_engine`), so the parts, markers, order and retry rules
 are those of the actor path. A task whose worker process dies is retried by Ray (``retries``); an
 exception raised by the stage comes back in its row, as with actors. Tasks that ask for GPUs do not
 come here: a task worker may be handed a different GPU for its next task, so a model cached on one

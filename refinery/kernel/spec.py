@@ -23,13 +23,12 @@ the last, with the exception if the run failed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel
@@ -104,30 +103,18 @@ class TaskRunner(Protocol):
 
 
 class Engine(Protocol):
-    """Runs a stage over a partition, maps a function over a partition's batches, and applies a
-    function to groups of rows. Results are the same, row for row and in order, on every engine."""
+    """Runs a stage over a partition, writes a column computed over a partition's slices as part
+    files, and runs independent tasks (the shuffles' steps). Results are the same, row for row and
+    in order, on every engine; no method gathers a partition's rows in the caller's process."""
 
     name: str  # shown in metadata: where the work ran
     # True when work runs in other processes (workers): a maker then computes a whole column
-    # ahead on the workers (map_slices) instead of batch by batch in the step's process.
+    # ahead on the workers (map_to_parts) instead of batch by batch in the step's process.
     distributed: bool
 
     def run(self, ctx: StageContext, make: ProcessorMaker, gpus: float = 0) -> tuple[StageRun, Reporting]:
         """Stream ``ctx``'s partition through the processor ``make(ctx)`` gives and write the
         stage's files; returns the run and the processor (for its report and summary)."""
-        ...
-
-    def map_slices(
-        self,
-        location: Path,
-        make_fn: Callable[[], Callable[[pd.DataFrame], np.ndarray]],
-        columns: list[str],
-        batch_rows: int = DEFAULT_BATCH_ROWS,
-        gpus: float = 0,
-    ) -> np.ndarray:
-        """``fn(batch)`` for every batch of the partition at ``location`` (``fn = make_fn()``,
-        made once per worker: it loads what it needs, e.g. a model), rows in order, stacked in the
-        caller's process: for small results only (see :meth:`map_to_parts`)."""
         ...
 
     def map_to_parts(
@@ -148,14 +135,6 @@ class Engine(Protocol):
         ``folder`` (an earlier attempt's) are skipped. On an object store root ``location`` and
         ``folder`` are URIs with the root's options (:func:`refinery.engine.slices.slice_location`,
         :func:`refinery.engine.resume.scratch_folder`)."""
-        ...
-
-    def map_groups(
-        self, frames: Iterable[pd.DataFrame], key: str, fn: Callable[[pd.DataFrame], pd.DataFrame]
-    ) -> pd.DataFrame:
-        """``fn`` applied to each group of rows sharing ``key``'s value, the results concatenated
-        (in no particular order). Each frame holds whole groups (no value of ``key`` in two
-        frames), so an engine may take the frames one at a time."""
         ...
 
     def tasks(self) -> tuple[TaskRunner, int]:

@@ -78,12 +78,6 @@ def chunk_document(text: str, chunk_words: int, max_chunks: int) -> list[str]:
     ]
 
 
-def _embedding_fn(load: Callable[[], Embedder], params: EmbeddingParams) -> Callable:
-    """What a worker runs: the model loaded once, then one batch of documents at a time."""
-    embedder = load()
-    return lambda frame: embed_documents(embedder, frame["text"].tolist(), params)
-
-
 def embed_documents(embedder: Embedder, texts: list[str], params: EmbeddingParams) -> np.ndarray:
     """One unit vector per document: the word-weighted mean of its chunk embeddings, renormalised."""
     if not texts:
@@ -138,16 +132,11 @@ def write_embeddings(
     provenance: dict,
     params: EmbeddingParams | None = None,
     batch_rows: int = 2_000,
-    engine: Engine | None = None,
-    load: Callable[[], Embedder] | None = None,
-    gpus: float = 0,
 ) -> EmbeddingRun:
-    """Embed every document of ``upstream``'s partition and write the file atomically, with the
-    partition's stats file (rows, dimension, model) beside it.
-
-    With an ``engine`` (and ``load``, which loads the model on a worker), the vectors are computed
-    by the engine's workers over slices of the partition, then written here in document order
-    (:func:`write_embeddings_pooled` is the Ray path that never brings them to this process)."""
+    """Embed every document of ``upstream``'s partition in this process and write the file
+    atomically, with the partition's stats file (rows, dimension, model) beside it (the local
+    engine's path; :func:`write_embeddings_pooled` is the Ray path, whose vectors never come to the
+    step's process)."""
     started = time.perf_counter()
     params = params or EmbeddingParams()
     stamp = {
@@ -163,20 +152,11 @@ def write_embeddings(
         {PROVENANCE_KEY: json.dumps(stamp, sort_keys=True, default=str).encode()}
     )
     rows = chars = 0
-    precomputed = None
-    if engine is not None and engine.distributed and load is not None:  # on workers, written in order
-        location = storage.require(upstream, partition)
-        precomputed = engine.map_slices(
-            location, partial(_embedding_fn, load, params), ["text"], batch_rows, gpus
-        )
     # A local root: one file renamed into place; an object store: parts, then the manifest.
     with PartitionTable(storage, DOCUMENT_EMBEDDINGS, partition, schema, stamp) as out:
         for batch in storage.iter_batches(upstream, partition, batch_rows=batch_rows, columns=["id", "text"]):
             texts = batch["text"].tolist()
-            if precomputed is None:
-                vectors = embed_documents(embedder, texts, params)
-            else:
-                vectors, precomputed = precomputed[: len(texts)], precomputed[len(texts) :]
+            vectors = embed_documents(embedder, texts, params)
             if vectors.shape != (len(texts), embedder.dim) or not np.isfinite(vectors).all():
                 raise ValueError(
                     f"the embedder returned {vectors.shape} (finite: {bool(np.isfinite(vectors).all())}) for "

@@ -173,39 +173,6 @@ def test_a_pool_needs_an_actor_and_a_batch():
         ModelPool(batch_size=0)
 
 
-def test_semantic_dedup_decided_per_cluster_on_ray_equals_one_process(ray_cluster, monkeypatch):  # noqa: F811
-    """Semantic dedup's clusters decided by a Ray Data groupby on the two nodes: the same decisions
-    as the one-process plan."""
-    import dataclasses
-
-    import ray
-
-    from refinery.dedup.semantic import Claims, SemanticDedupParams, plan
-    from refinery.dedup.semantic_shuffle import plan_by_cluster
-    from tests.unit.test_semdedup_rule import near_copies
-
-    address, _ = ray_cluster
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    vectors = near_copies(seed=5)
-    ids = [f"d{i}" for i in range(len(vectors))]
-    claims = Claims(keys=[f"other/c{i}" for i in range(10)], vectors=vectors[:10].copy())
-    params = SemanticDedupParams(clusters=4, epsilon=0.05)
-    engine = RayEngine(address=address, node_ip_address="127.0.0.1")
-    try:
-        got = plan_by_cluster("s", ids, vectors, claims, params, sample_rows=len(ids), engine=engine)
-    finally:
-        ray.shutdown()
-    want = plan("s", ids, vectors, claims, params)
-
-    def fields(d):
-        return tuple(round(v, 5) if isinstance(v, float) else v for v in dataclasses.asdict(d).values())
-
-    assert want.duplicates >= 10
-    assert {i: fields(d) for i, d in got.decisions.items()} == {
-        i: fields(d) for i, d in want.decisions.items()
-    }
-
-
 # -- the model stages through Dagster on the two nodes --------------------------------------------
 SOURCE = "s"
 

@@ -163,6 +163,30 @@ def test_an_unreachable_address_fails_naming_it_and_writes_nothing(redis_clean, 
     assert not list(home.storage.rglob("*.parquet"))
 
 
+def test_a_loopback_clusters_workers_listen_in_the_port_range_it_was_given():
+    """``worker_ports``: a machine shared with other jobs holding ports in Ray's default range
+    (10002-19999) gives each cluster its own; the task's worker listens there."""
+    import ray
+
+    from refinery.engine.loopback import loopback_cluster
+
+    first = 27950
+    with loopback_cluster(1, 1, worker_ports=(first, first + 49)) as cluster:
+        ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False)
+        try:
+
+            @ray.remote(num_cpus=1)
+            def listening() -> list[int]:
+                import psutil
+
+                return [c.laddr.port for c in psutil.Process().net_connections("tcp") if c.status == "LISTEN"]
+
+            ports = ray.get(listening.remote())
+        finally:
+            ray.shutdown()
+    assert ports and all(first <= p <= first + 49 for p in ports), ports
+
+
 def test_a_killed_worker_is_retried_and_the_partition_is_complete(ray_cluster, tmp_path):  # noqa: F811
     address, markers = ray_cluster
     home = Layout.at(tmp_path / "home")

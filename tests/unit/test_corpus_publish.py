@@ -1,6 +1,5 @@
-"""The batch dedup asset's library, without Dagster or a cluster: the Ray grouping's per-shard
-function and driver side give the local engine's pairs and counts, and the checks catch a broken
-table."""
+"""The batch dedup asset's library, without Dagster or a cluster: the in-memory baseline decides as
+the one-pass function, and the checks catch a broken table."""
 
 from __future__ import annotations
 
@@ -8,14 +7,14 @@ import random
 
 import numpy as np
 import pandas as pd
-import pytest
 
-from refinery.dedup.corpus_dedup import CorpusDedupParams, PairStats, band_rows, corpus_dedup
-from refinery.dedup.corpus_publish import check_outcomes
-from refinery.dedup.grouping import collect_shard_pairs, group_pairs, shard_pairs
-from refinery.dedup.minhash import MinHasher
-from refinery.engine.local import LocalEngine
+from refinery.dedup.corpus_compare import Meter
+from refinery.dedup.corpus_dedup import CorpusDedupParams, corpus_dedup
+from refinery.dedup.corpus_publish import batch_dedup, check_outcomes
+from refinery.names import EXACT_DEDUPLICATED
 from refinery.sample import prose
+from refinery.schema import DOCUMENT_SCHEMA
+from refinery.storage import Storage
 
 
 def _texts(seed: int = 3) -> list[str]:
@@ -27,26 +26,28 @@ def _texts(seed: int = 3) -> list[str]:
     return texts
 
 
-@pytest.mark.parametrize(("max_bucket_all_pairs", "shards"), [(3, 1), (3, 4), (64, 3)])
-def test_grouping_by_shard_as_ray_does_gives_the_local_engines_pairs_and_counts(max_bucket_all_pairs, shards):
-    params = CorpusDedupParams()
-    index = params.index_params()
-    signatures = MinHasher(params.num_perm, params.ngram, params.seed).signatures(_texts())
-    bands, rows = index["bands"], index["rows"]
-    want_pairs, want_stats = group_pairs(LocalEngine(), signatures, bands, rows, max_bucket_all_pairs, 2)
-
-    table = pd.concat([band_rows(signatures, bands, rows, only_band=b) for b in range(bands)])
-    table["shard"] = np.mod(table["bucket"].to_numpy(), shards)
-    outputs = [  # what map_groups hands each call: one shard, whole buckets of several bands
-        shard_pairs(g.reset_index(drop=True), max_bucket_all_pairs, 2) for _, g in table.groupby("shard")
+def test_the_in_memory_baseline_reads_storage_and_decides_as_corpus_dedup(tmp_path):
+    """batch_dedup (the baseline beside the shuffles) over two stored partitions, in batches of 4
+    rows: the table corpus_dedup gives over the same frames in one pass."""
+    texts = _texts()
+    frames = [
+        (source, pd.DataFrame({"id": [f"d{i}" for i in range(len(part))], "text": part}))
+        for source, part in (("a", texts[:9]), ("b", texts[9:]))
     ]
-    assert len(outputs) == shards
-    found = pd.concat(outputs, ignore_index=True)
-    pairs, stats = collect_shard_pairs(found, PairStats(band_rows=len(table)))
+    storage = Storage(tmp_path / "storage")
+    for source, frame in frames:
+        with storage.writer(EXACT_DEDUPLICATED, source, DOCUMENT_SCHEMA, DOCUMENT_SCHEMA, {}) as writer:
+            writer.write(frame.assign(source=source, url=None, meta=None, file="f", line=1), None)
+    params = CorpusDedupParams(batch_rows=4)
+    meter = Meter()
 
-    pd.testing.assert_frame_equal(pairs, want_pairs)
-    assert stats == want_stats
-    assert stats.large_buckets == (bands if max_bucket_all_pairs == 3 else 0)
+    got = batch_dedup(storage, ["a", "b"], params, meter)
+    want = corpus_dedup(frames, params)
+
+    pd.testing.assert_frame_equal(got.table, want.table)
+    assert got.stats["removed"] == want.stats["removed"] > 0
+    assert got.stats["candidate_pairs"] == want.stats["candidate_pairs"]
+    assert set(meter.seconds) == {"signatures", "bands_and_pairs", "edges_components_table"}
 
 
 def test_checks_pass_on_the_batch_table_and_catch_a_broken_one():

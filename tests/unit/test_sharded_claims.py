@@ -209,3 +209,36 @@ def test_sharded_and_local_decide_alike_on_one_corpus(home, redis_cluster_clean)
     assert got["local"][:2] == got["redis-cluster"][:2]
     assert sum(map(len, got["local"][1])) > 0
     np.testing.assert_allclose(got["local"][2], got["redis-cluster"][2])
+
+
+def test_a_kept_documents_similarity_is_its_best_earlier_kept_one_however_the_claims_are_cut(
+    tmp_path, redis_cluster_clean
+):
+    """Pairs of documents edited apart (estimated Jaccard about 0.5-0.7: below the threshold, some
+    sharing a bucket) one after the other: each is kept, and its similarity is the best with an
+    earlier kept document, as the local index reports it. The sharded index once took the best of
+    every candidate, a later document of the same chunk included, so the kept rows' similarity
+    changed with the claims' chunks (the Ray engine claims by slice, the local engine by batch)."""
+    from refinery.paths import Layout
+
+    r = random.Random(4)
+    texts = []
+    for _ in range(40):
+        text = prose.article(r, paragraphs=2)
+        texts += [text, prose.near_duplicate(text, r, edits=8)]
+    frame = pd.DataFrame({"id": [f"p{i}" for i in range(len(texts))], "text": texts})
+    got = {}
+    for backend in ("local", "redis-cluster"):
+        for rows in (6, len(frame)):
+            home = Layout.at(tmp_path / f"{backend}-{rows}")
+            index = open_fuzzy_index(backend, home, redis_cluster_clean, f"t{rows}", PARAMS.index_params())
+            with index.claiming("a") as claims:
+                deduper = FuzzyDeduper(claims)
+                results = [deduper(frame.iloc[i : i + rows]) for i in range(0, len(frame), rows)]
+            index.close()
+            assert sum(len(x.rejected) for x in results) == 0
+            got[backend, rows] = np.concatenate([x.kept["near_dup_similarity"].to_numpy() for x in results])
+    want = got["local", len(frame)]
+    assert (want[1::2] > 0).sum() >= 3 and not want[0::2].any()  # the pairs' second documents only
+    for key, similarity in got.items():
+        np.testing.assert_allclose(similarity, want, err_msg=str(key))
