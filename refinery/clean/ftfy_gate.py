@@ -39,6 +39,9 @@ substitution on the document (all of them act character by character and never t
 that result again has no badness match, no entity, and no character any fixer acts on apart from
 badness-only ones, pass two changes nothing and ftfy returns it. Both conditions are checked.
 
+**Unchanged.** A document the substitution path would take that holds no character it substitutes
+and is NFC-normalized is left as it is: the path would return it unchanged (:func:`fix_texts`).
+
 **Otherwise** each segment is fixed by ``fix_and_explain`` itself where it needs it (T matches or
 it is not normalized), with ftfy's own rule for turning HTML unescaping off after the first ``<``.
 
@@ -234,6 +237,7 @@ def _either(first: str, second: str) -> str:
 
 
 _NOT_SUBSTITUTABLE_RE2 = _either(BADNESS_RE2, NOT_SIMPLE_RE2)  # bad, or something hard
+_SUBSTITUTED_RE2 = re2_class(SUBSTITUTED)  # what the substitution path replaces
 _BLOCKED_RE2 = _either(BADNESS_RE2, AFTER_RE2)  # what pass two must not find
 
 
@@ -315,7 +319,14 @@ def fix_text_one(text: str) -> str:
 
 def fix_texts(texts: Sequence[str], arr: pa.Array | None = None) -> list[str]:
     """``[ftfy.fix_text(t) for t in texts]``, computed where it can differ from the input only.
-    ``arr``: the same strings as an Arrow array, when the caller has them (not converted again)."""
+    ``arr``: the same strings as an Arrow array, when the caller has them (not converted again).
+
+    A document the substitution path would take (see the module docstring) that holds none of the
+    characters it substitutes and is NFC-normalized comes out of that path as it went in: every
+    substitution and NFC leave it, and pass two's check (badness, hard characters, entities,
+    substituted characters) finds nothing the first check did not already rule out. Such documents
+    (on real text, most of those with a non-ASCII character: an accent, a dash, a bullet) are
+    returned as they are, the very objects, without the path's conversions and scans."""
     out = list(texts)
     if arr is None:
         try:
@@ -327,16 +338,29 @@ def fix_texts(texts: Sequence[str], arr: pa.Array | None = None) -> list[str]:
     todo = [i for i, (t, f) in enumerate(zip(out, flagged, strict=True)) if f or not _nfc_and_short(t, limit)]
     if not todo:
         return out
-    sub = pa.array([out[i] for i in todo], pa.large_string())
+    sub = arr.take(pa.array(todo, pa.int64()))
     ruled_out = _mask(sub, _NOT_SUBSTITUTABLE_RE2)
-    candidates = [k for k, i in enumerate(todo) if not ruled_out[k] and len(out[i]) < limit]
+    substitutes = _mask(sub, _SUBSTITUTED_RE2)
+    candidates, unchanged = [], set()
+    for k, i in enumerate(todo):
+        if ruled_out[k] or len(out[i]) >= limit:
+            continue
+        if substitutes[k] or not _nfc(out[i]):
+            candidates.append(k)
+        else:  # only badness-only characters, and the badness search finds nothing: see below
+            unchanged.add(i)
     done: dict[int, str] = {}
     if candidates:
         done = _substituted([out[todo[k]] for k in candidates], [todo[k] for k in candidates])
     for i in todo:
-        out[i] = done[i] if i in done else fix_segments(out[i])
+        if i not in unchanged:
+            out[i] = done[i] if i in done else fix_segments(out[i])
     return out
 
 
+def _nfc(text: str) -> bool:
+    return text.isascii() or unicodedata.is_normalized("NFC", text)
+
+
 def _nfc_and_short(text: str, limit: int) -> bool:
-    return len(text) < limit and (text.isascii() or unicodedata.is_normalized("NFC", text))
+    return len(text) < limit and _nfc(text)
