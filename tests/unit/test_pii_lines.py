@@ -67,3 +67,29 @@ def test_ipv6_shortcut_agrees_with_ipaddress():
         colons = text.count(":")
         plain = colons >= 2 and len(text) - colons >= 2 and _parses(text)
         assert _ipv6_ok(text) == plain, text
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    [
+        "<{kind} 555-123-4567>",
+        "{kind}@10.0.0.1",
+        "<{kind} 4111 1111 1111 1111 fe80::1>",
+        "\n{kind} 10.1.2.3\n",
+    ],
+)
+def test_lines_changed_by_an_earlier_detector_are_read_by_the_later_ones(placeholder):
+    """A line an e-mail replacement changed holds a phone, a card or an IP only after it: the batch
+    path must recheck such lines with the later detectors' candidates, not only the lines their
+    candidates flagged in the text as it came in."""
+    texts = [
+        "only mail: bob@example.com here",
+        "no pii on this line\nmail jane@example.org\nand none here",
+        CHANGELOG,
+        "plain text",
+    ]
+    expected = [redact(t, set(PII_KINDS), placeholder) for t in texts]
+    got = redact_batch(texts, pa.array(texts, pa.large_string()), set(PII_KINDS), placeholder)
+    assert got == ([t for t, _ in expected], [c for _, c in expected])
+    assert sum(c["email"] for _, c in expected) >= 3
+    assert any(c[kind] for _, c in expected for kind in ("phone", "ip", "credit_card"))
