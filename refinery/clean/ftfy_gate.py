@@ -176,6 +176,8 @@ _WIDTH_RE2 = re2_class(chardata.WIDTH_MAP)
 _DOUBLE_RE2 = re2_class(regex_class_chars(chardata.DOUBLE_QUOTE_RE))
 _SINGLE_RE2 = re2_class(regex_class_chars(chardata.SINGLE_QUOTE_RE))
 _TRIGGER_PY = re.compile(f"{py_class(TRIGGER)}|{ENTITY}")
+# What a fixer other than the encoding's acts on.
+_ACTS_PY = re.compile(f"{py_class(HARD | SUBSTITUTED)}|{ENTITY}")
 # Python's whitespace (str.isspace, and `\s` in str patterns): every such code point is below U+3001.
 PY_WHITESPACE = tuple(c for c in range(0x3001) if chr(c).isspace())
 
@@ -275,7 +277,11 @@ def fix_segments(text: str) -> str:
     document are found in one scan and the lines between them are copied in one slice each,
     instead of a Python iteration per line (a man page has thousands). A segment is fixed with
     HTML unescaping off from the first segment holding a ``<`` on, as :func:`_fix_each_segment`
-    does (ftfy's own rule)."""
+    does (ftfy's own rule). A trigger's segment whose only triggers are badness-only characters
+    (no entity, nothing a fixer substitutes or removes) and where ftfy's own badness search
+    (``is_bad``) finds nothing is left as it is: ``fix_and_explain`` would return it unchanged
+    (``fix_encoding`` returns a text that is not bad, every other fixer finds none of its
+    characters, and the segment is NFC)."""
     config = FTFY_CONFIG
     if len(text) >= config.max_decode_length or not unicodedata.is_normalized("NFC", text):
         return _fix_each_segment(text)
@@ -288,8 +294,11 @@ def fix_segments(text: str) -> str:
         start = text.rfind("\n", 0, at) + 1
         end = text.find("\n", at) + 1 or len(text)
         out.append(text[pos:start])
-        segment_config = _NO_HTML if 0 <= first_lt < end else config
-        out.append(ftfy.fix_and_explain(text[start:end], segment_config)[0])
+        segment = text[start:end]
+        if _ACTS_PY.search(segment) is not None or BADNESS_RE.search(segment) is not None:
+            segment_config = _NO_HTML if 0 <= first_lt < end else config
+            segment = ftfy.fix_and_explain(segment, segment_config)[0]
+        out.append(segment)
         pos = end
     out.append(text[pos:])
     return "".join(out)

@@ -125,3 +125,37 @@ def test_badness_only_documents_are_returned_as_they_are():
 def test_each_must_not_skip_case_alone_and_among_badness_only(text):
     texts = [BADNESS_ONLY[0], text, BADNESS_ONLY[1]]
     assert ftfy_gate.fix_texts(texts) == [ftfy.fix_text(t) for t in texts]
+
+
+SEGMENTS = [
+    "café – a line ftfy leaves alone\n",  # badness-only characters, not bad: skipped
+    "The cafÃ© mojibake line\n",  # bad: fixed
+    "plain ASCII line\n",
+    "\x85 a C1 control\n",  # hard: fixed
+    "naïve “quoted” — line\n",  # a quote to uncurl: fixed
+    "Tom &amp; Jerry – entity\n",  # entity: fixed
+    "Ã  la carte\n",  # bad at the line start (the ^ branch)
+    "résumé — last line without a break",
+]
+
+
+def test_segments_with_only_badness_only_characters_skip_ftfy(monkeypatch):
+    """In a document that takes the segment path, ftfy runs only on the segments it can change;
+    the document still equals ftfy.fix_text whatever the order of its lines."""
+    calls = []
+    real = ftfy.fix_and_explain
+    monkeypatch.setattr(
+        ftfy, "fix_and_explain", lambda text, config: calls.append(text) or real(text, config)
+    )
+    for shift in range(len(SEGMENTS)):
+        lines = SEGMENTS[shift:] + SEGMENTS[:shift]
+        text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+        calls.clear()
+        got = ftfy_gate.fix_segments(text)
+        fixed = sorted(calls)
+        assert got == ftfy.fix_text(text)
+        assert fixed == sorted(
+            line if line.endswith("\n") else line + "\n"
+            for line in lines
+            if line.startswith(("The ", "\x85", "naïve", "Tom ", "Ã  l"))
+        )
