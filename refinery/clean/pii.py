@@ -20,6 +20,11 @@ import pyarrow.compute as pc
 
 from refinery.clean.ftfy_gate import every_code_point, re2_class
 
+try:  # the regex parser behind `re` (public as sre_parse before 3.11)
+    import re._parser as sre_parse
+except ImportError:  # pragma: no cover
+    import sre_parse  # type: ignore[no-redef]
+
 PII_KINDS = ("email", "phone", "ip", "credit_card")
 
 _EMAIL = re.compile(
@@ -201,6 +206,71 @@ def _masks_of_hits(arr: pa.Array | pa.ChunkedArray, names: tuple[str, ...]) -> d
     return out
 
 
+@cache
+def alphabet(name: str) -> frozenset[str]:
+    """Every character a match of the detector ``name`` can hold (what its regex consumes; its
+    lookarounds and ``\\b`` consume nothing), read from the parsed pattern."""
+    (det,) = (det for det in DETECTORS if det.name == name)
+    return frozenset(_consumed(sre_parse.parse(det.pattern.pattern, det.pattern.flags).data))
+
+
+def _consumed(items) -> set[str]:
+    chars: set[str] = set()
+    for op, av in items:
+        if op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT, sre_parse.AT):
+            continue
+        if op is sre_parse.LITERAL:
+            chars.add(chr(av))
+        elif op is sre_parse.IN:
+            chars |= _class_members(av)
+        elif op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT):
+            chars |= _consumed(av[2])
+        elif op is sre_parse.SUBPATTERN:
+            chars |= _consumed(av[3])
+        elif op is sre_parse.BRANCH:
+            for branch in av[1]:
+                chars |= _consumed(branch)
+        else:
+            raise RuntimeError(f"a PII pattern holds {op}: extend pii._consumed")
+    return chars
+
+
+_CATEGORIES = {"CATEGORY_DIGIT": r"\d"}
+
+
+def _class_members(items) -> set[str]:
+    chars: set[str] = set()
+    for op, av in items:
+        if op is sre_parse.LITERAL:
+            chars.add(chr(av))
+        elif op is sre_parse.RANGE:
+            chars.update(map(chr, range(av[0], av[1] + 1)))
+        elif op is sre_parse.CATEGORY and str(av) in _CATEGORIES:
+            chars.update(re.findall(_CATEGORIES[str(av)], every_code_point()))
+        else:
+            raise RuntimeError(f"a PII pattern's class holds {op} {av}: extend pii._class_members")
+    return chars
+
+
+@cache
+def tokens_inert(pairs: tuple[tuple[str, str], ...]) -> bool:
+    """True when no replacement can give a later detector a match: ``pairs`` are the enabled
+    detectors' (name, token) in order, and for each token and each detector after it, the token is
+    not empty, starts and ends with characters that detector's matches cannot hold
+    (:func:`alphabet`), and holds no candidate of it. Then a match of a later detector can neither
+    hold nor cross a token (it would be a run of its alphabet reaching past the token's edge, or a
+    candidate inside the token), so it lies in text the line held before, where the later
+    detector's own candidate flagged it: the lines the earlier detectors changed need no recheck."""
+    for at, (_, token) in enumerate(pairs):
+        for name, _ in pairs[at + 1 :]:
+            letters = alphabet(name)
+            if not token or token[0] in letters or token[-1] in letters:
+                return False
+            if pc.match_substring_regex(pa.array([token]), candidates()[name])[0].as_py():
+                return False
+    return True
+
+
 def _enabled(kinds: frozenset[str] | set[str]) -> tuple[str, ...]:
     return tuple(det.name for det in DETECTORS if det.kind in kinds)
 
@@ -244,12 +314,18 @@ def redact_batch(
     has_digits = [_HAS_DIGIT_RUN.search(text) is not None for text in now]
     found = [dict.fromkeys(PII_KINDS, 0) for _ in docs]
     changed: list[set[int]] = [set() for _ in docs]
+    inert = tokens_inert(
+        tuple((det.name, placeholder.format(kind=det.kind.upper())) for det in DETECTORS if det.kind in kinds)
+    )
     for det in DETECTORS:
         if det.kind not in kinds:
             continue
         token = placeholder.format(kind=det.kind.upper())
         run = [n for n in range(len(docs)) if det.needs(now[n]) and (det.kind == "email" or has_digits[n])]
-        todo = _rechecked(det.name, run, flagged[det.name], changed, lines)
+        if inert:
+            todo = {n: flagged[det.name][n] for n in run}
+        else:
+            todo = _rechecked(det.name, run, flagged[det.name], changed, lines)
         for n in run:
             if todo[n] and _redact_detector(det, token, lines[n], sorted(todo[n]), changed[n], found[n]):
                 now[n] = "\n".join(lines[n])

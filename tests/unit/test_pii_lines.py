@@ -8,7 +8,7 @@ import random
 import pyarrow as pa
 import pytest
 
-from refinery.clean.pii import PII_KINDS, _ipv6_ok, redact, redact_batch
+from refinery.clean.pii import DETECTORS, PII_KINDS, _ipv6_ok, alphabet, redact, redact_batch, tokens_inert
 from tests.unit.real_text import real_documents
 from tests.unit.test_clean_batch import PII_CASES
 
@@ -93,3 +93,36 @@ def test_lines_changed_by_an_earlier_detector_are_read_by_the_later_ones(placeho
     assert got == ([t for t, _ in expected], [c for _, c in expected])
     assert sum(c["email"] for _, c in expected) >= 3
     assert any(c[kind] for _, c in expected for kind in ("phone", "ip", "credit_card"))
+
+
+def test_tokens_inert_only_where_no_replacement_can_make_a_later_match():
+    def pairs(placeholder):
+        return tuple((d.name, placeholder.format(kind=d.kind.upper())) for d in DETECTORS)
+
+    assert tokens_inert(pairs("<{kind}>"))
+    assert tokens_inert(pairs("[{kind}]"))
+    for placeholder in (
+        "",
+        "{kind}",
+        ":{kind}:",
+        "<{kind}>1",
+        "-{kind}-",
+        "<{kind} 555-123-4567>",
+        "<10.0.0.1>",
+    ):
+        assert not tokens_inert(pairs(placeholder)), placeholder
+    assert alphabet("ipv6") == frozenset("0123456789abcdefABCDEF:")
+    assert {"+", "(", ")", " ", ".", "-", "٣"} <= alphabet("phone")
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    ["<{kind}>", "[{kind}]", "", "{kind}", ":{kind}:", "-{kind}-", ".{kind}.", "({kind})", "+{kind}"],
+)
+def test_batch_equals_per_document_whether_or_not_tokens_are_inert(texts, placeholder):
+    """Changed lines skip the recheck only when the tokens are inert; either way the batch path
+    equals the per-document one."""
+    sample = [*texts[::3], CHANGELOG, "a@b.cc:1234:: x@y.zz 555 123 4567 \n c@d.ee.1.2.3"]
+    expected = [redact(t, set(PII_KINDS), placeholder) for t in sample]
+    got = redact_batch(sample, pa.array(sample, pa.large_string()), set(PII_KINDS), placeholder)
+    assert got == ([t for t, _ in expected], [c for _, c in expected])
