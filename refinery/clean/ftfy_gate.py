@@ -247,17 +247,30 @@ def _mask(arr: pa.Array, pattern: str) -> list[bool]:
     return pc.match_substring_regex(arr, pattern).to_pylist()
 
 
+def _translator(table: dict[int, str | int | None]):
+    """``str.translate(table)`` as a substitution of the table's characters only, with the same
+    result (each character the table maps is replaced by its entry, nothing else is touched):
+    ``translate`` looks every character up in the table, slow on long non-ASCII texts (~50 ns a
+    character), where the regex skips to the few characters the table maps."""
+    entries = {
+        chr(key): value if isinstance(value, str) else "" if value is None else chr(value)
+        for key, value in table.items()
+    }
+    pattern = re.compile(py_class(table))
+    return lambda text: pattern.sub(lambda match: entries[match.group()], text)
+
+
+_LIGATURES = _translator(chardata.LIGATURES)  # fix_latin_ligatures
+_WIDTH = _translator(chardata.WIDTH_MAP)  # fix_character_width
+
+
 def _substituted(texts: list[str], positions: list[int]) -> dict[int, str]:
     """The substitution path: ``NFC(uncurl(width(ligatures(t))))`` for each text, kept only where
     pass two would change nothing (no badness, no entity, nothing left to substitute)."""
     arr = pa.array(texts, pa.large_string())
-    if any(_mask(arr, _LIGATURE_OR_WIDTH_RE2)):  # rare: one scan rules out both tables
-        tables = [
-            (_mask(arr, _LIGATURES_RE2), chardata.LIGATURES),
-            (_mask(arr, _WIDTH_RE2), chardata.WIDTH_MAP),
-        ]
-        for mask, table in tables:  # str.translate with these tables is slow: only where needed
-            texts = [t.translate(table) if m else t for t, m in zip(texts, mask, strict=True)]
+    mask = _mask(arr, _LIGATURE_OR_WIDTH_RE2)
+    if any(mask):  # rare: one scan rules out both tables
+        texts = [_WIDTH(_LIGATURES(t)) if m else t for t, m in zip(texts, mask, strict=True)]
         arr = pa.array(texts, pa.large_string())
     arr = pc.replace_substring_regex(arr, _DOUBLE_RE2, '"')  # uncurl_quotes, in its order
     arr = pc.replace_substring_regex(arr, _SINGLE_RE2, "'")

@@ -159,3 +159,16 @@ def test_segments_with_only_badness_only_characters_skip_ftfy(monkeypatch):
             for line in lines
             if line.startswith(("The ", "\x85", "naïve", "Tom ", "Ã  l"))
         )
+
+
+def test_table_substitutions_equal_str_translate(documents):
+    """The ligature and width substitutions equal ftfy's str.translate on every code point and on
+    every document."""
+    every = ftfy_gate.every_code_point()
+    for table, substitute in (
+        (ftfy.chardata.LIGATURES, ftfy_gate._LIGATURES),
+        (ftfy.chardata.WIDTH_MAP, ftfy_gate._WIDTH),
+    ):
+        assert substitute(every) == every.translate(table)
+        for text in [*documents, *CRAFTED]:
+            assert substitute(text) == text.translate(table)
