@@ -117,7 +117,18 @@ def test_tokens_inert_only_where_no_replacement_can_make_a_later_match():
 
 @pytest.mark.parametrize(
     "placeholder",
-    ["<{kind}>", "[{kind}]", "", "{kind}", ":{kind}:", "-{kind}-", ".{kind}.", "({kind})", "+{kind}"],
+    [
+        "<{kind}>",
+        "[{kind}]",
+        "",
+        "{kind}",
+        ":{kind}:",
+        "-{kind}-",
+        ".{kind}.",
+        "({kind})",
+        "+{kind}",
+        "<\ud800{kind}>",
+    ],
 )
 def test_batch_equals_per_document_whether_or_not_tokens_are_inert(texts, placeholder):
     """Changed lines skip the recheck only when the tokens are inert; either way the batch path
