@@ -238,6 +238,12 @@ def _consumed(items) -> set[str]:
 _CATEGORIES = {"CATEGORY_DIGIT": r"\d"}
 
 
+@cache
+def _category(name: str) -> frozenset[str]:
+    """The characters of a regex category (Python's own, over every code point), once a process."""
+    return frozenset(re.findall(_CATEGORIES[name], every_code_point()))
+
+
 def _class_members(items) -> set[str]:
     chars: set[str] = set()
     for op, av in items:
@@ -246,7 +252,7 @@ def _class_members(items) -> set[str]:
         elif op is sre_parse.RANGE:
             chars.update(map(chr, range(av[0], av[1] + 1)))
         elif op is sre_parse.CATEGORY and str(av) in _CATEGORIES:
-            chars.update(re.findall(_CATEGORIES[str(av)], every_code_point()))
+            chars |= _category(str(av))
         else:
             raise RuntimeError(f"a PII pattern's class holds {op} {av}: extend pii._class_members")
     return chars
