@@ -39,6 +39,9 @@ substitution on the document (all of them act character by character and never t
 that result again has no badness match, no entity, and no character any fixer acts on apart from
 badness-only ones, pass two changes nothing and ftfy returns it. Both conditions are checked.
 
+**Unchanged.** A document the substitution path would take that holds no character it substitutes
+and is NFC-normalized is left as it is: the path would return it unchanged (:func:`fix_texts`).
+
 **Otherwise** each segment is fixed by ``fix_and_explain`` itself where it needs it (T matches or
 it is not normalized), with ftfy's own rule for turning HTML unescaping off after the first ``<``.
 
@@ -173,6 +176,8 @@ _WIDTH_RE2 = re2_class(chardata.WIDTH_MAP)
 _DOUBLE_RE2 = re2_class(regex_class_chars(chardata.DOUBLE_QUOTE_RE))
 _SINGLE_RE2 = re2_class(regex_class_chars(chardata.SINGLE_QUOTE_RE))
 _TRIGGER_PY = re.compile(f"{py_class(TRIGGER)}|{ENTITY}")
+# What a fixer other than the encoding's acts on.
+_ACTS_PY = re.compile(f"{py_class(HARD | SUBSTITUTED)}|{ENTITY}")
 # Python's whitespace (str.isspace, and `\s` in str patterns): every such code point is below U+3001.
 PY_WHITESPACE = tuple(c for c in range(0x3001) if chr(c).isspace())
 
@@ -234,6 +239,7 @@ def _either(first: str, second: str) -> str:
 
 
 _NOT_SUBSTITUTABLE_RE2 = _either(BADNESS_RE2, NOT_SIMPLE_RE2)  # bad, or something hard
+_SUBSTITUTED_RE2 = re2_class(SUBSTITUTED)  # what the substitution path replaces
 _BLOCKED_RE2 = _either(BADNESS_RE2, AFTER_RE2)  # what pass two must not find
 
 
@@ -241,17 +247,30 @@ def _mask(arr: pa.Array, pattern: str) -> list[bool]:
     return pc.match_substring_regex(arr, pattern).to_pylist()
 
 
+def _translator(table: dict[int, str | int | None]):
+    """``str.translate(table)`` as a substitution of the table's characters only, with the same
+    result (each character the table maps is replaced by its entry, nothing else is touched):
+    ``translate`` looks every character up in the table, slow on long non-ASCII texts (~50 ns a
+    character), where the regex skips to the few characters the table maps."""
+    entries = {
+        chr(key): value if isinstance(value, str) else "" if value is None else chr(value)
+        for key, value in table.items()
+    }
+    pattern = re.compile(py_class(table))
+    return lambda text: pattern.sub(lambda match: entries[match.group()], text)
+
+
+_LIGATURES = _translator(chardata.LIGATURES)  # fix_latin_ligatures
+_WIDTH = _translator(chardata.WIDTH_MAP)  # fix_character_width
+
+
 def _substituted(texts: list[str], positions: list[int]) -> dict[int, str]:
     """The substitution path: ``NFC(uncurl(width(ligatures(t))))`` for each text, kept only where
     pass two would change nothing (no badness, no entity, nothing left to substitute)."""
     arr = pa.array(texts, pa.large_string())
-    if any(_mask(arr, _LIGATURE_OR_WIDTH_RE2)):  # rare: one scan rules out both tables
-        tables = [
-            (_mask(arr, _LIGATURES_RE2), chardata.LIGATURES),
-            (_mask(arr, _WIDTH_RE2), chardata.WIDTH_MAP),
-        ]
-        for mask, table in tables:  # str.translate with these tables is slow: only where needed
-            texts = [t.translate(table) if m else t for t, m in zip(texts, mask, strict=True)]
+    mask = _mask(arr, _LIGATURE_OR_WIDTH_RE2)
+    if any(mask):  # rare: one scan rules out both tables
+        texts = [_WIDTH(_LIGATURES(t)) if m else t for t, m in zip(texts, mask, strict=True)]
         arr = pa.array(texts, pa.large_string())
     arr = pc.replace_substring_regex(arr, _DOUBLE_RE2, '"')  # uncurl_quotes, in its order
     arr = pc.replace_substring_regex(arr, _SINGLE_RE2, "'")
@@ -271,7 +290,11 @@ def fix_segments(text: str) -> str:
     document are found in one scan and the lines between them are copied in one slice each,
     instead of a Python iteration per line (a man page has thousands). A segment is fixed with
     HTML unescaping off from the first segment holding a ``<`` on, as :func:`_fix_each_segment`
-    does (ftfy's own rule)."""
+    does (ftfy's own rule). A trigger's segment whose only triggers are badness-only characters
+    (no entity, nothing a fixer substitutes or removes) and where ftfy's own badness search
+    (``is_bad``) finds nothing is left as it is: ``fix_and_explain`` would return it unchanged
+    (``fix_encoding`` returns a text that is not bad, every other fixer finds none of its
+    characters, and the segment is NFC)."""
     config = FTFY_CONFIG
     if len(text) >= config.max_decode_length or not unicodedata.is_normalized("NFC", text):
         return _fix_each_segment(text)
@@ -284,8 +307,11 @@ def fix_segments(text: str) -> str:
         start = text.rfind("\n", 0, at) + 1
         end = text.find("\n", at) + 1 or len(text)
         out.append(text[pos:start])
-        segment_config = _NO_HTML if 0 <= first_lt < end else config
-        out.append(ftfy.fix_and_explain(text[start:end], segment_config)[0])
+        segment = text[start:end]
+        if _ACTS_PY.search(segment) is not None or BADNESS_RE.search(segment) is not None:
+            segment_config = _NO_HTML if 0 <= first_lt < end else config
+            segment = ftfy.fix_and_explain(segment, segment_config)[0]
+        out.append(segment)
         pos = end
     out.append(text[pos:])
     return "".join(out)
@@ -315,7 +341,14 @@ def fix_text_one(text: str) -> str:
 
 def fix_texts(texts: Sequence[str], arr: pa.Array | None = None) -> list[str]:
     """``[ftfy.fix_text(t) for t in texts]``, computed where it can differ from the input only.
-    ``arr``: the same strings as an Arrow array, when the caller has them (not converted again)."""
+    ``arr``: the same strings as an Arrow array, when the caller has them (not converted again).
+
+    A document the substitution path would take (see the module docstring) that holds none of the
+    characters it substitutes and is NFC-normalized comes out of that path as it went in: every
+    substitution and NFC leave it, and pass two's check (badness, hard characters, entities,
+    substituted characters) finds nothing the first check did not already rule out. Such documents
+    (on real text, most of those with a non-ASCII character: an accent, a dash, a bullet) are
+    returned as they are, the very objects, without the path's conversions and scans."""
     out = list(texts)
     if arr is None:
         try:
@@ -327,16 +360,29 @@ def fix_texts(texts: Sequence[str], arr: pa.Array | None = None) -> list[str]:
     todo = [i for i, (t, f) in enumerate(zip(out, flagged, strict=True)) if f or not _nfc_and_short(t, limit)]
     if not todo:
         return out
-    sub = pa.array([out[i] for i in todo], pa.large_string())
+    sub = arr.take(pa.array(todo, pa.int64()))
     ruled_out = _mask(sub, _NOT_SUBSTITUTABLE_RE2)
-    candidates = [k for k, i in enumerate(todo) if not ruled_out[k] and len(out[i]) < limit]
+    substitutes = _mask(sub, _SUBSTITUTED_RE2)
+    candidates, unchanged = [], set()
+    for k, i in enumerate(todo):
+        if ruled_out[k] or len(out[i]) >= limit:
+            continue
+        if substitutes[k] or not _nfc(out[i]):
+            candidates.append(k)
+        else:  # only badness-only characters, and the badness search finds nothing: see below
+            unchanged.add(i)
     done: dict[int, str] = {}
     if candidates:
         done = _substituted([out[todo[k]] for k in candidates], [todo[k] for k in candidates])
     for i in todo:
-        out[i] = done[i] if i in done else fix_segments(out[i])
+        if i not in unchanged:
+            out[i] = done[i] if i in done else fix_segments(out[i])
     return out
 
 
+def _nfc(text: str) -> bool:
+    return text.isascii() or unicodedata.is_normalized("NFC", text)
+
+
 def _nfc_and_short(text: str, limit: int) -> bool:
-    return len(text) < limit and (text.isascii() or unicodedata.is_normalized("NFC", text))
+    return len(text) < limit and _nfc(text)

@@ -20,6 +20,11 @@ import pyarrow.compute as pc
 
 from refinery.clean.ftfy_gate import every_code_point, re2_class
 
+try:  # the regex parser behind `re` (public as sre_parse before 3.11)
+    import re._parser as sre_parse
+except ImportError:  # pragma: no cover
+    import sre_parse  # type: ignore[no-redef]
+
 PII_KINDS = ("email", "phone", "ip", "credit_card")
 
 _EMAIL = re.compile(
@@ -102,16 +107,17 @@ class Detector:
     pattern: re.Pattern
     valid: Callable[[str], bool]
     needs: Callable[[str], bool]  # cheap pre-check that skips the regex on most texts
+    name: str  # the detector's own RE2 candidate (:func:`candidates`): IPv4 and IPv6 apart
 
 
 # Order matters: card numbers before phones (a card's digit groups look like a phone number),
 # IPv6 before phones (hex groups of digits) and e-mails before everything (digits in user names).
 DETECTORS = (
-    Detector("email", _EMAIL, accept_all, lambda t: "@" in t),
-    Detector("credit_card", _CARD, _card_ok, lambda t: True),
-    Detector("ip", _IPV6, _ipv6_ok, lambda t: "::" in t or t.count(":") >= 5),
-    Detector("ip", _IPV4, _ipv4_ok, lambda t: "." in t),
-    Detector("phone", _PHONE, _phone_ok, lambda t: True),
+    Detector("email", _EMAIL, accept_all, lambda t: "@" in t, "email"),
+    Detector("credit_card", _CARD, _card_ok, lambda t: True, "credit_card"),
+    Detector("ip", _IPV6, _ipv6_ok, lambda t: "::" in t or t.count(":") >= 5, "ipv6"),
+    Detector("ip", _IPV4, _ipv4_ok, lambda t: "." in t, "ipv4"),
+    Detector("phone", _PHONE, _phone_ok, lambda t: True, "phone"),
 )
 
 _HAS_DIGIT_RUN = re.compile(r"\d\d")
@@ -121,7 +127,7 @@ def redact(
     text: str, kinds: frozenset[str] | set[str], placeholder: str = "<{kind}>"
 ) -> tuple[str, dict[str, int]]:
     """Replace detected PII with a placeholder; return the text and counts per kind."""
-    return _redact(text, kinds, placeholder, None)
+    return _redact(text, kinds, placeholder)
 
 
 def _replacer(det: Detector, token: str, counts: dict[str, int]):
@@ -136,21 +142,13 @@ def _replacer(det: Detector, token: str, counts: dict[str, int]):
     return replace
 
 
-def _redact(
-    text: str, kinds: frozenset[str] | set[str], placeholder: str, candidates: frozenset[str] | None
-) -> tuple[str, dict[str, int]]:
-    """``candidates``: the kinds whose RE2 pre-check matched the original text (None: all). A
-    detector whose kind has no candidate cannot match the original; it still runs once an earlier
-    detector has replaced something, since the replacement is new text."""
+def _redact(text: str, kinds: frozenset[str] | set[str], placeholder: str) -> tuple[str, dict[str, int]]:
     counts = dict.fromkeys(PII_KINDS, 0)
     has_digits = _HAS_DIGIT_RUN.search(text) is not None
     for det in DETECTORS:
         if det.kind not in kinds or not det.needs(text) or (det.kind != "email" and not has_digits):
             continue
-        if candidates is not None and det.kind not in candidates and not any(counts.values()):
-            continue
         _replace = _replacer(det, placeholder.format(kind=det.kind.upper()), counts)
-
         text = det.pattern.sub(_replace, text)
     return text, counts
 
@@ -160,10 +158,10 @@ def _redact(
 
 @cache
 def candidates() -> dict[str, str]:
-    """RE2 patterns, one per kind, that match wherever its detector's regex can: the detector's
-    pattern with its lookarounds dropped (a match of the whole is a match of the rest), or a
-    shorter part of it. Built on first use: Python's ``\\d`` (Unicode category Nd, where RE2's is
-    ASCII) is spelled out from the interpreter's own regex engine."""
+    """RE2 patterns, one per detector (by :attr:`Detector.name`), that match wherever its regex
+    can: the detector's pattern with its lookarounds dropped (a match of the whole is a match of
+    the rest), or a shorter part of it. Built on first use: Python's ``\\d`` (Unicode category Nd,
+    where RE2's is ASCII) is spelled out from the interpreter's own regex engine."""
     spans = [m.span() for m in re.finditer(r"\d+", every_code_point())]
     nd = re2_class(c + (0x800 if c >= 0xD800 else 0) for a, b in spans for c in range(a, b))
     patterns = {
@@ -171,43 +169,127 @@ def candidates() -> dict[str, str]:
         "email": r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]",
         # 13 digits with optional single separators: the first 13 digits of any card match
         "credit_card": rf"{nd}(?:[ -]?{nd}){{12}}",
-        "ip": rf"(?:{nd}{{1,3}}\.){{3}}{nd}{{1,3}}|"
-        + _IPV6.pattern.removeprefix(r"(?<![\w:.])").removesuffix(r"(?![\w:])"),
+        "ipv6": _IPV6.pattern.removeprefix(r"(?<![\w:.])").removesuffix(r"(?![\w:])"),
+        "ipv4": rf"(?:{nd}{{1,3}}\.){{3}}{nd}{{1,3}}",
         "phone": _PHONE.pattern.replace("(?<![\\w+])", "").replace("(?![\\w])", "").replace("\\d", nd),
     }
     if any("(?<" in p or "(?!" in p for p in patterns.values()):
         raise RuntimeError("a detector's lookarounds changed: update the candidate patterns")
+    if set(patterns) != {det.name for det in DETECTORS}:
+        raise RuntimeError("every detector needs its candidate pattern")
     return patterns
 
 
 @cache
-def any_candidate(kinds: tuple[str, ...]) -> str:
-    """One RE2 pattern matching wherever any of ``kinds``' candidate patterns does (their
-    alternation): a string it misses holds no candidate of any of them."""
-    return "|".join(f"(?:{candidates()[kind]})" for kind in kinds)
+def any_candidate(names: tuple[str, ...]) -> str:
+    """One RE2 pattern matching wherever any of the detectors ``names``' candidate patterns does
+    (their alternation): a string it misses holds no candidate of any of them."""
+    return "|".join(f"(?:{candidates()[name]})" for name in names)
 
 
-def _masks_of_hits(arr: pa.Array | pa.ChunkedArray, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _mask(arr: pa.Array | pa.ChunkedArray, pattern: str) -> np.ndarray:
+    return pc.match_substring_regex(arr, pattern).to_numpy(zero_copy_only=False)
+
+
+def _masks_of_hits(arr: pa.Array | pa.ChunkedArray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """:func:`candidate_masks` in two levels: one scan of every string for any candidate, then
-    each kind's pattern only over the strings that hold one (on the real-text corpus, 7 % of the
-    lines of the documents with a candidate; the alternation's scan costs about one kind's)."""
-    hit = np.flatnonzero(pc.match_substring_regex(arr, any_candidate(kinds)).to_numpy(zero_copy_only=False))
+    each detector's pattern only over the strings that hold one (on the real-text corpus, 7 % of
+    the lines of the documents with a candidate; the alternation's scan costs about one's)."""
+    hit = np.flatnonzero(_mask(arr, any_candidate(names)))
     found = arr.take(pa.array(hit, pa.int64())) if len(hit) else None
     out = {}
-    for kind in kinds:
+    for name in names:
         mask = np.zeros(len(arr), dtype=bool)
         if found is not None:
-            mask[hit[pc.match_substring_regex(found, candidates()[kind]).to_numpy(zero_copy_only=False)]] = (
-                True
-            )
-        out[kind] = mask
+            mask[hit[_mask(found, candidates()[name])]] = True
+        out[name] = mask
     return out
 
 
+@cache
+def alphabet(name: str) -> frozenset[str]:
+    """Every character a match of the detector ``name`` can hold (what its regex consumes; its
+    lookarounds and ``\\b`` consume nothing), read from the parsed pattern."""
+    (det,) = (det for det in DETECTORS if det.name == name)
+    return frozenset(_consumed(sre_parse.parse(det.pattern.pattern, det.pattern.flags).data))
+
+
+def _consumed(items) -> set[str]:
+    chars: set[str] = set()
+    for op, av in items:
+        if op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT, sre_parse.AT):
+            continue
+        if op is sre_parse.LITERAL:
+            chars.add(chr(av))
+        elif op is sre_parse.IN:
+            chars |= _class_members(av)
+        elif op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT):
+            chars |= _consumed(av[2])
+        elif op is sre_parse.SUBPATTERN:
+            chars |= _consumed(av[3])
+        elif op is sre_parse.BRANCH:
+            for branch in av[1]:
+                chars |= _consumed(branch)
+        else:
+            raise RuntimeError(f"a PII pattern holds {op}: extend pii._consumed")
+    return chars
+
+
+_CATEGORIES = {"CATEGORY_DIGIT": r"\d"}
+
+
+@cache
+def _category(name: str) -> frozenset[str]:
+    """The characters of a regex category (Python's own, over every code point), once a process."""
+    return frozenset(re.findall(_CATEGORIES[name], every_code_point()))
+
+
+def _class_members(items) -> set[str]:
+    chars: set[str] = set()
+    for op, av in items:
+        if op is sre_parse.LITERAL:
+            chars.add(chr(av))
+        elif op is sre_parse.RANGE:
+            chars.update(map(chr, range(av[0], av[1] + 1)))
+        elif op is sre_parse.CATEGORY and str(av) in _CATEGORIES:
+            chars |= _category(str(av))
+        else:
+            raise RuntimeError(f"a PII pattern's class holds {op} {av}: extend pii._class_members")
+    return chars
+
+
+@cache
+def tokens_inert(pairs: tuple[tuple[str, str], ...]) -> bool:
+    """True when no replacement can give a later detector a match: ``pairs`` are the enabled
+    detectors' (name, token) in order, and for each token and each detector after it, the token is
+    not empty, starts and ends with characters that detector's matches cannot hold
+    (:func:`alphabet`), and holds no candidate of it. Then a match of a later detector can neither
+    hold nor cross a token (it would be a run of its alphabet reaching past the token's edge, or a
+    candidate inside the token), so it lies in text the line held before, where the later
+    detector's own candidate flagged it: the lines the earlier detectors changed need no recheck."""
+    for at, (_, token) in enumerate(pairs):
+        for name, _ in pairs[at + 1 :]:
+            letters = alphabet(name)
+            if not token or token[0] in letters or token[-1] in letters:
+                return False
+            try:
+                held = pc.match_substring_regex(pa.array([token]), candidates()[name])[0].as_py()
+            except (UnicodeEncodeError, pa.ArrowInvalid):  # a token Arrow cannot hold: not proven inert
+                return False
+            if held:
+                return False
+    return True
+
+
+def _enabled(kinds: frozenset[str] | set[str]) -> tuple[str, ...]:
+    return tuple(det.name for det in DETECTORS if det.kind in kinds)
+
+
 def candidate_masks(arr: pa.Array, kinds: frozenset[str] | set[str]) -> dict[str, np.ndarray]:
-    """Per enabled kind, per string: could its detector match? False guarantees it cannot."""
-    enabled = tuple(kind for kind in PII_KINDS if kind in kinds)
-    return _masks_of_hits(arr, enabled) if enabled else {}
+    """Per detector of an enabled kind (by name), per string: could it match? False guarantees it
+    cannot."""
+    names = _enabled(kinds)
+    return _masks_of_hits(arr, names) if names else {}
 
 
 def redact_batch(
@@ -215,84 +297,107 @@ def redact_batch(
 ) -> tuple[list[str], list[dict[str, int]]]:
     """:func:`redact` over a batch (``arr`` holds the same strings), with the same results.
 
-    A document with no candidate of any enabled kind cannot change. In the others, the detectors
-    run line by line, each only on the lines where its RE2 candidate matched or that an earlier
-    detector changed: no detector pattern can match a line break or see past one (their classes
-    hold no whitespace but the space, and a lookaround at a line edge sees ``\n``, which none of
-    them lists, exactly as it sees the end of a lone line), so a line's matches are the same
-    alone as in the document. The per-document pre-conditions (``needs``, a digit run) still
-    look at the whole document, as :func:`redact` does.
+    A document where no enabled detector's RE2 candidate matches cannot change (one scan of the
+    batch for their alternation). In the others, the detectors run line by line, each only on the
+    lines where its own candidate matched, and on the lines an earlier detector changed where its
+    candidate matches the new line (rechecked in RE2 for the whole batch at once): no detector
+    pattern can match a line break or see past one (their classes hold no whitespace but the
+    space, and a lookaround at a line edge sees ``\n``, which none of them lists, exactly as it
+    sees the end of a lone line), so a line's matches are the same alone as in the document, and
+    a line where the candidate of a detector does not match holds none of its matches. The
+    detectors keep :func:`redact`'s order within each document (the loop runs them in turn over
+    the batch's documents); the per-document pre-conditions (``needs`` on the text as the earlier
+    detectors left it, a digit run in the text before them) still look at the whole document.
     """
     out, counts = list(texts), [dict.fromkeys(PII_KINDS, 0) for _ in texts]
-    masks = candidate_masks(arr, kinds)
-    if not masks:
+    names = _enabled(kinds)
+    if not names:
         return out, counts
-    docs = np.flatnonzero(np.logical_or.reduce(list(masks.values()))).tolist()
+    docs = np.flatnonzero(_mask(arr, any_candidate(names))).tolist()
     if not docs:
         return out, counts
     lines = [out[i].split("\n") for i in docs]
     bounds = np.zeros(len(docs) + 1, dtype=np.int64)
     np.cumsum([len(doc_lines) for doc_lines in lines], out=bounds[1:])
-    line_masks = _line_masks(
-        arr.take(pa.array(docs)), bounds, {kind: mask[docs] for kind, mask in masks.items()}
+    flagged = _flagged_lines(arr.take(pa.array(docs)), bounds, names)
+    now = [out[i] for i in docs]  # each document as the detectors so far left it
+    has_digits = [_HAS_DIGIT_RUN.search(text) is not None for text in now]
+    found = [dict.fromkeys(PII_KINDS, 0) for _ in docs]
+    changed: list[set[int]] = [set() for _ in docs]
+    inert = tokens_inert(
+        tuple((det.name, placeholder.format(kind=det.kind.upper())) for det in DETECTORS if det.kind in kinds)
     )
-    # Per kind, the flagged lines (ascending) and where each document's share of them starts.
-    hits = {kind: np.flatnonzero(mask) for kind, mask in line_masks.items()}
-    cuts = {kind: np.searchsorted(found, bounds).tolist() for kind, found in hits.items()}
-    hit_lists = {kind: found.tolist() for kind, found in hits.items()}
-    starts = bounds.tolist()
-    for n, (i, doc_lines) in enumerate(zip(docs, lines, strict=True)):
-        flagged = {
-            kind: {j - starts[n] for j in found[cuts[kind][n] : cuts[kind][n + 1]]}
-            for kind, found in hit_lists.items()
-        }
-        out[i], counts[i] = _redact_lines(out[i], doc_lines, flagged, kinds, placeholder)
+    for det in DETECTORS:
+        if det.kind not in kinds:
+            continue
+        token = placeholder.format(kind=det.kind.upper())
+        run = [n for n in range(len(docs)) if det.needs(now[n]) and (det.kind == "email" or has_digits[n])]
+        if inert:
+            todo = {n: flagged[det.name][n] for n in run}
+        else:
+            todo = _rechecked(det.name, run, flagged[det.name], changed, lines)
+        for n in run:
+            if todo[n] and _redact_detector(det, token, lines[n], sorted(todo[n]), changed[n], found[n]):
+                now[n] = "\n".join(lines[n])
+    for n, i in enumerate(docs):
+        out[i], counts[i] = now[n], found[n]
     return out, counts
 
 
-def _line_masks(
-    docs: pa.Array, bounds: np.ndarray, doc_masks: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """:func:`candidate_masks` of every line of ``docs`` (lines cut at each "\\n", as
-    ``str.split("\\n")`` cuts them; ``bounds``: the first line of each document, and the total)
-    for the kinds of ``doc_masks``."""
+def _flagged_lines(docs: pa.Array, bounds: np.ndarray, names: tuple[str, ...]) -> dict[str, list[set[int]]]:
+    """Per detector, per document of ``docs``: the lines (numbered within the document) where its
+    candidate matches. Lines are cut at each "\\n", as ``str.split("\\n")`` cuts them; ``bounds``:
+    the first line of each document, and the total."""
     split = pc.split_pattern(docs, "\n")
     flat = pc.list_flatten(split)
     if len(flat) != bounds[-1]:  # Arrow cut the lines differently: never seen, but fail loudly
         raise RuntimeError(f"Arrow split {len(flat)} lines where Python split {bounds[-1]}")
-    # A line's candidate is one of its document (the document holds the line), so the lines that
-    # match a kind's pattern are exactly its candidates: no need to restrict the search to the
-    # documents where the kind has one.
-    return _masks_of_hits(flat, tuple(doc_masks))
+    starts = bounds.tolist()
+    out = {}
+    for name, mask in _masks_of_hits(flat, names).items():
+        hits = np.flatnonzero(mask)
+        cuts = np.searchsorted(hits, bounds).tolist()
+        at = hits.tolist()
+        out[name] = [{j - starts[n] for j in at[cuts[n] : cuts[n + 1]]} for n in range(len(starts) - 1)]
+    return out
 
 
-def _redact_lines(
-    text: str, lines: list[str], flagged: dict[str, set[int]], kinds, placeholder: str
-) -> tuple[str, dict[str, int]]:
-    counts = dict.fromkeys(PII_KINDS, 0)
-    changed: set[int] = set()
-    has_digits = _HAS_DIGIT_RUN.search(text) is not None
-    for det in DETECTORS:
-        if det.kind not in kinds or not det.needs(text) or (det.kind != "email" and not has_digits):
-            continue
-        token = placeholder.format(kind=det.kind.upper())
-        _replace = _replacer(det, token, counts)
-        todo = sorted(flagged[det.kind] | changed)
-        if "\n" in token:  # a replacement that breaks lines: one line at a time
-            touched = False
-            for j in todo:
-                new = det.pattern.sub(_replace, lines[j])
-                if new != lines[j]:
-                    lines[j], touched = new, True
-                    changed.add(j)
-        elif det.valid is accept_all:  # every match is replaced: no callback per match
-            literal = token.replace("\\", "\\\\")  # a template with no escapes or group references
-            touched = _sub_lines(det.pattern, literal, lines, todo, changed, counts, det.kind)
-        else:
-            touched = _sub_lines(det.pattern, _replace, lines, todo, changed)
-        if touched:
-            text = "\n".join(lines)
-    return text, counts
+def _rechecked(
+    name: str, run: list[int], flagged: list[set[int]], changed: list[set[int]], lines: list[list[str]]
+) -> dict[int, set[int]]:
+    """Per document of ``run``, the lines the detector ``name`` must read: those flagged for it,
+    and those an earlier detector changed where its candidate matches what the line holds now."""
+    todo = {n: set(flagged[n]) for n in run}
+    extra = [(n, j) for n in run for j in changed[n] if j not in flagged[n]]
+    if extra:
+        try:
+            hits = _mask(pa.array([lines[n][j] for n, j in extra], pa.large_string()), candidates()[name])
+        except (UnicodeEncodeError, pa.ArrowInvalid):  # a placeholder Arrow cannot hold: read them all
+            hits = np.ones(len(extra), dtype=bool)
+        for (n, j), hit in zip(extra, hits.tolist(), strict=True):
+            if hit:
+                todo[n].add(j)
+    return todo
+
+
+def _redact_detector(
+    det: Detector, token: str, lines: list[str], todo: list[int], changed: set[int], counts: dict[str, int]
+) -> bool:
+    """One detector over the lines ``todo`` (ascending) of one document; marks the lines it changed.
+    True if any did."""
+    _replace = _replacer(det, token, counts)
+    if "\n" in token:  # a replacement that breaks lines: one line at a time
+        touched = False
+        for j in todo:
+            new = det.pattern.sub(_replace, lines[j])
+            if new != lines[j]:
+                lines[j], touched = new, True
+                changed.add(j)
+        return touched
+    if det.valid is accept_all:  # every match is replaced: no callback per match
+        literal = token.replace("\\", "\\\\")  # a template with no escapes or group references
+        return _sub_lines(det.pattern, literal, lines, todo, changed, counts, det.kind)
+    return _sub_lines(det.pattern, _replace, lines, todo, changed)
 
 
 def _sub_lines(

@@ -91,3 +91,84 @@ def test_trigger_set_covers_ftfys_tables():
         assert set(table) <= ftfy_gate.TRIGGER
     assert {0x0D, 0x1B, 0x2028, 0x2029, *range(0x80, 0xA0)} <= ftfy_gate.TRIGGER
     assert ord("’") in ftfy_gate.TRIGGER and ord("é") in ftfy_gate.BADNESS_CHARS
+
+
+# Documents with only badness-only characters (accents, dashes, bullets: ftfy's heuristic looks at
+# them, no fixer replaces them), each beside a variant that must NOT take the unchanged shortcut:
+# a character the substitution path replaces, a text that is not NFC, real mojibake, an entity, a
+# control character, a document over ftfy's segment length.
+BADNESS_ONLY = ["café – naïve résumé… • ½ × ©", "Größe · 20 °C\nzweite Zeile — ñ", "\u00a0nbsp\u00adsoft"]
+MUST_NOT_SKIP = [
+    "café – naïve “quoted” résumé",  # curly quotes: uncurled
+    "café – ﬁnancial",  # ligature
+    "café – ＦＵＬＬ",  # width
+    "cafe\u0301 – not NFC",  # NFC composes it
+    "caf\u00c3\u00a9 – mojibake",  # badness: fix_encoding
+    "café – Tom &amp; Jerry",  # entity
+    "café – control\x1b[1m",  # escape
+    "café – \x85 C1",  # C1 control
+    "é" + "x" * 1_000_000,  # longer than max_decode_length: per segment
+]
+
+
+def test_badness_only_documents_are_returned_as_they_are():
+    """The shortcut: the very objects come back (no conversion), and they equal ftfy's output."""
+    texts = BADNESS_ONLY + MUST_NOT_SKIP
+    out = ftfy_gate.fix_texts(texts)
+    assert out == [ftfy.fix_text(t) for t in texts]
+    assert all(a is b for a, b in zip(out[: len(BADNESS_ONLY)], BADNESS_ONLY, strict=True))
+    for before, after in zip(MUST_NOT_SKIP[:-1], out[len(BADNESS_ONLY) : -1], strict=True):
+        assert after != before, before  # each of these really is changed by ftfy
+
+
+@pytest.mark.parametrize("text", MUST_NOT_SKIP[:-1])
+def test_each_must_not_skip_case_alone_and_among_badness_only(text):
+    texts = [BADNESS_ONLY[0], text, BADNESS_ONLY[1]]
+    assert ftfy_gate.fix_texts(texts) == [ftfy.fix_text(t) for t in texts]
+
+
+SEGMENTS = [
+    "café – a line ftfy leaves alone\n",  # badness-only characters, not bad: skipped
+    "The cafÃ© mojibake line\n",  # bad: fixed
+    "plain ASCII line\n",
+    "\x85 a C1 control\n",  # hard: fixed
+    "naïve “quoted” — line\n",  # a quote to uncurl: fixed
+    "Tom &amp; Jerry – entity\n",  # entity: fixed
+    "Ã  la carte\n",  # bad at the line start (the ^ branch)
+    "résumé — last line without a break",
+]
+
+
+def test_segments_with_only_badness_only_characters_skip_ftfy(monkeypatch):
+    """In a document that takes the segment path, ftfy runs only on the segments it can change;
+    the document still equals ftfy.fix_text whatever the order of its lines."""
+    calls = []
+    real = ftfy.fix_and_explain
+    monkeypatch.setattr(
+        ftfy, "fix_and_explain", lambda text, config: calls.append(text) or real(text, config)
+    )
+    for shift in range(len(SEGMENTS)):
+        lines = SEGMENTS[shift:] + SEGMENTS[:shift]
+        text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+        calls.clear()
+        got = ftfy_gate.fix_segments(text)
+        fixed = sorted(calls)
+        assert got == ftfy.fix_text(text)
+        assert fixed == sorted(
+            line if line.endswith("\n") else line + "\n"
+            for line in lines
+            if line.startswith(("The ", "\x85", "naïve", "Tom ", "Ã  l"))
+        )
+
+
+def test_table_substitutions_equal_str_translate(documents):
+    """The ligature and width substitutions equal ftfy's str.translate on every code point and on
+    every document."""
+    every = ftfy_gate.every_code_point()
+    for table, substitute in (
+        (ftfy.chardata.LIGATURES, ftfy_gate._LIGATURES),
+        (ftfy.chardata.WIDTH_MAP, ftfy_gate._WIDTH),
+    ):
+        assert substitute(every) == every.translate(table)
+        for text in [*documents, *CRAFTED]:
+            assert substitute(text) == text.translate(table)
