@@ -6,7 +6,7 @@ Redis-backed dedup indexes shared by many machines).
 
 What this module loads and builds lives as long as the process, so it is built with the garbage
 collector off and then frozen out of its scans, and so is everything alive at exit
-(``refinery.process_heap``: ~2 CPU s of a CLI run were collections of these objects).
+(``refinery.process_heap``: 1.1–1.9 CPU s of a CLI run were collections of these objects).
 """
 
 import dagster as dg
