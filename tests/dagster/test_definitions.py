@@ -65,3 +65,43 @@ def test_text_chain_order_and_invariant_checks():
         assert assets[stage]["checks"] == ["non_empty_text", "rows_accounted", "unique_ids"]
     assert assets["exact_deduplicated"]["pool"] == assets["fuzzy_deduplicated"]["pool"] == ["dedup_index"]
     assert assets["corpus_report"]["partitions"] is None
+
+
+# What `import definitions` must leave unloaded: the model, cluster, SQL and compiled-kernel
+# libraries are imported where a step uses them, so every process that loads the definitions (the
+# CLI, a code server) does not pay for them (torch alone is seconds).
+NOT_IMPORTED_BY_DEFINITIONS = (
+    "torch", "sklearn", "duckdb", "ray", "transformers", "onnxruntime", "tokenizers", "open_clip",
+    "numba", "scipy", "lingua", "fasttext", "re2", "kenlm", "datasketch", "httpx", "rich", "redis",
+    "boto3", "fsspec", "resiliparse", "trafilatura", "matplotlib", "sqlalchemy", "jinja2",
+)  # fmt: skip
+
+
+def test_definitions_leave_heavy_libraries_unloaded_and_the_loaded_heap_frozen() -> None:
+    """In a fresh process: the libraries above are not imported by `import definitions`; what the
+    import loaded is frozen (out of the collector's scans), and so is what is alive at exit (the
+    handler registered before the import runs after refinery.process_heap's)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import atexit, gc, json, sys
+        atexit.register(lambda: print("at exit", gc.get_freeze_count(), flush=True))
+        import definitions
+        loaded = gc.get_freeze_count()
+        made_later = [[i] for i in range(50_000)]
+        print(json.dumps({{"frozen": loaded, "modules": [m for m in {list(NOT_IMPORTED_BY_DEFINITIONS)!r}
+                                                          if m in sys.modules]}}), flush=True)
+        """
+    )
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=repo)
+    assert out.returncode == 0, out.stderr
+    first, last = out.stdout.strip().splitlines()[-2:]
+    answer = json.loads(first)
+    assert answer["modules"] == []
+    assert answer["frozen"] > 100_000  # the modules and the asset graph
+    assert int(last.split()[-1]) > answer["frozen"] + 40_000  # and what was made after, at exit
