@@ -71,10 +71,11 @@ class CorpusFuzzyDedupConfig(config_class(CorpusFuzzyDedupParams, names.CORPUS_F
     description="Corpus-wide (batch) MinHash-LSH dedup over every text_source partition of "
     "exact_deduplicated, as datatrove and NeMo Curator run a backfill: signatures, band keys grouped by "
     "bucket, verified duplicate edges, connected components, one document kept per component (the first "
-    "by source name, then row). storage/corpus_fuzzy_dedup/corpus_fuzzy_dedup.parquet: source, id, "
-    "component, component_size, kept, duplicate_of, similarity. Metadata compares it with "
+    "by source name, then row). storage/corpus_fuzzy_dedup/corpus_fuzzy_dedup/ (parts and a manifest): "
+    "source, id, component, component_size, kept, duplicate_of, similarity. Metadata compares it with "
     "fuzzy_deduplicated (removed by each, the differences, time and peak memory). With the ray engine, "
-    "signatures and bucket grouping run on the cluster.",
+    "every step (signatures, the band-key shuffle, verification, components, removals) runs on the "
+    "workers, each resumable from its files.",
 )
 def corpus_fuzzy_dedup(
     context: dg.AssetExecutionContext,
