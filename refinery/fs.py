@@ -107,3 +107,12 @@ def child(root: str | os.PathLike, *parts: str) -> str:
         return str(local_path(text).joinpath(*parts))
     head, _, query = text.partition("?")
     return join(head, *parts) + (f"?{query}" if query else "")
+
+
+def file_sizes(filesystem: pafs.FileSystem, paths: list[str]) -> list[int | None]:
+    """Each file's size, None where it is missing (one listing call for them all): what a done
+    marker checks its files against."""
+    if not paths:
+        return []
+    infos = filesystem.get_file_info(list(paths))
+    return [i.size if i.type == pafs.FileType.File else None for i in infos]

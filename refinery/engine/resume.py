@@ -19,8 +19,6 @@ bytes under the same names.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import pickle
 import shutil
 from collections.abc import Iterable
@@ -29,19 +27,14 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from refinery.engine.root_folder import RootFolder, file_sizes
-from refinery.fs import child, is_local, listing
+from refinery.engine.root_folder import RootFolder
+from refinery.fingerprints import fingerprint
+from refinery.fs import child, file_sizes, is_local, listing
 from refinery.manifest import read_manifest, read_manifest_at
 from refinery.storage import PartsWriter, Storage, parquet_files
 
 SCRATCH_DIR = "_staging"  # beside the assets: pass-one columns (scores, signatures) by fingerprint
 TOKEN_PREFIX = "retry-"
-
-
-def fingerprint(*parts: Any) -> str:
-    """A short stable hash of JSON-able values."""
-    canonical = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(canonical).hexdigest()[:16]
 
 
 def data_version(location: Path | str) -> str:

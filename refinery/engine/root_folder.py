@@ -137,9 +137,3 @@ class RootFolder:
 
     def __str__(self) -> str:
         return self.name
-
-
-def file_sizes(filesystem: pafs.FileSystem, paths: list[str]) -> list[int | None]:
-    """Each file's size, None where it is missing (one listing call for them all)."""
-    infos = filesystem.get_file_info(list(paths))
-    return [i.size if i.type == pafs.FileType.File else None for i in infos]

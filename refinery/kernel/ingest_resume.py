@@ -28,16 +28,14 @@ would share the folders; Dagster does not run a partition's step twice at once.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import pickle
 from pathlib import Path
 from typing import Any
 
-import pyarrow.fs as pafs
 from pydantic import BaseModel
 
-from refinery.fs import join, listing
+from refinery.fingerprints import fingerprint
+from refinery.fs import file_sizes, join, listing
 from refinery.kernel.collector import source_files
 
 TOKEN_PREFIX = "retry-"
@@ -66,8 +64,7 @@ def ingest_fingerprint(
         provenance,
         committed,
     ]
-    canonical = json.dumps(body, sort_keys=True, default=str).encode()
-    return hashlib.sha256(canonical).hexdigest()[:16]
+    return fingerprint(*body)
 
 
 def marker_path(target: Any, name: str) -> str:
@@ -104,11 +101,3 @@ def read_marker(target: Any, name: str) -> Any | None:
     if file_sizes(target.fs, names) != [body["files"][n] for n in names]:
         return None
     return body["info"]
-
-
-def file_sizes(filesystem: pafs.FileSystem, paths: list[str]) -> list[int | None]:
-    """Each file's size, None where it is missing (one call for them all)."""
-    if not paths:
-        return []
-    infos = filesystem.get_file_info(list(paths))
-    return [i.size if i.type == pafs.FileType.File else None for i in infos]
