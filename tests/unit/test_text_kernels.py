@@ -190,3 +190,48 @@ def test_ngram_char_counts_equal_the_numpy_reference():
         tops, dups = ngram_char_counts(ids, cum, top_ns, dup_ns)
         assert tops == {n: top_ngram_chars(hashes[n], cum, n) for n in top_ns if len(hashes[n])}
         assert dups == {n: duplicate_ngram_chars(hashes[n], cum, n) for n in dup_ns if len(hashes[n])}
+
+
+PROBE_SCRIPT = """
+import sys
+import numba
+import numpy as np
+import pyarrow as pa
+from refinery.clean import normalize
+from refinery.text.kernels import compiled
+
+normalize.tidy_batch(pa.array(["a\\u200b  b"], pa.large_string()), True, True)
+print("skipped", compiled.BLAS_PROBE_SKIPPED)
+print("scipy_after_kernel", "scipy.linalg" in sys.modules)
+
+@numba.njit
+def dot(a, b):
+    return np.dot(a, b)
+
+@numba.njit
+def correlate(a, b):
+    return np.correlate(a, b)
+
+a, b = np.arange(1.0, 6.0), np.arange(2.0, 7.0)
+print("dot_ok", float(dot(a, b)) == float(np.dot(a, b)))
+print("correlate_ok", np.array_equal(correlate(a, b[:3]), np.correlate(a, b[:3])))
+print("scipy_after_dot", "scipy.linalg" in sys.modules)
+"""
+
+
+def test_kernels_load_without_scipy_and_numba_linear_algebra_still_compiles():
+    """A fresh process runs a kernel without importing ``scipy.linalg`` (numba's import-time BLAS
+    probe skipped: ``compiled.skip_blas_probe``), and numba code compiled after it still gets
+    ``np.dot`` (which imports SciPy on its own first use) and ``np.correlate`` right."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", PROBE_SCRIPT], capture_output=True, text=True, check=True)
+    lines = dict(line.split() for line in done.stdout.splitlines())
+    assert lines == {
+        "skipped": "True",
+        "scipy_after_kernel": "False",
+        "dot_ok": "True",
+        "correlate_ok": "True",
+        "scipy_after_dot": "True",
+    }, done.stdout + done.stderr

@@ -4,10 +4,45 @@ code between processes (see :mod:`refinery.text.kernels`)."""
 
 from __future__ import annotations
 
+import sys
+
 import numba
 import numpy as np
 
 from refinery.text.kernels.tables import BREAK, JOINER, LETTER, SPACE, STRIP, WORD
+
+
+def skip_blas_probe() -> bool:
+    """Load numba's ``arraymath`` without its import-time BLAS probe, unless SciPy's linear algebra
+    is already loaded; True when the probe was skipped.
+
+    numba installs every registry on a process's first compile or cache load, and ``arraymath``'s
+    import asks ``ensure_blas()`` whether ``scipy.linalg.cython_blas`` imports, only to choose how
+    ``np.correlate`` and ``np.convolve`` are computed on floats (BLAS or a loop: the same results).
+    That import is ``scipy.linalg``'s whole package, with SciPy's array-API shim walking numpy's
+    namespace into ``numpy.f2py``: ~0.25 CPU s in every process that runs a kernel, for functions
+    no kernel here calls. The probe sees an ImportError for the length of that one import, and
+    ``ensure_blas`` is restored before anything else runs, so every linear-algebra function numba
+    compiles later in the process still imports SciPy on its own first use
+    (``tests/unit/test_text_kernels.py`` compiles ``np.dot`` after a kernel)."""
+    if "scipy.linalg" in sys.modules or "numba.np.arraymath" in sys.modules:
+        return False
+    from numba.np import linalg
+
+    probe = linalg.ensure_blas
+
+    def unavailable() -> None:
+        raise ImportError("BLAS probe skipped by refinery.text.kernels.compiled")
+
+    linalg.ensure_blas = unavailable
+    try:
+        import numba.np.arraymath  # noqa: F401  (binds the probe at import; the flag is set there)
+    finally:
+        linalg.ensure_blas = probe
+    return True
+
+
+BLAS_PROBE_SKIPPED = skip_blas_probe()
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
