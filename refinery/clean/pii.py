@@ -33,11 +33,12 @@ _EMAIL = re.compile(
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _HEX = "[0-9A-Fa-f]"
-_IPV6_BLOCKED = "0-9A-Za-z_:."  # ASCII characters of _IPV6's lookbehind class [\w:.]
 _IPV6 = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:){1,7}(?::|(?::[0-9A-Fa-f]{1,4}){1,7}|[0-9A-Fa-f]{1,4})(?![\w:])"
 )
-_PHONE_INTERNATIONAL = r"\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"  # +44 20 7946 0958
+_PHONE_INTERNATIONAL = (
+    r"\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"  # +44 20 7946 0958
+)
 _PHONE_NATIONAL = (
     r"\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}"  # (555) 123-4567
     r"|\d{3}[.-]\d{3}[.-]\d{4}"  # 555-123-4567, 555.123.4567
@@ -172,12 +173,11 @@ def candidates() -> dict[str, str]:
         "email": r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]",
         # 13 digits with optional single separators: the first 13 digits of any card match
         "credit_card": rf"{nd}(?:[ -]?{nd}){{12}}",
-        # where a match _ipv6_ok accepts can start: such a match holds "::" (so it opens with hex
-        # groups and then "::": _IPV6's groups hold a digit each) or is eight groups (seven
-        # colons), and what precedes it is no Python word character, ":" or "." (RE2's class
-        # below leaves out only their ASCII ones: a superset). Times such as 15:35:01 and C++
-        # names such as ns::name, most of _IPV6's matches and "::" in real text, are none.
-        "ipv6": rf"(?:^|[^{_IPV6_BLOCKED}])(?:(?:{_HEX}{{1,4}}:){{1,7}}:|(?:{_HEX}{{1,4}}:){{7}}{_HEX}{{1,4}})",
+        # where a match _ipv6_ok accepts can be: it holds "::" (so it opens with hex groups and
+        # then "::": each of _IPV6's groups holds a digit) or is eight groups (seven colons).
+        # Times such as 15:35:01, most of _IPV6's matches in changelogs, are none. No context: a
+        # replacement before a match can change what its lookbehind sees (see tokens_inert).
+        "ipv6": rf"(?:{_HEX}{{1,4}}:){{1,7}}:|(?:{_HEX}{{1,4}}:){{7}}{_HEX}{{1,4}}",
         "ipv4": rf"(?:{nd}{{1,3}}\.){{3}}{nd}{{1,3}}",
         # a national form (each holds 9 or 10 digits), or an international one with the 7 digits
         # _phone_ok asks for: its digits come after "+" with separators from " .-()" between them
@@ -277,17 +277,12 @@ def tokens_inert(pairs: tuple[tuple[str, str], ...]) -> bool:
     (:func:`alphabet`), and holds no candidate of it. Then a match of a later detector can neither
     hold nor cross a token (it would be a run of its alphabet reaching past the token's edge, or a
     candidate inside the token), so it lies in text the line held before, where the later
-    detector's own candidate flagged it: the lines the earlier detectors changed need no recheck.
-    IPv6's candidate also reads the character before a match (what its lookbehind refuses), so a
-    token before it must end with one of those characters: the default placeholders do not, and
-    their lines are rechecked (:func:`_rechecked`)."""
+    detector's own candidate flagged it: the lines the earlier detectors changed need no recheck."""
     for at, (_, token) in enumerate(pairs):
         for name, _ in pairs[at + 1 :]:
             letters = alphabet(name)
             if not token or token[0] in letters or token[-1] in letters:
                 return False
-            if name == "ipv6" and not re.fullmatch(f"[{_IPV6_BLOCKED}]", token[-1]):
-                return False  # a match may start after the token where the text before blocked it
             try:
                 held = pc.match_substring_regex(pa.array([token]), candidates()[name])[0].as_py()
             except (UnicodeEncodeError, pa.ArrowInvalid):  # a token Arrow cannot hold: not proven inert
