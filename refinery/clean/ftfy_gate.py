@@ -240,6 +240,7 @@ def _either(first: str, second: str) -> str:
 
 _NOT_SUBSTITUTABLE_RE2 = _either(BADNESS_RE2, NOT_SIMPLE_RE2)  # bad, or something hard
 _SUBSTITUTED_RE2 = re2_class(SUBSTITUTED)  # what the substitution path replaces
+_RULED_OUT_OR_SUBSTITUTED_RE2 = _either(BADNESS_RE2, f"{NOT_SIMPLE_RE2}|{_SUBSTITUTED_RE2}")
 _BLOCKED_RE2 = _either(BADNESS_RE2, AFTER_RE2)  # what pass two must not find
 
 
@@ -360,9 +361,7 @@ def fix_texts(texts: Sequence[str], arr: pa.Array | None = None) -> list[str]:
     todo = [i for i, (t, f) in enumerate(zip(out, flagged, strict=True)) if f or not _nfc_and_short(t, limit)]
     if not todo:
         return out
-    sub = arr.take(pa.array(todo, pa.int64()))
-    ruled_out = _mask(sub, _NOT_SUBSTITUTABLE_RE2)
-    substitutes = _mask(sub, _SUBSTITUTED_RE2)
+    ruled_out, substitutes = _second_level(arr.take(pa.array(todo, pa.int64())))
     candidates, unchanged = [], set()
     for k, i in enumerate(todo):
         if ruled_out[k] or len(out[i]) >= limit:
@@ -378,6 +377,23 @@ def fix_texts(texts: Sequence[str], arr: pa.Array | None = None) -> list[str]:
         if i not in unchanged:
             out[i] = done[i] if i in done else fix_segments(out[i])
     return out
+
+
+def _second_level(sub: pa.Array) -> tuple[list[bool], list[bool]]:
+    """Per string of ``sub``: (is the substitution path ruled out, does it hold a character that
+    path substitutes). One scan for either answer first: on real text most flagged documents hold
+    neither (only badness-only characters: a dash, a bullet, an accent), so the two patterns then
+    scan only the few that hold one, instead of every flagged document each."""
+    either = _mask(sub, _RULED_OUT_OR_SUBSTITUTED_RE2)
+    hits = [k for k, hit in enumerate(either) if hit]
+    ruled_out, substitutes = [False] * len(sub), [False] * len(sub)
+    if hits:
+        found = sub.take(pa.array(hits, pa.int64()))
+        for k, r, t in zip(
+            hits, _mask(found, _NOT_SUBSTITUTABLE_RE2), _mask(found, _SUBSTITUTED_RE2), strict=True
+        ):
+            ruled_out[k], substitutes[k] = r, t
+    return ruled_out, substitutes
 
 
 def _nfc(text: str) -> bool:
