@@ -17,6 +17,7 @@ from refinery.clean.normalize import (
     fix_unicode,
     fix_unicode_batch,
     normalize_form,
+    normalize_forms,
     normalize_whitespace,
     strip_invisible,
     tidy_batch,
@@ -86,8 +87,7 @@ def _clean_texts(texts: list[str], params: CleanParams, original: pa.Array | Non
     """``original``: ``texts`` as an Arrow large_string array, when the caller has them (the
     stage's column): then nothing is converted from Python but the texts that repair changed."""
     out = fix_unicode_batch(texts, original) if params.fix_unicode else list(texts)
-    if params.unicode_form != "none":
-        out = [t if t.isascii() else normalize_form(t, params.unicode_form) for t in out]
+    out = normalize_forms(out, params.unicode_form, repaired=params.fix_unicode)
     try:
         arr = pa.array(out, pa.large_string()) if original is None else _replaced(original, texts, out)
     except (UnicodeEncodeError, pa.ArrowInvalid):

@@ -59,6 +59,18 @@ def normalize_form(text: str, form: str) -> str:
     return text if form == "none" else unicodedata.normalize(form, text)
 
 
+def normalize_forms(texts: list[str], form: str, repaired: bool = False) -> list[str]:
+    """:func:`normalize_form` of each text (ASCII is in every form). ``repaired``: the texts came
+    out of :func:`fix_unicode_batch`, whose output shorter than ftfy's ``max_decode_length`` is
+    already NFC (ftfy ends each segment's every pass with NFC, a segment is cut after a ``\n``,
+    which composes with nothing, and the gate returns a text unchanged only when it is NFC): then
+    NFC is not computed again for those (``tests/unit/test_ftfy_gate.py`` checks the output is NFC)."""
+    if form == "none":
+        return texts
+    limit = FTFY_CONFIG.max_decode_length if repaired and form == "NFC" else 0
+    return [t if t.isascii() or len(t) < limit else unicodedata.normalize(form, t) for t in texts]
+
+
 def strip_invisible(text: str) -> str:
     return _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 

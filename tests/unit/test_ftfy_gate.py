@@ -53,6 +53,18 @@ def test_gated_repair_equals_ftfy_on_every_document(documents):
     assert changed >= len(CRAFTED) - 8  # the fixture really exercises ftfy
 
 
+def test_repaired_output_is_nfc(documents):
+    """What cleaning relies on to leave NFC out after the repair (normalize_forms): every repaired
+    text shorter than ftfy's max_decode_length is NFC, also from decomposed (NFD) input."""
+    import unicodedata
+
+    inputs = documents + [unicodedata.normalize("NFD", t) for t in documents]
+    decomposed = sum(not unicodedata.is_normalized("NFC", t) for t in inputs)
+    assert decomposed >= 40  # the fixture really holds text NFC changes (59 texts)
+    for text in fix_unicode_batch(inputs):
+        assert unicodedata.is_normalized("NFC", text)
+
+
 @pytest.mark.parametrize("text", CRAFTED)
 def test_one_document_equals_ftfy(text):
     assert fix_unicode(text) == ftfy.fix_text(text)
