@@ -11,6 +11,8 @@ import numpy as np
 
 from refinery.text.kernels.tables import BREAK, JOINER, LETTER, SPACE, STRIP, WORD
 
+PLAIN = 64  # doc_counts' own bit: ASCII "other" that is no dot, '#', space or break (no table uses it)
+
 
 def skip_blas_probe() -> bool:
     """Load numba's ``arraymath`` without its import-time BLAS probe, unless SciPy's linear algebra
@@ -99,7 +101,16 @@ def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
     """One streaming pass per document (see :mod:`refinery.text.kernels.doc_counts`). A joiner after
     a word character is pending until the next character says whether it joins; a line's first
     non-space byte and its last non-space character (with the run of dots ending there) are
-    tracked as it goes, so no position is revisited."""
+    tracked as it goes, so no position is revisited.
+
+    Two ASCII fast paths take most bytes of real text: a run of ASCII word characters is consumed
+    in a tight loop over a 256-entry table (0 for bytes >= 0x80, so one lookup decides), and a
+    space (U+0020) only ends what it ends; every other character takes the general path."""
+    ascii_flags = np.zeros(256, dtype=np.uint8)
+    for b in range(0x80):
+        ascii_flags[b] = table[b]
+        if not table[b] & (WORD | SPACE | STRIP | BREAK) and b != 0x2E and b != 0x23:
+            ascii_flags[b] |= PLAIN
     for d in range(len(offsets) - 1):
         i, end = offsets[d], offsets[d + 1]
         word_chars = other = words = word_length = letter_words = 0
@@ -110,14 +121,54 @@ def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
         while i < end:
             p = i
             b = data[i]
-            if prev_word and b < 0x80 and table[b] & WORD:
-                # An ASCII word character inside a word: only the word counts and the line's last
-                # non-space character change (no dot run or joiner can be pending after a word character).
-                word_chars += 1
-                word_length += 1
-                if not has_letter and table[b] & LETTER:
+            g = ascii_flags[b]
+            if g & WORD:
+                # A run of ASCII word characters: a word starts here unless one runs into it (or a
+                # pending joiner joins it); no dot, break or space is inside it.
+                if not prev_word:
+                    if pending:
+                        word_length += 1  # the joiner between two word characters
+                    else:
+                        words += 1
+                        has_letter = False
+                    ellipses += dots // 3
+                    dots = 0
+                    prev_word = True
+                    pending = False
+                i += 1
+                while i < end:
+                    c = ascii_flags[data[i]]
+                    if not c & WORD:
+                        break
+                    g |= c
+                    i += 1
+                word_chars += i - p
+                word_length += i - p
+                if not has_letter and g & LETTER:
                     has_letter = True
                     letter_words += 1
+                if first_ns < 0:
+                    first_ns = p
+                last_ns = np.int64(data[i - 1])
+                run_dots = ns_dots = 0
+                continue
+            if b == 0x20:
+                # A space: not a word character, joiner, break or "other"; ends a dot run.
+                ellipses += dots // 3
+                dots = 0
+                prev_word = pending = False
+                run_dots = 0
+                i += 1
+                continue
+            if g & PLAIN:
+                # Other ASCII punctuation ("other", maybe a joiner): not a dot, '#', space or break.
+                other += 1
+                pending = prev_word and (g & JOINER) != 0
+                prev_word = False
+                ellipses += dots // 3
+                dots = 0
+                if first_ns < 0:
+                    first_ns = p
                 last_ns = np.int64(b)
                 run_dots = ns_dots = 0
                 i += 1
