@@ -103,9 +103,12 @@ def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
     non-space byte and its last non-space character (with the run of dots ending there) are
     tracked as it goes, so no position is revisited.
 
-    Two ASCII fast paths take most bytes of real text: a run of ASCII word characters is consumed
-    in a tight loop over a 256-entry table (0 for bytes >= 0x80, so one lookup decides), and a
-    space (U+0020) only ends what it ends; every other character takes the general path."""
+    ASCII fast paths take most bytes of real text (105 MB of it: 77% ASCII word characters, 11%
+    spaces, 9% other ASCII, 0.7% non-ASCII): a run of ASCII word characters is consumed in a tight
+    loop over a 256-entry table (0 for bytes >= 0x80, so one lookup decides), and so are the words
+    after it parted by single spaces; a space elsewhere only ends what it ends; ASCII punctuation
+    other than dots, '#' and breaks only counts as "other". Every other character takes the
+    general path. Each path leaves the same state the general path would."""
     ascii_flags = np.zeros(256, dtype=np.uint8)
     for b in range(0x80):
         ascii_flags[b] = table[b]
@@ -149,6 +152,25 @@ def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
                     letter_words += 1
                 if first_ns < 0:
                     first_ns = p
+                # Words parted by single spaces, the commonest stretch of text, stay in this loop: a
+                # space between two ASCII word characters only ends one word and starts the next.
+                while i + 1 < end and data[i] == 0x20 and ascii_flags[data[i + 1]] & WORD:
+                    i += 1
+                    p = i
+                    words += 1
+                    g = ascii_flags[data[i]]
+                    i += 1
+                    while i < end:
+                        c = ascii_flags[data[i]]
+                        if not c & WORD:
+                            break
+                        g |= c
+                        i += 1
+                    word_chars += i - p
+                    word_length += i - p
+                    has_letter = (g & LETTER) != 0
+                    if has_letter:
+                        letter_words += 1
                 last_ns = np.int64(data[i - 1])
                 run_dots = ns_dots = 0
                 continue
