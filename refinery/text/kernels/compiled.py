@@ -106,9 +106,10 @@ def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
     ASCII fast paths take most bytes of real text (105 MB of it: 77% ASCII word characters, 11%
     spaces, 9% other ASCII, 0.7% non-ASCII): a run of ASCII word characters is consumed in a tight
     loop over a 256-entry table (0 for bytes >= 0x80, so one lookup decides), and so are the words
-    after it parted by single spaces; a space elsewhere only ends what it ends; ASCII punctuation
-    other than dots, '#' and breaks only counts as "other". Every other character takes the
-    general path. Each path leaves the same state the general path would."""
+    after it parted by single spaces; a space elsewhere only ends what it ends; a line feed ends
+    the line; a dot extends its run; other ASCII punctuation (no '#' or break) only counts as
+    "other". Every other character takes the general path, and each fast path leaves the state
+    the general path would (``tests/unit/test_text_kernels.py`` holds the counts to Python's)."""
     ascii_flags = np.zeros(256, dtype=np.uint8)
     for b in range(0x80):
         ascii_flags[b] = table[b]
@@ -180,6 +181,33 @@ def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
                 dots = 0
                 prev_word = pending = False
                 run_dots = 0
+                i += 1
+                continue
+            if b == 0x0A:
+                # A line feed: a break that is space, no joiner; ends a dot run and the line.
+                ellipses += dots // 3
+                dots = 0
+                prev_word = pending = False
+                lines += 1
+                bullet, ellipsis = _line_shares(
+                    data, p, first_ns, last_ns, ns_dots, prefix_offsets, prefix_data
+                )
+                bullets += bullet
+                ellipsis_lines += ellipsis
+                i += 1
+                line_start, first_ns, last_ns, ns_dots, run_dots = i, -1, 0, 0, 0
+                continue
+            if b == 0x2E:
+                # A dot: "other", a joiner; counted in runs for "..." at the end.
+                other += 1
+                pending = prev_word and (g & JOINER) != 0
+                prev_word = False
+                dots += 1
+                if first_ns < 0:
+                    first_ns = p
+                last_ns = np.int64(b)
+                run_dots += 1
+                ns_dots = run_dots
                 i += 1
                 continue
             if g & PLAIN:
