@@ -164,6 +164,9 @@ TIDY_CRAFTED = [
     "\u202a\u2066bidi\u2069\u202e",
     "\n\n\n",
     "\t",
+    # runs of bytes the pass copies, ended by the text, a space run, an invisible or a break
+    "abc",
+    "ab cd  ef\tgh \nij\u200bkl\r\nmn é op ",
 ]
 TIDY_ALPHABET = "ab é😀\n\r\t\x00\x0b\x0c\x1c\x1f\x7f\x85\u00a0\u00ad\u200b\u2028\u3000\ufeff"
 

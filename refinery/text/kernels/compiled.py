@@ -341,11 +341,19 @@ def tidy(offsets, data, table, invisible, spaces, trim, strip_invisible, collaps
         while i < end:
             b = data[i]
             if not in_run:
-                if plain[b]:  # an ASCII byte no step acts on, outside a space run
+                if plain[b]:  # ASCII bytes no step acts on, outside a space run: copied in a tight loop
                     out[pos] = b
                     pos += 1
                     i += 1
-                    continue
+                    while i < end:
+                        b = data[i]
+                        if not plain[b]:
+                            break
+                        out[pos] = b
+                        pos += 1
+                        i += 1
+                    if i == end:
+                        break
                 if b == 0x20 and i + 1 < end and plain[data[i + 1]]:  # a lone space between such bytes
                     out[pos] = 0x20
                     out[pos + 1] = data[i + 1]
