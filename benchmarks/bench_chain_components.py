@@ -8,6 +8,11 @@ fastText labels), PII redaction, the heuristic chain under three configurations 
 heuristics' word counts (both on 5,000-document batches, as the stages see them). The parts are
 library calls, not Dagster runs: ``bench_chain_dagster.py`` measures those.
 
+``--kernels`` times only the compiled passes, each on the whole corpus in one call (best of
+``--repeat``, after a first call that loads the machine code): the heuristics' per-document counts
+(``batch_counts``, on the text the clean_documents processor keeps, cleaned once untimed) and
+cleaning's invisible-character and whitespace pass (``normalize.tidy_batch`` on the raw text).
+
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_chain_components.py --baseline-code /tmp/base
 """
 
@@ -24,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, sys, time
-root, mb, repeat = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+root, mb, repeat, kernels = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "kernels"
 sys.path.insert(0, root)
 import pandas as pd, pyarrow as pa
 import refinery
@@ -50,8 +55,20 @@ def timed(name, fn):
         best = min(best, time.process_time() - started)
     out[name] = round(best, 3)
     return value
-clean = timed("clean_documents processor", lambda: Cleaner(CleanParams(), languages)(frame).kept)
 arr = pa.array(texts, pa.large_string())
+if kernels:
+    from refinery.clean.normalize import tidy_batch
+    from refinery.text.kernels.doc_counts import batch_counts
+    from refinery.text.kernels.utf8 import large_strings
+    cleaned = large_strings(Cleaner(CleanParams(), languages)(frame).kept["text"])
+    prefixes = HeuristicParams().bullet_prefixes
+    batch_counts(cleaned[:3], prefixes), tidy_batch(arr[:3], True, True)
+    name = f"compiled doc_counts, {cleaned.nbytes / 1e6:.0f} MB cleaned"
+    timed(name, lambda: batch_counts(cleaned, prefixes))
+    timed(f"compiled tidy, {arr.nbytes / 1e6:.0f} MB raw", lambda: tidy_batch(arr, True, True))
+    print(json.dumps(out))
+    sys.exit(0)
+clean = timed("clean_documents processor", lambda: Cleaner(CleanParams(), languages)(frame).kept)
 timed("PII redaction", lambda: redact_batch(texts, arr, set(PII_KINDS)))
 for name, overrides in (
     ("heuristics, default", {}),
@@ -77,13 +94,15 @@ def main() -> None:
     parser.add_argument("--real-mb", type=float, default=24)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--kernels", action="store_true", help="only the compiled passes (see above)")
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     results: dict[str, list[dict]] = {}
     for _ in range(args.rounds):
         for name, code in (("this code", ROOT), ("baseline code", args.baseline_code.resolve())):
             env["PYTHONPATH"] = str(code)
-            cmd = [sys.executable, "-c", CHILD, str(code), str(args.real_mb), str(args.repeat)]
+            mode = "kernels" if args.kernels else "all"
+            cmd = [sys.executable, "-c", CHILD, str(code), str(args.real_mb), str(args.repeat), mode]
             done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
             parts = json.loads(done.stdout.strip().splitlines()[-1])
             results.setdefault(name, []).append(parts)
@@ -92,7 +111,7 @@ def main() -> None:
         ours = min(r[part] for r in results["this code"])
         theirs = min(r[part] for r in results["baseline code"])
         print(f"{part}: {theirs:.3f} -> {ours:.3f} CPU s ({theirs / ours:.2f}x)")
-    path = ROOT / "benchmarks" / "out" / "chain_components.json"
+    path = ROOT / "benchmarks" / "out" / ("chain_kernels.json" if args.kernels else "chain_components.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1))
 

@@ -59,7 +59,21 @@ CRAFTED = [
     "tabs\tand\nnewlines\x00\x1b",
     "line\u2029para\u2028sep\x0bvt\x0cff",
     "  \n   \n",
+    # the ASCII fast paths of the kernel: words parted by single spaces (ending the text, a line, a
+    # joiner, digits only), dots in runs before breaks and words, a line feed after a joiner
+    "a b c",
+    "a b ",
+    "1 2 a 3 _ x_ 4",
+    "x y-z w'v u.t s- r",
+    "a  b\tc \nd",
+    "w ...\nx....\n..y. z...",
+    "one...two.three\n...",
+    "a-\nb a'\nb 2.\n3",
+    " # #a a# a.#b a-#",
+    "- a b\n* c d...\n· e …\n  -f",
+    "word, word; (word) [w] w: w/w",
 ]
+ASCII_ALPHABET = "ab1_ .-'#,\n\r\t*é"
 ALPHABET = "aZé_1²٣'’.-#…•*· \n\r\t\x0b\x0c\x1c\x1f\x85\u2028\u00a0!{}😀𝟘中"
 PREFIX_SETS = [("•", "-", "*", "·"), (), ("",), ("->", "- ", "••"), ("\n", "a")]
 
@@ -112,6 +126,14 @@ def test_doc_counts_equal_python_on_generated_text(texts, prefixes):
     assert counted(texts, prefixes) == [expected(t, prefixes) for t in texts]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=ASCII_ALPHABET, max_size=60), max_size=6), st.sampled_from(PREFIX_SETS))
+def test_doc_counts_equal_python_on_generated_mostly_ascii_text(texts, prefixes):
+    """Mostly ASCII words, spaces, dots, joiners and breaks: the kernel's fast paths and their
+    hand-offs to the general path (one non-ASCII letter among them)."""
+    assert counted(texts, prefixes) == [expected(t, prefixes) for t in texts]
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -142,6 +164,9 @@ TIDY_CRAFTED = [
     "\u202a\u2066bidi\u2069\u202e",
     "\n\n\n",
     "\t",
+    # runs of bytes the pass copies, ended by the text, a space run, an invisible or a break
+    "abc",
+    "ab cd  ef\tgh \nij\u200bkl\r\nmn é op ",
 ]
 TIDY_ALPHABET = "ab é😀\n\r\t\x00\x0b\x0c\x1c\x1f\x7f\x85\u00a0\u00ad\u200b\u2028\u3000\ufeff"
 
