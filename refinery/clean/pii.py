@@ -325,8 +325,7 @@ def redact_batch(
 
     The documents are never split into Python lines: their lines are found in Arrow's buffer
     (:class:`_LineTable`), only the flagged lines become Python strings, and a document that
-    changed is its text with the changed lines spliced in, built when a later detector's
-    ``needs`` or the result asks for it.
+    changed is its text with the changed lines spliced in, once, at the end.
     """
     out, counts = list(texts), [dict.fromkeys(PII_KINDS, 0) for _ in texts]
     names = _enabled(kinds)
@@ -359,9 +358,10 @@ def redact_batch(
                 if not digits[n]:
                     continue
             _redact_detector(det, token, lines, ids, changed[n], found[n])
-    for n, i in enumerate(docs.tolist()):
-        if changed[n]:
-            out[i] = table.splice(n, originals[n], changed[n], lines)
+    at = docs.tolist()
+    for n, text in table.splice(originals, changed, lines).items():
+        out[at[n]] = text
+    for n, i in enumerate(at):
         counts[i] = found[n]
     return out, counts
 
@@ -392,7 +392,8 @@ class _LineTable:
         starts[~opens] = breaks + 1
         self.off = off
         self.starts = starts[:-1]
-        self.ends = starts[1:] - ~opens[1:]  # a line that is not its document's last ends at its "\n"
+        self.closed = ~opens[1:]  # the lines that end with a "\n" (not their document's last)
+        self.ends = starts[1:] - self.closed
         #: every line with its "\n" (no candidate pattern matches one, nor has anchors or lookarounds)
         self.lines = pa.LargeStringArray.from_buffers(total, pa.py_buffer(starts), data)
 
@@ -410,21 +411,28 @@ class _LineTable:
         """The lines ``ids`` as Python strings, without their "\\n"."""
         return pc.replace_substring(self.lines.take(pa.array(ids, pa.int64())), "\n", "").to_pylist()
 
-    def splice(self, n: int, text: str, ids: set[int], lines: dict[int, str]) -> str:
-        """Document ``n`` (``text``, as it came in) with its lines ``ids`` replaced by ``lines``."""
-        at = np.array(sorted(ids), dtype=np.int64)
-        begin, end = self.off[n], self.off[n + 1]
-        starts, ends = self.starts[at] - begin, self.ends[at] - begin
-        if len(text) != end - begin:  # not ASCII: byte offsets to code points
-            chars = np.zeros(end - begin + 1, dtype=np.int64)
-            np.cumsum((self.data[begin:end] & 0xC0) != 0x80, out=chars[1:])
-            starts, ends = chars[starts], chars[ends]
-        pieces, last = [], 0
-        for j, a, b in zip(at.tolist(), starts.tolist(), ends.tolist(), strict=True):
-            pieces += (text[last:a], lines[j])
-            last = b
-        pieces.append(text[last:])
-        return "".join(pieces)
+    def splice(self, texts: list[str], changed: list[set[int]], lines: dict[int, str]) -> dict[int, str]:
+        """Each document (by its place in the batch) where ``changed`` holds line ids: its text as it
+        came in (``texts``) with those lines replaced by ``lines``. In a document that is not
+        ASCII, the lines' byte offsets become code points by the number of UTF-8 continuation
+        bytes before them. (Joining the lines in Arrow instead was slower: it copies every line.)"""
+        out = {}
+        for n, ids in enumerate(changed):
+            if not ids:
+                continue
+            at = np.array(sorted(ids), dtype=np.int64)
+            begin, end = self.off[n], self.off[n + 1]
+            starts, ends = self.starts[at] - begin, self.ends[at] - begin
+            if len(texts[n]) != end - begin:  # not ASCII
+                tail = np.flatnonzero((self.data[begin:end] & 0xC0) == 0x80)
+                starts, ends = starts - np.searchsorted(tail, starts), ends - np.searchsorted(tail, ends)
+            text, pieces, last = texts[n], [], 0
+            for j, a, b in zip(at.tolist(), starts.tolist(), ends.tolist(), strict=True):
+                pieces += (text[last:a], lines[j])
+                last = b
+            pieces.append(text[last:])
+            out[n] = "".join(pieces)
+        return out
 
 
 def _rechecked(
