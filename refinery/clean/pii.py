@@ -201,7 +201,9 @@ def any_candidate(names: tuple[str, ...]) -> str:
 
 
 def _mask(arr: pa.Array | pa.ChunkedArray, pattern: str) -> np.ndarray:
-    return pc.match_substring_regex(arr, pattern).to_numpy(zero_copy_only=False)
+    """Where ``pattern`` matches (a null: no)."""
+    found = pc.match_substring_regex(arr, pattern)
+    return (found.fill_null(False) if found.null_count else found).to_numpy(zero_copy_only=False)
 
 
 def _masks_of_hits(arr: pa.Array | pa.ChunkedArray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -334,7 +336,7 @@ def redact_batch(
     docs = np.flatnonzero(_mask(arr, any_candidate(names)))
     if not len(docs):
         return out, counts
-    table = _LineTable(arr.take(pa.array(docs, pa.int64())))
+    table = _LineTable(arr, docs)
     masks = _masks_of_hits(table.lines, names)
     flagged = {name: table.by_document(np.flatnonzero(mask)) for name, mask in masks.items()}
     read = np.flatnonzero(np.logical_or.reduce(list(masks.values())))
@@ -366,36 +368,67 @@ def redact_batch(
     return out, counts
 
 
-class _LineTable:
-    """The lines of a batch of documents, located in its Arrow buffer without copying it: line ids
-    run over the batch (a document's lines are consecutive), each line cut at "\\n" as
-    ``str.split("\\n")`` cuts it (a document ending in "\\n" has an empty last line)."""
+_BLOCK = 1 << 22  # bytes searched for line breaks at a time: small temporaries, no fresh pages
 
-    def __init__(self, docs: pa.Array) -> None:
-        if not pa.types.is_large_string(docs.type):
-            docs = docs.cast(pa.large_string())
-        if docs.null_count:
+
+class _LineTable:
+    """The lines of some documents of a batch, located in the batch's Arrow buffer without copying
+    it. Entry ids run over the chosen documents in order (a document's lines are consecutive);
+    each line is cut at "\\n" as ``str.split("\\n")`` cuts it (a document ending in "\\n" has an
+    empty last line); the bytes between two chosen documents that are not adjacent are one null
+    entry, which no scan reads and no document owns."""
+
+    def __init__(self, batch: pa.Array, docs: np.ndarray) -> None:
+        if not len(docs):
+            raise ValueError("a line table needs at least one document")
+        if not pa.types.is_large_string(batch.type):
+            batch = batch.cast(pa.large_string())
+        if batch.null_count:
             raise ValueError("redact_batch: a document is null")
-        _, offsets, data = docs.buffers()
+        _, offsets, data = batch.buffers()
         if data is None:  # every document empty
             data = pa.py_buffer(b"")
-        off = np.frombuffer(offsets, np.int64)[docs.offset : docs.offset + len(docs) + 1]
+        every = np.frombuffer(offsets, np.int64)[batch.offset : batch.offset + len(batch) + 1]
+        self.begin, self.end = every[docs], every[docs + 1]
         self.data = np.frombuffer(data, np.uint8)
-        breaks = np.flatnonzero(self.data[off[0] : off[-1]] == 10) + off[0]  # UTF-8: a 10 is a "\n"
-        total = len(docs) + len(breaks)
-        #: each document's first line id, and the number of lines after the last
-        self.first = np.append(np.arange(len(docs)) + np.searchsorted(breaks, off[:-1]), total)
-        opens = np.zeros(total + 1, dtype=bool)
-        opens[self.first] = True
+        adjacent = self.begin[1:] == self.end[:-1]
+        runs = np.flatnonzero(~adjacent) + 1  # the chosen documents that open a run of adjacent ones
+        firsts, lasts = np.append(0, runs), np.append(runs - 1, len(docs) - 1)
+        found = [
+            np.flatnonzero(self.data[at : min(at + _BLOCK, stop)] == 10) + at  # UTF-8: a 10 is a "\n"
+            for start, stop in zip(self.begin[firsts].tolist(), self.end[lasts].tolist(), strict=True)
+            for at in range(start, stop, _BLOCK)
+        ]
+        breaks = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+        before = np.searchsorted(breaks, self.begin)  # line breaks before each document
+        gap = np.append(~adjacent, False)  # a null entry after the document
+        sizes = 1 + np.append(before[1:], len(breaks)) - before + gap
+        total = int(sizes.sum())
+        #: each document's first entry id, and the number of entries after the last
+        self.first = np.append(0, np.cumsum(sizes))
         starts = np.empty(total + 1, dtype=np.int64)
-        starts[self.first] = np.append(off[:-1], off[-1])
-        starts[~opens] = breaks + 1
-        self.off = off
+        starts[self.first[:-1]] = self.begin
+        kind = np.zeros(total + 1, dtype=np.int8)  # 0: a document's first line, 1: after a break, 2: gap
+        owner = np.searchsorted(self.begin, breaks, side="right") - 1
+        after = self.first[owner] + 1 + np.arange(len(breaks)) - before[owner]
+        starts[after] = breaks + 1
+        kind[after] = 1
+        gaps = self.first[1:][gap] - 1
+        starts[gaps] = self.end[gap]
+        kind[gaps] = 2
+        starts[total] = self.end[-1]
         self.starts = starts[:-1]
-        self.closed = ~opens[1:]  # the lines that end with a "\n" (not their document's last)
+        self.closed = kind[1:] == 1  # the lines that end with a "\n" (not their document's last)
         self.ends = starts[1:] - self.closed
+        valid = kind[:-1] != 2
         #: every line with its "\n" (no candidate pattern matches one, nor has anchors or lookarounds)
-        self.lines = pa.LargeStringArray.from_buffers(total, pa.py_buffer(starts), data)
+        self.lines = pa.LargeStringArray.from_buffers(
+            total,
+            pa.py_buffer(starts),
+            data,
+            pa.py_buffer(np.packbits(valid, bitorder="little")),
+            int(gap.sum()),
+        )
 
     def by_document(self, ids: np.ndarray) -> dict[int, list[int]]:
         """Line ids (ascending) grouped by document (by its place in the batch)."""
@@ -421,7 +454,7 @@ class _LineTable:
             if not ids:
                 continue
             at = np.array(sorted(ids), dtype=np.int64)
-            begin, end = self.off[n], self.off[n + 1]
+            begin, end = self.begin[n], self.end[n]
             starts, ends = self.starts[at] - begin, self.ends[at] - begin
             if len(texts[n]) != end - begin:  # not ASCII
                 tail = np.flatnonzero((self.data[begin:end] & 0xC0) == 0x80)

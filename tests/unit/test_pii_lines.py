@@ -207,21 +207,23 @@ EDGE_DOCS = [
 
 
 @pytest.mark.parametrize("arrow_type", [pa.large_string(), pa.string()])
-def test_line_table_cuts_lines_as_str_split(arrow_type):
+@pytest.mark.parametrize("chosen", ["all", "some"])
+def test_line_table_cuts_lines_as_str_split(arrow_type, chosen):
     """The lines found in Arrow's buffer are ``str.split("\\n")``'s, in a batch that starts at an
-    offset into its buffer (a slice) too, and each document's lines are consecutive."""
+    offset into its buffer (a slice) too; each chosen document's lines are consecutive, and the
+    bytes of the documents left out between two chosen ones are one null entry."""
     docs = [*EDGE_DOCS, *PII_CASES, CHANGELOG]
+    picks = list(range(len(docs))) if chosen == "all" else [0, 1, 2, 5, 6, 9, 10, 11, len(docs) - 1]
     for arr in (pa.array(docs, arrow_type), pa.array(["skipped", *docs], arrow_type)[1:]):
-        table = _LineTable(arr)
-        expected = [line for doc in docs for line in doc.split("\n")]
-        assert table.text_of(np.arange(len(expected))) == expected
-        assert table.first.tolist() == np.cumsum([0, *(doc.count("\n") + 1 for doc in docs)]).tolist()
-        assert table.by_document(np.array([0, 1, 4, len(expected) - 1])) == {
-            0: [0],
-            1: [1],
-            2: [4],
-            len(docs) - 1: [len(expected) - 1],
-        }
+        table = _LineTable(arr, np.array(picks))
+        assert len(table.first) == len(picks) + 1
+        for n, doc in enumerate(docs[i] for i in picks):
+            ids = np.arange(table.first[n], table.first[n] + doc.count("\n") + 1)
+            assert table.text_of(ids) == doc.split("\n")
+            assert table.by_document(ids) == {n: ids.tolist()}
+        null = np.flatnonzero(table.lines.is_null().to_numpy(zero_copy_only=False))
+        assert len(null) == (0 if chosen == "all" else 3)  # after 2, 6 and 11
+        assert table.first[-1] == sum(docs[i].count("\n") + 1 for i in picks) + len(null)
 
 
 @pytest.mark.parametrize("placeholder", ["<{kind}>", "[{kind}]", "\n{kind}\n", "{kind}@1.2.3.4", ""])
