@@ -308,7 +308,10 @@ def candidate_masks(arr: pa.Array, kinds: frozenset[str] | set[str]) -> dict[str
 
 
 def redact_batch(
-    texts: Sequence[str], arr: pa.Array, kinds: frozenset[str] | set[str], placeholder: str = "<{kind}>"
+    texts: Sequence[str],
+    arr: pa.Array | pa.ChunkedArray,
+    kinds: frozenset[str] | set[str],
+    placeholder: str = "<{kind}>",
 ) -> tuple[list[str], list[dict[str, int]]]:
     """:func:`redact` over a batch (``arr`` holds the same strings), with the same results.
 
@@ -378,9 +381,11 @@ class _LineTable:
     empty last line); the bytes between two chosen documents that are not adjacent are one null
     entry, which no scan reads and no document owns."""
 
-    def __init__(self, batch: pa.Array, docs: np.ndarray) -> None:
+    def __init__(self, batch: pa.Array | pa.ChunkedArray, docs: np.ndarray) -> None:
         if not len(docs):
             raise ValueError("a line table needs at least one document")
+        if isinstance(batch, pa.ChunkedArray):
+            batch = batch.combine_chunks()
         if not pa.types.is_large_string(batch.type):
             batch = batch.cast(pa.large_string())
         if batch.null_count:

@@ -236,6 +236,8 @@ def test_batch_equals_per_document_at_line_edges(placeholder):
     assert redact_batch(docs, pa.array(docs, pa.large_string()), set(PII_KINDS), placeholder) == want
     sliced = pa.array(["x@y.zz", *docs], pa.string())[1:]
     assert redact_batch(docs, sliced, set(PII_KINDS), placeholder) == want
+    chunked = pa.chunked_array([pa.array(docs[:5], pa.large_string()), pa.array(docs[5:], pa.large_string())])
+    assert redact_batch(docs, chunked, set(PII_KINDS), placeholder) == want
     assert sum(t != d for d, (t, _) in zip(docs, expected, strict=True)) >= 16
 
 
