@@ -216,6 +216,7 @@ def test_line_table_cuts_lines_as_str_split(arrow_type, chosen):
     picks = list(range(len(docs))) if chosen == "all" else [0, 1, 2, 5, 6, 9, 10, 11, len(docs) - 1]
     for arr in (pa.array(docs, arrow_type), pa.array(["skipped", *docs], arrow_type)[1:]):
         table = _LineTable(arr, np.array(picks))
+        table.lines.validate(full=True)  # offsets within the buffer, ascending; every line UTF-8
         assert len(table.first) == len(picks) + 1
         for n, doc in enumerate(docs[i] for i in picks):
             ids = np.arange(table.first[n], table.first[n] + doc.count("\n") + 1)
