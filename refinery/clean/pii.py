@@ -436,7 +436,7 @@ class _LineTable:
         )
 
     def by_document(self, ids: np.ndarray) -> dict[int, list[int]]:
-        """Line ids (ascending) grouped by document (by its place in the batch)."""
+        """Line ids (ascending) grouped by document (by its place among the chosen ones)."""
         if not len(ids):
             return {}
         doc = np.searchsorted(self.first, ids, side="right") - 1
@@ -450,7 +450,7 @@ class _LineTable:
         return pc.replace_substring(self.lines.take(pa.array(ids, pa.int64())), "\n", "").to_pylist()
 
     def splice(self, texts: list[str], changed: list[set[int]], lines: dict[int, str]) -> dict[int, str]:
-        """Each document (by its place in the batch) where ``changed`` holds line ids: its text as it
+        """Each chosen document (by its place among them) where ``changed`` holds line ids: its text as it
         came in (``texts``) with those lines replaced by ``lines``. In a document that is not
         ASCII, the lines' byte offsets become code points by the number of UTF-8 continuation
         bytes before them. (Joining the lines in Arrow instead was slower: it copies every line.)"""
