@@ -108,7 +108,9 @@ class Detector:
     kind: str
     pattern: re.Pattern
     valid: Callable[[str], bool]
-    needs: Callable[[str], bool]  # cheap pre-check that skips the regex on most texts
+    # cheap pre-check that skips the regex on most texts: a necessary condition for a match that
+    # ``valid`` accepts (it never changes a result, so the batch path, which reads lines, skips it)
+    needs: Callable[[str], bool]
     name: str  # the detector's own RE2 candidate (:func:`candidates`): IPv4 and IPv6 apart
 
 
@@ -199,7 +201,9 @@ def any_candidate(names: tuple[str, ...]) -> str:
 
 
 def _mask(arr: pa.Array | pa.ChunkedArray, pattern: str) -> np.ndarray:
-    return pc.match_substring_regex(arr, pattern).to_numpy(zero_copy_only=False)
+    """Where ``pattern`` matches (a null: no)."""
+    found = pc.match_substring_regex(arr, pattern)
+    return (found.fill_null(False) if found.null_count else found).to_numpy(zero_copy_only=False)
 
 
 def _masks_of_hits(arr: pa.Array | pa.ChunkedArray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -304,7 +308,10 @@ def candidate_masks(arr: pa.Array, kinds: frozenset[str] | set[str]) -> dict[str
 
 
 def redact_batch(
-    texts: Sequence[str], arr: pa.Array, kinds: frozenset[str] | set[str], placeholder: str = "<{kind}>"
+    texts: Sequence[str],
+    arr: pa.Array | pa.ChunkedArray,
+    kinds: frozenset[str] | set[str],
+    placeholder: str = "<{kind}>",
 ) -> tuple[list[str], list[dict[str, int]]]:
     """:func:`redact` over a batch (``arr`` holds the same strings), with the same results.
 
@@ -317,24 +324,30 @@ def redact_batch(
     sees the end of a lone line), so a line's matches are the same alone as in the document, and
     a line where the candidate of a detector does not match holds none of its matches. The
     detectors keep :func:`redact`'s order within each document (the loop runs them in turn over
-    the batch's documents); the per-document pre-conditions (``needs`` on the text as the earlier
-    detectors left it, a digit run in the text before them) still look at the whole document.
+    the batch's documents); a document without a run of two digits before any detector ran is
+    left to the e-mail detector alone, as in :func:`redact`. ``Detector.needs`` is not consulted:
+    it only skips texts that hold no match its validator accepts, so it changes no result.
+
+    The documents are never split into Python lines: their lines are found in Arrow's buffer
+    (:class:`_LineTable`), only the flagged lines become Python strings, and a document that
+    changed is its text with the changed lines spliced in, once, at the end.
     """
     out, counts = list(texts), [dict.fromkeys(PII_KINDS, 0) for _ in texts]
     names = _enabled(kinds)
     if not names:
         return out, counts
-    docs = np.flatnonzero(_mask(arr, any_candidate(names))).tolist()
-    if not docs:
+    docs = np.flatnonzero(_mask(arr, any_candidate(names)))
+    if not len(docs):
         return out, counts
-    lines = [out[i].split("\n") for i in docs]
-    bounds = np.zeros(len(docs) + 1, dtype=np.int64)
-    np.cumsum([len(doc_lines) for doc_lines in lines], out=bounds[1:])
-    flagged = _flagged_lines(arr.take(pa.array(docs)), bounds, names)
-    now = [out[i] for i in docs]  # each document as the detectors so far left it
-    has_digits = [_HAS_DIGIT_RUN.search(text) is not None for text in now]
-    found = [dict.fromkeys(PII_KINDS, 0) for _ in docs]
-    changed: list[set[int]] = [set() for _ in docs]
+    table = _LineTable(arr, docs)
+    masks = _masks_of_hits(table.lines, names)
+    flagged = {name: table.by_document(np.flatnonzero(mask)) for name, mask in masks.items()}
+    read = np.flatnonzero(np.logical_or.reduce(list(masks.values())))
+    lines = dict(zip(read.tolist(), table.text_of(read), strict=True))  # line id -> its text now
+    originals = [texts[i] for i in docs.tolist()]
+    changed: list[set[int]] = [set() for _ in originals]
+    found = [dict.fromkeys(PII_KINDS, 0) for _ in originals]
+    digits: dict[int, bool] = {}
     inert = tokens_inert(
         tuple((det.name, placeholder.format(kind=det.kind.upper())) for det in DETECTORS if det.kind in kinds)
     )
@@ -342,60 +355,152 @@ def redact_batch(
         if det.kind not in kinds:
             continue
         token = placeholder.format(kind=det.kind.upper())
-        run = [n for n in range(len(docs)) if det.needs(now[n]) and (det.kind == "email" or has_digits[n])]
-        if inert:
-            todo = {n: flagged[det.name][n] for n in run}
-        else:
-            todo = _rechecked(det.name, run, flagged[det.name], changed, lines)
-        for n in run:
-            if todo[n] and _redact_detector(det, token, lines[n], sorted(todo[n]), changed[n], found[n]):
-                now[n] = "\n".join(lines[n])
-    for n, i in enumerate(docs):
-        out[i], counts[i] = now[n], found[n]
+        todo = flagged[det.name] if inert else _rechecked(det.name, flagged[det.name], changed, lines)
+        for n, ids in todo.items():
+            if det.kind != "email":
+                if n not in digits:
+                    digits[n] = _HAS_DIGIT_RUN.search(originals[n]) is not None
+                if not digits[n]:
+                    continue
+            _redact_detector(det, token, lines, ids, changed[n], found[n])
+    at = docs.tolist()
+    for n, text in table.splice(originals, changed, lines).items():
+        out[at[n]] = text
+    for n, i in enumerate(at):
+        counts[i] = found[n]
     return out, counts
 
 
-def _flagged_lines(docs: pa.Array, bounds: np.ndarray, names: tuple[str, ...]) -> dict[str, list[set[int]]]:
-    """Per detector, per document of ``docs``: the lines (numbered within the document) where its
-    candidate matches. Lines are cut at each "\\n", as ``str.split("\\n")`` cuts them; ``bounds``:
-    the first line of each document, and the total."""
-    split = pc.split_pattern(docs, "\n")
-    flat = pc.list_flatten(split)
-    if len(flat) != bounds[-1]:  # Arrow cut the lines differently: never seen, but fail loudly
-        raise RuntimeError(f"Arrow split {len(flat)} lines where Python split {bounds[-1]}")
-    starts = bounds.tolist()
-    out = {}
-    for name, mask in _masks_of_hits(flat, names).items():
-        hits = np.flatnonzero(mask)
-        cuts = np.searchsorted(hits, bounds).tolist()
-        at = hits.tolist()
-        out[name] = [{j - starts[n] for j in at[cuts[n] : cuts[n + 1]]} for n in range(len(starts) - 1)]
-    return out
+_BLOCK = 1 << 22  # bytes searched for line breaks at a time: small temporaries, no fresh pages
+
+
+class _LineTable:
+    """The lines of some documents of a batch, located in the batch's Arrow buffer without copying
+    it. Entry ids run over the chosen documents in order (a document's lines are consecutive);
+    each line is cut at "\\n" as ``str.split("\\n")`` cuts it (a document ending in "\\n" has an
+    empty last line); the bytes between two chosen documents that are not adjacent are one null
+    entry, which no scan reads and no document owns."""
+
+    def __init__(self, batch: pa.Array | pa.ChunkedArray, docs: np.ndarray) -> None:
+        if not len(docs):
+            raise ValueError("a line table needs at least one document")
+        if isinstance(batch, pa.ChunkedArray):
+            batch = batch.combine_chunks()
+        if not pa.types.is_large_string(batch.type):
+            batch = batch.cast(pa.large_string())
+        if batch.null_count:
+            raise ValueError("redact_batch: a document is null")
+        _, offsets, data = batch.buffers()
+        if data is None:  # every document empty
+            data = pa.py_buffer(b"")
+        every = np.frombuffer(offsets, np.int64)[batch.offset : batch.offset + len(batch) + 1]
+        self.begin, self.end = every[docs], every[docs + 1]
+        self.data = np.frombuffer(data, np.uint8)
+        adjacent = self.begin[1:] == self.end[:-1]
+        runs = np.flatnonzero(~adjacent) + 1  # the chosen documents that open a run of adjacent ones
+        firsts, lasts = np.append(0, runs), np.append(runs - 1, len(docs) - 1)
+        found = [
+            np.flatnonzero(self.data[at : min(at + _BLOCK, stop)] == 10) + at  # UTF-8: a 10 is a "\n"
+            for start, stop in zip(self.begin[firsts].tolist(), self.end[lasts].tolist(), strict=True)
+            for at in range(start, stop, _BLOCK)
+        ]
+        breaks = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+        before = np.searchsorted(breaks, self.begin)  # line breaks before each document
+        gap = np.append(~adjacent, False)  # a null entry after the document
+        sizes = 1 + np.append(before[1:], len(breaks)) - before + gap
+        total = int(sizes.sum())
+        #: each document's first entry id, and the number of entries after the last
+        self.first = np.append(0, np.cumsum(sizes))
+        starts = np.empty(total + 1, dtype=np.int64)
+        starts[self.first[:-1]] = self.begin
+        kind = np.zeros(total + 1, dtype=np.int8)  # 0: a document's first line, 1: after a break, 2: gap
+        owner = np.searchsorted(self.begin, breaks, side="right") - 1
+        after = self.first[owner] + 1 + np.arange(len(breaks)) - before[owner]
+        starts[after] = breaks + 1
+        kind[after] = 1
+        gaps = self.first[1:][gap] - 1
+        starts[gaps] = self.end[gap]
+        kind[gaps] = 2
+        starts[total] = self.end[-1]
+        self.starts = starts[:-1]
+        self.closed = kind[1:] == 1  # the lines that end with a "\n" (not their document's last)
+        self.ends = starts[1:] - self.closed
+        valid = kind[:-1] != 2
+        #: every line with its "\n" (no candidate pattern matches one, nor has anchors or lookarounds)
+        self.lines = pa.LargeStringArray.from_buffers(
+            total,
+            pa.py_buffer(starts),
+            data,
+            pa.py_buffer(np.packbits(valid, bitorder="little")),
+            int(gap.sum()),
+        )
+
+    def by_document(self, ids: np.ndarray) -> dict[int, list[int]]:
+        """Line ids (ascending) grouped by document (by its place among the chosen ones)."""
+        if not len(ids):
+            return {}
+        doc = np.searchsorted(self.first, ids, side="right") - 1
+        cuts = np.flatnonzero(np.diff(doc)) + 1
+        begin, end = np.append(0, cuts).tolist(), np.append(cuts, len(ids)).tolist()
+        at = ids.tolist()
+        return {n: at[a:b] for n, a, b in zip(doc[begin].tolist(), begin, end, strict=True)}
+
+    def text_of(self, ids: np.ndarray) -> list[str]:
+        """The lines ``ids`` as Python strings, without their "\\n"."""
+        return pc.replace_substring(self.lines.take(pa.array(ids, pa.int64())), "\n", "").to_pylist()
+
+    def splice(self, texts: list[str], changed: list[set[int]], lines: dict[int, str]) -> dict[int, str]:
+        """Each chosen document (by its place among them) where ``changed`` holds line ids: its text as it
+        came in (``texts``) with those lines replaced by ``lines``. In a document that is not
+        ASCII, the lines' byte offsets become code points by the number of UTF-8 continuation
+        bytes before them. (Joining the lines in Arrow instead was slower: it copies every line.)"""
+        out = {}
+        for n, ids in enumerate(changed):
+            if not ids:
+                continue
+            at = np.array(sorted(ids), dtype=np.int64)
+            begin, end = self.begin[n], self.end[n]
+            starts, ends = self.starts[at] - begin, self.ends[at] - begin
+            if len(texts[n]) != end - begin:  # not ASCII
+                tail = np.flatnonzero((self.data[begin:end] & 0xC0) == 0x80)
+                starts, ends = starts - np.searchsorted(tail, starts), ends - np.searchsorted(tail, ends)
+            text, pieces, last = texts[n], [], 0
+            for j, a, b in zip(at.tolist(), starts.tolist(), ends.tolist(), strict=True):
+                pieces += (text[last:a], lines[j])
+                last = b
+            pieces.append(text[last:])
+            out[n] = "".join(pieces)
+        return out
 
 
 def _rechecked(
-    name: str, run: list[int], flagged: list[set[int]], changed: list[set[int]], lines: list[list[str]]
-) -> dict[int, set[int]]:
-    """Per document of ``run``, the lines the detector ``name`` must read: those flagged for it,
+    name: str, flagged: dict[int, list[int]], changed: list[set[int]], lines: dict[int, str]
+) -> dict[int, list[int]]:
+    """Per document, the lines (ascending) the detector ``name`` must read: those flagged for it,
     and those an earlier detector changed where its candidate matches what the line holds now."""
-    todo = {n: set(flagged[n]) for n in run}
-    extra = [(n, j) for n in run for j in changed[n] if j not in flagged[n]]
+    todo = {n: set(ids) for n, ids in flagged.items()}
+    extra = [(n, j) for n, done in enumerate(changed) for j in done if j not in todo.get(n, ())]
     if extra:
         try:
-            hits = _mask(pa.array([lines[n][j] for n, j in extra], pa.large_string()), candidates()[name])
+            hits = _mask(pa.array([lines[j] for _, j in extra], pa.large_string()), candidates()[name])
         except (UnicodeEncodeError, pa.ArrowInvalid):  # a placeholder Arrow cannot hold: read them all
             hits = np.ones(len(extra), dtype=bool)
         for (n, j), hit in zip(extra, hits.tolist(), strict=True):
             if hit:
-                todo[n].add(j)
-    return todo
+                todo.setdefault(n, set()).add(j)
+    return {n: sorted(ids) for n, ids in sorted(todo.items())}
 
 
 def _redact_detector(
-    det: Detector, token: str, lines: list[str], todo: list[int], changed: set[int], counts: dict[str, int]
+    det: Detector,
+    token: str,
+    lines: dict[int, str],
+    todo: list[int],
+    changed: set[int],
+    counts: dict[str, int],
 ) -> bool:
-    """One detector over the lines ``todo`` (ascending) of one document; marks the lines it changed.
-    True if any did."""
+    """One detector over the lines ``todo`` (ascending ids) of one document; marks the lines it
+    changed (or, where it changed any, read: see :func:`_sub_lines`). True if any changed."""
     _replace = _replacer(det, token, counts)
     if "\n" in token:  # a replacement that breaks lines: one line at a time
         touched = False
@@ -414,7 +519,7 @@ def _redact_detector(
 def _sub_lines(
     pattern: re.Pattern,
     replace,
-    lines: list[str],
+    lines: dict[int, str],
     todo: list[int],
     changed: set[int],
     counts: dict[str, int] | None = None,
@@ -423,9 +528,11 @@ def _sub_lines(
     """``pattern.sub(replace, ...)`` on each of ``lines[j]`` for ``j`` in ``todo`` (ascending), in one
     call over those lines joined by newlines: no detector matches a newline or sees past one (see
     :func:`redact_batch`), so each line gets the same matches, in the same order, as alone; the
-    replacement holds no newline, so the result splits back into the same lines. Marks the lines
-    that changed; True if any did. With ``counts``, ``replace`` is a literal string and every
-    match is counted under ``kind`` (what the callback of an always-valid detector would do)."""
+    replacement holds no newline, so the result splits back into the same lines. Where any line
+    changed, stores and marks every line of ``todo`` (splicing an unchanged line back is a no-op,
+    and a later detector at worst rechecks it); True if any changed. With ``counts``, ``replace``
+    is a literal string and every match is counted under ``kind`` (what the callback of an
+    always-valid detector would do)."""
     if not todo:
         return False
     chunk = "\n".join([lines[j] for j in todo])
@@ -436,8 +543,6 @@ def _sub_lines(
         counts[kind] += n
     if new == chunk:
         return False
-    for j, part in zip(todo, new.split("\n"), strict=True):
-        if part != lines[j]:
-            lines[j] = part
-            changed.add(j)
+    lines.update(zip(todo, new.split("\n"), strict=True))
+    changed.update(todo)
     return True

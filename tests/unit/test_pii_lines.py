@@ -5,10 +5,20 @@ per-document reference (:func:`refinery.clean.pii.redact`) or to ``ipaddress`` i
 import ipaddress
 import random
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
-from refinery.clean.pii import DETECTORS, PII_KINDS, _ipv6_ok, alphabet, redact, redact_batch, tokens_inert
+from refinery.clean.pii import (
+    DETECTORS,
+    PII_KINDS,
+    _ipv6_ok,
+    _LineTable,
+    alphabet,
+    redact,
+    redact_batch,
+    tokens_inert,
+)
 from tests.unit.real_text import real_documents
 from tests.unit.test_clean_batch import PII_CASES
 
@@ -175,3 +185,70 @@ def test_batch_equals_per_document_on_generated_text(placeholder, kinds):
     got = redact_batch(docs, pa.array(docs, pa.large_string()), set(kinds), placeholder)
     assert got == ([t for t, _ in expected], [c for _, c in expected])
     assert sum(t != d for d, (t, _) in zip(docs, expected, strict=True)) > 100
+
+
+EDGE_DOCS = [
+    "",
+    "\n",
+    "\n\n\n",
+    "bob@example.com",  # one line, no "\n"
+    "bob@example.com\n",  # a last line that is empty
+    "\n\nbob@example.com\n\n",
+    "mail bob@example.com\r\nhost 10.0.0.1\r\n\r\nphone 555-123-4567\r",  # "\r" stays in its line
+    "\r\n\rcard 4111 1111 1111 1111\r",
+    # two and three detectors on one line, then more on the next
+    "x@y.zz 10.1.2.3 fe80::1 +44 20 7946 0958 4111 1111 1111 1111\nbob@example.com and 192.168.0.1",
+    # non-ASCII before, between and inside the changed lines: code points, not bytes, are spliced
+    "é ü 日本 \U0001f600\nmail ünï@x.com → bob@example.com\n— 10.0.0.1 ٣\nend 😀 ٥٥٥-١٢٣-٤٥٦٧ 😀",
+    "日本語のテキスト\n\n" * 50 + "連絡先: tanaka@example.jp\n" + "さようなら\n" * 50,
+    "no pii here\njust text\nand 12 numbers",
+    "last line changes, no newline after it\nbob@example.com",
+]
+
+
+@pytest.mark.parametrize("arrow_type", [pa.large_string(), pa.string()])
+@pytest.mark.parametrize("chosen", ["all", "some"])
+def test_line_table_cuts_lines_as_str_split(arrow_type, chosen):
+    """The lines found in Arrow's buffer are ``str.split("\\n")``'s, in a batch that starts at an
+    offset into its buffer (a slice) too; each chosen document's lines are consecutive, and the
+    bytes of the documents left out between two chosen ones are one null entry."""
+    docs = [*EDGE_DOCS, *PII_CASES, CHANGELOG]
+    picks = list(range(len(docs))) if chosen == "all" else [0, 1, 2, 5, 6, 9, 10, 11, len(docs) - 1]
+    for arr in (pa.array(docs, arrow_type), pa.array(["skipped", *docs], arrow_type)[1:]):
+        table = _LineTable(arr, np.array(picks))
+        table.lines.validate(full=True)  # offsets within the buffer, ascending; every line UTF-8
+        assert len(table.first) == len(picks) + 1
+        for n, doc in enumerate(docs[i] for i in picks):
+            ids = np.arange(table.first[n], table.first[n] + doc.count("\n") + 1)
+            assert table.text_of(ids) == doc.split("\n")
+            assert table.by_document(ids) == {n: ids.tolist()}
+        null = np.flatnonzero(table.lines.is_null().to_numpy(zero_copy_only=False))
+        assert len(null) == (0 if chosen == "all" else 3)  # after 2, 6 and 11
+        assert table.first[-1] == sum(docs[i].count("\n") + 1 for i in picks) + len(null)
+
+
+@pytest.mark.parametrize("placeholder", ["<{kind}>", "[{kind}]", "\n{kind}\n", "{kind}@1.2.3.4", ""])
+def test_batch_equals_per_document_at_line_edges(placeholder):
+    """Empty documents and lines, "\\r", a last line with and without "\\n", several detectors on
+    one line, and non-ASCII text around the changed lines, as a plain and as a sliced array."""
+    docs = EDGE_DOCS * 2
+    expected = [redact(d, set(PII_KINDS), placeholder) for d in docs]
+    want = ([t for t, _ in expected], [c for _, c in expected])
+    assert redact_batch(docs, pa.array(docs, pa.large_string()), set(PII_KINDS), placeholder) == want
+    sliced = pa.array(["x@y.zz", *docs], pa.string())[1:]
+    assert redact_batch(docs, sliced, set(PII_KINDS), placeholder) == want
+    chunked = pa.chunked_array([pa.array(docs[:5], pa.large_string()), pa.array(docs[5:], pa.large_string())])
+    assert redact_batch(docs, chunked, set(PII_KINDS), placeholder) == want
+    assert sum(t != d for d, (t, _) in zip(docs, expected, strict=True)) >= 16
+
+
+def test_needs_is_only_a_pre_check():
+    """The batch path does not consult ``Detector.needs``: it must hold wherever the detector's
+    pattern finds a match its validator accepts."""
+    rng = random.Random(11)
+    texts = ["".join(rng.choice(GENERATED_PIECES) for _ in range(rng.randint(0, 12))) for _ in range(20_000)]
+    texts += [*PII_CASES, CHANGELOG, "ab::cd", "1.2.3.4", "a:b:c:d:e:f:1:2"]
+    for det in DETECTORS:
+        for text in texts:
+            if any(det.valid(m.group(0)) for m in det.pattern.finditer(text)):
+                assert det.needs(text), (det.name, text)
