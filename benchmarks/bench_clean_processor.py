@@ -16,14 +16,15 @@ are equal (every column; a SHA-256 of each frame's Parquet bytes). Library calls
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.harness import run_in_checkout  # noqa: E402
 
 CHILD = r"""
 import hashlib, io, json, sys, time
@@ -55,15 +56,7 @@ print(json.dumps({"cpu_s": round(cpu, 3), "mb": round(size, 2), "documents": len
 
 
 def run(code: Path, mb: float) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(code), str(mb)], cwd=code, env=env, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{code}: {done.stderr[-3000:]}")
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    out["load"] = round(os.getloadavg()[0], 2)
-    return out
+    return run_in_checkout(code, CHILD, str(code), str(mb))
 
 
 def main() -> None:

@@ -16,14 +16,15 @@ over every document).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.harness import run_in_checkout  # noqa: E402
 
 CHILD = r"""
 import hashlib, json, sys, time
@@ -63,19 +64,7 @@ print(json.dumps(out))
 
 
 def run(code: Path, mb: float, passes: int, reference: bool) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(code), str(mb), str(passes), "1" if reference else "0"],
-        cwd=code,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{code}: {done.stderr[-3000:]}")
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    out["load"] = round(os.getloadavg()[0], 2)
-    return out
+    return run_in_checkout(code, CHILD, str(code), str(mb), str(passes), "1" if reference else "0")
 
 
 def main() -> None:

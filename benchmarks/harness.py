@@ -9,9 +9,12 @@ busy machine where wall time does not; peak RSS is the process's VmHWM.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -131,3 +134,18 @@ def machine_info(packages: list[str]) -> dict:
         "platform": platform.platform(),
         "packages": versions,
     }
+
+
+def run_in_checkout(code, script: str, *args: str) -> dict:
+    """``python -c script args`` in a fresh process with the checkout ``code`` first on the path (one
+    thread for BLAS and Rayon): the JSON object its last line of output prints, with the load then.
+    Two checkouts run this way alternately are the A/B benchmarks' code before and after."""
+    env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1", "RAYON_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=code, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{code}: {done.stderr[-3000:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["load"] = round(os.getloadavg()[0], 2)
+    return out
