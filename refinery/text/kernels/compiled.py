@@ -96,18 +96,6 @@ def _line_shares(data, stop, first_ns, last_ns, ns_dots, prefix_offsets, prefix_
     return bullet, ellipsis
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _word_run(data, i, end, ascii_flags, g):
-    """(where the run of ASCII word characters from ``i`` ends, ``g`` or-ed with their flags)."""
-    while i < end:
-        c = ascii_flags[data[i]]
-        if not c & WORD:
-            break
-        g |= c
-        i += 1
-    return i, g
-
-
 @numba.njit(cache=True, nogil=True)
 def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
     """One streaming pass per document (see :mod:`refinery.text.kernels.doc_counts`). A joiner after
@@ -151,7 +139,13 @@ def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
                     dots = 0
                     prev_word = True
                     pending = False
-                i, g = _word_run(data, i + 1, end, ascii_flags, g)
+                i += 1
+                while i < end:
+                    c = ascii_flags[data[i]]
+                    if not c & WORD:
+                        break
+                    g |= c
+                    i += 1
                 word_chars += i - p
                 word_length += i - p
                 if not has_letter and g & LETTER:
@@ -165,7 +159,14 @@ def doc_counts(offsets, data, table, prefix_offsets, prefix_data, out):
                     i += 1
                     p = i
                     words += 1
-                    i, g = _word_run(data, i + 1, end, ascii_flags, ascii_flags[data[i]])
+                    g = ascii_flags[data[i]]
+                    i += 1
+                    while i < end:
+                        c = ascii_flags[data[i]]
+                        if not c & WORD:
+                            break
+                        g |= c
+                        i += 1
                     word_chars += i - p
                     word_length += i - p
                     has_letter = (g & LETTER) != 0
