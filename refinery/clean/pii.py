@@ -177,8 +177,8 @@ def candidates() -> dict[str, str]:
         "credit_card": rf"{nd}(?:[ -]?{nd}){{12}}",
         # where a match _ipv6_ok accepts can be: it holds "::" (so it opens with hex groups and
         # then "::": each of _IPV6's groups holds a digit) or is eight groups (seven colons).
-        # Times such as 15:35:01, most of _IPV6's matches in changelogs, are none. No context: a
-        # replacement before a match can change what its lookbehind sees (see tokens_inert).
+        # Times such as 15:35:01, most of _IPV6's matches in changelogs, are none. It reads nothing
+        # outside the match (not what the lookbehind sees): tokens_inert's proof needs that.
         "ipv6": rf"(?:{_HEX}{{1,4}}:){{1,7}}:|(?:{_HEX}{{1,4}}:){{7}}{_HEX}{{1,4}}",
         "ipv4": rf"(?:{nd}{{1,3}}\.){{3}}{nd}{{1,3}}",
         # a national form (each holds 9 or 10 digits), or an international one with the 7 digits

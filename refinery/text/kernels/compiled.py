@@ -9,9 +9,7 @@ import sys
 import numba
 import numpy as np
 
-from refinery.text.kernels.tables import BREAK, JOINER, LETTER, SPACE, STRIP, WORD
-
-PLAIN = 64  # doc_counts' own bit: ASCII "other" that is no dot, '#', space or break (no table uses it)
+from refinery.text.kernels.tables import BREAK, JOINER, LETTER, PLAIN, SPACE, STRIP, WORD
 
 
 def skip_blas_probe() -> bool:

@@ -31,6 +31,7 @@ LETTER = 4  # [^\W\d_]
 JOINER = 8  # ['’.\-]: joins two \w runs into one word
 STRIP = 16  # str.isspace: what str.strip / lstrip / rstrip remove
 BREAK = 32  # a line boundary of str.splitlines
+PLAIN = 64  # ASCII "other": no dot, '#', space or break (set only in doc_counts' ASCII table)
 
 _REGEX_BITS = ((r"\w+", WORD), (r"\s+", SPACE), (r"[^\W\d_]+", LETTER), (r"['’.\-]+", JOINER))
 
