@@ -21,6 +21,7 @@ import math
 import pkgutil
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, create_model
@@ -89,20 +90,76 @@ class RuleChain:
 
     def filter_batch(self, frame: pd.DataFrame, params: BaseModel) -> BatchResult:
         """:meth:`evaluate` on every document of the batch: a column per score, a reason per
-        rejected row."""
+        rejected row.
+
+        When the first rule has a batch form (:attr:`Rule.check_batch`: Gopher quality) and the
+        compiled pass can count the texts, that rule runs on the whole batch from the counts, and
+        the other rules, with a Python string of the text, only on the documents it passes (on real
+        corpora it rejects most of them); else every rule runs per document (:meth:`filter_each`).
+        The results are the same."""
         rules = self.active(params)
+        arr = large_strings(frame["text"])
+        batchable = bool(len(frame)) and arr is not None and len(arr) == len(frame)
+        if not (batchable and rules and rules[0].check_batch is not None):
+            return self._each(frame, params, rules, arr)
+        return self._first_in_batch(frame, params, rules, arr)
+
+    def _first_in_batch(
+        self, frame: pd.DataFrame, params: BaseModel, rules: list[type[Rule]], arr: pa.Array
+    ) -> BatchResult:
+        """:meth:`filter_batch` with ``rules[0]`` run on the whole batch (``arr``: its texts)."""
+        counts = batch_counts(arr, getattr(params, "bullet_prefixes", ()))
+        first = rules[0].check_batch(counts, params)
+        reasons = list(first.verdicts)
+        passed = np.flatnonzero(first.passed)
+        # the first rule's scores as it left them; the others null but where they run (below)
+        columns: dict[str, list | np.ndarray] = {
+            c: first.scores[c] if c in first.scores else [math.nan] * len(frame) for c in self._score_names
+        }
+        texts = frame["text"].iloc[passed].tolist()  # Python strings for the rest only
+        kept_texts = []
+        for row, text, row_counts in zip(passed.tolist(), texts, counts.rows(passed), strict=True):
+            verdict, scores, kept_text = run_rules(rules[1:], text, params, row_counts)
+            reasons[row] = verdict
+            kept_texts.append(kept_text)
+            for name, value in scores.items():
+                columns[name][row] = value
+        text = kept_text_column(frame["text"], texts, kept_texts, passed)
+        return self._split(frame, text, columns, reasons)
+
+    def filter_each(self, frame: pd.DataFrame, params: BaseModel) -> BatchResult:
+        """:meth:`filter_batch` with every rule run per document, Gopher quality included: the
+        path the batch path is held to (and the one taken where it does not apply)."""
+        return self._each(frame, params, self.active(params), large_strings(frame["text"]))
+
+    def _each(
+        self, frame: pd.DataFrame, params: BaseModel, rules: list[type[Rule]], arr: pa.Array | None
+    ) -> BatchResult:
+        """:meth:`filter_each` (``arr``: the texts for the compiled pass, None where Arrow cannot
+        hold them)."""
         reasons, kept_texts = [], []
-        columns: dict[str, list] = {c: [] for c in self.int_scores + self.float_scores}
+        columns: dict[str, list] = {c: [] for c in self._score_names}
         texts = frame["text"].tolist()
         # Word and token counts for the whole batch at once: no word is listed for the documents
         # that Gopher quality rejects (most of them, on real corpora).
-        for text, counts in zip(texts, batch_rows(frame["text"], texts, params), strict=True):
+        for text, counts in zip(texts, batch_rows(arr, texts, params), strict=True):
             verdict, scores, kept_text = run_rules(rules, text, params, counts)
             reasons.append(verdict)
             kept_texts.append(kept_text)
             for name, values in columns.items():
                 values.append(scores.get(name, math.nan))
-        out = frame.assign(text=kept_text_column(frame["text"], texts, kept_texts), **columns)
+        return self._split(frame, kept_text_column(frame["text"], texts, kept_texts), columns, reasons)
+
+    @property
+    def _score_names(self) -> list[str]:
+        return self.int_scores + self.float_scores
+
+    def _split(
+        self, frame: pd.DataFrame, text: pd.Series | list[str], columns: dict, reasons: list[Verdict]
+    ) -> BatchResult:
+        """The batch with its kept texts and score columns (int scores as nullable Int32), split by
+        ``reasons``."""
+        out = frame.assign(text=text, **columns)
         for name in self.int_scores:
             out[name] = out[name].astype("Int32")
         return split_batch(out, reasons)
@@ -118,31 +175,38 @@ class RuleChain:
                 raise ValueError(f"rule {rule.name!r} names parameters no rule declares: {missing}")
 
 
-def batch_rows(column: pd.Series, texts: list[str], params: BaseModel) -> list[DocCounts]:
-    """Each document's counts for the rules: from the compiled pass over the column's Arrow buffer
-    (words, and Gopher quality's '#', ellipsis and line counts;
-    :mod:`refinery.text.kernels.doc_counts`), or, where Arrow cannot hold the texts (a lone
-    surrogate), from the numpy pass over the strings (:func:`word_counts`: words only)."""
-    arr = large_strings(column)
+def batch_rows(arr: pa.Array | None, texts: list[str], params: BaseModel) -> list[DocCounts]:
+    """Each document's counts for the rules: from the compiled pass over the texts' Arrow buffer
+    ``arr`` (:func:`large_strings` of their column: words, and Gopher quality's '#', ellipsis and
+    line counts; :mod:`refinery.text.kernels.doc_counts`), or, where Arrow cannot hold the texts (a
+    lone surrogate: ``arr`` is None), from the numpy pass over the strings (:func:`word_counts`:
+    words only)."""
     if arr is None or len(arr) != len(texts):
         return word_counts(texts).rows()
     return batch_counts(arr, getattr(params, "bullet_prefixes", ())).rows()
 
 
-def kept_text_column(column: pd.Series, texts: list[str], kept: list[str]) -> pd.Series | list[str]:
-    """The text column to write: ``kept`` as a new column holds it. Most rules keep a text as it
-    came (the same object), so when the column already has the type a list of strings becomes,
-    only the rewritten rows (C4's dropped lines) are set in a copy of it: the rest of the batch's
-    text is not converted from Python strings again."""
-    if column.dtype != _STR_DTYPE:
+def kept_text_column(
+    column: pd.Series, texts: list[str], kept: list[str], rows: np.ndarray | None = None
+) -> pd.Series | list[str]:
+    """The text column to write: ``kept`` (the texts of the rows ``rows`` of ``column``, every row
+    when None; ``texts``: those rows as they came) as a new column holds it. Most rules keep a text
+    as it came (the same object), so when the column already has the type a list of strings
+    becomes, only the rewritten rows (C4's dropped lines) are set in a copy of it: the rest of the
+    batch's text is not converted from Python strings again."""
+    at = range(len(kept)) if rows is None else rows.tolist()
+    rewritten = [(i, new) for i, new, old in zip(at, kept, texts, strict=True) if new is not old]
+    if column.dtype == _STR_DTYPE and len(rewritten) <= len(column) // 2:
+        column = column.copy()
+        if rewritten:
+            column.iloc[[i for i, _ in rewritten]] = [new for _, new in rewritten]
+        return column
+    if rows is None:
         return kept
-    rewritten = [i for i, (new, old) in enumerate(zip(kept, texts, strict=True)) if new is not old]
-    if len(rewritten) > len(kept) // 2:
-        return kept
-    column = column.copy()
-    if rewritten:
-        column.iloc[rewritten] = [kept[i] for i in rewritten]
-    return column
+    whole = column.tolist()
+    for i, new in rewritten:
+        whole[i] = new
+    return whole
 
 
 _STR_DTYPE = pd.Series(["text"]).dtype  # what a column built from a list of strings is

@@ -7,11 +7,16 @@ English stop words.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import repeat
+from operator import gt, lt
 
+import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
+from refinery.filters.rule import BatchChecks
 from refinery.text.english import GOPHER_STOP_WORDS
+from refinery.text.kernels.doc_counts import BatchCounts
 from refinery.text.word_counts import DocShape, letter_word_count
 
 _ELLIPSES = ("...", "…")
@@ -151,3 +156,66 @@ def gopher_stop_words(wrds: list[str], p: GopherStopWordParams, out: dict) -> Ve
     if p.min_stop_words is not None and stop_words < p.min_stop_words:
         return "gopher_quality.few_stop_words", f"{stop_words} distinct stop words < {p.min_stop_words}"
     return None
+
+
+def gopher_quality_batch(counts: BatchCounts, p: GopherQualityParams) -> BatchChecks:
+    """:func:`gopher_quality_counts` of every document of a batch at once, from the compiled pass's
+    counts (counted with ``p.bullet_prefixes``): the same checks in the same order, the same float64
+    arithmetic (int64 counts, exact in float64, divided once: the correctly rounded quotient, as
+    Python's ``int / int``), each score set only for the documents that reached its check, and the
+    detail strings formatted only for the rejected documents. Most documents of real corpora fail
+    here, so the chain then runs the per-document rules only on the rest."""
+    if counts.bullet_prefixes != tuple(p.bullet_prefixes):
+        raise ValueError(f"counted with bullet prefixes {counts.bullet_prefixes}, not {p.bullet_prefixes}")
+    c = counts.column
+    words, lines = c("words"), c("lines")
+    n_tokens = words + c("other_chars") - (c("word_length") - c("word_chars"))
+    n_tokens[n_tokens == 0] = 1  # `n_tokens or 1`
+    run = _ChecksRun(len(words))
+    run.score("word_count", words)
+    run.check("gopher_quality.short_doc", words, lt, p.min_doc_words, "{} words < {}")
+    run.check("gopher_quality.long_doc", words, gt, p.max_doc_words, "{} words > {}")
+    mean_len = np.divide(c("word_length"), words, out=np.zeros(len(words)), where=words != 0)
+    run.score("mean_word_length", mean_len)
+    run.check("gopher_quality.mean_word_length_low", mean_len, lt, p.min_avg_word_length, "{:.2f} < {}")
+    run.check("gopher_quality.mean_word_length_high", mean_len, gt, p.max_avg_word_length, "{:.2f} > {}")
+    hashes, ellipses = c("hashes") / n_tokens, c("ellipses") / n_tokens
+    run.score("hash_ratio", hashes)
+    run.score("ellipsis_ratio", ellipses)
+    hash_max, ellipsis_max = p.max_hash_word_ratio, p.max_ellipsis_word_ratio
+    run.check("gopher_quality.too_many_hashes", hashes, gt, hash_max, "{:.3f} '#' per token > {}")
+    run.check("gopher_quality.too_many_ellipsis", ellipses, gt, ellipsis_max, "{:.3f} per token > {}")
+    bullets, end_ellipses = c("bullet_lines") / lines, c("ellipsis_lines") / lines
+    run.score("bullet_lines_ratio", bullets)
+    run.score("ellipsis_lines_ratio", end_ellipses)
+    bullet_max, end_max = p.max_bullet_lines_ratio, p.max_ellipsis_lines_ratio
+    run.check("gopher_quality.too_many_bullets", bullets, gt, bullet_max, "{:.2f} of lines > {}")
+    run.check("gopher_quality.too_many_end_ellipsis", end_ellipses, gt, end_max, "{:.2f} of lines > {}")
+    alpha = c("letter_words") / n_tokens
+    run.score("alpha_words_ratio", alpha)
+    run.check("gopher_quality.low_alpha_words", alpha, lt, p.min_alpha_words_ratio, "{:.2f} < {}")
+    return BatchChecks(run.verdicts, run.pending, run.scores)
+
+
+class _ChecksRun:
+    """The documents of a batch going through a rule's checks in order: ``pending`` holds those
+    that no check has failed yet; a score is set, and a failure recorded, for those only."""
+
+    def __init__(self, n: int):
+        self.pending = np.ones(n, dtype=bool)
+        self.verdicts: list[Verdict] = [None] * n
+        self.scores: dict[str, np.ndarray] = {}
+
+    def score(self, name: str, values: np.ndarray) -> None:
+        self.scores[name] = np.where(self.pending, values, np.nan)
+
+    def check(self, code: str, values: np.ndarray, fails: Callable, limit: object, detail: str) -> None:
+        """Reject the pending documents whose value ``fails`` against ``limit`` (None: the check is
+        off), each with ``detail`` formatted from its value (as a Python number: the same text as
+        the per-document f-string) and ``limit``."""
+        if limit is None:
+            return
+        rows = np.flatnonzero(self.pending & fails(values, limit))
+        self.pending[rows] = False
+        for row, value in zip(rows.tolist(), values[rows].tolist(), strict=True):
+            self.verdicts[row] = (code, detail.format(value, limit))

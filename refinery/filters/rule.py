@@ -10,14 +10,34 @@ sets of other languages (:mod:`refinery.filters.language_routing`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
+from refinery.text.kernels.doc_counts import BatchCounts
 from refinery.text.word_counts import DocCounts, DocShape, letter_word_count
 from refinery.text.words import token_count, tokens, word_tokens, words
 
 Verdict = tuple[str, str] | None
+
+
+@dataclass(frozen=True)
+class BatchChecks:
+    """A rule run over a whole batch at once, from its counts (:attr:`Rule.check_batch`): what
+    :meth:`Rule.check` gives each document, in columns.
+
+    - ``verdicts``: per document, the first failed check as (code, detail), or None;
+    - ``passed``: per document, whether it failed none (a bool array: ``verdicts`` is None);
+    - ``scores``: per score column the rule fills, a float64 array: the score where the check that
+      computes it was reached, NaN where it was not (as a column built from ``check``'s dicts).
+    """
+
+    verdicts: list[Verdict]
+    passed: np.ndarray
+    scores: dict[str, np.ndarray]
 
 
 class Document:
@@ -128,6 +148,8 @@ class Rule:
       words; applied in the language-agnostic rule sets (other languages, 'unknown').
     - ``counts_words``: parameter values that switch off the checks that count words; applied
       for languages written without spaces (zh, ja, th), where ``\\w+`` cannot count them.
+    - ``check_batch`` (optional): ``check`` over a whole batch's counts at once (:class:`BatchChecks`);
+      the chain uses it when the rule runs first.
     """
 
     name: ClassVar[str]
@@ -140,6 +162,10 @@ class Rule:
     reasons: ClassVar[dict[str, tuple[str, object]]] = {}
     language_specific: ClassVar[dict[str, object]] = {}
     counts_words: ClassVar[dict[str, object]] = {}
+    # The rule over a whole batch from the compiled pass's counts
+    # (:class:`refinery.text.kernels.doc_counts.BatchCounts`), where it needs nothing else of the
+    # documents: the same verdicts and scores as ``check``, without a Python call per document.
+    check_batch: ClassVar[Callable[[BatchCounts, Any], BatchChecks] | None] = None
 
     @staticmethod
     def check(doc: Document, p: Any, scores: dict) -> Verdict:

@@ -150,7 +150,7 @@ def test_filter_batch_with_kernel_counts_equals_the_list_path(overrides):
 def test_text_arrow_cannot_hold_takes_the_python_path():
     texts = ["fine text here", "lone \ud800 surrogate"]
     assert large_strings(texts) is None
-    rows = batch_rows(pd.Series(texts, dtype=object), texts, HeuristicParams())
+    rows = batch_rows(large_strings(pd.Series(texts, dtype=object)), texts, HeuristicParams())
     assert [r.shape for r in rows] == [None, None]
     assert [r.words for r in rows] == [3, 2]
 

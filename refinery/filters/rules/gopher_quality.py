@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from refinery.filters.gopher_quality import GopherQualityParams, gopher_quality_counts
+from refinery.filters.gopher_quality import GopherQualityParams, gopher_quality_batch, gopher_quality_counts
 from refinery.filters.rule import Document, Rule, Verdict
 
 
@@ -44,6 +44,8 @@ class GopherQuality(Rule):
         "max_ellipsis_word_ratio": None,
         "min_alpha_words_ratio": None,
     }
+    # the whole batch from the compiled pass's counts (most documents of real corpora fail here)
+    check_batch = staticmethod(gopher_quality_batch)
 
     @staticmethod
     def check(doc: Document, p: GopherQualityParams, scores: dict) -> Verdict:

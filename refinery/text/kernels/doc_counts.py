@@ -53,11 +53,13 @@ class BatchCounts:
     def column(self, name: str) -> np.ndarray:
         return self.counts[:, COLUMNS.index(name)]
 
-    def rows(self) -> list[DocCounts]:
-        """One :class:`DocCounts` per document, with its :class:`DocShape` (plain ints)."""
+    def rows(self, index: np.ndarray | None = None) -> list[DocCounts]:
+        """One :class:`DocCounts` per document (those at ``index`` when given), with its
+        :class:`DocShape` (plain ints)."""
         prefixes = self.bullet_prefixes
         out = []
-        for wc, oc, w, wl, lw, h, e, ln, bl, el in self.counts.tolist():
+        picked = self.counts if index is None else self.counts[index]
+        for wc, oc, w, wl, lw, h, e, ln, bl, el in picked.tolist():
             shape = DocShape(h, e, ln, bl, el, prefixes)
             out.append(DocCounts(wc, oc, w, wl, lw, w + oc - (wl - wc), shape))
         return out
