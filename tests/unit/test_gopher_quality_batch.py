@@ -68,6 +68,7 @@ PARAMS = [
     {"bullet_prefixes": ["->", "#", "•"], "min_doc_words": None, "max_bullet_lines_ratio": 0.0},
     {"bullet_prefixes": [], "min_doc_words": None, "max_bullet_lines_ratio": 0.0},
     {"min_avg_word_length": 3.0, "max_avg_word_length": 10.0, "min_alpha_words_ratio": 0.5},
+    {"min_doc_words": 10**9},  # every document rejected by Gopher quality: no later rule runs
 ]
 
 
