@@ -3,15 +3,16 @@
 What every full-size stage pays around its processor (``refinery.kernel.runner.run_stage`` and
 ``refinery.kernel.checks.invariant_checks``), measured as a stage runs in a process of its own: the
 real corpus's documents (``id``, ``text``, ``source``) are written once as an upstream partition,
-then each round starts one fresh interpreter per variant (alternating) that imports ``refinery``
-before pyarrow (as ``definitions`` does), runs two stages that keep every row (the upstream into
-``a``, ``a`` into ``b``: the shape of raw_documents → clean_documents → heuristic_filtered) with their
-checks, and reports its user and system CPU seconds, minor page faults and peak RSS. A variant is a
-set of environment variables (``--env NAME=VALUE``, several separated by commas; ``-`` for none), so
-allocator settings can be compared; ``MIMALLOC_PURGE_DELAY=10`` is mimalloc's own default.
+then each round starts one fresh interpreter per variant (alternating) that runs two stages that
+keep every row (the upstream into ``a``, ``a`` into ``b``: the shape of raw_documents →
+clean_documents → heuristic_filtered) with their checks, and reports its user and system CPU
+seconds, minor page faults and peak RSS. A variant is a set of environment variables (``--env
+NAME=VALUE``, several separated by commas; ``-`` for none), so allocator settings can be compared
+(pyarrow allocates through its bundled mimalloc, which returns freed pages to the system after
+``MIMALLOC_PURGE_DELAY`` ms, 10 by default).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_stage_tax.py --real-mb 105 --rounds 5 \\
-        --env - --env MIMALLOC_PURGE_DELAY=10
+        --env - --env MIMALLOC_PURGE_DELAY=5000
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ if str(ROOT) not in sys.path:
 SOURCE = "bench"
 CHILD = """
 import json, resource, sys
-import refinery  # first, as definitions imports it: before pyarrow loads
+import refinery  # first, as definitions imports it
 from refinery.batch import keep_all
 from refinery.kernel.checks import invariant_checks
 from refinery.kernel.runner import run_stage
@@ -95,7 +96,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--env", action="append", default=None, help="a variant's variables; repeatable")
     args = parser.parse_args()
-    variants = args.env or ["-", "MIMALLOC_PURGE_DELAY=10"]
+    variants = args.env or ["-", "MIMALLOC_PURGE_DELAY=5000"]
     with tempfile.TemporaryDirectory(prefix="refinery-tax-") as tmp:
         mb = write_upstream(Path(tmp), args.real_mb)
         rounds: dict[str, list[dict]] = {v: [] for v in variants}
