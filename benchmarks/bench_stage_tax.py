@@ -8,8 +8,8 @@ keep every row (the upstream into ``a``, ``a`` into ``b``: the shape of raw_docu
 clean_documents → heuristic_filtered) with their checks, and reports its user and system CPU
 seconds, minor page faults and peak RSS. A variant is a set of environment variables (``--env
 NAME=VALUE``, several separated by commas; ``-`` for none), so allocator settings can be compared
-(pyarrow allocates through its bundled mimalloc, which returns freed pages to the system after
-``MIMALLOC_PURGE_DELAY`` ms, 10 by default).
+(pyarrow allocates through its bundled mimalloc, which returns freed pages to the system
+``MIMALLOC_PURGE_DELAY`` ms after they are freed).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_stage_tax.py --real-mb 105 --rounds 5 \\
         --env - --env MIMALLOC_PURGE_DELAY=5000
