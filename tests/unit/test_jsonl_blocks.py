@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from refinery.ingest.jsonl_blocks import parse_block
+from refinery.ingest.line_blocks import BufferedLines
 from refinery.ingest.text_reader import IngestParams, SourceReader
 from refinery.kernel.collector import FilePiece
 from refinery.kernel.ingest import ingest_with_reader
@@ -135,6 +136,13 @@ def test_blocks_give_the_line_paths_rows_reasons_and_counts(tmp_path):
             both_ways(folder, IngestParams(batch_rows=4), piece)[0]
             == both_ways(folder, IngestParams(batch_rows=4), piece)[1]
         )
+
+
+def test_blocks_read_through_a_small_buffer_give_the_same(tmp_path, monkeypatch):
+    """The same readings where the reused buffer (BufferedLines) must grow and carry lines over."""
+    monkeypatch.setattr(BufferedLines, "READ_BYTES", 7)
+    monkeypatch.setattr(BufferedLines, "FIRST_BYTES", 16)
+    test_blocks_give_the_line_paths_rows_reasons_and_counts(tmp_path)
 
 
 def written(folder: Path, params: IngestParams, blocks: bool) -> tuple[list, list, int]:
