@@ -323,12 +323,16 @@ class SourceReader(RowCollector):
 
     def _admit_block(self, block: LineBlock, rel: str, first_line: int) -> bool:
         """Admit a block of lines parsed straight into Arrow, as the per-line path would, when
-        :func:`parse_block` says every line is a clean record with its own id; False (nothing
-        admitted) otherwise. The ids go through the id assigner in order, so an id seen before
-        is quarantined here exactly as :meth:`_admit` does it."""
+        :func:`parse_lines` says every line is a clean record; False (nothing admitted)
+        otherwise. The ids go through the id assigner in order, so an id seen before is
+        quarantined here exactly as :meth:`_admit` does it; a block whose lines all have their own
+        ids, none seen before, claims them at once (:meth:`IdAssigner.explicit_all`)."""
         parsed = parse_lines(block, self.params.max_document_chars)
         if parsed is None:
             return False
+        if not parsed.ids.null_count and self._ids.explicit_all(parsed.ids.to_pylist()):
+            self._block_table(parsed.ids, parsed.texts, parsed.urls, rel, first_line)
+            return True
         keep: list[int] = []
         doc_ids: list[str] = []
         given = parsed.ids.to_pylist()
@@ -346,15 +350,33 @@ class SourceReader(RowCollector):
             else:
                 keep.append(i)
                 doc_ids.append(doc_id)
-        n = len(keep)
         texts, urls = parsed.texts, parsed.urls
-        lines = np.arange(first_line, first_line + len(block), dtype=np.int64)
-        if n != len(block):
+        if len(keep) != len(block):
             chosen = pa.array(keep, pa.int64())
-            texts, urls, lines = texts.take(chosen), urls.take(chosen), lines[keep]
+            texts, urls = texts.take(chosen), urls.take(chosen)
+        self._block_table(pa.array(doc_ids, pa.string()), texts, urls, rel, first_line, keep)
+        return True
+
+    def _block_table(
+        self,
+        ids: pa.Array,
+        texts: pa.Array,
+        urls: pa.Array,
+        rel: str,
+        first_line: int,
+        keep: list[int] | None = None,
+    ) -> None:
+        """The batch's Arrow block: the kept lines' documents (``keep``: their indexes in the
+        block; None: every line), counted as the per-line path counts them."""
+        n = len(ids)
+        lines = (
+            np.arange(first_line, first_line + n, dtype=np.int64)
+            if keep is None
+            else first_line + np.array(keep, dtype=np.int64)
+        )
         self._batch.table = pa.Table.from_arrays(
             [
-                pa.array(doc_ids, pa.string()),
+                ids,
                 texts,
                 pa.array([self.source] * n, pa.string()),
                 urls,
@@ -366,7 +388,6 @@ class SourceReader(RowCollector):
         )
         self.stats.files[rel] += n
         self.stats.documents += n
-        return True
 
     def _parse_jsonl_line(self, raw: bytes, rel: str, line_no: int) -> None:
         body = raw.rstrip(b"\r\n")

@@ -1,6 +1,7 @@
 """A JSON Lines file's lines taken a block at a time from one reused buffer
 (refinery.ingest.line_blocks.BufferedLines): the lines that iterating the file gives, in order,
-whatever the block sizes, the buffer's size, a byte range's end or a read error."""
+whatever the block sizes, the buffer's size, a byte range's end or a read error. And a block's
+own ids claimed at once (IdAssigner.explicit_all) as one by one."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from refinery.ids import IdAssigner
 from refinery.ingest import line_blocks
 from refinery.ingest.jsonl_blocks import parse_lines
 from refinery.ingest.line_blocks import BufferedLines, IteratedLines
 from refinery.ingest.text_reader import _lines_before
+from refinery.kernel.ingest_tasks import TaskIds
 
 
 @pytest.fixture(autouse=True)
@@ -135,3 +138,29 @@ def test_a_private_map_grows_in_place():
     buf.resize(1 << 20)
     buf[-1:] = b"x"
     assert buf[-1:] == b"x"
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(
+    seen=st.lists(st.sampled_from("abcdefgh"), max_size=4),
+    values=st.lists(st.sampled_from("abcdefghij"), max_size=6),
+)
+def test_ids_claimed_at_once_as_one_by_one(seen, values):
+    """IdAssigner.explicit_all (a block's own ids): where it claims, explicit of each in order
+    accepts each; where it refuses, nothing was claimed."""
+    ours, reference = IdAssigner(), IdAssigner()
+    for value in seen:
+        ours.explicit(value)
+        reference.explicit(value)
+    before = set(ours._seen)
+    if ours.explicit_all(values):
+        assert [reference.explicit(v) for v in values] == [(v, None) for v in values]
+        assert ours._seen == reference._seen
+    else:
+        assert ours._seen == before
+        assert any(reference.explicit(v)[1] for v in values)
+
+
+def test_a_tasks_ids_are_never_claimed_at_once():
+    """A task's assigner records each id (its explicit is its own): the block takes them one by one."""
+    assert not TaskIds().explicit_all(["a", "b"])
