@@ -86,10 +86,9 @@ def parse_lines(block: LineBlock, max_document_chars: int) -> ParsedBlock | None
     ids, texts = columns["id"], columns["text"]
     if texts.null_count:
         return None  # a missing or null text: the per-line path decides
-    lengths = pc.utf8_length(texts)
-    if pc.max(lengths).as_py() > max_document_chars:
+    if _longest_chars(texts, max_document_chars) > max_document_chars:
         return None
-    if pc.any(pc.or_(pc.equal(lengths, 0), pc.utf8_is_space(texts))).as_py():
+    if pc.any(pc.or_(pc.equal(pc.binary_length(texts), 0), pc.utf8_is_space(texts))).as_py():
         return None
     given = ids.drop_null()  # a missing or null id is derived from the text, as on the per-line path
     if len(given) and pc.any(pc.equal(pc.binary_length(given), 0)).as_py():
@@ -97,6 +96,14 @@ def parse_lines(block: LineBlock, max_document_chars: int) -> ParsedBlock | None
     if len(given) and not pc.all(pc.equal(pc.utf8_trim_whitespace(given), given)).as_py():
         return None
     return ParsedBlock(ids=ids, texts=texts, urls=columns["url"])
+
+
+def _longest_chars(texts: pa.Array, limit: int) -> int:
+    """The most characters in one of ``texts`` (valid UTF-8), or its most bytes where that is
+    within ``limit``: a text has no more characters than bytes, and the byte lengths are read from
+    the offsets, where counting characters reads every byte (~20 ms on the 105 MB corpus)."""
+    most_bytes = pc.max(pc.binary_length(texts)).as_py()
+    return most_bytes if most_bytes <= limit else pc.max(pc.utf8_length(texts)).as_py()
 
 
 def _one_object_per_line(block: LineBlock, max_line: int) -> bool:

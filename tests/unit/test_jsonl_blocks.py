@@ -70,6 +70,14 @@ def test_a_clean_block_gives_json_loads_strings():
     assert parsed.urls.to_pylist() == [r.get("url") for r in records]
 
 
+def test_the_size_limit_counts_characters_not_bytes():
+    """Ten two-byte characters are within max_document_chars=10; eleven are not."""
+    ten, eleven = (json.dumps({"text": "\u00e9" * n}, ensure_ascii=False).encode() + b"\n" for n in (10, 11))
+    assert parse_block([*CLEAN, ten], 10).texts.to_pylist()[-1] == "\u00e9" * 10
+    assert parse_block([*CLEAN, eleven], 10) is None
+    assert parse_block([*CLEAN, ten], 9) is None
+
+
 BLOCK_ROWS = []  # rows the last readings admitted as Arrow blocks
 
 
