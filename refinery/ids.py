@@ -59,6 +59,20 @@ class IdAssigner:
         self._seen.add(value)
         return value, None
 
+    def explicit_all(self, values: list[str]) -> bool:
+        """Claim ``values``, ids already valid (non-empty strings without surrounding whitespace:
+        what :func:`valid_id` returns unchanged), at once when none repeats and none was seen
+        before: then :meth:`explicit` of each, in order, would accept each. False, claiming
+        nothing, otherwise (the caller takes them one by one), and always for an assigner whose
+        :meth:`explicit` is its own (a task's records each id)."""
+        if type(self).explicit is not IdAssigner.explicit:
+            return False
+        fresh = set(values)
+        if len(fresh) != len(values) or not self._seen.isdisjoint(fresh):
+            return False
+        self._seen |= fresh
+        return True
+
     def derived(self, text: str) -> str:
         return self.claim(content_id(text))
 

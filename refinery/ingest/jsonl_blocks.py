@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from refinery.ids import content_id_of_utf8
+from refinery.ingest.line_blocks import LineBlock
 
 BLOCK_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.large_string()), ("url", pa.string())])
 _PARSE = pajson.ParseOptions(
@@ -52,18 +53,17 @@ class ParsedBlock:
 
 
 def parse_block(lines: list[bytes], max_document_chars: int) -> ParsedBlock | None:
+    """:func:`parse_lines` of lines read one by one."""
+    return parse_lines(LineBlock.of(lines), max_document_chars) if lines else None
+
+
+def parse_lines(block: LineBlock, max_document_chars: int) -> ParsedBlock | None:
     """The block's records when every line is a JSON object that the per-line path admits as a
     document (``text``, optionally ``id`` and ``url``: strings or null), else None: the caller then
     reads the block line by line."""
-    if not lines:
+    if not len(block) or not _one_object_per_line(block, 4 * max_document_chars + 1024):
         return None
-    max_line = 4 * max_document_chars + 1024  # the per-line path's "line of N bytes" limit
-    last = len(lines) - 1
-    for i, line in enumerate(lines):
-        end = len(line) - (i < last or line.endswith(b"\n"))
-        if line[:1] != b"{" or line[end - 1 : end] != b"}" or end > max_line:
-            return None
-    data = b"".join(lines)
+    data = block.data
     try:
         table = pajson.read_json(
             pa.BufferReader(data),
@@ -72,7 +72,7 @@ def parse_block(lines: list[bytes], max_document_chars: int) -> ParsedBlock | No
         )
     except (pa.ArrowException, ValueError):
         return None
-    if table.num_rows != len(lines):
+    if table.num_rows != len(block):
         return None
     columns = {}
     for name in BLOCK_SCHEMA.names:
@@ -86,10 +86,9 @@ def parse_block(lines: list[bytes], max_document_chars: int) -> ParsedBlock | No
     ids, texts = columns["id"], columns["text"]
     if texts.null_count:
         return None  # a missing or null text: the per-line path decides
-    lengths = pc.utf8_length(texts)
-    if pc.max(lengths).as_py() > max_document_chars:
+    if _longest_chars(texts, max_document_chars) > max_document_chars:
         return None
-    if pc.any(pc.or_(pc.equal(lengths, 0), pc.utf8_is_space(texts))).as_py():
+    if pc.any(pc.or_(pc.equal(pc.binary_length(texts), 0), pc.utf8_is_space(texts))).as_py():
         return None
     given = ids.drop_null()  # a missing or null id is derived from the text, as on the per-line path
     if len(given) and pc.any(pc.equal(pc.binary_length(given), 0)).as_py():
@@ -97,6 +96,30 @@ def parse_block(lines: list[bytes], max_document_chars: int) -> ParsedBlock | No
     if len(given) and not pc.all(pc.equal(pc.utf8_trim_whitespace(given), given)).as_py():
         return None
     return ParsedBlock(ids=ids, texts=texts, urls=columns["url"])
+
+
+def _longest_chars(texts: pa.Array, limit: int) -> int:
+    """The most characters in one of ``texts`` (valid UTF-8), or its most bytes where that is
+    within ``limit``: a text has no more characters than bytes, and the byte lengths are read from
+    the offsets, where counting characters reads every byte (~20 ms on the 105 MB corpus)."""
+    most_bytes = pc.max(pc.binary_length(texts)).as_py()
+    return most_bytes if most_bytes <= limit else pc.max(pc.utf8_length(texts)).as_py()
+
+
+def _one_object_per_line(block: LineBlock, max_line: int) -> bool:
+    """Whether every line starts with ``{``, ends with ``}`` (before its newline) and is no longer
+    than ``max_line`` bytes (the per-line path's "line of N bytes" limit): checked on the block's
+    bytes at each line's bounds, without a bytes object per line."""
+    data = np.frombuffer(block.data, dtype=np.uint8)
+    ends = np.array(block.ends, dtype=np.int64)
+    starts = np.concatenate(([0], ends[:-1]))
+    if np.any(ends <= starts):
+        return False  # an empty line (only a list of lines can hold one: a file's hold their newline)
+    stops = ends - (data[ends - 1] == ord("\n"))
+    if int((stops - starts).max()) > max_line:
+        return False
+    # a line of nothing but its newline fails the first test before the second reads outside it
+    return bool(np.all(data[starts] == ord("{")) and np.all(data[np.maximum(stops - 1, 0)] == ord("}")))
 
 
 def derived_ids(texts: pa.Array, rows: list[int]) -> list[str]:

@@ -16,16 +16,17 @@ import codecs
 import gzip
 import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from refinery.ingest.html import HTML_SUFFIXES, UndecodableHtml, decode_html, extract_html
-from refinery.ingest.jsonl_blocks import derived_ids, parse_block
+from refinery.ingest.jsonl_blocks import derived_ids, parse_lines
+from refinery.ingest.line_blocks import BufferedLines, IteratedLines, LineBlock
 from refinery.ingest.pdf import PDF_SUFFIXES, PdfProblem, extract_pdf
 from refinery.ingest.warc import WARC_SUFFIXES, iter_warc, read_at_most
 from refinery.kernel.collector import (
@@ -230,13 +231,15 @@ class SourceReader(RowCollector):
         elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             yield from self._read_utf16_jsonl(path, rel)
         else:
-            yield from self._read_jsonl_stream(path.open("rb"), rel)
+            yield from self._read_jsonl_stream(path.open("rb"), rel, plain=True)
 
-    def _read_jsonl_stream(self, stream, rel: str) -> Iterator[IngestBatch]:
+    def _read_jsonl_stream(self, stream, rel: str, plain: bool = False) -> Iterator[IngestBatch]:
+        """Every line of ``stream``; ``plain``: an uncompressed file, read into a reused buffer
+        where blocks are on (:class:`BufferedLines`)."""
         read = [0]  # lines read so far, for where a corrupt archive broke
         try:
             with stream:
-                yield from self._read_lines(stream, rel, 1, read)
+                yield from self._read_lines(self._line_source(stream, plain), rel, 1, read)
         except (EOFError, OSError, zlib.error) as err:
             # A truncated or corrupt archive: keep what was read, record where it broke.
             line_no = read[0]
@@ -255,32 +258,42 @@ class SourceReader(RowCollector):
                 if start > 0:
                     stream.seek(start - 1)
                     stream.readline()  # the rest of the line the previous range reads
-                yield from self._read_lines(_lines_before(stream, end), rel, first_line, read)
+                lines = self._line_source(stream, True, end - stream.tell())
+                yield from self._read_lines(lines, rel, first_line, read)
         except OSError as err:
             line_no = read[0]
             self._quarantine(
                 rel, line_no + 1, "corrupt_archive", f"stopped reading after line {line_no}: {err}", None
             )
 
+    def _line_source(
+        self, stream: BinaryIO, plain: bool, limit: int | None = None
+    ) -> BufferedLines | IteratedLines:
+        """The lines of ``stream`` (those that start within ``limit`` bytes of its position):
+        a plain file read for blocks goes into one reused buffer; any other stream, or a reading
+        line by line, iterates the stream's lines as before."""
+        if plain and self._blocks_on():
+            return BufferedLines(stream, limit)
+        return IteratedLines(stream if limit is None else _lines_before(stream, stream.tell() + limit))
+
     def _read_lines(
-        self, lines: Iterable[bytes], rel: str, first_line: int, read: list[int]
+        self, lines: BufferedLines | IteratedLines, rel: str, first_line: int, read: list[int]
     ) -> Iterator[IngestBatch]:
         """Parse and admit every line of ``lines`` (numbered from ``first_line``; ``read[0]`` is
         the number of the last one read). Where the batch is empty and blocks are on, the next
         ``batch_rows`` lines are read as one block (:meth:`_admit_block`), else line by line; an
         error from the stream is raised after the lines read before it are admitted."""
-        lines = iter(lines)
         blocks = self._blocks_on()
         line_no = first_line - 1
         while True:
             if blocks and not len(self._batch):
-                block, error = _take(lines, self.params.batch_rows)
-                if block and self._admit_block(block, rel, line_no + 1):
+                block, error = lines.take(self.params.batch_rows)
+                if len(block) and self._admit_block(block, rel, line_no + 1):
                     line_no += len(block)
                     read[0] = line_no
                     yield from self._drain(final=False)
                 else:
-                    for raw in block:
+                    for raw in block.lines():
                         line_no += 1
                         read[0] = line_no
                         self._parse_jsonl_line(raw, rel, line_no)
@@ -290,7 +303,7 @@ class SourceReader(RowCollector):
                 if len(block) < self.params.batch_rows:
                     return
                 continue
-            raw = next(lines, None)
+            raw = lines.next_line()
             if raw is None:
                 return
             line_no += 1
@@ -308,14 +321,18 @@ class SourceReader(RowCollector):
             and cls._parse_jsonl_line is SourceReader._parse_jsonl_line
         )
 
-    def _admit_block(self, block: list[bytes], rel: str, first_line: int) -> bool:
+    def _admit_block(self, block: LineBlock, rel: str, first_line: int) -> bool:
         """Admit a block of lines parsed straight into Arrow, as the per-line path would, when
-        :func:`parse_block` says every line is a clean record with its own id; False (nothing
-        admitted) otherwise. The ids go through the id assigner in order, so an id seen before
-        is quarantined here exactly as :meth:`_admit` does it."""
-        parsed = parse_block(block, self.params.max_document_chars)
+        :func:`parse_lines` says every line is a clean record; False (nothing admitted)
+        otherwise. The ids go through the id assigner in order, so an id seen before is
+        quarantined here exactly as :meth:`_admit` does it; a block whose lines all have their own
+        ids, none seen before, claims them at once (:meth:`IdAssigner.explicit_all`)."""
+        parsed = parse_lines(block, self.params.max_document_chars)
         if parsed is None:
             return False
+        if not parsed.ids.null_count and self._ids.explicit_all(parsed.ids.to_pylist()):
+            self._block_table(parsed.ids, parsed.texts, parsed.urls, rel, first_line)
+            return True
         keep: list[int] = []
         doc_ids: list[str] = []
         given = parsed.ids.to_pylist()
@@ -328,20 +345,38 @@ class SourceReader(RowCollector):
             doc_id, error = self._ids.explicit(value)
             if error:
                 text = parsed.texts[i].as_py()
-                body = block[i].rstrip(b"\r\n")
+                body = block.line(i).rstrip(b"\r\n")
                 self._quarantine(rel, first_line + i, error.split(":")[0], error, body, text=text)
             else:
                 keep.append(i)
                 doc_ids.append(doc_id)
-        n = len(keep)
         texts, urls = parsed.texts, parsed.urls
-        lines = np.arange(first_line, first_line + len(block), dtype=np.int64)
-        if n != len(block):
+        if len(keep) != len(block):
             chosen = pa.array(keep, pa.int64())
-            texts, urls, lines = texts.take(chosen), urls.take(chosen), lines[keep]
+            texts, urls = texts.take(chosen), urls.take(chosen)
+        self._block_table(pa.array(doc_ids, pa.string()), texts, urls, rel, first_line, keep)
+        return True
+
+    def _block_table(
+        self,
+        ids: pa.Array,
+        texts: pa.Array,
+        urls: pa.Array,
+        rel: str,
+        first_line: int,
+        keep: list[int] | None = None,
+    ) -> None:
+        """The batch's Arrow block: the kept lines' documents (``keep``: their indexes in the
+        block; None: every line), counted as the per-line path counts them."""
+        n = len(ids)
+        lines = (
+            np.arange(first_line, first_line + n, dtype=np.int64)
+            if keep is None
+            else first_line + np.array(keep, dtype=np.int64)
+        )
         self._batch.table = pa.Table.from_arrays(
             [
-                pa.array(doc_ids, pa.string()),
+                ids,
                 texts,
                 pa.array([self.source] * n, pa.string()),
                 urls,
@@ -353,7 +388,6 @@ class SourceReader(RowCollector):
         )
         self.stats.files[rel] += n
         self.stats.documents += n
-        return True
 
     def _parse_jsonl_line(self, raw: bytes, rel: str, line_no: int) -> None:
         body = raw.rstrip(b"\r\n")
@@ -535,20 +569,6 @@ class SourceReader(RowCollector):
     def _parquet_record(self, record: dict) -> dict:
         """One Parquet row as the record :meth:`_admit` validates."""
         return record
-
-
-def _take(lines: Iterator[bytes], n: int) -> tuple[list[bytes], Exception | None]:
-    """The next ``n`` lines (fewer at the end), and the stream's error if reading stopped on one:
-    the lines read before it are still admitted."""
-    block: list[bytes] = []
-    try:
-        for raw in lines:
-            block.append(raw)
-            if len(block) == n:
-                break
-    except (EOFError, OSError, zlib.error) as err:
-        return block, err
-    return block, None
 
 
 def _lines_before(stream, end: int) -> Iterator[bytes]:

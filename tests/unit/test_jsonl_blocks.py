@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from refinery.ingest.jsonl_blocks import parse_block
+from refinery.ingest.line_blocks import BufferedLines
 from refinery.ingest.text_reader import IngestParams, SourceReader
 from refinery.kernel.collector import FilePiece
 from refinery.kernel.ingest import ingest_with_reader
@@ -67,6 +68,14 @@ def test_a_clean_block_gives_json_loads_strings():
     assert parsed.texts.to_pylist() == [r["text"] for r in records]
     assert parsed.ids.to_pylist() == [r.get("id") for r in records]  # None: derived from the text
     assert parsed.urls.to_pylist() == [r.get("url") for r in records]
+
+
+def test_the_size_limit_counts_characters_not_bytes():
+    """Ten two-byte characters are within max_document_chars=10; eleven are not."""
+    ten, eleven = (json.dumps({"text": "\u00e9" * n}, ensure_ascii=False).encode() + b"\n" for n in (10, 11))
+    assert parse_block([*CLEAN, ten], 10).texts.to_pylist()[-1] == "\u00e9" * 10
+    assert parse_block([*CLEAN, eleven], 10) is None
+    assert parse_block([*CLEAN, ten], 9) is None
 
 
 BLOCK_ROWS = []  # rows the last readings admitted as Arrow blocks
@@ -135,6 +144,13 @@ def test_blocks_give_the_line_paths_rows_reasons_and_counts(tmp_path):
             both_ways(folder, IngestParams(batch_rows=4), piece)[0]
             == both_ways(folder, IngestParams(batch_rows=4), piece)[1]
         )
+
+
+def test_blocks_read_through_a_small_buffer_give_the_same(tmp_path, monkeypatch):
+    """The same readings where the reused buffer (BufferedLines) must grow and carry lines over."""
+    monkeypatch.setattr(BufferedLines, "READ_BYTES", 7)
+    monkeypatch.setattr(BufferedLines, "FIRST_BYTES", 16)
+    test_blocks_give_the_line_paths_rows_reasons_and_counts(tmp_path)
 
 
 def written(folder: Path, params: IngestParams, blocks: bool) -> tuple[list, list, int]:
