@@ -63,7 +63,7 @@ def parse_block(lines: list[bytes], max_document_chars: int) -> ParsedBlock | No
         end = len(line) - (i < last or line.endswith(b"\n"))
         if line[:1] != b"{" or line[end - 1 : end] != b"}" or end > max_line:
             return None
-    data = joined(lines)
+    data = b"".join(lines)
     try:
         table = pajson.read_json(
             pa.BufferReader(data),
@@ -97,24 +97,6 @@ def parse_block(lines: list[bytes], max_document_chars: int) -> ParsedBlock | No
     if len(given) and not pc.all(pc.equal(pc.utf8_trim_whitespace(given), given)).as_py():
         return None
     return ParsedBlock(ids=ids, texts=texts, urls=columns["url"])
-
-
-def joined(lines: list[bytes]) -> pa.Buffer:
-    """The lines end to end in one buffer of Arrow's memory pool: the bytes ``b"".join`` gives.
-
-    A block is some 50 MB; joined as a Python ``bytes`` it is a fresh ``mmap`` of ordinary 4 KiB
-    pages for every block (past glibc's mmap threshold), each page faulted in and zeroed by the
-    kernel, and unmapped again when the block is parsed. Arrow's pool (mimalloc) serves it from
-    memory it already holds, or in huge pages, at a fraction of the page faults."""
-    buffer = pa.allocate_buffer(sum(map(len, lines)))
-    if buffer.size:
-        out = memoryview(buffer).cast("B")  # bytes, as the lines are (Arrow exports signed chars)
-        start = 0
-        for line in lines:
-            end = start + len(line)
-            out[start:end] = line
-            start = end
-    return buffer
 
 
 def derived_ids(texts: pa.Array, rows: list[int]) -> list[str]:

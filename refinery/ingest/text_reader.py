@@ -40,11 +40,6 @@ from refinery.metadata import Json
 RECORD_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".txt")
 TEXT_SUFFIXES = RECORD_SUFFIXES + WARC_SUFFIXES + HTML_SUFFIXES + PDF_SUFFIXES
 GZIP_MAGIC = b"\x1f\x8b"
-# JSONL is read a line at a time through a buffer this size (1 MiB, not io's 8 KiB): a document
-# line longer than the buffer is read in pieces that readline copies into a list and joins, each
-# piece and the join a fresh allocation (the 105 MB real corpus: ~0.05 CPU s of 0.07 in reading
-# lines, benchmarks/RESULTS.md "Ingest without fresh pages"). The lines are the same bytes.
-LINE_BUFFER_BYTES = 1 << 20
 KNOWN_FIELDS = {"text", "id", "url", "meta"}
 
 
@@ -235,7 +230,7 @@ class SourceReader(RowCollector):
         elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             yield from self._read_utf16_jsonl(path, rel)
         else:
-            yield from self._read_jsonl_stream(path.open("rb", buffering=LINE_BUFFER_BYTES), rel)
+            yield from self._read_jsonl_stream(path.open("rb"), rel)
 
     def _read_jsonl_stream(self, stream, rel: str) -> Iterator[IngestBatch]:
         read = [0]  # lines read so far, for where a corrupt archive broke
@@ -256,7 +251,7 @@ class SourceReader(RowCollector):
         and skipped by the next range, so every line is read once, by the range it starts in."""
         read = [first_line - 1]
         try:
-            with path.open("rb", buffering=LINE_BUFFER_BYTES) as stream:
+            with path.open("rb") as stream:
                 if start > 0:
                     stream.seek(start - 1)
                     stream.readline()  # the rest of the line the previous range reads

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from refinery.ingest import text_reader
-from refinery.ingest.jsonl_blocks import joined, parse_block
+from refinery.ingest.jsonl_blocks import parse_block
 from refinery.ingest.text_reader import IngestParams, SourceReader
 from refinery.kernel.collector import FilePiece
 from refinery.kernel.ingest import ingest_with_reader
@@ -188,34 +187,3 @@ def test_any_file_is_written_the_same_by_blocks_and_line_by_line(lines, batch_ro
         (folder / "f.jsonl").write_bytes(b"\n".join(lines))
         params = IngestParams(batch_rows=batch_rows, max_document_chars=8)
         assert repr(written(folder, params, True)) == repr(written(folder, params, False))  # NaN in samples
-
-
-@settings(max_examples=80, derandomize=True, deadline=None)
-@given(
-    lines=st.lists(st.binary(max_size=40) | st.sampled_from([b"", b"{}\n", "\u00e9\n".encode()]), max_size=12)
-)
-def test_joined_is_the_lines_end_to_end(lines):
-    """The block parse_block hands to Arrow, built in Arrow's pool: exactly b"".join's bytes."""
-    assert joined(lines).to_pybytes() == b"".join(lines)
-
-
-def test_lines_longer_than_the_read_buffer_are_read_whole(tmp_path, monkeypatch):
-    """JSONL is read through a LINE_BUFFER_BYTES buffer: lines longer than it (documents of
-    megabytes against 1 MiB; here 64 bytes) give the rows a buffer longer than every line gives,
-    as a whole file and as byte ranges."""
-    folder = tmp_path / "s"
-    folder.mkdir()
-    long = [json.dumps({"id": f"long{n}", "text": "w " * (40 * n)}).encode() + b"\n" for n in range(1, 5)]
-    lines = [*long, *mixed_lines("a")]
-    data = b"".join(lines)
-    (folder / "a.jsonl").write_bytes(data)
-    start = len(data) // 3  # inside a long line: the range begins with the line after it
-    piece = FilePiece(
-        0, "a.jsonl", len(data), start, len(data), first_line=data[: start - 1].count(b"\n") + 2
-    )
-    params = IngestParams(batch_rows=4)
-    wide = written(folder, params, True), both_ways(folder, params, piece)
-    monkeypatch.setattr(text_reader, "LINE_BUFFER_BYTES", 64)
-    narrow = written(folder, params, True), both_ways(folder, params, piece)
-    assert repr(narrow) == repr(wide)
-    assert max(map(len, lines)) > 64
