@@ -119,8 +119,8 @@ def text_column(cleaned: Cleaned, index: pd.Index) -> pd.Series | list[str]:
 
 
 def _as_column(final: pa.Array, cleaned: Cleaned, index: pd.Index) -> pd.Series | list[str]:
-    """``final`` (the cleaned texts in Arrow) as the stage's column, or the list where pandas would
-    not make the column a list of strings makes."""
+    """``final`` (the cleaned texts in Arrow) as the stage's column; the cleaned strings' list
+    where Arrow's conversion would give another dtype than a column built from the list."""
     column = final.to_pandas().set_axis(index)
     return column if column.dtype == _STR_DTYPE else cleaned.texts
 
