@@ -92,6 +92,7 @@ def _clean_texts(texts: list[str], params: CleanParams, original: pa.Array | Non
         arr = pa.array(out, pa.large_string()) if original is None else _replaced(original, texts, out)
     except (UnicodeEncodeError, pa.ArrowInvalid):
         return Cleaned(*_clean_one_by_one(out, params, fixed=True))
+    del texts, out  # the strings before tidying: freed here where the caller kept no other reference
     arr = tidy_batch(arr, params.strip_invisible, params.normalize_whitespace)
     tidy_list = arr.to_pylist()
     return Cleaned(*redact_batch(tidy_list, arr, set(params.redact), params.placeholder), arr, tidy_list)
@@ -114,7 +115,13 @@ def text_column(cleaned: Cleaned, index: pd.Index) -> pd.Series | list[str]:
     column built from ``cleaned.texts``)."""
     if cleaned.tidy is None or cleaned.tidy_list is None:
         return cleaned.texts
-    column = _replaced(cleaned.tidy, cleaned.tidy_list, cleaned.texts).to_pandas().set_axis(index)
+    return _as_column(_replaced(cleaned.tidy, cleaned.tidy_list, cleaned.texts), cleaned, index)
+
+
+def _as_column(final: pa.Array, cleaned: Cleaned, index: pd.Index) -> pd.Series | list[str]:
+    """``final`` (the cleaned texts in Arrow) as the stage's column; the cleaned strings' list
+    where Arrow's conversion would give another dtype than a column built from the list."""
+    column = final.to_pandas().set_axis(index)
     return column if column.dtype == _STR_DTYPE else cleaned.texts
 
 
@@ -142,14 +149,33 @@ def clean_batch(frame: pd.DataFrame, params: CleanParams) -> BatchResult:
     unknown = set(params.redact) - set(PII_KINDS)
     if unknown:
         raise ValueError(f"unknown PII kinds {sorted(unknown)}; choose from {list(PII_KINDS)}")
-    originals = frame["text"].tolist()
-    cleaned = _clean_texts(originals, params, _large_strings(frame["text"]))
+    original = _large_strings(frame["text"])
+    if original is None:
+        originals = frame["text"].tolist()
+        cleaned = _clean_texts(originals, params)
+        column = text_column(cleaned, frame.index)
+        changed = [a != b for a, b in zip(cleaned.texts, originals, strict=True)]
+    else:  # the list is handed over, not kept: _clean_texts frees it before listing the tidied texts
+        cleaned = _clean_texts(frame["text"].tolist(), params, original)
+        column, changed = _column_and_changes(cleaned, original, frame.index)
     texts, found = cleaned.texts, cleaned.counts
-    changed = [a != b for a, b in zip(texts, originals, strict=True)]
     counts = {f"pii_{kind}": [c[kind] for c in found] for kind in PII_KINDS}
     reasons = [None if t else ("empty_after_cleaning", "no text left after cleaning") for t in texts]
-    out = frame.assign(text=text_column(cleaned, frame.index), text_changed=changed, **counts)
+    out = frame.assign(text=column, text_changed=changed, **counts)
     return split_batch(out, reasons)
+
+
+def _column_and_changes(
+    cleaned: Cleaned, original: pa.Array, index: pd.Index
+) -> tuple[pd.Series | list[str], list[bool]]:
+    """The cleaned text column and, per row, whether it differs from ``original`` (the batch's
+    texts in Arrow), compared in Arrow: UTF-8 bytes are equal exactly when the strings are, so
+    the batch's strings as Python objects need not outlive the cleaning (they are a second copy
+    of the batch beside the tidied ones; ~100 MB of a 5,000-document batch)."""
+    if cleaned.tidy is None or cleaned.tidy_list is None:  # cleaned one by one
+        return cleaned.texts, [a != b for a, b in zip(cleaned.texts, original.to_pylist(), strict=True)]
+    final = _replaced(cleaned.tidy, cleaned.tidy_list, cleaned.texts)
+    return _as_column(final, cleaned, index), pc.not_equal(final, original).to_pylist()
 
 
 def unlabelled(frame: pd.DataFrame) -> pd.DataFrame:

@@ -54,3 +54,30 @@ def test_labels_from_arrow_prefixes_equal_the_list_path():
         assert got["language"].tolist() == languages
         assert got["language_score"].tolist() == pd.Series(scores, dtype="float32").tolist()
         assert got.index.equals(frame.index)
+
+
+def test_text_changed_compared_in_arrow_equals_the_strings_comparison(monkeypatch):
+    """The stage's column is compared in Arrow with the cleaned texts (the batch's strings are not
+    kept for it): the same text_changed as comparing the strings, also where the batch fell back
+    to cleaning one by one (forced here: the first Arrow replacement refuses)."""
+    from refinery.clean import cleaning
+
+    docs = [*real_documents(12), *PII_CASES, "cafe\u0301", "plain", "\u200b"]
+    frame = pd.DataFrame({"id": [f"d{i}" for i in range(len(docs))], "text": docs})
+    want = _reference(frame, CleanParams())
+    assert want.kept["text_changed"].any() and not want.kept["text_changed"].all()
+    got = clean_batch(frame, CleanParams())
+    pd.testing.assert_frame_equal(got.kept, want.kept)
+    replaced, calls = cleaning._replaced, []
+
+    def refuse_first(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise cleaning.pa.ArrowInvalid("forced")
+        return replaced(*args)
+
+    monkeypatch.setattr(cleaning, "_replaced", refuse_first)
+    got = clean_batch(frame, CleanParams())
+    assert calls == [1]  # cleaned one by one: no column built from Arrow
+    pd.testing.assert_frame_equal(got.kept, want.kept)
+    pd.testing.assert_frame_equal(got.rejected, want.rejected)
