@@ -169,7 +169,7 @@ def gopher_quality_batch(counts: BatchCounts, p: GopherQualityParams) -> BatchCh
         raise ValueError(f"counted with bullet prefixes {counts.bullet_prefixes}, not {p.bullet_prefixes}")
     c = counts.column
     words, lines = c("words"), c("lines")
-    n_tokens = words + c("other_chars") - (c("word_length") - c("word_chars"))
+    n_tokens = counts.tokens()
     n_tokens[n_tokens == 0] = 1  # `n_tokens or 1`
     run = _ChecksRun(len(words))
     run.score("word_count", words)

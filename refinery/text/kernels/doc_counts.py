@@ -53,15 +53,24 @@ class BatchCounts:
     def column(self, name: str) -> np.ndarray:
         return self.counts[:, COLUMNS.index(name)]
 
+    def tokens(self) -> np.ndarray:
+        """Tokens per document (words and single symbol characters): the words, plus the other
+        non-space characters less those inside words (joiners such as the apostrophe of "don't")."""
+        return (
+            self.column("words")
+            + self.column("other_chars")
+            - (self.column("word_length") - self.column("word_chars"))
+        )
+
     def rows(self, index: np.ndarray | None = None) -> list[DocCounts]:
         """One :class:`DocCounts` per document (those at ``index`` when given), with its
         :class:`DocShape` (plain ints)."""
         prefixes = self.bullet_prefixes
         out = []
         picked = self.counts if index is None else self.counts[index]
-        for wc, oc, w, wl, lw, h, e, ln, bl, el in picked.tolist():
-            shape = DocShape(h, e, ln, bl, el, prefixes)
-            out.append(DocCounts(wc, oc, w, wl, lw, w + oc - (wl - wc), shape))
+        tokens = self.tokens() if index is None else self.tokens()[index]
+        for (wc, oc, w, wl, lw, h, e, ln, bl, el), t in zip(picked.tolist(), tokens.tolist(), strict=True):
+            out.append(DocCounts(wc, oc, w, wl, lw, t, DocShape(h, e, ln, bl, el, prefixes)))
         return out
 
 
